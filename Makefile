@@ -1,0 +1,31 @@
+# Quick start: `make demo` and `make test`. Both create (or reuse) .venv, install the pinned
+# dependencies and the simulators when missing, then run.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export AMARANTH_USE_YOSYS := builtin
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test test-fast bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml tools/install.sh
+	bash tools/install.sh $(VENV)
+	@touch $@
+
+demo: $(STAMP)
+	$(PY) -m spvit.cli demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/golden_speed.py
+
+clean:
+	rm -rf build .pytest_cache

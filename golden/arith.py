@@ -1,0 +1,177 @@
+"""Integer primitives: the one place where rounding, saturation and widths are defined.
+
+Every function takes and returns numpy int64 arrays (or Python ints) holding integers; no
+float enters the integer path except in `matmul`, where float64 BLAS is used as an exact
+integer engine (proved in `matmul`'s docstring and tested). The RTL mirrors these functions
+one to one (`rtl_gen/arith.py`). The rules are stated in docs/arithmetic.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WORD = 16
+INT16_MIN = -(1 << 15)
+INT16_MAX = (1 << 15) - 1
+ACC_BITS = 48
+BIAS_LIMIT = 1 << 46  # |bias| < 2^46 so that bias + 4096 * 2^30 < 2^47 fits a 48-bit accumulator
+MAX_K = 4096          # longest dot product supported (see matmul)
+
+
+def as_int(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.int64)
+
+
+def sat(x, bits: int = WORD) -> np.ndarray:
+    """Saturate to a signed `bits`-bit range."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return np.clip(as_int(x), lo, hi)
+
+
+def rshift_round(x, s) -> np.ndarray:
+    """Shift right by s with round-half-up: floor((x + 2^(s-1)) / 2^s); s <= 0 shifts left
+    exactly. Ties go toward +infinity (-2.5 -> -2, 2.5 -> 3). `s` may be an array."""
+    x = as_int(x)
+    s = as_int(s)
+    if s.ndim == 0:
+        s = int(s)
+        if s <= 0:
+            return x << -s
+        return (x + (1 << (s - 1))) >> s
+    pos = np.maximum(s, 0)
+    half = np.where(pos > 0, np.left_shift(1, np.maximum(pos - 1, 0)), 0)
+    return np.where(s > 0, (x + half) >> pos, x << np.maximum(-s, 0))
+
+
+def requant(acc, shift) -> np.ndarray:
+    """Accumulator -> int16: round-half-up shift right by `shift`, then saturate."""
+    return sat(rshift_round(acc, shift))
+
+
+def requant_mul(acc, mult: int, shift: int) -> np.ndarray:
+    """Requantise acc * mult (mult an unsigned 16-bit constant) by `shift`."""
+    return requant(as_int(acc) * int(mult), shift)
+
+
+def add_sat(a, fa: int, b, fb: int, fo: int) -> np.ndarray:
+    """Saturating add of a (frac fa) and b (frac fb) into int16 with frac fo. Both operands are
+    aligned exactly to frac max(fa, fb) (at most 16 + 32 bits), summed, then requantised."""
+    f = max(fa, fb)
+    s = (as_int(a) << (f - fa)) + (as_int(b) << (f - fb))
+    return requant(s, f - fo)
+
+
+def matmul(x, w_t) -> np.ndarray:
+    """Exact integer x @ w_t for int16-range operands and K <= 4096 (int64 result).
+
+    Width: each product is at most 2^30 in magnitude, so any sum of at most 4096 of them is
+    below 2^42; with a bias below 2^46 the 48-bit accumulator never overflows (< 2^47).
+
+    Engines (all exact, tested equal): a 2-D `PackedWeight` runs four int8 GEMMs (below);
+    anything else runs float64 BLAS, which is exact because every partial sum is an integer
+    below 2^42 < 2^53, whatever order the BLAS adds in."""
+    if isinstance(w_t, PackedWeight):
+        return w_t.matmul(x)
+    x = np.asarray(x)
+    w_t = np.asarray(w_t)
+    if x.shape[-1] > MAX_K:
+        raise ValueError(f"matmul depth {x.shape[-1]} exceeds {MAX_K}")
+    return np.matmul(x.astype(np.float64, copy=False), w_t.astype(np.float64, copy=False)).astype(np.int64)
+
+
+def _split8(v: np.ndarray):
+    """v = 256 * hi + lo + 128 with hi, lo int8 (v in the int16 range)."""
+    return (v >> 8).astype(np.int8), ((v & 255) - 128).astype(np.int8)
+
+
+class PackedWeight:
+    """A constant int16 matrix w_t [K, N] prepared for the int8 engine of `matmul`:
+    x = 256 a + b + 128 and w = 256 c + d + 128 (a, b, c, d int8) give
+    x @ w = 2^16 ac + 2^8 (ad + bc) + bd + 128 (rowsum x + colsum w) - 2^14 K.
+    Three int8 GEMMs with int32 results: ac and bd sum K products below 2^14 (< 2^26), and
+    [a b] @ [d; c] sums 2K of them (< 2^27), so none can overflow."""
+
+    def __init__(self, w_t):
+        import torch
+        w_t = as_int(w_t)
+        if w_t.ndim != 2 or w_t.shape[0] > MAX_K:
+            raise ValueError(f"PackedWeight needs a [K <= {MAX_K}, N] matrix (got {w_t.shape})")
+        self.k, self.n = w_t.shape
+        c, d = (torch.from_numpy(np.ascontiguousarray(t)) for t in _split8(w_t))
+        self.c, self.d, self.dc = c, d, torch.cat([d, c], 0)
+        self.colsum = w_t.sum(0) * 128 - (self.k << 14)
+
+    def matmul(self, x) -> np.ndarray:
+        import torch
+        x = as_int(x)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.k)
+        if x2.shape[0] == 0:
+            return np.zeros((*lead, self.n), dtype=np.int64)
+        a, b = (torch.from_numpy(t) for t in _split8(x2))
+        out = torch._int_mm(a, self.c).to(torch.int64)
+        out <<= 8
+        out += torch._int_mm(torch.cat([a, b], 1), self.dc)
+        out <<= 8
+        out += torch._int_mm(b, self.d)
+        out = out.numpy()
+        out += x2.sum(1, keepdims=True) * 128
+        out += self.colsum
+        return out.reshape(*lead, self.n)
+
+
+def linear(x, w_t, b, shift: int) -> np.ndarray:
+    """int16 out = requant(x @ w_t + b, shift); b is in the accumulator format."""
+    return requant(matmul(x, w_t) + as_int(b), shift)
+
+
+def recip(d, k: int) -> np.ndarray:
+    """floor(2^k / d) for integer d >= 1: the reciprocal unit (a restoring divider in RTL)."""
+    d = as_int(d)
+    if np.any(d < 1):
+        raise ValueError("recip needs d >= 1")
+    return (np.int64(1) << k) // d if k < 63 else np.array([(1 << k) // int(v) for v in d.ravel()]).reshape(d.shape)
+
+
+def isqrt(n) -> np.ndarray:
+    """Exact floor(sqrt(n)) for 0 <= n < 2^62 (vectorised). Equal by definition to the
+    digit-by-digit algorithm the RTL runs (`isqrt_bitwise`)."""
+    n = as_int(n)
+    r = np.floor(np.sqrt(n.astype(np.float64))).astype(np.int64)
+    for _ in range(2):  # float64 rounding puts r within 1 of the answer
+        r = np.where(r * r > n, r - 1, r)
+        r = np.where((r + 1) * (r + 1) <= n, r + 1, r)
+    return r
+
+
+def isqrt_bitwise(n: int, bits: int = 62) -> int:
+    """Restoring digit-by-digit square root, one result bit per step (the RTL algorithm)."""
+    rem, root = 0, 0
+    for i in range(bits // 2 - 1, -1, -1):
+        rem = (rem << 2) | ((n >> (2 * i)) & 3)
+        trial = (root << 2) | 1
+        root <<= 1
+        if rem >= trial:
+            rem -= trial
+            root |= 1
+    return root
+
+
+def bit_length(n) -> np.ndarray:
+    """Number of significant bits of n >= 0 (a leading-zero counter in RTL)."""
+    n = as_int(n)
+    out = np.zeros(n.shape, dtype=np.int64)
+    v = n.copy()
+    for s in (32, 16, 8, 4, 2, 1):
+        m = v >= (np.int64(1) << s)
+        out += np.where(m, s, 0)
+        v = np.where(m, v >> s, v)
+    return out + (v > 0)
+
+
+def quantize(x_float, frac: int, bits: int = WORD) -> np.ndarray:
+    """Float -> integer at the boundary only (inputs, weights): nearest (ties to even), saturate."""
+    return sat(np.round(np.asarray(x_float, dtype=np.float64) * 2.0 ** frac), bits)
+
+
+def dequantize(q, frac: int) -> np.ndarray:
+    return np.asarray(q, dtype=np.float64) * 2.0 ** -frac

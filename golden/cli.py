@@ -1,0 +1,54 @@
+"""Subcommands of the golden model: `spvit info`."""
+from __future__ import annotations
+
+import dataclasses
+
+from spvit.errors import UsageError
+
+from .config import load_config
+from .macs import block_params, count, embed_macs, head_macs, selector_params, total_macs, total_params
+
+
+def _keep(text: str | None):
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--keep takes comma-separated fractions such as 0.7,0.5,0.3 (got {text!r})") from None
+
+
+def cmd_info(args) -> int:
+    cfg = load_config(args.config)
+    m = cfg.model
+    try:
+        keep = _keep(args.keep)
+        runs = [("unpruned", None)] + ([("keep " + args.keep, keep)] if keep else [])
+        rows_by_run = [(label, count(m, k), total_macs(m, k)) for label, k in runs]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"model {m.name}")
+    for f in dataclasses.fields(m):
+        print(f"  {f.name:16s} {getattr(m, f.name)}")
+    print(f"  {'head_dim':16s} {m.head_dim}\n  {'tokens':16s} {m.num_tokens}")
+    print("fixed point")
+    for f in dataclasses.fields(cfg.fixed_point):
+        print(f"  {f.name:16s} {getattr(cfg.fixed_point, f.name)}")
+    print(f"parameters: {total_params(m):,} ({total_params(m) / 1e6:.2f} M); per block {block_params(m):,}"
+          + (f"; per selector {selector_params(m):,}" if m.stages else ""))
+    print(f"MACs (spvit.txt Table 1 per block): patch embed {embed_macs(m) / 1e6:.2f} M, head {head_macs(m) / 1e6:.3f} M")
+    for label, rows, tot in rows_by_run:
+        print(f"{label}:")
+        print(f"  {'block':>5s} {'tokens':>6s} {'block MMAC':>11s} {'selector MMAC':>14s}")
+        for r in rows:
+            sel = f"{r.selector_macs / 1e6:14.2f}" if r.selector_macs else f"{'':14s}"
+            print(f"  {r.index:5d} {r.tokens:6d} {r.macs / 1e6:11.2f} {sel}")
+        print(f"  total {tot / 1e9:.3f} GMAC")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="model configuration, parameters and MACs per block")
+    p.add_argument("--config", default="deit-small", help="preset name or TOML file (default deit-small)")
+    p.add_argument("--keep", help="cumulative keep rates per selector stage, e.g. 0.7,0.5,0.3")
+    p.set_defaults(func=cmd_info)

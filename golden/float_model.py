@@ -1,0 +1,267 @@
+"""The float twin: the same network in torch, with timm's DeiT parameter names and the official
+SPViT selector names, so that timm / SPViT checkpoints load directly. With no selector it
+computes what timm's DeiT computes (LayerNorm eps 1e-6, exact-erf GELU, qkv bias).
+
+`trace` (a callable name, tensor) sees every intermediate that the integer model quantises,
+under the names of `QModel.fmt`; calibration uses it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+def _noop(name, t):
+    pass
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, cfg.patch_size, cfg.patch_size)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, trace=_noop, p=""):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            trace(p + name, t)
+        s = (q @ k.transpose(-2, -1)) * self.scale
+        trace(p + "s", s)
+        o = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        trace(p + "o", o)
+        o = self.proj(o)
+        trace(p + "proj", o)
+        return o
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x, trace=_noop, p=""):
+        h = self.fc1(x)
+        trace(p + "h", h)
+        g = self.act(h)
+        trace(p + "g", g)
+        y = self.fc2(g)
+        trace(p + "fc2", y)
+        return y
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.attn = Attention(cfg.embed_dim, cfg.num_heads)
+        self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.mlp = Mlp(cfg.embed_dim, cfg.mlp_hidden)
+
+    def forward(self, x, trace=_noop, p=""):
+        h = self.norm1(x)
+        trace(p + "ln1", h)
+        x = x + self.attn(h, trace, p)
+        trace(p + "mid", x)
+        h = self.norm2(x)
+        trace(p + "ln2", h)
+        return x + self.mlp(h, trace, p)
+
+
+class SPViTSelector(nn.Module):
+    """Official layout: in_conv.H = [LayerNorm(dh), Linear(dh, dh), GELU], out_conv.H =
+    [Linear(dh, dh/2), GELU, Linear(dh/2, dh/4), GELU, Linear(dh/4, 2)], senet = [Linear(H, H/2),
+    GELU, Linear(H/2, H), Sigmoid]. Output index 0 of out_conv means keep."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h, dh = cfg.num_heads, cfg.head_dim
+        self.heads = h
+        self.in_conv = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(dh), nn.Linear(dh, dh), nn.GELU()) for _ in range(h))
+        self.out_conv = nn.ModuleList(
+            nn.Sequential(nn.Linear(dh, dh // 2), nn.GELU(), nn.Linear(dh // 2, dh // 4), nn.GELU(),
+                          nn.Linear(dh // 4, 2)) for _ in range(h))
+        self.senet = nn.Sequential(nn.Linear(h, max(h // 2, 1)), nn.GELU(), nn.Linear(max(h // 2, 1), h), nn.Sigmoid())
+
+    def forward(self, x, n_pkg: int, trace=_noop, p="", alive=None):
+        """x [B, N, C] = [CLS, patches, packages]. Returns z [B, ns, H, 2] and w [B, ns, H] for
+        the ns = N - 1 - n_pkg patch tokens. `alive` [B, N-1] (training only) masks the mean."""
+        b, n, c = x.shape
+        h = self.heads
+        dh = c // h
+        cand = x[:, 1:]
+        ns = n - 1 - n_pkg
+        zs = []
+        for i in range(h):
+            ln, fc, act = self.in_conv[i]
+            t = ln(cand[..., i * dh:(i + 1) * dh])
+            trace(p + "ln", t)
+            t = fc(t)
+            trace(p + "f", t)
+            f = act(t)
+            trace(p + "fg", f)
+            g = f[..., dh // 2:]
+            if alive is None:
+                glob = g.mean(1, keepdim=True)
+            else:
+                a = alive.unsqueeze(-1).to(g.dtype)
+                glob = (g * a).sum(1, keepdim=True) / a.sum(1, keepdim=True).clamp_min(1e-6)
+            feat = torch.cat([f[:, :ns, : dh // 2], glob.expand(b, ns, dh // 2)], -1)
+            fc1, act1, fc2, act2, fc3 = self.out_conv[i]
+            t = fc1(feat)
+            trace(p + "o1", t)
+            t = act1(t)
+            trace(p + "o1g", t)
+            t = fc2(t)
+            trace(p + "o2", t)
+            t = act2(t)
+            trace(p + "o2g", t)
+            t = fc3(t)
+            trace(p + "z", t)
+            zs.append(t)
+        z = torch.stack(zs, 2)
+        xbar = cand[:, :ns].reshape(b, ns, h, dh).mean(-1)
+        l1, act, l2, sig = self.senet
+        t = l1(xbar)
+        trace(p + "se1", t)
+        t = act(t)
+        trace(p + "se1g", t)
+        t = l2(t)
+        trace(p + "se2", t)
+        return z, sig(t)
+
+
+def decide(z, w, cap: int | None = None):
+    """Deterministic decision: keep iff sum_h w_h (z0_h - z1_h) >= 0 (ties kept); the optional
+    cap keeps the top-`cap` kept tokens by that score, ties toward the lower index. Returns
+    (keep [B, ns] bool, score [B, ns], m [B, ns] keep probability)."""
+    d = z[..., 0] - z[..., 1]
+    score = (w * d).sum(-1)
+    keep = score >= 0
+    if cap is not None:
+        for r in range(keep.shape[0]):
+            if int(keep[r].sum()) > cap:
+                order = sorted(range(score.shape[1]), key=lambda i: (-float(score[r, i]), i))
+                top = torch.zeros_like(keep[r])
+                top[order[:cap]] = True
+                keep[r] &= top
+    m = (w * torch.sigmoid(d)).sum(-1) / w.sum(-1).clamp_min(1e-12)
+    return keep, score, m
+
+
+def package(tokens, m, mode: str):
+    """tokens [Q, C], m [Q] -> [C] (see golden.network.package)."""
+    if tokens.shape[0] == 0:
+        return tokens.new_zeros(tokens.shape[-1])
+    if mode == "mean":
+        return tokens.mean(0)
+    s = (m.unsqueeze(-1) * tokens).sum(0)
+    return s if mode == "sum" else s / m.sum().clamp_min(1e-12)
+
+
+class DeiT(nn.Module):
+    """timm-compatible DeiT with optional SPViT selectors (`score_predictor.P`)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.embed_dim
+        self.patch_embed = PatchEmbed(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_tokens, c))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.head = nn.Linear(c, cfg.num_classes)
+        if cfg.selector == "spvit":
+            self.score_predictor = nn.ModuleList(SPViTSelector(cfg) for _ in cfg.selector_blocks)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None):
+        """timm's DeiT initialisation of the backbone: trunc_normal(std .02) for linear weights,
+        pos and cls, zero biases, unit LayerNorm. Selectors keep torch's default Linear init
+        (as the official code), re-drawn from `seed` when given."""
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        for name, prm in self.named_parameters():
+            if name.startswith("score_predictor"):
+                if seed is not None and prm.dim() == 2:
+                    bound = 1 / prm.shape[1] ** 0.5
+                    prm.uniform_(-bound, bound, generator=g)
+                elif seed is not None and name.endswith("bias") and "in_conv" not in name:
+                    prm.uniform_(-0.1, 0.1, generator=g)
+                continue
+            if name.endswith("bias"):
+                prm.zero_()
+            elif prm.dim() == 1:  # LayerNorm weight
+                prm.fill_(1.0)
+            else:
+                prm.copy_(torch.nn.init.trunc_normal_(torch.empty_like(prm), std=0.02, a=-0.04, b=0.04, generator=g))
+
+    def embed(self, img, trace=_noop):
+        x = self.patch_embed(img)
+        trace("patch", x)
+        trace("pos", self.pos_embed[:, 1:])
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+        return x
+
+    def forward(self, img, trace=_noop, return_tokens: bool = False):
+        """Deterministic inference (no Gumbel noise). Returns logits [B, classes] and the kept
+        patch-token count per image and stage [B, stages] (`self.last_kept`)."""
+        x = self.embed(img, trace)
+        b = x.shape[0]
+        kept = torch.zeros(b, self.cfg.stages, dtype=torch.long)
+        xs = [x]
+        stage = 0
+        for i, blk in enumerate(self.blocks):
+            trace(f"res.{i}", torch.cat([t.flatten(0, 1) for t in xs]))
+            if i in self.cfg.selector_blocks:
+                flat = [t for g in xs for t in g]
+                xs = []
+                for j, t in enumerate(flat):
+                    out, keep = self.select(stage, t, trace)
+                    kept[j, stage] = int(keep.sum())
+                    xs.append(out[None])
+                    trace(f"res.{i}", out)
+                stage += 1
+            xs = [blk(g, trace, f"blocks.{i}.") for g in xs]
+        trace(f"res.{self.cfg.depth}", torch.cat([t.flatten(0, 1) for t in xs]))
+        cls = torch.stack([t[0] for g in xs for t in g])
+        cls = self.norm(cls)
+        trace("norm", cls)
+        logits = self.head(cls)
+        trace("logits", logits)
+        self.last_kept = kept
+        return (logits, kept, [t for g in xs for t in g]) if return_tokens else logits
+
+    def select(self, stage: int, x, trace=_noop):
+        """One image x [N, C] through selector `stage`: (output tokens, keep [ns])."""
+        n_pkg = stage
+        z, w = self.score_predictor[stage](x[None], n_pkg, trace, f"sel.{stage}.")
+        keep, _, m = decide(z, w, self.cfg.cap(stage))
+        keep, m = keep[0], m[0]
+        ns = keep.shape[0]
+        pkg = package(x[1:1 + ns][~keep], m[~keep], self.cfg.package_mode)
+        out = torch.cat([x[:1], x[1:1 + ns][keep], x[1 + ns:], pkg[None]], 0)
+        return out, keep
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+

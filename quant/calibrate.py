@@ -1,0 +1,186 @@
+"""Calibration: choose per-tensor fraction bits from float activations, and build the integer
+model (`golden.network.QModel`) from a float twin.
+
+Every tensor the integer model stores is int16 with a power-of-two scale 2^-frac. For a
+tensor whose calibrated magnitude is `a`, frac is the largest value with a * 2^frac <= 32767
+(clamped to the configured range); `frac_overrides` in the config pins any name.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from golden.arith import BIAS_LIMIT, INT16_MAX, quantize
+from golden.config import FixedPointConfig
+from golden.float_model import DeiT
+from golden.kernels import PROB_FRAC, ln_eps_const, make_pwl
+from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel, QSelector
+
+METHODS = ("maxabs", "percentile")
+
+
+class Ranges:
+    """Running statistics of every traced tensor: max |x| and a sample of |x| for percentiles."""
+
+    def __init__(self, sample: int = 4096, seed: int = 0):
+        self.maxabs: dict[str, float] = defaultdict(float)
+        self.samples: dict[str, list] = defaultdict(list)
+        self.sample = sample
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, name: str, t: torch.Tensor):
+        a = t.detach().abs().flatten().double()
+        if a.numel() == 0:
+            return
+        self.maxabs[name] = max(self.maxabs[name], float(a.max()))
+        if a.numel() > self.sample:
+            a = a[torch.randint(a.numel(), (self.sample,), generator=self.gen)]
+        self.samples[name].append(a)
+
+    def value(self, name: str, method: str = "maxabs", pct: float = 99.99) -> float:
+        if method == "maxabs":
+            return self.maxabs[name]
+        s = torch.cat(self.samples[name])
+        return float(torch.quantile(s, pct / 100.0))
+
+
+def frac_for(a: float, fp: FixedPointConfig = FixedPointConfig()) -> int:
+    """Largest frac with a * 2^frac <= 32767, clamped to [frac_min, frac_max]."""
+    if not math.isfinite(a):
+        raise ValueError(f"cannot choose a format for a non-finite range ({a})")
+    f = fp.frac_max if a <= 0 else math.floor(math.log2(INT16_MAX / a))
+    return int(min(max(f, fp.frac_min), fp.frac_max))
+
+
+@torch.no_grad()
+def collect_ranges(model: DeiT, images: torch.Tensor, batch: int = 16) -> Ranges:
+    model.eval()
+    r = Ranges()
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        r("img", x)
+        model(x, trace=r)
+    return r
+
+
+def choose_formats(ranges: Ranges, fp: FixedPointConfig = FixedPointConfig(), method: str = "maxabs") -> dict:
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {METHODS} (got {method!r})")
+    fmt = {k: frac_for(ranges.value(k, method) * 2 ** fp.headroom_bits, fp) for k in ranges.maxabs}
+    fmt.update(fp.frac_overrides)
+    return fmt
+
+
+# ------------------------------------------------------------------ float twin -> QModel
+def _t(x: torch.Tensor) -> np.ndarray:
+    return x.detach().double().cpu().numpy()
+
+
+def _wfrac(w: np.ndarray, fp: FixedPointConfig) -> int:
+    return frac_for(float(np.abs(w).max()), fp)
+
+
+def _bias(b: np.ndarray | None, frac: int, shape) -> np.ndarray:
+    if b is None:
+        return np.zeros(shape, dtype=np.int64)
+    return quantize(b, frac, bits=47).clip(-BIAS_LIMIT + 1, BIAS_LIMIT - 1)
+
+
+def qlinear(w, b, in_frac: int, out_frac: int, fp: FixedPointConfig) -> QLinear:
+    """w float [..., out, in], b float [..., out] or None."""
+    wf = _wfrac(w, fp)
+    bq = _bias(b, in_frac + wf, w.shape[:-1])
+    if bq.ndim > 1:
+        bq = bq[..., None, :]   # stacked per-head layers broadcast over tokens
+    return QLinear(quantize(w, wf), bq, wf, in_frac, out_frac)
+
+
+def qlayernorm(gamma, beta, eps: float, in_frac: int, out_frac: int, fp: FixedPointConfig) -> QLayerNorm:
+    gf = _wfrac(gamma, fp)
+    bq = _bias(beta, 16 + gf, gamma.shape)
+    if bq.ndim > 1:
+        bq = bq[..., None, :]
+        gamma = gamma[..., None, :]
+    return QLayerNorm(quantize(gamma, gf), bq, gf, ln_eps_const(eps, gamma.shape[-1], in_frac), in_frac, out_frac)
+
+
+def _lin(m: torch.nn.Linear):
+    return _t(m.weight), (None if m.bias is None else _t(m.bias))
+
+
+def _stack(mods, attr=None):
+    ws = [_t(m.weight) for m in mods]
+    bs = [_t(m.bias) for m in mods]
+    return np.stack(ws), np.stack(bs)
+
+
+def to_qmodel(model: DeiT, fmt: dict, fp: FixedPointConfig = FixedPointConfig()) -> QModel:
+    """Quantise a float twin with the given formats (tensor name -> frac)."""
+    cfg = model.cfg
+    c = cfg.embed_dim
+    sd = {k: _t(v) for k, v in model.state_dict().items()}
+    pw = sd["patch_embed.proj.weight"].reshape(c, -1)
+    patch = qlinear(pw, sd["patch_embed.proj.bias"], fmt["img"], fmt["patch"], fp)
+    pos = sd["pos_embed"][0]
+    res0 = fmt["res.0"]
+    cls_row = quantize(sd["cls_token"][0, 0] + pos[0], res0)
+    blocks = []
+    for i, blk in enumerate(model.blocks):
+        p = f"blocks.{i}."
+        fin, fmid, fout = fmt[f"res.{i}"], fmt[p + "mid"], fmt[f"res.{i + 1}"]
+        wq, bq = _lin(blk.attn.qkv)
+        ln1 = qlayernorm(_t(blk.norm1.weight), _t(blk.norm1.bias), blk.norm1.eps, fin, fmt[p + "ln1"], fp)
+        q, k, v = (qlinear(wq[j * c:(j + 1) * c], bq[j * c:(j + 1) * c], fmt[p + "ln1"], fmt[p + n], fp)
+                   for j, n in enumerate("qkv"))
+        proj = qlinear(*_lin(blk.attn.proj), fmt[p + "o"], fmt[p + "proj"], fp)
+        attn = QAttention(q, k, v, proj, cfg.num_heads, round(blk.attn.scale * (1 << 15)), fmt[p + "s"], fmt[p + "o"])
+        ln2 = qlayernorm(_t(blk.norm2.weight), _t(blk.norm2.bias), blk.norm2.eps, fmid, fmt[p + "ln2"], fp)
+        fc1 = qlinear(*_lin(blk.mlp.fc1), fmt[p + "ln2"], fmt[p + "h"], fp)
+        fc2 = qlinear(*_lin(blk.mlp.fc2), fmt[p + "g"], fmt[p + "fc2"], fp)
+        mlp = QMlp(fc1, make_pwl("gelu", fmt[p + "h"], fmt[p + "g"]), fc2)
+        blocks.append(QBlock(ln1, attn, ln2, mlp, fin, fmid, fout))
+    selectors = {}
+    for j, b in enumerate(cfg.selector_blocks if cfg.selector == "spvit" else ()):
+        selectors[b] = to_qselector(model.score_predictor[j], fmt, f"sel.{j}.", fmt[f"res.{b}"], cfg, j, fp)
+    norm = qlayernorm(sd["norm.weight"], sd["norm.bias"], model.norm.eps, fmt[f"res.{cfg.depth}"], fmt["norm"], fp)
+    head = qlinear(sd["head.weight"], sd["head.bias"], fmt["norm"], fmt["logits"], fp)
+    pos_q = quantize(pos[1:], fmt["pos"])
+    return QModel(cfg, dict(fmt), patch, cls_row, pos_q, tuple(blocks), selectors, norm, head)
+
+
+def to_qselector(sel, fmt: dict, p: str, res: int, cfg, stage: int, fp: FixedPointConfig) -> QSelector:
+    lns = [s[0] for s in sel.in_conv]
+    gam, bet = np.stack([_t(m.weight) for m in lns]), np.stack([_t(m.bias) for m in lns])
+    in_ln = qlayernorm(gam, bet, lns[0].eps, res, fmt[p + "ln"], fp)
+    f, fg = fmt[p + "f"], fmt[p + "fg"]
+    in_fc = qlinear(*_stack([s[1] for s in sel.in_conv]), fmt[p + "ln"], f, fp)
+    out1 = qlinear(*_stack([s[0] for s in sel.out_conv]), fg, fmt[p + "o1"], fp)
+    out2 = qlinear(*_stack([s[2] for s in sel.out_conv]), fmt[p + "o1g"], fmt[p + "o2"], fp)
+    out3 = qlinear(*_stack([s[4] for s in sel.out_conv]), fmt[p + "o2g"], fmt[p + "z"], fp)
+    se1 = qlinear(*_lin(sel.senet[0]), res, fmt[p + "se1"], fp)
+    se2 = qlinear(*_lin(sel.senet[2]), fmt[p + "se1g"], fmt[p + "se2"], fp)
+    return QSelector(
+        in_ln, in_fc, make_pwl("gelu", f, fg),
+        out1, make_pwl("gelu", fmt[p + "o1"], fmt[p + "o1g"]),
+        out2, make_pwl("gelu", fmt[p + "o2"], fmt[p + "o2g"]),
+        out3, se1, make_pwl("gelu", fmt[p + "se1"], fmt[p + "se1g"]), se2,
+        make_pwl("sigmoid", fmt[p + "se2"], PROB_FRAC), make_pwl("sigmoid", fmt[p + "z"], PROB_FRAC, in_bits=17),
+        cfg.num_heads, res, cfg.package_mode, cfg.cap(stage))
+
+
+def calibrate(model: DeiT, images: torch.Tensor, fp: FixedPointConfig = FixedPointConfig(),
+              method: str = "maxabs") -> QModel:
+    """Float twin + calibration images -> integer model."""
+    fmt = choose_formats(collect_ranges(model, images), fp, method)
+    return to_qmodel(model, fmt, fp)
+
+
+def quantize_images(images: torch.Tensor, q: QModel) -> np.ndarray:
+    return quantize(_t(images), q.img_frac)
+
+
+__all__ = ["Ranges", "frac_for", "collect_ranges", "choose_formats", "to_qmodel", "calibrate",
+           "quantize_images"]

@@ -1,0 +1,16 @@
+"""Settings read from the environment, in one place.
+
+SPVIT_SIM      simulator for cocotb runs: icarus | verilator (default icarus)
+SPVIT_WAVES    1 to write waveforms (default off)
+SPVIT_BUILD    build directory for generated Verilog and simulator builds (default build/)
+SPVIT_SLOW     1 to run the slow (DeiT-shaped) tests (default off; CI sets what it needs)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SIM = os.environ.get("SPVIT_SIM", "icarus")
+WAVES = os.environ.get("SPVIT_WAVES", "0") == "1"
+BUILD = Path(os.environ.get("SPVIT_BUILD", "build"))
+SLOW = os.environ.get("SPVIT_SLOW", "0") == "1"
