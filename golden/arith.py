@@ -107,13 +107,13 @@ class PackedWeight:
         x2 = x.reshape(-1, self.k)
         if x2.shape[0] == 0:
             return np.zeros((*lead, self.n), dtype=np.int64)
-        a, b = (torch.from_numpy(t) for t in _split8(x2))
-        out = torch._int_mm(a, self.c).to(torch.int64)
+        a, b = _split8(x2)
+        ab = torch.from_numpy(np.concatenate([a, b], 1))
+        out = torch._int_mm(torch.from_numpy(a), self.c).numpy().astype(np.int64)
         out <<= 8
-        out += torch._int_mm(torch.cat([a, b], 1), self.dc)
+        out += torch._int_mm(ab, self.dc).numpy()
         out <<= 8
-        out += torch._int_mm(b, self.d)
-        out = out.numpy()
+        out += torch._int_mm(torch.from_numpy(b), self.d).numpy()
         out += x2.sum(1, keepdims=True) * 128
         out += self.colsum
         return out.reshape(*lead, self.n)

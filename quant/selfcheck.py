@@ -75,14 +75,18 @@ def compare(model: DeiT, q: QModel, images: torch.Tensor) -> Report:
                   agree / total if total else 1.0, total)
 
 
-def print_report(r: Report) -> None:
-    print(f"{'block':>5s} {'SQNR dB':>8s}")
-    for i, s in enumerate(r.block_sqnr):
-        print(f"{i:5d} {s:8.1f}")
-    print(f"logits SQNR: {r.logits_sqnr:.1f} dB; top-1 agreement {100 * r.top1_agreement:.1f}%")
+def format_report(r: Report, title: str = "") -> str:
+    lines = [title] if title else []
+    lines.append("per-block SQNR dB: " + " ".join(f"{s:.1f}" for s in r.block_sqnr))
+    lines.append(f"logits SQNR: {r.logits_sqnr:.1f} dB; top-1 agreement {100 * r.top1_agreement:.1f}%")
     if r.selector_tokens:
-        print(f"selector decisions equal on the same input: {100 * r.selector_agreement:.2f}% "
-              f"of {r.selector_tokens} tokens")
-        print("mean kept patch tokens per stage: float " +
-              ", ".join(f"{v:.1f}" for v in r.kept_float.mean(0)) +
-              "; int16 " + ", ".join(f"{v:.1f}" for v in r.kept_golden.mean(0)))
+        lines.append(f"selector decisions equal on the same input: {100 * r.selector_agreement:.2f}% "
+                     f"of {r.selector_tokens} tokens")
+        lines.append("mean kept patch tokens per stage: float " +
+                     ", ".join(f"{v:.1f}" for v in r.kept_float.mean(0)) +
+                     "; int16 " + ", ".join(f"{v:.1f}" for v in r.kept_golden.mean(0)))
+    return "\n".join(lines)
+
+
+def print_report(r: Report) -> None:
+    print(format_report(r))

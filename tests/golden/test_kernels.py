@@ -19,22 +19,22 @@ def f_of(name, x):
 
 @pytest.mark.parametrize("in_frac", [6, 8, 10, 12, 13, 15])
 @pytest.mark.parametrize("out_frac", [8, 10, 12, 14, 15])
-def test_gelu_within_2_lsb(in_frac, out_frac):
+def test_gelu_within_2_lsb(in_frac, out_frac, measured):
     y = make_pwl("gelu", in_frac, out_frac).evaluate(ALL16)
     ref = np.clip(f_of("gelu", ALL16 / 2.0 ** in_frac) * 2.0 ** out_frac, INT16_MIN, INT16_MAX)
     err = np.abs(y - ref).max()
-    print(f"gelu in {in_frac} out {out_frac}: max error {err:.3f} LSB")
+    measured(f"gelu in {in_frac} out {out_frac}: max error {err:.3f} LSB")
     assert err <= 2.0
 
 
 @pytest.mark.parametrize("in_frac", [6, 8, 10, 12, 14])
 @pytest.mark.parametrize("in_bits", [16, 17])
-def test_sigmoid_within_1_lsb(in_frac, in_bits):
+def test_sigmoid_within_1_lsb(in_frac, in_bits, measured):
     x = np.arange(-(1 << (in_bits - 1)), 1 << (in_bits - 1), dtype=np.int64)
     y = make_pwl("sigmoid", in_frac, 15, in_bits).evaluate(x)
     ref = np.clip(f_of("sigmoid", x / 2.0 ** in_frac) * 2.0 ** 15, 0, INT16_MAX)
     err = np.abs(y - ref).max()
-    print(f"sigmoid in {in_frac} ({in_bits}-bit): max error {err:.3f} LSB")
+    measured(f"sigmoid in {in_frac} ({in_bits}-bit): max error {err:.3f} LSB")
     assert err <= 1.0
 
 
@@ -56,11 +56,11 @@ def test_exp_table_is_exp_neg(frac):
     assert np.array_equal(exp_table(frac), exp_neg(d, frac))
 
 
-def test_exp_neg_bound():
+def test_exp_neg_bound(measured):
     x = -np.arange(1 << 16, dtype=np.int64)
     for frac in (8, 12):
         err = np.abs(exp_neg(x, frac) - np.exp(x / 2.0 ** frac) * 2 ** 15).max()
-        print(f"exp frac {frac}: max error {err:.2f} LSB of Q15")
+        measured(f"exp frac {frac}: max error {err:.2f} LSB of Q15")
         assert err <= 4.0
     assert exp_neg(0, 10) == 1 << 15 and exp_neg(-65535, 0) == 0
 
@@ -73,7 +73,7 @@ def ref_softmax(s, frac):
 
 @pytest.mark.parametrize("frac", [6, 8, 10, 12, 14])
 @pytest.mark.parametrize("n", [2, 17, 65, 197, 256])
-def test_softmax_bounds(frac, n):
+def test_softmax_bounds(frac, n, measured):
     """Rows up to 256 long (DeiT has 197 tokens): each output rounds by at most 1/2 LSB of Q15,
     so N <= 256 keeps the row sum within 2^-8 even when every element rounds the same way."""
     rng = np.random.default_rng(frac * 1000 + n)
@@ -88,7 +88,7 @@ def test_softmax_bounds(frac, n):
     ref = ref_softmax(s, frac)
     perr = np.abs(p - ref).max()
     serr = np.abs(p.sum(-1) - 1).max()
-    print(f"softmax frac {frac} n {n}: max |p - p_ref| {perr * 1024:.3f} x 2^-10, max |sum - 1| {serr * 256:.3f} x 2^-8")
+    measured(f"softmax frac {frac} n {n}: max |p - p_ref| {perr * 1024:.3f} x 2^-10, max |sum - 1| {serr * 256:.3f} x 2^-8")
     assert perr <= 2.0 ** -10 and serr <= 2.0 ** -8
 
 
@@ -112,7 +112,7 @@ def ln_case(c, fx, fo, scale, seed, eps=1e-6, mean=0.3):
 
 @pytest.mark.parametrize("c", [16, 64, 192, 384])
 @pytest.mark.parametrize("scale", [0.05, 0.5, 4.0])
-def test_layernorm_relative_error(c, scale):
+def test_layernorm_relative_error(c, scale, measured):
     fx = max(0, min(15, 15 - math.ceil(math.log2(6 * scale + 0.3))))
     fo = 11
     x, y, ref = ln_case(c, fx, fo, scale, c)
@@ -120,7 +120,7 @@ def test_layernorm_relative_error(c, scale):
     ok = var_lsb >= 2 ** 8                       # "not tiny": std >= 16 LSB of the input
     rel = np.abs(y - ref).max(-1) / np.abs(ref).max(-1)
     worst = rel[ok].max()
-    print(f"layernorm C={c} scale {scale}: max relative error {worst * 1024:.3f} x 2^-10 (output LSB 2^-{fo})")
+    measured(f"layernorm C={c} scale {scale}: max relative error {worst * 1024:.3f} x 2^-10 (output LSB 2^-{fo})")
     assert ok.mean() > 0.9 and worst <= 2.0 ** -10
 
 

@@ -13,7 +13,7 @@ from golden.float_model import DeiT
 from golden.network import package
 from golden.random_model import random_images, random_model
 from quant.calibrate import calibrate, quantize_images
-from quant.selfcheck import compare, print_report
+from quant.selfcheck import compare, format_report
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +24,10 @@ def deit_tiny_spvit():
     return model, calibrate(model, imgs[:8]), imgs[8:], imgs[:8]
 
 
-def test_deit_tiny_with_selectors_against_float(deit_tiny_spvit):
+def test_deit_tiny_with_selectors_against_float(deit_tiny_spvit, measured):
     model, q, imgs, _ = deit_tiny_spvit
     r = compare(model, q, imgs)
-    print_report(r)
+    measured(format_report(r, "spvit-deit-tiny, random weights, 6 test images"))
     assert min(r.block_sqnr) >= 40.0, r.block_sqnr
     assert r.logits_sqnr >= 30.0
     assert r.selector_agreement >= 0.99 and r.selector_tokens > 1000
@@ -35,22 +35,22 @@ def test_deit_tiny_with_selectors_against_float(deit_tiny_spvit):
     assert (kept[:, 0] > 20).all() and (kept[:, 0] < 176).all()     # decisions are non-trivial
 
 
-def test_deit_tiny_without_selectors_against_float():
+def test_deit_tiny_without_selectors_against_float(measured):
     cfg = PRESETS["deit-tiny"]
     imgs = random_images(cfg, 8, seed=2)
     model = random_model(cfg, seed=2)
     r = compare(model, calibrate(model, imgs[:4]), imgs[4:])
-    print_report(r)
+    measured(format_report(r, "deit-tiny (no selector), random weights, 4 test images"))
     assert min(r.block_sqnr) >= 40.0 and r.logits_sqnr >= 30.0
 
 
 @pytest.mark.parametrize("mode", ["norm", "sum", "mean"])
-def test_mini_package_modes_against_float(mode):
+def test_mini_package_modes_against_float(mode, measured):
     cfg = dataclasses.replace(PRESETS["mini"], package_mode=mode)
     imgs = random_images(cfg, 40, seed=3)
     model = random_model(cfg, seed=3, balance_with=imgs[:16])
     r = compare(model, calibrate(model, imgs[:16]), imgs[16:])
-    print_report(r)
+    measured(format_report(r, f"mini, package_mode={mode}, 24 test images"))
     assert min(r.block_sqnr) >= 40.0 and r.logits_sqnr >= 30.0 and r.selector_agreement >= 0.99
 
 
