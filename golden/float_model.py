@@ -201,11 +201,6 @@ class DeiT(nn.Module):
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         for name, prm in self.named_parameters():
             if name.startswith("score_predictor"):
-                if seed is not None and prm.dim() == 2:
-                    bound = 1 / prm.shape[1] ** 0.5
-                    prm.uniform_(-bound, bound, generator=g)
-                elif seed is not None and name.endswith("bias") and "in_conv" not in name:
-                    prm.uniform_(-0.1, 0.1, generator=g)
                 continue
             if name.endswith("bias"):
                 prm.zero_()
@@ -213,6 +208,16 @@ class DeiT(nn.Module):
                 prm.fill_(1.0)
             else:
                 prm.copy_(torch.nn.init.trunc_normal_(torch.empty_like(prm), std=0.02, a=-0.04, b=0.04, generator=g))
+        if seed is None or self.cfg.stages == 0:
+            return
+        for mod in self.score_predictor.modules():   # torch's default init, drawn from `seed`
+            if isinstance(mod, nn.Linear):
+                bound = mod.weight.shape[1] ** -0.5
+                mod.weight.uniform_(-bound, bound, generator=g)
+                mod.bias.uniform_(-bound, bound, generator=g)
+            elif isinstance(mod, nn.LayerNorm):
+                mod.weight.fill_(1.0)
+                mod.bias.zero_()
 
     def embed(self, img, trace=_noop):
         x = self.patch_embed(img)
