@@ -47,6 +47,21 @@ def requant(acc, shift) -> np.ndarray:
     return sat(rshift_round(acc, shift))
 
 
+def round_bias(shift: int) -> int:
+    """The constant that round-half-up adds before a right shift by `shift`."""
+    return 1 << (shift - 1) if shift > 0 else 0
+
+
+def shift_sat_(acc: np.ndarray, shift: int) -> np.ndarray:
+    """In place on a fresh int64 array that already holds `round_bias(shift)`: shift, saturate.
+    `shift_sat_(x + round_bias(s), s) == requant(x, s)`; used on hot paths to save passes."""
+    if shift > 0:
+        acc >>= shift
+    elif shift < 0:
+        acc <<= -shift
+    return np.clip(acc, INT16_MIN, INT16_MAX, out=acc)
+
+
 def requant_mul(acc, mult: int, shift: int) -> np.ndarray:
     """Requantise acc * mult (mult an unsigned 16-bit constant) by `shift`."""
     return requant(as_int(acc) * int(mult), shift)
@@ -100,7 +115,8 @@ class PackedWeight:
         self.c, self.d, self.dc = c, d, torch.cat([d, c], 0)
         self.colsum = w_t.sum(0) * 128 - (self.k << 14)
 
-    def matmul(self, x) -> np.ndarray:
+    def matmul(self, x, add=None) -> np.ndarray:
+        """x @ w_t (+ `add`, a vector broadcast over rows, folded into the same pass)."""
         import torch
         x = as_int(x)
         lead = x.shape[:-1]
@@ -115,7 +131,7 @@ class PackedWeight:
         out <<= 8
         out += torch._int_mm(torch.from_numpy(b), self.d).numpy()
         out += x2.sum(1, keepdims=True) * 128
-        out += self.colsum
+        out += self.colsum if add is None else self.colsum + add
         return out.reshape(*lead, self.n)
 
 

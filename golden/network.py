@@ -12,7 +12,8 @@ from functools import cached_property
 
 import numpy as np
 
-from .arith import PackedWeight, add_sat, as_int, matmul, recip, requant, requant_mul, rshift_round
+from .arith import (PackedWeight, add_sat, as_int, matmul, recip, requant, requant_mul, round_bias,
+                    rshift_round, shift_sat_)
 from .config import ModelConfig
 from .kernels import PROB_FRAC, PWL, layernorm, softmax
 
@@ -38,11 +39,22 @@ class QLinear:
     def shift(self) -> int:
         return self.in_frac + self.w_frac - self.out_frac
 
+    @cached_property
+    def b_round(self) -> np.ndarray:
+        return self.b + round_bias(self.shift)
+
     def acc(self, x) -> np.ndarray:
         return matmul(x, self.w_t) + self.b
 
     def __call__(self, x) -> np.ndarray:
-        return requant(self.acc(x), self.shift)
+        """= requant(x @ w.T + b, shift), with the bias and rounding folded into one pass."""
+        w = self.w_t
+        if isinstance(w, PackedWeight) and self.b_round.ndim == 1:
+            acc = w.matmul(x, self.b_round)
+        else:
+            acc = matmul(x, w)
+            acc += self.b_round
+        return shift_sat_(acc, self.shift)
 
 
 @dataclass(frozen=True, eq=False)

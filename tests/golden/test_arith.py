@@ -146,3 +146,19 @@ def test_isqrt_small_and_near_squares():
 @given(st.integers(0, (1 << 63) - 1))
 def test_bit_length(n):
     assert int(bit_length(n)) == n.bit_length()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.integers(-3, 30), st.booleans())
+def test_qlinear_fused_path_equals_requant_of_exact_product(seed, shift, stacked):
+    from golden.network import QLinear
+    rng = np.random.default_rng(seed)
+    lead = (3,) if stacked else ()
+    w = rng.choice([INT16_MIN, INT16_MAX, 0, -1], (*lead, 5, 7)) if seed % 3 == 0 else rng.integers(INT16_MIN, INT16_MAX + 1, (*lead, 5, 7))
+    b = rng.integers(-(1 << 45), 1 << 45, (*lead, 1, 5) if stacked else (5,))
+    x = rng.integers(INT16_MIN, INT16_MAX + 1, (*lead, 4, 7))
+    layer = QLinear(w, b, w_frac=shift, in_frac=0, out_frac=0)
+    exact = np.einsum("...nk,...ok->...no", x.astype(object), w.astype(object)) + b.astype(object)
+    want = np.vectorize(lambda v: ref_requant(int(v), shift), otypes=[object])(exact)
+    n, first = mismatches(layer(x), want.astype(np.int64))
+    assert n == 0, f"{n} mismatches, first {first}"
