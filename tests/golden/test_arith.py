@@ -162,3 +162,29 @@ def test_qlinear_fused_path_equals_requant_of_exact_product(seed, shift, stacked
     want = np.vectorize(lambda v: ref_requant(int(v), shift), otypes=[object])(exact)
     n, first = mismatches(layer(x), want.astype(np.int64))
     assert n == 0, f"{n} mismatches, first {first}"
+
+
+# every matmul of a DeiT-S block and of the model: (rows, depth, columns)
+DEIT_S_SHAPES = [(196, 768, 384),          # patch embedding
+                 (197, 384, 384),          # q, k, v (each), proj
+                 (197, 64, 197),           # Q.K^T per head
+                 (197, 197, 64),           # A.V per head
+                 (197, 384, 1536),         # fc1
+                 (197, 1536, 384),         # fc2
+                 (1, 384, 1000)]           # head
+
+
+@pytest.mark.parametrize("m,k,n", DEIT_S_SHAPES)
+def test_matmul_exact_for_every_deit_s_shape(m, k, n):
+    """Both engines equal numpy's int64 matmul (plain integer arithmetic, no BLAS; no overflow
+    since |sum| <= 2^42) on full DeiT-S shapes with extreme and random values."""
+    rng = np.random.default_rng(m * k + n)
+    x = rng.integers(INT16_MIN, INT16_MAX + 1, (m, k))
+    w = rng.integers(INT16_MIN, INT16_MAX + 1, (k, n))
+    x[0] = INT16_MIN
+    w[:, 0] = INT16_MIN
+    want = x @ w                                   # int64 dtype: exact integer arithmetic
+    n1, f1 = mismatches(matmul(x, w), want)
+    n2, f2 = mismatches(PackedWeight(w).matmul(x), want)
+    assert n1 == 0 and n2 == 0, f"float64: {n1} mismatches {f1}; int8: {n2} mismatches {f2}"
+    assert want[0, 0] == k * (1 << 30)
