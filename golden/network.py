@@ -7,8 +7,9 @@ Semantics of the selector: docs/selector.md. Rules of the arithmetic: docs/arith
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -229,6 +230,11 @@ def package(tokens, m, mode: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ the whole model
+@lru_cache(maxsize=None)
+def _pool(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(n, thread_name_prefix="golden")
+
+
 @dataclass(frozen=True, eq=False)
 class QModel:
     cfg: ModelConfig
@@ -256,9 +262,23 @@ class QModel:
         cls = np.broadcast_to(self.cls_row, (b, 1, x.shape[-1]))
         return np.concatenate([cls, x], 1)
 
-    def forward(self, img, return_tokens: bool = False):
+    def forward(self, img, return_tokens: bool = False, threads: int | None = None):
         """Bit-exact forward. Returns int16 logits [B, classes] (frac fmt['logits']) and the
-        kept patch-token count per image and selector stage [B, stages]."""
+        kept patch-token count per image and selector stage [B, stages]. Images are independent,
+        so the batch is split over `threads` workers (default SPVIT_THREADS, the CPU count);
+        numpy releases the GIL in its kernels. The result does not depend on the split."""
+        from spvit.settings import THREADS
+        threads = min(threads or THREADS, len(img))
+        if threads > 1:
+            parts = np.array_split(np.arange(len(img)), threads)
+            outs = list(_pool(threads).map(lambda ix: self._forward(img[ix]), parts))
+            logits, kept = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+            toks = [t for o in outs for t in o[2]]
+        else:
+            logits, kept, toks = self._forward(img)
+        return (logits, kept, toks) if return_tokens else (logits, kept)
+
+    def _forward(self, img):
         x = self.embed(img)
         b = x.shape[0]
         kept = np.zeros((b, self.cfg.stages), dtype=np.int64)
@@ -276,7 +296,6 @@ class QModel:
             xs = [blk(g) for g in xs]
         toks = [t for g in xs for t in g]
         cls = np.stack([t[0] for t in toks])
-        logits = self.head(self.norm(cls))
-        return (logits, kept, toks) if return_tokens else (logits, kept)
+        return self.head(self.norm(cls)), kept, toks
 
     __call__ = forward

@@ -64,6 +64,9 @@ def test_same_input_same_bits(deit_tiny_spvit):
     assert np.array_equal(a, c) and np.array_equal(ka, kc)
     one = np.concatenate([q(x[i:i + 1])[0] for i in range(3)])        # batch-independent
     assert np.array_equal(a, one)
+    for threads in (1, 2, 3):                                          # any batch split
+        lt, kt = q(x, threads=threads)
+        assert np.array_equal(a, lt) and np.array_equal(ka, kt)
 
 
 def test_extreme_inputs_saturate_cleanly(deit_tiny_spvit):
