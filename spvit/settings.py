@@ -1,6 +1,7 @@
 """Settings read from the environment, in one place.
 
-SPVIT_SIM      simulator for cocotb runs: icarus | verilator (default icarus)
+SPVIT_SIM      simulator for cocotb runs of primitives: icarus | verilator (default icarus)
+SPVIT_SIM_ENGINE  simulator for engine and block runs (default verilator: ~30x faster there)
 SPVIT_WAVES    1 to write waveforms (default off)
 SPVIT_BUILD    build directory for generated Verilog and simulator builds (default build/)
 SPVIT_SLOW     1 to run the slow (DeiT-shaped) tests (default off; CI sets what it needs)
@@ -11,6 +12,9 @@ import os
 from pathlib import Path
 
 SIM = os.environ.get("SPVIT_SIM", "icarus")
+SIM_ENGINE = os.environ.get("SPVIT_SIM_ENGINE", "verilator")
 WAVES = os.environ.get("SPVIT_WAVES", "0") == "1"
 BUILD = Path(os.environ.get("SPVIT_BUILD", "build"))
 SLOW = os.environ.get("SPVIT_SLOW", "0") == "1"
+# SPVIT_THREADS  worker threads of the golden model (batch split; default: CPU count)
+THREADS = int(os.environ.get("SPVIT_THREADS", "0")) or (os.cpu_count() or 1)
