@@ -5,6 +5,7 @@ SPVIT_SIM_ENGINE  simulator for engine and block runs (default verilator: ~30x f
 SPVIT_WAVES    1 to write waveforms (default off)
 SPVIT_BUILD    build directory for generated Verilog and simulator builds (default build/)
 SPVIT_SLOW     1 to run the slow (DeiT-shaped) tests (default off; CI sets what it needs)
+SPVIT_THREADS  worker threads of the golden model's batch split (default: the CPU count)
 """
 from __future__ import annotations
 
@@ -16,5 +17,4 @@ SIM_ENGINE = os.environ.get("SPVIT_SIM_ENGINE", "verilator")
 WAVES = os.environ.get("SPVIT_WAVES", "0") == "1"
 BUILD = Path(os.environ.get("SPVIT_BUILD", "build"))
 SLOW = os.environ.get("SPVIT_SLOW", "0") == "1"
-# SPVIT_THREADS  worker threads of the golden model (batch split; default: CPU count)
 THREADS = int(os.environ.get("SPVIT_THREADS", "0")) or (os.cpu_count() or 1)
