@@ -13,22 +13,26 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from golden.arith import BIAS_LIMIT, INT16_MAX, quantize
+from golden.arith import BIAS_LIMIT, INT16_MAX, INT16_MIN, quantize
 from golden.config import FixedPointConfig
 from golden.float_model import DeiT
 from golden.kernels import PROB_FRAC, ln_eps_const, make_pwl
 from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel, QSelector
 
-METHODS = ("maxabs", "percentile")
+METHODS = ("maxabs", "percentile", "mse")
+PERCENTILE = 99.99
 
 
 class Ranges:
-    """Running statistics of every traced tensor: max |x| and a sample of |x| for percentiles."""
+    """Running statistics of every traced tensor: max |x| and a uniform random sample of |x|
+    (at most `sample` values per call, at most `cap` per name) for percentiles and MSE."""
 
-    def __init__(self, sample: int = 4096, seed: int = 0):
+    def __init__(self, sample: int = 4096, seed: int = 0, cap: int = 1 << 16):
         self.maxabs: dict[str, float] = defaultdict(float)
         self.samples: dict[str, list] = defaultdict(list)
-        self.sample = sample
+        self.rate: dict[str, float] = defaultdict(lambda: 1.0)
+        self.stored: dict[str, int] = defaultdict(int)
+        self.sample, self.cap = sample, cap
         self.gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, name: str, t: torch.Tensor):
@@ -38,13 +42,38 @@ class Ranges:
         self.maxabs[name] = max(self.maxabs[name], float(a.max()))
         if a.numel() > self.sample:
             a = a[torch.randint(a.numel(), (self.sample,), generator=self.gen)]
+        if self.rate[name] < 1.0:   # every value seen has the same chance of being kept
+            a = a[torch.rand(a.numel(), generator=self.gen) < self.rate[name]]
         self.samples[name].append(a)
+        self.stored[name] += a.numel()
+        if self.stored[name] > 2 * self.cap:
+            s = torch.cat(self.samples[name])
+            s = s[torch.rand(s.numel(), generator=self.gen) < 0.5]
+            self.samples[name] = [s]
+            self.stored[name] = s.numel()
+            self.rate[name] /= 2
 
-    def value(self, name: str, method: str = "maxabs", pct: float = 99.99) -> float:
+    def value(self, name: str, method: str = "maxabs", pct: float = PERCENTILE) -> float:
         if method == "maxabs":
             return self.maxabs[name]
         s = torch.cat(self.samples[name])
+        if s.numel() > 1 << 24:   # torch.quantile's input limit
+            s = s[torch.randint(s.numel(), (1 << 24,), generator=self.gen)]
         return float(torch.quantile(s, pct / 100.0))
+
+    def mse_frac(self, name: str, fp: FixedPointConfig) -> int:
+        """The frac minimising the mean squared int16 quantisation error (rounding plus
+        saturation) over the sampled magnitudes, searched from the max-abs format (with
+        headroom) up to 4 bits finer."""
+        s = torch.cat(self.samples[name]).numpy()
+        lo = frac_for(self.maxabs[name] * 2 ** fp.headroom_bits, fp)
+        best, best_err = lo, float("inf")
+        for f in range(lo, min(lo + 4, fp.frac_max) + 1):
+            q = np.clip(np.round(s * 2.0 ** f), INT16_MIN, INT16_MAX) * 2.0 ** -f
+            err = float(((q - s) ** 2).mean())
+            if err < best_err:
+                best, best_err = f, err
+        return best
 
 
 def frac_for(a: float, fp: FixedPointConfig = FixedPointConfig()) -> int:
@@ -67,9 +96,21 @@ def collect_ranges(model: DeiT, images: torch.Tensor, batch: int = 16) -> Ranges
 
 
 def choose_formats(ranges: Ranges, fp: FixedPointConfig = FixedPointConfig(), method: str = "maxabs") -> dict:
+    """Fraction bits per traced tensor: 'maxabs' and 'percentile' (the 99.99th percentile of
+    |x|) leave `headroom_bits` above the calibrated range; 'mse' minimises the quantisation
+    error on the samples. `fp.frac_overrides` pins names (unknown names are an error)."""
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS} (got {method!r})")
-    fmt = {k: frac_for(ranges.value(k, method) * 2 ** fp.headroom_bits, fp) for k in ranges.maxabs}
+    if method == "mse":
+        fmt = {k: ranges.mse_frac(k, fp) for k in ranges.maxabs}
+    else:
+        fmt = {k: frac_for(ranges.value(k, method) * 2 ** fp.headroom_bits, fp) for k in ranges.maxabs}
+    unknown = sorted(set(fp.frac_overrides) - set(fmt))
+    if unknown:
+        from golden.config import ConfigError
+        near = sorted(k for k in fmt if k.split(".")[-1] in {u.split(".")[-1] for u in unknown})[:6]
+        raise ConfigError(f"frac_overrides name(s) {unknown} are not tensors of this model; valid names look "
+                          f"like {near or sorted(fmt)[:6]} (see the formats in a package manifest)")
     fmt.update(fp.frac_overrides)
     return fmt
 

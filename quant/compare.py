@@ -1,0 +1,300 @@
+"""Accuracy of the fixed-point model against the float twin on labelled data (`spvit compare`).
+
+Both models see the same images (the golden model their int16 quantisation) and decide their
+own tokens. Reported: top-1 of each, top-1 agreement, kept patch tokens per selector stage
+(mean, min, max) for each, per-layer SQNR and selector decision agreement.
+
+Per-layer SQNR: on the first `sqnr_images` images, each golden block is fed the float block's
+input (quantised) and run layer by layer; every intermediate is compared with the float
+intermediate, so the numbers show the error a block adds, accumulated from its input to that
+layer (`out` is the block output). Selector agreement: the same quantised input tokens through
+the float and the integer selector, share of equal keep decisions.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from golden.arith import add_sat, dequantize, quantize
+from golden.float_model import DeiT
+from golden.network import QModel
+
+from .calibrate import quantize_images
+from .selfcheck import sqnr_db
+
+LAYERS = ("ln1", "q", "k", "v", "proj", "mid", "ln2", "h", "g", "fc2", "out")
+
+
+@dataclass
+class CompareResult:
+    images: int
+    num_patches: int
+    selector_blocks: list
+    float_top1: float
+    int_top1: float
+    agreement: float
+    kept_float: np.ndarray            # [images, stages]
+    kept_int: np.ndarray
+    layer_sqnr: dict                  # "blocks.i.layer" -> dB
+    selector_sqnr: dict               # "sel.j.score" -> dB: decision score on the same input tokens
+    logits_sqnr: float
+    sqnr_images: int
+    selector_agreement: float
+    selector_tokens: int
+    info: dict = field(default_factory=dict)
+
+    def stage_stats(self):
+        """Per stage: (float mean, min, max, int mean, min, max)."""
+        out = []
+        for s in range(self.kept_float.shape[1]):
+            f, q = self.kept_float[:, s], self.kept_int[:, s]
+            out.append((float(f.mean()), int(f.min()), int(f.max()), float(q.mean()), int(q.min()), int(q.max())))
+        return out
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kept_float"] = self.kept_float.tolist()
+        d["kept_int"] = self.kept_int.tolist()
+        d["stages"] = [dict(zip(("float_mean", "float_min", "float_max", "int_mean", "int_min", "int_max"), s),
+                            before_block=b, keep_rate_float=s[0] / self.num_patches,
+                            keep_rate_int=s[3] / self.num_patches)
+                       for s, b in zip(self.stage_stats(), self.selector_blocks)]
+        return _finite(d)
+
+
+def _finite(x):
+    if isinstance(x, float) and not np.isfinite(x):
+        return "inf" if x > 0 else "-inf" if x < 0 else "nan"
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+class _SqnrAcc:
+    """Sums of squares per name, so SQNR is over all elements seen."""
+
+    def __init__(self):
+        self.sig, self.err = {}, {}
+
+    def add(self, name, ref, test):
+        ref = np.asarray(ref, dtype=np.float64)
+        e = ref - np.asarray(test, dtype=np.float64)
+        self.sig[name] = self.sig.get(name, 0.0) + float((ref ** 2).sum())
+        self.err[name] = self.err.get(name, 0.0) + float((e ** 2).sum())
+
+    def result(self) -> dict:
+        return {k: (float("inf") if self.err[k] == 0 else 10 * np.log10(self.sig[k] / self.err[k]))
+                for k in self.sig}
+
+
+def _heads_to_tokens(t):   # [b, H, n, dh] -> [b, n, H*dh]
+    b, h, n, dh = t.shape
+    return t.transpose(1, 2).reshape(b, n, h * dh)
+
+
+@torch.no_grad()
+def block_layers(blk, qb, inp, acc: _SqnrAcc, prefix: str):
+    """One float block call vs the golden block run layer by layer on the same input."""
+    tr = {}
+    out = blk(inp, lambda n, t: tr.__setitem__(n, t), "")
+    x = quantize(inp.double().numpy(), qb.in_frac)
+    ln1 = qb.norm1(x)
+    a = qb.attn
+    ints = {"ln1": (ln1, qb.norm1.out_frac), "q": (a.q(ln1), a.q.out_frac), "k": (a.k(ln1), a.k.out_frac),
+            "v": (a.v(ln1), a.v.out_frac)}
+    att = a(ln1)
+    ints["proj"] = (att, a.proj.out_frac)
+    mid = add_sat(x, qb.in_frac, att, a.proj.out_frac, qb.mid_frac)
+    ints["mid"] = (mid, qb.mid_frac)
+    ln2 = qb.norm2(mid)
+    ints["ln2"] = (ln2, qb.norm2.out_frac)
+    h = qb.mlp.fc1(ln2)
+    ints["h"] = (h, qb.mlp.fc1.out_frac)
+    g = qb.mlp.act(h)
+    ints["g"] = (g, qb.mlp.act.out_frac)
+    f2 = qb.mlp.fc2(g)
+    ints["fc2"] = (f2, qb.mlp.fc2.out_frac)
+    ints["out"] = (add_sat(mid, qb.mid_frac, f2, qb.mlp.fc2.out_frac, qb.out_frac), qb.out_frac)
+    tr["out"] = out
+    for name in LAYERS:
+        ref = tr[name]
+        if name in ("q", "k", "v"):
+            ref = _heads_to_tokens(ref)
+        v, frac = ints[name]
+        acc.add(f"{prefix}{name}", ref.double().numpy(), dequantize(v, frac))
+
+
+@torch.no_grad()
+def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batch: int = 16,
+                    sqnr_images: int = 64, progress: bool = True) -> CompareResult:
+    from tqdm import tqdm
+    cfg = model.cfg
+    n = len(data) if limit is None else min(limit, len(data))
+    if n == 0:
+        from spvit.errors import UsageError
+        raise UsageError(f"data {data.name!r} has no images to compare on")
+    model.eval()
+    lf_all, lq_all, y_all, kf, kq = [], [], [], [], []
+    acc = _SqnrAcc()
+    sel_agree = sel_total = 0
+    seen = measured = 0
+    bar = tqdm(total=n, unit="img", desc="compare", disable=not progress, dynamic_ncols=True)
+    for imgs, labels in data.batches(batch, n):
+        measure = seen < sqnr_images
+        io = [[] for _ in model.blocks]
+        hooks = [b.register_forward_hook(lambda mod, inp, out, i=i: io[i].append(inp[0]))
+                 for i, b in enumerate(model.blocks)] if measure else []
+        try:
+            lf = model(imgs)
+        finally:
+            for hk in hooks:
+                hk.remove()
+        kf.append(model.last_kept.numpy())
+        lq, kept = q(quantize_images(imgs, q))
+        kq.append(kept)
+        lf_all.append(lf.double().numpy())
+        lq_all.append(dequantize(lq, q.fmt["logits"]))
+        y_all.append(labels.numpy())
+        if measure:
+            for i, calls in enumerate(io):
+                for inp in calls:
+                    block_layers(model.blocks[i], q.blocks[i], inp, acc, f"blocks.{i}.")
+            a, t = _selector_agreement(model, q, io, cfg, acc)
+            sel_agree += a
+            sel_total += t
+            measured += len(labels)
+        seen += len(labels)
+        bar.update(len(labels))
+    bar.close()
+    lf, lq, y = np.concatenate(lf_all), np.concatenate(lq_all), np.concatenate(y_all)
+    pf, pq = lf.argmax(1), lq.argmax(1)
+    kf = np.concatenate(kf) if kf else np.zeros((n, 0))
+    kq = np.concatenate(kq) if kq else np.zeros((n, 0))
+    res = acc.result()
+    return CompareResult(
+        images=n, num_patches=cfg.num_patches, selector_blocks=list(cfg.selector_blocks),
+        float_top1=float((pf == y).mean()), int_top1=float((pq == y).mean()), agreement=float((pf == pq).mean()),
+        kept_float=kf, kept_int=kq, layer_sqnr={k: v for k, v in res.items() if k.startswith("blocks.")},
+        selector_sqnr={k: v for k, v in res.items() if k.startswith("sel.")}, logits_sqnr=sqnr_db(lf, lq),
+        sqnr_images=measured,
+        selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total)
+
+
+def _selector_agreement(model, q, io, cfg, acc: _SqnrAcc):
+    """Selector stage j sees block b_j's input tokens as the float twin computed them before
+    selection = block (b_j - 1)'s output; recompute it from block b_j - 1's recorded input.
+    Also accumulates the SQNR of the decision score sum_h w_h (z0_h - z1_h)."""
+    agree = total = 0
+    for j, b in enumerate(cfg.selector_blocks if cfg.stages else ()):
+        for inp in io[b - 1]:
+            outs = model.blocks[b - 1](inp)
+            for t in outs:
+                xq = quantize(t.double().numpy(), q.fmt[f"res.{b}"])
+                xf = torch.from_numpy(dequantize(xq, q.fmt[f"res.{b}"])).float()
+                _, keep = model.select(j, xf)
+                _, sel = q.selectors[b](xq, j)
+                z, w = model.score_predictor[j](xf[None], j)
+                ref = (w * (z[..., 0] - z[..., 1])).sum(-1)[0].double().numpy()
+                acc.add(f"sel.{j}.score", ref, dequantize(sel.score, 15 + q.selectors[b].out3.out_frac))
+                agree += int((keep.numpy() == sel.keep).sum())
+                total += len(sel.keep)
+    return agree, total
+
+
+# ------------------------------------------------------------------ output
+def format_table(r: CompareResult) -> str:
+    lines = [f"images: {r.images}",
+             f"{'':28s} {'float':>10s} {'int16':>10s}",
+             f"{'top-1':28s} {100 * r.float_top1:9.2f}% {100 * r.int_top1:9.2f}%",
+             f"{'top-1 agreement':28s} {'':10s} {100 * r.agreement:9.2f}%",
+             f"{'logits SQNR (dB)':28s} {'':10s} {r.logits_sqnr:10.1f}"]
+    for j, (s, b) in enumerate(zip(r.stage_stats(), r.selector_blocks)):
+        lines.append(f"{f'kept tokens, stage {j} (blk {b})':28s} {s[0]:10.1f} {s[3]:10.1f}   "
+                     f"of {r.num_patches}; min/max float {s[1]}/{s[2]}, int16 {s[4]}/{s[5]}")
+        lines.append(f"{f'  keep rate, stage {j}':28s} {100 * s[0] / r.num_patches:9.1f}% "
+                     f"{100 * s[3] / r.num_patches:9.1f}%")
+    if r.selector_tokens:
+        lines.append(f"selector decisions equal on the same input tokens: {100 * r.selector_agreement:.2f}% "
+                     f"of {r.selector_tokens}; decision-score SQNR " +
+                     ", ".join(f"stage {k.split('.')[1]} {v:.1f} dB" for k, v in r.selector_sqnr.items()))
+    if r.layer_sqnr:
+        depth = 1 + max(int(k.split(".")[1]) for k in r.layer_sqnr)
+        lines.append(f"per-layer SQNR in dB (first {r.sqnr_images} images; each block fed the float input):")
+        lines.append("block " + "".join(f"{n:>6s}" for n in LAYERS))
+        for i in range(depth):
+            lines.append(f"{i:5d} " + "".join(f"{r.layer_sqnr.get(f'blocks.{i}.{n}', float('nan')):6.1f}"
+                                               for n in LAYERS))
+    return "\n".join(lines)
+
+
+def _atomic_write(path, write):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(r: CompareResult, path) -> None:
+    _atomic_write(path, lambda p: p.write_text(json.dumps(r.to_json(), indent=1) + "\n"))
+
+
+def write_plot(r: CompareResult, path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 1]})
+    names = list(r.layer_sqnr)
+    vals = [min(r.layer_sqnr[k], 120.0) for k in names]
+    depth = 1 + max((int(k.split(".")[1]) for k in names), default=-1)
+    colors = plt.cm.tab10(np.arange(max(depth, 1)) % 10)
+    for i in range(depth):
+        idx = [t for t, k in enumerate(names) if k.startswith(f"blocks.{i}.")]
+        ax1.plot(idx, [vals[t] for t in idx], "o-", ms=3, color=colors[i], label=f"block {i}")
+    for k, v in r.selector_sqnr.items():     # each selector sits between blocks b-1 and b
+        j = int(k.split(".")[1])
+        x = names.index(f"blocks.{r.selector_blocks[j]}.ln1") - 0.5 if f"blocks.{r.selector_blocks[j]}.ln1" in names else None
+        if x is not None:
+            ax1.plot([x], [min(v, 120.0)], "k*", ms=10, label="selector score" if j == 0 else None)
+            vals.append(min(v, 120.0))
+    ax1.set_xticks(range(len(names)))
+    ax1.set_xticklabels([k.split(".")[-1] for k in names], rotation=90, fontsize=6)
+    ax1.set_ylabel("SQNR (dB)")
+    ax1.set_title(f"per-layer SQNR, golden int16 vs float (first {r.sqnr_images} images)")
+    ax1.grid(alpha=0.3)
+    if vals:
+        lo, hi = min(vals), max(vals)
+        ax1.set_ylim(lo - 0.25 * (hi - lo + 1), hi + 0.05 * (hi - lo + 1))
+    ax1.legend(fontsize=7, ncol=min(depth + 1, 7), loc="lower center")
+    stats = r.stage_stats()
+    if stats:
+        xs = np.arange(len(stats))
+        for off, lab, m, lo, hi, c in ((-0.2, "float", 0, 1, 2, "tab:blue"), (0.2, "int16", 3, 4, 5, "tab:orange")):
+            mean = np.array([s[m] for s in stats])
+            err = np.array([[s[m] - s[lo] for s in stats], [s[hi] - s[m] for s in stats]])
+            ax2.bar(xs + off, mean, 0.4, yerr=err, capsize=4, color=c, label=lab)
+        ax2.axhline(r.num_patches, color="gray", ls="--", lw=1)
+        ax2.set_xticks(xs)
+        ax2.set_xticklabels([f"stage {j}\n(blk {b})" for j, b in enumerate(r.selector_blocks)])
+        ax2.set_ylabel(f"kept patch tokens (of {r.num_patches})")
+        ax2.set_title("kept tokens per stage (mean, min-max)")
+        ax2.legend(fontsize=8)
+    else:
+        ax2.text(0.5, 0.5, "no selectors", ha="center", va="center")
+        ax2.set_axis_off()
+    fig.suptitle(title or f"top-1 float {100 * r.float_top1:.2f}%, int16 {100 * r.int_top1:.2f}%, "
+                 f"agreement {100 * r.agreement:.2f}% ({r.images} images)")
+    fig.tight_layout()
+    _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    plt.close(fig)

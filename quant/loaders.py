@@ -1,0 +1,320 @@
+"""Checkpoint loading: an explicit registry of typed handlers, one per file format.
+
+Each handler reads a file into a `Checkpoint` (tensors under our names: timm DeiT names plus
+the official SPViT selector names, see golden/float_model.py); `fit` checks it against a
+`ModelConfig` and reports every problem by name; `load_float_model` returns the float twin.
+
+    ck = read_checkpoint("deit_tiny.pth")     # picks the handler by suffix
+    model = load_float_model("deit_tiny.pth", load_config("deit-tiny").model)
+
+Never unpickles code: torch files are read with `torch.load(weights_only=True)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from golden.config import PRESETS, ModelConfig
+from golden.float_model import DeiT
+from spvit.errors import UsageError
+
+WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "model_ema")
+STRIP_PREFIXES = ("module.", "model.")
+LIST_MAX = 8
+
+
+class CheckpointError(UsageError):
+    """A checkpoint cannot be read or does not fit the configuration."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: str
+    format: str                      # handler name
+    tensors: dict                    # name -> float32 torch.Tensor (our names)
+    meta: dict = field(default_factory=dict)
+
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _normalise(tensors: dict, path: str) -> dict:
+    """Strip DDP / wrapper prefixes, convert floating tensors to float32."""
+    out = {}
+    for k, v in tensors.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"checkpoint {path!r}: entry {k!r} is a {type(v).__name__}, not a tensor; "
+                                  f"save the model's state_dict (name -> tensor)")
+        out[k] = v
+    for p in STRIP_PREFIXES:
+        if out and all(k.startswith(p) for k in out):
+            out = {k[len(p):]: v for k, v in out.items()}
+    return {k: (v.detach().to(torch.float32) if v.is_floating_point() else v.detach()) for k, v in out.items()}
+
+
+def _reason(e) -> str:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return next((l for l in lines if "GLOBAL" in l or "Unsupported" in l), lines[0] if lines else repr(e))
+
+
+# ------------------------------------------------------------------ handlers
+@dataclass(frozen=True)
+class TorchHandler:
+    """`.pth` / `.pt` / `.bin`: a bare state_dict or one wrapped as {"model": state_dict, ...}."""
+    name: str = "torch"
+    suffixes: tuple = (".pth", ".pt", ".bin", ".ckpt")
+
+    def load(self, path: str) -> Checkpoint:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "GLOBAL" not in str(e) and "global" not in str(e):   # not a refused class: a broken file
+                raise CheckpointError(f"cannot read checkpoint {path!r} as a torch file (corrupt or not a "
+                                      f"checkpoint; the unpickler says: {_reason(e)})") from None
+            detail = _reason(e)
+            raise CheckpointError(
+                f"checkpoint {path!r} needs arbitrary unpickling, which spvit refuses because it can run code "
+                f"({detail}). If you trust the file, convert it once to a plain state_dict, e.g.\n"
+                f"  python -c \"import torch; c = torch.load('{path}', weights_only=False); "
+                f"torch.save(c.get('model', c) if isinstance(c, dict) else c.state_dict(), 'converted.pth')\"\n"
+                f"or save it as .safetensors, then pass the converted file") from None
+        except Exception as e:  # not a torch file, truncated zip, ...
+            raise CheckpointError(f"cannot read checkpoint {path!r} as a torch file: {e}") from None
+        meta = {}
+        if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+            if key is None:
+                raise CheckpointError(
+                    f"checkpoint {path!r} is a dict without a state_dict: expected tensors, or one of the keys "
+                    f"{list(WRAPPER_KEYS)} holding them (found keys {sorted(map(str, obj))[:LIST_MAX]})")
+            meta = {"wrapper": key, "other_keys": sorted(str(k) for k in obj if k != key)}
+            obj = obj[key]
+        if not isinstance(obj, dict):
+            raise CheckpointError(f"checkpoint {path!r} holds a {type(obj).__name__}, not a state_dict; "
+                                  f"save model.state_dict() instead")
+        return Checkpoint(path, self.name, _normalise(obj, path), meta)
+
+
+@dataclass(frozen=True)
+class SafetensorsHandler:
+    name: str = "safetensors"
+    suffixes: tuple = (".safetensors",)
+
+    def load(self, path: str) -> Checkpoint:
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(path, framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                meta = dict(f.metadata() or {})
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read checkpoint {path!r} as safetensors: {e}") from None
+        return Checkpoint(path, self.name, _normalise(tensors, path), meta)
+
+
+@dataclass(frozen=True)
+class OnnxHandler:
+    """ONNX graph: initialisers (and Constant / Identity outputs) named like our parameters are
+    taken as they are; an anonymous MatMul weight followed by an Add of `X.bias` is `X.weight` transposed
+    (how exporters lay out nn.Linear on 3-D inputs); Gemm with transB=1 is taken directly."""
+    name: str = "onnx"
+    suffixes: tuple = (".onnx",)
+
+    def load(self, path: str) -> Checkpoint:
+        try:
+            import onnx
+            from onnx import numpy_helper
+        except ImportError:
+            raise CheckpointError("ONNX checkpoints need the onnx package: pip install -e '.[data]'") from None
+        try:
+            g = onnx.load(path).graph
+        except Exception as e:
+            raise CheckpointError(f"cannot read checkpoint {path!r} as ONNX: {e}") from None
+        consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        for n in g.node:
+            if n.op_type == "Constant":
+                for a in n.attribute:
+                    if a.name == "value":
+                        consts[n.output[0]] = numpy_helper.to_array(a.t)
+        for n in g.node:   # exporters share equal initialisers through Identity nodes named after each parameter
+            if n.op_type == "Identity" and n.input[0] in consts:
+                consts[n.output[0]] = consts[n.input[0]]
+        ours = re.compile(r"^(.*\.)?(weight|bias|cls_token|pos_embed)$")
+        tensors = {k: v for k, v in consts.items() if ours.match(k) and "::" not in k}
+        consumers = {}
+        for n in g.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        for n in g.node:
+            if n.op_type == "MatMul" and n.input[1] in consts and n.input[1] not in tensors:
+                for c in consumers.get(n.output[0], []):
+                    bias = next((i for i in c.input if i.endswith(".bias") and i in consts), None) \
+                        if c.op_type == "Add" else None
+                    if bias is not None:
+                        tensors.setdefault(bias[:-5] + ".weight", consts[n.input[1]].T.copy())
+            if n.op_type == "Gemm" and len(n.input) > 2 and n.input[2].endswith(".bias"):
+                tb = next((a.i for a in n.attribute if a.name == "transB"), 0)
+                w = consts.get(n.input[1])
+                if w is not None:
+                    tensors.setdefault(n.input[2][:-5] + ".weight", w if tb else w.T.copy())
+        if not tensors:
+            raise CheckpointError(f"ONNX file {path!r} has no initialisers with parameter names "
+                                  f"(export with export_params=True and keep the module names)")
+        return Checkpoint(path, self.name, _normalise({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()},
+                                                      path), {"onnx_initialisers": len(consts)})
+
+
+HANDLERS = {h.name: h for h in (TorchHandler(), SafetensorsHandler(), OnnxHandler())}
+
+
+def handler_for(path: str):
+    suf = Path(path).suffix.lower()
+    for h in HANDLERS.values():
+        if suf in h.suffixes:
+            return h
+    known = ", ".join(s for h in HANDLERS.values() for s in h.suffixes)
+    raise CheckpointError(f"unknown checkpoint type {suf or '(no suffix)'!r} for {path!r}; supported: {known}")
+
+
+def read_checkpoint(path) -> Checkpoint:
+    path = str(path)
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    return handler_for(path).load(path)
+
+
+# ------------------------------------------------------------------ fitting a config
+def infer_config(tensors: dict) -> dict:
+    """The model fields a state_dict reveals. `num_heads` only from SPViT selectors (a plain
+    timm state_dict does not store it): otherwise a guess of embed_dim / 64, marked in
+    '_guessed'. `selector_blocks` are never stored: evenly spaced as in the official code."""
+    out, guessed = {}, []
+    shp = {k: tuple(v.shape) for k, v in tensors.items()}
+    if "patch_embed.proj.weight" in shp and len(shp["patch_embed.proj.weight"]) == 4:
+        c, ch, p, _ = shp["patch_embed.proj.weight"]
+        out.update(embed_dim=c, in_chans=ch, patch_size=p)
+        if "pos_embed" in shp:
+            side = round((shp["pos_embed"][1] - 1) ** 0.5)
+            if side * side == shp["pos_embed"][1] - 1:
+                out["img_size"] = side * p
+    blocks = {int(m.group(1)) for k in shp if (m := re.match(r"blocks\.(\d+)\.", k))}
+    if blocks:
+        out["depth"] = max(blocks) + 1
+    if "blocks.0.mlp.fc1.weight" in shp and "embed_dim" in out:
+        out["mlp_ratio"] = shp["blocks.0.mlp.fc1.weight"][0] / out["embed_dim"]
+    if "head.weight" in shp:
+        out["num_classes"] = shp["head.weight"][0]
+    stages = {int(m.group(1)) for k in shp if (m := re.match(r"score_predictor\.(\d+)\.", k))}
+    heads = {int(m.group(1)) for k in shp if (m := re.match(r"score_predictor\.0\.in_conv\.(\d+)\.\d+\.", k))}
+    if stages and heads:
+        out.update(selector="spvit", num_heads=max(heads) + 1)
+        n = max(stages) + 1
+        d = out.get("depth", 12)
+        out["selector_blocks"] = tuple(round(d * (j + 1) / (n + 1)) for j in range(n))
+        guessed.append("selector_blocks")
+    elif stages:
+        out["selector"] = "unknown (score_predictor without per-head in_conv: DynamicViT? not supported yet)"
+    else:
+        out.update(selector="none", selector_blocks=())
+        if "embed_dim" in out and out["embed_dim"] % 64 == 0:
+            out["num_heads"] = out["embed_dim"] // 64
+            guessed.append("num_heads")
+    out["_guessed"] = guessed
+    return out
+
+
+STRUCTURAL = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
+              "num_classes", "selector", "selector_blocks")
+
+
+def suggest_config(inferred: dict) -> str:
+    """A preset name or a TOML snippet matching what the checkpoint reveals."""
+    fields = {k: v for k, v in inferred.items() if k in STRUCTURAL}
+    for name, p in PRESETS.items():
+        if all(getattr(p, k) == v for k, v in fields.items() if k not in ("selector_blocks",)) and \
+                (fields.get("selector") == "none" or tuple(p.selector_blocks) == tuple(fields.get("selector_blocks", ()))):
+            return f"--config {name}"
+    lines = ["a TOML file such as", "  [model]"]
+    for k, v in fields.items():
+        if isinstance(v, tuple):
+            v = list(v)
+        val = f'"{v}"' if isinstance(v, str) else v
+        note = "   # guessed: check" if k in inferred.get("_guessed", ()) else ""
+        lines.append(f"  {k} = {val}{note}")
+    return "\n".join(lines)
+
+
+def _names(names, n=LIST_MAX) -> str:
+    names = sorted(names)
+    more = f", ... ({len(names) - n} more)" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
+    """Check the checkpoint against the config; return the state_dict to load or raise a
+    CheckpointError listing every problem (config mismatch with the config that would fit,
+    missing keys, unexpected keys, shape mismatches with both shapes, NaN / Inf)."""
+    expected = {k: tuple(v.shape) for k, v in (model or DeiT(cfg)).state_dict().items()}
+    got = ck.tensors
+    missing = set(expected) - set(got)
+    unexpected = set(got) - set(expected)
+    shapes = [f"{k}: checkpoint {list(got[k].shape)} vs model {list(expected[k])}"
+              for k in sorted(set(expected) & set(got)) if tuple(got[k].shape) != expected[k]]
+    problems = []
+    if missing or unexpected or shapes:
+        inferred = infer_config(got)
+        diff = [f"{k} {inferred[k]!r} in the checkpoint vs {getattr(cfg, k)!r} in the config"
+                for k in STRUCTURAL if k in inferred and k not in inferred["_guessed"]
+                and _differs(inferred[k], getattr(cfg, k))]
+        if diff:
+            problems.append(f"config {cfg.name!r} does not fit the checkpoint: " + "; ".join(diff)
+                            + f".\n  A config that fits: {suggest_config(inferred)}")
+        if shapes:
+            problems.append(f"shape mismatch ({len(shapes)}): " + "; ".join(shapes[:LIST_MAX])
+                            + (f"; ... ({len(shapes) - LIST_MAX} more)" if len(shapes) > LIST_MAX else ""))
+        if missing:
+            problems.append(f"missing keys ({len(missing)}): {_names(missing)}")
+        if unexpected:
+            hint = ""
+            if {"dist_token", "head_dist.weight"} & unexpected:
+                hint = " (a distilled DeiT: its dist_token / head_dist are not supported; use the non-distilled release)"
+            problems.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}{hint}")
+    bad = []
+    for k in sorted(set(expected) & set(got)):
+        t = got[k]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append(f"{k} ({int(torch.isnan(t).sum())} NaN, {int(torch.isinf(t).sum())} Inf)")
+    if bad:
+        problems.append(f"non-finite weights in {len(bad)} tensor(s): {', '.join(bad[:LIST_MAX])}; "
+                        f"the checkpoint is broken (diverged training or a bad conversion)")
+    if problems:
+        raise CheckpointError(f"checkpoint {ck.path!r} ({ck.format}) cannot be loaded into config "
+                              f"{cfg.name!r}:\n  " + "\n  ".join(problems))
+    return {k: got[k] for k in expected}
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return tuple(a) != tuple(b)
+    return a != b
+
+
+def load_float_model(path, cfg: ModelConfig) -> DeiT:
+    """Read, check and load a checkpoint into the float twin (eval mode)."""
+    ck = read_checkpoint(path)
+    model = DeiT(cfg)
+    model.load_state_dict(fit(ck, cfg, model), strict=True)
+    return model.eval()

@@ -1,0 +1,80 @@
+"""Calibration methods, per-layer overrides, sampling."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from golden.config import ConfigError, FixedPointConfig
+from quant.calibrate import METHODS, Ranges, calibrate, choose_formats, collect_ranges, frac_for
+
+
+@pytest.fixture(scope="module")
+def ranges(model, images):
+    return collect_ranges(model, images[:8])
+
+
+def test_methods(ranges, cfg):
+    assert METHODS == ("maxabs", "percentile", "mse")
+    f = {m: choose_formats(ranges, cfg.fixed_point, m) for m in METHODS}
+    assert set(f["maxabs"]) == set(f["percentile"]) == set(f["mse"])
+    for k in f["maxabs"]:
+        assert f["percentile"][k] >= f["maxabs"][k]          # a percentile never exceeds the max
+        assert f["maxabs"][k] <= f["mse"][k] <= f["maxabs"][k] + 4
+    # max-abs: the calibrated maximum with one bit of headroom fits int16
+    k = "blocks.0.h"
+    assert ranges.maxabs[k] * 2 ** (f["maxabs"][k] + 1) <= 32767 < ranges.maxabs[k] * 2 ** (f["maxabs"][k] + 2)
+    with pytest.raises(ValueError, match="calibration method must be one of"):
+        choose_formats(ranges, cfg.fixed_point, "kl")
+
+
+def test_mse_beats_maxabs_on_heavy_tail():
+    r = Ranges()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100000, generator=g)
+    x[0] = 1000.0                                             # one outlier
+    r("t", x)
+    fp = FixedPointConfig()
+    assert choose_formats(r, fp, "mse")["t"] > choose_formats(r, fp, "maxabs")["t"]
+
+
+def test_overrides_pin_and_unknown_names_fail(ranges, cfg, model, images):
+    fp = dataclasses.replace(cfg.fixed_point, frac_overrides={"blocks.1.q": 9})
+    assert choose_formats(ranges, fp)["blocks.1.q"] == 9
+    q = calibrate(model, images[:8], fp)
+    assert q.blocks[1].attn.q.out_frac == 9
+    bad = dataclasses.replace(cfg.fixed_point, frac_overrides={"blocks.1.query": 9})
+    with pytest.raises(ConfigError, match=r"frac_overrides name\(s\) \['blocks.1.query'\] are not tensors"):
+        choose_formats(ranges, bad)
+
+
+def test_overrides_from_toml(tmp_path, ckpt, capsys):
+    from quant.package import load_package
+    from spvit.cli import main
+    t = tmp_path / "pinned.toml"
+    t.write_text('preset = "mini"\n[model]\nname = "mini"\n[fixed_point]\nfrac_overrides = { "blocks.0.h" = 10 }\n')
+    out = tmp_path / "p"
+    rc = main(["quantize", "--checkpoint", str(ckpt), "--config", str(t), "--calib", "digits", "--calib-limit", "4",
+               "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    q, man = load_package(out)
+    assert q.fmt["blocks.0.h"] == 10 and q.blocks[0].mlp.fc1.out_frac == 10
+    assert man["fixed_point"]["frac_overrides"] == {"blocks.0.h": 10}
+
+
+def test_ranges_sample_is_bounded_and_uniform():
+    r = Ranges(sample=1000, cap=4000)
+    for i in range(200):
+        r("t", torch.full((1000,), float(i)))
+    s = torch.cat(r.samples["t"]).numpy()
+    assert len(s) <= 2 * 4000 and r.maxabs["t"] == 199
+    assert abs(np.mean(s) - 99.5) < 8                         # early and late calls equally represented
+
+
+def test_frac_for_bounds():
+    fp = FixedPointConfig()
+    assert frac_for(1.0, fp) == 14 and frac_for(0.0, fp) == fp.frac_max and frac_for(1e9, fp) == fp.frac_min
+    with pytest.raises(ValueError):
+        frac_for(float("nan"), fp)

@@ -1,0 +1,52 @@
+"""`spvit compare`: results, JSON, plot, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from quant.compare import LAYERS, compare_dataset, format_table
+from quant.data import load_data
+
+
+def test_compare_dataset(model, qmodel, cfg):
+    data = load_data("digits:test", cfg.model)
+    r = compare_dataset(model, qmodel, data, limit=12, batch=6, sqnr_images=6, progress=False)
+    assert r.images == 12 and r.sqnr_images == 6
+    assert r.kept_float.shape == (12, 2) and r.kept_int.shape == (12, 2)
+    assert 0 <= r.float_top1 <= 1 and 0 <= r.int_top1 <= 1 and 0.8 <= r.agreement <= 1
+    assert set(r.layer_sqnr) == {f"blocks.{i}.{n}" for i in range(6) for n in LAYERS}
+    assert all(v > 30 for v in r.layer_sqnr.values()), r.layer_sqnr
+    assert r.selector_tokens > 0 and r.selector_agreement > 0.9
+    assert set(r.selector_sqnr) == {"sel.0.score", "sel.1.score"} and min(r.selector_sqnr.values()) > 30
+    assert r.logits_sqnr > 20
+    t = format_table(r)
+    assert "top-1 agreement" in t and "kept tokens, stage 1 (blk 4)" in t
+
+
+def test_cli_compare_json_plot(tmp_path, ckpt, package, capsys):
+    from spvit.cli import main
+    js, png = tmp_path / "out" / "r.json", tmp_path / "out" / "r.png"
+    rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(package), "--data", "digits",
+               "--limit", "8", "--json", str(js), "--plot", str(png), "--sqnr-images", "4"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "compare" in out.err          # tqdm progress bar
+    d = json.loads(js.read_text())
+    assert d["images"] == 8 and len(d["stages"]) == 2 and "keep_rate_int" in d["stages"][0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in js.parent.iterdir()) == ["r.json", "r.png"]
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--limit", "0"], "--limit must be a positive integer"),
+    (["--json", "x.txt"], "--json must name a .json file"),
+    (["--package", "/nonexistent/pkg"], "not found"),
+])
+def test_cli_compare_bad_args(ckpt, package, capsys, args, msg):
+    from spvit.cli import main
+    base = {"--checkpoint": str(ckpt), "--package": str(package), "--data": "digits"}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    rc = main(["compare"] + [x for kv in base.items() for x in kv])
+    assert rc == 2 and msg in capsys.readouterr().err

@@ -1,0 +1,170 @@
+"""Checkpoint handlers and every way a checkpoint can be wrong."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from golden.config import load_config
+from golden.float_model import DeiT
+from quant.loaders import HANDLERS, CheckpointError, fit, infer_config, load_float_model, read_checkpoint
+from spvit.cli import main
+
+
+def _same(sd, ref):
+    assert set(sd) == set(ref)
+    for k in ref:
+        assert torch.equal(sd[k], ref[k]), k
+
+
+def test_registry_is_typed():
+    assert set(HANDLERS) == {"torch", "safetensors", "onnx"}
+    for h in HANDLERS.values():
+        assert dataclasses.is_dataclass(h)
+
+
+@pytest.mark.parametrize("wrap", ["bare", "model", "state_dict", "module_prefix"])
+def test_torch_formats(tmp_path, state, cfg, wrap):
+    obj = {"bare": state, "model": {"model": state, "epoch": 3}, "state_dict": {"state_dict": state},
+           "module_prefix": {"module." + k: v for k, v in state.items()}}[wrap]
+    p = tmp_path / "m.pth"
+    torch.save(obj, p)
+    ck = read_checkpoint(p)
+    _same(fit(ck, cfg.model), state)
+
+
+def test_safetensors_and_fp16(tmp_path, ckpt, state, cfg):
+    _same(fit(read_checkpoint(ckpt), cfg.model), state)
+    p = tmp_path / "half.safetensors"
+    save_file({k: v.half() for k, v in state.items()}, str(p))
+    sd = fit(read_checkpoint(p), cfg.model)
+    assert all(v.dtype == torch.float32 for v in sd.values())
+    m = load_float_model(p, cfg.model)
+    assert isinstance(m, DeiT) and not m.training
+
+
+def test_spvit_per_head_copies_load_as_they_are(tmp_path, state, cfg):
+    sd = dict(state)
+    for k in list(sd):
+        if k.startswith("score_predictor.0.in_conv."):
+            h = int(k.split(".")[3])
+            sd[k] = state[k.replace(f"in_conv.{h}.", "in_conv.0.")].clone()
+    p = tmp_path / "copies.pth"
+    torch.save({"model": sd}, p)
+    m = load_float_model(p, cfg.model)
+    assert torch.equal(m.score_predictor[0].in_conv[3][1].weight, sd["score_predictor.0.in_conv.0.1.weight"])
+
+
+def _err(tmp_path, sd, cfg, name="m.pth"):
+    p = tmp_path / name
+    torch.save(sd, p)
+    with pytest.raises(CheckpointError) as e:
+        load_float_model(p, cfg)
+    return str(e.value)
+
+
+def test_missing_and_unexpected_keys(tmp_path, state, cfg):
+    sd = dict(state)
+    del sd["blocks.3.mlp.fc2.bias"]
+    sd["blocks.3.mlp.extra.weight"] = torch.zeros(3)
+    msg = _err(tmp_path, sd, cfg.model)
+    assert "missing keys (1): blocks.3.mlp.fc2.bias" in msg
+    assert "unexpected keys (1): blocks.3.mlp.extra.weight" in msg
+
+
+def test_shape_mismatch_names_both_shapes(tmp_path, state, cfg):
+    sd = dict(state)
+    sd["blocks.1.attn.proj.weight"] = torch.zeros(64, 32)
+    msg = _err(tmp_path, sd, cfg.model)
+    assert "shape mismatch (1): blocks.1.attn.proj.weight: checkpoint [64, 32] vs model [64, 64]" in msg
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights(tmp_path, state, cfg, bad):
+    sd = dict(state)
+    w = sd["blocks.2.mlp.fc1.weight"].clone()
+    w[3, 5] = bad
+    sd["blocks.2.mlp.fc1.weight"] = w
+    msg = _err(tmp_path, sd, cfg.model)
+    assert "non-finite weights" in msg and "blocks.2.mlp.fc1.weight" in msg
+
+
+def test_config_that_does_not_fit_suggests_one(tmp_path, cfg):
+    other = dataclasses.replace(cfg.model, name="other", embed_dim=32, num_heads=2, depth=4, num_classes=7,
+                                selector_blocks=(1, 3))
+    sd = DeiT(other).state_dict()
+    msg = _err(tmp_path, sd, cfg.model)
+    assert "config 'mini' does not fit the checkpoint" in msg
+    assert "embed_dim 32 in the checkpoint vs 64 in the config" in msg
+    assert "depth 4 in the checkpoint vs 6" in msg and "num_classes 7 in the checkpoint vs 10" in msg
+    assert "embed_dim = 32" in msg and "num_heads = 2" in msg and "selector_blocks = [1, 3]" in msg
+    inf = infer_config(sd)
+    assert inf["num_heads"] == 2 and inf["depth"] == 4 and inf["img_size"] == 32 and inf["in_chans"] == 1
+
+
+def test_config_mismatch_suggests_matching_preset(tmp_path, state):
+    toml = tmp_path / "deeper.toml"
+    toml.write_text('preset = "mini"\n[model]\ndepth = 8\nselector_blocks = [2, 4]\n')
+    msg = _err(tmp_path, dict(state), load_config(toml).model)
+    assert "depth 6 in the checkpoint vs 8" in msg and "A config that fits: --config mini" in msg
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_code_executing_pickle_is_refused(tmp_path, state, cfg, capsys):
+    marker = tmp_path / "PWNED"
+    p = tmp_path / "evil.pth"
+    torch.save({"model": state, "payload": _Evil(marker)}, p)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(p)
+    assert "arbitrary unpickling" in str(e.value) and "converted.pth" in str(e.value)
+    out = tmp_path / "pkg"
+    rc = main(["quantize", "--checkpoint", str(p), "--config", "mini", "--calib", "digits", "--out", str(out)])
+    assert rc == 2
+    assert "arbitrary unpickling" in capsys.readouterr().err
+    assert not marker.exists(), "the pickle's code ran"
+    assert not out.exists()
+
+
+def test_unreadable_and_unknown_files(tmp_path, cfg):
+    p = tmp_path / "junk.pth"
+    p.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        read_checkpoint(p)
+    q = tmp_path / "m.h5"
+    q.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="unknown checkpoint type '.h5'"):
+        read_checkpoint(q)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_checkpoint(tmp_path / "nope.safetensors")
+    s = tmp_path / "bad.safetensors"
+    s.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
+    with pytest.raises(CheckpointError, match="as safetensors"):
+        read_checkpoint(s)
+
+
+@pytest.mark.parametrize("case", ["missing", "shape", "nan"])
+def test_cli_bad_checkpoint_exit_2_nothing_written(tmp_path, state, case, capsys):
+    sd = dict(state)
+    if case == "missing":
+        del sd["head.bias"]
+    elif case == "shape":
+        sd["head.weight"] = torch.zeros(5, 64)
+    else:
+        sd["norm.weight"] = torch.full((64,), float("nan"))
+    p = tmp_path / "bad.safetensors"
+    save_file(sd, str(p))
+    out = tmp_path / "pkg"
+    rc = main(["quantize", "--checkpoint", str(p), "--config", "mini", "--calib", "digits", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("spvit: error: checkpoint")
+    assert not out.exists() and list(tmp_path.iterdir()) == [p]
