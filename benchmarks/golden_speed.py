@@ -7,6 +7,7 @@ side by side in one run (same images, same machine state). Last line:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,13 +43,18 @@ def main() -> None:
     q = calibrate(model, imgs[:4])
     x = imgs[4:]
     xq = quantize_images(x, q)
-    print(f"{cfg.name}: batch {a.batch}, torch threads {torch.get_num_threads()}, best of {a.repeats}")
-    with torch.no_grad():
-        golden = best_rate(lambda: q(xq), a.batch, a.repeats)
-        fl = best_rate(lambda: model(x), a.batch, a.repeats)
-    print(f"golden int16 (bit-exact): {golden:8.2f} images/s")
-    print(f"float32 twin:             {fl:8.2f} images/s")
-    print(f"golden/float32 speed ratio: {golden / fl:.3f}")
+    cores = os.cpu_count() or 1
+    print(f"{cfg.name}: batch {a.batch}, best of {a.repeats}, {cores} CPUs")
+    rows = []
+    for threads in (1, cores):     # one core each, then every core each (the last line)
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            golden = best_rate(lambda: q(xq, threads=threads), a.batch, a.repeats)
+            fl = best_rate(lambda: model(x), a.batch, a.repeats)
+        rows.append((threads, golden, fl))
+        print(f"{threads} thread(s): golden int16 (bit-exact) {golden:7.2f} images/s, "
+              f"float32 twin {fl:7.2f} images/s, ratio {golden / fl:.3f}")
+    print(f"golden/float32 speed ratio: {rows[-1][1] / rows[-1][2]:.3f}")
 
 
 if __name__ == "__main__":

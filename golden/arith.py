@@ -82,15 +82,19 @@ def matmul(x, w_t) -> np.ndarray:
     below 2^42; with a bias below 2^46 the 48-bit accumulator never overflows (< 2^47).
 
     Engines (all exact, tested equal): a 2-D `PackedWeight` runs four int8 GEMMs (below);
-    anything else runs float64 BLAS, which is exact because every partial sum is an integer
+    anything else runs float64 BLAS (through torch, so that one
+    thread setting governs every engine), which is exact because every partial sum is an integer
     below 2^42 < 2^53, whatever order the BLAS adds in."""
     if isinstance(w_t, PackedWeight):
         return w_t.matmul(x)
+    import torch
     x = np.asarray(x)
     w_t = np.asarray(w_t)
     if x.shape[-1] > MAX_K:
         raise ValueError(f"matmul depth {x.shape[-1]} exceeds {MAX_K}")
-    return np.matmul(x.astype(np.float64, copy=False), w_t.astype(np.float64, copy=False)).astype(np.int64)
+    xf = torch.from_numpy(x.astype(np.float64, copy=False))
+    wf = torch.from_numpy(w_t.astype(np.float64, copy=False))
+    return torch.matmul(xf, wf).numpy().astype(np.int64)   # torch's BLAS follows torch's threads
 
 
 def _split8(v: np.ndarray):

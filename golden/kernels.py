@@ -105,16 +105,17 @@ class PWL:
 
     @cached_property
     def table(self) -> np.ndarray | None:
-        """`evaluate` over every 16-bit input (a bit-identical cache for speed)."""
+        """`evaluate` over every 16-bit input, stored so that `table[x]` (negative x indexing
+        from the end) is the value at x: a bit-identical cache for speed."""
         if self.in_bits != 16:
             return None
-        return self.evaluate(np.arange(-(1 << 15), 1 << 15, dtype=np.int64))
+        return self.evaluate(np.arange(1 << 16, dtype=np.int64) - ((np.arange(1 << 16) >> 15) << 16))
 
     def __call__(self, x) -> np.ndarray:
         t = self.table
         if t is None:
             return self.evaluate(x)
-        return t[as_int(x) + (1 << 15)]
+        return t[x]
 
     def evaluate(self, x) -> np.ndarray:
         x = as_int(x)

@@ -91,7 +91,14 @@ class QAttention:
 
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         acc = matmul(q, np.swapaxes(k, -1, -2))
-        s = requant_mul(acc, self.scale_mult, self.q.out_frac + self.k.out_frac + 15 - self.s_frac)
+        shift = self.q.out_frac + self.k.out_frac + 15 - self.s_frac
+        m = self.scale_mult
+        if m & (m - 1) == 0:        # a power of two (head_dim 64: 2^-3): the same value, one pass less
+            shift -= m.bit_length() - 1
+            acc += round_bias(shift)
+            s = shift_sat_(acc, shift)
+        else:
+            s = requant_mul(acc, m, shift)
         p = softmax(s, self.s_frac)
         o = requant(matmul(p, v), PROB_FRAC + self.v.out_frac - self.o_frac)
         o = np.swapaxes(o, -2, -3).reshape(*lead, n, c)

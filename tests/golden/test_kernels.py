@@ -151,3 +151,10 @@ def test_layernorm_tiny_variance_uses_exact_sqrt():
     y = layernorm(x, fx, gq, 14, bq, ln_eps_const(1e-6, c, fx), fo) / 2.0 ** fo
     ref = ref_layernorm(x, fx, 1.0, 0.0, 1e-6)
     assert np.abs(y - ref).max() <= 1.5 * 2.0 ** -fo
+
+
+def test_pwl_table_negative_indexing_covers_every_input():
+    p = make_pwl("gelu", 12, 12)
+    assert len(p.table) == 1 << 16
+    for x in (INT16_MIN, -1, 0, 1, INT16_MAX):
+        assert p(np.array([x]))[0] == p.evaluate(np.array([x]))[0]

@@ -189,3 +189,24 @@ def test_spvit_state_dict_names():
                  "score_predictor.1.out_conv.1.4.weight", "score_predictor.0.senet.0.weight",
                  "score_predictor.2.senet.2.bias"):
         assert want in names
+
+
+@pytest.mark.parametrize("mult", [4096, 8192, 5793])
+def test_attention_score_scaling_equals_requant_mul(mult):
+    """The power-of-two shortcut for the head_dim^-0.5 scale gives requant_mul's bits."""
+    from golden.arith import requant_mul
+    from golden.network import QAttention, QLinear
+    rng = np.random.default_rng(mult)
+    c, h, n = 32, 2, 9
+    eye = QLinear(np.eye(c, dtype=np.int64) * (1 << 14), np.zeros(c, dtype=np.int64), 14, 10, 10)
+    att = QAttention(eye, eye, eye, eye, h, mult, s_frac=9, o_frac=10)
+    x = rng.integers(INT16_MIN, INT16_MAX + 1, (2, n, c))
+    x[0, 0] = INT16_MIN
+    q = np.swapaxes(x.reshape(2, n, h, c // h), 1, 2)
+    want_s = requant_mul(np.einsum("bhnd,bhmd->bhnm", q, q), mult, 10 + 10 + 15 - 9)
+    from golden.kernels import softmax
+    from golden.arith import requant
+    p = softmax(want_s, 9)
+    o = requant(np.einsum("bhnm,bhmd->bhnd", p, q), 15 + 10 - 10)
+    want = np.swapaxes(o, 1, 2).reshape(2, n, c)
+    assert np.array_equal(att(x), want)
