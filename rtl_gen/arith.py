@@ -1,0 +1,104 @@
+"""Rounding and saturation, mirrored once from golden/arith.py. Every rtl_gen component builds
+its requantisation from these functions (tests/sim/test_arith.py checks them exhaustively over
+int16 against golden).
+
+    sat(v, bits)            clamp a signed value to `bits` bits           = golden.arith.sat
+    rshift_round(v, s)      (v + 2^(s-1)) >> s, s <= 0 shifts left        = golden.arith.rshift_round
+    rshift_round_var(v, s)  the same with a runtime unsigned shift s >= 0
+    requant(v, s, bits)     sat(rshift_round(v, s))                       = golden.arith.requant
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Value, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+WORD = 16
+ACC_BITS = 48
+
+
+def sat(v, bits: int = WORD) -> Value:
+    """Signed `v` clamped to [-2^(bits-1), 2^(bits-1) - 1], as a signed(bits) value."""
+    v = Value.cast(v)
+    if not v.shape().signed:
+        hi = (1 << (bits - 1)) - 1
+        return Mux(v > hi, hi, v)[:bits].as_signed()
+    if v.shape().width <= bits:
+        return v
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(v > hi, Const(hi, signed(bits)), Mux(v < lo, Const(lo, signed(bits)), v))[:bits].as_signed()
+
+
+def rshift_round(v, s: int) -> Value:
+    """Round-half-up shift right by the constant s (ties toward +inf); s <= 0 shifts left."""
+    v = Value.cast(v)
+    if s <= 0:
+        return v << -s
+    return (v + (1 << (s - 1))) >> s
+
+
+def rshift_round_var(v, s) -> Value:
+    """Round-half-up shift right by a runtime unsigned shift s (s = 0 leaves v unchanged)."""
+    v = Value.cast(v)
+    s = Value.cast(s).as_unsigned()       # callers guarantee s >= 0
+    half = Mux(s == 0, 0, (Const(1, 1) << s) >> 1)
+    return (v + half) >> s
+
+
+def requant(v, s: int, bits: int = WORD) -> Value:
+    return sat(rshift_round(v, s), bits)
+
+
+class Requantiser(wiring.Component):
+    """`lanes` accumulators in, `lanes` int16 out: requant(acc, shift), one register stage.
+
+    i_acc: stream of ArrayLayout(signed(in_bits), lanes); o_y: ArrayLayout(signed(16), lanes)."""
+
+    def __init__(self, in_bits: int, shift: int, lanes: int = 1, out_bits: int = WORD):
+        self.in_bits, self.shift, self.lanes, self.out_bits = in_bits, shift, lanes, out_bits
+        super().__init__({
+            "i_acc": In(stream.Signature(data.ArrayLayout(signed(in_bits), lanes))),
+            "o_y": Out(stream.Signature(data.ArrayLayout(signed(out_bits), lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i_valid, i_ready = self.i_acc.valid, self.i_acc.ready
+        o_valid, o_ready = self.o_y.valid, self.o_y.ready
+        m.d.comb += i_ready.eq(o_ready | ~o_valid)
+        with m.If(i_ready):
+            m.d.sync += o_valid.eq(i_valid)
+            for j in range(self.lanes):
+                m.d.sync += self.o_y.payload[j].eq(requant(self.i_acc.payload[j], self.shift, self.out_bits))
+        return m
+
+
+def add_sat(a, fa: int, b, fb: int, fo: int, bits: int = WORD) -> Value:
+    """Saturating add of a (frac fa) and b (frac fb) into `bits` bits with frac fo: both
+    aligned exactly to frac max(fa, fb), summed, then requantised (= golden.arith.add_sat)."""
+    f = max(fa, fb)
+    return requant((Value.cast(a) << (f - fa)) + (Value.cast(b) << (f - fb)), f - fo, bits)
+
+
+class AddSat(wiring.Component):
+    """`lanes` pairs in ({a, b} int16 each), add_sat(a, fa, b, fb, fo) out; one register stage."""
+
+    def __init__(self, fa: int, fb: int, fo: int, lanes: int = 1):
+        self.fa, self.fb, self.fo, self.lanes = fa, fb, fo, lanes
+        pair = data.StructLayout({"a": signed(WORD), "b": signed(WORD)})
+        super().__init__({
+            "i_ab": In(stream.Signature(data.ArrayLayout(pair, lanes))),
+            "o_y": Out(stream.Signature(data.ArrayLayout(signed(WORD), lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i_valid, i_ready = self.i_ab.valid, self.i_ab.ready
+        o_valid, o_ready = self.o_y.valid, self.o_y.ready
+        m.d.comb += i_ready.eq(o_ready | ~o_valid)
+        with m.If(i_ready):
+            m.d.sync += o_valid.eq(i_valid)
+            for j in range(self.lanes):
+                p = self.i_ab.payload[j]
+                m.d.sync += self.o_y.payload[j].eq(add_sat(p.a, self.fa, p.b, self.fb, self.fo))
+        return m

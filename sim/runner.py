@@ -1,0 +1,146 @@
+"""Runner glue: Amaranth component -> Verilog -> cocotb run on Icarus or Verilator.
+
+    res = run_stream(component, "recip_k46", {"i_d": [3, 7]}, {"o_q": 2}, stall=0.3, seed=1)
+    res.outputs["o_q"]   # unpacked payloads in output order
+    res.cycles           # clock cycles from reset release to the last output transfer
+
+Vectors go to the testbench (sim.tb_stream) through a JSON file; results come back the same
+way. Waveforms only with SPVIT_WAVES=1 (settings.WAVES). Builds live under SPVIT_BUILD/sim/.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from spvit import settings
+
+from .payload import pack, unpack
+
+SIMULATORS = ("icarus", "verilator")
+# Amaranth output idioms Verilator warns about under -Wall: unused bits of wide intermediates,
+# width extension/truncation of constants, generated case statements without default, comb
+# feedback through struct members (UNOPTFLAT), registers declared with their reset value and
+# assigned in processes (PROCASSINIT), one file per top module name (DECLFILENAME). None
+# affects behaviour; tests/rtl_gen/test_lint.py checks nothing else is reported.
+LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-CASEINCOMPLETE",
+                "-Wno-UNOPTFLAT", "-Wno-PROCASSINIT", "-Wno-DECLFILENAME"]
+VERILATOR_WAIVERS = ["-Wno-fatal"] + LINT_WAIVERS
+
+
+def to_verilog(component, name: str) -> str:
+    """Verilog text of `component` with top module `name` (deterministic)."""
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+def write_verilog(component, name: str, out_dir: Path) -> Path:
+    """Write <out_dir>/<name>.v, leaving the file untouched if the text did not change."""
+    return _write_text(out_dir / f"{name}.v", to_verilog(component, name))
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
+_INIT_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;")
+
+
+def icarus_compatible(text: str) -> str:
+    """Yosys triggers every `always @*` block at time 0 through a `reg trigger = 0` that Icarus
+    11 initialises without an event, leaving blocks whose inputs never change at X. For Icarus
+    runs only, the trigger gets an explicit X -> 0 change after time-0 setup (`initial #0`)."""
+    return _INIT_TRIGGER.sub(lambda mo: f"reg {mo.group(1)};\n  initial #0 {mo.group(1)} = 1'b0;", text)
+
+
+def stream_shape(component, port: str):
+    try:
+        return component.signature.members[port].signature.members["payload"].shape
+    except KeyError:
+        raise ValueError(f"{type(component).__name__} has no stream port {port!r}; ports: "
+                         f"{', '.join(component.signature.members)}") from None
+
+
+@dataclass
+class SimResult:
+    outputs: dict
+    cycles: int
+    first_in: int | None
+    last_out: int | None
+    sim: str
+    wall_s: float = 0.0          # wall time of the clocked part of the run (simulator + testbench)
+
+
+def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dict | None = None,
+               stall: float = 0.25, seed: int = 0, sim: str | None = None, timeout: int = 2_000_000,
+               tag: str = "run") -> SimResult:
+    """Simulate `component` (top module `name`) with the generic stream testbench.
+
+    inputs: port -> list of payload values; outputs: port -> number of payloads to collect;
+    static: plain input port -> value held from reset on."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    sim = sim or settings.SIM
+    if sim not in SIMULATORS:
+        raise ValueError(f"unknown simulator {sim!r}; use one of {SIMULATORS}")
+    text = to_verilog(component, name)
+    # one build directory per design text, so that designs sharing a name keep their builds
+    root = settings.BUILD.resolve() / "sim" / sim / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    src = _write_text(root / f"{name}.v", text)
+    if sim == "icarus":
+        src = _write_text(root / f"{name}.icarus.v", icarus_compatible(text))
+    spec = {
+        "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
+        "outputs": {k: int(n) for k, n in outputs.items()},
+        "static": dict(static or {}), "stall": stall, "seed": seed, "timeout": timeout,
+    }
+    run_dir = root / tag
+    run_dir.mkdir(parents=True, exist_ok=True)
+    vec, out = run_dir / "vectors.json", run_dir / "results.json"
+    vec.write_text(json.dumps(spec))
+    out.unlink(missing_ok=True)
+    runner = get_runner(sim)
+    args = VERILATOR_WAIVERS if sim == "verilator" else []
+    log = io.StringIO()
+    try:
+        with redirect_stdout(log):
+            runner.build(sources=[src], hdl_toplevel=name, build_dir=root / "build", build_args=args,
+                         timescale=("1ns", "1ps"), waves=settings.WAVES, always=sim == "icarus",
+                         log_file=root / "build.log")
+            xml = runner.test(test_module="sim.tb_stream", hdl_toplevel=name, build_dir=root / "build",
+                              test_dir=run_dir, waves=settings.WAVES, seed=seed,
+                              extra_env={"SPVIT_TB_VECTORS": str(vec), "SPVIT_TB_RESULTS": str(out)},
+                              log_file=run_dir / "sim.log")
+    except SystemExit as e:
+        raise RuntimeError(f"{sim} run of {name} failed (exit {e.code}); log: {run_dir / 'sim.log'}\n"
+                           + _tail(run_dir / "sim.log")) from None
+    n, failed = get_results(xml)
+    if failed or not out.exists():
+        raise RuntimeError(f"cocotb test of {name} failed; log: {run_dir / 'sim.log'}\n" + _tail(run_dir / "sim.log"))
+    res = json.loads(out.read_text())
+    got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
+    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0))
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text().splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def digest(*parts) -> str:
+    """Short stable hash of a configuration (names builds and manifests)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]

@@ -1,0 +1,95 @@
+"""Generic cocotb testbench for stream components (run by sim.runner, never by hand).
+
+`StreamTB` drives every input stream from a vector file, takes every output stream with random
+valid/ready stalls, counts clock cycles, and writes what it saw to a result file. Payloads are the
+flat integers of the Verilog ports (sim.payload packs and unpacks them); the golden model and
+the exact comparison live on the pytest side (sim.runner.run_stream, sim.check.assert_exact).
+
+Vector file (JSON, path in SPVIT_TB_VECTORS):
+  {"inputs": {"i_x": [raw, ...]}, "outputs": {"o_y": count}, "static": {"n": 5},
+   "stall": 0.3, "seed": 1, "timeout": cycles}
+Result file (SPVIT_TB_RESULTS): {"outputs": {"o_y": [raw, ...]}, "cycles": n,
+   "first_in": c, "last_out": c}
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
+
+class StreamTB:
+    def __init__(self, dut, spec: dict):
+        self.dut = dut
+        self.spec = spec
+        self.rng = random.Random(spec.get("seed", 0))
+        self.stall = float(spec.get("stall", 0.0))
+        self.ins = {k: list(v) for k, v in spec["inputs"].items()}
+        self.pos = {k: 0 for k in self.ins}
+        self.want = dict(spec["outputs"])
+        self.got = {k: [] for k in self.want}
+        self.port = lambda name, member: getattr(dut, f"{name}__{member}")
+
+    def done(self) -> bool:
+        return all(len(self.got[k]) >= n for k, n in self.want.items())
+
+    async def reset(self):
+        cocotb.start_soon(Clock(self.dut.clk, 10, unit="ns").start())
+        for name, value in self.spec.get("static", {}).items():
+            getattr(self.dut, name).value = int(value)
+        for k in self.ins:
+            self.port(k, "valid").value = 0
+            self.port(k, "payload").value = 0
+        for k in self.want:
+            self.port(k, "ready").value = 0
+        self.dut.rst.value = 1
+        for _ in range(2):
+            await RisingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+
+    async def run(self) -> dict:
+        await self.reset()
+        t0 = time.perf_counter()
+        timeout = int(self.spec.get("timeout", 1_000_000))
+        cycle, first_in, last_out = 0, None, None
+        while not self.done():
+            await FallingEdge(self.dut.clk)
+            for k, vec in self.ins.items():                 # drive inputs, maybe stall
+                i = self.pos[k]
+                go = i < len(vec) and self.rng.random() >= self.stall
+                self.port(k, "valid").value = int(go)
+                if go:
+                    self.port(k, "payload").value = vec[i]
+            for k in self.want:
+                self.port(k, "ready").value = int(self.rng.random() >= self.stall)
+            await ReadOnly()                                 # settled: these transfer at the edge
+            for k in self.ins:
+                if int(self.port(k, "valid").value) and int(self.port(k, "ready").value):
+                    self.pos[k] += 1
+                    first_in = cycle if first_in is None else first_in
+            for k in self.want:
+                if int(self.port(k, "valid").value) and int(self.port(k, "ready").value):
+                    self.got[k].append(int(self.port(k, "payload").value))
+                    last_out = cycle
+            cycle += 1
+            if cycle > timeout:
+                raise AssertionError(f"timeout after {cycle} cycles: consumed "
+                                     f"{self.pos}, produced { {k: len(v) for k, v in self.got.items()} }")
+        await RisingEdge(self.dut.clk)
+        return {"outputs": self.got, "cycles": cycle, "first_in": first_in, "last_out": last_out,
+                "consumed": self.pos, "wall_s": time.perf_counter() - t0}
+
+
+@cocotb.test()
+async def stream_test(dut):
+    spec = json.loads(open(os.environ["SPVIT_TB_VECTORS"]).read())
+    res = await StreamTB(dut, spec).run()
+    path = os.environ["SPVIT_TB_RESULTS"]
+    with open(path + ".tmp", "w") as f:
+        json.dump(res, f)
+    os.replace(path + ".tmp", path)

@@ -1,0 +1,41 @@
+"""spvit generate / simulate / report on the mini configuration."""
+import json
+
+import pytest
+
+from spvit.cli import main
+
+
+def test_generate_is_deterministic(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["generate", "--config", "mini", "--out", str(a)]) == 0
+    assert main(["generate", "--config", "mini,mini", "--out", str(b)]) == 0
+    files = sorted(p.name for p in a.iterdir())
+    assert files == ["manifest.json", "spvit_attention.v", "spvit_block.v", "spvit_mlp.v"]
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    man = json.loads((a / "manifest.json").read_text())
+    ports = man["engines"]["block"]["ports"]
+    assert ports["i_x"]["payload_bits"] == 4 * 16 + 1 and ports["i_w"]["payload_bits"] == 8 * 16
+    assert "module spvit_mlp" in (a / "spvit_mlp.v").read_text()
+    assert not list(tmp_path.glob(".a.*"))                      # no temp dir left behind
+
+
+def test_bad_hardware_is_a_usage_error(capsys, tmp_path):
+    assert main(["generate", "--config", "mini,zcu", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown hardware preset 'zcu'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert main(["simulate", "--config", "mini", "--target", "selector"]) == 2
+    assert "selector engine is not implemented yet" in capsys.readouterr().err
+
+
+def test_simulate_mlp_bit_exact(capsys):
+    assert main(["simulate", "--config", "mini", "--target", "mlp", "--tokens", "9", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "BIT-EXACT: 0 of 576 elements differ" in out and "cycles:" in out
+
+
+def test_report(capsys):
+    assert main(["report", "--config", "deit-small,zcu102"]) == 0
+    out = capsys.readouterr().out
+    assert "N= 197" in out and "13.23 ms" in out and "5.60 ms" in out
