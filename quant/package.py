@@ -206,7 +206,7 @@ def load_package(path, cfg: ModelConfig | None = None) -> tuple[QModel, dict]:
         if diff:
             raise PackageError(f"package {str(path)!r} was made for config {pcfg.name!r}, which differs from "
                                f"{cfg.name!r}: " + "; ".join(diff) + ". Quantise the checkpoint with the "
-                               f"matching config (spvit quantize --config ...)")
+                               "matching config (spvit quantize --config ...)")
     blob_path = path / m["blob"]["file"]
     if not blob_path.is_file():
         raise PackageError(f"package {str(path)!r}: blob {m['blob']['file']!r} is missing; re-run spvit quantize")
