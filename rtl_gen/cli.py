@@ -55,6 +55,34 @@ def _engines(cfg, hw, block: int, n_img: int = 2):
                           "block": lambda: BlockEngine(af, mf, hw)}, (af, mf)
 
 
+def _selector_engine(q, hw):
+    """(block index, SelFormats, engine maker) of the model's first selector, None without selectors."""
+    from .selector import SelectorEngine, SelFormats
+    if not q.selectors:
+        return None
+    b = min(q.selectors)
+    sf = SelFormats.from_selector(q.selectors[b])
+
+    def make():
+        try:
+            return SelectorEngine(sf, hw)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    return b, sf, make
+
+
+def _pwl_json(p):
+    return None if p is None else {"name": p.name, "in_frac": p.in_frac, "out_frac": p.out_frac, "in_bits": p.in_bits}
+
+
+def _sel_formats_json(sf) -> dict:
+    out = {f.name: getattr(sf, f.name) for f in fields(sf)}
+    out["shifts"] = dict(zip(("in_fc", "out1", "out2", "out3", "se1", "se2"), sf.shifts))
+    out["pwls"] = dict(zip(("in_act", "act1", "act2", "out3", "se_act", "se_sig"), map(_pwl_json, sf.pwls)))
+    out["d_sig"] = _pwl_json(sf.d_sig)
+    return out
+
+
 def _ports(component) -> dict:
     from amaranth.hdl import Shape
     from amaranth.lib import data
@@ -90,11 +118,32 @@ def cmd_generate(args) -> int:
     formats = {"attention": {k: v for k, v in asdict(af).items()},
                "mlp": {k: (v if k != "act" else {"name": v.name, "in_frac": v.in_frac, "out_frac": v.out_frac})
                        for k, v in ((f.name, getattr(mf, f.name)) for f in fields(mf))}}
+    sel = _selector_engine(q, hw)
+    if sel:
+        sel_block, sf, makers["selector"] = sel
+        formats["selector"] = _sel_formats_json(sf)
     key = json.dumps({"model": asdict(cfg.model), "hardware": asdict(hw), "formats": formats}, sort_keys=True, default=str)
     manifest = {"config_hash": hashlib.sha256(key.encode()).hexdigest(), "model": asdict(cfg.model),
                 "hardware": asdict(hw), "formats_from": f"block {args.block} of a calibrated random twin (seed 0)",
-                "formats": formats, "selector": "not generated: the selector engine is not implemented yet",
-                "weight_order": "docs/rtl.md#weight-stream-order", "engines": {}}
+                "formats": formats, "weight_order": "docs/rtl.md#weight-stream-order", "engines": {}}
+    if sel:
+        h, dh = sf.heads, sf.head_dim
+        manifest["selector"] = {
+            "engine": "selector", "formats_from": f"the selector before block {sel_block} of the same twin",
+            "parameters": {"n": "token count N (2..n_max), held during a job",
+                           "n_pkg": "earlier package tokens (the stage index); scored tokens N - 1 - n_pkg",
+                           "cap_en": "1: top-k cap on the kept tokens", "cap": "the cap (kept tokens at most)",
+                           "mode": {"norm": 0, "sum": 1, "mean": 2}},
+            "weight_order": ("docs/rtl.md#token-selector-engine-rtl_genselectorpy: per head LN gamma, in_fc, out1, out2, "
+                             "out3 rows (one word per input k, lane = output), then se1, se2; then per 48-bit row three "
+                             "words (bits 0-15, 16-31, 32-47): per head LN beta, biases of in_fc, out1, out2, out3; "
+                             "then biases of se1, se2 (rtl_gen.selector.weight_stream)"),
+            "weight_words": h * (1 + 11 * dh // 4) + h + max(h // 2, 1) + 3 * (5 * h + 2),
+            "outputs": {"o_sel": "one beat per scored token: keep, score, m (Q15), last",
+                        "o_kept": "one beat per job: kept scored tokens",
+                        "o_y": "token tiles of [CLS, kept in input order, earlier packages, new package]"}}
+    else:
+        manifest["selector"] = f"not generated: model {cfg.model.name} has no token selectors"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -116,7 +165,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    import numpy as np
 
     from golden.arith import add_sat
     from sim.check import mismatches
@@ -127,13 +175,14 @@ def cmd_simulate(args) -> int:
     from .block import block_weight_stream
     from .mlp import tiles_of, untile
     from .perf import attention_cycles, mlp_cycles
-    if args.target == "selector":
-        raise UsageError("--target selector: the selector engine is not implemented yet; use attention, mlp or block")
     if args.waves:
         os.environ["SPVIT_WAVES"] = "1"
         from spvit import settings
         settings.WAVES = True
     cfg, hw = resolve(args.config)
+    if args.target == "selector":
+        return _simulate_selector(args, cfg, hw)
+    args.block = 0 if args.block is None else args.block
     m = cfg.model
     n = args.tokens or m.num_tokens
     if not 1 <= n <= min(hw.n_max, m.num_tokens):
@@ -172,11 +221,63 @@ def cmd_simulate(args) -> int:
     return 1 if bad else 0
 
 
+def _simulate_selector(args, cfg, hw) -> int:
+    """`spvit simulate --target selector`: the selector before block --block (default: the
+    first) on the tokens golden feeds it for image --seed, compared with golden by ==."""
+    import numpy as np
+
+    from sim.models import calibrated, selector_input
+    from sim.selector import compare, run_selector
+
+    from .perf import selector_cycles
+    from .selector import SelectorEngine, SelFormats
+    m = cfg.model
+    if not m.stages:
+        raise UsageError(f"--target selector: model {m.name} has no token selectors (selector = {m.selector!r}); "
+                         f"use a model with selectors (mini, spvit-deit-tiny, spvit-deit-small)")
+    if args.block is not None and args.block not in m.selector_blocks:
+        raise UsageError(f"--block {args.block} has no selector in {m.name}; selectors sit before blocks "
+                         f"{', '.join(map(str, m.selector_blocks))}")
+    block = m.selector_blocks[0] if args.block is None else args.block
+    q, imgs = calibrated(m, 0, max(2, args.seed + 1))
+    sel = q.selectors[block]
+    x, n_pkg = selector_input(q, imgs, block, img=args.seed)
+    n = args.tokens or len(x)
+    if not n_pkg + 2 <= n <= len(x):
+        raise UsageError(f"--tokens must lie in {n_pkg + 2}..{len(x)} for the selector before block {block} "
+                         f"(CLS, {n_pkg} earlier package token(s) and at least one patch token; got {n})")
+    x = np.concatenate([x[:n - n_pkg], x[len(x) - n_pkg:]])
+    try:
+        eng = SelectorEngine(SelFormats.from_selector(sel), hw)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(f"selector engine, {m.name} before block {block} (stage {n_pkg}), N={n}, n_pkg={n_pkg}, "
+          f"mode {sel.package_mode}, cap {sel.cap}, hardware {hw.name}, {args.sim}, seed {args.seed}, stall {args.stall}")
+    try:
+        outs, res = run_selector(sel, [x], n_pkg, hw=hw, name=f"selector_{m.name}_{hw.name}_b{block}".replace("-", "_"),
+                                 stall=args.stall, seed=args.seed, sim=args.sim, tag=f"n{n}_seed{args.seed}", engine=eng)
+    except AssertionError as e:
+        print(f"result: MISMATCH: {e}")
+        return 1
+    bad, total, first = compare(sel, [x], n_pkg, outs)
+    s = sel(x, n_pkg)[1]
+    kept = int(s.keep.sum())
+    print(f"result: {'BIT-EXACT' if bad == 0 else 'MISMATCH'}: {bad} of {total} elements differ "
+          f"(keep, score, m, kept count, output tokens); {kept} of {n - 1 - n_pkg} scored tokens kept")
+    for what, ix, g, w in first:
+        print(f"  {what} at {ix}: RTL {g} != golden {w}")
+    k0 = int((s.score >= 0).sum())
+    model = selector_cycles(m, n, n_pkg, kept, hw, sel.package_mode,
+                            k0 if sel.cap is not None and k0 > sel.cap else None)
+    print(f"cycles: {res.cycles} (RTL; cycle model {model}, {100 * (model / res.cycles - 1):+.1f}%)")
+    return 1 if bad else 0
+
+
 def cmd_report(args) -> int:
     from golden.config import PRESETS
     from golden.macs import tokens_per_block
 
-    from .perf import attention_macs, block_perf, mlp_macs
+    from .perf import attention_macs, block_perf, mlp_macs, selector_cycles_per_block
     cfg, hw = resolve(args.config)
     m = cfg.model
     print(f"hardware {hw.name}: {hw.mac_rows}x{hw.mac_cols} MAC array ({hw.macs} DSP48E2 multipliers), "
@@ -205,14 +306,23 @@ def cmd_report(args) -> int:
             rows.append((f"keep {','.join(f'{k:g}' for k in keep)}", tokens_per_block(m, keep)))
         except ValueError as e:
             raise UsageError(str(e)) from None
-    print(f"\ncycles per block ({m.name}; cycle model, checked against RTL within 5% by tests/sim/test_cycle_model.py)")
+    print(f"\ncycles per block ({m.name}; cycle model, checked against RTL within 5% by tests/sim/test_cycle_model.py; "
+          f"a selector's cycles are added to the block it precedes)")
     for label, toks in rows:
-        for n in sorted(set(toks), reverse=True):
+        sel = selector_cycles_per_block(m, toks, hw) if label != "unpruned" else [0] * len(toks)
+        seen = set()
+        for i in sorted(range(len(toks)), key=lambda i: (-toks[i], i)):
+            n = toks[i]
+            if (n, sel[i]) in seen:
+                continue
+            seen.add((n, sel[i]))
             p = block_perf(m, n, hw)
-            print(f"  {label:18s} N={n:4d}: attention {p.attention:9,d}  mlp {p.mlp:9,d}  block {p.cycles:9,d} cycles  "
-                  f"MAC utilisation attention {attention_macs(m, n) / (hw.macs * p.attention):.3f} "
+            s = f"  selector {sel[i]:9,d} (N_in={(toks[i - 1] if i else m.num_tokens):4d})" if sel[i] else ""
+            print(f"  {label:18s} N={n:4d}: attention {p.attention:9,d}  mlp {p.mlp:9,d}{s}  block {p.cycles + sel[i]:9,d} "
+                  f"cycles  MAC utilisation attention {attention_macs(m, n) / (hw.macs * p.attention):.3f} "
                   f"mlp {mlp_macs(m, n) / (hw.macs * p.mlp):.3f} block {p.utilisation(hw):.3f}")
-    print(f"\nmodeled latency of the blocks at {hw.clock_mhz:g} MHz (embedding, head and selectors not included)")
+    print(f"\nmodeled latency of the blocks at {hw.clock_mhz:g} MHz (embedding and head not included; the pruned "
+          f"figure includes the selectors)")
     for name in ("deit-tiny", "deit-small"):
         base = PRESETS[name]
         try:
@@ -222,9 +332,12 @@ def cmd_report(args) -> int:
             continue
         cyc = sum(block_perf(base, n, hw).cycles for n in [base.num_tokens] * base.depth)
         sp = PRESETS["spvit-" + name]
-        pr = sum(block_perf(sp, n, hw).cycles for n in tokens_per_block(sp, (0.7, 0.49, 0.343)))
+        toks = tokens_per_block(sp, (0.7, 0.49, 0.343))
+        sel_cyc = sum(selector_cycles_per_block(sp, toks, hw))
+        pr = sum(block_perf(sp, n, hw).cycles for n in toks) + sel_cyc
         print(f"  {name:10s} unpruned {cyc / hw.clock_mhz / 1e3:6.2f} ms   SPViT keep 0.7,0.49,0.343 "
-              f"{pr / hw.clock_mhz / 1e3:6.2f} ms   (SPViT paper accelerator: {PAPER_MS[name]:.2f} ms)")
+              f"{pr / hw.clock_mhz / 1e3:6.2f} ms (selectors {sel_cyc / hw.clock_mhz / 1e3:.2f} ms)   "
+              f"(SPViT paper accelerator: {PAPER_MS[name]:.2f} ms)")
     return 0
 
 
@@ -241,7 +354,8 @@ def register(sub) -> None:
     p.add_argument("--sim", default="verilator", choices=("icarus", "verilator"))
     p.add_argument("--seed", type=int, default=0, help="image index and stall pattern (default 0)")
     p.add_argument("--tokens", type=int, help="runtime token count N (default: all tokens)")
-    p.add_argument("--block", type=int, default=0)
+    p.add_argument("--block", type=int, help="block index (default 0; for --target selector: the block the "
+                   "selector precedes, default the first selector)")
     p.add_argument("--stall", type=float, default=0.0, help="probability of a valid/ready stall per cycle")
     p.add_argument("--waves", action="store_true", help="write waveforms (SPVIT_WAVES=1)")
     p.set_defaults(func=cmd_simulate)

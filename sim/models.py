@@ -23,3 +23,17 @@ def block_input(q, imgs, i: int, img: int = 0):
     for j in range(i):
         x = q.blocks[j](x)
     return x[0]
+
+
+def selector_input(q, imgs, block: int, img: int = 0):
+    """(int16 tokens [N, C] entering the selector before block `block`, earlier package tokens
+    n_pkg) for image `img`: the golden forward with the earlier selectors applied."""
+    from golden.arith import quantize
+    x = q.embed(quantize(imgs[img:img + 1].numpy(), q.img_frac))[0]
+    stage = 0
+    for j in range(block):
+        if j in q.selectors:
+            x = q.selectors[j](x, n_pkg=stage)[0]
+            stage += 1
+        x = q.blocks[j](x[None])[0]
+    return x, stage

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import sys
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Whole DeiT block (attention -> MLP wrapper) against golden QBlock: mini shapes in CI's
 fast set, DeiT-T shapes at N = 197 on Verilator (slow)."""
-import numpy as np
 import pytest
 
 from rtl_gen.block import BlockEngine, block_weight_stream

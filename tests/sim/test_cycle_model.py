@@ -1,17 +1,20 @@
 """The cycle model (rtl_gen/perf.py) that `spvit report` uses for whole models against RTL-measured
 cycles (no stalls): within 5% on every engine run here."""
+from dataclasses import replace
+
+import numpy as np
 import pytest
 
-from golden.arith import add_sat
 from golden.config import PRESETS
 from rtl_gen import attention, mlp
 from rtl_gen.attention import AttentionEngine, AttnFormats
 from rtl_gen.block import BlockEngine, block_weight_stream
 from rtl_gen.config import HW_PRESETS
 from rtl_gen.mlp import MlpEngine, MlpFormats, tiles_of
-from rtl_gen.perf import attention_cycles, block_cycles, mlp_cycles
-from sim.models import block_input
+from rtl_gen.perf import attention_cycles, block_cycles, mlp_cycles, selector_cycles
+from sim.models import block_input, selector_input
 from sim.runner import run_stream
+from sim.selector import run_selector
 from spvit import settings
 
 HW = HW_PRESETS["mini"]
@@ -45,3 +48,25 @@ def test_block_cycles_match_model(mini_model):
     rtl = _run(BlockEngine.from_block(blk, HW), "block_mini", x, block_weight_stream(blk, HW.mac_cols), n, {"n": n})
     model = block_cycles(CFG, n, HW)
     assert abs(model / rtl - 1) <= 0.05, f"block N={n}: model {model} vs RTL {rtl} cycles"
+
+
+@pytest.mark.parametrize("case", ["n9", "n23_cap", "n20_stage1_sum"])
+def test_selector_cycles_match_model(mini_model, case, measured):
+    """Selector engine: N = 9 (stage 0, norm), N = 23 with a binding top-k cap, N = 20 at the
+    second selector (one earlier package token, sum mode)."""
+    q, imgs = mini_model
+    if case == "n20_stage1_sum":
+        x, n_pkg = selector_input(q, imgs, 4)
+        x, sel = np.concatenate([x[:20 - n_pkg], x[len(x) - n_pkg:]]), replace(q.selectors[4], package_mode="sum")
+    else:
+        x, n_pkg, sel = block_input(q, imgs, 2)[:int(case[1:3])], 0, q.selectors[2]
+    n = len(x)
+    k0 = int((sel(x, n_pkg)[1].score >= 0).sum())
+    if case == "n23_cap":
+        sel = replace(sel, cap=k0 - 3)
+    kept = int(sel(x, n_pkg)[1].keep.sum())
+    _, res = run_selector(sel, [x], n_pkg, hw=HW, stall=0.0, tag=f"perf_{case}")
+    model = selector_cycles(CFG, n, n_pkg, kept, HW, sel.package_mode, k0 if sel.cap is not None else None)
+    measured(f"selector {case}: N={n} n_pkg={n_pkg} kept={kept}: RTL {res.cycles} cycles, model {model} "
+             f"({100 * (model / res.cycles - 1):+.2f}%)")
+    assert abs(model / res.cycles - 1) <= 0.05, f"selector {case}: model {model} vs RTL {res.cycles} cycles"

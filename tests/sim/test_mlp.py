@@ -1,10 +1,9 @@
 """MLP engine against golden (QBlock second half) on mini shapes: realistic calibrated weights,
 several runtime token counts, saturating residuals, stalls on every stream."""
 import numpy as np
-import pytest
 
 from golden.arith import add_sat, quantize
-from rtl_gen.config import HW_PRESETS, HardwareConfig
+from rtl_gen.config import HW_PRESETS
 from rtl_gen.mlp import MlpEngine, MlpFormats, tiles_of, untile, weight_stream
 from sim.check import assert_exact
 from sim.runner import run_stream

@@ -9,56 +9,12 @@ import numpy as np
 import pytest
 
 from rtl_gen.config import HW_PRESETS
-from rtl_gen.mlp import tiles_of, untile
-from rtl_gen.selector import MODES, SelectorEngine, SelFormats, weight_stream
+from rtl_gen.selector import SelectorEngine, SelFormats, weight_stream
 from sim.check import assert_exact
 from sim.models import block_input
-from sim.runner import run_stream
-from spvit import settings
+from sim.selector import run_selector
 
 HW = HW_PRESETS["mini"]
-
-
-def run_selector(sel, jobs, n_pkg, name="selector_mini", stall=0.2, seed=0, sim=None, tag="run"):
-    """jobs: token arrays [N, D] sharing N (a plain input). Runs sel's package_mode and cap.
-    Returns per job (tokens, keep, score, m, kept) and the SimResult."""
-    n, d = jobs[0].shape
-    assert all(x.shape == (n, d) for x in jobs)
-    ns = n - 1 - n_pkg
-    n_out = 1 + n_pkg + 1
-    beats, words = [], []
-    for x in jobs:
-        beats += tiles_of(x, HW.mac_rows)
-        words += weight_stream(sel)
-    want_keep = [sel(x, n_pkg)[1].keep for x in jobs]
-    per_out = [-(-(n_out + int(k.sum())) // HW.mac_rows) * d for k in want_keep]
-    static = {"n": n, "n_pkg": n_pkg, "cap_en": int(sel.cap is not None), "cap": sel.cap or 0,
-              "mode": MODES[sel.package_mode]}
-    eng = SelectorEngine(SelFormats.from_selector(sel), HW)
-    # o_y length depends on the RTL's own kept count; collect what golden predicts and check
-    # the count separately (a wrong count then shows as a kept-count mismatch, not a hang)
-    try:
-        res = run_stream(eng, name, {"i_x": beats, "i_w": words},
-                         {"o_y": sum(per_out), "o_sel": ns * len(jobs), "o_kept": len(jobs)},
-                         static=static, stall=stall, seed=seed, sim=sim or settings.SIM_ENGINE, tag=tag,
-                         timeout=150_000 * len(jobs))
-    except RuntimeError as e:
-        if "timeout" in str(e):
-            raise AssertionError(f"selector RTL emitted fewer output beats than golden predicts (kept "
-                                 f"counts {[int(k.sum()) for k in want_keep]}): its decisions differ\n{e}") from None
-        raise
-    outs, pos = [], 0
-    for i, x in enumerate(jobs):
-        sel_beats = res.outputs["o_sel"][i * ns:(i + 1) * ns]
-        kept = res.outputs["o_kept"][i]
-        nb = per_out[i]
-        n_tok = n_out + int(want_keep[i].sum())
-        toks = untile(res.outputs["o_y"][pos:pos + nb], n_tok, d, HW.mac_rows)
-        pos += nb
-        outs.append((toks, np.array([b["keep"] for b in sel_beats]), np.array([b["score"] for b in sel_beats]),
-                     np.array([b["m"] for b in sel_beats]), kept,
-                     [b["last"] for b in sel_beats]))
-    return outs, res
 
 
 def check(sel, jobs, n_pkg, outs, what):
