@@ -33,6 +33,7 @@ from .layernorm import LayerNormUnit, lanes_layout
 from .loader import WeightLoader
 from .mac import MacArray
 from .mlp import split48
+from .pipe import collect_rows
 from .softmax import SoftmaxUnit
 
 
@@ -158,14 +159,7 @@ class AttentionEngine(wiring.Component):
         ot, ok = Signal(range(TM)), Signal(range(D))
 
         # LN output -> normalised buffer
-        m.d.comb += [ln.o_y.ready.eq(1), xn_w.addr.eq(to * D + ko), xn_w.data.eq(ln.o_y.payload.y),
-                     xn_w.en.eq(ln.o_y.valid)]
-        with m.If(ln.o_y.valid):
-            m.d.sync += ko.eq(ko + 1)
-            with m.If(ko == D - 1):
-                m.d.sync += [ko.eq(0), to.eq(to + 1)]
-                with m.If(ln.o_y.payload.last):
-                    m.d.sync += [to.eq(0), ln_done.eq(1)]
+        collect_rows(m, ln.o_y, xn_w, to, ko, D, ln_done)
 
         # softmax output -> probability buffer
         m.d.comb += [sm.o_p.ready.eq(1), p_w.addr.eq(pj), p_w.data.eq(sm.o_p.payload.p), p_w.en.eq(sm.o_p.valid)]

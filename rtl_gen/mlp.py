@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from golden.kernels import PWL
 
 from .arith import WORD, add_sat, requant
+from .pipe import collect_rows
 from .config import HardwareConfig
 from .layernorm import LayerNormUnit, lanes_layout
 from .loader import WeightLoader
@@ -150,14 +151,7 @@ class MlpEngine(wiring.Component):
         ot, ok = Signal(range(TM)), Signal(range(D))
 
         # LN output -> normalised buffer (any time)
-        m.d.comb += [ln.o_y.ready.eq(1), xn_w.addr.eq(to * D + ko), xn_w.data.eq(ln.o_y.payload.y),
-                     xn_w.en.eq(ln.o_y.valid)]
-        with m.If(ln.o_y.valid):
-            m.d.sync += ko.eq(ko + 1)
-            with m.If(ko == D - 1):
-                m.d.sync += [ko.eq(0), to.eq(to + 1)]
-                with m.If(ln.o_y.payload.last):
-                    m.d.sync += [to.eq(0), ln_done.eq(1)]
+        collect_rows(m, ln.o_y, xn_w, to, ko, D, ln_done)
 
         # MAC operands
         ab = mac.i_ab.payload

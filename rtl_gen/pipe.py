@@ -17,3 +17,16 @@ def stall_pipeline(m, i_stream, o_stream, depth: int):
         for k in range(1, depth):
             m.d.sync += valids[k].eq(valids[k - 1])
     return en, valids
+
+
+def collect_rows(m, src, wport, row, col, width: int, done):
+    """Always-ready sink: every beat of `src` (payload `y`, `last`) is written to `wport` at
+    row * width + col, `width` beats a row; `done` is set after the row that carries `last`."""
+    m.d.comb += [src.ready.eq(1), wport.addr.eq(row * width + col), wport.data.eq(src.payload.y),
+                 wport.en.eq(src.valid)]
+    with m.If(src.valid):
+        m.d.sync += col.eq(col + 1)
+        with m.If(col == width - 1):
+            m.d.sync += [col.eq(0), row.eq(row + 1)]
+            with m.If(src.payload.last):
+                m.d.sync += [row.eq(0), done.eq(1)]
