@@ -33,7 +33,7 @@ from .layernorm import LayerNormUnit, lanes_layout
 from .loader import WeightLoader
 from .mac import MacArray
 from .mlp import split48
-from .pipe import collect_rows
+from .pipe import collect_rows, load_rows
 from .softmax import SoftmaxUnit
 
 
@@ -246,17 +246,8 @@ class AttentionEngine(wiring.Component):
 
         with m.FSM(name="compute"):
             with m.State("LOAD"):
-                m.d.comb += [ln.i_x.valid.eq(self.i_x.valid), self.i_x.ready.eq(ln.i_x.ready),
-                             ln.i_x.payload.eq(self.i_x.payload),
-                             x_w.addr.eq(ti * D + ki), x_w.data.eq(self.i_x.payload.x)]
-                with m.If(self.i_x.valid & self.i_x.ready):
-                    m.d.comb += x_w.en.eq(-1)
-                    m.d.sync += ki.eq(ki + 1)
-                    with m.If(ki == D - 1):
-                        m.d.sync += [ki.eq(0), ti.eq(ti + 1)]
-                        with m.If(self.i_x.payload.last):
-                            m.d.sync += [T.eq(ti + 1), ti.eq(0), N.eq(self.n), U.eq((self.n + C - 1) // C)]
-                            m.next = "LN_WAIT"
+                load_rows(m, self.i_x, ln.i_x, x_w, ti, ki, D,
+                          [T.eq(ti + 1), N.eq(self.n), U.eq((self.n + C - 1) // C)], "LN_WAIT")
             with m.State("LN_WAIT"):
                 with m.If(ln_done):
                     m.d.sync += [ln_done.eq(0), gmt.eq(0), dg.eq(0)] + start_linear(0)

@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from golden.kernels import PWL
 
 from .arith import WORD, add_sat, requant
-from .pipe import collect_rows
+from .pipe import collect_rows, load_rows
 from .config import HardwareConfig
 from .layernorm import LayerNormUnit, lanes_layout
 from .loader import WeightLoader
@@ -190,17 +190,7 @@ class MlpEngine(wiring.Component):
 
         with m.FSM(name="compute"):
             with m.State("LOAD"):
-                m.d.comb += [ln.i_x.valid.eq(self.i_x.valid), self.i_x.ready.eq(ln.i_x.ready),
-                             ln.i_x.payload.eq(self.i_x.payload),
-                             x_w.addr.eq(ti * D + ki), x_w.data.eq(self.i_x.payload.x)]
-                with m.If(self.i_x.valid & self.i_x.ready):
-                    m.d.comb += x_w.en.eq(-1)
-                    m.d.sync += ki.eq(ki + 1)
-                    with m.If(ki == D - 1):
-                        m.d.sync += [ki.eq(0), ti.eq(ti + 1)]
-                        with m.If(self.i_x.payload.last):
-                            m.d.sync += [T.eq(ti + 1), ti.eq(0)]
-                            m.next = "LN_WAIT"
+                load_rows(m, self.i_x, ln.i_x, x_w, ti, ki, D, [T.eq(ti + 1)], "LN_WAIT")
             with m.State("LN_WAIT"):
                 with m.If(ln_done):
                     m.d.sync += [ln_done.eq(0), layer.eq(0), mt.eq(0), t.eq(0), k.eq(0), gmt.eq(0),
