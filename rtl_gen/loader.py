@@ -19,6 +19,7 @@ class WeightLoader:
     def __init__(self, m, i_w, ln, dim: int, cols: int, layers: list[tuple[int, int]]):
         """layers: (m-tiles, K) of each linear layer in stream order."""
         C = cols
+        self.m = m
         self.km = km = max(k for _, k in layers)
         total = sum(n for n, _ in layers)
         m.submodules.wbuf = wbuf = memory.Memory(shape=data.ArrayLayout(signed(WORD), C), depth=2 * km, init=[])
@@ -94,8 +95,11 @@ class WeightLoader:
                             m.next = "W_WAIT"
 
     def bias_of(self, bank, col, cols: int):
-        """bias[bank][col] (bank: 1-bit signal, col: range(cols) signal)."""
-        return Array(self.bias[0] + self.bias[1])[bank * cols + col]
+        """bias[bank][col] (bank: 1-bit signal, col: range(cols) signal) as one mux into a
+        signal: arithmetic on an Array lookup itself would be copied into every element."""
+        sel = Signal(signed(ACC_BITS), name="bias_sel")
+        self.m.d.comb += sel.eq(Array(self.bias[0] + self.bias[1])[bank * cols + col])
+        return sel
 
     def addr(self, bank, k):
         return Mux(bank, self.km, 0) + k

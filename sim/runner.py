@@ -84,22 +84,25 @@ class SimResult:
 
 def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dict | None = None,
                stall: float = 0.25, seed: int = 0, sim: str | None = None, timeout: int = 2_000_000,
-               tag: str = "run") -> SimResult:
+               tag: str = "run", deps: dict | None = None) -> SimResult:
     """Simulate `component` (top module `name`) with the generic stream testbench.
 
     inputs: port -> list of payload values; outputs: port -> number of payloads to collect;
-    static: plain input port -> value held from reset on."""
+    static: plain input port -> value held from reset on; deps: Verilog module name -> component
+    for modules the top instantiates (rtl_gen.block.instance_of)."""
     from cocotb_tools.runner import get_results, get_runner
 
     sim = sim or settings.SIM
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; use one of {SIMULATORS}")
-    text = to_verilog(component, name)
+    texts = {name: to_verilog(component, name)}
+    texts.update({k: to_verilog(c, k) for k, c in (deps or {}).items()})
     # one build directory per design text, so that designs sharing a name keep their builds
-    root = settings.BUILD.resolve() / "sim" / sim / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
-    src = _write_text(root / f"{name}.v", text)
+    h = hashlib.sha256("".join(texts[k] for k in sorted(texts)).encode()).hexdigest()[:10]
+    root = settings.BUILD.resolve() / "sim" / sim / f"{name}-{h}"
     if sim == "icarus":
-        src = _write_text(root / f"{name}.icarus.v", icarus_compatible(text))
+        texts = {k: icarus_compatible(t) for k, t in texts.items()}
+    sources = [_write_text(root / f"{k}{'.icarus' if sim == 'icarus' else ''}.v", t) for k, t in texts.items()]
     spec = {
         "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
         "outputs": {k: int(n) for k, n in outputs.items()},
@@ -115,7 +118,7 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     log = io.StringIO()
     try:
         with redirect_stdout(log):
-            runner.build(sources=[src], hdl_toplevel=name, build_dir=root / "build", build_args=args,
+            runner.build(sources=sources, hdl_toplevel=name, build_dir=root / "build", build_args=args,
                          timescale=("1ns", "1ps"), waves=settings.WAVES, always=sim == "icarus",
                          log_file=root / "build.log")
             xml = runner.test(test_module="sim.tb_stream", hdl_toplevel=name, build_dir=root / "build",

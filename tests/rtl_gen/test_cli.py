@@ -10,7 +10,8 @@ def test_generate_is_deterministic(tmp_path, capsys):
     assert main(["generate", "--config", "mini", "--out", str(a)]) == 0
     assert main(["generate", "--config", "mini,mini", "--out", str(b)]) == 0
     files = sorted(p.name for p in a.iterdir())
-    assert files == ["manifest.json", "spvit_attention.v", "spvit_block.v", "spvit_mlp.v", "spvit_selector.v"]
+    assert files == ["manifest.json", "spvit_attention.v", "spvit_block.v", "spvit_block_selector.v", "spvit_mlp.v",
+                     "spvit_selector.v"]
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     man = json.loads((a / "manifest.json").read_text())
@@ -18,6 +19,13 @@ def test_generate_is_deterministic(tmp_path, capsys):
     assert ports["i_x"]["payload_bits"] == 4 * 16 + 1 and ports["i_w"]["payload_bits"] == 8 * 16
     assert "module spvit_mlp" in (a / "spvit_mlp.v").read_text()
     assert "module spvit_selector" in (a / "spvit_selector.v").read_text()
+    # the wrappers instantiate the engine files instead of repeating their logic
+    blk, bsel = (a / "spvit_block.v").read_text(), (a / "spvit_block_selector.v").read_text()
+    assert "spvit_attention attention (" in blk and "spvit_mlp mlp (" in blk and "spvit_selector" not in blk
+    assert "spvit_selector selector (" in bsel and blk.count("\nmodule ") == 1 and bsel.count("\nmodule ") == 2
+    assert man["engines"]["block_selector"]["instantiates"] == {
+        "attention": "spvit_attention.v", "mlp": "spvit_mlp.v", "selector": "spvit_selector.v"}
+    assert set(man["engines"]["block_selector"]["ports"]) >= {"o_sel", "o_kept", "n_pkg", "i_w", "i_x", "o_y"}
     sel = man["engines"]["selector"]["ports"]
     assert sel["i_w"]["payload_bits"] == 16 * 16 and sel["o_y"]["payload_bits"] == 4 * 16 + 1
     assert set(sel["o_sel"]["payload"]) == {"keep", "score", "m", "last"} and sel["n_pkg"]["kind"] == "signal"
