@@ -9,10 +9,14 @@ Schedule per job, all on one MAC array (mac_rows x mac_cols):
   LOAD     x -> token buffer, LayerNorm unit -> normalised buffer
   QKV      [q|k|v] = LN1(x) W^T + b (3D outputs, m-tile outer), requantised per part; q goes to
            a token-tile buffer, k to key tiles of mac_cols tokens, v to mac_rows token banks
-  per query tile t, head h:
+  items i = (query tile t, head h), t outer, L = T heads of them:
     SCORE  S = requant_mul(q_h k_h^T, scale_mult) key tile by key tile (K = head_dim); the
-           drained columns of keys < N stream straight into the softmax unit (mac_rows rows)
-    PV     o_h = requant(P v_h) (K = N), P from the probability buffer
+           drained columns of keys < N stream straight into the softmax unit (mac_rows rows),
+           whose probabilities go to bank i % 2 of the probability buffer
+    PV     o_h = requant(P v_h) (K = N), P from bank i % 2
+    issued as S0 S1 PV0 S2 PV1 ... S(L-1) PV(L-2) PV(L-1): the softmax of item i works while
+    the array runs PV(i-1) and the first tiles of S(i+1), so the array idles only when the
+    softmax takes longer than those (a short head_dim against many keys)
   PROJ     proj(o) + bias, requantised, add_sat with x, written back over the token buffer
   OUT      token buffer -> o_y
 """
@@ -115,7 +119,7 @@ class AttentionEngine(wiring.Component):
         m.submodules.softmax = sm = SoftmaxUnit(f.s_frac, R, NM)
         mems = {}
         for name, shape, depth in (("xbuf", rowl, TM * D), ("xnbuf", rowl, TM * D), ("qbuf", rowl, TM * D),
-                                   ("obuf", rowl, TM * D), ("kbuf", coll, UM * D), ("pbuf", rowl, NM)):
+                                   ("obuf", rowl, TM * D), ("kbuf", coll, UM * D), ("pbuf", rowl, 2 * NM)):
             m.submodules[name] = mems[name] = memory.Memory(shape=shape, depth=depth, init=[])
         x_w, x_r = mems["xbuf"].write_port(), mems["xbuf"].read_port(domain="comb")
         xn_w, xn_r = mems["xnbuf"].write_port(), mems["xnbuf"].read_port(domain="comb")
@@ -140,11 +144,19 @@ class AttentionEngine(wiring.Component):
         lin = Signal()                                  # 0: QKV, 1: PROJ
         mt, t, k = Signal(range(3 * MP)), Signal(range(TM)), Signal(range(D))
         gmt = Signal(range(4 * MP + 1))
-        th, hh = Signal(range(TM)), Signal(range(HH))   # current query tile and head
+        th, hh = Signal(range(TM)), Signal(range(HH))   # query tile and head of the score being issued
+        pth, phh = Signal(range(TM)), Signal(range(HH)) # query tile and head of the P.V being issued
+        oth, ohh = Signal(range(TM)), Signal(range(HH)) # query tile and head of the P.V being drained
+        obase = Signal(range(TM * D))                   # its o buffer address, oth D + ohh head_dim
+        s_first, s_all = Signal(), Signal()             # issuing the first score; all scores issued
         u, j = Signal(range(UM)), Signal(range(max(DH, 2)))
         pc, pn = Signal(range(max(DH // C, 2))), Signal(range(NM))
         vr, vq = Signal(range(R)), Signal(range(TM))    # pn % R, pn // R
-        phase = Signal(2)                               # drain kind: 0 linear, 1 score, 2 pv
+        ikind = Signal(2)                               # kind of the issued tile: 0 linear, 1 score, 2 pv
+        skind = Signal(2)                               # kind of the tile in the MAC's shadow bank (draining)
+        pwb, prb = Signal(), Signal()                   # probability bank written by the softmax / read by P.V
+        p_full = Signal(2)                              # bank holds probabilities not yet read by P.V
+        p_set, p_clr = Signal(), Signal()
         dc = Signal(range(C))
         dt, dmt = Signal(range(TM)), Signal(range(3 * MP))
         dpart, dmp = Signal(range(3)), Signal(range(MP))
@@ -154,26 +166,33 @@ class AttentionEngine(wiring.Component):
         sk = Signal(range(UM * C + 1))                  # key index of the drained score column
         dpc = Signal(range(max(DH // C, 2)))
         pj = Signal(range(NM + 1))
-        p_done = Signal()
         out_phase = Signal()
         ot, ok = Signal(range(TM)), Signal(range(D))
 
         # LN output -> normalised buffer
         collect_rows(m, ln.o_y, xn_w, to, ko, D, ln_done)
 
-        # softmax output -> probability buffer
-        m.d.comb += [sm.o_p.ready.eq(1), p_w.addr.eq(pj), p_w.data.eq(sm.o_p.payload.p), p_w.en.eq(sm.o_p.valid)]
-        with m.If(sm.o_p.valid):
+        # softmax output -> probability bank pwb (two banks: the softmax of one score overlaps the
+        # P.V of the previous one)
+        m.d.comb += [sm.o_p.ready.eq(~p_full.bit_select(pwb, 1)), p_w.addr.eq(Mux(pwb, NM, 0) + pj),
+                     p_w.data.eq(sm.o_p.payload.p), p_w.en.eq(sm.o_p.valid & sm.o_p.ready)]
+        with m.If(sm.o_p.valid & sm.o_p.ready):
             m.d.sync += pj.eq(pj + 1)
             with m.If(sm.o_p.payload.last):
-                m.d.sync += [pj.eq(0), p_done.eq(1)]
+                m.d.comb += p_set.eq(1)
+                m.d.sync += [pj.eq(0), pwb.eq(~pwb)]
+        for b in range(2):
+            with m.If(p_set & (pwb == b)):
+                m.d.sync += p_full[b].eq(1)
+            with m.Elif(p_clr & (prb == b)):
+                m.d.sync += p_full[b].eq(0)
 
         # ---------------------------------------------------------------- MAC operands
         ab = mac.i_ab.payload
         hoff = hh * DH
         m.d.comb += [xn_r.addr.eq(t * D + k), o_r.addr.eq(t * D + k), w_r.addr.eq(wl.addr(gmt[0], k)),
-                     q_r.addr.eq(th * D + hoff + j), k_r.addr.eq(u * D + hoff + j), p_r.addr.eq(pn)]
-        vaddr = vq * MP + (hh * (DH // C)) + pc
+                     q_r.addr.eq(th * D + hoff + j), k_r.addr.eq(u * D + hoff + j), p_r.addr.eq(Mux(prb, NM, 0) + pn)]
+        vaddr = vq * MP + (phh * (DH // C)) + pc
         vdata = Array(rd.data for _, rd in vbanks)[vr]
         for _, rd in vbanks:
             m.d.comb += rd.addr.eq(vaddr)
@@ -197,11 +216,13 @@ class AttentionEngine(wiring.Component):
             m.d.comb += vw.addr.eq(dt * MP + dmp)
             for c in range(C):
                 m.d.comb += vw.data[c].eq(requant(s, f.v_shift))
-        m.d.comb += [sm.i_s.payload.last.eq(sk == N - 1), o_w.addr.eq(th * D + hoff + dpc * C + dc)]
+        m.d.comb += [sm.i_s.payload.last.eq(sk == N - 1), o_w.addr.eq(obase + dpc * C + dc)]
         m.d.comb += x_r.addr.eq(Mux(out_phase, ot * D + ok, dt * D + dch))
 
-        lin_take = mac.o_acc.valid & (phase == 0)
-        with m.If(phase == 1):
+        with m.If(mac.i_ab.valid & mac.i_ab.ready & ab.last):
+            m.d.sync += skind.eq(ikind)
+        lin_take = mac.o_acc.valid & (skind == 0)
+        with m.If(skind == 1):
             m.d.comb += [sm.i_s.valid.eq(mac.o_acc.valid & (sk < N)), mac.o_acc.ready.eq(sm.i_s.ready | (sk >= N))]
         with m.Else():
             m.d.comb += mac.o_acc.ready.eq(1)
@@ -229,19 +250,25 @@ class AttentionEngine(wiring.Component):
                         m.d.sync += [dmp.eq(0), dpart.eq(dpart + 1)]
                     with m.If(dmt == Mux(lin, MP, 3 * MP) - 1):
                         m.d.sync += [dmt.eq(0), dpart.eq(0), drained.eq(1)]
-        with m.If(mac.o_acc.valid & mac.o_acc.ready & (phase == 1)):
+        with m.If(mac.o_acc.valid & mac.o_acc.ready & (skind == 1)):
             m.d.sync += sk.eq(sk + 1)
-        with m.If(mac.o_acc.valid & (phase == 2)):
+            with m.If(sk == U * C - 1):
+                m.d.sync += sk.eq(0)
+        with m.If(mac.o_acc.valid & (skind == 2)):
             m.d.comb += o_w.en.eq(1)
             m.d.sync += dc.eq(dc + 1)
             with m.If(dc == C - 1):
                 m.d.sync += [dc.eq(0), dpc.eq(dpc + 1)]
                 with m.If(dpc == DH // C - 1):
-                    m.d.sync += [dpc.eq(0), drained.eq(1)]
+                    m.d.sync += [dpc.eq(0), ohh.eq(ohh + 1), obase.eq(obase + DH)]
+                    with m.If(ohh == HH - 1):
+                        m.d.sync += [ohh.eq(0), oth.eq(oth + 1)]
+                        with m.If(oth == T - 1):
+                            m.d.sync += [oth.eq(0), obase.eq(0), drained.eq(1)]
 
         # ---------------------------------------------------------------- sequencer
         def start_linear(which):
-            return [lin.eq(which), mt.eq(0), t.eq(0), k.eq(0), phase.eq(0), dc.eq(0), dt.eq(0), dmt.eq(0),
+            return [lin.eq(which), mt.eq(0), t.eq(0), k.eq(0), dc.eq(0), dt.eq(0), dmt.eq(0),
                     dmp.eq(0), dpart.eq(0), dku.eq(0), dkg.eq(0), drained.eq(0)]
 
         with m.FSM(name="compute"):
@@ -271,44 +298,54 @@ class AttentionEngine(wiring.Component):
                         m.d.sync += [out_phase.eq(1), ot.eq(0), ok.eq(0)]
                         m.next = "OUT"
                     with m.Else():
-                        m.d.sync += [th.eq(0), hh.eq(0), u.eq(0), j.eq(0), phase.eq(1), sk.eq(0), p_done.eq(0)]
+                        m.d.sync += [th.eq(0), hh.eq(0), pth.eq(0), phh.eq(0), oth.eq(0), ohh.eq(0), obase.eq(0),
+                                     u.eq(0), j.eq(0), pc.eq(0), pn.eq(0), vr.eq(0), vq.eq(0), dc.eq(0), dpc.eq(0),
+                                     sk.eq(0), s_first.eq(1), s_all.eq(0), pwb.eq(0), prb.eq(0), p_full.eq(0)]
                         m.next = "SCORE"
+            # scores and P.V interleave on the MAC array: S0 S1 PV0 S2 PV1 ... S(L-1) PV(L-2) PV(L-1)
+            # (L = T heads items, item = query tile t, head h); the softmax of item i runs during
+            # PV(i-1) and the start of S(i+1), its probabilities go to bank i % 2
             with m.State("SCORE"):
-                m.d.comb += [mac.i_ab.valid.eq(1), ab.a.eq(q_r.data), ab.b.eq(k_r.data),
+                m.d.comb += [ikind.eq(1), mac.i_ab.valid.eq(1), ab.a.eq(q_r.data), ab.b.eq(k_r.data),
                              ab.first.eq(j == 0), ab.last.eq(j == DH - 1)]
                 with m.If(mac.i_ab.ready):
                     m.d.sync += j.eq(j + 1)
                     with m.If(j == DH - 1):
                         m.d.sync += [j.eq(0), u.eq(u + 1)]
                         with m.If(u == U - 1):
-                            m.d.sync += u.eq(0)
-                            m.next = "SM_WAIT"
-            with m.State("SM_WAIT"):                  # probabilities stored, pad columns drained
-                with m.If(p_done & (sk == U * C)):
-                    m.d.sync += [p_done.eq(0), sk.eq(0), phase.eq(2), pc.eq(0), pn.eq(0), vr.eq(0), vq.eq(0),
-                                 dc.eq(0), dpc.eq(0), drained.eq(0)]
-                    m.next = "PV"
+                            s_last = (hh == HH - 1) & (th == T - 1)
+                            m.d.sync += [u.eq(0), hh.eq(hh + 1), s_first.eq(0)]
+                            with m.If(hh == HH - 1):
+                                m.d.sync += [hh.eq(0), th.eq(th + 1)]
+                                with m.If(th == T - 1):
+                                    m.d.sync += [th.eq(0), s_all.eq(1)]
+                            with m.If(~s_first | s_last):
+                                m.next = "PV"
             with m.State("PV"):
-                m.d.comb += [mac.i_ab.valid.eq(1), ab.a.eq(p_r.data), ab.b.eq(vdata),
-                             ab.first.eq(pn == 0), ab.last.eq(pn == N - 1)]
-                with m.If(mac.i_ab.ready):
+                m.d.comb += [ikind.eq(2), mac.i_ab.valid.eq(p_full.bit_select(prb, 1)), ab.a.eq(p_r.data),
+                             ab.b.eq(vdata), ab.first.eq(pn == 0), ab.last.eq(pn == N - 1)]
+                with m.If(mac.i_ab.valid & mac.i_ab.ready):
                     m.d.sync += [pn.eq(pn + 1), vr.eq(vr + 1)]
                     with m.If(vr == R - 1):
                         m.d.sync += [vr.eq(0), vq.eq(vq + 1)]
                     with m.If(pn == N - 1):
                         m.d.sync += [pn.eq(0), vr.eq(0), vq.eq(0), pc.eq(pc + 1)]
                         with m.If(pc == DH // C - 1):
-                            m.d.sync += pc.eq(0)
-                            m.next = "PV_DRAIN"
-            with m.State("PV_DRAIN"):
+                            pv_last = (phh == HH - 1) & (pth == T - 1)
+                            m.d.comb += p_clr.eq(1)
+                            m.d.sync += [pc.eq(0), prb.eq(~prb), phh.eq(phh + 1)]
+                            with m.If(phh == HH - 1):
+                                m.d.sync += [phh.eq(0), pth.eq(pth + 1)]
+                                with m.If(pth == T - 1):
+                                    m.d.sync += pth.eq(0)
+                            with m.If(~s_all):
+                                m.next = "SCORE"
+                            with m.Elif(pv_last):
+                                m.next = "PV_DRAIN"
+            with m.State("PV_DRAIN"):                 # every P.V output written to the o buffer
                 with m.If(drained):
-                    m.d.sync += [drained.eq(0), phase.eq(1), hh.eq(hh + 1)]
-                    m.next = "SCORE"
-                    with m.If(hh == HH - 1):
-                        m.d.sync += [hh.eq(0), th.eq(th + 1)]
-                        with m.If(th == T - 1):
-                            m.d.sync += [th.eq(0)] + start_linear(1)
-                            m.next = "LINEAR"
+                    m.d.sync += [drained.eq(0)] + start_linear(1)
+                    m.next = "LINEAR"
             with m.State("OUT"):
                 m.d.comb += [self.o_y.valid.eq(1), self.o_y.payload.last.eq((ot == T - 1) & (ok == D - 1))]
                 with m.If(self.o_y.ready):

@@ -368,6 +368,10 @@ def cmd_report(args) -> int:
     m = cfg.model
     print(f"hardware {hw.name}: {hw.mac_rows}x{hw.mac_cols} MAC array ({hw.macs} DSP48E2 multipliers), "
           f"n_max {hw.n_max}, {hw.clock_mhz:g} MHz")
+    sd = hw.selector_dsp(m)
+    print(f"DSP48E2 estimate: 2 MAC arrays {2 * hw.macs} + LayerNorm/softmax/GELU lanes {hw.dsp_estimate - 2 * hw.macs}"
+          + (f" + selector engine {sd}" if sd else "") + f" = {hw.dsp_estimate + sd} of {ZCU102_DSP} on the XCZU9EG "
+          f"({100 * (hw.dsp_estimate + sd) / ZCU102_DSP:.1f}%)")
     print(f"\nresources (XCZU9EG capacity: {ZCU102_DSP} DSP48E2, {ZCU102_BRAM36} BRAM36, {ZCU102_LUT:,} LUT, {ZCU102_FF:,} FF)")
     if args.synth:
         from spvit import settings

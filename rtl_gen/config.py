@@ -61,6 +61,15 @@ class HardwareConfig:
         """DSP48E2 of the block wrapper: attention and MLP engines each have a MAC array."""
         return 2 * self.macs + self.mac_rows * (ATTN_LANE_DSP + MLP_LANE_DSP)
 
+    def selector_dsp(self, model: ModelConfig) -> int:
+        """Estimated DSP48E2 of the model's token-selector engine (0 without selectors)."""
+        if not model.stages:
+            return 0
+        from types import SimpleNamespace
+
+        from .selector import selector_dsp
+        return selector_dsp(SimpleNamespace(head_dim=model.head_dim, heads=model.num_heads), self)
+
     def check(self, model: ModelConfig) -> "HardwareConfig":
         """Raise ConfigError if this hardware cannot run `model`."""
         d, hid = model.embed_dim, model.mlp_hidden
@@ -71,6 +80,10 @@ class HardwareConfig:
                f"({d} % {self.mac_cols} = {d % self.mac_cols}, {hid} % {self.mac_cols} = {hid % self.mac_cols})")
         _check(model.head_dim % self.mac_cols == 0,
                f"mac_cols must divide head_dim ({model.head_dim} % {self.mac_cols} != 0)")
+        sel = self.selector_dsp(model)
+        _check(self.dsp_estimate + sel <= self.dsp_budget,
+               f"estimated DSP48E2 of a block with its token selector ({self.dsp_estimate} + {sel} = "
+               f"{self.dsp_estimate + sel}) exceeds dsp_budget {self.dsp_budget}; use a smaller array")
         need = model.num_tokens + model.stages
         _check(self.n_max >= need,
                f"n_max too small for {model.name} ({self.n_max} < {need} = {model.num_tokens} tokens + "
@@ -80,7 +93,8 @@ class HardwareConfig:
 
 MINI_HW = HardwareConfig(name="mini", mac_rows=4, mac_cols=8, n_max=68, token_buffer=68)
 SMALL_HW = HardwareConfig(name="small", mac_rows=8, mac_cols=16, n_max=200, token_buffer=200)
-# fits the XCZU9EG's 2,520 DSP48E2 with both engines' arrays (estimate 1,696)
+# fits the XCZU9EG's 2,520 DSP48E2 with both engines' arrays (estimate 1,696) and, for SPViT
+# models, the selector engine (DeiT-T/S: 581 more, 2,277 in all)
 ZCU102_HW = HardwareConfig(name="zcu102", mac_rows=16, mac_cols=32, n_max=200, token_buffer=200)
 HW_PRESETS: dict[str, HardwareConfig] = {h.name: h for h in (MINI_HW, SMALL_HW, ZCU102_HW)}
 DEFAULT_HW = {"mini": "mini"}           # model preset -> hardware preset when none is given

@@ -12,7 +12,7 @@ from golden.network import MEAN_RECIP_BITS, PACK_RECIP_BITS, WEIGHT_RECIP_BITS
 from .config import HardwareConfig
 
 LN_TILE = 101          # LayerNorm unit per tile besides its 2 x D beats: VAR, NORM, isqrt 33, recip 65
-SOFTMAX_FIXED = 50     # softmax per row group besides its beats: exp pipeline, reciprocal, hand-offs
+SOFTMAX_FIXED = 52     # softmax per row group besides its 2 n beats: exp pipeline 3, reciprocal 47, hand-offs
 
 
 def _ceil(a: int, b: int) -> int:
@@ -36,11 +36,20 @@ def mlp_cycles(d: int, hidden: int, n: int, hw: HardwareConfig) -> int:
 def attention_cycles(d: int, heads: int, n: int, hw: HardwareConfig) -> int:
     R, C = hw.mac_rows, hw.mac_cols
     t, u, dh = _ceil(n, R), _ceil(n, C), d // heads
-    # score tiles; the last key column reaches the softmax n - (u - 1) C cycles after the last
-    # tile's accumulation; exp + reciprocal + output; P.V over n keys per mac_cols channels
-    per_head = u * dh + (n - u * C) + C + 2 * n + SOFTMAX_FIXED + (dh // C) * n + C + 4
-    return (_ln(d, hw, t) + _linear(3 * d // C, d, t, hw) + t * heads * per_head
-            + _linear(d // C, d, t, hw) + t * d)
+    items, pv = t * heads, (dh // C) * n            # (query tile, head) items; P.V beats per item
+    # lag: a score's last beat -> its probabilities stored (the last key column reaches the
+    # softmax n - (u - 1) C cycles later; then exp, reciprocal, output)
+    lag = n - (u - 1) * C + 2 * n + SOFTMAX_FIXED
+    # scores and P.V interleave (S0 S1 PV0 S2 PV1 ... PV(L-1)): an item costs its MAC beats, or
+    # the softmax's turn-around when longer (the second score tile waits for the softmax to
+    # take the first; later tiles come every head_dim cycles)
+    sm = lag + (C + (u - 2) * dh if u > 1 else 0)
+    period = max(u * dh + pv, sm)
+    # S0; S1 (it may wait for the softmax of item 0); L - 2 periods; the wait for the last
+    # probabilities after PV(L-2); the last P.V and its drain
+    mid = lag if items == 1 else max(u * dh, sm) + (items - 2) * period + max(pv, lag)
+    core = u * dh + mid + pv + C + 1
+    return (_ln(d, hw, t) + _linear(3 * d // C, d, t, hw) + core + _linear(d // C, d, t, hw) + t * d)
 
 
 def block_cycles(cfg: ModelConfig, n: int, hw: HardwareConfig) -> int:
@@ -81,32 +90,50 @@ def model_cycles(cfg: ModelConfig, hw: HardwareConfig, tokens: list[int]) -> int
     return sum(block_cycles(cfg, n, hw) for n in tokens)
 
 
-# token-selector engine (rtl_gen/selector.py): its sequential schedule, state by state
-SEL_LN = 100           # LayerNorm unit per token besides its 2 x head_dim beats (one lane)
-SEL_PWL = 4            # a post-processing pass through a 3-stage PWL unit: outputs + 4 cycles
+# token-selector engine (rtl_gen/selector.py): its tile-parallel schedule, state by state
+SEL_LN = 100           # LayerNorm unit per pass (a token tile or part of one) besides its 2 x head_dim beats
+SEL_PWL = 4            # a post-processing pass through 3-stage PWL units: outputs + 4 cycles
+
+
+def _sel_layer(k: int, outs: int, q: int, pwl: bool = True) -> int:
+    """One layer of the selector's MAC block (k deep, `outs` outputs, q per pass): per pass k
+    MAC cycles, then the outputs of the pass through requant (+ PWL) and a hand-off."""
+    return _ceil(outs, q) * (k + (SEL_PWL if pwl else 1)) + outs
 
 
 def selector_cycles(cfg: ModelConfig, n: int, n_pkg: int, kept: int, hw: HardwareConfig, mode: str = "norm",
-                    kept_before_cap: int | None = None) -> int:
+                    kept_before_cap: int | None = None, lanes_out: int | None = None,
+                    lanes_ln: int | None = None) -> int:
     """One selector job without stalls: n tokens in (n_pkg earlier packages, ns = n - 1 - n_pkg
     scored), `kept` scored tokens kept; kept_before_cap: the kept count before a binding top-k
-    cap (the cap pass ranks those), None if no cap binds."""
+    cap (the cap pass ranks those), None if no cap binds; lanes_out, lanes_ln: the engine's
+    output lanes per MAC pass and LayerNorm lanes (defaults: rtl_gen.selector.out_lanes, ln_lanes)."""
+    from .selector import ln_lanes, out_lanes
     h, dh, d, r = cfg.num_heads, cfg.head_dim, cfg.embed_dim, hw.mac_rows
+    q = lanes_out or out_lanes(dh, hw)
+    passes = r // (lanes_ln or ln_lanes(hw))                          # LayerNorm passes per tile
     h2 = max(h // 2, 1)
-    cand, ns = n - 1, n - 1 - n_pkg
+    ns = n - 1 - n_pkg
+    t = _ceil(n, r)                                                   # token tiles in
+    ts = ns // r + 1 if ns else 0                                     # tiles holding scored tokens
     words = h * (1 + 11 * dh // 4) + h + h2 + 3 * (5 * h + 2)
-    rx = words + _ceil(n, r) * d + MEAN_RECIP_BITS + 3               # W_RX, X_RX, 1 / (N - 1)
-    per_cand = 4 * dh + SEL_LN + SEL_PWL + 1                          # LN in / out, in_fc, GELU, store
-    per_scored = (dh + dh // 2 + SEL_PWL) + (dh // 2 + dh // 4 + SEL_PWL) + (dh // 4 + 3) + 2   # out1..3
-    heads = h * (3 + dh + cand * per_cand + ns * per_scored)
-    # head branch: channel means, se1, se2 (+ sigmoid), score and d_sig, one reciprocal for m
-    branch = ns * (d + 1 + (h + h2 + SEL_PWL) + (h2 + h + SEL_PWL) + (h + SEL_PWL) + 1 + WEIGHT_RECIP_BITS + 2)
+    rx = words + t * d + MEAN_RECIP_BITS + 3                          # W_RX, X_RX, 1 / (N - 1)
+    # LN + in_fc phase: the LayerNorm of tile i + 1 (per pass: in, ~100, out, 1 turn-around)
+    # overlaps in_fc + GELU of tile i; a tile costs the slower of the two plus a hand-off cycle
+    ln, fc = passes * (2 * dh + SEL_LN + 1) - 1, _sel_layer(dh, dh, q)
+    phase_a = dh + ln + 1 + fc + (t - 1) * (max(fc, ln) + 1)
+    per_scored = _sel_layer(dh, dh // 2, q) + _sel_layer(dh // 2, dh // 4, q) + _sel_layer(dh // 4, 2, q, False)
+    heads = h * (2 + phase_a + dh // 2 + ts * per_scored)
+    # head branch per scored tile: channel means, se1, se2 (+ sigmoid), score and d_sig,
+    # R reciprocals 1 / den in parallel, then m of one lane per cycle
+    branch = ts * (d + h + _sel_layer(h, h2, q) + _sel_layer(h2, h, q) + h + SEL_PWL + WEIGHT_RECIP_BITS + 2 + r)
     k0 = kept_before_cap
     cap = 0 if k0 is None else k0 * (ns + 3) + (ns - k0) * 2
     pk_recip = PACK_RECIP_BITS + 3 if mode != "sum" and kept < ns else 0
-    order = 1 + (ns > 0) + ns + n_pkg + 1 + 1 + pk_recip             # o_sel, order list, o_kept
-    package = d * (ns + 2)
-    out = _ceil(kept + n_pkg + 2, r) * d * (r + 1)                    # gather + emit per output tile
+    order = 3 + ns + pk_recip                                         # o_sel, o_kept, 1 / sum m
+    package = t * r + d * (ts + 2)                                    # lane weights, then per channel
+    n_out = kept + n_pkg + 2
+    out = (t + 1) * (d + 1) + (d if n_out % r else 0)                 # compaction, package, last tile
     return rx + heads + branch + cap + order + package + out
 
 

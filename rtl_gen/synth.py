@@ -60,7 +60,9 @@ def synthesize(verilog: Path, top: str, workdir: Path) -> Resources:
     tool, cmd = yosys_tool()
     stat = workdir / f"{top}.stat.json"
     src = os.path.relpath(verilog.resolve(), workdir.resolve())      # the Wasm sandbox sees cwd
-    stop = "" if tool == "native" else " -run begin:map_luts"
+    # Debian's Yosys 0.23 writes a non-JSON hierarchy section into `stat -json` of a hierarchical
+    # design, so the native flow flattens (which also lets it optimise across engine units)
+    stop = " -flatten" if tool == "native" else " -run begin:map_luts"
     script = f"read_verilog {src}; synth_xilinx -family xcup -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
     stat.unlink(missing_ok=True)
     log = workdir / f"{top}.yosys.log"

@@ -98,7 +98,8 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     texts = {name: to_verilog(component, name)}
     texts.update({k: to_verilog(c, k) for k, c in (deps or {}).items()})
     # one build directory per design text, so that designs sharing a name keep their builds
-    h = hashlib.sha256("".join(texts[k] for k in sorted(texts)).encode()).hexdigest()[:10]
+    opt = settings.VERILATOR_OPT if sim == "verilator" else ""
+    h = hashlib.sha256((opt + "".join(texts[k] for k in sorted(texts))).encode()).hexdigest()[:10]
     root = settings.BUILD.resolve() / "sim" / sim / f"{name}-{h}"
     if sim == "icarus":
         texts = {k: icarus_compatible(t) for k, t in texts.items()}
@@ -116,6 +117,9 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     runner = get_runner(sim)
     args = VERILATOR_WAIVERS if sim == "verilator" else []
     log = io.StringIO()
+    env_make = os.environ.get("MAKEFLAGS")
+    if sim == "verilator":      # a command-line style override of verilated.mk's OPT_FAST (-Os)
+        os.environ["MAKEFLAGS"] = f"OPT_FAST={settings.VERILATOR_OPT} " + (env_make or "")
     try:
         with redirect_stdout(log):
             runner.build(sources=sources, hdl_toplevel=name, build_dir=root / "build", build_args=args,
@@ -128,6 +132,11 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     except SystemExit as e:
         raise RuntimeError(f"{sim} run of {name} failed (exit {e.code}); log: {run_dir / 'sim.log'}\n"
                            + _tail(run_dir / "sim.log")) from None
+    finally:
+        if env_make is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = env_make
     n, failed = get_results(xml)
     if failed or not out.exists():
         raise RuntimeError(f"cocotb test of {name} failed; log: {run_dir / 'sim.log'}\n" + _tail(run_dir / "sim.log"))

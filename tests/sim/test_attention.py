@@ -1,10 +1,16 @@
 """Attention engine against golden (QAttention + first residual of QBlock) on mini shapes:
 calibrated weights, runtime N (several jobs: N not a multiple of the tiles, N < mac_cols,
-a single token), dominant scores, saturating residuals, stalls on every stream."""
+a single token, N = n_max), dominant scores, saturating residuals, stalls on every stream;
+head_dim 16 (softmax-bound schedule) and head_dim 32 (MAC-bound: each softmax runs entirely
+under the P.V and score tiles of its neighbours)."""
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from golden.arith import add_sat
-from sim.models import block_input
+from golden.config import PRESETS
+from sim.models import block_input, calibrated
 from rtl_gen.attention import AttentionEngine, AttnFormats, weight_stream
 from rtl_gen.config import HW_PRESETS
 from rtl_gen.mlp import tiles_of, untile
@@ -48,3 +54,26 @@ def test_attention_engine_mini(mini_model):
         outs, res = run_attention(blk, hw, jobs, "attention_mini", seed=n)
         for i, (xi, y) in enumerate(zip(jobs, outs)):
             assert_exact(y, attn_golden(blk, xi), f"attention N={n} job {i}")
+
+
+@pytest.fixture(scope="module")
+def mini_h2_model():
+    """The mini model with 2 heads (head_dim 32, scale_mult not a power of two)."""
+    return calibrated(replace(PRESETS["mini"], num_heads=2))
+
+
+def test_attention_engine_mini_head_dim_32(mini_h2_model):
+    """Two jobs back to back at N = 65 (17 token tiles, the last holding one token; the
+    probability banks alternate over 34 items) and N = 6 (one key tile: P.V waits for the
+    softmax of its own item)."""
+    q, imgs = mini_h2_model
+    blk = q.blocks[1]
+    assert blk.attn.heads == 2
+    x = block_input(q, imgs, 1)
+    x2 = x.copy()
+    x2[7] = 32767                                   # dominant scores in every row, residual clips
+    hw = HW_PRESETS["mini"]
+    for n, jobs in ((65, [x, x2]), (6, [x[40:46]])):
+        outs, res = run_attention(blk, hw, jobs, "attention_mini_h2", seed=n + 1)
+        for i, (xi, y) in enumerate(zip(jobs, outs)):
+            assert_exact(y, attn_golden(blk, xi), f"attention head_dim 32 N={n} job {i}")

@@ -109,6 +109,39 @@ def test_selector_smallest_jobs(parts):
         check(sel, jobs, n_pkg, outs, f"N={n} n_pkg={n_pkg}")
 
 
+def test_selector_other_lanes(parts):
+    """Two output lanes per MAC pass and a LayerNorm over the whole token tile (mini's defaults:
+    4 output lanes, LayerNorm in two passes of 2 lanes; there se1 and out3 fill only part of a
+    pass). N = 16 (whole token tiles) with one earlier package in sum mode, and all kept at
+    N = 13 (14 output tokens: the last output tile is partly filled)."""
+    q, sel, x, x1 = parts
+    eng = SelectorEngine(SelFormats.from_selector(sel), HW, lanes_out=2, lanes_ln=4)
+    s2 = replace(sel, package_mode="sum")
+    jobs = [x[:16], x1[:16]]
+    outs, _ = run_selector(s2, jobs, 1, seed=21, tag="q2_n16", name="selector_mini_q2", engine=eng)
+    check(s2, jobs, 1, outs, "lanes_out 2, N=16")
+    big = np.zeros_like(np.asarray(sel.out3.b))
+    big[..., 0], big[..., 1] = 1 << 40, -(1 << 40)
+    keep_all = with_out3(sel, b=big)
+    jobs = [x[:13], x1[20:33]]
+    outs, _ = run_selector(keep_all, jobs, 0, seed=22, tag="q2_all", name="selector_mini_q2", engine=eng)
+    check(keep_all, jobs, 0, outs, "lanes_out 2, all kept")
+    assert all(o[4] == 12 for o in outs)
+
+
+def test_selector_dsp_estimate():
+    """selector_dsp counts R x Q MAC lanes, the LayerNorm lanes and the per-lane units; the zcu102
+    selector stays within the ~600 DSP48E2 left beside the block."""
+    from golden.config import PRESETS
+    from rtl_gen.selector import selector_dsp
+    cfg = PRESETS["spvit-deit-tiny"]
+    f = SelFormats(cfg.num_heads, cfg.head_dim, 0, 0, 1, 0, (0,) * 6, (None,) * 6, None)
+    zcu = HW_PRESETS["zcu102"]
+    assert selector_dsp(f, zcu) <= 600
+    assert selector_dsp(f, zcu, 16) - selector_dsp(f, zcu, 8) == zcu.mac_rows * 8
+    assert selector_dsp(f, zcu, 16, 16) - selector_dsp(f, zcu, 16, 8) == 8 * 18
+
+
 def test_selector_lint_clean(tmp_path, mini_model):
     """Verilator --lint-only -Wall is clean apart from the documented waivers."""
     import subprocess
