@@ -85,6 +85,7 @@ class Gearbox(wiring.Component):
 def instance_of(engine, module: str) -> Instance:
     """An Instance of Verilog module `module` (engine converted with that top name) whose ports
     are `engine`'s own port signals, which the caller then connects like a submodule's."""
+    engine._MustUse__used = True            # a port holder here: its logic lives in another file
     ports = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
     for path, member, value in engine.signature.flatten(engine):
         ports[("i_" if member.flow == In else "o_") + "__".join(map(str, path))] = Value.cast(value)

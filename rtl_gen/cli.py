@@ -148,7 +148,7 @@ def cmd_generate(args) -> int:
     sf = None
     if sel:
         sel_block, sf, make_sel = sel
-        make_sel()                                   # raises ConfigError if the selector cannot be built
+        make_sel()._MustUse__used = True             # raises ConfigError if the selector cannot be built
         formats["selector"] = _sel_formats_json(sf)
     key = json.dumps({"model": asdict(cfg.model), "hardware": asdict(hw), "formats": formats}, sort_keys=True, default=str)
     manifest = {"config_hash": hashlib.sha256(key.encode()).hexdigest(), "model": asdict(cfg.model),

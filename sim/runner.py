@@ -98,7 +98,7 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     texts = {name: to_verilog(component, name)}
     texts.update({k: to_verilog(c, k) for k, c in (deps or {}).items()})
     # one build directory per design text, so that designs sharing a name keep their builds
-    opt = settings.VERILATOR_OPT if sim == "verilator" else ""
+    opt = settings.VERILATOR_OPT + " public-depth-1" if sim == "verilator" else ""
     h = hashlib.sha256((opt + "".join(texts[k] for k in sorted(texts))).encode()).hexdigest()[:10]
     root = settings.BUILD.resolve() / "sim" / sim / f"{name}-{h}"
     if sim == "icarus":
@@ -115,6 +115,8 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     vec.write_text(json.dumps(spec))
     out.unlink(missing_ok=True)
     runner = get_runner(sim)
+    if sim == "verilator":
+        _public_ports_only(runner)
     args = VERILATOR_WAIVERS if sim == "verilator" else []
     log = io.StringIO()
     env_make = os.environ.get("MAKEFLAGS")
@@ -143,6 +145,25 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     res = json.loads(out.read_text())
     got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
     return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0))
+
+
+def _public_ports_only(runner) -> None:
+    """cocotb builds Verilator models with --public-flat-rw (every signal visible to VPI), which
+    keeps Verilator from optimising signals away; the stream testbench only touches top-level
+    ports, so --public-depth 1 suffices (DeiT-T block: ~2.7x faster simulation). Wraps the
+    runner's (private) build-command method; a cocotb without it keeps its default."""
+    orig = getattr(runner, "_build_command", None)
+    if orig is None:
+        return
+
+    def build_command():
+        cmds = orig()
+        for c in cmds:
+            if isinstance(c, list) and "--public-flat-rw" in c:
+                i = c.index("--public-flat-rw")
+                c[i:i + 1] = ["--public-depth", "1"]
+        return cmds
+    runner._build_command = build_command
 
 
 def _tail(path: Path, n: int = 30) -> str:
