@@ -114,6 +114,7 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     vec, out = run_dir / "vectors.json", run_dir / "results.json"
     vec.write_text(json.dumps(spec))
     out.unlink(missing_ok=True)
+    _venv_tools_on_path()
     runner = get_runner(sim)
     if sim == "verilator":
         _public_ports_only(runner)
@@ -145,6 +146,15 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     res = json.loads(out.read_text())
     got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
     return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0))
+
+
+def _venv_tools_on_path() -> None:
+    """tools/install.sh puts the `verilator` wrapper (and cocotb's tools) in the venv's bin/;
+    put that first on PATH so `.venv/bin/spvit simulate` works without activating the venv."""
+    import sys
+    bindir = str(Path(sys.executable).parent)
+    if (Path(bindir) / "verilator").exists() and not os.environ.get("PATH", "").startswith(bindir):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
 def _public_ports_only(runner) -> None:
