@@ -265,6 +265,19 @@ def cmd_simulate(args) -> int:
     return 1 if bad else 0
 
 
+def _print_selector_result(m, hw, sel, s, n, n_pkg, bad, total, first) -> int:
+    """Print the exact comparison of a selector job (golden Selection s); return the selector's
+    modeled cycles (a binding cap adds its ranking pass)."""
+    from .perf import selector_cycles
+    kept = int(s.keep.sum())
+    print(f"result: {'BIT-EXACT' if bad == 0 else 'MISMATCH'}: {bad} of {total} elements differ "
+          f"(keep, score, m, kept count, output tokens); {kept} of {n - 1 - n_pkg} scored tokens kept")
+    for what, ix, g, w in first:
+        print(f"  {what} at {ix}: RTL {g} != golden {w}")
+    k0 = int((s.score >= 0).sum())
+    return selector_cycles(m, n, n_pkg, kept, hw, sel.package_mode, k0 if sel.cap is not None and k0 > sel.cap else None)
+
+
 def _simulate_selector(args, cfg, hw) -> int:
     """`spvit simulate --target selector`: the selector before block --block (default: the
     first) on the tokens golden feeds it for image --seed, compared with golden by ==."""
@@ -273,7 +286,6 @@ def _simulate_selector(args, cfg, hw) -> int:
     from sim.models import calibrated, selector_input
     from sim.selector import compare, run_selector
 
-    from .perf import selector_cycles
     from .selector import SelectorEngine, SelFormats
     m = cfg.model
     if not m.stages:
@@ -304,15 +316,7 @@ def _simulate_selector(args, cfg, hw) -> int:
         print(f"result: MISMATCH: {e}")
         return 1
     bad, total, first = compare(sel, [x], n_pkg, outs)
-    s = sel(x, n_pkg)[1]
-    kept = int(s.keep.sum())
-    print(f"result: {'BIT-EXACT' if bad == 0 else 'MISMATCH'}: {bad} of {total} elements differ "
-          f"(keep, score, m, kept count, output tokens); {kept} of {n - 1 - n_pkg} scored tokens kept")
-    for what, ix, g, w in first:
-        print(f"  {what} at {ix}: RTL {g} != golden {w}")
-    k0 = int((s.score >= 0).sum())
-    model = selector_cycles(m, n, n_pkg, kept, hw, sel.package_mode,
-                            k0 if sel.cap is not None and k0 > sel.cap else None)
+    model = _print_selector_result(m, hw, sel, sel(x, n_pkg)[1], n, n_pkg, bad, total, first)
     print(f"cycles: {res.cycles} (RTL; cycle model {model}, {100 * (model / res.cycles - 1):+.1f}%)")
     return 1 if bad else 0
 
@@ -325,7 +329,7 @@ def _simulate_block_selector(args, cfg, hw) -> int:
     from sim.block import compare, run_block
     from sim.models import calibrated, selector_input
 
-    from .perf import attention_cycles, mlp_cycles, selector_cycles
+    from .perf import attention_cycles, mlp_cycles
     m = cfg.model
     nxt = [b - 1 for b in m.selector_blocks] if m.stages else []
     if not nxt:
@@ -346,15 +350,8 @@ def _simulate_block_selector(args, cfg, hw) -> int:
     out, res = run_block(blk, hw, x, f"block_sel_{m.name}_{hw.name}_b{block}".replace("-", "_"), sel=sel, n_pkg=n_pkg,
                          stall=args.stall, seed=args.seed, sim=args.sim, tag=f"n{n}_seed{args.seed}")
     bad, total, first = compare(blk, sel, x, n_pkg, out)
-    s = sel(blk(x), n_pkg)[1]
-    kept = int(s.keep.sum())
-    print(f"result: {'BIT-EXACT' if bad == 0 else 'MISMATCH'}: {bad} of {total} elements differ "
-          f"(keep, score, m, kept count, output tokens); {kept} of {n - 1 - n_pkg} scored tokens kept")
-    for what, ix, g, w in first:
-        print(f"  {what} at {ix}: RTL {g} != golden {w}")
-    k0 = int((s.score >= 0).sum())
     model = (attention_cycles(m.embed_dim, m.num_heads, n, hw) + mlp_cycles(m.embed_dim, m.mlp_hidden, n, hw)
-             + selector_cycles(m, n, n_pkg, kept, hw, sel.package_mode, k0 if sel.cap is not None and k0 > sel.cap else None))
+             + _print_selector_result(m, hw, sel, sel(blk(x), n_pkg)[1], n, n_pkg, bad, total, first))
     print(f"cycles: {res.cycles} (RTL; cycle model, engines in series {model}, {100 * (model / res.cycles - 1):+.1f}%)")
     return 1 if bad else 0
 
