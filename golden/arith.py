@@ -71,8 +71,14 @@ def add_sat(a, fa: int, b, fb: int, fo: int) -> np.ndarray:
     """Saturating add of a (frac fa) and b (frac fb) into int16 with frac fo. Both operands are
     aligned exactly to frac max(fa, fb) (at most 16 + 32 bits), summed, then requantised."""
     f = max(fa, fb)
-    s = (as_int(a) << (f - fa)) + (as_int(b) << (f - fb))
-    return requant(s, f - fo)
+    return add_shifted(a, f - fa, b, f - fb, f - fo)
+
+
+def add_shifted(a, sa: int, b, sb: int, so: int) -> np.ndarray:
+    """add_sat in the form the hardware takes it: requant((a << sa) + (b << sb), so), with
+    sa, sb >= 0 the exact alignments and so the output shift (`add_sat` with f = max(fa, fb):
+    sa = f - fa, sb = f - fb, so = f - fo)."""
+    return requant((as_int(a) << sa) + (as_int(b) << sb), so)
 
 
 def matmul(x, w_t) -> np.ndarray:

@@ -1,0 +1,323 @@
+"""Compiler: a quantised model (golden.network.QModel) and a hardware configuration -> a DDR
+image (header, descriptors, data stream, result buffers) that the accelerator and the
+interpreter (golden/interp.py) execute. docs/accelerator.md describes the format.
+
+    img = compile_model(q, HW_PRESETS["mini"])      # deterministic: same inputs, same bytes
+    img.data, img.manifest, img.regions
+
+Buffer roles: the token stream X lives in B0 or B1 (a selector's COMPACT writes the next X into
+a free buffer), the other two of B0..B2 hold LayerNorm outputs, Q, attention outputs and the
+selector's per-head features; B3 holds image patches, the MLP hidden layer, the selector's
+logits z and head weights w, and the classifier logits.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import isa, stream
+from .hw import HardwareConfig
+from .isa import ACT_KEEP, ACT_LOAD, ACT_NONE, B0, B1, B2, B3, KB, VB
+from .kernels import PROB_FRAC
+
+IMAGE_FORMAT = "spvit-ddr-image"
+IMAGE_VERSION = 1
+ALIGN = 4096
+
+
+@dataclass
+class Builder:
+    """Collects descriptors and stream items in program order."""
+    hw: HardwareConfig
+    descs: list = field(default_factory=list)
+    items: list = field(default_factory=list)
+    labels: list = field(default_factory=list)     # (descriptor index, text) for the listing
+    stream_len: int = 0
+    marks: dict = field(default_factory=dict)      # name -> (logical stream offset, bytes)
+
+    def op(self, name: str, label: str, *items: bytes, **fields) -> int:
+        isa.encode(name, **fields)                  # range check now; encoded once addresses are known
+        self.descs.append((name, fields))
+        self.labels.append((len(self.descs) - 1, label))
+        for it in items:
+            assert len(it) % self.hw.stream_bytes == 0
+            self.items.append(it)
+            self.stream_len += len(it)
+        return len(self.descs) - 1
+
+    def mark(self, name: str, nbytes: int) -> None:
+        self.marks[name] = (self.stream_len, nbytes)
+
+
+def _rows(n: int | None) -> dict:
+    return {"rows_n": 1} if n is None else {"rows": n}
+
+
+def _pwl_fields(p, act: int) -> dict:
+    return {"act": act, "pwl_lo": p.lo, "pwl_shift": p.seg_shift, "pwl_nseg": p.n_seg, "pwl_ext": int(p.extend),
+            "pwl_frac": p.in_frac, "pwl_17": int(p.in_bits == 17)}
+
+
+class Tables:
+    """Which activation table the hardware holds: a MATMUL whose table equals the current one
+    reuses it (ACT_KEEP); otherwise the table goes into the stream (ACT_LOAD)."""
+
+    def __init__(self, hw: HardwareConfig):
+        self.hw, self.current = hw, None
+
+    def use(self, p) -> tuple[int, list]:
+        """(act field, stream items) of an operation that applies PWL `p` (None: no table)."""
+        if p is None:
+            return ACT_NONE, []
+        key = (p.name, p.in_frac, p.out_frac, p.in_bits)
+        if key == self.current:
+            return ACT_KEEP, []
+        self.current = key
+        return ACT_LOAD, [stream.pack_table(p, self.hw)]
+
+
+def _add_sat_fields(fa: int, fb: int, fo: int) -> dict:
+    """add_sat(a, fa, b, fb, fo) as the epilogue's shifts: sa = f - fa, sb = f - fb, so = f - fo."""
+    f = max(fa, fb)
+    return {"sa": f - fa, "sb": f - fb, "so": f - fo}
+
+
+class Lowering:
+    def __init__(self, q, hw: HardwareConfig, checkpoints: bool):
+        hw.check(q.cfg)
+        self.q, self.hw, self.b = q, hw, Builder(hw)
+        self.tables = Tables(hw)
+        self.checkpoints = checkpoints
+        self.results: dict = {}
+        self.res_off = 0                # result buffers, offsets relative to the results region
+
+    def result(self, name: str, nbytes: int) -> int:
+        off = self.res_off
+        self.results[name] = (off, nbytes)
+        self.res_off += nbytes + (-nbytes % 64)
+        return off
+
+    # ------------------------------------------------------------ operations
+    def matmul(self, label, a, a_c0, o, o_c0, w, bias, shift, rows=None, mult=1, act=None, res=None):
+        """o[:, o_c0:+M] = epilogue(a[:, a_c0:+K] @ w.T + bias); res = (r_buf, fa, fb, fo)."""
+        w = np.asarray(w, dtype=np.int64)
+        m, k = w.shape
+        mode, items = self.tables.use(act)
+        items.append(stream.pack_weights(w, np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), (m,)), self.hw))
+        f = dict(a_buf=a, a_c0=a_c0, k=k, m=m, o_buf=o, o_c0=o_c0, shift=shift, mult=mult, **_rows(rows))
+        if act is not None:
+            f.update(_pwl_fields(act, mode))
+        if res is not None:
+            r_buf, fa, fb, fo = res
+            f.update(res=1, r_buf=r_buf, **_add_sat_fields(fa, fb, fo))
+        return self.b.op("MATMUL", label, *items, **f)
+
+    def linear(self, label, lin, a, a_c0, o, o_c0, rows=None, act=None, res=None, head=None):
+        w, bias = lin.w, lin.b
+        if head is not None:
+            w, bias = w[head], np.asarray(bias)[head]
+        return self.matmul(label, a, a_c0, o, o_c0, w, bias, lin.shift, rows, act=act, res=res)
+
+    def layernorm(self, label, ln, i, i_c0, o, o_c0, rows=None, head=None):
+        g, beta = np.asarray(ln.gamma), np.asarray(ln.beta)
+        if head is not None:
+            g, beta = g[head], beta[head]
+        g, beta = g.reshape(-1), np.broadcast_to(beta.reshape(-1), g.reshape(-1).shape)
+        return self.b.op("LAYERNORM", label, stream.pack_ln(g, beta, self.hw), i_buf=i, i_c0=i_c0, d=len(g),
+                         o_buf=o, o_c0=o_c0, eps=ln.eps_q, y_shift=16 + ln.g_frac - ln.out_frac, **_rows(rows))
+
+    def load(self, label, buf, c0, x, r0, mark=None):
+        x = np.asarray(x, dtype=np.int64)
+        item = stream.pack_rows(x, r0, self.hw)
+        if mark:
+            self.b.mark(mark, len(item))
+        return self.b.op("LOAD", label, item, buf=buf, c0=c0, w=x.shape[1], r0=r0, rows=len(x))
+
+    # ------------------------------------------------------------ the model
+    def embed(self):
+        q, cfg = self.q, self.q.cfg
+        P, d = cfg.num_patches, cfg.embed_dim
+        self.load("input patches", B3, 0, np.zeros((P, cfg.patch_dim), dtype=np.int64), 1, mark="input")
+        self.load("position embedding", B1, 0, q.pos, 1)
+        self.linear("patch embedding + position", q.patch, B3, 0, B0, 0,
+                    res=(B1, q.fmt["pos"], q.patch.out_frac, q.fmt["res.0"]))
+        self.load("CLS token", B0, 0, np.asarray(q.cls_row).reshape(1, d), 0)
+        return B0
+
+    def block(self, i, blk, x):
+        y, z = [b for b in (B0, B1, B2) if b != x][:2]
+        a, d, p = blk.attn, self.q.cfg.embed_dim, f"block {i}"
+        self.layernorm(f"{p} norm1", blk.norm1, x, 0, y, 0)
+        self.linear(f"{p} q", a.q, y, 0, z, 0)
+        self.linear(f"{p} k", a.k, y, 0, KB, 0)
+        self.linear(f"{p} v", a.v, y, 0, VB, 0)
+        self.b.op("ATTENTION", f"{p} attention", q_buf=z, o_buf=y, heads=a.heads, head_dim=d // a.heads,
+                  s_shift=a.q.out_frac + a.k.out_frac + 15 - a.s_frac, scale=a.scale_mult, s_frac=a.s_frac,
+                  o_shift=PROB_FRAC + a.v.out_frac - a.o_frac, rows_n=1)
+        self.linear(f"{p} proj + residual", a.proj, y, 0, x, 0, res=(x, blk.in_frac, a.proj.out_frac, blk.mid_frac))
+        self.layernorm(f"{p} norm2", blk.norm2, x, 0, y, 0)
+        self.linear(f"{p} fc1 + GELU", blk.mlp.fc1, y, 0, B3, 0, act=blk.mlp.act)
+        self.linear(f"{p} fc2 + residual", blk.mlp.fc2, B3, 0, x, 0,
+                    res=(x, blk.mid_frac, blk.mlp.fc2.out_frac, blk.out_frac))
+        if self.checkpoints:
+            off = self.result(f"block{i}", len(stream.tile_range(0, self.hw.n_max, self.hw)) * d * self.hw.mac_rows * 2)
+            self.b.op("STORE", f"{p} checkpoint", mode=isa.STORE_TILES, buf=x, c0=0, w=d, r0=0, addr=off, rows_n=1)
+
+    def selector(self, block, stage, sel, x):
+        y, z = [b for b in (B0, B1, B2) if b != x][:2]
+        h_n, d = sel.heads, self.q.cfg.embed_dim
+        dh = d // h_n
+        p = f"selector {stage} (before block {block})"
+        for h in range(h_n):
+            self.layernorm(f"{p} head {h} LayerNorm", sel.in_ln, x, h * dh, y, h * dh, head=h)
+        for h in range(h_n):
+            self.linear(f"{p} head {h} in_fc + GELU", sel.in_fc, y, h * dh, z, h * dh, act=sel.in_act, head=h)
+        for h in range(h_n):
+            self.b.op("GMEAN", f"{p} head {h} global mean", buf=z, c0=h * dh + dh // 2, w=dh // 2, rows_n=1)
+        for h in range(h_n):
+            self.linear(f"{p} head {h} out1 + GELU", sel.out1, z, h * dh, y, h * dh, act=sel.act1, head=h)
+        for h in range(h_n):
+            self.linear(f"{p} head {h} out2 + GELU", sel.out2, y, h * dh, z, h * dh, act=sel.act2, head=h)
+        for h in range(h_n):
+            self.linear(f"{p} head {h} out3 (z)", sel.out3, z, h * dh, B3, 2 * h, head=h)
+        ones = np.kron(np.eye(h_n, dtype=np.int64), np.ones((1, dh), dtype=np.int64))        # [H, D]
+        mult, shift = round((1 << 15) / dh), 15
+        while mult % 2 == 0 and shift > 0:     # a power-of-two factor is a shift (same value)
+            mult, shift = mult // 2, shift - 1
+        self.matmul(f"{p} head means", x, 0, y, 0, ones, np.zeros(h_n, dtype=np.int64), shift, mult=mult)
+        self.linear(f"{p} se1 + GELU", sel.se1, y, 0, z, 0, act=sel.se_act)
+        self.linear(f"{p} se2 + sigmoid (w)", sel.se2, z, 0, B3, 2 * h_n, act=sel.se_sig)
+        mode, items = self.tables.use(sel.d_sig)
+        cap = sel.cap
+        self.b.op("DECIDE", f"{p} decision", *items, z_buf=B3, z_c0=0, w_buf=B3, w_c0=2 * h_n, heads=h_n,
+                  n_pkg=stage, cap_en=int(cap is not None), cap=0 if cap is None else min(cap, self.hw.n_max),
+                  stage=stage, rows_n=1, **_pwl_fields(sel.d_sig, mode))
+        self.b.op("PACKAGE", f"{p} package token", x_buf=x, d=d, n_pkg=stage, mode=isa.PACKAGE_MODES[sel.package_mode],
+                  rows_n=1)
+        self.b.op("COMPACT", f"{p} compaction", x_buf=x, o_buf=y, d=d, n_pkg=stage, rows_n=1)
+        off = self.result(f"select{stage}", select_bytes(self.hw))
+        self.b.op("STORE", f"{p} kept count and mask", mode=isa.STORE_SELECT, addr=off, rows=1)
+        return y
+
+    def head(self, x):
+        q, cfg = self.q, self.q.cfg
+        y = [b for b in (B0, B1, B2) if b != x][0]
+        self.layernorm("final norm (CLS)", q.norm, x, 0, y, 0, rows=1)
+        self.linear("head", q.head, y, 0, B3, 0, rows=1)
+        off = self.result("logits", 2 * cfg.num_classes)
+        self.b.op("STORE", "logits", mode=isa.STORE_ROWS, buf=B3, c0=0, w=cfg.num_classes, r0=0, rows=1, addr=off)
+        self.b.op("END", "end")
+
+    def lower(self):
+        x = self.embed()
+        stage = 0
+        for i, blk in enumerate(self.q.blocks):
+            if i in self.q.selectors:
+                x = self.selector(i, stage, self.q.selectors[i], x)
+                stage += 1
+            self.block(i, blk, x)
+        self.head(x)
+        return self.b
+
+
+def select_bytes(hw: HardwareConfig) -> int:
+    """STORE of a selection: kept count (u32), scored count (u32), 8 bytes reserved, then one
+    bit per scored token (bit i of byte i // 8: scored token i, i.e. token 1 + i, kept)."""
+    return 16 + -(-hw.n_max // 128) * 16
+
+
+@dataclass
+class Image:
+    hw: HardwareConfig
+    cfg: object
+    data: bytes
+    regions: dict
+    labels: list
+    manifest: dict
+
+    @property
+    def stream_len(self) -> int:
+        return self.regions["stream"][1]
+
+    def input_runs(self, img_q):
+        """(DDR offset, bytes) writes that place an int16 image [in_chans, H, W] (already
+        quantised to the model's input format) into the input region."""
+        rows = patches(img_q, self.cfg)
+        item = stream.pack_rows(rows, 1, self.hw)
+        off, n = self.manifest["input"]["stream_offset"], self.manifest["input"]["bytes"]
+        assert len(item) == n
+        s0 = self.regions["stream"][0]
+        return [(s0 + o, b) for o, b in stream.physical_runs(off, item, self.stream_len, self.hw)]
+
+    def with_input(self, img_q) -> bytearray:
+        ddr = bytearray(self.data)
+        for off, b in self.input_runs(img_q):
+            ddr[off:off + len(b)] = b
+        return ddr
+
+
+def patches(img_q, cfg):
+    """int16 image [in_chans, H, W] -> patch rows [num_patches, in_chans p p] (channel-major
+    within a patch, patches in raster order), as golden.network.QModel.embed."""
+    img = np.asarray(img_q, dtype=np.int64)
+    ch, hh, ww = img.shape
+    p = cfg.patch_size
+    x = img.reshape(ch, hh // p, p, ww // p, p).transpose(1, 3, 0, 2, 4)
+    return x.reshape((hh // p) * (ww // p), ch * p * p)
+
+
+def compile_model(q, hw: HardwareConfig, checkpoints: bool = False, source: dict | None = None) -> Image:
+    low = Lowering(q, hw, checkpoints)
+    b = low.lower()
+    if len(b.descs) > hw.desc_max:
+        raise ValueError(f"the program has {len(b.descs)} descriptors, more than desc_max {hw.desc_max} of hardware "
+                         f"{hw.name}; use a hardware configuration with a larger desc_max")
+    desc_off = isa.HEADER_BYTES
+    stream_off = _align(desc_off + len(b.descs) * isa.DESC_BYTES)
+    logical = b"".join(b.items)
+    res_off = _align(stream_off + len(logical))
+    size = _align(res_off + max(low.res_off, 64))
+    header = isa.encode_header(magic=isa.MAGIC, version=isa.VERSION, hw_ident=hw.ident(), n_desc=len(b.descs),
+                               desc_off=desc_off, stream_off=stream_off, stream_len=len(logical),
+                               n_tokens=q.cfg.num_tokens)
+    data = bytearray(size)
+    data[0:isa.HEADER_BYTES] = header
+    descs = [isa.encode(name, **({**f, "addr": f["addr"] + res_off} if name == "STORE" else f)) for name, f in b.descs]
+    data[desc_off:desc_off + len(descs) * isa.DESC_BYTES] = b"".join(descs)
+    data[stream_off:stream_off + len(logical)] = stream.interleave(logical, hw)
+    regions = {"header": (0, isa.HEADER_BYTES), "program": (desc_off, len(b.descs) * isa.DESC_BYTES),
+               "stream": (stream_off, len(logical)), "results": (res_off, size - res_off)}
+    results = {k: {"offset": res_off + o, "bytes": n} for k, (o, n) in low.results.items()}
+    in_off, in_len = b.marks["input"]
+    manifest = {
+        "format": IMAGE_FORMAT, "format_version": IMAGE_VERSION,
+        "hardware": hw.as_dict(), "hw_ident": hw.ident(), "model": _model_dict(q.cfg),
+        "descriptors": len(b.descs), "size": size,
+        "regions": {k: {"offset": o, "bytes": n} for k, (o, n) in regions.items()},
+        "input": {"stream_offset": in_off, "bytes": in_len, "format_frac": q.img_frac,
+                  "layout": "token tiles of rows 1..num_patches, see docs/accelerator.md#input"},
+        "results": results, "stages": q.cfg.stages, "classes": q.cfg.num_classes, "logits_frac": q.fmt["logits"],
+        "source": source or {},
+        "sha256": hashlib.sha256(bytes(data)).hexdigest(),
+    }
+    return Image(hw, q.cfg, bytes(data), regions, b.labels, manifest)
+
+
+def _align(n: int) -> int:
+    return n + (-n % ALIGN)
+
+
+def _model_dict(cfg) -> dict:
+    from dataclasses import asdict
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+
+
+def listing(img: Image) -> str:
+    """One line per descriptor: index, opcode, label (for `spvit compile --list`)."""
+    out = []
+    for i, label in img.labels:
+        raw = img.data[img.regions["program"][0] + i * isa.DESC_BYTES:][:isa.DESC_BYTES]
+        out.append(f"{i:4d}  {isa.decode(raw).op.name:9s}  {label}")
+    return "\n".join(out)

@@ -1,0 +1,172 @@
+"""The accelerator's hardware configuration: one frozen dataclass, checked in __post_init__ and,
+for a given model, by `check`. It lives in golden/ because the program format depends on it
+(token-tile width, stream width, buffer sizes); rtl_gen/ generates the hardware from it.
+
+    hw = HW_PRESETS["zcu102"]; hw.check(model_cfg)     # ConfigError naming the fix
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from .config import ConfigError, ModelConfig
+
+ZCU102_DSP = 2520
+ZCU102_BRAM36 = 912
+ZCU102_LUT = 274_080
+ZCU102_FF = 548_160
+# ZCU102 PS DDR4: 64-bit at 2400 MT/s = 19.2 GB/s peak; 80% sustained for long sequential
+# bursts from several HP ports is the figure the cycle model assumes by default.
+ZCU102_DDR_GBPS = 15.4
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _pow2(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """One accelerator: a mac_rows x mac_cols MAC array (mac_rows tokens x mac_cols output
+    channels per beat, one DSP48E2 each), token buffers for n_max tokens of up to d_max
+    channels (three) and hidden_max channels (one), axi_ports AXI4 masters of axi_bits each.
+
+    Programs for it may use any model whose shapes fit (`check`)."""
+    name: str = "custom"
+    mac_rows: int = 32
+    mac_cols: int = 64
+    n_max: int = 200
+    d_max: int = 384
+    hidden_max: int = 1536
+    axi_ports: int = 4
+    axi_bits: int = 128
+    desc_max: int = 1024
+    pwl_max: int = 2048
+    stages_max: int = 4
+    clock_mhz: float = 300.0
+    ddr_gbps: float = ZCU102_DDR_GBPS
+    dsp_budget: int = ZCU102_DSP
+
+    def __post_init__(self):
+        for f in ("mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_ports", "axi_bits", "desc_max",
+                  "pwl_max", "stages_max", "dsp_budget"):
+            v = getattr(self, f)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                   f"{f} must be a positive integer (got {v!r})")
+        for f in ("clock_mhz", "ddr_gbps"):
+            v = getattr(self, f)
+            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1000,
+                   f"{f} must be a number in (0, 1000] (got {v!r})")
+        _check(_pow2(self.mac_rows) and _pow2(self.mac_cols),
+               f"mac_rows and mac_cols must be powers of two (got {self.mac_rows} x {self.mac_cols})")
+        _check(self.mac_cols % self.mac_rows == 0,
+               f"mac_rows must divide mac_cols ({self.mac_cols} % {self.mac_rows} != 0): a key tile holds whole token tiles")
+        _check(self.mac_cols >= 8, f"mac_cols must be at least 8 (got {self.mac_cols}): a weight word is at least 128 bits")
+        _check(self.axi_bits in (64, 128, 256), f"axi_bits must be 64, 128 or 256 (got {self.axi_bits})")
+        _check(_pow2(self.axi_ports) and self.axi_ports <= 8, f"axi_ports must be 1, 2, 4 or 8 (got {self.axi_ports})")
+        _check(self.n_max <= 4096, f"n_max must be at most 4096 tokens (got {self.n_max})")
+        _check(self.d_max % self.mac_cols == 0 and self.hidden_max % self.mac_cols == 0,
+               f"mac_cols must divide d_max and hidden_max ({self.d_max} % {self.mac_cols}, "
+               f"{self.hidden_max} % {self.mac_cols})")
+        _check(self.d_max <= 4096 and self.hidden_max <= 4096,
+               f"d_max and hidden_max must be at most 4096 (the 48-bit accumulator's depth limit; got "
+               f"{self.d_max}, {self.hidden_max})")
+        _check(self.pwl_max <= 4096, f"pwl_max must be at most 4096 table segments (got {self.pwl_max})")
+        _check(1 <= self.stages_max <= 8, f"stages_max must lie in 1..8 (got {self.stages_max})")
+
+    # ------------------------------------------------------------ derived sizes
+    @property
+    def macs(self) -> int:
+        return self.mac_rows * self.mac_cols
+
+    @property
+    def tiles(self) -> int:
+        """Token tiles of mac_rows tokens that hold n_max tokens."""
+        return -(-self.n_max // self.mac_rows)
+
+    @property
+    def key_tiles(self) -> int:
+        return -(-self.n_max // self.mac_cols)
+
+    @property
+    def k_max(self) -> int:
+        """Deepest matmul (rows of a weight bank)."""
+        return max(self.d_max, self.hidden_max)
+
+    @property
+    def stream_bits(self) -> int:
+        """Width of the merged DDR read stream: one beat from every port per cycle."""
+        return self.axi_ports * self.axi_bits
+
+    @property
+    def stream_bytes(self) -> int:
+        return self.stream_bits // 8
+
+    def buffer_width(self, buf: int) -> int:
+        """Channels of buffer `buf` (golden.isa.BUFFERS)."""
+        from .isa import B3, VB
+        if not 0 <= buf <= VB:
+            raise ValueError(f"no buffer {buf}")
+        return self.hidden_max if buf == B3 else self.d_max
+
+    def ident(self) -> int:
+        """32-bit hash of the configuration fields that the program format depends on; a
+        program records it and the hardware refuses a program made for another design."""
+        keys = ("mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_ports", "axi_bits", "desc_max",
+                "pwl_max", "stages_max")
+        text = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    # ------------------------------------------------------------ model fit
+    def misfits(self, model: ModelConfig) -> list[str]:
+        """Every reason why a program for `model` cannot run on this hardware (empty: fits)."""
+        m, out = model, []
+        d, hid, dh = m.embed_dim, m.mlp_hidden, m.head_dim
+        if d > self.d_max:
+            out.append(f"embed_dim {d} > d_max {self.d_max}")
+        if hid > self.hidden_max:
+            out.append(f"MLP hidden width {hid} > hidden_max {self.hidden_max}")
+        if m.patch_dim > self.hidden_max:
+            out.append(f"patch dim {m.patch_dim} (in_chans x patch_size^2) > hidden_max {self.hidden_max}")
+        if m.num_classes > self.hidden_max:
+            out.append(f"num_classes {m.num_classes} > hidden_max {self.hidden_max}")
+        if dh % self.mac_cols:
+            out.append(f"head_dim {dh} is not a multiple of mac_cols {self.mac_cols}")
+        need = m.num_tokens + m.stages
+        if need > self.n_max:
+            out.append(f"{m.num_tokens} tokens + {m.stages} package tokens = {need} > n_max {self.n_max}")
+        if m.stages > self.stages_max:
+            out.append(f"{m.stages} selector stages > stages_max {self.stages_max}")
+        if m.stages and 3 * m.num_heads > self.hidden_max:
+            out.append(f"the selector needs 3 x heads = {3 * m.num_heads} channels > hidden_max {self.hidden_max}")
+        return out
+
+    def check(self, model: ModelConfig) -> "HardwareConfig":
+        bad = self.misfits(model)
+        _check(not bad, f"hardware {self.name} cannot run {model.name}: " + "; ".join(bad)
+               + "; use a larger hardware configuration (d_max, hidden_max, n_max, ...) or a smaller model")
+        return self
+
+
+# mini: the demo model and the fast tests; small: DeiT-T/S shapes in simulation in reasonable
+# time; zcu102: the board target (one 32x64 array = 2,048 DSP48E2, four 128-bit HP ports).
+MINI_HW = HardwareConfig(name="mini", mac_rows=8, mac_cols=16, n_max=72, d_max=64, hidden_max=256, axi_ports=1,
+                         desc_max=256)
+SMALL_HW = HardwareConfig(name="small", mac_rows=16, mac_cols=32, n_max=200, d_max=384, hidden_max=1536, axi_ports=2)
+ZCU102_HW = HardwareConfig(name="zcu102")
+HW_PRESETS: dict[str, HardwareConfig] = {h.name: h for h in (MINI_HW, SMALL_HW, ZCU102_HW)}
+DEFAULT_HW = {"mini": "mini"}           # model preset -> hardware preset when none is given
+
+
+def hw_preset(name: str) -> HardwareConfig:
+    if name not in HW_PRESETS:
+        raise ConfigError(f"unknown hardware preset {name!r}; use one of {', '.join(HW_PRESETS)}")
+    return HW_PRESETS[name]
