@@ -36,8 +36,10 @@ VERILATOR_WAIVERS = ["-Wno-fatal"] + LINT_WAIVERS
 
 
 def to_verilog(component, name: str) -> str:
-    """Verilog text of `component` with top module `name` (deterministic)."""
-    return verilog.convert(component, name=name, emit_src=False)
+    """Verilog text of `component` with top module `name` (deterministic), followed by the block
+    RAM module when the design instantiates it (rtl_gen/ram.py)."""
+    from rtl_gen.ram import with_ram_module
+    return with_ram_module(verilog.convert(component, name=name, emit_src=False))
 
 
 def write_verilog(component, name: str, out_dir: Path) -> Path:
