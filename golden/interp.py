@@ -188,8 +188,9 @@ class Machine:
         self.span(o, d["o_c0"], m, "MATMUL output")
         if d["res"]:
             self.token_buf(d["r_buf"], "r_buf")
-            if d["r_buf"] == a or o not in TOKEN_BUFFERS:
-                self.fail("BAD_SHAPE", "the residual comes from a token buffer other than a_buf into a token buffer")
+            if d["r_buf"] == a or o not in TOKEN_BUFFERS or max(d["sa"], d["sb"]) > isa.ALIGN_MAX:
+                self.fail("BAD_SHAPE", "the residual comes from a token buffer other than a_buf into a token buffer, "
+                          f"aligned by at most {isa.ALIGN_MAX} bits")
             self.span(d["r_buf"], d["o_c0"], m, "MATMUL residual")
         act = self.pwl(d, 16)
         w, b = stream.unpack_weights(self.take(-(-m // hw.mac_cols) * stream.tile_bytes(k, hw)), m, k, hw)
@@ -207,8 +208,9 @@ class Machine:
         i, o, c = d["i_buf"], d["o_buf"], d["d"]
         self.token_buf(i, "i_buf")
         self.token_buf(o, "o_buf")
-        if i == o or d["eps"] < 1:
-            self.fail("BAD_SHAPE", "LayerNorm needs two different buffers and eps >= 1")
+        if i == o or d["eps"] < 1 or c > self.hw.d_max:
+            self.fail("BAD_SHAPE", f"LayerNorm needs two different buffers, eps >= 1 and at most d_max = "
+                      f"{self.hw.d_max} channels")
         self.span(i, d["i_c0"], c, "LayerNorm input")
         self.span(o, d["o_c0"], c, "LayerNorm output")
         g, beta = stream.unpack_ln(self.take(c * stream.ENTRY_BYTES), c)

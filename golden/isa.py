@@ -17,6 +17,7 @@ HEADER_BYTES = 64
 MAGIC = 0x50565053            # b"SPVP"
 VERSION = 1
 OP_FIELDS_AT = 32
+ALIGN_MAX = 32                # largest residual alignment shift (fractions lie in [-8, 24])
 
 # token buffers (token-tile layout), the key buffer and the value banks
 B0, B1, B2, B3, KB, VB = range(6)

@@ -9,7 +9,7 @@ int16 against golden).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Value, signed
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -102,3 +102,32 @@ class AddSat(wiring.Component):
                 p = self.i_ab.payload[j]
                 m.d.sync += self.o_y.payload[j].eq(add_sat(p.a, self.fa, p.b, self.fb, self.fo))
         return m
+
+
+def requant_var(m, v, s, bits: int = WORD, name: str = "rq") -> Value:
+    """sat(rshift_round(v, s)) with a runtime *signed* shift s (golden.arith.requant with an
+    array shift). Right shifts are clamped at width(v) + 1 and left shifts at `bits`: beyond
+    those every result is 0 (right) or saturated / 0 (left) anyway, so the value equals golden
+    for every s. Returns a comb Signal of signed(bits)."""
+    v = Value.cast(v)
+    s = Value.cast(s).as_signed()
+    w = len(v)
+    sr = Signal(range(w + 2), name=f"{name}_sr")
+    sl = Signal(range(bits + 1), name=f"{name}_sl")
+    m.d.comb += [sr.eq(Mux(s <= 0, 0, Mux(s > w + 1, w + 1, s))),
+                 sl.eq(Mux(s >= 0, 0, Mux(-s > bits, bits, -s)))]
+    half = Mux(sr == 0, 0, (Const(1, w + 2) << sr) >> 1)
+    right = Signal(signed(w + 2), name=f"{name}_r")
+    m.d.comb += right.eq((v.as_signed() + half) >> sr)
+    out = Signal(signed(bits), name=name)
+    m.d.comb += out.eq(sat(right << sl, bits))
+    return out
+
+
+def add_shifted(m, a, sa, b, sb, so, bits: int = WORD, name: str = "as") -> Value:
+    """golden.arith.add_shifted: requant((a << sa) + (b << sb), so) with runtime shifts
+    (sa, sb <= golden.isa.ALIGN_MAX unsigned alignments of int16 operands, so signed)."""
+    from golden.isa import ALIGN_MAX
+    s = Signal(signed(WORD + ALIGN_MAX + 2), name=f"{name}_sum")
+    m.d.comb += s.eq((Value.cast(a).as_signed() << sa) + (Value.cast(b).as_signed() << sb))
+    return requant_var(m, s, so, bits, name)
