@@ -1,0 +1,89 @@
+"""The MAC array and everything around it: operand fetch, drain, epilogue, and the sequencers of
+the operations that use the array (MATMUL; ATTENTION in rtl_gen/attention_seq.py).
+
+    sequencer --req--> Fetch --ab--> MacArray --acc--> Drain --beat--> Epilogue --> buffers
+                         \\--info (per tile)------------^
+
+`done` pulses when every output of the operation has been written.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from golden.hw import HardwareConfig
+
+from . import ports
+from .decode import desc_view, op_code
+from .epilogue import DEST_KB, DEST_TOK, DEST_VB, Epilogue
+from .fetch import Drain, Fetch
+from .mac import MacArray
+from .matmul import MatmulSeq
+from .pwl_table import set_params, table_read
+from .weights import drain_port, issue_port
+
+
+class ArrayUnit(wiring.Component):
+    def __init__(self, hw: HardwareConfig):
+        self.hw = hw
+        super().__init__({
+            **ports.control(hw),
+            "ra": Out(ports.tok_read(hw)), "rb": Out(ports.tok_read(hw)), "w": Out(ports.tok_write(hw)),
+            "kr": Out(ports.key_read(hw)), "kw": Out(ports.key_write(hw)),
+            "vr": Out(ports.val_read(hw)), "vw": Out(ports.val_write(hw)),
+            "wi": Out(issue_port(hw)), "wd": Out(drain_port(hw)),
+            "table": Out(table_read(hw)).array(hw.mac_rows),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hw = self.hw
+        m.submodules.fetch = fetch = Fetch(hw)
+        m.submodules.mac = mac = MacArray(hw.mac_rows, hw.mac_cols)
+        m.submodules.drain = drain = Drain(hw)
+        m.submodules.epi = epi = Epilogue(hw)
+        m.submodules.mm = mm = MatmulSeq(hw)
+        connect(m, fetch.o_ab, mac.i_ab)
+        connect(m, fetch.o_info, drain.i_info)
+        connect(m, mac.o_acc, drain.i_acc)
+        connect(m, drain.o, epi.i)
+        connect(m, mm.req, fetch.req)
+        for a, b in ((fetch.ra, self.ra), (fetch.kr, self.kr), (fetch.vr, self.vr), (epi.rb, self.rb),
+                     (epi.w, self.w), (epi.kw, self.kw), (epi.vw, self.vw), (drain.ring, self.wd)):
+            connect(m, a, wiring.flipped(b))
+        for r in range(hw.mac_rows):
+            connect(m, epi.table[r], wiring.flipped(self.table[r]))
+        wi = self.wi
+        m.d.comb += [wi.addr.eq(fetch.wr.addr), wi.en.eq(fetch.wr.en), fetch.wr.data.eq(wi.data),
+                     mm.avail.eq(wi.avail), wi.done.eq(mm.slot_done),
+                     mm.desc.eq(self.desc), mm.rows.eq(self.rows)]
+        m.d.comb += epi.o_s.ready.eq(1)
+        self._configure(m, epi, drain, mm)
+        return m
+
+    def _configure(self, m, epi, drain, mm):
+        """Latch the epilogue and drain settings at start; `done` once all is written."""
+        d = desc_view("MATMUL", self.desc)
+        is_mm = d.op == op_code("MATMUL")
+        busy = Signal()
+        ecfg, dcfg = epi.cfg, drain.cfg
+        dest = Signal(2)
+        with m.Switch(d.o_buf):
+            with m.Case(4):
+                m.d.comb += dest.eq(DEST_KB)
+            with m.Case(5):
+                m.d.comb += dest.eq(DEST_VB)
+            with m.Default():
+                m.d.comb += dest.eq(DEST_TOK)
+        with m.If(self.start & is_mm):
+            m.d.comb += mm.start.eq(1)
+            m.d.sync += [busy.eq(1), ecfg.act.eq(d.act != 0), *set_params(m, ecfg.pwl, d), ecfg.res.eq(d.res),
+                         ecfg.r_buf.eq(d.r_buf), ecfg.sa.eq(d.sa), ecfg.sb.eq(d.sb), ecfg.so.eq(d.so),
+                         ecfg.rows.eq(self.rows),
+                         dcfg.mm_dest.eq(dest), dcfg.mm_buf.eq(d.o_buf[:2]), dcfg.mm_mult.eq(d.mult),
+                         dcfg.mm_shift.eq(d.shift), dcfg.n.eq(self.rows)]
+        # all issued, drained and written: the sequencer is idle and every stage is empty
+        with m.If(busy & ~self.start & ~mm.busy & m.submodules.fetch.idle & drain.idle & epi.idle):
+            m.d.comb += self.done.eq(1)
+            m.d.sync += busy.eq(0)
