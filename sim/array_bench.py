@@ -25,8 +25,8 @@ def tfill_layout(hw: HardwareConfig):
 
 
 class ArrayDut(wiring.Component):
-    def __init__(self, hw: HardwareConfig):
-        self.hw = hw
+    def __init__(self, hw: HardwareConfig, softmax=None):
+        self.hw, self.softmax = hw, softmax
         super().__init__({
             **ports.control(hw),
             "ra": Out(ports.tok_read(hw)), "rb": Out(ports.tok_read(hw)), "w": Out(ports.tok_write(hw)),
@@ -38,7 +38,7 @@ class ArrayDut(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw = self.hw
-        m.submodules.au = au = ArrayUnit(hw)
+        m.submodules.au = au = ArrayUnit(hw, self.softmax)
         m.submodules.ring = ring = WeightRing(hw)
         m.submodules.table = table = PwlTable(hw, hw.mac_rows)
         for p in ("start", "desc", "rows"):
