@@ -56,6 +56,9 @@ def _rows(n: int | None) -> dict:
 
 
 def _pwl_fields(p, act: int) -> dict:
+    if p.n_seg << p.seg_shift > 1 << isa.PWL_SPAN_BITS:
+        raise ValueError(f"{p.name} table (in_frac {p.in_frac}, out_frac {p.out_frac}) spans "
+                         f"{p.n_seg << p.seg_shift} input LSBs, more than the hardware's 2^{isa.PWL_SPAN_BITS}")
     return {"act": act, "pwl_lo": p.lo, "pwl_shift": p.seg_shift, "pwl_nseg": p.n_seg, "pwl_ext": int(p.extend),
             "pwl_frac": p.in_frac, "pwl_17": int(p.in_bits == 17)}
 
