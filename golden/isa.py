@@ -300,3 +300,31 @@ def first_failure(op: str, fields, state):
         if not bool(pred(fields, state)):
             return code, text
     return None
+
+
+def markdown_tables() -> str:
+    """The descriptor format as Markdown (docs/accelerator.md embeds it; a test keeps them equal)."""
+    out = ["| bits | field | meaning |", "|---|---|---|"]
+    at = 0
+    for f in COMMON:
+        out.append(f"| {at}..{at + f.bits - 1} | `{f.name}` | "
+                   + {"op": "opcode", "rows_n": "1: the row count is the token-count register N",
+                      "rows": "row count when rows_n = 0"}[f.name] + " |")
+        at += f.bits
+    out.append("")
+    for op in OPS.values():
+        out.append(f"**{op.name}** (opcode {op.code}): {op.doc}")
+        out.append("")
+        if op.fields:
+            out.append("| bits | field | type |")
+            out.append("|---|---|---|")
+            for name, (at, f) in field_offsets(op).items():
+                if name in ("op", "rows_n", "rows"):
+                    continue
+                out.append(f"| {at}..{at + f.bits - 1} | `{name}` | {'s' if f.signed else 'u'}{f.bits} |")
+            out.append("")
+        checks = CHECKS.get(op.name, [])
+        if checks:
+            out.append("Checks, in order: " + "; ".join(f"{t} -> {c}" for c, t, _ in checks) + ".")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
