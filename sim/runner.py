@@ -92,6 +92,21 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     inputs: port -> list of payload values; outputs: port -> number of payloads to collect;
     static: plain input port -> value held from reset on; deps: Verilog module name -> component
     for modules the top instantiates (rtl_gen.block.instance_of)."""
+    spec = {
+        "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
+        "outputs": {k: int(n) for k, n in outputs.items()},
+        "static": dict(static or {}), "stall": stall, "seed": seed, "timeout": timeout,
+    }
+    res = run_cocotb(component, name, "sim.tb_stream", spec, sim=sim, seed=seed, tag=tag, deps=deps)
+    got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
+    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], res["sim"], res.get("wall_s", 0.0))
+
+
+def run_cocotb(component, name: str, test_module: str, spec: dict, *, sim: str | None = None, seed: int = 0,
+               tag: str = "run", deps: dict | None = None) -> dict:
+    """Build `component` (top module `name`) and run the cocotb test module `test_module` on it.
+    `spec` goes to the testbench as a JSON file (path in SPVIT_TB_VECTORS); the testbench writes
+    its JSON results to SPVIT_TB_RESULTS, which this returns."""
     from cocotb_tools.runner import get_results, get_runner
 
     sim = sim or settings.SIM
@@ -106,11 +121,6 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     if sim == "icarus":
         texts = {k: icarus_compatible(t) for k, t in texts.items()}
     sources = [_write_text(root / f"{k}{'.icarus' if sim == 'icarus' else ''}.v", t) for k, t in texts.items()]
-    spec = {
-        "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
-        "outputs": {k: int(n) for k, n in outputs.items()},
-        "static": dict(static or {}), "stall": stall, "seed": seed, "timeout": timeout,
-    }
     run_dir = root / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     vec, out = run_dir / "vectors.json", run_dir / "results.json"
@@ -130,7 +140,7 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
             runner.build(sources=sources, hdl_toplevel=name, build_dir=root / "build", build_args=args,
                          timescale=("1ns", "1ps"), waves=settings.WAVES, always=sim == "icarus",
                          log_file=root / "build.log")
-            xml = runner.test(test_module="sim.tb_stream", hdl_toplevel=name, build_dir=root / "build",
+            xml = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=root / "build",
                               test_dir=run_dir, waves=settings.WAVES, seed=seed,
                               extra_env={"SPVIT_TB_VECTORS": str(vec), "SPVIT_TB_RESULTS": str(out)},
                               log_file=run_dir / "sim.log")
@@ -146,8 +156,8 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     if failed or not out.exists():
         raise RuntimeError(f"cocotb test of {name} failed; log: {run_dir / 'sim.log'}\n" + _tail(run_dir / "sim.log"))
     res = json.loads(out.read_text())
-    got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
-    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0))
+    res["sim"] = sim
+    return res
 
 
 def _venv_tools_on_path() -> None:
