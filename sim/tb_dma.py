@@ -148,7 +148,7 @@ class Job:
             self.wbeats = [int.from_bytes(raw[i:i + b], "little") for i in range(0, len(raw), b)]
         self.rec = {"out": [], "ar": [], "aw": [], "r_beats": [0] * tb.P, "w_beats": 0, "b": 0, "rd_done": 0, "drained": 0,
                     "max_fill": [0] * tb.P,
-                    "wr_done": 0, "after_abort": 0, "extra": 0, "late_ar": 0, "timeout": False, "w_sent": 0}
+                    "wr_done": 0, "after_abort": 0, "extra": 0, "late_ar": 0, "late": 0, "timeout": False, "w_sent": 0}
 
     def drive(self, cyc: int) -> None:
         d, r, w = self.d, self.rd, self.wr
@@ -203,15 +203,20 @@ class Job:
             if int(self.tb.port(ax, "rvalid").value) and int(self.tb.port(ax, "rready").value):
                 rec["r_beats"][p] += 1
                 rec["drained"] += self.aborted
+                rec["late"] += self.rd_ended
             if not self.aborted:
                 rec["max_fill"][p] = max(rec["max_fill"][p], rec["r_beats"][p] - len(rec["out"]))
         if int(d.m_axi0__awvalid.value) and int(d.m_axi0__awready.value):
             rec["aw"].append([int(d.m_axi0__awaddr.value), int(d.m_axi0__awlen.value)])
+        wr_ended = self.wr is None or rec["wr_done"] > 0
         if int(d.m_axi0__wvalid.value) and int(d.m_axi0__wready.value):
             rec["w_beats"] += 1
+            rec["late"] += wr_ended
             rec.setdefault("wstrb", []).append(int(d.m_axi0__wstrb.value))
             rec.setdefault("wlast", []).append(int(d.m_axi0__wlast.value))
-        rec["b"] += int(d.m_axi0__bvalid.value) and int(d.m_axi0__bready.value)
+        if int(d.m_axi0__bvalid.value) and int(d.m_axi0__bready.value):
+            rec["b"] += 1
+            rec["late"] += wr_ended
 
     @property
     def rd_ended(self) -> bool:

@@ -133,6 +133,7 @@ class Plan:
         assert rec["rd_idle"] and rec["wr_idle"], f"{where}: not idle at the end"
         assert rec["models_idle"], f"{where}: AxiRam models still hold requests or responses"
         assert rec["extra"] == 0 and rec["late_ar"] == 0, f"{where}: {rec['extra']} beats / {rec['late_ar']} ARs after done"
+        assert rec["late"] == 0, f"{where}: {rec['late']} R/W/B transfers after the job reported done"
         assert max(rec["max_fill"]) <= self.depth + 1, f"{where}: {rec['max_fill']} beats buffered, FIFO holds {self.depth + 1}"
         if job["read"] and job["read"]["hold"] > 2 * self.depth:     # long enough to fill every FIFO: credits stop AR
             cap = min(self.burst_max, PAGE // self.B)
