@@ -24,7 +24,7 @@ Read side (one job at a time; abort, idle, done, error):
   o_stream  Out stream of P x W bits: one beat from every port per transfer, port p's in bits
             p W .. p W + W - 1 (the logical stream, in order: golden.stream.deinterleave).
   o_fetch   Out stream of W bits (fetch jobs).
-  abort     In  pulse: stop issuing bursts, drop buffered data, accept and drop every
+  rd_abort  In  pulse: stop issuing bursts, drop buffered data, accept and drop every
             outstanding R beat; rd_idle rises when none is left (no rd_done pulse).
   rd_idle   Out no job, nothing outstanding.
   rd_done   Out pulse: the job's last beat was transferred (or an empty/rejected job).
@@ -79,7 +79,7 @@ class Dma(wiring.Component):
             **{f"m_axi{p}": Out(axi.master_signature(W, p == 0, id_bits)) for p in range(P)},
             "rd_cmd": In(stream.Signature(read_cmd_layout())),
             "o_stream": Out(stream.Signature(P * W)), "o_fetch": Out(stream.Signature(W)),
-            "abort": In(1), "rd_idle": Out(1), "rd_done": Out(1), "rd_error": Out(1),
+            "rd_abort": In(1), "rd_idle": Out(1), "rd_done": Out(1), "rd_error": Out(1),
             "wr_cmd": In(stream.Signature(write_cmd_layout())), "i_wdata": In(stream.Signature(W)),
             "wr_idle": Out(1), "wr_done": Out(1), "wr_error": Out(1), "clear": In(1),
         })
@@ -97,7 +97,7 @@ class Dma(wiring.Component):
         wiring.connect(m, rd.o_fetch, wiring.flipped(self.o_fetch))
         wiring.connect(m, wiring.flipped(self.wr_cmd), wr.cmd)
         wiring.connect(m, wiring.flipped(self.i_wdata), wr.i_wdata)
-        m.d.comb += [rd.abort.eq(self.abort), rd.clear.eq(self.clear), wr.clear.eq(self.clear),
+        m.d.comb += [rd.abort.eq(self.rd_abort), rd.clear.eq(self.clear), wr.clear.eq(self.clear),
                      self.rd_idle.eq(rd.idle), self.rd_done.eq(rd.done), self.rd_error.eq(rd.error),
                      self.wr_idle.eq(wr.idle), self.wr_done.eq(wr.done), self.wr_error.eq(wr.error)]
         return m

@@ -90,7 +90,7 @@ class DmaTB:
 
     async def reset(self):
         d = self.dut
-        for s in ("rd_cmd__valid", "wr_cmd__valid", "i_wdata__valid", "abort", "clear"):
+        for s in ("rd_cmd__valid", "wr_cmd__valid", "i_wdata__valid", "rd_abort", "clear"):
             getattr(d, s).value = 0
         d.o_stream__ready.value = 0
         d.o_fetch__ready.value = 0
@@ -160,7 +160,7 @@ class Job:
             rdy = int(self.rng.random() >= stall and cyc >= r.get("hold", 0))
             d.o_stream__ready.value = rdy
             d.o_fetch__ready.value = rdy
-            d.abort.value = int(not self.aborted and 0 <= r.get("abort_after", -1) <= len(self.rec["out"])
+            d.rd_abort.value = int(not self.aborted and 0 <= r.get("abort_after", -1) <= len(self.rec["out"])
                                 and self.rd_taken)
         if w:
             d.wr_cmd__valid.value = int(not self.wr_taken)
@@ -178,13 +178,13 @@ class Job:
         if self.rd:
             if not self.rd_taken and fire("rd_cmd"):
                 self.rd_taken = True
-            if int(d.abort.value):
+            if int(d.rd_abort.value):
                 self.aborted = True
             for name in ("o_stream", "o_fetch"):
                 if fire(name):
                     if self.rd_ended:
                         rec["extra"] += 1
-                    elif self.aborted and not int(d.abort.value):
+                    elif self.aborted and not int(d.rd_abort.value):
                         rec["after_abort"] += 1
                     else:
                         rec["out"].append(int(self.tb.port(name, "payload").value))
@@ -250,7 +250,7 @@ class Job:
                 rec["timeout"] = True
                 break
         await FallingEdge(d.clk)
-        for s in ("rd_cmd__valid", "wr_cmd__valid", "i_wdata__valid", "abort", "o_stream__ready", "o_fetch__ready"):
+        for s in ("rd_cmd__valid", "wr_cmd__valid", "i_wdata__valid", "rd_abort", "o_stream__ready", "o_fetch__ready"):
             getattr(d, s).value = 0
         rec.update(cycles=cyc - QUIET, wall_s=time.perf_counter() - t0, rd_idle=int(d.rd_idle.value),
                    wr_idle=int(d.wr_idle.value), rd_error=int(d.rd_error.value), wr_error=int(d.wr_error.value),
