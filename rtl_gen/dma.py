@@ -16,11 +16,13 @@ Read side (one job at a time; abort, idle, done, error):
             fetch = 0, a stream job: `length` bytes (a multiple of P x B) of the interleaved data
               stream at beat-aligned `addr` (golden/stream.py interleave: port p reads its slice
               [addr + p length / P, + length / P) sequentially) -> o_stream.
-            fetch = 1, a fetch job on port 0: `length` bytes (a multiple of 16) from beat-aligned
-              `addr` -> o_fetch, ceil(length / B) beats (bytes past `length` in the last beat
-              are whatever memory holds).
-            A misaligned address or length sets `rd_error` and completes at once without bus
-            traffic (done pulse); so does a zero length (without the error).
+            fetch = 1, a fetch job on port 0: `length` bytes (any count; the controller's are
+              multiples of 16) from beat-aligned `addr` -> o_fetch, ceil(length / B) beats
+              (bytes past `length` in the last beat are whatever memory holds).
+            An address not aligned to B (with B = 32 this includes 16-byte aligned addresses
+            that the ISA allows: not supported) or a stream length not a multiple of P x B
+            sets `rd_error` and completes at once without bus traffic (done pulse); a zero
+            length completes at once without the error.
   o_stream  Out stream of P x W bits: one beat from every port per transfer, port p's in bits
             p W .. p W + W - 1 (the logical stream, in order: golden.stream.deinterleave).
   o_fetch   Out stream of W bits (fetch jobs).
@@ -35,9 +37,10 @@ simultaneous jobs impossible; the job kind selects where port 0's data goes.
 
 Write side (port 0's AW/W/B; runs concurrently with the read side):
   wr_cmd    In  stream {addr: 64, length: 32}; ready while the writer is idle. `length` bytes
-            (a multiple of 16) to beat-aligned `addr`: ceil(length / B) beats from i_wdata,
-            WSTRB all ones (only the last beat's strobe is cut to `length` when B = 32).
-            Misaligned: rejected like reads (wr_error, done, no traffic, no data taken).
+            (any count) to beat-aligned `addr`: ceil(length / B) beats from i_wdata, WSTRB all
+            ones except on the last beat when `length` is not a multiple of B (cut to the
+            length, so exactly the bytes golden's STORE writes change, e.g. 20 bytes of logits).
+            A misaligned address: rejected like reads (wr_error, done, no traffic, no data).
   i_wdata   In  stream of W bits, the job's data in address order.
   wr_idle   Out no job.
   wr_done   Out pulse per job: all bursts written and every B response received.

@@ -126,7 +126,7 @@ class DmaReader(wiring.Component):
         slice_bytes = Signal(LEN_BITS)
         m.d.comb += slice_bytes.eq(c.length >> axi.log2(P))
         misaligned = c.addr[:sh] != 0
-        bad_len = Mux(c.fetch, c.length[:4] != 0, c.length[:sh + axi.log2(P)] != 0)
+        bad_len = ~c.fetch & (c.length[:sh + axi.log2(P)] != 0)
         bad = Signal()
         m.d.comb += bad.eq(take & (misaligned | bad_len))
         beats = Mux(c.fetch, fetch_beats, slice_bytes >> sh)

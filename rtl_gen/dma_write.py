@@ -66,7 +66,7 @@ class DmaWriter(wiring.Component):
         return m
 
     def _accept(self, m, active, stale, aw_addr, aw_left, w_left, tail):
-        """A job: 16-byte multiple length from a beat-aligned address (else: error, done, no
+        """A job: `length` bytes (any count) from a beat-aligned address (else: error, done, no
         traffic); ceil(length / beat) beats, the last one strobed to the length."""
         sh = axi.log2(self.bits // 8)
         c = self.cmd.payload
@@ -74,7 +74,7 @@ class DmaWriter(wiring.Component):
         beats = Signal(LEN_BITS + 1)
         m.d.comb += beats.eq((c.length + (1 << sh) - 1) >> sh)
         bad = Signal()
-        m.d.comb += bad.eq(take & ((c.addr[:sh] != 0) | (c.length[:4] != 0)))
+        m.d.comb += bad.eq(take & (c.addr[:sh] != 0))
         go = take & ~bad & (beats != 0)
         rem = c.length[:sh]
         with m.If(go):

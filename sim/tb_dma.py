@@ -16,8 +16,9 @@ Spec (JSON, SPVIT_TB_VECTORS):
          "write": {"addr", "length", "data" (hex), "gap"} | null,
          "poison": [[lo, hi], ...] (physical byte ranges, during this job), "clear": bool,
          "readback": [lo, hi] | null, "timeout": cycles}
-  or {"bench": {"addr", "length", "fetch"}, "monitor": false}: ready held high, no per-cycle
-  Python; reports cycles and wall time only.
+  or {"bench": {"addr", "length", "fetch"}}: one read job, ready held high, no per-cycle Python;
+  reports cycles (command accepted -> done pulse), wall and CPU time (the simulator process) only;
+  or {"idle": cycles}: clock the idle DUT for that many cycles (the simulator's own speed).
 Result (SPVIT_TB_RESULTS): {"jobs": [per-job record, see Job.record]}.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
@@ -110,6 +111,8 @@ class DmaTB:
         for job in self.spec["jobs"]:
             if "bench" in job:
                 out.append(await self.bench(job["bench"]))
+            elif "idle" in job:
+                out.append(await self.idle(job["idle"]))
             else:
                 out.append(await Job(self, job).run())
         return {"jobs": out}
@@ -123,14 +126,22 @@ class DmaTB:
         d.rd_cmd__payload.value = b["addr"] | b["length"] << 64 | int(b.get("fetch", 0)) << 96
         d.rd_cmd__valid.value = 1
         await RisingEdge(d.clk)
-        t0, w0 = get_sim_time("ns"), time.perf_counter()
+        t0, w0, c0 = get_sim_time("ns"), time.perf_counter(), time.process_time()
         await FallingEdge(d.clk)
         d.rd_cmd__valid.value = 0
         await RisingEdge(d.rd_done)
-        t1, w1 = get_sim_time("ns"), time.perf_counter()
+        t1, w1, c1 = get_sim_time("ns"), time.perf_counter(), time.process_time()
         await FallingEdge(d.clk)
         d.o_stream__ready.value = d.o_fetch__ready.value = 0
-        return {"cycles": round((t1 - t0) / PERIOD_NS), "wall_s": w1 - w0}
+        return {"cycles": round((t1 - t0) / PERIOD_NS), "wall_s": w1 - w0, "cpu_s": c1 - c0}
+
+
+    async def idle(self, cycles: int) -> dict:
+        """Clock the idle DUT (models instantiated, no traffic) without Python per cycle: the
+        simulator's own speed on this design."""
+        w0, c0 = time.perf_counter(), time.process_time()
+        await Timer(cycles * PERIOD_NS, unit="ns")
+        return {"cycles": cycles, "wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0}
 
 
 class Job:

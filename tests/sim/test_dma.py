@@ -100,7 +100,7 @@ class Plan:
     def _expect_read(self, r, poison):
         B, P, n, a = self.B, self.P, r["length"], r["addr"]
         if r["fetch"]:
-            ok = a % B == 0 and n % 16 == 0
+            ok = a % B == 0
             beats = -(-n // B) if ok else 0
             bursts = [model_bursts(a, beats, self.W, self.burst_max)]
             data = self.model.read(a, beats * B, poison, B)
@@ -117,7 +117,7 @@ class Plan:
 
     def _expect_write(self, w, poison):
         B, n, a = self.B, w["length"], w["addr"]
-        ok = a % B == 0 and n % 16 == 0
+        ok = a % B == 0
         beats = -(-n // B) if ok else 0
         bursts = model_bursts(a, beats, self.W, self.burst_max)
         err = not ok or any(_hits((a + i * B) % MEM, B, poison) for i in range(beats))
@@ -252,6 +252,9 @@ def plan_jobs(pl: Plan) -> None:
         pl.write(0xE3000 + 16, 64)
         pl.read(0xE3000 + 16, 64, fetch=True)
     pl.write(0xE4000 + 3 * B, 48)                             # 3 x 16 bytes: a cut strobe when B = 32
+    pl.write(0xE5000 - 2 * B, 20)                             # 20 bytes (10 logits): the last strobe cut
+    pl.write(0xE6000 - 7 * B, 4096 + 7, gap=0.5)              # odd length across a boundary
+    pl.read(0xE7000 - 2 * B, 4 * B + 5, fetch=True)           # odd fetch length: rounded up to beats
     pl.read(0xE2000 - 7 * B, (cap + 5) * SB)                  # still works after all of the above
 
 
