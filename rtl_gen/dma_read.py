@@ -133,7 +133,8 @@ class DmaReader(wiring.Component):
         go = take & ~bad & (beats != 0)
         for p, e in enumerate(self.engines):
             on = go if p == 0 else go & ~c.fetch
-            m.d.comb += [e.start.eq(on), e.addr.eq(c.addr + p * slice_bytes), e.beats.eq(beats)]
+            offset = sum((slice_bytes << k for k in range(P.bit_length()) if p >> k & 1), start=0)   # no multiplier
+            m.d.comb += [e.start.eq(on), e.addr.eq(c.addr + offset), e.beats.eq(beats)]
         with m.If(go):
             m.d.sync += [job.eq(1), fetch.eq(c.fetch), left.eq(beats)]
         m.d.sync += self.done.eq(take & ~go)                          # empty or rejected job: done at once
