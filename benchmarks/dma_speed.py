@@ -58,7 +58,8 @@ def main() -> None:
             assert all(j["cycles"] == jobs[0]["cycles"] for j in jobs), [j["cycles"] for j in jobs]
             rates = sorted(j["cycles"] / j["cpu_s"] for j in jobs)
             j = sorted(jobs, key=lambda j: j["cycles"] / j["cpu_s"])[len(jobs) // 2]       # the median run
-            print(f"{sim:10s} {P:2d} {args.beats:7d} {j['cycles']:8d} {j['cycles'] / args.beats:9.4f} {j['cpu_s']:6.2f} "
+            print(f"{sim:10s} {P:2d} {args.beats:7d} {j['cycles']:8d} {j['cycles'] / args.beats:9.4f} "
+                  f"{j['cpu_s']:6.2f} "
                   f"{j['wall_s']:7.2f} {j['cycles'] / j['cpu_s']:13.0f} {rates[0]:7.0f}..{rates[-1]:<7.0f} "
                   f"{j['cycles'] / j['wall_s']:14.0f} {idle['cycles'] / idle['cpu_s']:18.0f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")

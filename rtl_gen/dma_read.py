@@ -98,7 +98,6 @@ class DmaReader(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P, sh = self.ports, axi.log2(self.bits // 8)
         for p, e in enumerate(self.engines):
             m.submodules[f"port{p}"] = e
             wiring.connect(m, e.axi, wiring.flipped(getattr(self, f"axi{p}")))
@@ -150,11 +149,12 @@ class DmaReader(wiring.Component):
             self.o_stream.valid.eq(job & ~fetch & all_valid),
             self.o_stream.payload.eq(Cat(e.o.payload for e in self.engines)),
         ]
+        take_stream = self.o_stream.ready & self.o_stream.valid
+        take_fetch = self.o_fetch.ready & self.o_fetch.valid
         for p, e in enumerate(self.engines):
-            take = self.o_stream.ready & self.o_stream.valid
-            m.d.comb += e.o.ready.eq(take | (self.o_fetch.ready & self.o_fetch.valid) if p == 0 else take)
-        fire = (self.o_stream.valid & self.o_stream.ready) | (self.o_fetch.valid & self.o_fetch.ready)
-        with m.If(self.abort):
+            m.d.comb += e.o.ready.eq(take_stream | take_fetch if p == 0 else take_stream)
+        fire = take_stream | take_fetch
+        with m.If(self.abort):                                          # abort wins over a last beat
             m.d.sync += job.eq(0)
         with m.Elif(fire):
             m.d.sync += left.eq(left - 1)

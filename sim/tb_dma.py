@@ -157,7 +157,8 @@ class Job:
             raw, b = bytes.fromhex(self.wr["data"]), tb.W // 8
             raw += bytes(-len(raw) % b)
             self.wbeats = [int.from_bytes(raw[i:i + b], "little") for i in range(0, len(raw), b)]
-        self.rec = {"out": [], "ar": [], "aw": [], "r_beats": [0] * tb.P, "w_beats": 0, "b": 0, "rd_done": 0, "drained": 0,
+        self.rec = {"out": [], "ar": [], "aw": [], "r_beats": [0] * tb.P, "w_beats": 0, "b": 0, "rd_done": 0,
+                    "drained": 0,
                     "max_fill": [0] * tb.P,
                     "wr_done": 0, "after_abort": 0, "extra": 0, "late_ar": 0, "late": 0, "timeout": False, "w_sent": 0}
 

@@ -112,7 +112,8 @@ class Plan:
             beats = n // self.SB if ok else 0
             sl = n // P
             bursts = [model_bursts(a + p * sl, beats, self.W, self.burst_max) for p in range(P)]
-            data = deinterleave(self.model.read(a, n, poison, B), HardwareConfig(axi_ports=P, axi_bits=self.W)) if ok else b""
+            hw = HardwareConfig(axi_ports=P, axi_bits=self.W)
+            data = deinterleave(self.model.read(a, n, poison, B), hw) if ok else b""
             step = self.SB
         err = not ok or any(_hits((ad + i * B) % MEM, B, poison) for bl in bursts for ad, k in bl for i in range(k))
         return {"data": data, "step": step, "bursts": bursts, "error": int(err)}
@@ -137,9 +138,11 @@ class Plan:
         assert not rec["timeout"], f"{where}: timed out; record {_short(rec)}"
         assert rec["rd_idle"] and rec["wr_idle"], f"{where}: not idle at the end"
         assert rec["models_idle"], f"{where}: AxiRam models still hold requests or responses"
-        assert rec["extra"] == 0 and rec["late_ar"] == 0, f"{where}: {rec['extra']} beats / {rec['late_ar']} ARs after done"
+        assert rec["extra"] == 0 and rec["late_ar"] == 0, \
+            f"{where}: {rec['extra']} beats / {rec['late_ar']} ARs after done"
         assert rec["late"] == 0, f"{where}: {rec['late']} R/W/B transfers after the job reported done"
-        assert max(rec["max_fill"]) <= self.depth + 1, f"{where}: {rec['max_fill']} beats buffered, FIFO holds {self.depth + 1}"
+        assert max(rec["max_fill"]) <= self.depth + 1, \
+            f"{where}: {rec['max_fill']} beats buffered, a FIFO holds {self.depth + 1}"
         if job["read"] and job["read"]["hold"] > 2 * self.depth:     # long enough to fill every FIFO: credits stop AR
             cap = min(self.burst_max, PAGE // self.B)
             assert min(rec["max_fill"]) > self.depth - cap, f"{where}: FIFOs filled to {rec['max_fill']} only"
@@ -167,7 +170,8 @@ class Plan:
             k = len(got) // step
             assert r["abort_after"] <= k <= r["abort_after"] + 1, f"{where}: {k} beats before the abort took effect"
             assert rec["after_abort"] == 0, f"{where}: {rec['after_abort']} beats delivered after abort"
-            assert got == e["data"][:len(got)], f"{where}: data before the abort differs at {_first_diff(got, e['data'])}"
+            assert got == e["data"][:len(got)], \
+                f"{where}: data before the abort differs at {_first_diff(got, e['data'])}"
             for p in range(len(e["bursts"])):
                 assert ars[p] == e["bursts"][p][:len(ars[p])], f"{where}: port {p} bursts {ars[p][:4]}..."
             assert rec["rd_done"] == 0, f"{where}: done after abort"
