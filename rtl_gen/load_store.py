@@ -59,8 +59,9 @@ def wcmd_layout() -> data.StructLayout:
 
 class StoreUnit(wiring.Component):
     """ROWS: one int16 per (row, channel), row-major; TILES: token-tile words; SELECT: the bytes
-    the selection source gives (`i_sel`, `sel_beats` W-bit beats). Every job is padded with
-    zeros to whole W-bit beats; `done` after the writer's last response."""
+    the selection source gives (`i_sel`, `sel_bytes` bytes). The writer writes exactly the job's
+    bytes (its last beat's strobes are cut); the data stream is zero-padded to whole W-bit
+    beats. `done` after the writer's last response."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
@@ -91,8 +92,7 @@ class StoreUnit(wiring.Component):
         item_bits = Mux(d.mode == isa.STORE_ROWS, 16, 16 * R)
         raw_bytes = Signal(32)
         m.d.comb += raw_bytes.eq(Mux(d.mode == isa.STORE_SELECT, self.sel_bytes, (vals * item_bits) >> 3))
-        length = (raw_bytes + W // 8 - 1) & ~(W // 8 - 1)
-        m.d.comb += [self.wr_cmd.payload.addr.eq(self.base + d.addr), self.wr_cmd.payload.length.eq(length),
+        m.d.comb += [self.wr_cmd.payload.addr.eq(self.base + d.addr), self.wr_cmd.payload.length.eq(raw_bytes),
                      self.wr_cmd.valid.eq(busy & ~sent_cmd)]
         with m.If(self.wr_cmd.valid & self.wr_cmd.ready):
             m.d.sync += sent_cmd.eq(1)
