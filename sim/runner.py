@@ -82,6 +82,7 @@ class SimResult:
     last_out: int | None
     sim: str
     wall_s: float = 0.0          # wall time of the clocked part of the run (simulator + testbench)
+    consumed: dict | None = None  # input port -> beats the design took
 
 
 def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dict | None = None,
@@ -147,7 +148,8 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
         raise RuntimeError(f"cocotb test of {name} failed; log: {run_dir / 'sim.log'}\n" + _tail(run_dir / "sim.log"))
     res = json.loads(out.read_text())
     got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
-    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0))
+    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0),
+                     res.get("consumed"))
 
 
 def _venv_tools_on_path() -> None:
