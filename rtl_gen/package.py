@@ -83,7 +83,7 @@ class Package(wiring.Component):
                          drop.eq(drop >> 1), total.eq(total + val)]
 
         # ---- channel pipeline: s0 issue (c, g), s1 word, s2 products, s3 tree, s4 accumulate
-        tag = data.StructLayout({"v": 1, "c": range(hw.d_max), "g": range(G)})
+        tag = data.StructLayout({"v": 1, "c": range(hw.d_max), "g": range(max(G, 2))})
         tg = [Signal(tag, name=f"tg{k}") for k in range(5)]
         for k in range(1, 5):
             m.d.sync += tg[k].eq(tg[k - 1])
@@ -121,7 +121,7 @@ class Package(wiring.Component):
         m.d.comb += [pkgm.waddr.eq(og[2].c), pkgm.wdata.eq(y), pkgm.wen.eq(og[2].v)]
 
         c = Signal(range(hw.d_max + 1))
-        g = Signal(range(G))
+        g = Signal(range(max(G, 2)))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):

@@ -31,7 +31,6 @@ from rtl_gen.compact import Compact
 from rtl_gen.decide import Decide
 from rtl_gen.gmean import GMean
 from rtl_gen.package import Package
-from rtl_gen.pwl_rt import table_read
 from rtl_gen.ram import Ram
 from rtl_gen.selstate import M_BITS, m_read, mask_read
 from rtl_gen.selstore import SelStore, beat_layout
@@ -244,3 +243,41 @@ def region(words, tiles: int, w: int, R: int) -> np.ndarray:
 def store_bytes(beats, hw: HardwareConfig, nbytes: int) -> bytes:
     raw = b"".join(int(b["data"]).to_bytes(hw.axi_bits // 8, "little") for b in beats)
     return raw[:nbytes]
+
+
+class StoreBench(wiring.Component):
+    """The selection store alone on a selection state: i_cmd {store: 0 -> keep word `keep` of
+    tile `tile`; 1 -> decision info (ns, kept) then the STORE beats on o_st}."""
+
+    def __init__(self, hw: HardwareConfig):
+        from rtl_gen.selstate import SelState
+        self.hw, self._state = hw, SelState
+        n = range(hw.n_max + 1)
+        cmd = data.StructLayout({"store": 1, "tile": range(hw.tiles), "keep": hw.mac_rows, "ns": n, "kept": n})
+        super().__init__({"i_cmd": In(stream.Signature(cmd)), "o_st": Out(stream.Signature(beat_layout(hw)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.st = st = self._state(self.hw)
+        m.submodules.ss = ss = SelStore(self.hw)
+        c = self.i_cmd.payload
+        wiring.connect(m, st.mask, ss.mask)
+        wiring.connect(m, wiring.flipped(self.o_st), ss.o)
+        m.d.comb += [ss.kept.eq(st.info.kept), ss.ns.eq(st.info.ns), st.set_info.ns.eq(c.ns),
+                     st.set_info.kept.eq(c.kept), st.kw.tile.eq(c.tile), st.kw.data.eq(c.keep)]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i_cmd.ready.eq(1)
+                with m.If(self.i_cmd.valid):
+                    with m.If(c.store):
+                        m.d.comb += st.set.eq(1)
+                        m.next = "GO"
+                    with m.Else():
+                        m.d.comb += st.kw.en.eq(-1)
+            with m.State("GO"):
+                m.d.comb += ss.start.eq(1)
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(ss.done):
+                    m.next = "IDLE"
+        return m

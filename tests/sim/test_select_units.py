@@ -14,7 +14,9 @@ from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from golden import isa
+from golden.compiler import select_bytes
 from golden.hw import MINI_HW, HardwareConfig
+from golden.interp import Machine
 from golden.isa import B0, B1, B2, B3
 from golden.kernels import make_pwl
 from rtl_gen.arith import bit_length
@@ -186,3 +188,52 @@ def test_mini_real(mini_snapshots, measured):
             measured(f"mini stage 0 {op.name} N={op.rows}: {cyc} cycles")
     kept = [int(op.sel.keep.sum()) for op, _ in events if op.name == "DECIDE"]
     assert any(0 < k < 60 for k in kept)
+
+
+def test_lint_clean(tmp_path):
+    """Verilator --lint-only -Wall is clean on the bench (Buffers + the five units) apart from
+    the documented waivers."""
+    import subprocess
+    from sim.runner import LINT_WAIVERS, write_verilog
+    v = write_verilog(SelectBench(SMALL, **SMALL_PARAMS), "selbench_lint", tmp_path)
+    r = subprocess.run(["verilator", "--lint-only", "-Wall", *LINT_WAIVERS, str(v)], capture_output=True, text=True)
+    msgs = [line for line in r.stderr.splitlines() if line.startswith("%")]
+    assert r.returncode == 0 and not msgs, "\n".join(msgs[:20])
+
+
+@pytest.mark.parametrize("R,W,n_max", [(4, 256, 40), (32, 128, 200), (8, 64, 129), (16, 256, 300)])
+def test_store_layouts(R, W, n_max):
+    """The bytes of a STORE of the selection for other beat widths, tile sizes and n_max (a mask
+    longer than one 128-bit block, a region that ends inside a 256-bit beat): random masks, all
+    kept, none kept, ns = 1 and ns = n_max - 1, against Machine.op_store (Icarus)."""
+    from golden.interp import Selection
+    from rtl_gen.selstore import beats
+    from sim.runner import run_stream
+    from sim.select_bench import StoreBench, store_bytes
+    hw = HardwareConfig(name="store", mac_rows=R, mac_cols=max(8, R), n_max=n_max, d_max=64, hidden_max=64,
+                        axi_bits=W)
+    rng = np.random.default_rng(R * W + n_max)
+    cmds, want = [], []
+    for ns in (n_max - 1, 1, 17, n_max // 2, n_max - 1, n_max - 2):
+        keep = rng.random(ns) < rng.choice([0.0, 0.3, 0.8, 1.0])
+        full = np.zeros(hw.tiles * R, dtype=int)
+        full[1:1 + ns] = keep
+        full[1 + ns:] = rng.integers(0, 2, len(full) - 1 - ns)         # state past ns must not show
+        for t in range(hw.tiles):
+            cmds.append({"store": 0, "tile": t, "keep": int(sum(int(b) << i for i, b in enumerate(full[t * R:(t + 1) * R]))),
+                         "ns": 0, "kept": 0})
+        cmds.append({"store": 1, "tile": 0, "keep": 0, "ns": ns, "kept": int(keep.sum())})
+        mach = Machine(hw, bytearray(select_bytes(hw)))
+        mach.last = Selection(ns + 1, 0, keep, np.zeros(ns, dtype=np.int64))
+        mach.op_store(isa.decode(isa.encode("STORE", mode=isa.STORE_SELECT, addr=0, rows=1)), 1)
+        want.append(bytes(mach.ddr[:select_bytes(hw)]))
+    nb = beats(hw)
+    res = run_stream(StoreBench(hw), f"selstore_{R}_{W}_{n_max}", {"i_cmd": cmds}, {"o_st": nb * len(want)},
+                     stall=0.3, seed=R)
+    for i, w in enumerate(want):
+        got = res.outputs["o_st"][i * nb:(i + 1) * nb]
+        assert [b["last"] for b in got] == [0] * (nb - 1) + [1]
+        from sim.check import assert_exact
+        assert_exact(np.frombuffer(store_bytes(got, hw, len(w)), dtype=np.uint8), np.frombuffer(w, dtype=np.uint8),
+                     f"STORE bytes, case {i}")
+    assert res.consumed["i_cmd"] == len(cmds)
