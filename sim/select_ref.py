@@ -102,7 +102,8 @@ class SelectRun:
     def run(self, name: str, stall: float = 0.2, seed: int = 0, tag: str = "run", bench=None):
         """Simulate; returns (report lines of mismatching items, events [(label, op, cycles)], SimResult)."""
         res = run_stream(bench or SelectBench(self.hw), name, {"i_cmd": self.s.cmds}, self.s.counts(), stall=stall,
-                         seed=seed, sim=settings.SIM_ENGINE, tag=tag, timeout=50 * len(self.s.cmds) + 2_000_000)
+                         seed=seed, sim=settings.SIM_ENGINE, tag=tag, timeout=50 * len(self.s.cmds) + 2_000_000,
+                         drain=100)
         bad, events = [], []
         pos = {k: 0 for k in res.outputs}
         ops = iter(self.ops)
@@ -130,8 +131,10 @@ class SelectRun:
             nbad, first = mismatches(g, w)
             if nbad:
                 bad.append(f"{label}: {nbad} of {np.asarray(w).size} differ; first (index, RTL, golden): {first[:5]}")
-        if res.consumed is not None and res.consumed.get("i_cmd") != len(self.s.cmds):
+        if res.consumed.get("i_cmd") != len(self.s.cmds):
             bad.append(f"consumed {res.consumed} of {len(self.s.cmds)} commands")
+        if any(res.extra.values()):
+            bad.append(f"output beats past the expected ones: {res.extra}")
         return bad, events, res
 
 

@@ -36,8 +36,9 @@ def test_pwl_runtime_table(name, f_in, f_out, bits, exhaustive):
     static = {"lo": p.lo & ((1 << 18) - 1), "shift": p.seg_shift, "n_seg": p.n_seg, "extend": int(p.extend),
               "frac": p.in_frac}
     res = run_stream(PwlBench(HW, bits), f"pwl_rt_{bits}", {"i_cmd": cmds}, {"o_y": len(xs)}, static=static,
-                     stall=0.1 if exhaustive else 0.3, seed=f_in, sim=settings.SIM_ENGINE, tag=f"{name}{f_in}")
+                     stall=0.1 if exhaustive else 0.3, seed=f_in, sim=settings.SIM_ENGINE, tag=f"{name}{f_in}",
+                     drain=20)
     want = p.evaluate(np.array(xs))
     assert_exact(np.array(res.outputs["o_y"]), want, f"{name} in_frac {f_in}")
-    assert res.consumed["i_cmd"] == len(cmds)
+    assert res.consumed["i_cmd"] == len(cmds) and res.extra == {"o_y": 0}
     assert want.min() < want.max()

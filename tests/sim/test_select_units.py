@@ -229,11 +229,11 @@ def test_store_layouts(R, W, n_max):
         want.append(bytes(mach.ddr[:select_bytes(hw)]))
     nb = beats(hw)
     res = run_stream(StoreBench(hw), f"selstore_{R}_{W}_{n_max}", {"i_cmd": cmds}, {"o_st": nb * len(want)},
-                     stall=0.3, seed=R)
+                     stall=0.3, seed=R, drain=50)
     for i, w in enumerate(want):
         got = res.outputs["o_st"][i * nb:(i + 1) * nb]
         assert [b["last"] for b in got] == [0] * (nb - 1) + [1]
         from sim.check import assert_exact
         assert_exact(np.frombuffer(store_bytes(got, hw, len(w)), dtype=np.uint8), np.frombuffer(w, dtype=np.uint8),
                      f"STORE bytes, case {i}")
-    assert res.consumed["i_cmd"] == len(cmds)
+    assert res.consumed["i_cmd"] == len(cmds) and res.extra == {"o_st": 0}
