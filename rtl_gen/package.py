@@ -120,6 +120,8 @@ class Package(wiring.Component):
                 Mux(v.mode == SUM, requant(acc1, 15), requant(prod1, PACK_RECIP_BITS)))
         m.d.comb += [pkgm.waddr.eq(og[2].c), pkgm.wdata.eq(y), pkgm.wen.eq(og[2].v)]
 
+        dropped = Signal(R)
+        m.d.comb += dropped.eq(scored_lanes(m, t, ns, hw, "pk_scored") & ~self.mask.keep)
         c = Signal(range(hw.d_max + 1))
         g = Signal(range(max(G, 2)))
         with m.FSM():
@@ -131,7 +133,6 @@ class Package(wiring.Component):
                 m.d.comb += self.mask.en.eq(1)
                 m.next = "MASK2"
             with m.State("MASK2"):
-                dropped = scored_lanes(m, t, ns, hw, "pk_scored") & ~self.mask.keep
                 m.d.sync += [drop.eq(dropped), r.eq(0)]
                 with m.If(dropped == 0):
                     m.next = "NEXT"
