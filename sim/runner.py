@@ -82,24 +82,28 @@ class SimResult:
     last_out: int | None
     sim: str
     wall_s: float = 0.0          # wall time of the clocked part of the run (simulator + testbench)
+    consumed: dict | None = None  # input port -> beats the design took
+    extra: dict | None = None     # output port -> beats past the wanted ones (run_stream's drain)
 
 
 def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dict | None = None,
                stall: float = 0.25, seed: int = 0, sim: str | None = None, timeout: int = 2_000_000,
-               tag: str = "run", deps: dict | None = None) -> SimResult:
+               tag: str = "run", deps: dict | None = None, drain: int = 0) -> SimResult:
     """Simulate `component` (top module `name`) with the generic stream testbench.
 
     inputs: port -> list of payload values; outputs: port -> number of payloads to collect;
     static: plain input port -> value held from reset on; deps: Verilog module name -> component
-    for modules the top instantiates (rtl_gen.block.instance_of)."""
+    for modules the top instantiates (rtl_gen.block.instance_of); drain: cycles to keep taking
+    outputs after the wanted ones (SimResult.extra counts what still came out)."""
     spec = {
         "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
         "outputs": {k: int(n) for k, n in outputs.items()},
-        "static": dict(static or {}), "stall": stall, "seed": seed, "timeout": timeout,
+        "static": dict(static or {}), "stall": stall, "seed": seed, "timeout": timeout, "drain": drain,
     }
     res = run_bench(component, name, "sim.tb_stream", spec, seed=seed, sim=sim, tag=tag, deps=deps)
     got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
-    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], res["sim"], res.get("wall_s", 0.0))
+    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], res["sim"], res.get("wall_s", 0.0),
+                     res.get("consumed"), res.get("extra"))
 
 
 def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int = 0, sim: str | None = None,
