@@ -122,6 +122,7 @@ class Machine:
             W=lambda b: hw.buffer_width(b) if 0 <= b <= VB else 0,
             table_nseg=0 if self.table is None else len(self.table[0]),
             sel=int(sel is not None), sel_n=sel.n if sel else 0, sel_npkg=sel.n_pkg if sel else 0,
+            sel_kept=int(sel.keep.sum()) if sel else 0,
             pkg=int(sel is not None and sel.pkg is not None), pkg_d=len(sel.pkg) if sel and sel.pkg is not None else 0,
             last_sel=int(self.last is not None))
 

@@ -195,7 +195,7 @@ class ProgramError(Exception):
 # Every check an operation must pass before it runs, in the order they apply: (error name,
 # what is wrong, predicate(f, s)). `f` gives the descriptor's fields as attributes, `s` the
 # machine (limits, the resolved row count `rows`, the buffer width function `W`, and state: the
-# loaded table's `table_nseg` (0: none), the open decision `sel`, its `sel_n`/`sel_npkg`, the
+# loaded table's `table_nseg` (0: none), the open decision `sel`, its `sel_n`/`sel_npkg`/`sel_kept`, the
 # package `pkg` and its width `pkg_d`, `last_sel` for STOREs of a selection). Predicates use
 # only comparisons, + * << and the operators & | (never `and`/`or`/`not`), so the same text
 # evaluates on Python ints (golden/interp.py) and builds the controller's logic
@@ -278,6 +278,8 @@ CHECKS = {
         ("BAD_SHAPE", "no decision", lambda f, s: s.sel != 0),
         ("BAD_TOKENS", "rows or n_pkg differ from the decision's",
          lambda f, s: (s.sel_n == s.rows) & (s.sel_npkg == f.n_pkg)),
+        ("BAD_TOKENS", "the output (CLS, kept, packages, new package) exceeds n_max",
+         lambda f, s: s.sel_kept + f.n_pkg + 2 <= s.n_max),
         ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.x_buf <= 3) & (f.o_buf <= 3)),
         ("BAD_SHAPE", "needs two buffers and a package of the same width",
          lambda f, s: (f.x_buf != f.o_buf) & (s.pkg != 0) & (s.pkg_d == f.d)),

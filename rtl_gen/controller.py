@@ -63,9 +63,10 @@ class Controller(wiring.Component):
         nbeat = Signal(range(isa.DESC_BITS // W + 1))
         hdr = {k: Signal(32, name=f"hdr_{k}") for k in isa.HEADER_FIELDS}
         i = Signal(range(hw.desc_max + 1))
-        state = SimpleNamespace(rows=Signal(range(8192)), table_nseg=Signal(13), sel=Signal(), sel_n=Signal(range(8192)),
-                                sel_npkg=Signal(4), pkg=Signal(), pkg_d=Signal(13), last_sel=Signal())
         self.kept_last = Signal(range(hw.n_max + 1))
+        state = SimpleNamespace(rows=Signal(range(8192)), table_nseg=Signal(13), sel=Signal(), sel_n=Signal(range(8192)),
+                                sel_npkg=Signal(4), pkg=Signal(), pkg_d=Signal(13), last_sel=Signal(),
+                                sel_kept=self.kept_last)
         rows_field = desc_view("END", self.desc)
         m.d.comb += state.rows.eq(Mux(rows_field.rows_n, self.n, rows_field.rows))
         code = check_code(m, hw, self.desc, state)

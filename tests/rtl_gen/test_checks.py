@@ -16,7 +16,8 @@ from rtl_gen.checks import check_code
 from sim.models import calibrated
 
 HW = HW_PRESETS["mini"]
-STATE = {"rows": 13, "table_nseg": 13, "sel": 1, "sel_n": 13, "sel_npkg": 4, "pkg": 1, "pkg_d": 13, "last_sel": 1}
+STATE = {"rows": 13, "table_nseg": 13, "sel": 1, "sel_n": 13, "sel_npkg": 4, "pkg": 1, "pkg_d": 13, "last_sel": 1,
+         "sel_kept": 13}
 
 
 def _cases(n=1500, seed=0):
@@ -39,7 +40,8 @@ def _cases(n=1500, seed=0):
             d[name] = v
         st = {"rows": rng.choice([1, 2, 5, 40, 72, 100]), "table_nseg": rng.choice([0, 128, 512, 2048]),
               "sel": rng.randint(0, 1), "sel_n": rng.choice([5, 40, 72]), "sel_npkg": rng.randint(0, 3),
-              "pkg": rng.randint(0, 1), "pkg_d": rng.choice([16, 64]), "last_sel": rng.randint(0, 1)}
+              "pkg": rng.randint(0, 1), "pkg_d": rng.choice([16, 64]), "last_sel": rng.randint(0, 1),
+              "sel_kept": rng.choice([0, 3, 38, 70])}
         raw = isa.encode(op.name, **{k: v for k, v in d.items() if k != "op"})
         bad = isa.first_failure(op.name, isa.Fields(isa.decode(raw)), SimpleNamespace(
             n_max=HW.n_max, pwl_max=HW.pwl_max, stages_max=HW.stages_max, d_max=HW.d_max, C=HW.mac_cols,
