@@ -82,15 +82,17 @@ class SimResult:
     last_out: int | None
     sim: str
     wall_s: float = 0.0          # wall time of the clocked part of the run (simulator + testbench)
+    consumed: dict | None = None  # input port -> beats the design took
 
 
 def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dict | None = None,
                stall: float = 0.25, seed: int = 0, sim: str | None = None, timeout: int = 2_000_000,
-               tag: str = "run", deps: dict | None = None) -> SimResult:
+               tag: str = "run", deps: dict | None = None, port_stall: dict | None = None) -> SimResult:
     """Simulate `component` (top module `name`) with the generic stream testbench.
 
     inputs: port -> list of payload values; outputs: port -> number of payloads to collect;
-    static: plain input port -> value held from reset on; deps: Verilog module name -> component
+    static: plain input port -> value held from reset on; port_stall: port -> stall probability
+    replacing `stall` on that port; deps: Verilog module name -> component
     for modules the top instantiates (rtl_gen.block.instance_of)."""
     from cocotb_tools.runner import get_results, get_runner
 
@@ -109,7 +111,8 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     spec = {
         "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
         "outputs": {k: int(n) for k, n in outputs.items()},
-        "static": dict(static or {}), "stall": stall, "seed": seed, "timeout": timeout,
+        "static": dict(static or {}), "stall": stall, "port_stall": dict(port_stall or {}), "seed": seed,
+        "timeout": timeout,
     }
     run_dir = root / tag
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +150,8 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
         raise RuntimeError(f"cocotb test of {name} failed; log: {run_dir / 'sim.log'}\n" + _tail(run_dir / "sim.log"))
     res = json.loads(out.read_text())
     got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
-    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0))
+    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0),
+                     res.get("consumed"))
 
 
 def _venv_tools_on_path() -> None:
