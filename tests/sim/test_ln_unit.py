@@ -18,7 +18,9 @@ from sim.ln_bench import LnOp, run_ln
 from sim.runner import run_stream
 from spvit import settings
 
-HW = HardwareConfig(name="t", mac_rows=4, mac_cols=8, n_max=40, d_max=64, hidden_max=64, axi_ports=1)
+# d_max = 160 lets one small build cover both regimes: d below the per-tile chain's latency
+# (post_cycles = 118: the chain paces) and above it (one tile per d cycles)
+HW = HardwareConfig(name="t", mac_rows=4, mac_cols=8, n_max=40, d_max=160, hidden_max=160, axi_ports=1)
 EPS_MAX = (1 << 56) - 1
 BETA_MAX = (1 << 47) - 1
 
@@ -49,16 +51,18 @@ def _op(rng, d, rows, i_buf=B0, i_c0=0, o_buf=B1, o_c0=0, eps=5, y_shift=14, x=N
 
 
 def _ops(rng):
-    corner = _corner_tokens(64, rng)
+    D = HW.d_max
+    corner = _corner_tokens(D, rng)
     g_ext, b_ext = _params(rng, 37, 1 << 15, 1 << 47)
     g_ext[:4], b_ext[:4] = [-32768, 32767, -32768, 32767], [BETA_MAX, -BETA_MAX - 1, -BETA_MAX - 1, BETA_MAX]
     return [
         _op(rng, 24, 13, i_c0=5, o_c0=17, y_shift=12),                                   # partial tile, offsets
-        _op(rng, 64, len(corner), B2, 0, B3, 0, eps=1, y_shift=16 + 14 - 8, x=corner,
-            params=_params(rng, 64, 1 << 14, 1 << 36)),                                  # corner tokens, eps = 1
-        _op(rng, 1, 1, B1, 63, B0, 40, eps=EPS_MAX, y_shift=-16),                        # one row, d = 1, eps max
+        _op(rng, D, len(corner), B2, 0, B3, 0, eps=1, y_shift=16 + 14 - 8, x=corner,
+            params=_params(rng, D, 1 << 14, 1 << 36)),                                   # corner tokens, eps = 1
+        _op(rng, 1, 1, B1, D - 1, B0, 40, eps=EPS_MAX, y_shift=-16),                     # one row, d = 1, eps max
         _op(rng, 37, HW.n_max, B3, 27, B2, 0, eps=1000, y_shift=40, params=(g_ext, b_ext)),  # rows = n_max
-        _op(rng, 2, 5, B0, 62, B3, 10, eps=EPS_MAX, y_shift=0),
+        _op(rng, 2, 5, B0, D - 2, B3, 10, eps=EPS_MAX, y_shift=0),
+        _op(rng, 131, 22, B2, 29, B1, 3, eps=77, y_shift=13),                           # d > the chain latency
         _op(rng, 64, 3, eps=ln_eps_const(1e-6, 64, 8), y_shift=16 + 12 - 10, params=_params(rng, 64, 1 << 13, 1 << 30)),
         _op(rng, 64, 9, B1, 0, B0, 0, eps=EPS_MAX, y_shift=-3),                          # negative shift: saturates
     ]
@@ -88,16 +92,18 @@ def test_ln_unit_late_params():
 
 def test_ln_cycles_model():
     """Stall-free cycles (start -> done) equal ln_cycles: short rows, d below and above the
-    per-tile chain's latency (the chain or the bank paces), full buffers."""
+    per-tile chain's latency (the chain or the token stream paces), d = d_max, rows = n_max."""
     rng = np.random.default_rng(10)
-    shapes = [(24, 13), (64, 40), (1, 1), (5, 40), (64, 1), (33, 17), (64, 8), (60, 40)]
+    shapes = [(24, 13), (64, 40), (1, 1), (5, 40), (64, 1), (33, 17), (160, 40), (130, 21), (119, 40), (160, 4)]
     ops = [_op(rng, d, rows) for d, rows in shapes]
     got, want, cycles, _ = run_ln(HW, ops, "ln_unit_t", stall=0.0, seed=5, all_buffers=False, tag="free")
     assert_exact(got, want, "LayerNorm unit (stall-free)")
     model = [ln_cycles(d, rows, HW) for d, rows in shapes]
     for (d, rows), c, mdl in zip(shapes, cycles, model):
         assert abs(c - mdl) <= 0.01 * c, f"d={d} rows={rows}: RTL {c} cycles, ln_cycles {mdl}"
-    assert post_cycles(HW) > 64                     # these shapes are chain-paced: see the big test
+    assert 64 < post_cycles(HW) < 130
+    # d > post_cycles: tiles follow each other every d cycles, T d + d + post_cycles + 10 in all
+    assert cycles[6] == 10 * 160 + 160 + post_cycles(HW) + 10
 
 
 @pytest.mark.skipif(not settings.SLOW, reason="SPVIT_SLOW=1: the small preset (R = 16, d_max = 384)")
