@@ -88,17 +88,20 @@ class SimResult:
 
 def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dict | None = None,
                stall: float = 0.25, seed: int = 0, sim: str | None = None, timeout: int = 2_000_000,
-               tag: str = "run", deps: dict | None = None, drain: int = 0) -> SimResult:
+               tag: str = "run", deps: dict | None = None, drain: int = 0,
+               port_stall: dict | None = None) -> SimResult:
     """Simulate `component` (top module `name`) with the generic stream testbench.
 
     inputs: port -> list of payload values; outputs: port -> number of payloads to collect;
-    static: plain input port -> value held from reset on; deps: Verilog module name -> component
+    static: plain input port -> value held from reset on; port_stall: port -> stall probability
+    replacing `stall` on that port; deps: Verilog module name -> component
     for modules the top instantiates (rtl_gen.block.instance_of); drain: cycles to keep taking
     outputs after the wanted ones (SimResult.extra counts what still came out)."""
     spec = {
         "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
         "outputs": {k: int(n) for k, n in outputs.items()},
-        "static": dict(static or {}), "stall": stall, "seed": seed, "timeout": timeout, "drain": drain,
+        "static": dict(static or {}), "stall": stall, "port_stall": dict(port_stall or {}), "seed": seed,
+        "timeout": timeout, "drain": drain,
     }
     res = run_bench(component, name, "sim.tb_stream", spec, seed=seed, sim=sim, tag=tag, deps=deps)
     got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}

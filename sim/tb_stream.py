@@ -7,7 +7,8 @@ the exact comparison live on the pytest side (sim.runner.run_stream, sim.check.a
 
 Vector file (JSON, path in SPVIT_TB_VECTORS):
   {"inputs": {"i_x": [raw, ...]}, "outputs": {"o_y": count}, "static": {"n": 5},
-   "stall": 0.3, "seed": 1, "timeout": cycles, "drain": cycles}   (drain: optional, see StreamTB.drain)
+   "stall": 0.3, "port_stall": {"i_x": 0.9}, "seed": 1, "timeout": cycles, "drain": cycles}
+   (port_stall: per-port stall probabilities; drain: optional, see StreamTB.drain)
 Result file (SPVIT_TB_RESULTS): {"outputs": {"o_y": [raw, ...]}, "cycles": n,
    "first_in": c, "last_out": c}
 """
@@ -29,6 +30,7 @@ class StreamTB:
         self.spec = spec
         self.rng = random.Random(spec.get("seed", 0))
         self.stall = float(spec.get("stall", 0.0))
+        self.port_stall = {k: float(v) for k, v in spec.get("port_stall", {}).items()}   # per-port override
         self.ins = {k: list(v) for k, v in spec["inputs"].items()}
         self.pos = {k: 0 for k in self.ins}
         self.want = dict(spec["outputs"])
@@ -61,12 +63,12 @@ class StreamTB:
             await FallingEdge(self.dut.clk)
             for k, vec in self.ins.items():                 # drive inputs, maybe stall
                 i = self.pos[k]
-                go = i < len(vec) and self.rng.random() >= self.stall
+                go = i < len(vec) and self.rng.random() >= self.port_stall.get(k, self.stall)
                 self.port(k, "valid").value = int(go)
                 if go:
                     self.port(k, "payload").value = vec[i]
             for k in self.want:
-                self.port(k, "ready").value = int(self.rng.random() >= self.stall)
+                self.port(k, "ready").value = int(self.rng.random() >= self.port_stall.get(k, self.stall))
             await ReadOnly()                                 # settled: these transfer at the edge
             for k in self.ins:
                 if int(self.port(k, "valid").value) and int(self.port(k, "ready").value):

@@ -1,0 +1,91 @@
+"""exp unit with a runtime score format: E = e^x for x <= 0 as unsigned Q15 (golden.kernels.exp_neg
+with `frac` an input, not a generation parameter), `lanes` values per beat, three stages:
+
+  1. t = sat18(round(x * LOG2E_Q14 / 2^(frac + 2)))   (requant_var: frac + 2 < 0 shifts left)
+     q = t >> 12, r = t & 0xFFF
+  2. m = round(EXP_HI[r >> 6] * EXP_LO[r & 63] / 2^15);  sh = min(-q, 17)
+  3. E = round(m / 2^sh)
+
+Saturating t to 18 bits changes nothing: t <= 0, and any t <= -2^17 has q <= -32, so E = 0 both
+ways (m < 2^16 is shifted right by 17). The constant product x * 23637 is a shift-add tree (seven
+signed power-of-two terms, no DSP); the mantissa product is one 16 x 16 DSP per lane.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.kernels import EXP_FRAC, EXP_HI, EXP_LO, EXP_MAX_SHIFT, LOG2E_Q14
+
+from .arith import requant_var, rshift_round, rshift_round_var
+from .pipe import stall_pipeline
+
+X_BITS = 17          # the softmax difference s - max
+FRAC_BITS = 8        # the descriptor's s_frac field
+T_BITS = 18          # saturated base-2 exponent in Q12 (see the module docstring)
+LATENCY = 3
+
+
+def csd(k: int) -> list[tuple[int, int]]:
+    """Canonical signed-digit form of k > 0: [(sign, shift)] with k = sum sign 2^shift."""
+    out, i = [], 0
+    while k:
+        if k & 1:
+            d = 2 - (k & 3)           # +1 if k = 1 mod 4, -1 if k = 3 mod 4
+            out.append((d, i))
+            k -= d
+        k >>= 1
+        i += 1
+    return out
+
+
+def const_mul(v, k: int) -> Value:
+    """v * k for a constant k > 0 as a sum of shifted copies of v (adders, no multiplier)."""
+    v = Value.cast(v)
+    digits = csd(k)
+    pos = sum((v << sh for sign, sh in digits if sign > 0), Const(0, 1))
+    neg = sum((v << sh for sign, sh in digits if sign < 0), Const(0, 1))
+    return pos - neg
+
+
+def exp_mantissa(m: Module, r, name: str) -> Value:
+    """2^(r / 4096) in Q15 from the two 64-entry tables (looked up into signals first, then one
+    multiply: arithmetic on the Array lookups would be copied into every element)."""
+    hi = Signal(16, name=f"{name}_hi")
+    lo = Signal(16, name=f"{name}_lo")
+    m.d.comb += [hi.eq(Array(Const(v, 16) for v in EXP_HI)[r[6:12]]), lo.eq(Array(Const(v, 16) for v in EXP_LO)[r[0:6]])]
+    return rshift_round(hi * lo, 15)
+
+
+def in_layout(lanes: int) -> data.StructLayout:
+    return data.StructLayout({"x": data.ArrayLayout(signed(X_BITS), lanes), "frac": signed(FRAC_BITS)})
+
+
+class ExpNegVar(wiring.Component):
+    """i_x {x: lanes x signed(17) (x <= 0), frac: signed(8)} -> o_e: lanes x unsigned(16) Q15.
+    A stall-together pipeline of LATENCY stages (o_e.ready = 1 makes it a fixed delay)."""
+
+    def __init__(self, lanes: int = 1):
+        self.lanes = lanes
+        super().__init__({
+            "i_x": In(stream.Signature(in_layout(lanes))),
+            "o_e": Out(stream.Signature(data.ArrayLayout(unsigned(16), lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en, _ = stall_pipeline(m, self.i_x, self.o_e, LATENCY)
+        shift = Signal(signed(FRAC_BITS + 1))
+        m.d.comb += shift.eq(self.i_x.payload.frac + (14 - EXP_FRAC))
+        for l in range(self.lanes):
+            t = requant_var(m, const_mul(self.i_x.payload.x[l], LOG2E_Q14), shift, T_BITS, name=f"t{l}")
+            q = Signal(signed(T_BITS - EXP_FRAC), name=f"q{l}")
+            r = Signal(EXP_FRAC, name=f"r{l}")
+            mant = Signal(17, name=f"mant{l}")
+            sh = Signal(range(EXP_MAX_SHIFT + 1), name=f"sh{l}")
+            with m.If(en):
+                m.d.sync += [q.eq(t >> EXP_FRAC), r.eq(t[:EXP_FRAC])]
+                m.d.sync += [mant.eq(exp_mantissa(m, r, f"m{l}")), sh.eq(Mux(q <= -EXP_MAX_SHIFT, EXP_MAX_SHIFT, -q))]
+                m.d.sync += self.o_e.payload[l].eq(rshift_round_var(mant, sh))
+        return m

@@ -1,0 +1,53 @@
+"""Reciprocal of a divisor with a known lower bound: q = floor(2^k / d) for 2^b <= d < 2^d_bits
+(golden.arith.recip), a restoring divider that skips the quotient bits known to be zero.
+
+The numerator 2^k has a single one, so after its top b bits the partial remainder is 2^(b - 1),
+below d: those quotient bits are 0. The remaining k - b + 1 bits take one cycle each (LayerNorm:
+2^62 / r with r >= 2^30 in 33 cycles instead of 63; softmax: 2^46 / S with S >= 2^15 in 32
+instead of 47). One division in flight; o_q valid k - b + 2 cycles after the i_d transfer.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+
+class NormReciprocal(wiring.Component):
+    """i_d: unsigned(d_bits), d >= 2^b; o_q: unsigned(k - b + 1) = floor(2^k / d)."""
+
+    def __init__(self, d_bits: int, k: int, b: int):
+        if not 1 <= b < d_bits or b > k:
+            raise ValueError(f"NormReciprocal needs 1 <= b < d_bits and b <= k (b={b}, d_bits={d_bits}, k={k})")
+        self.d_bits, self.k, self.b = d_bits, k, b
+        self.steps = k - b + 1
+        super().__init__({
+            "i_d": In(stream.Signature(unsigned(d_bits))),
+            "o_q": Out(stream.Signature(unsigned(self.steps))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i_valid, i_ready = self.i_d.valid, self.i_d.ready
+        o_valid, o_ready = self.o_q.valid, self.o_q.ready
+        busy = Signal()
+        step = Signal(range(self.steps))
+        d = Signal(self.d_bits)
+        rem = Signal(self.d_bits)               # rem < d after every step
+        trial = Signal(self.d_bits + 1)
+        q = self.o_q.payload
+        m.d.comb += [i_ready.eq(~busy & ~o_valid), trial.eq(rem << 1)]
+        with m.If(o_valid & o_ready):
+            m.d.sync += o_valid.eq(0)
+        with m.If(i_valid & i_ready):
+            m.d.sync += [d.eq(self.i_d.payload), rem.eq(1 << (self.b - 1)), q.eq(0), step.eq(self.steps - 1),
+                         busy.eq(1)]
+        with m.If(busy):
+            with m.If(trial >= d):
+                m.d.sync += [rem.eq(trial - d), q.eq((q << 1) | 1)]
+            with m.Else():
+                m.d.sync += [rem.eq(trial), q.eq(q << 1)]
+            m.d.sync += step.eq(step - 1)
+            with m.If(step == 0):
+                m.d.sync += [busy.eq(0), o_valid.eq(1)]
+        return m

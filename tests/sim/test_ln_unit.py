@@ -1,0 +1,137 @@
+"""LayerNorm unit (rtl_gen/ln_unit.py) in the buffer fabric (sim/ln_bench.py) against the
+interpreter's LAYERNORM (golden.interp Machine.op_layernorm), compared by ==: every word of every
+token buffer, which start as random junk (rows >= `rows` and channels outside the op keep it).
+Random tokens and corner cases, channel offsets, partial tiles, d = 1 .. d_max, eps and y_shift
+extremes, random stalls on every stream, parameters arriving late; the stall-free cycle count
+against ln_cycles; the normalised-divisor reciprocal against golden recip."""
+import numpy as np
+import pytest
+
+from golden.arith import recip, requant
+from golden.hw import HardwareConfig, SMALL_HW
+from golden.isa import B0, B1, B2, B3
+from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, ln_eps_const
+from rtl_gen.ln_unit import ln_cycles, post_cycles
+from rtl_gen.recip_norm import NormReciprocal
+from sim.check import assert_exact
+from sim.ln_bench import LnOp, run_ln
+from sim.runner import run_stream
+from spvit import settings
+
+# d_max = 160 lets one small build cover both regimes: d below the per-tile chain's latency
+# (post_cycles = 118: the chain paces) and above it (one tile per d cycles)
+HW = HardwareConfig(name="t", mac_rows=4, mac_cols=8, n_max=40, d_max=160, hidden_max=160, axi_ports=1)
+EPS_MAX = (1 << 56) - 1
+BETA_MAX = (1 << 47) - 1
+
+
+def _tokens(rng, rows, d):
+    """Random tokens of random scale (from full-range down to a few LSB)."""
+    return rng.integers(-32768, 32768, (rows, d)) >> rng.integers(0, 15, (rows, 1))
+
+
+def _corner_tokens(d, rng):
+    toks = [np.full(d, 1234), np.zeros(d, dtype=np.int64), np.full(d, -32768), np.full(d, 32767),
+            np.resize([-32768, 32767], d), np.where(np.arange(d) == 3, 32767, -5), np.resize([0, 1], d),
+            np.resize([-1, 0], d), np.where(np.arange(d) == d - 1, -32768, 32767)]
+    return np.concatenate([np.array(toks), _tokens(rng, 3, d)])
+
+
+def _params(rng, d, g_scale=32768, b_scale=1 << 40):
+    gamma = rng.integers(-g_scale, g_scale, d)
+    beta = rng.integers(-b_scale, b_scale, d)
+    return gamma, beta
+
+
+def _op(rng, d, rows, i_buf=B0, i_c0=0, o_buf=B1, o_c0=0, eps=5, y_shift=14, x=None, params=None):
+    x = _tokens(rng, rows, d) if x is None else x
+    gamma, beta = params or _params(rng, d)
+    return LnOp(dict(i_buf=i_buf, i_c0=i_c0, d=d, o_buf=o_buf, o_c0=o_c0, eps=eps, y_shift=y_shift), rows, x,
+                gamma, beta)
+
+
+def _ops(rng):
+    D = HW.d_max
+    corner = _corner_tokens(D, rng)
+    g_ext, b_ext = _params(rng, 37, 1 << 15, 1 << 47)
+    g_ext[:4], b_ext[:4] = [-32768, 32767, -32768, 32767], [BETA_MAX, -BETA_MAX - 1, -BETA_MAX - 1, BETA_MAX]
+    return [
+        _op(rng, 24, 13, i_c0=5, o_c0=17, y_shift=12),                                   # partial tile, offsets
+        _op(rng, D, len(corner), B2, 0, B3, 0, eps=1, y_shift=16 + 14 - 8, x=corner,
+            params=_params(rng, D, 1 << 14, 1 << 36)),                                   # corner tokens, eps = 1
+        _op(rng, 1, 1, B1, D - 1, B0, 40, eps=EPS_MAX, y_shift=-16),                     # one row, d = 1, eps max
+        _op(rng, 37, HW.n_max, B3, 27, B2, 0, eps=1000, y_shift=40, params=(g_ext, b_ext)),  # rows = n_max
+        _op(rng, 2, 5, B0, D - 2, B3, 10, eps=EPS_MAX, y_shift=0),
+        _op(rng, 131, 22, B2, 29, B1, 3, eps=77, y_shift=13),                           # d > the chain latency
+        _op(rng, 64, 3, eps=ln_eps_const(1e-6, 64, 8), y_shift=16 + 12 - 10, params=_params(rng, 64, 1 << 13, 1 << 30)),
+        _op(rng, 64, 9, B1, 0, B0, 0, eps=EPS_MAX, y_shift=-3),                          # negative shift: saturates
+    ]
+
+
+def test_ln_unit_exact():
+    rng = np.random.default_rng(8)
+    ops = _ops(rng)
+    got, want, _, _ = run_ln(HW, ops, "ln_unit_t", stall=0.25, seed=3)
+    assert_exact(got, want, "LayerNorm unit vs interpreter (all buffer words)")
+    # the corner op's constant tokens give round(beta) (a check of the vectors themselves)
+    corner = ops[1]
+    y = requant(np.asarray(corner.beta), corner.fields["y_shift"])
+    assert len(np.unique(want)) > 1000 and (np.abs(y) > 100).any()
+
+
+def test_ln_unit_late_params():
+    """Parameters trickle in (95% stall on i_param): each output channel waits for its own."""
+    rng = np.random.default_rng(9)
+    ops = [_op(rng, 24, 13, i_c0=5, o_c0=3), _op(rng, 64, 6, B1, 0, B0, 0, y_shift=10)]
+    got, want, cycles, _ = run_ln(HW, ops, "ln_unit_t", stall=0.1, seed=4, port_stall={"i_param": 0.95},
+                                  tag="late")
+    assert_exact(got, want, "LayerNorm unit with late parameters")
+    # the parameters paced the ops (about 20 cycles each): RTL 778 and 1376 cycles against 525 and 371
+    assert all(c > 1.3 * ln_cycles(op.fields["d"], op.rows, HW) for c, op in zip(cycles, ops)), cycles
+
+
+def test_ln_cycles_model():
+    """Stall-free cycles (start -> done) equal ln_cycles: short rows, d below and above the
+    per-tile chain's latency (the chain or the token stream paces), d = d_max, rows = n_max."""
+    rng = np.random.default_rng(10)
+    shapes = [(24, 13), (64, 40), (1, 1), (5, 40), (64, 1), (33, 17), (160, 40), (130, 21), (119, 40), (160, 4)]
+    ops = [_op(rng, d, rows) for d, rows in shapes]
+    got, want, cycles, _ = run_ln(HW, ops, "ln_unit_t", stall=0.0, seed=5, all_buffers=False, tag="free")
+    assert_exact(got, want, "LayerNorm unit (stall-free)")
+    model = [ln_cycles(d, rows, HW) for d, rows in shapes]
+    for (d, rows), c, mdl in zip(shapes, cycles, model):
+        assert abs(c - mdl) <= 0.01 * c, f"d={d} rows={rows}: RTL {c} cycles, ln_cycles {mdl}"
+    assert 64 < post_cycles(HW) < 130
+    # d > post_cycles: tiles follow each other every d cycles, T d + d + post_cycles + 10 in all
+    assert cycles[6] == 10 * 160 + 160 + post_cycles(HW) + 10
+
+
+@pytest.mark.skipif(not settings.SLOW, reason="SPVIT_SLOW=1: the small preset (R = 16, d_max = 384)")
+def test_ln_unit_small_preset():
+    """DeiT shapes on the small preset (d = 192 and 384, 197 rows): exact with stalls, and the
+    stall-free count against ln_cycles (here d > the chain latency, so one tile per d cycles)."""
+    hw = SMALL_HW
+    rng = np.random.default_rng(11)
+    ops = [_op(rng, 384, 197, B0, 0, B1, 0, eps=ln_eps_const(1e-6, 384, 9), y_shift=17),
+           _op(rng, 192, 197, B1, 192, B2, 100, eps=3, y_shift=15)]
+    got, want, _, _ = run_ln(hw, ops, "ln_unit_small", stall=0.2, seed=6, all_buffers=False)
+    assert_exact(got, want, "LayerNorm unit (small preset)")
+    got, want, cycles, _ = run_ln(hw, ops, "ln_unit_small", stall=0.0, seed=7, all_buffers=False, tag="free")
+    assert_exact(got, want, "LayerNorm unit (small preset, stall-free)")
+    for op, c in zip(ops, cycles):
+        d, rows = op.fields["d"], op.rows
+        mdl = ln_cycles(d, rows, hw)
+        assert abs(c - mdl) <= 0.01 * c, f"d={d} rows={rows}: RTL {c}, ln_cycles {mdl}"
+        assert c < -(-rows // hw.mac_rows) * d + d + post_cycles(hw) + 20        # tiles stream at one per d
+
+
+def test_ln_reciprocal():
+    """floor(2^62 / r) for r in [2^30, 2^31) in 33 steps, against golden recip."""
+    rng = np.random.default_rng(12)
+    lo, hi = 1 << 30, 1 << 31
+    xs = [lo, lo + 1, lo + 2, hi - 1, hi - 2, (lo + hi) // 2, 1518500249, 1518500250] + \
+        [int(v) for v in rng.integers(lo, hi, 200)]
+    dut = NormReciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
+    res = run_stream(dut, "recip_norm_62", {"i_d": xs}, {"o_q": len(xs)}, stall=0.3, seed=1)
+    assert_exact(np.array(res.outputs["o_q"], dtype=np.int64), recip(np.array(xs), LN_RECIP_BITS), "recip 2^62")
+    assert res.outputs["o_q"][0] == 1 << 32
