@@ -9,13 +9,14 @@ merged DDR stream (golden/stream.py) to where they go:
 Items start on stream-beat boundaries and are padded to whole beats; a gearbox per word width
 cuts beats into words and the padding words are dropped. Weights are fetched as far ahead as the
 ring's two slots allow; every other item waits until the compute side has started its operation
-(the tables and LayerNorm parameters have one copy). If an item needs more beats than the stream
+(the tables and LayerNorm parameters have one copy). The top resets the loader to stop it. If an
+item needs more beats than the stream
 holds, the loader stops with `error` at that descriptor; the controller reports STREAM_SHORT when
 compute reaches it (the interpreter's order).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -53,7 +54,7 @@ class StreamLoader(wiring.Component):
         self.hw = hw
         R, C = hw.mac_rows, hw.mac_cols
         super().__init__({
-            "start": In(1), "total": In(32), "stop": In(1),
+            "start": In(1), "total": In(32),
             "prog": Out(prog_read(hw)),
             "ci": In(range(hw.desc_max + 1)), "ci_run": In(1), "n": In(range(hw.n_max + 1)),
             "i_stream": In(stream.Signature(hw.stream_bits)),
@@ -122,7 +123,7 @@ class StreamLoader(wiring.Component):
             for st, tgt, cond, words, k, bits, nxt in (
                     ("MM_TABLE", 0, mm.act == isa.ACT_LOAD, mm.pwl_nseg, K_ENTRY, 64, "MM_W"),
                     ("DC_TABLE", 0, dc.act == isa.ACT_LOAD, dc.pwl_nseg, K_ENTRY, 64, "NEXT"),
-                    ("LN", 1, 1, ln.d, K_ENTRY, 64, "NEXT")):
+                    ("LN", 1, Const(1), ln.d, K_ENTRY, 64, "NEXT")):
                 with m.State(st):
                     with m.If(~cond):
                         m.next = nxt
@@ -173,8 +174,6 @@ class StreamLoader(wiring.Component):
             with m.State("ERROR"):
                 m.d.comb += self.busy.eq(0)
                 m.d.sync += self.error.eq(1)
-            with m.If(self.stop):
-                m.next = "IDLE"
         return m
 
     def _route(self, m, gbs, kind, target, bl, wl, widx):

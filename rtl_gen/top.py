@@ -77,7 +77,8 @@ class Accelerator(wiring.Component):
         m.submodules.dma = dma = Dma(hw)
         m.submodules.ctl = ctl = Controller(hw)
         m.submodules.prog = prog = Ram2(isa.DESC_BITS, hw.desc_max)
-        m.submodules.loader = loader = StreamLoader(hw)
+        loader = StreamLoader(hw)
+        m.submodules.loader = ResetInserter(ctl.ld_stop)(loader)
         m.submodules.buffers = bufs = Buffers(hw)
         m.submodules.ring = ring = WeightRing(hw)
         m.submodules.table = table = PwlTable(hw, R)
@@ -117,7 +118,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [prog.addr_a.eq(ctl.pm_addr), prog.wdata_a.eq(ctl.pm_wdata), prog.wen_a.eq(ctl.pm_wen),
                      prog.ren_a.eq(ctl.pm_ren), ctl.pm_rdata.eq(prog.rdata_a),
                      prog.addr_b.eq(loader.prog.addr), prog.ren_b.eq(loader.prog.en), loader.prog.data.eq(prog.rdata_b)]
-        m.d.comb += [loader.start.eq(ctl.ld_start), loader.total.eq(ctl.ld_total), loader.stop.eq(ctl.ld_stop),
+        m.d.comb += [loader.start.eq(ctl.ld_start), loader.total.eq(ctl.ld_total),
                      loader.ci.eq(ctl.ci), loader.ci_run.eq(ctl.ci_run), loader.n.eq(ctl.n),
                      ctl.ld_li.eq(loader.li), ctl.ld_at_end.eq(loader.at_end), ctl.ld_consumed.eq(loader.consumed),
                      ctl.ld_error.eq(loader.error), ctl.ld_table_ok.eq(loader.table_ok)]

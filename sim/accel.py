@@ -54,7 +54,7 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
         tmp.write_bytes(img.data)
         tmp.replace(path)
     rm = regmap(hw)
-    regs = {r.name: r.offset for r in rm.registers}
+    regs = {r.name: r.offset for r in rm}
     reg = img.regions
     runs = []
     for k, x in enumerate(inputs):
