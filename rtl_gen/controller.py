@@ -136,13 +136,16 @@ class Controller(wiring.Component):
                     m.next = "READ"
             self._run(m, i, hdr, code, op, state, fail)
             with m.State("ABORT"):                 # let a STORE finish its write, then reset the rest
-                m.d.comb += [self.abort.eq(1), self.ld_stop.eq(1), self.unit_reset.eq(~self.is_store)]
+                sent = Signal()                    # the DMA's abort is a pulse
+                m.d.sync += sent.eq(1)
+                m.d.comb += [self.abort.eq(~sent), self.ld_stop.eq(1), self.unit_reset.eq(~self.is_store)]
                 with m.If(self.rd_idle & self.wr_idle & ~self.is_store):
                     m.next = "FINISH"
                 with m.If(self.is_store & self.op_done):
                     m.d.sync += self.is_store.eq(0)
             with m.State("FINISH"):
                 m.d.comb += [self.finish.eq(1), self.ld_stop.eq(1)]
+                m.d.sync += sent.eq(0)
                 m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

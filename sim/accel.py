@@ -39,9 +39,10 @@ def _mem_size(n: int) -> int:
 
 
 def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None = None, pokes=None,
-              timeout: int = 20_000_000, tag: str | None = None, top=None) -> list[AccelRun]:
+              poison=None, timeout: int = 20_000_000, tag: str | None = None, top=None) -> list[AccelRun]:
     """Run every input image (int16 [in_chans, H, W]) on the RTL, one after the other in one
-    simulation. `pokes`: per run, (offset, bytes) written over the image first (error tests)."""
+    simulation. `pokes`: per run, (offset, bytes) written over the image first (error tests);
+    `poison`: per run, (lo, hi) offset ranges whose accesses the DDR model answers with SLVERR."""
     from rtl_gen.regmap import regmap
     from rtl_gen.top import Accelerator
     hw = img.hw
@@ -60,7 +61,8 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
     for k, x in enumerate(inputs):
         writes = [] if x is None else [[off, b.hex()] for off, b in img.input_runs(x)]
         poke = [[off, bytes(b).hex()] for off, b in (pokes[k] if pokes else [])]
-        runs.append({"writes": writes, "pokes": poke, "timeout": timeout})
+        runs.append({"writes": writes, "pokes": poke, "timeout": timeout,
+                     "poison": [list(r) for r in (poison[k] if poison else [])]})
     spec = {"image": str(path), "base": BASE, "mem_size": _mem_size(BASE + len(img.data)), "regs": regs,
             "stages": img.manifest["stages"], "ports": hw.axi_ports, "pause": pause, "seed": seed,
             "regions": {"header": [0, isa.HEADER_BYTES], "program": [reg["program"][0], sum(reg["program"])],
@@ -99,9 +101,12 @@ class Comparison:
             self.first.append((what, tuple(int(v) for v in ix), int(got[tuple(ix)]), int(want[tuple(ix)])))
 
 
-def expected(img, x):
-    """The interpreter's results and error (None) for one input."""
-    m = Machine(img.hw, img.with_input(x))
+def expected(img, x, pokes=()):
+    """The interpreter's results and error (None) for one input (with `pokes` applied)."""
+    ddr = img.with_input(x)
+    for off, b in pokes:
+        ddr[off:off + len(b)] = b
+    m = Machine(img.hw, ddr)
     try:
         m.run()
     except isa.ProgramError as e:
@@ -109,13 +114,13 @@ def expected(img, x):
     return read_results(img.manifest, m.ddr), None
 
 
-def compare_runs(img, inputs, runs) -> Comparison:
+def compare_runs(img, inputs, runs, pokes=None) -> Comparison:
     """RTL vs interpreter by == on every logit, kept count, mask bit and checkpoint element;
     also the access accounting: header, program and stream read exactly once, nothing written
     outside the result region."""
     c = Comparison()
     for k, (x, r) in enumerate(zip(inputs, runs)):
-        want, err = expected(img, x)
+        want, err = expected(img, x, pokes[k] if pokes else ())
         if r.hung:
             c.bad += 1
             c.first.append((f"image {k}", "hung (no interrupt before the timeout)"))

@@ -11,7 +11,8 @@ nothing outside the result region was written.
 
 Spec (JSON, SPVIT_TB_VECTORS): {"image": path of the image bytes, "base": address, "mem_size",
 "regs": {name: offset}, "stages": S, "regions": {name: [lo, hi)}, "results": [lo, hi),
-"runs": [{"writes": [[offset, hex], ...], "timeout": cycles, "pokes": [[offset, hex], ...]}],
+"runs": [{"writes": [[offset, hex], ...], "timeout": cycles, "pokes": [[offset, hex], ...],
+"poison": [[lo, hi], ...] (offsets from base: accesses answer SLVERR)}],
 "pause": p, "seed": s}
 Result (SPVIT_TB_RESULTS): {"runs": [{"status", "error_code", "error_index", "cycles", "kept",
 "results" (hex of the result region), "reads": {region: bytes}, "writes_outside": n,
@@ -34,14 +35,21 @@ PERIOD_NS = 10
 
 
 class CountingMemory(bytearray):
-    """The shared DDR: counts bytes read and written per region."""
+    """The shared DDR: counts bytes read and written per region; an access overlapping a
+    `poison` range raises, which AxiRam answers with SLVERR (AXI error tests)."""
 
     def __init__(self, size: int, regions: dict, results):
         super().__init__(size)
         self.regions = {k: tuple(v) for k, v in regions.items()}
         self.results = tuple(results)
         self.counting = False
+        self.poison: list = []
         self.reset_counts()
+
+    def _check(self, key):
+        lo, hi = self._span(key)
+        if any(a < hi and lo < b for a, b in self.poison):
+            raise OSError(f"poisoned access {lo:#x}..{hi:#x}")
 
     def reset_counts(self):
         self.reads = {k: 0 for k in self.regions}
@@ -51,6 +59,7 @@ class CountingMemory(bytearray):
         return (key.start, key.stop) if isinstance(key, slice) else (key, key + 1)
 
     def __getitem__(self, key):
+        self._check(key)
         if self.counting:
             lo, hi = self._span(key)
             for k, (a, b) in self.regions.items():
@@ -58,6 +67,7 @@ class CountingMemory(bytearray):
         return super().__getitem__(key)
 
     def __setitem__(self, key, value):
+        self._check(key)
         if self.counting:
             lo, hi = self._span(key)
             a, b = self.results
@@ -119,11 +129,15 @@ class AccelTB:
         for off, hexdata in run.get("writes", []):
             b = bytes.fromhex(hexdata)
             self.mem[base + off:base + off + len(b)] = b
-        for off, hexdata in run.get("pokes", []):             # corrupt the program for error tests
+        saved = []
+        for off, hexdata in run.get("pokes", []):             # corrupt the program for this run only
             b = bytes.fromhex(hexdata)
+            saved.append((off, bytes(self.mem[base + off:base + off + len(b)])))
             self.mem[base + off:base + off + len(b)] = b
         lo, hi = self.spec["results"]
+        self.mem.poison = []
         self.mem[base + lo:base + hi] = bytes(hi - lo)
+        self.mem.poison = [(base + a, base + b) for a, b in run.get("poison", [])]
         self.mem.reset_counts()
         self.mem.counting = True
         await self.wr("PROG_BASE_LO", base & 0xFFFFFFFF)
@@ -136,6 +150,7 @@ class AccelTB:
         hung = not (int(self.dut.irq.value) == 1)
         wall = time.perf_counter() - t0
         self.mem.counting = False
+        self.mem.poison = []
         out = {"hung": hung, "wall_s": wall, "status": await self.rd("STATUS"),
                "error_code": await self.rd("ERROR_CODE"), "error_index": await self.rd("ERROR_INDEX"),
                "cycles": (await self.rd("CYCLES_LO")) | ((await self.rd("CYCLES_HI")) << 32),
@@ -143,6 +158,8 @@ class AccelTB:
                "results": bytes(self.mem[base + lo:base + hi]).hex(), "reads": dict(self.mem.reads),
                "writes_outside": self.mem.writes_outside}
         await self.wr("IRQ_STATUS", 1)
+        for off, b in saved:
+            self.mem[base + off:base + off + len(b)] = b
         del got
         return out
 
