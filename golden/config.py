@@ -16,8 +16,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-SELECTORS = ("none", "spvit")  # room for "dynamicvit", "evit", "evovit"
-PLANNED_SELECTORS = ("dynamicvit", "evit", "evovit")
+SELECTORS = ("none", "spvit", "dynamicvit", "evit", "evovit")   # golden/selectors/, one module each
 PACKAGE_MODES = ("norm", "sum", "mean")
 ROUNDINGS = ("half_up",)
 
@@ -44,13 +43,20 @@ class ModelConfig:
     num_classes: int = 1000
     selector: str = "none"
     selector_blocks: tuple[int, ...] = ()
-    package_mode: str = "norm"
-    keep_cap: tuple[int, ...] = ()  # per stage; () = no cap
+    package_mode: str = "norm"      # spvit
+    keep_cap: tuple[int, ...] = ()  # spvit, per stage; () = no cap
+    keep_rate: tuple[float, ...] = ()   # dynamicvit (rho), evit, evovit: one value or one per stage
+    fuse_token: bool | None = None      # evit: fuse the inattentive tokens into one (None = True)
+    score_momentum: float | None = None  # evovit: weight of the new CLS attention in the running score (None = 0.5)
 
     def __post_init__(self):
         object.__setattr__(self, "selector_blocks", tuple(int(b) for b in self.selector_blocks))
         cap = self.keep_cap if isinstance(self.keep_cap, (tuple, list)) else (self.keep_cap,)
         object.__setattr__(self, "keep_cap", tuple(int(c) for c in cap))
+        rate = self.keep_rate if isinstance(self.keep_rate, (tuple, list)) else (self.keep_rate,)
+        _check(all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in rate),
+               f"keep_rate must be a number or a list of numbers (got {self.keep_rate!r})")
+        object.__setattr__(self, "keep_rate", tuple(float(r) for r in rate))
         for f in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "num_classes"):
             _check(isinstance(getattr(self, f), int) and getattr(self, f) > 0,
                    f"{f} must be a positive integer (got {getattr(self, f)!r})")
@@ -65,28 +71,18 @@ class ModelConfig:
                f"matmul depth above 4096 is not supported by the 48-bit accumulator "
                f"(embed_dim={self.embed_dim}, mlp hidden={self.mlp_hidden}, patch dim={self.patch_dim})")
         _check(self.num_tokens <= 4096, f"at most 4096 tokens are supported (got {self.num_tokens})")
-        if self.selector in PLANNED_SELECTORS:
-            raise ConfigError(f"selector {self.selector!r} is planned but not implemented yet; "
-                              f"use one of {SELECTORS}")
         _check(self.selector in SELECTORS, f"selector must be one of {SELECTORS} (got {self.selector!r})")
         _check(self.package_mode in PACKAGE_MODES,
                f"package_mode must be one of {PACKAGE_MODES} (got {self.package_mode!r})")
-        if self.selector == "none":
-            _check(not self.selector_blocks,
-                   f"selector_blocks {self.selector_blocks} given but selector is 'none'; "
-                   f"set selector = 'spvit' or selector_blocks = []")
-        else:
-            sb = self.selector_blocks
-            _check(len(sb) > 0, "selector 'spvit' needs selector_blocks (e.g. [3, 6, 9])")
-            _check(list(sb) == sorted(set(sb)), f"selector_blocks must be strictly increasing (got {list(sb)})")
-            _check(0 < sb[0] and sb[-1] < self.depth,
-                   f"selector_blocks must lie in 1..depth-1 = 1..{self.depth - 1} (got {list(sb)})")
-            dh = self.head_dim
-            _check(dh % 4 == 0, f"the SPViT selector needs head_dim divisible by 4 (head_dim = {dh})")
-        if self.keep_cap:
-            _check(len(self.keep_cap) in (1, len(self.selector_blocks)),
-                   f"keep_cap needs 1 or {len(self.selector_blocks)} entries (got {len(self.keep_cap)})")
-            _check(all(c >= 0 for c in self.keep_cap), f"keep_cap entries must be >= 0 (got {list(self.keep_cap)})")
+        _check(self.fuse_token is None or isinstance(self.fuse_token, bool),
+               f"fuse_token must be true or false (got {self.fuse_token!r})")
+        _check(self.score_momentum is None or (isinstance(self.score_momentum, (int, float))
+                                               and not isinstance(self.score_momentum, bool)),
+               f"score_momentum must be a number in [0, 1] (got {self.score_momentum!r})")
+        from .selectors import SCHEMES      # the scheme's own rules (lazy: the schemes import this module)
+        _check(self.selector in SCHEMES, f"selector {self.selector!r} is planned but not implemented yet; "
+               f"use one of {tuple(SCHEMES)}")
+        SCHEMES[self.selector].check(self)
 
     @property
     def head_dim(self) -> int:
@@ -111,6 +107,12 @@ class ModelConfig:
     @property
     def stages(self) -> int:
         return len(self.selector_blocks) if self.selector != "none" else 0
+
+    @property
+    def scheme(self):
+        """The token-selection scheme (golden/selectors/)."""
+        from .selectors import SCHEMES
+        return SCHEMES[self.selector]
 
     def cap(self, stage: int) -> int | None:
         if not self.keep_cap:

@@ -143,7 +143,7 @@ def selector_cycles_per_block(cfg: ModelConfig, tokens: list[int], hw: HardwareC
     tokens[b] - s - 2 scored tokens; a keep_cap is assumed not to bind (its ranking pass,
     about ns cycles per kept token, is not counted)."""
     out = [0] * len(tokens)
-    for s, b in enumerate(cfg.selector_blocks[: cfg.stages]):
+    for s, b in enumerate(cfg.selector_blocks[: cfg.stages] if cfg.selector == "spvit" else ()):
         n_in = tokens[b - 1] if b else cfg.num_tokens
         out[b] = selector_cycles(cfg, n_in, s, tokens[b] - s - 2, hw, cfg.package_mode)
     return out

@@ -1,0 +1,11 @@
+"""Token-selection schemes: one module each, one registry (see base.py for the interface)."""
+from __future__ import annotations
+
+from .base import Group, Record, Scheme, decision_agreement, rank_desc  # noqa: F401
+from .spvit import SPViT
+
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (Scheme(), SPViT())}
+
+
+def scheme_for(cfg) -> Scheme:
+    return SCHEMES[cfg.selector]
