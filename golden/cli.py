@@ -39,7 +39,7 @@ def cmd_info(args) -> int:
     for f in dataclasses.fields(cfg.fixed_point):
         print(f"  {f.name:16s} {getattr(cfg.fixed_point, f.name)}")
     print(f"parameters: {total_params(m):,} ({total_params(m) / 1e6:.2f} M); per block {block_params(m):,}"
-          + (f"; per selector {selector_params(m):,}" if m.stages else ""))
+          + (f"; per selector {selector_params(m):,}" if m.stages and selector_params(m) else ""))
     print(f"MACs (spvit.txt Table 1 per block): patch embed {embed_macs(m) / 1e6:.2f} M, head {head_macs(m) / 1e6:.3f} M")
     for label, rows, tot in rows_by_run:
         print(f"{label}:")

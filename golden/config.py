@@ -153,12 +153,18 @@ DEIT_TINY = ModelConfig(name="deit-tiny", embed_dim=192, depth=12, num_heads=3)
 DEIT_SMALL = replace(DEIT_TINY, name="deit-small", embed_dim=384, num_heads=6)
 SPVIT_DEIT_TINY = replace(DEIT_TINY, name="spvit-deit-tiny", selector="spvit", selector_blocks=(3, 6, 9))
 SPVIT_DEIT_SMALL = replace(DEIT_SMALL, name="spvit-deit-small", selector="spvit", selector_blocks=(3, 6, 9))
+# DynamicViT: predictors before blocks 3, 6, 9 keeping int(196 * 0.7^s) = 137, 96, 67 patch tokens
+DYNAMICVIT_DEIT_TINY = replace(DEIT_TINY, name="dynamicvit-deit-tiny", selector="dynamicvit",
+                               selector_blocks=(3, 6, 9), keep_rate=(0.7,))
+DYNAMICVIT_DEIT_SMALL = replace(DYNAMICVIT_DEIT_TINY, name="dynamicvit-deit-small", embed_dim=384, num_heads=6)
 # The small model of the demo and the fast tests: 8x8 digits upsampled to 32x32, one channel.
 MINI = ModelConfig(name="mini", img_size=32, patch_size=4, in_chans=1, embed_dim=64, depth=6,
                    num_heads=4, num_classes=10, selector="spvit", selector_blocks=(2, 4))
+MINI_DYNAMICVIT = replace(MINI, name="mini-dynamicvit", selector="dynamicvit", keep_rate=(0.7,))
 
 PRESETS: dict[str, ModelConfig] = {c.name: c for c in
-                                   (DEIT_TINY, DEIT_SMALL, SPVIT_DEIT_TINY, SPVIT_DEIT_SMALL, MINI)}
+                                   (DEIT_TINY, DEIT_SMALL, SPVIT_DEIT_TINY, SPVIT_DEIT_SMALL,
+                                    DYNAMICVIT_DEIT_TINY, DYNAMICVIT_DEIT_SMALL, MINI, MINI_DYNAMICVIT)}
 
 
 @dataclass(frozen=True)

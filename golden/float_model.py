@@ -164,6 +164,50 @@ class SPViTSelector(nn.Module):
         return z, sig(t)
 
 
+class DynamicViTPredictor(nn.Module):
+    """The authors' PredictorLG layout (dynamicvit.txt Eq. 1-4): in_conv = [LayerNorm(C),
+    Linear(C, C), GELU] (LayerNorm eps 1e-5, torch's default), the first C/2 channels local,
+    the last C/2 averaged over the patch tokens still alive (global); out_conv = [Linear(C, C/2),
+    GELU, Linear(C/2, C/4), GELU, Linear(C/4, 2), LogSoftmax]; output 0 is the keep
+    log-probability. Used by golden/selectors/dynamicvit.py."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.in_conv = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+        self.out_conv = nn.Sequential(nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, dim // 4), nn.GELU(),
+                                      nn.Linear(dim // 4, 2), nn.LogSoftmax(dim=-1))
+
+    def forward(self, x, trace=_noop, p="", policy=None):
+        """x [B, n, C]: the patch tokens (no CLS). Returns the logits z [B, n, 2] (before the
+        log-softmax, which does not change the ranking). `policy` [B, n] (training only) masks
+        the global average to the tokens still alive."""
+        ln, fc, act = self.in_conv
+        t = ln(x)
+        trace(p + "ln", t)
+        t = fc(t)
+        trace(p + "f", t)
+        f = act(t)
+        trace(p + "fg", f)
+        c = f.shape[-1]
+        g = f[..., c // 2:]
+        if policy is None:
+            glob = g.mean(1, keepdim=True)
+        else:
+            a = policy.unsqueeze(-1).to(g.dtype)
+            glob = (g * a).sum(1, keepdim=True) / a.sum(1, keepdim=True).clamp_min(1e-6)
+        feat = torch.cat([f[..., : c // 2], glob.expand(-1, f.shape[1], -1)], -1)
+        fc1, act1, fc2, act2, fc3, _ = self.out_conv
+        t = fc1(feat)
+        trace(p + "o1", t)
+        t = act1(t)
+        trace(p + "o1g", t)
+        t = fc2(t)
+        trace(p + "o2", t)
+        t = act2(t)
+        trace(p + "o2g", t)
+        return fc3(t)
+
+
 def decide(z, w, cap: int | None = None):
     """Deterministic decision: keep iff sum_h w_h (z0_h - z1_h) >= 0 (ties kept); the optional
     cap keeps the top-`cap` kept tokens by that score, ties toward the lower index. Returns

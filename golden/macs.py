@@ -25,9 +25,9 @@ def block_macs(cfg: ModelConfig, n: int, n_mlp: int | None = None) -> int:
     return 4 * n * d * d + 2 * n * n * d + 2 * (n if n_mlp is None else n_mlp) * d * h
 
 
-def selector_macs(cfg: ModelConfig, n: int, stage: int = 0) -> int:
-    """n = tokens entering the selector (CLS included)."""
-    return cfg.scheme.selector_macs(cfg, stage, n)
+def selector_macs(cfg: ModelConfig, n: int, stage: int = 0, n_out: int | None = None) -> int:
+    """n = tokens entering the selector (CLS included), n_out = tokens after it."""
+    return cfg.scheme.selector_macs(cfg, stage, n, n if n_out is None else n_out)
 
 
 def embed_macs(cfg: ModelConfig) -> int:
@@ -76,7 +76,8 @@ def count(cfg: ModelConfig, keep: tuple[float, ...] | None = None, unpruned: boo
     for i, (n, m) in enumerate(schedule(cfg, keep, unpruned)):
         sel = 0
         if i in where:     # a selector before block i reads its input; one inside reads the block's input
-            sel = selector_macs(cfg, prev if cfg.scheme.where == "before" else n, where[i])
+            sel = selector_macs(cfg, prev, where[i], n) if cfg.scheme.where == "before" else \
+                selector_macs(cfg, n, where[i], m)
         rows.append(BlockCount(i, n, block_macs(cfg, n, m), sel, m))
         prev = m
     return rows

@@ -237,7 +237,7 @@ def infer_config(tensors: dict) -> dict:
 
 
 STRUCTURAL = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
-              "num_classes", "selector", "selector_blocks")
+              "num_classes", "selector", "selector_blocks", "keep_rate")
 
 
 def suggest_config(inferred: dict) -> str:

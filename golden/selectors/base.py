@@ -168,7 +168,8 @@ class Scheme:
                                                           "a fixed number of tokens per stage (keep_rate in the config)"))
         return [(cfg.num_tokens, cfg.num_tokens)] * cfg.depth
 
-    def selector_macs(self, cfg, stage: int, n_in: int) -> int:
+    def selector_macs(self, cfg, stage: int, n_in: int, n_out: int) -> int:
+        """MACs of stage `stage` with n_in tokens entering and n_out leaving (CLS included)."""
         return 0
 
     def selector_params(self, cfg) -> int:

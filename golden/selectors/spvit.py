@@ -51,7 +51,7 @@ class SPViT(Scheme):
             out.append((n, n))
         return out
 
-    def selector_macs(self, cfg, stage: int, n_in: int) -> int:
+    def selector_macs(self, cfg, stage: int, n_in: int, n_out: int) -> int:
         """n_in = tokens entering the selector (CLS included; CLS is not scored)."""
         hh, dh = cfg.num_heads, cfg.head_dim
         h2 = max(hh // 2, 1)
