@@ -160,16 +160,20 @@ DYNAMICVIT_DEIT_SMALL = replace(DYNAMICVIT_DEIT_TINY, name="dynamicvit-deit-smal
 # EViT: inside blocks 3, 6, 9 keep ceil(0.7 (N - 1)) tokens + one fused: 196 -> 139 -> 99 -> 71 non-CLS tokens
 EVIT_DEIT_TINY = replace(DEIT_TINY, name="evit-deit-tiny", selector="evit", selector_blocks=(3, 6, 9), keep_rate=(0.7,))
 EVIT_DEIT_SMALL = replace(EVIT_DEIT_TINY, name="evit-deit-small", embed_dim=384, num_heads=6)
+# Evo-ViT (DeiT release): from blocks 4 and 8 the top 98 of 196 patch tokens run the blocks
+EVOVIT_DEIT_TINY = replace(DEIT_TINY, name="evovit-deit-tiny", selector="evovit", selector_blocks=(4, 8), keep_rate=(0.5,))
+EVOVIT_DEIT_SMALL = replace(EVOVIT_DEIT_TINY, name="evovit-deit-small", embed_dim=384, num_heads=6)
 # The small model of the demo and the fast tests: 8x8 digits upsampled to 32x32, one channel.
 MINI = ModelConfig(name="mini", img_size=32, patch_size=4, in_chans=1, embed_dim=64, depth=6,
                    num_heads=4, num_classes=10, selector="spvit", selector_blocks=(2, 4))
 MINI_DYNAMICVIT = replace(MINI, name="mini-dynamicvit", selector="dynamicvit", keep_rate=(0.7,))
 MINI_EVIT = replace(MINI, name="mini-evit", selector="evit", keep_rate=(0.7,))
+MINI_EVOVIT = replace(MINI, name="mini-evovit", selector="evovit", keep_rate=(0.5,))
 
 PRESETS: dict[str, ModelConfig] = {c.name: c for c in
                                    (DEIT_TINY, DEIT_SMALL, SPVIT_DEIT_TINY, SPVIT_DEIT_SMALL,
                                     DYNAMICVIT_DEIT_TINY, DYNAMICVIT_DEIT_SMALL, EVIT_DEIT_TINY, EVIT_DEIT_SMALL,
-                                    MINI, MINI_DYNAMICVIT, MINI_EVIT)}
+                                    EVOVIT_DEIT_TINY, EVOVIT_DEIT_SMALL, MINI, MINI_DYNAMICVIT, MINI_EVIT, MINI_EVOVIT)}
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 from .base import Group, Record, Scheme, decision_agreement, rank_desc  # noqa: F401
 from .dynamicvit import DynamicViT
 from .evit import EViT
+from .evovit import EvoViT
 from .spvit import SPViT
 
-SCHEMES: dict[str, Scheme] = {s.name: s for s in (Scheme(), SPViT(), DynamicViT(), EViT())}
+SCHEMES: dict[str, Scheme] = {s.name: s for s in (Scheme(), SPViT(), DynamicViT(), EViT(), EvoViT())}
 
 
 def scheme_for(cfg) -> Scheme:

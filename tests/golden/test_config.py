@@ -9,7 +9,7 @@ from golden.config import (DEIT_TINY, MINI, PRESETS, ConfigError, FixedPointConf
 @pytest.mark.parametrize("change,msg", [
     (dict(num_heads=5), "heads must divide embed_dim (192 % 5 != 0)"),
     (dict(patch_size=15), "patch_size must divide img_size (224 % 15 != 0)"),
-    (dict(selector="evovit"), "selector 'evovit' is planned but not implemented yet"),
+    (dict(selector="evit"), "selector 'evit' needs selector_blocks (e.g. [3, 6, 9])"),
     (dict(selector="foo"), "selector must be one of ('none', 'spvit', 'dynamicvit', 'evit', 'evovit') (got 'foo')"),
     (dict(selector_blocks=(3,)), "selector_blocks (3,) given but selector is 'none'"),
     (dict(selector="spvit"), "selector 'spvit' needs selector_blocks (e.g. [3, 6, 9])"),
