@@ -279,7 +279,7 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
         if other and other[0] != cfg.selector:
             sch, evidence = SCHEMES[other[0]], other[1]
             fits = [n for n, p in PRESETS.items() if p.selector == other[0]]
-            problems.append(f"the checkpoint looks like a {sch.title} checkpoint ({evidence}), but config {cfg.name!r} "
+            problems.append(f"the checkpoint looks like one made for {sch.title} ({evidence}), but config {cfg.name!r} "
                             f"has selector {cfg.selector!r}: use a {other[0]} config"
                             + (f" (presets: {', '.join(fits)})" if fits else ""))
         elif other is None and cfg.scheme.selector_params(cfg) and missing:
