@@ -66,7 +66,8 @@ class CompareResult:
         d["kept_float"] = self.kept_float.tolist()
         d["kept_int"] = self.kept_int.tolist()
         d["stages"] = [dict(zip(("float_mean", "float_min", "float_max", "int_mean", "int_min", "int_max"), s),
-                            before_block=b, keep_rate_float=s[0] / self.num_patches,
+                            before_block=b, selection=self.info.get("where", "before"),
+                            keep_rate_float=s[0] / self.num_patches,
                             keep_rate_int=s[3] / self.num_patches)
                        for s, b in zip(self.stage_stats(), self.selector_blocks)]
         return _finite(d)
@@ -202,7 +203,7 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
         float_top1=float((pf == y).mean()), int_top1=float((pq == y).mean()), agreement=float((pf == pq).mean()),
         kept_float=kf, kept_int=kq, layer_sqnr={k: v for k, v in res.items() if k.startswith("blocks.")},
         selector_sqnr={k: v for k, v in res.items() if k.startswith("sel.")}, logits_sqnr=sqnr_db(lf, lq),
-        sqnr_images=measured,
+        sqnr_images=measured, info={"selector": cfg.selector, "where": cfg.scheme.where},
         selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total,
         decision_agreement=dec_agree / dec_total if dec_total else 1.0, decision_tokens=dec_total)
 

@@ -148,15 +148,19 @@ class Scheme:
               f"selector_blocks must lie in {lo}..depth-1 = {lo}..{cfg.depth - 1} (got {list(sb)}); "
               f"for {cfg.selector} they are {what}")
 
-    def check_rates(self, cfg, hi_open: bool = False) -> tuple:
-        """keep_rate: one value for every stage or one per stage, each in (0, 1] ((0, 1) if hi_open)."""
+    def check_rates(self, cfg) -> tuple:
+        """keep_rate: one value for every stage or one per stage, each in (0, 1]."""
         kr, s = cfg.keep_rate, cfg.stages
         check(len(kr) > 0, f"selector {cfg.selector!r} needs keep_rate (e.g. [0.7])")
         check(len(kr) in (1, s), f"keep_rate needs 1 or {s} entries, one per stage (got {len(kr)})")
-        hi = "1)" if hi_open else "1]"
-        check(all(0.0 < r < 1.0 or (r == 1.0 and not hi_open) for r in kr),
-              f"keep_rate entries must lie in (0, {hi} (got {list(kr)})")
-        return kr if len(kr) == s else kr * s
+        check(all(0.0 < r <= 1.0 for r in kr), f"keep_rate entries must lie in (0, 1] (got {list(kr)})")
+        return self.rates(cfg)
+
+    @staticmethod
+    def rates(cfg) -> tuple:
+        """keep_rate per stage (one value applies to every stage)."""
+        kr = cfg.keep_rate
+        return kr if len(kr) == cfg.stages else kr * cfg.stages
 
     # ---- counts (golden/macs.py)
     def schedule(self, cfg, keep=None) -> list:

@@ -69,9 +69,8 @@ class EViT(Scheme):
         """Per stage (non-CLS tokens entering, kept, non-CLS tokens leaving): kept =
         ceil(rate * entering) in float64 as the authors' code; keeping all prunes nothing (and
         adds no fused token), else the fused token is one more."""
-        rates = cfg.keep_rate if len(cfg.keep_rate) == cfg.stages else cfg.keep_rate * cfg.stages
         n, out = cfg.num_patches, []
-        for r in rates:
+        for r in self.rates(cfg):
             k = min(math.ceil(r * n), n)
             nxt = n if k == n else k + int(self.fuse(cfg))
             out.append((n, k, nxt))

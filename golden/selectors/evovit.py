@@ -65,8 +65,7 @@ class EvoViT(Scheme):
 
     def counts(self, cfg) -> list:
         """Tokens on the slow path per stage: int(P * rate) (of all patch tokens, every stage)."""
-        rates = cfg.keep_rate if len(cfg.keep_rate) == cfg.stages else cfg.keep_rate * cfg.stages
-        return [int(cfg.num_patches * r) for r in rates]
+        return [int(cfg.num_patches * r) for r in self.rates(cfg)]
 
     def stage_of(self, cfg, i: int) -> int:
         """The stage block i belongs to (-1 before the first)."""
@@ -102,10 +101,9 @@ class EvoViT(Scheme):
         s = model.cfg.selector_blocks.index(i)
         x, score, ids = self._merge(g, torch.cat)
         trace(f"res.{i}", x.flatten(0, 1))
-        rank = rank_desc(score)
-        return [self._split(g, x, score, ids, rank, rank.numpy(), self.counts(model.cfg)[s], s, rec,
-                            lambda t, r: torch.gather(t, 1, r[..., None].expand(-1, -1, t.shape[-1])),
-                            lambda t, r: torch.gather(t, 1, r), x_frac=None)]
+        return [self._split(g, x, score, ids, rank_desc(score), self.counts(model.cfg)[s], s, rec, torch.cat,
+                            lambda t, r: torch.gather(t, 1, r if t.dim() == 2 else r[..., None].expand(-1, -1, t.shape[-1])),
+                            None)]
 
     def f_readout(self, model, g: Group, trace):
         import torch
@@ -127,16 +125,15 @@ class EvoViT(Scheme):
                 np.concatenate([g.ids, st["park_ids"]], 1))
 
     @staticmethod
-    def _split(g, x, score, ids, rank, rank_np, k, s, rec, take, take1, x_frac):
+    def _split(g, x, score, ids, rank, k, s, rec, cat, take, x_frac):
         """Re-rank the non-CLS tokens by score (descending, ties to the lower position) and
-        split them into the slow path (top k, after CLS) and the placeholders."""
-        pat = take(x[:, 1:], rank)
-        sc = take1(score, rank)
-        pid = np.take_along_axis(ids[:, 1:], rank_np, 1)
-        keep = np.zeros(rank_np.shape, dtype=bool)
-        np.put_along_axis(keep, rank_np[:, :k], True, 1)
+        split them into the slow path (CLS, then the top k) and the placeholders (state)."""
+        pat, sc = take(x[:, 1:], rank), take(score, rank)
+        r = np.asarray(rank)
+        pid = np.take_along_axis(ids[:, 1:], r, 1)
+        keep = np.zeros(r.shape, dtype=bool)
+        np.put_along_axis(keep, r[:, :k], True, 1)
         rec.mark(s, g.rows, ids[:, 1:], keep)
-        cat = np.concatenate if isinstance(x, np.ndarray) else __import__("torch").cat
         state = {"score": sc[:, :k], "parked": pat[:, k:], "park_score": sc[:, k:], "park_ids": pid[:, k:],
                  "park_frac": x_frac}
         return Group(cat([x[:, :1], pat[:, :k]], 1), g.rows, np.concatenate([ids[:, :1], pid[:, :k]], 1), state)
@@ -158,10 +155,9 @@ class EvoViT(Scheme):
             return [g]
         f = q.blocks[i].in_frac
         x, score, ids = self._merge(g, np.concatenate, lambda t, pf: requant(t, pf - f))
-        rank = rank_desc(score)
-        return [self._split(g, as_int(x), score, ids, rank, rank, q.selectors[i].keep, q.cfg.selector_blocks.index(i),
-                            rec, lambda t, r: np.take_along_axis(t, r[..., None], 1),
-                            lambda t, r: np.take_along_axis(t, r, 1), x_frac=f)]
+        return [self._split(g, as_int(x), score, ids, rank_desc(score), q.selectors[i].keep,
+                            q.cfg.selector_blocks.index(i), rec, np.concatenate,
+                            lambda t, r: np.take_along_axis(t, r if t.ndim == 2 else r[..., None], 1), f)]
 
     def q_readout(self, q, g: Group):
         f, fp = q.blocks[-1].out_frac, q.fmt["pool"]
