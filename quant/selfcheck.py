@@ -51,8 +51,6 @@ def block_io(model: DeiT, images: torch.Tensor):
 
 @torch.no_grad()
 def compare(model: DeiT, q: QModel, images: torch.Tensor) -> Report:
-    cfg = model.cfg
-    sch = cfg.scheme
     logits_f, io = block_io(model, images)
     kept_f, rec_f = model.last_kept.numpy(), model.last_record
     logits_q, kept_q, rec_q = q(quantize_images(images, q), return_record=True)

@@ -1,7 +1,7 @@
 """Token-selection schemes: one module each, one registry (see base.py for the interface)."""
 from __future__ import annotations
 
-from .base import Group, Record, Scheme, decision_agreement, rank_desc  # noqa: F401
+from .base import Group, Record, Scheme, decision_agreement, rank_desc
 from .dynamicvit import DynamicViT
 from .evit import EViT
 from .evovit import EvoViT
@@ -10,5 +10,4 @@ from .spvit import SPViT
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (Scheme(), SPViT(), DynamicViT(), EViT(), EvoViT())}
 
 
-def scheme_for(cfg) -> Scheme:
-    return SCHEMES[cfg.selector]
+__all__ = ["SCHEMES", "Group", "Record", "Scheme", "decision_agreement", "rank_desc"]

@@ -19,6 +19,10 @@ can be compared token by token (`Record`, `decision_agreement`).
 
 The one ranking rule of every top-k (docs/selector.md): score descending, ties toward the
 lower position in the current token sequence (`rank_desc`).
+
+The scheme modules import torch only inside the float-twin hooks: `golden.config` validates
+through them and stays light. Float modules with the authors' layouts (SPViTSelector,
+DynamicViTPredictor) are therefore in golden/float_model.py.
 """
 from __future__ import annotations
 

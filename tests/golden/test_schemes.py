@@ -13,7 +13,6 @@ from golden.arith import INT16_MAX, INT16_MIN, requant
 from golden.config import PRESETS
 from golden.random_model import random_images, random_model
 from golden.selectors import SCHEMES, Group, Record, rank_desc
-from golden.selectors.dynamicvit import QPredictor
 from golden.selectors.evit import HEAD_RECIP_BITS, QEViTSelector
 from golden.selectors.evovit import blend
 from quant.calibrate import calibrate, quantize_images
@@ -125,7 +124,6 @@ def functional_evovit(sd, cfg, img):
     cls_attn, x_, n_, kept = None, None, None, []
     for i in range(cfg.depth):
         if i in starts:
-            s = starts.index(i)
             n_ = int(cfg.num_patches * cfg.keep_rate[0])
             cls_attn, idx = torch.sort(cls_attn, dim=1, descending=True, stable=True)
             x = torch.cat([x[:, :1], _gather(x[:, 1:], idx)], 1)
