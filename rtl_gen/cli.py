@@ -59,7 +59,7 @@ def _engines(cfg, hw, block: int, n_img: int = 2):
 def _selector_engine(q, hw):
     """(block index, SelFormats, engine maker) of the model's first selector, None without selectors."""
     from .selector import SelectorEngine, SelFormats
-    if not q.selectors:
+    if not q.selectors or q.cfg.selector != "spvit":       # the RTL selector engine is SPViT's
         return None
     b = min(q.selectors)
     sf = SelFormats.from_selector(q.selectors[b])
@@ -174,7 +174,8 @@ def cmd_generate(args) -> int:
                         "o_kept": "one beat per job: kept scored tokens",
                         "o_y": "token tiles of [CLS, kept in input order, earlier packages, new package]"}}
     else:
-        manifest["selector"] = f"not generated: model {cfg.model.name} has no token selectors"
+        manifest["selector"] = (f"not generated: model {cfg.model.name} has no token selectors" if not cfg.model.stages
+                                else f"not generated: no RTL for selector {cfg.model.selector!r} yet (only spvit)")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -291,6 +292,9 @@ def _simulate_selector(args, cfg, hw) -> int:
     if not m.stages:
         raise UsageError(f"--target selector: model {m.name} has no token selectors (selector = {m.selector!r}); "
                          f"use a model with selectors (mini, spvit-deit-tiny, spvit-deit-small)")
+    if m.selector != "spvit":
+        raise UsageError(f"--target selector: the RTL selector engine is SPViT's; selector {m.selector!r} of model "
+                         f"{m.name} has no RTL yet; use mini, spvit-deit-tiny or spvit-deit-small")
     if args.block is not None and args.block not in m.selector_blocks:
         raise UsageError(f"--block {args.block} has no selector in {m.name}; selectors sit before blocks "
                          f"{', '.join(map(str, m.selector_blocks))}")
@@ -331,9 +335,10 @@ def _simulate_block_selector(args, cfg, hw) -> int:
 
     from .perf import attention_cycles, mlp_cycles
     m = cfg.model
-    nxt = [b - 1 for b in m.selector_blocks] if m.stages else []
+    nxt = [b - 1 for b in m.selector_blocks] if m.selector == "spvit" else []
     if not nxt:
-        raise UsageError(f"--with-selector: model {m.name} has no token selectors; use mini, spvit-deit-tiny or spvit-deit-small")
+        raise UsageError(f"--with-selector: model {m.name} has no SPViT token selectors; use mini, spvit-deit-tiny or "
+                         f"spvit-deit-small")
     block = nxt[0] if args.block is None else args.block
     if block not in nxt:
         raise UsageError(f"--with-selector: no selector follows block {block} in {m.name}; use --block "
@@ -402,8 +407,11 @@ def cmd_report(args) -> int:
     rows = [("unpruned", [m.num_tokens] * m.depth)]
     if m.stages:
         try:
-            keep = keep or (0.7, 0.49, 0.343)[: m.stages]
-            rows.append((f"keep {','.join(f'{k:g}' for k in keep)}", tokens_per_block(m, keep)))
+            if m.scheme.adaptive:
+                keep = keep or (0.7, 0.49, 0.343)[: m.stages]
+                rows.append((f"keep {','.join(f'{k:g}' for k in keep)}", tokens_per_block(m, keep)))
+            else:
+                rows.append((f"{m.selector} (no selector RTL)", tokens_per_block(m, keep)))
         except ValueError as e:
             raise UsageError(str(e)) from None
     print(f"\ncycles per block ({m.name}; cycle model, checked against RTL within 5% by tests/sim/test_cycle_model.py; "
