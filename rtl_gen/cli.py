@@ -4,14 +4,14 @@ the RTL, bit-exact against the interpreter), `spvit report` (cycles, latency, re
 from __future__ import annotations
 
 import json
-import os
 import time
 import tomllib
 from dataclasses import fields, replace
 from pathlib import Path
 
 from golden.config import ConfigError, load_config
-from golden.hw import DEFAULT_HW, HW_PRESETS, ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, HardwareConfig
+from golden.hw import DEFAULT_HW, HW_PRESETS, HardwareConfig
+from spvit.cli_types import SEED_MAX, float_in, int_in
 from spvit.errors import UsageError
 
 from spvit.outputs import output_dir
@@ -78,14 +78,14 @@ def generate(hw: HardwareConfig, out: Path, force: bool = False) -> dict:
     from .top import Accelerator
     top = f"spvit_accel_{hw.name}".replace("-", "_")
     t0 = time.perf_counter()
-    with OutputDir(out, force=force, kind="generate", marker="manifest.json") as tmp:
+    with output_dir(out, "spvit-rtl", "an RTL directory", force=force) as tmp:
         text = to_verilog(Accelerator(hw), top)
         files = {f"{top}.v": text, "spvit_regs.json": regmap_json(hw), "spvit_regs.h": c_header(hw),
                  "spvit_regs.md": markdown(hw)}
         for name, t in files.items():
             (tmp / name).write_text(t)
         manifest = {
-            "generator": "spvit-accel", "kind": "generate", "top": top, "hardware": hw.as_dict(),
+            "format": "spvit-rtl", "generator": "spvit-accel", "top": top, "hardware": hw.as_dict(),
             "hw_ident": hw.ident(), "files": sorted(files), "clock": "clk (rising edge)",
             "reset": "rst (synchronous, active high)",
             "ports": {"s_axil": "AXI4-Lite slave, 32-bit data, 12-bit address (spvit_regs.md)",
@@ -126,12 +126,11 @@ def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False
     return q, img
 
 
-def write_image(img, out: Path, force: bool) -> None:
+def write_image(img, out: Path, force: bool, inputs=()) -> None:
     from golden.compiler import listing
-    with OutputDir(out, force=force, kind="compile", marker="manifest.json") as tmp:
+    with output_dir(out, "spvit-ddr-image", "an image directory", force=force, inputs=inputs) as tmp:
         (tmp / "image.bin").write_bytes(img.data)
-        (tmp / "manifest.json").write_text(json.dumps({**img.manifest, "kind": "compile"}, indent=1, sort_keys=True)
-                                           + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(img.manifest, indent=1, sort_keys=True) + "\n")
         (tmp / "program.txt").write_text(listing(img) + "\n")
 
 
@@ -160,7 +159,7 @@ def read_image(path: str):
 
 def cmd_compile(args) -> int:
     _, img = compile_package(args.package, args.hw, args.checkpoints)
-    write_image(img, Path(args.out), args.force)
+    write_image(img, Path(args.out), args.force, inputs=[args.package])
     m = img.manifest
     print(f"wrote {args.out}: {m['descriptors']} descriptors, {img.stream_len:,} stream bytes, image {m['size']:,} "
           f"bytes for hardware {img.hw.name} (ident {img.hw.ident():#010x}); program listing in {args.out}/program.txt")
@@ -254,12 +253,13 @@ def register(sub) -> None:
     p.add_argument("--package", help="package directory (compiled on the way)")
     p.add_argument("--image", help="an image directory from spvit compile (with --package for the data)")
     p.add_argument("--hw", help=hw_help)
-    p.add_argument("--images", type=_count, default=2, help="images to run (default 2)")
+    p.add_argument("--images", type=int_in(1, 4096), default=2, help="images to run (default 2)")
     p.add_argument("--data", help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
                    "models, else random images")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
-    p.add_argument("--pause", type=_fraction, default=0.1, help="probability of a pause per cycle on every AXI channel")
-    p.add_argument("--seed", type=_count0, default=0)
+    p.add_argument("--pause", type=float_in(0, 1, hi_open=True), default=0.1,
+                   help="probability of a pause per cycle on every AXI channel, in [0, 1) (default 0.1)")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0)
     p.add_argument("--checkpoints", action="store_true", help="dump and compare every block's tokens")
     p.set_defaults(func=cmd_run)
 
@@ -270,35 +270,3 @@ def register(sub) -> None:
     p.add_argument("--synth", action="store_true", help="synthesise the accelerator with Yosys (slow for zcu102)")
     p.set_defaults(func=cmd_report)
 
-
-def _count(text: str) -> int:
-    return _int(text, 1)
-
-
-def _count0(text: str) -> int:
-    return _int(text, 0)
-
-
-def _int(text: str, lo: int) -> int:
-    import argparse
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < lo:
-        raise argparse.ArgumentTypeError(f"must be at least {lo} (got {v})")
-    return v
-
-
-def _fraction(text: str) -> float:
-    import argparse
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1) (got {v})")
-    return v
-
-
-del os

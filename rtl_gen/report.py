@@ -143,12 +143,12 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> Non
         a[0] += o.cycles
         a[1] += o.macs
         a[2] += 1
-    print(f"\ncycles per operation (cycle model; one image)")
+    print("\ncycles per operation (cycle model; one image)")
     print(f"  {'operation':10s} {'count':>5s} {'cycles':>11s} {'share':>6s} {'MACs':>14s} {'MAC util':>8s}")
     for op, (c, macs, k) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
         util = f"{macs / (hw.macs * c):8.3f}" if macs else f"{'':8s}"
         print(f"  {op:10s} {k:5d} {c:11,d} {100 * c / p.total:5.1f}% {macs:14,d} {util}")
-    print(f"\ncycles per block (the selector before a block counted with it)")
+    print("\ncycles per block (the selector before a block counted with it)")
     labels = p.labels
     blocks: dict = {}
     for o in p.ops:
@@ -164,7 +164,7 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> Non
     bound = {}
     for o in p.ops:
         bound[o.bound] = bound.get(o.bound, 0) + o.cycles
-    print(f"\nbound by: " + ", ".join(f"{k} {100 * v / p.total:.0f}%" for k, v in sorted(bound.items(), key=lambda kv: -kv[1])))
+    print("\nbound by: " + ", ".join(f"{k} {100 * v / p.total:.0f}%" for k, v in sorted(bound.items(), key=lambda kv: -kv[1])))
     print(f"DDR: {p.stream_bytes / 1e6:.2f} MB read per image ({p.stream_bytes / p.total:.1f} B/cycle on average)")
     print(f"total: {p.total:,} cycles = {p.latency_ms:.3f} ms at {hw.clock_mhz:g} MHz; {p.macs / 1e9:.3f} GMAC; MAC-array "
           f"utilisation {p.mac_utilisation:.3f}; board DSP efficiency (useful MACs / (2,520 x cycles)) "
