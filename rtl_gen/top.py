@@ -51,6 +51,19 @@ FABRIC = {
 }
 
 
+def components(hw: HardwareConfig) -> dict:
+    """Every unit of the top: name -> factory (the top instantiates exactly these; the
+    synthesis report synthesises them one by one)."""
+    return {
+        "csr": lambda: Csr(hw), "dma": lambda: Dma(hw), "ctl": lambda: Controller(hw),
+        "prog": lambda: Ram2(isa.DESC_BITS, hw.desc_max), "loader": lambda: StreamLoader(hw),
+        "buffers": lambda: Buffers(hw), "ring": lambda: WeightRing(hw), "table": lambda: PwlTable(hw, hw.mac_rows),
+        "array": lambda: ArrayUnit(hw), "ln": lambda: LayerNormUnit(hw), "gmean": lambda: GMean(hw),
+        "decide": lambda: Decide(hw), "package": lambda: Package(hw), "compact": lambda: Compact(hw),
+        "load": lambda: LoadUnit(hw), "store": lambda: StoreUnit(hw), "selstore": lambda: SelStore(hw),
+    }
+
+
 def route(m, target, choices: list, sig: wiring.Signature):
     """Drive the fabric-side port `target` from the unit port of the first true condition in
     `choices` [(cond, unit-side port)] (the last one when none is true); read data goes to all."""
@@ -75,19 +88,14 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, R = self.hw, self.hw.mac_rows
-        m.submodules.csr = csr = Csr(hw)
-        m.submodules.dma = dma = Dma(hw)
-        m.submodules.ctl = ctl = Controller(hw)
-        m.submodules.prog = prog = Ram2(isa.DESC_BITS, hw.desc_max)
-        loader = StreamLoader(hw)
+        hw = self.hw
+        c = {name: make() for name, make in components(hw).items()}
+        csr, dma, ctl, prog, loader = c["csr"], c["dma"], c["ctl"], c["prog"], c["loader"]
+        bufs, ring, table, sst = c["buffers"], c["ring"], c["table"], c["selstore"]
+        for name in ("csr", "dma", "ctl", "prog", "buffers", "ring", "table", "selstore"):
+            m.submodules[name] = c[name]
         m.submodules.loader = ResetInserter(ctl.ld_stop)(loader)
-        m.submodules.buffers = bufs = Buffers(hw)
-        m.submodules.ring = ring = WeightRing(hw)
-        m.submodules.table = table = PwlTable(hw, R)
-        units = {"array": ArrayUnit(hw), "ln": LayerNormUnit(hw), "gmean": GMean(hw), "decide": Decide(hw),
-                 "package": Package(hw), "compact": Compact(hw), "load": LoadUnit(hw), "store": StoreUnit(hw)}
-        m.submodules.selstore = sst = SelStore(hw)
+        units = {name: c[name] for name in UNITS}
         reset = ctl.unit_reset | ctl.ld_start
         for name, u in units.items():
             m.submodules[name] = ResetInserter(reset)(u)
