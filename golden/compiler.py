@@ -263,6 +263,46 @@ class Image:
             ddr[off:off + len(b)] = b
         return ddr
 
+    def save(self, out, force: bool = False, inputs=()) -> None:
+        """Write the image directory: image.bin, manifest.json, program.txt (atomic, spvit.outputs)."""
+        import json
+
+        from spvit.outputs import output_dir
+        with output_dir(out, IMAGE_FORMAT, "an image directory", force=force, inputs=inputs) as tmp:
+            (tmp / "image.bin").write_bytes(self.data)
+            (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
+            (tmp / "program.txt").write_text(listing(self) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "Image":
+        """An image directory written by `spvit compile` (checked against its manifest's hash)."""
+        import json
+        from pathlib import Path
+
+        from spvit.errors import UsageError
+
+        from .config import ModelConfig
+        p = Path(path)
+        try:
+            man = json.loads((p / "manifest.json").read_text())
+            data = (p / "image.bin").read_bytes()
+            lines = (p / "program.txt").read_text().splitlines()
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{str(path)!r} is not an image written by `spvit compile` ({e}); compile one with "
+                             f"spvit compile --package PKG --out {path}") from None
+        if not isinstance(man, dict) or man.get("format") != IMAGE_FORMAT \
+                or hashlib.sha256(data).hexdigest() != man.get("sha256"):
+            raise UsageError(f"image {str(path)!r} is corrupt or of another format (its sha256 or format differs from "
+                             f"its manifest); compile it again")
+        try:
+            hw = HardwareConfig(**man["hardware"])
+            cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in man["model"].items()})
+            regions = {k: (v["offset"], v["bytes"]) for k, v in man["regions"].items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"image {str(path)!r} has a malformed manifest ({e}); compile it again") from None
+        labels = [(i, line[17:]) for i, line in enumerate(lines)]
+        return cls(hw, cfg, data, regions, labels, man)
+
 
 def patches(img_q, cfg):
     """int16 image [in_chans, H, W] -> patch rows [num_patches, in_chans p p] (channel-major

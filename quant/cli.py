@@ -120,24 +120,34 @@ def cmd_export_onnx(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    """Quantise the committed digits model, compare on the held-out split, print the table."""
-    if not DEMO_CHECKPOINT.is_file():
-        raise UsageError(f"{DEMO_CHECKPOINT} is missing; create it with "
-                         f"`python examples/train_tiny.py --out {DEMO_CHECKPOINT}`")
-    out = Path(args.out)
-    import os
-    shown = os.path.relpath(DEMO_CHECKPOINT) if Path.cwd() == ROOT else str(DEMO_CHECKPOINT)
-    common = ["--checkpoint", shown]
-    print(f"$ spvit quantize {' '.join(common)} --config mini --calib digits:train --out {out / 'mini_digits.pkg'} --force")
-    rc = cmd_quantize(_ns(checkpoint=str(DEMO_CHECKPOINT), config="mini", calib="digits:train", calib_limit=256,
-                          method="maxabs", out=str(out / "mini_digits.pkg"), force=True))
-    print(f"$ spvit compare {' '.join(common)} --package {out / 'mini_digits.pkg'} --data digits:test "
-          f"--json {out / 'compare.json'} --plot {out / 'compare.png'}")
-    return rc or cmd_compare(_ns(checkpoint=str(DEMO_CHECKPOINT), package=str(out / "mini_digits.pkg"),
-                                 data="digits:test", limit=None, json=str(out / "compare.json"),
-                                 plot=str(out / "compare.png"), config=None, batch=16, sqnr_images=64,
-                                 no_progress=not sys.stderr.isatty()))
+# ---------------------------------------------------------------- compile (package -> DDR image)
+def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False):
+    """(QModel, golden.compiler.Image) of a package for a hardware configuration."""
+    from golden.compiler import compile_model
+    from golden.hw import load_hw
+
+    from .package import load_package
+    q, man = load_package(package)
+    hw = load_hw(hw_spec, q.cfg)
+    bad = hw.misfits(q.cfg)
+    if bad:
+        raise UsageError(f"package {package!r} ({q.cfg.name}) does not fit hardware {hw.name}: " + "; ".join(bad)
+                         + "; compile for a larger hardware configuration (--hw zcu102 or a TOML with larger limits)")
+    try:
+        img = compile_model(q, hw, checkpoints=checkpoints,
+                            source={"package": str(package), "package_sha256": man["blob"]["sha256"]})
+    except ValueError as e:
+        raise UsageError(f"cannot compile {package!r} for {hw.name}: {e}") from None
+    return q, img
+
+
+def cmd_compile(args) -> int:
+    _, img = compile_package(args.package, args.hw, args.checkpoints)
+    img.save(args.out, args.force, inputs=[args.package])
+    m = img.manifest
+    print(f"wrote {args.out}: {m['descriptors']} descriptors, {img.stream_len:,} stream bytes, image {m['size']:,} "
+          f"bytes for hardware {img.hw.name} (ident {img.hw.ident():#010x}); program listing in {args.out}/program.txt")
+    return 0
 
 
 def _ns(**kw):
@@ -185,6 +195,13 @@ def register(sub) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export_onnx)
 
-    p = sub.add_parser("demo", help="quantise the committed digits model and compare int16 with float")
-    p.add_argument("--out", default="build/demo", help="where the package, JSON and plot go (default build/demo)")
-    p.set_defaults(func=cmd_demo)
+    from golden.hw import HW_PRESETS
+    p = sub.add_parser("compile", help="compile a quantised package into a DDR image for the accelerator")
+    p.add_argument("--package", required=True, help="package directory from spvit quantize")
+    p.add_argument("--hw", help=f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table "
+                   "(default: zcu102, or mini for the mini model)")
+    p.add_argument("--out", required=True, help="image directory to write (image.bin, manifest.json, program.txt)")
+    p.add_argument("--checkpoints", action="store_true", help="also store every block's tokens (for `spvit run`)")
+    p.add_argument("--force", action="store_true", help="replace an earlier `spvit compile` output")
+    p.set_defaults(func=cmd_compile)
+

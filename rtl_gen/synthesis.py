@@ -36,9 +36,8 @@ class PartResult:
 
 
 def synthesize_part(hw: HardwareConfig, name: str, factory) -> PartResult:
-    from sim.runner import to_verilog
-
     from .synth import synthesize
+    from .verilog import to_verilog
     top = f"{name}_{hw.name}".replace("-", "_")
     text = to_verilog(factory(), top)
     h = hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -16,7 +16,7 @@ import numpy as np
 from golden import isa
 from golden.hw import ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
 
-from .perf import ProgramPerf, Step, program_cycles
+from rtl_gen.perf import ProgramPerf, Step, program_cycles
 
 # DSP48E2 and BRAM36 of the units besides the MAC array, per token lane (mac_rows) and fixed,
 # from Yosys synth_xilinx -family xcup of the units (benchmarks/unit_resources.py); the report
@@ -103,7 +103,7 @@ def synthetic_steps(img, keep) -> list[Step]:
 def _program(cfg, hw: HardwareConfig):
     """A program for the model's shapes (random weights, calibrated: realistic table sizes)."""
     from golden.compiler import compile_model
-    from sim.models import calibrated
+    from .models import calibrated
     q, _ = calibrated(cfg, 0, 2)
     return compile_model(q, hw)
 
@@ -172,5 +172,5 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> Non
     print(f"\nresources (estimate): DSP48E2 {e.dsp} of {ZCU102_DSP}, BRAM36 {e.bram36:g} of {ZCU102_BRAM36}"
           + ("" if e.fits else " - DOES NOT FIT: " + "; ".join(e.why)))
     if synth:
-        from .synthesis import synthesize_top
+        from rtl_gen.synthesis import synthesize_top
         synthesize_top(hw, verbose=True)
