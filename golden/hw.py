@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, _check
 
 ZCU102_DSP = 2520
 ZCU102_BRAM36 = 912
@@ -19,11 +19,6 @@ ZCU102_FF = 548_160
 # ZCU102 PS DDR4: 64-bit at 2400 MT/s = 19.2 GB/s peak; 80% sustained for long sequential
 # bursts from several HP ports is the figure the cycle model assumes by default.
 ZCU102_DDR_GBPS = 15.4
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
 
 
 def _pow2(v: int) -> bool:

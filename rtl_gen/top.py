@@ -22,6 +22,7 @@ from golden.compiler import select_bytes
 from golden.hw import HardwareConfig
 
 from . import axi
+from .ports import route
 from .array_unit import ArrayUnit
 from .buffers import Buffers
 from .compact import Compact
@@ -62,20 +63,6 @@ def components(hw: HardwareConfig) -> dict:
         "decide": lambda: Decide(hw), "package": lambda: Package(hw), "compact": lambda: Compact(hw),
         "load": lambda: LoadUnit(hw), "store": lambda: StoreUnit(hw), "selstore": lambda: SelStore(hw),
     }
-
-
-def route(m, target, choices: list, sig: wiring.Signature):
-    """Drive the fabric-side port `target` from the unit port of the first true condition in
-    `choices` [(cond, unit-side port)] (the last one when none is true); read data goes to all."""
-    for name, mem in sig.members.items():
-        if mem.flow == Out:                       # unit -> fabric
-            val = Value.cast(getattr(choices[-1][1], name))
-            for cond, port in reversed(choices[:-1]):
-                val = Mux(cond, Value.cast(getattr(port, name)), val)
-            m.d.comb += getattr(target, name).eq(val)
-        else:
-            for _, port in choices:
-                m.d.comb += getattr(port, name).eq(getattr(target, name))
 
 
 class Accelerator(wiring.Component):
