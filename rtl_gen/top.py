@@ -13,7 +13,7 @@ buffer ports (selected by the opcode of the running descriptor).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Value
+from amaranth.hdl import Module, Mux, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 
