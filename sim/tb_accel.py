@@ -76,16 +76,27 @@ class CountingMemory(bytearray):
         super().__setitem__(key, value)
 
 
-def _pauses(rng: random.Random, p: float):
+async def _pauses(ch, rng: random.Random, p: float):
+    """The channel pauses in a cycle with probability p, independently: the same process as a
+    per-cycle pause generator, drawn as alternating geometric run lengths so that the channel's
+    coroutine wakes once per run instead of every cycle."""
+    def run(q):                              # cycles until an event of probability q per cycle
+        n = 1
+        while rng.random() >= q:
+            n += 1
+        return n
+    paused = rng.random() < p
     while True:
-        yield rng.random() < p
+        ch.pause = paused
+        await Timer(PERIOD_NS * run(1 - p if paused else p), unit="ns")
+        paused = not paused
 
 
 def _set_pauses(obj, rng, p):
-    for ch in ("aw_channel", "w_channel", "b_channel", "ar_channel", "r_channel"):
-        c = getattr(obj, ch, None)
+    for name in ("aw_channel", "w_channel", "b_channel", "ar_channel", "r_channel"):
+        c = getattr(obj, name, None)
         if c is not None and p > 0:
-            c.set_pause_generator(_pauses(random.Random(rng.random()), p))
+            cocotb.start_soon(_pauses(c, random.Random(rng.random()), p))
 
 
 class AccelTB:
