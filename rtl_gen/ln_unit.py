@@ -87,7 +87,7 @@ def ln_cycles(d: int, rows: int, hw: HardwareConfig) -> int:
         if t >= 2:
             i0 = max(i0, o0[t - 2] + 1)                 # bank reuse: out(t - 2) read channel c first
         i_last[t] = max(i0 + d - 1, take[t - 1] + 1) if t else i0 + d - 1     # its sums need the pin free
-        take[t] = max(i_last[t] + STATS_LAT, o0[t - 1] + 1 if t else 0)      # post free: out took its last
+        take[t] = max(i_last[t] + STATS_LAT, o0[t - 1] + 1 if t else 0)      # post free once out took t - 1
         o0[t] = max(take[t] + P, o_last[t - 1] + 1 if t else 2)
         o_last[t] = o0[t] + d - 1
     return o_last[T - 1] + OUT_LAT + 1
