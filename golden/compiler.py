@@ -56,6 +56,9 @@ def _rows(n: int | None) -> dict:
 
 
 def _pwl_fields(p, act: int) -> dict:
+    if p.n_seg << p.seg_shift > 1 << isa.PWL_SPAN_BITS:
+        raise ValueError(f"{p.name} table (in_frac {p.in_frac}, out_frac {p.out_frac}) spans "
+                         f"{p.n_seg << p.seg_shift} input LSBs, more than the hardware's 2^{isa.PWL_SPAN_BITS}")
     return {"act": act, "pwl_lo": p.lo, "pwl_shift": p.seg_shift, "pwl_nseg": p.n_seg, "pwl_ext": int(p.extend),
             "pwl_frac": p.in_frac, "pwl_17": int(p.in_bits == 17)}
 
@@ -86,6 +89,9 @@ def _add_sat_fields(fa: int, fb: int, fo: int) -> dict:
 
 class Lowering:
     def __init__(self, q, hw: HardwareConfig, checkpoints: bool):
+        if q.cfg.selector not in ("none", "spvit"):
+            raise ValueError(f"the accelerator runs unpruned and SPViT models; token selection {q.cfg.selector!r} "
+                             f"(model {q.cfg.name}) has no hardware yet: quantise an SPViT or unpruned model")
         hw.check(q.cfg)
         self.q, self.hw, self.b = q, hw, Builder(hw)
         self.tables = Tables(hw)

@@ -76,6 +76,7 @@ class HardwareConfig:
         _check(self.d_max <= 4096 and self.hidden_max <= 4096,
                f"d_max and hidden_max must be at most 4096 (the 48-bit accumulator's depth limit; got "
                f"{self.d_max}, {self.hidden_max})")
+        _check(self.hidden_max >= self.d_max, f"hidden_max must be at least d_max ({self.hidden_max} < {self.d_max})")
         _check(self.pwl_max <= 4096, f"pwl_max must be at most 4096 table segments (got {self.pwl_max})")
         _check(1 <= self.stages_max <= 8, f"stages_max must lie in 1..8 (got {self.stages_max})")
 

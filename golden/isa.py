@@ -18,6 +18,7 @@ MAGIC = 0x50565053            # b"SPVP"
 VERSION = 1
 OP_FIELDS_AT = 32
 ALIGN_MAX = 32                # largest residual alignment shift (fractions lie in [-8, 24])
+PWL_SPAN_BITS = 17            # a table covers at most 2^17 input LSBs (n_seg << seg_shift)
 
 # token buffers (token-tile layout), the key buffer and the value banks
 B0, B1, B2, B3, KB, VB = range(6)
@@ -188,3 +189,144 @@ class ProgramError(Exception):
     @property
     def name(self) -> str:
         return ERRORS[self.code][0]
+
+
+# ---------------------------------------------------------------- checks
+# Every check an operation must pass before it runs, in the order they apply: (error name,
+# what is wrong, predicate(f, s)). `f` gives the descriptor's fields as attributes, `s` the
+# machine (limits, the resolved row count `rows`, the buffer width function `W`, and state: the
+# loaded table's `table_nseg` (0: none), the open decision `sel`, its `sel_n`/`sel_npkg`/`sel_kept`, the
+# package `pkg` and its width `pkg_d`, `last_sel` for STOREs of a selection). Predicates use
+# only comparisons, + * << and the operators & | (never `and`/`or`/`not`), so the same text
+# evaluates on Python ints (golden/interp.py) and builds the controller's logic
+# (rtl_gen/checks.py): one definition of every error the hardware reports.
+def _pwl_ok(f, s, in17: int):
+    return ((f.act <= 2) & (f.pwl_nseg >= 1) & (f.pwl_nseg <= s.pwl_max) & (f.pwl_17 == in17)
+            & ((f.pwl_nseg << f.pwl_shift) <= (1 << PWL_SPAN_BITS)))
+
+
+def _span(s, b, c0, w):
+    return (w >= 1) & (c0 + w <= s.W(b))
+
+
+CHECKS = {
+    "LOAD": [
+        ("BAD_SHAPE", "buf is not a token buffer", lambda f, s: f.buf <= 3),
+        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.buf, f.c0, f.w)),
+        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: f.r0 + s.rows <= s.n_max),
+    ],
+    "STORE": [
+        ("BAD_SHAPE", "address not 16-byte aligned", lambda f, s: (f.addr & 15) == 0),
+        ("BAD_SHAPE", "unknown mode", lambda f, s: f.mode <= 2),
+        ("BAD_SHAPE", "a selection before any decision", lambda f, s: (f.mode != STORE_SELECT) | (s.last_sel != 0)),
+        ("BAD_SHAPE", "buf is not a token buffer", lambda f, s: (f.mode == STORE_SELECT) | (f.buf <= 3)),
+        ("BAD_SHAPE", "channels outside the buffer",
+         lambda f, s: (f.mode == STORE_SELECT) | _span(s, f.buf, f.c0, f.w)),
+        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: (f.mode != STORE_ROWS) | (f.r0 + s.rows <= s.n_max)),
+        ("BAD_SHAPE", "tiles start at row 0", lambda f, s: (f.mode != STORE_TILES) | (f.r0 == 0)),
+    ],
+    "MATMUL": [
+        ("BAD_SHAPE", "a_buf is not a token buffer", lambda f, s: f.a_buf <= 3),
+        ("BAD_SHAPE", "o_buf is not a token buffer other than a_buf, KB or VB",
+         lambda f, s: (f.o_buf <= VB) & (f.o_buf != f.a_buf)),
+        ("BAD_SHAPE", "input channels outside a_buf", lambda f, s: _span(s, f.a_buf, f.a_c0, f.k)),
+        ("BAD_SHAPE", "output channels outside o_buf", lambda f, s: _span(s, f.o_buf, f.o_c0, f.m)),
+        ("BAD_SHAPE", "residual: a token buffer other than a_buf into a token buffer, alignments <= 32",
+         lambda f, s: (f.res == 0) | ((f.r_buf <= 3) & (f.r_buf != f.a_buf) & (f.o_buf <= 3) & (f.sa <= ALIGN_MAX)
+                                      & (f.sb <= ALIGN_MAX) & (f.o_c0 + f.m <= s.W(f.r_buf)))),
+        ("BAD_SHAPE", "activation table fields", lambda f, s: (f.act == ACT_NONE) | _pwl_ok(f, s, 0)),
+        ("NO_TABLE", "no table loaded", lambda f, s: (f.act != ACT_KEEP) | (s.table_nseg != 0)),
+        ("BAD_SHAPE", "n_seg beyond the loaded table", lambda f, s: (f.act != ACT_KEEP) | (f.pwl_nseg <= s.table_nseg)),
+    ],
+    "LAYERNORM": [
+        ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.i_buf <= 3) & (f.o_buf <= 3)),
+        ("BAD_SHAPE", "needs two buffers, eps >= 1, at most d_max channels",
+         lambda f, s: (f.i_buf != f.o_buf) & (f.eps >= 1) & (f.d <= s.d_max)),
+        ("BAD_SHAPE", "channels outside the buffers",
+         lambda f, s: _span(s, f.i_buf, f.i_c0, f.d) & _span(s, f.o_buf, f.o_c0, f.d)),
+    ],
+    "ATTENTION": [
+        ("BAD_SHAPE", "heads x head_dim (a multiple of mac_cols) <= d_max, q_buf != o_buf token buffers",
+         lambda f, s: (f.q_buf <= 3) & (f.o_buf <= 3) & (f.q_buf != f.o_buf) & (f.heads >= 1) & (f.head_dim >= 1)
+         & ((f.head_dim & (s.C - 1)) == 0) & (f.heads * f.head_dim <= s.d_max)),
+    ],
+    "GMEAN": [
+        ("BAD_SHAPE", "buf is not a token buffer", lambda f, s: f.buf <= 3),
+        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.buf, f.c0, f.w)),
+        ("BAD_TOKENS", "the global mean needs at least 2 tokens", lambda f, s: s.rows >= 2),
+    ],
+    "DECIDE": [
+        ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.z_buf <= 3) & (f.w_buf <= 3)),
+        ("BAD_SHAPE", "z or w channels outside the buffers",
+         lambda f, s: (f.heads >= 1) & (f.z_c0 + 2 * f.heads <= s.W(f.z_buf)) & (f.w_c0 + f.heads <= s.W(f.w_buf))),
+        ("BAD_SHAPE", "stage beyond stages_max or no activation table",
+         lambda f, s: (f.stage < s.stages_max) & (f.act != ACT_NONE)),
+        ("BAD_TOKENS", "fewer tokens than CLS and the package tokens", lambda f, s: s.rows >= f.n_pkg + 1),
+        ("BAD_SHAPE", "activation table fields", lambda f, s: _pwl_ok(f, s, 1)),
+        ("NO_TABLE", "no table loaded", lambda f, s: (f.act != ACT_KEEP) | (s.table_nseg != 0)),
+        ("BAD_SHAPE", "n_seg beyond the loaded table", lambda f, s: (f.act != ACT_KEEP) | (f.pwl_nseg <= s.table_nseg)),
+    ],
+    "PACKAGE": [
+        ("BAD_SHAPE", "no decision", lambda f, s: s.sel != 0),
+        ("BAD_TOKENS", "rows or n_pkg differ from the decision's",
+         lambda f, s: (s.sel_n == s.rows) & (s.sel_npkg == f.n_pkg)),
+        ("BAD_SHAPE", "x_buf is not a token buffer", lambda f, s: f.x_buf <= 3),
+        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.x_buf, 0, f.d)),
+        ("BAD_SHAPE", "unknown package mode", lambda f, s: f.mode <= 2),
+    ],
+    "COMPACT": [
+        ("BAD_SHAPE", "no decision", lambda f, s: s.sel != 0),
+        ("BAD_TOKENS", "rows or n_pkg differ from the decision's",
+         lambda f, s: (s.sel_n == s.rows) & (s.sel_npkg == f.n_pkg)),
+        ("BAD_TOKENS", "the output (CLS, kept, packages, new package) exceeds n_max",
+         lambda f, s: s.sel_kept + f.n_pkg + 2 <= s.n_max),
+        ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.x_buf <= 3) & (f.o_buf <= 3)),
+        ("BAD_SHAPE", "needs two buffers and a package of the same width",
+         lambda f, s: (f.x_buf != f.o_buf) & (s.pkg != 0) & (s.pkg_d == f.d)),
+        ("BAD_SHAPE", "channels outside the buffers", lambda f, s: _span(s, f.x_buf, 0, f.d) & _span(s, f.o_buf, 0, f.d)),
+    ],
+    "END": [],
+}
+
+
+class Fields:
+    """Attribute access to a decoded descriptor (for CHECKS on Python ints)."""
+
+    def __init__(self, d: dict):
+        self.__dict__.update(d)
+
+
+def first_failure(op: str, fields, state):
+    """(error name, text) of the first check that fails, or None."""
+    for code, text, pred in CHECKS[op]:
+        if not bool(pred(fields, state)):
+            return code, text
+    return None
+
+
+def markdown_tables() -> str:
+    """The descriptor format as Markdown (docs/accelerator.md embeds it; a test keeps them equal)."""
+    out = ["| bits | field | meaning |", "|---|---|---|"]
+    at = 0
+    for f in COMMON:
+        out.append(f"| {at}..{at + f.bits - 1} | `{f.name}` | "
+                   + {"op": "opcode", "rows_n": "1: the row count is the token-count register N",
+                      "rows": "row count when rows_n = 0"}[f.name] + " |")
+        at += f.bits
+    out.append("")
+    for op in OPS.values():
+        out.append(f"**{op.name}** (opcode {op.code}): {op.doc}")
+        out.append("")
+        if op.fields:
+            out.append("| bits | field | type |")
+            out.append("|---|---|---|")
+            for name, (at, f) in field_offsets(op).items():
+                if name in ("op", "rows_n", "rows"):
+                    continue
+                out.append(f"| {at}..{at + f.bits - 1} | `{name}` | {'s' if f.signed else 'u'}{f.bits} |")
+            out.append("")
+        checks = CHECKS.get(op.name, [])
+        if checks:
+            out.append("Checks, in order: " + "; ".join(f"{t} -> {c}" for c, t, _ in checks) + ".")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"

@@ -7,8 +7,10 @@ own tokens. Reported: top-1 of each, top-1 agreement, kept patch tokens per sele
 Per-layer SQNR: on the first `sqnr_images` images, each golden block is fed the float block's
 input (quantised) and run layer by layer; every intermediate is compared with the float
 intermediate, so the numbers show the error a block adds, accumulated from its input to that
-layer (`out` is the block output). Selector agreement: the same quantised input tokens through
-the float and the integer selector, share of equal keep decisions.
+layer (`out` is the block output; a selection inside a block replays the float twin's choice).
+Selector agreement: the same quantised input tokens through the float and the integer selector,
+share of equal keep decisions; decision agreement: each model on its own forward, token by
+token (golden.selectors.Record).
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ import torch
 from golden.arith import add_sat, dequantize, quantize
 from golden.float_model import DeiT
 from golden.network import QModel
+from golden.selectors import Group, Record, decision_agreement
 
 from .calibrate import quantize_images
-from .selfcheck import sqnr_db
+from .selfcheck import same_input_decisions, sqnr_db
 
 LAYERS = ("ln1", "q", "k", "v", "proj", "mid", "ln2", "h", "g", "fc2", "out")
 
@@ -46,6 +49,8 @@ class CompareResult:
     sqnr_images: int
     selector_agreement: float
     selector_tokens: int
+    decision_agreement: float = 1.0   # each model on its own forward, token by token
+    decision_tokens: int = 0
     info: dict = field(default_factory=dict)
 
     def stage_stats(self):
@@ -61,7 +66,8 @@ class CompareResult:
         d["kept_float"] = self.kept_float.tolist()
         d["kept_int"] = self.kept_int.tolist()
         d["stages"] = [dict(zip(("float_mean", "float_min", "float_max", "int_mean", "int_min", "int_max"), s),
-                            before_block=b, keep_rate_float=s[0] / self.num_patches,
+                            before_block=b, selection=self.info.get("where", "before"),
+                            keep_rate_float=s[0] / self.num_patches,
                             keep_rate_int=s[3] / self.num_patches)
                        for s, b in zip(self.stage_stats(), self.selector_blocks)]
         return _finite(d)
@@ -100,19 +106,28 @@ def _heads_to_tokens(t):   # [b, H, n, dh] -> [b, n, H*dh]
 
 
 @torch.no_grad()
-def block_layers(blk, qb, inp, acc: _SqnrAcc, prefix: str):
-    """One float block call vs the golden block run layer by layer on the same input."""
+def block_layers(model: DeiT, q: QModel, i: int, inp, acc: _SqnrAcc, prefix: str):
+    """One float block call vs the golden block run layer by layer on the same input. A
+    selection inside the block (EViT) replays the float twin's choice in the golden block."""
+    sch = model.cfg.scheme
     tr = {}
-    out = blk(inp, lambda n, t: tr.__setitem__(n, t), "")
+    p = f"blocks.{i}."
+    rec = Record(len(inp), model.cfg)
+    out = sch.f_block(model, i, model.blocks[i], Group.start(inp), rec,
+                      lambda n, t: tr.__setitem__(n[len(p):], t) if n.startswith(p) else None).x
+    force = rec.orders[i][-1] if rec.orders.get(i) else None
+    qb = q.blocks[i]
     x = quantize(inp.double().numpy(), qb.in_frac)
     ln1 = qb.norm1(x)
     a = qb.attn
     ints = {"ln1": (ln1, qb.norm1.out_frac), "q": (a.q(ln1), a.q.out_frac), "k": (a.k(ln1), a.k.out_frac),
             "v": (a.v(ln1), a.v.out_frac)}
-    att = a(ln1)
+    att, probs = a.attend(ln1)
     ints["proj"] = (att, a.proj.out_frac)
     mid = add_sat(x, qb.in_frac, att, a.proj.out_frac, qb.mid_frac)
     ints["mid"] = (mid, qb.mid_frac)
+    if sch.has_mid(model.cfg, i):
+        mid = sch.q_mid(q, i, Group.start(mid), mid, probs, None, force)
     ln2 = qb.norm2(mid)
     ints["ln2"] = (ln2, qb.norm2.out_frac)
     h = qb.mlp.fc1(ln2)
@@ -143,7 +158,7 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
     model.eval()
     lf_all, lq_all, y_all, kf, kq = [], [], [], [], []
     acc = _SqnrAcc()
-    sel_agree = sel_total = 0
+    sel_agree = sel_total = dec_agree = dec_total = 0
     seen = measured = 0
     bar = tqdm(total=n, unit="img", desc="compare", disable=not progress, dynamic_ncols=True)
     for imgs, labels in data.batches(batch, n):
@@ -157,16 +172,21 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
             for hk in hooks:
                 hk.remove()
         kf.append(model.last_kept.numpy())
-        lq, kept = q(quantize_images(imgs, q))
+        lq, kept, rec = q(quantize_images(imgs, q), return_record=True)
         kq.append(kept)
+        da, dt = decision_agreement(model.last_record, rec)
+        dec_agree += da
+        dec_total += dt
         lf_all.append(lf.double().numpy())
         lq_all.append(dequantize(lq, q.fmt["logits"]))
         y_all.append(labels.numpy())
         if measure:
             for i, calls in enumerate(io):
                 for inp in calls:
-                    block_layers(model.blocks[i], q.blocks[i], inp, acc, f"blocks.{i}.")
-            a, t = _selector_agreement(model, q, io, cfg, acc)
+                    block_layers(model, q, i, inp, acc, f"blocks.{i}.")
+            a, t, scores = same_input_decisions(model, q, io)
+            for j, sf, sq in scores:
+                acc.add(f"sel.{j}.score", sf, sq)
             sel_agree += a
             sel_total += t
             measured += len(labels)
@@ -183,29 +203,9 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
         float_top1=float((pf == y).mean()), int_top1=float((pq == y).mean()), agreement=float((pf == pq).mean()),
         kept_float=kf, kept_int=kq, layer_sqnr={k: v for k, v in res.items() if k.startswith("blocks.")},
         selector_sqnr={k: v for k, v in res.items() if k.startswith("sel.")}, logits_sqnr=sqnr_db(lf, lq),
-        sqnr_images=measured,
-        selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total)
-
-
-def _selector_agreement(model, q, io, cfg, acc: _SqnrAcc):
-    """Selector stage j sees block b_j's input tokens as the float twin computed them before
-    selection = block (b_j - 1)'s output; recompute it from block b_j - 1's recorded input.
-    Also accumulates the SQNR of the decision score sum_h w_h (z0_h - z1_h)."""
-    agree = total = 0
-    for j, b in enumerate(cfg.selector_blocks if cfg.stages else ()):
-        for inp in io[b - 1]:
-            outs = model.blocks[b - 1](inp)
-            for t in outs:
-                xq = quantize(t.double().numpy(), q.fmt[f"res.{b}"])
-                xf = torch.from_numpy(dequantize(xq, q.fmt[f"res.{b}"])).float()
-                _, keep = model.select(j, xf)
-                _, sel = q.selectors[b](xq, j)
-                z, w = model.score_predictor[j](xf[None], j)
-                ref = (w * (z[..., 0] - z[..., 1])).sum(-1)[0].double().numpy()
-                acc.add(f"sel.{j}.score", ref, dequantize(sel.score, 15 + q.selectors[b].out3.out_frac))
-                agree += int((keep.numpy() == sel.keep).sum())
-                total += len(sel.keep)
-    return agree, total
+        sqnr_images=measured, info={"selector": cfg.selector, "where": cfg.scheme.where},
+        selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total,
+        decision_agreement=dec_agree / dec_total if dec_total else 1.0, decision_tokens=dec_total)
 
 
 # ------------------------------------------------------------------ output
@@ -224,6 +224,9 @@ def format_table(r: CompareResult) -> str:
         lines.append(f"selector decisions equal on the same input tokens: {100 * r.selector_agreement:.2f}% "
                      f"of {r.selector_tokens}; decision-score SQNR " +
                      ", ".join(f"stage {k.split('.')[1]} {v:.1f} dB" for k, v in r.selector_sqnr.items()))
+    if r.decision_tokens:
+        lines.append(f"decisions equal, each model on its own forward: {100 * r.decision_agreement:.2f}% "
+                     f"of {r.decision_tokens} candidate tokens (per stage, by token identity)")
     if r.layer_sqnr:
         depth = 1 + max(int(k.split(".")[1]) for k in r.layer_sqnr)
         lines.append(f"per-layer SQNR in dB (first {r.sqnr_images} images; each block fed the float input):")

@@ -183,3 +183,14 @@ def add_shifted(m, a, sa, b, sb, so, bits: int = WORD, name: str = "as") -> Valu
     s = Signal(signed(WORD + ALIGN_MAX + 2), name=f"{name}_sum")
     m.d.comb += s.eq((Value.cast(a).as_signed() << sa) + (Value.cast(b).as_signed() << sb))
     return requant_var(m, s, so, bits, name)
+
+
+def bit_length(m, v, name: str = "bitlen") -> Value:
+    """Bit length of an unsigned value (0 for 0; golden.arith.bit_length): a priority encoder,
+    returned as a comb Signal."""
+    v = Value.cast(v)
+    out = Signal(range(len(v) + 1), name=name)
+    for i in range(len(v)):
+        with m.If(v[i]):
+            m.d.comb += out.eq(i + 1)
+    return out

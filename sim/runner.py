@@ -83,17 +83,39 @@ class SimResult:
     sim: str
     wall_s: float = 0.0          # wall time of the clocked part of the run (simulator + testbench)
     consumed: dict | None = None  # input port -> beats the design took
+    extra: dict | None = None     # output port -> beats past the wanted ones (run_stream's drain)
 
 
 def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dict | None = None,
                stall: float = 0.25, seed: int = 0, sim: str | None = None, timeout: int = 2_000_000,
-               tag: str = "run", deps: dict | None = None, port_stall: dict | None = None) -> SimResult:
+               tag: str = "run", deps: dict | None = None, drain: int = 0,
+               port_stall: dict | None = None) -> SimResult:
     """Simulate `component` (top module `name`) with the generic stream testbench.
 
     inputs: port -> list of payload values; outputs: port -> number of payloads to collect;
     static: plain input port -> value held from reset on; port_stall: port -> stall probability
     replacing `stall` on that port; deps: Verilog module name -> component
-    for modules the top instantiates (rtl_gen.block.instance_of)."""
+    for modules the top instantiates (rtl_gen.block.instance_of); drain: cycles to keep taking
+    outputs after the wanted ones (SimResult.extra counts what still came out)."""
+    spec = {
+        "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
+        "outputs": {k: int(n) for k, n in outputs.items()},
+        "static": dict(static or {}), "stall": stall, "port_stall": dict(port_stall or {}), "seed": seed,
+        "timeout": timeout, "drain": drain,
+    }
+    res = run_bench(component, name, "sim.tb_stream", spec, seed=seed, sim=sim, tag=tag, deps=deps)
+    got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
+    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], res["sim"], res.get("wall_s", 0.0),
+                     res.get("consumed"), res.get("extra"))
+
+
+def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int = 0, sim: str | None = None,
+              tag: str = "run", deps: dict | None = None) -> dict:
+    """Build `component` (top module `name`) and run the cocotb tests of `test_module` on it.
+
+    `spec` reaches the bench as a JSON file (path in SPVIT_TB_VECTORS); the bench writes its
+    results as JSON to SPVIT_TB_RESULTS, returned here with "sim" added. A failed cocotb test or
+    a missing result file raises RuntimeError with the tail of the simulation log."""
     from cocotb_tools.runner import get_results, get_runner
 
     sim = sim or settings.SIM
@@ -108,12 +130,6 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     if sim == "icarus":
         texts = {k: icarus_compatible(t) for k, t in texts.items()}
     sources = [_write_text(root / f"{k}{'.icarus' if sim == 'icarus' else ''}.v", t) for k, t in texts.items()]
-    spec = {
-        "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
-        "outputs": {k: int(n) for k, n in outputs.items()},
-        "static": dict(static or {}), "stall": stall, "port_stall": dict(port_stall or {}), "seed": seed,
-        "timeout": timeout,
-    }
     run_dir = root / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     vec, out = run_dir / "vectors.json", run_dir / "results.json"
@@ -133,7 +149,7 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
             runner.build(sources=sources, hdl_toplevel=name, build_dir=root / "build", build_args=args,
                          timescale=("1ns", "1ps"), waves=settings.WAVES, always=sim == "icarus",
                          log_file=root / "build.log")
-            xml = runner.test(test_module="sim.tb_stream", hdl_toplevel=name, build_dir=root / "build",
+            xml = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=root / "build",
                               test_dir=run_dir, waves=settings.WAVES, seed=seed,
                               extra_env={"SPVIT_TB_VECTORS": str(vec), "SPVIT_TB_RESULTS": str(out)},
                               log_file=run_dir / "sim.log")
@@ -148,10 +164,10 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     n, failed = get_results(xml)
     if failed or not out.exists():
         raise RuntimeError(f"cocotb test of {name} failed; log: {run_dir / 'sim.log'}\n" + _tail(run_dir / "sim.log"))
-    res = json.loads(out.read_text())
-    got = {k: [unpack(stream_shape(component, k), v) for v in vals] for k, vals in res["outputs"].items()}
-    return SimResult(got, res["cycles"], res["first_in"], res["last_out"], sim, res.get("wall_s", 0.0),
-                     res.get("consumed"))
+    return {**json.loads(out.read_text()), "sim": sim}
+
+
+run_cocotb = run_bench          # the name the DMA benches use
 
 
 def _venv_tools_on_path() -> None:

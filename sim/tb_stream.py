@@ -7,7 +7,8 @@ the exact comparison live on the pytest side (sim.runner.run_stream, sim.check.a
 
 Vector file (JSON, path in SPVIT_TB_VECTORS):
   {"inputs": {"i_x": [raw, ...]}, "outputs": {"o_y": count}, "static": {"n": 5},
-   "stall": 0.3, "port_stall": {"i_x": 0.9}, "seed": 1, "timeout": cycles}
+   "stall": 0.3, "port_stall": {"i_x": 0.9}, "seed": 1, "timeout": cycles, "drain": cycles}
+   (port_stall: per-port stall probabilities; drain: optional, see StreamTB.drain)
 Result file (SPVIT_TB_RESULTS): {"outputs": {"o_y": [raw, ...]}, "cycles": n,
    "first_in": c, "last_out": c}
 """
@@ -82,8 +83,26 @@ class StreamTB:
                 raise AssertionError(f"timeout after {cycle} cycles: consumed "
                                      f"{self.pos}, produced { {k: len(v) for k, v in self.got.items()} }")
         await RisingEdge(self.dut.clk)
+        extra = await self.drain(int(self.spec.get("drain", 0)))
         return {"outputs": self.got, "cycles": cycle, "first_in": first_in, "last_out": last_out,
-                "consumed": self.pos, "wall_s": time.perf_counter() - t0}
+                "consumed": self.pos, "extra": extra, "wall_s": time.perf_counter() - t0}
+
+    async def drain(self, cycles: int) -> dict:
+        """After the wanted outputs: `cycles` more cycles with every output ready and no input
+        valid; returns the number of further output beats per port (nothing extra: all 0)."""
+        extra = {k: 0 for k in self.want}
+        for _ in range(cycles):
+            await FallingEdge(self.dut.clk)
+            for k in self.ins:
+                self.port(k, "valid").value = 0
+            for k in self.want:
+                self.port(k, "ready").value = 1
+            await ReadOnly()
+            for k in self.want:
+                extra[k] += int(self.port(k, "valid").value)
+        if cycles:
+            await RisingEdge(self.dut.clk)
+        return extra
 
 
 @cocotb.test()

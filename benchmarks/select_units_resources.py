@@ -1,0 +1,68 @@
+"""Resources of the selector units (rtl_gen gmean, decide, package, compact, selstore) for one
+hardware preset (default zcu102), each synthesised on its own with Yosys synth_xilinx -family
+xcup (rtl_gen/synth.py; Debian yosys + yosys-abc give LUT counts), plus the stall-free cycles
+of the units at DeiT-S shapes (rtl_gen/selperf.py, a kept half and a binding cap).
+
+    python benchmarks/select_units_resources.py [--hw zcu102] [--only decide,package]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from golden.hw import hw_preset
+from spvit import settings
+
+
+def units(hw):
+    from rtl_gen.compact import Compact
+    from rtl_gen.decide import Decide
+    from rtl_gen.gmean import GMean
+    from rtl_gen.package import Package
+    from rtl_gen.selstore import SelStore
+    return {"gmean": lambda: GMean(hw), "decide": lambda: Decide(hw), "package": lambda: Package(hw),
+            "compact": lambda: Compact(hw), "selstore": lambda: SelStore(hw)}
+
+
+def cycles(hw) -> list[str]:
+    from rtl_gen import selperf
+    rng = np.random.default_rng(0)
+    n, heads, d, dh = 197, 6, 384, 64
+    ns = n - 1
+    scores = rng.integers(-(1 << 30), 1 << 30, ns)
+    keep = scores >= 0
+    m = rng.integers(0, 32768, ns)
+    out = [f"GMEAN   (N {n}, w {dh // 2}) x {heads} heads: {heads * selperf.gmean_cycles(n, dh // 2, hw):7,d} cycles",
+           f"DECIDE  (N {n}, {heads} heads):              {selperf.decide_cycles(n, heads, 0, hw, scores):7,d} cycles",
+           f"DECIDE  with a cap of 60 (binds):         {selperf.decide_cycles(n, heads, 0, hw, scores, True, 60):7,d} cycles",
+           f"PACKAGE (norm, d {d}):                    {selperf.package_cycles(n, 0, d, 0, keep, m, hw):7,d} cycles",
+           f"COMPACT (d {d}):                          {selperf.compact_cycles(n, 0, d, keep, hw):7,d} cycles"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hw", default="zcu102")
+    ap.add_argument("--only", default="", help="comma-separated unit names")
+    args = ap.parse_args()
+    hw = hw_preset(args.hw)
+    from rtl_gen.synth import synthesize
+    from sim.runner import write_verilog
+    work = settings.BUILD.resolve() / "synth" / f"select_units_{hw.name}"
+    names = [u for u in units(hw) if not args.only or u in args.only.split(",")]
+    print(f"hardware {hw.name}: R = {hw.mac_rows}, n_max {hw.n_max}, d_max {hw.d_max}, axi_bits {hw.axi_bits}")
+    for name in names:
+        t0 = time.time()
+        v = write_verilog(units(hw)[name](), f"spvit_{name}", work)
+        r = synthesize(v, f"spvit_{name}", work)
+        print(f"{name:9s} DSP48E2 {r.dsp:4d}  BRAM36 {r.bram36:5.1f}  {r.lut_text()}  FF {r.ff:7,d}  "
+              f"LUTRAM cells {r.lutram:5d}  ({r.tool}, {time.time() - t0:.0f} s)", flush=True)
+    print("\n".join(cycles(hw)))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    main()

@@ -1,0 +1,75 @@
+"""Stream FIFOs: `RamFifo` (block RAM, one word in and one out per cycle) and `Skid` (a
+two-entry register slice: every output registered, full throughput).
+
+    fifo = RamFifo(width=128, depth=1024)   # i, o: streams; count: words in the RAM; flush
+    skid = Skid(shape)                      # i -> o, o.valid/payload and i.ready are registers
+
+RamFifo keeps its words in rtl_gen/ram.Ram (synchronous read) and uses the RAM's read register
+as the output stage: `o.payload` is `ram.rdata`, which holds while no read is issued, so the
+FIFO holds `depth` words in the RAM plus one in the output register. A read is issued when the
+RAM holds a word and the output register is empty or being taken (o.ready: a combinational
+path from o.ready to the RAM's read enable). `count` counts the words in the RAM only (not the
+output word): a producer that reserves room by credits frees a credit per RAM read.
+`flush` empties the FIFO in one cycle (words written in that cycle are dropped).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .ram import Ram
+
+
+class RamFifo(wiring.Component):
+    def __init__(self, width: int, depth: int):
+        if depth < 2 or depth & (depth - 1):
+            raise ValueError(f"RamFifo depth must be a power of two >= 2 (got {depth})")
+        self.width, self.depth = width, depth
+        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width)),
+                          "count": Out(range(depth + 1)), "flush": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = ram = Ram(self.width, self.depth, is_signed=False)
+        wptr, rptr = Signal(range(self.depth)), Signal(range(self.depth))
+        push = Signal()
+        pop = Signal()
+        m.d.comb += [
+            self.i.ready.eq(self.count != self.depth),
+            push.eq(self.i.valid & self.i.ready & ~self.flush),
+            pop.eq((self.count != 0) & (~self.o.valid | self.o.ready) & ~self.flush),
+            ram.waddr.eq(wptr), ram.wdata.eq(self.i.payload), ram.wen.eq(push),
+            ram.raddr.eq(rptr), ram.ren.eq(pop),
+            self.o.payload.eq(ram.rdata),
+        ]
+        with m.If(self.flush):
+            m.d.sync += [wptr.eq(0), rptr.eq(0), self.count.eq(0), self.o.valid.eq(0)]
+        with m.Else():
+            m.d.sync += [wptr.eq(wptr + push), rptr.eq(rptr + pop), self.count.eq(self.count + push - pop),
+                         self.o.valid.eq(pop | (self.o.valid & ~self.o.ready))]
+        return m
+
+
+class Skid(wiring.Component):
+    """Register slice: o.valid and o.payload come from registers, i.ready from a register;
+    one transfer per cycle in steady state (a second register catches the word that arrives
+    in the cycle o.ready falls)."""
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        spare = Signal.like(self.i.payload, name="spare")
+        spare_valid = Signal()
+        m.d.comb += self.i.ready.eq(~spare_valid)
+        take = self.i.valid & self.i.ready
+        with m.If(~self.o.valid | self.o.ready):            # output register free next cycle
+            with m.If(spare_valid):
+                m.d.sync += [self.o.payload.eq(spare), self.o.valid.eq(1), spare_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(take):                                   # output stalled: park the word
+            m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+        return m

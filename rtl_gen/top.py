@@ -1,0 +1,175 @@
+"""The accelerator: one top per hardware configuration (docs/accelerator.md).
+
+    AXI4-Lite s_axil -> Csr -> Controller -> units          m_axi0 .. m_axi{P-1} <- Dma
+                                  |    \\-> StreamLoader <- DMA stream (weights, tables, params, input)
+                                  \\-> program memory (descriptors)
+
+Ports: `s_axil` (AXI4-Lite slave, 32-bit; rtl_gen/regmap.py), `m_axi0` .. `m_axi{P-1}` (AXI4
+masters of axi_bits; port 0 also writes), `irq`; clock `clk`, synchronous active-high `rst`;
+`dbg_op`: the running descriptor's index + 1, 0 between operations (for cycle measurements;
+leave unconnected on the board).
+Every memory is a block RAM (rtl_gen/ram.py). One operation runs at a time; its unit owns the
+buffer ports (selected by the opcode of the running descriptor).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, ResetInserter, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from golden import isa
+from golden.compiler import select_bytes
+from golden.hw import HardwareConfig
+
+from . import axi
+from .array_unit import ArrayUnit
+from .buffers import Buffers
+from .compact import Compact
+from .controller import Controller
+from .csr import ADDR_BITS, Csr, axi_lite
+from .decide import Decide
+from .decode import op_code
+from .dma import Dma
+from .gmean import GMean
+from .ln_unit import LayerNormUnit
+from .load_store import LoadUnit, StoreUnit
+from .package import Package
+from .pwl_table import PwlTable
+from .ram import Ram2
+from .selstore import SelStore
+from .stream_loader import StreamLoader
+from .weights import WeightRing
+
+UNITS = {"array": ("MATMUL", "ATTENTION"), "ln": ("LAYERNORM",), "gmean": ("GMEAN",), "decide": ("DECIDE",),
+         "package": ("PACKAGE",), "compact": ("COMPACT",), "load": ("LOAD",), "store": ("STORE",)}
+# which unit port drives each buffer-fabric port, per unit (unit name -> its port's name)
+FABRIC = {
+    "ra": {"array": "ra", "ln": "ra", "gmean": "rd", "decide": "rd", "package": "rd", "compact": "rd", "store": "ra"},
+    "rb": {"array": "rb"},
+    "w": {"array": "w", "ln": "w", "gmean": "wr", "compact": "wr", "load": "w"},
+    "kr": {"array": "kr"}, "kw": {"array": "kw"}, "vr": {"array": "vr"}, "vw": {"array": "vw"},
+}
+
+
+def components(hw: HardwareConfig) -> dict:
+    """Every unit of the top: name -> factory (the top instantiates exactly these; the
+    synthesis report synthesises them one by one)."""
+    return {
+        "csr": lambda: Csr(hw), "dma": lambda: Dma(hw), "ctl": lambda: Controller(hw),
+        "prog": lambda: Ram2(isa.DESC_BITS, hw.desc_max), "loader": lambda: StreamLoader(hw),
+        "buffers": lambda: Buffers(hw), "ring": lambda: WeightRing(hw), "table": lambda: PwlTable(hw, hw.mac_rows),
+        "array": lambda: ArrayUnit(hw), "ln": lambda: LayerNormUnit(hw), "gmean": lambda: GMean(hw),
+        "decide": lambda: Decide(hw), "package": lambda: Package(hw), "compact": lambda: Compact(hw),
+        "load": lambda: LoadUnit(hw), "store": lambda: StoreUnit(hw), "selstore": lambda: SelStore(hw),
+    }
+
+
+def route(m, target, choices: list, sig: wiring.Signature):
+    """Drive the fabric-side port `target` from the unit port of the first true condition in
+    `choices` [(cond, unit-side port)] (the last one when none is true); read data goes to all."""
+    for name, mem in sig.members.items():
+        if mem.flow == Out:                       # unit -> fabric
+            val = Value.cast(getattr(choices[-1][1], name))
+            for cond, port in reversed(choices[:-1]):
+                val = Mux(cond, Value.cast(getattr(port, name)), val)
+            m.d.comb += getattr(target, name).eq(val)
+        else:
+            for _, port in choices:
+                m.d.comb += getattr(port, name).eq(getattr(target, name))
+
+
+class Accelerator(wiring.Component):
+    def __init__(self, hw: HardwareConfig):
+        self.hw = hw
+        W = hw.axi_bits
+        super().__init__({"s_axil": In(axi_lite(ADDR_BITS)), "irq": Out(1),
+                          "dbg_op": Out(range(hw.desc_max + 2)),    # descriptor being executed + 1 (0: none)
+                          **{f"m_axi{p}": Out(axi.master_signature(W, p == 0, 1)) for p in range(hw.axi_ports)}})
+
+    def elaborate(self, platform):
+        m = Module()
+        hw = self.hw
+        c = {name: make() for name, make in components(hw).items()}
+        csr, dma, ctl, prog, loader = c["csr"], c["dma"], c["ctl"], c["prog"], c["loader"]
+        bufs, ring, table, sst = c["buffers"], c["ring"], c["table"], c["selstore"]
+        for name in ("csr", "dma", "ctl", "prog", "buffers", "ring", "table", "selstore"):
+            m.submodules[name] = c[name]
+        m.submodules.loader = ResetInserter(ctl.ld_stop)(loader)
+        units = {name: c[name] for name in UNITS}
+        reset = ctl.unit_reset | ctl.ld_start
+        for name, u in units.items():
+            m.submodules[name] = ResetInserter(reset)(u)
+        self._host(m, csr, dma, ctl, prog, loader)
+        op = ctl.desc[:5]
+        active = {name: _any(op, ops) for name, ops in UNITS.items()}
+        done = 0
+        for name, u in units.items():
+            m.d.comb += [u.desc.eq(ctl.desc), u.rows.eq(ctl.rows), u.start.eq(ctl.op_start & active[name])]
+            done = done | u.done
+        m.d.comb += [ctl.op_done.eq(done), self.dbg_op.eq(Mux(ctl.ci_run, ctl.ci + 1, 0))]
+        for port, users in FABRIC.items():
+            sig = getattr(bufs, port).signature.flip()
+            route(m, getattr(bufs, port), [(active[u], getattr(units[u], p)) for u, p in users.items()], sig)
+        self._streams(m, units, loader, ring, table, dma, ctl, csr, sst, active)
+        return m
+
+    def _host(self, m, csr, dma, ctl, prog, loader):
+        connect(m, wiring.flipped(self.s_axil), csr.s_axil)
+        for p in range(self.hw.axi_ports):
+            connect(m, getattr(dma, f"m_axi{p}"), wiring.flipped(getattr(self, f"m_axi{p}")))
+        c = csr.core
+        m.d.comb += [self.irq.eq(csr.irq), ctl.csr_start.eq(c.start), ctl.prog_base.eq(c.prog_base),
+                     c.busy.eq(ctl.busy), c.finish.eq(ctl.finish), c.error_code.eq(ctl.error_code),
+                     c.error_index.eq(ctl.error_index), c.desc_index.eq(ctl.ci), c.tokens.eq(ctl.n),
+                     c.kept.eq(ctl.kept)]
+        connect(m, ctl.rd_cmd, dma.rd_cmd)
+        connect(m, dma.o_fetch, ctl.i_fetch)
+        m.d.comb += [dma.rd_abort.eq(ctl.abort), dma.clear.eq(ctl.clear), ctl.rd_idle.eq(dma.rd_idle),
+                     ctl.rd_error.eq(dma.rd_error), ctl.wr_idle.eq(dma.wr_idle), ctl.wr_error.eq(dma.wr_error)]
+        m.d.comb += [prog.addr_a.eq(ctl.pm_addr), prog.wdata_a.eq(ctl.pm_wdata), prog.wen_a.eq(ctl.pm_wen),
+                     prog.ren_a.eq(ctl.pm_ren), ctl.pm_rdata.eq(prog.rdata_a),
+                     prog.addr_b.eq(loader.prog.addr), prog.ren_b.eq(loader.prog.en), loader.prog.data.eq(prog.rdata_b)]
+        m.d.comb += [loader.start.eq(ctl.ld_start), loader.total.eq(ctl.ld_total),
+                     loader.ci.eq(ctl.ci), loader.ci_run.eq(ctl.ci_run), loader.n.eq(ctl.n),
+                     ctl.ld_li.eq(loader.li), ctl.ld_at_end.eq(loader.at_end), ctl.ld_consumed.eq(loader.consumed),
+                     ctl.ld_error.eq(loader.error), ctl.ld_table_ok.eq(loader.table_ok)]
+        connect(m, dma.o_stream, loader.i_stream)
+
+    def _streams(self, m, u, loader, ring, table, dma, ctl, csr, sst, active):
+        hw, R = self.hw, self.hw.mac_rows
+        connect(m, loader.fill, ring.fill)
+        connect(m, u["array"].wi, ring.issue)
+        connect(m, u["array"].wd, ring.drain)
+        m.d.comb += ring.clear.eq(ctl.unit_reset | ctl.ld_start)
+        connect(m, loader.table, table.wr)
+        for r in range(R):
+            if r == 0:
+                route(m, table.rd[0], [(active["decide"], u["decide"].table), (1, u["array"].table[0])],
+                      table.rd[0].signature.flip())
+            else:
+                connect(m, u["array"].table[r], table.rd[r])
+        connect(m, loader.o_ln, u["ln"].i_param)
+        connect(m, loader.o_load, u["load"].i)
+        # selection state (inside DECIDE): mask and m reads by PACKAGE, COMPACT, the selection store
+        dc = u["decide"]
+        route(m, dc.mask, [(active["package"], u["package"].mask), (active["compact"], u["compact"].mask),
+                           (1, sst.mask)], dc.mask.signature.flip())
+        connect(m, u["package"].mr, dc.m)
+        connect(m, u["compact"].pkg, u["package"].pkg)
+        m.d.comb += [dc.consume.eq(u["compact"].done), ctl.kept_count.eq(dc.kept)]
+        # STORE -> DMA writer; a STORE of the selection takes its bytes from the selection store
+        st = u["store"]
+        connect(m, st.wr_cmd, dma.wr_cmd)
+        connect(m, st.o_data, dma.i_wdata)
+        sel_mode = st.desc[32:34] == isa.STORE_SELECT
+        m.d.comb += [st.wr_done.eq(dma.wr_done), st.base.eq(csr.core.prog_base), st.sel_bytes.eq(select_bytes(hw)),
+                     sst.start.eq(st.start & sel_mode), sst.kept.eq(dc.info.kept), sst.ns.eq(dc.info.ns),
+                     st.i_sel.valid.eq(sst.o.valid), st.i_sel.payload.eq(sst.o.payload.data),
+                     sst.o.ready.eq(st.i_sel.ready)]
+
+
+def _any(op, names):
+    out = 0
+    for n in names:
+        out = out | (op == op_code(n))
+    return out

@@ -1,0 +1,283 @@
+"""Bench of the selector units (rtl_gen gmean, decide, package, compact, selstore) on the buffer
+fabric: `SelectBench` holds Buffers, the four units, the selection store and a PWL table RAM,
+driven by ONE command stream so that every command runs in order under random stalls:
+
+    WRITE   buffer word (buf, tile, ch) := data (all lanes)
+    READ    buffer word (buf, tile, ch) -> o_rd
+    TABLE   table entry addr := (base, slope)
+    OP      start the unit of desc's opcode with (desc, rows); when it is done -> o_ev
+            {op, cycles from the start pulse to the done pulse, kept / stage (DECIDE's strobe),
+             n_out (COMPACT's strobe)}
+    READ_M  selection state of token `token` -> o_m {m, keep}
+    STORE   the beats of a STORE of the selection -> o_st
+
+`Session` builds command lists and parses the outputs; the tests compare them with
+golden.interp.Machine operations by ==.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden import isa
+from golden.hw import HardwareConfig
+from rtl_gen import ports
+from rtl_gen.buffers import Buffers
+from rtl_gen.compact import Compact
+from rtl_gen.decide import Decide
+from rtl_gen.gmean import GMean
+from rtl_gen.package import Package
+from rtl_gen.ram import Ram
+from rtl_gen.selstate import M_BITS, m_read, mask_read
+from rtl_gen.selstore import SelStore, beat_layout
+
+WRITE, READ, TABLE, OP, READ_M, STORE = range(6)
+UNITS = ("GMEAN", "DECIDE", "PACKAGE", "COMPACT")
+
+
+def cmd_layout(hw: HardwareConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "kind": 3, "buf": 2, "tile": range(hw.tiles), "ch": range(hw.k_max), "data": ports.lanes(hw.mac_rows),
+        "desc": isa.DESC_BITS, "rows": range(hw.n_max + 1), "addr": range(hw.pwl_max), "base": signed(32),
+        "slope": signed(27), "token": range(hw.tiles * hw.mac_rows)})
+
+
+def ev_layout(hw: HardwareConfig) -> data.StructLayout:
+    return data.StructLayout({"op": 5, "cycles": 24, "kept_stb": 1, "kept": range(hw.n_max + 1), "stage": 3,
+                              "n_stb": 1, "n_out": range(hw.n_max + 2)})
+
+
+def route(m, target, sources, sig: wiring.Signature):
+    """Drive the memory-side port `target` from whichever of `sources` [(cond, unit-side port)]
+    is selected (first true cond wins; none: the last source); read data goes to all."""
+    for name, mem in sig.members.items():
+        if mem.flow == Out:
+            val = Value.cast(getattr(sources[-1][1], name))
+            for cond, src in reversed(sources[:-1]):
+                val = Mux(cond, Value.cast(getattr(src, name)), val)
+            m.d.comb += getattr(target, name).eq(val)
+        else:
+            for _, src in sources:
+                m.d.comb += getattr(src, name).eq(getattr(target, name))
+
+
+class SelectBench(wiring.Component):
+    def __init__(self, hw: HardwareConfig, recips: int = 4, cap_bits: int = 3, pk_lanes: int | None = None):
+        self.hw, self.recips, self.cap_bits, self.pk_lanes = hw, recips, cap_bits, pk_lanes
+        super().__init__({
+            "i_cmd": In(stream.Signature(cmd_layout(hw))),
+            "o_rd": Out(stream.Signature(ports.lanes(hw.mac_rows))),
+            "o_ev": Out(stream.Signature(ev_layout(hw))),
+            "o_m": Out(stream.Signature(data.StructLayout({"m": signed(M_BITS), "keep": 1}))),
+            "o_st": Out(stream.Signature(beat_layout(hw))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hw, R = self.hw, self.hw.mac_rows
+        m.submodules.bufs = bufs = Buffers(hw)
+        m.submodules.gmean = gm = GMean(hw)
+        m.submodules.decide = dc = Decide(hw, self.recips, self.cap_bits)
+        m.submodules.package = pk = Package(hw, self.pk_lanes)
+        m.submodules.compact = cp = Compact(hw)
+        m.submodules.store = ss = SelStore(hw)
+        m.submodules.table = tab = Ram(59, hw.pwl_max, is_signed=False)
+        units = (gm, dc, pk, cp)
+
+        cmd = self.i_cmd.payload
+        desc, rows = Signal(isa.DESC_BITS), Signal(range(hw.n_max + 1))
+        active = Signal(len(UNITS))                       # one-hot: the running unit
+        storing = Signal()
+        own_r = ports.tok_read(hw).create(path=("own_r",))
+        own_w = ports.tok_write(hw).create(path=("own_w",))
+        own_mask = mask_read(hw).create(path=("own_mask",))
+        own_m = m_read(hw).create(path=("own_m",))
+        for u in units:
+            m.d.comb += [u.desc.eq(desc), u.rows.eq(rows)]
+        route(m, bufs.ra, [(active[i], u.rd) for i, u in enumerate(units)] + [(1, own_r)], ports.tok_read(hw))
+        route(m, bufs.w, [(active[0], gm.wr), (active[3], cp.wr), (1, own_w)], ports.tok_write(hw))
+        route(m, dc.mask, [(active[2], pk.mask), (active[3], cp.mask), (storing, ss.mask), (1, own_mask)], mask_read(hw))
+        route(m, dc.m, [(active[2], pk.mr), (1, own_m)], m_read(hw))
+        wiring.connect(m, cp.pkg, pk.pkg)
+        tr = dc.table
+        m.d.comb += [tab.raddr.eq(tr.addr), tab.ren.eq(tr.en), tr.data.base.eq(tab.rdata[:32]),
+                     tr.data.slope.eq(tab.rdata[32:59]), dc.consume.eq(cp.done),
+                     ss.kept.eq(dc.info.kept), ss.ns.eq(dc.info.ns)]
+        wiring.connect(m, wiring.flipped(self.o_st), ss.o)
+
+        ev = self.o_ev.payload
+        done = Signal()
+        m.d.comb += done.eq(sum(u.done for u in units) != 0)
+        with m.If(dc.kept_stb):
+            m.d.sync += [ev.kept_stb.eq(1), ev.kept.eq(dc.kept), ev.stage.eq(dc.stage)]
+        with m.If(cp.n_stb):
+            m.d.sync += [ev.n_stb.eq(1), ev.n_out.eq(cp.n_out)]
+        tok = Signal.like(cmd.token)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i_cmd.ready.eq(1)
+                with m.If(self.i_cmd.valid):
+                    with m.Switch(cmd.kind):
+                        with m.Case(WRITE):
+                            m.d.comb += [own_w.buf.eq(cmd.buf), own_w.tile.eq(cmd.tile), own_w.ch.eq(cmd.ch),
+                                         own_w.data.eq(cmd.data), own_w.en.eq(-1)]
+                        with m.Case(READ):
+                            m.d.comb += [own_r.buf.eq(cmd.buf), own_r.tile.eq(cmd.tile), own_r.ch.eq(cmd.ch),
+                                         own_r.en.eq(1)]
+                            m.next = "RD"
+                        with m.Case(TABLE):
+                            m.d.comb += [tab.waddr.eq(cmd.addr), tab.wdata.eq(cmd.base.as_unsigned()
+                                         | (cmd.slope.as_unsigned() << 32)), tab.wen.eq(1)]
+                        with m.Case(READ_M):
+                            m.d.comb += [own_m.token.eq(cmd.token), own_m.en.eq(1),
+                                         own_mask.tile.eq(cmd.token >> (R.bit_length() - 1)), own_mask.en.eq(1)]
+                            m.d.sync += tok.eq(cmd.token)
+                            m.next = "RM"
+                        with m.Case(OP):
+                            m.d.sync += [desc.eq(cmd.desc), rows.eq(cmd.rows), ev.cycles.eq(0), ev.kept_stb.eq(0),
+                                         ev.n_stb.eq(0), ev.op.eq(cmd.desc[:5])]
+                            for i, name in enumerate(UNITS):
+                                with m.If(cmd.desc[:5] == isa.OPS[name].code):
+                                    m.d.sync += active.eq(1 << i)
+                            m.next = "GO"
+                        with m.Case(STORE):
+                            m.d.sync += storing.eq(1)
+                            m.next = "ST_GO"
+            with m.State("RD"):
+                m.d.comb += [self.o_rd.valid.eq(1), self.o_rd.payload.eq(bufs.ra.data)]
+                with m.If(self.o_rd.ready):
+                    m.next = "IDLE"
+            with m.State("RM"):
+                lane = tok[:R.bit_length() - 1] if R > 1 else 0
+                m.d.comb += [self.o_m.valid.eq(1), self.o_m.payload.m.eq(dc.m.m),
+                             self.o_m.payload.keep.eq(dc.mask.keep.bit_select(lane, 1))]
+                with m.If(self.o_m.ready):
+                    m.next = "IDLE"
+            with m.State("GO"):
+                for i, u in enumerate(units):
+                    m.d.comb += u.start.eq(active[i])
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.sync += ev.cycles.eq(ev.cycles + 1)
+                with m.If(done):
+                    m.d.sync += active.eq(0)
+                    m.next = "EV"
+            with m.State("EV"):
+                m.d.comb += self.o_ev.valid.eq(1)
+                with m.If(self.o_ev.ready):
+                    m.next = "IDLE"
+            with m.State("ST_GO"):
+                m.d.comb += ss.start.eq(1)
+                m.next = "ST"
+            with m.State("ST"):
+                with m.If(ss.done):
+                    m.d.sync += storing.eq(0)
+                    m.next = "IDLE"
+        return m
+
+
+# ------------------------------------------------------------------ host side
+@dataclass
+class Session:
+    """Commands for one bench run and the expected number of outputs of each stream."""
+    hw: HardwareConfig
+    cmds: list = field(default_factory=list)
+    n_rd: int = 0
+    n_ev: int = 0
+    n_m: int = 0
+    n_st: int = 0
+
+    def _cmd(self, kind, **f):
+        hw = self.hw
+        c = {"kind": kind, "buf": 0, "tile": 0, "ch": 0, "data": [0] * hw.mac_rows, "desc": 0, "rows": 0, "addr": 0,
+             "base": 0, "slope": 0, "token": 0}
+        c.update(f)
+        self.cmds.append(c)
+
+    def write_region(self, buf: int, x, c0: int = 0):
+        """Whole token tiles: x [tiles R, w] -> channels c0.. of buf."""
+        R = self.hw.mac_rows
+        x = np.asarray(x, dtype=np.int64)
+        for t in range(x.shape[0] // R):
+            for c in range(x.shape[1]):
+                self._cmd(WRITE, buf=buf, tile=t, ch=c0 + c, data=[int(v) for v in x[t * R:(t + 1) * R, c]])
+
+    def read_region(self, buf: int, tiles: int, c0: int, w: int):
+        for t in range(tiles):
+            for c in range(w):
+                self._cmd(READ, buf=buf, tile=t, ch=c0 + c)
+        self.n_rd += tiles * w
+
+    def table(self, base, slope):
+        for a, (b, s) in enumerate(zip(base, slope)):
+            self._cmd(TABLE, addr=a, base=int(b), slope=int(s))
+
+    def op(self, name: str, rows: int, **fields):
+        self._cmd(OP, desc=int.from_bytes(isa.encode(name, rows=rows, **fields), "little"), rows=rows)
+        self.n_ev += 1
+
+    def read_m(self, tokens):
+        for j in tokens:
+            self._cmd(READ_M, token=int(j))
+        self.n_m += len(tokens)
+
+    def store(self):
+        from rtl_gen.selstore import beats
+        self._cmd(STORE)
+        self.n_st += beats(self.hw)
+
+    def counts(self) -> dict:
+        return {"o_rd": self.n_rd, "o_ev": self.n_ev, "o_m": self.n_m, "o_st": self.n_st}
+
+
+def region(words, tiles: int, w: int, R: int) -> np.ndarray:
+    """READ outputs of read_region -> [tiles R, w]."""
+    a = np.asarray(words, dtype=np.int64).reshape(tiles, w, R)
+    return a.transpose(0, 2, 1).reshape(tiles * R, w)
+
+
+def store_bytes(beats, hw: HardwareConfig, nbytes: int) -> bytes:
+    raw = b"".join(int(b["data"]).to_bytes(hw.axi_bits // 8, "little") for b in beats)
+    return raw[:nbytes]
+
+
+class StoreBench(wiring.Component):
+    """The selection store alone on a selection state: i_cmd {store: 0 -> keep word `keep` of
+    tile `tile`; 1 -> decision info (ns, kept) then the STORE beats on o_st}."""
+
+    def __init__(self, hw: HardwareConfig):
+        from rtl_gen.selstate import SelState
+        self.hw, self._state = hw, SelState
+        n = range(hw.n_max + 1)
+        cmd = data.StructLayout({"store": 1, "tile": range(hw.tiles), "keep": hw.mac_rows, "ns": n, "kept": n})
+        super().__init__({"i_cmd": In(stream.Signature(cmd)), "o_st": Out(stream.Signature(beat_layout(hw)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.st = st = self._state(self.hw)
+        m.submodules.ss = ss = SelStore(self.hw)
+        c = self.i_cmd.payload
+        wiring.connect(m, st.mask, ss.mask)
+        wiring.connect(m, wiring.flipped(self.o_st), ss.o)
+        m.d.comb += [ss.kept.eq(st.info.kept), ss.ns.eq(st.info.ns), st.set_info.ns.eq(c.ns),
+                     st.set_info.kept.eq(c.kept), st.kw.tile.eq(c.tile), st.kw.data.eq(c.keep)]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i_cmd.ready.eq(1)
+                with m.If(self.i_cmd.valid):
+                    with m.If(c.store):
+                        m.d.comb += st.set.eq(1)
+                        m.next = "GO"
+                    with m.Else():
+                        m.d.comb += st.kw.en.eq(-1)
+            with m.State("GO"):
+                m.d.comb += ss.start.eq(1)
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(ss.done):
+                    m.next = "IDLE"
+        return m

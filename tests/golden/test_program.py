@@ -1,0 +1,195 @@
+"""The accelerator's program: compiler + interpreter equal the golden QModel forward bit for bit
+(every preset, the demo model, package modes, caps), whatever the buffers held before; the same
+inputs compile to the same bytes; every error code of golden/isa.py is reachable and reported
+at the right descriptor."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from golden import isa
+from golden.arith import quantize
+from golden.compiler import compile_model
+from golden.config import PRESETS
+from golden.hw import HW_PRESETS, HardwareConfig
+from golden.interp import Machine, read_results, run_image
+from sim.models import calibrated
+
+MINI = HW_PRESETS["mini"]
+SMALL = HW_PRESETS["small"]
+
+
+def check_equal(q, img, x, junk=True):
+    logits, kept = q(x)
+    for i in range(len(x)):
+        r = run_image(img, x[i], junk_seed=i if junk else None)
+        assert np.array_equal(r.logits, logits[i]), f"image {i}: logits differ"
+        assert np.array_equal(r.kept, kept[i]), f"image {i}: kept {r.kept} vs {kept[i]}"
+        t = q.embed(x[i:i + 1])[0]
+        stage = 0
+        for b, blk in enumerate(q.blocks):
+            if b in q.selectors:
+                t, sel = q.selectors[b](t, n_pkg=stage)
+                assert np.array_equal(r.masks[stage], sel.keep), f"image {i} stage {stage}: keep masks differ"
+                stage += 1
+            t = blk(t[None])[0]
+            if b in r.checkpoints:
+                assert np.array_equal(r.checkpoints[b], t), f"image {i} block {b}: tokens differ"
+
+
+@pytest.mark.parametrize("preset,hw", [("mini", MINI), ("spvit-deit-tiny", SMALL), ("deit-tiny", SMALL),
+                                       ("spvit-deit-small", HW_PRESETS["zcu102"])])
+def test_interpreter_equals_golden(preset, hw, measured):
+    q, imgs = calibrated(preset, 0, 2)
+    img = compile_model(q, hw, checkpoints=True)
+    check_equal(q, img, quantize(imgs.numpy(), q.img_frac))
+    measured(f"program {preset} on {hw.name}: {img.manifest['descriptors']} descriptors, {img.stream_len:,} stream "
+             f"bytes; interpreter == golden forward (logits, kept counts, masks, every block) on 2 images")
+
+
+@pytest.mark.parametrize("mode,cap", [("sum", None), ("mean", None), ("norm", (20, 5)), ("norm", (0,)), ("sum", (0, 3))])
+def test_package_modes_and_caps(mode, cap):
+    """Caps bind (cap 0: nothing kept, so the next stage scores no token at all)."""
+    cfg = dataclasses.replace(PRESETS["mini"], package_mode=mode)
+    q, imgs = calibrated(cfg, 1, 3)
+    if cap:
+        caps = {b: cap[min(s, len(cap) - 1)] for s, b in enumerate(sorted(q.selectors))}
+        q = dataclasses.replace(q, selectors={b: dataclasses.replace(s, cap=caps[b]) for b, s in q.selectors.items()})
+    img = compile_model(q, MINI)
+    check_equal(q, img, quantize(imgs.numpy(), q.img_frac))
+
+
+def test_demo_model_program(tmp_path):
+    from quant.calibrate import calibrate
+    from quant.cli import DEMO_CHECKPOINT
+    from quant.data import load_data
+    from quant.loaders import load_float_model
+    cfg = PRESETS["mini"]
+    model = load_float_model(str(DEMO_CHECKPOINT), cfg)
+    x, _ = load_data("digits:train", cfg, default_split="train").take(32).tensors()
+    q = calibrate(model, x)
+    test, _ = load_data("digits:test", cfg, default_split="test").take(8).tensors()
+    img = compile_model(q, MINI)
+    check_equal(q, img, quantize(test.numpy(), q.img_frac))
+
+
+def test_same_inputs_same_bytes():
+    q, _ = calibrated("mini", 0, 2)
+    a, b = compile_model(q, MINI), compile_model(q, MINI)
+    assert a.data == b.data and a.manifest == b.manifest
+
+
+def test_oversized_model_is_refused():
+    q, _ = calibrated("spvit-deit-tiny", 0, 2)
+    with pytest.raises(ValueError, match="hardware mini cannot run .*embed_dim 192 > d_max 64"):
+        compile_model(q, MINI)
+
+
+# ---------------------------------------------------------------- error paths
+@pytest.fixture(scope="module")
+def mini_image():
+    q, imgs = calibrated("mini", 0, 2)
+    img = compile_model(q, MINI)
+    return img, quantize(imgs.numpy(), q.img_frac)[0]
+
+
+def _desc_at(img, i):
+    return img.regions["program"][0] + i * isa.DESC_BYTES
+
+
+def _find(img, op, pred=lambda d: True):
+    for i, _ in img.labels:
+        d = isa.decode(img.data[_desc_at(img, i):][:isa.DESC_BYTES])
+        if d.op.name == op and pred(d):
+            return i, d
+    raise KeyError(op)
+
+
+def _patch(ddr, img, i, op, **changes):
+    d = isa.decode(bytes(ddr[_desc_at(img, i):][:isa.DESC_BYTES]))
+    fields = {k: v for k, v in d.items() if k != "op"}
+    fields.update(changes)
+    ddr[_desc_at(img, i):_desc_at(img, i) + isa.DESC_BYTES] = isa.encode(op, **fields)
+
+
+def _run(ddr, hw=MINI):
+    with pytest.raises(isa.ProgramError) as e:
+        Machine(hw, ddr).run()
+    return e.value
+
+
+def _header(ddr, **changes):
+    h = isa.decode_header(bytes(ddr[:isa.HEADER_BYTES]))
+    h.update(changes)
+    ddr[:isa.HEADER_BYTES] = isa.encode_header(**h)
+
+
+def test_errors_header(mini_image):
+    img, x = mini_image
+    for change, code in [({"magic": 0}, "BAD_HEADER"), ({"version": 9}, "BAD_HEADER"), ({"n_desc": 0}, "PROGRAM_SIZE"),
+                         ({"n_desc": MINI.desc_max + 1}, "PROGRAM_SIZE"), ({"n_tokens": 0}, "BAD_TOKENS"),
+                         ({"n_tokens": MINI.n_max + 1}, "BAD_TOKENS")]:
+        ddr = img.with_input(x)
+        _header(ddr, **change)
+        e = _run(ddr)
+        assert (e.name, e.index) == (code, -1), change
+    other = dataclasses.replace(MINI, n_max=MINI.n_max + 8)
+    assert _run(img.with_input(x), other).name == "HW_MISMATCH"
+
+
+def test_errors_descriptors(mini_image):
+    img, x = mini_image
+    i_mm, d_mm = _find(img, "MATMUL", lambda d: d["act"] == isa.ACT_LOAD)
+    cases = [
+        (i_mm, "MATMUL", {"k": MINI.k_max + 1}, "BAD_SHAPE"),
+        (i_mm, "MATMUL", {"o_buf": d_mm["a_buf"]}, "BAD_SHAPE"),
+        (i_mm, "MATMUL", {"act": isa.ACT_KEEP}, "NO_TABLE"),
+        (i_mm, "MATMUL", {"pwl_nseg": MINI.pwl_max + 1}, "BAD_SHAPE"),
+        (i_mm, "MATMUL", {"rows_n": 0, "rows": 0}, "BAD_TOKENS"),
+        (i_mm, "MATMUL", {"rows_n": 0, "rows": MINI.n_max + 1}, "BAD_TOKENS"),
+        (_find(img, "LAYERNORM")[0], "LAYERNORM", {"eps": 0}, "BAD_SHAPE"),
+        (_find(img, "ATTENTION")[0], "ATTENTION", {"head_dim": 12}, "BAD_SHAPE"),
+        (_find(img, "GMEAN")[0], "GMEAN", {"rows_n": 0, "rows": 1}, "BAD_TOKENS"),
+        (_find(img, "DECIDE")[0], "DECIDE", {"stage": MINI.stages_max}, "BAD_SHAPE"),
+        (_find(img, "DECIDE")[0], "DECIDE", {"n_pkg": 15, "rows_n": 0, "rows": 15}, "BAD_TOKENS"),
+        (_find(img, "PACKAGE")[0], "PACKAGE", {"n_pkg": 3}, "BAD_TOKENS"),
+        (_find(img, "COMPACT")[0], "COMPACT", {"d": 32}, "BAD_SHAPE"),
+        (_find(img, "STORE")[0], "STORE", {"addr": 8}, "BAD_SHAPE"),
+        (_find(img, "LOAD")[0], "LOAD", {"buf": isa.KB}, "BAD_SHAPE"),
+    ]
+    for i, op, change, code in cases:
+        ddr = img.with_input(x)
+        _patch(ddr, img, i, op, **change)
+        e = _run(ddr)
+        assert (e.name, e.index) == (code, i), (op, change, e)
+    ddr = img.with_input(x)
+    ddr[_desc_at(img, 5)] = 31                                 # unknown opcode
+    assert (_run(ddr).name, _run(ddr).index) == ("BAD_OPCODE", 5)
+
+
+def test_errors_stream_and_end(mini_image):
+    img, x = mini_image
+    sb = MINI.stream_bytes
+    ddr = img.with_input(x)
+    _header(ddr, stream_len=img.stream_len - sb)
+    assert _run(ddr).name == "STREAM_SHORT"
+    ddr = img.with_input(x)
+    _header(ddr, stream_len=img.stream_len + sb)
+    e = _run(ddr)
+    assert (e.name, e.index) == ("STREAM_LEFTOVER", img.manifest["descriptors"] - 1)
+    ddr = img.with_input(x)
+    end, _ = _find(img, "END")
+    _patch(ddr, img, end, "GMEAN", buf=0, c0=0, w=1, rows=2)   # the last descriptor is no longer END
+    e = _run(ddr)
+    assert (e.name, e.index) == ("NO_END", img.manifest["descriptors"])
+    r = read_results(img.manifest, Machine(MINI, img.with_input(x)).run().ddr)
+    assert len(r.logits) == 10
+
+
+def test_hardware_config_messages():
+    with pytest.raises(Exception, match=r"mac_rows must divide mac_cols \(8 % 16 != 0\)"):
+        HardwareConfig(mac_rows=16, mac_cols=8)
+    with pytest.raises(Exception, match="hidden_max must be at least d_max"):
+        HardwareConfig(d_max=512, hidden_max=256)

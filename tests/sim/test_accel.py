@@ -1,0 +1,152 @@
+"""The whole accelerator (rtl_gen/top.py) from DDR, bit-exact against the interpreter (which
+equals the golden model): AxiRam as DDR and an AxiLiteMaster host with random pauses on every
+channel. Compared by ==: logits, kept counts (in DDR and in the KEPT registers), keep masks,
+every block's tokens; the header, program and stream are read exactly once and nothing is
+written outside the result region. One generated design (the mini hardware) runs several
+packages, and a bad program stops with the interpreter's error code instead of hanging."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from golden import isa
+from golden.arith import quantize
+from golden.compiler import compile_model
+from golden.config import PRESETS
+from golden.hw import HW_PRESETS
+from sim.accel import compare_runs, run_accel
+from sim.models import calibrated
+
+HW = HW_PRESETS["mini"]
+
+
+def check(c, what):
+    assert c.bad == 0, f"{what}: {c.bad} of {c.compared} elements differ; first: {c.first}"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The committed demo model quantised as `make demo` does, and 8 held-out digits."""
+    from quant.calibrate import calibrate, quantize_images
+    from quant.cli import DEMO_CHECKPOINT
+    from quant.data import load_data
+    from quant.loaders import load_float_model
+    cfg = PRESETS["mini"]
+    model = load_float_model(str(DEMO_CHECKPOINT), cfg)
+    xc, _ = load_data("digits:train", cfg, default_split="train").take(64).tensors()
+    q = calibrate(model, xc)
+    xt, labels = load_data("digits:test", cfg, default_split="test").take(8).tensors()
+    return q, quantize_images(xt, q)
+
+
+def test_demo_model_bit_exact(demo, measured):
+    q, x = demo
+    img = compile_model(q, HW, checkpoints=True)
+    runs = run_accel(img, list(x), pause=0.2, seed=1)
+    c = compare_runs(img, list(x), runs)
+    check(c, "demo model")
+    cyc = [r.cycles for r in runs]
+    measured(f"accelerator (mini hardware) runs the demo model on 8 held-out digits: BIT-EXACT, {c.compared:,} "
+             f"elements compared (logits, kept counts, masks, every block); cycles per image {min(cyc):,}..{max(cyc):,} "
+             f"with 20% pauses on every AXI channel; sim wall {sum(r.wall_s for r in runs):.0f} s")
+
+
+def test_one_design_runs_other_packages(measured):
+    """Other selector positions with binding caps (cap 0: nothing kept, the next stage scores no
+    token), and a model without selectors, on the same generated hardware."""
+    capped = dataclasses.replace(PRESETS["mini"], selector_blocks=(1, 3), package_mode="sum")
+    q1, imgs1 = calibrated(capped, 2, 3)
+    q1 = dataclasses.replace(q1, selectors={b: dataclasses.replace(s, cap=c) for (b, s), c in
+                                            zip(sorted(q1.selectors.items()), (4, 0))})
+    plain = dataclasses.replace(PRESETS["mini"], selector="none", selector_blocks=(), depth=3)
+    q2, imgs2 = calibrated(plain, 3, 3)
+    total = 0
+    for q, imgs in ((q1, imgs1), (q2, imgs2)):
+        img = compile_model(q, HW)
+        x = list(quantize(imgs.numpy(), q.img_frac)[:2])
+        runs = run_accel(img, x, pause=0.1, seed=2)
+        c = compare_runs(img, x, runs)
+        check(c, q.cfg.name)
+        total += c.compared
+    measured(f"the same mini design runs a capped model (selectors before blocks 1, 3; caps 4 and 0) and a model "
+             f"without selectors: BIT-EXACT, {total:,} elements")
+
+
+def _desc_offset(img, i):
+    return img.regions["program"][0] + i * isa.DESC_BYTES
+
+
+def test_bad_programs_stop_with_an_error_code(measured):
+    """Each run corrupts the program (or the DDR answers SLVERR); the accelerator must report the
+    interpreter's error code and descriptor index and accept the next START; the last run is
+    clean and bit-exact."""
+    q, imgs = calibrated("mini", 0, 2)
+    img = compile_model(q, HW)
+    x = quantize(imgs.numpy(), q.img_frac)[0]
+    d0 = img.regions["program"][0]
+
+    def desc(i):
+        return isa.decode(img.data[d0 + i * 64:][:64])
+
+    def patched(i, **ch):
+        d = desc(i)
+        f = {k: v for k, v in d.items() if k != "op"}
+        f.update(ch)
+        return (_desc_offset(img, i), isa.encode(d.op.name, **f))
+
+    mm = next(i for i, _ in img.labels if desc(i).op.name == "MATMUL" and desc(i)["act"] == isa.ACT_LOAD)
+    gm = next(i for i, _ in img.labels if desc(i).op.name == "GMEAN")
+    hdr = isa.decode_header(img.data[:isa.HEADER_BYTES])
+    cases = {
+        "bad opcode": [(_desc_offset(img, 7), bytes([31]))],
+        "k beyond the buffer": [patched(mm, k=HW.k_max + 1)],
+        "table reused before any load": [patched(mm, act=isa.ACT_KEEP)],
+        "global mean of one token": [patched(gm, rows_n=0, rows=1)],
+        "stream too short": [(0, isa.encode_header(**{**hdr, "stream_len": hdr["stream_len"] - HW.stream_bytes}))],
+        "stream too long": [(0, isa.encode_header(**{**hdr, "stream_len": hdr["stream_len"] + HW.stream_bytes}))],
+        "other hardware": [(0, isa.encode_header(**{**hdr, "hw_ident": hdr["hw_ident"] ^ 1}))],
+        "no END": [(_desc_offset(img, img.manifest["descriptors"] - 1), isa.encode("GMEAN", buf=0, c0=0, w=1, rows=2))],
+        "clean run": [],
+    }
+    names = list(cases)
+    pokes = [cases[n] for n in names]
+    runs = run_accel(img, [x] * len(names), pokes=pokes, pause=0.1, seed=4, timeout=2_000_000)
+    c = compare_runs(img, [x] * len(names), runs, pokes=pokes)
+    check(c, "error paths")
+    got = {n: (r.error, r.error_index) for n, r in zip(names, runs)}
+    assert got["clean run"] == ("OK", 0) and not any(r.hung for r in runs)
+    # an AXI read error (SLVERR on the stream) is reported, not hung on
+    s0 = img.regions["stream"][0]
+    runs = run_accel(img, [x, x], poison=[[(s0 + 4096, s0 + 4112)], []], pause=0.0, seed=5, timeout=2_000_000)
+    assert runs[0].error == "AXI_READ" and not runs[0].hung, (runs[0].error, runs[0].hung)
+    c = compare_runs(img, [x], runs[1:])
+    check(c, "run after an AXI error")
+    measured("bad programs stop with the interpreter's error code and index, then the next run is bit-exact: "
+             + ", ".join(f"{n} -> {e}@{i}" for n, (e, i) in got.items()) + "; SLVERR on the stream -> AXI_READ")
+
+
+def test_cycle_model_matches_rtl(demo, measured):
+    """The cycle model (rtl_gen/perf.py) against RTL cycles without pauses on the demo model:
+    within 3% on every image, per-operation classes printed."""
+    from rtl_gen.perf import program_cycles, trace
+    q, x = demo
+    img = compile_model(q, HW)
+    runs = run_accel(img, list(x[:3]), pause=0.0, seed=0, ops=True)
+    check(compare_runs(img, list(x[:3]), runs), "demo model without pauses")
+    worst = 0.0
+    for k, r in enumerate(runs):
+        p = program_cycles(img, trace(img, x[k]))
+        err = p.total / r.cycles - 1
+        worst = max(worst, abs(err))
+        assert abs(err) < 0.03, f"image {k}: model {p.total} vs RTL {r.cycles} ({100 * err:+.1f}%)"
+    rtl = {i: e - s for i, s, e in runs[0].ops}
+    by = {}
+    for o in program_cycles(img, trace(img, x[0])).ops:
+        a = by.setdefault(o.op, [0, 0])
+        a[0] += rtl.get(o.index, 0)
+        a[1] += o.cycles
+    measured(f"cycle model vs RTL (demo model, mini hardware, no pauses): worst {100 * worst:.2f}% over 3 images "
+             f"({runs[0].cycles:,} RTL cycles for image 0); per operation class: "
+             + ", ".join(f"{k} {100 * (m / r - 1):+.1f}%" for k, (r, m) in by.items() if r))
