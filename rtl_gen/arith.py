@@ -78,8 +78,8 @@ def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru") -> Value:
     ok = Signal(name=f"{name}_fits")
     f = Signal(signed(bits + 1), name=f"{name}_f")
     out = Signal(signed(bits), name=name)
-    m.d.comb += [ok.eq(fits),
-                 f.eq(Mux(ok, cur, Mux(v < 0, Const(-(1 << bits), signed(bits + 1)), Const((1 << bits) - 1, signed(bits + 1))))),
+    lo, hi = Const(-(1 << bits), signed(bits + 1)), Const((1 << bits) - 1, signed(bits + 1))
+    m.d.comb += [ok.eq(fits), f.eq(Mux(ok, cur, Mux(v[-1], lo, hi) if v.shape().signed else hi)),
                  out.eq(sat((f + 1) >> 1, bits))]
     return out
 

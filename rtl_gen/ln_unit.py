@@ -156,7 +156,7 @@ class LnPost(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, w, R = self.hw, self.wd, self.hw.mac_rows
+        w, R = self.wd, self.hw.mac_rows
         m.submodules.sqrt = sq = NormIsqrt(w.v, R)
         step = Signal(range(w.sb))
         mc = Signal(w.db)                      # the shared multiplier d, one bit per step
