@@ -182,7 +182,7 @@ def add_shifted(m, a, sa, b, sb, so, bits: int = WORD, name: str = "as") -> Valu
     from golden.isa import ALIGN_MAX
     s = Signal(signed(WORD + ALIGN_MAX + 2), name=f"{name}_sum")
     m.d.comb += s.eq((Value.cast(a).as_signed() << sa) + (Value.cast(b).as_signed() << sb))
-    return requant_var(m, s, so, bits, name)
+    return requant_sv(m, s, so, bits, name)
 
 
 def bit_length(m, v, name: str = "bitlen") -> Value:

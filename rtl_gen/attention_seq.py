@@ -38,7 +38,7 @@ class AttentionSeq(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
+        hw, R = self.hw, self.hw.mac_rows
         d = desc_view("ATTENTION", self.desc)
         m.submodules.softmax = sm = self.softmax
         m.submodules.pbank = pb = Ram(16, 2 * hw.n_max, R)
@@ -84,6 +84,9 @@ class AttentionSeq(wiring.Component):
         pc, pn = Signal(range(hw.d_max // C + 1)), Signal(range(hw.n_max))
         s_first, s_all = Signal(), Signal()
         q = self.req.payload
+        # fields ATTENTION does not use get a (harmless) live driver: a constant there would be a
+        # process without inputs in the Verilog, which Icarus never runs (the bits stay X)
+        m.d.comb += [q.w_addr.eq(j), q.info.release.eq(s_first & ~s_first)]
         hoff, phoff = Signal(range(hw.d_max + 1)), Signal(range(hw.d_max + 1))
         m.d.comb += [hoff.eq(hh * d.head_dim), phoff.eq(phh * d.head_dim)]
         with m.FSM() as fsm:

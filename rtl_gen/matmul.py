@@ -39,6 +39,7 @@ class MatmulSeq(wiring.Component):
         ch0 = Signal(range(hw.k_max + C))
         left = Signal(range(hw.k_max + C))             # outputs of this and later m-tiles
         q = self.req.payload
+        m.d.comb += q.eq(0)                     # fields MATMUL does not use (then overridden)
         m.d.comb += [q.a_src.eq(A_TOK), q.a_buf.eq(d.a_buf), q.a_tile.eq(t), q.a_ch.eq(d.a_c0 + kk),
                      q.b_src.eq(B_WEIGHT), q.w_addr.eq(kk), q.first.eq(kk == 0), q.last.eq(kk == d.k - 1),
                      q.info.kind.eq(KIND_MM), q.info.tile.eq(t), q.info.ch0.eq(ch0),
