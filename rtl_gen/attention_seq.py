@@ -20,7 +20,7 @@ from golden.hw import HardwareConfig
 
 from .decode import desc_view
 from .fetch import A_PROB, A_TOK, B_KEY, B_VALUE, KIND_PV, KIND_SCORE, prob_read, req_layout
-from .ports import lanes
+from .ports import lanes, tiles_of
 from .ram import Ram
 
 
@@ -75,7 +75,7 @@ class AttentionSeq(wiring.Component):
 
     def _issue(self, m, d, p_full, prb, p_clr):
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
-        rb, cb = (R - 1).bit_length(), (C - 1).bit_length()
+        cb = (C - 1).bit_length()
         N = Signal(range(hw.n_max + 1))
         T, U = Signal(range(hw.tiles + 1)), Signal(range(hw.key_tiles + 1))
         th, hh = Signal(range(hw.tiles)), Signal(range(32))          # query tile and head of the score
@@ -92,7 +92,7 @@ class AttentionSeq(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [N.eq(self.rows), T.eq((self.rows + R - 1) >> rb), U.eq((self.rows + C - 1) >> cb),
+                    m.d.sync += [N.eq(self.rows), T.eq(tiles_of(self.rows, R)), U.eq(tiles_of(self.rows, C)),
                                  th.eq(0), hh.eq(0), pth.eq(0), phh.eq(0), u.eq(0), j.eq(0), pc.eq(0), pn.eq(0),
                                  s_first.eq(1), s_all.eq(0), prb.eq(0)]
                     m.next = "SCORE"

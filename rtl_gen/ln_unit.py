@@ -11,7 +11,7 @@ Numerics, per lane (golden.kernels.layernorm, exactly):
   S1 = sum x, S2 = sum x^2                                   statistics pass, 1 DSP (x x)
   V  = d S2 - S1^2 + eps                                     serial shift-add (SB steps)
   k  = (62 - bitlen V) // 2,  r = isqrt(V << 2k)             NP + 30 steps (rtl_gen.isqrt_norm)
-  R  = floor(2^62 / r)                                       33 steps (r >= 2^30: recip_norm)
+  R  = floor(2^62 / r)                                       33 steps (r >= 2^30: recip.py)
   CR = d R,  S1R = S1 R - 2^(45 - k)                         serial shift-add (SB steps)
   z  = (x CR - S1R) >> (46 - k)  (= round((d x - S1) R / 2^(46 - k)))     2 DSPs (16 x (DB+33))
   y  = requant_sv(gamma z + beta, y_shift)                   1 DSP (16 x 24)
@@ -44,7 +44,7 @@ from .arith import ACC_BITS, WORD, requant_sv
 from .decode import desc_view
 from .isqrt_norm import NormIsqrt
 from .ram import Ram
-from .recip_norm import NormReciprocal
+from .recip import Reciprocal
 
 Z_BITS = 24                 # |z| <= sqrt(d) 2^16 (1 + 2^-29) < 2^22 for d <= 4096
 ZSH_MIN = LN_RECIP_BITS - LN_Z_FRAC - LN_SQRT_BITS // 2 + 1     # 46 - k with k <= 30: 16
@@ -167,9 +167,7 @@ class LnPost(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.i_s.ready.eq(1)
                 with m.If(self.i_s.valid):
-                    m.d.sync += [mc.eq(self.d), step.eq(0), neg_mode.eq(0)]
-                    for ln in lanes:
-                        m.d.sync += ln["load1"]
+                    m.d.sync += self._mul_load(lanes, mc, step, neg_mode, 0, "load1")
                     m.next = "MUL1"
             with m.State("MUL1"):
                 self._mul_step(m, lanes, mc, step, "SQRT")
@@ -186,9 +184,7 @@ class LnPost(wiring.Component):
             with m.State("RECIP_WAIT"):
                 m.d.comb += [ln["recip"].o_q.ready.eq(1) for ln in lanes]
                 with m.If(rc0.o_q.valid):
-                    m.d.sync += [mc.eq(self.d), step.eq(0), neg_mode.eq(1)]
-                    for ln in lanes:
-                        m.d.sync += ln["load2"]
+                    m.d.sync += self._mul_load(lanes, mc, step, neg_mode, 1, "load2")
                     m.next = "MUL2"
             with m.State("MUL2"):
                 self._mul_step(m, lanes, mc, step, "OFFER")
@@ -197,6 +193,10 @@ class LnPost(wiring.Component):
                 with m.If(self.o_k.ready):
                     m.next = "IDLE"
         return m
+
+    def _mul_load(self, lanes, mc, step, neg_mode, neg, load) -> list:
+        """Start a multiplication pass: its operands into every lane."""
+        return [mc.eq(self.d), step.eq(0), neg_mode.eq(neg)] + [a for ln in lanes for a in ln[load]]
 
     def _mul_step(self, m, lanes, mc, step, nxt):
         m.d.sync += [mc.eq(mc >> 1), step.eq(step + 1)]
@@ -210,7 +210,7 @@ class LnPost(wiring.Component):
         d S2 + eps; MUL2: d R); acc_b at 0 (MUL1: S1^2) or -2^(zsh - 1) (MUL2: adds or subtracts
         |S1| R by the sign of S1), so V = acc_a - acc_b and S1R = acc_b need no further adder."""
         w = self.wd
-        m.submodules[f"recip{l}"] = rc = NormReciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
+        m.submodules[f"recip{l}"] = rc = Reciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
         s1 = self.i_s.payload.s1[l]
         sabs = Signal(w.sb, name=f"sabs{l}")
         neg = Signal(name=f"neg{l}")
@@ -321,7 +321,7 @@ class LayerNormUnit(wiring.Component):
         st, ot, wt, taken = (Signal(tn, name=n) for n in ("st", "ot", "wt", "taken"))
         sc, oc, wc = (Signal(range(hw.d_max), name=n) for n in ("sc", "oc", "wc"))
         n_par = Signal(range(hw.d_max + 1))                    # parameters received
-        m.d.comb += n_t.eq((self.rows + R - 1) >> (R.bit_length() - 1))
+        m.d.comb += n_t.eq(ports.tiles_of(self.rows, R))
         with m.If(self.start):
             m.d.sync += [busy.eq(1), st.eq(0), ot.eq(0), wt.eq(0), taken.eq(0), sc.eq(0), oc.eq(0), wc.eq(0),
                          n_par.eq(0)]

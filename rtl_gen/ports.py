@@ -70,6 +70,12 @@ def control(hw: HardwareConfig) -> dict:
     return {"start": In(1), "desc": In(DESC_BITS), "rows": In(range(hw.n_max + 1)), "done": Out(1)}
 
 
+def tiles_of(n, size: int):
+    """ceil(n / size) for a power-of-two `size` (an expression on the value or signal n)."""
+    assert size & (size - 1) == 0, f"tile size must be a power of two ({size})"
+    return (n + size - 1) >> (size.bit_length() - 1)
+
+
 def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
     """Lane-enable mask of the tokens of `tile` that lie below `rows` (a comb Signal)."""
     from amaranth.hdl import Cat, Signal

@@ -20,8 +20,6 @@ Result (SPVIT_TB_RESULTS): {"runs": [{"status", "error_code", "error_index", "cy
 """
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
 
@@ -31,6 +29,7 @@ from cocotb.triggers import ClockCycles, Edge, First, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
+from sim.tb_io import tb_results, tb_spec
 
 PERIOD_NS = 10
 
@@ -194,7 +193,7 @@ class AccelTB:
 
 @cocotb.test()
 async def accel_test(dut):
-    spec = json.loads(open(os.environ["SPVIT_TB_VECTORS"]).read())
+    spec = tb_spec()
     tb = AccelTB(dut, spec)
     await tb.reset()
     runs = []
@@ -203,7 +202,4 @@ async def accel_test(dut):
         if runs[-1]["hung"]:
             break
         await Timer(5 * PERIOD_NS, unit="ns")
-    path = os.environ["SPVIT_TB_RESULTS"]
-    with open(path + ".tmp", "w") as f:
-        json.dump({"runs": runs}, f)
-    os.replace(path + ".tmp", path)
+    tb_results({"runs": runs})

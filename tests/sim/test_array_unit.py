@@ -5,7 +5,6 @@ the touched tiles with the interpreter's state after it (rows beyond the token c
 channels beyond the output width must keep their old values)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from golden import isa, stream as gstream

@@ -14,7 +14,7 @@ from golden.isa import B0, B1, B2, B3
 from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, layernorm, ln_eps_const
 from rtl_gen.isqrt_norm import NormIsqrt
 from rtl_gen.ln_unit import Widths, ln_cycles, post_cycles
-from rtl_gen.recip_norm import NormReciprocal
+from rtl_gen.recip import Reciprocal
 from sim.check import assert_exact
 from sim.ln_bench import LnOp, run_ln
 from sim.runner import run_stream
@@ -137,7 +137,7 @@ def test_ln_reciprocal():
     lo, hi = 1 << 30, 1 << 31
     xs = [lo, lo + 1, lo + 2, hi - 1, hi - 2, (lo + hi) // 2, 1518500249, 1518500250] + \
         [int(v) for v in rng.integers(lo, hi, 200)]
-    dut = NormReciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
+    dut = Reciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
     res = run_stream(dut, "recip_norm_62", {"i_d": xs}, {"o_q": len(xs)}, stall=0.3, seed=1)
     assert_exact(np.array(res.outputs["o_q"], dtype=np.int64), recip(np.array(xs), LN_RECIP_BITS), "recip 2^62")
     assert res.outputs["o_q"][0] == 1 << 32
