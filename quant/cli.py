@@ -2,12 +2,15 @@
 `spvit check`, `spvit demo`."""
 from __future__ import annotations
 
+import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from golden.config import load_config
 from spvit.errors import UsageError
+from spvit.outputs import output_dir, output_file
 
 def _one_thread():
     """The models here are small: torch's thread pool only adds contention (measured ~50x
@@ -46,32 +49,44 @@ def _positive(name, v):
         raise UsageError(f"{name} must be a positive integer (got {v})")
 
 
+def _inputs(args, *names) -> list:
+    """Paths among the arguments that are files or folders the command reads."""
+    return [getattr(args, n) for n in names if getattr(args, n, None) and Path(getattr(args, n)).exists()]
+
+
+def _shown(args, path) -> str:
+    """How a path is printed (spvit demo writes into a temporary directory first)."""
+    path = str(path)
+    for tmp, final in getattr(args, "shown", {}).items():
+        path = path.replace(tmp, final)
+    return path
+
+
 def cmd_quantize(args) -> int:
     from .calibrate import PERCENTILE, calibrate
     from .data import load_data
     from .loaders import file_sha256, load_float_model
-    from .package import write_package
+    from .package import FORMAT, write_package_files
     _positive("--calib-limit", args.calib_limit)
     _one_thread()
     cfg = load_config(args.config)
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"output {str(out)!r} already exists; remove it or pass --force")
     t0 = time.time()
-    model = load_float_model(args.checkpoint, cfg.model)
-    data = load_data(args.calib, cfg.model, default_split="train").take(args.calib_limit)
-    images, _ = data.tensors()
-    try:
-        q = calibrate(model, images, cfg.fixed_point, args.method)
-    except ValueError as e:
-        raise UsageError(f"calibration failed: {e}") from None
-    cal = {"method": args.method, "data": data.name, "images": len(images),
-           **({"percentile": PERCENTILE} if args.method == "percentile" else {})}
-    src = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
-           "config": args.config}
-    man = write_package(q, out, cfg.fixed_point, cal, src, force=args.force)
-    print(f"wrote {out}: {len(man['tensors'])} tensors, {man['blob']['size']:,} bytes, method {args.method}, "
-          f"calibrated on {len(images)} images of {data.name} ({time.time() - t0:.1f} s)")
+    with output_dir(args.out, FORMAT, "a weight package", force=args.force,
+                    inputs=_inputs(args, "checkpoint", "calib", "config")) as tmp:
+        model = load_float_model(args.checkpoint, cfg.model)
+        data = load_data(args.calib, cfg.model, default_split="train").take(args.calib_limit)
+        images, _ = data.tensors()
+        try:
+            q = calibrate(model, images, cfg.fixed_point, args.method)
+        except ValueError as e:
+            raise UsageError(f"calibration failed: {e}") from None
+        cal = {"method": args.method, "data": data.name, "images": len(images),
+               **({"percentile": PERCENTILE} if args.method == "percentile" else {})}
+        src = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+               "config": args.config}
+        man = write_package_files(q, tmp, cfg.fixed_point, cal, src)
+    print(f"wrote {_shown(args, args.out)}: {len(man['tensors'])} tensors, {man['blob']['size']:,} bytes, "
+          f"method {args.method}, calibrated on {len(images)} images of {data.name} ({time.time() - t0:.1f} s)")
     return 0
 
 
@@ -87,26 +102,33 @@ def cmd_compare(args) -> int:
         p = getattr(args, opt)
         if p and not p.lower().endswith(suf):
             raise UsageError(f"--{opt} must name a {suf} file (got {p!r})")
-    man = read_manifest(args.package)
-    pcfg = model_config(man["model"])
-    cfg = load_config(args.config).model if args.config else pcfg
-    q, man = load_package(args.package, cfg)
-    model = load_float_model(args.checkpoint, cfg)
-    made_from = man.get("source", {}).get("checkpoint_sha256")
-    if made_from and made_from != file_sha256(args.checkpoint):
-        print(f"warning: package {args.package} was made from a different checkpoint file "
-              f"({man['source'].get('checkpoint')}); comparing anyway", file=sys.stderr)
-    data = load_data(args.data, cfg, default_split="test").take(args.limit)
-    print(f"checkpoint {args.checkpoint}, package {args.package} ({man['calibration'].get('method')}), "
-          f"data {data.name}", flush=True)
-    r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
+    inputs = _inputs(args, "checkpoint", "package", "data", "config")
+    with ExitStack() as outs:      # both outputs are checked (and claimed) before the work
+        js = outs.enter_context(output_file(args.json, "a JSON report", force=args.force, inputs=inputs,
+                                            option="--json")) if args.json else None
+        png = outs.enter_context(output_file(args.plot, "a PNG plot", force=args.force, inputs=inputs,
+                                             option="--plot")) if args.plot else None
+        man = read_manifest(args.package)
+        pcfg = model_config(man["model"])
+        cfg = load_config(args.config).model if args.config else pcfg
+        q, man = load_package(args.package, cfg)
+        model = load_float_model(args.checkpoint, cfg)
+        made_from = man.get("source", {}).get("checkpoint_sha256")
+        if made_from and made_from != file_sha256(args.checkpoint):
+            print(f"warning: package {args.package} was made from a different checkpoint file "
+                  f"({man['source'].get('checkpoint')}); comparing anyway", file=sys.stderr)
+        data = load_data(args.data, cfg, default_split="test").take(args.limit)
+        print(f"checkpoint {args.checkpoint}, package {args.package} ({man['calibration'].get('method')}), "
+              f"data {data.name}", flush=True)
+        r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
+        if js:
+            write_json(r, js)
+        if png:
+            write_plot(r, png)
     print(format_table(r))
-    if args.json:
-        write_json(r, args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        write_plot(r, args.plot)
-        print(f"wrote {args.plot}")
+    for p in (args.json, args.plot):
+        if p:
+            print(f"wrote {_shown(args, p)}")
     return 0
 
 
@@ -114,10 +136,14 @@ def cmd_export_onnx(args) -> int:
     from .loaders import load_float_model
     from .onnx_export import export_onnx
     cfg = load_config(args.config).model
-    model = load_float_model(args.checkpoint, cfg)
-    export_onnx(model, args.out)
+    with output_file(args.out, "an ONNX file", force=args.force, inputs=_inputs(args, "checkpoint", "config")) as tmp:
+        model = load_float_model(args.checkpoint, cfg)
+        export_onnx(model, tmp)
     print(f"wrote {args.out} (batch 1, selector decisions computed in the graph)")
     return 0
+
+
+DEMO_KIND = "spvit-demo"
 
 
 def cmd_demo(args) -> int:
@@ -129,15 +155,21 @@ def cmd_demo(args) -> int:
     import os
     shown = os.path.relpath(DEMO_CHECKPOINT) if Path.cwd() == ROOT else str(DEMO_CHECKPOINT)
     common = ["--checkpoint", shown]
-    print(f"$ spvit quantize {' '.join(common)} --config mini --calib digits:train --out {out / 'mini_digits.pkg'} --force")
-    rc = cmd_quantize(_ns(checkpoint=str(DEMO_CHECKPOINT), config="mini", calib="digits:train", calib_limit=256,
-                          method="maxabs", out=str(out / "mini_digits.pkg"), force=True))
-    print(f"$ spvit compare {' '.join(common)} --package {out / 'mini_digits.pkg'} --data digits:test "
-          f"--json {out / 'compare.json'} --plot {out / 'compare.png'}")
-    return rc or cmd_compare(_ns(checkpoint=str(DEMO_CHECKPOINT), package=str(out / "mini_digits.pkg"),
-                                 data="digits:test", limit=None, json=str(out / "compare.json"),
-                                 plot=str(out / "compare.png"), config=None, batch=16, sqnr_images=64,
-                                 no_progress=not sys.stderr.isatty()))
+    with output_dir(out, DEMO_KIND, "a demo output directory (spvit demo)", force=args.force,
+                    inputs=[DEMO_CHECKPOINT]) as tmp:
+        names = {"shown": {str(tmp): str(out)}}
+        print(f"$ spvit quantize {' '.join(common)} --config mini --calib digits:train --out {out / 'mini_digits.pkg'}")
+        cmd_quantize(_ns(checkpoint=str(DEMO_CHECKPOINT), config="mini", calib="digits:train", calib_limit=256,
+                         method="maxabs", out=str(tmp / "mini_digits.pkg"), force=False, **names))
+        print(f"$ spvit compare {' '.join(common)} --package {out / 'mini_digits.pkg'} --data digits:test "
+              f"--json {out / 'compare.json'} --plot {out / 'compare.png'}")
+        cmd_compare(_ns(checkpoint=str(DEMO_CHECKPOINT), package=str(tmp / "mini_digits.pkg"),
+                        data="digits:test", limit=None, json=str(tmp / "compare.json"),
+                        plot=str(tmp / "compare.png"), config=None, batch=16, sqnr_images=64,
+                        no_progress=not sys.stderr.isatty(), force=False, **names))
+        (tmp / "manifest.json").write_text(json.dumps(
+            {"format": DEMO_KIND, "files": ["mini_digits.pkg", "compare.json", "compare.png"]}, indent=1) + "\n")
+    return 0
 
 
 def _ns(**kw):
@@ -163,7 +195,7 @@ def register(sub) -> None:
                    help="calibration images, spread evenly over the data (default 256)")
     p.add_argument("--method", choices=METHODS, default="maxabs", help="format choice (default maxabs)")
     p.add_argument("--out", required=True, help="package directory to write")
-    p.add_argument("--force", action="store_true", help="replace an existing package")
+    p.add_argument("--force", action="store_true", help="replace an existing package (never another kind of directory)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("compare", help="accuracy of the int16 golden model vs the float model on labelled data")
@@ -177,14 +209,17 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--sqnr-images", type=int, default=64, help="images used for per-layer SQNR (default 64)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace existing --json / --plot files")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export-onnx", help="export the float twin (selector decisions in the graph) to ONNX")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--config", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file (never the checkpoint)")
     p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("demo", help="quantise the committed digits model and compare int16 with float")
     p.add_argument("--out", default="build/demo", help="where the package, JSON and plot go (default build/demo)")
+    p.add_argument("--force", action="store_true", help="replace an earlier demo output directory")
     p.set_defaults(func=cmd_demo)

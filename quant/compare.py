@@ -13,7 +13,6 @@ the float and the integer selector, share of equal keep decisions.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -234,20 +233,9 @@ def format_table(r: CompareResult) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_json(r: CompareResult, path) -> None:
-    _atomic_write(path, lambda p: p.write_text(json.dumps(r.to_json(), indent=1) + "\n"))
+    """Write the results to `path` (the CLI writes through spvit.outputs: temp file, rename)."""
+    Path(path).write_text(json.dumps(r.to_json(), indent=1) + "\n")
 
 
 def write_plot(r: CompareResult, path, title: str = "") -> None:
@@ -296,5 +284,5 @@ def write_plot(r: CompareResult, path, title: str = "") -> None:
     fig.suptitle(title or f"top-1 float {100 * r.float_top1:.2f}%, int16 {100 * r.int_top1:.2f}%, "
                  f"agreement {100 * r.agreement:.2f}% ({r.images} images)")
     fig.tight_layout()
-    _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

@@ -14,8 +14,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from golden.kernels import PWL, make_pwl
 from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel, QSelector
 from spvit import __version__ as TOOL_VERSION
 from spvit.errors import UsageError
+from spvit.outputs import output_dir
 
 FORMAT = "spvit-weight-package"
 FORMAT_VERSION = 1
@@ -105,13 +104,17 @@ def config_dict(cfg) -> dict:
 
 
 def write_package(q: QModel, out, fp: FixedPointConfig = FixedPointConfig(), calibration: dict | None = None,
-                  source: dict | None = None, force: bool = False) -> dict:
-    """Write the package directory atomically (a temp dir next to `out`, then rename)."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise PackageError(f"output {str(out)!r} already exists; remove it or pass --force")
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise PackageError(f"output {str(out)!r} exists and is not a package; refusing to replace it")
+                  source: dict | None = None, force: bool = False, inputs=()) -> dict:
+    """Write the package directory atomically (spvit.outputs: a temp dir next to `out`, then
+    rename; an existing directory is only replaced with `force` and only if it is a package)."""
+    with output_dir(out, FORMAT, "a weight package", force=force, inputs=inputs) as tmp:
+        return write_package_files(q, tmp, fp, calibration, source)
+
+
+def write_package_files(q: QModel, where, fp: FixedPointConfig = FixedPointConfig(),
+                        calibration: dict | None = None, source: dict | None = None) -> dict:
+    """Write manifest.json and the blob into the (new, empty) directory `where`."""
+    where = Path(where)
     recs, tensors = hardware_order(q)
     table, chunks, off = [], [], 0
     for name, arr, acc, frac in tensors:
@@ -135,25 +138,11 @@ def write_package(q: QModel, out, fp: FixedPointConfig = FixedPointConfig(), cal
                  "byte_order": "little"},
         "tensors": table,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
-        (tmp / BLOB).write_bytes(blob)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        for f in (BLOB, MANIFEST):
-            with open(tmp / f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    (where / BLOB).write_bytes(blob)
+    (where / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    for f in (BLOB, MANIFEST):
+        with open(where / f, "rb") as fh:
+            os.fsync(fh.fileno())
     return manifest
 
 

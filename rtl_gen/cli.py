@@ -4,8 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import tomllib
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -16,6 +14,7 @@ from spvit.errors import UsageError
 from .config import HW_PRESETS, HardwareConfig, ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, hw_for
 
 TARGETS = ("attention", "mlp", "block", "selector")
+RTL_KIND = "spvit-rtl"                                    # manifest "format" of a generated directory
 PAPER_MS = {"deit-tiny": 5.60, "deit-small": 13.23}       # SPViT paper, 16-bit ZCU102 accelerator
 FF_LUT_CAVEAT = ("Yosys synth_xilinx -family xcup: DSP48E2 and BRAM counts are meaningful; FF counts are overstated "
                  "for xcup (limited DSP register packing) and LUTs are Yosys/ABC estimates, not Vivado results "
@@ -136,10 +135,23 @@ def _convert(job):
 
 
 def cmd_generate(args) -> int:
+    from spvit import settings
+    from spvit.outputs import output_dir
+    from spvit.parallel import process_map
     cfg, hw = resolve(args.config)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory; give a directory path")
+    config_file = args.config.partition(",")[0]
+    with output_dir(out, RTL_KIND, "an RTL output directory (spvit generate)", force=args.force,
+                    inputs=[config_file] if Path(config_file).exists() else []) as tmp:
+        manifest = _generate(args, cfg, hw, tmp, settings, process_map)
+    for eng in manifest["engines"].values():
+        print(f"wrote {out / eng['file']}")
+    print(f"wrote {out / 'manifest.json'} (config hash {manifest['config_hash'][:12]})")
+    return 0
+
+
+def _generate(args, cfg, hw, tmp, settings, process_map) -> dict:
+    """Write the Verilog files and manifest.json into `tmp`; return the manifest."""
     q, _, blk, makers, (af, mf) = _engines(cfg, hw, args.block)
     formats = {"attention": {k: v for k, v in asdict(af).items()},
                "mlp": {k: (v if k != "act" else {"name": v.name, "in_frac": v.in_frac, "out_frac": v.out_frac})
@@ -151,7 +163,7 @@ def cmd_generate(args) -> int:
         make_sel()._MustUse__used = True             # raises ConfigError if the selector cannot be built
         formats["selector"] = _sel_formats_json(sf)
     key = json.dumps({"model": asdict(cfg.model), "hardware": asdict(hw), "formats": formats}, sort_keys=True, default=str)
-    manifest = {"config_hash": hashlib.sha256(key.encode()).hexdigest(), "model": asdict(cfg.model),
+    manifest = {"format": RTL_KIND, "config_hash": hashlib.sha256(key.encode()).hexdigest(), "model": asdict(cfg.model),
                 "hardware": asdict(hw), "formats_from": f"block {args.block} of a calibrated random twin (seed 0)",
                 "formats": formats, "weight_order": "docs/rtl.md#weight-stream-order", "engines": {}}
     if sel:
@@ -175,33 +187,16 @@ def cmd_generate(args) -> int:
                         "o_y": "token tiles of [CLS, kept in input order, earlier packages, new package]"}}
     else:
         manifest["selector"] = f"not generated: model {cfg.model.name} has no token selectors"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        kinds = ["attention", "mlp"] + (["selector", "block", "block_selector"] if sf else ["block"])
-        jobs = [(k, af, mf, sf, hw) for k in kinds]
-        from concurrent.futures import ProcessPoolExecutor
-        from spvit import settings
-        if settings.THREADS > 1:                    # engines convert independently: one process each
-            with ProcessPoolExecutor(min(settings.THREADS, 3)) as pool:
-                results = list(pool.map(_convert, jobs))
-        else:
-            results = [_convert(j) for j in jobs]
-        for kind, (top, text, ports, uses) in zip(kinds, results):
-            (tmp / f"{top}.v").write_text(text)
-            manifest["engines"][kind] = {"file": f"{top}.v", "top": top, "ports": ports,
-                                         "clock": "clk (rising edge)", "reset": "rst (synchronous, active high)"}
-            if uses:
-                manifest["engines"][kind]["instantiates"] = {k: f"{v}.v" for k, v in uses.items()}
-            print(f"wrote {out / (top + '.v')}")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-        print(f"wrote {out / 'manifest.json'} (config hash {manifest['config_hash'][:12]})")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    kinds = ["attention", "mlp"] + (["selector", "block", "block_selector"] if sf else ["block"])
+    results = process_map(_convert, [(k, af, mf, sf, hw) for k in kinds], min(settings.THREADS, 3))
+    for kind, (top, text, ports, uses) in zip(kinds, results):
+        (tmp / f"{top}.v").write_text(text)
+        manifest["engines"][kind] = {"file": f"{top}.v", "top": top, "ports": ports,
+                                     "clock": "clk (rising edge)", "reset": "rst (synchronous, active high)"}
+        if uses:
+            manifest["engines"][kind]["instantiates"] = {k: f"{v}.v" for k, v in uses.items()}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
+    return manifest
 
 
 def cmd_simulate(args) -> int:
@@ -446,6 +441,7 @@ def register(sub) -> None:
     p = sub.add_parser("generate", help="write Verilog of the engines, a block wrapper and a JSON manifest")
     p.add_argument("--config", required=True, help=hw_help)
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--force", action="store_true", help="replace an earlier RTL output directory (never another kind)")
     p.add_argument("--block", type=int, default=0, help="block whose formats are fixed in the RTL (default 0)")
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("simulate", help="simulate an engine against the golden model (cocotb)")

@@ -11,6 +11,7 @@ from golden.config import load_config
 from quant.calibrate import quantize_images
 from quant.package import ALIGN, PackageError, hardware_order, load_package, write_package
 from spvit.cli import main
+from spvit.errors import UsageError
 
 
 def _arrays(obj, prefix=""):
@@ -123,14 +124,16 @@ def test_write_is_atomic_and_refuses_overwrite(tmp_path, qmodel, cfg):
     out = tmp_path / "p"
     write_package(qmodel, out, cfg.fixed_point)
     before = (out / "weights.bin").read_bytes()
-    with pytest.raises(PackageError, match="already exists"):
+    with pytest.raises(UsageError, match="already exists and is not empty; pass --force"):
         write_package(qmodel, out, cfg.fixed_point)
     write_package(qmodel, out, cfg.fixed_point, force=True)
     assert (out / "weights.bin").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]     # no temp or old dirs left
     (tmp_path / "notpkg").mkdir()
-    with pytest.raises(PackageError, match="not a package"):
+    (tmp_path / "notpkg" / "a.txt").write_text("mine")
+    with pytest.raises(UsageError, match=r"is not a weight package \(it holds a.txt\); refusing to replace it even"):
         write_package(qmodel, tmp_path / "notpkg", cfg.fixed_point, force=True)
+    assert (tmp_path / "notpkg" / "a.txt").read_text() == "mine"
 
 
 def test_cli_quantize_roundtrip(tmp_path, ckpt, model, capsys):
