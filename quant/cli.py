@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from golden.config import load_config
+from spvit.cli_types import int_in, nonneg_int, path, positive_int, seed, suffix
 from spvit.errors import UsageError
 from spvit.outputs import output_dir, output_file
 
@@ -23,6 +24,8 @@ def _one_thread():
 
 
 ROOT = Path(__file__).resolve().parents[1]
+CHECK_MAX = 512        # spvit check makes its images in memory
+CALIB_MAX = 2048       # calibration images are held in memory (DeiT: 0.6 MB each)
 DEMO_CHECKPOINT = ROOT / "examples" / "mini_digits.safetensors"
 
 
@@ -44,11 +47,6 @@ def cmd_check(args) -> int:
     return 0
 
 
-def _positive(name, v):
-    if v is not None and v <= 0:
-        raise UsageError(f"{name} must be a positive integer (got {v})")
-
-
 def _inputs(args, *names) -> list:
     """Paths among the arguments that are files or folders the command reads."""
     return [getattr(args, n) for n in names if getattr(args, n, None) and Path(getattr(args, n)).exists()]
@@ -67,7 +65,6 @@ def cmd_quantize(args) -> int:
     from .data import load_data
     from .loaders import file_sha256, load_float_model
     from .package import FORMAT, write_package_files
-    _positive("--calib-limit", args.calib_limit)
     _one_thread()
     cfg = load_config(args.config)
     t0 = time.time()
@@ -95,13 +92,7 @@ def cmd_compare(args) -> int:
     from .data import load_data
     from .loaders import file_sha256, load_float_model
     from .package import load_package, model_config, read_manifest
-    _positive("--limit", args.limit)
-    _positive("--batch", args.batch)
     _one_thread()
-    for opt, suf in (("json", ".json"), ("plot", ".png")):
-        p = getattr(args, opt)
-        if p and not p.lower().endswith(suf):
-            raise UsageError(f"--{opt} must name a {suf} file (got {p!r})")
     inputs = _inputs(args, "checkpoint", "package", "data", "config")
     with ExitStack() as outs:      # both outputs are checked (and claimed) before the work
         js = outs.enter_context(output_file(args.json, "a JSON report", force=args.force, inputs=inputs,
@@ -181,9 +172,9 @@ def register(sub) -> None:
     from .calibrate import METHODS
     p = sub.add_parser("check", help="golden integer model vs float twin on random weights")
     p.add_argument("--config", default="mini", help="preset name or TOML file (default mini)")
-    p.add_argument("--images", type=int, default=8, help="images to compare on")
-    p.add_argument("--calib", type=int, default=8, help="calibration images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int_in(1, CHECK_MAX), default=8, help=f"images to compare on (1..{CHECK_MAX})")
+    p.add_argument("--calib", type=int_in(1, CHECK_MAX), default=8, help=f"calibration images (1..{CHECK_MAX})")
+    p.add_argument("--seed", type=seed, default=0)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("quantize", help="quantise a checkpoint into a weight package (manifest + blob)")
@@ -191,10 +182,11 @@ def register(sub) -> None:
     p.add_argument("--config", required=True, help="preset name or TOML file ([fixed_point] frac_overrides pins formats)")
     p.add_argument("--calib", required=True, help="calibration data: an image folder (one subfolder per class) "
                    "or digits[:train|:test|:all] (default split train)")
-    p.add_argument("--calib-limit", type=int, default=256,
-                   help="calibration images, spread evenly over the data (default 256)")
+    p.add_argument("--calib-limit", type=int_in(1, CALIB_MAX), default=256,
+                   help=f"calibration images, spread evenly over the data (default 256, at most {CALIB_MAX}: "
+                        f"they are held in memory)")
     p.add_argument("--method", choices=METHODS, default="maxabs", help="format choice (default maxabs)")
-    p.add_argument("--out", required=True, help="package directory to write")
+    p.add_argument("--out", required=True, type=path, help="package directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing package (never another kind of directory)")
     p.set_defaults(func=cmd_quantize)
 
@@ -203,11 +195,12 @@ def register(sub) -> None:
     p.add_argument("--package", required=True, help="package directory from spvit quantize")
     p.add_argument("--data", required=True, help="image folder or digits[:test|:train|:all] (default split test)")
     p.add_argument("--config", help="model config (default: the package's; must match it)")
-    p.add_argument("--limit", type=int, help="compare on N images spread evenly over the data")
-    p.add_argument("--json", help="write the full results as JSON")
-    p.add_argument("--plot", help="write a PNG of per-layer SQNR and kept tokens per stage")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--sqnr-images", type=int, default=64, help="images used for per-layer SQNR (default 64)")
+    p.add_argument("--limit", type=positive_int, help="compare on N images spread evenly over the data")
+    p.add_argument("--json", type=suffix(".json"), help="write the full results as JSON")
+    p.add_argument("--plot", type=suffix(".png"), help="write a PNG of per-layer SQNR and kept tokens per stage")
+    p.add_argument("--batch", type=int_in(1, 1024), default=16, help="images per golden forward (1..1024)")
+    p.add_argument("--sqnr-images", type=nonneg_int, default=64,
+                   help="images used for per-layer SQNR (default 64; 0: skip it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace existing --json / --plot files")
     p.set_defaults(func=cmd_compare)
@@ -215,11 +208,11 @@ def register(sub) -> None:
     p = sub.add_parser("export-onnx", help="export the float twin (selector decisions in the graph) to ONNX")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--config", required=True)
-    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--out", required=True, type=path, help="ONNX file to write")
     p.add_argument("--force", action="store_true", help="replace an existing file (never the checkpoint)")
     p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("demo", help="quantise the committed digits model and compare int16 with float")
-    p.add_argument("--out", default="build/demo", help="where the package, JSON and plot go (default build/demo)")
+    p.add_argument("--out", default="build/demo", type=path, help="where the package, JSON and plot go (default build/demo)")
     p.add_argument("--force", action="store_true", help="replace an earlier demo output directory")
     p.set_defaults(func=cmd_demo)

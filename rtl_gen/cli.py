@@ -9,6 +9,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from golden.config import ConfigError, load_config
+from spvit.cli_types import float_in, keep_rates, nonneg_int, path, positive_int, seed
 from spvit.errors import UsageError
 
 from .config import HW_PRESETS, HardwareConfig, ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, hw_for
@@ -38,6 +39,17 @@ def resolve(spec: str):
                               f"{sorted(f.name for f in fields(HardwareConfig))}")
         hw = replace(hw, **table).check(cfg.model)
     return cfg, hw
+
+
+def _check_block(block, m) -> None:
+    if block is not None and not 0 <= block < m.depth:
+        raise UsageError(f"--block must lie in 0..{m.depth - 1} for {m.name} (got {block})")
+
+
+def _image(m, seed: int):
+    """The test image of --seed: the seed selects the image, it does not size the data."""
+    from golden.random_model import random_images
+    return random_images(m, 1, seed=seed)
 
 
 def _engines(cfg, hw, block: int, n_img: int = 2):
@@ -139,6 +151,7 @@ def cmd_generate(args) -> int:
     from spvit.outputs import output_dir
     from spvit.parallel import process_map
     cfg, hw = resolve(args.config)
+    _check_block(args.block, cfg.model)
     out = Path(args.out)
     config_file = args.config.partition(",")[0]
     with output_dir(out, RTL_KIND, "an RTL output directory (spvit generate)", force=args.force,
@@ -223,11 +236,12 @@ def cmd_simulate(args) -> int:
         return _simulate_block_selector(args, cfg, hw)
     args.block = 0 if args.block is None else args.block
     m = cfg.model
+    _check_block(args.block, m)
     n = args.tokens or m.num_tokens
     if not 1 <= n <= min(hw.n_max, m.num_tokens):
         raise UsageError(f"--tokens must lie in 1..{min(hw.n_max, m.num_tokens)} (got {n})")
-    q, imgs, blk, makers, _ = _engines(cfg, hw, args.block, n_img=max(2, args.seed + 1))
-    x = block_input(q, imgs, args.block, img=args.seed)[:n]
+    q, _, blk, makers, _ = _engines(cfg, hw, args.block)
+    x = block_input(q, _image(m, args.seed), args.block)[:n]
     if args.target == "mlp":
         x = add_sat(x, blk.in_frac, blk.attn(blk.norm1(x)), blk.attn.proj.out_frac, blk.mid_frac)
         want = add_sat(x, blk.mid_frac, blk.mlp(blk.norm2(x)), blk.mlp.fc2.out_frac, blk.out_frac)
@@ -290,9 +304,9 @@ def _simulate_selector(args, cfg, hw) -> int:
         raise UsageError(f"--block {args.block} has no selector in {m.name}; selectors sit before blocks "
                          f"{', '.join(map(str, m.selector_blocks))}")
     block = m.selector_blocks[0] if args.block is None else args.block
-    q, imgs = calibrated(m, 0, max(2, args.seed + 1))
+    q, _ = calibrated(m, 0, 2)
     sel = q.selectors[block]
-    x, n_pkg = selector_input(q, imgs, block, img=args.seed)
+    x, n_pkg = selector_input(q, _image(m, args.seed), block)
     n = args.tokens or len(x)
     if not n_pkg + 2 <= n <= len(x):
         raise UsageError(f"--tokens must lie in {n_pkg + 2}..{len(x)} for the selector before block {block} "
@@ -333,9 +347,9 @@ def _simulate_block_selector(args, cfg, hw) -> int:
     if block not in nxt:
         raise UsageError(f"--with-selector: no selector follows block {block} in {m.name}; use --block "
                          f"{' or '.join(map(str, nxt))} (selectors sit before blocks {', '.join(map(str, m.selector_blocks))})")
-    q, imgs = calibrated(m, 0, max(2, args.seed + 1))
+    q, _ = calibrated(m, 0, 2)
     blk, sel = q.blocks[block], q.selectors[block + 1]
-    x, n_pkg = selector_input(q, imgs, block, img=args.seed)
+    x, n_pkg = selector_input(q, _image(m, args.seed), block)
     n = args.tokens or len(x)
     if not n_pkg + 2 <= n <= len(x):
         raise UsageError(f"--tokens must lie in {n_pkg + 2}..{len(x)} for block {block} (got {n})")
@@ -393,7 +407,10 @@ def cmd_report(args) -> int:
         print(f"  tool: {tool} yosys; caveat: {FF_LUT_CAVEAT}")
     else:
         print("  (run with --synth to synthesise the engines with Yosys; large configurations take long)")
-    keep = tuple(float(v) for v in args.keep.split(",")) if args.keep else None
+    keep = args.keep
+    if keep and not m.stages:
+        raise UsageError(f"--keep given, but model {m.name} has no token selectors (selector = {m.selector!r}); "
+                         f"drop --keep or use a model with selectors")
     rows = [("unpruned", [m.num_tokens] * m.depth)]
     if m.stages:
         try:
@@ -440,25 +457,26 @@ def register(sub) -> None:
     hw_help = f"MODEL[,HW]: model preset or TOML file, optional hardware preset ({', '.join(HW_PRESETS)})"
     p = sub.add_parser("generate", help="write Verilog of the engines, a block wrapper and a JSON manifest")
     p.add_argument("--config", required=True, help=hw_help)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, type=path, help="output directory")
     p.add_argument("--force", action="store_true", help="replace an earlier RTL output directory (never another kind)")
-    p.add_argument("--block", type=int, default=0, help="block whose formats are fixed in the RTL (default 0)")
+    p.add_argument("--block", type=nonneg_int, default=0, help="block whose formats are fixed in the RTL (default 0)")
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("simulate", help="simulate an engine against the golden model (cocotb)")
     p.add_argument("--config", required=True, help=hw_help)
     p.add_argument("--target", required=True, choices=TARGETS)
     p.add_argument("--sim", default="verilator", choices=("icarus", "verilator"))
-    p.add_argument("--seed", type=int, default=0, help="image index and stall pattern (default 0)")
-    p.add_argument("--tokens", type=int, help="runtime token count N (default: all tokens)")
-    p.add_argument("--block", type=int, help="block index (default 0; for --target selector: the block the "
+    p.add_argument("--seed", type=seed, default=0, help="selects the test image and the stall pattern (default 0)")
+    p.add_argument("--tokens", type=positive_int, help="runtime token count N (default: all tokens)")
+    p.add_argument("--block", type=nonneg_int, help="block index (default 0; for --target selector: the block the "
                    "selector precedes, default the first selector)")
-    p.add_argument("--stall", type=float, default=0.0, help="probability of a valid/ready stall per cycle")
+    p.add_argument("--stall", type=float_in(0, 1, hi_open=True), default=0.0,
+                   help="probability of a valid/ready stall per cycle, in [0, 1)")
     p.add_argument("--with-selector", action="store_true", help="--target block: put the selector that precedes "
                    "the next block behind the MLP (default --block: the block before the first selector)")
     p.add_argument("--waves", action="store_true", help="write waveforms (SPVIT_WAVES=1)")
     p.set_defaults(func=cmd_simulate)
     p = sub.add_parser("report", help="cycles, MAC utilisation, modeled latency and (--synth) FPGA resources")
     p.add_argument("--config", required=True, help=hw_help)
-    p.add_argument("--keep", help="cumulative keep rates per selector stage for the pruned token counts")
+    p.add_argument("--keep", type=keep_rates, help="cumulative keep rates per selector stage for the pruned token counts")
     p.add_argument("--synth", action="store_true", help="synthesise the engines with Yosys (slow)")
     p.set_defaults(func=cmd_report)

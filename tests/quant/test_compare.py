@@ -39,8 +39,8 @@ def test_cli_compare_json_plot(tmp_path, ckpt, package, capsys):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--limit", "0"], "--limit must be a positive integer"),
-    (["--json", "x.txt"], "--json must name a .json file"),
+    (["--limit", "0"], "argument --limit: must be an integer in 1.. (got 0)"),
+    (["--json", "x.txt"], "argument --json: must name a .json file"),
     (["--package", "/nonexistent/pkg"], "not found"),
 ])
 def test_cli_compare_bad_args(ckpt, package, capsys, args, msg):
