@@ -12,7 +12,9 @@ made with `dataclasses.replace`; a TOML file can define or override any field:
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +22,8 @@ SELECTORS = ("none", "spvit")  # room for "dynamicvit", "evit", "evovit"
 PLANNED_SELECTORS = ("dynamicvit", "evit", "evovit")
 PACKAGE_MODES = ("norm", "sum", "mean")
 ROUNDINGS = ("half_up",)
+MAX_DEPTH = 128          # blocks (the largest ViTs have 48); bounds memory and time of a bad config
+MAX_CLASSES = 100_000
 
 
 class ConfigError(ValueError):
@@ -52,8 +56,12 @@ class ModelConfig:
         cap = self.keep_cap if isinstance(self.keep_cap, (tuple, list)) else (self.keep_cap,)
         object.__setattr__(self, "keep_cap", tuple(int(c) for c in cap))
         for f in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "num_classes"):
-            _check(isinstance(getattr(self, f), int) and getattr(self, f) > 0,
-                   f"{f} must be a positive integer (got {getattr(self, f)!r})")
+            v = getattr(self, f)
+            _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{f} must be a positive integer (got {v!r})")
+        _check(self.depth <= MAX_DEPTH, f"depth must be at most {MAX_DEPTH} blocks (got {self.depth})")
+        _check(self.num_classes <= MAX_CLASSES, f"num_classes must be at most {MAX_CLASSES:,} (got {self.num_classes})")
+        _check(isinstance(self.mlp_ratio, (int, float)) and math.isfinite(self.mlp_ratio),
+               f"mlp_ratio must be a finite number (got {self.mlp_ratio!r})")
         _check(self.img_size % self.patch_size == 0,
                f"patch_size must divide img_size ({self.img_size} % {self.patch_size} != 0)")
         _check(self.embed_dim % self.num_heads == 0,
@@ -87,6 +95,9 @@ class ModelConfig:
             _check(len(self.keep_cap) in (1, len(self.selector_blocks)),
                    f"keep_cap needs 1 or {len(self.selector_blocks)} entries (got {len(self.keep_cap)})")
             _check(all(c >= 0 for c in self.keep_cap), f"keep_cap entries must be >= 0 (got {list(self.keep_cap)})")
+            _check(all(c <= self.num_patches for c in self.keep_cap),
+                   f"keep_cap entries must be at most the {self.num_patches} patch tokens a stage can score "
+                   f"(got {list(self.keep_cap)}); a larger cap never binds: lower it or remove keep_cap")
 
     @property
     def head_dim(self) -> int:
@@ -138,7 +149,7 @@ class FixedPointConfig:
         _check(0 <= self.headroom_bits <= 8, f"headroom_bits must lie in 0..8 (got {self.headroom_bits})")
         _check(self.frac_min <= self.frac_max, f"frac_min must be <= frac_max ({self.frac_min} > {self.frac_max})")
         for k, v in self.frac_overrides.items():
-            _check(isinstance(v, int) and self.frac_min <= v <= self.frac_max,
+            _check(isinstance(v, int) and not isinstance(v, bool) and self.frac_min <= v <= self.frac_max,
                    f"frac_overrides[{k!r}] must be an integer in [{self.frac_min}, {self.frac_max}] (got {v!r})")
 
     def __hash__(self):
@@ -163,41 +174,132 @@ PRESETS: dict[str, ModelConfig] = {c.name: c for c in
 class Config:
     model: ModelConfig
     fixed_point: FixedPointConfig = FixedPointConfig()
+    preset: str | None = None                         # the preset the model was made from
+    hardware: dict = field(default_factory=dict)      # a TOML's [hardware] table, checked by rtl_gen
 
 
 def _fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _apply(base, table: dict, where: str):
-    unknown = set(table) - _fields(type(base))
+def _show(v) -> str:
+    if isinstance(v, bool):
+        return f"the boolean {str(v).lower()}"
+    if isinstance(v, str):
+        return f"the string {v!r}"
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, list):
+        return f"the list {v!r}"
+    return repr(v)
+
+
+def _value(tp, v, what: str):
+    """`v` as the annotated type `tp` (TOML / JSON values: lists become tuples); ConfigError
+    naming `what` if it has the wrong type."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if v is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{what} must be an integer (got {_show(v)})")
+        return v
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigError(f"{what} must be a finite number (got {_show(v)})")
+        return float(v) if isinstance(v, float) else v
+    if tp is str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{what} must be a string (got {_show(v)})")
+        return v
+    if origin is tuple:
+        elem = args[0]
+        if not isinstance(v, (list, tuple)):
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = [v]
+            else:
+                kind = {int: "integers", float: "numbers", str: "strings"}.get(elem, "values")
+                raise ConfigError(f"{what} must be a list of {kind}, e.g. [2, 4] (got {_show(v)})")
+        return tuple(_value(elem, e, f"each entry of {what}") for e in v)
+    if tp is dict or origin is dict:
+        if not isinstance(v, dict):
+            raise ConfigError(f"{what} must be a table, e.g. {{ \"blocks.0.q\" = 10 }} (got {_show(v)})")
+        return dict(v)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, v, what)
+    return v
+
+
+def typed(cls, table, where: str) -> dict:
+    """The fields of `table` checked against the annotations of dataclass `cls` (unknown
+    names and wrong types are ConfigErrors naming `where`)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table of fields (got {_show(table)})")
+    unknown = set(table) - _fields(cls)
     if unknown:
         raise ConfigError(f"unknown field(s) {sorted(unknown)} in [{where}]; "
-                          f"valid fields: {sorted(_fields(type(base)))}")
-    table = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-    return replace(base, **table)
+                          f"valid fields: {sorted(_fields(cls))}")
+    hints = typing.get_type_hints(cls)
+    return {k: _value(hints[k], v, f"{k} in [{where}]") for k, v in table.items()}
+
+
+def build(cls, table, where: str, base=None):
+    """An instance of dataclass `cls` from a TOML / JSON table (on top of `base` if given)."""
+    kw = typed(cls, table, where)
+    return replace(base, **kw) if base is not None else cls(**kw)
+
+
+SECTIONS = ("preset", "model", "fixed_point", "hardware")
+
+
+def _read_toml(path: Path, spec: str) -> dict:
+    if path.is_dir():
+        raise ConfigError(f"config {spec!r} is a directory; give a preset ({', '.join(PRESETS)}) or a .toml file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {spec!r} is not UTF-8 text (a binary file?); give a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {spec!r}: {e.strerror or e}; check its permissions") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {spec!r} is not valid TOML: {e}") from None
 
 
 def load_config(spec: str | Path) -> Config:
     """A preset name (`deit-tiny`, ...) or a TOML file path."""
     spec = str(spec)
     if spec in PRESETS:
-        return Config(PRESETS[spec])
+        return Config(PRESETS[spec], preset=spec)
     path = Path(spec)
-    if not path.suffix == ".toml" and not path.exists():
-        raise ConfigError(f"unknown config {spec!r}: give a preset ({', '.join(PRESETS)}) or a .toml file")
-    if not path.is_file():
+    if not path.exists():
+        if path.suffix != ".toml":
+            raise ConfigError(f"unknown config {spec!r}: give a preset ({', '.join(PRESETS)}) or a .toml file")
         raise ConfigError(f"config file {spec!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {spec!r} is not valid TOML: {e}") from None
-    unknown = set(data) - {"preset", "model", "fixed_point", "hardware"}
+    data = _read_toml(path, spec)
+    unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise ConfigError(f"unknown section(s) {sorted(unknown)} in {spec!r}; valid: preset, model, fixed_point, hardware")
-    base = PRESETS.get(data.get("preset", "deit-tiny"))
+        raise ConfigError(f"unknown section(s) {sorted(unknown)} in {spec!r}; valid: {', '.join(SECTIONS)}")
+    if not data:
+        raise ConfigError(f"config file {spec!r} is empty; name the model it starts from, e.g. preset = \"deit-tiny\" "
+                          f"(presets: {', '.join(PRESETS)}), and override fields under [model]")
+    for sec in ("model", "fixed_point", "hardware"):
+        if not isinstance(data.get(sec, {}), dict):
+            raise ConfigError(f"[{sec}] in {spec!r} must be a table of fields (got {_show(data[sec])})")
+    preset = data.get("preset")
+    if preset is None:
+        from spvit.errors import notice
+        notice(f"{spec} has no `preset`: fields not set under [model] take the deit-tiny values")
+        preset = "deit-tiny"
+    if not isinstance(preset, str):
+        raise ConfigError(f"preset in {spec!r} must be a string such as \"deit-tiny\" (got {_show(preset)})")
+    base = PRESETS.get(preset)
     if base is None:
-        raise ConfigError(f"unknown preset {data['preset']!r} in {spec!r}; valid: {', '.join(PRESETS)}")
-    model = _apply(replace(base, name=path.stem), data.get("model", {}), "model")
-    fp = _apply(FixedPointConfig(), data.get("fixed_point", {}), "fixed_point")
-    return Config(model, fp)
+        raise ConfigError(f"unknown preset {preset!r} in {spec!r}; valid: {', '.join(PRESETS)}")
+    model = build(ModelConfig, data.get("model", {}), "model", replace(base, name=path.stem))
+    fp = build(FixedPointConfig, data.get("fixed_point", {}), "fixed_point")
+    return Config(model, fp, preset, data.get("hardware", {}))

@@ -74,8 +74,11 @@ def load_data(spec: str, cfg: ModelConfig, default_split: str = "test") -> Datas
     """`digits`, `digits:train`, `digits:test`, `digits:all`, or an image-folder path."""
     spec = str(spec)
     if spec == "digits" or spec.startswith("digits:"):
-        split = spec.partition(":")[2] or default_split
-        return digits(cfg, split)
+        split = spec.partition(":")[2]
+        if spec.endswith(":") and not split:
+            raise UsageError(f"{spec!r} names no split: use digits:train, digits:test or digits:all "
+                             f"(plain `digits` means digits:{default_split} here)")
+        return digits(cfg, split or default_split)
     return image_folder(spec, cfg)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.config import FixedPointConfig, ModelConfig
+from golden.config import FixedPointConfig, ModelConfig, build
 from golden.kernels import PWL, make_pwl
 from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel, QSelector
 from spvit import __version__ as TOOL_VERSION
@@ -162,7 +162,7 @@ def _decode(rec, arrays: list):
 
 
 def model_config(d: dict) -> ModelConfig:
-    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    return build(ModelConfig, d, "model")
 
 
 def config_differences(a: ModelConfig, b: ModelConfig) -> list:
@@ -221,4 +221,4 @@ def load_package(path, cfg: ModelConfig | None = None) -> tuple[QModel, dict]:
 
 
 def fixed_point_config(m: dict) -> FixedPointConfig:
-    return FixedPointConfig(**m["fixed_point"])
+    return build(FixedPointConfig, m["fixed_point"], "fixed_point")

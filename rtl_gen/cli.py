@@ -4,15 +4,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tomllib
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from golden.config import ConfigError, load_config
+from golden.config import ConfigError, build, load_config
 from spvit.cli_types import float_in, keep_rates, nonneg_int, path, positive_int, seed
 from spvit.errors import UsageError
 
-from .config import HW_PRESETS, HardwareConfig, ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, hw_for
+from .config import DEFAULT_HW, HW_PRESETS, HardwareConfig, ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT
 
 TARGETS = ("attention", "mlp", "block", "selector")
 RTL_KIND = "spvit-rtl"                                    # manifest "format" of a generated directory
@@ -24,21 +23,20 @@ FF_LUT_CAVEAT = ("Yosys synth_xilinx -family xcup: DSP48E2 and BRAM counts are m
 
 def resolve(spec: str):
     """'MODEL[,HW]' -> (golden Config, HardwareConfig checked against the model). A TOML model
-    file may carry a [hardware] table (fields of HardwareConfig, optional `preset`)."""
+    file may carry a [hardware] table (fields of HardwareConfig, optional `preset`), applied on
+    top of HW, else the table's `preset`, else the default of the model's preset (mini: mini,
+    all others: zcu102)."""
     model_spec, _, hw_name = spec.partition(",")
     cfg = load_config(model_spec)
-    table = {}
-    if model_spec.endswith(".toml"):
-        table = dict(tomllib.loads(Path(model_spec).read_text()).get("hardware", {}))
-    hw = hw_for(cfg.model, hw_name or table.pop("preset", None))
-    table.pop("preset", None)
-    if table:
-        unknown = set(table) - {f.name for f in fields(HardwareConfig)}
-        if unknown:
-            raise ConfigError(f"unknown field(s) {sorted(unknown)} in [hardware]; valid fields: "
-                              f"{sorted(f.name for f in fields(HardwareConfig))}")
-        hw = replace(hw, **table).check(cfg.model)
-    return cfg, hw
+    table = dict(cfg.hardware)
+    base = table.pop("preset", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"preset in [hardware] must be a hardware preset name ({', '.join(HW_PRESETS)}), got {base!r}")
+    name = hw_name or base or DEFAULT_HW.get(cfg.preset or cfg.model.name, "zcu102")
+    if name not in HW_PRESETS:
+        raise ConfigError(f"unknown hardware preset {name!r}; use one of {', '.join(HW_PRESETS)}")
+    hw = build(HardwareConfig, table, "hardware", HW_PRESETS[name])
+    return cfg, hw.check(cfg.model)
 
 
 def _check_block(block, m) -> None:

@@ -41,3 +41,34 @@ def test_checked_against_model():
         HardwareConfig(n_max=197, token_buffer=197).check(PRESETS["spvit-deit-tiny"])
     with pytest.raises(ConfigError, match=r"unknown hardware preset 'zcu' ; use one of".replace(" ;", ";")):
         hw_for(tiny, "zcu")
+
+
+def test_hardware_table_works_as_written(tmp_path):
+    """A [hardware] table without `preset` used to be ignored and the model checked against
+    zcu102 ('MAC array wider than the embed dim'); it applies to the model preset's default."""
+    from rtl_gen.cli import resolve
+    t = tmp_path / "small-mini.toml"
+    t.write_text('preset = "mini"\n[model]\ndepth = 4\nselector_blocks = [2]\n[hardware]\nclock_mhz = 250\nmac_rows = 2\n')
+    cfg, hw = resolve(str(t))
+    assert cfg.model.name == "small-mini" and (hw.mac_rows, hw.mac_cols, hw.n_max, hw.clock_mhz) == (2, 8, 68, 250)
+    t.write_text('preset = "mini"\n')
+    assert resolve(str(t))[1] == HW_PRESETS["mini"]                       # the model preset's default
+    t.write_text('preset = "deit-small"\n[hardware]\npreset = "small"\nclock_mhz = 200.5\n')
+    assert resolve(str(t))[1].mac_cols == 16 and resolve(f"{t},zcu102")[1].mac_cols == 32
+
+
+@pytest.mark.parametrize("table,msg", [
+    ('clock_mhz = "fast"', "clock_mhz in [hardware] must be a finite number (got the string 'fast')"),
+    ("mac_rows = 2.5", "mac_rows in [hardware] must be an integer (got 2.5)"),
+    ("macs = 4", "unknown field(s) ['macs'] in [hardware]"),
+    ("preset = 3", "preset in [hardware] must be a hardware preset name"),
+    ('preset = "zcu"', "unknown hardware preset 'zcu'"),
+    ("mac_cols = 32", "mac_cols must divide head_dim (16 % 32 != 0)"),
+])
+def test_hardware_table_errors(tmp_path, table, msg, capsys):
+    from spvit.cli import main
+    t = tmp_path / "h.toml"
+    t.write_text(f'preset = "mini"\n[hardware]\n{table}\n')
+    assert main(["report", "--config", str(t)]) == 2
+    err = capsys.readouterr().err
+    assert f"spvit: error: {msg}" in err and "Traceback" not in err, err
