@@ -147,7 +147,8 @@ class FixedPointConfig:
                f"acc_bits must be 48 (the DSP48E2 accumulator; the overflow proof in docs/arithmetic.md assumes it), got {self.acc_bits}")
         _check(self.rounding in ROUNDINGS, f"rounding must be one of {ROUNDINGS} (got {self.rounding!r})")
         _check(0 <= self.headroom_bits <= 8, f"headroom_bits must lie in 0..8 (got {self.headroom_bits})")
-        _check(self.frac_min <= self.frac_max, f"frac_min must be <= frac_max ({self.frac_min} > {self.frac_max})")
+        _check(-32 <= self.frac_min <= self.frac_max <= 32,
+               f"frac_min and frac_max must satisfy -32 <= frac_min <= frac_max <= 32 (got {self.frac_min}, {self.frac_max})")
         for k, v in self.frac_overrides.items():
             _check(isinstance(v, int) and not isinstance(v, bool) and self.frac_min <= v <= self.frac_max,
                    f"frac_overrides[{k!r}] must be an integer in [{self.frac_min}, {self.frac_max}] (got {v!r})")

@@ -91,7 +91,7 @@ def cmd_compare(args) -> int:
     from .compare import compare_dataset, format_table, write_json, write_plot
     from .data import load_data
     from .loaders import file_sha256, load_float_model
-    from .package import load_package, model_config, read_manifest
+    from .package import load_package, package_config, read_manifest
     _one_thread()
     inputs = _inputs(args, "checkpoint", "package", "data", "config")
     with ExitStack() as outs:      # both outputs are checked (and claimed) before the work
@@ -100,7 +100,7 @@ def cmd_compare(args) -> int:
         png = outs.enter_context(output_file(args.plot, "a PNG plot", force=args.force, inputs=inputs,
                                              option="--plot")) if args.plot else None
         man = read_manifest(args.package)
-        pcfg = model_config(man["model"])
+        pcfg = package_config(man, args.package)
         cfg = load_config(args.config).model if args.config else pcfg
         q, man = load_package(args.package, cfg)
         model = load_float_model(args.checkpoint, cfg)

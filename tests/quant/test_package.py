@@ -147,3 +147,55 @@ def test_cli_quantize_roundtrip(tmp_path, ckpt, model, capsys):
     assert man["source"]["checkpoint_sha256"]
     rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out)])
     assert rc == 2 and "already exists" in capsys.readouterr().err
+
+
+def _edit(tmp_path, package, change, name="edited.pkg"):
+    bad = _copy(package, tmp_path / name)
+    m = json.loads((bad / "manifest.json").read_text())
+    m = change(m)
+    (bad / "manifest.json").write_text(json.dumps(m))
+    return bad
+
+
+def _tensor(m, name):
+    return next(t for t in m["tensors"] if t["name"] == name)
+
+
+def _set(d, **kw):
+    d.update(kw)
+    return d
+
+
+@pytest.mark.parametrize("change,msg", [
+    (lambda m: [1, 2, 3], "manifest.json holds a JSON list, not an object"),
+    (lambda m: {k: v for k, v in m.items() if k != "tensors"}, "manifest.json lacks 'tensors'"),
+    (lambda m: {k: v for k, v in m.items() if k != "layers"}, "manifest.json lacks 'layers'"),
+    (lambda m: _set(m, layers={k: v for k, v in m["layers"].items() if k != "head"}), "'layers' in manifest.json lacks 'head'"),
+    (lambda m: (_set(_tensor(m, "patch.w"), shape=[16, 64]), m)[1], "its layers do not fit together"),
+    (lambda m: (_set(_tensor(m, "patch.w"), dtype="<i8"), m)[1], "tensor 'patch.w': shape [64, 16] of <i8 does not match"),
+    (lambda m: (_set(_tensor(m, "patch.w"), dtype="float32"), m)[1], "tensor record 0 in manifest.json is malformed"),
+    (lambda m: (_set(_tensor(m, "patch.w"), shape=[10 ** 9, 10 ** 9]), m)[1], "is malformed"),
+    (lambda m: (_set(m["model"], embed_dim=62), m)[1],
+     "the model config in its manifest.json is invalid (heads must divide embed_dim (62 % 4 != 0))"),
+    (lambda m: (_set(m["model"], depth="six"), m)[1], "the model config in its manifest.json is invalid (depth in [model] must be an integer"),
+    (lambda m: (_set(m["model"], depth=5), m)[1], "6 blocks, but the model config has depth 5"),
+    (lambda m: (_set(m["blob"], file="../../weights.bin"), m)[1], "'blob' in manifest.json must name a file in the package"),
+    (lambda m: (_set(m["formats"], logits="x"), m)[1], "format 'logits' must be an integer number of fraction bits"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["attn"], heads=10 ** 9), m)[1], "blocks.0.attn.heads must be an integer in [1, 4096]"),
+    (lambda m: (_set(m["layers"]["blocks"][1], type="QMlp"), m)[1], "blocks.1 has layer type 'QMlp', expected QBlock"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["mlp"]["act"], in_bits=40), m)[1], "blocks.0.mlp.act is not a valid PWL record"),
+    (lambda m: (m["layers"]["selectors"].pop("2"), m)[1], "selectors before blocks ['4'], but the model config has [2, 4]"),
+])
+def test_malformed_manifests_are_the_packages_fault(tmp_path, package, cfg, change, msg):
+    bad = _edit(tmp_path, package, change)
+    with pytest.raises(PackageError) as e:
+        load_package(bad)
+    assert msg in str(e.value) and str(bad) in str(e.value), str(e.value)
+
+
+def test_malformed_manifest_via_cli(tmp_path, package, ckpt, capsys):
+    bad = _edit(tmp_path, package, lambda m: (_set(m["model"], num_heads=3), m)[1])
+    rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(bad), "--data", "digits", "--limit", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"spvit: error: package '{bad}': the model config in its manifest.json is invalid")
+    assert "re-run spvit quantize" in err and "Traceback" not in err
