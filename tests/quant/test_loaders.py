@@ -168,3 +168,62 @@ def test_cli_bad_checkpoint_exit_2_nothing_written(tmp_path, state, case, capsys
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("spvit: error: checkpoint")
     assert not out.exists() and list(tmp_path.iterdir()) == [p]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool, torch.int32])
+def test_integer_checkpoints_are_refused(tmp_path, state, dtype, capsys):
+    """int64 weights used to be truncated into the float model and quantised with exit 0; int8
+    ones failed later with an unrelated GELU fraction-width error."""
+    sd = {k: (v * 100).to(dtype) if dtype != torch.bool else v > 0 for k, v in state.items()}
+    p = tmp_path / "int.pth"
+    torch.save(sd, p)
+    out = tmp_path / "pkg"
+    rc = main(["quantize", "--checkpoint", str(p), "--config", "mini", "--calib", "digits", "--calib-limit", "2",
+               "--out", str(out)])
+    err = capsys.readouterr().err
+    kind = str(dtype).replace("torch.", "")
+    assert rc == 2 and f"tensor(s) are not floating point: blocks.0.attn.proj.bias ({kind})" in err, err
+    assert "give the float checkpoint, not an integer or already quantised one" in err and not out.exists()
+
+
+@pytest.mark.parametrize("wrap,said", [
+    (lambda sd: {"state_dict_ema": sd, "epoch": 3}, "using the state_dict under 'state_dict_ema' (not used: epoch)"),
+    (lambda sd: {"model_ema": {"module." + k: v for k, v in sd.items()}}, "under 'model_ema'; key prefix 'module.' stripped"),
+    (lambda sd: {"module._orig_mod." + k: v for k, v in sd.items()}, "key prefix 'module._orig_mod.' stripped"),
+    (lambda sd: {"state_dict": {"model": sd}, "optimizer": {}}, "under 'state_dict.model' (not used: optimizer)"),
+    (lambda sd: {"model": sd, "model_ema": sd}, "under 'model' (not used: model_ema)"),
+])
+def test_wrappers_load_and_are_named(tmp_path, state, cfg, wrap, said, capsys):
+    p = tmp_path / "w.pth"
+    torch.save(wrap(state), p)
+    m = load_float_model(p, cfg.model)
+    _same(m.state_dict(), state)
+    err = capsys.readouterr().err
+    assert err.startswith(f"spvit: note: checkpoint {p}: ") and said in err, err
+
+
+def test_official_spvit_layout_suggests_sum_and_heads(tmp_path, cfg):
+    """Official SPViT checkpoints repeat one selector module for every head and were trained
+    with the summed package token: the suggested config says so and spells out num_heads."""
+    other = dataclasses.replace(cfg.model, name="o", embed_dim=96, num_heads=4, depth=4, selector_blocks=(1, 3))
+    sd = DeiT(other).state_dict()
+    for k in list(sd):
+        if ".in_conv." in k or ".out_conv." in k:
+            h = int(k.split(".")[3])
+            sd[k] = sd[k.replace(f"_conv.{h}.", "_conv.0.")].clone()
+    msg = _err(tmp_path, sd, cfg.model)
+    assert 'package_mode = "sum"   # official SPViT layout' in msg and "num_heads = 4\n" in msg
+    plain = DeiT(dataclasses.replace(other, selector="none", selector_blocks=())).state_dict()
+    msg = _err(tmp_path, plain, cfg.model, "plain.pth")
+    assert "num_heads = 3   # guessed: check" in msg            # 96 = 3 x 32: spelled out, marked as a guess
+    inf = infer_config(DeiT(cfg.model).state_dict())             # our own (distinct heads): norm, marked
+    assert inf["package_mode"] == "norm" and "package_mode" in inf["_guessed"]
+
+
+def test_head_count_that_cannot_be_checked_is_announced(tmp_path, cfg, capsys):
+    m = dataclasses.replace(cfg.model, name="plain", selector="none", selector_blocks=())
+    p = tmp_path / "plain.safetensors"
+    save_file(DeiT(m).state_dict(), str(p))
+    load_float_model(p, m)
+    err = capsys.readouterr().err
+    assert "does not store the head count; using num_heads = 4 (head_dim 16) from config 'plain'" in err
