@@ -6,6 +6,9 @@ made with `dataclasses.replace`; a TOML file can define or override any field:
     preset = "deit-tiny"          # optional base
     [model]
     depth = 6
+    [preprocess]                  # how image files become inputs (timm pretrained_cfg names)
+    mean = [0.1307]
+    std = [0.3081]
     [fixed_point]
     acc_bits = 48
 """
@@ -35,6 +38,55 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "box", "hamming", "lanczos")
+CROP_MODES = ("center", "squash", "none")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image file becomes the model's input, with timm's `pretrained_cfg` names (TOML
+    section [preprocess]). In order: convert to RGB (in_chans 3) or grey (in_chans 1); add `pad`
+    pixels of value `fill` on every side; resize (`center`: the shorter side to
+    floor(img_size / crop_pct), aspect kept; `squash`: both sides to that; `none`: no resize);
+    centre-crop to img_size (padding with `fill` where the image is smaller); scale to [0, 1];
+    subtract `mean`, divide by `std` per channel. Empty mean / std: ImageNet's for 3 channels,
+    0.5 / 0.5 for one. The defaults are DeiT's evaluation transform."""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    crop_mode: str = "center"
+    pad: int = 0
+    fill: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(self.mean))
+        object.__setattr__(self, "std", tuple(self.std))
+        _check(len(self.mean) == len(self.std),
+               f"preprocess mean and std need the same number of values (got {len(self.mean)} and {len(self.std)})")
+        _check(all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.mean),
+               f"preprocess mean must be finite numbers (got {list(self.mean)})")
+        _check(all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.std),
+               f"preprocess std must be positive numbers (got {list(self.std)})")
+        _check(self.interpolation in INTERPOLATIONS,
+               f"preprocess interpolation must be one of {INTERPOLATIONS} (got {self.interpolation!r})")
+        _check(self.crop_mode in CROP_MODES, f"preprocess crop_mode must be one of {CROP_MODES} (got {self.crop_mode!r}; "
+                                             f"timm's 'border' is not supported)")
+        _check(isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1,
+               f"preprocess crop_pct must lie in (0, 1] (got {self.crop_pct!r})")
+        _check(isinstance(self.pad, int) and 0 <= self.pad <= 1024, f"preprocess pad must lie in 0..1024 pixels (got {self.pad!r})")
+        _check(isinstance(self.fill, int) and 0 <= self.fill <= 255, f"preprocess fill must lie in 0..255 (got {self.fill!r})")
+
+    def stats(self, in_chans: int) -> tuple[tuple, tuple]:
+        """(mean, std) per channel."""
+        if not self.mean:
+            return (IMAGENET_MEAN, IMAGENET_STD) if in_chans == 3 else ((0.5,) * in_chans, (0.5,) * in_chans)
+        n = len(self.mean)
+        return (self.mean * in_chans, self.std * in_chans) if n == 1 else (self.mean, self.std)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "custom"
@@ -50,6 +102,7 @@ class ModelConfig:
     selector_blocks: tuple[int, ...] = ()
     package_mode: str = "norm"
     keep_cap: tuple[int, ...] = ()  # per stage; () = no cap
+    preprocess: Preprocess = Preprocess()   # image files -> input (TOML [preprocess])
 
     def __post_init__(self):
         object.__setattr__(self, "selector_blocks", tuple(int(b) for b in self.selector_blocks))
@@ -73,6 +126,9 @@ class ModelConfig:
                f"matmul depth above 4096 is not supported by the 48-bit accumulator "
                f"(embed_dim={self.embed_dim}, mlp hidden={self.mlp_hidden}, patch dim={self.patch_dim})")
         _check(self.num_tokens <= 4096, f"at most 4096 tokens are supported (got {self.num_tokens})")
+        _check(isinstance(self.preprocess, Preprocess), f"preprocess must be a table (got {self.preprocess!r})")
+        _check(len(self.preprocess.mean) in (0, 1, self.in_chans),
+               f"preprocess mean and std need 1 or in_chans = {self.in_chans} values (got {len(self.preprocess.mean)})")
         if self.selector in PLANNED_SELECTORS:
             raise ConfigError(f"selector {self.selector!r} is planned but not implemented yet; "
                               f"use one of {SELECTORS}")
@@ -253,7 +309,7 @@ def build(cls, table, where: str, base=None):
     return replace(base, **kw) if base is not None else cls(**kw)
 
 
-SECTIONS = ("preset", "model", "fixed_point", "hardware")
+SECTIONS = ("preset", "model", "preprocess", "fixed_point", "hardware")
 
 
 def _read_toml(path: Path, spec: str) -> dict:
@@ -288,7 +344,7 @@ def load_config(spec: str | Path) -> Config:
     if not data:
         raise ConfigError(f"config file {spec!r} is empty; name the model it starts from, e.g. preset = \"deit-tiny\" "
                           f"(presets: {', '.join(PRESETS)}), and override fields under [model]")
-    for sec in ("model", "fixed_point", "hardware"):
+    for sec in ("model", "preprocess", "fixed_point", "hardware"):
         if not isinstance(data.get(sec, {}), dict):
             raise ConfigError(f"[{sec}] in {spec!r} must be a table of fields (got {_show(data[sec])})")
     preset = data.get("preset")
@@ -302,5 +358,7 @@ def load_config(spec: str | Path) -> Config:
     if base is None:
         raise ConfigError(f"unknown preset {preset!r} in {spec!r}; valid: {', '.join(PRESETS)}")
     model = build(ModelConfig, data.get("model", {}), "model", replace(base, name=path.stem))
+    if "preprocess" in data:
+        model = replace(model, preprocess=build(Preprocess, data["preprocess"], "preprocess", model.preprocess))
     fp = build(FixedPointConfig, data.get("fixed_point", {}), "fixed_point")
     return Config(model, fp, preset, data.get("hardware", {}))

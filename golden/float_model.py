@@ -228,10 +228,12 @@ class DeiT(nn.Module):
 
     def forward(self, img, trace=_noop, return_tokens: bool = False):
         """Deterministic inference (no Gumbel noise). Returns logits [B, classes] and the kept
-        patch-token count per image and stage [B, stages] (`self.last_kept`)."""
+        patch-token count per image and stage [B, stages] (`self.last_kept`); the keep masks
+        (per image, per stage, the indices of the kept scored tokens) go to `self.last_masks`."""
         x = self.embed(img, trace)
         b = x.shape[0]
         kept = torch.zeros(b, self.cfg.stages, dtype=torch.long)
+        masks = [[] for _ in range(b)]
         xs = [x]
         stage = 0
         for i, blk in enumerate(self.blocks):
@@ -242,6 +244,7 @@ class DeiT(nn.Module):
                 for j, t in enumerate(flat):
                     out, keep = self.select(stage, t, trace)
                     kept[j, stage] = int(keep.sum())
+                    masks[j].append(torch.nonzero(keep).flatten().numpy())
                     xs.append(out[None])
                     trace(f"res.{i}", out)
                 stage += 1
@@ -253,6 +256,7 @@ class DeiT(nn.Module):
         logits = self.head(cls)
         trace("logits", logits)
         self.last_kept = kept
+        self.last_masks = masks
         return (logits, kept, [t for g in xs for t in g]) if return_tokens else logits
 
     def select(self, stage: int, x, trace=_noop):

@@ -269,11 +269,14 @@ class QModel:
         cls = np.broadcast_to(self.cls_row, (b, 1, x.shape[-1]))
         return np.concatenate([cls, x], 1)
 
-    def forward(self, img, return_tokens: bool = False, threads: int | None = None):
+    def forward(self, img, return_tokens: bool = False, threads: int | None = None, return_masks: bool = False):
         """Bit-exact forward. Returns int16 logits [B, classes] (frac fmt['logits']) and the
-        kept patch-token count per image and selector stage [B, stages]. Images are independent,
-        so the batch is split over `threads` workers (default SPVIT_THREADS, the CPU count);
-        numpy releases the GIL in its kernels. The result does not depend on the split."""
+        kept patch-token count per image and selector stage [B, stages]; with `return_tokens`
+        also the final tokens per image, with `return_masks` (last) the keep masks: per image,
+        per stage, the sorted indices of the kept tokens among that stage's scored tokens
+        (docs/selector.md, "Keep masks"). Images are independent, so the batch is split over
+        `threads` workers (default SPVIT_THREADS, the CPU count); numpy releases the GIL in its
+        kernels. The result does not depend on the split."""
         from spvit.settings import THREADS
         threads = min(threads or THREADS, len(img))
         if threads > 1:
@@ -281,14 +284,16 @@ class QModel:
             outs = list(_pool(threads).map(lambda ix: self._forward(img[ix]), parts))
             logits, kept = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
             toks = [t for o in outs for t in o[2]]
+            masks = [m for o in outs for m in o[3]]
         else:
-            logits, kept, toks = self._forward(img)
-        return (logits, kept, toks) if return_tokens else (logits, kept)
+            logits, kept, toks, masks = self._forward(img)
+        return (logits, kept) + ((toks,) if return_tokens else ()) + ((masks,) if return_masks else ())
 
     def _forward(self, img):
         x = self.embed(img)
         b = x.shape[0]
         kept = np.zeros((b, self.cfg.stages), dtype=np.int64)
+        masks = [[] for _ in range(b)]
         xs = [x]                                   # one batched group until the first selector
         stage = 0
         for i, blk in enumerate(self.blocks):
@@ -298,11 +303,12 @@ class QModel:
                 for j, t in enumerate(flat):
                     out, sel = self.selectors[i](t, n_pkg=stage)
                     kept[j, stage] = int(sel.keep.sum())
+                    masks[j].append(np.flatnonzero(sel.keep))
                     xs.append(out[None])
                 stage += 1
             xs = [blk(g) for g in xs]
         toks = [t for g in xs for t in g]
         cls = np.stack([t[0] for t in toks])
-        return self.head(self.norm(cls)), kept, toks
+        return self.head(self.norm(cls)), kept, toks, masks
 
     __call__ = forward

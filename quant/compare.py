@@ -46,6 +46,14 @@ class CompareResult:
     selector_agreement: float
     selector_tokens: int
     info: dict = field(default_factory=dict)
+    # per image (in data order): what each model decided, for comparisons with other references
+    items: list = field(default_factory=list)          # image names (file path, or digits:split[i])
+    labels: np.ndarray | None = None                   # [images]
+    logits_float: np.ndarray | None = None             # [images, classes] float32 twin
+    logits_int: np.ndarray | None = None               # [images, classes] int16 golden, frac logits_frac
+    logits_frac: int = 0
+    masks_float: list = field(default_factory=list)    # per image, per stage: kept scored-token indices
+    masks_int: list = field(default_factory=list)
 
     def stage_stats(self):
         """Per stage: (float mean, min, max, int mean, min, max)."""
@@ -55,10 +63,29 @@ class CompareResult:
             out.append((float(f.mean()), int(f.min()), int(f.max()), float(q.mean()), int(q.min()), int(q.max())))
         return out
 
+    def per_image(self) -> list:
+        """One record per image: name, label, both models' logits, predictions and keep masks."""
+        out = []
+        for i in range(self.images):
+            lf, lq = self.logits_float[i], self.logits_int[i]
+            out.append({"index": i, "item": self.items[i] if self.items else None, "label": int(self.labels[i]),
+                        "float_pred": int(lf.argmax()), "int_pred": int(lq.argmax()),
+                        "float_logits": [float(v) for v in lf], "int_logits": [int(v) for v in lq],
+                        "keep_float": [m.tolist() for m in self.masks_float[i]],
+                        "keep_int": [m.tolist() for m in self.masks_int[i]]})
+        return out
+
     def to_json(self) -> dict:
+        per = self.per_image() if self.labels is not None else []
         d = asdict(self)
+        for k in ("items", "labels", "logits_float", "logits_int", "masks_float", "masks_int"):
+            d.pop(k)
         d["kept_float"] = self.kept_float.tolist()
         d["kept_int"] = self.kept_int.tolist()
+        d["per_image_format"] = (f"int_logits are the golden model's int16 logits: value = int_logits / "
+                                 f"2^{self.logits_frac}; keep_* list, per selector stage, the indices of the kept "
+                                 f"tokens among that stage's scored tokens (docs/selector.md, Keep masks)")
+        d["per_image"] = per
         d["stages"] = [dict(zip(("float_mean", "float_min", "float_max", "int_mean", "int_min", "int_max"), s),
                             before_block=b, keep_rate_float=s[0] / self.num_patches,
                             keep_rate_int=s[3] / self.num_patches)
@@ -140,7 +167,7 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
         from spvit.errors import UsageError
         raise UsageError(f"data {data.name!r} has no images to compare on")
     model.eval()
-    lf_all, lq_all, y_all, kf, kq = [], [], [], [], []
+    lf_all, lq_all, lraw, y_all, kf, kq, mf, mq = [], [], [], [], [], [], [], []
     acc = _SqnrAcc()
     sel_agree = sel_total = 0
     seen = measured = 0
@@ -156,9 +183,12 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
             for hk in hooks:
                 hk.remove()
         kf.append(model.last_kept.numpy())
-        lq, kept = q(quantize_images(imgs, q))
+        mf += model.last_masks
+        lq, kept, masks = q(quantize_images(imgs, q), return_masks=True)
         kq.append(kept)
+        mq += masks
         lf_all.append(lf.double().numpy())
+        lraw.append(lq)
         lq_all.append(dequantize(lq, q.fmt["logits"]))
         y_all.append(labels.numpy())
         if measure:
@@ -183,7 +213,9 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
         kept_float=kf, kept_int=kq, layer_sqnr={k: v for k, v in res.items() if k.startswith("blocks.")},
         selector_sqnr={k: v for k, v in res.items() if k.startswith("sel.")}, logits_sqnr=sqnr_db(lf, lq),
         sqnr_images=measured,
-        selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total)
+        selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total,
+        items=[data.item_name(i) for i in range(n)], labels=y, logits_float=lf.astype(np.float32),
+        logits_int=np.concatenate(lraw), logits_frac=int(q.fmt["logits"]), masks_float=mf, masks_int=mq)
 
 
 def _selector_agreement(model, q, io, cfg, acc: _SqnrAcc):

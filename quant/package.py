@@ -101,7 +101,14 @@ def _to_bytes(arr: np.ndarray, acc: bool, name: str) -> tuple[bytes, str]:
 
 
 def config_dict(cfg) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+    """A config dataclass as JSON (tuples as lists, nested dataclasses as objects)."""
+    def js(v):
+        if isinstance(v, (tuple, list)):
+            return [js(x) for x in v]
+        if isinstance(v, dict):
+            return {k: js(x) for k, x in v.items()}
+        return v
+    return js(dataclasses.asdict(cfg))
 
 
 def write_package(q: QModel, out, fp: FixedPointConfig = FixedPointConfig(), calibration: dict | None = None,

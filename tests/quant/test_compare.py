@@ -34,6 +34,7 @@ def test_cli_compare_json_plot(tmp_path, ckpt, package, capsys):
     assert "compare" in out.err          # tqdm progress bar
     d = json.loads(js.read_text())
     assert d["images"] == 8 and len(d["stages"]) == 2 and "keep_rate_int" in d["stages"][0]
+    _check_per_image(d, ckpt, package)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in js.parent.iterdir()) == ["r.json", "r.png"]
 
@@ -50,3 +51,27 @@ def test_cli_compare_bad_args(ckpt, package, capsys, args, msg):
         base[k] = v
     rc = main(["compare"] + [x for kv in base.items() for x in kv])
     assert rc == 2 and msg in capsys.readouterr().err
+
+
+def _check_per_image(d, ckpt, package):
+    """Per-image logits, labels and keep masks equal what the models compute on those images."""
+    import numpy as np
+
+    from quant.calibrate import quantize_images
+    from quant.loaders import load_float_model
+    from quant.package import load_package
+    q, _ = load_package(package)
+    model = load_float_model(ckpt, q.cfg)
+    data = load_data("digits", q.cfg).take(8)
+    x, y = data.tensors()
+    per = d["per_image"]
+    assert [p["index"] for p in per] == list(range(8)) and [p["label"] for p in per] == y.tolist()
+    assert per[0]["item"] == "digits:test[0]" and per[-1]["item"] == "digits:test[599]"
+    lf = model(x).detach().numpy()
+    lq, kept, masks = q(quantize_images(x, q), return_masks=True)
+    assert np.allclose([p["float_logits"] for p in per], lf, atol=1e-6)
+    assert [p["int_logits"] for p in per] == lq.tolist() and f"2^{q.fmt['logits']}" in d["per_image_format"]
+    assert [p["keep_int"] for p in per] == [[m.tolist() for m in im] for im in masks]
+    assert [p["keep_float"] for p in per] == [[m.tolist() for m in im] for im in model.last_masks]
+    assert [[len(s) for s in p["keep_int"]] for p in per] == kept.tolist() == d["kept_int"]
+    assert [p["int_pred"] for p in per] == lq.argmax(1).tolist()
