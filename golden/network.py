@@ -50,7 +50,7 @@ class QLinear:
     def __call__(self, x) -> np.ndarray:
         """= requant(x @ w.T + b, shift), with the bias and rounding folded into one pass."""
         w = self.w_t
-        if isinstance(w, PackedWeight) and self.b_round.ndim == 1:
+        if isinstance(w, PackedWeight) and self.b_round.ndim == 1 and self.b_round.shape[0] == w.n:
             acc = w.matmul(x, self.b_round)
         else:
             acc = matmul(x, w)

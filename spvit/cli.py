@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     with _sigterm_raises():
         try:
             from golden.config import ConfigError
+
+            from . import settings  # noqa: F401  (bad SPVIT_* values are usage errors too)
             try:
                 args = build_parser().parse_args(argv)
             except SystemExit as e:           # usage errors (2) and --help (0)
