@@ -109,7 +109,7 @@ def cmd_compare(args) -> int:
             print(f"warning: package {args.package} was made from a different checkpoint file "
                   f"({man['source'].get('checkpoint')}); comparing anyway", file=sys.stderr)
         data = load_data(args.data, cfg, default_split="test").take(args.limit)
-        print(f"checkpoint {args.checkpoint}, package {args.package} ({man['calibration'].get('method')}), "
+        print(f"checkpoint {args.checkpoint}, package {args.package} ({man.get('calibration', {}).get('method')}), "
               f"data {data.name}", flush=True)
         r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
         if js:

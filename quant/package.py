@@ -252,6 +252,9 @@ def read_manifest(path) -> dict:
 
 def _check_structure(m: dict, path) -> None:
     want = {"model": dict, "fixed_point": dict, "formats": dict, "layers": dict, "blob": dict, "tensors": list}
+    for k in ("calibration", "source"):                   # optional, informative
+        if not isinstance(m.get(k, {}), dict):
+            raise _bad(path, f"{k!r} in {MANIFEST} must be a JSON object")
     for k, t in want.items():
         if not isinstance(m.get(k), t):
             raise _bad(path, f"{MANIFEST} lacks {k!r}" if k not in m else
