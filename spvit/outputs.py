@@ -7,7 +7,8 @@
 
 Checked when the context is entered, before any work (a bad target fails at once, not after an
 hour of calibration):
-- a target that is an input of the command, or a directory holding one, is refused;
+- a target that is an input of the command, a directory holding one, or a path inside an
+  input folder (a package, an image folder) is refused;
 - an existing non-empty target is refused without --force;
 - a directory is only ever replaced by output of the same kind: its `manifest.json` names the
   kind (`"format"`). A directory of another kind, a file where a directory goes or a directory
@@ -91,6 +92,9 @@ class Output:
                 what = "the input" if ip == res else "a directory holding the input"
                 raise UsageError(f"{label} is {what} {str(i)!r}; writing there would destroy it: "
                                  f"choose another output path")
+            if ip.is_dir() and _inside(res, ip):
+                raise UsageError(f"{label} lies inside the input folder {str(i)!r}; writing there would change "
+                                 f"it: choose another output path")
         if not (t.exists() or t.is_symlink()):
             return
         if self.directory:

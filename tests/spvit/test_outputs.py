@@ -75,6 +75,13 @@ def test_inputs_and_other_kinds_are_never_replaced(tmp_path):
     with pytest.raises(UsageError, match="is a directory holding the input"):
         with output_dir(tmp_path, "k", "a k directory", force=True, inputs=[ck]):
             pass
+    pkg = tmp_path / "p.pkg"
+    pkg.mkdir()
+    (pkg / "manifest.json").write_text("{}")
+    with pytest.raises(UsageError, match="lies inside the input folder .*p.pkg'; writing there would change it"):
+        with output_file(pkg / "manifest.json", "a JSON report", force=True, inputs=[pkg]):
+            pass
+    assert (pkg / "manifest.json").read_text() == "{}"
     with pytest.raises(UsageError, match="exists and is a file, but a k directory is a directory"):
         with output_dir(ck, "k", "a k directory", force=True):
             pass
@@ -184,6 +191,13 @@ def test_compare_outputs_need_force(tmp_path, ckpt, package, capsys):
     rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(package), "--data", "digits", "--limit", "2",
                "--json", str(js), "--no-progress", "--force", "--sqnr-images", "1"])
     assert rc == 0 and json.loads(js.read_text())["images"] == 2
+    import shutil
+    pkg = tmp_path / "p.pkg"
+    shutil.copytree(package, pkg)
+    before = _tree(pkg)
+    rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(pkg), "--data", "digits", "--limit", "2",
+               "--json", str(pkg / "manifest.json"), "--force"])
+    assert rc == 2 and "lies inside the input folder" in capsys.readouterr().err and _tree(pkg) == before
     _no_temp(tmp_path)
 
 
