@@ -178,7 +178,7 @@ def _decode(rec, arrays: list, where: str, want=None):
         return arrays[rec["tensor"]]
     if want is PWL or (isinstance(rec, dict) and "pwl" in rec):
         ok = isinstance(rec, dict) and set(rec) == {"pwl", "in_frac", "out_frac", "in_bits"} and \
-            rec["pwl"] in PWL_FUNCS and rec["in_bits"] in (16, 17) and \
+            isinstance(rec["pwl"], str) and rec["pwl"] in PWL_FUNCS and rec["in_bits"] in (16, 17) and \
             all(_is_int(rec[k], *FRAC_RANGE) for k in ("in_frac", "out_frac"))
         if not ok:
             raise ValueError(f"{where} is not a valid PWL record (got {rec!r})")
@@ -267,7 +267,8 @@ def _check_structure(m: dict, path) -> None:
         if not _is_int(v, *FRAC_RANGE):
             raise _bad(path, f"format {k!r} must be an integer number of fraction bits (got {v!r})")
     for i, t in enumerate(m["tensors"]):
-        ok = isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("dtype") in DTYPES and \
+        ok = isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("dtype"), str) and \
+            t["dtype"] in DTYPES and \
             _is_int(t.get("offset"), 0, b["size"]) and _is_int(t.get("nbytes"), 0, b["size"]) and \
             isinstance(t.get("sha256"), str) and isinstance(t.get("shape"), list) and len(t["shape"]) <= 4 and \
             all(_is_int(d, 0, 1 << 24) for d in t["shape"])

@@ -174,6 +174,8 @@ def _set(d, **kw):
     (lambda m: (_set(_tensor(m, "patch.w"), shape=[16, 64]), m)[1], "its layers do not fit together"),
     (lambda m: (_set(_tensor(m, "patch.w"), dtype="<i8"), m)[1], "tensor 'patch.w': shape [64, 16] of <i8 does not match"),
     (lambda m: (_set(_tensor(m, "patch.w"), dtype="float32"), m)[1], "tensor record 0 in manifest.json is malformed"),
+    (lambda m: (_set(_tensor(m, "patch.w"), dtype={}), m)[1], "tensor record 0 in manifest.json is malformed"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["mlp"]["act"], pwl=[]), m)[1], "blocks.0.mlp.act is not a valid PWL record"),
     (lambda m: (_set(_tensor(m, "patch.w"), shape=[10 ** 9, 10 ** 9]), m)[1], "is malformed"),
     (lambda m: (_set(m["model"], embed_dim=62), m)[1],
      "the model config in its manifest.json is invalid (heads must divide embed_dim (62 % 4 != 0))"),
