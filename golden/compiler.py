@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import isa, stream
+from .config import config_dict
 from .hw import HardwareConfig
 from .isa import ACT_KEEP, ACT_LOAD, ACT_NONE, B0, B1, B2, B3, KB, VB
 from .kernels import PROB_FRAC
@@ -89,7 +90,7 @@ def _add_sat_fields(fa: int, fb: int, fo: int) -> dict:
 
 class Lowering:
     def __init__(self, q, hw: HardwareConfig, checkpoints: bool):
-        if q.cfg.selector not in ("none", "spvit"):
+        if not q.cfg.scheme.hardware:
             raise ValueError(f"the accelerator runs unpruned and SPViT models; token selection {q.cfg.selector!r} "
                              f"(model {q.cfg.name}) has no hardware yet: quantise an SPViT or unpruned model")
         hw.check(q.cfg)
@@ -281,7 +282,7 @@ class Image:
 
         from spvit.errors import UsageError
 
-        from .config import ModelConfig
+        from .config import model_from_dict
         p = Path(path)
         try:
             man = json.loads((p / "manifest.json").read_text())
@@ -296,7 +297,7 @@ class Image:
                              f"its manifest); compile it again")
         try:
             hw = HardwareConfig(**man["hardware"])
-            cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in man["model"].items()})
+            cfg = model_from_dict(man["model"])
             regions = {k: (v["offset"], v["bytes"]) for k, v in man["regions"].items()}
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"image {str(path)!r} has a malformed manifest ({e}); compile it again") from None
@@ -339,7 +340,7 @@ def compile_model(q, hw: HardwareConfig, checkpoints: bool = False, source: dict
     in_off, in_len = b.marks["input"]
     manifest = {
         "format": IMAGE_FORMAT, "format_version": IMAGE_VERSION,
-        "hardware": hw.as_dict(), "hw_ident": hw.ident(), "model": _model_dict(q.cfg),
+        "hardware": hw.as_dict(), "hw_ident": hw.ident(), "model": config_dict(q.cfg),
         "descriptors": len(b.descs), "size": size,
         "regions": {k: {"offset": o, "bytes": n} for k, (o, n) in regions.items()},
         "input": {"stream_offset": in_off, "bytes": in_len, "format_frac": q.img_frac,
@@ -353,11 +354,6 @@ def compile_model(q, hw: HardwareConfig, checkpoints: bool = False, source: dict
 
 def _align(n: int) -> int:
     return n + (-n % ALIGN)
-
-
-def _model_dict(cfg) -> dict:
-    from dataclasses import asdict
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
 
 def listing(img: Image) -> str:

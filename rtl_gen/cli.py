@@ -8,20 +8,21 @@ import time
 from pathlib import Path
 
 from golden.hw import HW_PRESETS, HardwareConfig, load_hw
+from spvit.cli_types import path
 from spvit.outputs import output_dir
 
 HW_HELP = f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table"
 
 
 # ---------------------------------------------------------------- generate
-def generate(hw: HardwareConfig, out: Path, force: bool = False) -> dict:
+def generate(hw: HardwareConfig, out: Path, force: bool = False, inputs=()) -> dict:
     """Verilog of the top, the register map (JSON, C header, Markdown) and a manifest."""
     from .regmap import c_header, markdown, regmap_json
     from .top import Accelerator
     from .verilog import to_verilog
     top = f"spvit_accel_{hw.name}".replace("-", "_")
     t0 = time.perf_counter()
-    with output_dir(out, "spvit-rtl", "an RTL directory", force=force) as tmp:
+    with output_dir(out, "spvit-rtl", "an RTL directory", force=force, inputs=inputs) as tmp:
         text = to_verilog(Accelerator(hw), top)
         files = {f"{top}.v": text, "spvit_regs.json": regmap_json(hw), "spvit_regs.h": c_header(hw),
                  "spvit_regs.md": markdown(hw)}
@@ -44,7 +45,7 @@ def generate(hw: HardwareConfig, out: Path, force: bool = False) -> dict:
 
 def cmd_generate(args) -> int:
     hw = load_hw(args.hw)
-    man = generate(hw, Path(args.out), args.force)
+    man = generate(hw, Path(args.out), args.force, inputs=[args.hw] if Path(args.hw).is_file() else [])
     print(f"wrote {args.out}: {man['top']}.v ({hw.mac_rows}x{hw.mac_cols} MAC array, {hw.axi_ports} AXI ports of "
           f"{hw.axi_bits} bits, n_max {hw.n_max}, d_max {hw.d_max}, hidden_max {hw.hidden_max}; ident "
           f"{hw.ident():#010x}), spvit_regs.json/.h/.md, manifest.json in {man['seconds']:.0f} s")
@@ -54,6 +55,6 @@ def cmd_generate(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("generate", help="Verilog of the accelerator for one hardware configuration, register map")
     p.add_argument("--hw", default="zcu102", help=HW_HELP + " (default zcu102)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, type=path, help="output directory")
     p.add_argument("--force", action="store_true", help="replace an earlier `spvit generate` output")
     p.set_defaults(func=cmd_generate)

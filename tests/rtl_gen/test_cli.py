@@ -42,7 +42,7 @@ def test_generate_refuses_other_directories(tmp_path, demo_package, capsys):
     bad = tmp_path / "hw.toml"
     bad.write_text("[hardware]\nmac_rows = 'eight'\n")
     assert main(["generate", "--hw", str(bad), "--out", str(tmp_path / "x")]) == 2
-    assert "[hardware] mac_rows must be a int (got 'eight')" in capsys.readouterr().err
+    assert "mac_rows in [hardware] must be an integer (got the string 'eight')" in capsys.readouterr().err
     assert main(["generate", "--hw", "zcu", "--out", str(tmp_path / "x")]) == 2
     assert "unknown hardware 'zcu'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
@@ -84,3 +84,16 @@ def test_run_bit_exact(demo_package, capsys):
     assert main(["run", "--package", str(demo_package), "--hw", "mini", "--images", "2", "--pause", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "result: BIT-EXACT: 0 of" in out and "image 1:" in out and "cycle model" in out
+
+
+def test_compile_refuses_schemes_without_hardware(tmp_path, capsys):
+    from golden.config import PRESETS
+    from quant.package import write_package
+    from sim.models import calibrated
+    q, _ = calibrated(PRESETS["mini-dynamicvit"], 0, 2)
+    pkg = tmp_path / "dv.pkg"
+    write_package(q, pkg)
+    assert main(["compile", "--package", str(pkg), "--hw", "mini", "--out", str(tmp_path / "img")]) == 2
+    err = capsys.readouterr().err
+    assert "token selection 'dynamicvit' (model mini-dynamicvit) has no hardware yet" in err and "Traceback" not in err
+    assert not (tmp_path / "img").exists()

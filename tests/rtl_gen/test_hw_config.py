@@ -41,3 +41,51 @@ def test_ident_depends_on_the_program_relevant_fields_only():
     assert z.ident() == dataclasses.replace(z, clock_mhz=250.0, name="other").ident()
     assert z.ident() != dataclasses.replace(z, n_max=208).ident()
     assert isinstance(HardwareConfig().ident(), int)
+
+
+def test_hardware_table_works_as_written(tmp_path):
+    """A model TOML's [hardware] table applies as written: on top of the model preset's default
+    hardware (mini for the mini model), of its own `preset`, or of the ,HW given."""
+    from sim.cli import resolve
+    t = tmp_path / "small-mini.toml"
+    t.write_text('preset = "mini"\n[model]\ndepth = 4\nselector_blocks = [2]\n[hardware]\nclock_mhz = 250\nmac_rows = 2\n')
+    cfg, hw = resolve(str(t))
+    assert cfg.model.name == "small-mini" and (hw.mac_rows, hw.mac_cols, hw.n_max, hw.clock_mhz) == (2, 16, 72, 250)
+    t.write_text('preset = "mini"\n')
+    assert resolve(str(t))[1] == HW_PRESETS["mini"]                       # the model preset's default
+    t.write_text('preset = "deit-small"\n[hardware]\npreset = "small"\nclock_mhz = 200.5\n')
+    hw = resolve(str(t))[1]
+    assert (hw.mac_cols, hw.clock_mhz) == (32, 200.5) and resolve(f"{t},zcu102")[1].mac_cols == 64
+
+
+@pytest.mark.parametrize("table,msg", [
+    ('clock_mhz = "fast"', "clock_mhz in [hardware] must be a finite number (got the string 'fast')"),
+    ("mac_rows = 2.5", "mac_rows in [hardware] must be an integer (got 2.5)"),
+    ("macs = 4", "unknown field(s) ['macs'] in [hardware]"),
+    ("preset = 3", "preset in [hardware] must be a hardware preset name"),
+    ('preset = "zcu"', "unknown hardware preset 'zcu'"),
+    ("mac_cols = 32", "hardware mini cannot run t: head_dim 16 is not a multiple of mac_cols 32"),
+])
+def test_hardware_table_errors(tmp_path, table, msg, capsys):
+    from spvit.cli import main
+    t = tmp_path / "t.toml"
+    t.write_text(f'preset = "mini"\n[hardware]\n{table}\n')
+    assert main(["report", "--config", str(t)]) == 2
+    err = capsys.readouterr().err
+    assert f"spvit: error: {msg}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("[hardware]\nmac_rows = 'eight'\n", "hardware file '{f}': mac_rows in [hardware] must be an integer (got the string 'eight')"),
+    ("[hardware]\npreset = 'zcu'\n", "unknown hardware preset 'zcu' in '{f}'"),
+    ("[hardware\n", "hardware file '{f}' is not valid TOML"),
+    ("x = 1\n", "hardware file '{f}' has no [hardware] table"),
+    (b"\x80\x81", "hardware file '{f}' is not UTF-8 text"),
+])
+def test_hardware_file_errors(tmp_path, text, msg):
+    from golden.hw import load_hw
+    f = tmp_path / "hw.toml"
+    f.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError) as e:
+        load_hw(str(f))
+    assert msg.format(f=f) in str(e.value), str(e.value)
