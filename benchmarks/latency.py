@@ -1,6 +1,6 @@
 """Modeled latency of SPViT DeiT-S and DeiT-T on the zcu102 accelerator, side by side with the
 SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model (rtl_gen/perf.py, checked
-against whole-model RTL runs by tests/sim/test_cycle_model.py) runs the compiled program at keep
+against whole-model RTL runs by tests/sim/test_accel.py, test_cycle_model_matches_rtl) runs the compiled program at keep
 0.7 per selector stage (DeiT-S tokens 197/139/99/71), 300 MHz, with the patch embedding, the
 selectors, the head and the DDR traffic at the assumed bandwidth.
 
