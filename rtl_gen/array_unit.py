@@ -104,7 +104,8 @@ class ArrayUnit(wiring.Component):
                          dcfg.scale.eq(a.scale), dcfg.s_shift.eq(a.s_shift), dcfg.o_shift.eq(a.o_shift),
                          dcfg.n.eq(self.rows)]
         # all issued, drained and written: the sequencers are idle and every stage is empty
-        with m.If(busy & ~self.start & ~mm.busy & ~att.busy & m.submodules.fetch.idle & drain.idle & epi.idle):
+        with m.If(busy & ~self.start & ~mm.busy & ~att.busy & m.submodules.fetch.idle & m.submodules.mac.idle & drain.idle
+                 & epi.idle):
             m.d.comb += self.done.eq(1)
             m.d.sync += busy.eq(0)
 

@@ -215,7 +215,8 @@ class Decide(wiring.Component):
             m.d.comb += [kw.tile.eq(cs.wr.token >> lr), kw.data.eq(Mux(cs.wr.data, -1, 0)),
                          kw.en.eq(Const(1, R) << cs.wr.token[:lr] if lr else 1)]
 
-        # ---- M phase: (num, den) of tokens 1..ns -> KeepProb -> m
+        # ---- M phase: (num, den) of tokens 1..ns -> KeepProb -> m (nothing when ns = 0: a stage
+        # after one that kept no token has no candidates)
         jd, jc = Signal(range(hw.tiles * R + 1)), Signal(range(hw.tiles * R + 1))
         pend, feeding = Signal(), Signal()
         take = kp.i.valid & kp.i.ready
@@ -245,7 +246,7 @@ class Decide(wiring.Component):
                     m.next = "SCORE"
             with m.State("SCORE"):
                 with m.If(sc.done):
-                    m.d.sync += [feeding.eq(1), jd.eq(1), jc.eq(1), pend.eq(0), m_done.eq(0),
+                    m.d.sync += [feeding.eq(1), jd.eq(1), jc.eq(1), pend.eq(0), m_done.eq(ns == 0),
                                  bind.eq(v.cap_en & (kept0 > v.cap))]
                     m.d.sync += c_done.eq(~(v.cap_en & (kept0 > v.cap)))
                     m.d.comb += cs.start.eq(v.cap_en & (kept0 > v.cap))

@@ -137,6 +137,16 @@ class Loader:
         return self.item(gstream.tile_bytes(k, self.hw), 0, free)
 
 
+def _tile(start, k, cap, drain_end, C):
+    """One tile on the MAC array (rtl_gen/mac.py): its first beat goes in at `start` (not before
+    the shadow bank took the previous tile, `cap`), k beats; the shadow bank takes it once it has
+    drained the previous one (drain_end), then drains C columns. Returns (last beat, capture,
+    drain end)."""
+    last = max(start, cap) + k - 1
+    cap = max(last + 1, drain_end)
+    return last, cap, cap + C
+
+
 def _matmul(hw, rows, k, m, t0, ld: Loader):
     """Issue and drain of a MATMUL from t0 (its start pulse), weights from the loader: tiles of k
     beats, one per cycle; a tile's last beat waits until the previous tile has drained (mac_cols
@@ -144,15 +154,14 @@ def _matmul(hw, rows, k, m, t0, ld: Loader):
     R, C = hw.mac_rows, hw.mac_cols
     T = -(-rows // R)
     t = t0 + 1
-    drain_end = -1
+    drain_end = cap = -1
     waited = 0
     for _ in range(-(-m // C)):
         a = ld.weight_tile(k)
         waited += max(0, a + 2 - (t + 1))
         t = max(t + 1, a + 2)                   # WAIT: the slot is full (then ISSUE)
         for _ in range(T):
-            last = max(t + k, drain_end)        # the first beat enters the array a cycle after issue
-            drain_end = last + C
+            last, cap, drain_end = _tile(max(t + 1, cap), k, cap, drain_end, C)
             t = last
         ld.released.append(drain_end)
         t += 1                                  # NEXT
@@ -171,18 +180,18 @@ def _attention(hw, n, heads, dh, t0):
         else:
             order.append(("P", i))
     mac = t0 + 2                 # the array takes beats from here
-    drain_end = -1
+    drain_end = cap = -1
     waits = 0                    # cycles the array waited for probabilities (softmax-bound)
     a_last, b_take, b_free, c_take, c_last, p_ready = {}, {}, {}, {}, {}, {}
     for kind, i in order:
         if kind == "S":
             for u in range(U):
-                last = max(mac + dh - 1, drain_end)
+                last, cap, drain_end = _tile(mac, dh, cap, drain_end, C)
                 keys = min(C, n - u * C)
-                first_key = last + 1
+                first_key = cap + 1
                 if u == 0 and i > 0:
                     first_key = max(first_key, b_take[i - 1] + 1)      # A holds item i-1 until B takes it
-                drain_end = max(last + C, first_key + keys - 1)
+                drain_end = max(drain_end, first_key + keys - 1)
                 mac = last + 1
             a_last[i] = drain_end
             b_take[i] = max(a_last[i] + 1, b_free.get(i - 1, 0), c_take.get(i - 1, -1) + 1, c_last.get(i - 2, -1) + 1)
@@ -194,8 +203,7 @@ def _attention(hw, n, heads, dh, t0):
             waits += max(0, p_ready[i] + 1 - mac)
             mac = max(mac, p_ready[i] + 1)
             for _ in range(dh // C):
-                last = max(mac + n - 1, drain_end)
-                drain_end = last + C
+                last, cap, drain_end = _tile(mac, n, cap, drain_end, C)
                 mac = last + 1
     return drain_end + EPI, waits
 

@@ -55,8 +55,9 @@ def yosys_tool() -> tuple[str, list[str]]:
     return "yowasp", [exe]
 
 
-def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "") -> Resources:
-    """`prep`: Yosys commands run after reading the Verilog (e.g. `blackbox` of submodules)."""
+def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: str = "xcup") -> Resources:
+    """`prep`: Yosys commands run after reading the Verilog (e.g. `blackbox` of submodules);
+    `family` "xc7" maps to DSP48E1 (counted as DSP48E2: one per 16x16 multiplier either way)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tool, cmd = yosys_tool()
     stat = workdir / f"{top}.stat.json"
@@ -64,7 +65,7 @@ def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "") -> Resour
     # Debian's Yosys 0.23 writes a non-JSON hierarchy section into `stat -json` of a hierarchical
     # design, so the native flow flattens (which also lets it optimise across engine units)
     stop = " -flatten" if tool == "native" else " -run begin:map_luts"
-    script = f"read_verilog {src}; {prep + '; ' if prep else ''}synth_xilinx -family xcup -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
+    script = f"read_verilog {src}; {prep + '; ' if prep else ''}synth_xilinx -family {family} -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
     stat.unlink(missing_ok=True)
     log = workdir / f"{top}.yosys.log"
     with open(log, "w") as f:
@@ -79,5 +80,5 @@ def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "") -> Resour
     lat = sum(v for k, v in cells.items() if k.startswith("LD") or "DLATCH" in k)
     lutram = sum(v for k, v in cells.items() if k.startswith("RAM") and not k.startswith("RAMB"))
     lut = sum(v for k, v in cells.items() if k[:3] == "LUT" and k[3:].isdigit()) if tool == "native" else None
-    return Resources(get("DSP48E2"), get("RAMB36E2") + get("RAMB18E2") / 2, lutram, ff, lut,
+    return Resources(get("DSP48E2", "DSP48E1"), get("RAMB36E2", "RAMB36E1") + get("RAMB18E2", "RAMB18E1") / 2, lutram, ff, lut,
                      get(*LOGIC_CELLS), lat, tool, cells)

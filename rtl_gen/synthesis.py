@@ -3,7 +3,12 @@
 The top is synthesised part by part: every unit of rtl_gen/top.py (the same components, the same
 hardware configuration) as its own top with `synth_xilinx -family xcup -flatten`
 (rtl_gen/synth.py), then the top itself with every unit a black box (its port routing and
-wiring), and the counts summed: every cell of the top is counted once. DSP48E2 and block RAM
+wiring), and the counts summed: every cell of the top is counted once. The MAC array is its own
+part, a black box inside the array unit, mapped with `-family xc7`: Debian's Yosys 0.23 packs a
+multiply-accumulate into one DSP48E1 (multiplier, post-adder, P register) but leaves the 48-bit
+adder and register of a DSP48E2 in fabric (rtl_gen/mac.py; 2,048 x 48 adder bits and flip-flops
+on zcu102, which Vivado packs). A DSP48E1 does each 16x16 MAC as a DSP48E2 does; LUT6, CARRY4
+and FDRE are the same fabric cells. DSP48E2 and block RAM
 counts add up exactly (no optimisation crosses a unit boundary that could share a DSP or a RAM);
 LUT and FF sums miss cross-unit constant propagation, so they are upper-bound estimates, as
 Yosys's LUT/FF counts are anyway. One monolithic run of the zcu102 top would take hours and
@@ -27,6 +32,23 @@ def parts(hw: HardwareConfig) -> dict:
 
 
 GLUE = "top"                # the part that is the top's own logic, its units black boxes
+MAC = "mac"                 # the MAC array: a black box inside "array", a part of its own
+FAMILY = {MAC: "xc7"}       # parts mapped with another Yosys family (see above)
+
+
+def all_parts(hw: HardwareConfig) -> dict:
+    """Every part synthesised: the units, the MAC array, the glue."""
+    from .mac import MacArray
+    from .top import Accelerator
+    return {**parts(hw), MAC: lambda: MacArray(hw.mac_rows, hw.mac_cols), GLUE: lambda: Accelerator(hw)}
+
+
+def _prep(hw: HardwareConfig, name: str, top: str) -> str:
+    if name == GLUE:
+        return "blackbox " + " ".join(f"{top}.{unit}" for unit in parts(hw))
+    if name == "array":
+        return f"blackbox {top}.{MAC}"
+    return ""
 
 
 @dataclass
@@ -47,10 +69,8 @@ def synthesize_part(hw: HardwareConfig, name: str, factory) -> PartResult:
     from .verilog import to_verilog
     top = f"{name}_{hw.name}".replace("-", "_")
     text = to_verilog(factory(), top)
-    prep = ""
-    if name == GLUE:
-        prep = "blackbox " + " ".join(f"{top}.{unit}" for unit in parts(hw))
-    h = hashlib.sha256((prep + text).encode()).hexdigest()[:12]
+    prep, family = _prep(hw, name, top), FAMILY.get(name, "xcup")
+    h = hashlib.sha256((family + prep + text).encode()).hexdigest()[:12]
     work = settings.BUILD.resolve() / "synth" / hw.name
     work.mkdir(parents=True, exist_ok=True)
     cache = work / f"{top}-{h}.json"
@@ -58,7 +78,7 @@ def synthesize_part(hw: HardwareConfig, name: str, factory) -> PartResult:
         return PartResult(**json.loads(cache.read_text()))
     v = work / f"{top}.v"
     v.write_text(text)
-    r = synthesize(v, top, work, prep)
+    r = synthesize(v, top, work, prep, family)
     res = PartResult(name, r.dsp, r.bram36, r.lut, r.ff, r.latches, r.tool)
     cache.write_text(json.dumps(res.__dict__))
     return res
@@ -67,8 +87,7 @@ def synthesize_part(hw: HardwareConfig, name: str, factory) -> PartResult:
 def synthesize_top(hw: HardwareConfig, verbose: bool = True) -> dict:
     total = dict(dsp=0, bram36=0.0, lut=0, ff=0, latches=0)
     rows = []
-    from .top import Accelerator
-    for name, factory in [*parts(hw).items(), (GLUE, lambda: Accelerator(hw))]:
+    for name, factory in all_parts(hw).items():
         r = synthesize_part(hw, name, factory)
         rows.append(r)
         for k in total:
@@ -83,6 +102,7 @@ def synthesize_top(hw: HardwareConfig, verbose: bool = True) -> dict:
               f"LUT {total['lut']:,d} ({100 * total['lut'] / ZCU102_LUT:.1f}%)  FF {total['ff']:,d} "
               f"({100 * total['ff'] / ZCU102_FF:.1f}%)  latches {total['latches']} - "
               f"{'fits' if fits and not total['latches'] else 'DOES NOT FIT'} the XCZU9EG")
-        print("  Yosys synth_xilinx -family xcup per unit (DSP48E2 and BRAM exact sums; LUT/FF estimates, not Vivado; "
+        print("  Yosys synth_xilinx -family xcup per unit, the MAC array -family xc7 (DSP48E2 and BRAM exact sums; LUT/FF "
+              "estimates, not Vivado; "
               "timing not checked)")
     return {"parts": [r.__dict__ for r in rows], "total": total, "fits": fits}

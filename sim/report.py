@@ -18,11 +18,12 @@ from golden.hw import ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
 
 from rtl_gen.perf import ProgramPerf, Step, program_cycles
 
-# DSP48E2 and BRAM36 of the units besides the MAC array, per token lane (mac_rows) and fixed,
-# from Yosys synth_xilinx -family xcup of the units (benchmarks/unit_resources.py); the report
-# prints them as estimates and `--synth` measures the generated design.
-DSP_PER_LANE = {"epilogue": 3, "layernorm": 5, "softmax": 3}
-DSP_FIXED = {"selector units": 31, "controller and loader": 0}
+# DSP48E2 of the units besides the MAC array, per token lane (mac_rows) and fixed, from Yosys
+# synth_xilinx of the zcu102 design (`spvit report --synth`: array unit 2,306 = 2,048 MACs +
+# epilogue 5 and softmax 3 per lane + 2; LayerNorm 128; GMEAN 4, DECIDE 10, PACKAGE 17; STORE 4,
+# controller 1, loader 1). The report prints these sums as estimates; `--synth` measures.
+DSP_PER_LANE = {"epilogue": 5, "layernorm": 4, "softmax": 3}
+DSP_FIXED = {"selector units": 31, "controller, loader, STORE, array control": 8}
 
 
 @dataclass
