@@ -10,7 +10,7 @@ import sys
 from .errors import UsageError
 
 # package modules that add subcommands, in the order they appear in --help
-COMMAND_MODULES = ("golden.cli", "quant.cli", "rtl_gen.cli")
+COMMAND_MODULES = ("golden.cli", "quant.cli", "rtl_gen.cli", "rtl_gen.sweep", "sim.regress")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ SPVIT_THREADS  worker threads of the golden model's batch split and processes of
                `spvit generate` (default: the CPU count)
 SPVIT_VERILATOR_OPT  g++ optimisation of Verilator's model code (default -O1: a DeiT-T block
                compiles in ~4 min instead of ~11 min with Verilator's -Os, see docs/rtl.md)
+RAY_ADDRESS    the Ray cluster that `--ray` (without an address) joins; unset: a local Ray
+               (docs/cluster.md)
 """
 from __future__ import annotations
 
@@ -22,3 +24,4 @@ BUILD = Path(os.environ.get("SPVIT_BUILD", "build"))
 SLOW = os.environ.get("SPVIT_SLOW", "0") == "1"
 THREADS = int(os.environ.get("SPVIT_THREADS", "0")) or (os.cpu_count() or 1)
 VERILATOR_OPT = os.environ.get("SPVIT_VERILATOR_OPT", "-O1")
+RAY_ADDRESS = os.environ.get("RAY_ADDRESS", "")
