@@ -77,9 +77,7 @@ def cmd_quantize(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare import compare_dataset, format_table, write_json, write_plot
-    from .data import load_data
-    from .loaders import file_sha256, load_float_model
-    from .package import load_package, model_config, read_manifest
+    from .loaders import file_sha256
     _positive("--limit", args.limit)
     _positive("--batch", args.batch)
     _one_thread()
@@ -87,19 +85,23 @@ def cmd_compare(args) -> int:
         p = getattr(args, opt)
         if p and not p.lower().endswith(suf):
             raise UsageError(f"--{opt} must name a {suf} file (got {p!r})")
-    man = read_manifest(args.package)
-    pcfg = model_config(man["model"])
-    cfg = load_config(args.config).model if args.config else pcfg
-    q, man = load_package(args.package, cfg)
-    model = load_float_model(args.checkpoint, cfg)
+    from spvit.cluster import Executor
+
+    from .shard import Sources, compare_sharded, load
+    ex = Executor.from_args(args, default_workers=1)
+    src = Sources(args.checkpoint, args.package, args.config, args.data, args.limit)
+    model, q, man, data = load(src)
+    cfg = model.cfg
     made_from = man.get("source", {}).get("checkpoint_sha256")
     if made_from and made_from != file_sha256(args.checkpoint):
         print(f"warning: package {args.package} was made from a different checkpoint file "
               f"({man['source'].get('checkpoint')}); comparing anyway", file=sys.stderr)
-    data = load_data(args.data, cfg, default_split="test").take(args.limit)
     print(f"checkpoint {args.checkpoint}, package {args.package} ({man['calibration'].get('method')}), "
-          f"data {data.name}", flush=True)
-    r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
+          f"data {data.name}" + ("" if ex.mode == "inline" else f", sharded over {ex.describe}"), flush=True)
+    if ex.mode == "inline":
+        r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
+    else:
+        r = compare_sharded(src, cfg, len(data), args.batch, args.sqnr_images, ex)
     print(format_table(r))
     if args.json:
         write_json(r, args.json)
@@ -176,7 +178,8 @@ def register(sub) -> None:
     p.add_argument("--plot", help="write a PNG of per-layer SQNR and kept tokens per stage")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--sqnr-images", type=int, default=64, help="images used for per-layer SQNR (default 64)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from spvit.cluster import add_arguments
+    add_arguments(p, default_workers="1: this process")     # also --no-progress
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export-onnx", help="export the float twin (selector decisions in the graph) to ONNX")

@@ -69,6 +69,9 @@ class Executor:
         progress = not getattr(args, "no_progress", False) and sys.stderr.isatty()
         if ray is not None:
             address = None if ray == LOCAL else ray
+            _ray_module()                               # fail before any work: not installed,
+            if address or settings.RAY_ADDRESS:         # or nothing listens at the address
+                _reachable(address or settings.RAY_ADDRESS)
             return cls("ray", workers or 0, address, retries, progress)
         workers = workers or default_workers or settings.THREADS
         return cls("inline" if workers == 1 else "local", workers, None, retries, progress)
@@ -281,29 +284,35 @@ def connect_ray(ex: Executor):
     """The ray module, initialised: reuses a running session (tests share one), joins
     ex.address or RAY_ADDRESS, or starts a local Ray (no dashboard) with ex.workers CPUs."""
     ray = _ray_module()
-    if ray.is_initialized():
-        return ray
     address = ex.address or settings.RAY_ADDRESS
-    path = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     if address:
         _reachable(address)
+    if ray.is_initialized():
+        return ray
+    path = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    if address:
         # the cluster's Python environment must have the dependencies (docs/cluster.md); our
         # packages travel with the job, so every node runs the driver's version of the code
         env = {"py_modules": [str(ROOT / p) for p in PACKAGES], "env_vars": _forwarded_env()}
         try:
             ray.init(address=address, runtime_env=env, log_to_driver=False)
         except Exception as e:           # noqa: BLE001 - ConnectionError, version mismatch, ...
-            raise UsageError(f"cannot join the Ray cluster at {address}: {e}; check that its Ray and Python "
-                             f"versions match this one ({ray.__version__}, {sys.version.split()[0]})") from None
+            raise UsageError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}; check that its "
+                             f"Ray and Python versions match this one ({ray.__version__}, {sys.version.split()[0]}) "
+                             f"and, with Ray's token authentication, that this machine has the cluster's token "
+                             f"(~/.ray/auth_token or RAY_AUTH_TOKEN) and RAY_AUTH_MODE=token (docs/cluster.md)") from None
     else:
         ray.init(address="local", num_cpus=ex.workers or None, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {**_forwarded_env(), "PYTHONPATH": path}})
+                 runtime_env={"env_vars": {**_forwarded_env(local=True), "PYTHONPATH": path}})
     return ray
 
 
-def _forwarded_env() -> dict:
-    """SPVIT_* settings and the simulator's Yosys mode travel to Ray workers."""
+def _forwarded_env(local: bool = False) -> dict:
+    """SPVIT_* settings and the simulator's Yosys mode travel to Ray workers (whose working
+    directory is Ray's, so a local Ray gets the build directory as an absolute path)."""
     keep = {k: v for k, v in os.environ.items() if k.startswith("SPVIT_")}
+    if local:
+        keep["SPVIT_BUILD"] = str(settings.BUILD.resolve())
     keep.setdefault("AMARANTH_USE_YOSYS", os.environ.get("AMARANTH_USE_YOSYS", "builtin"))
     return keep
 
