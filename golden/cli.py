@@ -23,8 +23,12 @@ def cmd_info(args) -> int:
     m = cfg.model
     try:
         keep = _keep(args.keep)
-        runs = [("unpruned", None)] + ([("keep " + args.keep, keep)] if keep else [])
-        rows_by_run = [(label, count(m, k), total_macs(m, k)) for label, k in runs]
+        runs = [("unpruned", dict(unpruned=True))]
+        if keep:
+            runs.append(("keep " + args.keep, dict(keep=keep)))
+        elif m.stages and not m.scheme.adaptive:
+            runs.append((f"{m.selector}, as configured (keep_rate {', '.join(f'{r:g}' for r in m.keep_rate)})", {}))
+        rows_by_run = [(label, count(m, **kw), total_macs(m, **kw)) for label, kw in runs]
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(f"model {m.name}")
@@ -35,14 +39,15 @@ def cmd_info(args) -> int:
     for f in dataclasses.fields(cfg.fixed_point):
         print(f"  {f.name:16s} {getattr(cfg.fixed_point, f.name)}")
     print(f"parameters: {total_params(m):,} ({total_params(m) / 1e6:.2f} M); per block {block_params(m):,}"
-          + (f"; per selector {selector_params(m):,}" if m.stages else ""))
+          + (f"; per selector {selector_params(m):,}" if m.stages and selector_params(m) else ""))
     print(f"MACs (spvit.txt Table 1 per block): patch embed {embed_macs(m) / 1e6:.2f} M, head {head_macs(m) / 1e6:.3f} M")
     for label, rows, tot in rows_by_run:
         print(f"{label}:")
         print(f"  {'block':>5s} {'tokens':>6s} {'block MMAC':>11s} {'selector MMAC':>14s}")
         for r in rows:
             sel = f"{r.selector_macs / 1e6:14.2f}" if r.selector_macs else f"{'':14s}"
-            print(f"  {r.index:5d} {r.tokens:6d} {r.macs / 1e6:11.2f} {sel}")
+            tok = f"{r.tokens:6d}" if r.mlp_tokens in (0, r.tokens) else f"{r.tokens}>{r.mlp_tokens}"
+            print(f"  {r.index:5d} {tok:>6s} {r.macs / 1e6:11.2f} {sel}")
         print(f"  total {tot / 1e9:.3f} GMAC")
     return 0
 
@@ -50,5 +55,6 @@ def cmd_info(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("info", help="model configuration, parameters and MACs per block")
     p.add_argument("--config", default="deit-small", help="preset name or TOML file (default deit-small)")
-    p.add_argument("--keep", help="cumulative keep rates per selector stage, e.g. 0.7,0.5,0.3")
+    p.add_argument("--keep", help="cumulative keep rates per selector stage, e.g. 0.7,0.5,0.3 (adaptive "
+                   "selectors: spvit; the others keep the counts their config sets)")
     p.set_defaults(func=cmd_info)

@@ -89,6 +89,9 @@ def _add_sat_fields(fa: int, fb: int, fo: int) -> dict:
 
 class Lowering:
     def __init__(self, q, hw: HardwareConfig, checkpoints: bool):
+        if q.cfg.selector not in ("none", "spvit"):
+            raise ValueError(f"the accelerator runs unpruned and SPViT models; token selection {q.cfg.selector!r} "
+                             f"(model {q.cfg.name}) has no hardware yet: quantise an SPViT or unpruned model")
         hw.check(q.cfg)
         self.q, self.hw, self.b = q, hw, Builder(hw)
         self.tables = Tables(hw)

@@ -16,8 +16,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-SELECTORS = ("none", "spvit")  # room for "dynamicvit", "evit", "evovit"
-PLANNED_SELECTORS = ("dynamicvit", "evit", "evovit")
+SELECTORS = ("none", "spvit", "dynamicvit", "evit", "evovit")   # golden/selectors/, one module each
 PACKAGE_MODES = ("norm", "sum", "mean")
 ROUNDINGS = ("half_up",)
 
@@ -44,13 +43,20 @@ class ModelConfig:
     num_classes: int = 1000
     selector: str = "none"
     selector_blocks: tuple[int, ...] = ()
-    package_mode: str = "norm"
-    keep_cap: tuple[int, ...] = ()  # per stage; () = no cap
+    package_mode: str = "norm"      # spvit
+    keep_cap: tuple[int, ...] = ()  # spvit, per stage; () = no cap
+    keep_rate: tuple[float, ...] = ()   # dynamicvit (rho), evit, evovit: one value or one per stage
+    fuse_token: bool | None = None      # evit: fuse the inattentive tokens into one (None = True)
+    score_momentum: float | None = None  # evovit: weight of the new CLS attention in the running score (None = 0.5)
 
     def __post_init__(self):
         object.__setattr__(self, "selector_blocks", tuple(int(b) for b in self.selector_blocks))
         cap = self.keep_cap if isinstance(self.keep_cap, (tuple, list)) else (self.keep_cap,)
         object.__setattr__(self, "keep_cap", tuple(int(c) for c in cap))
+        rate = self.keep_rate if isinstance(self.keep_rate, (tuple, list)) else (self.keep_rate,)
+        _check(all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in rate),
+               f"keep_rate must be a number or a list of numbers (got {self.keep_rate!r})")
+        object.__setattr__(self, "keep_rate", tuple(float(r) for r in rate))
         for f in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "num_classes"):
             _check(isinstance(getattr(self, f), int) and getattr(self, f) > 0,
                    f"{f} must be a positive integer (got {getattr(self, f)!r})")
@@ -65,28 +71,18 @@ class ModelConfig:
                f"matmul depth above 4096 is not supported by the 48-bit accumulator "
                f"(embed_dim={self.embed_dim}, mlp hidden={self.mlp_hidden}, patch dim={self.patch_dim})")
         _check(self.num_tokens <= 4096, f"at most 4096 tokens are supported (got {self.num_tokens})")
-        if self.selector in PLANNED_SELECTORS:
-            raise ConfigError(f"selector {self.selector!r} is planned but not implemented yet; "
-                              f"use one of {SELECTORS}")
         _check(self.selector in SELECTORS, f"selector must be one of {SELECTORS} (got {self.selector!r})")
         _check(self.package_mode in PACKAGE_MODES,
                f"package_mode must be one of {PACKAGE_MODES} (got {self.package_mode!r})")
-        if self.selector == "none":
-            _check(not self.selector_blocks,
-                   f"selector_blocks {self.selector_blocks} given but selector is 'none'; "
-                   f"set selector = 'spvit' or selector_blocks = []")
-        else:
-            sb = self.selector_blocks
-            _check(len(sb) > 0, "selector 'spvit' needs selector_blocks (e.g. [3, 6, 9])")
-            _check(list(sb) == sorted(set(sb)), f"selector_blocks must be strictly increasing (got {list(sb)})")
-            _check(0 < sb[0] and sb[-1] < self.depth,
-                   f"selector_blocks must lie in 1..depth-1 = 1..{self.depth - 1} (got {list(sb)})")
-            dh = self.head_dim
-            _check(dh % 4 == 0, f"the SPViT selector needs head_dim divisible by 4 (head_dim = {dh})")
-        if self.keep_cap:
-            _check(len(self.keep_cap) in (1, len(self.selector_blocks)),
-                   f"keep_cap needs 1 or {len(self.selector_blocks)} entries (got {len(self.keep_cap)})")
-            _check(all(c >= 0 for c in self.keep_cap), f"keep_cap entries must be >= 0 (got {list(self.keep_cap)})")
+        _check(self.fuse_token is None or isinstance(self.fuse_token, bool),
+               f"fuse_token must be true or false (got {self.fuse_token!r})")
+        _check(self.score_momentum is None or (isinstance(self.score_momentum, (int, float))
+                                               and not isinstance(self.score_momentum, bool)),
+               f"score_momentum must be a number in [0, 1] (got {self.score_momentum!r})")
+        from .selectors import SCHEMES      # the scheme's own rules (lazy: the schemes import this module)
+        _check(self.selector in SCHEMES, f"selector {self.selector!r} is planned but not implemented yet; "
+               f"use one of {tuple(SCHEMES)}")
+        SCHEMES[self.selector].check(self)
 
     @property
     def head_dim(self) -> int:
@@ -111,6 +107,12 @@ class ModelConfig:
     @property
     def stages(self) -> int:
         return len(self.selector_blocks) if self.selector != "none" else 0
+
+    @property
+    def scheme(self):
+        """The token-selection scheme (golden/selectors/)."""
+        from .selectors import SCHEMES
+        return SCHEMES[self.selector]
 
     def cap(self, stage: int) -> int | None:
         if not self.keep_cap:
@@ -151,12 +153,27 @@ DEIT_TINY = ModelConfig(name="deit-tiny", embed_dim=192, depth=12, num_heads=3)
 DEIT_SMALL = replace(DEIT_TINY, name="deit-small", embed_dim=384, num_heads=6)
 SPVIT_DEIT_TINY = replace(DEIT_TINY, name="spvit-deit-tiny", selector="spvit", selector_blocks=(3, 6, 9))
 SPVIT_DEIT_SMALL = replace(DEIT_SMALL, name="spvit-deit-small", selector="spvit", selector_blocks=(3, 6, 9))
+# DynamicViT: predictors before blocks 3, 6, 9 keeping int(196 * 0.7^s) = 137, 96, 67 patch tokens
+DYNAMICVIT_DEIT_TINY = replace(DEIT_TINY, name="dynamicvit-deit-tiny", selector="dynamicvit",
+                               selector_blocks=(3, 6, 9), keep_rate=(0.7,))
+DYNAMICVIT_DEIT_SMALL = replace(DYNAMICVIT_DEIT_TINY, name="dynamicvit-deit-small", embed_dim=384, num_heads=6)
+# EViT: inside blocks 3, 6, 9 keep ceil(0.7 (N - 1)) tokens + one fused: 196 -> 139 -> 99 -> 71 non-CLS tokens
+EVIT_DEIT_TINY = replace(DEIT_TINY, name="evit-deit-tiny", selector="evit", selector_blocks=(3, 6, 9), keep_rate=(0.7,))
+EVIT_DEIT_SMALL = replace(EVIT_DEIT_TINY, name="evit-deit-small", embed_dim=384, num_heads=6)
+# Evo-ViT (DeiT release): from blocks 4 and 8 the top 98 of 196 patch tokens run the blocks
+EVOVIT_DEIT_TINY = replace(DEIT_TINY, name="evovit-deit-tiny", selector="evovit", selector_blocks=(4, 8), keep_rate=(0.5,))
+EVOVIT_DEIT_SMALL = replace(EVOVIT_DEIT_TINY, name="evovit-deit-small", embed_dim=384, num_heads=6)
 # The small model of the demo and the fast tests: 8x8 digits upsampled to 32x32, one channel.
 MINI = ModelConfig(name="mini", img_size=32, patch_size=4, in_chans=1, embed_dim=64, depth=6,
                    num_heads=4, num_classes=10, selector="spvit", selector_blocks=(2, 4))
+MINI_DYNAMICVIT = replace(MINI, name="mini-dynamicvit", selector="dynamicvit", keep_rate=(0.7,))
+MINI_EVIT = replace(MINI, name="mini-evit", selector="evit", keep_rate=(0.7,))
+MINI_EVOVIT = replace(MINI, name="mini-evovit", selector="evovit", keep_rate=(0.5,))
 
 PRESETS: dict[str, ModelConfig] = {c.name: c for c in
-                                   (DEIT_TINY, DEIT_SMALL, SPVIT_DEIT_TINY, SPVIT_DEIT_SMALL, MINI)}
+                                   (DEIT_TINY, DEIT_SMALL, SPVIT_DEIT_TINY, SPVIT_DEIT_SMALL,
+                                    DYNAMICVIT_DEIT_TINY, DYNAMICVIT_DEIT_SMALL, EVIT_DEIT_TINY, EVIT_DEIT_SMALL,
+                                    EVOVIT_DEIT_TINY, EVOVIT_DEIT_SMALL, MINI, MINI_DYNAMICVIT, MINI_EVIT, MINI_EVOVIT)}
 
 
 @dataclass(frozen=True)

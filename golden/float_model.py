@@ -1,12 +1,15 @@
 """The float twin: the same network in torch, with timm's DeiT parameter names and the official
-SPViT selector names, so that timm / SPViT checkpoints load directly. With no selector it
-computes what timm's DeiT computes (LayerNorm eps 1e-6, exact-erf GELU, qkv bias).
+selector names, so that timm / SPViT / DynamicViT / EViT checkpoints load directly (Evo-ViT's
+through the key map of golden/selectors/evovit.py). With no selector it computes what timm's
+DeiT computes (LayerNorm eps 1e-6, exact-erf GELU, qkv bias). The token selection of each
+scheme is in golden/selectors/ (the loop over the blocks below calls its hooks).
 
 `trace` (a callable name, tensor) sees every intermediate that the integer model quantises,
 under the names of `QModel.fmt`; calibration uses it.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,6 +38,10 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x, trace=_noop, p=""):
+        return self.attend(x, trace, p)[0]
+
+    def attend(self, x, trace=_noop, p=""):
+        """(output, attention probabilities [B, H, N, N])."""
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
@@ -42,11 +49,12 @@ class Attention(nn.Module):
             trace(p + name, t)
         s = (q @ k.transpose(-2, -1)) * self.scale
         trace(p + "s", s)
-        o = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+        a = s.softmax(-1)
+        o = (a @ v).transpose(1, 2).reshape(b, n, c)
         trace(p + "o", o)
         o = self.proj(o)
         trace(p + "proj", o)
-        return o
+        return o, a
 
 
 class Mlp(nn.Module):
@@ -74,11 +82,19 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.mlp = Mlp(cfg.embed_dim, cfg.mlp_hidden)
 
-    def forward(self, x, trace=_noop, p=""):
+    def forward(self, x, trace=_noop, p="", mid=None):
+        """`mid(x, attention probabilities) -> x`: a scheme's hook between the attention
+        residual and the MLP (EViT selects there; Evo-ViT reads the CLS attention)."""
         h = self.norm1(x)
         trace(p + "ln1", h)
-        x = x + self.attn(h, trace, p)
-        trace(p + "mid", x)
+        if mid is None:
+            x = x + self.attn(h, trace, p)
+            trace(p + "mid", x)
+        else:
+            o, a = self.attn.attend(h, trace, p)
+            x = x + o
+            trace(p + "mid", x)
+            x = mid(x, a)
         h = self.norm2(x)
         trace(p + "ln2", h)
         return x + self.mlp(h, trace, p)
@@ -148,6 +164,50 @@ class SPViTSelector(nn.Module):
         return z, sig(t)
 
 
+class DynamicViTPredictor(nn.Module):
+    """The authors' PredictorLG layout (dynamicvit.txt Eq. 1-4): in_conv = [LayerNorm(C),
+    Linear(C, C), GELU] (LayerNorm eps 1e-5, torch's default), the first C/2 channels local,
+    the last C/2 averaged over the patch tokens still alive (global); out_conv = [Linear(C, C/2),
+    GELU, Linear(C/2, C/4), GELU, Linear(C/4, 2), LogSoftmax]; output 0 is the keep
+    log-probability. Used by golden/selectors/dynamicvit.py."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.in_conv = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+        self.out_conv = nn.Sequential(nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, dim // 4), nn.GELU(),
+                                      nn.Linear(dim // 4, 2), nn.LogSoftmax(dim=-1))
+
+    def forward(self, x, trace=_noop, p="", policy=None):
+        """x [B, n, C]: the patch tokens (no CLS). Returns the logits z [B, n, 2] (before the
+        log-softmax, which does not change the ranking). `policy` [B, n] (training only) masks
+        the global average to the tokens still alive."""
+        ln, fc, act = self.in_conv
+        t = ln(x)
+        trace(p + "ln", t)
+        t = fc(t)
+        trace(p + "f", t)
+        f = act(t)
+        trace(p + "fg", f)
+        c = f.shape[-1]
+        g = f[..., c // 2:]
+        if policy is None:
+            glob = g.mean(1, keepdim=True)
+        else:
+            a = policy.unsqueeze(-1).to(g.dtype)
+            glob = (g * a).sum(1, keepdim=True) / a.sum(1, keepdim=True).clamp_min(1e-6)
+        feat = torch.cat([f[..., : c // 2], glob.expand(-1, f.shape[1], -1)], -1)
+        fc1, act1, fc2, act2, fc3, _ = self.out_conv
+        t = fc1(feat)
+        trace(p + "o1", t)
+        t = act1(t)
+        trace(p + "o1g", t)
+        t = fc2(t)
+        trace(p + "o2", t)
+        t = act2(t)
+        trace(p + "o2g", t)
+        return fc3(t)
+
+
 def decide(z, w, cap: int | None = None):
     """Deterministic decision: keep iff sum_h w_h (z0_h - z1_h) >= 0 (ties kept); the optional
     cap keeps the top-`cap` kept tokens by that score, ties toward the lower index. Returns
@@ -177,7 +237,7 @@ def package(tokens, m, mode: str):
 
 
 class DeiT(nn.Module):
-    """timm-compatible DeiT with optional SPViT selectors (`score_predictor.P`)."""
+    """timm-compatible DeiT with the token selection of `cfg.selector` (golden/selectors/)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -189,8 +249,7 @@ class DeiT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(c, eps=1e-6)
         self.head = nn.Linear(c, cfg.num_classes)
-        if cfg.selector == "spvit":
-            self.score_predictor = nn.ModuleList(SPViTSelector(cfg) for _ in cfg.selector_blocks)
+        cfg.scheme.build(self)
         self.init_weights()
 
     @torch.no_grad()
@@ -208,7 +267,7 @@ class DeiT(nn.Module):
                 prm.fill_(1.0)
             else:
                 prm.copy_(torch.nn.init.trunc_normal_(torch.empty_like(prm), std=0.02, a=-0.04, b=0.04, generator=g))
-        if seed is None or self.cfg.stages == 0:
+        if seed is None or not hasattr(self, "score_predictor"):
             return
         for mod in self.score_predictor.modules():   # torch's default init, drawn from `seed`
             if isinstance(mod, nn.Linear):
@@ -227,44 +286,37 @@ class DeiT(nn.Module):
         return x
 
     def forward(self, img, trace=_noop, return_tokens: bool = False):
-        """Deterministic inference (no Gumbel noise). Returns logits [B, classes] and the kept
-        patch-token count per image and stage [B, stages] (`self.last_kept`)."""
+        """Deterministic inference (no Gumbel noise). Returns logits [B, classes]; the kept
+        patch-token count per image and stage [B, stages] is left in `self.last_kept`, the
+        full selection record (golden.selectors.Record) in `self.last_record`."""
+        from .selectors import Group, Record
+        sch = self.cfg.scheme
         x = self.embed(img, trace)
-        b = x.shape[0]
-        kept = torch.zeros(b, self.cfg.stages, dtype=torch.long)
-        xs = [x]
-        stage = 0
+        rec = Record(x.shape[0], self.cfg)
+        groups = [Group.start(x)]
         for i, blk in enumerate(self.blocks):
-            trace(f"res.{i}", torch.cat([t.flatten(0, 1) for t in xs]))
-            if i in self.cfg.selector_blocks:
-                flat = [t for g in xs for t in g]
-                xs = []
-                for j, t in enumerate(flat):
-                    out, keep = self.select(stage, t, trace)
-                    kept[j, stage] = int(keep.sum())
-                    xs.append(out[None])
-                    trace(f"res.{i}", out)
-                stage += 1
-            xs = [blk(g, trace, f"blocks.{i}.") for g in xs]
-        trace(f"res.{self.cfg.depth}", torch.cat([t.flatten(0, 1) for t in xs]))
-        cls = torch.stack([t[0] for g in xs for t in g])
-        cls = self.norm(cls)
+            trace(f"res.{i}", torch.cat([g.x.flatten(0, 1) for g in groups]))
+            groups = [h for g in groups for h in sch.f_before(self, i, g, rec, trace)]
+            groups = [sch.f_block(self, i, blk, g, rec, trace) for g in groups]
+        trace(f"res.{self.cfg.depth}", torch.cat([g.x.flatten(0, 1) for g in groups]))
+        outs = [sch.f_readout(self, g, trace) for g in groups]
+        rows = np.concatenate([g.rows for g in groups])
+        pooled = torch.cat([o[0] for o in outs])[np.argsort(rows)]
+        cls = self.norm(pooled)
         trace("norm", cls)
         logits = self.head(cls)
         trace("logits", logits)
-        self.last_kept = kept
-        return (logits, kept, [t for g in xs for t in g]) if return_tokens else logits
+        self.last_kept = torch.from_numpy(rec.kept)
+        self.last_record = rec
+        if not return_tokens:
+            return logits
+        toks = [t for o in outs for t in o[1]]
+        return logits, self.last_kept, [toks[j] for j in np.argsort(rows)]
 
     def select(self, stage: int, x, trace=_noop):
-        """One image x [N, C] through selector `stage`: (output tokens, keep [ns])."""
-        n_pkg = stage
-        z, w = self.score_predictor[stage](x[None], n_pkg, trace, f"sel.{stage}.")
-        keep, _, m = decide(z, w, self.cfg.cap(stage))
-        keep, m = keep[0], m[0]
-        ns = keep.shape[0]
-        pkg = package(x[1:1 + ns][~keep], m[~keep], self.cfg.package_mode)
-        out = torch.cat([x[:1], x[1:1 + ns][keep], x[1 + ns:], pkg[None]], 0)
-        return out, keep
+        """One image x [N, C] through the selector of `stage` (schemes that select before a
+        block): (output tokens, keep [candidates])."""
+        return self.cfg.scheme.f_select(self, stage, x, trace)
 
 
 def param_count(model: nn.Module) -> int:

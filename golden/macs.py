@@ -1,7 +1,8 @@
 """Parameter and MAC counts. Block MACs follow spvit.txt Table 1:
-4 N D_ch D_attn + 2 N^2 D_attn + 2 N D_ch D_hidden (with D_attn = D_ch = D, D_hidden = r D).
-Selector MACs are counted from the layer shapes of our selector (the paper's Eq. 9 is an
-approximation of the same thing)."""
+4 N D_ch D_attn + 2 N^2 D_attn + 2 N D_ch D_hidden (with D_attn = D_ch = D, D_hidden = r D);
+a block that selects between its attention and its MLP (EViT) runs the MLP on fewer tokens.
+Selector MACs are counted from the layer shapes of each scheme's selector (golden/selectors/;
+SPViT's Eq. 9 is an approximation of the same thing)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,23 +16,18 @@ def block_params(cfg: ModelConfig) -> int:
 
 
 def selector_params(cfg: ModelConfig) -> int:
-    hh, dh = cfg.num_heads, cfg.head_dim
-    h2 = max(hh // 2, 1)
-    per_head = 2 * dh + (dh * dh + dh) + (dh * dh // 2 + dh // 2) + (dh // 2 * dh // 4 + dh // 4) + (dh // 4 * 2 + 2)
-    return hh * per_head + (hh * h2 + h2) + (h2 * hh + hh)
+    """Parameters of one selector stage (0 for the parameter-free schemes)."""
+    return cfg.scheme.selector_params(cfg)
 
 
-def block_macs(cfg: ModelConfig, n: int) -> int:
+def block_macs(cfg: ModelConfig, n: int, n_mlp: int | None = None) -> int:
     d, h = cfg.embed_dim, cfg.mlp_hidden
-    return 4 * n * d * d + 2 * n * n * d + 2 * n * d * h
+    return 4 * n * d * d + 2 * n * n * d + 2 * (n if n_mlp is None else n_mlp) * d * h
 
 
-def selector_macs(cfg: ModelConfig, n: int) -> int:
-    """n = tokens entering the selector (CLS included; CLS is not scored)."""
-    hh, dh = cfg.num_heads, cfg.head_dim
-    h2 = max(hh // 2, 1)
-    m = n - 1
-    return hh * m * (dh * dh + dh * dh // 2 + dh // 2 * dh // 4 + dh // 4 * 2) + m * 2 * hh * h2
+def selector_macs(cfg: ModelConfig, n: int, stage: int = 0, n_out: int | None = None) -> int:
+    """n = tokens entering the selector (CLS included), n_out = tokens after it."""
+    return cfg.scheme.selector_macs(cfg, stage, n, n if n_out is None else n_out)
 
 
 def embed_macs(cfg: ModelConfig) -> int:
@@ -52,41 +48,41 @@ def total_params(cfg: ModelConfig) -> int:
 @dataclass(frozen=True)
 class BlockCount:
     index: int
-    tokens: int
+    tokens: int          # tokens entering the block (its attention)
     macs: int
     selector_macs: int
+    mlp_tokens: int = 0  # tokens of its MLP (fewer than `tokens` where a block selects inside)
+
+
+def schedule(cfg: ModelConfig, keep: tuple[float, ...] | None = None, unpruned: bool = False) -> list:
+    """(attention tokens, MLP tokens) per block. Adaptive schemes (SPViT) take `keep[s]`, the
+    fraction of the image's patch tokens still kept after stage s (cumulative, as SPViT's and
+    DynamicViT's ratios; None: every token kept); fixed-count schemes follow their config.
+    `unpruned`: every token kept (the selectors still run)."""
+    if unpruned:
+        return [(cfg.num_tokens, cfg.num_tokens)] * cfg.depth
+    return cfg.scheme.schedule(cfg, keep)
 
 
 def tokens_per_block(cfg: ModelConfig, keep: tuple[float, ...] | None = None) -> list[int]:
-    """Tokens entering each block. `keep[s]` is the fraction of the image's patch tokens still
-    kept after stage s (cumulative, as SPViT's and DynamicViT's ratios); each stage adds one
-    package token."""
-    if keep is None or cfg.stages == 0:
-        return [cfg.num_tokens] * cfg.depth
-    if len(keep) != cfg.stages:
-        raise ValueError(f"--keep needs {cfg.stages} rates, one per selector stage (got {len(keep)})")
-    if any(not 0.0 <= k <= 1.0 for k in keep) or list(keep) != sorted(keep, reverse=True):
-        raise ValueError(f"keep rates must lie in [0, 1] and not increase (got {list(keep)})")
-    out, n, stage = [], cfg.num_tokens, 0
-    for i in range(cfg.depth):
-        if stage < cfg.stages and i == cfg.selector_blocks[stage]:
-            n = 1 + round(keep[stage] * cfg.num_patches) + stage + 1
-            stage += 1
-        out.append(n)
-    return out
+    """Tokens entering each block (see `schedule`)."""
+    return [a for a, _ in schedule(cfg, keep)]
 
 
-def count(cfg: ModelConfig, keep: tuple[float, ...] | None = None) -> list[BlockCount]:
-    toks = tokens_per_block(cfg, keep)
+def count(cfg: ModelConfig, keep: tuple[float, ...] | None = None, unpruned: bool = False) -> list[BlockCount]:
     rows = []
     prev = cfg.num_tokens
-    for i, n in enumerate(toks):
-        sel = selector_macs(cfg, prev) if cfg.stages and i in cfg.selector_blocks else 0
-        rows.append(BlockCount(i, n, block_macs(cfg, n), sel))
-        prev = n
+    where = {b: s for s, b in enumerate(cfg.selector_blocks)} if cfg.stages else {}
+    for i, (n, m) in enumerate(schedule(cfg, keep, unpruned)):
+        sel = 0
+        if i in where:     # a selector before block i reads its input; one inside reads the block's input
+            sel = selector_macs(cfg, prev, where[i], n) if cfg.scheme.where == "before" else \
+                selector_macs(cfg, n, where[i], m)
+        rows.append(BlockCount(i, n, block_macs(cfg, n, m), sel, m))
+        prev = m
     return rows
 
 
-def total_macs(cfg: ModelConfig, keep: tuple[float, ...] | None = None) -> int:
-    rows = count(cfg, keep)
+def total_macs(cfg: ModelConfig, keep: tuple[float, ...] | None = None, unpruned: bool = False) -> int:
+    rows = count(cfg, keep, unpruned)
     return embed_macs(cfg) + head_macs(cfg) + sum(r.macs + r.selector_macs for r in rows)

@@ -1,4 +1,6 @@
 """The integer network: DeiT blocks and the SPViT token selector, bit-exact, int16 activations.
+The other token-selection schemes are in golden/selectors/ (the loop over the blocks in
+`QModel.run` calls their hooks).
 
 Every tensor carries its own number of fraction bits (per-tensor power-of-two scales chosen
 by calibration, see quant/calibrate.py). Each Q-object below holds integer parameters and the
@@ -83,6 +85,11 @@ class QAttention:
     o_frac: int         # A.V output (heads concatenated)
 
     def __call__(self, x) -> np.ndarray:
+        return self.attend(x)[0]
+
+    def attend(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """(output, the softmax probabilities P [..., H, N, N], int16 Q15). EViT and Evo-ViT
+        read the CLS row P[..., :, 0, :] of exactly these probabilities."""
         *lead, n, c = x.shape
         dh = c // self.heads
 
@@ -102,7 +109,7 @@ class QAttention:
         p = softmax(s, self.s_frac)
         o = requant(matmul(p, v), PROB_FRAC + self.v.out_frac - self.o_frac)
         o = np.swapaxes(o, -2, -3).reshape(*lead, n, c)
-        return self.proj(o)
+        return self.proj(o), p
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,8 +132,14 @@ class QBlock:
     mid_frac: int
     out_frac: int
 
-    def __call__(self, x) -> np.ndarray:
-        x1 = add_sat(x, self.in_frac, self.attn(self.norm1(x)), self.attn.proj.out_frac, self.mid_frac)
+    def __call__(self, x, mid=None) -> np.ndarray:
+        """`mid(x1, P) -> x1`: a scheme's hook on the attention residual x1 (at mid_frac) and
+        the attention probabilities P, before the MLP (EViT selects there)."""
+        if mid is None:
+            x1 = add_sat(x, self.in_frac, self.attn(self.norm1(x)), self.attn.proj.out_frac, self.mid_frac)
+        else:
+            o, p = self.attn.attend(self.norm1(x))
+            x1 = mid(add_sat(x, self.in_frac, o, self.attn.proj.out_frac, self.mid_frac), p)
         return add_sat(x1, self.mid_frac, self.mlp(self.norm2(x1)), self.mlp.fc2.out_frac, self.out_frac)
 
 
@@ -269,40 +282,44 @@ class QModel:
         cls = np.broadcast_to(self.cls_row, (b, 1, x.shape[-1]))
         return np.concatenate([cls, x], 1)
 
-    def forward(self, img, return_tokens: bool = False, threads: int | None = None):
+    def forward(self, img, return_tokens: bool = False, threads: int | None = None, return_record: bool = False):
         """Bit-exact forward. Returns int16 logits [B, classes] (frac fmt['logits']) and the
-        kept patch-token count per image and selector stage [B, stages]. Images are independent,
-        so the batch is split over `threads` workers (default SPVIT_THREADS, the CPU count);
-        numpy releases the GIL in its kernels. The result does not depend on the split."""
+        kept patch-token count per image and selector stage [B, stages] (then the final tokens
+        per image with `return_tokens`, the selection record with `return_record`). Images are
+        independent, so the batch is split over `threads` workers (default SPVIT_THREADS, the
+        CPU count); numpy releases the GIL in its kernels. The result does not depend on the split."""
         from spvit.settings import THREADS
+
+        from .selectors import Record
         threads = min(threads or THREADS, len(img))
         if threads > 1:
             parts = np.array_split(np.arange(len(img)), threads)
-            outs = list(_pool(threads).map(lambda ix: self._forward(img[ix]), parts))
-            logits, kept = np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+            outs = list(_pool(threads).map(lambda ix: self.run(img[ix]), parts))
+            logits = np.concatenate([o[0] for o in outs])
+            rec = Record.concat([o[1] for o in outs])
             toks = [t for o in outs for t in o[2]]
         else:
-            logits, kept, toks = self._forward(img)
-        return (logits, kept, toks) if return_tokens else (logits, kept)
+            logits, rec, toks = self.run(img)
+        out = (logits, rec.kept) + ((toks,) if return_tokens else ()) + ((rec,) if return_record else ())
+        return out
 
-    def _forward(self, img):
+    def run(self, img):
+        """One batch through the model: (logits, golden.selectors.Record, final tokens per image)."""
+        from .selectors import Group, Record
+        sch = self.cfg.scheme
         x = self.embed(img)
-        b = x.shape[0]
-        kept = np.zeros((b, self.cfg.stages), dtype=np.int64)
-        xs = [x]                                   # one batched group until the first selector
-        stage = 0
+        rec = Record(x.shape[0], self.cfg)
+        groups = [Group.start(x)]
         for i, blk in enumerate(self.blocks):
-            if i in self.selectors:
-                flat = [t for g in xs for t in g]
-                xs = []
-                for j, t in enumerate(flat):
-                    out, sel = self.selectors[i](t, n_pkg=stage)
-                    kept[j, stage] = int(sel.keep.sum())
-                    xs.append(out[None])
-                stage += 1
-            xs = [blk(g) for g in xs]
-        toks = [t for g in xs for t in g]
-        cls = np.stack([t[0] for t in toks])
-        return self.head(self.norm(cls)), kept, toks
+            groups = [h for g in groups for h in sch.q_before(self, i, g, rec)]
+            groups = [sch.q_block(self, i, blk, g, rec) for g in groups]
+        pooled = np.zeros((x.shape[0], x.shape[-1]), dtype=np.int64)
+        toks = [None] * x.shape[0]
+        for g in groups:
+            v, t = sch.q_readout(self, g)
+            pooled[g.rows] = v
+            for r, tr in zip(g.rows, t):
+                toks[r] = tr
+        return self.head(self.norm(pooled)), rec, toks
 
     __call__ = forward

@@ -9,28 +9,14 @@ from .float_model import DeiT
 
 @torch.no_grad()
 def random_model(cfg: ModelConfig, seed: int = 0, balance_with: torch.Tensor | None = None) -> DeiT:
-    """timm-initialised DeiT (selectors: torch default init). With `balance_with` images, each
-    selector's final bias is shifted, stage by stage, so that every head's median keep margin
-    z0 - z1 is zero on those images: about half of the tokens are kept at each stage, which
-    makes the selector decisions non-trivial."""
+    """timm-initialised DeiT (selectors: torch default init). With `balance_with` images the
+    scheme makes its decisions non-trivial on them (golden/selectors/*: `randomize`; SPViT
+    shifts each selector's final bias, stage by stage, so that every head's median keep margin
+    z0 - z1 is zero: about half of the tokens are kept at each stage)."""
     m = DeiT(cfg).eval()
     m.init_weights(seed=seed)
-    if balance_with is None or cfg.stages == 0:
-        return m
-    for j in range(cfg.stages):
-        d = [[] for _ in range(cfg.num_heads)]
-        calls = [0]
-
-        def trace(name, t, j=j):
-            if name == f"sel.{j}.z":
-                d[calls[0] % cfg.num_heads].append((t[..., 0] - t[..., 1]).flatten())
-                calls[0] += 1
-
-        m(balance_with, trace=trace)
-        for h, out in enumerate(m.score_predictor[j].out_conv):
-            med = torch.cat(d[h]).median()
-            out[4].bias[0] -= med / 2
-            out[4].bias[1] += med / 2
+    if balance_with is not None and cfg.stages:
+        cfg.scheme.randomize(m, balance_with)
     return m
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,8 +17,8 @@ import torch
 from golden.arith import BIAS_LIMIT, INT16_MAX, INT16_MIN, quantize
 from golden.config import FixedPointConfig
 from golden.float_model import DeiT
-from golden.kernels import PROB_FRAC, ln_eps_const, make_pwl
-from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel, QSelector
+from golden.kernels import ln_eps_const, make_pwl
+from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel
 
 METHODS = ("maxabs", "percentile", "mse")
 PERCENTILE = 99.99
@@ -152,10 +153,18 @@ def _lin(m: torch.nn.Linear):
     return _t(m.weight), (None if m.bias is None else _t(m.bias))
 
 
-def _stack(mods, attr=None):
-    ws = [_t(m.weight) for m in mods]
-    bs = [_t(m.bias) for m in mods]
-    return np.stack(ws), np.stack(bs)
+@dataclass(frozen=True)
+class Quantiser:
+    """What a scheme's `quantize` (golden/selectors/) uses to build integer layers."""
+    fp: FixedPointConfig = FixedPointConfig()
+
+    array = staticmethod(_t)
+
+    def linear(self, w, b, in_frac: int, out_frac: int) -> QLinear:
+        return qlinear(w, b, in_frac, out_frac, self.fp)
+
+    def layernorm(self, gamma, beta, eps: float, in_frac: int, out_frac: int) -> QLayerNorm:
+        return qlayernorm(gamma, beta, eps, in_frac, out_frac, self.fp)
 
 
 def to_qmodel(model: DeiT, fmt: dict, fp: FixedPointConfig = FixedPointConfig()) -> QModel:
@@ -183,33 +192,12 @@ def to_qmodel(model: DeiT, fmt: dict, fp: FixedPointConfig = FixedPointConfig())
         fc2 = qlinear(*_lin(blk.mlp.fc2), fmt[p + "g"], fmt[p + "fc2"], fp)
         mlp = QMlp(fc1, make_pwl("gelu", fmt[p + "h"], fmt[p + "g"]), fc2)
         blocks.append(QBlock(ln1, attn, ln2, mlp, fin, fmid, fout))
-    selectors = {}
-    for j, b in enumerate(cfg.selector_blocks if cfg.selector == "spvit" else ()):
-        selectors[b] = to_qselector(model.score_predictor[j], fmt, f"sel.{j}.", fmt[f"res.{b}"], cfg, j, fp)
-    norm = qlayernorm(sd["norm.weight"], sd["norm.bias"], model.norm.eps, fmt[f"res.{cfg.depth}"], fmt["norm"], fp)
+    selectors = cfg.scheme.quantize(model, fmt, Quantiser(fp))
+    norm = qlayernorm(sd["norm.weight"], sd["norm.bias"], model.norm.eps, fmt[cfg.scheme.readout_fmt(cfg)],
+                      fmt["norm"], fp)
     head = qlinear(sd["head.weight"], sd["head.bias"], fmt["norm"], fmt["logits"], fp)
     pos_q = quantize(pos[1:], fmt["pos"])
     return QModel(cfg, dict(fmt), patch, cls_row, pos_q, tuple(blocks), selectors, norm, head)
-
-
-def to_qselector(sel, fmt: dict, p: str, res: int, cfg, stage: int, fp: FixedPointConfig) -> QSelector:
-    lns = [s[0] for s in sel.in_conv]
-    gam, bet = np.stack([_t(m.weight) for m in lns]), np.stack([_t(m.bias) for m in lns])
-    in_ln = qlayernorm(gam, bet, lns[0].eps, res, fmt[p + "ln"], fp)
-    f, fg = fmt[p + "f"], fmt[p + "fg"]
-    in_fc = qlinear(*_stack([s[1] for s in sel.in_conv]), fmt[p + "ln"], f, fp)
-    out1 = qlinear(*_stack([s[0] for s in sel.out_conv]), fg, fmt[p + "o1"], fp)
-    out2 = qlinear(*_stack([s[2] for s in sel.out_conv]), fmt[p + "o1g"], fmt[p + "o2"], fp)
-    out3 = qlinear(*_stack([s[4] for s in sel.out_conv]), fmt[p + "o2g"], fmt[p + "z"], fp)
-    se1 = qlinear(*_lin(sel.senet[0]), res, fmt[p + "se1"], fp)
-    se2 = qlinear(*_lin(sel.senet[2]), fmt[p + "se1g"], fmt[p + "se2"], fp)
-    return QSelector(
-        in_ln, in_fc, make_pwl("gelu", f, fg),
-        out1, make_pwl("gelu", fmt[p + "o1"], fmt[p + "o1g"]),
-        out2, make_pwl("gelu", fmt[p + "o2"], fmt[p + "o2g"]),
-        out3, se1, make_pwl("gelu", fmt[p + "se1"], fmt[p + "se1g"]), se2,
-        make_pwl("sigmoid", fmt[p + "se2"], PROB_FRAC), make_pwl("sigmoid", fmt[p + "z"], PROB_FRAC, in_bits=17),
-        cfg.num_heads, res, cfg.package_mode, cfg.cap(stage))
 
 
 def calibrate(model: DeiT, images: torch.Tensor, fp: FixedPointConfig = FixedPointConfig(),

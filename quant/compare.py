@@ -7,8 +7,10 @@ own tokens. Reported: top-1 of each, top-1 agreement, kept patch tokens per sele
 Per-layer SQNR: on the first `sqnr_images` images, each golden block is fed the float block's
 input (quantised) and run layer by layer; every intermediate is compared with the float
 intermediate, so the numbers show the error a block adds, accumulated from its input to that
-layer (`out` is the block output). Selector agreement: the same quantised input tokens through
-the float and the integer selector, share of equal keep decisions.
+layer (`out` is the block output; a selection inside a block replays the float twin's choice).
+Selector agreement: the same quantised input tokens through the float and the integer selector,
+share of equal keep decisions; decision agreement: each model on its own forward, token by
+token (golden.selectors.Record).
 """
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ import torch
 from golden.arith import add_sat, dequantize, quantize
 from golden.float_model import DeiT
 from golden.network import QModel
+from golden.selectors import Group, Record, decision_agreement
 
 from .calibrate import quantize_images
-from .selfcheck import sqnr_db
+from .selfcheck import same_input_decisions, sqnr_db
 
 LAYERS = ("ln1", "q", "k", "v", "proj", "mid", "ln2", "h", "g", "fc2", "out")
 
@@ -47,6 +50,8 @@ class CompareResult:
     sqnr_images: int
     selector_agreement: float
     selector_tokens: int
+    decision_agreement: float = 1.0   # each model on its own forward, token by token
+    decision_tokens: int = 0
     info: dict = field(default_factory=dict)
 
     def stage_stats(self):
@@ -62,7 +67,8 @@ class CompareResult:
         d["kept_float"] = self.kept_float.tolist()
         d["kept_int"] = self.kept_int.tolist()
         d["stages"] = [dict(zip(("float_mean", "float_min", "float_max", "int_mean", "int_min", "int_max"), s),
-                            before_block=b, keep_rate_float=s[0] / self.num_patches,
+                            before_block=b, selection=self.info.get("where", "before"),
+                            keep_rate_float=s[0] / self.num_patches,
                             keep_rate_int=s[3] / self.num_patches)
                        for s, b in zip(self.stage_stats(), self.selector_blocks)]
         return _finite(d)
@@ -112,19 +118,28 @@ def _heads_to_tokens(t):   # [b, H, n, dh] -> [b, n, H*dh]
 
 
 @torch.no_grad()
-def block_layers(blk, qb, inp, acc: _SqnrAcc, prefix: str):
-    """One float block call vs the golden block run layer by layer on the same input."""
+def block_layers(model: DeiT, q: QModel, i: int, inp, acc: _SqnrAcc, prefix: str):
+    """One float block call vs the golden block run layer by layer on the same input. A
+    selection inside the block (EViT) replays the float twin's choice in the golden block."""
+    sch = model.cfg.scheme
     tr = {}
-    out = blk(inp, lambda n, t: tr.__setitem__(n, t), "")
+    p = f"blocks.{i}."
+    rec = Record(len(inp), model.cfg)
+    out = sch.f_block(model, i, model.blocks[i], Group.start(inp), rec,
+                      lambda n, t: tr.__setitem__(n[len(p):], t) if n.startswith(p) else None).x
+    force = rec.orders[i][-1] if rec.orders.get(i) else None
+    qb = q.blocks[i]
     x = quantize(inp.double().numpy(), qb.in_frac)
     ln1 = qb.norm1(x)
     a = qb.attn
     ints = {"ln1": (ln1, qb.norm1.out_frac), "q": (a.q(ln1), a.q.out_frac), "k": (a.k(ln1), a.k.out_frac),
             "v": (a.v(ln1), a.v.out_frac)}
-    att = a(ln1)
+    att, probs = a.attend(ln1)
     ints["proj"] = (att, a.proj.out_frac)
     mid = add_sat(x, qb.in_frac, att, a.proj.out_frac, qb.mid_frac)
     ints["mid"] = (mid, qb.mid_frac)
+    if sch.has_mid(model.cfg, i):
+        mid = sch.q_mid(q, i, Group.start(mid), mid, probs, None, force)
     ln2 = qb.norm2(mid)
     ints["ln2"] = (ln2, qb.norm2.out_frac)
     h = qb.mlp.fc1(ln2)
@@ -158,6 +173,8 @@ class ComparePart:
     acc: _SqnrAcc = field(default_factory=_SqnrAcc)
     sel_agree: int = 0
     sel_total: int = 0
+    dec_agree: int = 0
+    dec_total: int = 0
     measured: int = 0
 
 
@@ -171,9 +188,8 @@ def _batches(data, start: int, stop: int, batch: int):
 @torch.no_grad()
 def compare_part(model: DeiT, q: QModel, data, start: int, stop: int, batch: int = 16, sqnr_images: int = 64,
                  bar=None) -> ComparePart:
-    """Images [start, stop) in batches of `batch` from `start`; per-layer SQNR and selector
-    agreement on the batches that start before image `sqnr_images` (counted over the whole data)."""
-    cfg = model.cfg
+    """Images [start, stop) in batches of `batch` from `start`; per-layer SQNR and same-input
+    selector agreement on the batches that start before image `sqnr_images` (of the whole data)."""
     model.eval()
     part = ComparePart(start, stop)
     for k, (imgs, labels) in enumerate(_batches(data, start, stop, batch)):
@@ -187,16 +203,21 @@ def compare_part(model: DeiT, q: QModel, data, start: int, stop: int, batch: int
             for hk in hooks:
                 hk.remove()
         part.kept_float.append(model.last_kept.numpy())
-        lq, kept = q(quantize_images(imgs, q))
+        lq, kept, rec = q(quantize_images(imgs, q), return_record=True)
         part.kept_int.append(kept)
+        da, dt = decision_agreement(model.last_record, rec)
+        part.dec_agree += da
+        part.dec_total += dt
         part.logits_float.append(lf.double().numpy())
         part.logits_int.append(dequantize(lq, q.fmt["logits"]))
         part.labels.append(labels.numpy())
         if measure:
             for i, calls in enumerate(io):
                 for inp in calls:
-                    block_layers(model.blocks[i], q.blocks[i], inp, part.acc, f"blocks.{i}.")
-            a, t = _selector_agreement(model, q, io, cfg, part.acc)
+                    block_layers(model, q, i, inp, part.acc, f"blocks.{i}.")
+            a, t, scores = same_input_decisions(model, q, io)
+            for j, sf, sq in scores:
+                part.acc.add(f"sel.{j}.score", sf, sq)
             part.sel_agree += a
             part.sel_total += t
             part.measured += len(labels)
@@ -206,7 +227,7 @@ def compare_part(model: DeiT, q: QModel, data, start: int, stop: int, batch: int
 
 
 def finish(parts: list, cfg) -> CompareResult:
-    """The report of consecutive parts (in data order)."""
+    """The report of consecutive parts (merged in data order, whatever order they come in)."""
     parts = sorted(parts, key=lambda p: p.start)
     n = sum(p.stop - p.start for p in parts)
     cat = lambda name: [a for p in parts for a in getattr(p, name)]
@@ -218,14 +239,16 @@ def finish(parts: list, cfg) -> CompareResult:
     for p in parts:
         acc.merge(p.acc)
     res = acc.result()
-    sel_agree, sel_total = sum(p.sel_agree for p in parts), sum(p.sel_total for p in parts)
+    total = lambda name: sum(getattr(p, name) for p in parts)
+    sel_agree, sel_total, dec_agree, dec_total = total("sel_agree"), total("sel_total"), total("dec_agree"), total("dec_total")
     return CompareResult(
         images=n, num_patches=cfg.num_patches, selector_blocks=list(cfg.selector_blocks),
         float_top1=float((pf == y).mean()), int_top1=float((pq == y).mean()), agreement=float((pf == pq).mean()),
         kept_float=kf, kept_int=kq, layer_sqnr={k: v for k, v in res.items() if k.startswith("blocks.")},
         selector_sqnr={k: v for k, v in res.items() if k.startswith("sel.")}, logits_sqnr=sqnr_db(lf, lq),
-        sqnr_images=sum(p.measured for p in parts),
-        selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total)
+        sqnr_images=total("measured"), info={"selector": cfg.selector, "where": cfg.scheme.where},
+        selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total,
+        decision_agreement=dec_agree / dec_total if dec_total else 1.0, decision_tokens=dec_total)
 
 
 def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batch: int = 16,
@@ -238,27 +261,6 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
     with tqdm(total=n, unit="img", desc="compare", disable=not progress, dynamic_ncols=True) as bar:
         part = compare_part(model, q, data, 0, n, batch, sqnr_images, bar)
     return finish([part], model.cfg)
-
-
-def _selector_agreement(model, q, io, cfg, acc: _SqnrAcc):
-    """Selector stage j sees block b_j's input tokens as the float twin computed them before
-    selection = block (b_j - 1)'s output; recompute it from block b_j - 1's recorded input.
-    Also accumulates the SQNR of the decision score sum_h w_h (z0_h - z1_h)."""
-    agree = total = 0
-    for j, b in enumerate(cfg.selector_blocks if cfg.stages else ()):
-        for inp in io[b - 1]:
-            outs = model.blocks[b - 1](inp)
-            for t in outs:
-                xq = quantize(t.double().numpy(), q.fmt[f"res.{b}"])
-                xf = torch.from_numpy(dequantize(xq, q.fmt[f"res.{b}"])).float()
-                _, keep = model.select(j, xf)
-                _, sel = q.selectors[b](xq, j)
-                z, w = model.score_predictor[j](xf[None], j)
-                ref = (w * (z[..., 0] - z[..., 1])).sum(-1)[0].double().numpy()
-                acc.add(f"sel.{j}.score", ref, dequantize(sel.score, 15 + q.selectors[b].out3.out_frac))
-                agree += int((keep.numpy() == sel.keep).sum())
-                total += len(sel.keep)
-    return agree, total
 
 
 # ------------------------------------------------------------------ output
@@ -277,6 +279,9 @@ def format_table(r: CompareResult) -> str:
         lines.append(f"selector decisions equal on the same input tokens: {100 * r.selector_agreement:.2f}% "
                      f"of {r.selector_tokens}; decision-score SQNR " +
                      ", ".join(f"stage {k.split('.')[1]} {v:.1f} dB" for k, v in r.selector_sqnr.items()))
+    if r.decision_tokens:
+        lines.append(f"decisions equal, each model on its own forward: {100 * r.decision_agreement:.2f}% "
+                     f"of {r.decision_tokens} candidate tokens (per stage, by token identity)")
     if r.layer_sqnr:
         depth = 1 + max(int(k.split(".")[1]) for k in r.layer_sqnr)
         lines.append(f"per-layer SQNR in dB (first {r.sqnr_images} images; each block fed the float input):")

@@ -1,8 +1,10 @@
 """Checkpoint loading: an explicit registry of typed handlers, one per file format.
 
-Each handler reads a file into a `Checkpoint` (tensors under our names: timm DeiT names plus
-the official SPViT selector names, see golden/float_model.py); `fit` checks it against a
-`ModelConfig` and reports every problem by name; `load_float_model` returns the float twin.
+Each handler reads a file into a `Checkpoint` (tensors under the names in the file); `fit`
+maps the authors' key names of the configured scheme onto the float twin's (timm DeiT names
+plus the official selector names; golden/selectors/*: `from_checkpoint`), checks the result
+against a `ModelConfig` and reports every problem by name, including a checkpoint that looks
+like another scheme's; `load_float_model` returns the float twin.
 
     ck = read_checkpoint("deit_tiny.pth")     # picks the handler by suffix
     model = load_float_model("deit_tiny.pth", load_config("deit-tiny").model)
@@ -22,6 +24,7 @@ import torch
 
 from golden.config import PRESETS, ModelConfig
 from golden.float_model import DeiT
+from golden.selectors import SCHEMES
 from spvit.errors import UsageError
 
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "model_ema")
@@ -200,7 +203,8 @@ def read_checkpoint(path) -> Checkpoint:
 def infer_config(tensors: dict) -> dict:
     """The model fields a state_dict reveals. `num_heads` only from SPViT selectors (a plain
     timm state_dict does not store it): otherwise a guess of embed_dim / 64, marked in
-    '_guessed'. `selector_blocks` are never stored: evenly spaced as in the official code."""
+    '_guessed'. `selector_blocks` are never stored: the scheme's guess (golden/selectors/*:
+    `infer`), marked too. A scheme without parameters (EViT) cannot be told from plain DeiT."""
     out, guessed = {}, []
     shp = {k: tuple(v.shape) for k, v in tensors.items()}
     if "patch_embed.proj.weight" in shp and len(shp["patch_embed.proj.weight"]) == 4:
@@ -217,27 +221,23 @@ def infer_config(tensors: dict) -> dict:
         out["mlp_ratio"] = shp["blocks.0.mlp.fc1.weight"][0] / out["embed_dim"]
     if "head.weight" in shp:
         out["num_classes"] = shp["head.weight"][0]
-    stages = {int(m.group(1)) for k in shp if (m := re.match(r"score_predictor\.(\d+)\.", k))}
-    heads = {int(m.group(1)) for k in shp if (m := re.match(r"score_predictor\.0\.in_conv\.(\d+)\.\d+\.", k))}
-    if stages and heads:
-        out.update(selector="spvit", num_heads=max(heads) + 1)
-        n = max(stages) + 1
-        d = out.get("depth", 12)
-        out["selector_blocks"] = tuple(round(d * (j + 1) / (n + 1)) for j in range(n))
-        guessed.append("selector_blocks")
-    elif stages:
-        out["selector"] = "unknown (score_predictor without per-head in_conv: DynamicViT? not supported yet)"
+    for sch in SCHEMES.values():
+        found = sch.infer(shp, out.get("depth", 12))
+        if found:
+            guessed += found.pop("_guessed", [])
+            out.update(found)
+            break
     else:
         out.update(selector="none", selector_blocks=())
-        if "embed_dim" in out and out["embed_dim"] % 64 == 0:
-            out["num_heads"] = out["embed_dim"] // 64
-            guessed.append("num_heads")
+    if "num_heads" not in out and "embed_dim" in out and out["embed_dim"] % 64 == 0:
+        out["num_heads"] = out["embed_dim"] // 64
+        guessed.append("num_heads")
     out["_guessed"] = guessed
     return out
 
 
 STRUCTURAL = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
-              "num_classes", "selector", "selector_blocks")
+              "num_classes", "selector", "selector_blocks", "keep_rate")
 
 
 def suggest_config(inferred: dict) -> str:
@@ -268,14 +268,24 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
     CheckpointError listing every problem (config mismatch with the config that would fit,
     missing keys, unexpected keys, shape mismatches with both shapes, NaN / Inf)."""
     expected = {k: tuple(v.shape) for k, v in (model or DeiT(cfg)).state_dict().items()}
-    got = ck.tensors
+    got, _ = cfg.scheme.from_checkpoint(ck.tensors)
     missing = set(expected) - set(got)
     unexpected = set(got) - set(expected)
     shapes = [f"{k}: checkpoint {list(got[k].shape)} vs model {list(expected[k])}"
               for k in sorted(set(expected) & set(got)) if tuple(got[k].shape) != expected[k]]
     problems = []
     if missing or unexpected or shapes:
-        inferred = infer_config(got)
+        other = looks_like(ck.tensors)
+        if other and other[0] != cfg.selector:
+            sch, evidence = SCHEMES[other[0]], other[1]
+            fits = [n for n, p in PRESETS.items() if p.selector == other[0]]
+            problems.append(f"the checkpoint looks like one made for {sch.title} ({evidence}), but config {cfg.name!r} "
+                            f"has selector {cfg.selector!r}: use a {other[0]} config"
+                            + (f" (presets: {', '.join(fits)})" if fits else ""))
+        elif other is None and cfg.scheme.selector_params(cfg) and missing:
+            problems.append(f"the checkpoint has no {cfg.scheme.title} selector weights (a plain DeiT or EViT "
+                            f"checkpoint?): config {cfg.name!r} needs them; use a deit-* or evit-* config for it")
+        inferred = infer_config(ck.tensors)
         diff = [f"{k} {inferred[k]!r} in the checkpoint vs {getattr(cfg, k)!r} in the config"
                 for k in STRUCTURAL if k in inferred and k not in inferred["_guessed"]
                 and _differs(inferred[k], getattr(cfg, k))]
@@ -304,6 +314,17 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
         raise CheckpointError(f"checkpoint {ck.path!r} ({ck.format}) cannot be loaded into config "
                               f"{cfg.name!r}:\n  " + "\n  ".join(problems))
     return {k: got[k] for k in expected}
+
+
+def looks_like(tensors: dict) -> tuple[str, str] | None:
+    """(scheme, the key that gives it away) for a state_dict with selector weights or the
+    authors' key layout of a scheme; None for timm DeiT keys (plain DeiT or EViT)."""
+    keys = set(tensors)
+    for name, sch in SCHEMES.items():
+        ev = sch.detect(keys)
+        if ev:
+            return name, ev
+    return None
 
 
 def _differs(a, b) -> bool:

@@ -73,6 +73,9 @@ class OnnxTwin(nn.Module):
 
     def __init__(self, model: DeiT):
         super().__init__()
+        if model.cfg.selector not in ("none", "spvit"):
+            raise UsageError(f"ONNX export supports selector 'none' and 'spvit' (got {model.cfg.selector!r}); "
+                             f"export the checkpoint itself (.pth / .safetensors) for the other schemes")
         if model.cfg.keep_cap:
             raise UsageError("ONNX export does not support keep_cap; export a config without it")
         self.model = model

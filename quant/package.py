@@ -22,7 +22,8 @@ import numpy as np
 
 from golden.config import FixedPointConfig, ModelConfig
 from golden.kernels import PWL, make_pwl
-from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel, QSelector
+from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel
+from golden.selectors import SCHEMES
 from spvit import __version__ as TOOL_VERSION
 from spvit.errors import UsageError
 
@@ -31,7 +32,8 @@ FORMAT_VERSION = 1
 BLOB = "weights.bin"
 MANIFEST = "manifest.json"
 ALIGN = 64                      # every tensor starts on a 64-byte boundary (zero padding)
-LAYER_TYPES = {c.__name__: c for c in (QLinear, QLayerNorm, QAttention, QMlp, QBlock, QSelector)}
+LAYER_TYPES = {c.__name__: c for c in (QLinear, QLayerNorm, QAttention, QMlp, QBlock)
+               + tuple(t for s in SCHEMES.values() for t in s.q_types)}
 ACC_FIELDS = {"b", "beta"}      # stored as int64 (48-bit accumulator format); all else int16
 
 
@@ -70,8 +72,9 @@ def _encode(obj, prefix: str, tensors: list) -> dict:
 
 def hardware_order(q: QModel):
     """(records, tensors) with tensors in the order the hardware reads them: patch embedding,
-    CLS row, position embedding; then for each block i, the selector that runs before it (if
-    any) followed by the block; the final LayerNorm and the head."""
+    CLS row, position embedding; then for each block i, the selector of block i (if any: it
+    runs before the block, or inside it for EViT; parameter-free selectors have a record and
+    no tensors) followed by the block; the final LayerNorm and the head."""
     tensors: list = []
     recs = {"patch": _encode(q.patch, "patch", tensors)}
     recs["cls_row"] = {"tensor": len(tensors)}

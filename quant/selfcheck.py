@@ -10,6 +10,7 @@ import torch
 from golden.arith import dequantize, quantize
 from golden.float_model import DeiT
 from golden.network import QModel
+from golden.selectors import Group, Record, decision_agreement
 
 from .calibrate import quantize_images
 
@@ -30,6 +31,8 @@ class Report:
     kept_golden: np.ndarray
     selector_agreement: float   # decisions equal on the same (quantised) input tokens
     selector_tokens: int
+    decision_agreement: float = 1.0   # each model on its own forward, token by token (golden.selectors.Record)
+    decision_tokens: int = 0
 
 
 @torch.no_grad()
@@ -48,31 +51,63 @@ def block_io(model: DeiT, images: torch.Tensor):
 
 @torch.no_grad()
 def compare(model: DeiT, q: QModel, images: torch.Tensor) -> Report:
-    cfg = model.cfg
     logits_f, io = block_io(model, images)
-    kept_f = model.last_kept.numpy()
-    logits_q, kept_q = q(quantize_images(images, q))
+    kept_f, rec_f = model.last_kept.numpy(), model.last_record
+    logits_q, kept_q, rec_q = q(quantize_images(images, q), return_record=True)
     blocks = []
     for i, blk in enumerate(q.blocks):
         ref, out = [], []
         for inp, o in io[i]:
-            y = blk(quantize(inp.double().numpy(), blk.in_frac))
+            y = replay_block(model, q, i, inp)
             ref.append(o.double().numpy().ravel())
             out.append(dequantize(y, blk.out_frac).ravel())
         blocks.append(sqnr_db(np.concatenate(ref), np.concatenate(out)))
-    agree = total = 0
-    for j, b in enumerate(cfg.selector_blocks if cfg.stages else ()):
-        for _, o in io[b - 1]:                 # block b-1 output = selector j input
-            for t in o:
-                xq = quantize(t.double().numpy(), q.fmt[f"res.{b}"])
-                _, keep = model.select(j, torch.from_numpy(dequantize(xq, q.fmt[f"res.{b}"])).float())
-                _, sel = q.selectors[b](xq, j)
-                agree += int((keep.numpy() == sel.keep).sum())
-                total += len(sel.keep)
+    agree, total, _ = same_input_decisions(model, q, [[inp for inp, _ in calls] for calls in io])
     lf = logits_f.numpy()
     lq = dequantize(logits_q, q.fmt["logits"])
+    da, dt = decision_agreement(rec_f, rec_q)
     return Report(blocks, sqnr_db(lf, lq), float((lf.argmax(1) == lq.argmax(1)).mean()), kept_f, kept_q,
-                  agree / total if total else 1.0, total)
+                  agree / total if total else 1.0, total, da / dt if dt else 1.0, dt)
+
+
+def float_block_order(model: DeiT, i: int, inp: torch.Tensor):
+    """The order chosen by a mid-block selection of float block i on `inp` (None if block i
+    has none): the float twin's decision, replayed by the golden block for a like-for-like
+    comparison of the block's output."""
+    sch = model.cfg.scheme
+    if not sch.has_mid(model.cfg, i):
+        return None
+    rec = Record(len(inp), model.cfg)
+    sch.f_block(model, i, model.blocks[i], Group.start(inp), rec, lambda n, t: None)
+    return rec.orders[i][-1] if rec.orders.get(i) else None
+
+
+def replay_block(model: DeiT, q: QModel, i: int, inp: torch.Tensor) -> np.ndarray:
+    """Golden block i on the quantised float input `inp`, with the float block's selection (if any)."""
+    blk = q.blocks[i]
+    g = Group.start(quantize(inp.double().numpy(), blk.in_frac))
+    return q.cfg.scheme.q_block(q, i, blk, g, None, force=float_block_order(model, i, inp)).x
+
+
+@torch.no_grad()
+def same_input_decisions(model: DeiT, q: QModel, inputs) -> tuple[int, int, list]:
+    """Each selection stage's float and integer decisions on the same (quantised) tokens, taken
+    from the recorded block inputs `inputs[i]` (golden.selectors: agreement_inputs). Returns
+    (equal decisions, decisions, [(stage, float score, integer score)])."""
+    cfg = model.cfg
+    sch = cfg.scheme
+    agree = total = 0
+    scores = []
+    for j, b in enumerate(cfg.selector_blocks if cfg.stages else ()):
+        f = q.fmt[f"res.{b}"]
+        for x in sch.agreement_inputs(model, inputs, j):
+            xq = quantize(x.double().numpy(), f)
+            kf, sf = sch.f_decide(model, j, torch.from_numpy(dequantize(xq, f)).float())
+            kq, sq = sch.q_decide(q, j, xq)
+            agree += int((kf == kq).sum())
+            total += kf.size
+            scores.append((j, sf, sq))
+    return agree, total, scores
 
 
 def format_report(r: Report, title: str = "") -> str:
@@ -82,6 +117,10 @@ def format_report(r: Report, title: str = "") -> str:
     if r.selector_tokens:
         lines.append(f"selector decisions equal on the same input: {100 * r.selector_agreement:.2f}% "
                      f"of {r.selector_tokens} tokens")
+    if r.decision_tokens:
+        lines.append(f"decisions equal, each model on its own forward: {100 * r.decision_agreement:.2f}% "
+                     f"of {r.decision_tokens} candidate tokens")
+    if r.kept_float.shape[1]:
         lines.append("mean kept patch tokens per stage: float " +
                      ", ".join(f"{v:.1f}" for v in r.kept_float.mean(0)) +
                      "; int16 " + ", ".join(f"{v:.1f}" for v in r.kept_golden.mean(0)))

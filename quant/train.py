@@ -1,4 +1,6 @@
-"""Training the float twin with SPViT selectors (spvit.txt Sec. 4.4, Eq. 11-12).
+"""Training the float twin with SPViT selectors (spvit.txt Sec. 4.4, Eq. 11-12) and DynamicViT
+predictors (dynamicvit.txt Sec. 3.3-3.4, Eq. 7, 10-16). EViT and Evo-ViT train through the float
+twin's own forward (their selection is a top-k whose gradient flows through the kept tokens).
 
 Training keeps every token and masks instead of removing (as the official code does): `alive`
 [B, N] marks the tokens that inference would still carry; attention ignores dead keys (each
@@ -73,6 +75,27 @@ def masked_select(model: DeiT, stage: int, x, alive, mode: str, tau: float = 1.0
     return x, alive, now.mean(1)
 
 
+def dynamicvit_masked_select(model: DeiT, stage: int, x, alive, mode: str, tau: float = 1.0, temp: float = 1.0):
+    """DynamicViT predictor `stage` on x [B, 1 + P, C] (no package tokens): the global feature
+    averages the tokens still alive (Eq. 2), decisions are Gumbel-softmax samples of
+    log_softmax(z) (Eq. 7; index 0 = keep) in training; 'det' keeps the top int(P * ratio) alive
+    tokens by z0 - z1, as inference. Returns (x, new alive mask, kept fraction of all patches)."""
+    cfg = model.cfg
+    prev = alive[:, 1:]
+    z = model.score_predictor[stage](x[:, 1:], policy=prev)
+    if mode == "det":
+        d = (z[..., 0] - z[..., 1]).masked_fill(prev <= 0, float("-inf"))
+        k = cfg.scheme.counts(cfg)[stage]
+        keep = torch.zeros_like(prev).scatter(1, torch.topk(d, k, 1).indices, 1.0)
+    else:
+        keep = gumbel_keep(F.log_softmax(z, -1), tau, temp)
+    now = prev * keep
+    return x, torch.cat([alive[:, :1], now], 1), now.mean(1)
+
+
+MASKED_SELECT = {"spvit": masked_select, "dynamicvit": dynamicvit_masked_select}
+
+
 def masked_forward(model: DeiT, img, mode: str = "gumbel", tau: float = 1.0, temp: float = 1.0, hook=None):
     """mode: 'none' (selectors skipped: the unpruned backbone), 'gumbel' (training) or 'det'.
     `tau` is the Gumbel-softmax temperature of the straight-through gradient; `temp` divides
@@ -90,7 +113,7 @@ def masked_forward(model: DeiT, img, mode: str = "gumbel", tau: float = 1.0, tem
         if mode != "none" and i in cfg.selector_blocks:
             if hook is not None:
                 hook(stage, x, alive)
-            x, alive, f = masked_select(model, stage, x, alive, mode, tau, temp)
+            x, alive, f = MASKED_SELECT[cfg.selector](model, stage, x, alive, mode, tau, temp)
             fracs.append(f)
             stage += 1
         x = masked_block(blk, x, alive if stage else None)
@@ -113,6 +136,16 @@ def spvit_loss(logits, labels, t_logits, tokens, t_tokens, alive, fracs, targets
     loss = ce + LAMBDA_KL * kl + LAMBDA_DISTILL * distill + LAMBDA_RATIO * ratio
     return loss, {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in
                   (("ce", ce), ("kl", kl), ("distill", distill), ("ratio", ratio))}
+
+
+def dynamicvit_loss(logits, labels, t_logits, tokens, t_tokens, alive, fracs, targets):
+    """dynamicvit.txt Eq. 16: cross-entropy + 0.5 KL(teacher || student) + 0.5 distillation of
+    the final tokens kept (Eq. 13) + 2 * Eq. 15, the ratio loss per image: the mean over images
+    and stages of (rho_s - kept fraction)^2 (SPViT's Eq. 11 squares the batch mean instead)."""
+    loss, parts = spvit_loss(logits, labels, t_logits, tokens, t_tokens, alive, [], [])
+    ratio = sum(((f - t) ** 2).mean() for f, t in zip(fracs, targets)) / max(len(fracs), 1)
+    parts["ratio"] = float(ratio.detach()) if torch.is_tensor(ratio) else float(ratio)
+    return loss + LAMBDA_RATIO * ratio, parts
 
 
 @torch.no_grad()

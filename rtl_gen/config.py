@@ -62,8 +62,8 @@ class HardwareConfig:
         return 2 * self.macs + self.mac_rows * (ATTN_LANE_DSP + MLP_LANE_DSP)
 
     def selector_dsp(self, model: ModelConfig) -> int:
-        """Estimated DSP48E2 of the model's token-selector engine (0 without selectors)."""
-        if not model.stages:
+        """Estimated DSP48E2 of the model's token-selector engine (0 without an SPViT selector)."""
+        if model.selector != "spvit":
             return 0
         from types import SimpleNamespace
 

@@ -3,13 +3,13 @@ per beat becomes int16 outputs, in a five-stage pipeline that advances together:
 
     1  p = (acc + bias) * mult                         (bias and mult travel with the beat)
     2  y = requant(p, shift)                            (runtime signed shift)
-    3  PWL: segment index and offset -> table read     (when `act`)
-    4  y = PWL value; the residual word is read        (when `res`)
+    3-5 PWL (rtl_gen/pwl_rt.PwlEval, latency 3)        (when `act`); the residual word is read
     5  y = add_shifted(residual, sa, y, sb, so); write  (golden.arith.add_shifted)
 
 and is written to a token buffer, the key buffer, the value banks, or sent to the softmax unit
 (scores), as the beat's context says. Rows at or above `rows` are never written. The pipeline
-only stalls when the softmax unit does; `idle` says no beat is in flight.
+only stalls when the softmax unit does (ATTENTION, which has no activation, so the free-running
+PWL lanes never hold a beat that a stall could misalign); `idle` says no beat is in flight.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from golden.hw import HardwareConfig
 from . import ports
 from .arith import add_shifted, requant_var
 from .ports import lanes
-from .pwl_table import params_layout, pwl_index, pwl_value, table_read
+from .pwl_rt import PwlEval, geometry_layout, table_read
 
 ACC_BITS = 48
 # where a beat goes
@@ -40,7 +40,7 @@ def beat_layout(hw: HardwareConfig) -> data.StructLayout:
 
 def config_layout(hw: HardwareConfig) -> data.StructLayout:
     """Held for a whole operation."""
-    return data.StructLayout({"act": 1, "pwl": params_layout(hw), "res": 1, "r_buf": 2, "sa": 6, "sb": 6,
+    return data.StructLayout({"act": 1, "pwl": geometry_layout(), "res": 1, "r_buf": 2, "sa": 6, "sb": 6,
                               "so": signed(8), "rows": range(hw.n_max + 1)})
 
 
@@ -68,7 +68,7 @@ class Epilogue(wiring.Component):
         v = [Signal(name=f"v{k}") for k in range(6)]
         p1 = [Signal(signed(ACC_BITS + 18), name=f"p1_{r}") for r in range(R)]
         y2 = [Signal(signed(16), name=f"y2_{r}") for r in range(R)]
-        y3, d3 = [Signal(signed(16), name=f"y3_{r}") for r in range(R)], [Signal(17, name=f"d3_{r}") for r in range(R)]
+        y3 = [Signal(signed(16), name=f"y3_{r}") for r in range(R)]
         y4 = [Signal(signed(16), name=f"y4_{r}") for r in range(R)]
 
         # ------------------------------------------------ handshakes (all stages advance together)
@@ -89,16 +89,17 @@ class Epilogue(wiring.Component):
         for r in range(R):
             acc = self.i.payload.acc[r]
             yq = requant_var(m, p1[r], ctx[1].shift, name=f"rq{r}")
-            k, d = pwl_index(m, y2[r], cfg.pwl, f"pwl{r}")
-            t = self.table[r]
-            m.d.comb += [t.addr.eq(k), t.en.eq(en & v[2] & cfg.act)]
-            pv = pwl_value(m, t.data, d3[r], cfg.pwl, f"pv{r}")
+            m.submodules[f"pwl{r}"] = pwl = PwlEval(hw, 16)
+            wiring.connect(m, pwl.table, wiring.flipped(self.table[r]))
+            m.d.comb += [pwl.geo.eq(cfg.pwl), pwl.x.eq(y2[r])]
             y5r = Signal(signed(16), name=f"y5_{r}")
             with m.If(en):
                 m.d.sync += [p1[r].eq((acc + self.i.payload.ctx.bias) * self.i.payload.ctx.mult), y2[r].eq(yq),
-                             y3[r].eq(y2[r]), d3[r].eq(d), y4[r].eq(Mux(cfg.act, pv, y3[r])), y5r.eq(y4[r])]
-            ys = add_shifted(m, res[r], cfg.sa, y5r, cfg.sb, cfg.so, name=f"res{r}")
-            y5.append(Mux(cfg.res, ys, y5r))
+                             y3[r].eq(y2[r]), y4[r].eq(y3[r]), y5r.eq(y4[r])]
+            y = Signal(signed(16), name=f"yact_{r}")
+            m.d.comb += y.eq(Mux(cfg.act, pwl.y, y5r))
+            ys = add_shifted(m, res[r], cfg.sa, y, cfg.sb, cfg.so, name=f"res{r}")
+            y5.append(Mux(cfg.res, ys, y))
         self._write(m, ctx[5], v[5] & en, y5)
         return m
 

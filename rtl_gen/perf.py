@@ -1,149 +1,256 @@
-"""Cycle model of the engines (no stalls on the streams), built from the schedules in
-rtl_gen/mlp.py and rtl_gen/attention.py; tests/sim/test_cycle_model.py checks it against
-RTL-measured cycles (within 5%). MAC utilisation = useful MACs / (array size x cycles)."""
+"""Cycle model of the accelerator: the compiled program's descriptors, timed the way the RTL runs
+them (tests/sim/test_cycle_model.py compares it with whole-model RTL runs).
+
+    tr = trace(img, x)                     # token counts and decisions of one image (interpreter)
+    p = program_cycles(img, tr)            # per operation: start, end, cycles, MACs, bound
+    p.total, p.latency_ms, p.board_efficiency
+
+The controller runs one operation at a time (2 cycles between operations). The stream loader
+walks ahead: weights go into the two-slot ring as soon as a slot is empty; tables, LayerNorm
+parameters and LOAD data wait until their operation runs. The DDR delivers one merged stream beat
+(axi_ports x axi_bits) per cycle, or `ddr_bytes_per_cycle` when that is lower (the board:
+hw.ddr_gbps at hw.clock_mhz; AxiRam in simulation delivers a beat per cycle).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from golden.config import ModelConfig
-from golden.macs import block_macs
-from golden.network import MEAN_RECIP_BITS, PACK_RECIP_BITS, WEIGHT_RECIP_BITS
+import numpy as np
 
-from .config import HardwareConfig
+from golden import isa
+from golden import stream as gstream
+from golden.hw import HardwareConfig
 
-LN_TILE = 101          # LayerNorm unit per tile besides its 2 x D beats: VAR, NORM, isqrt 33, recip 65
-SOFTMAX_FIXED = 52     # softmax per row group besides its 2 n beats: exp pipeline 3, reciprocal 47, hand-offs
+from .ln_unit import ln_cycles
+from .selperf import compact_cycles, decide_cycles, gmean_cycles, package_cycles
+from .softmax_unit import B_LAT, C_LAT, RECIP_CYCLES
 
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _ln(d: int, hw: HardwareConfig, t: int) -> int:
-    return (d // hw.mac_cols) * (4 + hw.mac_cols) + t * (2 * d + LN_TILE)
+GAP = 2              # READ, LATCH of the next descriptor
+EPI = 6              # MAC drain of a column -> its write (epilogue stages and the done check)
+LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
+ITEM = 2             # stream loader: start and end of an item
 
 
-def _linear(mt: int, k: int, t: int, hw: HardwareConfig) -> int:
-    """mt m-tiles of depth k over t token tiles: bound by the MAC array or by refilling a bank."""
-    return mt * max(t * k, k + hw.mac_cols - 2) + hw.mac_cols + 4
+@dataclass
+class Step:
+    """One executed descriptor, as the interpreter saw it."""
+    index: int
+    desc: isa.Desc
+    rows: int
+    sel: object = None        # DECIDE / PACKAGE / COMPACT: the decision (golden/interp.py Selection)
+    scores: object = None     # DECIDE: the scores
 
 
-def mlp_cycles(d: int, hidden: int, n: int, hw: HardwareConfig) -> int:
-    t = _ceil(n, hw.mac_rows)
-    return _ln(d, hw, t) + _linear(hidden // hw.mac_cols, d, t, hw) + _linear(d // hw.mac_cols, hidden, t, hw) + t * d
+def trace(img, x) -> list[Step]:
+    """The steps of one image (token counts and decisions from the interpreter)."""
+    from golden.interp import Machine
+    steps: list[Step] = []
+
+    class Tracing(Machine):
+        def op_decide(self, d, rows):
+            super().op_decide(d, rows)
+            w = self.buf[d["w_buf"]][1:1 + len(self.sel.keep), d["w_c0"]:d["w_c0"] + d["heads"]]
+            z = self.buf[d["z_buf"]][1:1 + len(self.sel.keep), d["z_c0"]:d["z_c0"] + 2 * d["heads"]]
+            self._scores = (w * (z[:, 0::2] - z[:, 1::2])).sum(-1)
+
+    def hook(i, d, m):
+        steps.append(Step(i, d, d.rows_of(m.n if d.op.name != "COMPACT" else m._n_before),
+                          sel=m.last, scores=getattr(m, "_scores", None)))
+
+    m = Tracing(img.hw, img.with_input(x))
+    orig = m.op_compact
+
+    def compact(d, rows):
+        m._n_before = m.n
+        orig(d, rows)
+    m.op_compact = compact
+    m.trace = hook
+    m.run()
+    return steps
 
 
-def attention_cycles(d: int, heads: int, n: int, hw: HardwareConfig) -> int:
-    R, C = hw.mac_rows, hw.mac_cols
-    t, u, dh = _ceil(n, R), _ceil(n, C), d // heads
-    items, pv = t * heads, (dh // C) * n            # (query tile, head) items; P.V beats per item
-    # lag: a score's last beat -> its probabilities stored (the last key column reaches the
-    # softmax n - (u - 1) C cycles later; then exp, reciprocal, output)
-    lag = n - (u - 1) * C + 2 * n + SOFTMAX_FIXED
-    # scores and P.V interleave (S0 S1 PV0 S2 PV1 ... PV(L-1)): an item costs its MAC beats, or
-    # the softmax's turn-around when longer (the second score tile waits for the softmax to
-    # take the first; later tiles come every head_dim cycles)
-    sm = lag + (C + (u - 2) * dh if u > 1 else 0)
-    period = max(u * dh + pv, sm)
-    # S0; S1 (it may wait for the softmax of item 0); L - 2 periods; the wait for the last
-    # probabilities after PV(L-2); the last P.V and its drain
-    mid = lag if items == 1 else max(u * dh, sm) + (items - 2) * period + max(pv, lag)
-    core = u * dh + mid + pv + C + 1
-    return (_ln(d, hw, t) + _linear(3 * d // C, d, t, hw) + core + _linear(d // C, d, t, hw) + t * d)
-
-
-def block_cycles(cfg: ModelConfig, n: int, hw: HardwareConfig) -> int:
-    return attention_cycles(cfg.embed_dim, cfg.num_heads, n, hw) + mlp_cycles(cfg.embed_dim, cfg.mlp_hidden, n, hw)
-
-
-@dataclass(frozen=True)
-class BlockPerf:
-    tokens: int
-    attention: int
-    mlp: int
-    useful_macs: int
+@dataclass
+class OpTime:
+    index: int
+    op: str
+    rows: int
+    start: int
+    end: int
+    macs: int = 0
+    bound: str = ""
 
     @property
     def cycles(self) -> int:
-        return self.attention + self.mlp
-
-    def utilisation(self, hw: HardwareConfig) -> float:
-        return self.useful_macs / (hw.macs * self.cycles)
+        return self.end - self.start
 
 
-def block_perf(cfg: ModelConfig, n: int, hw: HardwareConfig) -> BlockPerf:
-    return BlockPerf(n, attention_cycles(cfg.embed_dim, cfg.num_heads, n, hw),
-                     mlp_cycles(cfg.embed_dim, cfg.mlp_hidden, n, hw), block_macs(cfg, n))
+@dataclass
+class ProgramPerf:
+    hw: HardwareConfig
+    ops: list
+    total: int
+    fetch: int
+    stream_bytes: int
+    labels: dict = field(default_factory=dict)
+
+    @property
+    def macs(self) -> int:
+        return sum(o.macs for o in self.ops)
+
+    @property
+    def latency_ms(self) -> float:
+        return self.total / (self.hw.clock_mhz * 1e3)
+
+    @property
+    def mac_utilisation(self) -> float:
+        return self.macs / (self.hw.macs * self.total)
+
+    def board_efficiency(self, dsp: int = 2520) -> float:
+        """Useful MACs / (DSP48E2 of the board x cycles)."""
+        return self.macs / (dsp * self.total)
 
 
-def attention_macs(cfg: ModelConfig, n: int) -> int:
-    d = cfg.embed_dim
-    return 4 * n * d * d + 2 * n * n * d
+class Loader:
+    """When the stream loader delivers each item (cycles). Weight tiles take ring slots in order:
+    global m-tile j goes into slot j % 2 once m-tile j - 2 has drained."""
+
+    def __init__(self, hw: HardwareConfig, ddr_bytes_per_cycle: float | None):
+        self.hw = hw
+        self.bytes_per_cycle = hw.stream_bytes if ddr_bytes_per_cycle is None else \
+            min(hw.stream_bytes, ddr_bytes_per_cycle)
+        self.t = 0                  # the loader is free from here
+        self.released: list[int] = []
+        self.bytes = 0
+
+    def item(self, nbytes: int, words: int, start: int) -> int:
+        """Deliver an item of `nbytes` (whole beats) and `words` words from `start`; its end."""
+        self.bytes += nbytes
+        beats = nbytes / self.bytes_per_cycle
+        self.t = max(self.t, start) + ITEM + int(np.ceil(max(beats, words)))
+        return self.t
+
+    def weight_tile(self, k: int) -> int:
+        """Fill the next m-tile of depth k; its commit time."""
+        j = len(self.released)
+        free = self.released[j - 2] if j >= 2 else 0
+        return self.item(gstream.tile_bytes(k, self.hw), 0, free)
 
 
-def mlp_macs(cfg: ModelConfig, n: int) -> int:
-    return 2 * n * cfg.embed_dim * cfg.mlp_hidden
+def _matmul(hw, rows, k, m, t0, ld: Loader):
+    """Issue and drain of a MATMUL from t0 (its start pulse), weights from the loader: tiles of k
+    beats, one per cycle; a tile's last beat waits until the previous tile has drained (mac_cols
+    columns). Returns (end, whether it waited for weights)."""
+    R, C = hw.mac_rows, hw.mac_cols
+    T = -(-rows // R)
+    t = t0 + 1
+    drain_end = -1
+    waited = False
+    for _ in range(-(-m // C)):
+        a = ld.weight_tile(k)
+        waited |= a + 2 > t + 1
+        t = max(t + 1, a + 2)                   # WAIT: the slot is full (then ISSUE)
+        for _ in range(T):
+            last = max(t + k, drain_end)        # the first beat enters the array a cycle after issue
+            drain_end = last + C
+            t = last
+        ld.released.append(drain_end)
+        t += 1                                  # NEXT
+    return drain_end + EPI, waited
 
 
-def model_cycles(cfg: ModelConfig, hw: HardwareConfig, tokens: list[int]) -> int:
-    """All blocks with their token counts (selector and embedding not included)."""
-    return sum(block_cycles(cfg, n, hw) for n in tokens)
+def _attention(hw, n, heads, dh, t0):
+    """The S/PV interleave with the softmax ring (rtl_gen/attention_seq.py, softmax_unit.py)."""
+    R, C = hw.mac_rows, hw.mac_cols
+    T, U = -(-n // R), -(-n // C)
+    L = T * heads
+    order = [("S", 0)] + ([("S", 1)] if L > 1 else [])
+    for i in range(L):
+        if i + 2 < L:
+            order += [("P", i), ("S", i + 2)]
+        else:
+            order.append(("P", i))
+    mac = t0 + 2                 # the array takes beats from here
+    drain_end = -1
+    a_last, b_take, b_free, c_take, c_last, p_ready = {}, {}, {}, {}, {}, {}
+    for kind, i in order:
+        if kind == "S":
+            for u in range(U):
+                last = max(mac + dh - 1, drain_end)
+                keys = min(C, n - u * C)
+                first_key = last + 1
+                if u == 0 and i > 0:
+                    first_key = max(first_key, b_take[i - 1] + 1)      # A holds item i-1 until B takes it
+                drain_end = max(last + C, first_key + keys - 1)
+                mac = last + 1
+            a_last[i] = drain_end
+            b_take[i] = max(a_last[i] + 1, b_free.get(i - 1, 0), c_take.get(i - 1, -1) + 1, c_last.get(i - 2, -1) + 1)
+            b_free[i] = b_take[i] + n + B_LAT
+            c_take[i] = max(b_free[i], c_last.get(i - 1, -1) + 1)
+            c_last[i] = c_take[i] + RECIP_CYCLES + n - 1
+            p_ready[i] = c_last[i] + C_LAT + 1
+        else:
+            mac = max(mac, p_ready[i] + 1)
+            for _ in range(dh // C):
+                last = max(mac + n - 1, drain_end)
+                drain_end = last + C
+                mac = last + 1
+    return drain_end + EPI
 
 
-# token-selector engine (rtl_gen/selector.py): its tile-parallel schedule, state by state
-SEL_LN = 100           # LayerNorm unit per pass (a token tile or part of one) besides its 2 x head_dim beats
-SEL_PWL = 4            # a post-processing pass through 3-stage PWL units: outputs + 4 cycles
-
-
-def _sel_layer(k: int, outs: int, q: int, pwl: bool = True) -> int:
-    """One layer of the selector's MAC block (k deep, `outs` outputs, q per pass): per pass k
-    MAC cycles, then the outputs of the pass through requant (+ PWL) and a hand-off."""
-    return _ceil(outs, q) * (k + (SEL_PWL if pwl else 1)) + outs
-
-
-def selector_cycles(cfg: ModelConfig, n: int, n_pkg: int, kept: int, hw: HardwareConfig, mode: str = "norm",
-                    kept_before_cap: int | None = None, lanes_out: int | None = None,
-                    lanes_ln: int | None = None) -> int:
-    """One selector job without stalls: n tokens in (n_pkg earlier packages, ns = n - 1 - n_pkg
-    scored), `kept` scored tokens kept; kept_before_cap: the kept count before a binding top-k
-    cap (the cap pass ranks those), None if no cap binds; lanes_out, lanes_ln: the engine's
-    output lanes per MAC pass and LayerNorm lanes (defaults: rtl_gen.selector.out_lanes, ln_lanes)."""
-    from .selector import ln_lanes, out_lanes
-    h, dh, d, r = cfg.num_heads, cfg.head_dim, cfg.embed_dim, hw.mac_rows
-    q = lanes_out or out_lanes(dh, hw)
-    passes = r // (lanes_ln or ln_lanes(hw))                          # LayerNorm passes per tile
-    h2 = max(h // 2, 1)
-    ns = n - 1 - n_pkg
-    t = _ceil(n, r)                                                   # token tiles in
-    ts = ns // r + 1 if ns else 0                                     # tiles holding scored tokens
-    words = h * (1 + 11 * dh // 4) + h + h2 + 3 * (5 * h + 2)
-    rx = words + t * d + MEAN_RECIP_BITS + 3                          # W_RX, X_RX, 1 / (N - 1)
-    # LN + in_fc phase: the LayerNorm of tile i + 1 (per pass: in, ~100, out, 1 turn-around)
-    # overlaps in_fc + GELU of tile i; a tile costs the slower of the two plus a hand-off cycle
-    ln, fc = passes * (2 * dh + SEL_LN + 1) - 1, _sel_layer(dh, dh, q)
-    phase_a = dh + ln + 1 + fc + (t - 1) * (max(fc, ln) + 1)
-    per_scored = _sel_layer(dh, dh // 2, q) + _sel_layer(dh // 2, dh // 4, q) + _sel_layer(dh // 4, 2, q, False)
-    heads = h * (2 + phase_a + dh // 2 + ts * per_scored)
-    # head branch per scored tile: channel means, se1, se2 (+ sigmoid), score and d_sig,
-    # R reciprocals 1 / den in parallel, then m of one lane per cycle
-    branch = ts * (d + h + _sel_layer(h, h2, q) + _sel_layer(h2, h, q) + h + SEL_PWL + WEIGHT_RECIP_BITS + 2 + r)
-    k0 = kept_before_cap
-    cap = 0 if k0 is None else k0 * (ns + 3) + (ns - k0) * 2
-    pk_recip = PACK_RECIP_BITS + 3 if mode != "sum" and kept < ns else 0
-    order = 3 + ns + pk_recip                                         # o_sel, o_kept, 1 / sum m
-    package = t * r + d * (ts + 2)                                    # lane weights, then per channel
-    n_out = kept + n_pkg + 2
-    out = (t + 1) * (d + 1) + (d if n_out % r else 0)                 # compaction, package, last tile
-    return rx + heads + branch + cap + order + package + out
-
-
-def selector_cycles_per_block(cfg: ModelConfig, tokens: list[int], hw: HardwareConfig) -> list[int]:
-    """Cycles of the selector in front of each block (0 where there is none), tokens: the
-    counts entering each block (golden.macs.tokens_per_block). Stage s keeps
-    tokens[b] - s - 2 scored tokens; a keep_cap is assumed not to bind (its ranking pass,
-    about ns cycles per kept token, is not counted)."""
-    out = [0] * len(tokens)
-    for s, b in enumerate(cfg.selector_blocks[: cfg.stages]):
-        n_in = tokens[b - 1] if b else cfg.num_tokens
-        out[b] = selector_cycles(cfg, n_in, s, tokens[b] - s - 2, hw, cfg.package_mode)
-    return out
+def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = None) -> ProgramPerf:
+    hw = img.hw
+    R, W = hw.mac_rows, hw.axi_bits
+    n_desc = img.manifest["descriptors"]
+    beat = W // 8
+    fetch = 24 + (isa.HEADER_BYTES // beat) + n_desc * (isa.DESC_BYTES // beat) + 90
+    ld = Loader(hw, ddr_bytes_per_cycle)
+    ld.t = fetch
+    t = fetch
+    ops = []
+    for st in steps:
+        ld.t += LOADER_DESC
+        d, rows, name = st.desc, st.rows, st.desc.op.name
+        s = t + 1                                   # CHECK: the start pulse
+        macs = 0
+        bound = "compute"
+        if name == "MATMUL":
+            k, m = d["k"], d["m"]
+            if d["act"] == isa.ACT_LOAD:
+                ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2)
+            end, waited = _matmul(hw, rows, k, m, s, ld)
+            bound = "weights" if waited else "compute"
+            macs = rows * k * m
+        elif name == "ATTENTION":
+            end = _attention(hw, rows, d["heads"], d["head_dim"], s)
+            macs = 2 * rows * rows * d["heads"] * d["head_dim"]
+        elif name == "LAYERNORM":
+            ld.item(gstream.ln_bytes(d["d"], hw), d["d"], s + 2)
+            end = s + ln_cycles(d["d"], rows, hw)
+            bound = "LayerNorm"
+        elif name == "LOAD":
+            words = len(gstream.tile_range(d["r0"], rows, hw)) * d["w"]
+            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, s + 2) + 3
+            bound = "stream"
+        elif name == "STORE":
+            n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
+            nbytes = {isa.STORE_ROWS: 2 * n, isa.STORE_TILES: 2 * R * n}.get(d["mode"], 0) or \
+                (16 + -(-hw.n_max // 128) * 16)
+            end = s + n + nbytes // beat + 20
+            bound = "DDR write"
+        elif name == "GMEAN":
+            end = s + gmean_cycles(rows, d["w"], hw)
+        elif name == "DECIDE":
+            s0 = s
+            if d["act"] == isa.ACT_LOAD:
+                s0 = ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2) + 2
+            end = s0 + decide_cycles(rows, d["heads"], d["n_pkg"], hw, st.scores, bool(d["cap_en"]), d["cap"])
+        elif name == "PACKAGE":
+            end = s + package_cycles(rows, d["n_pkg"], d["d"], d["mode"], st.sel.keep, st.sel.m, hw)
+        elif name == "COMPACT":
+            end = s + compact_cycles(rows, d["n_pkg"], d["d"], st.sel.keep, hw)
+        else:
+            end = s
+        ops.append(OpTime(st.index, name, rows, s, end, macs, bound))
+        t = end + GAP - 1
+    total = t + 4
+    return ProgramPerf(hw, ops, total, fetch, ld.bytes, dict(img.labels))

@@ -1,5 +1,5 @@
 """`spvit sweep --config MODEL --grid GRID.toml`: every hardware configuration of a grid,
-evaluated with the accelerator's cycle and resource model (rtl_gen.perf.estimate) and, with
+evaluated with the accelerator's cycle and resource model (rtl_gen.report.estimate) and, with
 --synth, Yosys resources of the generated top (rtl_gen.synth). Writes sweep.csv, sweep.json and
 pareto.png (modeled latency against DSP48E2 and BRAM36) into --out; marks the configurations
 that do not fit the XCZU9EG or the model and says why.
@@ -13,7 +13,7 @@ A grid file (configs/sweep-zcu102.toml is an example):
     mac_rows = [16, 32]
     mac_cols = [32, 64, 128]
     [sweep]                   # optional
-    keep = [0.7, 0.49, 0.343] # cumulative keep rates per selector stage (the estimator's `keep`)
+    keep = [0.7, 0.7, 0.7]    # share of its scored tokens each selector stage keeps (estimate's `keep`)
 
 Points are the Cartesian product in the order the [grid] keys are written (the last key varies
 fastest); results are merged by that index, so the outputs do not depend on the executor.
@@ -116,14 +116,11 @@ def load_grid(path: str | Path) -> Grid:
 
 # ------------------------------------------------------------------ evaluation
 def estimate(model: ModelConfig, hw: HardwareConfig, keep=None):
-    """The accelerator's model: cycles, latency, DSP48E2, BRAM36, fit (rtl_gen.perf.estimate,
-    owned by the cycle-model work; the sweep only calls it)."""
-    from . import perf
-    fn = getattr(perf, "estimate", None)
-    if fn is None:
-        raise UsageError("this build has no accelerator cost model yet (rtl_gen.perf.estimate is missing); "
-                         "update to a version of spvit-accel that has it")
-    return fn(model, hw, keep=keep)
+    """The accelerator's model-level estimate (rtl_gen.report.estimate: the cycle model on a
+    program compiled for the model's shapes, DDR traffic, estimated DSP48E2 and BRAM36, fit);
+    the sweep only calls it."""
+    from . import report
+    return report.estimate(model, hw, keep=keep)
 
 
 @dataclass
@@ -172,8 +169,9 @@ def evaluate(task) -> list[Row]:
         except (ConfigError, ValueError) as e:
             why.append(f"the cost model refuses it: {e}")
         else:
-            row.cycles, row.latency_ms, row.dsp, row.bram36 = int(est.cycles), float(est.latency_ms), int(est.dsp), \
-                float(est.bram36)
+            row.dsp, row.bram36 = int(est.dsp), float(est.bram36)
+            if not why:                      # a model that does not fit has no run to time
+                row.cycles, row.latency_ms = int(est.cycles), float(est.latency_ms)
             why += [w for w in est.why if w not in why]
             if est.fits is False and not why:
                 why.append("the cost model says it does not fit")
@@ -226,7 +224,7 @@ def run_sweep(model: ModelConfig, grid: Grid, ex, estimator=estimate, synth: boo
               build: Path | None = None) -> list[Row]:
     from spvit import settings
     pts = list(enumerate(grid.points()))
-    per = 1 if synth else max(1, -(-len(pts) // (4 * max(ex.workers, 1))))
+    per = 1 if synth else max(1, -(-len(pts) // (2 * ex.parallelism)))
     chunks = [pts[i:i + per] for i in range(0, len(pts), per)]
     build = str((build or settings.BUILD).resolve())
     parts = ex.map(evaluate, [(model, grid.base, c, grid.keep, estimator, synth, build) for c in chunks],
@@ -337,7 +335,7 @@ def _keep(text: str | None):
     try:
         vals = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"--keep takes comma-separated fractions such as 0.7,0.49,0.343 (got {text!r})") from None
+        raise UsageError(f"--keep takes comma-separated fractions such as 0.7,0.7,0.7 (got {text!r})") from None
     if not all(0 < v <= 1 for v in vals):
         raise UsageError(f"--keep fractions must lie in (0, 1] (got {text!r})")
     return vals
@@ -355,10 +353,6 @@ def cmd_sweep(args, estimator=None) -> int:
         raise UsageError(f"--out {str(out)!r} exists and is not a directory; give a directory")
     ex = Executor.from_args(args)
     est = estimator or estimate
-    if estimator is None:
-        from . import perf
-        if getattr(perf, "estimate", None) is None:
-            estimate(model, None)                    # raises the UsageError naming what is missing
     t0 = time.time()
     print(f"sweep of {model.name} over {grid.size} hardware configurations ({' x '.join(f'{k} {len(v)}' for k, v in grid.axes.items())})"
           f"{', keep ' + ','.join(f'{k:g}' for k in keep) if keep else ''}{', with Yosys' if args.synth else ''}, "
@@ -387,7 +381,8 @@ def register(sub) -> None:
                        "Pareto plot)")
     p.add_argument("--config", required=True, help="model preset or TOML file")
     p.add_argument("--grid", required=True, help="TOML grid of HardwareConfig fields (configs/sweep-zcu102.toml)")
-    p.add_argument("--keep", help="cumulative keep rates per selector stage (overrides [sweep] keep)")
+    p.add_argument("--keep", help="share of its scored tokens each selector stage keeps, e.g. 0.7,0.7,0.7 "
+                   "(overrides [sweep] keep; default the estimate's 0.7)")
     p.add_argument("--synth", action="store_true", help="also synthesise every fitting configuration with Yosys (slow)")
     p.add_argument("--out", help="output directory for sweep.csv, sweep.json, pareto.png (default SPVIT_BUILD/sweep)")
     add_arguments(p)

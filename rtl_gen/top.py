@@ -5,7 +5,9 @@
                                   \\-> program memory (descriptors)
 
 Ports: `s_axil` (AXI4-Lite slave, 32-bit; rtl_gen/regmap.py), `m_axi0` .. `m_axi{P-1}` (AXI4
-masters of axi_bits; port 0 also writes), `irq`; clock `clk`, synchronous active-high `rst`.
+masters of axi_bits; port 0 also writes), `irq`; clock `clk`, synchronous active-high `rst`;
+`dbg_op`: the running descriptor's index + 1, 0 between operations (for cycle measurements;
+leave unconnected on the board).
 Every memory is a block RAM (rtl_gen/ram.py). One operation runs at a time; its unit owns the
 buffer ports (selected by the opcode of the running descriptor).
 """
@@ -68,6 +70,7 @@ class Accelerator(wiring.Component):
         self.hw = hw
         W = hw.axi_bits
         super().__init__({"s_axil": In(axi_lite(ADDR_BITS)), "irq": Out(1),
+                          "dbg_op": Out(range(hw.desc_max + 2)),    # descriptor being executed + 1 (0: none)
                           **{f"m_axi{p}": Out(axi.master_signature(W, p == 0, 1)) for p in range(hw.axi_ports)}})
 
     def elaborate(self, platform):
@@ -95,7 +98,7 @@ class Accelerator(wiring.Component):
         for name, u in units.items():
             m.d.comb += [u.desc.eq(ctl.desc), u.rows.eq(ctl.rows), u.start.eq(ctl.op_start & active[name])]
             done = done | u.done
-        m.d.comb += ctl.op_done.eq(done)
+        m.d.comb += [ctl.op_done.eq(done), self.dbg_op.eq(Mux(ctl.ci_run, ctl.ci + 1, 0))]
         for port, users in FABRIC.items():
             sig = getattr(bufs, port).signature.flip()
             route(m, getattr(bufs, port), [(active[u], getattr(units[u], p)) for u, p in users.items()], sig)

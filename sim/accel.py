@@ -32,6 +32,7 @@ class AccelRun:
     reads: dict
     writes_outside: int
     wall_s: float
+    ops: list = field(default_factory=list)     # [descriptor index, start cycle, end cycle] (ops=True)
 
 
 def _mem_size(n: int) -> int:
@@ -39,7 +40,8 @@ def _mem_size(n: int) -> int:
 
 
 def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None = None, pokes=None,
-              poison=None, timeout: int = 20_000_000, tag: str | None = None, top=None) -> list[AccelRun]:
+              poison=None, timeout: int = 20_000_000, tag: str | None = None, top=None,
+              ops: bool = False) -> list[AccelRun]:
     """Run every input image (int16 [in_chans, H, W]) on the RTL, one after the other in one
     simulation. `pokes`: per run, (offset, bytes) written over the image first (error tests);
     `poison`: per run, (lo, hi) offset ranges whose accesses the DDR model answers with SLVERR."""
@@ -61,7 +63,7 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
     for k, x in enumerate(inputs):
         writes = [] if x is None else [[off, b.hex()] for off, b in img.input_runs(x)]
         poke = [[off, bytes(b).hex()] for off, b in (pokes[k] if pokes else [])]
-        runs.append({"writes": writes, "pokes": poke, "timeout": timeout,
+        runs.append({"writes": writes, "pokes": poke, "timeout": timeout, "ops": ops,
                      "poison": [list(r) for r in (poison[k] if poison else [])]})
     spec = {"image": str(path), "base": BASE, "mem_size": _mem_size(BASE + len(img.data)), "regs": regs,
             "stages": img.manifest["stages"], "ports": hw.axi_ports, "pause": pause, "seed": seed,
@@ -78,7 +80,8 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
         results = read_results(img.manifest, ddr) if r["error_code"] == 0 and not r["hung"] else None
         out.append(AccelRun(r["hung"], isa.ERRORS.get(r["error_code"], ("?",))[0],
                             r["error_index"] - (1 << 32) if r["error_index"] >> 31 else r["error_index"],
-                            r["cycles"], r["kept"], results, r["reads"], r["writes_outside"], r["wall_s"]))
+                            r["cycles"], r["kept"], results, r["reads"], r["writes_outside"], r["wall_s"],
+                            r.get("ops", [])))
     return out
 
 

@@ -29,11 +29,11 @@ def selector_input(q, imgs, block: int, img: int = 0):
     """(int16 tokens [N, C] entering the selector before block `block`, earlier package tokens
     n_pkg) for image `img`: the golden forward with the earlier selectors applied."""
     from golden.arith import quantize
-    x = q.embed(quantize(imgs[img:img + 1].numpy(), q.img_frac))[0]
-    stage = 0
+    from golden.selectors import Group, Record
+    sch = q.cfg.scheme
+    g = Group.start(q.embed(quantize(imgs[img:img + 1].numpy(), q.img_frac)))
+    rec = Record(1, q.cfg)
     for j in range(block):
-        if j in q.selectors:
-            x = q.selectors[j](x, n_pkg=stage)[0]
-            stage += 1
-        x = q.blocks[j](x[None])[0]
-    return x, stage
+        g = sch.q_before(q, j, g, rec)[0]
+        g = sch.q_block(q, j, q.blocks[j], g, rec)
+    return g.x[0], sum(1 for b in q.selectors if b < block)

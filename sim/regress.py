@@ -239,7 +239,7 @@ def repro_text(case: Case, result: CaseResult | None = None, origin: str = "") -
     lines += [f"{k} = {_toml_value(getattr(case, k))}" for k in ("index", "seed", "images", "pause")]
     for name, obj in (("model", case.model), ("hardware", case.hw)):
         lines.append(f"\n[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(obj).items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(obj).items() if v is not None]
     return "\n".join(lines) + "\n"
 
 

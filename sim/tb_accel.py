@@ -27,7 +27,8 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, Edge, First, RisingEdge, Timer
+from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
 
@@ -124,6 +125,18 @@ class AccelTB:
     async def wr(self, name, value):
         await self.host.write(self.regs[name], int(value).to_bytes(4, "little"))
 
+    async def watch_ops(self):
+        """(descriptor index, first cycle, last cycle) of every operation, from dbg_op edges."""
+        t0 = get_sim_time("ns")
+        while True:
+            await Edge(self.dut.dbg_op)
+            v = int(self.dut.dbg_op.value)
+            now = (get_sim_time("ns") - t0) // PERIOD_NS
+            if self.ops and self.ops[-1][2] is None:
+                self.ops[-1][2] = now
+            if v:
+                self.ops.append([v - 1, now, None])
+
     async def run_one(self, run: dict) -> dict:
         base = self.spec["base"]
         for off, hexdata in run.get("writes", []):
@@ -146,7 +159,11 @@ class AccelTB:
         t0 = time.perf_counter()
         await self.wr("CTRL", 1)
         timeout = int(run.get("timeout", 5_000_000))
+        self.ops = []
+        watch = cocotb.start_soon(self.watch_ops()) if run.get("ops") else None
         got = await First(RisingEdge(self.dut.irq), ClockCycles(self.dut.clk, timeout))
+        if watch is not None:
+            watch.cancel()
         hung = not (int(self.dut.irq.value) == 1)
         wall = time.perf_counter() - t0
         self.mem.counting = False
@@ -156,7 +173,7 @@ class AccelTB:
                "cycles": (await self.rd("CYCLES_LO")) | ((await self.rd("CYCLES_HI")) << 32),
                "kept": [await self.rd(f"KEPT{s}") for s in range(self.spec["stages"])],
                "results": bytes(self.mem[base + lo:base + hi]).hex(), "reads": dict(self.mem.reads),
-               "writes_outside": self.mem.writes_outside}
+               "writes_outside": self.mem.writes_outside, "ops": self.ops}
         await self.wr("IRQ_STATUS", 1)
         for off, b in saved:
             self.mem[base + off:base + off + len(b)] = b

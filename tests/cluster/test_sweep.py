@@ -11,7 +11,6 @@ import json
 import pytest
 
 from golden.config import PRESETS
-from rtl_gen import perf
 from rtl_gen.sweep import cmd_sweep, load_grid
 from spvit.cli import main
 from tests.cluster import tasks
@@ -24,7 +23,7 @@ mac_rows = [8, 16, 32]
 mac_cols = [16, 32, 64, 128]
 axi_ports = [2, 4]
 [sweep]
-keep = [0.7, 0.49, 0.343]
+keep = [0.7, 0.7, 0.7]
 """
 
 
@@ -58,7 +57,7 @@ def test_sweep_with_a_stand_in_model(tmp_path, capsys):
             assert r["fits"] == "0" and "invalid hardware configuration: mac_rows must divide mac_cols" in why
             continue
         est = tasks.fake_estimate(m, type("H", (), dict(macs=R * C, mac_rows=R, n_max=200, d_max=384, axi_ports=P,
-                                                        clock_mhz=300.0))(), keep=(0.7, 0.49, 0.343))
+                                                        clock_mhz=300.0))(), keep=(0.7, 0.7, 0.7))
         assert int(r["cycles"]) == est.cycles and int(r["dsp48e2"]) == est.dsp
         if C == 128:
             assert "head_dim 64 is not a multiple of mac_cols 128" in why
@@ -117,19 +116,20 @@ def test_missing_grid_file_and_bad_keep(tmp_path, capsys):
 
 def test_example_grid_loads():
     g = load_grid("configs/sweep-zcu102.toml")
-    assert g.size == 36 and g.keep == (0.7, 0.49, 0.343) and g.base["mac_rows"] == 32
+    assert g.size == 36 and g.keep == (0.7, 0.7, 0.7) and g.base["mac_rows"] == 32
 
 
 def test_sweep_with_the_real_cost_model(tmp_path, capsys):
-    """The CLI's own estimator on a small grid; until rtl_gen.perf.estimate exists on this
-    branch, the command must say so with exit 2 instead of running."""
+    """The CLI's own estimator (rtl_gen.report.estimate) on two configurations of the mini
+    model: one fits, one does not (head_dim 16 is not a multiple of mac_cols 32)."""
+    from golden.hw import HW_PRESETS
+    from rtl_gen.report import estimate
     grid = tmp_path / "g.toml"
-    grid.write_text("[base]\npreset = \"zcu102\"\n[grid]\nmac_rows = [16, 32]\nmac_cols = [64]\n")
-    rc = main(["sweep", "--config", "spvit-deit-small", "--grid", str(grid), "--out", str(tmp_path / "o"),
-               "--workers", "1"])
-    if getattr(perf, "estimate", None) is None:
-        assert rc == 2 and "rtl_gen.perf.estimate is missing" in capsys.readouterr().err
-        return
-    assert rc == 0
+    grid.write_text("[base]\npreset = \"mini\"\n[grid]\nmac_cols = [16, 32]\nd_max = [64]\nhidden_max = [256]\n")
+    assert main(["sweep", "--config", "mini", "--grid", str(grid), "--out", str(tmp_path / "o"), "--workers", "1",
+                 "--keep", "0.5,0.5"]) == 0
     rows = _rows(tmp_path / "o")
-    assert len(rows) == 2 and all(float(r["latency_ms"]) > 0 and int(r["dsp48e2"]) > 0 for r in rows)
+    assert [r["fits"] for r in rows] == ["1", "0"]
+    e = estimate(PRESETS["mini"], HW_PRESETS["mini"], keep=(0.5, 0.5))
+    assert int(rows[0]["cycles"]) == e.cycles and int(rows[0]["dsp48e2"]) == e.dsp and rows[0]["pareto"] == "1"
+    assert "head_dim 16 is not a multiple of mac_cols 32" in rows[1]["why"]

@@ -9,8 +9,8 @@ from golden.config import (DEIT_TINY, MINI, PRESETS, ConfigError, FixedPointConf
 @pytest.mark.parametrize("change,msg", [
     (dict(num_heads=5), "heads must divide embed_dim (192 % 5 != 0)"),
     (dict(patch_size=15), "patch_size must divide img_size (224 % 15 != 0)"),
-    (dict(selector="dynamicvit"), "selector 'dynamicvit' is planned but not implemented yet"),
-    (dict(selector="foo"), "selector must be one of ('none', 'spvit') (got 'foo')"),
+    (dict(selector="evit"), "selector 'evit' needs selector_blocks (e.g. [3, 6, 9])"),
+    (dict(selector="foo"), "selector must be one of ('none', 'spvit', 'dynamicvit', 'evit', 'evovit') (got 'foo')"),
     (dict(selector_blocks=(3,)), "selector_blocks (3,) given but selector is 'none'"),
     (dict(selector="spvit"), "selector 'spvit' needs selector_blocks (e.g. [3, 6, 9])"),
     (dict(selector="spvit", selector_blocks=(6, 3)), "selector_blocks must be strictly increasing (got [6, 3])"),
@@ -28,6 +28,37 @@ def test_model_config_errors(change, msg):
     assert msg in str(e.value)
 
 
+DV = dict(selector="dynamicvit", selector_blocks=(3, 6, 9))
+
+
+@pytest.mark.parametrize("change,msg", [
+    (DV, "selector 'dynamicvit' needs keep_rate (e.g. [0.7])"),
+    (dict(DV, keep_rate=(0.7, 0.5)), "keep_rate needs 1 or 3 entries, one per stage (got 2)"),
+    (dict(DV, keep_rate=(1.5,)), "keep_rate entries must lie in (0, 1] (got [1.5])"),
+    (dict(DV, keep_rate=(0.5, 0.6, 0.4)), "keep_rate per stage (fractions of all patch tokens) must not increase"),
+    (dict(DV, keep_rate=(0.01,)), "keep_rate [0.01] keeps int(196 * 0.0001) = 0 patch tokens at stage 1; raise keep_rate"),
+    (dict(DV, keep_rate=(0.7,), keep_cap=(50,)), "keep_cap applies to selector 'spvit' only (got selector 'dynamicvit')"),
+    (dict(DV, keep_rate=(0.7,), package_mode="sum"), "package_mode applies to selector 'spvit' only"),
+    (dict(DV, keep_rate=(0.7,), embed_dim=6, num_heads=1), "the DynamicViT predictor needs embed_dim divisible by 4"),
+    (dict(DV, keep_rate="abc"), "keep_rate must be a number or a list of numbers (got 'abc')"),
+    (dict(selector="spvit", selector_blocks=(3,), keep_rate=(0.7,)), "keep_rate is not used by selector 'spvit'"),
+    (dict(selector="spvit", selector_blocks=(3,), fuse_token=False), "fuse_token applies to selector 'evit' only"),
+    (dict(selector="evit", selector_blocks=(3,), keep_rate=(0.7,), fuse_token="yes"), "fuse_token must be true or false"),
+    (dict(selector="evit", selector_blocks=(3,), keep_rate=(0.7,), score_momentum=0.5),
+     "score_momentum applies to selector 'evovit' only"),
+    (dict(selector="evit", selector_blocks=(3, 12), keep_rate=(0.7,)), "selector_blocks must lie in 0..depth-1 = 0..11"),
+    (dict(selector="evovit", selector_blocks=(0, 4), keep_rate=(0.5,)), "selector_blocks must lie in 1..depth-1 = 1..11"),
+    (dict(selector="evovit", selector_blocks=(4, 8), keep_rate=(0.5,), score_momentum=1.5),
+     "score_momentum must lie in [0, 1] (got 1.5)"),
+    (dict(selector="evovit", selector_blocks=(4, 8), keep_rate=(0.004,)), "keeps int(196 * rate) = 0 tokens at stage 0"),
+    (dict(selector="none", keep_rate=(0.7,)), "keep_rate is not used by selector 'none'"),
+])
+def test_scheme_config_errors(change, msg):
+    with pytest.raises(ConfigError) as e:
+        dataclasses.replace(DEIT_TINY, **change)
+    assert msg in str(e.value)
+
+
 @pytest.mark.parametrize("change,msg", [
     (dict(word_bits=8), "word_bits must be 16"),
     (dict(acc_bits=32), "acc_bits must be 48"),
@@ -39,6 +70,18 @@ def test_fixed_point_errors(change, msg):
     with pytest.raises(ConfigError) as e:
         FixedPointConfig(**change)
     assert msg in str(e.value)
+
+
+def test_scheme_presets_and_toml(tmp_path):
+    assert PRESETS["dynamicvit-deit-small"].keep_rate == (0.7,) and PRESETS["evovit-deit-tiny"].selector_blocks == (4, 8)
+    assert PRESETS["evit-deit-tiny"].scheme.name == "evit" and PRESETS["mini-evovit"].stages == 2
+    ok = dataclasses.replace(DEIT_TINY, selector="evit", selector_blocks=(0, 5), keep_rate=0.5)
+    assert ok.keep_rate == (0.5,)                      # a scalar is one rate for every stage
+    f = tmp_path / "evit.toml"
+    f.write_text('preset = "evit-deit-tiny"\n[model]\nfuse_token = false\nkeep_rate = [0.9, 0.8, 0.7]\n')
+    m = load_config(f).model
+    assert m.fuse_token is False and m.keep_rate == (0.9, 0.8, 0.7)
+    assert [c[1] for c in m.scheme.counts(m)] == [177, 142, 100]          # ceil(0.9*196), ceil(0.8*177), ceil(0.7*142)
 
 
 def test_presets_shapes():

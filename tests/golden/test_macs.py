@@ -50,3 +50,33 @@ def test_info_cli():
 def test_info_cli_errors(args, msg):
     r = run_cli(*args)
     assert r.returncode == 2 and msg in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("name", ["dynamicvit-deit-tiny", "evit-deit-small", "evovit-deit-small", "mini-evit"])
+def test_param_formula_matches_float_twin_schemes(name):
+    assert total_params(PRESETS[name]) == param_count(DeiT(PRESETS[name]))
+
+
+def test_fixed_count_schemes_macs():
+    from golden.macs import count, schedule
+    dv = PRESETS["dynamicvit-deit-small"]
+    assert tokens_per_block(dv) == [197] * 3 + [138] * 3 + [97] * 3 + [68] * 3
+    ev = PRESETS["evit-deit-small"]
+    assert schedule(ev)[3] == (197, 140) and schedule(ev)[6] == (140, 100) and schedule(ev)[11] == (72, 72)
+    rows = count(ev)
+    assert rows[3].macs == 4 * 197 * 384 ** 2 + 2 * 197 ** 2 * 384 + 2 * 140 * 384 * 1536
+    assert rows[3].selector_macs == (196 - 138) * 384                          # the fused token
+    assert count(ev, unpruned=True)[3].selector_macs == 0
+    eo = PRESETS["evovit-deit-small"]
+    assert tokens_per_block(eo) == [197] * 4 + [99] * 8
+    assert total_macs(eo) < 0.7 * total_macs(eo, unpruned=True)
+    with pytest.raises(ValueError, match="--keep sets the keep rates of adaptive selectors"):
+        tokens_per_block(dv, (0.5, 0.3, 0.1))
+
+
+def test_info_cli_schemes():
+    r = run_cli("info", "--config", "evit-deit-small")
+    assert r.returncode == 0 and "evit, as configured (keep_rate 0.7)" in r.stdout and "197>140" in r.stdout
+    assert "per selector" not in r.stdout
+    r = run_cli("info", "--config", "dynamicvit-deit-tiny", "--keep", "0.5,0.3,0.1")
+    assert r.returncode == 2 and "--keep sets the keep rates of adaptive selectors (spvit)" in r.stderr

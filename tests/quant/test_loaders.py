@@ -168,3 +168,68 @@ def test_cli_bad_checkpoint_exit_2_nothing_written(tmp_path, state, case, capsys
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("spvit: error: checkpoint")
     assert not out.exists() and list(tmp_path.iterdir()) == [p]
+
+
+# ------------------------------------------------------------------ the other schemes' checkpoints
+@pytest.fixture(scope="module")
+def scheme_states():
+    from golden.config import PRESETS
+    out = {}
+    for name in ("mini-dynamicvit", "mini-evit", "mini-evovit"):
+        m = DeiT(PRESETS[name])
+        m.init_weights(seed=2)
+        out[name] = {k: v.clone() for k, v in m.state_dict().items()}
+    return out
+
+
+def test_dynamicvit_keys_are_the_authors(scheme_states):
+    sp = sorted(k for k in scheme_states["mini-dynamicvit"] if k.startswith("score_predictor"))
+    want = sorted(f"score_predictor.{s}.{m}.{j}.{w}" for s in (0, 1) for m, js in (("in_conv", (0, 1)), ("out_conv", (0, 2, 4)))
+                  for j in js for w in ("weight", "bias"))
+    assert sp == want
+
+
+def test_evovit_authors_layout_loads_through_the_key_map(tmp_path, scheme_states):
+    from golden.config import PRESETS
+    cfg = PRESETS["mini-evovit"]
+    sd = scheme_states["mini-evovit"]
+    authors = cfg.scheme.to_authors(sd)
+    assert {"qks.3.qk.weight", "vs.3.v.bias", "norms.0.weight", "projs.5.bias", "blocks.2.norm2.weight"} <= set(authors)
+    assert authors["qks.0.qk.weight"].shape == (128, 64) and not any(".attn." in k or "norm1" in k for k in authors)
+    authors["head_cls.weight"] = torch.zeros(10, 64)             # the training-only CLS head is dropped
+    authors["norm_cls.weight"] = torch.zeros(64)
+    p = tmp_path / "evo.pth"
+    torch.save({"model": authors}, p)
+    m = load_float_model(p, cfg)
+    _same(m.state_dict(), sd)
+    del authors["vs.1.v.weight"]
+    torch.save(authors, p)
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): blocks.1.attn.qkv.weight"):
+        load_float_model(p, cfg)
+
+
+@pytest.mark.parametrize("ckpt_of,config,msg", [
+    ("mini-dynamicvit", "mini", "looks like one made for DynamicViT (score_predictor.0.in_conv.0.bias), but config 'mini' "
+                                "has selector 'spvit': use a dynamicvit config (presets: dynamicvit-deit-tiny"),
+    ("mini", "mini-dynamicvit", "looks like one made for SPViT (score_predictor.0.in_conv.0.0.bias)"),
+    ("mini-evovit", "mini-evit", "looks like one made for Evo-ViT (qks.0.qk.weight), but config 'mini-evit' has selector "
+                                 "'evit'"),
+    ("mini-evit", "mini-dynamicvit", "has no DynamicViT selector weights (a plain DeiT or EViT checkpoint?)"),
+])
+def test_other_schemes_checkpoint_is_named(tmp_path, scheme_states, state, ckpt_of, config, msg):
+    from golden.config import PRESETS
+    sd = state if ckpt_of == "mini" else scheme_states[ckpt_of]
+    if ckpt_of == "mini-evovit":
+        sd = PRESETS[ckpt_of].scheme.to_authors(sd)
+    err = _err(tmp_path, sd, PRESETS[config])
+    assert msg in err
+    if config == "mini-dynamicvit":
+        assert "missing keys (20): score_predictor.0.in_conv.0.bias, score_predictor.0.in_conv.0.weight" in err
+
+
+def test_infer_config_names_the_scheme(scheme_states):
+    from golden.config import PRESETS
+    inf = infer_config(scheme_states["mini-dynamicvit"])
+    assert inf["selector"] == "dynamicvit" and inf["selector_blocks"] == (2, 4) and "keep_rate" in inf["_guessed"]
+    inf = infer_config(PRESETS["mini-evovit"].scheme.to_authors(scheme_states["mini-evovit"]))
+    assert inf["selector"] == "evovit" and inf["depth"] == 6 and inf["embed_dim"] == 64

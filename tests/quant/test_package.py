@@ -144,3 +144,30 @@ def test_cli_quantize_roundtrip(tmp_path, ckpt, model, capsys):
     assert man["source"]["checkpoint_sha256"]
     rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out)])
     assert rc == 2 and "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mini-dynamicvit", "mini-evit", "mini-evovit"])
+def test_scheme_packages_roundtrip(tmp_path, name):
+    from golden.config import PRESETS
+    from golden.random_model import random_images, random_model
+    from quant.calibrate import calibrate
+    cfg = PRESETS[name]
+    imgs = random_images(cfg, 10, seed=2)
+    q = calibrate(random_model(cfg, seed=2, balance_with=imgs[:8]), imgs[:8])
+    man = write_package(q, tmp_path / "p", calibration={"method": "maxabs"})
+    q2, _ = load_package(tmp_path / "p", cfg)
+    assert type(q2.selectors[2]) is type(q.selectors[2]) and set(q2.selectors) == {2, 4}
+    a, b = _arrays(q), _arrays(q2)
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    x = quantize_images(imgs[8:], q)
+    (la, ka), (lb, kb) = q(x), q2(x)
+    assert np.array_equal(la, lb) and np.array_equal(ka, kb)
+    names = [t["name"] for t in man["tensors"]]
+    if name == "mini-dynamicvit":        # the predictor of stage 0 sits right before block 2
+        assert names.index("sel.0.in_ln.gamma") == names.index("blocks.1.mlp.fc2.b") + 1
+        assert names[names.index("sel.0.score.w")] and man["layers"]["selectors"]["2"]["keep"] == 44
+    else:                                # parameter-free: a record, no tensors
+        assert not any(n.startswith("sel.") for n in names)
+        assert man["layers"]["selectors"]["4"]["keep"] == (33 if name == "mini-evit" else 32)
+    if name == "mini-evovit":
+        assert "pool" in man["formats"]

@@ -119,3 +119,34 @@ def test_cli_export_onnx_then_quantize_from_onnx(tmp_path, ckpt, capsys):
     # the same weights through either format give the same integer blob
     assert (a / "weights.bin").read_bytes() == (b / "weights.bin").read_bytes()
     load_package(b)
+
+
+def test_dynamicvit_masked_training_path():
+    from golden.config import PRESETS
+    from golden.random_model import random_images, random_model
+    from quant.train import dynamicvit_loss
+    cfg = PRESETS["mini-dynamicvit"]
+    imgs = random_images(cfg, 6, seed=8)
+    m = random_model(cfg, seed=8)
+    with torch.no_grad():
+        ref = m(imgs)
+        logits, _, alive, fracs = masked_forward(m, imgs, "det")     # the inference top-k, by masking
+    torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)
+    assert [round(float(f.mean()) * 64) for f in fracs] == [44, 31] and int(alive[:, 1:].sum(1)[0]) == 31
+    with torch.no_grad():
+        t_logits, t_tokens, _, _ = masked_forward(m, imgs, "none")
+    logits, tokens, alive, fracs = masked_forward(m.train(), imgs, "gumbel")
+    loss, parts = dynamicvit_loss(logits, torch.arange(6) % 10, t_logits, tokens, t_tokens, alive, fracs, [0.7, 0.49])
+    assert set(parts) == {"ce", "kl", "distill", "ratio"} and parts["ratio"] > 0
+    loss.backward()
+    g = m.score_predictor[1].out_conv[4].weight.grad
+    assert g is not None and float(g.abs().sum()) > 0
+
+
+def test_onnx_export_refuses_other_schemes(tmp_path):
+    from golden.config import PRESETS
+    from golden.float_model import DeiT
+    from spvit.errors import UsageError
+    with pytest.raises(UsageError, match="ONNX export supports selector 'none' and 'spvit' \\(got 'evit'\\)"):
+        export_onnx(DeiT(PRESETS["mini-evit"]), tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())

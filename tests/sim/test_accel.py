@@ -125,3 +125,28 @@ def test_bad_programs_stop_with_an_error_code(measured):
     check(c, "run after an AXI error")
     measured("bad programs stop with the interpreter's error code and index, then the next run is bit-exact: "
              + ", ".join(f"{n} -> {e}@{i}" for n, (e, i) in got.items()) + "; SLVERR on the stream -> AXI_READ")
+
+
+def test_cycle_model_matches_rtl(demo, measured):
+    """The cycle model (rtl_gen/perf.py) against RTL cycles without pauses on the demo model:
+    within 3% on every image, per-operation classes printed."""
+    from rtl_gen.perf import program_cycles, trace
+    q, x = demo
+    img = compile_model(q, HW)
+    runs = run_accel(img, list(x[:3]), pause=0.0, seed=0, ops=True)
+    check(compare_runs(img, list(x[:3]), runs), "demo model without pauses")
+    worst = 0.0
+    for k, r in enumerate(runs):
+        p = program_cycles(img, trace(img, x[k]))
+        err = p.total / r.cycles - 1
+        worst = max(worst, abs(err))
+        assert abs(err) < 0.03, f"image {k}: model {p.total} vs RTL {r.cycles} ({100 * err:+.1f}%)"
+    rtl = {i: e - s for i, s, e in runs[0].ops}
+    by = {}
+    for o in program_cycles(img, trace(img, x[0])).ops:
+        a = by.setdefault(o.op, [0, 0])
+        a[0] += rtl.get(o.index, 0)
+        a[1] += o.cycles
+    measured(f"cycle model vs RTL (demo model, mini hardware, no pauses): worst {100 * worst:.2f}% over 3 images "
+             f"({runs[0].cycles:,} RTL cycles for image 0); per operation class: "
+             + ", ".join(f"{k} {100 * (m / r - 1):+.1f}%" for k, (r, m) in by.items() if r))

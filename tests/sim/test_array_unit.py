@@ -94,26 +94,18 @@ CASES = ["patch embedding + position", "block 0 q", "block 0 k", "block 0 v", "b
 @pytest.mark.parametrize("label", CASES)
 def test_matmul_bit_exact(vectors, label, measured):
     v = pick(vectors, label)
-    sf = pick(vectors, "block 0 attention").desc["s_frac"]
-    got, want, res = run_op(v, stall=0.2, seed=v.index, softmax=fixed_softmax(sf), name=f"array_unit_t48_sf{sf}")
+    got, want, res = run_op(v, stall=0.2, seed=v.index)
     bad, first = mismatches(got, want)
     assert bad == 0, f"{label}: {bad} of {want.size} elements differ; first: {first}"
     measured(f"array unit MATMUL '{label}' (rows {v.rows}, k {v.desc['k']}, m {v.desc['m']}): bit-exact, "
              f"{res.cycles} cycles with 20% stalls")
 
 
-def fixed_softmax(frac):
-    """The softmax unit of the per-block engines (format fixed at generation) until the runtime
-    unit lands."""
-    from rtl_gen.softmax import SoftmaxUnit
-    return lambda hw: SoftmaxUnit(frac, hw.mac_rows, hw.n_max)
-
 
 @pytest.mark.parametrize("label", ["block 0 attention", "block 3 attention", "block 5 attention"])
 def test_attention_bit_exact(vectors, label, measured):
     v = pick(vectors, label)
-    got, want, res = run_op(v, stall=0.2, seed=v.index, softmax=fixed_softmax(v.desc["s_frac"]),
-                            name=f"array_unit_t48_sf{v.desc['s_frac']}")
+    got, want, res = run_op(v, stall=0.2, seed=v.index)
     bad, first = mismatches(got, want)
     assert bad == 0, f"{label}: {bad} of {want.size} elements differ; first: {first}"
     measured(f"array unit ATTENTION '{label}' (N {v.rows}): bit-exact, {res.cycles} cycles with 20% stalls")

@@ -4,10 +4,7 @@ import numpy as np
 import pytest
 
 from golden.arith import isqrt, isqrt_bitwise, recip
-from golden.kernels import exp_neg, make_pwl
-from rtl_gen.exp import ExpNeg
 from rtl_gen.isqrt import Isqrt
-from rtl_gen.pwl import PwlUnit
 from rtl_gen.recip import Reciprocal
 from sim.check import assert_exact
 from sim.runner import run_stream
@@ -41,33 +38,3 @@ def test_isqrt():
     assert_exact(got.astype(np.int64), isqrt(np.array(xs, dtype=np.int64)), "isqrt")
     assert [isqrt_bitwise(v) for v in xs[:20]] == list(got[:20])
 
-
-@pytest.mark.parametrize("frac", [8, 11, 13, -1])
-def test_exp_neg(frac):
-    rng = np.random.default_rng(frac + 100)
-    lo = -(1 << 16)
-    # 0, -1 LSB, most negative, and the inputs around where 2^q underflows (q = -17)
-    edge = int(-17 * 2 ** frac / 1.4426950408889634)
-    corners = [0, -1, -2, lo, lo + 1, edge, edge - 1, edge + 1, edge - 2 ** max(frac, 0), -(1 << 15)]
-    xs = corners + [int(v) for v in rng.integers(lo, 1, 1500)] + [int(v) for v in rng.integers(-64, 1, 200)]
-    xs = [max(v, lo) for v in xs]
-    got, _ = _run1(ExpNeg(frac), f"exp_neg_f{frac}".replace("-", "m"), "i_x", "o_e", xs, seed=frac & 7)
-    assert_exact(got.astype(np.int64), exp_neg(np.array(xs), frac), f"exp_neg frac={frac}")
-
-
-@pytest.mark.parametrize("name,in_frac,out_frac,in_bits", [
-    ("gelu", 10, 11, 16), ("gelu", 12, 12, 16), ("gelu", 7, 9, 16), ("sigmoid", 10, 15, 16), ("sigmoid", 12, 15, 17)])
-def test_pwl(name, in_frac, out_frac, in_bits):
-    pwl = make_pwl(name, in_frac, out_frac, in_bits)
-    rng = np.random.default_rng(in_frac * 7 + out_frac)
-    lo_in, hi_in = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
-    hi = pwl.lo + (pwl.n_seg << pwl.seg_shift)
-    seg = [pwl.lo + (k << pwl.seg_shift) + o for k in rng.integers(0, pwl.n_seg, 30) for o in (-1, 0, 1)]
-    corners = [lo_in, lo_in + 1, hi_in, hi_in - 1, 0, -1, 1, pwl.lo, pwl.lo - 1, hi - 1, hi, hi + 1] + seg
-    xs = [min(max(v, lo_in), hi_in) for v in corners] + [int(v) for v in rng.integers(lo_in, hi_in + 1, 1200)] + \
-        [int(v) for v in rng.integers(-(4 << in_frac), 4 << in_frac, 600)]
-    xs = [min(max(v, lo_in), hi_in) for v in xs]
-    got, _ = _run1(PwlUnit(pwl), f"pwl_{name}_{in_frac}_{out_frac}_{in_bits}", "i_x", "o_y", xs, seed=in_frac)
-    want = pwl.evaluate(np.array(xs))
-    assert_exact(got.astype(np.int64), want, f"{name} PWL")
-    assert want.min() < want.max()                # not a constant table

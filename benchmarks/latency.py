@@ -1,0 +1,57 @@
+"""Modeled latency of SPViT DeiT-S and DeiT-T on the zcu102 accelerator, side by side with the
+SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model (rtl_gen/perf.py, checked
+against whole-model RTL runs by tests/sim/test_cycle_model.py) runs the compiled program at keep
+0.7 per selector stage (DeiT-S tokens 197/139/99/71), 300 MHz, with the patch embedding, the
+selectors, the head and the DDR traffic at the assumed bandwidth.
+
+    .venv/bin/python benchmarks/latency.py [--hw zcu102] [--keep 0.7] [--ddr-gbps 15.4]
+
+The last two lines read `deit-small spvit latency: X ms (paper 13.23 ms)` and
+`deit-tiny spvit latency: Y ms (paper 5.60 ms)`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from golden.config import PRESETS  # noqa: E402
+from rtl_gen.cli import PAPER_MS, load_hw  # noqa: E402
+from rtl_gen.report import estimate  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hw", default="zcu102")
+    ap.add_argument("--keep", type=float, default=0.7, help="keep rate of every selector stage (default 0.7)")
+    ap.add_argument("--ddr-gbps", type=float, help="DDR bandwidth (default: the hardware config's, 15.4 GB/s)")
+    args = ap.parse_args()
+    hw = load_hw(args.hw)
+    if args.ddr_gbps:
+        hw = dataclasses.replace(hw, ddr_gbps=args.ddr_gbps)
+    print(f"hardware {hw.name}: {hw.mac_rows}x{hw.mac_cols} MACs, {hw.axi_ports} x {hw.axi_bits}-bit AXI, "
+          f"{hw.clock_mhz:g} MHz, DDR {hw.ddr_gbps:g} GB/s; estimated DSP48E2 of the design: see spvit report")
+    lines = []
+    for name in ("deit-small", "deit-tiny"):
+        rows = []
+        for variant in (name, "spvit-" + name):
+            cfg = PRESETS[variant]
+            e = estimate(cfg, hw, (args.keep,) * cfg.stages if cfg.stages else None)
+            p = e.perf
+            tokens = sorted({o.rows for o in p.ops if o.op == "ATTENTION"}, reverse=True)
+            rows.append((variant, e))
+            print(f"  {variant:18s} tokens {'/'.join(map(str, tokens)):16s} {p.total:10,d} cycles  {e.latency_ms:6.3f} ms  "
+                  f"{p.macs / 1e9:5.2f} GMAC  MAC-array util {p.mac_utilisation:.3f}  board DSP efficiency "
+                  f"{p.board_efficiency():.3f}  DDR {p.stream_bytes / 1e6:5.1f} MB")
+        e = rows[1][1]
+        lines.append(f"{name} spvit latency: {e.latency_ms:.2f} ms (paper {PAPER_MS[name]:.2f} ms)")
+    for line in lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The token-selection interface. A scheme (none, spvit, dynamicvit, evit, evovit) is one
+`Scheme` subclass in its own module, registered in `golden.selectors.SCHEMES`. The integer model
+(`golden.network.QModel`), the float twin (`golden.float_model.DeiT`), the MAC counts, the
+calibration, the checkpoint loaders, the packages and the reports reach a scheme only through
+the hooks below; the class itself is the scheme with no token selection (plain DeiT).
+
+Both forwards run the same loop over the blocks (written once each):
+
+    groups = [Group(all tokens of the batch)]
+    for i, block in enumerate(blocks):
+        groups = [h for g in groups for h in scheme.before(i, g)]   # selection before block i
+        groups = [scheme.block(i, block, g) for g in groups]        # the block (+ mid-block hook)
+    pooled = scheme.readout(g)                                      # CLS, or a mean of patches
+
+A `Group` holds images with the same token count (a batch until an adaptive selector splits it
+per image). Every token carries an id (0 CLS, 1..P patches in raster order, P + 1 + s the token
+made at stage s: SPViT's package token, EViT's fused token), so that decisions of two models
+can be compared token by token (`Record`, `decision_agreement`).
+
+The one ranking rule of every top-k (docs/selector.md): score descending, ties toward the
+lower position in the current token sequence (`rank_desc`).
+
+The scheme modules import torch only inside the float-twin hooks: `golden.config` validates
+through them and stays light. Float modules with the authors' layouts (SPViTSelector,
+DynamicViTPredictor) are therefore in golden/float_model.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import ConfigError
+
+
+def check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+# ------------------------------------------------------------------ the ranking rule
+def rank_desc(score) -> np.ndarray:
+    """Positions of `score` (last axis) by descending score, ties toward the lower position.
+    Integer scores are compared exactly; float scores by value (a stable sort)."""
+    import torch
+    if isinstance(score, torch.Tensor):
+        return torch.sort(score, dim=-1, descending=True, stable=True).indices
+    return np.argsort(-np.asarray(score), axis=-1, kind="stable")
+
+
+# ------------------------------------------------------------------ tokens in flight
+@dataclass
+class Group:
+    x: object                 # tokens [b, n, C]: int64 ndarray (golden) or torch tensor (float twin)
+    rows: np.ndarray          # image index (within the batch) of each row
+    ids: np.ndarray           # [b, n] token ids (module docstring)
+    state: dict = field(default_factory=dict)   # scheme state carried between blocks
+
+    @staticmethod
+    def start(x) -> "Group":
+        b, n = x.shape[:2]
+        return Group(x, np.arange(b), np.broadcast_to(np.arange(n), (b, n)).copy())
+
+
+def take_ids(ids: np.ndarray, order: np.ndarray, new_id: int) -> np.ndarray:
+    """Ids of an output sequence given by `order` (input positions; -1 = a new token)."""
+    order = np.asarray(order)
+    return np.where(order >= 0, np.take_along_axis(ids, np.maximum(order, 0), -1), new_id)
+
+
+class Record:
+    """What the selection stages decided, per image: tokens kept per stage, and by token id the
+    candidates of each stage and the ones that went on through the full blocks; plus the order
+    of every mid-block selection per block call (to replay the float twin's choice in the golden
+    model when comparing one block at a time)."""
+
+    def __init__(self, images: int, cfg):
+        s, width = cfg.stages, cfg.num_patches + 1 + cfg.stages
+        self.kept = np.zeros((images, s), dtype=np.int64)
+        self.cand = np.zeros((images, s, width), dtype=bool)
+        self.alive = np.zeros((images, s, width), dtype=bool)
+        self.orders: dict = {}
+
+    def mark(self, stage: int, rows, cand_ids, keep) -> None:
+        """Stage `stage` saw tokens `cand_ids` [b, m] of images `rows` and kept `keep` [b, m]."""
+        cand_ids, keep = np.asarray(cand_ids), np.asarray(keep, dtype=bool)
+        r = np.broadcast_to(np.asarray(rows)[:, None], cand_ids.shape)
+        self.cand[r, stage, cand_ids] = True
+        self.alive[r[keep], stage, cand_ids[keep]] = True
+        self.kept[np.asarray(rows), stage] = keep.sum(-1)
+
+    def add_order(self, block: int, order) -> None:
+        self.orders.setdefault(block, []).append(np.asarray(order))
+
+    @staticmethod
+    def concat(recs: list) -> "Record":
+        out = object.__new__(Record)
+        out.kept = np.concatenate([r.kept for r in recs])
+        out.cand = np.concatenate([r.cand for r in recs])
+        out.alive = np.concatenate([r.alive for r in recs])
+        out.orders = {}
+        for r in recs:
+            for b, v in r.orders.items():
+                out.orders.setdefault(b, []).extend(v)
+        return out
+
+
+def decision_agreement(a: Record, b: Record) -> tuple[int, int]:
+    """(equal, total) over images and stages: a token counts if it was a candidate in either
+    model; it agrees if both kept it or both did not."""
+    cand = a.cand | b.cand
+    return int((cand & (a.alive == b.alive)).sum()), int(cand.sum())
+
+
+# ------------------------------------------------------------------ the interface
+class Scheme:
+    """No token selection: a plain DeiT. Subclasses override what their scheme changes."""
+    name = "none"
+    title = "DeiT"
+    where = "none"          # "before": selection before block b; "inside": in block b, after the attention
+    adaptive = False        # the kept count depends on the image (SPViT) rather than the config
+    q_types: tuple = ()     # golden dataclasses a package may hold for this scheme
+
+    # ---- configuration (called from ModelConfig.__post_init__)
+    def check(self, cfg) -> None:
+        check(not cfg.selector_blocks, f"selector_blocks {cfg.selector_blocks} given but selector is 'none'; "
+              f"set selector = 'spvit' (or another scheme) or selector_blocks = []")
+        self.check_unused(cfg)
+
+    def check_unused(self, cfg, keep_rate=True, keep_cap=True, package=True, fuse=True, momentum=True) -> None:
+        """Fields that belong to other schemes must keep their defaults."""
+        s = cfg.selector
+        if keep_rate:
+            check(not cfg.keep_rate, f"keep_rate is not used by selector {s!r}; remove it"
+                  + (" (SPViT keeps an adaptive number of tokens; bound it with keep_cap)" if s == "spvit" else ""))
+        if keep_cap:
+            check(not cfg.keep_cap, f"keep_cap applies to selector 'spvit' only (got selector {s!r}); remove it"
+                  + ("" if s == "none" else f" ({s} keeps a fixed number of tokens set by keep_rate)"))
+        if package:
+            check(cfg.package_mode == "norm", f"package_mode applies to selector 'spvit' only (got selector {s!r}); remove it")
+        if fuse:
+            check(cfg.fuse_token is None, f"fuse_token applies to selector 'evit' only (got selector {s!r}); remove it")
+        if momentum:
+            check(cfg.score_momentum is None,
+                  f"score_momentum applies to selector 'evovit' only (got selector {s!r}); remove it")
+
+    def check_blocks(self, cfg, lo: int, what: str) -> None:
+        sb = cfg.selector_blocks
+        check(len(sb) > 0, f"selector {cfg.selector!r} needs selector_blocks (e.g. [3, 6, 9])")
+        check(list(sb) == sorted(set(sb)), f"selector_blocks must be strictly increasing (got {list(sb)})")
+        check(lo <= sb[0] and sb[-1] < cfg.depth,
+              f"selector_blocks must lie in {lo}..depth-1 = {lo}..{cfg.depth - 1} (got {list(sb)}); "
+              f"for {cfg.selector} they are {what}")
+
+    def check_rates(self, cfg) -> tuple:
+        """keep_rate: one value for every stage or one per stage, each in (0, 1]."""
+        kr, s = cfg.keep_rate, cfg.stages
+        check(len(kr) > 0, f"selector {cfg.selector!r} needs keep_rate (e.g. [0.7])")
+        check(len(kr) in (1, s), f"keep_rate needs 1 or {s} entries, one per stage (got {len(kr)})")
+        check(all(0.0 < r <= 1.0 for r in kr), f"keep_rate entries must lie in (0, 1] (got {list(kr)})")
+        return self.rates(cfg)
+
+    @staticmethod
+    def rates(cfg) -> tuple:
+        """keep_rate per stage (one value applies to every stage)."""
+        kr = cfg.keep_rate
+        return kr if len(kr) == cfg.stages else kr * cfg.stages
+
+    # ---- counts (golden/macs.py)
+    def schedule(self, cfg, keep=None) -> list:
+        """(attention tokens, MLP tokens) per block. `keep` (cumulative kept fractions per stage)
+        is only for adaptive schemes."""
+        if keep is not None:
+            raise ValueError(f"--keep sets the keep rates of adaptive selectors (spvit); selector "
+                             f"{cfg.selector!r} keeps " + ("every token" if cfg.selector == "none" else
+                                                          "a fixed number of tokens per stage (keep_rate in the config)"))
+        return [(cfg.num_tokens, cfg.num_tokens)] * cfg.depth
+
+    def selector_macs(self, cfg, stage: int, n_in: int, n_out: int) -> int:
+        """MACs of stage `stage` with n_in tokens entering and n_out leaving (CLS included)."""
+        return 0
+
+    def selector_params(self, cfg) -> int:
+        return 0
+
+    # ---- float twin (golden/float_model.py)
+    def build(self, model) -> None:
+        """Add the scheme's modules to the float twin (state_dict names = the authors' names)."""
+
+    def f_before(self, model, i, g: Group, rec: Record, trace) -> list:
+        return [g]
+
+    def has_mid(self, cfg, i: int) -> bool:
+        """Whether block i calls the scheme between its attention residual and its MLP."""
+        return False
+
+    def f_block(self, model, i, blk, g: Group, rec: Record, trace) -> Group:
+        mid = (lambda x1, a: self.f_mid(model, i, g, x1, a, rec, trace)) if self.has_mid(model.cfg, i) else None
+        g.x = blk(g.x, trace, f"blocks.{i}.", mid)
+        return g
+
+    def f_mid(self, model, i, g: Group, x1, a, rec: Record, trace):
+        """x1 [b, n, C]: the attention residual; a [b, H, n, n]: attention probabilities."""
+        return x1
+
+    def f_readout(self, model, g: Group, trace):
+        """(vector for the final LayerNorm [b, C], final tokens [b, n, C])."""
+        return g.x[:, 0], g.x
+
+    def f_select(self, model, stage: int, x, trace=None):
+        """One image x [N, C] through a 'before' selector: (output tokens, keep [candidates])."""
+        raise NotImplementedError(f"selector {model.cfg.selector!r} has no standalone selection step")
+
+    def randomize(self, model, images) -> None:
+        """Make a randomly initialised twin's decisions non-trivial (golden/random_model.py)."""
+
+    # ---- integer model (golden/network.py)
+    def q_before(self, q, i, g: Group, rec: Record) -> list:
+        return [g]
+
+    def q_block(self, q, i, blk, g: Group, rec: Record | None, force=None) -> Group:
+        """`force`: the order of a mid-block selection to replay instead of deciding."""
+        if self.has_mid(q.cfg, i):
+            g.x = blk(g.x, mid=lambda x1, p: self.q_mid(q, i, g, x1, p, rec, force))
+        else:
+            g.x = blk(g.x)
+        return g
+
+    def q_mid(self, q, i, g: Group, x1, p, rec: Record | None, force=None):
+        """x1 int16 [b, n, C] at the block's mid_frac; p: the attention probabilities (Q15)."""
+        return x1
+
+    def q_readout(self, q, g: Group):
+        return g.x[:, 0], g.x
+
+    def readout_fmt(self, cfg) -> str:
+        """The traced name of the tensor the final LayerNorm reads."""
+        return f"res.{cfg.depth}"
+
+    # ---- calibration (quant/calibrate.py)
+    def quantize(self, model, fmt: dict, qz) -> dict:
+        """{block index: golden selector object}; `qz` makes integer layers (quant.calibrate.Quantiser)."""
+        return {}
+
+    # ---- same-input decisions (quant/selfcheck.py, quant/compare.py)
+    def agreement_inputs(self, model, io, stage: int) -> list:
+        """Float token tensors [b, n, C] that stage `stage`'s decision reads, from the recorded
+        block inputs `io[i]` (one tensor per block call). [] when the decision depends on more
+        than the tokens (Evo-ViT's running score)."""
+        return []
+
+    def f_decide(self, model, stage: int, x):
+        """Float decision on tokens x [b, n, C]: (keep [b, m] bool, score [b, m] float)."""
+        raise NotImplementedError
+
+    def q_decide(self, q, stage: int, x):
+        """Integer decision on tokens x [b, n, C] int16: (keep [b, m] bool, score [b, m] float)."""
+        raise NotImplementedError
+
+    # ---- checkpoints (quant/loaders.py)
+    def detect(self, keys: set) -> str | None:
+        """Evidence (a key name) that a state_dict was made for this scheme, or None."""
+        return None
+
+    def infer(self, shapes: dict, depth: int) -> dict | None:
+        """The config fields a state_dict made for this scheme reveals (names in '_guessed'
+        are guesses), or None if it was not made for this scheme."""
+        return None
+
+    @staticmethod
+    def spaced(n: int, depth: int) -> tuple:
+        """n stages evenly spaced over the depth (the official 3, 6, 9 of 12)."""
+        return tuple(round(depth * (j + 1) / (n + 1)) for j in range(n))
+
+    def from_checkpoint(self, tensors: dict) -> tuple[dict, list]:
+        """Map the authors' key names onto the twin's; returns (tensors, notes)."""
+        return tensors, []
+
+    def to_authors(self, tensors: dict) -> dict:
+        """The inverse map (for writing a checkpoint in the authors' layout)."""
+        return tensors

@@ -1,0 +1,180 @@
+"""EViT (evit.txt Sec. 3, Eq. 3; the authors' evit.py at evaluation): inside each block of
+`selector_blocks`, after the attention residual and before the MLP, the non-CLS tokens are
+ranked by the CLS token's attention (averaged over heads) and the top `ceil(keep_rate * (N-1))`
+are kept, in descending order; the others are fused into one token `sum_i a_i x_i` appended
+last (`fuse_token`, default on). A fused token of an earlier stage is an ordinary candidate.
+No parameters: timm DeiT checkpoints load as they are. Specification: docs/selector.md.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..arith import add_sat, as_int, dequantize, recip, requant
+from ..kernels import PROB_FRAC
+from .base import Group, Record, Scheme, rank_desc, take_ids
+
+HEAD_RECIP_BITS = 30     # fused token: round(sum_i S_i x_i * floor(2^30 / H) / 2^45), S_i = sum_h P_h[0, i]
+
+
+@dataclass(frozen=True, eq=False)
+class QEViTSelector:
+    """The integer selection inside one block. The score of token i is S_i = sum_h P_h[0, i],
+    the CLS row of the block's own integer softmax summed over heads (H times the head average:
+    the same ranking, no division)."""
+    keep: int                # non-CLS tokens kept
+    fuse: bool
+    heads: int
+
+    def __call__(self, x1, p, force=None):
+        """x1 int16 [b, n, C]: the attention residual (block mid format); p int16 [b, H, n, n]
+        Q15. Returns (tokens [b, 1 + keep (+ 1 fused), C], order (input positions, -1 the fused
+        token), score S [b, n - 1] (< 2^19 for H <= 16)). `force`: an order to replay."""
+        x1, p = as_int(x1), as_int(p)
+        b, n, _ = x1.shape
+        s = p[:, :, 0, 1:].sum(1)
+        if self.keep >= n - 1:                                        # nothing to prune: no fused token
+            return x1, np.broadcast_to(np.arange(n), (b, n)), s
+        top = rank_desc(s)[:, : self.keep] if force is None else np.asarray(force)[:, 1:1 + self.keep] - 1
+        order = np.concatenate([np.zeros((b, 1), dtype=np.int64), 1 + top], 1)
+        out = np.take_along_axis(x1, order[..., None], 1)
+        if not self.fuse:
+            return out, order, s
+        w = s.copy()
+        np.put_along_axis(w, top, 0, 1)                               # weights of the inattentive tokens only
+        acc = np.einsum("bn,bnc->bc", w, x1[:, 1:])                   # sum S_i x_i: |acc| < H 2^31
+        fused = requant(acc * recip(self.heads, HEAD_RECIP_BITS), HEAD_RECIP_BITS + PROB_FRAC)   # < 2^61
+        return (np.concatenate([out, fused[:, None]], 1),
+                np.concatenate([order, np.full((b, 1), -1, dtype=np.int64)], 1), s)
+
+
+class EViT(Scheme):
+    name = "evit"
+    title = "EViT"
+    where = "inside"
+    q_types = (QEViTSelector,)
+
+    def check(self, cfg) -> None:
+        self.check_blocks(cfg, 0, "the blocks that prune after their attention (before their MLP)")
+        self.check_rates(cfg)
+        self.check_unused(cfg, keep_rate=False, fuse=False)
+
+    @staticmethod
+    def fuse(cfg) -> bool:
+        return True if cfg.fuse_token is None else cfg.fuse_token
+
+    def counts(self, cfg) -> list:
+        """Per stage (non-CLS tokens entering, kept, non-CLS tokens leaving): kept =
+        ceil(rate * entering) in float64 as the authors' code; keeping all prunes nothing (and
+        adds no fused token), else the fused token is one more."""
+        n, out = cfg.num_patches, []
+        for r in self.rates(cfg):
+            k = min(math.ceil(r * n), n)
+            nxt = n if k == n else k + int(self.fuse(cfg))
+            out.append((n, k, nxt))
+            n = nxt
+        return out
+
+    # ---- counts
+    def schedule(self, cfg, keep=None) -> list:
+        Scheme.schedule(self, cfg, keep)
+        at = {b: c for b, c in zip(cfg.selector_blocks, self.counts(cfg))}
+        n, out = cfg.num_tokens, []
+        for i in range(cfg.depth):
+            if i in at:
+                out.append((n, 1 + at[i][2]))
+                n = 1 + at[i][2]
+            else:
+                out.append((n, n))
+        return out
+
+    def selector_macs(self, cfg, stage: int, n_in: int, n_out: int) -> int:
+        """The fused token: one multiply-accumulate per channel of each inattentive token."""
+        fuse = int(self.fuse(cfg))
+        return (n_in - n_out + fuse) * cfg.embed_dim if fuse and n_out < n_in else 0
+
+    # ---- float twin
+    def has_mid(self, cfg, i: int) -> bool:
+        return i in cfg.selector_blocks
+
+    def f_mid(self, model, i, g: Group, x1, a, rec: Record, trace):
+        import torch
+        s = model.cfg.selector_blocks.index(i)
+        cls = a[:, :, 0, 1:].mean(1)                                  # [b, n-1]: the authors' head average
+        k = self.counts(model.cfg)[s][1]
+        b, n, c = x1.shape
+        if k >= n - 1:                                                # nothing to prune: no fused token
+            self._regroup(g, np.broadcast_to(np.arange(n), (b, n)), s, model.cfg, rec, i)
+            return x1
+        top = rank_desc(cls)[:, :k]
+        order = torch.cat([torch.zeros(b, 1, dtype=torch.long), 1 + top], 1)
+        out = torch.gather(x1, 1, order[..., None].expand(-1, -1, c))
+        if self.fuse(model.cfg):
+            w = cls.scatter(1, top, 0.0)
+            out = torch.cat([out, (x1[:, 1:] * w[..., None]).sum(1, keepdim=True)], 1)
+            order = torch.cat([order, torch.full((b, 1), -1, dtype=torch.long)], 1)
+        self._regroup(g, order.numpy(), s, model.cfg, rec, i)
+        return out
+
+    @staticmethod
+    def _regroup(g: Group, order, s: int, cfg, rec: Record | None, i: int) -> None:
+        if rec is None:
+            return
+        keep = np.zeros(g.ids[:, 1:].shape, dtype=bool)
+        kk = order[:, 1:]
+        np.put_along_axis(keep, kk[:, kk[0] >= 0] - 1, True, 1)       # -1 marks the fused token (last column)
+        rec.mark(s, g.rows, g.ids[:, 1:], keep)
+        rec.add_order(i, order)
+        g.ids = take_ids(g.ids, order, cfg.num_patches + 1 + s)
+
+    def randomize(self, model, images) -> None:
+        sharpen_attention(model)
+
+    # ---- integer model
+    def q_mid(self, q, i, g: Group, x1, p, rec: Record | None, force=None):
+        y, order, _ = q.selectors[i](x1, p, force)
+        self._regroup(g, np.asarray(order), q.cfg.selector_blocks.index(i), q.cfg, rec, i)
+        return y
+
+    # ---- calibration
+    def quantize(self, model, fmt: dict, qz) -> dict:
+        cfg = model.cfg
+        return {b: QEViTSelector(k, self.fuse(cfg), cfg.num_heads)
+                for b, (_, k, _) in zip(cfg.selector_blocks, self.counts(cfg))}
+
+    # ---- same-input decisions: block b's input, its attention, the selection
+    def agreement_inputs(self, model, io, stage: int) -> list:
+        return list(io[model.cfg.selector_blocks[stage]])
+
+    def f_decide(self, model, stage: int, x):
+        blk = model.blocks[model.cfg.selector_blocks[stage]]
+        _, a = blk.attn.attend(blk.norm1(x))
+        cls = a[:, :, 0, 1:].mean(1)
+        k = self.counts(model.cfg)[stage][1]
+        keep = np.zeros(cls.shape, dtype=bool)
+        np.put_along_axis(keep, rank_desc(cls)[:, :k].numpy(), True, 1)
+        return keep, cls.double().numpy()
+
+    def q_decide(self, q, stage: int, x):
+        b = q.cfg.selector_blocks[stage]
+        blk, sel = q.blocks[b], q.selectors[b]
+        o, p = blk.attn.attend(blk.norm1(x))
+        x1 = add_sat(x, blk.in_frac, o, blk.attn.proj.out_frac, blk.mid_frac)
+        _, order, s = sel(x1, p)
+        keep = np.zeros(s.shape, dtype=bool)
+        np.put_along_axis(keep, np.asarray(order)[:, 1:1 + sel.keep] - 1, True, 1)
+        return keep, dequantize(s, PROB_FRAC) / sel.heads
+
+
+def sharpen_attention(model, factor: float = 4.0) -> None:
+    """Scale every block's query and key weights by `factor` (scores by factor^2): a
+    timm-initialised random twin attends almost uniformly (scores ~0.1), so its CLS-attention
+    ranking would hinge on rounding; trained DeiTs attend far more selectively."""
+    import torch
+    with torch.no_grad():
+        for blk in model.blocks:
+            c = blk.attn.proj.weight.shape[0]
+            blk.attn.qkv.weight[: 2 * c] *= factor
+            blk.attn.qkv.bias[: 2 * c] *= factor

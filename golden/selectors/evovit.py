@@ -1,0 +1,228 @@
+"""Evo-ViT, the authors' DeiT release (deit/evo_deit.py at evaluation; evo-vit.txt): every
+token carries a running score, the CLS token's attention summed over heads, blended into the
+score block by block (`score_momentum` = the authors' `tradeoff`, 0.5, from the first stage on;
+before it each block's attention replaces the score). At each block of `selector_blocks` all
+patch tokens are re-ranked by score; the top `int(P * keep_rate)` run the blocks up to the next
+stage (slow path, their scores keep updating); the others (placeholders) are carried unchanged,
+scores frozen, and put back behind them when the stage ends. The DeiT release has no
+representative token and no fast update: placeholders are frozen. Output:
+head(norm(mean of all patch tokens)), not the CLS token. Specification: docs/selector.md.
+
+The authors' DeiT release stores the attention in model-level lists (`qks.i.qk`, `vs.i.v`,
+`norms.i`, `projs.i`); `KEY_MAP` maps them onto timm's names.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..arith import as_int, recip, requant, rshift_round
+from ..network import MEAN_RECIP_BITS
+from .base import Group, Record, Scheme, check, rank_desc
+from .evit import sharpen_attention
+
+ONE_Q15 = 1 << 15
+
+
+@dataclass(frozen=True, eq=False)
+class QEvoSelector:
+    """One stage: how many tokens run the slow path, and the Q15 weight of a block's CLS
+    attention in the running score during this stage (2^15: replace)."""
+    keep: int
+    momentum: int
+
+
+def blend(old, new, t_q: int):
+    """Running score update, integer: round(((2^15 - t) old + t new) / 2^15), t in Q15 (0..2^15).
+    Scores are sums over heads of Q15 probabilities: < 2^19 for H <= 16; products < 2^35."""
+    if old is None or t_q == ONE_Q15:
+        return as_int(new)
+    return rshift_round((ONE_Q15 - t_q) * as_int(old) + t_q * as_int(new), 15)
+
+
+class EvoViT(Scheme):
+    name = "evovit"
+    title = "Evo-ViT"
+    where = "before"
+    q_types = (QEvoSelector,)
+
+    def check(self, cfg) -> None:
+        self.check_blocks(cfg, 1, "the blocks where a stage starts (tokens re-ranked; the top ones run the "
+                                  "blocks up to the next stage)")
+        self.check_rates(cfg)
+        for s, k in enumerate(self.counts(cfg)):
+            check(k >= 1, f"keep_rate {list(cfg.keep_rate)} keeps int({cfg.num_patches} * rate) = 0 tokens at "
+                          f"stage {s}; raise keep_rate")
+        m = self.momentum(cfg)
+        check(0.0 <= m <= 1.0, f"score_momentum must lie in [0, 1] (got {m})")
+        self.check_unused(cfg, keep_rate=False, momentum=False)
+
+    @staticmethod
+    def momentum(cfg) -> float:
+        return 0.5 if cfg.score_momentum is None else float(cfg.score_momentum)
+
+    def counts(self, cfg) -> list:
+        """Tokens on the slow path per stage: int(P * rate) (of all patch tokens, every stage)."""
+        return [int(cfg.num_patches * r) for r in self.rates(cfg)]
+
+    def stage_of(self, cfg, i: int) -> int:
+        """The stage block i belongs to (-1 before the first)."""
+        return sum(1 for b in cfg.selector_blocks if b <= i) - 1
+
+    # ---- counts
+    def schedule(self, cfg, keep=None) -> list:
+        Scheme.schedule(self, cfg, keep)
+        ks = self.counts(cfg)
+        out = []
+        for i in range(cfg.depth):
+            s = self.stage_of(cfg, i)
+            n = cfg.num_tokens if s < 0 else 1 + ks[s]
+            out.append((n, n))
+        return out
+
+    # ---- float twin
+    def has_mid(self, cfg, i: int) -> bool:
+        return i >= cfg.selector_blocks[0] - 1           # the score the first stage reads is block b0 - 1's
+
+    def f_mid(self, model, i, g: Group, x1, a, rec: Record | None, trace):
+        s = self.stage_of(model.cfg, i)
+        t = 1.0 if s < 0 else self.momentum(model.cfg)
+        new = a[:, :, 0, 1:].sum(1)
+        old = g.state.get("score")
+        g.state["score"] = new if old is None or t == 1.0 else (1 - t) * old + t * new
+        return x1
+
+    def f_before(self, model, i, g: Group, rec: Record, trace) -> list:
+        import torch
+        if i not in model.cfg.selector_blocks:
+            return [g]
+        s = model.cfg.selector_blocks.index(i)
+        x, score, ids = self._merge(g, torch.cat)
+        trace(f"res.{i}", x.flatten(0, 1))
+        return [self._split(g, x, score, ids, rank_desc(score), self.counts(model.cfg)[s], s, rec, torch.cat,
+                            lambda t, r: torch.gather(t, 1, r if t.dim() == 2 else r[..., None].expand(-1, -1, t.shape[-1])),
+                            None)]
+
+    def f_readout(self, model, g: Group, trace):
+        import torch
+        x, _, _ = self._merge(g, torch.cat)
+        trace(f"res.{model.cfg.depth}", x.flatten(0, 1))
+        pool = x[:, 1:].mean(1)
+        trace("pool", pool)
+        return pool, x
+
+    @staticmethod
+    def _merge(g: Group, cat, convert=None):
+        """Active tokens followed by the placeholders (converted to the active tokens' format
+        by `convert` in the integer model); their scores and ids likewise."""
+        st = g.state
+        if "parked" not in st:
+            return g.x, st.get("score"), g.ids
+        parked = st["parked"] if convert is None else convert(st["parked"], st["park_frac"])
+        return (cat([g.x, parked], 1), cat([st["score"], st["park_score"]], 1),
+                np.concatenate([g.ids, st["park_ids"]], 1))
+
+    @staticmethod
+    def _split(g, x, score, ids, rank, k, s, rec, cat, take, x_frac):
+        """Re-rank the non-CLS tokens by score (descending, ties to the lower position) and
+        split them into the slow path (CLS, then the top k) and the placeholders (state)."""
+        pat, sc = take(x[:, 1:], rank), take(score, rank)
+        r = np.asarray(rank)
+        pid = np.take_along_axis(ids[:, 1:], r, 1)
+        keep = np.zeros(r.shape, dtype=bool)
+        np.put_along_axis(keep, r[:, :k], True, 1)
+        rec.mark(s, g.rows, ids[:, 1:], keep)
+        state = {"score": sc[:, :k], "parked": pat[:, k:], "park_score": sc[:, k:], "park_ids": pid[:, k:],
+                 "park_frac": x_frac}
+        return Group(cat([x[:, :1], pat[:, :k]], 1), g.rows, np.concatenate([ids[:, :1], pid[:, :k]], 1), state)
+
+    def randomize(self, model, images) -> None:
+        sharpen_attention(model)
+
+    # ---- integer model
+    def q_mid(self, q, i, g: Group, x1, p, rec: Record | None, force=None):
+        if rec is None:                   # a replay of one block: no running score to update
+            return x1
+        s = self.stage_of(q.cfg, i)
+        t = ONE_Q15 if s < 0 else q.selectors[q.cfg.selector_blocks[s]].momentum
+        g.state["score"] = blend(g.state.get("score"), as_int(p)[:, :, 0, 1:].sum(1), t)
+        return x1
+
+    def q_before(self, q, i, g: Group, rec: Record) -> list:
+        if i not in q.selectors:
+            return [g]
+        f = q.blocks[i].in_frac
+        x, score, ids = self._merge(g, np.concatenate, lambda t, pf: requant(t, pf - f))
+        return [self._split(g, as_int(x), score, ids, rank_desc(score), q.selectors[i].keep,
+                            q.cfg.selector_blocks.index(i), rec, np.concatenate,
+                            lambda t, r: np.take_along_axis(t, r if t.ndim == 2 else r[..., None], 1), f)]
+
+    def q_readout(self, q, g: Group):
+        f, fp = q.blocks[-1].out_frac, q.fmt["pool"]
+        x, _, _ = self._merge(g, np.concatenate, lambda t, pf: requant(t, pf - f))
+        x = as_int(x)
+        pool = requant(x[:, 1:].sum(1) * recip(x.shape[1] - 1, MEAN_RECIP_BITS), MEAN_RECIP_BITS + f - fp)
+        return pool, x
+
+    def readout_fmt(self, cfg) -> str:
+        return "pool"
+
+    # ---- calibration
+    def quantize(self, model, fmt: dict, qz) -> dict:
+        cfg = model.cfg
+        t = round(self.momentum(cfg) * ONE_Q15)
+        return {b: QEvoSelector(k, t) for b, k in zip(cfg.selector_blocks, self.counts(cfg))}
+
+    # ---- checkpoints: the authors' layout of the DeiT release
+    def detect(self, keys: set) -> str | None:
+        return next((k for k in sorted(keys) if re.match(r"qks\.\d+\.qk\.weight$", k)), None)
+
+    def infer(self, shapes: dict, depth: int) -> dict | None:
+        if not self.detect(set(shapes)):
+            return None
+        return dict(selector="evovit", selector_blocks=self.spaced(2, depth), keep_rate=(0.5,),
+                    _guessed=["selector_blocks", "keep_rate"])
+
+    def from_checkpoint(self, tensors: dict) -> tuple[dict, list]:
+        """The authors' names -> timm's: qks.i.qk [2C, C] and vs.i.v [C, C] -> blocks.i.attn.qkv
+        [3C, C] (rows q, k, v), norms.i -> blocks.i.norm1, projs.i -> blocks.i.attn.proj;
+        blocks.i.norm2 / mlp and the rest keep their names; the training-only CLS head
+        (head_cls.*, norm_cls.*) is dropped. A state_dict already in timm's names passes through."""
+        import torch
+        if not self.detect(set(tensors)):
+            return tensors, []
+        out, notes = {}, []
+        for k, v in tensors.items():
+            if m := re.match(r"qks\.(\d+)\.qk\.(weight|bias)$", k):
+                v2 = tensors.get(f"vs.{m.group(1)}.v.{m.group(2)}")
+                if v2 is not None:
+                    out[f"blocks.{m.group(1)}.attn.qkv.{m.group(2)}"] = torch.cat([v, v2], 0)
+                    continue
+            elif re.match(r"vs\.\d+\.v\.", k) and f"qks.{k.split('.')[1]}.qk.{k.split('.')[-1]}" in tensors:
+                continue
+            elif m := re.match(r"norms\.(\d+)\.(.*)$", k):
+                k = f"blocks.{m.group(1)}.norm1.{m.group(2)}"
+            elif m := re.match(r"projs\.(\d+)\.(.*)$", k):
+                k = f"blocks.{m.group(1)}.attn.proj.{m.group(2)}"
+            elif k.startswith(("head_cls.", "norm_cls.")):
+                notes.append(k)
+                continue
+            out[k] = v
+        return out, notes
+
+    def to_authors(self, tensors: dict) -> dict:
+        out = {}
+        for k, v in tensors.items():
+            if m := re.match(r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", k):
+                c = v.shape[0] // 3
+                out[f"qks.{m.group(1)}.qk.{m.group(2)}"] = v[: 2 * c].clone()
+                out[f"vs.{m.group(1)}.v.{m.group(2)}"] = v[2 * c:].clone()
+            elif m := re.match(r"blocks\.(\d+)\.norm1\.(.*)$", k):
+                out[f"norms.{m.group(1)}.{m.group(2)}"] = v
+            elif m := re.match(r"blocks\.(\d+)\.attn\.proj\.(.*)$", k):
+                out[f"projs.{m.group(1)}.{m.group(2)}"] = v
+            else:
+                out[k] = v
+        return out

@@ -1,0 +1,176 @@
+"""`spvit report` and the model-level estimate used by benchmarks/latency.py and `spvit sweep`:
+the cycle model (rtl_gen/perf.py) on a program compiled for the model, with the token counts of
+an assumed keep rate per selector stage, plus DDR traffic, latency, DSP efficiency and an
+estimate of the FPGA resources (or Yosys synthesis with --synth).
+
+    e = estimate(PRESETS["spvit-deit-small"], HW_PRESETS["zcu102"], keep=(0.7, 0.7, 0.7))
+    e.latency_ms, e.cycles, e.dsp, e.bram36, e.fits, e.why
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from golden import isa
+from golden.hw import ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
+
+from .perf import ProgramPerf, Step, program_cycles
+
+# DSP48E2 and BRAM36 of the units besides the MAC array, per token lane (mac_rows) and fixed,
+# from Yosys synth_xilinx -family xcup of the units (benchmarks/unit_resources.py); the report
+# prints them as estimates and `--synth` measures the generated design.
+DSP_PER_LANE = {"epilogue": 3, "layernorm": 5, "softmax": 3}
+DSP_FIXED = {"selector units": 31, "controller and loader": 0}
+
+
+@dataclass
+class PerfEstimate:
+    model: str
+    hw: HardwareConfig
+    keep: tuple
+    perf: ProgramPerf
+    dsp: int
+    bram36: float
+    why: list = field(default_factory=list)
+
+    @property
+    def cycles(self) -> int:
+        return self.perf.total
+
+    @property
+    def latency_ms(self) -> float:
+        return self.perf.latency_ms
+
+    @property
+    def fits(self) -> bool:
+        return not self.why
+
+
+def dsp_estimate(hw: HardwareConfig) -> int:
+    return hw.macs + hw.mac_rows * sum(DSP_PER_LANE.values()) + sum(DSP_FIXED.values())
+
+
+def bram_estimate(hw: HardwareConfig) -> float:
+    """BRAM36 of the memories (rtl_gen/ram.py instances), by capacity and width: each RAM takes
+    ceil(width / 72) x ceil(depth / 512) BRAM36 in 512 x 72 mode, or LUT RAM when shallow."""
+    R, C, T = hw.mac_rows, hw.mac_cols, hw.tiles
+
+    def ram(width, depth):
+        if depth <= 64:
+            return 0.0                     # LUT RAM
+        per_col = -(-depth // 512)
+        return -(-width // 72) * per_col if depth > 512 else -(-width // 72) * 0.5
+    b = sum(ram(16 * R, T * hw.buffer_width(bf)) for bf in isa.TOKEN_BUFFERS)
+    b += ram(16 * C, hw.key_tiles * hw.d_max) + R * ram(16 * C, T * hw.d_max // C)
+    b += ram(16 * C, 2 * hw.k_max)                                  # weight ring
+    b += -(-R // 2) * ram(59, hw.pwl_max)                           # activation table copies
+    b += ram(512, hw.desc_max) + ram(16 * R, 2 * hw.n_max)         # program, probability banks
+    b += 2 * ram(16 * R, 2 * hw.n_max) + 2 * ram(16 * R, hw.d_max)  # softmax ring, LayerNorm tile banks
+    b += hw.axi_ports * 4                                           # DMA FIFOs
+    return float(b)
+
+
+def synthetic_steps(img, keep) -> list[Step]:
+    """The steps of an image whose selector stage s keeps the fraction keep[s] of the tokens it
+    scores (spread evenly over the sequence), without running the interpreter."""
+    from golden.interp import Selection
+    d0 = img.regions["program"][0]
+    n = isa.decode_header(img.data[:isa.HEADER_BYTES])["n_tokens"]
+    steps, sel = [], None
+    for i in range(img.manifest["descriptors"]):
+        d = isa.decode(img.data[d0 + i * isa.DESC_BYTES:][:isa.DESC_BYTES])
+        if d.op.name == "END":
+            break
+        rows = d.rows_of(n)
+        scores = None
+        if d.op.name == "DECIDE":
+            ns = rows - 1 - d["n_pkg"]
+            kept = int(round(keep[min(d["stage"], len(keep) - 1)] * ns))
+            mask = np.zeros(ns, dtype=bool)
+            if kept:
+                mask[np.linspace(0, ns - 1, kept).round().astype(int)] = True
+            sel = Selection(rows, d["n_pkg"], mask, np.full(ns, 1 << 14))
+            scores = np.where(mask, 1, -1)
+        steps.append(Step(i, d, rows, sel, scores))
+        if d.op.name == "COMPACT":
+            n = 2 + int(sel.keep.sum()) + d["n_pkg"]
+    return steps
+
+
+@functools.lru_cache(maxsize=16)
+def _program(cfg, hw: HardwareConfig):
+    """A program for the model's shapes (random weights, calibrated: realistic table sizes)."""
+    from golden.compiler import compile_model
+    from sim.models import calibrated
+    q, _ = calibrated(cfg, 0, 2)
+    return compile_model(q, hw)
+
+
+def estimate(cfg, hw: HardwareConfig, keep=None, ddr: bool = True) -> PerfEstimate:
+    """Modeled run of one image of model `cfg` on `hw` at `keep` per selector stage (default
+    0.7), the DDR at hw.ddr_gbps when `ddr`."""
+    why = hw.misfits(cfg)
+    dsp, bram = dsp_estimate(hw), bram_estimate(hw)
+    if dsp > ZCU102_DSP:
+        why.append(f"estimated DSP48E2 {dsp} > {ZCU102_DSP} of the XCZU9EG")
+    if bram > ZCU102_BRAM36:
+        why.append(f"estimated BRAM36 {bram:g} > {ZCU102_BRAM36} of the XCZU9EG")
+    keep = tuple(keep or (0.7,) * max(cfg.stages, 1))
+    if hw.misfits(cfg):
+        return PerfEstimate(cfg.name, hw, keep, ProgramPerf(hw, [], 0, 0, 0), dsp, bram, why)
+    img = _program(cfg, hw)
+    bpc = hw.ddr_gbps * 1e9 / (hw.clock_mhz * 1e6) if ddr else None
+    perf = program_cycles(img, synthetic_steps(img, keep), bpc)
+    return PerfEstimate(cfg.name, hw, keep, perf, dsp, bram, why)
+
+
+def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> None:
+    e = estimate(cfg, hw, keep)
+    p = e.perf
+    bpc = min(hw.stream_bytes, hw.ddr_gbps * 1e9 / (hw.clock_mhz * 1e6))
+    print(f"hardware {hw.name}: {hw.mac_rows}x{hw.mac_cols} MAC array ({hw.macs} DSP48E2), {hw.axi_ports} AXI ports "
+          f"x {hw.axi_bits} bits, {hw.clock_mhz:g} MHz; DDR assumed {hw.ddr_gbps:g} GB/s = {bpc:.1f} B/cycle "
+          f"(ZCU102 PS DDR4-2400 x64: 19.2 GB/s peak, 80% sustained)")
+    print(f"model {cfg.name}: keep {','.join(f'{k:g}' for k in e.keep)} per selector stage")
+    if not p.ops:
+        print("does not fit: " + "; ".join(e.why))
+        return
+    agg: dict = {}
+    for o in p.ops:
+        a = agg.setdefault(o.op, [0, 0, 0])
+        a[0] += o.cycles
+        a[1] += o.macs
+        a[2] += 1
+    print("\ncycles per operation (cycle model; one image)")
+    print(f"  {'operation':10s} {'count':>5s} {'cycles':>11s} {'share':>6s} {'MACs':>14s} {'MAC util':>8s}")
+    for op, (c, macs, k) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
+        util = f"{macs / (hw.macs * c):8.3f}" if macs else f"{'':8s}"
+        print(f"  {op:10s} {k:5d} {c:11,d} {100 * c / p.total:5.1f}% {macs:14,d} {util}")
+    print("\ncycles per block (the selector before a block counted with it)")
+    labels = p.labels
+    blocks: dict = {}
+    for o in p.ops:
+        lab = labels.get(o.index, "")
+        key = ("block " + lab.split("block ")[1].split()[0].rstrip(")")) if "block" in lab else \
+            ("embedding" if o.index < 6 else "head")
+        b = blocks.setdefault(key, [0, 0, o.rows])
+        b[0] += o.cycles
+        b[1] += o.macs
+    for k, (c, macs, n) in blocks.items():
+        print(f"  {k:10s} tokens {n:4d}  {c:10,d} cycles  {c / (hw.clock_mhz * 1e3):7.3f} ms  MAC util "
+              f"{macs / (hw.macs * c):.3f}")
+    bound = {}
+    for o in p.ops:
+        bound[o.bound] = bound.get(o.bound, 0) + o.cycles
+    print("\nbound by: " + ", ".join(f"{k} {100 * v / p.total:.0f}%" for k, v in sorted(bound.items(), key=lambda kv: -kv[1])))
+    print(f"DDR: {p.stream_bytes / 1e6:.2f} MB read per image ({p.stream_bytes / p.total:.1f} B/cycle on average)")
+    print(f"total: {p.total:,} cycles = {p.latency_ms:.3f} ms at {hw.clock_mhz:g} MHz; {p.macs / 1e9:.3f} GMAC; MAC-array "
+          f"utilisation {p.mac_utilisation:.3f}; board DSP efficiency (useful MACs / (2,520 x cycles)) "
+          f"{p.board_efficiency():.3f}")
+    print(f"\nresources (estimate): DSP48E2 {e.dsp} of {ZCU102_DSP}, BRAM36 {e.bram36:g} of {ZCU102_BRAM36}"
+          + ("" if e.fits else " - DOES NOT FIT: " + "; ".join(e.why)))
+    if synth:
+        from .synthesis import synthesize_top
+        synthesize_top(hw, verbose=True)
