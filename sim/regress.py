@@ -288,7 +288,13 @@ def run_regression(cases: list[Case], ex, out_dir: Path, origin: str, runner=Non
     """Run the groups through `ex` (runner: run_group, or a stand-in in tests), print the table
     in configuration order and write a repro TOML per failing configuration."""
     t0 = time.time()
-    parts = ex.map(runner or run_group, groups(cases), desc="hardware configs")
+    gs = groups(cases)
+
+    def progress(i, part):
+        print(f"[{time.time() - t0:6.0f} s] hardware {gs[i][0].hw.name}: {len(part)} configuration(s), "
+              f"{sum(r.compared for r in part):,} elements, {sum(r.bad for r in part)} mismatches, "
+              f"{sum(not r.ok for r in part)} failed", file=sys.stderr, flush=True)
+    parts = ex.map(runner or run_group, gs, desc="hardware configs", on_result=progress)
     results = sorted((r for part in parts for r in part), key=lambda r: r.index)
     wall = time.time() - t0
     by_index = {c.index: c for c in cases}

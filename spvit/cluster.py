@@ -90,21 +90,27 @@ class Executor:
             return max(1, int(ray.cluster_resources().get("CPU", 1)))
         return self.workers
 
-    def map(self, fn, tasks, desc: str = "tasks") -> list:
+    def map(self, fn, tasks, desc: str = "tasks", on_result=None) -> list:
+        """[fn(t) for t in tasks], in task order. on_result(i, result) is called as each task
+        finishes (completion order: for progress reports only, never for merging)."""
         tasks = list(tasks)
         if not tasks:
             return []
         from tqdm import tqdm
         with tqdm(total=len(tasks), desc=desc, unit="task", disable=not self.progress, dynamic_ncols=True) as bar:
+            def done(i, value):
+                bar.update()
+                if on_result is not None:
+                    on_result(i, value)
             if self.mode == "inline":
                 out = []
-                for t in tasks:
+                for i, t in enumerate(tasks):
                     out.append(fn(t))
-                    bar.update()
+                    done(i, out[-1])
                 return out
             if self.mode == "local":
-                return _local_map(fn, tasks, min(self.workers, len(tasks)), self.retries, bar)
-            return _ray_map(self, fn, tasks, bar)
+                return _local_map(fn, tasks, min(self.workers, len(tasks)), self.retries, done)
+            return _ray_map(self, fn, tasks, done)
 
 
 LOCAL = "local"          # the value of a bare --ray
@@ -197,12 +203,12 @@ class _Pool:
         self.procs.clear()
 
 
-def _local_map(fn, tasks, n: int, retries: int, bar) -> list:
-    results, done = [None] * len(tasks), [False] * len(tasks)
+def _local_map(fn, tasks, n: int, retries: int, done) -> list:
+    results, finished = [None] * len(tasks), [False] * len(tasks)
     pending, lost = deque(range(len(tasks))), [0] * len(tasks)
     pool = _Pool(n)
     try:
-        while not all(done):
+        while not all(finished):
             for conn in pool.idle():
                 if not pending:
                     break
@@ -230,8 +236,8 @@ def _local_map(fn, tasks, n: int, retries: int, bar) -> list:
                 pool.procs[conn][1] = None
                 if not ok:
                     raise value
-                results[i], done[i] = value, True
-                bar.update()
+                results[i], finished[i] = value, True
+                done(i, value)
     finally:
         pool.close()
     return results
@@ -317,7 +323,7 @@ def _forwarded_env(local: bool = False) -> dict:
     return keep
 
 
-def _ray_map(ex: Executor, fn, tasks, bar) -> list:
+def _ray_map(ex: Executor, fn, tasks, done) -> list:
     ray = connect_ray(ex)
     from ray.exceptions import RayTaskError, WorkerCrashedError
     remote = ray.remote(max_retries=ex.retries, retry_exceptions=False)(fn)
@@ -337,7 +343,7 @@ def _ray_map(ex: Executor, fn, tasks, bar) -> list:
                 except WorkerCrashedError as e:
                     raise TaskFailed(f"task {i} lost its worker {ex.retries + 1} times; giving up after "
                                      f"{ex.retries} retries (--retries): {e}") from None
-                bar.update()
+                done(i, results[i])
     except BaseException:
         for r in left:
             ray.cancel(r, force=True)

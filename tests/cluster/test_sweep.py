@@ -58,9 +58,11 @@ def test_sweep_with_a_stand_in_model(tmp_path, capsys):
             continue
         est = tasks.fake_estimate(m, type("H", (), dict(macs=R * C, mac_rows=R, n_max=200, d_max=384, axi_ports=P,
                                                         clock_mhz=300.0))(), keep=(0.7, 0.7, 0.7))
-        assert int(r["cycles"]) == est.cycles and int(r["dsp48e2"]) == est.dsp
-        if C == 128:
-            assert "head_dim 64 is not a multiple of mac_cols 128" in why
+        assert int(r["dsp48e2"]) == est.dsp
+        if C == 128:                      # the model does not fit: no run to time
+            assert "head_dim 64 is not a multiple of mac_cols 128" in why and r["cycles"] == ""
+        else:
+            assert int(r["cycles"]) == est.cycles
         if est.dsp > 2520:
             assert f"DSP48E2 {est.dsp} > 2520 of the XCZU9EG" in why
         assert (r["fits"] == "1") == (C != 128 and est.dsp <= 2520)
