@@ -307,25 +307,19 @@ def table(rows: list[Row], axes: list[str], only=None) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(out: Path, rows, model, grid, meta) -> list[Path]:
-    """sweep.csv, sweep.json, pareto.png in `out`, each written to a temp name and renamed."""
-    out.mkdir(parents=True, exist_ok=True)
+SWEEP_KIND = "spvit-sweep"
+
+
+def write_outputs(out: Path, rows, model, grid, meta) -> list[str]:
+    """sweep.csv, sweep.json, pareto.png and manifest.json into the directory `out`."""
     axes = list(grid.axes)
-    files = {"sweep.csv": lambda p: p.write_text(csv_text(rows, axes)),
-             "sweep.json": lambda p: p.write_text(json.dumps(json_doc(rows, model, grid, meta), indent=1) + "\n"),
-             "pareto.png": lambda p: plot(rows, p, f"{model.name}: {len(rows)} hardware configurations, "
-                                                   f"{sum(r.fits for r in rows)} fit the XCZU9EG")}
-    written = []
-    for name, write in files.items():
-        dst = out / name
-        tmp = out / f".{name}.tmp{dst.suffix}"
-        try:
-            write(tmp)
-            tmp.replace(dst)
-        finally:
-            tmp.unlink(missing_ok=True)
-        written.append(dst)
-    return written
+    (out / "sweep.csv").write_text(csv_text(rows, axes))
+    (out / "sweep.json").write_text(json.dumps(json_doc(rows, model, grid, meta), indent=1) + "\n")
+    plot(rows, out / "pareto.png", f"{model.name}: {len(rows)} hardware configurations, "
+                                   f"{sum(r.fits for r in rows)} fit the XCZU9EG")
+    files = ["sweep.csv", "sweep.json", "pareto.png"]
+    (out / "manifest.json").write_text(json.dumps({"format": SWEEP_KIND, "files": files}, indent=1) + "\n")
+    return files
 
 
 # ------------------------------------------------------------------ CLI
@@ -342,23 +336,25 @@ def _keep(text: str | None):
 
 
 def cmd_sweep(args, estimator=None) -> int:
-    from spvit import settings
     from spvit.cluster import Executor
+    from spvit.outputs import output_dir
     model = load_config(args.config).model
     grid = load_grid(args.grid)
     keep = _keep(args.keep) or grid.keep
     grid = dataclasses.replace(grid, keep=keep)
-    out = Path(args.out) if args.out else settings.BUILD / "sweep"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a directory; give a directory")
     ex = Executor.from_args(args)
     est = estimator or estimate
-    t0 = time.time()
-    print(f"sweep of {model.name} over {grid.size} hardware configurations ({' x '.join(f'{k} {len(v)}' for k, v in grid.axes.items())})"
-          f"{', keep ' + ','.join(f'{k:g}' for k in keep) if keep else ''}{', with Yosys' if args.synth else ''}, "
-          f"on {ex.describe}", flush=True)
-    rows = run_sweep(model, grid, ex, est, args.synth)
-    wall = time.time() - t0
+    inputs = [p for p in (args.grid, args.config) if Path(p).exists()]
+    with output_dir(args.out, SWEEP_KIND, "a sweep directory", force=args.force, inputs=inputs) as tmp:
+        t0 = time.time()
+        print(f"sweep of {model.name} over {grid.size} hardware configurations "
+              f"({' x '.join(f'{k} {len(v)}' for k, v in grid.axes.items())})"
+              f"{', keep ' + ','.join(f'{k:g}' for k in keep) if keep else ''}{', with Yosys' if args.synth else ''}, "
+              f"on {ex.describe}", flush=True)
+        rows = run_sweep(model, grid, ex, est, args.synth)
+        wall = time.time() - t0
+        meta = {"resources_from": "yosys" if args.synth else "model", "wall_s": round(wall, 2), "executor": ex.describe}
+        files = write_outputs(tmp, rows, model, grid, meta)
     axes = list(grid.axes)
     fit = [r for r in rows if r.fits]
     print(f"{len(rows)} configurations, {len(fit)} fit the XCZU9EG and {model.name}, "
@@ -369,13 +365,13 @@ def cmd_sweep(args, estimator=None) -> int:
     if misfit:
         print(f"{len(misfit)} configurations do not fit (first {min(len(misfit), 10)}; all in sweep.csv):")
         print("\n".join(table(misfit[:10], axes).splitlines()[1:]))
-    meta = {"resources_from": "yosys" if args.synth else "model", "wall_s": round(wall, 2), "executor": ex.describe}
-    for p in write_outputs(out, rows, model, grid, meta):
-        print(f"wrote {p}")
+    for f in files:
+        print(f"wrote {Path(args.out) / f}")
     return 0
 
 
 def register(sub) -> None:
+    from spvit.cli_types import path
     from spvit.cluster import add_arguments
     p = sub.add_parser("sweep", help="evaluate a grid of hardware configurations (cycle model, resources, "
                        "Pareto plot)")
@@ -384,6 +380,7 @@ def register(sub) -> None:
     p.add_argument("--keep", help="share of its scored tokens each selector stage keeps, e.g. 0.7,0.7,0.7 "
                    "(overrides [sweep] keep; default the estimate's 0.7)")
     p.add_argument("--synth", action="store_true", help="also synthesise every fitting configuration with Yosys (slow)")
-    p.add_argument("--out", help="output directory for sweep.csv, sweep.json, pareto.png (default SPVIT_BUILD/sweep)")
+    p.add_argument("--out", required=True, type=path, help="output directory for sweep.csv, sweep.json, pareto.png")
+    p.add_argument("--force", action="store_true", help="replace an earlier sweep directory (never anything else)")
     add_arguments(p)
     p.set_defaults(func=cmd_sweep)

@@ -327,21 +327,34 @@ def summary(results: list[CaseResult], cases: list[Case], wall: float, ex) -> di
 
 # ------------------------------------------------------------------ CLI
 def cmd_regress(args) -> int:
-    from spvit.cluster import Executor
+    from contextlib import ExitStack
+
     from spvit import settings
+    from spvit.cluster import Executor
+    from spvit.outputs import output_file
     out_dir = Path(args.out) if args.out else settings.BUILD / "regress"
-    if args.repro:
-        cases = [load_repro(args.repro)]
-        origin = f"--repro {args.repro}"
-    else:
-        if args.configs < 1 or args.per_hw < 1 or args.images < 1:
-            raise UsageError("--configs, --per-hw and --images must be positive integers")
-        refused: list = []
-        cases = draw(args.configs, args.seed, args.per_hw, args.images, refused)
-        for i, m, why in refused:
-            print(f"note: configuration {i}: the compiler refused a drawn model ({why}); drawn again", file=sys.stderr)
-        origin = f"spvit regress --configs {args.configs} --seed {args.seed} --per-hw {args.per_hw} --images {args.images}"
-    ex = Executor.from_args(args)
+    ex = Executor.from_args(args)                 # --ray problems end here, before any work
+    with ExitStack() as stack:                    # so does a bad --json (checked and claimed)
+        js = stack.enter_context(output_file(args.json, "a JSON report", force=args.force, option="--json",
+                                             inputs=[args.repro] if args.repro else [])) if args.json else None
+        if args.repro:
+            cases = [load_repro(args.repro)]
+            origin = f"--repro {args.repro}"
+        else:
+            refused: list = []
+            cases = draw(args.configs, args.seed, args.per_hw, args.images, refused)
+            for i, m, why in refused:
+                print(f"note: configuration {i}: the compiler refused a drawn model ({why}); drawn again",
+                      file=sys.stderr)
+            origin = (f"spvit regress --configs {args.configs} --seed {args.seed} --per-hw {args.per_hw} "
+                      f"--images {args.images}")
+        rc = _regress(cases, ex, out_dir, origin, js)
+    if args.json:
+        print(f"wrote {args.json}")
+    return rc
+
+
+def _regress(cases, ex, out_dir: Path, origin: str, js: Path | None) -> int:
     print(f"{origin}: {len(cases)} configuration(s) on {len(groups(cases))} hardware configuration(s), "
           f"{sum(c.images for c in cases)} images, run on {ex.describe}", flush=True)
     results, wall = run_regression(cases, ex, out_dir, origin)
@@ -350,38 +363,27 @@ def cmd_regress(args) -> int:
           f"{s['elements_compared']:,} elements compared, {s['mismatches']} mismatches, {s['errors']} errors, "
           f"{s['cycles']:,} cycles simulated; wall {wall:.0f} s on {ex.describe}")
     print("result: " + ("BIT-EXACT" if not s["failed"] else f"FAILED configurations {s['failed']}"))
-    if args.json:
-        p = Path(args.json)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(p, json.dumps({"summary": s, "origin": origin, "results": [dataclasses.asdict(r) for r in results]},
-                                    indent=1) + "\n")
-        print(f"wrote {p}")
+    if js is not None:
+        js.write_text(json.dumps({"summary": s, "origin": origin, "results": [dataclasses.asdict(r) for r in results]},
+                                 indent=1) + "\n")
     return 1 if s["failed"] else 0
 
 
-def _positive(text: str) -> int:
-    import argparse
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {v})")
-    return v
-
-
 def register(sub) -> None:
+    from spvit.cli_types import int_in, path, positive_int, seed, suffix
     from spvit.cluster import add_arguments
     p = sub.add_parser("regress", help="randomised regression: random models and hardware on the RTL vs the interpreter")
-    p.add_argument("--configs", type=_positive, default=4, help="configurations to draw (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
-    p.add_argument("--per-hw", type=_positive, default=3,
+    p.add_argument("--configs", type=int_in(1, 100_000), default=4, help="configurations to draw (default 4)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--per-hw", type=positive_int, default=3,
                    help="models per hardware configuration, i.e. per Verilator build (default 3)")
-    p.add_argument("--images", type=_positive, default=6, help="images per configuration (default 6; every second "
+    p.add_argument("--images", type=int_in(1, 1000), default=6, help="images per configuration (default 6; every second "
                    "one a corner image of int16 extremes)")
     p.add_argument("--repro", help="rerun one configuration from a TOML written by a failing regression")
-    p.add_argument("--out", help="directory for the TOMLs of failing configurations (default SPVIT_BUILD/regress)")
-    p.add_argument("--json", help="write per-configuration results and the totals as JSON")
+    p.add_argument("--out", type=path, help="directory for the TOMLs of failing configurations "
+                   "(default SPVIT_BUILD/regress)")
+    p.add_argument("--json", type=suffix(".json"), help="write per-configuration results and the totals as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     add_arguments(p)
     p.set_defaults(func=cmd_regress)
 

@@ -31,7 +31,7 @@ def _args(tmp_path, grid_text=GRID, **kw):
     grid = tmp_path / "grid.toml"
     grid.write_text(grid_text)
     base = dict(config="spvit-deit-small", grid=str(grid), keep=None, synth=False, out=str(tmp_path / "out"),
-                ray=None, workers=1, retries=2, no_progress=True)
+                ray=None, workers=1, retries=2, no_progress=True, force=False)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -108,7 +108,7 @@ def test_bad_grid_files_exit_2(tmp_path, capsys, text, msg):
 
 
 def test_missing_grid_file_and_bad_keep(tmp_path, capsys):
-    assert main(["sweep", "--config", "mini", "--grid", str(tmp_path / "none.toml")]) == 2
+    assert main(["sweep", "--config", "mini", "--grid", str(tmp_path / "none.toml"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
     grid = tmp_path / "g.toml"
     grid.write_text("[grid]\nmac_rows = [8]")
@@ -135,3 +135,19 @@ def test_sweep_with_the_real_cost_model(tmp_path, capsys):
     e = estimate(PRESETS["mini"], HW_PRESETS["mini"], keep=(0.5, 0.5))
     assert int(rows[0]["cycles"]) == e.cycles and int(rows[0]["dsp48e2"]) == e.dsp and rows[0]["pareto"] == "1"
     assert "head_dim 16 is not a multiple of mac_cols 32" in rows[1]["why"]
+
+
+def test_output_directory_is_checked_before_the_work(tmp_path, capsys):
+    """An existing directory of something else is never replaced; an earlier sweep only with --force."""
+    args = _args(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert main(["sweep", "--config", "mini", "--grid", args.grid, "--out", args.out, "--force"]) == 2
+    assert "is not a sweep directory" in capsys.readouterr().err
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    (tmp_path / "out" / "notes.txt").unlink()
+    assert cmd_sweep(args, estimator=tasks.fake_estimate) == 0
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["format"] == "spvit-sweep"
+    assert main(["sweep", "--config", "mini", "--grid", args.grid, "--out", args.out]) == 2
+    assert "pass --force to replace it" in capsys.readouterr().err
+    assert cmd_sweep(_args(tmp_path, force=True), estimator=tasks.fake_estimate) == 0
