@@ -275,10 +275,15 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
                                    "Pareto (latency, DSP, BRAM)")):
             if group:
                 ax.plot([r.resources()[k] for r in group], [r.latency_ms for r in group], label=lab, **style)
+        spots: dict = {}                 # Pareto points that land (nearly) on one spot share a label
         for r in have:
             if r.pareto:
-                ax.annotate(str(r.index), (r.resources()[k], r.latency_ms), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+                x = r.resources()[k]
+                spots.setdefault((round(x, -1), round(r.latency_ms, 1)), []).append((x, r))
+        for pts in spots.values():
+            x, r = pts[0]
+            ax.annotate(",".join(str(q.index) for _, q in pts), (x, r.latency_ms), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
         ax.axvline(cap, color="k", ls="--", lw=1)
         ax.text(cap, ax.get_ylim()[1] if have else 1, f" XCZU9EG {cap}", fontsize=8, va="top")
         ax.set_xlabel(label + (" (Yosys)" if any(r.synth for r in rows) else " (modeled)"))
@@ -292,7 +297,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
 
 
 def _fmt(v, spec):
-    return format(v, spec) if v is not None else "-"
+    return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0].rstrip(",d")))
 
 
 def table(rows: list[Row], axes: list[str], only=None) -> str:
