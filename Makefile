@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml tools/install.sh
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m spvit.cli demo
+	$(PY) -m spvit.cli demo --force
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -19,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golden.config import PRESETS  # noqa: E402
-from rtl_gen.cli import PAPER_MS, load_hw  # noqa: E402
-from rtl_gen.report import estimate  # noqa: E402
+from golden.hw import load_hw  # noqa: E402
+from sim.cli import PAPER_MS  # noqa: E402
+from sim.report import estimate  # noqa: E402
 
 
 def main() -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 from golden.hw import hw_preset
 from rtl_gen.ln_unit import LayerNormUnit

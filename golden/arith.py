@@ -2,10 +2,14 @@
 
 Every function takes and returns numpy int64 arrays (or Python ints) holding integers; no
 float enters the integer path except in `matmul`, where float64 BLAS is used as an exact
-integer engine (proved in `matmul`'s docstring and tested). The RTL mirrors these functions
+integer engine (proved in `matmul`'s docstring and tested), as is int8 BLAS; which engine
+multiplies by a constant weight is chosen per machine (`ENGINES`). The RTL mirrors these functions
 one to one (`rtl_gen/arith.py`). The rules are stated in docs/arithmetic.md.
 """
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 
@@ -87,10 +91,11 @@ def matmul(x, w_t) -> np.ndarray:
     Width: each product is at most 2^30 in magnitude, so any sum of at most 4096 of them is
     below 2^42; with a bias below 2^46 the 48-bit accumulator never overflows (< 2^47).
 
-    Engines (all exact, tested equal): a 2-D `PackedWeight` runs four int8 GEMMs (below);
-    anything else runs float64 BLAS (through torch, so that one
-    thread setting governs every engine), which is exact because every partial sum is an integer
-    below 2^42 < 2^53, whatever order the BLAS adds in."""
+    Engines (all exact, tested equal to integer arithmetic): a 2-D `PackedWeight` (a constant
+    weight) runs on the engine chosen for the machine (`ENGINES`, below); anything else runs
+    float64 BLAS (through torch, so that one thread setting governs every engine), which is
+    exact because every partial sum is an integer below 2^42 < 2^53, whatever order the BLAS
+    adds in."""
     if isinstance(w_t, PackedWeight):
         return w_t.matmul(x)
     import torch
@@ -105,44 +110,158 @@ def matmul(x, w_t) -> np.ndarray:
 
 def _split8(v: np.ndarray):
     """v = 256 * hi + lo + 128 with hi, lo int8 (v in the int16 range)."""
+    v = v.astype(np.int16, copy=False)
     return (v >> 8).astype(np.int8), ((v & 255) - 128).astype(np.int8)
 
 
+# ------------------------------------------------------------------ engines for constant weights
+# Which exact engine multiplies by a constant weight is a property of the machine: int8 GEMMs
+# (torch._int_mm) are fast only with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, ARM
+# i8mm); without them they run ~20x slower than float BLAS, and float64 BLAS wins. By default
+# ("auto") the first product of each shape class (rows rounded to a power of two, K, N) times
+# every engine on its real operands, checks that they agree, and keeps the fastest for the rest
+# of the process; SPVIT_MATMUL (spvit/settings.py) or `use_engine` forces one.
+ENGINES = ("int8", "float64")
+_forced: list = []                 # stack of engines forced by use_engine (innermost last)
+_choice: dict = {}                 # (rows bucket, K, N) -> engine, in "auto" mode
+_timings: dict = {}                # (rows bucket, K, N) -> {engine: seconds} of the choice
+_lock = threading.Lock()
+
+
+class use_engine:
+    """Force one engine (or "auto") inside a `with` block, e.g. in tests and benchmarks."""
+
+    def __init__(self, name: str):
+        if name not in ENGINES + ("auto",):
+            raise ValueError(f"matmul engine must be one of {ENGINES + ('auto',)} (got {name!r})")
+        self.name = name
+
+    def __enter__(self):
+        _forced.append(self.name)
+        return self
+
+    def __exit__(self, *exc):
+        _forced.pop()
+        return False
+
+
+def forced_engine() -> str | None:
+    """The engine forced by use_engine or SPVIT_MATMUL, None in "auto" mode."""
+    from spvit.settings import MATMUL
+    name = _forced[-1] if _forced else MATMUL
+    return None if name == "auto" else name
+
+
+def engine_report() -> str:
+    """Which engine ran: the forced one, or the choices made so far in "auto" mode."""
+    f = forced_engine()
+    if f:
+        return f"{f} (forced{' by SPVIT_MATMUL' if not _forced else ''})"
+    if not _choice:
+        return "auto (no constant-weight product yet)"
+    used = {}
+    for key, e in sorted(_choice.items()):
+        used.setdefault(e, []).append(key)
+    return "auto: " + ", ".join(f"{e} on {len(k)} shape(s)" for e, k in sorted(used.items())) + \
+        " (first-use timing; " + "; ".join(f"K={k} N={n} rows<{1 << r}: " + " ".join(
+            f"{e} {t * 1e3:.2f} ms" for e, t in _timings[(r, k, n)].items()) for r, k, n in sorted(_choice)[:3]) + \
+        (" ..." if len(_choice) > 3 else "") + ")"
+
+
 class PackedWeight:
-    """A constant int16 matrix w_t [K, N] prepared for the int8 engine of `matmul`:
-    x = 256 a + b + 128 and w = 256 c + d + 128 (a, b, c, d int8) give
+    """A constant int16 matrix w_t [K, N] with its operands for each engine, built on first use.
+
+    int8: x = 256 a + b + 128 and w = 256 c + d + 128 (a, b, c, d int8) give
     x @ w = 2^16 ac + 2^8 (ad + bc) + bd + 128 (rowsum x + colsum w) - 2^14 K.
     Three int8 GEMMs with int32 results: ac and bd sum K products below 2^14 (< 2^26), and
-    [a b] @ [d; c] sums 2K of them (< 2^27), so none can overflow."""
+    [a b] @ [d; c] sums 2K of them (< 2^27), so none can overflow.
+    float64: one GEMM (and the added vector in the same pass, torch.addmm); every partial sum is
+    an integer below 2^42 + 2^47 < 2^53, exact in any order."""
 
     def __init__(self, w_t):
-        import torch
         w_t = as_int(w_t)
         if w_t.ndim != 2 or w_t.shape[0] > MAX_K:
             raise ValueError(f"PackedWeight needs a [K <= {MAX_K}, N] matrix (got {w_t.shape})")
+        if w_t.size and (w_t.min() < INT16_MIN or w_t.max() > INT16_MAX):
+            raise ValueError("PackedWeight needs int16-range weights")
         self.k, self.n = w_t.shape
-        c, d = (torch.from_numpy(np.ascontiguousarray(t)) for t in _split8(w_t))
-        self.c, self.d, self.dc = c, d, torch.cat([d, c], 0)
-        self.colsum = w_t.sum(0) * 128 - (self.k << 14)
+        self.w16 = np.ascontiguousarray(w_t, dtype=np.int16)
+        self._ops: dict = {}
+
+    def operands(self, engine: str):
+        ops = self._ops.get(engine)
+        if ops is None:
+            import torch
+            if engine == "int8":
+                c, d = (torch.from_numpy(np.ascontiguousarray(t)) for t in _split8(self.w16))
+                colsum = self.w16.sum(0, dtype=np.int64) * 128 - (self.k << 14)
+                ops = (c, d, torch.cat([d, c], 0), colsum)
+            else:
+                ops = torch.from_numpy(self.w16.astype(np.float64))
+            self._ops[engine] = ops
+        return ops
 
     def matmul(self, x, add=None) -> np.ndarray:
-        """x @ w_t (+ `add`, a vector broadcast over rows, folded into the same pass)."""
-        import torch
+        """x @ w_t (+ `add`, an int64 vector broadcast over rows, folded into the same pass)."""
         x = as_int(x)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.k)
         if x2.shape[0] == 0:
             return np.zeros((*lead, self.n), dtype=np.int64)
-        a, b = _split8(x2)
-        ab = torch.from_numpy(np.concatenate([a, b], 1))
-        out = torch._int_mm(torch.from_numpy(a), self.c).numpy().astype(np.int64)
-        out <<= 8
-        out += torch._int_mm(ab, self.dc).numpy()
-        out <<= 8
-        out += torch._int_mm(torch.from_numpy(b), self.d).numpy()
-        out += x2.sum(1, keepdims=True) * 128
-        out += self.colsum if add is None else self.colsum + add
-        return out.reshape(*lead, self.n)
+        engine = forced_engine() or self._choose(x2)
+        return _ENGINE_FNS[engine](self, x2, add).reshape(*lead, self.n)
+
+    def _choose(self, x2) -> str:
+        key = (x2.shape[0].bit_length(), self.k, self.n)
+        engine = _choice.get(key)
+        if engine is not None:
+            return engine
+        with _lock:
+            if key not in _choice:
+                outs = {e: _ENGINE_FNS[e](self, x2, None) for e in ENGINES}   # operands, warm caches
+                times = dict.fromkeys(ENGINES, float("inf"))
+                for _ in range(3):                                 # interleaved: load changes hit all
+                    for e in ENGINES:
+                        t = time.perf_counter()
+                        _ENGINE_FNS[e](self, x2, None)
+                        times[e] = min(times[e], time.perf_counter() - t)
+                ref = outs[ENGINES[0]]
+                bad = [e for e in ENGINES if not np.array_equal(outs[e], ref)]
+                if bad:
+                    raise AssertionError(f"matmul engines {bad} disagree with {ENGINES[0]} on a "
+                                         f"{x2.shape[0]}x{self.k}x{self.n} product: a bug")
+                _timings[key] = times
+                _choice[key] = min(times, key=times.get)
+            return _choice[key]
+
+
+def _mm_int8(pw: PackedWeight, x2, add):
+    import torch
+    c, d, dc, colsum = pw.operands("int8")
+    a, b = _split8(x2)
+    ab = torch.from_numpy(np.concatenate([a, b], 1))
+    out = torch._int_mm(torch.from_numpy(a), c).numpy().astype(np.int64)
+    out <<= 8
+    out += torch._int_mm(ab, dc).numpy()
+    out <<= 8
+    out += torch._int_mm(torch.from_numpy(b), d).numpy()
+    out += x2.sum(1, keepdims=True) * 128
+    out += colsum if add is None else colsum + add
+    return out
+
+
+def _mm_float64(pw: PackedWeight, x2, add):
+    import torch
+    w = pw.operands("float64")
+    xf = torch.from_numpy(x2.astype(np.float64))
+    if add is None:
+        out = torch.matmul(xf, w)
+    else:
+        out = torch.addmm(torch.from_numpy(np.asarray(add, dtype=np.float64)), xf, w)
+    return out.numpy().astype(np.int64)
+
+
+_ENGINE_FNS = {"int8": _mm_int8, "float64": _mm_float64}
 
 
 def linear(x, w_t, b, shift: int) -> np.ndarray:

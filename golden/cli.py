@@ -3,29 +3,24 @@ from __future__ import annotations
 
 import dataclasses
 
+from spvit.cli_types import keep_rates
 from spvit.errors import UsageError
 
 from .config import load_config
 from .macs import block_params, count, embed_macs, head_macs, selector_params, total_macs, total_params
 
 
-def _keep(text: str | None):
-    if not text:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"--keep takes comma-separated fractions such as 0.7,0.5,0.3 (got {text!r})") from None
-
-
 def cmd_info(args) -> int:
     cfg = load_config(args.config)
     m = cfg.model
+    keep = args.keep
+    if keep and not m.stages:
+        raise UsageError(f"--keep given, but model {m.name} has no token selectors (selector = {m.selector!r}); "
+                         f"drop --keep or use a model with selectors")
     try:
-        keep = _keep(args.keep)
         runs = [("unpruned", dict(unpruned=True))]
         if keep:
-            runs.append(("keep " + args.keep, dict(keep=keep)))
+            runs.append(("keep " + ",".join(f"{k:g}" for k in keep), dict(keep=keep)))
         elif m.stages and not m.scheme.adaptive:
             runs.append((f"{m.selector}, as configured (keep_rate {', '.join(f'{r:g}' for r in m.keep_rate)})", {}))
         rows_by_run = [(label, count(m, **kw), total_macs(m, **kw)) for label, kw in runs]
@@ -55,6 +50,6 @@ def cmd_info(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("info", help="model configuration, parameters and MACs per block")
     p.add_argument("--config", default="deit-small", help="preset name or TOML file (default deit-small)")
-    p.add_argument("--keep", help="cumulative keep rates per selector stage, e.g. 0.7,0.5,0.3 (adaptive "
-                   "selectors: spvit; the others keep the counts their config sets)")
+    p.add_argument("--keep", type=keep_rates, help="cumulative keep rates per selector stage, e.g. 0.7,0.5,0.3 "
+                   "(adaptive selectors: spvit; the others keep the counts their config sets)")
     p.set_defaults(func=cmd_info)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import isa, stream
+from .config import config_dict
 from .hw import HardwareConfig
 from .isa import ACT_KEEP, ACT_LOAD, ACT_NONE, B0, B1, B2, B3, KB, VB
 from .kernels import PROB_FRAC
@@ -89,7 +90,7 @@ def _add_sat_fields(fa: int, fb: int, fo: int) -> dict:
 
 class Lowering:
     def __init__(self, q, hw: HardwareConfig, checkpoints: bool):
-        if q.cfg.selector not in ("none", "spvit"):
+        if not q.cfg.scheme.hardware:
             raise ValueError(f"the accelerator runs unpruned and SPViT models; token selection {q.cfg.selector!r} "
                              f"(model {q.cfg.name}) has no hardware yet: quantise an SPViT or unpruned model")
         hw.check(q.cfg)
@@ -263,6 +264,46 @@ class Image:
             ddr[off:off + len(b)] = b
         return ddr
 
+    def save(self, out, force: bool = False, inputs=()) -> None:
+        """Write the image directory: image.bin, manifest.json, program.txt (atomic, spvit.outputs)."""
+        import json
+
+        from spvit.outputs import output_dir
+        with output_dir(out, IMAGE_FORMAT, "an image directory", force=force, inputs=inputs) as tmp:
+            (tmp / "image.bin").write_bytes(self.data)
+            (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
+            (tmp / "program.txt").write_text(listing(self) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "Image":
+        """An image directory written by `spvit compile` (checked against its manifest's hash)."""
+        import json
+        from pathlib import Path
+
+        from spvit.errors import UsageError
+
+        from .config import model_from_dict
+        p = Path(path)
+        try:
+            man = json.loads((p / "manifest.json").read_text())
+            data = (p / "image.bin").read_bytes()
+            lines = (p / "program.txt").read_text().splitlines()
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{str(path)!r} is not an image written by `spvit compile` ({e}); compile one with "
+                             f"spvit compile --package PKG --out {path}") from None
+        if not isinstance(man, dict) or man.get("format") != IMAGE_FORMAT \
+                or hashlib.sha256(data).hexdigest() != man.get("sha256"):
+            raise UsageError(f"image {str(path)!r} is corrupt or of another format (its sha256 or format differs from "
+                             f"its manifest); compile it again")
+        try:
+            hw = HardwareConfig(**man["hardware"])
+            cfg = model_from_dict(man["model"])
+            regions = {k: (v["offset"], v["bytes"]) for k, v in man["regions"].items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"image {str(path)!r} has a malformed manifest ({e}); compile it again") from None
+        labels = [(i, line[17:]) for i, line in enumerate(lines)]
+        return cls(hw, cfg, data, regions, labels, man)
+
 
 def patches(img_q, cfg):
     """int16 image [in_chans, H, W] -> patch rows [num_patches, in_chans p p] (channel-major
@@ -299,7 +340,7 @@ def compile_model(q, hw: HardwareConfig, checkpoints: bool = False, source: dict
     in_off, in_len = b.marks["input"]
     manifest = {
         "format": IMAGE_FORMAT, "format_version": IMAGE_VERSION,
-        "hardware": hw.as_dict(), "hw_ident": hw.ident(), "model": _model_dict(q.cfg),
+        "hardware": hw.as_dict(), "hw_ident": hw.ident(), "model": config_dict(q.cfg),
         "descriptors": len(b.descs), "size": size,
         "regions": {k: {"offset": o, "bytes": n} for k, (o, n) in regions.items()},
         "input": {"stream_offset": in_off, "bytes": in_len, "format_frac": q.img_frac,
@@ -313,11 +354,6 @@ def compile_model(q, hw: HardwareConfig, checkpoints: bool = False, source: dict
 
 def _align(n: int) -> int:
     return n + (-n % ALIGN)
-
-
-def _model_dict(cfg) -> dict:
-    from dataclasses import asdict
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
 
 def listing(img: Image) -> str:

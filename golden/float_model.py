@@ -287,8 +287,10 @@ class DeiT(nn.Module):
 
     def forward(self, img, trace=_noop, return_tokens: bool = False):
         """Deterministic inference (no Gumbel noise). Returns logits [B, classes]; the kept
-        patch-token count per image and stage [B, stages] is left in `self.last_kept`, the
-        full selection record (golden.selectors.Record) in `self.last_record`."""
+        patch-token count per image and stage [B, stages] is left in `self.last_kept`, the keep
+        masks (per image, per stage, the sorted indices of the kept tokens among the stage's
+        candidates; docs/selector.md "Keep masks") in `self.last_masks`, the full selection
+        record (golden.selectors.Record) in `self.last_record`."""
         from .selectors import Group, Record
         sch = self.cfg.scheme
         x = self.embed(img, trace)
@@ -308,6 +310,7 @@ class DeiT(nn.Module):
         trace("logits", logits)
         self.last_kept = torch.from_numpy(rec.kept)
         self.last_record = rec
+        self.last_masks = rec.masks
         if not return_tokens:
             return logits
         toks = [t for o in outs for t in o[1]]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, _check
 
 ZCU102_DSP = 2520
 ZCU102_BRAM36 = 912
@@ -19,11 +19,6 @@ ZCU102_FF = 548_160
 # ZCU102 PS DDR4: 64-bit at 2400 MT/s = 19.2 GB/s peak; 80% sustained for long sequential
 # bursts from several HP ports is the figure the cycle model assumes by default.
 ZCU102_DDR_GBPS = 15.4
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
 
 
 def _pow2(v: int) -> bool:
@@ -167,7 +162,47 @@ HW_PRESETS: dict[str, HardwareConfig] = {h.name: h for h in (MINI_HW, SMALL_HW, 
 DEFAULT_HW = {"mini": "mini"}           # model preset -> hardware preset when none is given
 
 
-def hw_preset(name: str) -> HardwareConfig:
-    if name not in HW_PRESETS:
-        raise ConfigError(f"unknown hardware preset {name!r}; use one of {', '.join(HW_PRESETS)}")
-    return HW_PRESETS[name]
+def load_hw(spec: str | None, model: ModelConfig | None = None, table: dict | None = None,
+            preset: str | None = None) -> HardwareConfig:
+    """A hardware preset name or a TOML file with a [hardware] table (fields of HardwareConfig,
+    optionally `preset` as the base and `name`). `table`: a model TOML's [hardware] table
+    (golden.config.Config.hardware), applied as written on top of `spec`, else of the table's own
+    `preset`, else of the default of the model's preset `preset` (zcu102; mini for the mini
+    model). Every value is type-checked; errors name the field and the file."""
+    from .config import build
+    table = dict(table or {})
+    base = table.pop("preset", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"preset in [hardware] must be a hardware preset name ({', '.join(HW_PRESETS)}), got {base!r}")
+    if spec is None:
+        spec = base or DEFAULT_HW.get(preset or getattr(model, "name", ""), "zcu102")
+        if spec not in HW_PRESETS:
+            raise ConfigError(f"unknown hardware preset {spec!r} in [hardware]; use one of {', '.join(HW_PRESETS)}")
+    hw = _hw_spec(spec)
+    return build(HardwareConfig, table, "hardware", hw) if table else hw
+
+
+def _hw_spec(spec: str) -> HardwareConfig:
+    from pathlib import Path
+
+    from .config import build, read_toml
+    if spec in HW_PRESETS:
+        return HW_PRESETS[spec]
+    path = Path(spec)
+    if path.suffix != ".toml":
+        raise ConfigError(f"unknown hardware {spec!r}: give a preset ({', '.join(HW_PRESETS)}) or a .toml file "
+                          f"with a [hardware] table")
+    if not path.exists():
+        raise ConfigError(f"hardware file {spec!r} does not exist")
+    table = read_toml(path, spec, "hardware file").get("hardware")
+    if not isinstance(table, dict):
+        raise ConfigError(f"hardware file {spec!r} has no [hardware] table; add one with fields of HardwareConfig "
+                          f"({', '.join(f.name for f in fields(HardwareConfig))})")
+    table = dict(table)
+    base = table.pop("preset", "zcu102")
+    if not isinstance(base, str) or base not in HW_PRESETS:
+        raise ConfigError(f"unknown hardware preset {base!r} in {spec!r}; use one of {', '.join(HW_PRESETS)}")
+    try:
+        return build(HardwareConfig, {"name": path.stem, **table}, "hardware", HW_PRESETS[base])
+    except ConfigError as e:
+        raise ConfigError(f"hardware file {spec!r}: {e}") from None

@@ -52,7 +52,7 @@ class QLinear:
     def __call__(self, x) -> np.ndarray:
         """= requant(x @ w.T + b, shift), with the bias and rounding folded into one pass."""
         w = self.w_t
-        if isinstance(w, PackedWeight) and self.b_round.ndim == 1:
+        if isinstance(w, PackedWeight) and self.b_round.ndim == 1 and self.b_round.shape[0] == w.n:
             acc = w.matmul(x, self.b_round)
         else:
             acc = matmul(x, w)
@@ -282,10 +282,14 @@ class QModel:
         cls = np.broadcast_to(self.cls_row, (b, 1, x.shape[-1]))
         return np.concatenate([cls, x], 1)
 
-    def forward(self, img, return_tokens: bool = False, threads: int | None = None, return_record: bool = False):
+    def forward(self, img, return_tokens: bool = False, threads: int | None = None, return_record: bool = False,
+                return_masks: bool = False):
         """Bit-exact forward. Returns int16 logits [B, classes] (frac fmt['logits']) and the
-        kept patch-token count per image and selector stage [B, stages] (then the final tokens
-        per image with `return_tokens`, the selection record with `return_record`). Images are
+        kept patch-token count per image and selector stage [B, stages]; then, in this order,
+        the final tokens per image with `return_tokens`, the selection record
+        (golden.selectors.Record) with `return_record`, and the keep masks with `return_masks`
+        (last): per image, per stage, the sorted indices of the kept tokens among that stage's
+        candidates in their order at the decision (docs/selector.md, "Keep masks"). Images are
         independent, so the batch is split over `threads` workers (default SPVIT_THREADS, the
         CPU count); numpy releases the GIL in its kernels. The result does not depend on the split."""
         from spvit.settings import THREADS
@@ -300,8 +304,8 @@ class QModel:
             toks = [t for o in outs for t in o[2]]
         else:
             logits, rec, toks = self.run(img)
-        out = (logits, rec.kept) + ((toks,) if return_tokens else ()) + ((rec,) if return_record else ())
-        return out
+        return ((logits, rec.kept) + ((toks,) if return_tokens else ()) + ((rec,) if return_record else ())
+                + ((rec.masks,) if return_masks else ()))
 
     def run(self, img):
         """One batch through the model: (logits, golden.selectors.Record, final tokens per image)."""

@@ -25,27 +25,41 @@ PERCENTILE = 99.99
 
 
 class Ranges:
-    """Running statistics of every traced tensor: max |x| and a uniform random sample of |x|
-    (at most `sample` values per call, at most `cap` per name) for percentiles and MSE."""
+    """Running statistics of every traced tensor: max |x|, the count of values, the exact `top`
+    largest |x| (the tail that saturation clips) and a uniform random sample of |x| (at most
+    `sample` values per call, at most `cap` per name) for percentiles and the MSE search."""
 
-    def __init__(self, sample: int = 4096, seed: int = 0, cap: int = 1 << 16):
+    def __init__(self, sample: int = 4096, seed: int = 0, cap: int = 1 << 16, top: int = 1024):
         self.maxabs: dict[str, float] = defaultdict(float)
         self.samples: dict[str, list] = defaultdict(list)
         self.rate: dict[str, float] = defaultdict(lambda: 1.0)
         self.stored: dict[str, int] = defaultdict(int)
-        self.sample, self.cap = sample, cap
+        self.count: dict[str, int] = defaultdict(int)
+        self.top: dict[str, torch.Tensor] = {}        # descending; merged from `pending` lazily
+        self.thr: dict[str, float] = {}
+        self.pending: dict[str, list] = defaultdict(list)
+        self.pending_n: dict[str, int] = defaultdict(int)
+        self.sample, self.cap, self.top_k = sample, cap, top
         self.gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, name: str, t: torch.Tensor):
-        a = t.detach().abs().flatten().double()
+        a = t.detach().abs().flatten()
         if a.numel() == 0:
             return
         self.maxabs[name] = max(self.maxabs[name], float(a.max()))
+        self.count[name] += a.numel()
+        thr = self.thr.get(name)
+        cand = a if thr is None else a[a > thr]        # only values that can enter the top set
+        if cand.numel():
+            self.pending[name].append(cand)
+            self.pending_n[name] += cand.numel()
+            if self.pending_n[name] > 8 * self.top_k:
+                self._merge(name)
         if a.numel() > self.sample:
             a = a[torch.randint(a.numel(), (self.sample,), generator=self.gen)]
         if self.rate[name] < 1.0:   # every value seen has the same chance of being kept
             a = a[torch.rand(a.numel(), generator=self.gen) < self.rate[name]]
-        self.samples[name].append(a)
+        self.samples[name].append(a.double())
         self.stored[name] += a.numel()
         if self.stored[name] > 2 * self.cap:
             s = torch.cat(self.samples[name])
@@ -53,6 +67,19 @@ class Ranges:
             self.samples[name] = [s]
             self.stored[name] = s.numel()
             self.rate[name] /= 2
+
+    def _merge(self, name: str) -> None:
+        both = torch.cat(([self.top[name]] if name in self.top else []) + self.pending[name])
+        self.top[name] = torch.topk(both, min(self.top_k, both.numel())).values
+        self.pending[name], self.pending_n[name] = [], 0
+        if len(self.top[name]) == self.top_k:
+            self.thr[name] = float(self.top[name][-1])
+
+    def largest(self, name: str) -> np.ndarray:
+        """The `top` largest |x| seen (all of them if fewer), descending, float64."""
+        if self.pending[name]:
+            self._merge(name)
+        return self.top[name].double().numpy()
 
     def value(self, name: str, method: str = "maxabs", pct: float = PERCENTILE) -> float:
         if method == "maxabs":
@@ -62,19 +89,32 @@ class Ranges:
             s = s[torch.randint(s.numel(), (1 << 24,), generator=self.gen)]
         return float(torch.quantile(s, pct / 100.0))
 
-    def mse_frac(self, name: str, fp: FixedPointConfig) -> int:
-        """The frac minimising the mean squared int16 quantisation error (rounding plus
-        saturation) over the sampled magnitudes, searched from the max-abs format (with
-        headroom) up to 4 bits finer."""
+    def sq_error(self, name: str, f: int) -> float:
+        """Estimated total squared int16 error (rounding and saturation) of the values seen at
+        frac f: exact on the `top` largest values, the uniform sample of the rest scaled up to
+        their count."""
+        top = self.largest(name)
         s = torch.cat(self.samples[name]).numpy()
-        lo = frac_for(self.maxabs[name] * 2 ** fp.headroom_bits, fp)
+        rest = s[s < top.min()] if self.count[name] > len(top) else s[:0]
+        scale = (self.count[name] - len(top)) / max(len(rest), 1)
+
+        def err(v):
+            q = np.clip(np.round(v * 2.0 ** f), INT16_MIN, INT16_MAX) * 2.0 ** -f
+            return float(((q - v) ** 2).sum())
+        return err(top) + scale * err(rest)
+
+    def mse_frac(self, name: str, fp: FixedPointConfig) -> int:
+        """The frac with the smallest estimated squared error, searched from the format that
+        holds the calibrated maximum up to 4 bits finer (which clip the largest values); then
+        `headroom_bits` coarser, as the other methods (so never finer-ranged than the errors
+        justify, and never below max-abs with headroom)."""
+        lo = frac_for(self.maxabs[name], fp)
         best, best_err = lo, float("inf")
         for f in range(lo, min(lo + 4, fp.frac_max) + 1):
-            q = np.clip(np.round(s * 2.0 ** f), INT16_MIN, INT16_MAX) * 2.0 ** -f
-            err = float(((q - s) ** 2).mean())
-            if err < best_err:
-                best, best_err = f, err
-        return best
+            e = self.sq_error(name, f)
+            if e < best_err:
+                best, best_err = f, e
+        return max(best - fp.headroom_bits, fp.frac_min)
 
 
 def frac_for(a: float, fp: FixedPointConfig = FixedPointConfig()) -> int:
@@ -98,8 +138,9 @@ def collect_ranges(model: DeiT, images: torch.Tensor, batch: int = 16) -> Ranges
 
 def choose_formats(ranges: Ranges, fp: FixedPointConfig = FixedPointConfig(), method: str = "maxabs") -> dict:
     """Fraction bits per traced tensor: 'maxabs' and 'percentile' (the 99.99th percentile of
-    |x|) leave `headroom_bits` above the calibrated range; 'mse' minimises the quantisation
-    error on the samples. `fp.frac_overrides` pins names (unknown names are an error)."""
+    |x|) leave `headroom_bits` above the calibrated range; 'mse' minimises the estimated
+    quantisation error (Ranges.mse_frac), then leaves the same headroom. `fp.frac_overrides`
+    pins names (unknown names are an error)."""
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {METHODS} (got {method!r})")
     if method == "mse":

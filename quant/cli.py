@@ -1,13 +1,16 @@
 """Subcommands of the quantiser: `spvit quantize`, `spvit compare`, `spvit export-onnx`,
-`spvit check`, `spvit demo`."""
+`spvit check`, `spvit compile` (package -> DDR image). `spvit demo` is in sim/cli.py."""
 from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from golden.config import load_config
+from spvit.cli_types import int_in, nonneg_int, path, positive_int, seed, suffix
 from spvit.errors import UsageError
+from spvit.outputs import output_dir, output_file
 
 def _one_thread():
     """The models here are small: torch's thread pool only adds contention (measured ~50x
@@ -20,6 +23,8 @@ def _one_thread():
 
 
 ROOT = Path(__file__).resolve().parents[1]
+CHECK_MAX = 512        # spvit check makes its images in memory
+CALIB_MAX = 2048       # calibration images are held in memory (DeiT: 0.6 MB each)
 DEMO_CHECKPOINT = ROOT / "examples" / "mini_digits.safetensors"
 
 
@@ -41,74 +46,80 @@ def cmd_check(args) -> int:
     return 0
 
 
-def _positive(name, v):
-    if v is not None and v <= 0:
-        raise UsageError(f"{name} must be a positive integer (got {v})")
+def _inputs(args, *names) -> list:
+    """Paths among the arguments that are files or folders the command reads."""
+    return [getattr(args, n) for n in names if getattr(args, n, None) and Path(getattr(args, n)).exists()]
+
+
+def _shown(args, path) -> str:
+    """How a path is printed (spvit demo writes into a temporary directory first)."""
+    path = str(path)
+    for tmp, final in getattr(args, "shown", {}).items():
+        path = path.replace(tmp, final)
+    return path
 
 
 def cmd_quantize(args) -> int:
     from .calibrate import PERCENTILE, calibrate
     from .data import load_data
     from .loaders import file_sha256, load_float_model
-    from .package import write_package
-    _positive("--calib-limit", args.calib_limit)
+    from .package import FORMAT, write_package_files
     _one_thread()
     cfg = load_config(args.config)
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise UsageError(f"output {str(out)!r} already exists; remove it or pass --force")
     t0 = time.time()
-    model = load_float_model(args.checkpoint, cfg.model)
-    data = load_data(args.calib, cfg.model, default_split="train").take(args.calib_limit)
-    images, _ = data.tensors()
-    try:
-        q = calibrate(model, images, cfg.fixed_point, args.method)
-    except ValueError as e:
-        raise UsageError(f"calibration failed: {e}") from None
-    cal = {"method": args.method, "data": data.name, "images": len(images),
-           **({"percentile": PERCENTILE} if args.method == "percentile" else {})}
-    src = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
-           "config": args.config}
-    man = write_package(q, out, cfg.fixed_point, cal, src, force=args.force)
-    print(f"wrote {out}: {len(man['tensors'])} tensors, {man['blob']['size']:,} bytes, method {args.method}, "
-          f"calibrated on {len(images)} images of {data.name} ({time.time() - t0:.1f} s)")
+    with output_dir(args.out, FORMAT, "a weight package", force=args.force,
+                    inputs=_inputs(args, "checkpoint", "calib", "config")) as tmp:
+        model = load_float_model(args.checkpoint, cfg.model)
+        data = load_data(args.calib, cfg.model, default_split="train").take(args.calib_limit)
+        images, _ = data.tensors()
+        try:
+            q = calibrate(model, images, cfg.fixed_point, args.method)
+        except ValueError as e:
+            raise UsageError(f"calibration failed: {e}") from None
+        cal = {"method": args.method, "data": data.name, "images": len(images),
+               **({"percentile": PERCENTILE} if args.method == "percentile" else {})}
+        src = {"checkpoint": str(args.checkpoint), "checkpoint_sha256": file_sha256(args.checkpoint),
+               "config": args.config}
+        man = write_package_files(q, tmp, cfg.fixed_point, cal, src)
+    print(f"wrote {_shown(args, args.out)}: {len(man['tensors'])} tensors, {man['blob']['size']:,} bytes, "
+          f"method {args.method}, calibrated on {len(images)} images of {data.name} ({time.time() - t0:.1f} s)")
     return 0
 
 
 def cmd_compare(args) -> int:
     from .compare import compare_dataset, format_table, write_json, write_plot
-    from .loaders import file_sha256
-    _positive("--limit", args.limit)
-    _positive("--batch", args.batch)
-    _one_thread()
-    for opt, suf in (("json", ".json"), ("plot", ".png")):
-        p = getattr(args, opt)
-        if p and not p.lower().endswith(suf):
-            raise UsageError(f"--{opt} must name a {suf} file (got {p!r})")
     from spvit.cluster import Executor
 
+    from .loaders import file_sha256
     from .shard import Sources, compare_sharded, load
-    ex = Executor.from_args(args, default_workers=1)
-    src = Sources(args.checkpoint, args.package, args.config, args.data, args.limit)
-    model, q, man, data = load(src)
-    cfg = model.cfg
-    made_from = man.get("source", {}).get("checkpoint_sha256")
-    if made_from and made_from != file_sha256(args.checkpoint):
-        print(f"warning: package {args.package} was made from a different checkpoint file "
-              f"({man['source'].get('checkpoint')}); comparing anyway", file=sys.stderr)
-    print(f"checkpoint {args.checkpoint}, package {args.package} ({man['calibration'].get('method')}), "
-          f"data {data.name}" + ("" if ex.mode == "inline" else f", sharded over {ex.describe}"), flush=True)
-    if ex.mode == "inline":
-        r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
-    else:
-        r = compare_sharded(src, cfg, len(data), args.batch, args.sqnr_images, ex)
+    _one_thread()
+    inputs = _inputs(args, "checkpoint", "package", "data", "config")
+    ex = Executor.from_args(args, default_workers=1)     # --ray problems end here, before any work
+    with ExitStack() as outs:      # both outputs are checked (and claimed) before the work
+        js = outs.enter_context(output_file(args.json, "a JSON report", force=args.force, inputs=inputs,
+                                            option="--json")) if args.json else None
+        png = outs.enter_context(output_file(args.plot, "a PNG plot", force=args.force, inputs=inputs,
+                                             option="--plot")) if args.plot else None
+        src = Sources(args.checkpoint, args.package, args.config, args.data, args.limit)
+        model, q, man, data = load(src)
+        made_from = man.get("source", {}).get("checkpoint_sha256")
+        if made_from and made_from != file_sha256(args.checkpoint):
+            print(f"warning: package {args.package} was made from a different checkpoint file "
+                  f"({man['source'].get('checkpoint')}); comparing anyway", file=sys.stderr)
+        print(f"checkpoint {args.checkpoint}, package {args.package} ({man.get('calibration', {}).get('method')}), "
+              f"data {data.name}" + ("" if ex.mode == "inline" else f", sharded over {ex.describe}"), flush=True)
+        if ex.mode == "inline":
+            r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
+        else:
+            r = compare_sharded(src, model.cfg, data, args.batch, args.sqnr_images, ex)
+        if js:
+            write_json(r, js)
+        if png:
+            write_plot(r, png)
     print(format_table(r))
-    if args.json:
-        write_json(r, args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        write_plot(r, args.plot)
-        print(f"wrote {args.plot}")
+    for p in (args.json, args.plot):
+        if p:
+            print(f"wrote {_shown(args, p)}")
     return 0
 
 
@@ -116,30 +127,41 @@ def cmd_export_onnx(args) -> int:
     from .loaders import load_float_model
     from .onnx_export import export_onnx
     cfg = load_config(args.config).model
-    model = load_float_model(args.checkpoint, cfg)
-    export_onnx(model, args.out)
+    with output_file(args.out, "an ONNX file", force=args.force, inputs=_inputs(args, "checkpoint", "config")) as tmp:
+        model = load_float_model(args.checkpoint, cfg)
+        export_onnx(model, tmp)
     print(f"wrote {args.out} (batch 1, selector decisions computed in the graph)")
     return 0
 
 
-def cmd_demo(args) -> int:
-    """Quantise the committed digits model, compare on the held-out split, print the table."""
-    if not DEMO_CHECKPOINT.is_file():
-        raise UsageError(f"{DEMO_CHECKPOINT} is missing; create it with "
-                         f"`python examples/train_tiny.py --out {DEMO_CHECKPOINT}`")
-    out = Path(args.out)
-    import os
-    shown = os.path.relpath(DEMO_CHECKPOINT) if Path.cwd() == ROOT else str(DEMO_CHECKPOINT)
-    common = ["--checkpoint", shown]
-    print(f"$ spvit quantize {' '.join(common)} --config mini --calib digits:train --out {out / 'mini_digits.pkg'} --force")
-    rc = cmd_quantize(_ns(checkpoint=str(DEMO_CHECKPOINT), config="mini", calib="digits:train", calib_limit=256,
-                          method="maxabs", out=str(out / "mini_digits.pkg"), force=True))
-    print(f"$ spvit compare {' '.join(common)} --package {out / 'mini_digits.pkg'} --data digits:test "
-          f"--json {out / 'compare.json'} --plot {out / 'compare.png'}")
-    return rc or cmd_compare(_ns(checkpoint=str(DEMO_CHECKPOINT), package=str(out / "mini_digits.pkg"),
-                                 data="digits:test", limit=None, json=str(out / "compare.json"),
-                                 plot=str(out / "compare.png"), config=None, batch=16, sqnr_images=64,
-                                 no_progress=not sys.stderr.isatty()))
+# ---------------------------------------------------------------- compile (package -> DDR image)
+def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False):
+    """(QModel, golden.compiler.Image) of a package for a hardware configuration."""
+    from golden.compiler import compile_model
+    from golden.hw import load_hw
+
+    from .package import load_package
+    q, man = load_package(package)
+    hw = load_hw(hw_spec, q.cfg)
+    bad = hw.misfits(q.cfg)
+    if bad:
+        raise UsageError(f"package {package!r} ({q.cfg.name}) does not fit hardware {hw.name}: " + "; ".join(bad)
+                         + "; compile for a larger hardware configuration (--hw zcu102 or a TOML with larger limits)")
+    try:
+        img = compile_model(q, hw, checkpoints=checkpoints,
+                            source={"package": str(package), "package_sha256": man["blob"]["sha256"]})
+    except ValueError as e:
+        raise UsageError(f"cannot compile {package!r} for {hw.name}: {e}") from None
+    return q, img
+
+
+def cmd_compile(args) -> int:
+    _, img = compile_package(args.package, args.hw, args.checkpoints)
+    img.save(args.out, args.force, inputs=_inputs(args, "package", "hw"))
+    m = img.manifest
+    print(f"wrote {args.out}: {m['descriptors']} descriptors, {img.stream_len:,} stream bytes, image {m['size']:,} "
+          f"bytes for hardware {img.hw.name} (ident {img.hw.ident():#010x}); program listing in {args.out}/program.txt")
+    return 0
 
 
 def _ns(**kw):
@@ -151,9 +173,9 @@ def register(sub) -> None:
     from .calibrate import METHODS
     p = sub.add_parser("check", help="golden integer model vs float twin on random weights")
     p.add_argument("--config", default="mini", help="preset name or TOML file (default mini)")
-    p.add_argument("--images", type=int, default=8, help="images to compare on")
-    p.add_argument("--calib", type=int, default=8, help="calibration images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int_in(1, CHECK_MAX), default=8, help=f"images to compare on (1..{CHECK_MAX})")
+    p.add_argument("--calib", type=int_in(1, CHECK_MAX), default=8, help=f"calibration images (1..{CHECK_MAX})")
+    p.add_argument("--seed", type=seed, default=0)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("quantize", help="quantise a checkpoint into a weight package (manifest + blob)")
@@ -161,11 +183,12 @@ def register(sub) -> None:
     p.add_argument("--config", required=True, help="preset name or TOML file ([fixed_point] frac_overrides pins formats)")
     p.add_argument("--calib", required=True, help="calibration data: an image folder (one subfolder per class) "
                    "or digits[:train|:test|:all] (default split train)")
-    p.add_argument("--calib-limit", type=int, default=256,
-                   help="calibration images, spread evenly over the data (default 256)")
+    p.add_argument("--calib-limit", type=int_in(1, CALIB_MAX), default=256,
+                   help=f"calibration images, spread evenly over the data (default 256, at most {CALIB_MAX}: "
+                        f"they are held in memory)")
     p.add_argument("--method", choices=METHODS, default="maxabs", help="format choice (default maxabs)")
-    p.add_argument("--out", required=True, help="package directory to write")
-    p.add_argument("--force", action="store_true", help="replace an existing package")
+    p.add_argument("--out", required=True, type=path, help="package directory to write")
+    p.add_argument("--force", action="store_true", help="replace an existing package (never another kind of directory)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("compare", help="accuracy of the int16 golden model vs the float model on labelled data")
@@ -173,21 +196,32 @@ def register(sub) -> None:
     p.add_argument("--package", required=True, help="package directory from spvit quantize")
     p.add_argument("--data", required=True, help="image folder or digits[:test|:train|:all] (default split test)")
     p.add_argument("--config", help="model config (default: the package's; must match it)")
-    p.add_argument("--limit", type=int, help="compare on N images spread evenly over the data")
-    p.add_argument("--json", help="write the full results as JSON")
-    p.add_argument("--plot", help="write a PNG of per-layer SQNR and kept tokens per stage")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--sqnr-images", type=int, default=64, help="images used for per-layer SQNR (default 64)")
+    p.add_argument("--limit", type=positive_int, help="compare on N images spread evenly over the data")
+    p.add_argument("--json", type=suffix(".json"), help="write the full results as JSON")
+    p.add_argument("--plot", type=suffix(".png"), help="write a PNG of per-layer SQNR and kept tokens per stage")
+    p.add_argument("--batch", type=int_in(1, 1024), default=16, help="images per golden forward (1..1024)")
+    p.add_argument("--sqnr-images", type=nonneg_int, default=64,
+                   help="images used for per-layer SQNR (default 64; 0: skip it)")
+    p.add_argument("--force", action="store_true", help="replace existing --json / --plot files")
     from spvit.cluster import add_arguments
-    add_arguments(p, default_workers="1: this process")     # also --no-progress
+    add_arguments(p, default_workers="1: this process")     # --ray, --workers, --retries, --no-progress
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export-onnx", help="export the float twin (selector decisions in the graph) to ONNX")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--config", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, type=path, help="ONNX file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file (never the checkpoint)")
     p.set_defaults(func=cmd_export_onnx)
 
-    p = sub.add_parser("demo", help="quantise the committed digits model and compare int16 with float")
-    p.add_argument("--out", default="build/demo", help="where the package, JSON and plot go (default build/demo)")
-    p.set_defaults(func=cmd_demo)
+    from golden.hw import HW_PRESETS
+    p = sub.add_parser("compile", help="compile a quantised package into a DDR image for the accelerator")
+    p.add_argument("--package", required=True, help="package directory from spvit quantize")
+    p.add_argument("--hw", help=f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table "
+                   "(default: zcu102, or mini for the mini model)")
+    p.add_argument("--out", required=True, type=path,
+                   help="image directory to write (image.bin, manifest.json, program.txt)")
+    p.add_argument("--checkpoints", action="store_true", help="also store every block's tokens (for `spvit run`)")
+    p.add_argument("--force", action="store_true", help="replace an earlier `spvit compile` output")
+    p.set_defaults(func=cmd_compile)
+

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +52,16 @@ class CompareResult:
     decision_agreement: float = 1.0   # each model on its own forward, token by token
     decision_tokens: int = 0
     info: dict = field(default_factory=dict)
+    # per image (in data order): what each model decided, for comparisons with other references
+    items: list = field(default_factory=list)          # image names (file path, or digits:split[i])
+    labels: np.ndarray | None = None                   # [images]
+    logits_float: np.ndarray | None = None             # [images, classes] float32 twin
+    logits_int: np.ndarray | None = None               # [images, classes] int16 golden, frac logits_frac
+    logits_frac: int = 0
+    masks_float: list = field(default_factory=list)    # per image, per stage: kept candidate indices
+    masks_int: list = field(default_factory=list)
+    kept_ids_float: list = field(default_factory=list)  # per image, per stage: the kept tokens' ids
+    kept_ids_int: list = field(default_factory=list)
 
     def stage_stats(self):
         """Per stage: (float mean, min, max, int mean, min, max)."""
@@ -62,10 +71,35 @@ class CompareResult:
             out.append((float(f.mean()), int(f.min()), int(f.max()), float(q.mean()), int(q.min()), int(q.max())))
         return out
 
+    def per_image(self) -> list:
+        """One record per image: name, label, both models' logits, predictions and keep masks."""
+        out = []
+        for i in range(self.images):
+            lf, lq = self.logits_float[i], self.logits_int[i]
+            out.append({"index": i, "item": self.items[i] if self.items else None, "label": int(self.labels[i]),
+                        "float_pred": int(lf.argmax()), "int_pred": int(lq.argmax()),
+                        "float_logits": [float(v) for v in lf], "int_logits": [int(v) for v in lq],
+                        "keep_float": [m.tolist() for m in self.masks_float[i]],
+                        "keep_int": [m.tolist() for m in self.masks_int[i]],
+                        "keep_float_ids": [t.tolist() for t in self.kept_ids_float[i]],
+                        "keep_int_ids": [t.tolist() for t in self.kept_ids_int[i]]})
+        return out
+
     def to_json(self) -> dict:
+        per = self.per_image() if self.labels is not None else []
         d = asdict(self)
+        for k in ("items", "labels", "logits_float", "logits_int", "masks_float", "masks_int", "kept_ids_float",
+                  "kept_ids_int"):
+            d.pop(k)
         d["kept_float"] = self.kept_float.tolist()
         d["kept_int"] = self.kept_int.tolist()
+        d["per_image_format"] = (f"int_logits are the golden model's int16 logits: value = int_logits / "
+                                 f"2^{self.logits_frac}; keep_float / keep_int list, per selector stage, the indices of "
+                                 f"the kept tokens among that stage's candidates in their order there, "
+                                 f"keep_*_ids the same tokens' ids (0 CLS, 1..{self.num_patches} patch position "
+                                 f"+ 1, {self.num_patches + 1} + s the token made at stage s) (docs/selector.md, "
+                                 f"Keep masks)")
+        d["per_image"] = per
         d["stages"] = [dict(zip(("float_mean", "float_min", "float_max", "int_mean", "int_min", "int_max"), s),
                             before_block=b, selection=self.info.get("where", "before"),
                             keep_rate_float=s[0] / self.num_patches,
@@ -176,6 +210,13 @@ class ComparePart:
     dec_agree: int = 0
     dec_total: int = 0
     measured: int = 0
+    logits_raw: list = field(default_factory=list)      # per batch, int16 logits
+    masks_float: list = field(default_factory=list)     # per image, per stage (CompareResult.masks_float)
+    masks_int: list = field(default_factory=list)
+    ids_float: list = field(default_factory=list)
+    ids_int: list = field(default_factory=list)
+    items: list = field(default_factory=list)           # image names
+    logits_frac: int = 0
 
 
 def _batches(data, start: int, stop: int, batch: int):
@@ -208,7 +249,12 @@ def compare_part(model: DeiT, q: QModel, data, start: int, stop: int, batch: int
         da, dt = decision_agreement(model.last_record, rec)
         part.dec_agree += da
         part.dec_total += dt
+        for r, masks, ids in ((model.last_record, part.masks_float, part.ids_float),
+                              (rec, part.masks_int, part.ids_int)):
+            masks += r.masks
+            ids += [[r.kept_ids(i, s) for s in range(model.cfg.stages)] for i in range(len(r.masks))]
         part.logits_float.append(lf.double().numpy())
+        part.logits_raw.append(lq)
         part.logits_int.append(dequantize(lq, q.fmt["logits"]))
         part.labels.append(labels.numpy())
         if measure:
@@ -223,6 +269,8 @@ def compare_part(model: DeiT, q: QModel, data, start: int, stop: int, batch: int
             part.measured += len(labels)
         if bar is not None:
             bar.update(len(labels))
+    part.items = [data.item_name(i) for i in range(start, stop)]
+    part.logits_frac = int(q.fmt["logits"])
     return part
 
 
@@ -248,7 +296,10 @@ def finish(parts: list, cfg) -> CompareResult:
         selector_sqnr={k: v for k, v in res.items() if k.startswith("sel.")}, logits_sqnr=sqnr_db(lf, lq),
         sqnr_images=total("measured"), info={"selector": cfg.selector, "where": cfg.scheme.where},
         selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total,
-        decision_agreement=dec_agree / dec_total if dec_total else 1.0, decision_tokens=dec_total)
+        decision_agreement=dec_agree / dec_total if dec_total else 1.0, decision_tokens=dec_total,
+        items=cat("items"), labels=y, logits_float=lf.astype(np.float32), logits_int=np.concatenate(cat("logits_raw")),
+        logits_frac=parts[0].logits_frac, masks_float=cat("masks_float"), masks_int=cat("masks_int"),
+        kept_ids_float=cat("ids_float"), kept_ids_int=cat("ids_int"))
 
 
 def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batch: int = 16,
@@ -292,20 +343,9 @@ def format_table(r: CompareResult) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_json(r: CompareResult, path) -> None:
-    _atomic_write(path, lambda p: p.write_text(json.dumps(r.to_json(), indent=1) + "\n"))
+    """Write the results to `path` (the CLI writes through spvit.outputs: temp file, rename)."""
+    Path(path).write_text(json.dumps(r.to_json(), indent=1) + "\n")
 
 
 def write_plot(r: CompareResult, path, title: str = "") -> None:
@@ -354,5 +394,5 @@ def write_plot(r: CompareResult, path, title: str = "") -> None:
     fig.suptitle(title or f"top-1 float {100 * r.float_top1:.2f}%, int16 {100 * r.int_top1:.2f}%, "
                  f"agreement {100 * r.agreement:.2f}% ({r.images} images)")
     fig.tight_layout()
-    _atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

@@ -5,26 +5,27 @@ config's resolution. Its split is fixed: a permutation with seed 0, the first 60
 out (`digits:test`), the other 1197 for training and calibration (`digits:train`). Pixels are
 scaled to [0, 1] and normalised with mean 0.5 and std 0.5 (so the background is -1).
 
-An image folder gets DeiT's evaluation preprocessing with Pillow and numpy: resize the shorter
-side to img_size / 0.875 (bicubic), centre crop img_size, scale to [0, 1], normalise with the
-ImageNet mean and std (one-channel models: mean 0.5, std 0.5 on the grey image).
+An image folder gets the model config's preprocessing (`golden.config.Preprocess`, timm's
+pretrained_cfg names; the default is DeiT's evaluation transform: resize the shorter side to
+img_size / 0.875 (bicubic), centre crop img_size, scale to [0, 1], normalise with the ImageNet
+mean and std, or 0.5 / 0.5 for one-channel models), computed with Pillow and numpy the way
+torchvision's Resize / CenterCrop / Normalize compute it. `digits` keeps its own fixed
+preprocessing (above).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from golden.config import ModelConfig
-from spvit.errors import UsageError
+from golden.config import ModelConfig, Preprocess
+from spvit.errors import UsageError, notice
 
 DIGITS_HELD_OUT = 600
 DIGITS_SEED = 0
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CROP_PCT = 0.875
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -46,6 +47,12 @@ class Dataset:
         if self.array is not None:
             return self.array[self.items[i]]
         return load_image(self.items[i], self.cfg)
+
+    def item_name(self, i: int) -> str:
+        """The image's file path, or `digits:<split>[k]` (k: index within the split)."""
+        if self.array is not None:
+            return f"{self.name.split(' ')[0]}[{self.items[i]}]"
+        return str(self.items[i])
 
     def take(self, n: int | None) -> "Dataset":
         """n images spread evenly over the dataset (an image folder is sorted by class, so the
@@ -74,8 +81,14 @@ def load_data(spec: str, cfg: ModelConfig, default_split: str = "test") -> Datas
     """`digits`, `digits:train`, `digits:test`, `digits:all`, or an image-folder path."""
     spec = str(spec)
     if spec == "digits" or spec.startswith("digits:"):
-        split = spec.partition(":")[2] or default_split
-        return digits(cfg, split)
+        split = spec.partition(":")[2]
+        if spec.endswith(":") and not split:
+            raise UsageError(f"{spec!r} names no split: use digits:train, digits:test or digits:all "
+                             f"(plain `digits` means digits:{default_split} here)")
+        if cfg.preprocess != Preprocess():
+            notice(f"{spec} has its own fixed preprocessing (8x8 digits upsampled, mean 0.5, std 0.5); "
+                   f"the config's [preprocess] applies to image folders")
+        return digits(cfg, split or default_split)
     return image_folder(spec, cfg)
 
 
@@ -141,29 +154,52 @@ def image_folder(path: str | Path, cfg: ModelConfig) -> Dataset:
 
 
 def load_image(path: Path, cfg: ModelConfig) -> torch.Tensor:
-    """DeiT evaluation preprocessing (Pillow + numpy)."""
+    """One image file -> normalised float tensor [in_chans, S, S] (cfg.preprocess)."""
     from PIL import Image, UnidentifiedImageError
+    if cfg.in_chans not in (1, 3):
+        raise UsageError(f"image folders need in_chans 1 or 3 (config has {cfg.in_chans})")
+    pp = cfg.preprocess
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB" if cfg.in_chans == 3 else "L")
-            s = cfg.img_size
-            short = int(s / CROP_PCT)
-            w, h = im.size
-            if w <= h:
-                nw, nh = short, max(1, round(h * short / w))
-            else:
-                nw, nh = max(1, round(w * short / h)), short
-            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-            left, top = (nw - s) // 2, (nh - s) // 2
-            im = im.crop((left, top, left + s, top + s))
+            im = transform(im.convert("RGB" if cfg.in_chans == 3 else "L"), cfg.img_size, pp)
             a = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise UsageError(f"cannot read image {str(path)!r}: {e}; remove or replace the file") from None
-    if cfg.in_chans == 3:
-        a = (a - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-        a = a.transpose(2, 0, 1)
-    elif cfg.in_chans == 1:
-        a = ((a - 0.5) / 0.5)[None]
-    else:
-        raise UsageError(f"image folders need in_chans 1 or 3 (config has {cfg.in_chans})")
-    return torch.from_numpy(np.ascontiguousarray(a))
+    mean, std = pp.stats(cfg.in_chans)
+    a = (a.reshape(*a.shape[:2], -1) - np.array(mean, np.float32)) / np.array(std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+
+def transform(im, size: int, pp: Preprocess):
+    """Pad, resize and centre-crop a PIL image to size x size (see golden.config.Preprocess)."""
+    from PIL import Image, ImageOps
+    fill = pp.fill if im.mode == "L" else (pp.fill,) * 3
+    if pp.pad:
+        im = ImageOps.expand(im, border=pp.pad, fill=fill)
+    if pp.crop_mode != "none":
+        scale = math.floor(size / pp.crop_pct)
+        w, h = im.size
+        if pp.crop_mode == "squash":
+            new = (scale, scale)
+        elif w <= h:
+            new = (scale, int(scale * h / w))
+        else:
+            new = (int(scale * w / h), scale)
+        if new != im.size:
+            im = im.resize(new, getattr(Image.Resampling, pp.interpolation.upper()))
+    return _center_crop_or_pad(im, size, fill)
+
+
+def _center_crop_or_pad(im, s: int, fill):
+    """torchvision's CenterCrop: pad (fill) where the image is smaller, then crop the centre
+    (offsets rounded as torchvision rounds them)."""
+    from PIL import Image
+    w, h = im.size
+    if w < s or h < s:
+        out = Image.new(im.mode, (max(w, s), max(h, s)), fill)
+        out.paste(im, ((max(w, s) - w) // 2, (max(h, s) - h) // 2))
+        im, (w, h) = out, out.size
+    if (w, h) == (s, s):
+        return im
+    left, top = int(round((w - s) / 2.0)), int(round((h - s) / 2.0))
+    return im.crop((left, top, left + s, top + s))

@@ -25,10 +25,10 @@ import torch
 from golden.config import PRESETS, ModelConfig
 from golden.float_model import DeiT
 from golden.selectors import SCHEMES
-from spvit.errors import UsageError
+from spvit.errors import UsageError, notice
 
-WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "model_ema")
-STRIP_PREFIXES = ("module.", "model.")
+WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "model_ema", "state_dict_ema", "module")
+STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")   # DDP, torch.compile, Lightning
 LIST_MAX = 8
 
 
@@ -55,18 +55,43 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def _normalise(tensors: dict, path: str) -> dict:
-    """Strip DDP / wrapper prefixes, convert floating tensors to float32."""
+def _normalise(tensors: dict, path: str, meta: dict | None = None) -> dict:
+    """Strip DDP / compile / wrapper prefixes (noted in `meta`), convert floating tensors to float32."""
     out = {}
     for k, v in tensors.items():
         if not isinstance(v, torch.Tensor):
             raise CheckpointError(f"checkpoint {path!r}: entry {k!r} is a {type(v).__name__}, not a tensor; "
                                   f"save the model's state_dict (name -> tensor)")
         out[k] = v
-    for p in STRIP_PREFIXES:
-        if out and all(k.startswith(p) for k in out):
-            out = {k[len(p):]: v for k, v in out.items()}
+    stripped = []
+    for _ in range(len(STRIP_PREFIXES)):          # nested prefixes, e.g. module._orig_mod.
+        p = next((p for p in STRIP_PREFIXES if out and all(k.startswith(p) for k in out)), None)
+        if p is None:
+            break
+        out = {k[len(p):]: v for k, v in out.items()}
+        stripped.append(p)
+    if meta is not None and stripped:
+        meta["stripped_prefix"] = "".join(stripped)
     return {k: (v.detach().to(torch.float32) if v.is_floating_point() else v.detach()) for k, v in out.items()}
+
+
+def _unwrap(obj, path: str, meta: dict):
+    """The state_dict inside a training checkpoint ({"model": ..., "epoch": ...}, possibly
+    nested); the keys taken go to meta["wrapper"]."""
+    keys = []
+    while isinstance(obj, dict) and obj and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if key is None or len(keys) > 3:
+            raise CheckpointError(
+                f"checkpoint {path!r} is a dict without a state_dict: expected tensors, or one of the keys "
+                f"{list(WRAPPER_KEYS)} holding them (found keys {sorted(map(str, obj))[:LIST_MAX]})")
+        if not keys:
+            meta["other_keys"] = sorted(str(k) for k in obj if k != key)
+        keys.append(key)
+        obj = obj[key]
+    if keys:
+        meta["wrapper"] = ".".join(keys)
+    return obj
 
 
 def _reason(e) -> str:
@@ -98,18 +123,11 @@ class TorchHandler:
         except Exception as e:  # not a torch file, truncated zip, ...
             raise CheckpointError(f"cannot read checkpoint {path!r} as a torch file: {e}") from None
         meta = {}
-        if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
-            if key is None:
-                raise CheckpointError(
-                    f"checkpoint {path!r} is a dict without a state_dict: expected tensors, or one of the keys "
-                    f"{list(WRAPPER_KEYS)} holding them (found keys {sorted(map(str, obj))[:LIST_MAX]})")
-            meta = {"wrapper": key, "other_keys": sorted(str(k) for k in obj if k != key)}
-            obj = obj[key]
+        obj = _unwrap(obj, path, meta)
         if not isinstance(obj, dict):
             raise CheckpointError(f"checkpoint {path!r} holds a {type(obj).__name__}, not a state_dict; "
                                   f"save model.state_dict() instead")
-        return Checkpoint(path, self.name, _normalise(obj, path), meta)
+        return Checkpoint(path, self.name, _normalise(obj, path, meta), meta)
 
 
 @dataclass(frozen=True)
@@ -125,7 +143,7 @@ class SafetensorsHandler:
                 meta = dict(f.metadata() or {})
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read checkpoint {path!r} as safetensors: {e}") from None
-        return Checkpoint(path, self.name, _normalise(tensors, path), meta)
+        return Checkpoint(path, self.name, _normalise(tensors, path, meta), meta)
 
 
 @dataclass(frozen=True)
@@ -202,8 +220,8 @@ def read_checkpoint(path) -> Checkpoint:
 # ------------------------------------------------------------------ fitting a config
 def infer_config(tensors: dict) -> dict:
     """The model fields a state_dict reveals. `num_heads` only from SPViT selectors (a plain
-    timm state_dict does not store it): otherwise a guess of embed_dim / 64, marked in
-    '_guessed'. `selector_blocks` are never stored: the scheme's guess (golden/selectors/*:
+    timm state_dict does not store it): otherwise a guess of head_dim 64 (else 32, 16, 8),
+    marked in '_guessed'. `selector_blocks` are never stored: the scheme's guess (golden/selectors/*:
     `infer`), marked too. A scheme without parameters (EViT) cannot be told from plain DeiT."""
     out, guessed = {}, []
     shp = {k: tuple(v.shape) for k, v in tensors.items()}
@@ -222,37 +240,55 @@ def infer_config(tensors: dict) -> dict:
     if "head.weight" in shp:
         out["num_classes"] = shp["head.weight"][0]
     for sch in SCHEMES.values():
-        found = sch.infer(shp, out.get("depth", 12))
+        found = sch.infer(shp, out.get("depth", 12), tensors)
         if found:
             guessed += found.pop("_guessed", [])
             out.update(found)
             break
     else:
         out.update(selector="none", selector_blocks=())
-    if "num_heads" not in out and "embed_dim" in out and out["embed_dim"] % 64 == 0:
-        out["num_heads"] = out["embed_dim"] // 64
+    if "num_heads" not in out and "embed_dim" in out:
+        # only SPViT's per-head predictors store the head count: head_dim 64 if it divides, else 32, 16, 8
+        c = out["embed_dim"]
+        out["num_heads"] = next((c // hd for hd in (64, 32, 16, 8) if c % hd == 0), 1)
         guessed.append("num_heads")
     out["_guessed"] = guessed
     return out
 
 
 STRUCTURAL = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio",
-              "num_classes", "selector", "selector_blocks", "keep_rate")
+              "num_classes", "selector", "selector_blocks", "keep_rate", "package_mode")
+
+
+def _preset_fits(p: ModelConfig, fields: dict, guessed) -> bool:
+    """Does preset p have every revealed field (guesses other than num_heads are not held against it)?"""
+    for k, v in fields.items():
+        if k == "selector_blocks" and fields.get("selector") != "none":
+            continue
+        if k in guessed and k != "num_heads":
+            continue
+        if _differs(getattr(p, k), v):
+            return False
+    return True
 
 
 def suggest_config(inferred: dict) -> str:
-    """A preset name or a TOML snippet matching what the checkpoint reveals."""
+    """A preset name or a TOML snippet matching what the checkpoint reveals (num_heads always
+    spelled out; guesses marked)."""
     fields = {k: v for k, v in inferred.items() if k in STRUCTURAL}
+    guessed = inferred.get("_guessed", ())
     for name, p in PRESETS.items():
-        if all(getattr(p, k) == v for k, v in fields.items() if k not in ("selector_blocks",)) and \
-                (fields.get("selector") == "none" or tuple(p.selector_blocks) == tuple(fields.get("selector_blocks", ()))):
+        if _preset_fits(p, fields, guessed) and (fields.get("selector") == "none" or
+                                                  tuple(p.selector_blocks) == tuple(fields.get("selector_blocks", ()))):
             return f"--config {name}"
     lines = ["a TOML file such as", "  [model]"]
     for k, v in fields.items():
         if isinstance(v, tuple):
             v = list(v)
         val = f'"{v}"' if isinstance(v, str) else v
-        note = "   # guessed: check" if k in inferred.get("_guessed", ()) else ""
+        note = "   # guessed: check" if k in guessed else ""
+        if k == "package_mode" and v == "sum":
+            note = "   # official SPViT layout (heads share one module): trained with the summed package token"
         lines.append(f"  {k} = {val}{note}")
     return "\n".join(lines)
 
@@ -302,6 +338,13 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
             if {"dist_token", "head_dist.weight"} & unexpected:
                 hint = " (a distilled DeiT: its dist_token / head_dist are not supported; use the non-distilled release)"
             problems.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}{hint}")
+    ints = sorted(f"{k} ({str(got[k].dtype).replace('torch.', '')})" for k in set(expected) & set(got)
+                  if not got[k].is_floating_point())
+    if ints:
+        problems.append(f"{len(ints)} tensor(s) are not floating point: {', '.join(ints[:LIST_MAX])}"
+                        + (f", ... ({len(ints) - LIST_MAX} more)" if len(ints) > LIST_MAX else "")
+                        + "; spvit quantises float weights (float32, float16, bfloat16): give the float "
+                        "checkpoint, not an integer or already quantised one")
     bad = []
     for k in sorted(set(expected) & set(got)):
         t = got[k]
@@ -334,8 +377,22 @@ def _differs(a, b) -> bool:
 
 
 def load_float_model(path, cfg: ModelConfig) -> DeiT:
-    """Read, check and load a checkpoint into the float twin (eval mode)."""
+    """Read, check and load a checkpoint into the float twin (eval mode). One-line notices say
+    which wrapper key and key prefix were used, and that a checkpoint without selectors does
+    not store its head count."""
     ck = read_checkpoint(path)
     model = DeiT(cfg)
     model.load_state_dict(fit(ck, cfg, model), strict=True)
+    if ck.meta.get("wrapper") or ck.meta.get("stripped_prefix"):
+        parts = []
+        if ck.meta.get("wrapper"):
+            other = ck.meta.get("other_keys", [])
+            parts.append(f"using the state_dict under {ck.meta['wrapper']!r}"
+                         + (f" (not used: {', '.join(other[:LIST_MAX])})" if other else ""))
+        if ck.meta.get("stripped_prefix"):
+            parts.append(f"key prefix {ck.meta['stripped_prefix']!r} stripped")
+        notice(f"checkpoint {path}: " + "; ".join(parts))
+    if "num_heads" in infer_config(ck.tensors)["_guessed"]:       # only SPViT's predictors store it
+        notice(f"checkpoint {path} does not store the head count; using num_heads = {cfg.num_heads} (head_dim "
+               f"{cfg.head_dim}) from config {cfg.name!r}: set num_heads if the model was trained with another")
     return model.eval()

@@ -9,9 +9,7 @@ loads back through the ONNX checkpoint handler.
 """
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -98,21 +96,13 @@ class OnnxTwin(nn.Module):
 
 
 def export_onnx(model: DeiT, out, opset: int = 17) -> None:
-    """Write the ONNX file atomically."""
+    """Write the ONNX file to `out` (the CLI writes through spvit.outputs: temp file, rename)."""
     model = model.eval()
     twin = OnnxTwin(model).eval()
     cfg = model.cfg
     dummy = torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.onnx")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(twin, (dummy,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["image"], output_names=["logits", "kept"],
-                              do_constant_folding=True)
-        tmp.replace(out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(twin, (dummy,), str(out), dynamo=False, opset_version=opset,
+                          input_names=["image"], output_names=["logits", "kept"],
+                          do_constant_folding=True)

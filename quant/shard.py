@@ -9,8 +9,10 @@ paths given, so on a cluster those paths must be readable on every node (docs/cl
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,12 @@ class Sources:
     data: str
     limit: int | None
 
+    def absolute(self) -> "Sources":
+        """Paths that exist made absolute (Ray workers do not run in the driver's directory)."""
+        fix = {k: str(Path(v).resolve()) for k in ("checkpoint", "package", "config", "data")
+               if (v := getattr(self, k)) and Path(v).exists()}
+        return dataclasses.replace(self, **fix)
+
 
 def load(src: Sources):
     """(float model, integer model, package manifest, data) as `spvit compare` loads them."""
@@ -29,9 +37,10 @@ def load(src: Sources):
 
     from .data import load_data
     from .loaders import load_float_model
-    from .package import load_package, model_config, read_manifest
+    from .package import load_package, package_config, read_manifest
     man = read_manifest(src.package)
-    cfg = load_config(src.config).model if src.config else model_config(man["model"])
+    pcfg = package_config(man, src.package)
+    cfg = load_config(src.config).model if src.config else pcfg
     q, man = load_package(src.package, cfg)
     model = load_float_model(src.checkpoint, cfg)
     data = load_data(src.data, cfg, default_split="test").take(src.limit)
@@ -61,11 +70,16 @@ def shards(n: int, batch: int, parallelism: int, per_worker: int = 4) -> list[tu
     return [(s * batch, min(n, (s + per) * batch)) for s in range(0, batches, per)]
 
 
-def compare_sharded(src: Sources, cfg, n: int, batch: int, sqnr_images: int, ex):
+def compare_sharded(src: Sources, cfg, data, batch: int, sqnr_images: int, ex):
+    """The report of `data` (as the driver loaded it from `src`) compared shard by shard."""
     from .compare import finish
+    n = len(data)
     if n == 0:
         from spvit.errors import UsageError
         raise UsageError(f"data {src.data!r} has no images to compare on")
-    tasks = [(src, a, b, batch, sqnr_images) for a, b in shards(n, batch, ex.parallelism)]
+    wsrc = src.absolute()
+    tasks = [(wsrc, a, b, batch, sqnr_images) for a, b in shards(n, batch, ex.parallelism)]
     parts = ex.map(compare_shard, tasks, desc=f"compare ({n} images)")
-    return finish(parts, cfg)
+    r = finish(parts, cfg)
+    r.items = [data.item_name(i) for i in range(n)]      # names as given (workers see absolute paths)
+    return r

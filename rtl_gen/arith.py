@@ -5,6 +5,9 @@ int16 against golden).
     sat(v, bits)            clamp a signed value to `bits` bits           = golden.arith.sat
     rshift_round(v, s)      (v + 2^(s-1)) >> s, s <= 0 shifts left        = golden.arith.rshift_round
     rshift_round_var(v, s)  the same with a runtime unsigned shift s >= 0
+    requant_uvar(m, v, s, bits) sat(rshift_round(v, s), bits), runtime unsigned s >= 0 (pruned shifter)
+    requant_var(m, v, s)    requant with a runtime signed shift (s < 0 shifts left)
+    requant_sv(m, v, s, bits) requant_var on one pruned right shifter (a fifth of its LUTs)
     requant(v, s, bits)     sat(rshift_round(v, s))                       = golden.arith.requant
 """
 from __future__ import annotations
@@ -43,6 +46,55 @@ def rshift_round_var(v, s) -> Value:
     s = Value.cast(s).as_unsigned()       # callers guarantee s >= 0
     half = Mux(s == 0, 0, (Const(1, 1) << s) >> 1)
     return (v + half) >> s
+
+
+def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru") -> Value:
+    """sat(rshift_round(v, s), bits) for a runtime unsigned shift s (= golden requant with a
+    `bits`-bit result). Computed as F = floor(2 v / 2^s), clamped to bits + 1 bits, then
+    sat((F + 1) >> 1, bits): floor((floor(2 v / 2^s) + 1) / 2) = floor((v + 2^(s-1)) / 2^s) for
+    s >= 1 and (2 v + 1) >> 1 = v for s = 0; clamping F first changes no saturated result
+    (F <= -2^bits gives -2^(bits-1) either way, F >= 2^bits - 1 gives 2^(bits-1) - 1).
+
+    The shifter is a log shifter, most significant shift bit first, that drops the top bits no
+    later stage can bring into the bits + 1 output window (after the 2^j stage it keeps
+    bits + 2^j bits), noting whether the dropped bits were a plain sign extension: if not, F is
+    out of range and saturates. About half the LUTs of a full-width shifter and a wide compare.
+    Returns a comb Signal of signed(bits)."""
+    v = Value.cast(v)
+    s = Value.cast(s).as_unsigned()
+    cur = Signal(signed(len(v) + 2), name=f"{name}_x2")
+    m.d.comb += cur.eq(v << 1)                                   # 2 v
+    fits = Const(1, 1)
+    for j in reversed(range(len(s))):
+        keep = min(len(cur), bits + (1 << j))
+        nxt = Signal(signed(keep), name=f"{name}_s{j}")
+        sh = Signal(signed(len(cur)), name=f"{name}_m{j}")
+        m.d.comb += sh.eq(Mux(s[j], cur >> (1 << j), cur))
+        if keep < len(cur):
+            top = sh[keep - 1:]
+            fits = fits & (top.all() | ~top.any())
+        m.d.comb += nxt.eq(sh[:keep])
+        cur = nxt
+    ok = Signal(name=f"{name}_fits")
+    f = Signal(signed(bits + 1), name=f"{name}_f")
+    out = Signal(signed(bits), name=name)
+    lo, hi = Const(-(1 << bits), signed(bits + 1)), Const((1 << bits) - 1, signed(bits + 1))
+    m.d.comb += [ok.eq(fits), f.eq(Mux(ok, cur, Mux(v[-1], lo, hi) if v.shape().signed else hi)),
+                 out.eq(sat((f + 1) >> 1, bits))]
+    return out
+
+
+def requant_sv(m, v, s, bits: int = WORD, name: str = "rs") -> Value:
+    """requant with a runtime *signed* shift s (s < 0 shifts left), = requant_var, on one right
+    shifter: v << bits shifted right by s + bits (clamped at 0: any left shift of `bits` or
+    more saturates every v != 0 and keeps 0)."""
+    v = Value.cast(v)
+    s = Value.cast(s).as_signed()
+    lim = len(v) + 2 * bits + 2                         # beyond: every v rounds to 0
+    t = Signal(signed(len(s) + 2), name=f"{name}_t")
+    sh = Signal(range(lim + 1), name=f"{name}_sh")
+    m.d.comb += [t.eq(s + bits), sh.eq(Mux(t < 0, 0, Mux(t > lim, lim, t)))]
+    return requant_uvar(m, v << bits, sh, bits, name)
 
 
 def requant(v, s: int, bits: int = WORD) -> Value:
@@ -130,7 +182,7 @@ def add_shifted(m, a, sa, b, sb, so, bits: int = WORD, name: str = "as") -> Valu
     from golden.isa import ALIGN_MAX
     s = Signal(signed(WORD + ALIGN_MAX + 2), name=f"{name}_sum")
     m.d.comb += s.eq((Value.cast(a).as_signed() << sa) + (Value.cast(b).as_signed() << sb))
-    return requant_var(m, s, so, bits, name)
+    return requant_sv(m, s, so, bits, name)
 
 
 def bit_length(m, v, name: str = "bitlen") -> Value:

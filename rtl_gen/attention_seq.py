@@ -20,7 +20,7 @@ from golden.hw import HardwareConfig
 
 from .decode import desc_view
 from .fetch import A_PROB, A_TOK, B_KEY, B_VALUE, KIND_PV, KIND_SCORE, prob_read, req_layout
-from .ports import lanes
+from .ports import lanes, tiles_of
 from .ram import Ram
 
 
@@ -38,7 +38,7 @@ class AttentionSeq(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
+        hw, R = self.hw, self.hw.mac_rows
         d = desc_view("ATTENTION", self.desc)
         m.submodules.softmax = sm = self.softmax
         m.submodules.pbank = pb = Ram(16, 2 * hw.n_max, R)
@@ -75,7 +75,7 @@ class AttentionSeq(wiring.Component):
 
     def _issue(self, m, d, p_full, prb, p_clr):
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
-        rb, cb = (R - 1).bit_length(), (C - 1).bit_length()
+        cb = (C - 1).bit_length()
         N = Signal(range(hw.n_max + 1))
         T, U = Signal(range(hw.tiles + 1)), Signal(range(hw.key_tiles + 1))
         th, hh = Signal(range(hw.tiles)), Signal(range(32))          # query tile and head of the score
@@ -84,12 +84,15 @@ class AttentionSeq(wiring.Component):
         pc, pn = Signal(range(hw.d_max // C + 1)), Signal(range(hw.n_max))
         s_first, s_all = Signal(), Signal()
         q = self.req.payload
+        # fields ATTENTION does not use get a (harmless) live driver: a constant there would be a
+        # process without inputs in the Verilog, which Icarus never runs (the bits stay X)
+        m.d.comb += [q.w_addr.eq(j), q.info.release.eq(s_first & ~s_first)]
         hoff, phoff = Signal(range(hw.d_max + 1)), Signal(range(hw.d_max + 1))
         m.d.comb += [hoff.eq(hh * d.head_dim), phoff.eq(phh * d.head_dim)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [N.eq(self.rows), T.eq((self.rows + R - 1) >> rb), U.eq((self.rows + C - 1) >> cb),
+                    m.d.sync += [N.eq(self.rows), T.eq(tiles_of(self.rows, R)), U.eq(tiles_of(self.rows, C)),
                                  th.eq(0), hh.eq(0), pth.eq(0), phh.eq(0), u.eq(0), j.eq(0), pc.eq(0), pn.eq(0),
                                  s_first.eq(1), s_all.eq(0), prb.eq(0)]
                     m.next = "SCORE"

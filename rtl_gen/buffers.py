@@ -15,7 +15,6 @@ from golden.hw import HardwareConfig
 from golden.isa import TOKEN_BUFFERS
 
 from . import ports
-from .ports import lanes
 from .ram import Ram
 
 

@@ -80,7 +80,7 @@ class Compact(wiring.Component):
         rows = self.rows
         ns = Signal(range(hw.n_max + 1))
         nt = Signal(range(hw.tiles + 1))
-        m.d.comb += [ns.eq(rows - 1 - v.n_pkg), nt.eq((rows + R - 1) >> lr)]
+        m.d.comb += [ns.eq(rows - 1 - v.n_pkg), nt.eq(ports.tiles_of(rows, R))]
         t = Signal(range(hw.tiles + 1))
         opos = Signal(range(hw.tiles * R + 2))
         m.d.comb += self.mask.tile.eq(t)

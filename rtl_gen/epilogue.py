@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from golden.hw import HardwareConfig
 
 from . import ports
-from .arith import add_shifted, requant_var
+from .arith import add_shifted, requant_sv
 from .ports import lanes
 from .pwl_rt import PwlEval, geometry_layout, table_read
 
@@ -88,7 +88,7 @@ class Epilogue(wiring.Component):
         y5 = []
         for r in range(R):
             acc = self.i.payload.acc[r]
-            yq = requant_var(m, p1[r], ctx[1].shift, name=f"rq{r}")
+            yq = requant_sv(m, p1[r], ctx[1].shift, name=f"rq{r}")
             m.submodules[f"pwl{r}"] = pwl = PwlEval(hw, 16)
             wiring.connect(m, pwl.table, wiring.flipped(self.table[r]))
             m.d.comb += [pwl.geo.eq(cfg.pwl), pwl.x.eq(y2[r])]

@@ -1,14 +1,19 @@
 """exp unit with a runtime score format: E = e^x for x <= 0 as unsigned Q15 (golden.kernels.exp_neg
 with `frac` an input, not a generation parameter), `lanes` values per beat, three stages:
 
-  1. t = sat18(round(x * LOG2E_Q14 / 2^(frac + 2)))   (requant_var: frac + 2 < 0 shifts left)
+  1. t = sat18(round(x * LOG2E_Q14 / 2^(frac + 2)))   (frac + 2 < 0 shifts left)
      q = t >> 12, r = t & 0xFFF
   2. m = round(EXP_HI[r >> 6] * EXP_LO[r & 63] / 2^15);  sh = min(-q, 17)
   3. E = round(m / 2^sh)
 
-Saturating t to 18 bits changes nothing: t <= 0, and any t <= -2^17 has q <= -32, so E = 0 both
-ways (m < 2^16 is shifted right by 17). The constant product x * 23637 is a shift-add tree (seven
-signed power-of-two terms, no DSP); the mantissa product is one 16 x 16 DSP per lane.
+Saturating t to 18 bits changes nothing: t <= 0, and any t < -2^16 has q <= -17, so E = 0 both
+ways (m < 2^16 is shifted right by 17). Stage 1 is one runtime right shift (requant_uvar: the
+rounding adder works on the shifted, saturated value) of v = x log2(e) << 2 by s = frac + 4
+clamped to [0, 33]: frac + 2 = -1 or -2 are exact left shifts (s = 1: (4 v + 1) >> 1 = 2 v),
+larger left shifts give t <= -94548 for every x <= -1 (E = 0) as s = 0 does, and right shifts
+of 32 or more round every |v| < 2^31 to 0 as s = 33 does. The constant product x * 23637 is a
+shift-add tree (seven signed power-of-two terms, no DSP); the mantissa product is one 16 x 16
+DSP per lane. Yosys, zcu102 target: about 550 LUTs per lane.
 """
 from __future__ import annotations
 
@@ -18,12 +23,14 @@ from amaranth.lib.wiring import In, Out
 
 from golden.kernels import EXP_FRAC, EXP_HI, EXP_LO, EXP_MAX_SHIFT, LOG2E_Q14
 
-from .arith import requant_var, rshift_round, rshift_round_var
+from .arith import requant_uvar, rshift_round
 from .pipe import stall_pipeline
 
 X_BITS = 17          # the softmax difference s - max
 FRAC_BITS = 8        # the descriptor's s_frac field
 T_BITS = 18          # saturated base-2 exponent in Q12 (see the module docstring)
+PRE_SHIFT = 2        # left shifts beyond 2 give what 2 gives (see the module docstring)
+SHIFT_MAX = 31 + PRE_SHIFT   # |x log2(e)| < 2^31: any right shift >= 32 gives t = 0
 LATENCY = 3
 
 
@@ -47,6 +54,15 @@ def const_mul(v, k: int) -> Value:
     pos = sum((v << sh for sign, sh in digits if sign > 0), Const(0, 1))
     neg = sum((v << sh for sign, sh in digits if sign < 0), Const(0, 1))
     return pos - neg
+
+
+def exp_shift(m: Module, frac) -> Signal:
+    """The right shift of x log2(e) << PRE_SHIFT that gives t: frac + 2 + PRE_SHIFT, clamped to
+    [0, SHIFT_MAX] (one per unit, shared by the lanes; see the module docstring)."""
+    s = Signal(signed(FRAC_BITS + 2))
+    out = Signal(range(SHIFT_MAX + 1), name="exp_shift")
+    m.d.comb += [s.eq(frac + (14 - EXP_FRAC + PRE_SHIFT)), out.eq(Mux(s < 0, 0, Mux(s > SHIFT_MAX, SHIFT_MAX, s)))]
+    return out
 
 
 def exp_mantissa(m: Module, r, name: str) -> Value:
@@ -76,16 +92,16 @@ class ExpNegVar(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         en, _ = stall_pipeline(m, self.i_x, self.o_e, LATENCY)
-        shift = Signal(signed(FRAC_BITS + 1))
-        m.d.comb += shift.eq(self.i_x.payload.frac + (14 - EXP_FRAC))
+        shift = exp_shift(m, self.i_x.payload.frac)
         for l in range(self.lanes):
-            t = requant_var(m, const_mul(self.i_x.payload.x[l], LOG2E_Q14), shift, T_BITS, name=f"t{l}")
+            t = requant_uvar(m, const_mul(self.i_x.payload.x[l], LOG2E_Q14) << PRE_SHIFT, shift, T_BITS, name=f"t{l}")
             q = Signal(signed(T_BITS - EXP_FRAC), name=f"q{l}")
             r = Signal(EXP_FRAC, name=f"r{l}")
             mant = Signal(17, name=f"mant{l}")
             sh = Signal(range(EXP_MAX_SHIFT + 1), name=f"sh{l}")
+            mant_c = exp_mantissa(m, r, f"m{l}")
+            e = requant_uvar(m, mant, sh, 17, name=f"e{l}")
             with m.If(en):
-                m.d.sync += [q.eq(t >> EXP_FRAC), r.eq(t[:EXP_FRAC])]
-                m.d.sync += [mant.eq(exp_mantissa(m, r, f"m{l}")), sh.eq(Mux(q <= -EXP_MAX_SHIFT, EXP_MAX_SHIFT, -q))]
-                m.d.sync += self.o_e.payload[l].eq(rshift_round_var(mant, sh))
+                m.d.sync += [q.eq(t >> EXP_FRAC), r.eq(t[:EXP_FRAC]), mant.eq(mant_c),
+                             sh.eq(Mux(q <= -EXP_MAX_SHIFT, EXP_MAX_SHIFT, -q)), self.o_e.payload[l].eq(e)]
         return m

@@ -32,11 +32,10 @@ class GMean(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        lr = R.bit_length() - 1
         v = desc_view("GMEAN", self.desc)
         rows = self.rows
         nt = Signal(range(hw.tiles + 1))
-        m.d.comb += nt.eq((rows + R - 1) >> lr)
+        m.d.comb += nt.eq(ports.tiles_of(rows, R))
         sum_bits = 16 + hw.n_max.bit_length()
         m.submodules.rcp = rcp = Reciprocal(hw.n_max.bit_length(), MEAN_RECIP_BITS)
         q = Signal(MEAN_RECIP_BITS + 1)

@@ -10,22 +10,24 @@ whenever they come after `start` (an output channel waits for its parameter).
 Numerics, per lane (golden.kernels.layernorm, exactly):
   S1 = sum x, S2 = sum x^2                                   statistics pass, 1 DSP (x x)
   V  = d S2 - S1^2 + eps                                     serial shift-add (SB steps)
-  k  = (62 - bitlen V) // 2,  r = isqrt(V << 2k)             31 steps (rtl_gen.isqrt)
-  R  = floor(2^62 / r)                                       33 steps (r >= 2^30: recip_norm)
+  k  = (62 - bitlen V) // 2,  r = isqrt(V << 2k)             NP + 30 steps (rtl_gen.isqrt_norm)
+  R  = floor(2^62 / r)                                       33 steps (r >= 2^30: recip.py)
   CR = d R,  S1R = S1 R - 2^(45 - k)                         serial shift-add (SB steps)
   z  = (x CR - S1R) >> (46 - k)  (= round((d x - S1) R / 2^(46 - k)))     2 DSPs (16 x (DB+33))
-  y  = requant_var(gamma z + beta, y_shift)                  1 DSP (16 x 24)
+  y  = requant_sv(gamma z + beta, y_shift)                   1 DSP (16 x 24)
 DSP48E2 per lane: 4 (x x; x CR as two 27 x 18 tiles; gamma z). The per-tile products (d S2,
 S1^2, d R, S1 R) run on two shift-add multipliers per lane over SB = bitlen(d_max 2^15) cycles
 instead of DSPs; (d x - S1) R is computed as x (d R) - S1 R, which saves the d x product and
-narrows the per-element product to 16 bits on one side.
+narrows the per-element product to 16 bits on one side. No normalising shifter (the square
+root skips V's leading zero pairs itself) and a pruned output shifter (arith.requant_sv).
 
 Schedule: tiles t = 0 .. T - 1 (T = ceil(rows / R)) pass through three stages that overlap:
   stats(t)  reads the token buffer (d cycles), copies the tile into bank t % 2 of a block RAM
-  post(t)   the per-tile chain above, P = 2 SB + 72 cycles (one tile at a time)
+  post(t)   the per-tile chain above, P = post_cycles(hw) = 2 SB + NP + 67 cycles, one tile at a
+            time (NP = 29 pairs of V for d_max <= 4096: P = 144 for d_max = 384)
   out(t)    reads bank t % 2 and the parameter RAM, 6-stage pipeline, writes (d cycles)
 stats(t) may overwrite channel c of a bank once out(t - 2) has read it, so for P < d the unit
-streams one tile per d cycles: cycles ~ T d + P + d + 10. `ln_cycles` is the exact stall-free
+streams one tile per d cycles: cycles = T d + d + P + 9. `ln_cycles` is the exact stall-free
 schedule (tests/sim/test_ln_unit.py checks it against the RTL).
 """
 from __future__ import annotations
@@ -38,11 +40,11 @@ from golden.hw import HardwareConfig
 from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, LN_Z_FRAC
 
 from . import ports
-from .arith import ACC_BITS, WORD, requant_var
+from .arith import ACC_BITS, WORD, requant_sv
 from .decode import desc_view
-from .isqrt import Isqrt
+from .isqrt_norm import NormIsqrt
 from .ram import Ram
-from .recip_norm import NormReciprocal
+from .recip import Reciprocal
 
 Z_BITS = 24                 # |z| <= sqrt(d) 2^16 (1 + 2^-29) < 2^22 for d <= 4096
 ZSH_MIN = LN_RECIP_BITS - LN_Z_FRAC - LN_SQRT_BITS // 2 + 1     # 46 - k with k <= 30: 16
@@ -59,16 +61,19 @@ class Widths:
         self.sb = (hw.d_max << 15).bit_length()
         self.s2 = (hw.d_max << 30).bit_length()
         self.acc_a = max(self.db + self.s2, self.db + R_BITS)       # d S2, d R
-        self.acc_b = max(2 * self.sb, self.sb + R_BITS)             # S1^2, |S1| R
+        self.acc_b = max(2 * self.sb, self.sb + R_BITS) + 2         # S1^2, then +-|S1| R - half (signed)
         self.v = max(self.db + self.s2, 56) + 1                      # V < 2^(db + s2) + 2^56
         self.cr = self.db + R_BITS
         self.s1r = self.sb + R_BITS + 2                             # signed, minus the rounding half
-        assert self.v <= LN_SQRT_BITS
+        self.np = (self.v + 1) // 2                                  # pairs of V for the square root
+        assert self.v <= 60
 
 
 def post_cycles(hw: HardwareConfig) -> int:
-    """post(t): its sums taken -> its constants offered to the output stage."""
-    return 2 * Widths(hw).sb + 72
+    """post(t): its sums taken -> its constants offered to the output stage (taken by the out
+    pass's first read of the tile, in the same cycle at the earliest)."""
+    w = Widths(hw)
+    return 2 * w.sb + w.np + 67
 
 
 def ln_cycles(d: int, rows: int, hw: HardwareConfig) -> int:
@@ -76,17 +81,14 @@ def ln_cycles(d: int, rows: int, hw: HardwareConfig) -> int:
     start): the tile schedule of LayerNormUnit, event by event."""
     T = -(-rows // hw.mac_rows)
     P = post_cycles(hw)
-    i_last, take, offer, o0, o_last = {}, {}, {}, {}, {}
+    i_last, take, o0, o_last = {}, {}, {}, {}
     for t in range(T):
         i0 = 1 if t == 0 else i_last[t - 1] + 1
         if t >= 2:
             i0 = max(i0, o0[t - 2] + 1)                 # bank reuse: out(t - 2) read channel c first
-        i_last[t] = max(i0 + d - 1, take[t - 1] + 1) if t else i0 + d - 1
-        take[t] = max(i_last[t] + STATS_LAT, offer[t - 1] + 1 if t else 0)
-        offer[t] = take[t] + P
-        if t >= 2:
-            offer[t] = max(offer[t], o_last[t - 2] + OUT_LAT + 1)      # its constant set is free
-        o0[t] = max(offer[t] + 1, o_last[t - 1] + 1 if t else 0, 2 if t == 0 else 0)
+        i_last[t] = max(i0 + d - 1, take[t - 1] + 1) if t else i0 + d - 1     # its sums need the pin free
+        take[t] = max(i_last[t] + STATS_LAT, o0[t - 1] + 1 if t else 0)      # post free once out took t - 1
+        o0[t] = max(take[t] + P, o_last[t - 1] + 1 if t else 2)
         o_last[t] = o0[t] + d - 1
     return o_last[T - 1] + OUT_LAT + 1
 
@@ -104,15 +106,6 @@ def _consts_layout(hw, w: Widths) -> data.StructLayout:
 
 def _param_layout() -> data.StructLayout:
     return data.StructLayout({"gamma": signed(WORD), "beta": signed(ACC_BITS)})
-
-
-def bit_length(m: Module, v, name: str) -> Signal:
-    """Number of significant bits of unsigned v (a priority encoder)."""
-    n = Signal(range(len(v) + 1), name=name)
-    for i in range(len(v)):
-        with m.If(v[i]):
-            m.d.comb += n.eq(i + 1)
-    return n
 
 
 class LnStats(wiring.Component):
@@ -151,7 +144,7 @@ class LnStats(wiring.Component):
 
 
 class LnPost(wiring.Component):
-    """Per tile and lane: V, the normalising shift, isqrt, the reciprocal and the output
+    """Per tile and lane: V, the normalised square root, the reciprocal and the output
     constants CR = d R, S1R = S1 R - 2^(45 - k), zsh = 46 - k. Takes i_s, offers o_k
     post_cycles(hw) cycles later; all lanes in lock step."""
 
@@ -163,57 +156,47 @@ class LnPost(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, w, R = self.hw, self.wd, self.hw.mac_rows
+        w, R = self.wd, self.hw.mac_rows
+        m.submodules.sqrt = sq = NormIsqrt(w.v, R)
         step = Signal(range(w.sb))
         mc = Signal(w.db)                      # the shared multiplier d, one bit per step
-        lanes = [self._lane(m, l) for l in range(R)]
-        sq0, rc0 = lanes[0]["sqrt"], lanes[0]["recip"]
+        neg_mode = Signal()                    # MUL2: subtract |S1| R for negative S1
+        lanes = [self._lane(m, l, sq, neg_mode) for l in range(R)]
+        rc0 = lanes[0]["recip"]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i_s.ready.eq(1)
                 with m.If(self.i_s.valid):
-                    m.d.sync += [mc.eq(self.d), step.eq(0)]
-                    for ln in lanes:
-                        m.d.sync += ln["load1"]
+                    m.d.sync += self._mul_load(lanes, mc, step, neg_mode, 0, "load1")
                     m.next = "MUL1"
             with m.State("MUL1"):
-                self._mul_step(m, lanes, mc, step, "VAR")
-            with m.State("VAR"):
-                for ln in lanes:
-                    m.d.sync += ln["var"]
-                m.next = "NORM"
-            with m.State("NORM"):
-                for ln in lanes:
-                    m.d.sync += ln["norm"]
-                m.next = "SQRT"
-            with m.State("SQRT"):                  # every lane's unit is idle: taken this cycle
-                m.d.comb += [ln["sqrt"].i_n.valid.eq(1) for ln in lanes]
+                self._mul_step(m, lanes, mc, step, "SQRT")
+            with m.State("SQRT"):                  # V = acc_a - acc_b goes straight in
+                m.d.comb += sq.i_v.valid.eq(1)
                 m.next = "SQRT_WAIT"
             with m.State("SQRT_WAIT"):
-                m.d.comb += [ln["sqrt"].o_root.ready.eq(1) for ln in lanes]
-                with m.If(sq0.o_root.valid):
-                    m.next = "RECIP"
-            with m.State("RECIP"):
-                m.d.comb += [ln["recip"].i_d.valid.eq(1) for ln in lanes]
-                m.next = "RECIP_WAIT"
+                with m.If(sq.o_r.valid):
+                    m.d.comb += [ln["recip"].i_d.valid.eq(1) for ln in lanes]
+                    m.d.comb += sq.o_r.ready.eq(1)
+                    for ln in lanes:
+                        m.d.sync += ln["zsh"]
+                    m.next = "RECIP_WAIT"
             with m.State("RECIP_WAIT"):
                 m.d.comb += [ln["recip"].o_q.ready.eq(1) for ln in lanes]
                 with m.If(rc0.o_q.valid):
-                    m.d.sync += [mc.eq(self.d), step.eq(0)]
-                    for ln in lanes:
-                        m.d.sync += ln["load2"]
+                    m.d.sync += self._mul_load(lanes, mc, step, neg_mode, 1, "load2")
                     m.next = "MUL2"
             with m.State("MUL2"):
-                self._mul_step(m, lanes, mc, step, "FIN")
-            with m.State("FIN"):
-                for ln in lanes:
-                    m.d.sync += ln["fin"]
-                m.next = "OFFER"
+                self._mul_step(m, lanes, mc, step, "OFFER")
             with m.State("OFFER"):
                 m.d.comb += self.o_k.valid.eq(1)
                 with m.If(self.o_k.ready):
                     m.next = "IDLE"
         return m
+
+    def _mul_load(self, lanes, mc, step, neg_mode, neg, load) -> list:
+        """Start a multiplication pass: its operands into every lane."""
+        return [mc.eq(self.d), step.eq(0), neg_mode.eq(neg)] + [a for ln in lanes for a in ln[load]]
 
     def _mul_step(self, m, lanes, mc, step, nxt):
         m.d.sync += [mc.eq(mc >> 1), step.eq(step + 1)]
@@ -222,69 +205,62 @@ class LnPost(wiring.Component):
         with m.If(step == self.wd.sb - 1):
             m.next = nxt
 
-    def _lane(self, m, l: int) -> dict:
-        """One lane's registers and the statements of each phase."""
+    def _lane(self, m, l: int, sq, neg_mode) -> dict:
+        """One lane's registers and the statements of each phase. acc_a starts at eps (MUL1:
+        d S2 + eps; MUL2: d R); acc_b at 0 (MUL1: S1^2) or -2^(zsh - 1) (MUL2: adds or subtracts
+        |S1| R by the sign of S1), so V = acc_a - acc_b and S1R = acc_b need no further adder."""
         w = self.wd
-        m.submodules[f"sqrt{l}"] = sq = Isqrt(LN_SQRT_BITS)
-        m.submodules[f"recip{l}"] = rc = NormReciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
+        m.submodules[f"recip{l}"] = rc = Reciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
         s1 = self.i_s.payload.s1[l]
         sabs = Signal(w.sb, name=f"sabs{l}")
         neg = Signal(name=f"neg{l}")
         ms = Signal(w.sb, name=f"ms{l}")                      # |S1|, one bit per step
         md_a = Signal(w.acc_a, name=f"mda{l}")
         md_b = Signal(w.acc_b, name=f"mdb{l}")
-        acc_a = Signal(w.acc_a, name=f"acca{l}")
-        acc_b = Signal(w.acc_b, name=f"accb{l}")
-        v = Signal(w.v, name=f"v{l}")
-        vn = Signal(LN_SQRT_BITS, name=f"vn{l}")
+        acc_a = Signal(max(w.v, w.cr), name=f"acca{l}")
+        acc_b = Signal(signed(w.acc_b), name=f"accb{l}")
         zsh = Signal(6, name=f"zsh{l}")
-        k = Signal(range(32), name=f"k{l}")
-        m.d.comb += [k.eq((LN_SQRT_BITS - bit_length(m, v, f"bl{l}")) >> 1),
-                     sq.i_n.payload.eq(vn), rc.i_d.payload.eq(sq.o_root.payload)]
+        half = Signal(signed(w.acc_b), name=f"half{l}")
+        m.d.comb += [sq.i_v.payload[l].eq(acc_a - acc_b), rc.i_d.payload.eq(sq.o_r.payload.r[l]),
+                     half.eq((Const(1, 64) << zsh) >> 1)]
         absv = Mux(s1 < 0, -s1, s1)
-        r = rc.o_q.payload
-        s1r = Mux(neg, -acc_b, acc_b) - ((Const(1, 64) << zsh) >> 1)
+        sub = neg_mode & neg
         o = self.o_k.payload
+        m.d.comb += [o.cr[l].eq(acc_a), o.s1r[l].eq(acc_b), o.zsh[l].eq(zsh)]
         return {
-            "sqrt": sq, "recip": rc,
+            "recip": rc,
             "load1": [sabs.eq(absv), neg.eq(s1 < 0), ms.eq(absv), md_b.eq(absv), md_a.eq(self.i_s.payload.s2[l]),
-                      acc_a.eq(0), acc_b.eq(0)],
+                      acc_a.eq(self.eps), acc_b.eq(0)],
             "step": lambda bit: [acc_a.eq(acc_a + Mux(bit, md_a, 0)), md_a.eq(md_a << 1),
-                                 acc_b.eq(acc_b + Mux(ms[0], md_b, 0)), md_b.eq(md_b << 1), ms.eq(ms >> 1)],
-            "var": [v.eq(acc_a - acc_b + self.eps)],
-            "norm": [vn.eq(v << (k << 1)), zsh.eq(LN_RECIP_BITS - LN_Z_FRAC - k)],
-            "load2": [ms.eq(sabs), md_a.eq(r), md_b.eq(r), acc_a.eq(0), acc_b.eq(0)],
-            "fin": [o.cr[l].eq(acc_a), o.s1r[l].eq(s1r), o.zsh[l].eq(zsh)],
+                                 acc_b.eq(acc_b + Mux(ms[0], Mux(sub, -md_b, md_b), 0)), md_b.eq(md_b << 1),
+                                 ms.eq(ms >> 1)],
+            "zsh": [zsh.eq(sq.o_r.payload.zsh[l])],
+            "load2": [ms.eq(sabs), md_a.eq(rc.o_q.payload), md_b.eq(rc.o_q.payload), acc_a.eq(0), acc_b.eq(-half)],
         }
 
 
 class LnOut(wiring.Component):
-    """Output pipeline, OUT_LAT - 1 stages: element (x lanes, gamma, beta, constant set `par`,
-    tile `last`) -> y lanes. Two constant sets (tile parity), loaded by `load`."""
+    """Output pipeline, OUT_LAT - 1 stages: element (x lanes, gamma, beta, `first` / `last`
+    channel of its tile) -> y lanes. A tile's constants are taken from `k` with `take` (the
+    cycle before its first element arrives) and follow that element down the pipeline in
+    registers with clock enables, so consecutive tiles stream back to back."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw, self.wd = hw, Widths(hw)
         R = hw.mac_rows
         super().__init__({
-            "load": In(1), "load_set": In(1), "k": In(_consts_layout(hw, self.wd)), "y_shift": In(signed(8)),
-            "valid": In(1), "par": In(1), "last": In(1), "x": In(ports.lanes(R)), "gamma": In(signed(WORD)),
+            "take": In(1), "k": In(_consts_layout(hw, self.wd)), "y_shift": In(signed(8)),
+            "valid": In(1), "first": In(1), "last": In(1), "x": In(ports.lanes(R)), "gamma": In(signed(WORD)),
             "beta": In(signed(ACC_BITS)),
-            "y_valid": Out(1), "y_par": Out(1), "y_last": Out(1), "y": Out(ports.lanes(R)),
+            "y_valid": Out(1), "y_last": Out(1), "y": Out(ports.lanes(R)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        w = self.wd
-        sets = [Signal(_consts_layout(self.hw, w), name=f"set{i}") for i in range(2)]
-        with m.If(self.load):
-            with m.Switch(self.load_set):
-                for i in range(2):
-                    with m.Case(i):
-                        m.d.sync += sets[i].eq(self.k)
-        # control travels beside the data: valid, par, last per stage; gamma, beta to stage 4
         depth = OUT_LAT - 1
-        ctl = [(self.valid, self.par, self.last)] + [(Signal(name=f"v{i}"), Signal(name=f"p{i}"), Signal(name=f"l{i}"))
-                                                    for i in range(1, depth + 1)]
+        # valid, first, last travel beside the data; gamma, beta to stage 4
+        ctl = [(self.valid, self.first, self.last)] + [(Signal(name=f"v{i}"), Signal(name=f"f{i}"),
+                                                        Signal(name=f"l{i}")) for i in range(1, depth + 1)]
         for i in range(1, depth + 1):
             m.d.sync += [a.eq(b) for a, b in zip(ctl[i], ctl[i - 1])]
         g, b = [self.gamma], [self.beta]
@@ -293,24 +269,31 @@ class LnOut(wiring.Component):
             b.append(Signal(signed(ACC_BITS), name=f"b{i}"))
             m.d.sync += [g[i].eq(g[i - 1]), b[i].eq(b[i - 1])]
         for l in range(self.hw.mac_rows):
-            m.d.comb += self.y[l].eq(self._lane(m, l, sets, ctl, g[3], b[3]))
-        m.d.comb += [self.y_valid.eq(ctl[depth][0]), self.y_par.eq(ctl[depth][1]), self.y_last.eq(ctl[depth][2])]
+            m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[3]))
+        m.d.comb += [self.y_valid.eq(ctl[depth][0]), self.y_last.eq(ctl[depth][2])]
         return m
 
-    def _lane(self, m, l, sets, ctl, g3, b3):
+    def _lane(self, m, l, ctl, g3, b3):
         w = self.wd
-        sel = lambda i, field: Mux(ctl[i][1], sets[1][field][l], sets[0][field][l])
-        cr = Signal(unsigned(w.cr), name=f"cr{l}")
-        s1r = Signal(signed(w.s1r), name=f"s1r{l}")
+        cr1 = Signal(unsigned(w.cr), name=f"cr1_{l}")
+        s1r1, s1r2 = (Signal(signed(w.s1r), name=f"s1r{i}_{l}") for i in (1, 2))
+        zsh1, zsh2, zsh3 = (Signal(6, name=f"zsh{i}_{l}") for i in (1, 2, 3))
+        with m.If(self.take):                               # constants of the next tile
+            m.d.sync += [cr1.eq(self.k.cr[l]), s1r1.eq(self.k.s1r[l]), zsh1.eq(self.k.zsh[l])]
+        with m.If(ctl[0][0] & ctl[0][1]):                   # its first element enters stage 1
+            m.d.sync += [s1r2.eq(s1r1), zsh2.eq(zsh1)]
+        with m.If(ctl[1][0] & ctl[1][1]):
+            m.d.sync += zsh3.eq(zsh2)
         zsh = Signal(range(LN_RECIP_BITS - LN_Z_FRAC - ZSH_MIN + 1), name=f"zsh{l}")
-        m.d.comb += [cr.eq(sel(0, "cr")), s1r.eq(sel(1, "s1r")), zsh.eq(sel(2, "zsh") - ZSH_MIN)]
+        m.d.comb += zsh.eq(zsh3 - ZSH_MIN)
         p1 = Signal(signed(WORD + w.cr + 1), name=f"p1_{l}")
         d2 = Signal(signed(max(WORD + w.cr + 1, w.s1r) + 1), name=f"d2_{l}")
         z3 = Signal(signed(Z_BITS), name=f"z3_{l}")
         a4 = Signal(signed(ACC_BITS + 1), name=f"a4_{l}")
         y5 = Signal(signed(WORD), name=f"y5_{l}")
-        m.d.sync += [p1.eq(self.x[l] * cr), d2.eq(p1 - s1r), z3.eq((d2 >> ZSH_MIN) >> zsh),
-                     a4.eq(g3 * z3 + b3), y5.eq(requant_var(m, a4, self.y_shift, WORD, name=f"y{l}"))]
+        y = requant_sv(m, a4, self.y_shift, WORD, name=f"y{l}")
+        m.d.sync += [p1.eq(self.x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
+                     a4.eq(g3 * z3 + b3), y5.eq(y)]
         return y5
 
 
@@ -335,14 +318,13 @@ class LayerNormUnit(wiring.Component):
         tn = range(hw.tiles + 1)
         busy = Signal()
         n_t = Signal(tn)                                       # tiles of this operation
-        st, ot, wt, taken, loaded = (Signal(tn, name=n) for n in ("st", "ot", "wt", "taken", "loaded"))
+        st, ot, wt, taken = (Signal(tn, name=n) for n in ("st", "ot", "wt", "taken"))
         sc, oc, wc = (Signal(range(hw.d_max), name=n) for n in ("sc", "oc", "wc"))
         n_par = Signal(range(hw.d_max + 1))                    # parameters received
-        free = Signal(2)                                       # constant sets not in use
-        m.d.comb += n_t.eq((self.rows + R - 1) >> (R.bit_length() - 1))
+        m.d.comb += n_t.eq(ports.tiles_of(self.rows, R))
         with m.If(self.start):
-            m.d.sync += [busy.eq(1), st.eq(0), ot.eq(0), wt.eq(0), taken.eq(0), loaded.eq(0), sc.eq(0), oc.eq(0),
-                         wc.eq(0), n_par.eq(0), free.eq(0b11)]
+            m.d.sync += [busy.eq(1), st.eq(0), ot.eq(0), wt.eq(0), taken.eq(0), sc.eq(0), oc.eq(0), wc.eq(0),
+                         n_par.eq(0)]
 
         # parameters: into the parameter RAM in arrival order
         m.d.comb += [self.i_param.ready.eq(busy & (n_par < v.d)), par.waddr.eq(n_par),
@@ -353,15 +335,8 @@ class LayerNormUnit(wiring.Component):
 
         self._stats_pass(m, v, busy, n_t, st, sc, ot, oc, taken, stats, bank)
 
-        # post -> a free constant set of the output stage
-        slot = loaded[0]
-        m.d.comb += [post.o_k.ready.eq(free.bit_select(slot, 1)), out.load.eq(post.o_k.valid & post.o_k.ready),
-                     out.load_set.eq(slot)]
-        with m.If(out.load):
-            m.d.sync += [loaded.eq(loaded + 1), free.bit_select(slot, 1).eq(0)]
-
-        self._out_pass(m, v, busy, n_t, ot, oc, loaded, n_par, out, bank, par)
-        self._write(m, v, busy, n_t, wt, wc, free, out)
+        self._out_pass(m, v, busy, n_t, ot, oc, n_par, post, out, bank, par)
+        self._write(m, v, busy, n_t, wt, wc, out)
         return m
 
     def _stats_pass(self, m, v, busy, n_t, st, sc, ot, oc, taken, stats, bank):
@@ -385,23 +360,24 @@ class LayerNormUnit(wiring.Component):
                      bank.wen.eq(v1.replicate(hw.mac_rows)),
                      stats.valid.eq(v1), stats.first.eq(f1), stats.last.eq(l1), stats.x.eq(self.ra.data)]
 
-    def _out_pass(self, m, v, busy, n_t, ot, oc, loaded, n_par, out, bank, par):
-        """Read channel oc of tile ot from its bank once its constants are loaded and the
-        channel's parameter has arrived."""
+    def _out_pass(self, m, v, busy, n_t, ot, oc, n_par, post, out, bank, par):
+        """Read channel oc of tile ot from its bank once the channel's parameter has arrived
+        and, for the first channel, once post offers the tile's constants (taken then)."""
         hw = self.hw
         go = Signal()
-        m.d.comb += go.eq(busy & (ot < n_t) & (loaded > ot) & (oc < n_par))
-        m.d.comb += [bank.raddr.eq(Mux(ot[0], hw.d_max, 0) + oc), bank.ren.eq(go), par.raddr.eq(oc), par.ren.eq(go)]
-        v1, p1, l1 = Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(go), p1.eq(ot[0]), l1.eq(oc == v.d - 1)]
+        m.d.comb += go.eq(busy & (ot < n_t) & ((oc != 0) | post.o_k.valid) & (oc < n_par))
+        m.d.comb += [bank.raddr.eq(Mux(ot[0], hw.d_max, 0) + oc), bank.ren.eq(go), par.raddr.eq(oc), par.ren.eq(go),
+                     post.o_k.ready.eq(go & (oc == 0)), out.take.eq(go & (oc == 0))]
+        v1, f1, l1 = Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(go), f1.eq(oc == 0), l1.eq(oc == v.d - 1)]
         with m.If(go):
             m.d.sync += oc.eq(oc + 1)
             with m.If(oc == v.d - 1):
                 m.d.sync += [oc.eq(0), ot.eq(ot + 1)]
-        m.d.comb += [out.valid.eq(v1), out.par.eq(p1), out.last.eq(l1), out.x.eq(bank.rdata),
+        m.d.comb += [out.valid.eq(v1), out.first.eq(f1), out.last.eq(l1), out.x.eq(bank.rdata),
                      out.gamma.eq(par.rdata[:WORD].as_signed()), out.beta.eq(par.rdata[WORD:].as_signed())]
 
-    def _write(self, m, v, busy, n_t, wt, wc, free, out):
+    def _write(self, m, v, busy, n_t, wt, wc, out):
         """Results to the output buffer in order; the last write of the last tile ends the op."""
         hw = self.hw
         mask = ports.rows_mask(m, self.rows, wt, hw)
@@ -413,6 +389,6 @@ class LayerNormUnit(wiring.Component):
         with m.If(out.y_valid):
             m.d.sync += wc.eq(wc + 1)
             with m.If(out.y_last):
-                m.d.sync += [wc.eq(0), wt.eq(wt + 1), free.bit_select(out.y_par, 1).eq(1)]
+                m.d.sync += [wc.eq(0), wt.eq(wt + 1)]
                 with m.If(wt == n_t - 1):
                     m.d.sync += [done.eq(1), busy.eq(0)]

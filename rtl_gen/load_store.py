@@ -85,7 +85,7 @@ class StoreUnit(wiring.Component):
         r, c, t = Signal(range(hw.n_max + 1)), Signal(range(hw.k_max)), Signal(range(hw.tiles + 1))
         inflight = Signal(2)
         reading, busy, sent_cmd = Signal(), Signal(), Signal()
-        tiles = (self.rows + R - 1) >> rb
+        tiles = ports.tiles_of(self.rows, R)
         # ---------------------------------------------- job length (bytes, padded to W/8)
         vals = Signal(32)
         m.d.comb += vals.eq(Mux(d.mode == isa.STORE_ROWS, self.rows * d.w, tiles * d.w))

@@ -16,6 +16,7 @@ from golden.hw import HardwareConfig
 
 from .decode import desc_view
 from .fetch import A_TOK, B_WEIGHT, KIND_MM, req_layout
+from .ports import tiles_of
 
 
 class MatmulSeq(wiring.Component):
@@ -39,15 +40,15 @@ class MatmulSeq(wiring.Component):
         ch0 = Signal(range(hw.k_max + C))
         left = Signal(range(hw.k_max + C))             # outputs of this and later m-tiles
         q = self.req.payload
+        m.d.comb += q.eq(0)                     # fields MATMUL does not use (then overridden)
         m.d.comb += [q.a_src.eq(A_TOK), q.a_buf.eq(d.a_buf), q.a_tile.eq(t), q.a_ch.eq(d.a_c0 + kk),
                      q.b_src.eq(B_WEIGHT), q.w_addr.eq(kk), q.first.eq(kk == 0), q.last.eq(kk == d.k - 1),
                      q.info.kind.eq(KIND_MM), q.info.tile.eq(t), q.info.ch0.eq(ch0),
                      q.info.cols.eq(Mux(left > C, C, left)), q.info.release.eq(t == T - 1)]
-        rb, cb = (R - 1).bit_length(), (C - 1).bit_length()
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [T.eq((self.rows + R - 1) >> rb), MT.eq((d.m + C - 1) >> cb), mt.eq(0), t.eq(0),
+                    m.d.sync += [T.eq(tiles_of(self.rows, R)), MT.eq(tiles_of(d.m, C)), mt.eq(0), t.eq(0),
                                  kk.eq(0), ch0.eq(d.o_c0), left.eq(d.m)]
                     m.next = "WAIT"
             with m.State("WAIT"):

@@ -92,6 +92,7 @@ class ProgramPerf:
     fetch: int
     stream_bytes: int
     labels: dict = field(default_factory=dict)
+    weight_wait: int = 0      # cycles MATMULs waited for weights (the DDR stream)
 
     @property
     def macs(self) -> int:
@@ -139,15 +140,15 @@ class Loader:
 def _matmul(hw, rows, k, m, t0, ld: Loader):
     """Issue and drain of a MATMUL from t0 (its start pulse), weights from the loader: tiles of k
     beats, one per cycle; a tile's last beat waits until the previous tile has drained (mac_cols
-    columns). Returns (end, whether it waited for weights)."""
+    columns). Returns (end, cycles it waited for weights)."""
     R, C = hw.mac_rows, hw.mac_cols
     T = -(-rows // R)
     t = t0 + 1
     drain_end = -1
-    waited = False
+    waited = 0
     for _ in range(-(-m // C)):
         a = ld.weight_tile(k)
-        waited |= a + 2 > t + 1
+        waited += max(0, a + 2 - (t + 1))
         t = max(t + 1, a + 2)                   # WAIT: the slot is full (then ISSUE)
         for _ in range(T):
             last = max(t + k, drain_end)        # the first beat enters the array a cycle after issue
@@ -171,6 +172,7 @@ def _attention(hw, n, heads, dh, t0):
             order.append(("P", i))
     mac = t0 + 2                 # the array takes beats from here
     drain_end = -1
+    waits = 0                    # cycles the array waited for probabilities (softmax-bound)
     a_last, b_take, b_free, c_take, c_last, p_ready = {}, {}, {}, {}, {}, {}
     for kind, i in order:
         if kind == "S":
@@ -189,12 +191,13 @@ def _attention(hw, n, heads, dh, t0):
             c_last[i] = c_take[i] + RECIP_CYCLES + n - 1
             p_ready[i] = c_last[i] + C_LAT + 1
         else:
+            waits += max(0, p_ready[i] + 1 - mac)
             mac = max(mac, p_ready[i] + 1)
             for _ in range(dh // C):
                 last = max(mac + n - 1, drain_end)
                 drain_end = last + C
                 mac = last + 1
-    return drain_end + EPI
+    return drain_end + EPI, waits
 
 
 def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = None) -> ProgramPerf:
@@ -207,6 +210,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
     ld.t = fetch
     t = fetch
     ops = []
+    wait_weights = 0
     for st in steps:
         ld.t += LOADER_DESC
         d, rows, name = st.desc, st.rows, st.desc.op.name
@@ -218,39 +222,45 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             if d["act"] == isa.ACT_LOAD:
                 ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2)
             end, waited = _matmul(hw, rows, k, m, s, ld)
-            bound = "weights" if waited else "compute"
+            bound = "DDR (weights)" if waited > (end - s) / 2 else "compute"
+            wait_weights += waited
             macs = rows * k * m
         elif name == "ATTENTION":
-            end = _attention(hw, rows, d["heads"], d["head_dim"], s)
+            end, waits = _attention(hw, rows, d["heads"], d["head_dim"], s)
             macs = 2 * rows * rows * d["heads"] * d["head_dim"]
+            bound = "softmax" if waits > (end - s) / 4 else "compute"
         elif name == "LAYERNORM":
             ld.item(gstream.ln_bytes(d["d"], hw), d["d"], s + 2)
             end = s + ln_cycles(d["d"], rows, hw)
-            bound = "LayerNorm"
+            bound = "LayerNorm unit"
         elif name == "LOAD":
             words = len(gstream.tile_range(d["r0"], rows, hw)) * d["w"]
             end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, s + 2) + 3
-            bound = "stream"
+            bound = "DDR"
         elif name == "STORE":
             n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
             nbytes = {isa.STORE_ROWS: 2 * n, isa.STORE_TILES: 2 * R * n}.get(d["mode"], 0) or \
                 (16 + -(-hw.n_max // 128) * 16)
             end = s + n + nbytes // beat + 20
-            bound = "DDR write"
+            bound = "DDR"
         elif name == "GMEAN":
             end = s + gmean_cycles(rows, d["w"], hw)
+            bound = "selector units"
         elif name == "DECIDE":
             s0 = s
             if d["act"] == isa.ACT_LOAD:
                 s0 = ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2) + 2
             end = s0 + decide_cycles(rows, d["heads"], d["n_pkg"], hw, st.scores, bool(d["cap_en"]), d["cap"])
+            bound = "selector units"
         elif name == "PACKAGE":
             end = s + package_cycles(rows, d["n_pkg"], d["d"], d["mode"], st.sel.keep, st.sel.m, hw)
+            bound = "selector units"
         elif name == "COMPACT":
             end = s + compact_cycles(rows, d["n_pkg"], d["d"], st.sel.keep, hw)
+            bound = "selector units"
         else:
             end = s
         ops.append(OpTime(st.index, name, rows, s, end, macs, bound))
         t = end + GAP - 1
     total = t + 4
-    return ProgramPerf(hw, ops, total, fetch, ld.bytes, dict(img.labels))
+    return ProgramPerf(hw, ops, total, fetch, ld.bytes, dict(img.labels), wait_weights)

@@ -70,6 +70,12 @@ def control(hw: HardwareConfig) -> dict:
     return {"start": In(1), "desc": In(DESC_BITS), "rows": In(range(hw.n_max + 1)), "done": Out(1)}
 
 
+def tiles_of(n, size: int):
+    """ceil(n / size) for a power-of-two `size` (an expression on the value or signal n)."""
+    assert size & (size - 1) == 0, f"tile size must be a power of two ({size})"
+    return (n + size - 1) >> (size.bit_length() - 1)
+
+
 def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
     """Lane-enable mask of the tokens of `tile` that lie below `rows` (a comb Signal)."""
     from amaranth.hdl import Cat, Signal
@@ -77,3 +83,18 @@ def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
     base = tile * hw.mac_rows
     m.d.comb += mask.eq(Cat(base + r < rows for r in range(hw.mac_rows)))
     return mask
+
+
+def route(m, target, sources: list, sig: wiring.Signature):
+    """Drive the memory-side port `target` from the unit-side port of the first true condition
+    in `sources` [(cond, port)] (the last one when none is true); read data goes to all."""
+    from amaranth.hdl import Mux, Value
+    for name, mem in sig.members.items():
+        if mem.flow == Out:                       # unit -> memory side
+            val = Value.cast(getattr(sources[-1][1], name))
+            for cond, src in reversed(sources[:-1]):
+                val = Mux(cond, Value.cast(getattr(src, name)), val)
+            m.d.comb += getattr(target, name).eq(val)
+        else:
+            for _, src in sources:
+                m.d.comb += getattr(src, name).eq(getattr(target, name))

@@ -5,7 +5,7 @@ written as a small parameterised Verilog module that the generated design instan
 Amaranth's own memories emit an `initial` value for every word, which made converting the
 zcu102 buffers take 70 s (12.6 M constant bits); this template has no initial contents (block
 RAM powers up as zero) and Yosys infers BRAM36/BRAM18 from it. `to_verilog` (sim/runner.py,
-rtl_gen/generate.py) appends RAM_V to every file that instantiates it.
+rtl_gen/generate.py) appends each RAM module to the files that instantiate it.
 
     ram = Ram(lanes=R, width=16, depth=D)     # ports: waddr, wdata, wen[lanes], raddr, ren, rdata
 """
@@ -37,6 +37,8 @@ module spvit_ram #(parameter WIDTH = 16, parameter LANES = 1, parameter DEPTH = 
   end
 endmodule
 
+"""
+RAM2_V = """
 // spvit_ram2: true dual-port block RAM, port A read/write, port B read (rtl_gen/ram.py)
 module spvit_ram2 #(parameter WIDTH = 16, parameter DEPTH = 2, parameter ABITS = 1) (
   input  wire             clk,
@@ -62,8 +64,12 @@ endmodule
 
 
 def with_ram_module(text: str) -> str:
-    """Append the RAM modules to a generated Verilog text that instantiates them."""
-    return text + RAM_V if f"{MODULE} " in text or f"{MODULE2} " in text else text
+    """Append to a generated Verilog text the RAM modules it instantiates (only those: an
+    unused module would be a second top)."""
+    for module, body in ((MODULE, RAM_V), (MODULE2, RAM2_V)):
+        if f"{module} " in text:
+            text += body
+    return text
 
 
 class Ram(wiring.Component):

@@ -1,5 +1,12 @@
-"""Reciprocal unit: q = floor(2^k / d) for d >= 1 (golden.arith.recip), a restoring divider
-that retires one quotient bit per cycle (k + 1 cycles per reciprocal, one in flight)."""
+"""Reciprocal unit: q = floor(2^k / d) (golden.arith.recip), a restoring divider that retires one
+quotient bit per cycle, one division in flight.
+
+With a known lower bound d >= 2^b the top quotient bits are known to be zero: the numerator 2^k
+has a single one, so after its top b bits the partial remainder is 2^(b - 1) < d. The divider
+starts there and runs k - b + 1 steps (LayerNorm: 2^62 / r with r >= 2^30 in 33 cycles instead
+of 63; softmax: 2^46 / S with S >= 2^15 in 32 instead of 47). b = 0 (any d >= 1) is the plain
+divider. o_q is valid k - b + 2 cycles after the i_d transfer.
+"""
 from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, unsigned
@@ -8,35 +15,38 @@ from amaranth.lib.wiring import In, Out
 
 
 class Reciprocal(wiring.Component):
-    """i_d: unsigned(d_bits) divisor (>= 1); o_q: unsigned(k + 1) quotient floor(2^k / d)."""
+    """i_d: unsigned(d_bits) divisor, d >= 2^b (b = 0: d >= 1); o_q: unsigned(k - b + 1)."""
 
-    def __init__(self, d_bits: int, k: int):
-        self.d_bits, self.k = d_bits, k
+    def __init__(self, d_bits: int, k: int, b: int = 0):
+        if not 0 <= b < d_bits or b > k:
+            raise ValueError(f"Reciprocal needs 0 <= b < d_bits and b <= k (b={b}, d_bits={d_bits}, k={k})")
+        self.d_bits, self.k, self.b = d_bits, k, b
+        self.steps = k - b + 1
         super().__init__({
             "i_d": In(stream.Signature(unsigned(d_bits))),
-            "o_q": Out(stream.Signature(unsigned(k + 1))),
+            "o_q": Out(stream.Signature(unsigned(self.steps))),
         })
 
     def elaborate(self, platform):
         m = Module()
-        k = self.k
         i_valid, i_ready = self.i_d.valid, self.i_d.ready
         o_valid, o_ready = self.o_q.valid, self.o_q.ready
         busy = Signal()
-        step = Signal(range(k + 1))
+        step = Signal(range(self.steps))
         d = Signal(self.d_bits)
-        rem = Signal(self.d_bits + 1)           # rem < d after every step
+        rem = Signal(self.d_bits)               # rem < d after every step
+        trial = Signal(self.d_bits + 1)
         q = self.o_q.payload
-        trial = Signal(self.d_bits + 2)
-
-        m.d.comb += [
-            i_ready.eq(~busy & ~o_valid),
-            trial.eq((rem << 1) | (step == k)),  # next numerator bit: 2^k has a single 1
-        ]
+        m.d.comb += i_ready.eq(~busy & ~o_valid)
+        if self.b == 0:             # the numerator's one enters the remainder at the first step
+            m.d.comb += trial.eq((rem << 1) | (step == self.steps - 1))
+        else:                       # it is already in the starting remainder
+            m.d.comb += trial.eq(rem << 1)
         with m.If(o_valid & o_ready):
             m.d.sync += o_valid.eq(0)
         with m.If(i_valid & i_ready):
-            m.d.sync += [d.eq(self.i_d.payload), rem.eq(0), q.eq(0), step.eq(k), busy.eq(1)]
+            m.d.sync += [d.eq(self.i_d.payload), rem.eq((1 << self.b) >> 1), q.eq(0),
+                         step.eq(self.steps - 1), busy.eq(1)]
         with m.If(busy):
             with m.If(trial >= d):
                 m.d.sync += [rem.eq(trial - d), q.eq((q << 1) | 1)]

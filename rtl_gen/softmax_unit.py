@@ -8,7 +8,7 @@ item); o_p {p: R x int16 Q15 in 0..32767, last}, n beats per item.
 Per lane (exactly golden.kernels.softmax):
   A  mx = max s_j                                  while the item is stored     (n cycles)
   B  E_j = exp_neg(s_j - mx, frac), S = sum E_j    rtl_gen.exp_var, 3 stages    (n + 5)
-  C  Rc = floor(2^46 / S)  (S >= 2^15: 32 steps, rtl_gen.recip_norm), then
+  C  Rc = floor(2^46 / S)  (S >= 2^15: 32 steps, rtl_gen.recip), then
      p_j = min((E_j Rc + 2^30) >> 31, 32767)                                   (33 + n)
 The stages overlap on a ring of two row buffers per memory (block RAM, R x 16 bits, 2 n_max
 words each: scores written by A and read by B, exponentials written by B and read by C), so
@@ -31,7 +31,7 @@ from . import ports
 from .arith import WORD
 from .exp_var import FRAC_BITS, LATENCY as EXP_LAT, ExpNegVar
 from .ram import Ram
-from .recip_norm import NormReciprocal
+from .recip import Reciprocal
 
 SUM_MIN_BITS = PROB_FRAC             # S >= 2^15: the maximum's term is exp(0) = 1.0
 P_SHIFT = SOFTMAX_RECIP_BITS - PROB_FRAC
@@ -75,7 +75,7 @@ class SoftmaxUnit(wiring.Component):
         m.submodules.exp = exp = ExpNegVar(R)
         recips = []
         for l in range(R):
-            m.submodules[f"recip{l}"] = rc = NormReciprocal(self.sum_bits, SOFTMAX_RECIP_BITS, SUM_MIN_BITS)
+            m.submodules[f"recip{l}"] = rc = Reciprocal(self.sum_bits, SOFTMAX_RECIP_BITS, SUM_MIN_BITS)
             recips.append(rc)
         # mailboxes A -> B and B -> C; E-ring slots in use (B writing or C reading)
         ab = Signal(data.StructLayout({"full": 1, "n": range(hw.n_max + 1), "slot": 1, "frac": signed(FRAC_BITS),

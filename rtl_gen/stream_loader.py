@@ -52,7 +52,7 @@ def _beats(words, word_bits: int, stream_bits: int):
 class StreamLoader(wiring.Component):
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
-        R, C = hw.mac_rows, hw.mac_cols
+        R = hw.mac_rows
         super().__init__({
             "start": In(1), "total": In(32),
             "prog": Out(prog_read(hw)),

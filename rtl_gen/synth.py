@@ -55,7 +55,8 @@ def yosys_tool() -> tuple[str, list[str]]:
     return "yowasp", [exe]
 
 
-def synthesize(verilog: Path, top: str, workdir: Path) -> Resources:
+def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "") -> Resources:
+    """`prep`: Yosys commands run after reading the Verilog (e.g. `blackbox` of submodules)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tool, cmd = yosys_tool()
     stat = workdir / f"{top}.stat.json"
@@ -63,7 +64,7 @@ def synthesize(verilog: Path, top: str, workdir: Path) -> Resources:
     # Debian's Yosys 0.23 writes a non-JSON hierarchy section into `stat -json` of a hierarchical
     # design, so the native flow flattens (which also lets it optimise across engine units)
     stop = " -flatten" if tool == "native" else " -run begin:map_luts"
-    script = f"read_verilog {src}; synth_xilinx -family xcup -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
+    script = f"read_verilog {src}; {prep + '; ' if prep else ''}synth_xilinx -family xcup -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
     stat.unlink(missing_ok=True)
     log = workdir / f"{top}.yosys.log"
     with open(log, "w") as f:

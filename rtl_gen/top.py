@@ -13,7 +13,7 @@ buffer ports (selected by the opcode of the running descriptor).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter, Value
+from amaranth.hdl import Module, Mux, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -22,6 +22,7 @@ from golden.compiler import select_bytes
 from golden.hw import HardwareConfig
 
 from . import axi
+from .ports import route
 from .array_unit import ArrayUnit
 from .buffers import Buffers
 from .compact import Compact
@@ -51,18 +52,17 @@ FABRIC = {
 }
 
 
-def route(m, target, choices: list, sig: wiring.Signature):
-    """Drive the fabric-side port `target` from the unit port of the first true condition in
-    `choices` [(cond, unit-side port)] (the last one when none is true); read data goes to all."""
-    for name, mem in sig.members.items():
-        if mem.flow == Out:                       # unit -> fabric
-            val = Value.cast(getattr(choices[-1][1], name))
-            for cond, port in reversed(choices[:-1]):
-                val = Mux(cond, Value.cast(getattr(port, name)), val)
-            m.d.comb += getattr(target, name).eq(val)
-        else:
-            for _, port in choices:
-                m.d.comb += getattr(port, name).eq(getattr(target, name))
+def components(hw: HardwareConfig) -> dict:
+    """Every unit of the top: name -> factory (the top instantiates exactly these; the
+    synthesis report synthesises them one by one)."""
+    return {
+        "csr": lambda: Csr(hw), "dma": lambda: Dma(hw), "ctl": lambda: Controller(hw),
+        "prog": lambda: Ram2(isa.DESC_BITS, hw.desc_max), "loader": lambda: StreamLoader(hw),
+        "buffers": lambda: Buffers(hw), "ring": lambda: WeightRing(hw), "table": lambda: PwlTable(hw, hw.mac_rows),
+        "array": lambda: ArrayUnit(hw), "ln": lambda: LayerNormUnit(hw), "gmean": lambda: GMean(hw),
+        "decide": lambda: Decide(hw), "package": lambda: Package(hw), "compact": lambda: Compact(hw),
+        "load": lambda: LoadUnit(hw), "store": lambda: StoreUnit(hw), "selstore": lambda: SelStore(hw),
+    }
 
 
 class Accelerator(wiring.Component):
@@ -75,19 +75,14 @@ class Accelerator(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, R = self.hw, self.hw.mac_rows
-        m.submodules.csr = csr = Csr(hw)
-        m.submodules.dma = dma = Dma(hw)
-        m.submodules.ctl = ctl = Controller(hw)
-        m.submodules.prog = prog = Ram2(isa.DESC_BITS, hw.desc_max)
-        loader = StreamLoader(hw)
+        hw = self.hw
+        c = {name: make() for name, make in components(hw).items()}
+        csr, dma, ctl, prog, loader = c["csr"], c["dma"], c["ctl"], c["prog"], c["loader"]
+        bufs, ring, table, sst = c["buffers"], c["ring"], c["table"], c["selstore"]
+        for name in ("csr", "dma", "ctl", "prog", "buffers", "ring", "table", "selstore"):
+            m.submodules[name] = c[name]
         m.submodules.loader = ResetInserter(ctl.ld_stop)(loader)
-        m.submodules.buffers = bufs = Buffers(hw)
-        m.submodules.ring = ring = WeightRing(hw)
-        m.submodules.table = table = PwlTable(hw, R)
-        units = {"array": ArrayUnit(hw), "ln": LayerNormUnit(hw), "gmean": GMean(hw), "decide": Decide(hw),
-                 "package": Package(hw), "compact": Compact(hw), "load": LoadUnit(hw), "store": StoreUnit(hw)}
-        m.submodules.selstore = sst = SelStore(hw)
+        units = {name: c[name] for name in UNITS}
         reset = ctl.unit_reset | ctl.ld_start
         for name, u in units.items():
             m.submodules[name] = ResetInserter(reset)(u)

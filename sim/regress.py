@@ -4,12 +4,15 @@
 arrays, buffers, AXI ports and widths, selector stages), then `--per-hw` models that fit each
 (embed dims, heads, depths, token grids, channels, MLP ratios, classes, selector positions,
 package modes and caps, including cap 0 and caps that keep every token). Each model gets
-random weights calibrated on random images (sim.models.calibrated), is compiled with every
-block's output stored (checkpoints), and runs `--images` images on the generated RTL
-(sim.accel.run_accel: Verilator, random pauses on every AXI channel) compared with the
-interpreter by == (sim.accel.compare_runs: logits, kept counts and registers, keep masks,
-every block's tokens, bytes read and written). One task per hardware configuration, so each
-hardware is built once; tasks run through spvit.cluster (local pool or Ray).
+random weights calibrated on random images (sim.models.calibrated), goes the way of a user's
+model through `spvit run`: written as a weight package (quant.package), compiled from the
+package for a hardware TOML with every block's output stored (quant.cli.compile_package,
+--checkpoints), and runs `--images` images on the generated top (sim.accel.run_accel: the
+Accelerator of rtl_gen/top.py under sim/tb_accel.py on Verilator, random pauses on every AXI
+channel) compared with the interpreter by == (sim.accel.compare_runs: logits, kept counts and
+KEPT registers, keep masks, every block's tokens, bytes read and written). One task per
+hardware configuration, so each hardware is built once; tasks run through spvit.cluster
+(local pool or Ray).
 
 A configuration that mismatches, errs or hangs is written to `--out` as a TOML that reproduces
 it alone: `spvit regress --repro FILE`. The draw depends only on (S, N, per-hw): the same
@@ -45,7 +48,7 @@ class Case:
     pause: float
 
     def describe(self) -> str:
-        m, h = self.model, self.hw
+        m = self.model
         sel = (f"sel {m.package_mode} @{','.join(map(str, m.selector_blocks))}"
                + (f" cap {','.join(map(str, m.keep_cap))}" if m.keep_cap else "")) if m.stages else "no sel"
         return (f"d{m.embed_dim} h{m.num_heads} L{m.depth} N{m.num_tokens} c{m.in_chans} p{m.patch_size} "
@@ -189,15 +192,38 @@ def qmodel(case: Case):
     return dataclasses.replace(q, cfg=m, selectors=sels)
 
 
+def hw_toml(hw: HardwareConfig) -> str:
+    """A hardware file (`spvit compile --hw FILE`) for exactly `hw`."""
+    return toml_text({"hardware": hw.as_dict()})
+
+
+def package_and_compile(q, hw: HardwareConfig, where: Path):
+    """`spvit quantize` + `spvit compile --checkpoints` for a calibrated model: the package and
+    a hardware TOML written into `where`, then (QModel, Image) from quant.cli.compile_package,
+    which loads and checks the package as `spvit run` does."""
+    from quant.cli import compile_package
+    from quant.package import write_package_files
+    pkg = where / "model.pkg"
+    pkg.mkdir()
+    write_package_files(q, pkg, calibration={"method": "maxabs", "data": "random images", "images": 4},
+                        source={"regress": q.cfg.name})
+    (where / "hw.toml").write_text(hw_toml(hw))
+    return compile_package(str(pkg), str(where / "hw.toml"), checkpoints=True)
+
+
 def run_case(case: Case) -> CaseResult:
-    from golden.compiler import compile_model
+    import tempfile
+
+    from spvit import settings
 
     from .accel import compare_runs, run_accel
     t0 = time.time()
     r = CaseResult(case.index, case.hw.name, case.describe())
     try:
-        q = qmodel(case)
-        img = compile_model(q, case.hw, checkpoints=True)
+        tmp_root = settings.BUILD.resolve() / "regress" / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmp_root) as d:
+            q, img = package_and_compile(qmodel(case), case.hw, Path(d))
         xs = images_for(case, q)
         runs = run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, tag=f"rg{case.index}_s{case.seed}")
         c = compare_runs(img, xs, runs)
@@ -229,18 +255,29 @@ def _toml_value(v) -> str:
     raise TypeError(f"cannot write {v!r} to TOML")
 
 
+def toml_text(doc: dict, prefix: str = "") -> str:
+    """Tables of scalars and lists (nested dicts as sub-tables); None values are left out."""
+    lines = []
+    for name, table in doc.items():
+        lines.append(f"[{prefix}{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None and not isinstance(v, dict)]
+        subs = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if subs:
+            lines.append(toml_text(subs, f"{prefix}{name}.").rstrip("\n"))
+        lines.append("")
+    return "\n".join(lines)
+
+
 def repro_text(case: Case, result: CaseResult | None = None, origin: str = "") -> str:
-    lines = [f"# spvit regress: a configuration to rerun alone with `spvit regress --repro THIS_FILE`",
+    from golden.config import config_dict
+    lines = ["# spvit regress: a configuration to rerun alone with `spvit regress --repro THIS_FILE`",
              *([f"# from: {origin}"] if origin else [])]
     if result is not None:
         status = result.error or f"{result.bad} of {result.compared} elements differ"
         lines += [f"# result: {status}"] + [f"#   {f}" for f in result.first[:8]]
-    lines.append("[regress]")
-    lines += [f"{k} = {_toml_value(getattr(case, k))}" for k in ("index", "seed", "images", "pause")]
-    for name, obj in (("model", case.model), ("hardware", case.hw)):
-        lines.append(f"\n[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in dataclasses.asdict(obj).items() if v is not None]
-    return "\n".join(lines) + "\n"
+    reg = {k: getattr(case, k) for k in ("index", "seed", "images", "pause")}
+    return "\n".join(lines) + "\n" + toml_text({"regress": reg, "model": config_dict(case.model),
+                                                "hardware": case.hw.as_dict()})
 
 
 def load_repro(path: str | Path) -> Case:
@@ -254,12 +291,13 @@ def load_repro(path: str | Path) -> Case:
     missing = {"regress", "model", "hardware"} - set(data)
     if missing:
         raise UsageError(f"--repro {str(p)!r} lacks section(s) {sorted(missing)}; give a file written by spvit regress")
+    from golden.config import build, model_from_dict
     try:
-        model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["model"].items()})
-        hw = HardwareConfig(**data["hardware"])
+        model = model_from_dict(data["model"])
+        hw = build(HardwareConfig, data["hardware"], "hardware")
         reg = data["regress"]
         case = Case(int(reg["index"]), int(reg["seed"]), model, hw, int(reg["images"]), float(reg["pause"]))
-    except (TypeError, KeyError, ValueError) as e:
+    except (TypeError, KeyError, ValueError) as e:            # ConfigError is a ValueError
         raise UsageError(f"--repro {str(p)!r}: {e}; give a file written by spvit regress") from None
     bad = hw.misfits(model)
     if bad:

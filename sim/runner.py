@@ -18,7 +18,7 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.back import verilog
+from rtl_gen.verilog import to_verilog, write_text, write_verilog  # noqa: F401 (re-exported)
 
 from spvit import settings
 
@@ -35,25 +35,7 @@ LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wn
 VERILATOR_WAIVERS = ["-Wno-fatal"] + LINT_WAIVERS
 
 
-def to_verilog(component, name: str) -> str:
-    """Verilog text of `component` with top module `name` (deterministic), followed by the block
-    RAM module when the design instantiates it (rtl_gen/ram.py)."""
-    from rtl_gen.ram import with_ram_module
-    return with_ram_module(verilog.convert(component, name=name, emit_src=False))
-
-
-def write_verilog(component, name: str, out_dir: Path) -> Path:
-    """Write <out_dir>/<name>.v, leaving the file untouched if the text did not change."""
-    return _write_text(out_dir / f"{name}.v", to_verilog(component, name))
-
-
-def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return path
+_write_text = write_text
 
 
 _INIT_TRIGGER = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;")

@@ -19,13 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, Value, signed
+from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import isa
 from golden.hw import HardwareConfig
 from rtl_gen import ports
+from rtl_gen.ports import route
 from rtl_gen.buffers import Buffers
 from rtl_gen.compact import Compact
 from rtl_gen.decide import Decide
@@ -49,20 +50,6 @@ def cmd_layout(hw: HardwareConfig) -> data.StructLayout:
 def ev_layout(hw: HardwareConfig) -> data.StructLayout:
     return data.StructLayout({"op": 5, "cycles": 24, "kept_stb": 1, "kept": range(hw.n_max + 1), "stage": 3,
                               "n_stb": 1, "n_out": range(hw.n_max + 2)})
-
-
-def route(m, target, sources, sig: wiring.Signature):
-    """Drive the memory-side port `target` from whichever of `sources` [(cond, unit-side port)]
-    is selected (first true cond wins; none: the last source); read data goes to all."""
-    for name, mem in sig.members.items():
-        if mem.flow == Out:
-            val = Value.cast(getattr(sources[-1][1], name))
-            for cond, src in reversed(sources[:-1]):
-                val = Mux(cond, Value.cast(getattr(src, name)), val)
-            m.d.comb += getattr(target, name).eq(val)
-        else:
-            for _, src in sources:
-                m.d.comb += getattr(src, name).eq(getattr(target, name))
 
 
 class SelectBench(wiring.Component):

@@ -20,8 +20,6 @@ Result (SPVIT_TB_RESULTS): {"runs": [{"status", "error_code", "error_index", "cy
 """
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
 
@@ -31,6 +29,7 @@ from cocotb.triggers import ClockCycles, Edge, First, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
+from sim.tb_io import tb_results, tb_spec
 
 PERIOD_NS = 10
 
@@ -76,16 +75,27 @@ class CountingMemory(bytearray):
         super().__setitem__(key, value)
 
 
-def _pauses(rng: random.Random, p: float):
+async def _pauses(ch, rng: random.Random, p: float):
+    """The channel pauses in a cycle with probability p, independently: the same process as a
+    per-cycle pause generator, drawn as alternating geometric run lengths so that the channel's
+    coroutine wakes once per run instead of every cycle."""
+    def run(q):                              # cycles until an event of probability q per cycle
+        n = 1
+        while rng.random() >= q:
+            n += 1
+        return n
+    paused = rng.random() < p
     while True:
-        yield rng.random() < p
+        ch.pause = paused
+        await Timer(PERIOD_NS * run(1 - p if paused else p), unit="ns")
+        paused = not paused
 
 
 def _set_pauses(obj, rng, p):
-    for ch in ("aw_channel", "w_channel", "b_channel", "ar_channel", "r_channel"):
-        c = getattr(obj, ch, None)
+    for name in ("aw_channel", "w_channel", "b_channel", "ar_channel", "r_channel"):
+        c = getattr(obj, name, None)
         if c is not None and p > 0:
-            c.set_pause_generator(_pauses(random.Random(rng.random()), p))
+            cocotb.start_soon(_pauses(c, random.Random(rng.random()), p))
 
 
 class AccelTB:
@@ -183,7 +193,7 @@ class AccelTB:
 
 @cocotb.test()
 async def accel_test(dut):
-    spec = json.loads(open(os.environ["SPVIT_TB_VECTORS"]).read())
+    spec = tb_spec()
     tb = AccelTB(dut, spec)
     await tb.reset()
     runs = []
@@ -192,7 +202,4 @@ async def accel_test(dut):
         if runs[-1]["hung"]:
             break
         await Timer(5 * PERIOD_NS, unit="ns")
-    path = os.environ["SPVIT_TB_RESULTS"]
-    with open(path + ".tmp", "w") as f:
-        json.dump({"runs": runs}, f)
-    os.replace(path + ".tmp", path)
+    tb_results({"runs": runs})

@@ -12,8 +12,6 @@ Spec (SPVIT_TB_VECTORS): {"hw": HardwareConfig fields, "seed": n, "pause": p}. R
 """
 from __future__ import annotations
 
-import json
-import os
 import random
 from collections import Counter, deque
 
@@ -25,6 +23,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 from golden import isa
 from golden.hw import HardwareConfig
 from rtl_gen.regmap import ERROR_INDEX_HEADER, ID_MAGIC, REGMAP_VERSION, regmap
+from sim.tb_io import tb_results, tb_spec
 
 RESULTS: dict = {}
 CONFIG_ATTRS = ("mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_ports", "axi_bits", "stages_max",
@@ -85,7 +84,7 @@ class Core:
 
 class CsrTB:
     def __init__(self, dut):
-        spec = json.loads(open(os.environ["SPVIT_TB_VECTORS"]).read())
+        spec = tb_spec()
         self.dut = dut
         self.hw = HardwareConfig(**spec["hw"])
         self.rm = regmap(self.hw)
@@ -171,10 +170,7 @@ class CsrTB:
 
     def finish(self, name: str):
         RESULTS[name] = dict(self.stats, starts=len(self.starts), runs=len(self.core.runs))
-        path = os.environ["SPVIT_TB_RESULTS"]
-        with open(path + ".tmp", "w") as f:
-            json.dump(RESULTS, f)
-        os.replace(path + ".tmp", path)
+        tb_results(RESULTS)
 
 
 async def _tb(dut) -> CsrTB:

@@ -23,8 +23,6 @@ Result (SPVIT_TB_RESULTS): {"jobs": [per-job record, see Job.record]}.
 """
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
 
@@ -35,6 +33,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
+from sim.tb_io import tb_results, tb_spec
 
 PERIOD_NS = 10
 QUIET = 40                       # cycles watched after a job ends for stray outputs
@@ -276,9 +275,6 @@ class Job:
 
 @cocotb.test()
 async def dma_test(dut):
-    spec = json.loads(open(os.environ["SPVIT_TB_VECTORS"]).read())
+    spec = tb_spec()
     res = await DmaTB(dut, spec).run()
-    path = os.environ["SPVIT_TB_RESULTS"]
-    with open(path + ".tmp", "w") as f:
-        json.dump(res, f)
-    os.replace(path + ".tmp", path)
+    tb_results(res)

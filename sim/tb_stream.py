@@ -14,14 +14,13 @@ Result file (SPVIT_TB_RESULTS): {"outputs": {"o_y": [raw, ...]}, "cycles": n,
 """
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
 
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from sim.tb_io import tb_results, tb_spec
 
 
 class StreamTB:
@@ -107,9 +106,6 @@ class StreamTB:
 
 @cocotb.test()
 async def stream_test(dut):
-    spec = json.loads(open(os.environ["SPVIT_TB_VECTORS"]).read())
+    spec = tb_spec()
     res = await StreamTB(dut, spec).run()
-    path = os.environ["SPVIT_TB_RESULTS"]
-    with open(path + ".tmp", "w") as f:
-        json.dump(res, f)
-    os.replace(path + ".tmp", path)
+    tb_results(res)

@@ -1,16 +1,24 @@
 """`spvit` command line. Each package contributes its subcommands through a `register(sub)`
 function in its `cli` module (the registry below); errors in user input exit with status 2
-and a message that names the problem and the fix."""
+and a message that names the problem and the fix.
+
+Exit status: 0 success, 1 a simulation mismatch, 2 bad input (`spvit: error: ...`, argparse
+usage errors), 130 Ctrl-C, 143 SIGTERM (one line each; temporary outputs are removed, see
+spvit/outputs.py), 141 stdout closed early (`spvit info | head -1`)."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
-from .errors import UsageError
+from .errors import Terminated, UsageError
 
 # package modules that add subcommands, in the order they appear in --help
-COMMAND_MODULES = ("golden.cli", "quant.cli", "rtl_gen.cli", "rtl_gen.sweep", "sim.regress")
+COMMAND_MODULES = ("golden.cli", "quant.cli", "rtl_gen.cli", "sim.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,14 +36,71 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    from golden.config import ConfigError
-    args = build_parser().parse_args(argv)
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM raises Terminated in the main thread, so clean-up code runs (Ctrl-C already
+    raises KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise Terminated()
+    old = signal.signal(signal.SIGTERM, on_term)
     try:
-        return int(args.func(args) or 0)
-    except (UsageError, ConfigError, FileNotFoundError) as e:
-        print(f"spvit: error: {e}", file=sys.stderr)
-        return 2
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: later writes (and the flush at exit) go to /dev/null."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _fail(msg: str) -> None:
+    try:
+        print(f"spvit: {msg}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    with _sigterm_raises():
+        try:
+            from golden.config import ConfigError
+
+            importlib.import_module("spvit.settings")      # bad SPVIT_* values are usage errors too
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as e:           # usage errors (2) and --help (0)
+                return e.code if isinstance(e.code, int) else 2
+            rc = int(args.func(args) or 0)
+            sys.stdout.flush()
+            return rc
+        except (UsageError, ConfigError) as e:
+            _fail(f"error: {e}")
+            return 2
+        except FileNotFoundError as e:
+            _fail(f"error: {e.strerror or e}: {e.filename}; check the path")
+            return 2
+        except BrokenPipeError:
+            _silence_stdout()
+            return 141
+        except OSError as e:                   # disk full, permissions, ...
+            _fail(f"error: {e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+                  + "; nothing was written")
+            return 2
+        except KeyboardInterrupt:
+            _fail("interrupted (Ctrl-C); stopped, temporary output removed")
+            return 130
+        except Terminated:
+            _fail("terminated (SIGTERM); stopped, temporary output removed")
+            return 143
 
 
 if __name__ == "__main__":

@@ -118,26 +118,16 @@ LOCAL = "local"          # the value of a bare --ray
 
 def add_arguments(p, default_workers: str = "the CPU count") -> None:
     """--ray [ADDRESS], --workers N, --retries N, --no-progress on an argparse parser."""
+    from .cli_types import int_in, nonneg_int
     p.add_argument("--ray", nargs="?", const=LOCAL, metavar="ADDRESS",
                    help="run the tasks on Ray: alone, join RAY_ADDRESS if set, else start a local Ray; with an "
                         "ADDRESS (host:port of `ray start --head`, or ray://host:10001), join that cluster")
-    p.add_argument("--workers", type=_nonneg_int, default=None,
+    p.add_argument("--workers", type=int_in(0, 1024), default=None,
                    help=f"local processes (default {default_workers}; 1: in this process); with --ray: CPUs of "
                         f"the local Ray it starts")
-    p.add_argument("--retries", type=_nonneg_int, default=2,
+    p.add_argument("--retries", type=nonneg_int, default=2,
                    help="times a task whose worker died is run again (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _nonneg_int(text: str) -> int:
-    import argparse
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (got {text!r})") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (got {v})")
-    return v
 
 
 # ------------------------------------------------------------------ local pool

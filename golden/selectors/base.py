@@ -70,24 +70,39 @@ def take_ids(ids: np.ndarray, order: np.ndarray, new_id: int) -> np.ndarray:
 
 class Record:
     """What the selection stages decided, per image: tokens kept per stage, and by token id the
-    candidates of each stage and the ones that went on through the full blocks; plus the order
-    of every mid-block selection per block call (to replay the float twin's choice in the golden
-    model when comparing one block at a time)."""
+    candidates of each stage and the ones that went on through the full blocks; the keep masks
+    (per image and stage: the sorted indices of the kept tokens among the stage's candidates in
+    their order at the decision, docs/selector.md "Keep masks") with the candidates' token ids in
+    that order; plus the order of every mid-block selection per block call (to replay the float
+    twin's choice in the golden model when comparing one block at a time)."""
 
     def __init__(self, images: int, cfg):
         s, width = cfg.stages, cfg.num_patches + 1 + cfg.stages
         self.kept = np.zeros((images, s), dtype=np.int64)
         self.cand = np.zeros((images, s, width), dtype=bool)
         self.alive = np.zeros((images, s, width), dtype=bool)
+        none = np.zeros(0, dtype=np.int64)
+        self.masks = [[none] * s for _ in range(images)]       # [image][stage] int64 indices, sorted
+        self.cand_ids = [[none] * s for _ in range(images)]    # [image][stage] candidates' token ids, in order
         self.orders: dict = {}
 
     def mark(self, stage: int, rows, cand_ids, keep) -> None:
-        """Stage `stage` saw tokens `cand_ids` [b, m] of images `rows` and kept `keep` [b, m]."""
+        """Stage `stage` saw tokens `cand_ids` [b, m] (in their sequence order) of images `rows`
+        and kept `keep` [b, m]."""
         cand_ids, keep = np.asarray(cand_ids), np.asarray(keep, dtype=bool)
-        r = np.broadcast_to(np.asarray(rows)[:, None], cand_ids.shape)
+        rows = np.asarray(rows)
+        r = np.broadcast_to(rows[:, None], cand_ids.shape)
         self.cand[r, stage, cand_ids] = True
         self.alive[r[keep], stage, cand_ids[keep]] = True
-        self.kept[np.asarray(rows), stage] = keep.sum(-1)
+        self.kept[rows, stage] = keep.sum(-1)
+        for j, row in enumerate(rows):
+            self.masks[row][stage] = np.flatnonzero(keep[j]).astype(np.int64)
+            self.cand_ids[row][stage] = cand_ids[j].astype(np.int64)
+
+    def kept_ids(self, image: int, stage: int) -> np.ndarray:
+        """Token ids (module docstring) of the tokens image `image` kept at stage `stage`, in
+        the order of its keep mask."""
+        return self.cand_ids[image][stage][self.masks[image][stage]]
 
     def add_order(self, block: int, order) -> None:
         self.orders.setdefault(block, []).append(np.asarray(order))
@@ -98,6 +113,8 @@ class Record:
         out.kept = np.concatenate([r.kept for r in recs])
         out.cand = np.concatenate([r.cand for r in recs])
         out.alive = np.concatenate([r.alive for r in recs])
+        out.masks = [m for r in recs for m in r.masks]
+        out.cand_ids = [c for r in recs for c in r.cand_ids]
         out.orders = {}
         for r in recs:
             for b, v in r.orders.items():
@@ -119,6 +136,7 @@ class Scheme:
     title = "DeiT"
     where = "none"          # "before": selection before block b; "inside": in block b, after the attention
     adaptive = False        # the kept count depends on the image (SPViT) rather than the config
+    hardware = True         # the accelerator (golden/compiler.py) runs it
     q_types: tuple = ()     # golden dataclasses a package may hold for this scheme
 
     # ---- configuration (called from ModelConfig.__post_init__)
@@ -242,6 +260,11 @@ class Scheme:
         """{block index: golden selector object}; `qz` makes integer layers (quant.calibrate.Quantiser)."""
         return {}
 
+    def q_settings(self, cfg, fmt: dict) -> dict:
+        """{block: {field: value}}: the non-tensor fields of each golden selector object that
+        follow from the config and the formats (quant/package.py checks a package against them)."""
+        return {}
+
     # ---- same-input decisions (quant/selfcheck.py, quant/compare.py)
     def agreement_inputs(self, model, io, stage: int) -> list:
         """Float token tensors [b, n, C] that stage `stage`'s decision reads, from the recorded
@@ -262,9 +285,10 @@ class Scheme:
         """Evidence (a key name) that a state_dict was made for this scheme, or None."""
         return None
 
-    def infer(self, shapes: dict, depth: int) -> dict | None:
+    def infer(self, shapes: dict, depth: int, tensors: dict | None = None) -> dict | None:
         """The config fields a state_dict made for this scheme reveals (names in '_guessed'
-        are guesses), or None if it was not made for this scheme."""
+        are guesses), or None if it was not made for this scheme. `shapes`: name -> shape;
+        `tensors` (optional): the tensors themselves, for what only their values tell."""
         return None
 
     @staticmethod

@@ -58,6 +58,7 @@ class QPredictor:
 class DynamicViT(Scheme):
     name = "dynamicvit"
     title = "DynamicViT"
+    hardware = False
     where = "before"
     q_types = (QPredictor,)
 
@@ -163,6 +164,9 @@ class DynamicViT(Scheme):
                 replace(score, out_frac=score.in_frac + score.w_frac), self.counts(cfg)[j], res)
         return out
 
+    def q_settings(self, cfg, fmt: dict) -> dict:
+        return {b: dict(keep=k, res_frac=fmt.get(f"res.{b}")) for b, k in zip(cfg.selector_blocks, self.counts(cfg))}
+
     # ---- same-input decisions
     def agreement_inputs(self, model, io, stage: int) -> list:
         b = model.cfg.selector_blocks[stage]
@@ -188,7 +192,7 @@ class DynamicViT(Scheme):
         """One predictor per stage on the full embedding: score_predictor.<stage>.in_conv.<layer>.*"""
         return next((k for k in sorted(keys) if re.match(r"score_predictor\.\d+\.in_conv\.\d\.(weight|bias)$", k)), None)
 
-    def infer(self, shapes: dict, depth: int) -> dict | None:
+    def infer(self, shapes: dict, depth: int, tensors: dict | None = None) -> dict | None:
         if not self.detect(set(shapes)):
             return None
         n = 1 + max(int(m.group(1)) for k in shapes if (m := re.match(r"score_predictor\.(\d+)\.", k)))

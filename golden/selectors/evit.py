@@ -53,6 +53,7 @@ class QEViTSelector:
 class EViT(Scheme):
     name = "evit"
     title = "EViT"
+    hardware = False
     where = "inside"
     q_types = (QEViTSelector,)
 
@@ -140,8 +141,10 @@ class EViT(Scheme):
 
     # ---- calibration
     def quantize(self, model, fmt: dict, qz) -> dict:
-        cfg = model.cfg
-        return {b: QEViTSelector(k, self.fuse(cfg), cfg.num_heads)
+        return {b: QEViTSelector(**kw) for b, kw in self.q_settings(model.cfg, fmt).items()}
+
+    def q_settings(self, cfg, fmt: dict) -> dict:
+        return {b: dict(keep=k, fuse=self.fuse(cfg), heads=cfg.num_heads)
                 for b, (_, k, _) in zip(cfg.selector_blocks, self.counts(cfg))}
 
     # ---- same-input decisions: block b's input, its attention, the selection

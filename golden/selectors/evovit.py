@@ -45,6 +45,7 @@ def blend(old, new, t_q: int):
 class EvoViT(Scheme):
     name = "evovit"
     title = "Evo-ViT"
+    hardware = False
     where = "before"
     q_types = (QEvoSelector,)
 
@@ -171,15 +172,17 @@ class EvoViT(Scheme):
 
     # ---- calibration
     def quantize(self, model, fmt: dict, qz) -> dict:
-        cfg = model.cfg
+        return {b: QEvoSelector(**kw) for b, kw in self.q_settings(model.cfg, fmt).items()}
+
+    def q_settings(self, cfg, fmt: dict) -> dict:
         t = round(self.momentum(cfg) * ONE_Q15)
-        return {b: QEvoSelector(k, t) for b, k in zip(cfg.selector_blocks, self.counts(cfg))}
+        return {b: dict(keep=k, momentum=t) for b, k in zip(cfg.selector_blocks, self.counts(cfg))}
 
     # ---- checkpoints: the authors' layout of the DeiT release
     def detect(self, keys: set) -> str | None:
         return next((k for k in sorted(keys) if re.match(r"qks\.\d+\.qk\.weight$", k)), None)
 
-    def infer(self, shapes: dict, depth: int) -> dict | None:
+    def infer(self, shapes: dict, depth: int, tensors: dict | None = None) -> dict | None:
         if not self.detect(set(shapes)):
             return None
         return dict(selector="evovit", selector_blocks=self.spaced(2, depth), keep_rate=(0.5,),

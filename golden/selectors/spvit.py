@@ -31,6 +31,9 @@ class SPViT(Scheme):
             check(len(cfg.keep_cap) in (1, len(cfg.selector_blocks)),
                   f"keep_cap needs 1 or {len(cfg.selector_blocks)} entries (got {len(cfg.keep_cap)})")
             check(all(c >= 0 for c in cfg.keep_cap), f"keep_cap entries must be >= 0 (got {list(cfg.keep_cap)})")
+            check(all(c <= cfg.num_patches for c in cfg.keep_cap),
+                  f"keep_cap entries must be at most the {cfg.num_patches} patch tokens a stage can score "
+                  f"(got {list(cfg.keep_cap)}); a larger cap never binds: lower it or remove keep_cap")
         self.check_unused(cfg, keep_cap=False, package=False)
 
     # ---- counts
@@ -143,6 +146,10 @@ class SPViT(Scheme):
         return {b: self._qselector(model.score_predictor[j], fmt, f"sel.{j}.", fmt[f"res.{b}"], cfg, j, qz)
                 for j, b in enumerate(cfg.selector_blocks)}
 
+    def q_settings(self, cfg, fmt: dict) -> dict:
+        return {b: dict(heads=cfg.num_heads, res_frac=fmt.get(f"res.{b}"), package_mode=cfg.package_mode,
+                        cap=cfg.cap(j)) for j, b in enumerate(cfg.selector_blocks)}
+
     @staticmethod
     def _qselector(sel, fmt: dict, p: str, res: int, cfg, stage: int, qz):
         from ..network import QSelector
@@ -199,10 +206,22 @@ class SPViT(Scheme):
         """Per-head predictors: score_predictor.<stage>.in_conv.<head>.<layer>.*"""
         return next((k for k in sorted(keys) if re.match(r"score_predictor\.\d+\.in_conv\.\d+\.\d+\.", k)), None)
 
-    def infer(self, shapes: dict, depth: int) -> dict | None:
+    def infer(self, shapes: dict, depth: int, tensors: dict | None = None) -> dict | None:
+        """Heads and stages from the per-head predictors; `package_mode` from their values: the
+        official code repeats one module for every head (identical copies), and its checkpoints
+        were trained with the summed package token ("sum"); distinct heads (our own training)
+        suggest "norm", marked as a guess."""
         if not self.detect(set(shapes)):
             return None
         stages = {int(m.group(1)) for k in shapes if (m := re.match(r"score_predictor\.(\d+)\.", k))}
         heads = {int(m.group(1)) for k in shapes if (m := re.match(r"score_predictor\.0\.in_conv\.(\d+)\.\d+\.", k))}
-        return dict(selector="spvit", num_heads=max(heads) + 1, selector_blocks=self.spaced(max(stages) + 1, depth),
-                    _guessed=["selector_blocks"])
+        out = dict(selector="spvit", num_heads=max(heads) + 1, selector_blocks=self.spaced(max(stages) + 1, depth),
+                   _guessed=["selector_blocks"])
+        if tensors is not None:
+            import torch
+            w = [tensors[k] for k in sorted(shapes) if re.match(r"score_predictor\.0\.in_conv\.\d+\.1\.weight$", k)]
+            shared = len(w) > 1 and all(torch.equal(w[0], x) for x in w[1:])
+            out["package_mode"] = "sum" if shared else "norm"
+            if not shared:
+                out["_guessed"].append("package_mode")
+        return out

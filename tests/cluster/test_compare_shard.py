@@ -31,6 +31,7 @@ def _compare(package, out, capsys, *extra):
 def test_sharded_compare_equals_single_process(package, tmp_path, capsys, request):
     one = _compare(package, tmp_path / "one.json", capsys)
     assert b'"images": 44' in one[0] and any("top-1" in ln for ln in one[1])
+    assert b'"per_image"' in one[0] and b'"item": "digits:test[' in one[0]     # per-image logits and masks too
     pool = _compare(package, tmp_path / "pool.json", capsys, "--workers", "2")
     assert pool == one
     request.getfixturevalue("ray_session")

@@ -1,7 +1,8 @@
-"""`spvit sweep`: every grid point evaluated (here with a stand-in cost model injected, the real
-rtl_gen.perf.estimate once it exists), merged by grid index whatever the executor, Pareto set
-checked against a brute-force one, configurations that do not fit marked with the reason, and
-bad grid files refused with exit 2."""
+"""`spvit sweep`: every grid point evaluated (with a stand-in cost model injected, and with the
+real sim.report.estimate), merged by grid index whatever the executor, Pareto set checked
+against a brute-force one, configurations that do not fit marked with the reason, --synth's
+Yosys numbers (rtl_gen.synthesis.synthesize_top, stubbed here) used for fit and Pareto, and bad
+grid files refused with exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ import json
 import pytest
 
 from golden.config import PRESETS
-from rtl_gen.sweep import cmd_sweep, load_grid
+from sim.sweep import cmd_sweep, load_grid
 from spvit.cli import main
 from tests.cluster import tasks
 
@@ -95,7 +96,7 @@ def test_sweep_results_do_not_depend_on_the_executor(tmp_path, request):
     ("[grid]\nmac_rows = [\"8\"]", "mac_rows must be an integer (got '8')"),
     ("[grid]\nclock_mhz = [true]", "clock_mhz must be a number"),
     ("[base]\npreset = \"zcu999\"\n[grid]\nmac_rows = [8]", "unknown hardware preset 'zcu999'"),
-    ("[grid]\nmac_rows = [8]\n[sweep]\nkeep = [1.5]", "[sweep] keep must be a list of fractions in (0, 1]"),
+    ("[grid]\nmac_rows = [8]\n[sweep]\nkeep = [1.5]", "[sweep] keep must be a list of fractions in [0, 1]"),
     ("[gird]\nmac_rows = [8]", "unknown section(s) ['gird']"),
 ])
 def test_bad_grid_files_exit_2(tmp_path, capsys, text, msg):
@@ -113,7 +114,14 @@ def test_missing_grid_file_and_bad_keep(tmp_path, capsys):
     grid = tmp_path / "g.toml"
     grid.write_text("[grid]\nmac_rows = [8]")
     assert main(["sweep", "--config", "mini", "--grid", str(grid), "--keep", "0.7,x", "--out", str(tmp_path / "o")]) == 2
-    assert "--keep takes comma-separated fractions" in capsys.readouterr().err
+    assert "argument --keep: takes comma-separated fractions" in capsys.readouterr().err
+    assert main(["sweep", "--config", "mini", "--grid", str(grid), "--keep", "0.7,0.7,0.7", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "keep needs 1 or 2 rates, one per selector stage of mini (got 3" in capsys.readouterr().err
+    assert main(["sweep", "--config", "deit-tiny", "--grid", str(grid), "--keep", "0.7", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "has no token selectors" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_example_grid_loads():
@@ -122,10 +130,10 @@ def test_example_grid_loads():
 
 
 def test_sweep_with_the_real_cost_model(tmp_path, capsys):
-    """The CLI's own estimator (rtl_gen.report.estimate) on two configurations of the mini
+    """The CLI's own estimator (sim.report.estimate) on two configurations of the mini
     model: one fits, one does not (head_dim 16 is not a multiple of mac_cols 32)."""
     from golden.hw import HW_PRESETS
-    from rtl_gen.report import estimate
+    from sim.report import estimate
     grid = tmp_path / "g.toml"
     grid.write_text("[base]\npreset = \"mini\"\n[grid]\nmac_cols = [16, 32]\nd_max = [64]\nhidden_max = [256]\n")
     assert main(["sweep", "--config", "mini", "--grid", str(grid), "--out", str(tmp_path / "o"), "--workers", "1",
@@ -142,12 +150,36 @@ def test_output_directory_is_checked_before_the_work(tmp_path, capsys):
     args = _args(tmp_path)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
-    assert main(["sweep", "--config", "mini", "--grid", args.grid, "--out", args.out, "--force"]) == 2
+    assert main(["sweep", "--config", "spvit-deit-small", "--grid", args.grid, "--out", args.out, "--force"]) == 2
     assert "is not a sweep directory" in capsys.readouterr().err
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
     (tmp_path / "out" / "notes.txt").unlink()
     assert cmd_sweep(args, estimator=tasks.fake_estimate) == 0
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["format"] == "spvit-sweep"
-    assert main(["sweep", "--config", "mini", "--grid", args.grid, "--out", args.out]) == 2
+    assert main(["sweep", "--config", "spvit-deit-small", "--grid", args.grid, "--out", args.out]) == 2
     assert "pass --force to replace it" in capsys.readouterr().err
     assert cmd_sweep(_args(tmp_path, force=True), estimator=tasks.fake_estimate) == 0
+
+
+def test_synth_uses_the_per_unit_synthesis(tmp_path, capsys, monkeypatch):
+    """--synth: rtl_gen.synthesis.synthesize_top (stubbed: real runs take minutes to hours) once
+    per distinct RTL (points differing only in clock_mhz share it), its totals replace the
+    modeled DSP48E2/BRAM36 in the table, CSV and Pareto set, and Yosys counts above the device
+    mark a configuration as not fitting."""
+    import rtl_gen.synthesis
+    calls = []
+
+    def fake_top(hw, verbose=True):
+        calls.append(hw.name)
+        dsp = 3000 if hw.mac_rows == 32 else hw.macs + 7
+        return {"parts": [], "total": dict(dsp=dsp, bram36=11.5, lut=1000, ff=2000, latches=0), "fits": dsp <= 2520}
+    monkeypatch.setattr(rtl_gen.synthesis, "synthesize_top", fake_top)
+    grid = "[base]\npreset = \"zcu102\"\n[grid]\nmac_rows = [16, 32]\nclock_mhz = [250.0, 300.0]\n"
+    assert cmd_sweep(_args(tmp_path, grid, synth=True), estimator=tasks.fake_estimate) == 0
+    rows = _rows(tmp_path / "out")
+    assert len(calls) == 4 and len(set(calls)) == 2 and all(c.startswith("sweep-") for c in calls)
+    assert [r["yosys.dsp48e2"] for r in rows] == ["1031", "1031", "3000", "3000"]
+    assert [r["fits"] for r in rows] == ["1", "1", "0", "0"]
+    assert "Yosys: dsp48e2 3000 > 2520 of the XCZU9EG" in rows[2]["why"]
+    assert [r["pareto"] for r in rows] == ["0", "1", "0", "0"]          # same resources, 300 MHz is faster
+    assert "yosys" in json.loads((tmp_path / "out" / "sweep.json").read_text())["resources_from"]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golden.arith import (INT16_MAX, INT16_MIN, MAX_K, PackedWeight, add_sat, bit_length, isqrt,
+from golden.arith import (ENGINES, INT16_MAX, INT16_MIN, MAX_K, PackedWeight, add_sat, bit_length, isqrt,
                           isqrt_bitwise, matmul, recip, requant, rshift_round, sat)
 
 i16 = st.integers(INT16_MIN, INT16_MAX)
@@ -71,6 +71,12 @@ def test_add_sat(a, fa, b, fb, fo):
     assert int(add_sat(a, fa, b, fb, fo)) == want
 
 
+def _packed(w, x, engine, add=None):
+    from golden.arith import use_engine
+    with use_engine(engine):
+        return PackedWeight(w).matmul(x, add)
+
+
 def py_matmul(x, w):
     return [[sum(int(x[i][k]) * int(w[k][j]) for k in range(len(w))) for j in range(len(w[0]))]
             for i in range(len(x))]
@@ -91,7 +97,7 @@ def test_matmul_engines_equal_python_ints(m, k, n, seed, kind):
         w = rng.choice([INT16_MIN, INT16_MAX, 0, -1, 1], (k, n))
     want = py_matmul(x.tolist(), w.tolist())
     assert matmul(x, w).tolist() == want
-    assert PackedWeight(w).matmul(x).tolist() == want
+    assert all(_packed(w, x, e).tolist() == want for e in ENGINES)
 
 
 @pytest.mark.parametrize("k", [64, 192, 197, 384, 768, 1536, MAX_K])
@@ -105,12 +111,12 @@ def test_matmul_exact_at_deit_depths_worst_case(k):
     w[:, 1] = INT16_MAX
     want = [[k * (1 << 30), -k * (1 << 15) * INT16_MAX]] * 3
     assert matmul(x, w).tolist() == want
-    assert PackedWeight(w).matmul(x).tolist() == want
+    assert all(_packed(w, x, e).tolist() == want for e in ENGINES)
     rng = np.random.default_rng(k)
     x = rng.integers(INT16_MIN, INT16_MAX + 1, (4, k))
     w = rng.integers(INT16_MIN, INT16_MAX + 1, (k, 3))
     want = py_matmul(x.tolist(), w.tolist())
-    assert matmul(x, w).tolist() == want and PackedWeight(w).matmul(x).tolist() == want
+    assert matmul(x, w).tolist() == want and all(_packed(w, x, e).tolist() == want for e in ENGINES)
 
 
 def test_matmul_rejects_too_deep():
@@ -149,8 +155,9 @@ def test_bit_length(n):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**31), st.integers(-3, 30), st.booleans())
-def test_qlinear_fused_path_equals_requant_of_exact_product(seed, shift, stacked):
+@given(st.integers(0, 2**31), st.integers(-3, 30), st.booleans(), st.sampled_from(ENGINES + ("auto",)))
+def test_qlinear_fused_path_equals_requant_of_exact_product(seed, shift, stacked, engine):
+    from golden.arith import use_engine
     from golden.network import QLinear
     rng = np.random.default_rng(seed)
     lead = (3,) if stacked else ()
@@ -160,7 +167,9 @@ def test_qlinear_fused_path_equals_requant_of_exact_product(seed, shift, stacked
     layer = QLinear(w, b, w_frac=shift, in_frac=0, out_frac=0)
     exact = np.einsum("...nk,...ok->...no", x.astype(object), w.astype(object)) + b.astype(object)
     want = np.vectorize(lambda v: ref_requant(int(v), shift), otypes=[object])(exact)
-    n, first = mismatches(layer(x), want.astype(np.int64))
+    with use_engine(engine):
+        got = layer(x)
+    n, first = mismatches(got, want.astype(np.int64))
     assert n == 0, f"{n} mismatches, first {first}"
 
 
@@ -185,6 +194,44 @@ def test_matmul_exact_for_every_deit_s_shape(m, k, n):
     w[:, 0] = INT16_MIN
     want = x @ w                                   # int64 dtype: exact integer arithmetic
     n1, f1 = mismatches(matmul(x, w), want)
-    n2, f2 = mismatches(PackedWeight(w).matmul(x), want)
-    assert n1 == 0 and n2 == 0, f"float64: {n1} mismatches {f1}; int8: {n2} mismatches {f2}"
+    assert n1 == 0, f"float64 (activations): {n1} mismatches {f1}"
+    bias = rng.integers(-(1 << 46) + 1, 1 << 46, n)
+    for e in ENGINES:                              # with and without the bias folded in
+        n2, f2 = mismatches(_packed(w, x, e), want)
+        n3, f3 = mismatches(_packed(w, x, e, bias), want + bias)
+        assert n2 == 0 and n3 == 0, f"{e}: {n2} mismatches {f2}; with bias {n3} mismatches {f3}"
     assert want[0, 0] == k * (1 << 30)
+
+
+def test_engine_choice_per_machine(monkeypatch):
+    """auto: the first product of a shape class times every engine on the real operands, checks
+    they agree and keeps the fastest; use_engine / SPVIT_MATMUL force one."""
+    import golden.arith as A
+    monkeypatch.setattr(A, "_choice", {})
+    monkeypatch.setattr(A, "_timings", {})
+    rng = np.random.default_rng(0)
+    w = rng.integers(INT16_MIN, INT16_MAX + 1, (96, 40))
+    x = rng.integers(INT16_MIN, INT16_MAX + 1, (50, 96))
+    with A.use_engine("auto"):
+        got = PackedWeight(w).matmul(x)
+        assert (x @ w == got).all()
+        key = (50 .bit_length(), 96, 40)
+        assert A._choice[key] in ENGINES and set(A._timings[key]) == set(ENGINES)
+        assert "auto: " in A.engine_report() and "K=96 N=40" in A.engine_report()
+        A._choice[key] = "float64"                    # the cached choice is used from then on
+        calls = []
+        monkeypatch.setitem(A._ENGINE_FNS, "float64", lambda pw, x2, add: calls.append(1) or x2 @ pw.w16)
+        PackedWeight(w).matmul(x[:40])               # same bucket (32..63 rows)
+        assert calls == [1]
+    with A.use_engine("int8"):
+        assert A.engine_report() == "int8 (forced)"
+    with pytest.raises(ValueError, match="matmul engine must be one of"):
+        A.use_engine("int4")
+
+
+def test_disagreeing_engines_are_a_bug(monkeypatch):
+    import golden.arith as A
+    monkeypatch.setattr(A, "_choice", {})
+    monkeypatch.setitem(A._ENGINE_FNS, "float64", lambda pw, x2, add: x2 @ pw.w16 + 1)
+    with A.use_engine("auto"), pytest.raises(AssertionError, match="disagree"):
+        PackedWeight(np.ones((4, 3), dtype=np.int64)).matmul(np.ones((2, 4), dtype=np.int64))

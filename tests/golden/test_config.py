@@ -133,3 +133,72 @@ def test_model_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         MINI.depth = 3
     assert isinstance(MINI, ModelConfig)
+
+
+@pytest.mark.parametrize("text,msg", [
+    ('[model]\nmlp_ratio = "four"\n', "mlp_ratio in [model] must be a finite number (got the string 'four')"),
+    ('[model]\nselector = "spvit"\nselector_blocks = "2,4"\n',
+     "selector_blocks in [model] must be a list of integers, e.g. [2, 4] (got the string '2,4')"),
+    ('[model]\ndepth = 6.0\n', "depth in [model] must be an integer (got 6.0)"),
+    ('[model]\ndepth = true\n', "depth in [model] must be an integer (got the boolean true)"),
+    ('[model]\nmlp_ratio = nan\n', "mlp_ratio in [model] must be a finite number (got nan)"),
+    ('[model]\nname = 5\n', "name in [model] must be a string (got 5)"),
+    ('[model]\ndepth = 100000\n', "depth must be at most 128 blocks (got 100000)"),
+    ("model = 5\n", "[model] in"),
+    ("hardware = 3\n", "[hardware] in"),
+    ('preset = "mini"\n[fixed_point]\nfrac_overrides = 5\n', "frac_overrides in [fixed_point] must be a table"),
+    ('preset = "mini"\n[fixed_point]\nfrac_overrides = { "blocks.0.q" = true }\n', "frac_overrides['blocks.0.q'] must be an integer"),
+    ("preset = 5\n", "must be a string such as \"deit-tiny\" (got 5)"),
+    ("", "is empty; name the model it starts from, e.g. preset = \"deit-tiny\""),
+    ("# only a comment\n", "is empty"),
+    ('preset = "mini"\n[model]\nkeep_cap = 100\n', "keep_cap entries must be at most the 64 patch tokens a stage can score"),
+    # the fields of the other schemes (issue 9) are type-checked the same way
+    ('preset = "mini-evit"\n[model]\nfuse_token = "yes"\n', "fuse_token in [model] must be true or false (got the string 'yes')"),
+    ('preset = "mini-evit"\n[model]\nfuse_token = 1\n', "fuse_token in [model] must be true or false (got 1)"),
+    ('preset = "mini-evovit"\n[model]\nscore_momentum = true\n',
+     "score_momentum in [model] must be a finite number (got the boolean true)"),
+    ('preset = "mini-dynamicvit"\n[model]\nkeep_rate = "0.7"\n',
+     "keep_rate in [model] must be a list of numbers, e.g. [0.7] (got the string '0.7')"),
+    ('preset = "mini-dynamicvit"\n[model]\nkeep_rate = [0.7, nan]\n', "each entry of keep_rate in [model] must be a finite number"),
+    ('preset = "mini-dynamicvit"\n[model]\nkeep_cap = 100\n', "keep_cap applies to selector 'spvit' only"),
+    ('preset = "mini"\n[preprocess]\npad = "2"\n', "pad in [preprocess] must be an integer (got the string '2')"),
+    ('preset = "mini"\n[model]\npreprocess = { pad = 1.5 }\n', "pad in [model.preprocess] must be an integer (got 1.5)"),
+    ('preset = "mini"\n[model]\npreprocess = 3\n', "[model.preprocess] must be a table of fields (got 3)"),
+])
+def test_toml_value_errors(tmp_path, text, msg, capsys):
+    from spvit.cli import main
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert msg in str(e.value)
+    assert main(["info", "--config", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "spvit: error:" in err and msg in err and "Traceback" not in err
+
+
+def test_config_files_that_are_not_toml(tmp_path):
+    b = tmp_path / "weights.toml"
+    b.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(b)
+    b.write_bytes(b"preset = \"mini\"\x00\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(b)
+    with pytest.raises(ConfigError, match="is a directory; give a preset"):
+        load_config(tmp_path)
+    import os
+    if os.geteuid() != 0:                               # root reads anything
+        b.write_text('preset = "mini"\n')
+        b.chmod(0)
+        with pytest.raises(ConfigError, match="cannot read config file"):
+            load_config(b)
+
+
+def test_missing_preset_is_announced(tmp_path, capsys):
+    f = tmp_path / "m.toml"
+    f.write_text("[model]\ndepth = 4\n")
+    c = load_config(f)
+    assert c.model.embed_dim == 192 and c.model.depth == 4 and c.preset == "deit-tiny"
+    err = capsys.readouterr().err
+    assert err.startswith("spvit: note: ") and "has no `preset`: fields not set under [model] take the deit-tiny" in err

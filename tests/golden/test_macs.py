@@ -44,7 +44,7 @@ def test_info_cli():
 
 @pytest.mark.parametrize("args,msg", [
     (("info", "--config", "spvit-deit-tiny", "--keep", "0.7,0.5"), "--keep needs 3 rates"),
-    (("info", "--config", "spvit-deit-tiny", "--keep", "a,b,c"), "--keep takes comma-separated fractions"),
+    (("info", "--config", "spvit-deit-tiny", "--keep", "a,b,c"), "argument --keep: takes comma-separated fractions"),
     (("info", "--config", "nope"), "unknown config 'nope'"),
 ])
 def test_info_cli_errors(args, msg):

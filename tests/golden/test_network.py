@@ -210,3 +210,29 @@ def test_attention_score_scaling_equals_requant_mul(mult):
     o = requant(np.einsum("bhnm,bhmd->bhnd", p, q), 15 + 10 - 10)
     want = np.swapaxes(o, 1, 2).reshape(2, n, c)
     assert np.array_equal(att(x), want)
+
+
+def test_keep_masks(deit_tiny_spvit):
+    """return_masks: per image and stage the indices of the kept scored tokens, equal to the
+    selectors' decisions replayed stage by stage, independent of the thread split; the plain
+    call still returns (logits, kept)."""
+    model, q, imgs, _ = deit_tiny_spvit
+    x = quantize_images(imgs[:4], q)
+    logits, kept = q(x, threads=1)
+    l2, k2, masks = q(x, threads=2, return_masks=True)
+    assert np.array_equal(logits, l2) and np.array_equal(kept, k2)
+    assert len(masks) == 4 and all(len(m) == 3 for m in masks)
+    for i in range(4):                                   # replay image i through the selectors
+        t = q.embed(x[i:i + 1])[0]
+        stage = 0
+        for b, blk in enumerate(q.blocks):
+            if b in q.selectors:
+                t, sel = q.selectors[b](t, stage)
+                assert np.array_equal(masks[i][stage], np.flatnonzero(sel.keep))
+                assert len(masks[i][stage]) == kept[i, stage] and masks[i][stage].dtype == np.int64
+                stage += 1
+            t = blk(t[None])[0]
+    assert len({tuple(m[0]) for m in masks}) > 1          # images decide differently
+    model(imgs[:4])
+    assert [len(m) for m in model.last_masks] == [3] * 4
+    assert [[len(s) for s in m] for m in model.last_masks] == model.last_kept.tolist()

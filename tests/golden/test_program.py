@@ -5,6 +5,7 @@ at the right descriptor."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ SMALL = HW_PRESETS["small"]
 
 
 def check_equal(q, img, x, junk=True):
-    logits, kept = q(x)
+    logits, kept, masks = q(x, return_masks=True)
     for i in range(len(x)):
         r = run_image(img, x[i], junk_seed=i if junk else None)
         assert np.array_equal(r.logits, logits[i]), f"image {i}: logits differ"
@@ -33,6 +34,7 @@ def check_equal(q, img, x, junk=True):
             if b in q.selectors:
                 t, sel = q.selectors[b](t, n_pkg=stage)
                 assert np.array_equal(r.masks[stage], sel.keep), f"image {i} stage {stage}: keep masks differ"
+                assert np.array_equal(np.flatnonzero(r.masks[stage]), masks[i][stage])   # docs/selector.md
                 stage += 1
             t = blk(t[None])[0]
             if b in r.checkpoints:
@@ -79,6 +81,26 @@ def test_same_inputs_same_bytes():
     q, _ = calibrated("mini", 0, 2)
     a, b = compile_model(q, MINI), compile_model(q, MINI)
     assert a.data == b.data and a.manifest == b.manifest
+
+
+def test_image_save_load_keeps_the_model_config(tmp_path):
+    """The image manifest records the model as packages do (golden.config.config_dict) and
+    Image.load reads it back with the same type-checked conversion, [preprocess] included."""
+    from golden.compiler import Image
+    from golden.config import Preprocess
+    from spvit.errors import UsageError
+    cfg = dataclasses.replace(PRESETS["mini"], name="mnist-like", preprocess=Preprocess(
+        mean=(0.1307,), std=(0.3081,), crop_mode="none", pad=2))
+    q, _ = calibrated(cfg, 0, 2)
+    img = compile_model(q, MINI)
+    img.save(tmp_path / "i.img")
+    back = Image.load(tmp_path / "i.img")
+    assert back.cfg == cfg and back.data == img.data and back.hw == MINI
+    m = json.loads((tmp_path / "i.img" / "manifest.json").read_text())
+    m["model"]["preprocess"]["pad"] = "two"
+    (tmp_path / "i.img" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UsageError, match=r"malformed manifest \(pad in \[model.preprocess\] must be an integer"):
+        Image.load(tmp_path / "i.img")
 
 
 def test_oversized_model_is_refused():

@@ -208,6 +208,53 @@ def test_batch_split_and_repeat_same_bits(name):
     assert np.array_equal(a, one)
 
 
+@pytest.mark.parametrize("preset", ["mini", "mini-dynamicvit", "mini-evit", "mini-evovit"])
+def test_keep_masks_every_scheme(preset):
+    """docs/selector.md, "Keep masks": per image and stage the sorted indices of the kept tokens
+    among the stage's candidates in their order there (stage 0: the patch tokens in raster
+    order), the candidates of a later stage as the table there says, the same masks from
+    QModel.forward(return_masks), the record and any thread split; the float twin's
+    DeiT.last_masks have the same form."""
+    cfg = PRESETS[preset]
+    imgs = random_images(cfg, 12, seed=3)
+    model = random_model(cfg, seed=3, balance_with=imgs[:8])
+    q = calibrate(model, imgs[:8])
+    x = quantize_images(imgs[8:], q)
+    logits, kept, rec, masks = q(x, threads=1, return_record=True, return_masks=True)
+    l2, k2, m2 = q(x, threads=2, return_masks=True)
+    assert np.array_equal(logits, l2) and np.array_equal(kept, k2) and masks is rec.masks
+    assert all(np.array_equal(a, b) for i in range(len(x)) for a, b in zip(masks[i], m2[i]))
+    p = cfg.num_patches
+    for i in range(len(x)):
+        assert len(masks[i]) == cfg.stages
+        for s in range(cfg.stages):
+            m, cand, ids = masks[i][s], rec.cand_ids[i][s], rec.kept_ids(i, s)
+            assert m.dtype == np.int64 and len(m) == kept[i, s] and (np.diff(m) > 0).all()
+            assert np.array_equal(ids, cand[m]) and set(ids) == set(np.flatnonzero(rec.alive[i, s]))
+            assert sorted(cand) == sorted(np.flatnonzero(rec.cand[i, s]))
+            if s == 0:
+                assert cand.tolist() == list(range(1, p + 1))
+                continue
+            prev = rec.kept_ids(i, s - 1)
+            if preset == "mini":                       # kept tokens stay in order: masks compose
+                assert cand.tolist() == prev.tolist()
+                pos = m
+                for t in reversed(range(s)):           # pos = masks[0][masks[1][...]]
+                    pos = masks[i][t][pos]
+                assert (ids - 1).tolist() == pos.tolist()
+            elif preset == "mini-dynamicvit":          # the kept tokens, in descending score
+                assert sorted(cand) == sorted(prev)
+            elif preset == "mini-evit":                # the kept tokens, then the stage's fused token
+                assert sorted(cand[:-1]) == sorted(prev) and cand[-1] == p + 1 + (s - 1)
+            else:                                      # Evo-ViT: all patch tokens, the slow path first
+                assert sorted(cand) == list(range(1, p + 1)) and sorted(cand[:len(prev)]) == sorted(prev)
+    if preset != "mini":
+        assert len({tuple(masks[i][0]) for i in range(len(x))}) > 1      # images decide differently
+    model(imgs[8:])
+    assert [[len(mm) for mm in im] for im in model.last_masks] == model.last_kept.tolist()
+    assert model.last_masks is model.last_record.masks
+
+
 def test_extreme_inputs(measured):
     for name in SCHEME_NAMES:
         cfg = PRESETS[f"mini-{name}"]

@@ -78,3 +78,11 @@ def test_bad_folders(tmp_path, cfg, ckpt, package, case, msg, capsys):
     rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(package), "--data", str(root),
                "--json", str(js), "--no-progress"])
     assert rc == 2 and msg in capsys.readouterr().err and not js.exists()
+
+
+def test_digits_colon_names_no_split(cfg, ckpt, tmp_path, capsys):
+    with pytest.raises(UsageError, match=r"'digits:' names no split: use digits:train, digits:test or digits:all"):
+        load_data("digits:", cfg.model, default_split="train")
+    rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits:", "--out",
+               str(tmp_path / "p")])
+    assert rc == 2 and "names no split" in capsys.readouterr().err and not (tmp_path / "p").exists()

@@ -233,3 +233,84 @@ def test_infer_config_names_the_scheme(scheme_states):
     assert inf["selector"] == "dynamicvit" and inf["selector_blocks"] == (2, 4) and "keep_rate" in inf["_guessed"]
     inf = infer_config(PRESETS["mini-evovit"].scheme.to_authors(scheme_states["mini-evovit"]))
     assert inf["selector"] == "evovit" and inf["depth"] == 6 and inf["embed_dim"] == 64
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int8, torch.bool, torch.int32])
+def test_integer_checkpoints_are_refused(tmp_path, state, dtype, capsys):
+    """int64 weights used to be truncated into the float model and quantised with exit 0; int8
+    ones failed later with an unrelated GELU fraction-width error."""
+    sd = {k: (v * 100).to(dtype) if dtype != torch.bool else v > 0 for k, v in state.items()}
+    p = tmp_path / "int.pth"
+    torch.save(sd, p)
+    out = tmp_path / "pkg"
+    rc = main(["quantize", "--checkpoint", str(p), "--config", "mini", "--calib", "digits", "--calib-limit", "2",
+               "--out", str(out)])
+    err = capsys.readouterr().err
+    kind = str(dtype).replace("torch.", "")
+    assert rc == 2 and f"tensor(s) are not floating point: blocks.0.attn.proj.bias ({kind})" in err, err
+    assert "give the float checkpoint, not an integer or already quantised one" in err and not out.exists()
+
+
+@pytest.mark.parametrize("wrap,said", [
+    (lambda sd: {"state_dict_ema": sd, "epoch": 3}, "using the state_dict under 'state_dict_ema' (not used: epoch)"),
+    (lambda sd: {"model_ema": {"module." + k: v for k, v in sd.items()}}, "under 'model_ema'; key prefix 'module.' stripped"),
+    (lambda sd: {"module._orig_mod." + k: v for k, v in sd.items()}, "key prefix 'module._orig_mod.' stripped"),
+    (lambda sd: {"state_dict": {"model": sd}, "optimizer": {}}, "under 'state_dict.model' (not used: optimizer)"),
+    (lambda sd: {"model": sd, "model_ema": sd}, "under 'model' (not used: model_ema)"),
+])
+def test_wrappers_load_and_are_named(tmp_path, state, cfg, wrap, said, capsys):
+    p = tmp_path / "w.pth"
+    torch.save(wrap(state), p)
+    m = load_float_model(p, cfg.model)
+    _same(m.state_dict(), state)
+    err = capsys.readouterr().err
+    assert err.startswith(f"spvit: note: checkpoint {p}: ") and said in err, err
+
+
+def test_official_spvit_layout_suggests_sum_and_heads(tmp_path, cfg):
+    """Official SPViT checkpoints repeat one selector module for every head and were trained
+    with the summed package token: the suggested config says so and spells out num_heads."""
+    other = dataclasses.replace(cfg.model, name="o", embed_dim=96, num_heads=4, depth=4, selector_blocks=(1, 3))
+    sd = DeiT(other).state_dict()
+    for k in list(sd):
+        if ".in_conv." in k or ".out_conv." in k:
+            h = int(k.split(".")[3])
+            sd[k] = sd[k.replace(f"_conv.{h}.", "_conv.0.")].clone()
+    msg = _err(tmp_path, sd, cfg.model)
+    assert 'package_mode = "sum"   # official SPViT layout' in msg and "num_heads = 4\n" in msg
+    plain = DeiT(dataclasses.replace(other, selector="none", selector_blocks=())).state_dict()
+    msg = _err(tmp_path, plain, cfg.model, "plain.pth")
+    assert "num_heads = 3   # guessed: check" in msg            # 96 = 3 x 32: spelled out, marked as a guess
+    inf = infer_config(DeiT(cfg.model).state_dict())             # our own (distinct heads): norm, marked
+    assert inf["package_mode"] == "norm" and "package_mode" in inf["_guessed"]
+
+
+def test_head_count_that_cannot_be_checked_is_announced(tmp_path, cfg, capsys):
+    m = dataclasses.replace(cfg.model, name="plain", selector="none", selector_blocks=())
+    p = tmp_path / "plain.safetensors"
+    save_file(DeiT(m).state_dict(), str(p))
+    load_float_model(p, m)
+    err = capsys.readouterr().err
+    assert "does not store the head count; using num_heads = 4 (head_dim 16) from config 'plain'" in err
+
+
+def test_head_count_notice_follows_the_scheme(tmp_path, scheme_states, state, capsys):
+    """Only SPViT's per-head predictors store the head count: DynamicViT, EViT and Evo-ViT
+    checkpoints get the note (and suggestions spell num_heads out), SPViT ones do not."""
+    from golden.config import PRESETS
+    for name in ("mini-dynamicvit", "mini-evit", "mini-evovit"):
+        p = tmp_path / f"{name}.safetensors"
+        sd = scheme_states[name]
+        save_file(PRESETS[name].scheme.to_authors(sd) if name == "mini-evovit" else sd, str(p))
+        load_float_model(p, PRESETS[name])
+        assert f"does not store the head count; using num_heads = 4 (head_dim 16) from config '{name}'" \
+            in capsys.readouterr().err
+    p = tmp_path / "spvit.safetensors"
+    save_file(state, str(p))
+    load_float_model(p, PRESETS["mini"])
+    assert "head count" not in capsys.readouterr().err
+    inf = infer_config(scheme_states["mini-dynamicvit"])
+    assert inf["num_heads"] == 1 and "num_heads" in inf["_guessed"] and "package_mode" not in inf
+    msg = _err(tmp_path, scheme_states["mini-dynamicvit"], dataclasses.replace(PRESETS["mini-dynamicvit"], depth=4,
+                                                                                selector_blocks=(1, 3)))
+    assert "num_heads = 1   # guessed: check" in msg and 'selector = "dynamicvit"' in msg

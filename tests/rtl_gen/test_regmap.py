@@ -19,7 +19,7 @@ from rtl_gen.regmap import (ID_MAGIC, Field, Reg, RegMap, c_header, field_cell, 
 from sim.runner import LINT_WAIVERS, write_verilog
 
 HWS = [*HW_PRESETS.values(), HardwareConfig(name="odd", mac_rows=4, mac_cols=8, n_max=4096, d_max=4096,
-                                            hidden_max=512, axi_ports=8, axi_bits=256, desc_max=65535,
+                                            hidden_max=4096, axi_ports=8, axi_bits=256, desc_max=65535,
                                             pwl_max=100, stages_max=8)]
 IDS = [h.name for h in HWS]
 # the offsets software depends on: fixed for every configuration (KEPTi come last)

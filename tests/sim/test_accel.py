@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 from golden import isa
@@ -150,3 +149,29 @@ def test_cycle_model_matches_rtl(demo, measured):
     measured(f"cycle model vs RTL (demo model, mini hardware, no pauses): worst {100 * worst:.2f}% over 3 images "
              f"({runs[0].cycles:,} RTL cycles for image 0); per operation class: "
              + ", ".join(f"{k} {100 * (m / r - 1):+.1f}%" for k, (r, m) in by.items() if r))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("spvit.settings", fromlist=["SLOW"]).SLOW,
+                    reason="SPVIT_SLOW=1: a DeiT-T image on the zcu102 design (~20-40 min: Verilog, C++ build, "
+                           "0.5 M cycles)")
+def test_deit_tiny_image_on_zcu102(measured):
+    """A whole DeiT-T SPViT image on the board configuration: every block's tokens, logits, kept
+    counts and masks bit-exact; the cycle model within 3% of the RTL."""
+    import time
+
+    from rtl_gen.perf import program_cycles, trace
+    t0 = time.time()
+    hw = HW_PRESETS["zcu102"]
+    q, imgs = calibrated("spvit-deit-tiny", 0, 2)
+    img = compile_model(q, hw, checkpoints=True)
+    x = quantize(imgs.numpy(), q.img_frac)[:1]
+    runs = run_accel(img, list(x), pause=0.0, seed=0, timeout=40_000_000)
+    c = compare_runs(img, list(x), runs)
+    check(c, "DeiT-T on zcu102")
+    model = program_cycles(img, trace(img, x[0])).total
+    err = model / runs[0].cycles - 1
+    assert abs(err) < 0.03, (model, runs[0].cycles)
+    measured(f"DeiT-T SPViT image on the zcu102 design: BIT-EXACT, {c.compared:,} elements (every block, logits, "
+             f"kept counts, masks); {runs[0].cycles:,} cycles, cycle model {100 * err:+.2f}%; simulation "
+             f"{runs[0].wall_s:.0f} s, test wall {time.time() - t0:.0f} s")

@@ -5,7 +5,6 @@ the touched tiles with the interpreter's state after it (rows beyond the token c
 channels beyond the output width must keep their old values)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from golden import isa, stream as gstream
@@ -85,10 +84,12 @@ def run_op(v, stall=0.2, seed=0, softmax=None, name="array_unit_t48"):
     return got, want, res
 
 
-CASES = ["patch embedding + position", "block 0 q", "block 0 k", "block 0 v", "block 0 proj + residual",
-         "block 0 fc1 + GELU", "block 0 fc2 + residual", "selector 0 (before block 2) head 1 in_fc + GELU",
-         "selector 0 (before block 2) head 3 out3 (z)", "selector 0 (before block 2) head means",
-         "selector 0 (before block 2) se2 + sigmoid (w)", "head"]
+# residual from another buffer (K=16), into KB, into VB, a table load (GELU), K=256 with the
+# residual in place, a kept table on a head slice, m=2 (one partial m-tile), the multiplier
+# (head means), one row (the head)
+CASES = ["patch embedding + position", "block 0 k", "block 0 v", "block 0 fc1 + GELU", "block 0 fc2 + residual",
+         "selector 0 (before block 2) head 1 in_fc + GELU", "selector 0 (before block 2) head 3 out3 (z)",
+         "selector 0 (before block 2) head means", "head"]
 
 
 @pytest.mark.parametrize("label", CASES)
@@ -102,7 +103,7 @@ def test_matmul_bit_exact(vectors, label, measured):
 
 
 
-@pytest.mark.parametrize("label", ["block 0 attention", "block 3 attention", "block 5 attention"])
+@pytest.mark.parametrize("label", ["block 0 attention", "block 5 attention"])
 def test_attention_bit_exact(vectors, label, measured):
     v = pick(vectors, label)
     got, want, res = run_op(v, stall=0.2, seed=v.index)

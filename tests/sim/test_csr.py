@@ -8,7 +8,7 @@ from sim.runner import run_bench
 
 TESTS = ("identity_and_reset_values", "writes_rw_ro_and_unmapped", "runs_status_and_irq", "cycle_counter_latch")
 # mini; and a configuration with every selector stage and values that differ from the presets
-ODD_HW = HardwareConfig(name="odd", mac_rows=4, mac_cols=8, n_max=4096, d_max=4096, hidden_max=512, axi_ports=8,
+ODD_HW = HardwareConfig(name="odd", mac_rows=4, mac_cols=8, n_max=4096, d_max=4096, hidden_max=4096, axi_ports=8,
                         axi_bits=256, desc_max=65535, pwl_max=100, stages_max=8)
 
 

@@ -3,23 +3,25 @@ interpreter's LAYERNORM (golden.interp Machine.op_layernorm), compared by ==: ev
 token buffer, which start as random junk (rows >= `rows` and channels outside the op keep it).
 Random tokens and corner cases, channel offsets, partial tiles, d = 1 .. d_max, eps and y_shift
 extremes, random stalls on every stream, parameters arriving late; the stall-free cycle count
-against ln_cycles; the normalised-divisor reciprocal against golden recip."""
+against ln_cycles; the normalising square root and the normalised-divisor reciprocal against
+golden isqrt and recip."""
 import numpy as np
 import pytest
 
-from golden.arith import recip, requant
+from golden.arith import bit_length, isqrt, recip, requant
 from golden.hw import HardwareConfig, SMALL_HW
 from golden.isa import B0, B1, B2, B3
-from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, ln_eps_const
-from rtl_gen.ln_unit import ln_cycles, post_cycles
-from rtl_gen.recip_norm import NormReciprocal
+from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, layernorm, ln_eps_const
+from rtl_gen.isqrt_norm import NormIsqrt
+from rtl_gen.ln_unit import Widths, ln_cycles, post_cycles
+from rtl_gen.recip import Reciprocal
 from sim.check import assert_exact
 from sim.ln_bench import LnOp, run_ln
 from sim.runner import run_stream
 from spvit import settings
 
 # d_max = 160 lets one small build cover both regimes: d below the per-tile chain's latency
-# (post_cycles = 118: the chain paces) and above it (one tile per d cycles)
+# (post_cycles = 142: the chain paces) and above it (one tile per d cycles)
 HW = HardwareConfig(name="t", mac_rows=4, mac_cols=8, n_max=40, d_max=160, hidden_max=160, axi_ports=1)
 EPS_MAX = (1 << 56) - 1
 BETA_MAX = (1 << 47) - 1
@@ -73,10 +75,14 @@ def test_ln_unit_exact():
     ops = _ops(rng)
     got, want, _, _ = run_ln(HW, ops, "ln_unit_t", stall=0.25, seed=3)
     assert_exact(got, want, "LayerNorm unit vs interpreter (all buffer words)")
-    # the corner op's constant tokens give round(beta) (a check of the vectors themselves)
-    corner = ops[1]
-    y = requant(np.asarray(corner.beta), corner.fields["y_shift"])
-    assert len(np.unique(want)) > 1000 and (np.abs(y) > 100).any()
+    # the vectors reach what they are meant to: constant tokens (rows 0-3 of the corner op) give
+    # round(beta), which is not trivially 0; saturation at both ends; many distinct values
+    c = ops[1]
+    f = c.fields
+    y = layernorm(c.x[:4], 0, c.gamma, f["y_shift"] - 16, c.beta, f["eps"], 0)
+    beta_y = requant(np.asarray(c.beta), f["y_shift"])
+    assert (y == beta_y).all() and (np.abs(beta_y) > 100).any()
+    assert want.min() == -32768 and want.max() == 32767 and len(np.unique(want)) > 1000
 
 
 def test_ln_unit_late_params():
@@ -86,8 +92,8 @@ def test_ln_unit_late_params():
     got, want, cycles, _ = run_ln(HW, ops, "ln_unit_t", stall=0.1, seed=4, port_stall={"i_param": 0.95},
                                   tag="late")
     assert_exact(got, want, "LayerNorm unit with late parameters")
-    # the parameters paced the ops (about 20 cycles each): RTL 778 and 1376 cycles against 525 and 371
-    assert all(c > 1.3 * ln_cycles(op.fields["d"], op.rows, HW) for c, op in zip(cycles, ops)), cycles
+    # the parameters (about 20 cycles each) paced the ops: 794 and 1548 cycles against 620 and 534
+    assert all(c > ln_cycles(op.fields["d"], op.rows, HW) + 100 for c, op in zip(cycles, ops)), cycles
 
 
 def test_ln_cycles_model():
@@ -101,9 +107,9 @@ def test_ln_cycles_model():
     model = [ln_cycles(d, rows, HW) for d, rows in shapes]
     for (d, rows), c, mdl in zip(shapes, cycles, model):
         assert abs(c - mdl) <= 0.01 * c, f"d={d} rows={rows}: RTL {c} cycles, ln_cycles {mdl}"
-    assert 64 < post_cycles(HW) < 130
-    # d > post_cycles: tiles follow each other every d cycles, T d + d + post_cycles + 10 in all
-    assert cycles[6] == 10 * 160 + 160 + post_cycles(HW) + 10
+    assert 64 < post_cycles(HW) < 160
+    # d > post_cycles: tiles follow each other every d cycles, T d + d + post_cycles + 9 in all
+    assert cycles[6] == 10 * 160 + 160 + post_cycles(HW) + 9
 
 
 @pytest.mark.skipif(not settings.SLOW, reason="SPVIT_SLOW=1: the small preset (R = 16, d_max = 384)")
@@ -131,7 +137,28 @@ def test_ln_reciprocal():
     lo, hi = 1 << 30, 1 << 31
     xs = [lo, lo + 1, lo + 2, hi - 1, hi - 2, (lo + hi) // 2, 1518500249, 1518500250] + \
         [int(v) for v in rng.integers(lo, hi, 200)]
-    dut = NormReciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
+    dut = Reciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
     res = run_stream(dut, "recip_norm_62", {"i_d": xs}, {"o_q": len(xs)}, stall=0.3, seed=1)
     assert_exact(np.array(res.outputs["o_q"], dtype=np.int64), recip(np.array(xs), LN_RECIP_BITS), "recip 2^62")
     assert res.outputs["o_q"][0] == 1 << 32
+
+
+def test_ln_norm_isqrt():
+    """r = isqrt(V << 2k), k = (62 - bitlen V) // 2, and 46 - k, for V over its whole range
+    (every bit length, eps up to 2^56), four lanes in lock step."""
+    vb = Widths(HW).v
+    rng = np.random.default_rng(13)
+    top = (1 << vb) - 1
+    vs = [1, 2, 3, 4, 5, 7, 8, top, top - 1, 1 << (vb - 1), (1 << 56) - 1, 1 << 56, (1 << 60) // 3 % (1 << vb)]
+    vs += [int(rng.integers(1 << b, 1 << (b + 1))) if b < 62 else 1 for b in range(vb)]
+    vs += [int(v) for v in rng.integers(1, top, 40, dtype=np.int64)]
+    vs += [1] * (-len(vs) % 4)
+    dut = NormIsqrt(vb, 4)
+    res = run_stream(dut, "isqrt_norm", {"i_v": np.array(vs).reshape(-1, 4).tolist()}, {"o_r": len(vs) // 4},
+                     stall=0.3, seed=3)
+    v = np.array(vs, dtype=np.int64)
+    k = (LN_SQRT_BITS - bit_length(v)) // 2
+    got_r = np.array([b["r"] for b in res.outputs["o_r"]]).ravel()
+    got_z = np.array([b["zsh"] for b in res.outputs["o_r"]]).ravel()
+    assert_exact(got_r, isqrt(v << (2 * k)), "normalised isqrt")
+    assert_exact(got_z, LN_RECIP_BITS - 16 - k, "46 - k")

@@ -9,7 +9,7 @@ from golden.arith import recip
 from golden.hw import HardwareConfig, SMALL_HW
 from golden.kernels import SOFTMAX_RECIP_BITS, exp_neg
 from rtl_gen.exp_var import ExpNegVar
-from rtl_gen.recip_norm import NormReciprocal
+from rtl_gen.recip import Reciprocal
 from rtl_gen.softmax_unit import SUM_MIN_BITS, softmax_cycles
 from sim.check import assert_exact
 from sim.runner import run_stream
@@ -115,7 +115,7 @@ def test_softmax_reciprocal():
     rng = np.random.default_rng(24)
     lo, hi = 1 << 15, HW.n_max << 15
     xs = [lo, lo + 1, hi, hi - 1, 3 << 15, (1 << 16) - 1, 1 << 16] + [int(v) for v in rng.integers(lo, hi + 1, 200)]
-    dut = NormReciprocal(bits, SOFTMAX_RECIP_BITS, SUM_MIN_BITS)
+    dut = Reciprocal(bits, SOFTMAX_RECIP_BITS, SUM_MIN_BITS)
     res = run_stream(dut, "recip_norm_46", {"i_d": xs}, {"o_q": len(xs)}, stall=0.3, seed=2)
     assert_exact(np.array(res.outputs["o_q"], dtype=np.int64), recip(np.array(xs), SOFTMAX_RECIP_BITS), "recip 2^46")
     assert res.outputs["o_q"][0] == 1 << 31

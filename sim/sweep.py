@@ -1,8 +1,14 @@
 """`spvit sweep --config MODEL --grid GRID.toml`: every hardware configuration of a grid,
-evaluated with the accelerator's cycle and resource model (rtl_gen.report.estimate) and, with
---synth, Yosys resources of the generated top (rtl_gen.synth). Writes sweep.csv, sweep.json and
-pareto.png (modeled latency against DSP48E2 and BRAM36) into --out; marks the configurations
-that do not fit the XCZU9EG or the model and says why.
+evaluated with the accelerator's model-level estimate (sim.report.estimate: the cycle model
+on a program compiled for the model, DDR traffic, estimated DSP48E2 and BRAM36) and, with
+--synth, Yosys resources of the generated top (rtl_gen.synthesis.synthesize_top: every unit
+synthesised on its own, cached per unit in $SPVIT_BUILD/synth/<hw>/). Writes sweep.csv,
+sweep.json and pareto.png (modeled latency against DSP48E2 and BRAM36) into --out; marks the
+configurations that do not fit the XCZU9EG or the model and says why.
+
+--synth is for small grids or a cluster: one zcu102-sized configuration takes Yosys more than
+an hour on a 2-core machine (the units are synthesised one after the other); configurations
+whose units are identical share the cache.
 
 A grid file (configs/sweep-zcu102.toml is an example):
 
@@ -105,8 +111,10 @@ def load_grid(path: str | Path) -> Grid:
         axes[k] = tuple(_field_value(k, v, f"grid file {str(p)!r} [grid] {k}") for v in vals)
     keep = data.get("sweep", {}).get("keep")
     if keep is not None:
-        if not isinstance(keep, list) or not all(isinstance(v, (int, float)) and 0 < v <= 1 for v in keep):
-            raise UsageError(f"grid file {str(p)!r}: [sweep] keep must be a list of fractions in (0, 1] (got {keep!r})")
+        if not isinstance(keep, list) or not keep or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in keep):
+            raise UsageError(f"grid file {str(p)!r}: [sweep] keep must be a list of fractions in [0, 1] (got {keep!r}); "
+                             f"e.g. keep = [0.7, 0.7, 0.7]")
         keep = tuple(float(v) for v in keep)
     g = Grid(base, axes, keep)
     if g.size > MAX_POINTS:
@@ -116,9 +124,9 @@ def load_grid(path: str | Path) -> Grid:
 
 # ------------------------------------------------------------------ evaluation
 def estimate(model: ModelConfig, hw: HardwareConfig, keep=None):
-    """The accelerator's model-level estimate (rtl_gen.report.estimate: the cycle model on a
-    program compiled for the model's shapes, DDR traffic, estimated DSP48E2 and BRAM36, fit);
-    the sweep only calls it."""
+    """The accelerator's model-level estimate (sim.report.estimate: the cycle model on a program
+    compiled for the model's shapes, DDR traffic, estimated DSP48E2 and BRAM36, fit); the sweep
+    only calls it."""
     from . import report
     return report.estimate(model, hw, keep=keep)
 
@@ -151,8 +159,8 @@ def _hw_for(base: dict, point: dict, index: int) -> HardwareConfig:
 
 
 def evaluate(task) -> list[Row]:
-    """One task: (model, base, [(index, point)], keep, estimator, synth, build dir)."""
-    model, base, points, keep, estimator, synth, build = task
+    """One task: (model, base, [(index, point)], keep, estimator, synth)."""
+    model, base, points, keep, estimator, synth = task
     rows = []
     for index, point in points:
         row = Row(index, point)
@@ -176,7 +184,7 @@ def evaluate(task) -> list[Row]:
             if est.fits is False and not why:
                 why.append("the cost model says it does not fit")
         if synth and not why:
-            row.synth = synthesize_hw(hw, Path(build))
+            row.synth = synthesize_hw(hw)
             for k, cap in (("dsp48e2", ZCU102_DSP), ("bram36", ZCU102_BRAM36)):
                 v = row.synth.get(k)
                 if v is not None and v > cap:
@@ -186,27 +194,21 @@ def evaluate(task) -> list[Row]:
     return rows
 
 
-def synthesize_hw(hw: HardwareConfig, build: Path) -> dict:
-    """Yosys resources of the generated top for `hw` (or {'error': ...})."""
-    from amaranth.back import verilog
-
-    from .ram import with_ram_module
-    from .synth import synthesize
-    from .top import Accelerator
-    top = f"spvit_accel_{hw.ident():08x}"
-    work = build / "sweep" / top
-    work.mkdir(parents=True, exist_ok=True)
-    src = work / f"{top}.v"
-    if not src.exists():
-        tmp = src.with_name(src.name + ".tmp")
-        tmp.write_text(with_ram_module(verilog.convert(Accelerator(hw), name=top, emit_src=False)))
-        tmp.replace(src)
+def synthesize_hw(hw: HardwareConfig) -> dict:
+    """Yosys resources of the generated top for `hw` (rtl_gen.synthesis.synthesize_top, unit by
+    unit, cached), or {'error': ...}. The parts are named after the configuration's ident, so
+    grid points that differ only in clock_mhz or ddr_gbps (the same RTL) and later sweeps reuse
+    the cache in $SPVIT_BUILD/synth/sweep-<ident>/."""
+    from rtl_gen.synthesis import synthesize_top
     t = time.time()
     try:
-        r = synthesize(src, top, work)
+        r = synthesize_top(dataclasses.replace(hw, name=f"sweep-{hw.ident():08x}"), verbose=False)
     except RuntimeError as e:
         return {"error": str(e)}
-    return {**r.as_dict(), "seconds": round(time.time() - t, 1)}
+    tot = r["total"]
+    return {"dsp48e2": tot["dsp"], "bram36": tot["bram36"], "lut": tot["lut"], "ff": tot["ff"],
+            "latches": tot["latches"], "tool": "yosys synth_xilinx -family xcup, per unit",
+            "seconds": round(time.time() - t, 1)}
 
 
 def pareto(rows: list[Row]) -> None:
@@ -220,14 +222,27 @@ def pareto(rows: list[Row]) -> None:
                            and (keys[o.index] != a or o.index < r.index) for o in fit if o is not r)
 
 
-def run_sweep(model: ModelConfig, grid: Grid, ex, estimator=estimate, synth: bool = False,
-              build: Path | None = None) -> list[Row]:
-    from spvit import settings
+def _same_rtl(base: dict, pts: list) -> list[list]:
+    """With --synth: points grouped by the RTL they generate (HardwareConfig.ident), one task per
+    group, so no two workers synthesise the same parts at once."""
+    out: dict = {}
+    for index, point in pts:
+        try:
+            key = _hw_for(base, point, index).ident()
+        except (ConfigError, TypeError):
+            key = ("invalid", index)
+        out.setdefault(key, []).append((index, point))
+    return list(out.values())
+
+
+def run_sweep(model: ModelConfig, grid: Grid, ex, estimator=estimate, synth: bool = False) -> list[Row]:
     pts = list(enumerate(grid.points()))
-    per = 1 if synth else max(1, -(-len(pts) // (2 * ex.parallelism)))
-    chunks = [pts[i:i + per] for i in range(0, len(pts), per)]
-    build = str((build or settings.BUILD).resolve())
-    parts = ex.map(evaluate, [(model, grid.base, c, grid.keep, estimator, synth, build) for c in chunks],
+    if synth:
+        chunks = _same_rtl(grid.base, pts)
+    else:
+        per = max(1, -(-len(pts) // (2 * ex.parallelism)))
+        chunks = [pts[i:i + per] for i in range(0, len(pts), per)]
+    parts = ex.map(evaluate, [(model, grid.base, c, grid.keep, estimator, synth) for c in chunks],
                    desc="hardware configs")
     rows = sorted((r for p in parts for r in p), key=lambda r: r.index)
     pareto(rows)
@@ -236,7 +251,7 @@ def run_sweep(model: ModelConfig, grid: Grid, ex, estimator=estimate, synth: boo
 
 # ------------------------------------------------------------------ outputs
 CSV_FIELDS = ("index", "fits", "pareto", "cycles", "latency_ms", "dsp48e2", "bram36")
-SYNTH_FIELDS = ("dsp48e2", "bram36", "lut", "logic_cells_pre_lut", "ff", "latches", "tool", "seconds", "error")
+SYNTH_FIELDS = ("dsp48e2", "bram36", "lut", "ff", "latches", "tool", "seconds", "error")
 
 
 def csv_text(rows: list[Row], axes: list[str]) -> str:
@@ -328,24 +343,18 @@ def write_outputs(out: Path, rows, model, grid, meta) -> list[str]:
 
 
 # ------------------------------------------------------------------ CLI
-def _keep(text: str | None):
-    if not text:
-        return None
-    try:
-        vals = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"--keep takes comma-separated fractions such as 0.7,0.7,0.7 (got {text!r})") from None
-    if not all(0 < v <= 1 for v in vals):
-        raise UsageError(f"--keep fractions must lie in (0, 1] (got {text!r})")
-    return vals
-
-
 def cmd_sweep(args, estimator=None) -> int:
     from spvit.cluster import Executor
     from spvit.outputs import output_dir
     model = load_config(args.config).model
     grid = load_grid(args.grid)
-    keep = _keep(args.keep) or grid.keep
+    keep = args.keep or grid.keep
+    if keep and not model.stages:
+        raise UsageError(f"keep rates given (--keep or [sweep] keep), but model {model.name} has no token selectors; "
+                         f"drop them or use a model with selectors")
+    if keep and len(keep) not in (1, model.stages):
+        raise UsageError(f"keep needs 1 or {model.stages} rates, one per selector stage of {model.name} "
+                         f"(got {len(keep)}: {','.join(f'{k:g}' for k in keep)})")
     grid = dataclasses.replace(grid, keep=keep)
     ex = Executor.from_args(args)
     est = estimator or estimate
@@ -378,13 +387,17 @@ def cmd_sweep(args, estimator=None) -> int:
 def register(sub) -> None:
     from spvit.cli_types import path
     from spvit.cluster import add_arguments
+
+    from .cli import keep_fractions
     p = sub.add_parser("sweep", help="evaluate a grid of hardware configurations (cycle model, resources, "
                        "Pareto plot)")
     p.add_argument("--config", required=True, help="model preset or TOML file")
     p.add_argument("--grid", required=True, help="TOML grid of HardwareConfig fields (configs/sweep-zcu102.toml)")
-    p.add_argument("--keep", help="share of its scored tokens each selector stage keeps, e.g. 0.7,0.7,0.7 "
-                   "(overrides [sweep] keep; default the estimate's 0.7)")
-    p.add_argument("--synth", action="store_true", help="also synthesise every fitting configuration with Yosys (slow)")
+    p.add_argument("--keep", type=keep_fractions, help="share of its scored tokens each selector stage keeps, in "
+                   "[0, 1], as in spvit report, e.g. 0.7,0.7,0.7 (overrides [sweep] keep; default 0.7 each)")
+    p.add_argument("--synth", action="store_true", help="also synthesise every fitting configuration with Yosys, unit "
+                   "by unit (rtl_gen/synthesis.py, cached in SPVIT_BUILD/synth/); slow: over an hour per zcu102-sized "
+                   "configuration on 2 cores, so for small grids or a Ray cluster")
     p.add_argument("--out", required=True, type=path, help="output directory for sweep.csv, sweep.json, pareto.png")
     p.add_argument("--force", action="store_true", help="replace an earlier sweep directory (never anything else)")
     add_arguments(p)

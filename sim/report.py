@@ -16,7 +16,7 @@ import numpy as np
 from golden import isa
 from golden.hw import ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
 
-from .perf import ProgramPerf, Step, program_cycles
+from rtl_gen.perf import ProgramPerf, Step, program_cycles
 
 # DSP48E2 and BRAM36 of the units besides the MAC array, per token lane (mac_rows) and fixed,
 # from Yosys synth_xilinx -family xcup of the units (benchmarks/unit_resources.py); the report
@@ -103,7 +103,7 @@ def synthetic_steps(img, keep) -> list[Step]:
 def _program(cfg, hw: HardwareConfig):
     """A program for the model's shapes (random weights, calibrated: realistic table sizes)."""
     from golden.compiler import compile_model
-    from sim.models import calibrated
+    from .models import calibrated
     q, _ = calibrated(cfg, 0, 2)
     return compile_model(q, hw)
 
@@ -139,15 +139,17 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> Non
         return
     agg: dict = {}
     for o in p.ops:
-        a = agg.setdefault(o.op, [0, 0, 0])
+        a = agg.setdefault(o.op, [0, 0, 0, {}])
         a[0] += o.cycles
         a[1] += o.macs
         a[2] += 1
+        a[3][o.bound] = a[3].get(o.bound, 0) + o.cycles
     print("\ncycles per operation (cycle model; one image)")
-    print(f"  {'operation':10s} {'count':>5s} {'cycles':>11s} {'share':>6s} {'MACs':>14s} {'MAC util':>8s}")
-    for op, (c, macs, k) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
+    print(f"  {'operation':10s} {'count':>5s} {'cycles':>11s} {'share':>6s} {'MACs':>14s} {'MAC util':>8s}  bound by")
+    for op, (c, macs, k, bounds) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
         util = f"{macs / (hw.macs * c):8.3f}" if macs else f"{'':8s}"
-        print(f"  {op:10s} {k:5d} {c:11,d} {100 * c / p.total:5.1f}% {macs:14,d} {util}")
+        why = ", ".join(f"{b} {100 * v / c:.0f}%" for b, v in sorted(bounds.items(), key=lambda kv: -kv[1]))
+        print(f"  {op:10s} {k:5d} {c:11,d} {100 * c / p.total:5.1f}% {macs:14,d} {util}  {why}")
     print("\ncycles per block (the selector before a block counted with it)")
     labels = p.labels
     blocks: dict = {}
@@ -165,12 +167,13 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> Non
     for o in p.ops:
         bound[o.bound] = bound.get(o.bound, 0) + o.cycles
     print("\nbound by: " + ", ".join(f"{k} {100 * v / p.total:.0f}%" for k, v in sorted(bound.items(), key=lambda kv: -kv[1])))
-    print(f"DDR: {p.stream_bytes / 1e6:.2f} MB read per image ({p.stream_bytes / p.total:.1f} B/cycle on average)")
+    print(f"DDR: {p.stream_bytes / 1e6:.2f} MB read per image ({p.stream_bytes / p.total:.1f} B/cycle on average); "
+          f"MATMULs waited {p.weight_wait:,} cycles ({100 * p.weight_wait / p.total:.1f}%) for weights")
     print(f"total: {p.total:,} cycles = {p.latency_ms:.3f} ms at {hw.clock_mhz:g} MHz; {p.macs / 1e9:.3f} GMAC; MAC-array "
           f"utilisation {p.mac_utilisation:.3f}; board DSP efficiency (useful MACs / (2,520 x cycles)) "
           f"{p.board_efficiency():.3f}")
     print(f"\nresources (estimate): DSP48E2 {e.dsp} of {ZCU102_DSP}, BRAM36 {e.bram36:g} of {ZCU102_BRAM36}"
           + ("" if e.fits else " - DOES NOT FIT: " + "; ".join(e.why)))
     if synth:
-        from .synthesis import synthesize_top
+        from rtl_gen.synthesis import synthesize_top
         synthesize_top(hw, verbose=True)

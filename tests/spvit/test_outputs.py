@@ -1,0 +1,264 @@
+"""No data loss: every writing command refuses existing targets without --force, never replaces
+a directory of another kind or an input, checks writability before the work, and leaves no
+temporary output behind on errors, Ctrl-C or SIGTERM."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spvit.cli import main
+from spvit.errors import UsageError
+from spvit.outputs import TMP_TAG, output_dir, output_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tree(root: Path) -> dict:
+    """Every file under root with its bytes (hidden files included)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _no_temp(root: Path):
+    left = [p for p in root.rglob("*") if TMP_TAG in p.name or ".spvit-old-" in p.name]
+    assert not left, left
+
+
+# ------------------------------------------------------------------ the module
+def test_output_dir_commits_and_refuses(tmp_path):
+    out = tmp_path / "a" / "b" / "o"
+    with output_dir(out, "k", "a k directory") as tmp:
+        (tmp / "manifest.json").write_text(json.dumps({"format": "k"}))
+        (tmp / "x").write_text("1")
+        assert not out.exists()
+    assert (out / "x").read_text() == "1"
+    with pytest.raises(UsageError, match="already exists and is not empty; pass --force"):
+        with output_dir(out, "k", "a k directory"):
+            pass
+    with output_dir(out, "k", "a k directory", force=True) as tmp:       # same kind: replaced
+        (tmp / "manifest.json").write_text(json.dumps({"format": "k"}))
+    assert not (out / "x").exists()
+    with pytest.raises(UsageError, match=r"is not a j directory \(it is a 'k' directory\); refusing to replace it even"):
+        with output_dir(out, "j", "a j directory", force=True):
+            pass
+    _no_temp(tmp_path)
+
+
+def test_failure_removes_temp_and_created_parents(tmp_path):
+    out = tmp_path / "new" / "deeper" / "o"
+    with pytest.raises(RuntimeError):
+        with output_dir(out, "k", "a k directory") as tmp:
+            (tmp / "half").write_text("written")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    f = tmp_path / "f.json"
+    f.write_text("keep")
+    with pytest.raises(KeyboardInterrupt):
+        with output_file(f, "a file", force=True) as tmp:
+            tmp.write_text("new")
+            raise KeyboardInterrupt
+    assert f.read_text() == "keep" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_inputs_and_other_kinds_are_never_replaced(tmp_path):
+    ck = tmp_path / "m.pth"
+    ck.write_bytes(b"weights")
+    with pytest.raises(UsageError, match="is the input .*m.pth'; writing there would destroy it"):
+        with output_file(ck, "an ONNX file", force=True, inputs=[ck]):
+            pass
+    with pytest.raises(UsageError, match="is a directory holding the input"):
+        with output_dir(tmp_path, "k", "a k directory", force=True, inputs=[ck]):
+            pass
+    pkg = tmp_path / "p.pkg"
+    pkg.mkdir()
+    (pkg / "manifest.json").write_text("{}")
+    with pytest.raises(UsageError, match="lies inside the input folder .*p.pkg'; writing there would change it"):
+        with output_file(pkg / "manifest.json", "a JSON report", force=True, inputs=[pkg]):
+            pass
+    assert (pkg / "manifest.json").read_text() == "{}"
+    with pytest.raises(UsageError, match="exists and is a file, but a k directory is a directory"):
+        with output_dir(ck, "k", "a k directory", force=True):
+            pass
+    with pytest.raises(UsageError, match="is a directory, but a file is a file"):
+        with output_file(tmp_path, "a file", force=True):
+            pass
+    assert ck.read_bytes() == b"weights"
+
+
+def _read_only_dir(tmp_path) -> Path:
+    if os.geteuid() != 0:
+        d = tmp_path / "ro"
+        d.mkdir()
+        d.chmod(0o555)
+        return d
+    if not os.access("/sys", os.W_OK) or not _writable("/sys"):     # root: a read-only mount
+        return Path("/sys")
+    pytest.skip("no read-only location available")
+
+
+def _writable(d) -> bool:
+    try:
+        Path(d, ".spvit-probe").mkdir()
+    except OSError:
+        return False
+    Path(d, ".spvit-probe").rmdir()
+    return True
+
+
+def test_read_only_target_fails_before_the_work(tmp_path, ckpt, monkeypatch, capsys):
+    import quant.calibrate
+    ro = _read_only_dir(tmp_path)
+    called = []
+    monkeypatch.setattr(quant.calibrate, "calibrate", lambda *a, **k: called.append(1))
+    rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits",
+               "--out", str(ro / "pkg")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"cannot write --out '{ro / 'pkg'}'" in err and "choose a writable location" in err
+    assert called == []                                  # refused before calibration
+    rc = main(["compare", "--checkpoint", str(ckpt), "--package", "nowhere", "--data", "digits",
+               "--json", str(ro / "r.json")])
+    assert rc == 2 and "cannot write --json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the commands
+def test_export_onnx_never_destroys_the_checkpoint(tmp_path, ckpt, capsys):
+    import shutil
+    ck = tmp_path / "m.safetensors"
+    shutil.copy(ckpt, ck)
+    before = ck.read_bytes()
+    for extra in ([], ["--force"]):
+        rc = main(["export-onnx", "--checkpoint", str(ck), "--config", "mini", "--out", str(ck), *extra])
+        assert rc == 2 and "is the input" in capsys.readouterr().err
+    assert ck.read_bytes() == before
+    other = tmp_path / "old.onnx"
+    other.write_bytes(b"previous export")
+    rc = main(["export-onnx", "--checkpoint", str(ck), "--config", "mini", "--out", str(other)])
+    assert rc == 2 and "already exists; pass --force" in capsys.readouterr().err
+    assert other.read_bytes() == b"previous export"
+    assert main(["export-onnx", "--checkpoint", str(ck), "--config", "mini", "--out", str(other), "--force"]) == 0
+    assert other.read_bytes()[:16] != b"previous export"
+    _no_temp(tmp_path)
+
+
+def test_generate_never_writes_into_a_package(tmp_path, package, capsys):
+    import shutil
+    pkg = tmp_path / "p.pkg"
+    shutil.copytree(package, pkg)
+    before = _tree(pkg)
+    for extra in ([], ["--force"]):
+        rc = main(["generate", "--hw", "mini", "--out", str(pkg), *extra])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+    assert "is not an RTL directory (it is a 'spvit-weight-package' directory)" in err
+    assert _tree(pkg) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    assert main(["generate", "--hw", "mini", "--out", str(mine)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert _tree(mine) == {"notes.txt": b"x"}
+    hw = tmp_path / "hw.toml"                                  # its own hardware file is an input
+    hw.write_text('[hardware]\npreset = "mini"\n')
+    assert main(["generate", "--hw", str(hw), "--out", str(hw), "--force"]) == 2
+    assert "is the input" in capsys.readouterr().err and hw.read_text() == '[hardware]\npreset = "mini"\n'
+    _no_temp(tmp_path)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_demo_replaces_only_an_earlier_demo(tmp_path, monkeypatch, capsys):
+    """`make demo` passes --force and runs twice: an earlier demo output (kind spvit-demo) may be
+    replaced; the output is claimed before any work, and an interrupted demo leaves the old one."""
+    import quant.cli
+
+    def stop(args):
+        assert TMP_TAG in args.out                              # writing into the temporary directory
+        raise _Stop()
+    monkeypatch.setattr(quant.cli, "cmd_quantize", stop)
+    old = tmp_path / "demo"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"format": "spvit-demo", "files": []}))
+    (old / "compare.json").write_text("{}")
+    before = _tree(old)
+    with pytest.raises(_Stop):
+        main(["demo", "--out", str(old), "--force"])
+    assert _tree(old) == before
+    with pytest.raises(_Stop):
+        main(["demo", "--out", str(tmp_path / "new" / "demo")])
+    assert not (tmp_path / "new").exists()
+    _no_temp(tmp_path)
+
+
+def test_demo_and_quantize_refuse_foreign_directories(tmp_path, ckpt, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x")
+    assert main(["demo", "--out", str(mine)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert main(["demo", "--out", str(mine), "--force"]) == 2
+    assert "is not a demo output directory" in capsys.readouterr().err
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", str(data), "--out", str(data),
+               "--force"])
+    assert rc == 2 and "is the input" in capsys.readouterr().err
+    assert _tree(mine) == {"thesis.tex": b"x"} and data.is_dir()
+
+
+def test_compare_outputs_need_force(tmp_path, ckpt, package, capsys):
+    js = tmp_path / "r.json"
+    js.write_text("{}")
+    rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(package), "--data", "digits", "--limit", "2",
+               "--json", str(js), "--no-progress"])
+    assert rc == 2 and "--json" in capsys.readouterr().err and js.read_text() == "{}"
+    rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(package), "--data", "digits", "--limit", "2",
+               "--json", str(js), "--no-progress", "--force", "--sqnr-images", "1"])
+    assert rc == 0 and json.loads(js.read_text())["images"] == 2
+    import shutil
+    pkg = tmp_path / "p.pkg"
+    shutil.copytree(package, pkg)
+    before = _tree(pkg)
+    rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(pkg), "--data", "digits", "--limit", "2",
+               "--json", str(pkg / "manifest.json"), "--force"])
+    assert rc == 2 and "lies inside the input folder" in capsys.readouterr().err and _tree(pkg) == before
+    _no_temp(tmp_path)
+
+
+# ------------------------------------------------------------------ signals, pipes
+def _spvit(args, **kw):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SPVIT_THREADS="2")
+    return subprocess.Popen([sys.executable, "-m", "spvit.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                           (signal.SIGINT, 130, "interrupted (Ctrl-C)")])
+def test_signal_during_generate_cleans_up(tmp_path, sig, code, word):
+    out = tmp_path / "rtl"
+    p = _spvit(["generate", "--hw", "mini", "--out", str(out)])
+    t0 = time.time()
+    while not any(TMP_TAG in q.name for q in tmp_path.iterdir()):
+        assert p.poll() is None and time.time() - t0 < 120, p.communicate()
+        time.sleep(0.05)
+    time.sleep(1.5)                                     # into the work (Verilog conversion, ~15 s)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err
+    assert err.strip() == f"spvit: {word}; stopped, temporary output removed", err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_closed_stdout_is_not_a_traceback():
+    p = _spvit(["info", "--config", "deit-small"])
+    p.stdout.close()                                   # the reader went away (`| head -1`)
+    err = p.stderr.read()
+    p.wait(timeout=60)
+    assert p.returncode == 141 and err == "", err
