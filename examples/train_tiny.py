@@ -86,6 +86,26 @@ def run_epochs(model, params_lrs, epochs, train, step_fn, batch, gen, label):
               + f" ({time.time() - t0:.1f} s)", flush=True)
 
 
+def train_backbone(model, backbone, args, train, test, gen, t_start):
+    """Phase 1: the backbone alone on cross-entropy. Returns a frozen copy (the teacher of phase 2),
+    its held-out top-1 and the time phase 1 ended."""
+    def ce_step(x, y):
+        logits = masked_forward(model, x, "none")[0]
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        return loss, {"ce": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
+
+    run_epochs(model, [(backbone, 2e-3)], args.backbone_epochs, train, ce_step, args.batch, gen, "backbone")
+    t1 = time.time()
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        logits = torch.cat([masked_forward(teacher, test[0][i:i + 200], "none")[0] for i in range(0, len(test[0]), 200)])
+    acc_unpruned = float((logits.argmax(1) == test[1]).float().mean())
+    print(f"unpruned backbone: held-out top-1 {100 * acc_unpruned:.2f}% ({t1 - t_start:.0f} s)", flush=True)
+    return teacher, acc_unpruned, t1
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="examples/mini_digits.safetensors")
@@ -123,20 +143,7 @@ def main(argv=None):
     backbone = [p for n, p in model.named_parameters() if not n.startswith("score_predictor")]
     selectors = [p for n, p in model.named_parameters() if n.startswith("score_predictor")]
 
-    def ce_step(x, y):
-        logits = masked_forward(model, x, "none")[0]
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        return loss, {"ce": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
-
-    run_epochs(model, [(backbone, 2e-3)], args.backbone_epochs, train, ce_step, args.batch, gen, "backbone")
-    t1 = time.time()
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        logits = torch.cat([masked_forward(teacher, test[0][i:i + 200], "none")[0] for i in range(0, len(test[0]), 200)])
-    acc_unpruned = float((logits.argmax(1) == test[1]).float().mean())
-    print(f"unpruned backbone: held-out top-1 {100 * acc_unpruned:.2f}% ({t1 - t_start:.0f} s)", flush=True)
+    teacher, acc_unpruned, t1 = train_backbone(model, backbone, args, train, test, gen, t_start)
 
     counter = [0]
     total_sel_steps = args.selector_epochs * math.ceil(len(train[0]) / args.batch)

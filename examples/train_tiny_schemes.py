@@ -23,7 +23,6 @@ qks/vs/norms/projs layout, loaded back through the key map).
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
@@ -41,7 +40,7 @@ from golden.config import load_config  # noqa: E402
 from golden.float_model import DeiT  # noqa: E402
 from quant.data import digits  # noqa: E402
 from quant.train import dynamicvit_loss, masked_forward  # noqa: E402
-from train_tiny import evaluate, run_epochs  # noqa: E402
+from train_tiny import evaluate, run_epochs, train_backbone  # noqa: E402
 
 PHASE2 = {"dynamicvit": 12, "evit": 10, "evovit": 10}
 
@@ -77,20 +76,7 @@ def main(argv=None):
     backbone = [p for n, p in model.named_parameters() if not n.startswith("score_predictor")]
     predictors = [p for n, p in model.named_parameters() if n.startswith("score_predictor")]
 
-    def ce_step(x, y):
-        logits = masked_forward(model, x, "none")[0]
-        loss = F.cross_entropy(logits, y)
-        return loss, {"ce": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
-
-    run_epochs(model, [(backbone, 2e-3)], args.backbone_epochs, train, ce_step, args.batch, gen, "backbone")
-    t1 = time.time()
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        lt = torch.cat([masked_forward(teacher, test[0][i:i + 200], "none")[0] for i in range(0, len(test[0]), 200)])
-    acc_unpruned = float((lt.argmax(1) == test[1]).float().mean())
-    print(f"unpruned backbone: held-out top-1 {100 * acc_unpruned:.2f}% ({t1 - t_start:.0f} s)", flush=True)
+    teacher, acc_unpruned, t1 = train_backbone(model, backbone, args, train, test, gen, t_start)
 
     epochs = args.epochs or PHASE2[args.scheme]
     steps = epochs * math.ceil(len(train[0]) / args.batch)

@@ -100,6 +100,28 @@ class Block(nn.Module):
         return x + self.mlp(h, trace, p)
 
 
+def _chain(t, layers, names, trace, p):
+    """Apply `layers` in order, tracing each output under p + its name."""
+    for layer, name in zip(layers, names, strict=True):
+        t = layer(t)
+        trace(p + name, t)
+    return t
+
+
+def _local_global(f, alive, n_local: int):
+    """The predictors' feature: the first half of the channels of the first n_local tokens (local)
+    next to the mean of the second half over all tokens (global; over the tokens `alive` [B, N]
+    marks, when given, as in training)."""
+    c = f.shape[-1]
+    g = f[..., c // 2:]
+    if alive is None:
+        glob = g.mean(1, keepdim=True)
+    else:
+        a = alive.unsqueeze(-1).to(g.dtype)
+        glob = (g * a).sum(1, keepdim=True) / a.sum(1, keepdim=True).clamp_min(1e-6)
+    return torch.cat([f[:, :n_local, : c // 2], glob.expand(-1, n_local, -1)], -1)
+
+
 class SPViTSelector(nn.Module):
     """Official layout: in_conv.H = [LayerNorm(dh), Linear(dh, dh), GELU], out_conv.H =
     [Linear(dh, dh/2), GELU, Linear(dh/2, dh/4), GELU, Linear(dh/4, 2)], senet = [Linear(H, H/2),
@@ -126,42 +148,13 @@ class SPViTSelector(nn.Module):
         ns = n - 1 - n_pkg
         zs = []
         for i in range(h):
-            ln, fc, act = self.in_conv[i]
-            t = ln(cand[..., i * dh:(i + 1) * dh])
-            trace(p + "ln", t)
-            t = fc(t)
-            trace(p + "f", t)
-            f = act(t)
-            trace(p + "fg", f)
-            g = f[..., dh // 2:]
-            if alive is None:
-                glob = g.mean(1, keepdim=True)
-            else:
-                a = alive.unsqueeze(-1).to(g.dtype)
-                glob = (g * a).sum(1, keepdim=True) / a.sum(1, keepdim=True).clamp_min(1e-6)
-            feat = torch.cat([f[:, :ns, : dh // 2], glob.expand(b, ns, dh // 2)], -1)
-            fc1, act1, fc2, act2, fc3 = self.out_conv[i]
-            t = fc1(feat)
-            trace(p + "o1", t)
-            t = act1(t)
-            trace(p + "o1g", t)
-            t = fc2(t)
-            trace(p + "o2", t)
-            t = act2(t)
-            trace(p + "o2g", t)
-            t = fc3(t)
-            trace(p + "z", t)
-            zs.append(t)
+            f = _chain(cand[..., i * dh:(i + 1) * dh], self.in_conv[i], ("ln", "f", "fg"), trace, p)
+            zs.append(_chain(_local_global(f, alive, ns), self.out_conv[i], ("o1", "o1g", "o2", "o2g", "z"),
+                             trace, p))
         z = torch.stack(zs, 2)
         xbar = cand[:, :ns].reshape(b, ns, h, dh).mean(-1)
-        l1, act, l2, sig = self.senet
-        t = l1(xbar)
-        trace(p + "se1", t)
-        t = act(t)
-        trace(p + "se1g", t)
-        t = l2(t)
-        trace(p + "se2", t)
-        return z, sig(t)
+        t = _chain(xbar, self.senet[:3], ("se1", "se1g", "se2"), trace, p)
+        return z, self.senet[3](t)
 
 
 class DynamicViTPredictor(nn.Module):
@@ -181,31 +174,9 @@ class DynamicViTPredictor(nn.Module):
         """x [B, n, C]: the patch tokens (no CLS). Returns the logits z [B, n, 2] (before the
         log-softmax, which does not change the ranking). `policy` [B, n] (training only) masks
         the global average to the tokens still alive."""
-        ln, fc, act = self.in_conv
-        t = ln(x)
-        trace(p + "ln", t)
-        t = fc(t)
-        trace(p + "f", t)
-        f = act(t)
-        trace(p + "fg", f)
-        c = f.shape[-1]
-        g = f[..., c // 2:]
-        if policy is None:
-            glob = g.mean(1, keepdim=True)
-        else:
-            a = policy.unsqueeze(-1).to(g.dtype)
-            glob = (g * a).sum(1, keepdim=True) / a.sum(1, keepdim=True).clamp_min(1e-6)
-        feat = torch.cat([f[..., : c // 2], glob.expand(-1, f.shape[1], -1)], -1)
-        fc1, act1, fc2, act2, fc3, _ = self.out_conv
-        t = fc1(feat)
-        trace(p + "o1", t)
-        t = act1(t)
-        trace(p + "o1g", t)
-        t = fc2(t)
-        trace(p + "o2", t)
-        t = act2(t)
-        trace(p + "o2g", t)
-        return fc3(t)
+        f = _chain(x, self.in_conv, ("ln", "f", "fg"), trace, p)
+        t = _chain(_local_global(f, policy, f.shape[1]), self.out_conv[:4], ("o1", "o1g", "o2", "o2g"), trace, p)
+        return self.out_conv[4](t)
 
 
 def decide(z, w, cap: int | None = None):
