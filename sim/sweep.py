@@ -290,15 +290,8 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
                                    "Pareto (latency, DSP, BRAM)")):
             if group:
                 ax.plot([r.resources()[k] for r in group], [r.latency_ms for r in group], label=lab, **style)
-        spots: dict = {}                 # Pareto points that land (nearly) on one spot share a label
-        for r in have:
-            if r.pareto:
-                x = r.resources()[k]
-                spots.setdefault((round(x, -1), round(r.latency_ms, 1)), []).append((x, r))
-        for pts in spots.values():
-            x, r = pts[0]
-            ax.annotate(",".join(str(q.index) for _, q in pts), (x, r.latency_ms), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+        for x, y, text in _labels([(r.resources()[k], r.latency_ms, r.index) for r in have if r.pareto], cap):
+            ax.annotate(text, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
         ax.axvline(cap, color="k", ls="--", lw=1)
         ax.text(cap, ax.get_ylim()[1] if have else 1, f" XCZU9EG {cap}", fontsize=8, va="top")
         ax.set_xlabel(label + (" (Yosys)" if any(r.synth for r in rows) else " (modeled)"))
@@ -309,6 +302,19 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
+
+
+def _labels(points: list, xmax: float) -> list:
+    """Pareto points within ~3% of the axes' spans of each other share one label ("1,3")."""
+    if not points:
+        return []
+    ys = [p[1] for p in points]
+    dx, dy = 0.03 * max(xmax, max(p[0] for p in points)), 0.03 * max(max(ys) - min(ys), 1e-9)
+    groups: list = []
+    for x, y, i in sorted(points):
+        g = next((g for g in groups if abs(g[0][0] - x) <= dx and abs(g[0][1] - y) <= dy), None)
+        (g.append((x, y, i)) if g else groups.append([(x, y, i)]))
+    return [(g[0][0], g[0][1], ",".join(str(i) for _, _, i in sorted(g, key=lambda p: p[2]))) for g in groups]
 
 
 def _fmt(v, spec):
@@ -347,6 +353,9 @@ def cmd_sweep(args, estimator=None) -> int:
     from spvit.cluster import Executor
     from spvit.outputs import output_dir
     model = load_config(args.config).model
+    if not model.scheme.hardware:
+        raise UsageError(f"the accelerator runs unpruned and SPViT models; token selection {model.selector!r} "
+                         f"(model {model.name}) has no hardware yet: give an SPViT or unpruned model")
     grid = load_grid(args.grid)
     keep = args.keep or grid.keep
     if keep and not model.stages:
