@@ -36,6 +36,9 @@ from golden.hw import HardwareConfig
 from spvit.errors import UsageError
 
 CORNER_EVERY = 2        # every second image of a configuration is a corner image (see images())
+HANG_FACTOR = 8         # a run is hung after this many times its modeled cycles (+ HANG_SLACK)
+HANG_SLACK = 100_000
+HANG_DEFAULT = 4_000_000    # when the cycle model cannot time an image (the drawn models take < 0.5 M)
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,18 @@ def package_and_compile(q, hw: HardwareConfig, where: Path):
     return compile_package(str(pkg), str(where / "hw.toml"), checkpoints=True)
 
 
+def hang_timeout(img, xs) -> int:
+    """Cycles after which a run counts as hung: HANG_FACTOR x the cycle model's count for the
+    slowest image (the model is within 3% of the RTL without pauses; pauses of 0.3 on every AXI
+    channel cost far less than 8x), so a hang ends in seconds instead of run_accel's 20 M cycles."""
+    from rtl_gen.perf import program_cycles, trace
+    try:
+        worst = max(program_cycles(img, trace(img, x)).total for x in xs)
+    except Exception:                     # noqa: BLE001 - e.g. a stage with no candidate token (see docs/cluster.md)
+        return HANG_DEFAULT
+    return HANG_FACTOR * worst + HANG_SLACK
+
+
 def run_case(case: Case) -> CaseResult:
     import tempfile
 
@@ -225,7 +240,8 @@ def run_case(case: Case) -> CaseResult:
         with tempfile.TemporaryDirectory(dir=tmp_root) as d:
             q, img = package_and_compile(qmodel(case), case.hw, Path(d))
         xs = images_for(case, q)
-        runs = run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, tag=f"rg{case.index}_s{case.seed}")
+        runs = run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, tag=f"rg{case.index}_s{case.seed}",
+                         timeout=hang_timeout(img, xs))
         c = compare_runs(img, xs, runs)
         r.compared, r.bad, r.first = c.compared, c.bad, [str(f) for f in c.first]
         r.cycles = [int(x.cycles) for x in runs]
