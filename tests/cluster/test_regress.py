@@ -112,3 +112,21 @@ def test_two_configurations_on_the_rtl(tmp_path, capsys, measured):
 def test_case_is_hashable_and_grouped_by_hardware():
     c = draw(2, 0, per_hw=1)
     assert isinstance(c[0], Case) and len(groups(c)) == 2
+
+
+def test_hang_timeout_follows_the_cycle_model(monkeypatch):
+    """A run counts as hung after 8x the modeled cycles of the slowest image (+100k), or after
+    HANG_DEFAULT cycles when the cycle model cannot time the program."""
+    import rtl_gen.perf
+    from golden.compiler import compile_model
+    c = draw(1, 3, images=2)[0]
+    q = regress.qmodel(c)
+    img = compile_model(q, c.hw, checkpoints=True)
+    xs = regress.images_for(c, q)
+    worst = max(rtl_gen.perf.program_cycles(img, rtl_gen.perf.trace(img, x)).total for x in xs)
+    assert regress.hang_timeout(img, xs) == regress.HANG_FACTOR * worst + regress.HANG_SLACK
+
+    def boom(*a, **k):
+        raise IndexError("no candidates")
+    monkeypatch.setattr(rtl_gen.perf, "program_cycles", boom)
+    assert regress.hang_timeout(img, xs) == regress.HANG_DEFAULT
