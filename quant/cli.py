@@ -88,29 +88,30 @@ def cmd_quantize(args) -> int:
 
 def cmd_compare(args) -> int:
     from .compare import compare_dataset, format_table, write_json, write_plot
-    from .data import load_data
-    from .loaders import file_sha256, load_float_model
-    from .package import load_package, package_config, read_manifest
+    from spvit.cluster import Executor
+
+    from .loaders import file_sha256
+    from .shard import Sources, compare_sharded, load
     _one_thread()
     inputs = _inputs(args, "checkpoint", "package", "data", "config")
+    ex = Executor.from_args(args, default_workers=1)     # --ray problems end here, before any work
     with ExitStack() as outs:      # both outputs are checked (and claimed) before the work
         js = outs.enter_context(output_file(args.json, "a JSON report", force=args.force, inputs=inputs,
                                             option="--json")) if args.json else None
         png = outs.enter_context(output_file(args.plot, "a PNG plot", force=args.force, inputs=inputs,
                                              option="--plot")) if args.plot else None
-        man = read_manifest(args.package)
-        pcfg = package_config(man, args.package)
-        cfg = load_config(args.config).model if args.config else pcfg
-        q, man = load_package(args.package, cfg)
-        model = load_float_model(args.checkpoint, cfg)
+        src = Sources(args.checkpoint, args.package, args.config, args.data, args.limit)
+        model, q, man, data = load(src)
         made_from = man.get("source", {}).get("checkpoint_sha256")
         if made_from and made_from != file_sha256(args.checkpoint):
             print(f"warning: package {args.package} was made from a different checkpoint file "
                   f"({man['source'].get('checkpoint')}); comparing anyway", file=sys.stderr)
-        data = load_data(args.data, cfg, default_split="test").take(args.limit)
         print(f"checkpoint {args.checkpoint}, package {args.package} ({man.get('calibration', {}).get('method')}), "
-              f"data {data.name}", flush=True)
-        r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
+              f"data {data.name}" + ("" if ex.mode == "inline" else f", sharded over {ex.describe}"), flush=True)
+        if ex.mode == "inline":
+            r = compare_dataset(model, q, data, None, args.batch, args.sqnr_images, progress=not args.no_progress)
+        else:
+            r = compare_sharded(src, model.cfg, data, args.batch, args.sqnr_images, ex)
         if js:
             write_json(r, js)
         if png:
@@ -201,8 +202,9 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int_in(1, 1024), default=16, help="images per golden forward (1..1024)")
     p.add_argument("--sqnr-images", type=nonneg_int, default=64,
                    help="images used for per-layer SQNR (default 64; 0: skip it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="replace existing --json / --plot files")
+    from spvit.cluster import add_arguments
+    add_arguments(p, default_workers="1: this process")     # --ray, --workers, --retries, --no-progress
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export-onnx", help="export the float twin (selector decisions in the graph) to ONNX")

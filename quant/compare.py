@@ -15,6 +15,7 @@ token (golden.selectors.Record).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,9 @@ def _finite(x):
 
 
 class _SqnrAcc:
-    """Sums of squares per name, so SQNR is over all elements seen."""
+    """Sums of squares per name, so SQNR is over all elements seen. Each batch's sums are kept
+    and added with math.fsum (exactly rounded, independent of order and grouping), so shards
+    merged from several processes give the single-process numbers bit for bit."""
 
     def __init__(self):
         self.sig, self.err = {}, {}
@@ -126,12 +129,21 @@ class _SqnrAcc:
     def add(self, name, ref, test):
         ref = np.asarray(ref, dtype=np.float64)
         e = ref - np.asarray(test, dtype=np.float64)
-        self.sig[name] = self.sig.get(name, 0.0) + float((ref ** 2).sum())
-        self.err[name] = self.err.get(name, 0.0) + float((e ** 2).sum())
+        self.sig.setdefault(name, []).append(float((ref ** 2).sum()))
+        self.err.setdefault(name, []).append(float((e ** 2).sum()))
+
+    def merge(self, other: "_SqnrAcc") -> "_SqnrAcc":
+        for mine, theirs in ((self.sig, other.sig), (self.err, other.err)):
+            for k, v in theirs.items():
+                mine.setdefault(k, []).extend(v)
+        return self
 
     def result(self) -> dict:
-        return {k: (float("inf") if self.err[k] == 0 else 10 * np.log10(self.sig[k] / self.err[k]))
-                for k in self.sig}
+        out = {}
+        for k in self.sig:
+            sig, err = math.fsum(self.sig[k]), math.fsum(self.err[k])
+            out[k] = float("inf") if err == 0 else 10 * np.log10(sig / err)
+        return out
 
 
 def _heads_to_tokens(t):   # [b, H, n, dh] -> [b, n, H*dh]
@@ -180,23 +192,49 @@ def block_layers(model: DeiT, q: QModel, i: int, inp, acc: _SqnrAcc, prefix: str
         acc.add(f"{prefix}{name}", ref.double().numpy(), dequantize(v, frac))
 
 
+@dataclass
+class ComparePart:
+    """What images [start, stop) contribute: per-batch arrays in data order and the sums that
+    the report is made of. Parts of consecutive ranges merge (`finish`) into the report that
+    one pass over all of them gives, bit for bit, when their ranges start on batch boundaries."""
+    start: int
+    stop: int
+    logits_float: list = field(default_factory=list)    # per batch [b, classes] float64
+    logits_int: list = field(default_factory=list)      # per batch, dequantised
+    labels: list = field(default_factory=list)
+    kept_float: list = field(default_factory=list)
+    kept_int: list = field(default_factory=list)
+    acc: _SqnrAcc = field(default_factory=_SqnrAcc)
+    sel_agree: int = 0
+    sel_total: int = 0
+    dec_agree: int = 0
+    dec_total: int = 0
+    measured: int = 0
+    logits_raw: list = field(default_factory=list)      # per batch, int16 logits
+    masks_float: list = field(default_factory=list)     # per image, per stage (CompareResult.masks_float)
+    masks_int: list = field(default_factory=list)
+    ids_float: list = field(default_factory=list)
+    ids_int: list = field(default_factory=list)
+    items: list = field(default_factory=list)           # image names
+    logits_frac: int = 0
+
+
+def _batches(data, start: int, stop: int, batch: int):
+    """Dataset.batches over images [start, stop): the same tensors for the same images."""
+    for s in range(start, stop, batch):
+        idx = range(s, min(s + batch, stop))
+        yield torch.stack([data.load(i) for i in idx]), torch.as_tensor(data.labels[s:s + len(idx)])
+
+
 @torch.no_grad()
-def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batch: int = 16,
-                    sqnr_images: int = 64, progress: bool = True) -> CompareResult:
-    from tqdm import tqdm
-    cfg = model.cfg
-    n = len(data) if limit is None else min(limit, len(data))
-    if n == 0:
-        from spvit.errors import UsageError
-        raise UsageError(f"data {data.name!r} has no images to compare on")
+def compare_part(model: DeiT, q: QModel, data, start: int, stop: int, batch: int = 16, sqnr_images: int = 64,
+                 bar=None) -> ComparePart:
+    """Images [start, stop) in batches of `batch` from `start`; per-layer SQNR and same-input
+    selector agreement on the batches that start before image `sqnr_images` (of the whole data)."""
     model.eval()
-    lf_all, lq_all, lraw, y_all, kf, kq, mf, mq, idf, idq = [], [], [], [], [], [], [], [], [], []
-    acc = _SqnrAcc()
-    sel_agree = sel_total = dec_agree = dec_total = 0
-    seen = measured = 0
-    bar = tqdm(total=n, unit="img", desc="compare", disable=not progress, dynamic_ncols=True)
-    for imgs, labels in data.batches(batch, n):
-        measure = seen < sqnr_images
+    part = ComparePart(start, stop)
+    for k, (imgs, labels) in enumerate(_batches(data, start, stop, batch)):
+        measure = start + k * batch < sqnr_images
         io = [[] for _ in model.blocks]
         hooks = [b.register_forward_hook(lambda mod, inp, out, i=i: io[i].append(inp[0]))
                  for i, b in enumerate(model.blocks)] if measure else []
@@ -205,48 +243,75 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
         finally:
             for hk in hooks:
                 hk.remove()
-        kf.append(model.last_kept.numpy())
+        part.kept_float.append(model.last_kept.numpy())
         lq, kept, rec = q(quantize_images(imgs, q), return_record=True)
-        kq.append(kept)
+        part.kept_int.append(kept)
         da, dt = decision_agreement(model.last_record, rec)
-        dec_agree += da
-        dec_total += dt
-        for r, masks, ids in ((model.last_record, mf, idf), (rec, mq, idq)):
+        part.dec_agree += da
+        part.dec_total += dt
+        for r, masks, ids in ((model.last_record, part.masks_float, part.ids_float),
+                              (rec, part.masks_int, part.ids_int)):
             masks += r.masks
-            ids += [[r.kept_ids(i, s) for s in range(cfg.stages)] for i in range(len(r.masks))]
-        lf_all.append(lf.double().numpy())
-        lraw.append(lq)
-        lq_all.append(dequantize(lq, q.fmt["logits"]))
-        y_all.append(labels.numpy())
+            ids += [[r.kept_ids(i, s) for s in range(model.cfg.stages)] for i in range(len(r.masks))]
+        part.logits_float.append(lf.double().numpy())
+        part.logits_raw.append(lq)
+        part.logits_int.append(dequantize(lq, q.fmt["logits"]))
+        part.labels.append(labels.numpy())
         if measure:
             for i, calls in enumerate(io):
                 for inp in calls:
-                    block_layers(model, q, i, inp, acc, f"blocks.{i}.")
+                    block_layers(model, q, i, inp, part.acc, f"blocks.{i}.")
             a, t, scores = same_input_decisions(model, q, io)
             for j, sf, sq in scores:
-                acc.add(f"sel.{j}.score", sf, sq)
-            sel_agree += a
-            sel_total += t
-            measured += len(labels)
-        seen += len(labels)
-        bar.update(len(labels))
-    bar.close()
-    lf, lq, y = np.concatenate(lf_all), np.concatenate(lq_all), np.concatenate(y_all)
+                part.acc.add(f"sel.{j}.score", sf, sq)
+            part.sel_agree += a
+            part.sel_total += t
+            part.measured += len(labels)
+        if bar is not None:
+            bar.update(len(labels))
+    part.items = [data.item_name(i) for i in range(start, stop)]
+    part.logits_frac = int(q.fmt["logits"])
+    return part
+
+
+def finish(parts: list, cfg) -> CompareResult:
+    """The report of consecutive parts (merged in data order, whatever order they come in)."""
+    parts = sorted(parts, key=lambda p: p.start)
+    n = sum(p.stop - p.start for p in parts)
+    cat = lambda name: [a for p in parts for a in getattr(p, name)]
+    lf, lq, y = np.concatenate(cat("logits_float")), np.concatenate(cat("logits_int")), np.concatenate(cat("labels"))
     pf, pq = lf.argmax(1), lq.argmax(1)
-    kf = np.concatenate(kf) if kf else np.zeros((n, 0))
-    kq = np.concatenate(kq) if kq else np.zeros((n, 0))
+    kf = np.concatenate(cat("kept_float")) if n else np.zeros((n, 0))
+    kq = np.concatenate(cat("kept_int")) if n else np.zeros((n, 0))
+    acc = _SqnrAcc()
+    for p in parts:
+        acc.merge(p.acc)
     res = acc.result()
+    total = lambda name: sum(getattr(p, name) for p in parts)
+    sel_agree, sel_total, dec_agree, dec_total = total("sel_agree"), total("sel_total"), total("dec_agree"), total("dec_total")
     return CompareResult(
         images=n, num_patches=cfg.num_patches, selector_blocks=list(cfg.selector_blocks),
         float_top1=float((pf == y).mean()), int_top1=float((pq == y).mean()), agreement=float((pf == pq).mean()),
         kept_float=kf, kept_int=kq, layer_sqnr={k: v for k, v in res.items() if k.startswith("blocks.")},
         selector_sqnr={k: v for k, v in res.items() if k.startswith("sel.")}, logits_sqnr=sqnr_db(lf, lq),
-        sqnr_images=measured, info={"selector": cfg.selector, "where": cfg.scheme.where},
+        sqnr_images=total("measured"), info={"selector": cfg.selector, "where": cfg.scheme.where},
         selector_agreement=sel_agree / sel_total if sel_total else 1.0, selector_tokens=sel_total,
         decision_agreement=dec_agree / dec_total if dec_total else 1.0, decision_tokens=dec_total,
-        items=[data.item_name(i) for i in range(n)], labels=y, logits_float=lf.astype(np.float32),
-        logits_int=np.concatenate(lraw), logits_frac=int(q.fmt["logits"]), masks_float=mf, masks_int=mq,
-        kept_ids_float=idf, kept_ids_int=idq)
+        items=cat("items"), labels=y, logits_float=lf.astype(np.float32), logits_int=np.concatenate(cat("logits_raw")),
+        logits_frac=parts[0].logits_frac, masks_float=cat("masks_float"), masks_int=cat("masks_int"),
+        kept_ids_float=cat("ids_float"), kept_ids_int=cat("ids_int"))
+
+
+def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batch: int = 16,
+                    sqnr_images: int = 64, progress: bool = True) -> CompareResult:
+    from tqdm import tqdm
+    n = len(data) if limit is None else min(limit, len(data))
+    if n == 0:
+        from spvit.errors import UsageError
+        raise UsageError(f"data {data.name!r} has no images to compare on")
+    with tqdm(total=n, unit="img", desc="compare", disable=not progress, dynamic_ncols=True) as bar:
+        part = compare_part(model, q, data, 0, n, batch, sqnr_images, bar)
+    return finish([part], model.cfg)
 
 
 # ------------------------------------------------------------------ output

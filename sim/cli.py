@@ -1,6 +1,8 @@
 """Subcommands that simulate or model the accelerator: `spvit run` (images on the RTL, bit-exact
-against the interpreter), `spvit report` (cycles, latency, DSP efficiency, resources) and
-`spvit demo` (the whole flow on the committed digits model)."""
+against the interpreter), `spvit report` (cycles, latency, DSP efficiency, resources),
+`spvit demo` (the whole flow on the committed digits model), and, from sim/sweep.py and
+sim/regress.py, `spvit sweep` (a grid of hardware configurations) and `spvit regress` (random
+models and hardware on the RTL)."""
 from __future__ import annotations
 
 import argparse
@@ -203,3 +205,7 @@ def register(sub) -> None:
                    "a stage scores, in [0, 1]; one value for every stage or one per stage; default 0.7 each)")
     p.add_argument("--synth", action="store_true", help="synthesise the accelerator with Yosys (slow for zcu102)")
     p.set_defaults(func=cmd_report)
+
+    from . import regress, sweep          # hardware design-space sweep, randomised regression (docs/cluster.md)
+    sweep.register(sub)
+    regress.register(sub)

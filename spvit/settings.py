@@ -11,6 +11,8 @@ SPVIT_MATMUL   exact engine of the golden model's products with constant weights
                (torch._int_mm, fast with VNNI-class instructions) or float64 (BLAS)
 SPVIT_VERILATOR_OPT  g++ optimisation of Verilator's model code (default -O1: a DeiT-T block
                compiles in ~4 min instead of ~11 min with Verilator's -Os, see docs/rtl.md)
+RAY_ADDRESS    the Ray cluster that `--ray` (without an address) joins; unset: a local Ray
+               (docs/cluster.md)
 """
 from __future__ import annotations
 
@@ -42,3 +44,4 @@ SLOW = os.environ.get("SPVIT_SLOW", "0") == "1"
 THREADS = _count("SPVIT_THREADS")
 VERILATOR_OPT = os.environ.get("SPVIT_VERILATOR_OPT", "-O1")
 MATMUL = _choice("SPVIT_MATMUL", "auto", ("auto", "int8", "float64"))
+RAY_ADDRESS = os.environ.get("RAY_ADDRESS", "")

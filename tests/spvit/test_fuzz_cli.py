@@ -4,7 +4,8 @@ traceback, never leave output behind after an error, never change an input.
 
 Long jobs are not started: calibration on more than 16 images, comparisons on more than 8,
 Verilog conversion (`generate`), RTL simulation (`run`, `demo`), the report's calibrated program
-and synthesis, ONNX export, image generation beyond ~2 MB raise `LongJob` at their entry point
+(also `sweep`'s and `regress`'s models) and synthesis, ONNX export, image generation beyond
+~2 MB, and starting a local process pool or Ray (spvit/cluster.py) raise `LongJob` at their entry point
 instead, which counts as "accepted" (every check of the arguments ran before
 it), and the outputs opened so far must be cleaned up as after any error. Examples are
 derandomised (reproducible in CI); SPVIT_FUZZ_EXAMPLES raises their number.
@@ -50,6 +51,9 @@ def world(tmp_path_factory, ckpt, package):
             Image.new("L", (30 + 7 * i, 28), 40 * i + (c == "b") * 100).save(root / "imgs" / c / f"{i}.png")
     (root / "good.toml").write_text(GOOD_TOML)
     (root / "hw.toml").write_text('[hardware]\npreset = "mini"\nclock_mhz = 250\n')
+    (root / "grid.toml").write_text('[base]\npreset = "mini"\n[grid]\nmac_cols = [16, 32]\n[sweep]\nkeep = [0.5, 0.5]\n')
+    from sim.regress import draw, repro_text
+    (root / "repro.toml").write_text(repro_text(draw(1, 0, check=False)[0]))
     (root / "bad.toml").write_text("[model\n")
     (root / "bin.toml").write_bytes(bytes(range(256)))
     assert main(["compile", "--package", str(root / "m.pkg"), "--hw", "mini", "--out", str(root / "m.img")]) == 0
@@ -94,11 +98,12 @@ def _guards():
     import rtl_gen.verilog
     import sim.accel
     import sim.models
+    import spvit.cluster
     from spvit import settings as spvit_settings
     saved = [(golden.random_model, "random_images"), (quant.calibrate, "calibrate"),
              (quant.compare, "compare_dataset"), (quant.selfcheck, "compare"), (quant.onnx_export, "export_onnx"),
              (rtl_gen.verilog, "to_verilog"), (sim.accel, "run_accel"), (rtl_gen.synthesis, "synthesize_top"),
-             (sim.models, "calibrated")]
+             (sim.models, "calibrated"), (spvit.cluster, "_local_map"), (spvit.cluster, "connect_ray")]
     orig = {(m, n): getattr(m, n) for m, n in saved}
 
     def limit(mod, name, too_big):
@@ -118,6 +123,8 @@ def _guards():
     limit(sim.accel, "run_accel", lambda *a, **k: True)                 # run, demo: RTL simulation
     limit(rtl_gen.synthesis, "synthesize_top", lambda *a, **k: True)    # report --synth
     limit(sim.models, "calibrated", lambda *a, **k: True)               # report: the modeled program
+    limit(spvit.cluster, "_local_map", lambda *a, **k: True)            # --workers N: a process pool
+    limit(spvit.cluster, "connect_ray", lambda *a, **k: True)           # --ray: starting or joining Ray
     env, waves = dict(os.environ), spvit_settings.WAVES
     try:
         yield
@@ -162,13 +169,17 @@ COMMANDS = {
     "check": ["--config", "--images", "--calib", "--seed"],
     "quantize": ["--checkpoint", "--config", "--calib", "--calib-limit", "--method", "--out", "--force"],
     "compare": ["--checkpoint", "--package", "--data", "--config", "--limit", "--json", "--plot", "--batch",
-                "--sqnr-images", "--no-progress", "--force"],
+                "--sqnr-images", "--no-progress", "--force", "--workers", "--ray", "--retries"],
     "export-onnx": ["--checkpoint", "--config", "--out", "--force"],
     "demo": ["--out", "--images", "--force"],
     "generate": ["--hw", "--out", "--force"],
     "compile": ["--package", "--hw", "--out", "--checkpoints", "--force"],
     "run": ["--package", "--image", "--hw", "--images", "--data", "--sim", "--pause", "--seed", "--checkpoints"],
     "report": ["--config", "--keep", "--synth"],
+    "sweep": ["--config", "--grid", "--keep", "--synth", "--out", "--force", "--workers", "--ray", "--retries",
+              "--no-progress"],
+    "regress": ["--configs", "--seed", "--per-hw", "--images", "--repro", "--out", "--json", "--force", "--workers",
+                "--ray", "--retries", "--no-progress"],
 }
 FLAGS = {"--force", "--no-progress", "--checkpoints", "--synth"}
 NUMBERS = ["-5", "-1", "0", "1", "2", "3", "5", "8", "64", "65", "100000", str(2 ** 40), "0.5", "-0.5", "1.5",
@@ -192,6 +203,9 @@ def _values(world: Path, work: Path) -> dict:
         "--data": ["digits", "digits:test", "digits:all", "digits:", *paths],
         "--keep": ["0.7,0.5", "0.7,0.5,0.3", "0.5", "a,b", "0.3,0.6", "1,0", "nan", "", "-0.5,0.2"],
         "--method": ["maxabs", "percentile", "mse", "kl"], "--sim": ["icarus", "verilator", "ghdl"],
+        "--grid": [str(world / "grid.toml"), str(world / "good.toml"), str(world / "bad.toml"), *paths],
+        "--repro": [str(world / "repro.toml"), str(world / "good.toml"), str(world / "bin.toml"), *paths],
+        "--ray": ["127.0.0.1:9", "nonsense", "ray://127.0.0.1:10001", "auto", "--no-progress"],
     }
 
 

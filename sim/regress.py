@@ -1,0 +1,443 @@
+"""`spvit regress`: randomised regression of the whole accelerator against the interpreter.
+
+`--configs N --seed S` draws N (model, hardware) configurations: hardware first (small MAC
+arrays, buffers, AXI ports and widths, selector stages), then `--per-hw` models that fit each
+(embed dims, heads, depths, token grids, channels, MLP ratios, classes, selector positions,
+package modes and caps, including cap 0 and caps that keep every token). Each model gets
+random weights calibrated on random images (sim.models.calibrated), goes the way of a user's
+model through `spvit run`: written as a weight package (quant.package), compiled from the
+package for a hardware TOML with every block's output stored (quant.cli.compile_package,
+--checkpoints), and runs `--images` images on the generated top (sim.accel.run_accel: the
+Accelerator of rtl_gen/top.py under sim/tb_accel.py on Verilator, random pauses on every AXI
+channel) compared with the interpreter by == (sim.accel.compare_runs: logits, kept counts and
+KEPT registers, keep masks, every block's tokens, bytes read and written). One task per
+hardware configuration, so each hardware is built once; tasks run through spvit.cluster
+(local pool or Ray).
+
+A configuration that mismatches, errs or hangs is written to `--out` as a TOML that reproduces
+it alone: `spvit regress --repro FILE`. The draw depends only on (S, N, per-hw): the same
+arguments give the same configurations, weights, images and pauses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golden.config import PACKAGE_MODES, ConfigError, ModelConfig
+from golden.hw import HardwareConfig
+from spvit.errors import UsageError
+
+CORNER_EVERY = 2        # every second image of a configuration is a corner image (see images())
+HANG_FACTOR = 8         # a run is hung after this many times its modeled cycles (+ HANG_SLACK)
+HANG_SLACK = 100_000
+HANG_DEFAULT = 4_000_000    # when the cycle model cannot time an image (the drawn models take < 0.5 M)
+
+
+@dataclass(frozen=True)
+class Case:
+    index: int
+    seed: int                # weights, calibration and random images, AXI pauses
+    model: ModelConfig
+    hw: HardwareConfig
+    images: int
+    pause: float
+
+    def describe(self) -> str:
+        m = self.model
+        sel = (f"sel {m.package_mode} @{','.join(map(str, m.selector_blocks))}"
+               + (f" cap {','.join(map(str, m.keep_cap))}" if m.keep_cap else "")) if m.stages else "no sel"
+        return (f"d{m.embed_dim} h{m.num_heads} L{m.depth} N{m.num_tokens} c{m.in_chans} p{m.patch_size} "
+                f"r{m.mlp_ratio:g} k{m.num_classes} {sel}")
+
+
+@dataclass
+class CaseResult:
+    index: int
+    hw: str
+    what: str
+    compared: int = 0
+    bad: int = 0
+    first: list = field(default_factory=list)
+    cycles: list = field(default_factory=list)
+    error: str = ""
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.bad == 0 and not self.error
+
+
+# ------------------------------------------------------------------ the draw
+def draw_hw(rng: np.random.Generator, g: int) -> HardwareConfig:
+    """Small hardware that keeps one Verilator build at a few minutes."""
+    R = int(rng.choice([4, 8]))
+    C = int(rng.choice([c for c in (8, 16) if c % R == 0]))
+    d_max = int(rng.choice([d for d in (32, 48, 64) if d % C == 0]))
+    hidden_max = int(rng.choice([2, 3, 4])) * d_max
+    return HardwareConfig(name=f"rg{g}", mac_rows=R, mac_cols=C, n_max=int(rng.choice([40, 56, 72, 100])), d_max=d_max,
+                          hidden_max=hidden_max, axi_ports=int(rng.choice([1, 2])), axi_bits=int(rng.choice([64, 128])),
+                          desc_max=512, pwl_max=2048, stages_max=int(rng.choice([2, 3])))
+
+
+def draw_model(rng: np.random.Generator, hw: HardwareConfig, i: int) -> ModelConfig:
+    """A model that fits `hw` (HardwareConfig.misfits is empty); raises ValueError when the
+    drawn combination does not (the caller draws again)."""
+    C = hw.mac_cols
+    dh = int(rng.choice([d for d in (C, 2 * C) if d <= hw.d_max]))
+    heads = int(rng.integers(1, hw.d_max // dh + 1))
+    d = heads * dh
+    ratio = float(rng.choice([r for r in (1, 1.5, 2, 3, 4) if r * d <= hw.hidden_max and (r * d) % C == 0]))
+    patch = int(rng.choice([2, 4]))
+    chans = int(rng.choice([c for c in (1, 2, 3) if c * patch * patch <= hw.hidden_max]))
+    depth = int(rng.integers(1, 6))
+    stages = int(rng.integers(1, min(hw.stages_max, depth - 1) + 1)) if depth > 1 and rng.random() < 0.75 else 0
+    grid_max = math.isqrt(hw.n_max - 1 - stages)
+    grid = int(rng.integers(max(1, 2 * grid_max // 3), grid_max + 1))
+    if stages and grid * grid < 2:
+        stages = 0
+    blocks = tuple(sorted(int(b) for b in rng.choice(np.arange(1, depth), stages, replace=False))) if stages else ()
+    mode = str(rng.choice(PACKAGE_MODES))
+    cap: tuple = ()
+    if stages and rng.random() < 0.5:
+        p = grid * grid
+        cap = tuple(int(rng.choice([0, 1, int(rng.integers(0, p + 1)), p, p + 3])) for _ in range(stages))
+    m = ModelConfig(name=f"rg{i}", img_size=grid * patch, patch_size=patch, in_chans=chans, embed_dim=d, depth=depth,
+                    num_heads=heads, mlp_ratio=ratio, num_classes=int(rng.integers(2, min(hw.hidden_max, 20) + 1)),
+                    selector="spvit" if stages else "none", selector_blocks=blocks, package_mode=mode, keep_cap=cap)
+    bad = hw.misfits(m)
+    if bad:
+        raise ValueError("; ".join(bad))
+    return m
+
+
+def compile_refusal(case: "Case") -> str:
+    """Why the compiler refuses the case's calibrated model on its hardware ('' if it compiles):
+    a drawn shape can pass HardwareConfig.misfits and still be refused for its calibrated
+    formats (e.g. a GELU table wider than the hardware table)."""
+    from golden.compiler import compile_model
+    try:
+        compile_model(qmodel(case), case.hw)
+    except ValueError as e:
+        return str(e)
+    return ""
+
+
+def draw(n: int, seed: int, per_hw: int = 3, images: int = 6, refused: list | None = None,
+         check: bool = True) -> list["Case"]:
+    """n cases; case i runs on hardware i // per_hw. Deterministic in (n, seed, per_hw). Models
+    the compiler refuses are drawn again and listed in `refused` as (index, model, reason)
+    (check=False skips that calibration and compilation: shapes only)."""
+    cases = []
+    for g in range(-(-n // per_hw)):
+        hw = draw_hw(np.random.default_rng([seed, 0, g]), g)
+        for i in range(g * per_hw, min(n, (g + 1) * per_hw)):
+            rng = np.random.default_rng([seed, 1, i])
+            for _ in range(100):
+                try:
+                    m = draw_model(rng, hw, i)
+                except (ValueError, ConfigError):
+                    continue
+                case = Case(i, int(rng.integers(2 ** 31)), m, hw, images, float(rng.choice([0.0, 0.1, 0.3])))
+                why = compile_refusal(case) if check else ""
+                if not why:
+                    break
+                if refused is not None:
+                    refused.append((i, m, why))
+            else:                                    # pragma: no cover - the ranges above always fit
+                raise RuntimeError(f"no model fits hardware {hw}")
+            cases.append(case)
+    return cases
+
+
+def groups(cases: list[Case]) -> list[list[Case]]:
+    """Cases grouped by hardware (one Verilator build each), in order of first appearance."""
+    out: dict = {}
+    for c in cases:
+        out.setdefault(c.hw, []).append(c)
+    return list(out.values())
+
+
+# ------------------------------------------------------------------ one case
+def images_for(case: Case, q) -> list:
+    """int16 images: random smooth images (the model's input format) and, every CORNER_EVERY-th,
+    a corner image of int16 extremes (-32768, 32767, 0, -1) that saturates the embedding."""
+    from golden.arith import quantize
+    from golden.random_model import random_images
+    rnd = quantize(random_images(case.model, case.images, case.seed + 1).numpy(), q.img_frac)
+    rng = np.random.default_rng(case.seed)
+    out = []
+    for k in range(case.images):
+        if k % CORNER_EVERY == 1:
+            out.append(rng.choice(np.array([-32768, 32767, 0, -1], dtype=np.int64), size=rnd[k].shape))
+        else:
+            out.append(rnd[k])
+    return out
+
+
+def qmodel(case: Case):
+    """The case's calibrated integer model. Calibration runs without caps (a cap of 0 would
+    leave the later selectors without calibration data); the caps are then set on the integer
+    selectors, as a user's package with caps gets them."""
+    from .models import calibrated
+    m = case.model
+    q, _ = calibrated(dataclasses.replace(m, keep_cap=()), case.seed, 4)
+    if not m.keep_cap:
+        return q
+    sels = {b: dataclasses.replace(s, cap=m.cap(j)) for j, (b, s) in enumerate(sorted(q.selectors.items()))}
+    return dataclasses.replace(q, cfg=m, selectors=sels)
+
+
+def hw_toml(hw: HardwareConfig) -> str:
+    """A hardware file (`spvit compile --hw FILE`) for exactly `hw`."""
+    return toml_text({"hardware": hw.as_dict()})
+
+
+def package_and_compile(q, hw: HardwareConfig, where: Path):
+    """`spvit quantize` + `spvit compile --checkpoints` for a calibrated model: the package and
+    a hardware TOML written into `where`, then (QModel, Image) from quant.cli.compile_package,
+    which loads and checks the package as `spvit run` does."""
+    from quant.cli import compile_package
+    from quant.package import write_package_files
+    pkg = where / "model.pkg"
+    pkg.mkdir()
+    write_package_files(q, pkg, calibration={"method": "maxabs", "data": "random images", "images": 4},
+                        source={"regress": q.cfg.name})
+    (where / "hw.toml").write_text(hw_toml(hw))
+    return compile_package(str(pkg), str(where / "hw.toml"), checkpoints=True)
+
+
+def hang_timeout(img, xs) -> int:
+    """Cycles after which a run counts as hung: HANG_FACTOR x the cycle model's count for the
+    slowest image (the model is within 3% of the RTL without pauses; pauses of 0.3 on every AXI
+    channel cost far less than 8x), so a hang ends in seconds instead of run_accel's 20 M cycles."""
+    from rtl_gen.perf import program_cycles, trace
+    try:
+        worst = max(program_cycles(img, trace(img, x)).total for x in xs)
+    except Exception:                     # noqa: BLE001 - e.g. a stage with no candidate token (see docs/cluster.md)
+        return HANG_DEFAULT
+    return HANG_FACTOR * worst + HANG_SLACK
+
+
+def run_case(case: Case) -> CaseResult:
+    import tempfile
+
+    from spvit import settings
+
+    from .accel import compare_runs, run_accel
+    t0 = time.time()
+    r = CaseResult(case.index, case.hw.name, case.describe())
+    try:
+        tmp_root = settings.BUILD.resolve() / "regress" / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmp_root) as d:
+            q, img = package_and_compile(qmodel(case), case.hw, Path(d))
+        xs = images_for(case, q)
+        runs = run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, tag=f"rg{case.index}_s{case.seed}",
+                         timeout=hang_timeout(img, xs))
+        c = compare_runs(img, xs, runs)
+        r.compared, r.bad, r.first = c.compared, c.bad, [str(f) for f in c.first]
+        r.cycles = [int(x.cycles) for x in runs]
+    except Exception as e:                # noqa: BLE001 - recorded, written out as a repro
+        r.error = f"{type(e).__name__}: {e}".strip()[:2000]
+    r.wall_s = time.time() - t0
+    return r
+
+
+def run_group(cases: list[Case]) -> list[CaseResult]:
+    """One task: the cases of one hardware configuration (the first builds the simulator)."""
+    import torch
+    torch.set_num_threads(1)
+    return [run_case(c) for c in cases]
+
+
+# ------------------------------------------------------------------ repro files
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} to TOML")
+
+
+def toml_text(doc: dict, prefix: str = "") -> str:
+    """Tables of scalars and lists (nested dicts as sub-tables); None values are left out."""
+    lines = []
+    for name, table in doc.items():
+        lines.append(f"[{prefix}{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None and not isinstance(v, dict)]
+        subs = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if subs:
+            lines.append(toml_text(subs, f"{prefix}{name}.").rstrip("\n"))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def repro_text(case: Case, result: CaseResult | None = None, origin: str = "") -> str:
+    from golden.config import config_dict
+    lines = ["# spvit regress: a configuration to rerun alone with `spvit regress --repro THIS_FILE`",
+             *([f"# from: {origin}"] if origin else [])]
+    if result is not None:
+        status = result.error or f"{result.bad} of {result.compared} elements differ"
+        lines += [f"# result: {status}"] + [f"#   {f}" for f in result.first[:8]]
+    reg = {k: getattr(case, k) for k in ("index", "seed", "images", "pause")}
+    return "\n".join(lines) + "\n" + toml_text({"regress": reg, "model": config_dict(case.model),
+                                                "hardware": case.hw.as_dict()})
+
+
+def load_repro(path: str | Path) -> Case:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--repro {str(p)!r} does not exist; give a TOML written by spvit regress")
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"--repro {str(p)!r} is not valid TOML ({e}); give a file written by spvit regress") from None
+    missing = {"regress", "model", "hardware"} - set(data)
+    if missing:
+        raise UsageError(f"--repro {str(p)!r} lacks section(s) {sorted(missing)}; give a file written by spvit regress")
+    from golden.config import build, model_from_dict
+    try:
+        model = model_from_dict(data["model"])
+        hw = build(HardwareConfig, data["hardware"], "hardware")
+        reg = data["regress"]
+        case = Case(int(reg["index"]), int(reg["seed"]), model, hw, int(reg["images"]), float(reg["pause"]))
+    except (TypeError, KeyError, ValueError) as e:            # ConfigError is a ValueError
+        raise UsageError(f"--repro {str(p)!r}: {e}; give a file written by spvit regress") from None
+    bad = hw.misfits(model)
+    if bad:
+        raise UsageError(f"--repro {str(p)!r}: the model does not fit the hardware ({'; '.join(bad)})")
+    return case
+
+
+# ------------------------------------------------------------------ report
+def format_result(r: CaseResult, case: Case) -> list[str]:
+    h = case.hw
+    cyc = f"{min(r.cycles):,}..{max(r.cycles):,}" if r.cycles else "-"
+    head = (f"{r.index:4d} {h.name:>5s} {h.mac_rows}x{h.mac_cols:<3d} P{h.axi_ports}x{h.axi_bits:<4d}"
+            f"n{h.n_max:<3d} {r.what:52s} {case.images:3d} {r.compared:10,d} {r.bad:6d} {cyc:>17s} {r.wall_s:6.0f}")
+    out = [head + ("" if r.ok else "  FAIL")]
+    if r.error:
+        out.append(f"       error: {r.error.splitlines()[0][:200]}")
+    out += [f"       first mismatch: {f}" for f in r.first[:4]]
+    return out
+
+
+HEADER = (f"{'cfg':>4s} {'hw':>5s} {'array':7s} {'AXI':9s}{'n_max':5s} {'model':52s} {'img':>3s} {'compared':>10s} "
+          f"{'bad':>6s} {'cycles/image':>17s} {'wall s':>6s}")
+
+
+def run_regression(cases: list[Case], ex, out_dir: Path, origin: str, runner=None) -> tuple[list[CaseResult], float]:
+    """Run the groups through `ex` (runner: run_group, or a stand-in in tests), print the table
+    in configuration order and write a repro TOML per failing configuration."""
+    t0 = time.time()
+    gs = groups(cases)
+
+    def progress(i, part):
+        print(f"[{time.time() - t0:6.0f} s] hardware {gs[i][0].hw.name}: {len(part)} configuration(s), "
+              f"{sum(r.compared for r in part):,} elements, {sum(r.bad for r in part)} mismatches, "
+              f"{sum(not r.ok for r in part)} failed", file=sys.stderr, flush=True)
+    parts = ex.map(runner or run_group, gs, desc="hardware configs", on_result=progress)
+    results = sorted((r for part in parts for r in part), key=lambda r: r.index)
+    wall = time.time() - t0
+    by_index = {c.index: c for c in cases}
+    print(HEADER)
+    for r in results:
+        print("\n".join(format_result(r, by_index[r.index])))
+    failed = [r for r in results if not r.ok]
+    if failed:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for r in failed:
+            p = out_dir / f"regress-fail-{r.index}.toml"
+            _write_atomic(p, repro_text(by_index[r.index], r, origin))
+            print(f"wrote {p} (rerun alone: spvit regress --repro {p})")
+    return results, wall
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def summary(results: list[CaseResult], cases: list[Case], wall: float, ex) -> dict:
+    return {"configurations": len(results), "hardware_builds": len({c.hw for c in cases}),
+            "images": sum(c.images for c in cases), "elements_compared": sum(r.compared for r in results),
+            "mismatches": sum(r.bad for r in results), "errors": sum(1 for r in results if r.error),
+            "failed": [r.index for r in results if not r.ok], "cycles": sum(sum(r.cycles) for r in results),
+            "wall_s": round(wall, 1), "executor": ex.describe}
+
+
+# ------------------------------------------------------------------ CLI
+def cmd_regress(args) -> int:
+    from contextlib import ExitStack
+
+    from spvit import settings
+    from spvit.cluster import Executor
+    from spvit.outputs import output_file
+    out_dir = Path(args.out) if args.out else settings.BUILD / "regress"
+    ex = Executor.from_args(args)                 # --ray problems end here, before any work
+    with ExitStack() as stack:                    # so does a bad --json (checked and claimed)
+        js = stack.enter_context(output_file(args.json, "a JSON report", force=args.force, option="--json",
+                                             inputs=[args.repro] if args.repro else [])) if args.json else None
+        if args.repro:
+            cases = [load_repro(args.repro)]
+            origin = f"--repro {args.repro}"
+        else:
+            refused: list = []
+            cases = draw(args.configs, args.seed, args.per_hw, args.images, refused)
+            for i, m, why in refused:
+                print(f"note: configuration {i}: the compiler refused a drawn model ({why}); drawn again",
+                      file=sys.stderr)
+            origin = (f"spvit regress --configs {args.configs} --seed {args.seed} --per-hw {args.per_hw} "
+                      f"--images {args.images}")
+        rc = _regress(cases, ex, out_dir, origin, js)
+    if args.json:
+        print(f"wrote {args.json}")
+    return rc
+
+
+def _regress(cases, ex, out_dir: Path, origin: str, js: Path | None) -> int:
+    print(f"{origin}: {len(cases)} configuration(s) on {len(groups(cases))} hardware configuration(s), "
+          f"{sum(c.images for c in cases)} images, run on {ex.describe}", flush=True)
+    results, wall = run_regression(cases, ex, out_dir, origin)
+    s = summary(results, cases, wall, ex)
+    print(f"total: {s['configurations']} configurations ({s['hardware_builds']} hardware builds), {s['images']} images, "
+          f"{s['elements_compared']:,} elements compared, {s['mismatches']} mismatches, {s['errors']} errors, "
+          f"{s['cycles']:,} cycles simulated; wall {wall:.0f} s on {ex.describe}")
+    print("result: " + ("BIT-EXACT" if not s["failed"] else f"FAILED configurations {s['failed']}"))
+    if js is not None:
+        js.write_text(json.dumps({"summary": s, "origin": origin, "results": [dataclasses.asdict(r) for r in results]},
+                                 indent=1) + "\n")
+    return 1 if s["failed"] else 0
+
+
+def register(sub) -> None:
+    from spvit.cli_types import int_in, path, positive_int, seed, suffix
+    from spvit.cluster import add_arguments
+    p = sub.add_parser("regress", help="randomised regression: random models and hardware on the RTL vs the interpreter")
+    p.add_argument("--configs", type=int_in(1, 100_000), default=4, help="configurations to draw (default 4)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the draw (default 0)")
+    p.add_argument("--per-hw", type=positive_int, default=3,
+                   help="models per hardware configuration, i.e. per Verilator build (default 3)")
+    p.add_argument("--images", type=int_in(1, 1000), default=6, help="images per configuration (default 6; every second "
+                   "one a corner image of int16 extremes)")
+    p.add_argument("--repro", help="rerun one configuration from a TOML written by a failing regression")
+    p.add_argument("--out", type=path, help="directory for the TOMLs of failing configurations "
+                   "(default SPVIT_BUILD/regress)")
+    p.add_argument("--json", type=suffix(".json"), help="write per-configuration results and the totals as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    add_arguments(p)
+    p.set_defaults(func=cmd_regress)
+
