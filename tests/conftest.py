@@ -14,6 +14,17 @@ import pytest  # noqa: E402
 _MEASURED: list[str] = []
 
 
+@pytest.fixture(scope="session")
+def demo_package(tmp_path_factory):
+    """The committed demo model quantised as `make demo` does (digits, maxabs), on 32 images."""
+    from quant.cli import DEMO_CHECKPOINT
+    from spvit.cli import main
+    out = tmp_path_factory.mktemp("pkg") / "mini_digits.pkg"
+    assert main(["quantize", "--checkpoint", str(DEMO_CHECKPOINT), "--config", "mini", "--calib", "digits:train",
+                 "--calib-limit", "32", "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture
 def measured():
     """Record a measured figure; all of them are printed in a 'measured' section at the end."""

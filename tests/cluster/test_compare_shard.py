@@ -3,21 +3,12 @@ number for number (JSON byte for byte, printed table line for line): the demo mo
 dozen held-out digits, in batches that do not divide the image count."""
 from __future__ import annotations
 
-import pytest
 
 from quant.cli import DEMO_CHECKPOINT
 from quant.shard import shards
 from spvit.cli import main
 
 ARGS = ["--data", "digits:test", "--limit", "44", "--batch", "8", "--sqnr-images", "20", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cmp") / "pkg"
-    assert main(["quantize", "--checkpoint", str(DEMO_CHECKPOINT), "--config", "mini", "--calib", "digits:train",
-                 "--calib-limit", "32", "--out", str(out)]) == 0
-    return out
 
 
 def _compare(package, out, capsys, *extra):
@@ -28,7 +19,8 @@ def _compare(package, out, capsys, *extra):
     return out.read_bytes(), table
 
 
-def test_sharded_compare_equals_single_process(package, tmp_path, capsys, request):
+def test_sharded_compare_equals_single_process(demo_package, tmp_path, capsys, request):
+    package = demo_package
     one = _compare(package, tmp_path / "one.json", capsys)
     assert b'"images": 44' in one[0] and any("top-1" in ln for ln in one[1])
     assert b'"per_image"' in one[0] and b'"item": "digits:test[' in one[0]     # per-image logits and masks too

@@ -1,19 +1,7 @@
 """spvit generate / compile / run / report: outputs, determinism, refusals with exit status 2."""
 import json
 
-import pytest
-
 from spvit.cli import main
-
-
-@pytest.fixture(scope="module")
-def demo_package(tmp_path_factory):
-    """The demo model quantised as `make demo` does (digits, maxabs)."""
-    from quant.cli import DEMO_CHECKPOINT
-    out = tmp_path_factory.mktemp("pkg") / "mini_digits.pkg"
-    assert main(["quantize", "--checkpoint", str(DEMO_CHECKPOINT), "--config", "mini", "--calib", "digits:train",
-                 "--calib-limit", "32", "--out", str(out)]) == 0
-    return out
 
 
 def test_generate_is_deterministic_and_safe(tmp_path, capsys):
