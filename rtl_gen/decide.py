@@ -246,7 +246,7 @@ class Decide(wiring.Component):
                     m.next = "SCORE"
             with m.State("SCORE"):
                 with m.If(sc.done):
-                    m.d.sync += [feeding.eq(1), jd.eq(1), jc.eq(1), pend.eq(0), m_done.eq(ns == 0),
+                    m.d.sync += [feeding.eq(ns != 0), jd.eq(1), jc.eq(1), pend.eq(0), m_done.eq(ns == 0),
                                  bind.eq(v.cap_en & (kept0 > v.cap))]
                     m.d.sync += c_done.eq(~(v.cap_en & (kept0 > v.cap)))
                     m.d.comb += cs.start.eq(v.cap_en & (kept0 > v.cap))

@@ -161,7 +161,7 @@ def _matmul(hw, rows, k, m, t0, ld: Loader):
         waited += max(0, a + 2 - (t + 1))
         t = max(t + 1, a + 2)                   # WAIT: the slot is full (then ISSUE)
         for _ in range(T):
-            last, cap, drain_end = _tile(max(t + 1, cap), k, cap, drain_end, C)
+            last, cap, drain_end = _tile(t + 1, k, cap, drain_end, C)
             t = last
         ld.released.append(drain_end)
         t += 1                                  # NEXT

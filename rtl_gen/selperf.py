@@ -57,7 +57,7 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
     groups = (ns // R + 1) * heads
     last_lane = 5 + (groups - 1) * max(R, 4) + R
     if ns == 0:                 # no candidates (the stage before kept none): SCORE only
-        return last_lane + 8
+        return last_lane + 7
     m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5
     scores = np.asarray(scores)
     if cap_en and int((scores >= 0).sum()) > cap:

@@ -121,7 +121,7 @@ class SelectRun:
             if stream_name == "o_rd":
                 g, w = region(got, self.hw.tiles, want.shape[1], R), want
             elif stream_name == "o_m":
-                g = np.array([[b["m"], b["keep"]] for b in got])
+                g = np.array([[b["m"], b["keep"]] for b in got], dtype=np.int64).reshape(-1, 2)
                 w = np.stack([want[0], want[1].astype(np.int64)], 1)
             else:
                 g = np.frombuffer(store_bytes(got, self.hw, len(want)), dtype=np.uint8)

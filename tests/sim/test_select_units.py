@@ -109,6 +109,8 @@ def test_selection_corners():
     selection(r, "weights 0", 15, *(_zw(rng, 15, 3)[0], np.zeros((15, 3), dtype=np.int64)), x(15), mode="norm")
     selection(r, "ns 1", 2, *_zw(rng, 2, 2), x(2))
     selection(r, "ns 1, 3 packages", 5, *_zw(rng, 5, 2), x(5), n_pkg=3, mode="mean")
+    selection(r, "ns 0 (the stage before kept none)", 1, *_zw(rng, 1, 2), x(1), cap=2)
+    selection(r, "ns 0, 2 packages", 3, *_zw(rng, 3, 2), x(3), n_pkg=2, mode="mean", stage=1)
     z40, w40 = _zw(rng, 40, 4, -300, 200)
     selection(r, "rows n_max", 40, z40, w40, x(40, 64), n_pkg=3, bufs=(B1, B0))
     selection(r, "rows n_max, cap 12", 40, z40, w40, x(40, 64), n_pkg=3, cap=12, mode="mean")
@@ -125,6 +127,7 @@ def test_selection_corners():
     kept = {op.label: int(op.sel.keep.sum()) for op, _ in events if op.name == "DECIDE"}
     assert kept["all kept, sum"] == 16 and kept["all kept, cap 5, mean"] == 5 and kept["all kept, cap 0"] == 0
     assert kept["none kept, norm"] == 0 and kept["ties"] == 20 and kept["ties, cap 7"] == 7
+    assert kept["ns 0 (the stage before kept none)"] == 0 and kept["ns 0, 2 packages"] == 0
     assert 0 < kept["mixed"] < 21 and 0 < kept["rows n_max"] < 36 and kept["rows n_max, cap 12"] == 12
 
 
