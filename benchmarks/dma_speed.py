@@ -1,4 +1,4 @@
-"""Simulated clock cycles per second of the DMA stream reader (rtl_gen/dma.py) reading from
+"""Simulated clock cycles per second of the DMA stream reader (rtl_gen/host/dma.py) reading from
 cocotbext-axi AxiRam models (one per port, no pauses, o_stream always ready), under Icarus and
 Verilator, P = 1 and 4 ports of 128 bits, side by side in one run; and cycles per wide beat.
 
@@ -21,7 +21,7 @@ import os
 import time
 
 from golden.hw import HardwareConfig
-from rtl_gen.dma import Dma
+from rtl_gen.host.dma import Dma
 from sim.runner import run_cocotb
 
 W = 128

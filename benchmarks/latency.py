@@ -1,5 +1,5 @@
 """Modeled latency of SPViT DeiT-S and DeiT-T on the zcu102 accelerator, side by side with the
-SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model (rtl_gen/perf.py, checked
+SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model (rtl_gen/tools/cycles.py, checked
 against whole-model RTL runs by tests/sim/test_accel.py, test_cycle_model_matches_rtl) runs the compiled program at keep
 0.7 per selector stage (DeiT-S tokens 197/139/99/71), 300 MHz, with the patch embedding, the
 selectors, the head and the DDR traffic at the assumed bandwidth.
@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golden.config import PRESETS  # noqa: E402
 from golden.hw import load_hw  # noqa: E402
-from sim.cli import PAPER_MS  # noqa: E402
-from sim.report import estimate  # noqa: E402
+from sim.report import PAPER_MS, estimate  # noqa: E402
 
 
 def main() -> int:

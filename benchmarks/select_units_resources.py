@@ -1,7 +1,7 @@
 """Resources of the selector units (rtl_gen gmean, decide, package, compact, selstore) for one
 hardware preset (default zcu102), each synthesised on its own with Yosys synth_xilinx -family
-xcup (rtl_gen/synth.py; Debian yosys + yosys-abc give LUT counts), plus the stall-free cycles
-of the units at DeiT-S shapes (rtl_gen/selperf.py, a kept half and a binding cap).
+xcup (rtl_gen/tools/synthesis.py; Debian yosys + yosys-abc give LUT counts), plus the stall-free cycles
+of the units at DeiT-S shapes (rtl_gen/tools/cycles.py, a kept half and a binding cap).
 
     python benchmarks/select_units_resources.py [--hw zcu102] [--only decide,package]
 """
@@ -14,21 +14,21 @@ import time
 import numpy as np
 
 from golden.hw import hw_preset
-from spvit import settings
+from base import settings
 
 
 def units(hw):
-    from rtl_gen.compact import Compact
-    from rtl_gen.decide import Decide
-    from rtl_gen.gmean import GMean
-    from rtl_gen.package import Package
-    from rtl_gen.selstore import SelStore
+    from rtl_gen.selector.compact import Compact
+    from rtl_gen.selector.decide import Decide
+    from rtl_gen.selector.gmean import GMean
+    from rtl_gen.selector.package import Package
+    from rtl_gen.selector.store import SelStore
     return {"gmean": lambda: GMean(hw), "decide": lambda: Decide(hw), "package": lambda: Package(hw),
             "compact": lambda: Compact(hw), "selstore": lambda: SelStore(hw)}
 
 
 def cycles(hw) -> list[str]:
-    from rtl_gen import selperf
+    from rtl_gen.tools import cycles as selperf
     rng = np.random.default_rng(0)
     n, heads, d, dh = 197, 6, 384, 64
     ns = n - 1
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated unit names")
     args = ap.parse_args()
     hw = hw_preset(args.hw)
-    from rtl_gen.synth import synthesize
+    from rtl_gen.tools.synthesis import synthesize
     from sim.runner import write_verilog
     work = settings.BUILD.resolve() / "synth" / f"select_units_{hw.name}"
     names = [u for u in units(hw) if not args.only or u in args.only.split(",")]

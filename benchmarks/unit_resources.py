@@ -1,4 +1,4 @@
-"""Yosys resource estimate (rtl_gen/synth.py: synth_xilinx -family xcup) of the accelerator's
+"""Yosys resource estimate (rtl_gen/tools/synthesis.py: synth_xilinx -family xcup) of the accelerator's
 LayerNorm and softmax units at a hardware preset (default zcu102, R = 32 lanes):
 
     .venv/bin/python benchmarks/unit_resources.py [preset] [unit ...]
@@ -11,11 +11,11 @@ import sys
 import time
 
 from golden.hw import hw_preset
-from rtl_gen.ln_unit import LayerNormUnit
-from rtl_gen.softmax_unit import SoftmaxUnit
-from rtl_gen.synth import synthesize
+from rtl_gen.norm.layernorm import LayerNormUnit
+from rtl_gen.array.softmax import SoftmaxUnit
+from rtl_gen.tools.synthesis import synthesize
 from sim.runner import write_verilog
-from spvit import settings
+from base import settings
 
 UNITS = {"ln_unit": LayerNormUnit, "softmax_unit": SoftmaxUnit}
 

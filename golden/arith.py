@@ -4,7 +4,7 @@ Every function takes and returns numpy int64 arrays (or Python ints) holding int
 float enters the integer path except in `matmul`, where float64 BLAS is used as an exact
 integer engine (proved in `matmul`'s docstring and tested), as is int8 BLAS; which engine
 multiplies by a constant weight is chosen per machine (`ENGINES`). The RTL mirrors these functions
-one to one (`rtl_gen/arith.py`). The rules are stated in docs/arithmetic.md.
+one to one (`rtl_gen/primitives/arith.py`). The rules are stated in docs/arithmetic.md.
 """
 from __future__ import annotations
 
@@ -120,21 +120,32 @@ def _split8(v: np.ndarray):
 # i8mm); without them they run ~20x slower than float BLAS, and float64 BLAS wins. By default
 # ("auto") the first product of each shape class (rows rounded to a power of two, K, N) times
 # every engine on its real operands, checks that they agree, and keeps the fastest for the rest
-# of the process; SPVIT_MATMUL (spvit/settings.py) or `use_engine` forces one.
+# of the process. `set_engine` (the CLI passes SPVIT_MATMUL, base/settings.py) or `use_engine`
+# forces one; the golden model itself reads no environment.
 ENGINES = ("int8", "float64")
+_default = ["auto"]                # the engine set_engine chose (one-element list: set in place)
 _forced: list = []                 # stack of engines forced by use_engine (innermost last)
 _choice: dict = {}                 # (rows bucket, K, N) -> engine, in "auto" mode
 _timings: dict = {}                # (rows bucket, K, N) -> {engine: seconds} of the choice
 _lock = threading.Lock()
 
 
+def _valid(name: str) -> str:
+    if name not in ENGINES + ("auto",):
+        raise ValueError(f"matmul engine must be one of {ENGINES + ('auto',)} (got {name!r})")
+    return name
+
+
+def set_engine(name: str) -> None:
+    """The engine of every later product outside `use_engine` blocks ("auto": time and choose)."""
+    _default[0] = _valid(name)
+
+
 class use_engine:
     """Force one engine (or "auto") inside a `with` block, e.g. in tests and benchmarks."""
 
     def __init__(self, name: str):
-        if name not in ENGINES + ("auto",):
-            raise ValueError(f"matmul engine must be one of {ENGINES + ('auto',)} (got {name!r})")
-        self.name = name
+        self.name = _valid(name)
 
     def __enter__(self):
         _forced.append(self.name)
@@ -146,9 +157,8 @@ class use_engine:
 
 
 def forced_engine() -> str | None:
-    """The engine forced by use_engine or SPVIT_MATMUL, None in "auto" mode."""
-    from spvit.settings import MATMUL
-    name = _forced[-1] if _forced else MATMUL
+    """The engine forced by use_engine or set_engine, None in "auto" mode."""
+    name = _forced[-1] if _forced else _default[0]
     return None if name == "auto" else name
 
 
@@ -156,7 +166,7 @@ def engine_report() -> str:
     """Which engine ran: the forced one, or the choices made so far in "auto" mode."""
     f = forced_engine()
     if f:
-        return f"{f} (forced{' by SPVIT_MATMUL' if not _forced else ''})"
+        return f"{f} (forced{' by set_engine, SPVIT_MATMUL in the CLI' if not _forced else ''})"
     if not _choice:
         return "auto (no constant-weight product yet)"
     used = {}

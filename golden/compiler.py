@@ -265,10 +265,10 @@ class Image:
         return ddr
 
     def save(self, out, force: bool = False, inputs=()) -> None:
-        """Write the image directory: image.bin, manifest.json, program.txt (atomic, spvit.outputs)."""
+        """Write the image directory: image.bin, manifest.json, program.txt (atomic, base.outputs)."""
         import json
 
-        from spvit.outputs import output_dir
+        from base.outputs import output_dir
         with output_dir(out, IMAGE_FORMAT, "an image directory", force=force, inputs=inputs) as tmp:
             (tmp / "image.bin").write_bytes(self.data)
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
@@ -280,7 +280,7 @@ class Image:
         import json
         from pathlib import Path
 
-        from spvit.errors import UsageError
+        from base.errors import UsageError
 
         from .config import model_from_dict
         p = Path(path)

@@ -21,15 +21,15 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from base.errors import ConfigError, notice
+
+from .selectors import SCHEMES
+
 SELECTORS = ("none", "spvit", "dynamicvit", "evit", "evovit")   # golden/selectors/, one module each
 PACKAGE_MODES = ("norm", "sum", "mean")
 ROUNDINGS = ("half_up",)
 MAX_DEPTH = 128          # blocks (the largest ViTs have 48); bounds memory and time of a bad config
 MAX_CLASSES = 100_000
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the fix."""
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -143,7 +143,6 @@ class ModelConfig:
         _check(self.score_momentum is None or (isinstance(self.score_momentum, (int, float))
                                                and not isinstance(self.score_momentum, bool)),
                f"score_momentum must be a number in [0, 1] (got {self.score_momentum!r})")
-        from .selectors import SCHEMES      # the scheme's own rules (lazy: the schemes import this module)
         _check(self.selector in SCHEMES, f"selector {self.selector!r} is planned but not implemented yet; "
                f"use one of {tuple(SCHEMES)}")
         SCHEMES[self.selector].check(self)
@@ -175,7 +174,6 @@ class ModelConfig:
     @property
     def scheme(self):
         """The token-selection scheme (golden/selectors/)."""
-        from .selectors import SCHEMES
         return SCHEMES[self.selector]
 
     def cap(self, stage: int) -> int | None:
@@ -390,7 +388,6 @@ def load_config(spec: str | Path) -> Config:
             raise ConfigError(f"[{sec}] in {spec!r} must be a table of fields (got {_show(data[sec])})")
     preset = data.get("preset")
     if preset is None:
-        from spvit.errors import notice
         notice(f"{spec} has no `preset`: fields not set under [model] take the deit-tiny values")
         preset = "deit-tiny"
     if not isinstance(preset, str):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .tokens import Group, Record
 
 
 def _noop(name, t):
@@ -198,7 +199,7 @@ def decide(z, w, cap: int | None = None):
 
 
 def package(tokens, m, mode: str):
-    """tokens [Q, C], m [Q] -> [C] (see golden.network.package)."""
+    """tokens [Q, C], m [Q] -> [C] (see golden.layers.package)."""
     if tokens.shape[0] == 0:
         return tokens.new_zeros(tokens.shape[-1])
     if mode == "mean":
@@ -261,8 +262,7 @@ class DeiT(nn.Module):
         patch-token count per image and stage [B, stages] is left in `self.last_kept`, the keep
         masks (per image, per stage, the sorted indices of the kept tokens among the stage's
         candidates; docs/selector.md "Keep masks") in `self.last_masks`, the full selection
-        record (golden.selectors.Record) in `self.last_record`."""
-        from .selectors import Group, Record
+        record (golden.tokens.Record) in `self.last_record`."""
         sch = self.cfg.scheme
         x = self.embed(img, trace)
         rec = Record(x.shape[0], self.cfg)

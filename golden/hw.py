@@ -10,7 +10,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
-from .config import ConfigError, ModelConfig, _check
+from .config import ModelConfig, _check
+from base.errors import ConfigError
 
 ZCU102_DSP = 2520
 ZCU102_BRAM36 = 912

@@ -24,7 +24,7 @@ from .arith import add_shifted, matmul, recip, requant, rshift_round
 from .hw import HardwareConfig
 from .isa import ACT_LOAD, ACT_NONE, KB, STORE_ROWS, STORE_SELECT, TOKEN_BUFFERS, VB, ProgramError
 from .kernels import PWL, layernorm, softmax
-from .network import MEAN_RECIP_BITS, WEIGHT_RECIP_BITS, package
+from .layers import MEAN_RECIP_BITS, WEIGHT_RECIP_BITS, package
 
 MODES = {v: k for k, v in isa.PACKAGE_MODES.items()}
 

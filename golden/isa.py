@@ -1,7 +1,7 @@
 """The accelerator's program format: a header, descriptors and a data stream in DDR
 (docs/accelerator.md). This module is the one definition of every field; the compiler
 (golden/compiler.py), the interpreter (golden/interp.py) and the RTL decoder
-(rtl_gen/decode.py) all derive from the tables below.
+(rtl_gen/control/decode.py) all derive from the tables below.
 
 A descriptor is 512 bits (64 bytes, little-endian). Bits 0..31 hold the common fields (opcode,
 row count); an operation's own fields follow from bit 32 in table order, LSB first.
@@ -199,7 +199,7 @@ class ProgramError(Exception):
 # package `pkg` and its width `pkg_d`, `last_sel` for STOREs of a selection). Predicates use
 # only comparisons, + * << and the operators & | (never `and`/`or`/`not`), so the same text
 # evaluates on Python ints (golden/interp.py) and builds the controller's logic
-# (rtl_gen/checks.py): one definition of every error the hardware reports.
+# (rtl_gen/control/checks.py): one definition of every error the hardware reports.
 def _pwl_ok(f, s, in17: int):
     return ((f.act <= 2) & (f.pwl_nseg >= 1) & (f.pwl_nseg <= s.pwl_max) & (f.pwl_17 == in17)
             & ((f.pwl_nseg << f.pwl_shift) <= (1 << PWL_SPAN_BITS)))

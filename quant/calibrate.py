@@ -18,7 +18,8 @@ from golden.arith import BIAS_LIMIT, INT16_MAX, INT16_MIN, quantize
 from golden.config import FixedPointConfig
 from golden.float_model import DeiT
 from golden.kernels import ln_eps_const, make_pwl
-from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel
+from golden.layers import QAttention, QBlock, QLayerNorm, QLinear, QMlp
+from golden.network import QModel
 
 METHODS = ("maxabs", "percentile", "mse")
 PERCENTILE = 99.99
@@ -149,7 +150,7 @@ def choose_formats(ranges: Ranges, fp: FixedPointConfig = FixedPointConfig(), me
         fmt = {k: frac_for(ranges.value(k, method) * 2 ** fp.headroom_bits, fp) for k in ranges.maxabs}
     unknown = sorted(set(fp.frac_overrides) - set(fmt))
     if unknown:
-        from golden.config import ConfigError
+        from base.errors import ConfigError
         near = sorted(k for k in fmt if k.split(".")[-1] in {u.split(".")[-1] for u in unknown})[:6]
         raise ConfigError(f"frac_overrides name(s) {unknown} are not tensors of this model; valid names look "
                           f"like {near or sorted(fmt)[:6]} (see the formats in a package manifest)")

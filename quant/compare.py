@@ -10,7 +10,7 @@ intermediate, so the numbers show the error a block adds, accumulated from its i
 layer (`out` is the block output; a selection inside a block replays the float twin's choice).
 Selector agreement: the same quantised input tokens through the float and the integer selector,
 share of equal keep decisions; decision agreement: each model on its own forward, token by
-token (golden.selectors.Record).
+token (golden.tokens.Record).
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from base import settings
 from golden.arith import add_sat, dequantize, quantize
 from golden.float_model import DeiT
 from golden.network import QModel
-from golden.selectors import Group, Record, decision_agreement
+from golden.tokens import Group, Record, decision_agreement
 
 from .calibrate import quantize_images
 from .selfcheck import same_input_decisions, sqnr_db
@@ -244,7 +245,7 @@ def compare_part(model: DeiT, q: QModel, data, start: int, stop: int, batch: int
             for hk in hooks:
                 hk.remove()
         part.kept_float.append(model.last_kept.numpy())
-        lq, kept, rec = q(quantize_images(imgs, q), return_record=True)
+        lq, kept, rec = q(quantize_images(imgs, q), return_record=True, threads=settings.THREADS)
         part.kept_int.append(kept)
         da, dt = decision_agreement(model.last_record, rec)
         part.dec_agree += da
@@ -307,7 +308,7 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
     from tqdm import tqdm
     n = len(data) if limit is None else min(limit, len(data))
     if n == 0:
-        from spvit.errors import UsageError
+        from base.errors import UsageError
         raise UsageError(f"data {data.name!r} has no images to compare on")
     with tqdm(total=n, unit="img", desc="compare", disable=not progress, dynamic_ncols=True) as bar:
         part = compare_part(model, q, data, 0, n, batch, sqnr_images, bar)
@@ -344,7 +345,7 @@ def format_table(r: CompareResult) -> str:
 
 
 def write_json(r: CompareResult, path) -> None:
-    """Write the results to `path` (the CLI writes through spvit.outputs: temp file, rename)."""
+    """Write the results to `path` (the CLI writes through base.outputs: temp file, rename)."""
     Path(path).write_text(json.dumps(r.to_json(), indent=1) + "\n")
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from golden.config import ModelConfig, Preprocess
-from spvit.errors import UsageError, notice
+from base.errors import UsageError, notice
 
 DIGITS_HELD_OUT = 600
 DIGITS_SEED = 0

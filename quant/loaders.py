@@ -25,7 +25,7 @@ import torch
 from golden.config import PRESETS, ModelConfig
 from golden.float_model import DeiT
 from golden.selectors import SCHEMES
-from spvit.errors import UsageError, notice
+from base.errors import UsageError, notice
 
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "model_ema", "state_dict_ema", "module")
 STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")   # DDP, torch.compile, Lightning

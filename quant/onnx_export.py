@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from golden.float_model import DeiT
-from spvit.errors import UsageError
+from base.errors import UsageError
 
 
 def _block(blk, x):
@@ -96,7 +96,7 @@ class OnnxTwin(nn.Module):
 
 
 def export_onnx(model: DeiT, out, opset: int = 17) -> None:
-    """Write the ONNX file to `out` (the CLI writes through spvit.outputs: temp file, rename)."""
+    """Write the ONNX file to `out` (the CLI writes through base.outputs: temp file, rename)."""
     model = model.eval()
     twin = OnnxTwin(model).eval()
     cfg = model.cfg

@@ -19,14 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.config import (PACKAGE_MODES, ConfigError, FixedPointConfig, ModelConfig, build, config_dict,
-                           model_from_dict)
+from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, build, config_dict, model_from_dict
+from base.errors import ConfigError
+from golden.compiler import compile_model
+from golden.hw import load_hw
 from golden.kernels import PWL, PWL_FUNCS, make_pwl
-from golden.network import QAttention, QBlock, QLayerNorm, QLinear, QMlp, QModel
+from golden.layers import QAttention, QBlock, QLayerNorm, QLinear, QMlp
+from golden.network import QModel
 from golden.selectors import SCHEMES
-from spvit import __version__ as TOOL_VERSION
-from spvit.errors import UsageError
-from spvit.outputs import output_dir
+from base import __version__ as TOOL_VERSION
+from base.errors import UsageError
+from base.outputs import output_dir
 
 FORMAT = "spvit-weight-package"
 FORMAT_VERSION = 1
@@ -106,7 +109,7 @@ def _to_bytes(arr: np.ndarray, acc: bool, name: str) -> tuple[bytes, str]:
 
 def write_package(q: QModel, out, fp: FixedPointConfig = FixedPointConfig(), calibration: dict | None = None,
                   source: dict | None = None, force: bool = False, inputs=()) -> dict:
-    """Write the package directory atomically (spvit.outputs: a temp dir next to `out`, then
+    """Write the package directory atomically (base.outputs: a temp dir next to `out`, then
     rename; an existing directory is only replaced with `force` and only if it is a package)."""
     with output_dir(out, FORMAT, "a weight package", force=force, inputs=inputs) as tmp:
         return write_package_files(q, tmp, fp, calibration, source)
@@ -371,3 +374,20 @@ def fixed_point_config(m: dict) -> FixedPointConfig:
         return build(FixedPointConfig, m["fixed_point"], "fixed_point")
     except (ConfigError, KeyError, TypeError) as e:
         raise PackageError(f"the fixed-point config in the package manifest is invalid ({e}); {REFRESH}") from None
+
+
+# ---------------------------------------------------------------- package -> DDR image (spvit compile)
+def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False):
+    """(QModel, golden.compiler.Image) of a package for a hardware configuration."""
+    q, man = load_package(package)
+    hw = load_hw(hw_spec, q.cfg)
+    bad = hw.misfits(q.cfg)
+    if bad:
+        raise UsageError(f"package {package!r} ({q.cfg.name}) does not fit hardware {hw.name}: " + "; ".join(bad)
+                         + "; compile for a larger hardware configuration (--hw zcu102 or a TOML with larger limits)")
+    try:
+        img = compile_model(q, hw, checkpoints=checkpoints,
+                            source={"package": str(package), "package_sha256": man["blob"]["sha256"]})
+    except ValueError as e:
+        raise UsageError(f"cannot compile {package!r} for {hw.name}: {e}") from None
+    return q, img

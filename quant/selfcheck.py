@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from base import settings
 from golden.arith import dequantize, quantize
 from golden.float_model import DeiT
 from golden.network import QModel
-from golden.selectors import Group, Record, decision_agreement
+from golden.tokens import Group, Record, decision_agreement
 
 from .calibrate import quantize_images
 
@@ -31,7 +32,7 @@ class Report:
     kept_golden: np.ndarray
     selector_agreement: float   # decisions equal on the same (quantised) input tokens
     selector_tokens: int
-    decision_agreement: float = 1.0   # each model on its own forward, token by token (golden.selectors.Record)
+    decision_agreement: float = 1.0   # each model on its own forward, token by token (golden.tokens.Record)
     decision_tokens: int = 0
 
 
@@ -53,7 +54,7 @@ def block_io(model: DeiT, images: torch.Tensor):
 def compare(model: DeiT, q: QModel, images: torch.Tensor) -> Report:
     logits_f, io = block_io(model, images)
     kept_f, rec_f = model.last_kept.numpy(), model.last_record
-    logits_q, kept_q, rec_q = q(quantize_images(images, q), return_record=True)
+    logits_q, kept_q, rec_q = q(quantize_images(images, q), return_record=True, threads=settings.THREADS)
     blocks = []
     for i, blk in enumerate(q.blocks):
         ref, out = [], []

@@ -14,6 +14,17 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from base import settings
+from base.errors import UsageError
+from golden.arith import set_engine
+from golden.config import load_config
+
+from . import single_thread
+from .compare import compare_part, finish
+from .data import load_data
+from .loaders import load_float_model
+from .package import load_package, package_config, read_manifest
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -33,11 +44,6 @@ class Sources:
 
 def load(src: Sources):
     """(float model, integer model, package manifest, data) as `spvit compare` loads them."""
-    from golden.config import load_config
-
-    from .data import load_data
-    from .loaders import load_float_model
-    from .package import load_package, package_config, read_manifest
     man = read_manifest(src.package)
     pcfg = package_config(man, src.package)
     cfg = load_config(src.config).model if src.config else pcfg
@@ -54,10 +60,9 @@ def _cached(src: Sources):
 
 def compare_shard(task):
     """One task: (Sources, start, stop, batch, sqnr_images) -> quant.compare.ComparePart."""
-    from .cli import _one_thread
-    from .compare import compare_part
     src, start, stop, batch, sqnr_images = task
-    _one_thread()
+    single_thread()
+    set_engine(settings.MATMUL)          # a worker process starts with the defaults
     model, q, _, data = _cached(src)
     return compare_part(model, q, data, start, stop, batch, sqnr_images)
 
@@ -72,10 +77,8 @@ def shards(n: int, batch: int, parallelism: int, per_worker: int = 4) -> list[tu
 
 def compare_sharded(src: Sources, cfg, data, batch: int, sqnr_images: int, ex):
     """The report of `data` (as the driver loaded it from `src`) compared shard by shard."""
-    from .compare import finish
     n = len(data)
     if n == 0:
-        from spvit.errors import UsageError
         raise UsageError(f"data {src.data!r} has no images to compare on")
     wsrc = src.absolute()
     tasks = [(wsrc, a, b, batch, sqnr_images) for a, b in shards(n, batch, ex.parallelism)]

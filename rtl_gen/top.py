@@ -4,11 +4,11 @@
                                   |    \\-> StreamLoader <- DMA stream (weights, tables, params, input)
                                   \\-> program memory (descriptors)
 
-Ports: `s_axil` (AXI4-Lite slave, 32-bit; rtl_gen/regmap.py), `m_axi0` .. `m_axi{P-1}` (AXI4
+Ports: `s_axil` (AXI4-Lite slave, 32-bit; rtl_gen/host/regmap.py), `m_axi0` .. `m_axi{P-1}` (AXI4
 masters of axi_bits; port 0 also writes), `irq`; clock `clk`, synchronous active-high `rst`;
 `dbg_op`: the running descriptor's index + 1, 0 between operations (for cycle measurements;
 leave unconnected on the board).
-Every memory is a block RAM (rtl_gen/ram.py). One operation runs at a time; its unit owns the
+Every memory is a block RAM (rtl_gen/primitives/ram.py). One operation runs at a time; its unit owns the
 buffer ports (selected by the opcode of the running descriptor).
 """
 from __future__ import annotations
@@ -21,25 +21,25 @@ from golden import isa
 from golden.compiler import select_bytes
 from golden.hw import HardwareConfig
 
-from . import axi
-from .ports import route
-from .array_unit import ArrayUnit
-from .buffers import Buffers
-from .compact import Compact
-from .controller import Controller
-from .csr import ADDR_BITS, Csr, axi_lite
-from .decide import Decide
-from .decode import op_code
-from .dma import Dma
-from .gmean import GMean
-from .ln_unit import LayerNormUnit
-from .load_store import LoadUnit, StoreUnit
-from .package import Package
-from .pwl_table import PwlTable
-from .ram import Ram2
-from .selstore import SelStore
-from .stream_loader import StreamLoader
-from .weights import WeightRing
+from .host import axi
+from .buffers.ports import route
+from .array.unit import ArrayUnit
+from .buffers.fabric import Buffers
+from .selector.compact import Compact
+from .control.controller import Controller
+from .host.csr import ADDR_BITS, Csr, axi_lite
+from .selector.decide import Decide
+from .control.decode import op_code
+from .host.dma import Dma
+from .selector.gmean import GMean
+from .norm.layernorm import LayerNormUnit
+from .buffers.load_store import LoadUnit, StoreUnit
+from .selector.package import Package
+from .buffers.act_table import PwlTable
+from .primitives.ram import Ram2
+from .selector.store import SelStore
+from .control.stream_loader import StreamLoader
+from .buffers.weight_ring import WeightRing
 
 UNITS = {"array": ("MATMUL", "ATTENTION"), "ln": ("LAYERNORM",), "gmean": ("GMEAN",), "decide": ("DECIDE",),
          "package": ("PACKAGE",), "compact": ("COMPACT",), "load": ("LOAD",), "store": ("STORE",)}

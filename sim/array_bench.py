@@ -9,11 +9,11 @@ from amaranth.lib.wiring import In, Out, connect
 
 from golden import stream as gstream
 from golden.hw import HardwareConfig
-from rtl_gen import ports
-from rtl_gen.array_unit import ArrayUnit
-from rtl_gen.ports import lanes
-from rtl_gen.pwl_table import ENTRY, PwlTable
-from rtl_gen.weights import WeightRing
+from rtl_gen.buffers import ports
+from rtl_gen.array.unit import ArrayUnit
+from rtl_gen.buffers.ports import lanes
+from rtl_gen.buffers.act_table import ENTRY, PwlTable
+from rtl_gen.buffers.weight_ring import WeightRing
 
 
 def wfill_layout(hw: HardwareConfig):

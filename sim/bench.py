@@ -20,8 +20,8 @@ from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
 from golden.isa import DESC_BITS, KB, TOKEN_BUFFERS, VB
-from rtl_gen.buffers import Buffers
-from rtl_gen.ports import lanes
+from rtl_gen.buffers.fabric import Buffers
+from rtl_gen.buffers.ports import lanes
 
 WRITE, READ, START = range(3)
 

@@ -1,4 +1,4 @@
-"""LayerNorm unit bench: `LnBench` = the buffer fabric (rtl_gen.buffers) + LayerNormUnit behind
+"""LayerNorm unit bench: `LnBench` = the buffer fabric (rtl_gen.buffers.fabric) + LayerNormUnit behind
 stream ports, and `run_ln`, which runs a list of LAYERNORM operations through it and through the
 interpreter (golden.interp Machine.op_layernorm) and returns both buffers for an exact compare.
 
@@ -20,9 +20,9 @@ from amaranth.lib.wiring import In, Out
 from golden import isa, stream as gstream
 from golden.hw import HardwareConfig
 from golden.interp import Machine
-from rtl_gen import ports
-from rtl_gen.buffers import Buffers
-from rtl_gen.ln_unit import LayerNormUnit, _param_layout
+from rtl_gen.buffers import ports
+from rtl_gen.buffers.fabric import Buffers
+from rtl_gen.norm.layernorm import LayerNormUnit, _param_layout
 
 WRITE, READ, RUN = range(3)
 
@@ -142,7 +142,7 @@ def build(hw: HardwareConfig, ops: list[LnOp], seed: int = 0, all_buffers: bool 
 def run_ln(hw: HardwareConfig, ops: list[LnOp], name: str, stall: float = 0.25, seed: int = 0, sim=None,
            port_stall: dict | None = None, all_buffers: bool = True, tag: str = "run"):
     """-> (words read back [n, R], the interpreter's words [n, R], cycles per op, SimResult)."""
-    from spvit import settings
+    from base import settings
 
     from .runner import run_stream
     cmds, params, want = build(hw, ops, seed, all_buffers)

@@ -29,7 +29,7 @@ def selector_input(q, imgs, block: int, img: int = 0):
     """(int16 tokens [N, C] entering the selector before block `block`, earlier package tokens
     n_pkg) for image `img`: the golden forward with the earlier selectors applied."""
     from golden.arith import quantize
-    from golden.selectors import Group, Record
+    from golden.tokens import Group, Record
     sch = q.cfg.scheme
     g = Group.start(q.embed(quantize(imgs[img:img + 1].numpy(), q.img_frac)))
     rec = Record(1, q.cfg)

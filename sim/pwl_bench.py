@@ -1,4 +1,4 @@
-"""Bench of the runtime-table PWL (rtl_gen/pwl_rt.py PwlEval): a table RAM loaded through the
+"""Bench of the runtime-table PWL (rtl_gen/primitives/pwl.py PwlEval): a table RAM loaded through the
 command stream, then inputs x; results leave on o_y in order. The geometry (descriptor fields)
 is a set of plain inputs held for the run. PwlEval never stalls, so an input is taken only when
 the output FIFO has room for everything in flight."""
@@ -9,8 +9,8 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
-from rtl_gen.pwl_rt import LATENCY, PwlEval
-from rtl_gen.ram import Ram
+from rtl_gen.primitives.pwl import LATENCY, PwlEval
+from rtl_gen.primitives.ram import Ram
 
 DEPTH = 8
 

@@ -6,12 +6,12 @@ arrays, buffers, AXI ports and widths, selector stages), then `--per-hw` models 
 package modes and caps, including cap 0 and caps that keep every token). Each model gets
 random weights calibrated on random images (sim.models.calibrated), goes the way of a user's
 model through `spvit run`: written as a weight package (quant.package), compiled from the
-package for a hardware TOML with every block's output stored (quant.cli.compile_package,
+package for a hardware TOML with every block's output stored (quant.package.compile_package,
 --checkpoints), and runs `--images` images on the generated top (sim.accel.run_accel: the
 Accelerator of rtl_gen/top.py under sim/tb_accel.py on Verilator, random pauses on every AXI
 channel) compared with the interpreter by == (sim.accel.compare_runs: logits, kept counts and
 KEPT registers, keep masks, every block's tokens, bytes read and written). One task per
-hardware configuration, so each hardware is built once; tasks run through spvit.cluster
+hardware configuration, so each hardware is built once; tasks run through base.cluster
 (local pool or Ray).
 
 A configuration that mismatches, errs or hangs is written to `--out` as a TOML that reproduces
@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.config import PACKAGE_MODES, ConfigError, ModelConfig
+from golden.config import PACKAGE_MODES, ModelConfig
+from base.errors import ConfigError
 from golden.hw import HardwareConfig
-from spvit.errors import UsageError
+from base.errors import UsageError
 
 CORNER_EVERY = 2        # every second image of a configuration is a corner image (see images())
 HANG_FACTOR = 8         # a run is hung after this many times its modeled cycles (+ HANG_SLACK)
@@ -202,9 +203,9 @@ def hw_toml(hw: HardwareConfig) -> str:
 
 def package_and_compile(q, hw: HardwareConfig, where: Path):
     """`spvit quantize` + `spvit compile --checkpoints` for a calibrated model: the package and
-    a hardware TOML written into `where`, then (QModel, Image) from quant.cli.compile_package,
+    a hardware TOML written into `where`, then (QModel, Image) from quant.package.compile_package,
     which loads and checks the package as `spvit run` does."""
-    from quant.cli import compile_package
+    from quant.package import compile_package
     from quant.package import write_package_files
     pkg = where / "model.pkg"
     pkg.mkdir()
@@ -218,7 +219,7 @@ def hang_timeout(img, xs) -> int:
     """Cycles after which a run counts as hung: HANG_FACTOR x the cycle model's count for the
     slowest image (the model is within 3% of the RTL without pauses; pauses of 0.3 on every AXI
     channel cost far less than 8x), so a hang ends in seconds instead of run_accel's 20 M cycles."""
-    from rtl_gen.perf import program_cycles, trace
+    from rtl_gen.tools.cycles import program_cycles, trace
     try:
         worst = max(program_cycles(img, trace(img, x)).total for x in xs)
     except Exception:                     # noqa: BLE001 - e.g. a stage with no candidate token (see docs/cluster.md)
@@ -229,7 +230,7 @@ def hang_timeout(img, xs) -> int:
 def run_case(case: Case) -> CaseResult:
     import tempfile
 
-    from spvit import settings
+    from base import settings
 
     from .accel import compare_runs, run_accel
     t0 = time.time()
@@ -377,67 +378,3 @@ def summary(results: list[CaseResult], cases: list[Case], wall: float, ex) -> di
             "mismatches": sum(r.bad for r in results), "errors": sum(1 for r in results if r.error),
             "failed": [r.index for r in results if not r.ok], "cycles": sum(sum(r.cycles) for r in results),
             "wall_s": round(wall, 1), "executor": ex.describe}
-
-
-# ------------------------------------------------------------------ CLI
-def cmd_regress(args) -> int:
-    from contextlib import ExitStack
-
-    from spvit import settings
-    from spvit.cluster import Executor
-    from spvit.outputs import output_file
-    out_dir = Path(args.out) if args.out else settings.BUILD / "regress"
-    ex = Executor.from_args(args)                 # --ray problems end here, before any work
-    with ExitStack() as stack:                    # so does a bad --json (checked and claimed)
-        js = stack.enter_context(output_file(args.json, "a JSON report", force=args.force, option="--json",
-                                             inputs=[args.repro] if args.repro else [])) if args.json else None
-        if args.repro:
-            cases = [load_repro(args.repro)]
-            origin = f"--repro {args.repro}"
-        else:
-            refused: list = []
-            cases = draw(args.configs, args.seed, args.per_hw, args.images, refused)
-            for i, m, why in refused:
-                print(f"note: configuration {i}: the compiler refused a drawn model ({why}); drawn again",
-                      file=sys.stderr)
-            origin = (f"spvit regress --configs {args.configs} --seed {args.seed} --per-hw {args.per_hw} "
-                      f"--images {args.images}")
-        rc = _regress(cases, ex, out_dir, origin, js)
-    if args.json:
-        print(f"wrote {args.json}")
-    return rc
-
-
-def _regress(cases, ex, out_dir: Path, origin: str, js: Path | None) -> int:
-    print(f"{origin}: {len(cases)} configuration(s) on {len(groups(cases))} hardware configuration(s), "
-          f"{sum(c.images for c in cases)} images, run on {ex.describe}", flush=True)
-    results, wall = run_regression(cases, ex, out_dir, origin)
-    s = summary(results, cases, wall, ex)
-    print(f"total: {s['configurations']} configurations ({s['hardware_builds']} hardware builds), {s['images']} images, "
-          f"{s['elements_compared']:,} elements compared, {s['mismatches']} mismatches, {s['errors']} errors, "
-          f"{s['cycles']:,} cycles simulated; wall {wall:.0f} s on {ex.describe}")
-    print("result: " + ("BIT-EXACT" if not s["failed"] else f"FAILED configurations {s['failed']}"))
-    if js is not None:
-        js.write_text(json.dumps({"summary": s, "origin": origin, "results": [dataclasses.asdict(r) for r in results]},
-                                 indent=1) + "\n")
-    return 1 if s["failed"] else 0
-
-
-def register(sub) -> None:
-    from spvit.cli_types import int_in, path, positive_int, seed, suffix
-    from spvit.cluster import add_arguments
-    p = sub.add_parser("regress", help="randomised regression: random models and hardware on the RTL vs the interpreter")
-    p.add_argument("--configs", type=int_in(1, 100_000), default=4, help="configurations to draw (default 4)")
-    p.add_argument("--seed", type=seed, default=0, help="seed of the draw (default 0)")
-    p.add_argument("--per-hw", type=positive_int, default=3,
-                   help="models per hardware configuration, i.e. per Verilator build (default 3)")
-    p.add_argument("--images", type=int_in(1, 1000), default=6, help="images per configuration (default 6; every second "
-                   "one a corner image of int16 extremes)")
-    p.add_argument("--repro", help="rerun one configuration from a TOML written by a failing regression")
-    p.add_argument("--out", type=path, help="directory for the TOMLs of failing configurations "
-                   "(default SPVIT_BUILD/regress)")
-    p.add_argument("--json", type=suffix(".json"), help="write per-configuration results and the totals as JSON")
-    p.add_argument("--force", action="store_true", help="replace an existing --json file")
-    add_arguments(p)
-    p.set_defaults(func=cmd_regress)
-

@@ -1,5 +1,5 @@
 """`spvit report` and the model-level estimate used by benchmarks/latency.py and `spvit sweep`:
-the cycle model (rtl_gen/perf.py) on a program compiled for the model, with the token counts of
+the cycle model (rtl_gen/tools/cycles.py) on a program compiled for the model, with the token counts of
 an assumed keep rate per selector stage, plus DDR traffic, latency, DSP efficiency and an
 estimate of the FPGA resources (or Yosys synthesis with --synth).
 
@@ -16,12 +16,13 @@ import numpy as np
 from golden import isa
 from golden.hw import ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
 
-from rtl_gen.perf import ProgramPerf, Step, program_cycles
+from rtl_gen.tools.cycles import ProgramPerf, Step, program_cycles
 
 # DSP48E2 of the units besides the MAC array, per token lane (mac_rows) and fixed, from Yosys
 # synth_xilinx of the zcu102 design (`spvit report --synth`: array unit 2,306 = 2,048 MACs +
 # epilogue 5 and softmax 3 per lane + 2; LayerNorm 128; GMEAN 4, DECIDE 10, PACKAGE 17; STORE 4,
 # controller 1, loader 1). The report prints these sums as estimates; `--synth` measures.
+PAPER_MS = {"deit-tiny": 5.60, "deit-small": 13.23}       # SPViT paper, 16-bit ZCU102 accelerator (spvit.txt Table 4)
 DSP_PER_LANE = {"epilogue": 5, "layernorm": 4, "softmax": 3}
 DSP_FIXED = {"selector units": 31, "controller, loader, STORE, array control": 8}
 
@@ -54,7 +55,7 @@ def dsp_estimate(hw: HardwareConfig) -> int:
 
 
 def bram_estimate(hw: HardwareConfig) -> float:
-    """BRAM36 of the memories (rtl_gen/ram.py instances), by capacity and width: each RAM takes
+    """BRAM36 of the memories (rtl_gen/primitives/ram.py instances), by capacity and width: each RAM takes
     ceil(width / 72) x ceil(depth / 512) BRAM36 in 512 x 72 mode, or LUT RAM when shallow."""
     R, C, T = hw.mac_rows, hw.mac_cols, hw.tiles
 
@@ -176,5 +177,5 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> Non
     print(f"\nresources (estimate): DSP48E2 {e.dsp} of {ZCU102_DSP}, BRAM36 {e.bram36:g} of {ZCU102_BRAM36}"
           + ("" if e.fits else " - DOES NOT FIT: " + "; ".join(e.why)))
     if synth:
-        from rtl_gen.synthesis import synthesize_top
+        from rtl_gen.tools.synthesis import synthesize_top
         synthesize_top(hw, verbose=True)

@@ -18,9 +18,9 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtl_gen.verilog import to_verilog, write_text, write_verilog  # noqa: F401 (re-exported)
+from rtl_gen.tools.verilog import to_verilog, write_text, write_verilog  # noqa: F401 (re-exported)
 
-from spvit import settings
+from base import settings
 
 from .payload import pack, unpack
 

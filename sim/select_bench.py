@@ -25,16 +25,16 @@ from amaranth.lib.wiring import In, Out
 
 from golden import isa
 from golden.hw import HardwareConfig
-from rtl_gen import ports
-from rtl_gen.ports import route
-from rtl_gen.buffers import Buffers
-from rtl_gen.compact import Compact
-from rtl_gen.decide import Decide
-from rtl_gen.gmean import GMean
-from rtl_gen.package import Package
-from rtl_gen.ram import Ram
-from rtl_gen.selstate import M_BITS, m_read, mask_read
-from rtl_gen.selstore import SelStore, beat_layout
+from rtl_gen.buffers import ports
+from rtl_gen.buffers.ports import route
+from rtl_gen.buffers.fabric import Buffers
+from rtl_gen.selector.compact import Compact
+from rtl_gen.selector.decide import Decide
+from rtl_gen.selector.gmean import GMean
+from rtl_gen.selector.package import Package
+from rtl_gen.primitives.ram import Ram
+from rtl_gen.selector.state import M_BITS, m_read, mask_read
+from rtl_gen.selector.store import SelStore, beat_layout
 
 WRITE, READ, TABLE, OP, READ_M, STORE = range(6)
 UNITS = ("GMEAN", "DECIDE", "PACKAGE", "COMPACT")
@@ -213,7 +213,7 @@ class Session:
         self.n_m += len(tokens)
 
     def store(self):
-        from rtl_gen.selstore import beats
+        from rtl_gen.selector.store import beats
         self._cmd(STORE)
         self.n_st += beats(self.hw)
 
@@ -237,7 +237,7 @@ class StoreBench(wiring.Component):
     tile `tile`; 1 -> decision info (ns, kept) then the STORE beats on o_st}."""
 
     def __init__(self, hw: HardwareConfig):
-        from rtl_gen.selstate import SelState
+        from rtl_gen.selector.state import SelState
         self.hw, self._state = hw, SelState
         n = range(hw.n_max + 1)
         cmd = data.StructLayout({"store": 1, "tile": range(hw.tiles), "keep": hw.mac_rows, "ns": n, "kept": n})

@@ -12,7 +12,7 @@ from golden import isa
 from golden.compiler import select_bytes
 from golden.hw import HardwareConfig
 from golden.interp import Machine
-from spvit import settings
+from base import settings
 
 from .check import mismatches
 from .runner import run_stream
@@ -94,7 +94,7 @@ class SelectRun:
         d = isa.decode(isa.encode("STORE", mode=isa.STORE_SELECT, addr=0, rows=1))
         self.mach.op_store(d, 1)
         self.s.store()
-        from rtl_gen.selstore import beats
+        from rtl_gen.selector.store import beats
         self.expect.append(("o_st", beats(self.hw), f"{label}: STORE of the selection",
                             bytes(self.mach.ddr[:select_bytes(self.hw)])))
 
@@ -139,8 +139,8 @@ class SelectRun:
 
 
 def model_cycles(op: Op, hw: HardwareConfig, recips: int = 4, cap_bits: int = 3, pk_lanes: int | None = None) -> int:
-    """rtl_gen.selperf's count for one operation of a run."""
-    from rtl_gen import selperf
+    """rtl_gen.tools.cycles's count for one operation of a run."""
+    from rtl_gen.tools import cycles as selperf
     f, rows = op.fields, op.rows
     if op.name == "GMEAN":
         return selperf.gmean_cycles(rows, f["w"], hw)

@@ -10,9 +10,9 @@ from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
 from golden.kernels import softmax
-from rtl_gen import ports
-from rtl_gen.exp_var import FRAC_BITS
-from rtl_gen.softmax_unit import SoftmaxUnit, item_layout
+from rtl_gen.buffers import ports
+from rtl_gen.primitives.exp import FRAC_BITS
+from rtl_gen.array.softmax import SoftmaxUnit, item_layout
 
 
 class SoftmaxBench(wiring.Component):
@@ -34,7 +34,7 @@ class SoftmaxBench(wiring.Component):
 def run_softmax(hw: HardwareConfig, items, name: str, stall: float = 0.25, seed: int = 0, sim=None):
     """items: [(scores int [R, n], frac)] -> (RTL probabilities [beats, R], golden [beats, R],
     RTL last flags, input last flags, SimResult)."""
-    from spvit import settings
+    from base import settings
 
     from .runner import run_stream
     beats, want = [], []

@@ -1,7 +1,7 @@
 """`spvit sweep --config MODEL --grid GRID.toml`: every hardware configuration of a grid,
 evaluated with the accelerator's model-level estimate (sim.report.estimate: the cycle model
 on a program compiled for the model, DDR traffic, estimated DSP48E2 and BRAM36) and, with
---synth, Yosys resources of the generated top (rtl_gen.synthesis.synthesize_top: every unit
+--synth, Yosys resources of the generated top (rtl_gen.tools.synthesis.synthesize_top: every unit
 synthesised on its own, cached per unit in $SPVIT_BUILD/synth/<hw>/). Writes sweep.csv,
 sweep.json and pareto.png (modeled latency against DSP48E2 and BRAM36) into --out; marks the
 configurations that do not fit the XCZU9EG or the model and says why.
@@ -37,9 +37,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from golden.config import ConfigError, ModelConfig, load_config
+from golden.config import ModelConfig
+from base.errors import ConfigError
 from golden.hw import HW_PRESETS, ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
-from spvit.errors import UsageError
+from base.errors import UsageError
 
 MAX_POINTS = 100_000
 HW_FIELDS = {f.name: f for f in dataclasses.fields(HardwareConfig)}
@@ -195,11 +196,11 @@ def evaluate(task) -> list[Row]:
 
 
 def synthesize_hw(hw: HardwareConfig) -> dict:
-    """Yosys resources of the generated top for `hw` (rtl_gen.synthesis.synthesize_top, unit by
+    """Yosys resources of the generated top for `hw` (rtl_gen.tools.synthesis.synthesize_top, unit by
     unit, cached), or {'error': ...}. The parts are named after the configuration's ident, so
     grid points that differ only in clock_mhz or ddr_gbps (the same RTL) and later sweeps reuse
     the cache in $SPVIT_BUILD/synth/sweep-<ident>/."""
-    from rtl_gen.synthesis import synthesize_top
+    from rtl_gen.tools.synthesis import synthesize_top
     t = time.time()
     try:
         r = synthesize_top(dataclasses.replace(hw, name=f"sweep-{hw.ident():08x}"), verbose=False)
@@ -346,68 +347,3 @@ def write_outputs(out: Path, rows, model, grid, meta) -> list[str]:
     files = ["sweep.csv", "sweep.json", "pareto.png"]
     (out / "manifest.json").write_text(json.dumps({"format": SWEEP_KIND, "files": files}, indent=1) + "\n")
     return files
-
-
-# ------------------------------------------------------------------ CLI
-def cmd_sweep(args, estimator=None) -> int:
-    from spvit.cluster import Executor
-    from spvit.outputs import output_dir
-    model = load_config(args.config).model
-    if not model.scheme.hardware:
-        raise UsageError(f"the accelerator runs unpruned and SPViT models; token selection {model.selector!r} "
-                         f"(model {model.name}) has no hardware yet: give an SPViT or unpruned model")
-    grid = load_grid(args.grid)
-    keep = args.keep or grid.keep
-    if keep and not model.stages:
-        raise UsageError(f"keep rates given (--keep or [sweep] keep), but model {model.name} has no token selectors; "
-                         f"drop them or use a model with selectors")
-    if keep and len(keep) not in (1, model.stages):
-        raise UsageError(f"keep needs 1 or {model.stages} rates, one per selector stage of {model.name} "
-                         f"(got {len(keep)}: {','.join(f'{k:g}' for k in keep)})")
-    grid = dataclasses.replace(grid, keep=keep)
-    ex = Executor.from_args(args)
-    est = estimator or estimate
-    inputs = [p for p in (args.grid, args.config) if Path(p).exists()]
-    with output_dir(args.out, SWEEP_KIND, "a sweep directory", force=args.force, inputs=inputs) as tmp:
-        t0 = time.time()
-        print(f"sweep of {model.name} over {grid.size} hardware configurations "
-              f"({' x '.join(f'{k} {len(v)}' for k, v in grid.axes.items())})"
-              f"{', keep ' + ','.join(f'{k:g}' for k in keep) if keep else ''}{', with Yosys' if args.synth else ''}, "
-              f"on {ex.describe}", flush=True)
-        rows = run_sweep(model, grid, ex, est, args.synth)
-        wall = time.time() - t0
-        meta = {"resources_from": "yosys" if args.synth else "model", "wall_s": round(wall, 2), "executor": ex.describe}
-        files = write_outputs(tmp, rows, model, grid, meta)
-    axes = list(grid.axes)
-    fit = [r for r in rows if r.fits]
-    print(f"{len(rows)} configurations, {len(fit)} fit the XCZU9EG and {model.name}, "
-          f"{sum(r.pareto for r in rows)} on the Pareto front (latency, DSP48E2, BRAM36); {wall:.1f} s")
-    print("Pareto set:")
-    print(table(rows, axes, lambda r: r.pareto))
-    misfit = [r for r in rows if not r.fits]
-    if misfit:
-        print(f"{len(misfit)} configurations do not fit (first {min(len(misfit), 10)}; all in sweep.csv):")
-        print("\n".join(table(misfit[:10], axes).splitlines()[1:]))
-    for f in files:
-        print(f"wrote {Path(args.out) / f}")
-    return 0
-
-
-def register(sub) -> None:
-    from spvit.cli_types import path
-    from spvit.cluster import add_arguments
-
-    from .cli import keep_fractions
-    p = sub.add_parser("sweep", help="evaluate a grid of hardware configurations (cycle model, resources, "
-                       "Pareto plot)")
-    p.add_argument("--config", required=True, help="model preset or TOML file")
-    p.add_argument("--grid", required=True, help="TOML grid of HardwareConfig fields (configs/sweep-zcu102.toml)")
-    p.add_argument("--keep", type=keep_fractions, help="share of its scored tokens each selector stage keeps, in "
-                   "[0, 1], as in spvit report, e.g. 0.7,0.7,0.7 (overrides [sweep] keep; default 0.7 each)")
-    p.add_argument("--synth", action="store_true", help="also synthesise every fitting configuration with Yosys, unit "
-                   "by unit (rtl_gen/synthesis.py, cached in SPVIT_BUILD/synth/); slow: over an hour per zcu102-sized "
-                   "configuration on 2 cores, so for small grids or a Ray cluster")
-    p.add_argument("--out", required=True, type=path, help="output directory for sweep.csv, sweep.json, pareto.png")
-    p.add_argument("--force", action="store_true", help="replace an earlier sweep directory (never anything else)")
-    add_arguments(p)
-    p.set_defaults(func=cmd_sweep)

@@ -1,4 +1,4 @@
-"""cocotb bench of rtl_gen.csr.Csr (run by tests/sim/test_csr.py through sim.runner.run_bench,
+"""cocotb bench of rtl_gen.host.csr.Csr (run by tests/sim/test_csr.py through sim.runner.run_bench,
 never by hand). cocotbext-axi's AxiLiteMaster is the host, with random pause patterns on all
 five AXI channels and random gaps between transactions; `Core` plays the run controller
 (busy, finish, error code/index, live counters) from per-run plans the tests queue.
@@ -22,7 +22,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 
 from golden import isa
 from golden.hw import HardwareConfig
-from rtl_gen.regmap import ERROR_INDEX_HEADER, ID_MAGIC, REGMAP_VERSION, regmap
+from rtl_gen.host.regmap import ERROR_INDEX_HEADER, ID_MAGIC, REGMAP_VERSION, regmap
 from sim.tb_io import tb_results, tb_spec
 
 RESULTS: dict = {}

@@ -1,4 +1,4 @@
-"""cocotb testbench of the DMA (rtl_gen/dma.py) against cocotbext-axi's AxiRam (run by
+"""cocotb testbench of the DMA (rtl_gen/host/dma.py) against cocotbext-axi's AxiRam (run by
 tests/sim/test_dma.py through sim.runner.run_cocotb, never by hand).
 
 Every AXI port gets an AxiRam model (port 0 read + write, ports 1.. read only) over ONE shared

@@ -1,2 +1,3 @@
-"""spvit-accel: hardware generator for token-pruned vision transformers."""
-__version__ = "0.1.0"
+"""spvit-accel: hardware generator for token-pruned vision transformers (the `spvit` command
+line; the layers below it: sim -> rtl_gen -> golden, quant -> golden, everything -> base)."""
+from base import __version__  # noqa: F401

@@ -1,10 +1,10 @@
-"""`spvit` command line. Each package contributes its subcommands through a `register(sub)`
-function in its `cli` module (the registry below); errors in user input exit with status 2
+"""`spvit` command line, the top layer: the subcommands live in spvit/commands/ (one module per
+layer they drive, each with a `register(sub)`; the registry below); errors in user input exit with status 2
 and a message that names the problem and the fix.
 
 Exit status: 0 success, 1 a simulation mismatch, 2 bad input (`spvit: error: ...`, argparse
 usage errors), 130 Ctrl-C, 143 SIGTERM (one line each; temporary outputs are removed, see
-spvit/outputs.py), 141 stdout closed early (`spvit info | head -1`)."""
+base/outputs.py), 141 stdout closed early (`spvit info | head -1`)."""
 from __future__ import annotations
 
 import argparse
@@ -15,10 +15,10 @@ import sys
 import threading
 from contextlib import contextmanager
 
-from .errors import Terminated, UsageError
+from base.errors import ConfigError, Terminated, UsageError
 
-# package modules that add subcommands, in the order they appear in --help
-COMMAND_MODULES = ("golden.cli", "quant.cli", "rtl_gen.cli", "sim.cli")
+# modules that add subcommands, in the order they appear in --help
+COMMAND_MODULES = ("model", "quant", "rtl", "sim", "cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "quantiser, RTL generation and simulation.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
-        mod.register(sub)
+        importlib.import_module(f"spvit.commands.{name}").register(sub)
     return p
 
 
@@ -72,9 +66,9 @@ def _fail(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     with _sigterm_raises():
         try:
-            from golden.config import ConfigError
-
-            importlib.import_module("spvit.settings")      # bad SPVIT_* values are usage errors too
+            from base import settings                     # bad SPVIT_* values are usage errors too
+            from golden.arith import set_engine
+            set_engine(settings.MATMUL)
             try:
                 args = build_parser().parse_args(argv)
             except SystemExit as e:           # usage errors (2) and --help (0)

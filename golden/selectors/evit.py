@@ -14,7 +14,8 @@ import numpy as np
 
 from ..arith import add_sat, as_int, dequantize, recip, requant
 from ..kernels import PROB_FRAC
-from .base import Group, Record, Scheme, rank_desc, take_ids
+from ..tokens import Group, Record, rank_desc, take_ids
+from .base import Scheme
 
 HEAD_RECIP_BITS = 30     # fused token: round(sum_i S_i x_i * floor(2^30 / H) / 2^45), S_i = sum_h P_h[0, i]
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arith import as_int, recip, requant, rshift_round
-from ..network import MEAN_RECIP_BITS
-from .base import Group, Record, Scheme, check, rank_desc
+from ..layers import MEAN_RECIP_BITS
+from ..tokens import Group, Record, rank_desc
+from .base import Scheme, check
 from .evit import sharpen_attention
 
 ONE_Q15 = 1 << 15

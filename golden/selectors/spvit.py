@@ -1,6 +1,6 @@
 """SPViT (spvit.txt Sec. 4.2-4.3): per-head scoring MLPs and a head branch before blocks
 `selector_blocks`, an adaptive keep decision, dropped tokens fused into a package token.
-Specification: docs/selector.md. The golden selector is `golden.network.QSelector`, the float
+Specification: docs/selector.md. The golden selector is `golden.layers.QSelector`, the float
 one `golden.float_model.SPViTSelector` (kept there: the RTL and its tests import them)."""
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 
 from ..arith import dequantize
 from ..kernels import PROB_FRAC, make_pwl
-from .base import Group, Record, Scheme, check, take_ids
+from ..layers import QSelector
+from ..tokens import Group, Record, take_ids
+from .base import Scheme, check
 
 
 class SPViT(Scheme):
@@ -21,7 +23,6 @@ class SPViT(Scheme):
 
     @property
     def q_types(self):
-        from ..network import QSelector
         return (QSelector,)
 
     def check(self, cfg) -> None:
@@ -152,7 +153,6 @@ class SPViT(Scheme):
 
     @staticmethod
     def _qselector(sel, fmt: dict, p: str, res: int, cfg, stage: int, qz):
-        from ..network import QSelector
         t = qz.array
 
         def stack(mods):

@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture(scope="session")
 def ray_session():
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[cluster]'")
-    from spvit.cluster import Executor, connect_ray
+    from base.cluster import Executor, connect_ray
     connect_ray(Executor("ray", workers=2))
     yield ray
     ray.shutdown()

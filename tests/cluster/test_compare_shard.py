@@ -4,7 +4,7 @@ dozen held-out digits, in batches that do not divide the image count."""
 from __future__ import annotations
 
 
-from quant.cli import DEMO_CHECKPOINT
+from quant import DEMO_CHECKPOINT
 from quant.shard import shards
 from spvit.cli import main
 

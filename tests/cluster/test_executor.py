@@ -1,4 +1,4 @@
-"""spvit.cluster: results in task order whatever the completion order, a task whose worker dies
+"""base.cluster: results in task order whatever the completion order, a task whose worker dies
 is run again (and fails after --retries), a task's own exception is re-raised as itself, on the
 local pool and on a local Ray; bad --ray use exits 2 with the fix named."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from spvit.cli import main
-from spvit.cluster import Executor, TaskFailed
-from spvit.errors import UsageError
+from base.cluster import Executor, TaskFailed
+from base.errors import UsageError
 from tests.cluster import tasks
 
 MODES = ["inline", "local", "ray"]
@@ -64,7 +64,7 @@ def test_local_pool_survives_a_lost_worker_beside_others(tmp_path):
 
 def test_from_args():
     import argparse
-    from spvit.cluster import add_arguments
+    from spvit.cli_types import executor_arguments as add_arguments
     p = argparse.ArgumentParser()
     add_arguments(p)
     ex = Executor.from_args(p.parse_args(["--workers", "1"]))
@@ -95,7 +95,7 @@ def test_bad_ray_address_is_a_usage_error(address, text, capsys):
 
 def test_ray_address_from_the_environment(monkeypatch, capsys):
     pytest.importorskip("ray")
-    from spvit import settings
+    from base import settings
     monkeypatch.setattr(settings, "RAY_ADDRESS", "127.0.0.1:9")
     assert main(["regress", "--configs", "1", "--ray"]) == 2
     assert "cannot reach the Ray cluster at 127.0.0.1:9" in capsys.readouterr().err

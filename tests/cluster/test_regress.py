@@ -11,7 +11,7 @@ import pytest
 from sim import regress
 from sim.regress import Case, draw, groups, load_repro, repro_text
 from spvit.cli import main
-from spvit.cluster import Executor
+from base.cluster import Executor
 from tests.cluster import tasks
 
 
@@ -117,16 +117,16 @@ def test_case_is_hashable_and_grouped_by_hardware():
 def test_hang_timeout_follows_the_cycle_model(monkeypatch):
     """A run counts as hung after 8x the modeled cycles of the slowest image (+100k), or after
     HANG_DEFAULT cycles when the cycle model cannot time the program."""
-    import rtl_gen.perf
+    import rtl_gen.tools.cycles
     from golden.compiler import compile_model
     c = draw(1, 3, images=2)[0]
     q = regress.qmodel(c)
     img = compile_model(q, c.hw, checkpoints=True)
     xs = regress.images_for(c, q)
-    worst = max(rtl_gen.perf.program_cycles(img, rtl_gen.perf.trace(img, x)).total for x in xs)
+    worst = max(rtl_gen.tools.cycles.program_cycles(img, rtl_gen.tools.cycles.trace(img, x)).total for x in xs)
     assert regress.hang_timeout(img, xs) == regress.HANG_FACTOR * worst + regress.HANG_SLACK
 
     def boom(*a, **k):
         raise IndexError("no candidates")
-    monkeypatch.setattr(rtl_gen.perf, "program_cycles", boom)
+    monkeypatch.setattr(rtl_gen.tools.cycles, "program_cycles", boom)
     assert regress.hang_timeout(img, xs) == regress.HANG_DEFAULT

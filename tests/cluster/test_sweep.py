@@ -1,7 +1,7 @@
 """`spvit sweep`: every grid point evaluated (with a stand-in cost model injected, and with the
 real sim.report.estimate), merged by grid index whatever the executor, Pareto set checked
 against a brute-force one, configurations that do not fit marked with the reason, --synth's
-Yosys numbers (rtl_gen.synthesis.synthesize_top, stubbed here) used for fit and Pareto, and bad
+Yosys numbers (rtl_gen.tools.synthesis.synthesize_top, stubbed here) used for fit and Pareto, and bad
 grid files refused with exit 2."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import json
 import pytest
 
 from golden.config import PRESETS
-from sim.sweep import cmd_sweep, load_grid
+from sim.sweep import load_grid
+from spvit.commands.cluster import cmd_sweep
 from spvit.cli import main
 from tests.cluster import tasks
 
@@ -164,18 +165,18 @@ def test_output_directory_is_checked_before_the_work(tmp_path, capsys):
 
 
 def test_synth_uses_the_per_unit_synthesis(tmp_path, capsys, monkeypatch):
-    """--synth: rtl_gen.synthesis.synthesize_top (stubbed: real runs take minutes to hours) once
+    """--synth: rtl_gen.tools.synthesis.synthesize_top (stubbed: real runs take minutes to hours) once
     per distinct RTL (points differing only in clock_mhz share it), its totals replace the
     modeled DSP48E2/BRAM36 in the table, CSV and Pareto set, and Yosys counts above the device
     mark a configuration as not fitting."""
-    import rtl_gen.synthesis
+    import rtl_gen.tools.synthesis
     calls = []
 
     def fake_top(hw, verbose=True):
         calls.append(hw.name)
         dsp = 3000 if hw.mac_rows == 32 else hw.macs + 7
         return {"parts": [], "total": dict(dsp=dsp, bram36=11.5, lut=1000, ff=2000, latches=0), "fits": dsp <= 2520}
-    monkeypatch.setattr(rtl_gen.synthesis, "synthesize_top", fake_top)
+    monkeypatch.setattr(rtl_gen.tools.synthesis, "synthesize_top", fake_top)
     grid = "[base]\npreset = \"zcu102\"\n[grid]\nmac_rows = [16, 32]\nclock_mhz = [250.0, 300.0]\n"
     assert cmd_sweep(_args(tmp_path, grid, synth=True), estimator=tasks.fake_estimate) == 0
     rows = _rows(tmp_path / "out")

@@ -158,7 +158,7 @@ def test_bit_length(n):
 @given(st.integers(0, 2**31), st.integers(-3, 30), st.booleans(), st.sampled_from(ENGINES + ("auto",)))
 def test_qlinear_fused_path_equals_requant_of_exact_product(seed, shift, stacked, engine):
     from golden.arith import use_engine
-    from golden.network import QLinear
+    from golden.layers import QLinear
     rng = np.random.default_rng(seed)
     lead = (3,) if stacked else ()
     w = rng.choice([INT16_MIN, INT16_MAX, 0, -1], (*lead, 5, 7)) if seed % 3 == 0 else rng.integers(INT16_MIN, INT16_MAX + 1, (*lead, 5, 7))

@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from golden.config import (DEIT_TINY, MINI, PRESETS, ConfigError, FixedPointConfig, ModelConfig,
-                           load_config)
+from golden.config import DEIT_TINY, MINI, PRESETS, FixedPointConfig, ModelConfig, load_config
+from base.errors import ConfigError
 
 
 @pytest.mark.parametrize("change,msg", [

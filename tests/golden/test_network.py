@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from golden.arith import INT16_MAX, INT16_MIN
 from golden.config import PRESETS
 from golden.float_model import DeiT
-from golden.network import package
+from golden.layers import package
 from golden.random_model import random_images, random_model
 from quant.calibrate import calibrate, quantize_images
 from quant.selfcheck import compare, format_report
@@ -195,7 +195,7 @@ def test_spvit_state_dict_names():
 def test_attention_score_scaling_equals_requant_mul(mult):
     """The power-of-two shortcut for the head_dim^-0.5 scale gives requant_mul's bits."""
     from golden.arith import requant_mul
-    from golden.network import QAttention, QLinear
+    from golden.layers import QAttention, QLinear
     rng = np.random.default_rng(mult)
     c, h, n = 32, 2, 9
     eye = QLinear(np.eye(c, dtype=np.int64) * (1 << 14), np.zeros(c, dtype=np.int64), 14, 10, 10)

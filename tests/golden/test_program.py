@@ -65,7 +65,7 @@ def test_package_modes_and_caps(mode, cap):
 
 def test_demo_model_program(tmp_path):
     from quant.calibrate import calibrate
-    from quant.cli import DEMO_CHECKPOINT
+    from quant import DEMO_CHECKPOINT
     from quant.data import load_data
     from quant.loaders import load_float_model
     cfg = PRESETS["mini"]
@@ -88,7 +88,7 @@ def test_image_save_load_keeps_the_model_config(tmp_path):
     Image.load reads it back with the same type-checked conversion, [preprocess] included."""
     from golden.compiler import Image
     from golden.config import Preprocess
-    from spvit.errors import UsageError
+    from base.errors import UsageError
     cfg = dataclasses.replace(PRESETS["mini"], name="mnist-like", preprocess=Preprocess(
         mean=(0.1307,), std=(0.3081,), crop_mode="none", pad=2))
     q, _ = calibrated(cfg, 0, 2)

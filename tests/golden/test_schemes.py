@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from golden.arith import INT16_MAX, INT16_MIN, requant
 from golden.config import PRESETS
 from golden.random_model import random_images, random_model
-from golden.selectors import SCHEMES, Group, Record, rank_desc
+from golden.tokens import Group, Record, rank_desc
+from golden.selectors import SCHEMES
 from golden.selectors.evit import HEAD_RECIP_BITS, QEViTSelector
 from golden.selectors.evovit import blend
 from quant.calibrate import calibrate, quantize_images

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from golden.config import ConfigError, FixedPointConfig
+from golden.config import FixedPointConfig
+from base.errors import ConfigError
 from quant.calibrate import METHODS, Ranges, calibrate, choose_formats, collect_ranges, frac_for
 
 

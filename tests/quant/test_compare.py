@@ -79,7 +79,7 @@ def _check_per_image(d, ckpt, package):
 
 
 def _check_ids(per, q, xq, model):
-    """keep_*_ids: the kept tokens' ids in mask order (golden.selectors.Record.kept_ids)."""
+    """keep_*_ids: the kept tokens' ids in mask order (golden.tokens.Record.kept_ids)."""
     _, _, rec = q(xq, return_record=True)
     frec = model.last_record
     for i, p in enumerate(per):
@@ -94,7 +94,7 @@ def test_cli_compare_json_other_schemes(tmp_path, scheme):
     import numpy as np
 
     from quant.calibrate import quantize_images
-    from quant.cli import DEMO_CHECKPOINT
+    from quant import DEMO_CHECKPOINT
     from quant.loaders import load_float_model
     from quant.package import load_package
     from spvit.cli import main

@@ -9,7 +9,7 @@ from PIL import Image
 
 from quant.data import DIGITS_HELD_OUT, digits, digits_arrays, load_data
 from spvit.cli import main
-from spvit.errors import UsageError
+from base.errors import UsageError
 
 
 def test_digits_split_fixed_and_disjoint(cfg):

@@ -11,7 +11,7 @@ from golden.config import load_config
 from quant.calibrate import quantize_images
 from quant.package import ALIGN, PackageError, hardware_order, load_package, write_package
 from spvit.cli import main
-from spvit.errors import UsageError
+from base.errors import UsageError
 
 
 def _arrays(obj, prefix=""):

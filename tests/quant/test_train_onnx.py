@@ -146,7 +146,7 @@ def test_dynamicvit_masked_training_path():
 def test_onnx_export_refuses_other_schemes(tmp_path):
     from golden.config import PRESETS
     from golden.float_model import DeiT
-    from spvit.errors import UsageError
+    from base.errors import UsageError
     with pytest.raises(UsageError, match="ONNX export supports selector 'none' and 'spvit' \\(got 'evit'\\)"):
         export_onnx(DeiT(PRESETS["mini-evit"]), tmp_path / "x.onnx")
     assert not list(tmp_path.iterdir())

@@ -1,4 +1,4 @@
-"""The controller's descriptor checks (rtl_gen/checks.py) give the interpreter's error code for
+"""The controller's descriptor checks (rtl_gen/control/checks.py) give the interpreter's error code for
 every descriptor: descriptors of compiled programs with random fields and random machine state,
 evaluated in Amaranth's simulator and compared with golden.isa.first_failure by ==."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from golden import isa
 from golden.compiler import compile_model
 from golden.hw import HW_PRESETS
-from rtl_gen.checks import check_code
+from rtl_gen.control.checks import check_code
 from sim.models import calibrated
 
 HW = HW_PRESETS["mini"]

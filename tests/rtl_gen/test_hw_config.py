@@ -3,7 +3,8 @@ import dataclasses
 
 import pytest
 
-from golden.config import PRESETS, ConfigError
+from golden.config import PRESETS
+from base.errors import ConfigError
 from golden.hw import HW_PRESETS, HardwareConfig
 
 
@@ -46,7 +47,7 @@ def test_ident_depends_on_the_program_relevant_fields_only():
 def test_hardware_table_works_as_written(tmp_path):
     """A model TOML's [hardware] table applies as written: on top of the model preset's default
     hardware (mini for the mini model), of its own `preset`, or of the ,HW given."""
-    from sim.cli import resolve
+    from spvit.commands.sim import resolve
     t = tmp_path / "small-mini.toml"
     t.write_text('preset = "mini"\n[model]\ndepth = 4\nselector_blocks = [2]\n[hardware]\nclock_mhz = 250\nmac_rows = 2\n')
     cfg, hw = resolve(str(t))

@@ -3,8 +3,8 @@ waivers; Yosys synth_xilinx maps the MAC array's multipliers to DSP48E2, no latc
 import subprocess
 
 from golden.hw import HW_PRESETS
-from rtl_gen.mac import MacArray
-from rtl_gen.synth import synthesize
+from rtl_gen.array.mac import MacArray
+from rtl_gen.tools.synthesis import synthesize
 from rtl_gen.top import Accelerator
 from sim.runner import LINT_WAIVERS, write_verilog
 

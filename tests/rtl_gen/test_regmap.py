@@ -11,10 +11,10 @@ import warnings
 import pytest
 
 from golden import isa
-from golden.config import ConfigError
+from base.errors import ConfigError
 from golden.hw import HW_PRESETS, HardwareConfig
-from rtl_gen.csr import Csr
-from rtl_gen.regmap import (ID_MAGIC, Field, Reg, RegMap, c_header, field_cell, markdown, regmap, regmap_json,
+from rtl_gen.host.csr import Csr
+from rtl_gen.host.regmap import (ID_MAGIC, Field, Reg, RegMap, c_header, field_cell, markdown, regmap, regmap_json,
                             write_regmap)
 from sim.runner import LINT_WAIVERS, write_verilog
 

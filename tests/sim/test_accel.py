@@ -29,7 +29,7 @@ def check(c, what):
 def demo():
     """The committed demo model quantised as `make demo` does, and 8 held-out digits."""
     from quant.calibrate import calibrate, quantize_images
-    from quant.cli import DEMO_CHECKPOINT
+    from quant import DEMO_CHECKPOINT
     from quant.data import load_data
     from quant.loaders import load_float_model
     cfg = PRESETS["mini"]
@@ -128,9 +128,9 @@ def test_bad_programs_stop_with_an_error_code(measured):
 
 
 def test_cycle_model_matches_rtl(demo, measured):
-    """The cycle model (rtl_gen/perf.py) against RTL cycles without pauses on the demo model:
+    """The cycle model (rtl_gen/tools/cycles.py) against RTL cycles without pauses on the demo model:
     within 3% on every image, per-operation classes printed."""
-    from rtl_gen.perf import program_cycles, trace
+    from rtl_gen.tools.cycles import program_cycles, trace
     q, x = demo
     img = compile_model(q, HW)
     runs = run_accel(img, list(x[:3]), pause=0.0, seed=0, ops=True)
@@ -153,7 +153,7 @@ def test_cycle_model_matches_rtl(demo, measured):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("spvit.settings", fromlist=["SLOW"]).SLOW,
+@pytest.mark.skipif(not __import__("base.settings", fromlist=["SLOW"]).SLOW,
                     reason="SPVIT_SLOW=1: a DeiT-T image on the zcu102 design (~20-40 min: Verilog, C++ build, "
                            "0.5 M cycles)")
 def test_deit_tiny_image_on_zcu102(measured):
@@ -161,7 +161,7 @@ def test_deit_tiny_image_on_zcu102(measured):
     counts and masks bit-exact; the cycle model within 3% of the RTL."""
     import time
 
-    from rtl_gen.perf import program_cycles, trace
+    from rtl_gen.tools.cycles import program_cycles, trace
     t0 = time.time()
     hw = HW_PRESETS["zcu102"]
     q, imgs = calibrated("spvit-deit-tiny", 0, 2)

@@ -1,4 +1,4 @@
-"""Runtime-shift requantisation (rtl_gen/arith.py requant_uvar, requant_sv, requant_var) against
+"""Runtime-shift requantisation (rtl_gen/primitives/arith.py requant_uvar, requant_sv, requant_var) against
 golden requant / rshift_round: every int16 value at every shift from -18 to 18 (the shift a
 runtime input, 48-bit operands as in the LayerNorm output and the MAC epilogue), plus 48-bit
 values at both ends, ties and the saturation threshold of every shift."""
@@ -8,10 +8,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import requant, rshift_round
-from rtl_gen.arith import requant_sv, requant_uvar, requant_var
+from rtl_gen.primitives.arith import requant_sv, requant_uvar, requant_var
 from sim.check import assert_exact
 from sim.runner import run_stream
-from spvit import settings
+from base import settings
 
 LANES = 32
 SHIFTS = range(-18, 19)              # from 16 on every left shift saturates; from 17 every int16 rounds to 0

@@ -17,7 +17,7 @@ from sim.check import mismatches
 from sim.models import calibrated
 from sim.runner import run_stream
 from sim.snapshots import capture
-from spvit import settings
+from base import settings
 
 HW = HardwareConfig(name="t48", mac_rows=4, mac_cols=8, n_max=72, d_max=64, hidden_max=256, axi_ports=1,
                     desc_max=256)

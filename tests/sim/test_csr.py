@@ -1,9 +1,9 @@
-"""The CSR block (rtl_gen/csr.py) under cocotbext-axi's AXI4-Lite master with random pauses on
+"""The CSR block (rtl_gen/host/csr.py) under cocotbext-axi's AXI4-Lite master with random pauses on
 every channel; the bench (sim/tb_csr.py) plays the core. A few seconds on Icarus."""
 import pytest
 
 from golden.hw import HW_PRESETS, HardwareConfig
-from rtl_gen.csr import Csr
+from rtl_gen.host.csr import Csr
 from sim.runner import run_bench
 
 TESTS = ("identity_and_reset_values", "writes_rw_ro_and_unmapped", "runs_status_and_irq", "cycle_counter_latch")

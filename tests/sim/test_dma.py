@@ -1,9 +1,9 @@
-"""The AXI4 DMA (rtl_gen/dma.py) against cocotbext-axi AxiRam models sharing one memory, with
+"""The AXI4 DMA (rtl_gen/host/dma.py) against cocotbext-axi AxiRam models sharing one memory, with
 random pauses on every AXI channel, random back-pressure on o_stream/o_fetch and random gaps
 on i_wdata (sim/tb_dma.py records; this file checks).
 
 Per job: every byte in order (stream jobs: golden.stream.deinterleave of the memory), the AR/AW
-bursts equal the burst rule (rtl_gen.axi.model_bursts: <= burst_max beats, no 4 KB crossing),
+bursts equal the burst rule (rtl_gen.host.axi.model_bursts: <= burst_max beats, no 4 KB crossing),
 every requested R beat accepted and no other, nothing after done, idle at the end, the error
 flags exactly when a response was not OKAY or a command was rejected; writes change exactly
 the written bytes. One simulator run per configuration (SPVIT_SIM, default Icarus: it builds in
@@ -19,9 +19,9 @@ import pytest
 
 from golden.hw import HW_PRESETS, HardwareConfig
 from golden.stream import deinterleave
-from rtl_gen.axi import model_bursts
-from rtl_gen.dma import Dma
-from rtl_gen.synth import synthesize
+from rtl_gen.host.axi import model_bursts
+from rtl_gen.host.dma import Dma
+from rtl_gen.tools.synthesis import synthesize
 from sim.runner import LINT_WAIVERS, run_cocotb, write_verilog
 from sim.tb_dma import QUIET
 

@@ -1,4 +1,4 @@
-"""LayerNorm unit (rtl_gen/ln_unit.py) in the buffer fabric (sim/ln_bench.py) against the
+"""LayerNorm unit (rtl_gen/norm/layernorm.py) in the buffer fabric (sim/ln_bench.py) against the
 interpreter's LAYERNORM (golden.interp Machine.op_layernorm), compared by ==: every word of every
 token buffer, which start as random junk (rows >= `rows` and channels outside the op keep it).
 Random tokens and corner cases, channel offsets, partial tiles, d = 1 .. d_max, eps and y_shift
@@ -12,13 +12,13 @@ from golden.arith import bit_length, isqrt, recip, requant
 from golden.hw import HardwareConfig, SMALL_HW
 from golden.isa import B0, B1, B2, B3
 from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, layernorm, ln_eps_const
-from rtl_gen.isqrt_norm import NormIsqrt
-from rtl_gen.ln_unit import Widths, ln_cycles, post_cycles
-from rtl_gen.recip import Reciprocal
+from rtl_gen.norm.isqrt_norm import NormIsqrt
+from rtl_gen.norm.layernorm import Widths, ln_cycles, post_cycles
+from rtl_gen.primitives.recip import Reciprocal
 from sim.check import assert_exact
 from sim.ln_bench import LnOp, run_ln
 from sim.runner import run_stream
-from spvit import settings
+from base import settings
 
 # d_max = 160 lets one small build cover both regimes: d below the per-tile chain's latency
 # (post_cycles = 142: the chain paces) and above it (one tile per d cycles)

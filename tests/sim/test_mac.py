@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from golden.arith import matmul
-from rtl_gen.mac import MacArray
+from rtl_gen.array.mac import MacArray
 from sim.check import assert_exact
 from sim.runner import run_stream
 

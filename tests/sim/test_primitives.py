@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from golden.arith import isqrt, isqrt_bitwise, recip
-from rtl_gen.isqrt import Isqrt
-from rtl_gen.recip import Reciprocal
+from rtl_gen.primitives.isqrt import Isqrt
+from rtl_gen.primitives.recip import Reciprocal
 from sim.check import assert_exact
 from sim.runner import run_stream
 

@@ -1,4 +1,4 @@
-"""Runtime-table PWL (rtl_gen/pwl_rt.py) against golden.kernels.PWL.evaluate by ==: every
+"""Runtime-table PWL (rtl_gen/primitives/pwl.py) against golden.kernels.PWL.evaluate by ==: every
 17-bit input of the selector's d sigmoid, and segment edges, clamps and random inputs of other
 geometries (few segments, a GELU that extends its last segment, 16-bit inputs); the table
 comes through a RAM the bench loads; random stalls."""
@@ -10,7 +10,7 @@ from golden.kernels import make_pwl
 from sim.check import assert_exact
 from sim.pwl_bench import PwlBench
 from sim.runner import run_stream
-from spvit import settings
+from base import settings
 
 HW = HardwareConfig(name="pwl-rt", mac_rows=4, mac_cols=8, n_max=40, d_max=64, hidden_max=64)
 

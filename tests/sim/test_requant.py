@@ -1,9 +1,9 @@
-"""Requantiser (rtl_gen/arith.py) against golden.arith.requant, exhaustive over int16 inputs."""
+"""Requantiser (rtl_gen/primitives/arith.py) against golden.arith.requant, exhaustive over int16 inputs."""
 import numpy as np
 import pytest
 
 from golden.arith import requant
-from rtl_gen.arith import Requantiser
+from rtl_gen.primitives.arith import Requantiser
 from sim.check import assert_exact
 from sim.runner import run_stream
 
@@ -53,7 +53,7 @@ def test_checker_reports_mismatches():
 def test_add_sat(fa, fb, fo, saturates):
     """Residual add: all a in int16 against 32 b values (incl. both ends), plus random pairs."""
     from golden.arith import add_sat
-    from rtl_gen.arith import AddSat
+    from rtl_gen.primitives.arith import AddSat
     rng = np.random.default_rng(fa * 31 + fb)
     a = np.arange(-32768, 32768, dtype=np.int64)
     b = np.resize(np.concatenate([[-32768, 32767, 0, -1, 1], rng.integers(-32768, 32768, 27)]), a.size)

@@ -3,7 +3,7 @@ the interpreter's operations (golden/interp.py Machine.op_gmean / op_decide / op
 op_compact / op_store STORE_SELECT) by ==: keep, m, kept count and stage, every lane of every
 token tile of the written channels (rows an operation must not write keep the random junk both
 sides start with), N', the stored selection bytes; and each operation's cycles against
-rtl_gen.selperf. One command stream per run with random stalls (sim/select_bench.py).
+rtl_gen.tools.cycles. One command stream per run with random stalls (sim/select_bench.py).
 
 Small config (R = 4, n_max = 40) with non-default unit parameters (3 reciprocal units, 2 cap
 bits per pass, package lanes = R): corner cases. Mini preset with the defaults: the
@@ -19,7 +19,7 @@ from golden.hw import MINI_HW, HardwareConfig
 from golden.interp import Machine
 from golden.isa import B0, B1, B2, B3
 from golden.kernels import make_pwl
-from rtl_gen.arith import bit_length
+from rtl_gen.primitives.arith import bit_length
 from sim.select_bench import SelectBench
 from sim.select_ref import SelectRun, cycle_mismatches
 
@@ -151,7 +151,7 @@ def test_gmean():
 
 
 def test_bit_length():
-    """rtl_gen.arith.bit_length (the cap search's start) against int.bit_length."""
+    """rtl_gen.primitives.arith.bit_length (the cap search's start) against int.bit_length."""
     m = Module()
     v = Signal(38)
     n = bit_length(m, v)
@@ -210,7 +210,7 @@ def test_store_layouts(R, W, n_max):
     longer than one 128-bit block, a region that ends inside a 256-bit beat): random masks, all
     kept, none kept, ns = 1 and ns = n_max - 1, against Machine.op_store (Icarus)."""
     from golden.interp import Selection
-    from rtl_gen.selstore import beats
+    from rtl_gen.selector.store import beats
     from sim.runner import run_stream
     from sim.select_bench import StoreBench, store_bytes
     hw = HardwareConfig(name="store", mac_rows=R, mac_cols=max(8, R), n_max=n_max, d_max=64, hidden_max=64,
@@ -243,9 +243,9 @@ def test_store_layouts(R, W, n_max):
 
 
 def test_pack_lanes_exhaustive():
-    """COMPACT's packing network (rtl_gen.compact.pack_lanes) for R = 8: every lane mask and every
+    """COMPACT's packing network (rtl_gen.selector.compact.pack_lanes) for R = 8: every lane mask and every
     output offset puts the k-th selected lane at output lane (offset + k) mod R."""
-    from rtl_gen.compact import pack_lanes
+    from rtl_gen.selector.compact import pack_lanes
     R, w = 8, 4
     m = Module()
     word, mask, off = Signal(R * w), Signal(R), Signal(3)

@@ -1,4 +1,4 @@
-"""Softmax unit (rtl_gen/softmax_unit.py) against golden.kernels.softmax by ==: random rows,
+"""Softmax unit (rtl_gen/array/softmax.py) against golden.kernels.softmax by ==: random rows,
 a dominant score, ties, all -32768 / all 32767, n = 1, 2, n_max, frac -2 .. 14 changing between
 items, back-to-back items of different n, random stalls; the stall-free cycle count against
 softmax_cycles; exp with a runtime format over every 17-bit difference; the sum reciprocal."""
@@ -8,13 +8,13 @@ import pytest
 from golden.arith import recip
 from golden.hw import HardwareConfig, SMALL_HW
 from golden.kernels import SOFTMAX_RECIP_BITS, exp_neg
-from rtl_gen.exp_var import ExpNegVar
-from rtl_gen.recip import Reciprocal
-from rtl_gen.softmax_unit import SUM_MIN_BITS, softmax_cycles
+from rtl_gen.primitives.exp import ExpNegVar
+from rtl_gen.primitives.recip import Reciprocal
+from rtl_gen.array.softmax import SUM_MIN_BITS, softmax_cycles
 from sim.check import assert_exact
 from sim.runner import run_stream
 from sim.softmax_bench import run_softmax
-from spvit import settings
+from base import settings
 
 HW = HardwareConfig(name="t", mac_rows=4, mac_cols=8, n_max=40, d_max=64, hidden_max=64, axi_ports=1)
 

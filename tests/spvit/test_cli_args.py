@@ -74,7 +74,7 @@ def test_run_seed_selects_and_does_not_size_the_data(monkeypatch):
     import golden.random_model
     import quant.calibrate
     from golden.config import PRESETS
-    from sim.cli import _images
+    from spvit.commands.sim import _images
     calls = []
     real = golden.random_model.random_images
     monkeypatch.setattr(golden.random_model, "random_images",

@@ -5,7 +5,7 @@ traceback, never leave output behind after an error, never change an input.
 Long jobs are not started: calibration on more than 16 images, comparisons on more than 8,
 Verilog conversion (`generate`), RTL simulation (`run`, `demo`), the report's calibrated program
 (also `sweep`'s and `regress`'s models) and synthesis, ONNX export, image generation beyond
-~2 MB, and starting a local process pool or Ray (spvit/cluster.py) raise `LongJob` at their entry point
+~2 MB, and starting a local process pool or Ray (base/cluster.py) raise `LongJob` at their entry point
 instead, which counts as "accepted" (every check of the arguments ran before
 it), and the outputs opened so far must be cleaned up as after any error. Examples are
 derandomised (reproducible in CI); SPVIT_FUZZ_EXAMPLES raises their number.
@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spvit.cli import main
-from spvit.outputs import OLD_TAG, TMP_TAG
+from base.outputs import OLD_TAG, TMP_TAG
 
 N = int(os.environ.get("SPVIT_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=N or 40, deadline=None, derandomize=not N, database=None,
@@ -94,16 +94,16 @@ def _guards():
     import quant.compare
     import quant.onnx_export
     import quant.selfcheck
-    import rtl_gen.synthesis
-    import rtl_gen.verilog
+    import rtl_gen.tools.synthesis
+    import rtl_gen.tools.verilog
     import sim.accel
     import sim.models
-    import spvit.cluster
-    from spvit import settings as spvit_settings
+    import base.cluster
+    from base import settings as spvit_settings
     saved = [(golden.random_model, "random_images"), (quant.calibrate, "calibrate"),
              (quant.compare, "compare_dataset"), (quant.selfcheck, "compare"), (quant.onnx_export, "export_onnx"),
-             (rtl_gen.verilog, "to_verilog"), (sim.accel, "run_accel"), (rtl_gen.synthesis, "synthesize_top"),
-             (sim.models, "calibrated"), (spvit.cluster, "_local_map"), (spvit.cluster, "connect_ray")]
+             (rtl_gen.tools.verilog, "to_verilog"), (sim.accel, "run_accel"), (rtl_gen.tools.synthesis, "synthesize_top"),
+             (sim.models, "calibrated"), (base.cluster, "_local_map"), (base.cluster, "connect_ray")]
     orig = {(m, n): getattr(m, n) for m, n in saved}
 
     def limit(mod, name, too_big):
@@ -119,12 +119,12 @@ def _guards():
     limit(quant.compare, "compare_dataset", lambda model, q, data, *a, **k: len(data) > 8)
     limit(quant.selfcheck, "compare", lambda model, q, images: len(images) > 8)
     limit(quant.onnx_export, "export_onnx", lambda *a, **k: True)
-    limit(rtl_gen.verilog, "to_verilog", lambda *a, **k: True)          # generate: inside its output
+    limit(rtl_gen.tools.verilog, "to_verilog", lambda *a, **k: True)          # generate: inside its output
     limit(sim.accel, "run_accel", lambda *a, **k: True)                 # run, demo: RTL simulation
-    limit(rtl_gen.synthesis, "synthesize_top", lambda *a, **k: True)    # report --synth
+    limit(rtl_gen.tools.synthesis, "synthesize_top", lambda *a, **k: True)    # report --synth
     limit(sim.models, "calibrated", lambda *a, **k: True)               # report: the modeled program
-    limit(spvit.cluster, "_local_map", lambda *a, **k: True)            # --workers N: a process pool
-    limit(spvit.cluster, "connect_ray", lambda *a, **k: True)           # --ray: starting or joining Ray
+    limit(base.cluster, "_local_map", lambda *a, **k: True)            # --workers N: a process pool
+    limit(base.cluster, "connect_ray", lambda *a, **k: True)           # --ray: starting or joining Ray
     env, waves = dict(os.environ), spvit_settings.WAVES
     try:
         yield

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from spvit.cli import main
-from spvit.errors import UsageError
-from spvit.outputs import TMP_TAG, output_dir, output_file
+from base.errors import UsageError
+from base.outputs import TMP_TAG, output_dir, output_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -177,12 +177,12 @@ class _Stop(Exception):
 def test_demo_replaces_only_an_earlier_demo(tmp_path, monkeypatch, capsys):
     """`make demo` passes --force and runs twice: an earlier demo output (kind spvit-demo) may be
     replaced; the output is claimed before any work, and an interrupted demo leaves the old one."""
-    import quant.cli
+    import spvit.commands.sim
 
     def stop(args):
         assert TMP_TAG in args.out                              # writing into the temporary directory
         raise _Stop()
-    monkeypatch.setattr(quant.cli, "cmd_quantize", stop)
+    monkeypatch.setattr(spvit.commands.sim, "cmd_quantize", stop)
     old = tmp_path / "demo"
     old.mkdir()
     (old / "manifest.json").write_text(json.dumps({"format": "spvit-demo", "files": []}))

@@ -1,0 +1,73 @@
+"""MATMUL sequencer: o[:, o_c0:+m] = epilogue(a[:, a_c0:+k] @ W^T + b) on the MAC array.
+
+Loops: m-tiles of mac_cols outputs (outer; one weight-ring slot each), token tiles of mac_rows
+tokens, k (inner, one MAC beat each). Each tile's sums drain while the next tile accumulates, so
+the array is busy k of every k cycles when k >= mac_cols and the weights arrive in time:
+
+    cycles ~ ceil(m / C) * max(T k, weight refill) + C + pipeline,  T = ceil(rows / R)
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.hw import HardwareConfig
+
+from ..control.decode import desc_view
+from .fetch import A_TOK, B_WEIGHT, KIND_MM, req_layout
+from ..buffers.ports import tiles_of
+
+
+class MatmulSeq(wiring.Component):
+    def __init__(self, hw: HardwareConfig):
+        self.hw = hw
+        super().__init__({
+            "start": In(1), "desc": In(512), "rows": In(range(hw.n_max + 1)),
+            "req": Out(stream.Signature(req_layout(hw))),
+            "avail": In(1),            # weight ring: the next slot is full
+            "slot_done": Out(1),       # the current slot has been issued
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
+        d = desc_view("MATMUL", self.desc)
+        T = Signal(range(hw.tiles + 1))
+        MT = Signal(range(hw.k_max // C + 2))
+        mt, t, kk = Signal.like(MT), Signal(range(hw.tiles)), Signal(range(hw.k_max))
+        ch0 = Signal(range(hw.k_max + C))
+        left = Signal(range(hw.k_max + C))             # outputs of this and later m-tiles
+        q = self.req.payload
+        m.d.comb += q.eq(0)                     # fields MATMUL does not use (then overridden)
+        m.d.comb += [q.a_src.eq(A_TOK), q.a_buf.eq(d.a_buf), q.a_tile.eq(t), q.a_ch.eq(d.a_c0 + kk),
+                     q.b_src.eq(B_WEIGHT), q.w_addr.eq(kk), q.first.eq(kk == 0), q.last.eq(kk == d.k - 1),
+                     q.info.kind.eq(KIND_MM), q.info.tile.eq(t), q.info.ch0.eq(ch0),
+                     q.info.cols.eq(Mux(left > C, C, left)), q.info.release.eq(t == T - 1)]
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [T.eq(tiles_of(self.rows, R)), MT.eq(tiles_of(d.m, C)), mt.eq(0), t.eq(0),
+                                 kk.eq(0), ch0.eq(d.o_c0), left.eq(d.m)]
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                with m.If(self.avail):
+                    m.next = "ISSUE"
+            with m.State("ISSUE"):
+                m.d.comb += self.req.valid.eq(1)
+                with m.If(self.req.ready):
+                    m.d.sync += kk.eq(kk + 1)
+                    with m.If(kk == d.k - 1):
+                        m.d.sync += [kk.eq(0), t.eq(t + 1)]
+                        with m.If(t == T - 1):
+                            m.d.comb += self.slot_done.eq(1)
+                            m.d.sync += [t.eq(0), mt.eq(mt + 1), ch0.eq(ch0 + C), left.eq(left - C)]
+                            m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If(mt == MT):
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "WAIT"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m

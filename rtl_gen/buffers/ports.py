@@ -1,0 +1,100 @@
+"""Port signatures shared by the accelerator's units (docs/accelerator.md, "Units and ports").
+
+Every unit is a wiring.Component; its memory ports are *unit-side* signatures (requests are
+Out, read data is In) that connect to the buffer fabric (rtl_gen/buffers/fabric.py). All memories are
+block RAM with a synchronous read: `data` is valid in the cycle after the cycle in which `en`
+was high, and holds while `en` stays low.
+
+Token buffers B0..B3 (token-tile layout): word (tile t, channel c) holds the mac_rows tokens
+t R .. t R + R - 1 of channel c, one int16 lane each; writes have one enable per lane.
+KB (key tiles): word (key tile u, channel c) holds the mac_cols tokens u C .. u C + C - 1.
+VB (value banks): written one channel of R tokens per beat (as the MAC array drains), read as
+the mac_cols channels g C .. g C + C - 1 of one token.
+
+Operation control (every unit started by the controller):
+    start  In   one-cycle pulse; `desc` and `rows` are valid from then until `done`
+    desc   In   the raw 512-bit descriptor (decode with rtl_gen.control.decode.desc_view)
+    rows   In   the resolved row count (the token-count register N, or the descriptor's rows)
+    done   Out  one-cycle pulse: the operation has finished all of its writes
+"""
+from __future__ import annotations
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.hw import HardwareConfig
+from golden.isa import DESC_BITS
+
+WORD = 16
+
+
+def lanes(n: int, bits: int = WORD, is_signed: bool = True) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(bits) if is_signed else unsigned(bits), n)
+
+
+def tok_read(hw: HardwareConfig) -> wiring.Signature:
+    return wiring.Signature({"buf": Out(2), "tile": Out(range(hw.tiles)), "ch": Out(range(hw.k_max)),
+                             "en": Out(1), "data": In(lanes(hw.mac_rows))})
+
+
+def tok_write(hw: HardwareConfig) -> wiring.Signature:
+    return wiring.Signature({"buf": Out(2), "tile": Out(range(hw.tiles)), "ch": Out(range(hw.k_max)),
+                             "data": Out(lanes(hw.mac_rows)), "en": Out(hw.mac_rows)})
+
+
+def key_read(hw: HardwareConfig) -> wiring.Signature:
+    return wiring.Signature({"ktile": Out(range(hw.key_tiles)), "ch": Out(range(hw.d_max)), "en": Out(1),
+                             "data": In(lanes(hw.mac_cols))})
+
+
+def key_write(hw: HardwareConfig) -> wiring.Signature:
+    return wiring.Signature({"ktile": Out(range(hw.key_tiles)), "ch": Out(range(hw.d_max)),
+                             "data": Out(lanes(hw.mac_cols)), "en": Out(hw.mac_cols)})
+
+
+def val_read(hw: HardwareConfig) -> wiring.Signature:
+    """Token `token`, channels grp C .. grp C + C - 1."""
+    return wiring.Signature({"token": Out(range(hw.tiles * hw.mac_rows)), "grp": Out(range(hw.d_max // hw.mac_cols)),
+                             "en": Out(1), "data": In(lanes(hw.mac_cols))})
+
+
+def val_write(hw: HardwareConfig) -> wiring.Signature:
+    """Channel `ch` of the R tokens of tile `tile` (lane r: token tile R + r; en per token)."""
+    return wiring.Signature({"tile": Out(range(hw.tiles)), "ch": Out(range(hw.d_max)),
+                             "data": Out(lanes(hw.mac_rows)), "en": Out(hw.mac_rows)})
+
+
+def control(hw: HardwareConfig) -> dict:
+    """Members of an operation unit's control port (merge into the unit's signature)."""
+    return {"start": In(1), "desc": In(DESC_BITS), "rows": In(range(hw.n_max + 1)), "done": Out(1)}
+
+
+def tiles_of(n, size: int):
+    """ceil(n / size) for a power-of-two `size` (an expression on the value or signal n)."""
+    assert size & (size - 1) == 0, f"tile size must be a power of two ({size})"
+    return (n + size - 1) >> (size.bit_length() - 1)
+
+
+def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
+    """Lane-enable mask of the tokens of `tile` that lie below `rows` (a comb Signal)."""
+    from amaranth.hdl import Cat, Signal
+    mask = Signal(hw.mac_rows, name=name)
+    base = tile * hw.mac_rows
+    m.d.comb += mask.eq(Cat(base + r < rows for r in range(hw.mac_rows)))
+    return mask
+
+
+def route(m, target, sources: list, sig: wiring.Signature):
+    """Drive the memory-side port `target` from the unit-side port of the first true condition
+    in `sources` [(cond, port)] (the last one when none is true); read data goes to all."""
+    from amaranth.hdl import Mux, Value
+    for name, mem in sig.members.items():
+        if mem.flow == Out:                       # unit -> memory side
+            val = Value.cast(getattr(sources[-1][1], name))
+            for cond, src in reversed(sources[:-1]):
+                val = Mux(cond, Value.cast(getattr(src, name)), val)
+            m.d.comb += getattr(target, name).eq(val)
+        else:
+            for _, src in sources:
+                m.d.comb += getattr(src, name).eq(getattr(target, name))

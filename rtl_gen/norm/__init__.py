@@ -1,0 +1,1 @@
+"""Normalisation: the LayerNorm unit and its normalising square root."""

@@ -1,0 +1,394 @@
+"""The accelerator's LayerNorm unit: the LAYERNORM operation (golden/isa.py, golden.interp
+Machine.op_layernorm) with runtime formats, R = hw.mac_rows tokens (one token tile) at a time.
+
+    o[:, o_c0 : o_c0 + d] = layernorm(i[:, i_c0 : i_c0 + d], eps_q = eps, y_shift)
+
+Ports: ports.control(hw); `ra` reads the input buffer, `w` writes the output buffer (lanes of
+rows >= `rows` disabled); `i_param` {gamma, beta} d beats per operation in channel order, taken
+whenever they come after `start` (an output channel waits for its parameter).
+
+Numerics, per lane (golden.kernels.layernorm, exactly):
+  S1 = sum x, S2 = sum x^2                                   statistics pass, 1 DSP (x x)
+  V  = d S2 - S1^2 + eps                                     serial shift-add (SB steps)
+  k  = (62 - bitlen V) // 2,  r = isqrt(V << 2k)             NP + 30 steps (rtl_gen.norm.isqrt_norm)
+  R  = floor(2^62 / r)                                       33 steps (r >= 2^30: recip.py)
+  CR = d R,  S1R = S1 R - 2^(45 - k)                         serial shift-add (SB steps)
+  z  = (x CR - S1R) >> (46 - k)  (= round((d x - S1) R / 2^(46 - k)))     2 DSPs (16 x (DB+33))
+  y  = requant_sv(gamma z + beta, y_shift)                   1 DSP (16 x 24)
+DSP48E2 per lane: 4 (x x; x CR as two 27 x 18 tiles; gamma z). The per-tile products (d S2,
+S1^2, d R, S1 R) run on two shift-add multipliers per lane over SB = bitlen(d_max 2^15) cycles
+instead of DSPs; (d x - S1) R is computed as x (d R) - S1 R, which saves the d x product and
+narrows the per-element product to 16 bits on one side. No normalising shifter (the square
+root skips V's leading zero pairs itself) and a pruned output shifter (arith.requant_sv).
+
+Schedule: tiles t = 0 .. T - 1 (T = ceil(rows / R)) pass through three stages that overlap:
+  stats(t)  reads the token buffer (d cycles), copies the tile into bank t % 2 of a block RAM
+  post(t)   the per-tile chain above, P = post_cycles(hw) = 2 SB + NP + 67 cycles, one tile at a
+            time (NP = 29 pairs of V for d_max <= 4096: P = 144 for d_max = 384)
+  out(t)    reads bank t % 2 and the parameter RAM, 6-stage pipeline, writes (d cycles)
+stats(t) may overwrite channel c of a bank once out(t - 2) has read it, so for P < d the unit
+streams one tile per d cycles: cycles = T d + d + P + 9. `ln_cycles` is the exact stall-free
+schedule (tests/sim/test_ln_unit.py checks it against the RTL).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.hw import HardwareConfig
+from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, LN_Z_FRAC
+
+from ..buffers import ports
+from ..primitives.arith import ACC_BITS, WORD, requant_sv
+from ..control.decode import desc_view
+from .isqrt_norm import NormIsqrt
+from ..primitives.ram import Ram
+from ..primitives.recip import Reciprocal
+
+Z_BITS = 24                 # |z| <= sqrt(d) 2^16 (1 + 2^-29) < 2^22 for d <= 4096
+ZSH_MIN = LN_RECIP_BITS - LN_Z_FRAC - LN_SQRT_BITS // 2 + 1     # 46 - k with k <= 30: 16
+R_BITS = LN_RECIP_BITS - LN_SQRT_BITS // 2 + 2                   # R in (2^31, 2^32]: 33 bits
+OUT_LAT = 6                 # out issue -> write
+STATS_LAT = 3               # stats issue of a tile's last channel -> its sums offered to post
+
+
+class Widths:
+    """Bit widths that follow from d_max (DB = bits of d, SB = bits of |S1|)."""
+
+    def __init__(self, hw: HardwareConfig):
+        self.db = hw.d_max.bit_length()
+        self.sb = (hw.d_max << 15).bit_length()
+        self.s2 = (hw.d_max << 30).bit_length()
+        self.acc_a = max(self.db + self.s2, self.db + R_BITS)       # d S2, d R
+        self.acc_b = max(2 * self.sb, self.sb + R_BITS) + 2         # S1^2, then +-|S1| R - half (signed)
+        self.v = max(self.db + self.s2, 56) + 1                      # V < 2^(db + s2) + 2^56
+        self.cr = self.db + R_BITS
+        self.s1r = self.sb + R_BITS + 2                             # signed, minus the rounding half
+        self.np = (self.v + 1) // 2                                  # pairs of V for the square root
+        assert self.v <= 60
+
+
+def post_cycles(hw: HardwareConfig) -> int:
+    """post(t): its sums taken -> its constants offered to the output stage (taken by the out
+    pass's first read of the tile, in the same cycle at the earliest)."""
+    w = Widths(hw)
+    return 2 * w.sb + w.np + 67
+
+
+def ln_cycles(d: int, rows: int, hw: HardwareConfig) -> int:
+    """Cycles from `start` to `done` without stalls (parameters arriving one per cycle from
+    start): the tile schedule of LayerNormUnit, event by event."""
+    T = -(-rows // hw.mac_rows)
+    P = post_cycles(hw)
+    i_last, take, o0, o_last = {}, {}, {}, {}
+    for t in range(T):
+        i0 = 1 if t == 0 else i_last[t - 1] + 1
+        if t >= 2:
+            i0 = max(i0, o0[t - 2] + 1)                 # bank reuse: out(t - 2) read channel c first
+        i_last[t] = max(i0 + d - 1, take[t - 1] + 1) if t else i0 + d - 1     # its sums need the pin free
+        take[t] = max(i_last[t] + STATS_LAT, o0[t - 1] + 1 if t else 0)      # post free once out took t - 1
+        o0[t] = max(take[t] + P, o_last[t - 1] + 1 if t else 2)
+        o_last[t] = o0[t] + d - 1
+    return o_last[T - 1] + OUT_LAT + 1
+
+
+def _stats_layout(hw, w: Widths) -> data.StructLayout:
+    R = hw.mac_rows
+    return data.StructLayout({"s1": data.ArrayLayout(signed(w.sb + 1), R), "s2": data.ArrayLayout(unsigned(w.s2), R)})
+
+
+def _consts_layout(hw, w: Widths) -> data.StructLayout:
+    R = hw.mac_rows
+    return data.StructLayout({"cr": data.ArrayLayout(unsigned(w.cr), R), "s1r": data.ArrayLayout(signed(w.s1r), R),
+                              "zsh": data.ArrayLayout(unsigned(6), R)})
+
+
+def _param_layout() -> data.StructLayout:
+    return data.StructLayout({"gamma": signed(WORD), "beta": signed(ACC_BITS)})
+
+
+class LnStats(wiring.Component):
+    """S1 and S2 of a tile, one channel per cycle (`valid` with `first` / `last` of the tile);
+    two cycles after `last` the sums are offered on o_s (the caller never lets a tile end while
+    the previous one is still offered)."""
+
+    def __init__(self, hw: HardwareConfig):
+        self.hw, self.wd = hw, Widths(hw)
+        super().__init__({"valid": In(1), "first": In(1), "last": In(1), "x": In(ports.lanes(hw.mac_rows)),
+                          "o_s": Out(stream.Signature(_stats_layout(hw, self.wd)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.wd
+        v1, f1, l1 = Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(self.valid), f1.eq(self.first), l1.eq(self.last)]
+        with m.If(self.o_s.ready):
+            m.d.sync += self.o_s.valid.eq(0)
+        for l in range(self.hw.mac_rows):
+            xr = Signal(signed(WORD), name=f"x{l}")
+            sq = Signal(unsigned(2 * WORD - 1), name=f"sq{l}")     # x^2 <= 2^30
+            s1 = Signal(signed(w.sb + 1), name=f"s1_{l}")
+            s2 = Signal(unsigned(w.s2), name=f"s2_{l}")
+            n1 = Signal(signed(w.sb + 1), name=f"n1_{l}")
+            n2 = Signal(unsigned(w.s2), name=f"n2_{l}")
+            m.d.sync += [xr.eq(self.x[l]), sq.eq(self.x[l] * self.x[l])]
+            m.d.comb += [n1.eq(Mux(f1, 0, s1) + xr), n2.eq(Mux(f1, 0, s2) + sq)]
+            with m.If(v1):
+                m.d.sync += [s1.eq(n1), s2.eq(n2)]
+                with m.If(l1):
+                    m.d.sync += [self.o_s.payload.s1[l].eq(n1), self.o_s.payload.s2[l].eq(n2)]
+        with m.If(v1 & l1):
+            m.d.sync += self.o_s.valid.eq(1)
+        return m
+
+
+class LnPost(wiring.Component):
+    """Per tile and lane: V, the normalised square root, the reciprocal and the output
+    constants CR = d R, S1R = S1 R - 2^(45 - k), zsh = 46 - k. Takes i_s, offers o_k
+    post_cycles(hw) cycles later; all lanes in lock step."""
+
+    def __init__(self, hw: HardwareConfig):
+        self.hw, self.wd = hw, Widths(hw)
+        super().__init__({"d": In(13), "eps": In(56),
+                          "i_s": In(stream.Signature(_stats_layout(hw, self.wd))),
+                          "o_k": Out(stream.Signature(_consts_layout(hw, self.wd)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        w, R = self.wd, self.hw.mac_rows
+        m.submodules.sqrt = sq = NormIsqrt(w.v, R)
+        step = Signal(range(w.sb))
+        mc = Signal(w.db)                      # the shared multiplier d, one bit per step
+        neg_mode = Signal()                    # MUL2: subtract |S1| R for negative S1
+        lanes = [self._lane(m, l, sq, neg_mode) for l in range(R)]
+        rc0 = lanes[0]["recip"]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i_s.ready.eq(1)
+                with m.If(self.i_s.valid):
+                    m.d.sync += self._mul_load(lanes, mc, step, neg_mode, 0, "load1")
+                    m.next = "MUL1"
+            with m.State("MUL1"):
+                self._mul_step(m, lanes, mc, step, "SQRT")
+            with m.State("SQRT"):                  # V = acc_a - acc_b goes straight in
+                m.d.comb += sq.i_v.valid.eq(1)
+                m.next = "SQRT_WAIT"
+            with m.State("SQRT_WAIT"):
+                with m.If(sq.o_r.valid):
+                    m.d.comb += [ln["recip"].i_d.valid.eq(1) for ln in lanes]
+                    m.d.comb += sq.o_r.ready.eq(1)
+                    for ln in lanes:
+                        m.d.sync += ln["zsh"]
+                    m.next = "RECIP_WAIT"
+            with m.State("RECIP_WAIT"):
+                m.d.comb += [ln["recip"].o_q.ready.eq(1) for ln in lanes]
+                with m.If(rc0.o_q.valid):
+                    m.d.sync += self._mul_load(lanes, mc, step, neg_mode, 1, "load2")
+                    m.next = "MUL2"
+            with m.State("MUL2"):
+                self._mul_step(m, lanes, mc, step, "OFFER")
+            with m.State("OFFER"):
+                m.d.comb += self.o_k.valid.eq(1)
+                with m.If(self.o_k.ready):
+                    m.next = "IDLE"
+        return m
+
+    def _mul_load(self, lanes, mc, step, neg_mode, neg, load) -> list:
+        """Start a multiplication pass: its operands into every lane."""
+        return [mc.eq(self.d), step.eq(0), neg_mode.eq(neg)] + [a for ln in lanes for a in ln[load]]
+
+    def _mul_step(self, m, lanes, mc, step, nxt):
+        m.d.sync += [mc.eq(mc >> 1), step.eq(step + 1)]
+        for ln in lanes:
+            m.d.sync += ln["step"](mc[0])
+        with m.If(step == self.wd.sb - 1):
+            m.next = nxt
+
+    def _lane(self, m, l: int, sq, neg_mode) -> dict:
+        """One lane's registers and the statements of each phase. acc_a starts at eps (MUL1:
+        d S2 + eps; MUL2: d R); acc_b at 0 (MUL1: S1^2) or -2^(zsh - 1) (MUL2: adds or subtracts
+        |S1| R by the sign of S1), so V = acc_a - acc_b and S1R = acc_b need no further adder."""
+        w = self.wd
+        m.submodules[f"recip{l}"] = rc = Reciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
+        s1 = self.i_s.payload.s1[l]
+        sabs = Signal(w.sb, name=f"sabs{l}")
+        neg = Signal(name=f"neg{l}")
+        ms = Signal(w.sb, name=f"ms{l}")                      # |S1|, one bit per step
+        md_a = Signal(w.acc_a, name=f"mda{l}")
+        md_b = Signal(w.acc_b, name=f"mdb{l}")
+        acc_a = Signal(max(w.v, w.cr), name=f"acca{l}")
+        acc_b = Signal(signed(w.acc_b), name=f"accb{l}")
+        zsh = Signal(6, name=f"zsh{l}")
+        half = Signal(signed(w.acc_b), name=f"half{l}")
+        m.d.comb += [sq.i_v.payload[l].eq(acc_a - acc_b), rc.i_d.payload.eq(sq.o_r.payload.r[l]),
+                     half.eq((Const(1, 64) << zsh) >> 1)]
+        absv = Mux(s1 < 0, -s1, s1)
+        sub = neg_mode & neg
+        o = self.o_k.payload
+        m.d.comb += [o.cr[l].eq(acc_a), o.s1r[l].eq(acc_b), o.zsh[l].eq(zsh)]
+        return {
+            "recip": rc,
+            "load1": [sabs.eq(absv), neg.eq(s1 < 0), ms.eq(absv), md_b.eq(absv), md_a.eq(self.i_s.payload.s2[l]),
+                      acc_a.eq(self.eps), acc_b.eq(0)],
+            "step": lambda bit: [acc_a.eq(acc_a + Mux(bit, md_a, 0)), md_a.eq(md_a << 1),
+                                 acc_b.eq(acc_b + Mux(ms[0], Mux(sub, -md_b, md_b), 0)), md_b.eq(md_b << 1),
+                                 ms.eq(ms >> 1)],
+            "zsh": [zsh.eq(sq.o_r.payload.zsh[l])],
+            "load2": [ms.eq(sabs), md_a.eq(rc.o_q.payload), md_b.eq(rc.o_q.payload), acc_a.eq(0), acc_b.eq(-half)],
+        }
+
+
+class LnOut(wiring.Component):
+    """Output pipeline, OUT_LAT - 1 stages: element (x lanes, gamma, beta, `first` / `last`
+    channel of its tile) -> y lanes. A tile's constants are taken from `k` with `take` (the
+    cycle before its first element arrives) and follow that element down the pipeline in
+    registers with clock enables, so consecutive tiles stream back to back."""
+
+    def __init__(self, hw: HardwareConfig):
+        self.hw, self.wd = hw, Widths(hw)
+        R = hw.mac_rows
+        super().__init__({
+            "take": In(1), "k": In(_consts_layout(hw, self.wd)), "y_shift": In(signed(8)),
+            "valid": In(1), "first": In(1), "last": In(1), "x": In(ports.lanes(R)), "gamma": In(signed(WORD)),
+            "beta": In(signed(ACC_BITS)),
+            "y_valid": Out(1), "y_last": Out(1), "y": Out(ports.lanes(R)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = OUT_LAT - 1
+        # valid, first, last travel beside the data; gamma, beta to stage 4
+        ctl = [(self.valid, self.first, self.last)] + [(Signal(name=f"v{i}"), Signal(name=f"f{i}"),
+                                                        Signal(name=f"l{i}")) for i in range(1, depth + 1)]
+        for i in range(1, depth + 1):
+            m.d.sync += [a.eq(b) for a, b in zip(ctl[i], ctl[i - 1])]
+        g, b = [self.gamma], [self.beta]
+        for i in range(1, 4):
+            g.append(Signal(signed(WORD), name=f"g{i}"))
+            b.append(Signal(signed(ACC_BITS), name=f"b{i}"))
+            m.d.sync += [g[i].eq(g[i - 1]), b[i].eq(b[i - 1])]
+        for l in range(self.hw.mac_rows):
+            m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[3]))
+        m.d.comb += [self.y_valid.eq(ctl[depth][0]), self.y_last.eq(ctl[depth][2])]
+        return m
+
+    def _lane(self, m, l, ctl, g3, b3):
+        w = self.wd
+        cr1 = Signal(unsigned(w.cr), name=f"cr1_{l}")
+        s1r1, s1r2 = (Signal(signed(w.s1r), name=f"s1r{i}_{l}") for i in (1, 2))
+        zsh1, zsh2, zsh3 = (Signal(6, name=f"zsh{i}_{l}") for i in (1, 2, 3))
+        with m.If(self.take):                               # constants of the next tile
+            m.d.sync += [cr1.eq(self.k.cr[l]), s1r1.eq(self.k.s1r[l]), zsh1.eq(self.k.zsh[l])]
+        with m.If(ctl[0][0] & ctl[0][1]):                   # its first element enters stage 1
+            m.d.sync += [s1r2.eq(s1r1), zsh2.eq(zsh1)]
+        with m.If(ctl[1][0] & ctl[1][1]):
+            m.d.sync += zsh3.eq(zsh2)
+        zsh = Signal(range(LN_RECIP_BITS - LN_Z_FRAC - ZSH_MIN + 1), name=f"zsh{l}")
+        m.d.comb += zsh.eq(zsh3 - ZSH_MIN)
+        p1 = Signal(signed(WORD + w.cr + 1), name=f"p1_{l}")
+        d2 = Signal(signed(max(WORD + w.cr + 1, w.s1r) + 1), name=f"d2_{l}")
+        z3 = Signal(signed(Z_BITS), name=f"z3_{l}")
+        a4 = Signal(signed(ACC_BITS + 1), name=f"a4_{l}")
+        y5 = Signal(signed(WORD), name=f"y5_{l}")
+        y = requant_sv(m, a4, self.y_shift, WORD, name=f"y{l}")
+        m.d.sync += [p1.eq(self.x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
+                     a4.eq(g3 * z3 + b3), y5.eq(y)]
+        return y5
+
+
+class LayerNormUnit(wiring.Component):
+    def __init__(self, hw: HardwareConfig):
+        self.hw = hw
+        super().__init__({**ports.control(hw), "ra": Out(ports.tok_read(hw)), "w": Out(ports.tok_write(hw)),
+                          "i_param": In(stream.Signature(_param_layout()))})
+
+    def elaborate(self, platform):
+        m = Module()
+        hw, R = self.hw, self.hw.mac_rows
+        v = desc_view("LAYERNORM", self.desc)
+        m.submodules.stats = stats = LnStats(hw)
+        m.submodules.post = post = LnPost(hw)
+        m.submodules.out = out = LnOut(hw)
+        m.submodules.bank = bank = Ram(WORD, 2 * hw.d_max, R)
+        m.submodules.par = par = Ram(WORD + ACC_BITS, hw.d_max, 1, is_signed=False)
+        wiring.connect(m, stats.o_s, post.i_s)
+        m.d.comb += [post.d.eq(v.d), post.eps.eq(v.eps), out.y_shift.eq(v.y_shift), out.k.eq(post.o_k.payload)]
+
+        tn = range(hw.tiles + 1)
+        busy = Signal()
+        n_t = Signal(tn)                                       # tiles of this operation
+        st, ot, wt, taken = (Signal(tn, name=n) for n in ("st", "ot", "wt", "taken"))
+        sc, oc, wc = (Signal(range(hw.d_max), name=n) for n in ("sc", "oc", "wc"))
+        n_par = Signal(range(hw.d_max + 1))                    # parameters received
+        m.d.comb += n_t.eq(ports.tiles_of(self.rows, R))
+        with m.If(self.start):
+            m.d.sync += [busy.eq(1), st.eq(0), ot.eq(0), wt.eq(0), taken.eq(0), sc.eq(0), oc.eq(0), wc.eq(0),
+                         n_par.eq(0)]
+
+        # parameters: into the parameter RAM in arrival order
+        m.d.comb += [self.i_param.ready.eq(busy & (n_par < v.d)), par.waddr.eq(n_par),
+                     par.wdata.eq(Cat(self.i_param.payload.gamma, self.i_param.payload.beta)),
+                     par.wen.eq(self.i_param.valid & self.i_param.ready)]
+        with m.If(par.wen):
+            m.d.sync += n_par.eq(n_par + 1)
+
+        self._stats_pass(m, v, busy, n_t, st, sc, ot, oc, taken, stats, bank)
+
+        self._out_pass(m, v, busy, n_t, ot, oc, n_par, post, out, bank, par)
+        self._write(m, v, busy, n_t, wt, wc, out)
+        return m
+
+    def _stats_pass(self, m, v, busy, n_t, st, sc, ot, oc, taken, stats, bank):
+        """Read channel sc of tile st when bank st % 2 no longer holds it for out(st - 2) and,
+        for the tile's last channel, once post has taken the previous tile's sums."""
+        hw = self.hw
+        war = (st < 2) | (ot + 2 > st) | ((ot + 2 == st) & (oc > sc))
+        pin = (sc != v.d - 1) | (taken >= st)
+        go = Signal()
+        m.d.comb += go.eq(busy & (st < n_t) & war & pin)
+        with m.If(stats.o_s.valid & stats.o_s.ready):
+            m.d.sync += taken.eq(taken + 1)
+        m.d.comb += [self.ra.buf.eq(v.i_buf[:2]), self.ra.tile.eq(st), self.ra.ch.eq(v.i_c0 + sc), self.ra.en.eq(go)]
+        v1, c1, p1, f1, l1 = Signal(), Signal(range(hw.d_max)), Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(go), c1.eq(sc), p1.eq(st[0]), f1.eq(sc == 0), l1.eq(sc == v.d - 1)]
+        with m.If(go):
+            m.d.sync += sc.eq(sc + 1)
+            with m.If(sc == v.d - 1):
+                m.d.sync += [sc.eq(0), st.eq(st + 1)]
+        m.d.comb += [bank.waddr.eq(Mux(p1, hw.d_max, 0) + c1), bank.wdata.eq(self.ra.data),
+                     bank.wen.eq(v1.replicate(hw.mac_rows)),
+                     stats.valid.eq(v1), stats.first.eq(f1), stats.last.eq(l1), stats.x.eq(self.ra.data)]
+
+    def _out_pass(self, m, v, busy, n_t, ot, oc, n_par, post, out, bank, par):
+        """Read channel oc of tile ot from its bank once the channel's parameter has arrived
+        and, for the first channel, once post offers the tile's constants (taken then)."""
+        hw = self.hw
+        go = Signal()
+        m.d.comb += go.eq(busy & (ot < n_t) & ((oc != 0) | post.o_k.valid) & (oc < n_par))
+        m.d.comb += [bank.raddr.eq(Mux(ot[0], hw.d_max, 0) + oc), bank.ren.eq(go), par.raddr.eq(oc), par.ren.eq(go),
+                     post.o_k.ready.eq(go & (oc == 0)), out.take.eq(go & (oc == 0))]
+        v1, f1, l1 = Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(go), f1.eq(oc == 0), l1.eq(oc == v.d - 1)]
+        with m.If(go):
+            m.d.sync += oc.eq(oc + 1)
+            with m.If(oc == v.d - 1):
+                m.d.sync += [oc.eq(0), ot.eq(ot + 1)]
+        m.d.comb += [out.valid.eq(v1), out.first.eq(f1), out.last.eq(l1), out.x.eq(bank.rdata),
+                     out.gamma.eq(par.rdata[:WORD].as_signed()), out.beta.eq(par.rdata[WORD:].as_signed())]
+
+    def _write(self, m, v, busy, n_t, wt, wc, out):
+        """Results to the output buffer in order; the last write of the last tile ends the op."""
+        hw = self.hw
+        mask = ports.rows_mask(m, self.rows, wt, hw)
+        m.d.comb += [self.w.buf.eq(v.o_buf[:2]), self.w.tile.eq(wt), self.w.ch.eq(v.o_c0 + wc),
+                     self.w.data.eq(out.y), self.w.en.eq(Mux(out.y_valid, mask, 0))]
+        done = Signal()
+        m.d.sync += done.eq(0)
+        m.d.comb += self.done.eq(done)
+        with m.If(out.y_valid):
+            m.d.sync += wc.eq(wc + 1)
+            with m.If(out.y_last):
+                m.d.sync += [wc.eq(0), wt.eq(wt + 1)]
+                with m.If(wt == n_t - 1):
+                    m.d.sync += [done.eq(1), busy.eq(0)]

@@ -1,0 +1,89 @@
+"""STORE of a selection (golden/interp.py Machine.op_store, mode STORE_SELECT): the bytes the
+top's DMA writer puts at the descriptor's address, as a stream of W-bit beats (W = axi_bits,
+byte k of the region in bits 8 (k mod W/8) .. of beat k // (W/8), little-endian):
+
+    kept (u32), ns (u32), 8 reserved zero bytes, then one bit per scored token i (bit i % 8 of
+    byte 16 + i // 8: token 1 + i kept), zero up to ceil(n_max / 128) x 16 bytes
+
+select_bytes(hw) bytes in all (golden.compiler.select_bytes); the last beat is zero-padded when
+W does not divide it (`beats` beats, `last` on the final one; the writer's byte strobes cover
+the rest). The mask comes from the selection state, one token tile per read: chunk j = tokens
+j R + 1 .. j R + R (lanes 1.. of tile j and lane 0 of tile j + 1) goes into a bit window behind
+the header; a beat leaves whenever W bits are there.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.compiler import select_bytes
+from golden.hw import HardwareConfig
+
+from .state import mask_read
+
+
+def beat_layout(hw: HardwareConfig) -> data.StructLayout:
+    return data.StructLayout({"data": hw.axi_bits, "last": 1})
+
+
+def beats(hw: HardwareConfig) -> int:
+    return -(-select_bytes(hw) * 8 // hw.axi_bits)
+
+
+class SelStore(wiring.Component):
+    """start (pulse) with kept / ns stable until done (the pulse with the last beat's transfer)."""
+
+    def __init__(self, hw: HardwareConfig):
+        R = hw.mac_rows
+        if R > 128:
+            raise ValueError(f"the selection store needs mac_rows <= 128 (got {R})")
+        self.hw = hw
+        n = range(hw.n_max + 1)
+        super().__init__({"start": In(1), "kept": In(n), "ns": In(n), "done": Out(1),
+                          "mask": Out(mask_read(hw)), "o": Out(stream.Signature(beat_layout(hw)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        hw, R, W = self.hw, self.hw.mac_rows, self.hw.axi_bits
+        nb = beats(hw)
+        chunks = (select_bytes(hw) * 8 - 128) // R
+        ww = max(W, 128) + R
+        win = Signal(ww)
+        fill = Signal(range(ww + 1))
+        j = Signal(range(chunks + 1))              # chunks pushed
+        beat = Signal(range(nb + 1))
+        prev = Signal(R)
+        have = Signal(R)
+        m.d.comb += have.eq(Mux(j + 1 < hw.tiles, self.mask.keep, 0))
+        m.d.comb += [self.o.payload.data.eq(win[:W]), self.o.payload.last.eq(beat == nb - 1)]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.comb += [self.mask.en.eq(1), self.mask.tile.eq(0)]
+                    m.d.sync += [win.eq(self.kept | (self.ns << 32)), fill.eq(128),
+                                 j.eq(0), beat.eq(0)]
+                    m.next = "FIRST"
+            with m.State("FIRST"):
+                m.d.sync += prev.eq(self.mask.keep)
+                m.next = "NEXT"
+            with m.State("NEXT"):
+                with m.If((fill >= W) | (j == chunks)):
+                    m.next = "EMIT"
+                with m.Else():
+                    m.d.comb += [self.mask.en.eq(j + 1 < hw.tiles), self.mask.tile.eq(j + 1)]
+                    m.next = "PUSH"
+            with m.State("PUSH"):
+                chunk = Cat(prev[1:], have[0])
+                m.d.sync += [win.eq(win | (chunk << fill)), fill.eq(fill + R), prev.eq(have), j.eq(j + 1)]
+                m.next = "NEXT"
+            with m.State("EMIT"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.d.sync += [win.eq(win >> W), fill.eq(Mux(fill > W, fill - W, 0)), beat.eq(beat + 1)]
+                    with m.If(beat == nb - 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "NEXT"
+        return m

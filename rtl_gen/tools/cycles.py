@@ -1,0 +1,371 @@
+"""Cycle model of the accelerator: the compiled program's descriptors, timed the way the RTL runs
+them (tests/sim/test_cycle_model.py compares it with whole-model RTL runs).
+
+    tr = trace(img, x)                     # token counts and decisions of one image (interpreter)
+    p = program_cycles(img, tr)            # per operation: start, end, cycles, MACs, bound
+    p.total, p.latency_ms, p.board_efficiency
+
+The controller runs one operation at a time (2 cycles between operations). The stream loader
+walks ahead: weights go into the two-slot ring as soon as a slot is empty; tables, LayerNorm
+parameters and LOAD data wait until their operation runs. The DDR delivers one merged stream beat
+(axi_ports x axi_bits) per cycle, or `ddr_bytes_per_cycle` when that is lower (the board:
+hw.ddr_gbps at hw.clock_mhz; AxiRam in simulation delivers a beat per cycle).
+
+## Selector units
+
+Cycle model of the selector units (rtl_gen gmean, decide, package, compact): cycles from an
+operation's start pulse to its done pulse, without stalls (the units have no stream ports, so
+these are exact; tests/sim/test_select_units.py asserts equality with the RTL). DECIDE, PACKAGE
+and COMPACT depend on the decision (tiles without dropped / output tokens are skipped, the cap
+search runs only when the cap binds), so they take it: `scores` are the golden scores of the
+scored tokens (golden.layers.Selection.score or the interpreter's), `keep` the final keep
+mask, `m` the keep probabilities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import numpy as np
+from golden import isa
+from golden import stream as gstream
+from golden.hw import HardwareConfig
+from ..norm.layernorm import ln_cycles
+from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
+from golden.isa import PACKAGE_MODES
+from golden.layers import MEAN_RECIP_BITS, PACK_RECIP_BITS, WEIGHT_RECIP_BITS
+from ..selector.package import default_lanes
+
+
+GAP = 2              # READ, LATCH of the next descriptor
+EPI = 6              # MAC drain of a column -> its write (epilogue stages and the done check)
+LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
+ITEM = 2             # stream loader: start and end of an item
+
+
+@dataclass
+class Step:
+    """One executed descriptor, as the interpreter saw it."""
+    index: int
+    desc: isa.Desc
+    rows: int
+    sel: object = None        # DECIDE / PACKAGE / COMPACT: the decision (golden/interp.py Selection)
+    scores: object = None     # DECIDE: the scores
+
+
+def trace(img, x) -> list[Step]:
+    """The steps of one image (token counts and decisions from the interpreter)."""
+    from golden.interp import Machine
+    steps: list[Step] = []
+
+    class Tracing(Machine):
+        def op_decide(self, d, rows):
+            super().op_decide(d, rows)
+            w = self.buf[d["w_buf"]][1:1 + len(self.sel.keep), d["w_c0"]:d["w_c0"] + d["heads"]]
+            z = self.buf[d["z_buf"]][1:1 + len(self.sel.keep), d["z_c0"]:d["z_c0"] + 2 * d["heads"]]
+            self._scores = (w * (z[:, 0::2] - z[:, 1::2])).sum(-1)
+
+    def hook(i, d, m):
+        steps.append(Step(i, d, d.rows_of(m.n if d.op.name != "COMPACT" else m._n_before),
+                          sel=m.last, scores=getattr(m, "_scores", None)))
+
+    m = Tracing(img.hw, img.with_input(x))
+    orig = m.op_compact
+
+    def compact(d, rows):
+        m._n_before = m.n
+        orig(d, rows)
+    m.op_compact = compact
+    m.trace = hook
+    m.run()
+    return steps
+
+
+@dataclass
+class OpTime:
+    index: int
+    op: str
+    rows: int
+    start: int
+    end: int
+    macs: int = 0
+    bound: str = ""
+
+    @property
+    def cycles(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class ProgramPerf:
+    hw: HardwareConfig
+    ops: list
+    total: int
+    fetch: int
+    stream_bytes: int
+    labels: dict = field(default_factory=dict)
+    weight_wait: int = 0      # cycles MATMULs waited for weights (the DDR stream)
+
+    @property
+    def macs(self) -> int:
+        return sum(o.macs for o in self.ops)
+
+    @property
+    def latency_ms(self) -> float:
+        return self.total / (self.hw.clock_mhz * 1e3)
+
+    @property
+    def mac_utilisation(self) -> float:
+        return self.macs / (self.hw.macs * self.total)
+
+    def board_efficiency(self, dsp: int = 2520) -> float:
+        """Useful MACs / (DSP48E2 of the board x cycles)."""
+        return self.macs / (dsp * self.total)
+
+
+class Loader:
+    """When the stream loader delivers each item (cycles). Weight tiles take ring slots in order:
+    global m-tile j goes into slot j % 2 once m-tile j - 2 has drained."""
+
+    def __init__(self, hw: HardwareConfig, ddr_bytes_per_cycle: float | None):
+        self.hw = hw
+        self.bytes_per_cycle = hw.stream_bytes if ddr_bytes_per_cycle is None else \
+            min(hw.stream_bytes, ddr_bytes_per_cycle)
+        self.t = 0                  # the loader is free from here
+        self.released: list[int] = []
+        self.bytes = 0
+
+    def item(self, nbytes: int, words: int, start: int) -> int:
+        """Deliver an item of `nbytes` (whole beats) and `words` words from `start`; its end."""
+        self.bytes += nbytes
+        beats = nbytes / self.bytes_per_cycle
+        self.t = max(self.t, start) + ITEM + int(np.ceil(max(beats, words)))
+        return self.t
+
+    def weight_tile(self, k: int) -> int:
+        """Fill the next m-tile of depth k; its commit time."""
+        j = len(self.released)
+        free = self.released[j - 2] if j >= 2 else 0
+        return self.item(gstream.tile_bytes(k, self.hw), 0, free)
+
+
+def _tile(start, k, cap, drain_end, C):
+    """One tile on the MAC array (rtl_gen/array/mac.py): its first beat goes in at `start` (not before
+    the shadow bank took the previous tile, `cap`), k beats; the shadow bank takes it once it has
+    drained the previous one (drain_end), then drains C columns. Returns (last beat, capture,
+    drain end)."""
+    last = max(start, cap) + k - 1
+    cap = max(last + 1, drain_end)
+    return last, cap, cap + C
+
+
+def _matmul(hw, rows, k, m, t0, ld: Loader):
+    """Issue and drain of a MATMUL from t0 (its start pulse), weights from the loader: tiles of k
+    beats, one per cycle; a tile's last beat waits until the previous tile has drained (mac_cols
+    columns). Returns (end, cycles it waited for weights)."""
+    R, C = hw.mac_rows, hw.mac_cols
+    T = -(-rows // R)
+    t = t0 + 1
+    drain_end = cap = -1
+    waited = 0
+    for _ in range(-(-m // C)):
+        a = ld.weight_tile(k)
+        waited += max(0, a + 2 - (t + 1))
+        t = max(t + 1, a + 2)                   # WAIT: the slot is full (then ISSUE)
+        for _ in range(T):
+            last, cap, drain_end = _tile(t + 1, k, cap, drain_end, C)
+            t = last
+        ld.released.append(drain_end)
+        t += 1                                  # NEXT
+    return drain_end + EPI, waited
+
+
+def _attention(hw, n, heads, dh, t0):
+    """The S/PV interleave with the softmax ring (rtl_gen/array/attention.py, softmax_unit.py)."""
+    R, C = hw.mac_rows, hw.mac_cols
+    T, U = -(-n // R), -(-n // C)
+    L = T * heads
+    order = [("S", 0)] + ([("S", 1)] if L > 1 else [])
+    for i in range(L):
+        if i + 2 < L:
+            order += [("P", i), ("S", i + 2)]
+        else:
+            order.append(("P", i))
+    mac = t0 + 2                 # the array takes beats from here
+    drain_end = cap = -1
+    waits = 0                    # cycles the array waited for probabilities (softmax-bound)
+    a_last, b_take, b_free, c_take, c_last, p_ready = {}, {}, {}, {}, {}, {}
+    for kind, i in order:
+        if kind == "S":
+            for u in range(U):
+                last, cap, drain_end = _tile(mac, dh, cap, drain_end, C)
+                keys = min(C, n - u * C)
+                first_key = cap + 1
+                if u == 0 and i > 0:
+                    first_key = max(first_key, b_take[i - 1] + 1)      # A holds item i-1 until B takes it
+                drain_end = max(drain_end, first_key + keys - 1)
+                mac = last + 1
+            a_last[i] = drain_end
+            b_take[i] = max(a_last[i] + 1, b_free.get(i - 1, 0), c_take.get(i - 1, -1) + 1, c_last.get(i - 2, -1) + 1)
+            b_free[i] = b_take[i] + n + B_LAT
+            c_take[i] = max(b_free[i], c_last.get(i - 1, -1) + 1)
+            c_last[i] = c_take[i] + RECIP_CYCLES + n - 1
+            p_ready[i] = c_last[i] + C_LAT + 1
+        else:
+            waits += max(0, p_ready[i] + 1 - mac)
+            mac = max(mac, p_ready[i] + 1)
+            for _ in range(dh // C):
+                last, cap, drain_end = _tile(mac, n, cap, drain_end, C)
+                mac = last + 1
+    return drain_end + EPI, waits
+
+
+def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = None) -> ProgramPerf:
+    hw = img.hw
+    R, W = hw.mac_rows, hw.axi_bits
+    n_desc = img.manifest["descriptors"]
+    beat = W // 8
+    fetch = 24 + (isa.HEADER_BYTES // beat) + n_desc * (isa.DESC_BYTES // beat) + 90
+    ld = Loader(hw, ddr_bytes_per_cycle)
+    ld.t = fetch
+    t = fetch
+    ops = []
+    wait_weights = 0
+    for st in steps:
+        ld.t += LOADER_DESC
+        d, rows, name = st.desc, st.rows, st.desc.op.name
+        s = t + 1                                   # CHECK: the start pulse
+        macs = 0
+        bound = "compute"
+        if name == "MATMUL":
+            k, m = d["k"], d["m"]
+            if d["act"] == isa.ACT_LOAD:
+                ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2)
+            end, waited = _matmul(hw, rows, k, m, s, ld)
+            bound = "DDR (weights)" if waited > (end - s) / 2 else "compute"
+            wait_weights += waited
+            macs = rows * k * m
+        elif name == "ATTENTION":
+            end, waits = _attention(hw, rows, d["heads"], d["head_dim"], s)
+            macs = 2 * rows * rows * d["heads"] * d["head_dim"]
+            bound = "softmax" if waits > (end - s) / 4 else "compute"
+        elif name == "LAYERNORM":
+            ld.item(gstream.ln_bytes(d["d"], hw), d["d"], s + 2)
+            end = s + ln_cycles(d["d"], rows, hw)
+            bound = "LayerNorm unit"
+        elif name == "LOAD":
+            words = len(gstream.tile_range(d["r0"], rows, hw)) * d["w"]
+            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, s + 2) + 3
+            bound = "DDR"
+        elif name == "STORE":
+            n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
+            nbytes = {isa.STORE_ROWS: 2 * n, isa.STORE_TILES: 2 * R * n}.get(d["mode"], 0) or \
+                (16 + -(-hw.n_max // 128) * 16)
+            end = s + n + nbytes // beat + 20
+            bound = "DDR"
+        elif name == "GMEAN":
+            end = s + gmean_cycles(rows, d["w"], hw)
+            bound = "selector units"
+        elif name == "DECIDE":
+            s0 = s
+            if d["act"] == isa.ACT_LOAD:
+                s0 = ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2) + 2
+            end = s0 + decide_cycles(rows, d["heads"], d["n_pkg"], hw, st.scores, bool(d["cap_en"]), d["cap"])
+            bound = "selector units"
+        elif name == "PACKAGE":
+            end = s + package_cycles(rows, d["n_pkg"], d["d"], d["mode"], st.sel.keep, st.sel.m, hw)
+            bound = "selector units"
+        elif name == "COMPACT":
+            end = s + compact_cycles(rows, d["n_pkg"], d["d"], st.sel.keep, hw)
+            bound = "selector units"
+        else:
+            end = s
+        ops.append(OpTime(st.index, name, rows, s, end, macs, bound))
+        t = end + GAP - 1
+    total = t + 4
+    return ProgramPerf(hw, ops, total, fetch, ld.bytes, dict(img.labels), wait_weights)
+
+
+def _tiles(n: int, hw: HardwareConfig) -> int:
+    return -(-n // hw.mac_rows)
+
+
+def gmean_cycles(rows: int, w: int, hw: HardwareConfig) -> int:
+    """Reciprocal (k + 2), then w channels of T tiles read back to back; the last channel's T
+    writes and the pipeline (4) follow."""
+    t = _tiles(rows, hw)
+    return MEAN_RECIP_BITS + 2 + w * t + t + 4
+
+
+def recip_pool_accepts(n: int, units: int, k: int = WEIGHT_RECIP_BITS) -> list[int]:
+    """Accept cycle of each of n reciprocals issued in order to `units` units round robin, one
+    per cycle at most (token 0 at cycle 0): a unit takes its next input k + 3 cycles after
+    the previous one (k + 1 steps, result, hand-back)."""
+    a = []
+    for i in range(n):
+        t = a[-1] + 1 if a else 0
+        if i >= units:
+            t = max(t, a[i - units] + k + 3)
+        a.append(t)
+    return a
+
+
+def cap_passes(scores, cap: int, bits: int) -> int:
+    """Counting passes of the cap search (rtl_gen/selector/capsearch.py): ceil(bit_length(max score) / bits)."""
+    top = int(max(int(np.max(scores)), 0)).bit_length()
+    return -(-top // bits)
+
+
+def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores, cap_en: bool = False,
+                  cap: int = 0, recips: int = 4, cap_bits: int = 3) -> int:
+    """SCORE: groups (tile, head) of max(R, 4) cycles after a 6-cycle start, the last lane's
+    record 5 cycles later; M: the reciprocal pool (k + 5 from the last accept to done); CAP in
+    parallel with M when it binds: passes of ns + 2 cycles and a final pass of ns."""
+    R = hw.mac_rows
+    ns = rows - 1 - n_pkg
+    groups = (ns // R + 1) * heads
+    last_lane = 5 + (groups - 1) * max(R, 4) + R
+    if ns == 0:                 # no candidates (the stage before kept none): SCORE only
+        return last_lane + 7
+    m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5
+    scores = np.asarray(scores)
+    if cap_en and int((scores >= 0).sum()) > cap:
+        return max(m_done, last_lane + 8 + cap_passes(scores, cap, cap_bits) * (ns + 2) + ns)
+    return m_done
+
+
+def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: HardwareConfig,
+                   lanes: int | None = None) -> int:
+    """Per tile with scored tokens: 3 cycles, or (dropped tokens in it) the R weights, d words
+    of R / lanes cycles and 8 more; then the reciprocal (k + 2, norm / mean with a non-zero
+    total) and the output pass (d + 4)."""
+    R = hw.mac_rows
+    L = lanes or default_lanes(hw)
+    keep = np.asarray(keep, dtype=bool)
+    ns = rows - 1 - n_pkg
+    dropped = np.zeros((ns // R + 1) * R, dtype=bool)
+    dropped[1:1 + ns] = ~keep
+    per_tile = dropped.reshape(-1, R).any(1)
+    tiles = int(np.sum(np.where(per_tile, R + d * (R // L) + 8, 3)))
+    total = int((~keep).sum()) if mode == PACKAGE_MODES["mean"] else int(np.asarray(m)[~keep].sum())
+    recip = PACK_RECIP_BITS + 2 if mode != PACKAGE_MODES["sum"] and total != 0 else 0
+    return tiles + recip + d + 4
+
+
+def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
+    """Per input tile: 3 cycles without output tokens, else d words of one write (two when its
+    output tokens cross an output tile boundary) and 6 more; then the package token (d + 1)."""
+    R = hw.mac_rows
+    keep = np.asarray(keep, dtype=bool)
+    ns = rows - 1 - n_pkg
+    t = _tiles(rows, hw)
+    out = np.zeros(t * R, dtype=bool)
+    out[0] = True
+    out[1:1 + ns] = keep
+    out[1 + ns:rows] = True
+    cyc, pos = 1, 0
+    for cnt in out.reshape(t, R).sum(1):
+        if cnt == 0:
+            cyc += 3
+            continue
+        cyc += d * (2 if pos % R + cnt > R else 1) + 6
+        pos += int(cnt)
+    return cyc + d

