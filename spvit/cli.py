@@ -15,7 +15,9 @@ import sys
 import threading
 from contextlib import contextmanager
 
+from base import settings
 from base.errors import ConfigError, Terminated, UsageError
+from golden.arith import set_engine
 
 # modules that add subcommands, in the order they appear in --help
 COMMAND_MODULES = ("model", "quant", "rtl", "sim", "cluster")
@@ -66,8 +68,7 @@ def _fail(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     with _sigterm_raises():
         try:
-            from base import settings                     # bad SPVIT_* values are usage errors too
-            from golden.arith import set_engine
+            settings.check()                  # a bad SPVIT_* value is a usage error too
             set_engine(settings.MATMUL)
             try:
                 args = build_parser().parse_args(argv)
