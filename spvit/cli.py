@@ -13,7 +13,10 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
+
+from amaranth.hdl import UnusedElaboratable
 
 from base import settings
 from base.errors import ConfigError, Terminated, UsageError
@@ -65,6 +68,13 @@ def _fail(msg: str) -> None:
         pass
 
 
+def _stopped_command() -> None:
+    """A command stopped by an error or a signal may leave Amaranth components built but never
+    elaborated; each would print an UnusedElaboratable warning when it is collected (Amaranth
+    silences them itself only after an uncaught exception), burying the one-line message."""
+    warnings.simplefilter("ignore", UnusedElaboratable)
+
+
 def main(argv: list[str] | None = None) -> int:
     with _sigterm_raises():
         try:
@@ -74,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
                 args = build_parser().parse_args(argv)
             except SystemExit as e:           # usage errors (2) and --help (0)
                 return e.code if isinstance(e.code, int) else 2
-            rc = int(args.func(args) or 0)
+            try:
+                rc = int(args.func(args) or 0)
+            except BaseException:
+                _stopped_command()
+                raise
             sys.stdout.flush()
             return rc
         except (UsageError, ConfigError) as e:

@@ -27,8 +27,9 @@ class QuantScheme:
 
     # ---- calibration (quant/calibrate.py)
     def quantize(self, model, fmt: dict, qz) -> dict:
-        """{block index: golden selector object}; `qz` makes integer layers (quant.calibrate.Quantiser)."""
-        return {}
+        """{block index: golden selector object}; `qz` makes integer layers (quant.calibrate.Quantiser).
+        Here for selectors without tensors (EViT, Evo-ViT): each is its settings (`q_settings`)."""
+        return {b: self.q_types[0](**kw) for b, kw in self.q_settings(model.cfg, fmt).items()}
 
     def q_settings(self, cfg, fmt: dict) -> dict:
         """{block: {field: value}}: the non-tensor fields of each golden selector object that

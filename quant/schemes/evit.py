@@ -17,10 +17,7 @@ class EViTQuant(QuantScheme):
     name = "evit"
     q_types = (QEViTSelector,)
 
-    # ---- calibration
-    def quantize(self, model, fmt: dict, qz) -> dict:
-        return {b: QEViTSelector(**kw) for b, kw in self.q_settings(model.cfg, fmt).items()}
-
+    # ---- calibration (quantize: the base's, a selector is its settings)
     def q_settings(self, cfg, fmt: dict) -> dict:
         sch = cfg.scheme
         return {b: dict(keep=k, fuse=sch.fuse(cfg), heads=cfg.num_heads)

@@ -16,10 +16,7 @@ class EvoViTQuant(QuantScheme):
     name = "evovit"
     q_types = (QEvoSelector,)
 
-    # ---- calibration
-    def quantize(self, model, fmt: dict, qz) -> dict:
-        return {b: QEvoSelector(**kw) for b, kw in self.q_settings(model.cfg, fmt).items()}
-
+    # ---- calibration (quantize: the base's, a selector is its settings)
     def q_settings(self, cfg, fmt: dict) -> dict:
         sch = cfg.scheme
         t = round(sch.momentum(cfg) * ONE_Q15)
