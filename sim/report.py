@@ -105,7 +105,7 @@ def synthetic_steps(img, keep) -> list[Step]:
 @functools.lru_cache(maxsize=16)
 def _program(cfg, hw: HardwareConfig):
     """A program for the model's shapes (random weights, calibrated: realistic table sizes)."""
-    from quant.calibrate import calibrated_random          # torch
+    from quant.calibrate import calibrated_random          # loads torch: only when needed
     q, _ = calibrated_random(cfg, 0, 2)
     return compile_model(q, hw)
 
