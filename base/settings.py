@@ -14,6 +14,10 @@ SPVIT_VERILATOR_OPT  g++ optimisation of Verilator's model code (default -O1: a 
 OMP_NUM_THREADS  torch's thread count; unset: the small-model commands use one thread (quant.single_thread)
 RAY_ADDRESS    the Ray cluster that `--ray` (without an address) joins; unset: a local Ray
                (docs/cluster.md)
+
+Importing this module never fails: a bad value is recorded in PROBLEMS and its setting keeps the
+default; `check()` raises the UsageError that names every bad value (`spvit` calls it first, so
+a bad SPVIT_* value is exit status 2 before any work).
 """
 from __future__ import annotations
 
@@ -23,17 +27,22 @@ from pathlib import Path
 from .errors import UsageError
 
 
+PROBLEMS: list[str] = []         # one message per bad value, for check()
+
+
 def _choice(var: str, default: str, options: tuple) -> str:
     v = os.environ.get(var, default)
     if v not in options:
-        raise UsageError(f"{var} must be one of {', '.join(options)} (got {v!r}); fix or unset it")
+        PROBLEMS.append(f"{var} must be one of {', '.join(options)} (got {v!r}); fix or unset it")
+        return default
     return v
 
 
 def _count(var: str) -> int:
     v = os.environ.get(var, "0").strip() or "0"
     if not v.isdigit():
-        raise UsageError(f"{var} must be a non-negative integer (0: the CPU count), got {v!r}; fix or unset it")
+        PROBLEMS.append(f"{var} must be a non-negative integer (0: the CPU count), got {v!r}; fix or unset it")
+        v = "0"
     return int(v) or (os.cpu_count() or 1)
 
 
@@ -47,3 +56,9 @@ VERILATOR_OPT = os.environ.get("SPVIT_VERILATOR_OPT", "-O1")
 MATMUL = _choice("SPVIT_MATMUL", "auto", ("auto", "int8", "float64"))
 RAY_ADDRESS = os.environ.get("RAY_ADDRESS", "")
 OMP_NUM_THREADS = os.environ.get("OMP_NUM_THREADS")
+
+
+def check() -> None:
+    """Raise a UsageError naming every bad value read above (none: return)."""
+    if PROBLEMS:
+        raise UsageError("; ".join(PROBLEMS))

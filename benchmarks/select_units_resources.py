@@ -1,7 +1,8 @@
-"""Resources of the selector units (rtl_gen gmean, decide, package, compact, selstore) for one
-hardware preset (default zcu102), each synthesised on its own with Yosys synth_xilinx -family
-xcup (rtl_gen/tools/synthesis.py; Debian yosys + yosys-abc give LUT counts), plus the stall-free cycles
-of the units at DeiT-S shapes (rtl_gen/tools/cycles.py, a kept half and a binding cap).
+"""Resources of the selector units (rtl_gen/selector/: gmean, decide, package, compact, store as
+`selstore`) for one hardware preset or TOML (default zcu102), each synthesised on its own with
+Yosys synth_xilinx -family xcup (rtl_gen/tools/synthesis.py; Debian yosys + yosys-abc give LUT
+counts), plus the stall-free cycles of the units at DeiT-S shapes (rtl_gen/tools/cycles.py, a
+kept half and a binding cap).
 
     python benchmarks/select_units_resources.py [--hw zcu102] [--only decide,package]
 """
@@ -13,33 +14,35 @@ import time
 
 import numpy as np
 
-from golden.hw import hw_preset
 from base import settings
+from golden.hw import load_hw
+from rtl_gen.selector.compact import Compact
+from rtl_gen.selector.decide import Decide
+from rtl_gen.selector.gmean import GMean
+from rtl_gen.selector.package import Package
+from rtl_gen.selector.store import SelStore
+from rtl_gen.tools import cycles as cycle_model
+from rtl_gen.tools.synthesis import synthesize
+from rtl_gen.tools.verilog import write_verilog
 
 
 def units(hw):
-    from rtl_gen.selector.compact import Compact
-    from rtl_gen.selector.decide import Decide
-    from rtl_gen.selector.gmean import GMean
-    from rtl_gen.selector.package import Package
-    from rtl_gen.selector.store import SelStore
     return {"gmean": lambda: GMean(hw), "decide": lambda: Decide(hw), "package": lambda: Package(hw),
             "compact": lambda: Compact(hw), "selstore": lambda: SelStore(hw)}
 
 
 def cycles(hw) -> list[str]:
-    from rtl_gen.tools import cycles as selperf
     rng = np.random.default_rng(0)
     n, heads, d, dh = 197, 6, 384, 64
     ns = n - 1
     scores = rng.integers(-(1 << 30), 1 << 30, ns)
     keep = scores >= 0
     m = rng.integers(0, 32768, ns)
-    out = [f"GMEAN   (N {n}, w {dh // 2}) x {heads} heads: {heads * selperf.gmean_cycles(n, dh // 2, hw):7,d} cycles",
-           f"DECIDE  (N {n}, {heads} heads):              {selperf.decide_cycles(n, heads, 0, hw, scores):7,d} cycles",
-           f"DECIDE  with a cap of 60 (binds):         {selperf.decide_cycles(n, heads, 0, hw, scores, True, 60):7,d} cycles",
-           f"PACKAGE (norm, d {d}):                    {selperf.package_cycles(n, 0, d, 0, keep, m, hw):7,d} cycles",
-           f"COMPACT (d {d}):                          {selperf.compact_cycles(n, 0, d, keep, hw):7,d} cycles"]
+    out = [f"GMEAN   (N {n}, w {dh // 2}) x {heads} heads: {heads * cycle_model.gmean_cycles(n, dh // 2, hw):7,d} cycles",
+           f"DECIDE  (N {n}, {heads} heads):              {cycle_model.decide_cycles(n, heads, 0, hw, scores):7,d} cycles",
+           f"DECIDE  with a cap of 60 (binds):         {cycle_model.decide_cycles(n, heads, 0, hw, scores, True, 60):7,d} cycles",
+           f"PACKAGE (norm, d {d}):                    {cycle_model.package_cycles(n, 0, d, 0, keep, m, hw):7,d} cycles",
+           f"COMPACT (d {d}):                          {cycle_model.compact_cycles(n, 0, d, keep, hw):7,d} cycles"]
     return out
 
 
@@ -48,9 +51,7 @@ def main() -> None:
     ap.add_argument("--hw", default="zcu102")
     ap.add_argument("--only", default="", help="comma-separated unit names")
     args = ap.parse_args()
-    hw = hw_preset(args.hw)
-    from rtl_gen.tools.synthesis import synthesize
-    from sim.runner import write_verilog
+    hw = load_hw(args.hw)
     work = settings.BUILD.resolve() / "synth" / f"select_units_{hw.name}"
     names = [u for u in units(hw) if not args.only or u in args.only.split(",")]
     print(f"hardware {hw.name}: R = {hw.mac_rows}, n_max {hw.n_max}, d_max {hw.d_max}, axi_bits {hw.axi_bits}")

@@ -1,7 +1,8 @@
-"""Yosys resource estimate (rtl_gen/tools/synthesis.py: synth_xilinx -family xcup) of the accelerator's
-LayerNorm and softmax units at a hardware preset (default zcu102, R = 32 lanes):
+"""Yosys resource estimate (rtl_gen/tools/synthesis.py: synth_xilinx -family xcup) of the
+accelerator's LayerNorm and softmax units at a hardware preset or TOML (default zcu102,
+R = 32 lanes):
 
-    .venv/bin/python benchmarks/unit_resources.py [preset] [unit ...]
+    .venv/bin/python benchmarks/unit_resources.py [hw] [ln_unit | softmax_unit ...]
 
 Prints DSP48E2, BRAM36, LUT and FF counts per unit and DSP per lane. Minutes per unit on the
 zcu102 preset (Debian's yosys)."""
@@ -10,18 +11,18 @@ from __future__ import annotations
 import sys
 import time
 
-from golden.hw import hw_preset
-from rtl_gen.norm.layernorm import LayerNormUnit
-from rtl_gen.array.softmax import SoftmaxUnit
-from rtl_gen.tools.synthesis import synthesize
-from sim.runner import write_verilog
 from base import settings
+from golden.hw import load_hw
+from rtl_gen.array.softmax import SoftmaxUnit
+from rtl_gen.norm.layernorm import LayerNormUnit
+from rtl_gen.tools.synthesis import synthesize
+from rtl_gen.tools.verilog import write_verilog
 
 UNITS = {"ln_unit": LayerNormUnit, "softmax_unit": SoftmaxUnit}
 
 
 def main(argv: list[str]) -> None:
-    hw = hw_preset(argv[0] if argv else "zcu102")
+    hw = load_hw(argv[0] if argv else "zcu102")
     names = argv[1:] or list(UNITS)
     work = settings.BUILD.resolve() / "synth" / f"units_{hw.name}"
     for name in names:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from golden.config import load_config  # noqa: E402
 from golden.float_model import DeiT  # noqa: E402
+from quant import schemes  # noqa: E402
 from quant.data import digits  # noqa: E402
 from quant.train import dynamicvit_loss, masked_forward  # noqa: E402
 from train_tiny import evaluate, run_epochs, train_backbone  # noqa: E402
@@ -138,7 +139,7 @@ def main(argv=None):
             "heldout_top1_unpruned": f"{acc_unpruned:.4f}", "heldout_top1": f"{acc:.4f}",
             "keep_rate": json.dumps([round(float(k), 4) for k in keep]),
             "train_seconds": f"{t2 - t_start:.0f}", "torch": torch.__version__}
-    sd = cfg.scheme.to_authors({k: v.detach().contiguous() for k, v in model.state_dict().items()})
+    sd = schemes.of(cfg).to_authors({k: v.detach().contiguous() for k, v in model.state_dict().items()})
     tmp = out.with_name(out.name + ".tmp")
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp), metadata=meta)
     tmp.replace(out)

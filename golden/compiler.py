@@ -13,12 +13,17 @@ logits z and head weights w, and the classifier logits.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from base.errors import UsageError
+from base.outputs import output_dir
+
 from . import isa, stream
-from .config import config_dict
+from .config import config_dict, model_from_dict
 from .hw import HardwareConfig
 from .isa import ACT_KEEP, ACT_LOAD, ACT_NONE, B0, B1, B2, B3, KB, VB
 from .kernels import PROB_FRAC
@@ -266,9 +271,6 @@ class Image:
 
     def save(self, out, force: bool = False, inputs=()) -> None:
         """Write the image directory: image.bin, manifest.json, program.txt (atomic, base.outputs)."""
-        import json
-
-        from base.outputs import output_dir
         with output_dir(out, IMAGE_FORMAT, "an image directory", force=force, inputs=inputs) as tmp:
             (tmp / "image.bin").write_bytes(self.data)
             (tmp / "manifest.json").write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
@@ -277,12 +279,6 @@ class Image:
     @classmethod
     def load(cls, path) -> "Image":
         """An image directory written by `spvit compile` (checked against its manifest's hash)."""
-        import json
-        from pathlib import Path
-
-        from base.errors import UsageError
-
-        from .config import model_from_dict
         p = Path(path)
         try:
             man = json.loads((p / "manifest.json").read_text())

@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
-from .config import ModelConfig, _check
 from base.errors import ConfigError
+
+from .config import ModelConfig, _check, build, read_toml
+from .isa import B3, VB
 
 ZCU102_DSP = 2520
 ZCU102_BRAM36 = 912
@@ -105,8 +108,7 @@ class HardwareConfig:
         return self.stream_bits // 8
 
     def buffer_width(self, buf: int) -> int:
-        """Channels of buffer `buf` (golden.isa.BUFFERS)."""
-        from .isa import B3, VB
+        """Channels of buffer `buf` (golden.isa.BUFFER_NAMES)."""
         if not 0 <= buf <= VB:
             raise ValueError(f"no buffer {buf}")
         return self.hidden_max if buf == B3 else self.d_max
@@ -170,7 +172,6 @@ def load_hw(spec: str | None, model: ModelConfig | None = None, table: dict | No
     (golden.config.Config.hardware), applied as written on top of `spec`, else of the table's own
     `preset`, else of the default of the model's preset `preset` (zcu102; mini for the mini
     model). Every value is type-checked; errors name the field and the file."""
-    from .config import build
     table = dict(table or {})
     base = table.pop("preset", None)
     if base is not None and not isinstance(base, str):
@@ -184,9 +185,6 @@ def load_hw(spec: str | None, model: ModelConfig | None = None, table: dict | No
 
 
 def _hw_spec(spec: str) -> HardwareConfig:
-    from pathlib import Path
-
-    from .config import build, read_toml
     if spec in HW_PRESETS:
         return HW_PRESETS[spec]
     path = Path(spec)

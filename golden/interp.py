@@ -244,7 +244,6 @@ class Results:
 def read_results(manifest: dict, ddr, base: int = 0, tokens: list | None = None) -> Results:
     """Results of a finished run from DDR. `tokens`: tokens leaving each block (to unpack
     checkpoints; they follow from the kept counts)."""
-    from .hw import HardwareConfig
     hw = HardwareConfig(**manifest["hardware"])
     r = manifest["results"]
     lo = r["logits"]

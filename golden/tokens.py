@@ -41,6 +41,14 @@ class Group:
         return Group(x, np.arange(b), np.broadcast_to(np.arange(n), (b, n)).copy())
 
 
+def keep_mask(order, m: int) -> np.ndarray:
+    """bool [b, m]: which of the m candidates (input positions 1..m; 0 is the CLS token) the
+    output sequence `order` [b, 1 + kept] (input positions, CLS first) keeps."""
+    keep = np.zeros((len(order), m), dtype=bool)
+    np.put_along_axis(keep, np.asarray(order)[:, 1:] - 1, True, 1)
+    return keep
+
+
 def take_ids(ids: np.ndarray, order: np.ndarray, new_id: int) -> np.ndarray:
     """Ids of an output sequence given by `order` (input positions; -1 = a new token)."""
     order = np.asarray(order)

@@ -2,6 +2,8 @@
 from base import ROOT, settings
 
 DEMO_CHECKPOINT = ROOT / "examples" / "mini_digits.safetensors"     # `make demo`'s model
+# format choices of quant.calibrate.choose_formats (here, so that the CLI lists them without torch)
+CALIBRATION_METHODS = ("maxabs", "percentile", "mse")
 
 
 def single_thread() -> None:

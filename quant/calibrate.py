@@ -7,6 +7,7 @@ tensor whose calibrated magnitude is `a`, frac is the largest value with a * 2^f
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,14 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from base.errors import ConfigError
 from golden.arith import BIAS_LIMIT, INT16_MAX, INT16_MIN, quantize
-from golden.config import FixedPointConfig
+from golden.config import PRESETS, FixedPointConfig, ModelConfig
 from golden.float_model import DeiT
 from golden.kernels import ln_eps_const, make_pwl
 from golden.layers import QAttention, QBlock, QLayerNorm, QLinear, QMlp
 from golden.network import QModel
+from golden.random_model import random_images, random_model
 
-METHODS = ("maxabs", "percentile", "mse")
+from . import CALIBRATION_METHODS, schemes
+
 PERCENTILE = 99.99
 
 
@@ -142,15 +146,14 @@ def choose_formats(ranges: Ranges, fp: FixedPointConfig = FixedPointConfig(), me
     |x|) leave `headroom_bits` above the calibrated range; 'mse' minimises the estimated
     quantisation error (Ranges.mse_frac), then leaves the same headroom. `fp.frac_overrides`
     pins names (unknown names are an error)."""
-    if method not in METHODS:
-        raise ValueError(f"calibration method must be one of {METHODS} (got {method!r})")
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS} (got {method!r})")
     if method == "mse":
         fmt = {k: ranges.mse_frac(k, fp) for k in ranges.maxabs}
     else:
         fmt = {k: frac_for(ranges.value(k, method) * 2 ** fp.headroom_bits, fp) for k in ranges.maxabs}
     unknown = sorted(set(fp.frac_overrides) - set(fmt))
     if unknown:
-        from base.errors import ConfigError
         near = sorted(k for k in fmt if k.split(".")[-1] in {u.split(".")[-1] for u in unknown})[:6]
         raise ConfigError(f"frac_overrides name(s) {unknown} are not tensors of this model; valid names look "
                           f"like {near or sorted(fmt)[:6]} (see the formats in a package manifest)")
@@ -197,7 +200,7 @@ def _lin(m: torch.nn.Linear):
 
 @dataclass(frozen=True)
 class Quantiser:
-    """What a scheme's `quantize` (golden/selectors/) uses to build integer layers."""
+    """What a scheme's `quantize` (quant/schemes/) uses to build integer layers."""
     fp: FixedPointConfig = FixedPointConfig()
 
     array = staticmethod(_t)
@@ -234,7 +237,7 @@ def to_qmodel(model: DeiT, fmt: dict, fp: FixedPointConfig = FixedPointConfig())
         fc2 = qlinear(*_lin(blk.mlp.fc2), fmt[p + "g"], fmt[p + "fc2"], fp)
         mlp = QMlp(fc1, make_pwl("gelu", fmt[p + "h"], fmt[p + "g"]), fc2)
         blocks.append(QBlock(ln1, attn, ln2, mlp, fin, fmid, fout))
-    selectors = cfg.scheme.quantize(model, fmt, Quantiser(fp))
+    selectors = schemes.of(cfg).quantize(model, fmt, Quantiser(fp))
     norm = qlayernorm(sd["norm.weight"], sd["norm.bias"], model.norm.eps, fmt[cfg.scheme.readout_fmt(cfg)],
                       fmt["norm"], fp)
     head = qlinear(sd["head.weight"], sd["head.bias"], fmt["norm"], fmt["logits"], fp)
@@ -253,5 +256,16 @@ def quantize_images(images: torch.Tensor, q: QModel) -> np.ndarray:
     return quantize(_t(images), q.img_frac)
 
 
+@functools.lru_cache(maxsize=None)
+def calibrated_random(preset: str | ModelConfig = "mini", seed: int = 0, n_img: int = 8) -> tuple[QModel, torch.Tensor]:
+    """(QModel, float images): a random float twin (golden.random_model, its decisions made
+    non-trivial on the images) calibrated on `n_img` random images, so weights and formats are
+    realistic without a checkpoint: for `spvit report` and `spvit regress`, benches and tests.
+    `preset`: a preset name or a ModelConfig. Cached: the same arguments give the same objects."""
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
+    imgs = random_images(cfg, n_img, seed)
+    return calibrate(random_model(cfg, seed, imgs), imgs), imgs
+
+
 __all__ = ["Ranges", "frac_for", "collect_ranges", "choose_formats", "to_qmodel", "calibrate",
-           "quantize_images"]
+           "quantize_images", "calibrated_random"]

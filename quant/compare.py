@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from base import settings
+from base.errors import UsageError
 from golden.arith import add_sat, dequantize, quantize
 from golden.float_model import DeiT
 from golden.network import QModel
@@ -308,7 +309,6 @@ def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batc
     from tqdm import tqdm
     n = len(data) if limit is None else min(limit, len(data))
     if n == 0:
-        from base.errors import UsageError
         raise UsageError(f"data {data.name!r} has no images to compare on")
     with tqdm(total=n, unit="img", desc="compare", disable=not progress, dynamic_ncols=True) as bar:
         part = compare_part(model, q, data, 0, n, batch, sqnr_images, bar)

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from base.errors import UsageError, notice
 from golden.config import PRESETS, ModelConfig
 from golden.float_model import DeiT
-from golden.selectors import SCHEMES
-from base.errors import UsageError, notice
+
+from . import schemes
 
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "model_ema", "state_dict_ema", "module")
 STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")   # DDP, torch.compile, Lightning
@@ -239,7 +240,7 @@ def infer_config(tensors: dict) -> dict:
         out["mlp_ratio"] = shp["blocks.0.mlp.fc1.weight"][0] / out["embed_dim"]
     if "head.weight" in shp:
         out["num_classes"] = shp["head.weight"][0]
-    for sch in SCHEMES.values():
+    for sch in schemes.SCHEMES.values():
         found = sch.infer(shp, out.get("depth", 12), tensors)
         if found:
             guessed += found.pop("_guessed", [])
@@ -304,7 +305,7 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
     CheckpointError listing every problem (config mismatch with the config that would fit,
     missing keys, unexpected keys, shape mismatches with both shapes, NaN / Inf)."""
     expected = {k: tuple(v.shape) for k, v in (model or DeiT(cfg)).state_dict().items()}
-    got, _ = cfg.scheme.from_checkpoint(ck.tensors)
+    got, _ = schemes.of(cfg).from_checkpoint(ck.tensors)
     missing = set(expected) - set(got)
     unexpected = set(got) - set(expected)
     shapes = [f"{k}: checkpoint {list(got[k].shape)} vs model {list(expected[k])}"
@@ -313,7 +314,7 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
     if missing or unexpected or shapes:
         other = looks_like(ck.tensors)
         if other and other[0] != cfg.selector:
-            sch, evidence = SCHEMES[other[0]], other[1]
+            sch, evidence = schemes.SCHEMES[other[0]].golden, other[1]
             fits = [n for n, p in PRESETS.items() if p.selector == other[0]]
             problems.append(f"the checkpoint looks like one made for {sch.title} ({evidence}), but config {cfg.name!r} "
                             f"has selector {cfg.selector!r}: use a {other[0]} config"
@@ -363,7 +364,7 @@ def looks_like(tensors: dict) -> tuple[str, str] | None:
     """(scheme, the key that gives it away) for a state_dict with selector weights or the
     authors' key layout of a scheme; None for timm DeiT keys (plain DeiT or EViT)."""
     keys = set(tensors)
-    for name, sch in SCHEMES.items():
+    for name, sch in schemes.SCHEMES.items():
         ev = sch.detect(keys)
         if ev:
             return name, ev

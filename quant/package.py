@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, build, config_dict, model_from_dict
-from base.errors import ConfigError
+from base import __version__ as TOOL_VERSION
+from base.errors import ConfigError, UsageError
+from base.outputs import output_dir
 from golden.compiler import compile_model
+from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, build, config_dict, model_from_dict
 from golden.hw import load_hw
 from golden.kernels import PWL, PWL_FUNCS, make_pwl
 from golden.layers import QAttention, QBlock, QLayerNorm, QLinear, QMlp
 from golden.network import QModel
-from golden.selectors import SCHEMES
-from base import __version__ as TOOL_VERSION
-from base.errors import UsageError
-from base.outputs import output_dir
+
+from . import schemes
 
 FORMAT = "spvit-weight-package"
 FORMAT_VERSION = 1
@@ -37,7 +37,7 @@ BLOB = "weights.bin"
 MANIFEST = "manifest.json"
 ALIGN = 64                      # every tensor starts on a 64-byte boundary (zero padding)
 LAYER_TYPES = {c.__name__: c for c in (QLinear, QLayerNorm, QAttention, QMlp, QBlock)
-               + tuple(t for s in SCHEMES.values() for t in s.q_types)}
+               + tuple(t for s in schemes.SCHEMES.values() for t in s.q_types)}
 ACC_FIELDS = {"b", "beta"}      # stored as int64 (48-bit accumulator format); all else int16
 
 
@@ -345,7 +345,7 @@ def _rebuild(cfg: ModelConfig, m: dict, arrays: list) -> QModel:
 def _selector(cfg: ModelConfig, fmt: dict, block: int, rec, arrays: list):
     """The record of the selector of `block`: a layer type of the config's scheme whose settings
     (kept counts, heads, modes, formats) are the ones the config gives."""
-    sch = cfg.scheme
+    sch = schemes.of(cfg)
     where = f"selectors.{block}"
     types = {t.__name__: t for t in sch.q_types}
     if not (isinstance(rec, dict) and isinstance(rec.get("type"), str) and rec["type"] in types):

@@ -13,6 +13,7 @@ from golden.float_model import DeiT
 from golden.network import QModel
 from golden.tokens import Group, Record, decision_agreement
 
+from . import schemes
 from .calibrate import quantize_images
 
 
@@ -93,10 +94,10 @@ def replay_block(model: DeiT, q: QModel, i: int, inp: torch.Tensor) -> np.ndarra
 @torch.no_grad()
 def same_input_decisions(model: DeiT, q: QModel, inputs) -> tuple[int, int, list]:
     """Each selection stage's float and integer decisions on the same (quantised) tokens, taken
-    from the recorded block inputs `inputs[i]` (golden.selectors: agreement_inputs). Returns
+    from the recorded block inputs `inputs[i]` (quant/schemes/: agreement_inputs). Returns
     (equal decisions, decisions, [(stage, float score, integer score)])."""
     cfg = model.cfg
-    sch = cfg.scheme
+    sch = schemes.of(cfg)
     agree = total = 0
     scores = []
     for j, b in enumerate(cfg.selector_blocks if cfg.stages else ()):

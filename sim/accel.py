@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from base import settings
 from golden import isa
 from golden.interp import Machine, read_results
-from base import settings
+from rtl_gen.host.regmap import regmap
+from rtl_gen.top import Accelerator
 
 from .runner import run_bench
 
@@ -45,8 +47,6 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
     """Run every input image (int16 [in_chans, H, W]) on the RTL, one after the other in one
     simulation. `pokes`: per run, (offset, bytes) written over the image first (error tests);
     `poison`: per run, (lo, hi) offset ranges whose accesses the DDR model answers with SLVERR."""
-    from rtl_gen.host.regmap import regmap
-    from rtl_gen.top import Accelerator
     hw = img.hw
     name = f"spvit_accel_{hw.name}".replace("-", "_")
     work = settings.BUILD.resolve() / "sim" / "images"

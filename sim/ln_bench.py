@@ -17,12 +17,15 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from base import settings
 from golden import isa, stream as gstream
 from golden.hw import HardwareConfig
 from golden.interp import Machine
 from rtl_gen.buffers import ports
 from rtl_gen.buffers.fabric import Buffers
 from rtl_gen.norm.layernorm import LayerNormUnit, _param_layout
+
+from .runner import run_stream
 
 WRITE, READ, RUN = range(3)
 
@@ -142,9 +145,6 @@ def build(hw: HardwareConfig, ops: list[LnOp], seed: int = 0, all_buffers: bool 
 def run_ln(hw: HardwareConfig, ops: list[LnOp], name: str, stall: float = 0.25, seed: int = 0, sim=None,
            port_stall: dict | None = None, all_buffers: bool = True, tag: str = "run"):
     """-> (words read back [n, R], the interpreter's words [n, R], cycles per op, SimResult)."""
-    from base import settings
-
-    from .runner import run_stream
     cmds, params, want = build(hw, ops, seed, all_buffers)
     res = run_stream(LnBench(hw), name, {"i_cmd": cmds, "i_param": params},
                      {"o_rd": len(want), "o_done": len(ops)}, stall=stall, seed=seed,

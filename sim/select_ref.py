@@ -8,11 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from base import settings
 from golden import isa
-from golden.compiler import select_bytes
+from golden.arith import quantize
+from golden.compiler import compile_model, select_bytes
 from golden.hw import HardwareConfig
 from golden.interp import Machine
-from base import settings
+from rtl_gen.selector.store import beats
+from rtl_gen.tools import cycles as cycle_model
 
 from .check import mismatches
 from .runner import run_stream
@@ -94,7 +97,6 @@ class SelectRun:
         d = isa.decode(isa.encode("STORE", mode=isa.STORE_SELECT, addr=0, rows=1))
         self.mach.op_store(d, 1)
         self.s.store()
-        from rtl_gen.selector.store import beats
         self.expect.append(("o_st", beats(self.hw), f"{label}: STORE of the selection",
                             bytes(self.mach.ddr[:select_bytes(self.hw)])))
 
@@ -140,17 +142,16 @@ class SelectRun:
 
 def model_cycles(op: Op, hw: HardwareConfig, recips: int = 4, cap_bits: int = 3, pk_lanes: int | None = None) -> int:
     """rtl_gen.tools.cycles's count for one operation of a run."""
-    from rtl_gen.tools import cycles as selperf
     f, rows = op.fields, op.rows
     if op.name == "GMEAN":
-        return selperf.gmean_cycles(rows, f["w"], hw)
+        return cycle_model.gmean_cycles(rows, f["w"], hw)
     if op.name == "DECIDE":
-        return selperf.decide_cycles(rows, f["heads"], f.get("n_pkg", 0), hw, op.scores, bool(f.get("cap_en")),
+        return cycle_model.decide_cycles(rows, f["heads"], f.get("n_pkg", 0), hw, op.scores, bool(f.get("cap_en")),
                                      f.get("cap", 0), recips, cap_bits)
     if op.name == "PACKAGE":
-        return selperf.package_cycles(rows, f.get("n_pkg", 0), f["d"], f.get("mode", 0), op.sel.keep, op.sel.m, hw,
+        return cycle_model.package_cycles(rows, f.get("n_pkg", 0), f["d"], f.get("mode", 0), op.sel.keep, op.sel.m, hw,
                                       pk_lanes)
-    return selperf.compact_cycles(rows, f.get("n_pkg", 0), f["d"], op.sel.keep, hw)
+    return cycle_model.compact_cycles(rows, f.get("n_pkg", 0), f["d"], op.sel.keep, hw)
 
 
 def cycle_mismatches(events, hw: HardwareConfig, **params) -> list[str]:
@@ -216,8 +217,6 @@ class StageSnapshot:
 def selector_snapshots(q, hw: HardwareConfig, imgs, img: int = 0) -> list[StageSnapshot]:
     """Run the compiled model q on image `img` in the interpreter and keep, per selector stage,
     the state before its first GMEAN and before its DECIDE."""
-    from golden.arith import quantize
-    from golden.compiler import compile_model
     image = compile_model(q, hw)
     ddr = image.with_input(quantize(imgs[img].numpy(), q.img_frac))
     p0 = image.regions["program"][0]

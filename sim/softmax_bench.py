@@ -8,11 +8,14 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from base import settings
 from golden.hw import HardwareConfig
 from golden.kernels import softmax
+from rtl_gen.array.softmax import SoftmaxUnit, item_layout
 from rtl_gen.buffers import ports
 from rtl_gen.primitives.exp import FRAC_BITS
-from rtl_gen.array.softmax import SoftmaxUnit, item_layout
+
+from .runner import run_stream
 
 
 class SoftmaxBench(wiring.Component):
@@ -34,9 +37,6 @@ class SoftmaxBench(wiring.Component):
 def run_softmax(hw: HardwareConfig, items, name: str, stall: float = 0.25, seed: int = 0, sim=None):
     """items: [(scores int [R, n], frac)] -> (RTL probabilities [beats, R], golden [beats, R],
     RTL last flags, input last flags, SimResult)."""
-    from base import settings
-
-    from .runner import run_stream
     beats, want = [], []
     for s, frac in items:
         n = s.shape[1]

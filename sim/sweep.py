@@ -37,10 +37,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from base.errors import ConfigError, UsageError
 from golden.config import ModelConfig
-from base.errors import ConfigError
 from golden.hw import HW_PRESETS, ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
-from base.errors import UsageError
+from rtl_gen.tools import synthesis
+
+from . import report
 
 MAX_POINTS = 100_000
 HW_FIELDS = {f.name: f for f in dataclasses.fields(HardwareConfig)}
@@ -128,7 +130,6 @@ def estimate(model: ModelConfig, hw: HardwareConfig, keep=None):
     """The accelerator's model-level estimate (sim.report.estimate: the cycle model on a program
     compiled for the model's shapes, DDR traffic, estimated DSP48E2 and BRAM36, fit); the sweep
     only calls it."""
-    from . import report
     return report.estimate(model, hw, keep=keep)
 
 
@@ -200,10 +201,9 @@ def synthesize_hw(hw: HardwareConfig) -> dict:
     unit, cached), or {'error': ...}. The parts are named after the configuration's ident, so
     grid points that differ only in clock_mhz or ddr_gbps (the same RTL) and later sweeps reuse
     the cache in $SPVIT_BUILD/synth/sweep-<ident>/."""
-    from rtl_gen.tools.synthesis import synthesize_top
     t = time.time()
     try:
-        r = synthesize_top(dataclasses.replace(hw, name=f"sweep-{hw.ident():08x}"), verbose=False)
+        r = synthesis.synthesize_top(dataclasses.replace(hw, name=f"sweep-{hw.ident():08x}"), verbose=False)
     except RuntimeError as e:
         return {"error": str(e)}
     tot = r["total"]

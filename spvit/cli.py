@@ -13,9 +13,14 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
 
+from amaranth.hdl import UnusedElaboratable
+
+from base import settings
 from base.errors import ConfigError, Terminated, UsageError
+from golden.arith import set_engine
 
 # modules that add subcommands, in the order they appear in --help
 COMMAND_MODULES = ("model", "quant", "rtl", "sim", "cluster")
@@ -63,17 +68,27 @@ def _fail(msg: str) -> None:
         pass
 
 
+def _stopped_command() -> None:
+    """A command stopped by an error or a signal may leave Amaranth components built but never
+    elaborated; each would print an UnusedElaboratable warning when it is collected (Amaranth
+    silences them itself only after an uncaught exception), burying the one-line message."""
+    warnings.simplefilter("ignore", UnusedElaboratable)
+
+
 def main(argv: list[str] | None = None) -> int:
     with _sigterm_raises():
         try:
-            from base import settings                     # bad SPVIT_* values are usage errors too
-            from golden.arith import set_engine
+            settings.check()                  # a bad SPVIT_* value is a usage error too
             set_engine(settings.MATMUL)
             try:
                 args = build_parser().parse_args(argv)
             except SystemExit as e:           # usage errors (2) and --help (0)
                 return e.code if isinstance(e.code, int) else 2
-            rc = int(args.func(args) or 0)
+            try:
+                rc = int(args.func(args) or 0)
+            except BaseException:
+                _stopped_command()
+                raise
             sys.stdout.flush()
             return rc
         except (UsageError, ConfigError) as e:

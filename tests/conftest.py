@@ -14,7 +14,8 @@ import pytest  # noqa: E402
 from base import settings  # noqa: E402
 from golden.arith import set_engine  # noqa: E402
 
-set_engine(settings.MATMUL)          # as spvit.cli.main does: SPVIT_MATMUL reaches the golden model
+settings.check()                     # as spvit.cli.main does: a bad SPVIT_* value stops the run
+set_engine(settings.MATMUL)          # and SPVIT_MATMUL reaches the golden model
 
 _MEASURED: list[str] = []
 

@@ -1,8 +1,9 @@
 """The token-selection interface. A scheme (none, spvit, dynamicvit, evit, evovit) is one
-`Scheme` subclass in its own module, registered in `golden.selectors.SCHEMES`. The integer model
-(`golden.network.QModel`), the float twin (`golden.float_model.DeiT`), the MAC counts, the
-calibration, the checkpoint loaders, the packages and the reports reach a scheme only through
-the hooks below; the class itself is the scheme with no token selection (plain DeiT).
+`Scheme` subclass in its own module, registered in `golden.selectors.SCHEMES`. The config checks,
+the integer model (`golden.network.QModel`), the float twin (`golden.float_model.DeiT`) and the
+MAC counts reach a scheme only through the hooks below; the class itself is the scheme with no
+token selection (plain DeiT). The quantiser's side of each scheme (calibration, package
+settings, checkpoint layouts, same-input decisions) is in quant/schemes/, keyed by the same name.
 
 Both forwards run the same loop over the blocks (written once each):
 
@@ -39,7 +40,6 @@ class Scheme:
     where = "none"          # "before": selection before block b; "inside": in block b, after the attention
     adaptive = False        # the kept count depends on the image (SPViT) rather than the config
     hardware = True         # the accelerator (golden/compiler.py) runs it
-    q_types: tuple = ()     # golden dataclasses a package may hold for this scheme
 
     # ---- configuration (called from ModelConfig.__post_init__)
     def check(self, cfg) -> None:
@@ -156,52 +156,3 @@ class Scheme:
     def readout_fmt(self, cfg) -> str:
         """The traced name of the tensor the final LayerNorm reads."""
         return f"res.{cfg.depth}"
-
-    # ---- calibration (quant/calibrate.py)
-    def quantize(self, model, fmt: dict, qz) -> dict:
-        """{block index: golden selector object}; `qz` makes integer layers (quant.calibrate.Quantiser)."""
-        return {}
-
-    def q_settings(self, cfg, fmt: dict) -> dict:
-        """{block: {field: value}}: the non-tensor fields of each golden selector object that
-        follow from the config and the formats (quant/package.py checks a package against them)."""
-        return {}
-
-    # ---- same-input decisions (quant/selfcheck.py, quant/compare.py)
-    def agreement_inputs(self, model, io, stage: int) -> list:
-        """Float token tensors [b, n, C] that stage `stage`'s decision reads, from the recorded
-        block inputs `io[i]` (one tensor per block call). [] when the decision depends on more
-        than the tokens (Evo-ViT's running score)."""
-        return []
-
-    def f_decide(self, model, stage: int, x):
-        """Float decision on tokens x [b, n, C]: (keep [b, m] bool, score [b, m] float)."""
-        raise NotImplementedError
-
-    def q_decide(self, q, stage: int, x):
-        """Integer decision on tokens x [b, n, C] int16: (keep [b, m] bool, score [b, m] float)."""
-        raise NotImplementedError
-
-    # ---- checkpoints (quant/loaders.py)
-    def detect(self, keys: set) -> str | None:
-        """Evidence (a key name) that a state_dict was made for this scheme, or None."""
-        return None
-
-    def infer(self, shapes: dict, depth: int, tensors: dict | None = None) -> dict | None:
-        """The config fields a state_dict made for this scheme reveals (names in '_guessed'
-        are guesses), or None if it was not made for this scheme. `shapes`: name -> shape;
-        `tensors` (optional): the tensors themselves, for what only their values tell."""
-        return None
-
-    @staticmethod
-    def spaced(n: int, depth: int) -> tuple:
-        """n stages evenly spaced over the depth (the official 3, 6, 9 of 12)."""
-        return tuple(round(depth * (j + 1) / (n + 1)) for j in range(n))
-
-    def from_checkpoint(self, tensors: dict) -> tuple[dict, list]:
-        """Map the authors' key names onto the twin's; returns (tensors, notes)."""
-        return tensors, []
-
-    def to_authors(self, tensors: dict) -> dict:
-        """The inverse map (for writing a checkpoint in the authors' layout)."""
-        return tensors

@@ -8,15 +8,14 @@ key names `score_predictor.<stage>.in_conv.{0,1}`, `.out_conv.{0,2,4}`).
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..arith import as_int, dequantize, recip, rshift_round
-from ..kernels import PWL, make_pwl
+from ..arith import as_int, recip, rshift_round
+from ..kernels import PWL
 from ..layers import MEAN_RECIP_BITS, QLayerNorm, QLinear
-from ..tokens import Group, Record, rank_desc, take_ids
+from ..tokens import Group, Record, keep_mask, rank_desc, take_ids
 from .base import Scheme, check
 
 
@@ -61,7 +60,6 @@ class DynamicViT(Scheme):
     title = "DynamicViT"
     hardware = False
     where = "before"
-    q_types = (QPredictor,)
 
     def check(self, cfg) -> None:
         self.check_blocks(cfg, 1, "the blocks a predictor runs before")
@@ -135,9 +133,7 @@ class DynamicViT(Scheme):
 
     @staticmethod
     def _regroup(g: Group, order, y, s: int, rec: Record) -> Group:
-        keep = np.zeros((len(order), g.x.shape[1] - 1), dtype=bool)
-        np.put_along_axis(keep, order[:, 1:] - 1, True, 1)
-        rec.mark(s, g.rows, g.ids[:, 1:], keep)
+        rec.mark(s, g.rows, g.ids[:, 1:], keep_mask(order, g.x.shape[1] - 1))
         return Group(y, g.rows, take_ids(g.ids, order, -1))
 
     # ---- integer model
@@ -146,56 +142,3 @@ class DynamicViT(Scheme):
             return [g]
         y, order, _ = q.selectors[i](g.x)
         return [self._regroup(g, order, y, q.cfg.selector_blocks.index(i), rec)]
-
-    # ---- calibration
-    def quantize(self, model, fmt: dict, qz) -> dict:
-        cfg, t = model.cfg, qz.array
-        out = {}
-        for j, b in enumerate(cfg.selector_blocks):
-            sp, p, res = model.score_predictor[j], f"sel.{j}.", fmt[f"res.{b}"]
-            ln, fc, _ = sp.in_conv
-            o1, o2, o3 = sp.out_conv[0], sp.out_conv[2], sp.out_conv[4]
-            w, bias = t(o3.weight), t(o3.bias)
-            score = qz.linear((w[0] - w[1])[None], (bias[0] - bias[1])[None], fmt[p + "o2g"], 0)
-            out[b] = QPredictor(
-                qz.layernorm(t(ln.weight), t(ln.bias), ln.eps, res, fmt[p + "ln"]),
-                qz.linear(t(fc.weight), t(fc.bias), fmt[p + "ln"], fmt[p + "f"]), make_pwl("gelu", fmt[p + "f"], fmt[p + "fg"]),
-                qz.linear(t(o1.weight), t(o1.bias), fmt[p + "fg"], fmt[p + "o1"]), make_pwl("gelu", fmt[p + "o1"], fmt[p + "o1g"]),
-                qz.linear(t(o2.weight), t(o2.bias), fmt[p + "o1g"], fmt[p + "o2"]), make_pwl("gelu", fmt[p + "o2"], fmt[p + "o2g"]),
-                replace(score, out_frac=score.in_frac + score.w_frac), self.counts(cfg)[j], res)
-        return out
-
-    def q_settings(self, cfg, fmt: dict) -> dict:
-        return {b: dict(keep=k, res_frac=fmt.get(f"res.{b}")) for b, k in zip(cfg.selector_blocks, self.counts(cfg))}
-
-    # ---- same-input decisions
-    def agreement_inputs(self, model, io, stage: int) -> list:
-        b = model.cfg.selector_blocks[stage]
-        return [model.blocks[b - 1](inp) for inp in io[b - 1]]
-
-    @staticmethod
-    def _mask(order, m: int):
-        keep = np.zeros((len(order), m), dtype=bool)
-        np.put_along_axis(keep, np.asarray(order)[:, 1:] - 1, True, 1)
-        return keep
-
-    def f_decide(self, model, stage: int, x):
-        order, d = self.f_top(model, stage, x)
-        return self._mask(order.numpy(), x.shape[1] - 1), d.double().numpy()
-
-    def q_decide(self, q, stage: int, x):
-        sel = q.selectors[q.cfg.selector_blocks[stage]]
-        _, order, s = sel(x)
-        return self._mask(order, x.shape[1] - 1), dequantize(s, sel.score.in_frac + sel.score.w_frac)
-
-    # ---- checkpoints
-    def detect(self, keys: set) -> str | None:
-        """One predictor per stage on the full embedding: score_predictor.<stage>.in_conv.<layer>.*"""
-        return next((k for k in sorted(keys) if re.match(r"score_predictor\.\d+\.in_conv\.\d\.(weight|bias)$", k)), None)
-
-    def infer(self, shapes: dict, depth: int, tensors: dict | None = None) -> dict | None:
-        if not self.detect(set(shapes)):
-            return None
-        n = 1 + max(int(m.group(1)) for k in shapes if (m := re.match(r"score_predictor\.(\d+)\.", k)))
-        return dict(selector="dynamicvit", selector_blocks=self.spaced(n, depth), keep_rate=(0.7,),
-                    _guessed=["selector_blocks", "keep_rate"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arith import add_sat, as_int, dequantize, recip, requant
+from ..arith import as_int, recip, requant
 from ..kernels import PROB_FRAC
 from ..tokens import Group, Record, rank_desc, take_ids
 from .base import Scheme
@@ -56,7 +56,6 @@ class EViT(Scheme):
     title = "EViT"
     hardware = False
     where = "inside"
-    q_types = (QEViTSelector,)
 
     def check(self, cfg) -> None:
         self.check_blocks(cfg, 0, "the blocks that prune after their attention (before their MLP)")
@@ -139,38 +138,6 @@ class EViT(Scheme):
         y, order, _ = q.selectors[i](x1, p, force)
         self._regroup(g, np.asarray(order), q.cfg.selector_blocks.index(i), q.cfg, rec, i)
         return y
-
-    # ---- calibration
-    def quantize(self, model, fmt: dict, qz) -> dict:
-        return {b: QEViTSelector(**kw) for b, kw in self.q_settings(model.cfg, fmt).items()}
-
-    def q_settings(self, cfg, fmt: dict) -> dict:
-        return {b: dict(keep=k, fuse=self.fuse(cfg), heads=cfg.num_heads)
-                for b, (_, k, _) in zip(cfg.selector_blocks, self.counts(cfg))}
-
-    # ---- same-input decisions: block b's input, its attention, the selection
-    def agreement_inputs(self, model, io, stage: int) -> list:
-        return list(io[model.cfg.selector_blocks[stage]])
-
-    def f_decide(self, model, stage: int, x):
-        blk = model.blocks[model.cfg.selector_blocks[stage]]
-        _, a = blk.attn.attend(blk.norm1(x))
-        cls = a[:, :, 0, 1:].mean(1)
-        k = self.counts(model.cfg)[stage][1]
-        keep = np.zeros(cls.shape, dtype=bool)
-        np.put_along_axis(keep, rank_desc(cls)[:, :k].numpy(), True, 1)
-        return keep, cls.double().numpy()
-
-    def q_decide(self, q, stage: int, x):
-        b = q.cfg.selector_blocks[stage]
-        blk, sel = q.blocks[b], q.selectors[b]
-        o, p = blk.attn.attend(blk.norm1(x))
-        x1 = add_sat(x, blk.in_frac, o, blk.attn.proj.out_frac, blk.mid_frac)
-        _, order, s = sel(x1, p)
-        keep = np.zeros(s.shape, dtype=bool)
-        np.put_along_axis(keep, np.asarray(order)[:, 1:1 + sel.keep] - 1, True, 1)
-        return keep, dequantize(s, PROB_FRAC) / sel.heads
-
 
 def sharpen_attention(model, factor: float = 4.0) -> None:
     """Scale every block's query and key weights by `factor` (scores by factor^2): a

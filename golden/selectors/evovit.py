@@ -13,7 +13,6 @@ The authors' DeiT release stores the attention in model-level lists (`qks.i.qk`,
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +47,6 @@ class EvoViT(Scheme):
     title = "Evo-ViT"
     hardware = False
     where = "before"
-    q_types = (QEvoSelector,)
 
     def check(self, cfg) -> None:
         self.check_blocks(cfg, 1, "the blocks where a stage starts (tokens re-ranked; the top ones run the "
@@ -170,63 +168,3 @@ class EvoViT(Scheme):
 
     def readout_fmt(self, cfg) -> str:
         return "pool"
-
-    # ---- calibration
-    def quantize(self, model, fmt: dict, qz) -> dict:
-        return {b: QEvoSelector(**kw) for b, kw in self.q_settings(model.cfg, fmt).items()}
-
-    def q_settings(self, cfg, fmt: dict) -> dict:
-        t = round(self.momentum(cfg) * ONE_Q15)
-        return {b: dict(keep=k, momentum=t) for b, k in zip(cfg.selector_blocks, self.counts(cfg))}
-
-    # ---- checkpoints: the authors' layout of the DeiT release
-    def detect(self, keys: set) -> str | None:
-        return next((k for k in sorted(keys) if re.match(r"qks\.\d+\.qk\.weight$", k)), None)
-
-    def infer(self, shapes: dict, depth: int, tensors: dict | None = None) -> dict | None:
-        if not self.detect(set(shapes)):
-            return None
-        return dict(selector="evovit", selector_blocks=self.spaced(2, depth), keep_rate=(0.5,),
-                    _guessed=["selector_blocks", "keep_rate"])
-
-    def from_checkpoint(self, tensors: dict) -> tuple[dict, list]:
-        """The authors' names -> timm's: qks.i.qk [2C, C] and vs.i.v [C, C] -> blocks.i.attn.qkv
-        [3C, C] (rows q, k, v), norms.i -> blocks.i.norm1, projs.i -> blocks.i.attn.proj;
-        blocks.i.norm2 / mlp and the rest keep their names; the training-only CLS head
-        (head_cls.*, norm_cls.*) is dropped. A state_dict already in timm's names passes through."""
-        import torch
-        if not self.detect(set(tensors)):
-            return tensors, []
-        out, notes = {}, []
-        for k, v in tensors.items():
-            if m := re.match(r"qks\.(\d+)\.qk\.(weight|bias)$", k):
-                v2 = tensors.get(f"vs.{m.group(1)}.v.{m.group(2)}")
-                if v2 is not None:
-                    out[f"blocks.{m.group(1)}.attn.qkv.{m.group(2)}"] = torch.cat([v, v2], 0)
-                    continue
-            elif re.match(r"vs\.\d+\.v\.", k) and f"qks.{k.split('.')[1]}.qk.{k.split('.')[-1]}" in tensors:
-                continue
-            elif m := re.match(r"norms\.(\d+)\.(.*)$", k):
-                k = f"blocks.{m.group(1)}.norm1.{m.group(2)}"
-            elif m := re.match(r"projs\.(\d+)\.(.*)$", k):
-                k = f"blocks.{m.group(1)}.attn.proj.{m.group(2)}"
-            elif k.startswith(("head_cls.", "norm_cls.")):
-                notes.append(k)
-                continue
-            out[k] = v
-        return out, notes
-
-    def to_authors(self, tensors: dict) -> dict:
-        out = {}
-        for k, v in tensors.items():
-            if m := re.match(r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", k):
-                c = v.shape[0] // 3
-                out[f"qks.{m.group(1)}.qk.{m.group(2)}"] = v[: 2 * c].clone()
-                out[f"vs.{m.group(1)}.v.{m.group(2)}"] = v[2 * c:].clone()
-            elif m := re.match(r"blocks\.(\d+)\.norm1\.(.*)$", k):
-                out[f"norms.{m.group(1)}.{m.group(2)}"] = v
-            elif m := re.match(r"blocks\.(\d+)\.attn\.proj\.(.*)$", k):
-                out[f"projs.{m.group(1)}.{m.group(2)}"] = v
-            else:
-                out[k] = v
-        return out

@@ -3,7 +3,7 @@ per beat becomes int16 outputs, in a five-stage pipeline that advances together:
 
     1  p = (acc + bias) * mult                         (bias and mult travel with the beat)
     2  y = requant(p, shift)                            (runtime signed shift)
-    3-5 PWL (rtl_gen/pwl_rt.PwlEval, latency 3)        (when `act`); the residual word is read
+    3-5 PWL (primitives/pwl.py PwlEval, latency 3)     (when `act`); the residual word is read
     5  y = add_shifted(residual, sa, y, sb, so); write  (golden.arith.add_shifted)
 
 and is written to a token buffer, the key buffer, the value banks, or sent to the softmax unit

@@ -15,18 +15,18 @@ from amaranth.lib.wiring import Out, connect
 from golden.hw import HardwareConfig
 
 from ..buffers import ports
+from ..buffers.weight_ring import drain_port, issue_port
 from ..control.decode import desc_view, op_code
+from ..primitives.pwl import geometry_of, table_read
+from .attention import AttentionSeq
 from .epilogue import DEST_KB, DEST_TOK, DEST_VB, Epilogue
 from .fetch import Drain, Fetch
 from .mac import MacArray
 from .matmul import MatmulSeq
-from .attention import AttentionSeq
-from ..primitives.pwl import geometry_of, table_read
-from ..buffers.weight_ring import drain_port, issue_port
+from .softmax import SoftmaxUnit
 
 
 def default_softmax(hw: HardwareConfig):
-    from .softmax import SoftmaxUnit
     return SoftmaxUnit(hw)
 
 

@@ -1,5 +1,5 @@
 """The activation table memory: one loadable PWL table (golden/stream.py pack_table entries) for
-`lanes` parallel lookups by rtl_gen/pwl_rt.PwlEval lanes (the MATMUL epilogue's, and DECIDE's
+`lanes` parallel lookups by rtl_gen.primitives.pwl.PwlEval lanes (the MATMUL epilogue's, and DECIDE's
 through lane 0): ceil(lanes / 2) copies of a true dual-port block RAM, two lanes per copy; the
 stream loader writes every copy at once (never while an operation reads the table).
 """

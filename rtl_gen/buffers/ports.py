@@ -19,7 +19,7 @@ Operation control (every unit started by the controller):
 """
 from __future__ import annotations
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import Cat, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -78,7 +78,6 @@ def tiles_of(n, size: int):
 
 def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
     """Lane-enable mask of the tokens of `tile` that lie below `rows` (a comb Signal)."""
-    from amaranth.hdl import Cat, Signal
     mask = Signal(hw.mac_rows, name=name)
     base = tile * hw.mac_rows
     m.d.comb += mask.eq(Cat(base + r < rows for r in range(hw.mac_rows)))
@@ -88,7 +87,6 @@ def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
 def route(m, target, sources: list, sig: wiring.Signature):
     """Drive the memory-side port `target` from the unit-side port of the first true condition
     in `sources` [(cond, port)] (the last one when none is true); read data goes to all."""
-    from amaranth.hdl import Mux, Value
     for name, mem in sig.members.items():
         if mem.flow == Out:                       # unit -> memory side
             val = Value.cast(getattr(sources[-1][1], name))

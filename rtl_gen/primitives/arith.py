@@ -1,6 +1,6 @@
 """Rounding and saturation, mirrored once from golden/arith.py. Every rtl_gen component builds
-its requantisation from these functions (tests/sim/test_arith.py checks them exhaustively over
-int16 against golden).
+its requantisation from these functions (tests/sim/test_requant.py and test_arith_var.py check
+them exhaustively over int16 against golden).
 
     sat(v, bits)            clamp a signed value to `bits` bits           = golden.arith.sat
     rshift_round(v, s)      (v + 2^(s-1)) >> s, s <= 0 shifts left        = golden.arith.rshift_round
@@ -15,6 +15,8 @@ from __future__ import annotations
 from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from golden.isa import ALIGN_MAX
 
 WORD = 16
 ACC_BITS = 48
@@ -179,7 +181,6 @@ def requant_var(m, v, s, bits: int = WORD, name: str = "rq") -> Value:
 def add_shifted(m, a, sa, b, sb, so, bits: int = WORD, name: str = "as") -> Value:
     """golden.arith.add_shifted: requant((a << sa) + (b << sb), so) with runtime shifts
     (sa, sb <= golden.isa.ALIGN_MAX unsigned alignments of int16 operands, so signed)."""
-    from golden.isa import ALIGN_MAX
     s = Signal(signed(WORD + ALIGN_MAX + 2), name=f"{name}_sum")
     m.d.comb += s.eq((Value.cast(a).as_signed() << sa) + (Value.cast(b).as_signed() << sb))
     return requant_sv(m, s, so, bits, name)

@@ -4,7 +4,7 @@ two-entry register slice: every output registered, full throughput).
     fifo = RamFifo(width=128, depth=1024)   # i, o: streams; count: words in the RAM; flush
     skid = Skid(shape)                      # i -> o, o.valid/payload and i.ready are registers
 
-RamFifo keeps its words in rtl_gen/ram.Ram (synchronous read) and uses the RAM's read register
+RamFifo keeps its words in rtl_gen.primitives.ram.Ram (synchronous read) and uses the RAM's read register
 as the output stage: `o.payload` is `ram.rdata`, which holds while no read is issued, so the
 FIFO holds `depth` words in the RAM plus one in the output register. A read is issued when the
 RAM holds a word and the output register is empty or being taken (o.ready: a combinational

@@ -4,8 +4,8 @@ written as a small parameterised Verilog module that the generated design instan
 
 Amaranth's own memories emit an `initial` value for every word, which made converting the
 zcu102 buffers take 70 s (12.6 M constant bits); this template has no initial contents (block
-RAM powers up as zero) and Yosys infers BRAM36/BRAM18 from it. `to_verilog` (sim/runner.py,
-rtl_gen/generate.py) appends each RAM module to the files that instantiate it.
+RAM powers up as zero) and Yosys infers BRAM36/BRAM18 from it. `to_verilog`
+(rtl_gen/tools/verilog.py) appends each RAM module to the files that instantiate it.
 
     ram = Ram(lanes=R, width=16, depth=D)     # ports: waddr, wdata, wen[lanes], raddr, ren, rdata
 """

@@ -1,5 +1,5 @@
 """Cycle model of the accelerator: the compiled program's descriptors, timed the way the RTL runs
-them (tests/sim/test_cycle_model.py compares it with whole-model RTL runs).
+them (tests/sim/test_accel.py test_cycle_model_matches_rtl compares it with whole-model RTL runs).
 
     tr = trace(img, x)                     # token counts and decisions of one image (interpreter)
     p = program_cycles(img, tr)            # per operation: start, end, cycles, MACs, bound
@@ -24,14 +24,18 @@ mask, `m` the keep probabilities.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import numpy as np
+
 from golden import isa
 from golden import stream as gstream
 from golden.hw import HardwareConfig
-from ..norm.layernorm import ln_cycles
-from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
+from golden.interp import Machine
 from golden.isa import PACKAGE_MODES
 from golden.layers import MEAN_RECIP_BITS, PACK_RECIP_BITS, WEIGHT_RECIP_BITS
+
+from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
+from ..norm.layernorm import ln_cycles
 from ..selector.package import default_lanes
 
 
@@ -53,7 +57,6 @@ class Step:
 
 def trace(img, x) -> list[Step]:
     """The steps of one image (token counts and decisions from the interpreter)."""
-    from golden.interp import Machine
     steps: list[Step] = []
 
     class Tracing(Machine):

@@ -1,5 +1,5 @@
 """Generated sections of docs/accelerator.md (between `<!-- name:begin -->` and
-`<!-- name:end -->`): `python -m rtl_gen.tools.docs` rewrites them, tests/golden/test_docs.py checks
+`<!-- name:end -->`): `python -m rtl_gen.tools.docs` rewrites them, tests/rtl_gen/test_docs.py checks
 that they are current."""
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ Either way DSP48E2 and block RAM counts are meaningful; FF counts are overstated
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,10 +38,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from base.errors import UsageError
-import hashlib
-from golden.hw import ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, HardwareConfig
+
 from base import settings
+from base.errors import UsageError
+from golden.hw import ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, HardwareConfig
+
+from ..array.mac import MacArray
+from ..top import Accelerator, components
+from .verilog import to_verilog
 
 
 LOGIC_CELLS = ("$_AND_", "$_OR_", "$_XOR_", "$_XNOR_", "$_MUX_", "$_NOT_", "$_NAND_", "$_NOR_", "$_ANDNOT_",
@@ -109,7 +114,6 @@ def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: s
 
 def parts(hw: HardwareConfig) -> dict:
     """name -> component factory: the units the top instantiates (rtl_gen/top.py)."""
-    from ..top import components
     return components(hw)
 
 
@@ -120,8 +124,6 @@ FAMILY = {MAC: "xc7"}       # parts mapped with another Yosys family (see above)
 
 def all_parts(hw: HardwareConfig) -> dict:
     """Every part synthesised: the units, the MAC array, the glue."""
-    from ..array.mac import MacArray
-    from ..top import Accelerator
     return {**parts(hw), MAC: lambda: MacArray(hw.mac_rows, hw.mac_cols), GLUE: lambda: Accelerator(hw)}
 
 
@@ -147,8 +149,6 @@ class PartResult:
 def synthesize_part(hw: HardwareConfig, name: str, factory) -> PartResult:
     """One unit as its own top, or (name GLUE) the whole top with every unit a black box: the
     logic of the top itself (port routing, interrupt, reset wiring)."""
-    from .synthesis import synthesize
-    from .verilog import to_verilog
     top = f"{name}_{hw.name}".replace("-", "_")
     text = to_verilog(factory(), top)
     prep, family = _prep(hw, name, top), FAMILY.get(name, "xcup")

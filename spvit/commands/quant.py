@@ -13,8 +13,8 @@ from base.errors import UsageError
 from base.outputs import output_dir, output_file
 from golden.config import load_config
 from golden.hw import HW_PRESETS
-from quant import single_thread
-from quant.package import compile_package
+from quant import CALIBRATION_METHODS, single_thread
+from quant.package import FORMAT, compile_package, write_package_files
 
 from ..cli_types import executor_arguments, int_in, nonneg_int, path, positive_int, seed, suffix
 
@@ -57,7 +57,6 @@ def cmd_quantize(args) -> int:
     from quant.calibrate import PERCENTILE, calibrate
     from quant.data import load_data
     from quant.loaders import file_sha256, load_float_model
-    from quant.package import FORMAT, write_package_files
     single_thread()
     cfg = load_config(args.config)
     t0 = time.time()
@@ -137,7 +136,6 @@ def cmd_compile(args) -> int:
 
 
 def register(sub) -> None:
-    from quant.calibrate import METHODS
     p = sub.add_parser("check", help="golden integer model vs float twin on random weights")
     p.add_argument("--config", default="mini", help="preset name or TOML file (default mini)")
     p.add_argument("--images", type=int_in(1, CHECK_MAX), default=8, help=f"images to compare on (1..{CHECK_MAX})")
@@ -153,7 +151,7 @@ def register(sub) -> None:
     p.add_argument("--calib-limit", type=int_in(1, CALIB_MAX), default=256,
                    help=f"calibration images, spread evenly over the data (default 256, at most {CALIB_MAX}: "
                         f"they are held in memory)")
-    p.add_argument("--method", choices=METHODS, default="maxabs", help="format choice (default maxabs)")
+    p.add_argument("--method", choices=CALIBRATION_METHODS, default="maxabs", help="format choice (default maxabs)")
     p.add_argument("--out", required=True, type=path, help="package directory to write")
     p.add_argument("--force", action="store_true", help="replace an existing package (never another kind of directory)")
     p.set_defaults(func=cmd_quantize)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from base.outputs import output_dir
 from golden.hw import HW_PRESETS, HardwareConfig, load_hw
+from rtl_gen.host.regmap import c_header, markdown, regmap_json
+from rtl_gen.tools import verilog
+from rtl_gen.top import Accelerator
 
 from ..cli_types import path
 
@@ -18,13 +21,10 @@ HW_HELP = f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [har
 # ---------------------------------------------------------------- generate
 def generate(hw: HardwareConfig, out: Path, force: bool = False, inputs=()) -> dict:
     """Verilog of the top, the register map (JSON, C header, Markdown) and a manifest."""
-    from rtl_gen.host.regmap import c_header, markdown, regmap_json
-    from rtl_gen.top import Accelerator
-    from rtl_gen.tools.verilog import to_verilog
     top = f"spvit_accel_{hw.name}".replace("-", "_")
     t0 = time.perf_counter()
     with output_dir(out, "spvit-rtl", "an RTL directory", force=force, inputs=inputs) as tmp:
-        text = to_verilog(Accelerator(hw), top)
+        text = verilog.to_verilog(Accelerator(hw), top)
         files = {f"{top}.v": text, "spvit_regs.json": regmap_json(hw), "spvit_regs.h": c_header(hw),
                  "spvit_regs.md": markdown(hw)}
         for name, t in files.items():

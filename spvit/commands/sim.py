@@ -19,6 +19,9 @@ from golden.config import load_config
 from golden.hw import HW_PRESETS, load_hw
 from quant import DEMO_CHECKPOINT
 from quant.package import compile_package
+from rtl_gen.tools.cycles import program_cycles, trace
+from sim import accel
+from sim.report import print_report
 
 from ..cli_types import SEED_MAX, float_in, int_in, path
 from .quant import cmd_compare, cmd_quantize
@@ -90,13 +93,11 @@ def cmd_run(args) -> int:
 
 def run_and_compare(img, x, name: str, source: str, sim: str, pause: float, seed: int, checkpoints: bool) -> int:
     """Run the images on the RTL, compare with the interpreter, print the result; 0 if bit-exact."""
-    from rtl_gen.tools.cycles import program_cycles, trace
-    from sim.accel import compare_runs, run_accel
     hw = img.hw
     print(f"{name} on hardware {hw.name} ({hw.mac_rows}x{hw.mac_cols} MACs, {hw.axi_ports} x {hw.axi_bits}-bit "
           f"AXI), {len(x)} image(s) of {source}, {sim}, pauses {pause:g} on every AXI channel", flush=True)
-    runs = run_accel(img, list(x), pause=pause, seed=seed, sim=sim)
-    c = compare_runs(img, list(x), runs)
+    runs = accel.run_accel(img, list(x), pause=pause, seed=seed, sim=sim)
+    c = accel.compare_runs(img, list(x), runs)
     print(f"result: {'BIT-EXACT' if c.bad == 0 else 'MISMATCH'}: {c.bad} of {c.compared:,} elements differ "
           f"(logits, kept counts, keep masks{', every block' if checkpoints else ''}; DDR reads and writes)")
     for f in c.first:
@@ -114,7 +115,6 @@ def run_and_compare(img, x, name: str, source: str, sim: str, pause: float, seed
 
 # ---------------------------------------------------------------- report
 def cmd_report(args) -> int:
-    from sim.report import print_report
     cfg, hw = resolve(args.config)
     keep = args.keep
     m = cfg.model
@@ -162,7 +162,6 @@ def cmd_demo(args) -> int:
         x, source = _images(argparse.Namespace(data="digits:test", seed=0), q, args.images)
         rc = run_and_compare(img, x, q.cfg.name, source, "verilator", 0.1, 0, False)
         (tmp / "manifest.json").write_text(json.dumps({"format": DEMO_KIND, "files": files}, indent=1) + "\n")
-    from rtl_gen.tools.cycles import program_cycles, trace
     p = program_cycles(img, trace(img, x[0]))
     hw = img.hw
     print(f"wrote {out}: {', '.join(files)}")

@@ -37,7 +37,7 @@ def bad_input(k):
 
 # ------------------------------------------------------------------ sweep: a stand-in cost model
 class FakeEstimate:
-    """The attributes of rtl_gen.tools.cycles.PerfEstimate, from a formula the tests can check."""
+    """The attributes of sim.report.PerfEstimate, from a formula the tests can check."""
 
     def __init__(self, cycles, latency_ms, dsp, bram36, fits, why):
         self.cycles, self.latency_ms, self.dsp, self.bram36, self.fits, self.why = cycles, latency_ms, dsp, bram36, fits, why

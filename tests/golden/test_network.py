@@ -14,6 +14,7 @@ from golden.layers import package
 from golden.random_model import random_images, random_model
 from quant.calibrate import calibrate, quantize_images
 from quant.selfcheck import compare, format_report
+from tests.helpers import block_input
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +88,7 @@ def mini():
     model = random_model(cfg, seed=4, balance_with=imgs[:8])
     q = calibrate(model, imgs[:8])
     x = q.embed(quantize_images(imgs[8:], q))
-    x = q.blocks[1](q.blocks[0](x))        # tokens entering the first selector (before block 2)
-    return q, x
+    return q, block_input(q, x, 2)         # tokens entering the first selector (before block 2)
 
 
 def with_bias(sel, keep_bias):

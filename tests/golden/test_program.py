@@ -16,7 +16,7 @@ from golden.compiler import compile_model
 from golden.config import PRESETS
 from golden.hw import HW_PRESETS, HardwareConfig
 from golden.interp import Machine, read_results, run_image
-from sim.models import calibrated
+from quant.calibrate import calibrated_random
 
 MINI = HW_PRESETS["mini"]
 SMALL = HW_PRESETS["small"]
@@ -44,7 +44,7 @@ def check_equal(q, img, x, junk=True):
 @pytest.mark.parametrize("preset,hw", [("mini", MINI), ("spvit-deit-tiny", SMALL), ("deit-tiny", SMALL),
                                        ("spvit-deit-small", HW_PRESETS["zcu102"])])
 def test_interpreter_equals_golden(preset, hw, measured):
-    q, imgs = calibrated(preset, 0, 2)
+    q, imgs = calibrated_random(preset, 0, 2)
     img = compile_model(q, hw, checkpoints=True)
     check_equal(q, img, quantize(imgs.numpy(), q.img_frac))
     measured(f"program {preset} on {hw.name}: {img.manifest['descriptors']} descriptors, {img.stream_len:,} stream "
@@ -55,7 +55,7 @@ def test_interpreter_equals_golden(preset, hw, measured):
 def test_package_modes_and_caps(mode, cap):
     """Caps bind (cap 0: nothing kept, so the next stage scores no token at all)."""
     cfg = dataclasses.replace(PRESETS["mini"], package_mode=mode)
-    q, imgs = calibrated(cfg, 1, 3)
+    q, imgs = calibrated_random(cfg, 1, 3)
     if cap:
         caps = {b: cap[min(s, len(cap) - 1)] for s, b in enumerate(sorted(q.selectors))}
         q = dataclasses.replace(q, selectors={b: dataclasses.replace(s, cap=caps[b]) for b, s in q.selectors.items()})
@@ -78,7 +78,7 @@ def test_demo_model_program(tmp_path):
 
 
 def test_same_inputs_same_bytes():
-    q, _ = calibrated("mini", 0, 2)
+    q, _ = calibrated_random("mini", 0, 2)
     a, b = compile_model(q, MINI), compile_model(q, MINI)
     assert a.data == b.data and a.manifest == b.manifest
 
@@ -91,7 +91,7 @@ def test_image_save_load_keeps_the_model_config(tmp_path):
     from base.errors import UsageError
     cfg = dataclasses.replace(PRESETS["mini"], name="mnist-like", preprocess=Preprocess(
         mean=(0.1307,), std=(0.3081,), crop_mode="none", pad=2))
-    q, _ = calibrated(cfg, 0, 2)
+    q, _ = calibrated_random(cfg, 0, 2)
     img = compile_model(q, MINI)
     img.save(tmp_path / "i.img")
     back = Image.load(tmp_path / "i.img")
@@ -104,7 +104,7 @@ def test_image_save_load_keeps_the_model_config(tmp_path):
 
 
 def test_oversized_model_is_refused():
-    q, _ = calibrated("spvit-deit-tiny", 0, 2)
+    q, _ = calibrated_random("spvit-deit-tiny", 0, 2)
     with pytest.raises(ValueError, match="hardware mini cannot run .*embed_dim 192 > d_max 64"):
         compile_model(q, MINI)
 
@@ -112,7 +112,7 @@ def test_oversized_model_is_refused():
 # ---------------------------------------------------------------- error paths
 @pytest.fixture(scope="module")
 def mini_image():
-    q, imgs = calibrated("mini", 0, 2)
+    q, imgs = calibrated_random("mini", 0, 2)
     img = compile_model(q, MINI)
     return img, quantize(imgs.numpy(), q.img_frac)[0]
 

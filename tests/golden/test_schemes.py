@@ -16,8 +16,10 @@ from golden.tokens import Group, Record, rank_desc
 from golden.selectors import SCHEMES
 from golden.selectors.evit import HEAD_RECIP_BITS, QEViTSelector
 from golden.selectors.evovit import blend
+from quant import schemes
 from quant.calibrate import calibrate, quantize_images
 from quant.selfcheck import compare, format_report
+from tests.helpers import block_input
 
 SCHEME_NAMES = ("dynamicvit", "evit", "evovit")
 torch.set_num_threads(1)     # small models: torch's thread pool only adds contention on a shared machine
@@ -166,7 +168,7 @@ def test_float_twin_matches_authors_definition(name, preset):
         logits = model(imgs)
         sd = model.state_dict()
         if name == "evovit":
-            sd = cfg.scheme.to_authors(sd)               # the functional forward reads the authors' names
+            sd = schemes.of(cfg).to_authors(sd)          # the functional forward reads the authors' names
             assert "qks.0.qk.weight" in sd and "blocks.0.attn.qkv.weight" not in sd
         want, kept = FUNCTIONAL[name](sd, cfg, imgs)
     torch.testing.assert_close(logits, want, atol=1e-5, rtol=0)
@@ -268,6 +270,17 @@ def test_extreme_inputs(measured):
             assert logits.min() >= INT16_MIN and logits.max() <= INT16_MAX and kept.shape == (2, cfg.stages)
 
 
+# ------------------------------------------------------------------ registries
+def test_every_scheme_has_both_sides():
+    """golden.selectors (model, twin, counts) and quant.schemes (calibration, packages,
+    checkpoints) hold the same schemes under the same names; each quant side's layer types are
+    the golden objects its calibration makes."""
+    assert list(schemes.SCHEMES) == list(SCHEMES)
+    for name, sch in schemes.SCHEMES.items():
+        assert sch.name == name and sch.golden is SCHEMES[name]
+    assert schemes.SCHEMES["none"].q_types == () and all(s.q_types for n, s in schemes.SCHEMES.items() if n != "none")
+
+
 # ------------------------------------------------------------------ counts
 def test_keep_counts():
     dv, ev, eo = (SCHEMES[n] for n in SCHEME_NAMES)
@@ -301,15 +314,9 @@ def mini_q():
     return out
 
 
-def _block_input(q, x, upto):
-    for i in range(upto):
-        x = q.blocks[i](x)
-    return x
-
-
 def test_dynamicvit_order_ties_and_count(mini_q):
     q, x = mini_q["dynamicvit"]
-    x = _block_input(q, x, 2)
+    x = block_input(q, x, 2)
     sel = q.selectors[2]
     out, order, s = sel(x)
     assert out.shape == (2, 1 + 44, 64) and (order[:, 0] == 0).all()
@@ -364,7 +371,7 @@ def test_evit_selection_fused_token_exact():
 
 def test_evit_takes_the_blocks_own_softmax(mini_q):
     q, x = mini_q["evit"]
-    x = _block_input(q, x, 2)
+    x = block_input(q, x, 2)
     blk, sel = q.blocks[2], q.selectors[2]
     probs = []
     out = blk(x, mid=lambda x1, p: probs.append(p) or sel(x1, p)[0])

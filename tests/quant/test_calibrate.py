@@ -9,7 +9,8 @@ import torch
 
 from golden.config import FixedPointConfig
 from base.errors import ConfigError
-from quant.calibrate import METHODS, Ranges, calibrate, choose_formats, collect_ranges, frac_for
+from quant import CALIBRATION_METHODS
+from quant.calibrate import Ranges, calibrate, choose_formats, collect_ranges, frac_for
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +19,8 @@ def ranges(model, images):
 
 
 def test_methods(ranges, cfg):
-    assert METHODS == ("maxabs", "percentile", "mse")
-    f = {m: choose_formats(ranges, cfg.fixed_point, m) for m in METHODS}
+    assert CALIBRATION_METHODS == ("maxabs", "percentile", "mse")
+    f = {m: choose_formats(ranges, cfg.fixed_point, m) for m in CALIBRATION_METHODS}
     assert set(f["maxabs"]) == set(f["percentile"]) == set(f["mse"])
     for k in f["maxabs"]:
         assert f["percentile"][k] >= f["maxabs"][k]          # a percentile never exceeds the max

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from golden.config import load_config
 from golden.float_model import DeiT
+from quant import schemes
 from quant.loaders import HANDLERS, CheckpointError, fit, infer_config, load_float_model, read_checkpoint
 from spvit.cli import main
 
@@ -193,7 +194,7 @@ def test_evovit_authors_layout_loads_through_the_key_map(tmp_path, scheme_states
     from golden.config import PRESETS
     cfg = PRESETS["mini-evovit"]
     sd = scheme_states["mini-evovit"]
-    authors = cfg.scheme.to_authors(sd)
+    authors = schemes.of(cfg).to_authors(sd)
     assert {"qks.3.qk.weight", "vs.3.v.bias", "norms.0.weight", "projs.5.bias", "blocks.2.norm2.weight"} <= set(authors)
     assert authors["qks.0.qk.weight"].shape == (128, 64) and not any(".attn." in k or "norm1" in k for k in authors)
     authors["head_cls.weight"] = torch.zeros(10, 64)             # the training-only CLS head is dropped
@@ -220,7 +221,7 @@ def test_other_schemes_checkpoint_is_named(tmp_path, scheme_states, state, ckpt_
     from golden.config import PRESETS
     sd = state if ckpt_of == "mini" else scheme_states[ckpt_of]
     if ckpt_of == "mini-evovit":
-        sd = PRESETS[ckpt_of].scheme.to_authors(sd)
+        sd = schemes.of(PRESETS[ckpt_of]).to_authors(sd)
     err = _err(tmp_path, sd, PRESETS[config])
     assert msg in err
     if config == "mini-dynamicvit":
@@ -231,7 +232,7 @@ def test_infer_config_names_the_scheme(scheme_states):
     from golden.config import PRESETS
     inf = infer_config(scheme_states["mini-dynamicvit"])
     assert inf["selector"] == "dynamicvit" and inf["selector_blocks"] == (2, 4) and "keep_rate" in inf["_guessed"]
-    inf = infer_config(PRESETS["mini-evovit"].scheme.to_authors(scheme_states["mini-evovit"]))
+    inf = infer_config(schemes.of(PRESETS["mini-evovit"]).to_authors(scheme_states["mini-evovit"]))
     assert inf["selector"] == "evovit" and inf["depth"] == 6 and inf["embed_dim"] == 64
 
 
@@ -301,7 +302,7 @@ def test_head_count_notice_follows_the_scheme(tmp_path, scheme_states, state, ca
     for name in ("mini-dynamicvit", "mini-evit", "mini-evovit"):
         p = tmp_path / f"{name}.safetensors"
         sd = scheme_states[name]
-        save_file(PRESETS[name].scheme.to_authors(sd) if name == "mini-evovit" else sd, str(p))
+        save_file(schemes.of(PRESETS[name]).to_authors(sd) if name == "mini-evovit" else sd, str(p))
         load_float_model(p, PRESETS[name])
         assert f"does not store the head count; using num_heads = 4 (head_dim 16) from config '{name}'" \
             in capsys.readouterr().err

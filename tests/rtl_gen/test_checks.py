@@ -12,8 +12,8 @@ from amaranth.sim import Simulator
 from golden import isa
 from golden.compiler import compile_model
 from golden.hw import HW_PRESETS
+from quant.calibrate import calibrated_random
 from rtl_gen.control.checks import check_code
-from sim.models import calibrated
 
 HW = HW_PRESETS["mini"]
 STATE = {"rows": 13, "table_nseg": 13, "sel": 1, "sel_n": 13, "sel_npkg": 4, "pkg": 1, "pkg_d": 13, "last_sel": 1,
@@ -21,7 +21,7 @@ STATE = {"rows": 13, "table_nseg": 13, "sel": 1, "sel_n": 13, "sel_npkg": 4, "pk
 
 
 def _cases(n=1500, seed=0):
-    q, _ = calibrated("mini", 0, 2)
+    q, _ = calibrated_random("mini", 0, 2)
     img = compile_model(q, HW)
     d0 = img.regions["program"][0]
     descs = [isa.decode(img.data[d0 + i * 64:][:64]) for i in range(img.manifest["descriptors"])]

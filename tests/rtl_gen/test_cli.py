@@ -48,8 +48,8 @@ def test_compile_and_refuse_oversized(tmp_path, demo_package, capsys):
     # a DeiT-T package does not fit the mini hardware: refused with the reasons, nothing written
     from golden.config import PRESETS
     from quant.package import write_package
-    from sim.models import calibrated
-    q, _ = calibrated(PRESETS["spvit-deit-tiny"], 0, 2)
+    from quant.calibrate import calibrated_random
+    q, _ = calibrated_random(PRESETS["spvit-deit-tiny"], 0, 2)
     big = tmp_path / "deit_t.pkg"
     write_package(q, big)
     capsys.readouterr()
@@ -77,8 +77,8 @@ def test_run_bit_exact(demo_package, capsys):
 def test_compile_refuses_schemes_without_hardware(tmp_path, capsys):
     from golden.config import PRESETS
     from quant.package import write_package
-    from sim.models import calibrated
-    q, _ = calibrated(PRESETS["mini-dynamicvit"], 0, 2)
+    from quant.calibrate import calibrated_random
+    q, _ = calibrated_random(PRESETS["mini-dynamicvit"], 0, 2)
     pkg = tmp_path / "dv.pkg"
     write_package(q, pkg)
     assert main(["compile", "--package", str(pkg), "--hw", "mini", "--out", str(tmp_path / "img")]) == 2

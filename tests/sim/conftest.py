@@ -1,8 +1,8 @@
 import pytest
 
-from sim.models import calibrated
+from quant.calibrate import calibrated_random
 
 
 @pytest.fixture(scope="session")
 def mini_model():
-    return calibrated("mini")
+    return calibrated_random("mini")

@@ -15,8 +15,8 @@ from golden.arith import quantize
 from golden.compiler import compile_model
 from golden.config import PRESETS
 from golden.hw import HW_PRESETS
+from quant.calibrate import calibrated_random
 from sim.accel import compare_runs, run_accel
-from sim.models import calibrated
 
 HW = HW_PRESETS["mini"]
 
@@ -58,12 +58,12 @@ def test_one_design_runs_other_packages(measured):
     hardware."""
     def capped(mode, caps, seed):
         cfg = dataclasses.replace(PRESETS["mini"], selector_blocks=(1, 3), package_mode=mode)
-        q, imgs = calibrated(cfg, seed, 3)
+        q, imgs = calibrated_random(cfg, seed, 3)
         return dataclasses.replace(q, selectors={b: dataclasses.replace(s, cap=c) for (b, s), c in
                                                  zip(sorted(q.selectors.items()), caps)}), imgs
     plain = dataclasses.replace(PRESETS["mini"], selector="none", selector_blocks=(), depth=3)
     total = 0
-    for q, imgs in (capped("sum", (4, 0), 2), capped("norm", (0, 2), 4), calibrated(plain, 3, 3)):
+    for q, imgs in (capped("sum", (4, 0), 2), capped("norm", (0, 2), 4), calibrated_random(plain, 3, 3)):
         img = compile_model(q, HW)
         x = list(quantize(imgs.numpy(), q.img_frac)[:2])
         runs = run_accel(img, x, pause=0.1, seed=2)
@@ -82,7 +82,7 @@ def test_bad_programs_stop_with_an_error_code(measured):
     """Each run corrupts the program (or the DDR answers SLVERR); the accelerator must report the
     interpreter's error code and descriptor index and accept the next START; the last run is
     clean and bit-exact."""
-    q, imgs = calibrated("mini", 0, 2)
+    q, imgs = calibrated_random("mini", 0, 2)
     img = compile_model(q, HW)
     x = quantize(imgs.numpy(), q.img_frac)[0]
     d0 = img.regions["program"][0]
@@ -164,7 +164,7 @@ def test_deit_tiny_image_on_zcu102(measured):
     from rtl_gen.tools.cycles import program_cycles, trace
     t0 = time.time()
     hw = HW_PRESETS["zcu102"]
-    q, imgs = calibrated("spvit-deit-tiny", 0, 2)
+    q, imgs = calibrated_random("spvit-deit-tiny", 0, 2)
     img = compile_model(q, hw, checkpoints=True)
     x = quantize(imgs.numpy(), q.img_frac)[:1]
     runs = run_accel(img, list(x), pause=0.0, seed=0, timeout=40_000_000)

@@ -11,10 +11,10 @@ from golden import isa, stream as gstream
 from golden.arith import quantize
 from golden.compiler import compile_model
 from golden.hw import HardwareConfig
+from quant.calibrate import calibrated_random
 from sim.array_bench import ArrayDut, table_beats, weight_beats
 from sim.bench import UnitBench, parse_reads, read_commands, start_command, state_commands
 from sim.check import mismatches
-from sim.models import calibrated
 from sim.runner import run_stream
 from sim.snapshots import capture
 from base import settings
@@ -25,14 +25,14 @@ HW = HardwareConfig(name="t48", mac_rows=4, mac_cols=8, n_max=72, d_max=64, hidd
 
 @pytest.fixture(scope="module")
 def vectors():
-    q, imgs = calibrated("mini", 0, 2)
+    q, imgs = calibrated_random("mini", 0, 2)
     img = compile_model(q, HW)
     x = quantize(imgs.numpy(), q.img_frac)
     return {v.index: v for v in capture(img, x[0], lambda i, d: d.op.name in ("MATMUL", "ATTENTION"))}
 
 
 def _labels():
-    q, _ = calibrated("mini", 0, 2)
+    q, _ = calibrated_random("mini", 0, 2)
     img = compile_model(q, HW)
     return dict(img.labels)
 

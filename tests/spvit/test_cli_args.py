@@ -2,9 +2,16 @@
 message, before any work); seeds select data and never size it."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from spvit.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 RUN = ["run", "--package", "p"]
 
@@ -84,3 +91,16 @@ def test_run_seed_selects_and_does_not_size_the_data(monkeypatch):
     seen = [_images(argparse.Namespace(data=None, seed=s), q, 2)[0] for s in (100000, 7, 100000)]
     assert calls == [(2, 100000), (2, 7), (2, 100000)]
     assert (seen[0] == seen[2]).all() and not (seen[0] == seen[1]).all()   # the seed selects, reproducibly
+
+
+@pytest.mark.parametrize("env,msg", [
+    ({"SPVIT_THREADS": "two"}, "SPVIT_THREADS must be a non-negative integer (0: the CPU count), got 'two'; fix or unset it"),
+    ({"SPVIT_MATMUL": "fp32"}, "SPVIT_MATMUL must be one of auto, int8, float64 (got 'fp32'); fix or unset it"),
+])
+def test_bad_environment_setting_is_a_usage_error(env, msg, tmp_path):
+    """base.settings reads the environment once, at import, without failing; `spvit` checks it
+    first: a bad SPVIT_* value is exit 2 with one line naming it, before any work."""
+    r = subprocess.run([sys.executable, "-m", "spvit.cli", "info", "--config", "mini"], cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout)
+    assert r.stderr == f"spvit: error: {msg}\n", r.stderr

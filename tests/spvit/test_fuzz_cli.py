@@ -97,13 +97,12 @@ def _guards():
     import rtl_gen.tools.synthesis
     import rtl_gen.tools.verilog
     import sim.accel
-    import sim.models
     import base.cluster
     from base import settings as spvit_settings
     saved = [(golden.random_model, "random_images"), (quant.calibrate, "calibrate"),
              (quant.compare, "compare_dataset"), (quant.selfcheck, "compare"), (quant.onnx_export, "export_onnx"),
              (rtl_gen.tools.verilog, "to_verilog"), (sim.accel, "run_accel"), (rtl_gen.tools.synthesis, "synthesize_top"),
-             (sim.models, "calibrated"), (base.cluster, "_local_map"), (base.cluster, "connect_ray")]
+             (quant.calibrate, "calibrated_random"), (base.cluster, "_local_map"), (base.cluster, "connect_ray")]
     orig = {(m, n): getattr(m, n) for m, n in saved}
 
     def limit(mod, name, too_big):
@@ -122,7 +121,7 @@ def _guards():
     limit(rtl_gen.tools.verilog, "to_verilog", lambda *a, **k: True)          # generate: inside its output
     limit(sim.accel, "run_accel", lambda *a, **k: True)                 # run, demo: RTL simulation
     limit(rtl_gen.tools.synthesis, "synthesize_top", lambda *a, **k: True)    # report --synth
-    limit(sim.models, "calibrated", lambda *a, **k: True)               # report: the modeled program
+    limit(quant.calibrate, "calibrated_random", lambda *a, **k: True)   # report: the modeled program
     limit(base.cluster, "_local_map", lambda *a, **k: True)            # --workers N: a process pool
     limit(base.cluster, "connect_ray", lambda *a, **k: True)           # --ray: starting or joining Ray
     env, waves = dict(os.environ), spvit_settings.WAVES
