@@ -69,18 +69,11 @@ class Machine:
         hw = self.hw
         hd = isa.decode_header(bytes(self.ddr[self.base:self.base + isa.HEADER_BYTES]))
         self.index = -1
-        if hd["magic"] != isa.MAGIC or hd["version"] != isa.VERSION:
-            self.fail("BAD_HEADER", f"magic {hd['magic']:#x} version {hd['version']}")
-        if hd["hw_ident"] != hw.ident():
-            self.fail("HW_MISMATCH", f"program for hardware {hd['hw_ident']:#010x}, this is {hw.ident():#010x}")
-        if not 1 <= hd["n_desc"] <= hw.desc_max:
-            self.fail("PROGRAM_SIZE", f"{hd['n_desc']} descriptors (1..{hw.desc_max})")
-        if not 1 <= hd["n_tokens"] <= hw.n_max:
-            self.fail("BAD_TOKENS", f"initial token count {hd['n_tokens']} (1..{hw.n_max})")
+        bad = isa.header_failure(hd, hw)
+        if bad:
+            self.fail(*bad)
         self.n = hd["n_tokens"]
         s0, slen = self.base + hd["stream_off"], hd["stream_len"]
-        if slen % hw.stream_bytes:
-            self.fail("BAD_HEADER", f"stream length {slen} is not a multiple of {hw.stream_bytes} bytes")
         self.stream = stream.deinterleave(bytes(self.ddr[s0:s0 + slen]), hw)
         self.cursor = 0
         d0 = self.base + hd["desc_off"]

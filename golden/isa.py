@@ -8,6 +8,7 @@ row count); an operation's own fields follow from bit 32 in table order, LSB fir
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -159,10 +160,49 @@ def decode_header(raw: bytes) -> dict:
     return dict(zip(HEADER_FIELDS, _HEADER.unpack(raw[:_HEADER.size])))
 
 
+# The header's rules, in the order they apply, in the style of CHECKS below: (error name, what is
+# wrong, predicate(h, s)); `h` gives the header fields as attributes, `s` the hardware's limits
+# (header_limits). The interpreter evaluates them on ints, the controller builds its header check
+# from them (rtl_gen/control/checks.py). Offsets are multiples of 64 bytes (a descriptor): every
+# AXI width a configuration allows (<= 256 bits) divides that, so the DMA reads the program and
+# the stream from beat-aligned addresses (PROG_BASE itself must be beat-aligned: docs/accelerator.md).
+OFFSET_ALIGN = DESC_BYTES
+HEADER_CHECKS = [
+    ("BAD_HEADER", "magic or version is not this format's",
+     lambda h, s: (h.magic == MAGIC) & (h.version == VERSION)),
+    ("HW_MISMATCH", "hw_ident is not this hardware's ident", lambda h, s: h.hw_ident == s.ident),
+    ("PROGRAM_SIZE", "n_desc is 0 or above desc_max", lambda h, s: (h.n_desc >= 1) & (h.n_desc <= s.desc_max)),
+    ("BAD_TOKENS", "n_tokens is 0 or above n_max", lambda h, s: (h.n_tokens >= 1) & (h.n_tokens <= s.n_max)),
+    ("BAD_HEADER", "stream_len is not a multiple of stream_bytes (one stream beat)",
+     lambda h, s: (h.stream_len & (s.stream_bytes - 1)) == 0),
+    ("BAD_HEADER", f"desc_off or stream_off is not a multiple of {OFFSET_ALIGN} bytes",
+     lambda h, s: ((h.desc_off | h.stream_off) & (OFFSET_ALIGN - 1)) == 0),
+]
+
+
+def header_limits(hw) -> dict:
+    """The hardware values HEADER_CHECKS compare with (`hw`: golden.hw.HardwareConfig)."""
+    assert hw.stream_bytes & (hw.stream_bytes - 1) == 0, "stream_bytes is a power of two"
+    return {"ident": hw.ident(), "desc_max": hw.desc_max, "n_max": hw.n_max, "stream_bytes": hw.stream_bytes}
+
+
+def header_failure(header: dict, hw):
+    """(error name, text with the values it names) of the first header rule `header` breaks, or None."""
+    limits = header_limits(hw)
+    bad = _first(HEADER_CHECKS, Fields(header), Fields(limits))
+    if bad is None:
+        return None
+    code, text = bad
+    named = {**header, **limits}
+    values = [f"{k} = {named[k]:#x}" if k in ("magic", "hw_ident", "ident") else f"{k} = {named[k]}"
+              for k in dict.fromkeys(re.findall(r"\w+", text)) if k in named]
+    return code, f"{text} ({', '.join(values)})"
+
+
 # ---------------------------------------------------------------- errors
 ERRORS = {
     0: ("OK", "no error"),
-    1: ("BAD_HEADER", "the program header's magic or version is wrong"),
+    1: ("BAD_HEADER", "the program header's magic, version, stream length or offset alignment is wrong"),
     2: ("HW_MISMATCH", "the program was compiled for another hardware configuration"),
     3: ("PROGRAM_SIZE", "the descriptor count is 0 or above desc_max"),
     4: ("BAD_OPCODE", "a descriptor has an unknown opcode"),
@@ -297,11 +337,19 @@ class Fields:
 
 
 def first_failure(op: str, fields, state):
-    """(error name, text) of the first check that fails, or None."""
-    for code, text, pred in CHECKS[op]:
+    """(error name, text) of the first check of `op` that fails, or None."""
+    return _first(CHECKS[op], fields, state)
+
+
+def _first(checks, fields, state):
+    for code, text, pred in checks:
         if not bool(pred(fields, state)):
             return code, text
     return None
+
+
+def checks_text(checks) -> str:
+    return "Checks, in order: " + "; ".join(f"{t} -> {c}" for c, t, _ in checks) + "."
 
 
 def markdown_tables() -> str:
@@ -327,6 +375,6 @@ def markdown_tables() -> str:
             out.append("")
         checks = CHECKS.get(op.name, [])
         if checks:
-            out.append("Checks, in order: " + "; ".join(f"{t} -> {c}" for c, t, _ in checks) + ".")
+            out.append(checks_text(checks))
             out.append("")
     return "\n".join(out).rstrip() + "\n"

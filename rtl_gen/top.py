@@ -29,7 +29,7 @@ from .selector.compact import Compact
 from .control.controller import Controller
 from .host.csr import ADDR_BITS, Csr, axi_lite
 from .selector.decide import Decide
-from .control.decode import op_code
+from .control.decode import Opcode, common_view, desc_view
 from .host.dma import Dma
 from .selector.gmean import GMean
 from .norm.layernorm import LayerNormUnit
@@ -79,21 +79,22 @@ class Accelerator(wiring.Component):
         c = {name: make() for name, make in components(hw).items()}
         csr, dma, ctl, prog, loader = c["csr"], c["dma"], c["ctl"], c["prog"], c["loader"]
         bufs, ring, table, sst = c["buffers"], c["ring"], c["table"], c["selstore"]
-        for name in ("csr", "dma", "ctl", "prog", "buffers", "ring", "table", "selstore"):
+        for name in ("csr", "dma", "ctl", "prog", "loader", "buffers", "ring", "table", "selstore"):
             m.submodules[name] = c[name]
-        m.submodules.loader = ResetInserter(ctl.ld_stop)(loader)
         units = {name: c[name] for name in UNITS}
-        reset = ctl.unit_reset | ctl.ld_start
+        dispatch = ctl.units
+        reset = dispatch.reset | ctl.loader.start
         for name, u in units.items():
             m.submodules[name] = ResetInserter(reset)(u)
         self._host(m, csr, dma, ctl, prog, loader)
-        op = ctl.desc[:5]
+        op = common_view(dispatch.desc).op
         active = {name: _any(op, ops) for name, ops in UNITS.items()}
         done = 0
         for name, u in units.items():
-            m.d.comb += [u.desc.eq(ctl.desc), u.rows.eq(ctl.rows), u.start.eq(ctl.op_start & active[name])]
+            m.d.comb += [u.desc.eq(dispatch.desc), u.rows.eq(dispatch.rows),
+                         u.start.eq(dispatch.start & active[name])]
             done = done | u.done
-        m.d.comb += [ctl.op_done.eq(done), self.dbg_op.eq(Mux(ctl.ci_run, ctl.ci + 1, 0))]
+        m.d.comb += [dispatch.done.eq(done), self.dbg_op.eq(Mux(ctl.loader.running, ctl.csr.desc_index + 1, 0))]
         for port, users in FABRIC.items():
             sig = getattr(bufs, port).signature.flip()
             route(m, getattr(bufs, port), [(active[u], getattr(units[u], p)) for u, p in users.items()], sig)
@@ -104,22 +105,14 @@ class Accelerator(wiring.Component):
         connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         for p in range(self.hw.axi_ports):
             connect(m, getattr(dma, f"m_axi{p}"), wiring.flipped(getattr(self, f"m_axi{p}")))
-        c = csr.core
-        m.d.comb += [self.irq.eq(csr.irq), ctl.csr_start.eq(c.start), ctl.prog_base.eq(c.prog_base),
-                     c.busy.eq(ctl.busy), c.finish.eq(ctl.finish), c.error_code.eq(ctl.error_code),
-                     c.error_index.eq(ctl.error_index), c.desc_index.eq(ctl.ci), c.tokens.eq(ctl.n),
-                     c.kept.eq(ctl.kept)]
+        m.d.comb += self.irq.eq(csr.irq)
+        connect(m, csr.core, ctl.csr)
         connect(m, ctl.rd_cmd, dma.rd_cmd)
         connect(m, dma.o_fetch, ctl.i_fetch)
-        m.d.comb += [dma.rd_abort.eq(ctl.abort), dma.clear.eq(ctl.clear), ctl.rd_idle.eq(dma.rd_idle),
-                     ctl.rd_error.eq(dma.rd_error), ctl.wr_idle.eq(dma.wr_idle), ctl.wr_error.eq(dma.wr_error)]
-        m.d.comb += [prog.addr_a.eq(ctl.pm_addr), prog.wdata_a.eq(ctl.pm_wdata), prog.wen_a.eq(ctl.pm_wen),
-                     prog.ren_a.eq(ctl.pm_ren), ctl.pm_rdata.eq(prog.rdata_a),
-                     prog.addr_b.eq(loader.prog.addr), prog.ren_b.eq(loader.prog.en), loader.prog.data.eq(prog.rdata_b)]
-        m.d.comb += [loader.start.eq(ctl.ld_start), loader.total.eq(ctl.ld_total),
-                     loader.ci.eq(ctl.ci), loader.ci_run.eq(ctl.ci_run), loader.n.eq(ctl.n),
-                     ctl.ld_li.eq(loader.li), ctl.ld_at_end.eq(loader.at_end), ctl.ld_consumed.eq(loader.consumed),
-                     ctl.ld_error.eq(loader.error), ctl.ld_table_ok.eq(loader.table_ok)]
+        connect(m, dma.status, ctl.dma)
+        connect(m, ctl.prog, prog.a)
+        connect(m, loader.prog, prog.b)
+        connect(m, ctl.loader, loader.ctl)
         connect(m, dma.o_stream, loader.i_stream)
 
     def _streams(self, m, u, loader, ring, table, dma, ctl, csr, sst, active):
@@ -127,7 +120,7 @@ class Accelerator(wiring.Component):
         connect(m, loader.fill, ring.fill)
         connect(m, u["array"].wi, ring.issue)
         connect(m, u["array"].wd, ring.drain)
-        m.d.comb += ring.clear.eq(ctl.unit_reset | ctl.ld_start)
+        m.d.comb += ring.clear.eq(ctl.units.reset | ctl.loader.start)
         connect(m, loader.table, table.wr)
         for r in range(R):
             if r == 0:
@@ -143,12 +136,12 @@ class Accelerator(wiring.Component):
                            (1, sst.mask)], dc.mask.signature.flip())
         connect(m, u["package"].mr, dc.m)
         connect(m, u["compact"].pkg, u["package"].pkg)
-        m.d.comb += [dc.consume.eq(u["compact"].done), ctl.kept_count.eq(dc.kept)]
+        m.d.comb += [dc.consume.eq(u["compact"].done), ctl.units.kept_count.eq(dc.kept)]
         # STORE -> DMA writer; a STORE of the selection takes its bytes from the selection store
         st = u["store"]
         connect(m, st.wr_cmd, dma.wr_cmd)
         connect(m, st.o_data, dma.i_wdata)
-        sel_mode = st.desc[32:34] == isa.STORE_SELECT
+        sel_mode = desc_view("STORE", st.desc).mode == isa.STORE_SELECT
         m.d.comb += [st.wr_done.eq(dma.wr_done), st.base.eq(csr.core.prog_base), st.sel_bytes.eq(select_bytes(hw)),
                      sst.start.eq(st.start & sel_mode), sst.kept.eq(dc.info.kept), sst.ns.eq(dc.info.ns),
                      st.i_sel.valid.eq(sst.o.valid), st.i_sel.payload.eq(sst.o.payload.data),
@@ -158,5 +151,5 @@ class Accelerator(wiring.Component):
 def _any(op, names):
     out = 0
     for n in names:
-        out = out | (op == op_code(n))
+        out = out | (op == Opcode[n])
     return out

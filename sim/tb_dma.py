@@ -90,7 +90,7 @@ class DmaTB:
 
     async def reset(self):
         d = self.dut
-        for s in ("rd_cmd__valid", "wr_cmd__valid", "i_wdata__valid", "rd_abort", "clear"):
+        for s in ("rd_cmd__valid", "wr_cmd__valid", "i_wdata__valid", "status__rd_abort", "status__clear"):
             getattr(d, s).value = 0
         d.o_stream__ready.value = 0
         d.o_fetch__ready.value = 0
@@ -171,7 +171,7 @@ class Job:
             rdy = int(self.rng.random() >= stall and cyc >= r.get("hold", 0))
             d.o_stream__ready.value = rdy
             d.o_fetch__ready.value = rdy
-            d.rd_abort.value = int(not self.aborted and 0 <= r.get("abort_after", -1) <= len(self.rec["out"])
+            d.status__rd_abort.value = int(not self.aborted and 0 <= r.get("abort_after", -1) <= len(self.rec["out"])
                                 and self.rd_taken)
         if w:
             d.wr_cmd__valid.value = int(not self.wr_taken)
@@ -189,13 +189,13 @@ class Job:
         if self.rd:
             if not self.rd_taken and fire("rd_cmd"):
                 self.rd_taken = True
-            if int(d.rd_abort.value):
+            if int(d.status__rd_abort.value):
                 self.aborted = True
             for name in ("o_stream", "o_fetch"):
                 if fire(name):
                     if self.rd_ended:
                         rec["extra"] += 1
-                    elif self.aborted and not int(d.rd_abort.value):
+                    elif self.aborted and not int(d.status__rd_abort.value):
                         rec["after_abort"] += 1
                     else:
                         rec["out"].append(int(self.tb.port(name, "payload").value))
@@ -243,10 +243,10 @@ class Job:
         tb.mem.poison = [tuple(r) for r in job.get("poison", [])]
         if job.get("clear"):
             await FallingEdge(d.clk)
-            d.clear.value = 1
+            d.status__clear.value = 1
             await RisingEdge(d.clk)
             await FallingEdge(d.clk)
-            d.clear.value = 0
+            d.status__clear.value = 0
         t0 = time.perf_counter()
         cyc, quiet, limit = 0, 0, job.get("timeout", 200_000)
         while quiet < QUIET:
@@ -254,17 +254,18 @@ class Job:
             self.drive(cyc)
             await ReadOnly()
             self.sample()
-            self.idle_seen = self.idle_seen or (self.aborted and bool(int(d.rd_idle.value)))
+            self.idle_seen = self.idle_seen or (self.aborted and bool(int(d.status__rd_idle.value)))
             cyc += 1
             quiet += self.ended
             if cyc > limit:
                 rec["timeout"] = True
                 break
         await FallingEdge(d.clk)
-        for s in ("rd_cmd__valid", "wr_cmd__valid", "i_wdata__valid", "rd_abort", "o_stream__ready", "o_fetch__ready"):
+        for s in ("rd_cmd__valid", "wr_cmd__valid", "i_wdata__valid", "status__rd_abort", "o_stream__ready",
+                  "o_fetch__ready"):
             getattr(d, s).value = 0
-        rec.update(cycles=cyc - QUIET, wall_s=time.perf_counter() - t0, rd_idle=int(d.rd_idle.value),
-                   wr_idle=int(d.wr_idle.value), rd_error=int(d.rd_error.value), wr_error=int(d.wr_error.value),
+        st = {k: int(getattr(d, f"status__{k}").value) for k in ("rd_idle", "wr_idle", "rd_error", "wr_error")}
+        rec.update(cycles=cyc - QUIET, wall_s=time.perf_counter() - t0, **st,
                    models_idle=tb.models_idle())
         tb.mem.poison = []
         if job.get("readback"):

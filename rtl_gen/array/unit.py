@@ -16,7 +16,7 @@ from golden.hw import HardwareConfig
 
 from ..buffers import ports
 from ..buffers.weight_ring import drain_port, issue_port
-from ..control.decode import desc_view, op_code
+from ..control.decode import Opcode, desc_view
 from ..primitives.pwl import geometry_of, table_read
 from .attention import AttentionSeq
 from .epilogue import DEST_KB, DEST_TOK, DEST_VB, Epilogue
@@ -78,7 +78,7 @@ class ArrayUnit(wiring.Component):
     def _configure(self, m, epi, drain, mm, att):
         """Latch the epilogue and drain settings at start; `done` once all is written."""
         d = desc_view("MATMUL", self.desc)
-        is_mm = d.op == op_code("MATMUL")
+        is_mm = d.op == Opcode.MATMUL
         busy = Signal()
         ecfg, dcfg = epi.cfg, drain.cfg
         dest = Signal(2)
@@ -98,7 +98,7 @@ class ArrayUnit(wiring.Component):
                          dcfg.mm_dest.eq(dest), dcfg.mm_buf.eq(d.o_buf[:2]), dcfg.mm_mult.eq(d.mult),
                          dcfg.mm_shift.eq(d.shift), dcfg.n.eq(self.rows)]
         a = desc_view("ATTENTION", self.desc)
-        with m.If(self.start & (d.op == op_code("ATTENTION"))):
+        with m.If(self.start & (d.op == Opcode.ATTENTION)):
             m.d.comb += att.start.eq(1)
             m.d.sync += [busy.eq(1), ecfg.act.eq(0), ecfg.res.eq(0), ecfg.rows.eq(self.rows), dcfg.o_buf.eq(a.o_buf),
                          dcfg.scale.eq(a.scale), dcfg.s_shift.eq(a.s_shift), dcfg.o_shift.eq(a.o_shift),

@@ -34,9 +34,9 @@ class PwlTable(wiring.Component):
         for i in range(-(-self.lanes // 2)):
             m.submodules[f"copy{i}"] = ram = Ram2(w, self.hw.pwl_max)
             a = self.rd[2 * i]
-            m.d.comb += [ram.addr_a.eq(Mux(self.wr.en, self.wr.addr, a.addr)), ram.wdata_a.eq(self.wr.data),
-                         ram.wen_a.eq(self.wr.en), ram.ren_a.eq(a.en), a.data.eq(ram.rdata_a)]
+            m.d.comb += [ram.a.addr.eq(Mux(self.wr.en, self.wr.addr, a.addr)), ram.a.wdata.eq(self.wr.data),
+                         ram.a.wen.eq(self.wr.en), ram.a.ren.eq(a.en), a.data.eq(ram.a.rdata)]
             if 2 * i + 1 < self.lanes:
                 b = self.rd[2 * i + 1]
-                m.d.comb += [ram.addr_b.eq(b.addr), ram.ren_b.eq(b.en), b.data.eq(ram.rdata_b)]
+                m.d.comb += [ram.b.addr.eq(b.addr), ram.b.en.eq(b.en), b.data.eq(ram.b.data)]
         return m

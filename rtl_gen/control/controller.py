@@ -1,246 +1,281 @@
 """Run controller: header and descriptor fetch, then the descriptors one by one (golden/interp.py
 Machine.run is the reference, including the order of checks and error codes).
 
-    IDLE -> HEADER (fetch 64 bytes, check) -> PROGRAM (fetch n_desc descriptors into the program
-    memory) -> start the stream reader and the stream loader -> per descriptor: READ, CHECK
-    (rtl_gen/control/checks.py), START the unit, WAIT for done, update the state -> END (the stream must
-    be consumed exactly) -> FINISH.
+    IDLE -> HEADER (fetch 64 bytes, check: golden.isa.HEADER_CHECKS) -> PROGRAM (fetch n_desc
+    descriptors into the program memory) -> start the stream reader and the stream loader -> per
+    descriptor: READ, CHECK (golden.isa.CHECKS via rtl_gen/control/checks.py), START the unit, WAIT
+    for done, update the state -> END (the stream must be consumed exactly) -> FINISH.
 Errors (a failing check, an AXI error response, the stream loader starved at this descriptor)
 record ERROR_CODE / ERROR_INDEX, reset the units, abort the DMA and finish: the run never hangs
 on a bad program.
+
+Ports, by what they connect to:
+    csr      In(core_port)        the CSR block: start, prog_base; busy, finish, error, live state
+    rd_cmd   Out(stream)          DMA read commands (header, program: fetch jobs; the data stream)
+    i_fetch  In(stream)           fetched beats (header and descriptors)
+    dma      In(dma_status)       DMA abort / clear; idle and error flags
+    prog     Out(rw_port)         program memory port A (written by the fetch, read per descriptor)
+    loader   Out(loader_port)     the stream loader
+    units    Out(dispatch_port)   the operation units (top.py starts the one of the opcode)
 """
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import isa
 from golden.hw import HardwareConfig
 
-from .checks import check_code
-from .decode import desc_view, op_code
+from .checks import CODE_SHAPE, check_code, header_code
+from .decode import Opcode, common_view, desc_view, header_layout
+from .stream_loader import loader_port
+from ..host.csr import core_port
+from ..host.dma import dma_status
+from ..host.dma_read import read_cmd_layout
+from ..primitives.ram import rw_port
 
 ERR = isa.ERROR_CODES
+HEADER_INDEX = -1                 # ERROR_INDEX of a header error (0xFFFFFFFF)
 
 
-def rd_cmd_layout() -> data.StructLayout:
-    return data.StructLayout({"addr": 64, "length": 32, "fetch": 1})
+def dispatch_port(hw: HardwareConfig) -> wiring.Signature:
+    """Run controller -> the operation units, directions as the controller sees them."""
+    count = range(hw.n_max + 1)
+    return wiring.Signature({
+        "desc": Out(isa.DESC_BITS), "rows": Out(count),   # the running descriptor, its resolved row count
+        "start": Out(1), "reset": Out(1),                 # start the descriptor's unit; reset every unit
+        "done": In(1),                                     # the unit finished
+        "kept_count": In(count),                           # DECIDE's kept count (valid at its done)
+    })
 
 
 class Controller(wiring.Component):
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
-        W = hw.axi_bits
-        cnt = range(hw.n_max + 1)
         super().__init__({
-            # CSR
-            "csr_start": In(1), "prog_base": In(64), "busy": Out(1), "finish": Out(1),
-            "error_code": Out(range(max(isa.ERRORS) + 1)), "error_index": Out(32), "ci": Out(range(hw.desc_max + 1)),
-            "n": Out(cnt), "kept": Out(data.ArrayLayout(range(hw.n_max + 1), hw.stages_max)),
-            # DMA
-            "rd_cmd": Out(stream.Signature(rd_cmd_layout())), "i_fetch": In(stream.Signature(W)),
-            "rd_idle": In(1), "rd_error": In(1), "wr_idle": In(1), "wr_error": In(1), "abort": Out(1), "clear": Out(1),
-            # program memory (port A)
-            "pm_addr": Out(range(hw.desc_max)), "pm_wdata": Out(isa.DESC_BITS), "pm_wen": Out(1), "pm_ren": Out(1),
-            "pm_rdata": In(isa.DESC_BITS),
-            # stream loader
-            "ld_start": Out(1), "ld_total": Out(32), "ld_stop": Out(1), "ld_li": In(range(hw.desc_max + 1)),
-            "ld_at_end": In(1), "ld_consumed": In(32), "ld_error": In(1), "ld_table_ok": In(1), "ci_run": Out(1),
-            # operation units
-            "desc": Out(isa.DESC_BITS), "rows": Out(cnt), "op_start": Out(1), "op_done": In(1),
-            "unit_reset": Out(1), "is_store": Out(1),
-            "kept_count": In(cnt),                    # DECIDE's kept count (valid at its done)
+            "csr": In(core_port(hw)),
+            "rd_cmd": Out(stream.Signature(read_cmd_layout())), "i_fetch": In(stream.Signature(hw.axi_bits)),
+            "dma": In(dma_status()),
+            "prog": Out(rw_port(isa.DESC_BITS, hw.desc_max)),
+            "loader": Out(loader_port(hw)),
+            "units": Out(dispatch_port(hw)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        hw = self.hw
-        W = hw.axi_bits
-        rec = Signal(isa.DESC_BITS)                   # a fetched 64-byte record (header or descriptor)
-        nbeat = Signal(range(isa.DESC_BITS // W + 1))
-        hdr = {k: Signal(32, name=f"hdr_{k}") for k in isa.HEADER_FIELDS}
-        i = Signal(range(hw.desc_max + 1))
-        self.kept_last = Signal(range(hw.n_max + 1))
-        state = SimpleNamespace(rows=Signal(range(8192)), table_nseg=Signal(13), sel=Signal(), sel_n=Signal(range(8192)),
-                                sel_npkg=Signal(4), pkg=Signal(), pkg_d=Signal(13), last_sel=Signal(),
-                                sel_kept=self.kept_last)
-        rows_field = desc_view("END", self.desc)
-        m.d.comb += state.rows.eq(Mux(rows_field.rows_n, self.n, rows_field.rows))
-        code = check_code(m, hw, self.desc, state)
-        m.d.comb += self.rows.eq(state.rows)
-        op = self.desc[:5]
-        err = Signal(range(max(isa.ERRORS) + 1))
-        err_at = Signal(32)
-        m.d.comb += [self.error_code.eq(err), self.error_index.eq(err_at), self.ci.eq(i), self.ld_total.eq(
-            hdr["stream_len"] >> (hw.stream_bytes.bit_length() - 1))]
-
-        def fail(what, at):
-            """Statements recording an error: `what` an error name or a code Value."""
-            return [err.eq(ERR[what] if isinstance(what, str) else what), err_at.eq(at)]
-
-        # fetched beats -> 512-bit records (first beat in the low bits)
-        take_beat = self.i_fetch.valid & self.i_fetch.ready
-        with m.If(take_beat):
-            m.d.sync += [rec.word_select(nbeat, W).eq(self.i_fetch.payload), nbeat.eq(nbeat + 1)]
-        rec_done = nbeat == isa.DESC_BITS // W
-
+        run = self._registers(m)
+        self._collect_records(m, run)
         with m.FSM() as fsm:
-            with m.State("IDLE"):
-                with m.If(self.csr_start):
-                    m.d.sync += [err.eq(0), err_at.eq(0), i.eq(0), nbeat.eq(0), self.clear.eq(1),
-                                 state.table_nseg.eq(0), state.sel.eq(0), state.pkg.eq(0), state.last_sel.eq(0)]
-                    m.d.sync += [k.eq(0) for k in self.kept]
-                    m.next = "HDR_CMD"
-            with m.State("HDR_CMD"):
-                m.d.sync += self.clear.eq(0)
-                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(self.prog_base),
-                             self.rd_cmd.payload.length.eq(isa.HEADER_BYTES), self.rd_cmd.payload.fetch.eq(1)]
-                with m.If(self.rd_cmd.ready):
-                    m.next = "HDR"
-            with m.State("HDR"):
-                m.d.comb += self.i_fetch.ready.eq(~rec_done)
-                with m.If(rec_done & self.rd_idle):
-                    m.d.sync += [s.eq(rec.word_select(k, 32)) for k, s in enumerate(hdr.values())]
-                    m.d.sync += nbeat.eq(0)
-                    m.next = "HDR_CHECK"
-                with m.Elif(self.rd_error):
-                    m.d.sync += fail("AXI_READ", -1)
-                    m.next = "ABORT"
-            with m.State("HDR_CHECK"):
-                self._header_checks(m, hdr, fail)
-            with m.State("PROG_CMD"):
-                m.d.comb += [self.rd_cmd.valid.eq(1), self.rd_cmd.payload.addr.eq(self.prog_base + hdr["desc_off"]),
-                             self.rd_cmd.payload.length.eq(hdr["n_desc"] << 6), self.rd_cmd.payload.fetch.eq(1)]
-                with m.If(self.rd_cmd.ready):
-                    m.next = "PROG"
-            with m.State("PROG"):
-                m.d.comb += [self.i_fetch.ready.eq(~rec_done), self.pm_addr.eq(i), self.pm_wdata.eq(rec),
-                             self.pm_wen.eq(rec_done)]
-                with m.If(rec_done):
-                    m.d.sync += [nbeat.eq(0), i.eq(i + 1)]
-                    with m.If(i == hdr["n_desc"] - 1):
-                        m.next = "STREAM_CMD"
-                with m.If(self.rd_error):
-                    m.d.sync += fail("AXI_READ", -1)
-                    m.next = "ABORT"
-            with m.State("STREAM_CMD"):
-                m.d.comb += [self.rd_cmd.valid.eq(hdr["stream_len"] != 0),
-                             self.rd_cmd.payload.addr.eq(self.prog_base + hdr["stream_off"]),
-                             self.rd_cmd.payload.length.eq(hdr["stream_len"]), self.rd_cmd.payload.fetch.eq(0)]
-                with m.If(self.rd_cmd.ready | (hdr["stream_len"] == 0)):
-                    m.d.comb += self.ld_start.eq(1)
-                    m.d.sync += [i.eq(0), self.n.eq(hdr["n_tokens"])]
-                    m.next = "READ"
-            self._run(m, i, hdr, code, op, state, fail)
-            with m.State("ABORT"):                 # let a STORE finish its write, then reset the rest
-                sent = Signal()                    # the DMA's abort is a pulse
-                m.d.sync += sent.eq(1)
-                m.d.comb += [self.abort.eq(~sent), self.ld_stop.eq(1), self.unit_reset.eq(~self.is_store)]
-                with m.If(self.rd_idle & self.wr_idle & ~self.is_store):
-                    m.next = "FINISH"
-                with m.If(self.is_store & self.op_done):
-                    m.d.sync += self.is_store.eq(0)
-            with m.State("FINISH"):
-                m.d.comb += [self.finish.eq(1), self.ld_stop.eq(1)]
-                m.d.sync += sent.eq(0)
-                m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+            self._start(m, run)
+            self._fetch_header(m, run)
+            self._fetch_program(m, run)
+            self._execute(m, run)
+            self._stop(m, run)
+        m.d.comb += self.csr.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
-    def _header_checks(self, m, hdr, fail):
-        hw = self.hw
-        align = hw.axi_bits // 8
-        with m.If((hdr["magic"] != isa.MAGIC) | (hdr["version"] != isa.VERSION)):
-            m.d.sync += fail("BAD_HEADER", -1)
-            m.next = "ABORT"
-        with m.Elif(hdr["hw_ident"] != hw.ident()):
-            m.d.sync += fail("HW_MISMATCH", -1)
-            m.next = "ABORT"
-        with m.Elif((hdr["n_desc"] == 0) | (hdr["n_desc"] > hw.desc_max)):
-            m.d.sync += fail("PROGRAM_SIZE", -1)
-            m.next = "ABORT"
-        with m.Elif((hdr["n_tokens"] == 0) | (hdr["n_tokens"] > hw.n_max)):
-            m.d.sync += fail("BAD_TOKENS", -1)
-            m.next = "ABORT"
-        with m.Elif((hdr["stream_len"] & (hw.stream_bytes - 1)) | (hdr["desc_off"] & (align - 1))
-                    | (hdr["stream_off"] & (align - 1))):
-            m.d.sync += fail("BAD_HEADER", -1)
-            m.next = "ABORT"
-        with m.Else():
-            m.next = "PROG_CMD"
+    def _registers(self, m):
+        """The run's registers and the checks on them (golden/interp.py Machine's state)."""
+        hw, units = self.hw, self.units
+        run = SimpleNamespace(
+            record=Signal(isa.DESC_BITS),                    # a fetched 64-byte record (header or descriptor)
+            beats=Signal(range(isa.DESC_BITS // hw.axi_bits + 1)),   # its beats so far
+            header=Signal(header_layout()),
+            index=Signal(range(hw.desc_max + 1)),            # the descriptor being fetched or executed
+            tokens=Signal(range(hw.n_max + 1)),              # the token-count register N
+            error=Signal(CODE_SHAPE), error_at=Signal(32),
+            is_store=Signal(),                               # the running unit is STORE (finishes on abort)
+            abort_sent=Signal())                             # the DMA's abort is a pulse
+        run.record_done = run.beats == isa.DESC_BITS // hw.axi_bits
+        # the check state (golden.isa CHECKS `s`); sel_kept: the latest DECIDE's kept count
+        run.state = SimpleNamespace(
+            rows=Signal(range(8192)), table_nseg=Signal(13), sel=Signal(), sel_n=Signal(range(8192)),
+            sel_npkg=Signal(4), pkg=Signal(), pkg_d=Signal(13), last_sel=Signal(),
+            sel_kept=Signal(range(hw.n_max + 1)))
+        common = common_view(units.desc)
+        run.op = common.op
+        m.d.comb += run.state.rows.eq(Mux(common.rows_n, run.tokens, common.rows))
+        run.check = check_code(m, hw, units.desc, run.state)
+        run.header_check = header_code(m, hw, run.header)
+        m.d.comb += [units.rows.eq(run.state.rows),
+                     self.csr.error_code.eq(run.error), self.csr.error_index.eq(run.error_at),
+                     self.csr.desc_index.eq(run.index), self.csr.tokens.eq(run.tokens),
+                     self.loader.desc_index.eq(run.index), self.loader.tokens.eq(run.tokens),
+                     self.loader.total.eq(run.header.stream_len >> (hw.stream_bytes.bit_length() - 1))]
+        return run
 
-    def _run(self, m, i, hdr, code, op, state, fail):
-        hw = self.hw
-        with m.State("READ"):
-            with m.If(i == hdr["n_desc"]):
-                m.d.sync += fail("NO_END", i)
+    @staticmethod
+    def _fail(run, what, at):
+        """Statements recording an error: `what` an error name or a code Value, `at` its index."""
+        return [run.error.eq(ERR[what] if isinstance(what, str) else what), run.error_at.eq(at)]
+
+    def _collect_records(self, m, run):
+        """Fetched beats -> 512-bit records (first beat in the low bits)."""
+        W = self.hw.axi_bits
+        with m.If(self.i_fetch.valid & self.i_fetch.ready):
+            m.d.sync += [run.record.word_select(run.beats, W).eq(self.i_fetch.payload), run.beats.eq(run.beats + 1)]
+
+    def _start(self, m, run):
+        with m.State("IDLE"):
+            with m.If(self.csr.start):
+                s = run.state
+                m.d.sync += [run.error.eq(0), run.error_at.eq(0), run.index.eq(0), run.beats.eq(0),
+                             self.dma.clear.eq(1), s.table_nseg.eq(0), s.sel.eq(0), s.pkg.eq(0), s.last_sel.eq(0)]
+                m.d.sync += [k.eq(0) for k in self.csr.kept]
+                m.next = "HDR_CMD"
+
+    def _read_cmd(self, addr, length, fetch):
+        """The read command's payload: `length` bytes at prog_base + `addr`, a fetch job or the stream."""
+        cmd = self.rd_cmd.payload
+        return [cmd.addr.eq(self.csr.prog_base + addr), cmd.length.eq(length), cmd.fetch.eq(fetch)]
+
+    def _fetch_header(self, m, run):
+        """HDR_CMD, HDR: fetch the 64-byte header; HDR_CHECK: golden.isa.HEADER_CHECKS."""
+        with m.State("HDR_CMD"):
+            m.d.sync += self.dma.clear.eq(0)
+            m.d.comb += [self.rd_cmd.valid.eq(1), *self._read_cmd(0, isa.HEADER_BYTES, 1)]
+            with m.If(self.rd_cmd.ready):
+                m.next = "HDR"
+        with m.State("HDR"):
+            m.d.comb += self.i_fetch.ready.eq(~run.record_done)
+            with m.If(run.record_done & self.dma.rd_idle):
+                m.d.sync += [run.header.eq(run.record[:len(run.header.as_value())]), run.beats.eq(0)]
+                m.next = "HDR_CHECK"
+            with m.Elif(self.dma.rd_error):
+                m.d.sync += self._fail(run, "AXI_READ", HEADER_INDEX)
+                m.next = "ABORT"
+        with m.State("HDR_CHECK"):
+            with m.If(run.header_check != 0):
+                m.d.sync += self._fail(run, run.header_check, HEADER_INDEX)
                 m.next = "ABORT"
             with m.Else():
-                m.d.comb += [self.pm_addr.eq(i), self.pm_ren.eq(1)]
+                m.next = "PROG_CMD"
+
+    def _fetch_program(self, m, run):
+        """PROG_CMD, PROG: the descriptors into the program memory; STREAM_CMD: start the data
+        stream and the stream loader."""
+        hdr = run.header
+        with m.State("PROG_CMD"):
+            m.d.comb += [self.rd_cmd.valid.eq(1), *self._read_cmd(hdr.desc_off, hdr.n_desc * isa.DESC_BYTES, 1)]
+            with m.If(self.rd_cmd.ready):
+                m.next = "PROG"
+        with m.State("PROG"):
+            m.d.comb += [self.i_fetch.ready.eq(~run.record_done), self.prog.addr.eq(run.index),
+                         self.prog.wdata.eq(run.record), self.prog.wen.eq(run.record_done)]
+            with m.If(run.record_done):
+                m.d.sync += [run.beats.eq(0), run.index.eq(run.index + 1)]
+                with m.If(run.index == hdr.n_desc - 1):
+                    m.next = "STREAM_CMD"
+            with m.If(self.dma.rd_error):
+                m.d.sync += self._fail(run, "AXI_READ", HEADER_INDEX)
+                m.next = "ABORT"
+        with m.State("STREAM_CMD"):
+            empty = hdr.stream_len == 0
+            m.d.comb += [self.rd_cmd.valid.eq(~empty), *self._read_cmd(hdr.stream_off, hdr.stream_len, 0)]
+            with m.If(self.rd_cmd.ready | empty):
+                m.d.comb += self.loader.start.eq(1)
+                m.d.sync += [run.index.eq(0), run.tokens.eq(hdr.n_tokens)]
+                m.next = "READ"
+
+    def _execute(self, m, run):
+        """READ, LATCH: the next descriptor from the program memory; CHECK, WAIT: run it."""
+        with m.State("READ"):
+            with m.If(run.index == run.header.n_desc):
+                m.d.sync += self._fail(run, "NO_END", run.index)
+                m.next = "ABORT"
+            with m.Else():
+                m.d.comb += [self.prog.addr.eq(run.index), self.prog.ren.eq(1)]
                 m.next = "LATCH"
         with m.State("LATCH"):
-            m.d.sync += self.desc.eq(self.pm_rdata)
+            m.d.sync += self.units.desc.eq(self.prog.rdata)
             m.next = "CHECK"
         with m.State("CHECK"):
-            loader_short = self.ld_error & (self.ld_li == i)
-            dc = desc_view("DECIDE", self.desc)
-            with m.If(op == op_code("END")):
-                with m.If(self.ld_at_end):
-                    with m.If(self.ld_consumed != self.ld_total):
-                        m.d.sync += fail("STREAM_LEFTOVER", i)
-                        m.next = "ABORT"
-                    with m.Elif(self.rd_idle & self.wr_idle):
-                        m.next = "FINISH"
-            with m.Elif(code == ERR["BAD_OPCODE"]):
-                m.d.sync += fail("BAD_OPCODE", i)
-                m.next = "ABORT"
-            with m.Elif((state.rows == 0) | (state.rows > hw.n_max)):
-                m.d.sync += fail("BAD_TOKENS", i)
-                m.next = "ABORT"
-            with m.Elif(code != 0):
-                m.d.sync += fail(code, i)
-                m.next = "ABORT"
-            with m.Elif(loader_short):
-                m.d.sync += fail("STREAM_SHORT", i)
-                m.next = "ABORT"
-            with m.Elif((op == op_code("DECIDE")) & (dc.act == isa.ACT_LOAD) & ~(self.ld_table_ok & (self.ld_li == i))):
-                m.d.comb += self.ci_run.eq(1)                 # let the loader bring the table first
-            with m.Else():
-                m.d.comb += [self.op_start.eq(1), self.ci_run.eq(1)]
-                m.d.sync += self.is_store.eq(op == op_code("STORE"))
-                m.next = "WAIT"
+            self._check_and_start(m, run)
         with m.State("WAIT"):
-            m.d.comb += self.ci_run.eq(1)
-            with m.If(self.op_done):
-                m.d.sync += [i.eq(i + 1), self.is_store.eq(0)] + self._after(op, state)
-                m.next = "READ"
-            with m.Elif(self.ld_error & (self.ld_li == i)):
-                m.d.sync += fail("STREAM_SHORT", i)
-                m.next = "ABORT"
-            with m.Elif(self.rd_error):
-                m.d.sync += fail("AXI_READ", i)
-                m.next = "ABORT"
-            with m.Elif(self.wr_error):
-                m.d.sync += fail("AXI_WRITE", i)
-                m.next = "ABORT"
+            self._wait(m, run)
 
-    def _after(self, op, state):
+    def _check_and_start(self, m, run):
+        """END: finish once the loader has consumed the stream exactly; any other descriptor: its
+        checks in the interpreter's order, then start its unit."""
+        ld, rows, i = self.loader, run.state.rows, run.index
+        loader_here = ld.stream_index == i
+        needs_table = (run.op == Opcode.DECIDE) & (desc_view("DECIDE", self.units.desc).act == isa.ACT_LOAD)
+        with m.If(run.op == Opcode.END):
+            with m.If(ld.at_end):
+                with m.If(ld.consumed != ld.total):
+                    m.d.sync += self._fail(run, "STREAM_LEFTOVER", i)
+                    m.next = "ABORT"
+                with m.Elif(self.dma.rd_idle & self.dma.wr_idle):
+                    m.next = "FINISH"
+        with m.Elif(run.check == ERR["BAD_OPCODE"]):
+            m.d.sync += self._fail(run, "BAD_OPCODE", i)
+            m.next = "ABORT"
+        with m.Elif((rows == 0) | (rows > self.hw.n_max)):
+            m.d.sync += self._fail(run, "BAD_TOKENS", i)
+            m.next = "ABORT"
+        with m.Elif(run.check != 0):
+            m.d.sync += self._fail(run, run.check, i)
+            m.next = "ABORT"
+        with m.Elif(ld.error & loader_here):
+            m.d.sync += self._fail(run, "STREAM_SHORT", i)
+            m.next = "ABORT"
+        with m.Elif(needs_table & ~(ld.table_ok & loader_here)):
+            m.d.comb += ld.running.eq(1)                 # let the loader bring the table first
+        with m.Else():
+            m.d.comb += [self.units.start.eq(1), ld.running.eq(1)]
+            m.d.sync += run.is_store.eq(run.op == Opcode.STORE)
+            m.next = "WAIT"
+
+    def _wait(self, m, run):
+        ld, i = self.loader, run.index
+        m.d.comb += ld.running.eq(1)
+        with m.If(self.units.done):
+            m.d.sync += [i.eq(i + 1), run.is_store.eq(0)] + self._after(run)
+            m.next = "READ"
+        with m.Elif(ld.error & (ld.stream_index == i)):
+            m.d.sync += self._fail(run, "STREAM_SHORT", i)
+            m.next = "ABORT"
+        with m.Elif(self.dma.rd_error):
+            m.d.sync += self._fail(run, "AXI_READ", i)
+            m.next = "ABORT"
+        with m.Elif(self.dma.wr_error):
+            m.d.sync += self._fail(run, "AXI_WRITE", i)
+            m.next = "ABORT"
+
+    def _after(self, run):
         """State updates at the end of an operation (golden/interp.py)."""
-        mm, dc, pk, cp = (desc_view(n, self.desc) for n in ("MATMUL", "DECIDE", "PACKAGE", "COMPACT"))
-        is_ = {n: op == op_code(n) for n in ("MATMUL", "DECIDE", "PACKAGE", "COMPACT")}
-        out = [state.table_nseg.eq(Mux(is_["MATMUL"] & (mm.act == isa.ACT_LOAD), mm.pwl_nseg,
-                                       Mux(is_["DECIDE"] & (dc.act == isa.ACT_LOAD), dc.pwl_nseg, state.table_nseg))),
-               state.sel.eq(Mux(is_["DECIDE"], 1, Mux(is_["COMPACT"], 0, state.sel))),
-               state.sel_n.eq(Mux(is_["DECIDE"], state.rows, state.sel_n)),
-               state.sel_npkg.eq(Mux(is_["DECIDE"], dc.n_pkg, state.sel_npkg)),
-               state.last_sel.eq(state.last_sel | is_["DECIDE"]),
-               state.pkg.eq(Mux(is_["PACKAGE"], 1, Mux(is_["COMPACT"] | is_["DECIDE"], 0, state.pkg))),
-               state.pkg_d.eq(Mux(is_["PACKAGE"], pk.d, state.pkg_d)),
-               self.n.eq(Mux(is_["COMPACT"], 2 + self.kept_last + cp.n_pkg, self.n)),
-               self.kept_last.eq(Mux(is_["DECIDE"], self.kept_count, self.kept_last))]
-        for s_ in range(self.hw.stages_max):
-            out.append(self.kept[s_].eq(Mux(is_["DECIDE"] & (dc.stage == s_), self.kept_count, self.kept[s_])))
+        desc, s, op = self.units.desc, run.state, run.op
+        mm, dc, pk, cp = (desc_view(n, desc) for n in ("MATMUL", "DECIDE", "PACKAGE", "COMPACT"))
+        is_ = {n: op == Opcode[n] for n in ("MATMUL", "DECIDE", "PACKAGE", "COMPACT")}
+        kept_count = self.units.kept_count
+        out = [s.table_nseg.eq(Mux(is_["MATMUL"] & (mm.act == isa.ACT_LOAD), mm.pwl_nseg,
+                                   Mux(is_["DECIDE"] & (dc.act == isa.ACT_LOAD), dc.pwl_nseg, s.table_nseg))),
+               s.sel.eq(Mux(is_["DECIDE"], 1, Mux(is_["COMPACT"], 0, s.sel))),
+               s.sel_n.eq(Mux(is_["DECIDE"], s.rows, s.sel_n)),
+               s.sel_npkg.eq(Mux(is_["DECIDE"], dc.n_pkg, s.sel_npkg)),
+               s.last_sel.eq(s.last_sel | is_["DECIDE"]),
+               s.pkg.eq(Mux(is_["PACKAGE"], 1, Mux(is_["COMPACT"] | is_["DECIDE"], 0, s.pkg))),
+               s.pkg_d.eq(Mux(is_["PACKAGE"], pk.d, s.pkg_d)),
+               run.tokens.eq(Mux(is_["COMPACT"], 2 + s.sel_kept + cp.n_pkg, run.tokens)),
+               s.sel_kept.eq(Mux(is_["DECIDE"], kept_count, s.sel_kept))]
+        for stage, kept in enumerate(self.csr.kept):
+            out.append(kept.eq(Mux(is_["DECIDE"] & (dc.stage == stage), kept_count, kept)))
         return out
+
+    def _stop(self, m, run):
+        """ABORT: let a STORE finish its write, reset the rest, wait for the DMA; FINISH."""
+        with m.State("ABORT"):
+            m.d.sync += run.abort_sent.eq(1)
+            m.d.comb += [self.dma.rd_abort.eq(~run.abort_sent), self.loader.stop.eq(1),
+                         self.units.reset.eq(~run.is_store)]
+            with m.If(self.dma.rd_idle & self.dma.wr_idle & ~run.is_store):
+                m.next = "FINISH"
+            with m.If(run.is_store & self.units.done):
+                m.d.sync += run.is_store.eq(0)
+        with m.State("FINISH"):
+            m.d.comb += [self.csr.finish.eq(1), self.loader.stop.eq(1)]
+            m.d.sync += run.abort_sent.eq(0)
+            m.next = "IDLE"

@@ -6,35 +6,74 @@ merged DDR stream (golden/stream.py) to where they go:
     DECIDE     [activation table]                                      (when compute runs the op)
     LOAD       token-tile words -> the LOAD unit                       (when compute runs the op)
 
-Items start on stream-beat boundaries and are padded to whole beats; a gearbox per word width
+Items start on stream-beat boundaries and are padded to whole beats; a gearbox per word kind
 cuts beats into words and the padding words are dropped. Weights are fetched as far ahead as the
 ring's two slots allow; every other item waits until the compute side has started its operation
-(the tables and LayerNorm parameters have one copy). The top resets the loader to stop it. If an
-item needs more beats than the stream
-holds, the loader stops with `error` at that descriptor; the controller reports STREAM_SHORT when
-compute reaches it (the interpreter's order).
+(the tables and LayerNorm parameters have one copy). The controller resets the loader with
+`ctl.stop` to stop it. If an item needs more beats than the stream holds, the loader stops with
+`ctl.error` at that descriptor; the controller reports STREAM_SHORT when compute reaches it (the
+interpreter's order).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from types import SimpleNamespace
+
+from amaranth.hdl import Const, Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden import isa
 from golden.hw import HardwareConfig
 from golden.stream import BIAS_WORDS, ENTRY_BYTES
 
-from .decode import desc_view, op_code
+from .decode import Opcode, common_view, desc_view
 from ..primitives.gearbox import Gearbox
+from ..primitives.ram import read_port
 from ..buffers.ports import lanes
 from ..buffers.act_table import table_write
 from ..buffers.weight_ring import fill_port
 
-K_ENTRY, K_WEIGHT, K_TILE = range(3)      # word kinds: 64-bit entries, weight words, token-tile words
+
+class Target(enum.Enum, shape=2):
+    """Where the current item's words go."""
+    TABLE = 0          # the activation table (MATMUL, DECIDE)
+    LN_PARAMS = 1      # the LayerNorm unit's parameter stream
+    WEIGHTS = 2        # the weight ring (MATMUL)
+    LOAD_DATA = 3      # the LOAD unit's token-tile words
 
 
-def prog_read(hw: HardwareConfig) -> wiring.Signature:
-    return wiring.Signature({"addr": Out(range(hw.desc_max)), "en": Out(1), "data": In(isa.DESC_BITS)})
+class WordKind(enum.Enum, shape=2):
+    """The word a gearbox cuts from stream beats."""
+    ENTRY = 0          # 64-bit table entries and LayerNorm parameters
+    WEIGHT = 1         # a weight word: mac_cols int16 lanes
+    TILE = 2           # a token-tile word: mac_rows int16 lanes
+
+
+KIND_OF = {Target.TABLE: WordKind.ENTRY, Target.LN_PARAMS: WordKind.ENTRY, Target.WEIGHTS: WordKind.WEIGHT,
+           Target.LOAD_DATA: WordKind.TILE}
+
+
+def word_bits(hw: HardwareConfig) -> dict:
+    return {WordKind.ENTRY: 8 * ENTRY_BYTES, WordKind.WEIGHT: 16 * hw.mac_cols, WordKind.TILE: 16 * hw.mac_rows}
+
+
+def loader_port(hw: HardwareConfig) -> wiring.Signature:
+    """Run controller <-> stream loader, directions as the controller sees them (the loader has
+    the flipped port, `ctl`)."""
+    index = range(hw.desc_max + 1)
+    return wiring.Signature({
+        "start": Out(1),            # pulse: the stream read is issued; walk from descriptor 0
+        "stop": Out(1),             # reset the loader (abort, end of run)
+        "total": Out(32),           # stream beats of the run
+        "desc_index": Out(index),   # the descriptor compute is at ...
+        "running": Out(1),          # ... and runs (or waits for its table): its items may flow
+        "tokens": Out(range(hw.n_max + 1)),   # the token-count register N (rows of `rows_n` LOADs)
+        "stream_index": In(index),  # the descriptor whose items the loader is at
+        "table_ok": In(1),          # the activation table of stream_index is loaded
+        "at_end": In(1),            # the loader reached END
+        "consumed": In(32),         # stream beats claimed so far
+        "error": In(1),             # an item needs more beats than the stream holds (at stream_index)
+    })
 
 
 def ln_param_layout() -> data.StructLayout:
@@ -52,155 +91,163 @@ def _beats(words, word_bits: int, stream_bits: int):
 class StreamLoader(wiring.Component):
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
-        R = hw.mac_rows
         super().__init__({
-            "start": In(1), "total": In(32),
-            "prog": Out(prog_read(hw)),
-            "ci": In(range(hw.desc_max + 1)), "ci_run": In(1), "n": In(range(hw.n_max + 1)),
+            "ctl": In(loader_port(hw)),
+            "prog": Out(read_port(isa.DESC_BITS, hw.desc_max)),   # program memory port B
             "i_stream": In(stream.Signature(hw.stream_bits)),
             "fill": Out(fill_port(hw)),
             "table": Out(table_write(hw)),
             "o_ln": Out(stream.Signature(ln_param_layout())),
-            "o_load": Out(stream.Signature(lanes(R))),
-            "li": Out(range(hw.desc_max + 1)), "table_ok": Out(1), "at_end": Out(1),
-            "consumed": Out(32), "error": Out(1), "busy": Out(1),
+            "o_load": Out(stream.Signature(lanes(hw.mac_rows))),
         })
 
     def elaborate(self, platform):
         m = Module()
-        hw, R, C, SB = self.hw, self.hw.mac_rows, self.hw.mac_cols, self.hw.stream_bits
-        gbs = {K_ENTRY: Gearbox(SB, 8 * ENTRY_BYTES), K_WEIGHT: Gearbox(SB, 16 * C), K_TILE: Gearbox(SB, 16 * R)}
-        for k, g in gbs.items():
-            m.submodules[f"gb{k}"] = g
-        raw = Signal(isa.DESC_BITS)
-        mm, ln, dc, ld = (desc_view(n, raw) for n in ("MATMUL", "LAYERNORM", "DECIDE", "LOAD"))
-        kind = Signal(2)
-        target = Signal(2)               # 0 table, 1 LayerNorm, 2 weights, 3 LOAD data
-        bl, wl = Signal(32), Signal(32)  # beats to feed, words to deliver
-        widx = Signal(range(max(hw.k_max + BIAS_WORDS, hw.pwl_max) + 1))
-        mt, mts = Signal(range(hw.k_max + 2)), Signal(range(hw.k_max + 2))
-        m.d.comb += self.busy.eq(1)
-        self._route(m, gbs, kind, target, bl, wl, widx)
-        feeding = (bl != 0) | (wl != 0) | ~gbs[K_ENTRY].empty | ~gbs[K_WEIGHT].empty | ~gbs[K_TILE].empty
-        sync_ok = (self.ci == self.li) & self.ci_run
-        rb = (R - 1).bit_length()
-        cb = (C - 1).bit_length()
-
-        def item(k, tgt, words, bits):
-            beats = _beats(words, bits, SB)
-            return [kind.eq(k), target.eq(tgt), wl.eq(words), widx.eq(0), bl.eq(beats)], beats
-
+        hw = self.hw
+        gearboxes = {k: Gearbox(hw.stream_bits, bits) for k, bits in word_bits(hw).items()}
+        for k, g in gearboxes.items():
+            m.submodules[f"gearbox_{k.name.lower()}"] = g
+        item = SimpleNamespace(
+            desc=Signal(isa.DESC_BITS),                  # the descriptor the loader is at
+            target=Signal(Target), kind=Signal(WordKind),
+            beats_left=Signal(32), words_left=Signal(32),  # beats to feed, words to deliver
+            word_index=Signal(range(max(hw.k_max + BIAS_WORDS, hw.pwl_max) + 1)),
+            m_tile=Signal(range(hw.k_max + 2)), m_tiles=Signal(range(hw.k_max + 2)))
+        with m.Switch(item.target):
+            for target, kind in KIND_OF.items():
+                with m.Case(target):
+                    m.d.comb += item.kind.eq(kind)
+        self._route(m, gearboxes, item)
+        feeding = (item.beats_left != 0) | (item.words_left != 0) | ~gearboxes[WordKind.ENTRY].empty \
+            | ~gearboxes[WordKind.WEIGHT].empty | ~gearboxes[WordKind.TILE].empty
         with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.busy.eq(0)
-                with m.If(self.start):
-                    m.d.sync += [self.li.eq(0), self.consumed.eq(0), self.error.eq(0), self.at_end.eq(0),
-                                 self.table_ok.eq(0)]
-                    m.next = "READ"
-            with m.State("READ"):
-                m.d.comb += [self.prog.addr.eq(self.li), self.prog.en.eq(1)]
-                m.next = "DECODE"
-            with m.State("DECODE"):
-                m.d.sync += raw.eq(self.prog.data)
-                m.next = "DISPATCH"
-            with m.State("DISPATCH"):
-                op = raw[:5]
-                with m.If(op == op_code("MATMUL")):
-                    m.d.sync += [mt.eq(0), mts.eq((mm.m + C - 1) >> cb)]
-                    m.next = "MM_TABLE"
-                with m.Elif(op == op_code("LAYERNORM")):
-                    m.next = "LN"
-                with m.Elif(op == op_code("DECIDE")):
-                    m.next = "DC_TABLE"
-                with m.Elif(op == op_code("LOAD")):
-                    m.next = "LD"
-                with m.Elif(op == op_code("END")):
-                    m.d.sync += self.at_end.eq(1)
-                    m.next = "END"
-                with m.Else():
-                    m.next = "NEXT"
-            # the sync items: wait for compute to run this descriptor, check the stream, feed
-            for st, tgt, cond, words, k, bits, nxt in (
-                    ("MM_TABLE", 0, mm.act == isa.ACT_LOAD, mm.pwl_nseg, K_ENTRY, 64, "MM_W"),
-                    ("DC_TABLE", 0, dc.act == isa.ACT_LOAD, dc.pwl_nseg, K_ENTRY, 64, "NEXT"),
-                    ("LN", 1, Const(1), ln.d, K_ENTRY, 64, "NEXT")):
-                with m.State(st):
-                    with m.If(~cond):
-                        m.next = nxt
-                    with m.Elif(sync_ok):
-                        sets, beats = item(k, tgt, words, bits)
-                        with m.If(self.consumed + beats > self.total):
-                            m.next = "ERROR"
-                        with m.Else():
-                            m.d.sync += sets + [self.consumed.eq(self.consumed + beats)]
-                            m.next = st + "_FEED"
-                with m.State(st + "_FEED"):
-                    with m.If(~feeding):
-                        m.d.sync += self.table_ok.eq(tgt == 0)
-                        m.next = nxt
-            with m.State("LD"):
-                with m.If(sync_ok):
-                    rows = Mux(ld.rows_n, self.n, ld.rows)
-                    tiles = ((ld.r0 + rows - 1) >> rb) - (ld.r0 >> rb) + 1
-                    words = Signal(32)
-                    m.d.comb += words.eq(tiles * ld.w)
-                    sets, beats = item(K_TILE, 3, words, 16 * R)
-                    with m.If(self.consumed + beats > self.total):
-                        m.next = "ERROR"
-                    with m.Else():
-                        m.d.sync += sets + [self.consumed.eq(self.consumed + beats)]
-                        m.next = "LD_FEED"
-            with m.State("LD_FEED"):
-                with m.If(~feeding):
-                    m.next = "NEXT"
-            with m.State("MM_W"):                        # one m-tile per ring slot, as far ahead as it allows
-                with m.If(mt == mts):
-                    m.next = "NEXT"
-                with m.Elif(self.fill.free):
-                    sets, beats = item(K_WEIGHT, 2, mm.k + BIAS_WORDS, 16 * C)
-                    with m.If(self.consumed + beats > self.total):
-                        m.next = "ERROR"
-                    with m.Else():
-                        m.d.sync += sets + [self.consumed.eq(self.consumed + beats), mt.eq(mt + 1)]
-                        m.next = "MM_W_FEED"
-            with m.State("MM_W_FEED"):
-                with m.If(~feeding):
-                    m.next = "MM_W"
-            with m.State("NEXT"):
-                m.d.sync += [self.li.eq(self.li + 1), self.table_ok.eq(0)]
-                m.next = "READ"
-            with m.State("END"):
-                m.d.comb += self.busy.eq(0)
-            with m.State("ERROR"):
-                m.d.comb += self.busy.eq(0)
-                m.d.sync += self.error.eq(1)
-        return m
+            self._walk(m, item)
+            self._compute_items(m, item, feeding)
+            self._weights(m, item, feeding)
+        return ResetInserter(self.ctl.stop)(m)
 
-    def _route(self, m, gbs, kind, target, bl, wl, widx):
-        """Beats -> the kind's gearbox while `bl` > 0; words -> the target while `wl` > 0, then drop."""
+    def _walk(self, m, item):
+        """Descriptor by descriptor: read it from the program memory, go to its items' states."""
+        ctl = self.ctl
+        with m.State("IDLE"):
+            with m.If(ctl.start):
+                m.d.sync += [ctl.stream_index.eq(0), ctl.consumed.eq(0), ctl.error.eq(0), ctl.at_end.eq(0),
+                             ctl.table_ok.eq(0)]
+                m.next = "READ"
+        with m.State("READ"):
+            m.d.comb += [self.prog.addr.eq(ctl.stream_index), self.prog.en.eq(1)]
+            m.next = "DECODE"
+        with m.State("DECODE"):
+            m.d.sync += item.desc.eq(self.prog.data)
+            m.next = "DISPATCH"
+        with m.State("DISPATCH"):
+            op = common_view(item.desc).op
+            with m.If(op == Opcode.MATMUL):
+                C = self.hw.mac_cols
+                m_tiles = (desc_view("MATMUL", item.desc).m + C - 1) >> (C - 1).bit_length()     # ceil(m / C)
+                m.d.sync += [item.m_tile.eq(0), item.m_tiles.eq(m_tiles)]
+                m.next = "MM_TABLE"
+            with m.Elif(op == Opcode.LAYERNORM):
+                m.next = "LN"
+            with m.Elif(op == Opcode.DECIDE):
+                m.next = "DC_TABLE"
+            with m.Elif(op == Opcode.LOAD):
+                m.next = "LD"
+            with m.Elif(op == Opcode.END):
+                m.d.sync += ctl.at_end.eq(1)
+                m.next = "END"
+            with m.Else():
+                m.next = "NEXT"
+        with m.State("NEXT"):
+            m.d.sync += [ctl.stream_index.eq(ctl.stream_index + 1), ctl.table_ok.eq(0)]
+            m.next = "READ"
+        with m.State("END"):
+            pass
+        with m.State("ERROR"):
+            m.d.sync += ctl.error.eq(1)
+
+    def _claim(self, m, item, target, words, then, also=()):
+        """Take the next stream item (`words` words for `target`), or stop with ERROR if the stream
+        is shorter than that; feed it in the state `then`."""
+        ctl = self.ctl
+        beats = _beats(words, word_bits(self.hw)[KIND_OF[target]], self.hw.stream_bits)
+        with m.If(ctl.consumed + beats > ctl.total):
+            m.next = "ERROR"
+        with m.Else():
+            m.d.sync += [item.target.eq(target), item.words_left.eq(words), item.word_index.eq(0),
+                         item.beats_left.eq(beats), ctl.consumed.eq(ctl.consumed + beats), *also]
+            m.next = then
+
+    def _compute_items(self, m, item, feeding):
+        """Items with one copy (tables, LayerNorm parameters, LOAD data): wait until compute runs
+        this descriptor, then claim and feed them."""
+        mm, ln, dc, ld = (desc_view(n, item.desc) for n in ("MATMUL", "LAYERNORM", "DECIDE", "LOAD"))
+        compute_here = (self.ctl.desc_index == self.ctl.stream_index) & self.ctl.running
+        for state, target, needed, words, then in (
+                ("MM_TABLE", Target.TABLE, mm.act == isa.ACT_LOAD, mm.pwl_nseg, "MM_W"),
+                ("DC_TABLE", Target.TABLE, dc.act == isa.ACT_LOAD, dc.pwl_nseg, "NEXT"),
+                ("LN", Target.LN_PARAMS, Const(1), ln.d, "NEXT")):
+            with m.State(state):
+                with m.If(~needed):
+                    m.next = then
+                with m.Elif(compute_here):
+                    self._claim(m, item, target, words, state + "_FEED")
+            with m.State(state + "_FEED"):
+                with m.If(~feeding):
+                    m.d.sync += self.ctl.table_ok.eq(target == Target.TABLE)
+                    m.next = then
+        with m.State("LD"):
+            with m.If(compute_here):
+                rb = (self.hw.mac_rows - 1).bit_length()
+                rows = Mux(ld.rows_n, self.ctl.tokens, ld.rows)
+                words = Signal(32)
+                m.d.comb += words.eq((((ld.r0 + rows - 1) >> rb) - (ld.r0 >> rb) + 1) * ld.w)    # tiles x channels
+                self._claim(m, item, Target.LOAD_DATA, words, "LD_FEED")
+        with m.State("LD_FEED"):
+            with m.If(~feeding):
+                m.next = "NEXT"
+
+    def _weights(self, m, item, feeding):
+        """MATMUL weights: one m-tile item per ring slot, as far ahead of compute as the ring allows."""
+        k = desc_view("MATMUL", item.desc).k
+        with m.State("MM_W"):
+            with m.If(item.m_tile == item.m_tiles):
+                m.next = "NEXT"
+            with m.Elif(self.fill.free):
+                self._claim(m, item, Target.WEIGHTS, k + BIAS_WORDS, "MM_W_FEED", [item.m_tile.eq(item.m_tile + 1)])
+        with m.State("MM_W_FEED"):
+            with m.If(~feeding):
+                m.next = "MM_W"
+
+    def _route(self, m, gearboxes, item):
+        """Beats -> the kind's gearbox while `beats_left` > 0; words -> the target while
+        `words_left` > 0, then drop (the item's padding)."""
         i = self.i_stream
-        for k, g in gbs.items():
-            sel = kind == k
-            m.d.comb += [g.i.valid.eq(i.valid & sel & (bl != 0)), g.i.payload.eq(i.payload),
-                         g.flush.eq(sel & (bl == 0) & (wl == 0))]
-        cur_ready = Mux(kind == K_ENTRY, gbs[K_ENTRY].i.ready, Mux(kind == K_WEIGHT, gbs[K_WEIGHT].i.ready,
-                                                                   gbs[K_TILE].i.ready))
-        m.d.comb += i.ready.eq((bl != 0) & cur_ready)
+        beats_left, words_left = item.beats_left, item.words_left
+        for k, g in gearboxes.items():
+            sel = item.kind == k
+            m.d.comb += [g.i.valid.eq(i.valid & sel & (beats_left != 0)), g.i.payload.eq(i.payload),
+                         g.flush.eq(sel & (beats_left == 0) & (words_left == 0))]
+        entry, weight, tile = (gearboxes[k] for k in (WordKind.ENTRY, WordKind.WEIGHT, WordKind.TILE))
+        gearbox_ready = Mux(item.kind == WordKind.ENTRY, entry.i.ready,
+                            Mux(item.kind == WordKind.WEIGHT, weight.i.ready, tile.i.ready))
+        m.d.comb += i.ready.eq((beats_left != 0) & gearbox_ready)
         with m.If(i.valid & i.ready):
-            m.d.sync += bl.eq(bl - 1)
-        e, w, t = gbs[K_ENTRY].o, gbs[K_WEIGHT].o, gbs[K_TILE].o
-        live = wl != 0
+            m.d.sync += beats_left.eq(beats_left - 1)
+        e, w, t = entry.o, weight.o, tile.o
+        live = words_left != 0
         # entries: table or LayerNorm parameters
         ent = data.View(data.StructLayout({"base": signed(32), "slope": signed(32)}), e.payload)
-        m.d.comb += [self.table.addr.eq(widx), self.table.data.base.eq(ent.base), self.table.data.slope.eq(ent.slope),
-                     self.o_ln.payload.eq(e.payload)]
-        m.d.comb += [self.table.en.eq(e.valid & live & (target == 0)),
-                     self.o_ln.valid.eq(e.valid & live & (target == 1)),
-                     e.ready.eq(~live | (target == 0) | self.o_ln.ready)]
-        m.d.comb += [self.fill.addr.eq(widx), self.fill.data.eq(w.payload), self.fill.en.eq(w.valid & live),
-                     self.fill.commit.eq(w.valid & (wl == 1)), w.ready.eq(1)]
+        m.d.comb += [self.table.addr.eq(item.word_index), self.table.data.base.eq(ent.base),
+                     self.table.data.slope.eq(ent.slope), self.o_ln.payload.eq(e.payload)]
+        m.d.comb += [self.table.en.eq(e.valid & live & (item.target == Target.TABLE)),
+                     self.o_ln.valid.eq(e.valid & live & (item.target == Target.LN_PARAMS)),
+                     e.ready.eq(~live | (item.target == Target.TABLE) | self.o_ln.ready)]
+        m.d.comb += [self.fill.addr.eq(item.word_index), self.fill.data.eq(w.payload),
+                     self.fill.en.eq(w.valid & live), self.fill.commit.eq(w.valid & (words_left == 1)), w.ready.eq(1)]
         m.d.comb += [self.o_load.payload.eq(t.payload), self.o_load.valid.eq(t.valid & live),
                      t.ready.eq(~live | self.o_load.ready)]
-        took = Mux(kind == K_ENTRY, e.valid & e.ready, Mux(kind == K_WEIGHT, w.valid & w.ready, t.valid & t.ready))
+        took = Mux(item.kind == WordKind.ENTRY, e.valid & e.ready,
+                   Mux(item.kind == WordKind.WEIGHT, w.valid & w.ready, t.valid & t.ready))
         with m.If(took & live):
-            m.d.sync += [wl.eq(wl - 1), widx.eq(widx + 1)]
+            m.d.sync += [words_left.eq(words_left - 1), item.word_index.eq(item.word_index + 1)]

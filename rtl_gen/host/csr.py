@@ -13,14 +13,16 @@ RREADY. Every READY is a register output (never a function of a VALID in the sam
 read and one write can be in flight at once; responses are always OKAY (unmapped offsets read 0
 and ignore writes: rtl_gen.host.regmap.UNMAPPED). Byte strobes select the bytes a write changes.
 
-Core side (`core_port`, from the CSR block's side; the run controller takes the flipped one):
+Core side: `core_port(hw)`, whose directions are the CSR block's (it has `Out(core_port(hw))`);
+the run controller has `In(core_port(hw))`, the same signature flipped, so rtl_gen/top.py joins
+the two with `connect()`:
     start       Out  one-cycle pulse: run the program at prog_base (only while not busy)
     prog_base   Out  64-bit program address (PROG_BASE_HI:LO); sample it at start
     busy        In   the core is not idle (it may lag start and may outlast finish)
     finish      In   one-cycle pulse at the end of a run, error or not
     error_code  In   golden.isa.ERRORS code, sampled in the finish cycle (0 = OK)
     error_index In   descriptor index of the error (0xFFFFFFFF: header), sampled with finish
-    desc_index  In   descriptor being executed (read live)
+    desc_index  In   descriptor being executed (read live; n_desc after the last one: NO_END)
     tokens      In   the token-count register N (read live)
     kept        In   kept patch tokens of each selector stage (read live; the core clears them at start)
 The run's cycle count is kept here: the CSR block is the one place that sees both the start
@@ -62,12 +64,12 @@ def reg_bus(addr_bits: int = ADDR_BITS, data_bits: int = DATA_BITS) -> wiring.Si
 
 
 def core_port(hw: HardwareConfig) -> wiring.Signature:
-    """CSR block <-> run controller, from the CSR block's side (module docstring)."""
+    """CSR block <-> run controller, directions as the CSR block sees them (module docstring)."""
     count = Shape.cast(range(hw.n_max + 1))
     return wiring.Signature({
         "start": Out(1), "prog_base": Out(64),
         "busy": In(1), "finish": In(1), "error_code": In(range(max(isa.ERRORS) + 1)), "error_index": In(32),
-        "desc_index": In(range(max(hw.desc_max, 2))), "tokens": In(count),
+        "desc_index": In(range(hw.desc_max + 1)), "tokens": In(count),
         "kept": In(data.ArrayLayout(unsigned(count.width), hw.stages_max)),
     })
 

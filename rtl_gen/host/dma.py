@@ -11,7 +11,8 @@ AXI4 masters `m_axi0` .. `m_axi{P-1}` (rtl_gen/host/axi.py: flat AXI names, 64-b
 INCR bursts of at most burst_max (256) beats that never cross a 4 KB boundary; port 0 also has
 the write channels). cocotbext-axi: `AxiBus.from_prefix(dut, "m_axi0", bus_separator="__")`.
 
-Read side (one job at a time; abort, idle, done, error):
+Read side (one job at a time; abort, idle, done, error; the run controller's controls and flags
+are the `status` member, a dma_status(): Verilog `status__rd_abort` ...):
   rd_cmd    In  stream {addr: 64, length: 32, fetch: 1}; ready while the read side is idle
             fetch = 0, a stream job: `length` bytes (a multiple of P x B) of the interleaved data
               stream at beat-aligned `addr` (golden/stream.py interleave: port p reads its slice
@@ -26,11 +27,11 @@ Read side (one job at a time; abort, idle, done, error):
   o_stream  Out stream of P x W bits: one beat from every port per transfer, port p's in bits
             p W .. p W + W - 1 (the logical stream, in order: golden.stream.deinterleave).
   o_fetch   Out stream of W bits (fetch jobs).
-  rd_abort  In  pulse: stop issuing bursts, drop buffered data, accept and drop every
+  status.rd_abort  In  pulse: stop issuing bursts, drop buffered data, accept and drop every
             outstanding R beat; rd_idle rises when none is left (no rd_done pulse).
-  rd_idle   Out no job, nothing outstanding.
+  status.rd_idle   Out no job, nothing outstanding.
   rd_done   Out pulse: the job's last beat was transferred (or an empty/rejected job).
-  rd_error  Out sticky: an R beat had RRESP != OKAY (the data is still delivered), or a
+  status.rd_error  Out sticky: an R beat had RRESP != OKAY (the data is still delivered), or a
             rejected command; cleared by `clear`.
 Stream and fetch jobs share port 0's AR/R channels and FIFO: a single command port makes two
 simultaneous jobs impossible; the job kind selects where port 0's data goes.
@@ -42,10 +43,10 @@ Write side (port 0's AW/W/B; runs concurrently with the read side):
             length, so exactly the bytes golden's STORE writes change, e.g. 20 bytes of logits).
             A misaligned address: rejected like reads (wr_error, done, no traffic, no data).
   i_wdata   In  stream of W bits, the job's data in address order.
-  wr_idle   Out no job.
+  status.wr_idle   Out no job.
   wr_done   Out pulse per job: all bursts written and every B response received.
-  wr_error  Out sticky: a B response was not OKAY, or a rejected command; cleared by `clear`.
-  clear     In  clears rd_error and wr_error.
+  status.wr_error  Out sticky: a B response was not OKAY, or a rejected command; cleared by `clear`.
+  status.clear     In  clears rd_error and wr_error.
 
 Buffering: every read port has a block-RAM FIFO of fifo_depth beats (default 4 bursts); a burst
 is requested only when its whole length fits (credits), so RREADY is always 1.
@@ -65,6 +66,13 @@ from .dma_write import DmaWriter, write_cmd_layout
 FIFO_BURSTS = 4
 
 
+def dma_status() -> wiring.Signature:
+    """The DMA's run controls and flags, from the DMA's side (the run controller has the flipped
+    port): abort the read job, clear the sticky errors; idle and error of each side."""
+    return wiring.Signature({"rd_abort": In(1), "clear": In(1), "rd_idle": Out(1), "rd_error": Out(1),
+                             "wr_idle": Out(1), "wr_error": Out(1)})
+
+
 class Dma(wiring.Component):
     def __init__(self, hw: HardwareConfig, burst_max: int = axi.BURST_MAX, fifo_depth: int | None = None,
                  id_bits: int = 1):
@@ -82,9 +90,9 @@ class Dma(wiring.Component):
             **{f"m_axi{p}": Out(axi.master_signature(W, p == 0, id_bits)) for p in range(P)},
             "rd_cmd": In(stream.Signature(read_cmd_layout())),
             "o_stream": Out(stream.Signature(P * W)), "o_fetch": Out(stream.Signature(W)),
-            "rd_abort": In(1), "rd_idle": Out(1), "rd_done": Out(1), "rd_error": Out(1),
+            "rd_done": Out(1),
             "wr_cmd": In(stream.Signature(write_cmd_layout())), "i_wdata": In(stream.Signature(W)),
-            "wr_idle": Out(1), "wr_done": Out(1), "wr_error": Out(1), "clear": In(1),
+            "wr_done": Out(1), "status": Out(dma_status()),
         })
 
     def elaborate(self, platform):
@@ -100,7 +108,8 @@ class Dma(wiring.Component):
         wiring.connect(m, rd.o_fetch, wiring.flipped(self.o_fetch))
         wiring.connect(m, wiring.flipped(self.wr_cmd), wr.cmd)
         wiring.connect(m, wiring.flipped(self.i_wdata), wr.i_wdata)
-        m.d.comb += [rd.abort.eq(self.rd_abort), rd.clear.eq(self.clear), wr.clear.eq(self.clear),
-                     self.rd_idle.eq(rd.idle), self.rd_done.eq(rd.done), self.rd_error.eq(rd.error),
-                     self.wr_idle.eq(wr.idle), self.wr_done.eq(wr.done), self.wr_error.eq(wr.error)]
+        st = self.status
+        m.d.comb += [rd.abort.eq(st.rd_abort), rd.clear.eq(st.clear), wr.clear.eq(st.clear),
+                     st.rd_idle.eq(rd.idle), self.rd_done.eq(rd.done), st.rd_error.eq(rd.error),
+                     st.wr_idle.eq(wr.idle), self.wr_done.eq(wr.done), st.wr_error.eq(wr.error)]
         return m

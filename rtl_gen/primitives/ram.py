@@ -72,12 +72,16 @@ def with_ram_module(text: str) -> str:
     return text
 
 
+def _addr_bits(depth: int) -> int:
+    return max(1, (depth - 1).bit_length())
+
+
 class Ram(wiring.Component):
     def __init__(self, width: int, depth: int, lanes: int = 1, is_signed: bool = True):
         self.width, self.depth, self.lanes = width, depth, lanes
         shape = data.ArrayLayout(signed(width) if is_signed else unsigned(width), lanes) if lanes > 1 else \
             (signed(width) if is_signed else unsigned(width))
-        abits = max(1, (depth - 1).bit_length())
+        abits = _addr_bits(depth)
         super().__init__({
             "waddr": In(abits), "wdata": In(shape), "wen": In(lanes),
             "raddr": In(abits), "ren": In(1), "rdata": Out(shape),
@@ -92,22 +96,31 @@ class Ram(wiring.Component):
         return m
 
 
+def rw_port(width: int, depth: int) -> wiring.Signature:
+    """Ram2 port A, as its user sees it: one address; a write per `wen`, a read per `ren` (`rdata`
+    the next cycle)."""
+    return wiring.Signature({"addr": Out(_addr_bits(depth)), "wdata": Out(width), "wen": Out(1), "ren": Out(1),
+                             "rdata": In(width)})
+
+
+def read_port(width: int, depth: int) -> wiring.Signature:
+    """Ram2 port B, as its user sees it: a read per `en`, `data` the next cycle."""
+    return wiring.Signature({"addr": Out(_addr_bits(depth)), "en": Out(1), "data": In(width)})
+
+
 class Ram2(wiring.Component):
-    """True dual-port RAM of `width`-bit words: port A reads or writes (one address), port B
-    reads; one BRAM for two read lanes."""
+    """True dual-port RAM of `width`-bit words: port A (`a`, rw_port) reads or writes, port B
+    (`b`, read_port) reads; one BRAM for two read lanes."""
 
     def __init__(self, width: int, depth: int):
         self.width, self.depth = width, depth
-        abits = max(1, (depth - 1).bit_length())
-        super().__init__({
-            "addr_a": In(abits), "wdata_a": In(width), "wen_a": In(1), "ren_a": In(1), "rdata_a": Out(width),
-            "addr_b": In(abits), "ren_b": In(1), "rdata_b": Out(width),
-        })
+        super().__init__({"a": In(rw_port(width, depth)), "b": In(read_port(width, depth))})
 
     def elaborate(self, platform):
         m = Module()
+        a, b = self.a, self.b
         m.submodules.ram = Instance(
-            MODULE2, p_WIDTH=self.width, p_DEPTH=self.depth, p_ABITS=len(self.addr_a), i_clk=ClockSignal("sync"),
-            i_addr_a=self.addr_a, i_wdata_a=self.wdata_a, i_wen_a=self.wen_a, i_ren_a=self.ren_a,
-            o_rdata_a=self.rdata_a, i_addr_b=self.addr_b, i_ren_b=self.ren_b, o_rdata_b=self.rdata_b)
+            MODULE2, p_WIDTH=self.width, p_DEPTH=self.depth, p_ABITS=len(a.addr), i_clk=ClockSignal("sync"),
+            i_addr_a=a.addr, i_wdata_a=a.wdata, i_wen_a=a.wen, i_ren_a=a.ren, o_rdata_a=a.rdata,
+            i_addr_b=b.addr, i_ren_b=b.en, o_rdata_b=b.data)
         return m

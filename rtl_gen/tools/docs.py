@@ -17,7 +17,8 @@ DOC = ROOT / "docs" / "accelerator.md"
 
 def sections() -> dict:
     errors = ["| code | name | meaning |", "|---|---|---|"] + [f"| {c} | {n} | {t} |" for c, (n, t) in isa.ERRORS.items()]
-    out = {"isa": isa.markdown_tables().rstrip(), "errors": "\n".join(errors)}
+    out = {"isa": isa.markdown_tables().rstrip(), "header": isa.checks_text(isa.HEADER_CHECKS),
+           "errors": "\n".join(errors)}
     md = markdown(HW_PRESETS["zcu102"])
     out["regs"] = md[md.index("| Offset"):].rstrip()
     return out

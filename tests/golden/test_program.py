@@ -149,14 +149,28 @@ def _header(ddr, **changes):
 
 
 def test_errors_header(mini_image):
+    """Every rule of golden.isa.HEADER_CHECKS, and the first broken rule wins when several are."""
     img, x = mini_image
+    h = isa.decode_header(bytes(img.data[:isa.HEADER_BYTES]))
+    assert MINI.axi_bits // 8 == 16 and h["desc_off"] % 64 == 0 and h["stream_off"] % 64 == 0
     for change, code in [({"magic": 0}, "BAD_HEADER"), ({"version": 9}, "BAD_HEADER"), ({"n_desc": 0}, "PROGRAM_SIZE"),
                          ({"n_desc": MINI.desc_max + 1}, "PROGRAM_SIZE"), ({"n_tokens": 0}, "BAD_TOKENS"),
-                         ({"n_tokens": MINI.n_max + 1}, "BAD_TOKENS")]:
+                         ({"n_tokens": MINI.n_max + 1}, "BAD_TOKENS"),
+                         ({"stream_len": h["stream_len"] + 8}, "BAD_HEADER"),
+                         ({"desc_off": h["desc_off"] + 16}, "BAD_HEADER"),       # an AXI beat, not 64 bytes
+                         ({"stream_off": h["stream_off"] + 32}, "BAD_HEADER"),
+                         ({"desc_off": 1, "stream_off": 3}, "BAD_HEADER"),
+                         ({"magic": 0, "n_desc": 0}, "BAD_HEADER"),
+                         ({"n_desc": 0, "n_tokens": 0, "desc_off": 8}, "PROGRAM_SIZE"),
+                         ({"n_tokens": 0, "stream_len": 1}, "BAD_TOKENS"),
+                         ({"stream_len": 1, "desc_off": 8}, "BAD_HEADER")]:
         ddr = img.with_input(x)
         _header(ddr, **change)
         e = _run(ddr)
         assert (e.name, e.index) == (code, -1), change
+    ddr = img.with_input(x)
+    _header(ddr, desc_off=h["desc_off"] + 16)
+    assert f"desc_off = {h['desc_off'] + 16}" in str(_run(ddr)), "the message names the field and its value"
     other = dataclasses.replace(MINI, n_max=MINI.n_max + 8)
     assert _run(img.with_input(x), other).name == "HW_MISMATCH"
 

@@ -1,6 +1,7 @@
-"""The controller's descriptor checks (rtl_gen/control/checks.py) give the interpreter's error code for
-every descriptor: descriptors of compiled programs with random fields and random machine state,
-evaluated in Amaranth's simulator and compared with golden.isa.first_failure by ==."""
+"""The controller's checks (rtl_gen/control/checks.py) give the interpreter's error code for every
+descriptor and every header: descriptors of compiled programs with random fields and random
+machine state, headers with fields at and beyond the limits, evaluated in Amaranth's simulator
+and compared with golden.isa.first_failure / header_failure by ==."""
 from __future__ import annotations
 
 import random
@@ -13,7 +14,8 @@ from golden import isa
 from golden.compiler import compile_model
 from golden.hw import HW_PRESETS
 from quant.calibrate import calibrated_random
-from rtl_gen.control.checks import check_code
+from rtl_gen.control.checks import check_code, header_code
+from rtl_gen.control.decode import header_layout
 
 HW = HW_PRESETS["mini"]
 STATE = {"rows": 13, "table_nseg": 13, "sel": 1, "sel_n": 13, "sel_npkg": 4, "pkg": 1, "pkg_d": 13, "last_sel": 1,
@@ -43,6 +45,10 @@ def _cases(n=1500, seed=0):
               "pkg": rng.randint(0, 1), "pkg_d": rng.choice([16, 64]), "last_sel": rng.randint(0, 1),
               "sel_kept": rng.choice([0, 3, 38, 70])}
         raw = isa.encode(op.name, **{k: v for k, v in d.items() if k != "op"})
+        if rng.random() < 0.03:                  # an opcode no operation has (the interpreter's first check)
+            code = rng.randint(max(isa.OP_BY_CODE) + 1, 31)
+            out.append((bytes([raw[0] & ~31 | code]) + raw[1:], st, isa.ERROR_CODES["BAD_OPCODE"]))
+            continue
         bad = isa.first_failure(op.name, isa.Fields(isa.decode(raw)), SimpleNamespace(
             n_max=HW.n_max, pwl_max=HW.pwl_max, stages_max=HW.stages_max, d_max=HW.d_max, C=HW.mac_cols,
             W=lambda b: HW.buffer_width(b) if 0 <= b <= isa.VB else 0, **st))
@@ -73,6 +79,53 @@ def test_rtl_checks_equal_interpreter(measured):
     sim.add_testbench(bench)
     sim.run()
     assert not bad, f"{len(bad)} of {len(cases)} differ; first: {bad[:3]}"
-    assert {0, 5, 6, 7} <= seen, f"cases reach too few codes: {seen}"
+    assert {0, 4, 5, 6, 7} <= seen, f"cases reach too few codes: {seen}"
     measured(f"controller checks == interpreter checks on {len(cases)} random descriptors "
              f"(codes seen: {sorted(isa.ERRORS[c][0] for c in seen)})")
+
+
+def _headers(n=600, seed=1):
+    """The mini program's header with 0..3 fields set to values near the limits (or random)."""
+    q, _ = calibrated_random("mini", 0, 2)
+    good = isa.decode_header(compile_model(q, HW).data[:isa.HEADER_BYTES])
+    near = {"magic": [isa.MAGIC, isa.MAGIC ^ 1, 0], "version": [isa.VERSION, 0, 2],
+            "hw_ident": [HW.ident(), HW.ident() ^ 8],
+            "n_desc": [0, 1, HW.desc_max, HW.desc_max + 1], "n_tokens": [0, 1, HW.n_max, HW.n_max + 1],
+            "stream_len": [0, HW.stream_bytes, good["stream_len"] + 1, good["stream_len"] + HW.stream_bytes // 2],
+            "desc_off": [64, 80, 96, 1, 4096 + 32], "stream_off": [4096, 4096 + 16, 4096 + 64, 2]}
+    rng = random.Random(seed)
+    out = [dict(good)]
+    for _ in range(n):
+        h = dict(good)
+        for k in rng.sample(isa.HEADER_FIELDS, rng.randint(0, 3)):
+            h[k] = rng.choice(near[k]) if rng.random() < 0.8 else rng.getrandbits(32)
+        out.append(h)
+    return out
+
+
+def test_rtl_header_checks_equal_interpreter(measured):
+    """The controller's header check (golden.isa.HEADER_CHECKS built into logic) gives the
+    interpreter's code on headers breaking 0..3 rules at once, so the order of rules matters."""
+    m = Module()
+    header = Signal(header_layout())
+    code = header_code(m, HW, header)
+    cases = [(h, isa.header_failure(h, HW)) for h in _headers()]
+    cases = [(h, 0 if bad is None else isa.ERROR_CODES[bad[0]]) for h, bad in cases]
+    seen, bad = set(), []
+
+    async def bench(ctx):
+        for h, want in cases:
+            ctx.set(header.as_value(), int.from_bytes(isa.encode_header(**h)[:32], "little"))
+            got = ctx.get(code)
+            seen.add(want)
+            if got != want:
+                bad.append((h, got, want))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, f"{len(bad)} of {len(cases)} differ; first: {bad[:3]}"
+    want_codes = {0} | {isa.ERROR_CODES[c] for c, _, _ in isa.HEADER_CHECKS}
+    assert seen == want_codes, f"cases reach too few codes: {seen}"
+    measured(f"controller header check == interpreter on {len(cases)} headers (codes seen: "
+             f"{sorted(isa.ERRORS[c][0] for c in seen)})")

@@ -80,12 +80,15 @@ def _desc_offset(img, i):
 
 def test_bad_programs_stop_with_an_error_code(measured):
     """Each run corrupts the program (or the DDR answers SLVERR); the accelerator must report the
-    interpreter's error code and descriptor index and accept the next START; the last run is
-    clean and bit-exact."""
+    error code and descriptor index that corruption is meant to cause (the interpreter must
+    agree) and accept the next START; the last run is clean and bit-exact. The header cases
+    break one rule each of golden.isa.HEADER_CHECKS, the offsets by an AXI beat (16 bytes on mini)
+    that is not a multiple of 64."""
     q, imgs = calibrated_random("mini", 0, 2)
     img = compile_model(q, HW)
     x = quantize(imgs.numpy(), q.img_frac)[0]
     d0 = img.regions["program"][0]
+    n_desc = img.manifest["descriptors"]
 
     def desc(i):
         return isa.decode(img.data[d0 + i * 64:][:64])
@@ -96,27 +99,40 @@ def test_bad_programs_stop_with_an_error_code(measured):
         f.update(ch)
         return (_desc_offset(img, i), isa.encode(d.op.name, **f))
 
+    def header(**ch):
+        return [(0, isa.encode_header(**{**hdr, **ch}))]
+
     mm = next(i for i, _ in img.labels if desc(i).op.name == "MATMUL" and desc(i)["act"] == isa.ACT_LOAD)
     gm = next(i for i, _ in img.labels if desc(i).op.name == "GMEAN")
+    # the last descriptor that takes stream items: a stream one beat short fails there
+    last_reader = max(i for i in range(n_desc) if desc(i).op.name in ("LOAD", "MATMUL", "LAYERNORM")
+                      or (desc(i).op.name == "DECIDE" and desc(i)["act"] == isa.ACT_LOAD))
     hdr = isa.decode_header(img.data[:isa.HEADER_BYTES])
-    cases = {
-        "bad opcode": [(_desc_offset(img, 7), bytes([31]))],
-        "k beyond the buffer": [patched(mm, k=HW.k_max + 1)],
-        "table reused before any load": [patched(mm, act=isa.ACT_KEEP)],
-        "global mean of one token": [patched(gm, rows_n=0, rows=1)],
-        "stream too short": [(0, isa.encode_header(**{**hdr, "stream_len": hdr["stream_len"] - HW.stream_bytes}))],
-        "stream too long": [(0, isa.encode_header(**{**hdr, "stream_len": hdr["stream_len"] + HW.stream_bytes}))],
-        "other hardware": [(0, isa.encode_header(**{**hdr, "hw_ident": hdr["hw_ident"] ^ 1}))],
-        "no END": [(_desc_offset(img, img.manifest["descriptors"] - 1), isa.encode("GMEAN", buf=0, c0=0, w=1, rows=2))],
-        "clean run": [],
+    assert HW.axi_bits // 8 == 16
+    cases = {   # name: (pokes, (error, descriptor index))
+        "bad opcode": ([(_desc_offset(img, 7), bytes([31]))], ("BAD_OPCODE", 7)),
+        "k beyond the buffer": ([patched(mm, k=HW.k_max + 1)], ("BAD_SHAPE", mm)),
+        "table reused before any load": ([patched(mm, act=isa.ACT_KEEP)], ("NO_TABLE", mm)),
+        "global mean of one token": ([patched(gm, rows_n=0, rows=1)], ("BAD_TOKENS", gm)),
+        "stream too short": (header(stream_len=hdr["stream_len"] - HW.stream_bytes), ("STREAM_SHORT", last_reader)),
+        "stream too long": (header(stream_len=hdr["stream_len"] + HW.stream_bytes), ("STREAM_LEFTOVER", n_desc - 1)),
+        "other hardware": (header(hw_ident=hdr["hw_ident"] ^ 1), ("HW_MISMATCH", -1)),
+        "descriptors off 64 bytes": (header(desc_off=hdr["desc_off"] + 16), ("BAD_HEADER", -1)),
+        "stream off 64 bytes": (header(stream_off=hdr["stream_off"] + 16), ("BAD_HEADER", -1)),
+        "stream length off a beat": (header(stream_len=hdr["stream_len"] + 8), ("BAD_HEADER", -1)),
+        "no END": ([(_desc_offset(img, n_desc - 1), isa.encode("GMEAN", buf=0, c0=0, w=1, rows=2))],
+                   ("NO_END", n_desc)),
+        "clean run": ([], ("OK", 0)),
     }
     names = list(cases)
-    pokes = [cases[n] for n in names]
+    pokes = [cases[n][0] for n in names]
     runs = run_accel(img, [x] * len(names), pokes=pokes, pause=0.1, seed=4, timeout=2_000_000)
-    c = compare_runs(img, [x] * len(names), runs, pokes=pokes)
-    check(c, "error paths")
+    assert not any(r.hung for r in runs), [n for n, r in zip(names, runs) if r.hung]
     got = {n: (r.error, r.error_index) for n, r in zip(names, runs)}
-    assert got["clean run"] == ("OK", 0) and not any(r.hung for r in runs)
+    wrong = {n: (got[n], want) for n, (_, want) in cases.items() if got[n] != want}
+    assert not wrong, f"{len(wrong)} of {len(cases)} corruptions report another error (got, meant): {wrong}"
+    c = compare_runs(img, [x] * len(names), runs, pokes=pokes)
+    check(c, "error paths (RTL vs interpreter)")
     # an AXI read error (SLVERR on the stream) is reported, not hung on
     s0 = img.regions["stream"][0]
     runs = run_accel(img, [x, x], poison=[[(s0 + 4096, s0 + 4112)], []], pause=0.0, seed=5, timeout=2_000_000)
