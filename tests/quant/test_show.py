@@ -148,6 +148,12 @@ def test_cli_show_committed_models(tmp_path, scheme, capsys):
                 want = np.where(kept.reshape(8, 8), big[14::28, 14::28, 0], _grey(big[14::28, 14::28, 0]))
                 assert (centres == want[..., None]).all(), (m, s)
                 assert rec[f"kept_{m}"][s] == kept.sum()
+            patches = [{t for t in ids if t <= 64} for ids in p[key]]
+            if scheme in ("spvit", "dynamicvit", "evit"):        # stages compose: later kept patches were kept before
+                assert patches[1] <= patches[0], (m, patches)
+            if scheme == "spvit":                               # pos = masks[0][masks[1][k]] (docs/selector.md)
+                masks = p[key.replace("_ids", "")]
+                assert [masks[0][j] + 1 for j in masks[1]] == p[key][1]
 
 
 def load_digit(i: int) -> np.ndarray:
