@@ -64,6 +64,8 @@ class CompareResult:
     masks_int: list = field(default_factory=list)
     kept_ids_float: list = field(default_factory=list)  # per image, per stage: the kept tokens' ids
     kept_ids_int: list = field(default_factory=list)
+    cand_ids_float: list = field(default_factory=list)  # per image, per stage: the candidates' ids, in order
+    cand_ids_int: list = field(default_factory=list)
 
     def stage_stats(self):
         """Per stage: (float mean, min, max, int mean, min, max)."""
@@ -91,7 +93,7 @@ class CompareResult:
         per = self.per_image() if self.labels is not None else []
         d = asdict(self)
         for k in ("items", "labels", "logits_float", "logits_int", "masks_float", "masks_int", "kept_ids_float",
-                  "kept_ids_int"):
+                  "kept_ids_int", "cand_ids_float", "cand_ids_int"):
             d.pop(k)
         d["kept_float"] = self.kept_float.tolist()
         d["kept_int"] = self.kept_int.tolist()
@@ -217,6 +219,8 @@ class ComparePart:
     masks_int: list = field(default_factory=list)
     ids_float: list = field(default_factory=list)
     ids_int: list = field(default_factory=list)
+    cands_float: list = field(default_factory=list)
+    cands_int: list = field(default_factory=list)
     items: list = field(default_factory=list)           # image names
     logits_frac: int = 0
 
@@ -251,10 +255,11 @@ def compare_part(model: DeiT, q: QModel, data, start: int, stop: int, batch: int
         da, dt = decision_agreement(model.last_record, rec)
         part.dec_agree += da
         part.dec_total += dt
-        for r, masks, ids in ((model.last_record, part.masks_float, part.ids_float),
-                              (rec, part.masks_int, part.ids_int)):
+        for r, masks, ids, cands in ((model.last_record, part.masks_float, part.ids_float, part.cands_float),
+                                     (rec, part.masks_int, part.ids_int, part.cands_int)):
             masks += r.masks
             ids += [[r.kept_ids(i, s) for s in range(model.cfg.stages)] for i in range(len(r.masks))]
+            cands += r.cand_ids
         part.logits_float.append(lf.double().numpy())
         part.logits_raw.append(lq)
         part.logits_int.append(dequantize(lq, q.fmt["logits"]))
@@ -301,7 +306,8 @@ def finish(parts: list, cfg) -> CompareResult:
         decision_agreement=dec_agree / dec_total if dec_total else 1.0, decision_tokens=dec_total,
         items=cat("items"), labels=y, logits_float=lf.astype(np.float32), logits_int=np.concatenate(cat("logits_raw")),
         logits_frac=parts[0].logits_frac, masks_float=cat("masks_float"), masks_int=cat("masks_int"),
-        kept_ids_float=cat("ids_float"), kept_ids_int=cat("ids_int"))
+        kept_ids_float=cat("ids_float"), kept_ids_int=cat("ids_int"), cand_ids_float=cat("cands_float"),
+        cand_ids_int=cat("cands_int"))
 
 
 def compare_dataset(model: DeiT, q: QModel, data, limit: int | None = None, batch: int = 16,

@@ -26,6 +26,7 @@ from base.errors import UsageError, notice
 
 DIGITS_HELD_OUT = 600
 DIGITS_SEED = 0
+DIGITS_MEAN, DIGITS_STD = 0.5, 0.5     # digits' fixed normalisation (whatever the config's [preprocess])
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -47,6 +48,12 @@ class Dataset:
         if self.array is not None:
             return self.array[self.items[i]]
         return load_image(self.items[i], self.cfg)
+
+    def normalisation(self) -> tuple[tuple, tuple]:
+        """(mean, std) per channel that `load` normalised with: x = (pixel in [0, 1] - mean) / std."""
+        if self.array is not None:
+            return (DIGITS_MEAN,) * self.cfg.in_chans, (DIGITS_STD,) * self.cfg.in_chans
+        return self.cfg.preprocess.stats(self.cfg.in_chans)
 
     def item_name(self, i: int) -> str:
         """The image's file path, or `digits:<split>[k]` (k: index within the split)."""
@@ -86,7 +93,7 @@ def load_data(spec: str, cfg: ModelConfig, default_split: str = "test") -> Datas
             raise UsageError(f"{spec!r} names no split: use digits:train, digits:test or digits:all "
                              f"(plain `digits` means digits:{default_split} here)")
         if cfg.preprocess != Preprocess():
-            notice(f"{spec} has its own fixed preprocessing (8x8 digits upsampled, mean 0.5, std 0.5); "
+            notice(f"{spec} has its own fixed preprocessing (8x8 digits upsampled, mean {DIGITS_MEAN:g}, std {DIGITS_STD:g}); "
                    f"the config's [preprocess] applies to image folders")
         return digits(cfg, split or default_split)
     return image_folder(spec, cfg)
@@ -113,7 +120,7 @@ def digits_images(raw: np.ndarray, cfg: ModelConfig) -> torch.Tensor:
     x = torch.from_numpy(raw / 16.0).float()[:, None]
     x = torch.nn.functional.interpolate(x, size=(cfg.img_size, cfg.img_size), mode="bilinear",
                                         align_corners=False)
-    x = (x - 0.5) / 0.5
+    x = (x - DIGITS_MEAN) / DIGITS_STD
     return x.expand(-1, cfg.in_chans, -1, -1).contiguous()
 
 
@@ -165,7 +172,7 @@ def load_image(path: Path, cfg: ModelConfig) -> torch.Tensor:
             a = np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise UsageError(f"cannot read image {str(path)!r}: {e}; remove or replace the file") from None
-    mean, std = pp.stats(cfg.in_chans)
+    mean, std = pp.stats(cfg.in_chans)      # = Dataset.normalisation() of an image folder
     a = (a.reshape(*a.shape[:2], -1) - np.array(mean, np.float32)) / np.array(std, np.float32)
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 

@@ -3,8 +3,8 @@ evovit) is one `QuantScheme` subclass in its own module, registered in `quant.sc
 under the name of its golden side (`golden.selectors.SCHEMES`: config rules, MAC counts, the
 float twin and the integer model). This side holds what only the quantiser needs: calibration
 (quant/calibrate.py), packages (quant/package.py), checkpoint loaders (quant/loaders.py) and the
-same-input decision report (quant/selfcheck.py, quant/compare.py). The class itself is the
-scheme with no token selection (plain DeiT).
+same-input decision report (quant/selfcheck.py, quant/compare.py) and the words of the decision
+pictures (quant/show.py). The class itself is the scheme with no token selection (plain DeiT).
 
 Hooks that get a config or a model reach the golden scheme as `cfg.scheme` (`model.cfg.scheme`).
 Torch is imported inside the hooks that need it: quant.package (and so `spvit --help`) stays
@@ -50,6 +50,21 @@ class QuantScheme:
     def q_decide(self, q, stage: int, x):
         """Integer decision on tokens x [b, n, C] int16: (keep [b, m] bool, score [b, m] float)."""
         raise NotImplementedError
+
+    # ---- pictures of the decisions (quant/show.py)
+    kept_as = "kept"            # what a stage's kept patches do
+    dropped_as = "discarded"    # what its other candidates become (when it makes no token of them)
+    made_token = ""             # the token a stage may make of the candidates it drops ("package", "fused")
+    legend = "no token selection: every block runs on all patch tokens, so there is nothing to grey"
+
+    def stage_place(self, cfg, stage: int) -> str:
+        """Where stage `stage` decides, for a picture's column header."""
+        b = cfg.selector_blocks[stage]
+        return f"inside block {b}" if self.golden.where == "inside" else f"before block {b}"
+
+    def makes_token(self, cfg, stage: int) -> bool:
+        """Whether stage `stage` appends a `made_token` (of the candidates it did not keep)."""
+        return False
 
     # ---- checkpoints (quant/loaders.py)
     def detect(self, keys: set) -> str | None:

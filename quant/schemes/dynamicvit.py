@@ -17,6 +17,7 @@ from .base import QuantScheme
 class DynamicViTQuant(QuantScheme):
     name = "dynamicvit"
     q_types = (QPredictor,)
+    legend = "greyed: patches dropped (discarded) at that stage or an earlier one"
 
     # ---- calibration
     def quantize(self, model, fmt: dict, qz) -> dict:

@@ -16,6 +16,13 @@ from .base import QuantScheme
 class EViTQuant(QuantScheme):
     name = "evit"
     q_types = (QEViTSelector,)
+    made_token = "fused"
+    legend = ("greyed: patches not kept at that stage or an earlier one; a stage fuses the tokens it drops into one "
+              "fused token (f0, f1, ...: not a patch, not drawn), a candidate of the next stage like any other")
+
+    def makes_token(self, cfg, stage: int) -> bool:
+        _, kept, leaving = cfg.scheme.counts(cfg)[stage]
+        return leaving > kept
 
     # ---- calibration (quantize: the base's, a selector is its settings)
     def q_settings(self, cfg, fmt: dict) -> dict:

@@ -14,6 +14,15 @@ from .base import QuantScheme
 
 class EvoViTQuant(QuantScheme):
     name = "evovit"
+    kept_as = "on the slow path"
+    dropped_as = "placeholders"
+    legend = ("greyed: placeholders, frozen in memory while the slow path runs the stage's blocks and put back at "
+              "its end; every stage re-ranks all patches")
+
+    def stage_place(self, cfg, stage: int) -> str:
+        sb = cfg.selector_blocks
+        last = (sb[stage + 1] if stage + 1 < len(sb) else cfg.depth) - 1
+        return f"blocks {sb[stage]}-{last}" if last > sb[stage] else f"block {last}"
     q_types = (QEvoSelector,)
 
     # ---- calibration (quantize: the base's, a selector is its settings)

@@ -17,6 +17,12 @@ from .base import QuantScheme
 class SPViTQuant(QuantScheme):
     name = "spvit"
     q_types = (QSelector,)
+    made_token = "package"
+    legend = ("greyed: patches not kept at that stage or an earlier one; each stage fuses the patches it drops into "
+              "a package token (p0, p1, ...: not a patch, kept to the end, not drawn)")
+
+    def makes_token(self, cfg, stage: int) -> bool:
+        return True          # every stage appends one, a zero vector if it dropped nothing (docs/selector.md)
 
     # ---- calibration
     def quantize(self, model, fmt: dict, qz) -> dict:

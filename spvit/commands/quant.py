@@ -15,11 +15,13 @@ from golden.config import load_config
 from golden.hw import HW_PRESETS
 from quant import CALIBRATION_METHODS, single_thread
 from quant.package import FORMAT, compile_package, write_package_files
+from quant.show import KIND as SHOW_KIND, write_pictures
 
 from ..cli_types import executor_arguments, int_in, nonneg_int, path, positive_int, seed, suffix
 
 CHECK_MAX = 512        # spvit check makes its images in memory
 CALIB_MAX = 2048       # calibration images are held in memory (DeiT: 0.6 MB each)
+SHOW_DEFAULT = 8       # spvit compare --show: pictures of the first 8 compared images unless told
 
 
 def cmd_check(args) -> int:
@@ -84,15 +86,25 @@ def cmd_compare(args) -> int:
     from quant.loaders import file_sha256
     from quant.shard import Sources, compare_sharded, load
     single_thread()
+    if args.show_images is not None and not args.show:
+        raise UsageError("--show-images sets how many pictures --show draws: add --show DIR (a directory for the "
+                         "PNGs) or drop --show-images")
+    for option, p in (("--json", args.json), ("--plot", args.plot)):
+        if args.show and p and Path(args.show).resolve() in Path(p).resolve().parents:
+            raise UsageError(f"{option} {p!r} lies inside --show {args.show!r}, which holds only the pictures: "
+                             f"choose another path for one of them")
     inputs = _inputs(args, "checkpoint", "package", "data", "config")
     ex = Executor.from_args(args, default_workers=1)     # --ray problems end here, before any work
-    with ExitStack() as outs:      # both outputs are checked (and claimed) before the work
+    with ExitStack() as outs:      # every output is checked (and claimed) before the work
         js = outs.enter_context(output_file(args.json, "a JSON report", force=args.force, inputs=inputs,
                                             option="--json")) if args.json else None
         png = outs.enter_context(output_file(args.plot, "a PNG plot", force=args.force, inputs=inputs,
                                              option="--plot")) if args.plot else None
+        pics = outs.enter_context(output_dir(args.show, SHOW_KIND, "a picture directory (spvit compare --show)",
+                                             force=args.force, inputs=inputs, option="--show")) if args.show else None
         src = Sources(args.checkpoint, args.package, args.config, args.data, args.limit)
         model, q, man, data = load(src)
+        shown = _show_count(args, len(data), data.name) if pics else 0
         made_from = man.get("source", {}).get("checkpoint_sha256")
         if made_from and made_from != file_sha256(args.checkpoint):
             print(f"warning: package {args.package} was made from a different checkpoint file "
@@ -107,11 +119,27 @@ def cmd_compare(args) -> int:
             write_json(r, js)
         if png:
             write_plot(r, png)
+        if pics:
+            write_pictures(r, data, model.cfg, shown, pics)
     print(format_table(r))
     for p in (args.json, args.plot):
         if p:
             print(f"wrote {_shown(args, p)}")
+    if args.show:
+        what = ("the input only: the model has no token selection (plain DeiT), nothing is pruned"
+                if not model.cfg.stages else "the input and the patches each stage keeps, float and int16")
+        print(f"wrote {_shown(args, args.show)}: {shown} picture(s), {what}")
     return 0
+
+
+def _show_count(args, compared: int, name: str) -> int:
+    """How many pictures --show draws: --show-images, at most the images compared."""
+    if args.show_images is None:
+        return min(SHOW_DEFAULT, compared)
+    if args.show_images > compared:
+        raise UsageError(f"--show-images {args.show_images} asks for more pictures than the {compared} images "
+                         f"compared ({name}): lower it" + (" or raise --limit" if args.limit else ""))
+    return args.show_images
 
 
 def cmd_export_onnx(args) -> int:
@@ -167,7 +195,12 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int_in(1, 1024), default=16, help="images per golden forward (1..1024)")
     p.add_argument("--sqnr-images", type=nonneg_int, default=64,
                    help="images used for per-layer SQNR (default 64; 0: skip it)")
-    p.add_argument("--force", action="store_true", help="replace existing --json / --plot files")
+    p.add_argument("--show", type=path, metavar="DIR",
+                   help="write a directory of PNGs, one per image: the input and the patches each selection stage "
+                        "keeps, float and int16 side by side (docs/quantization.md)")
+    p.add_argument("--show-images", type=positive_int, metavar="N",
+                   help=f"pictures --show draws: the first N images compared (default {SHOW_DEFAULT}, or all if fewer)")
+    p.add_argument("--force", action="store_true", help="replace existing --json / --plot files and --show directory")
     executor_arguments(p, default_workers="1: this process")     # --ray, --workers, --retries, --no-progress
     p.set_defaults(func=cmd_compare)
 

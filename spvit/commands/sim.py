@@ -151,7 +151,8 @@ def cmd_demo(args) -> int:
               f"--plot {out / 'compare.png'}", flush=True)
         cmd_compare(argparse.Namespace(checkpoint=str(DEMO_CHECKPOINT), package=str(tmp / pkg.name), data="digits:test", limit=None,
                         json=str(tmp / "compare.json"), plot=str(tmp / "compare.png"), config=None, batch=16,
-                        sqnr_images=64, no_progress=not sys.stderr.isatty(), force=False, **names))
+                        sqnr_images=64, no_progress=not sys.stderr.isatty(), show=None, show_images=None,
+                        force=False, **names))
         print(f"$ spvit compile --package {pkg} --hw mini --out {img_dir}", flush=True)
         q, img = compile_package(str(tmp / pkg.name), "mini")
         img.manifest.setdefault("source", {})["package"] = str(pkg)      # where it will be, not the temp path

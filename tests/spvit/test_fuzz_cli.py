@@ -168,7 +168,8 @@ COMMANDS = {
     "check": ["--config", "--images", "--calib", "--seed"],
     "quantize": ["--checkpoint", "--config", "--calib", "--calib-limit", "--method", "--out", "--force"],
     "compare": ["--checkpoint", "--package", "--data", "--config", "--limit", "--json", "--plot", "--batch",
-                "--sqnr-images", "--no-progress", "--force", "--workers", "--ray", "--retries"],
+                "--sqnr-images", "--no-progress", "--force", "--workers", "--ray", "--retries", "--show",
+                "--show-images"],
     "export-onnx": ["--checkpoint", "--config", "--out", "--force"],
     "demo": ["--out", "--images", "--force"],
     "generate": ["--hw", "--out", "--force"],
@@ -197,7 +198,7 @@ def _values(world: Path, work: Path) -> dict:
            str(world / "bad.toml"), str(world / "bin.toml"), str(world / "missing.toml"), str(world)]
     return {
         "--config": configs, "--hw": hws, "--image": [str(world / "m.img"), *paths],
-        "--checkpoint": paths, "--package": paths, "--out": paths, "--json": paths,
+        "--checkpoint": paths, "--package": paths, "--out": paths, "--json": paths, "--show": paths,
         "--plot": paths, "--calib": ["digits", "digits:train", "digits:", "digits:val", *paths],
         "--data": ["digits", "digits:test", "digits:all", "digits:", *paths],
         "--keep": ["0.7,0.5", "0.7,0.5,0.3", "0.5", "a,b", "0.3,0.6", "1,0", "nan", "", "-0.5,0.2"],
