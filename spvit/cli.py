@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from base.errors import ConfigError, Terminated, UsageError
 
 # modules that add subcommands, in the order they appear in --help
-COMMAND_MODULES = ("model", "quant", "rtl", "sim", "cluster")
+COMMAND_MODULES = ("model", "quant", "rtl", "sim", "board", "cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:
