@@ -20,18 +20,21 @@ PAGE = 4096
 
 
 class SimBuffer(Buffer):
+    """The host's accesses go to the memory directly: the bench's access counting (sim.tb_accel's
+    CountingMemory) sees only the accelerator's."""
+
     def __init__(self, mem: bytearray, physical_address: int, size: int):
         self.mem, self.physical_address, self.size = mem, physical_address, size
 
     def write(self, offset: int, data: bytes) -> None:
         assert 0 <= offset and offset + len(data) <= self.size, (offset, len(data), self.size)
         a = self.physical_address + offset
-        self.mem[a:a + len(data)] = bytes(data)
+        bytearray.__setitem__(self.mem, slice(a, a + len(data)), bytes(data))
 
     def read(self, offset: int, nbytes: int) -> bytes:
         assert 0 <= offset and offset + nbytes <= self.size, (offset, nbytes, self.size)
         a = self.physical_address + offset
-        return bytes(self.mem[a:a + nbytes])
+        return bytes(bytearray.__getitem__(self.mem, slice(a, a + nbytes)))
 
 
 class SimDevice(Device):

@@ -47,10 +47,20 @@ def error_json(e: isa.ProgramError) -> dict:
 
 
 def step_set(acc, dev, step) -> dict:
+    """run_set, with the accelerator's DDR accesses counted per region of the image (the header,
+    program and stream are each read once per run; nothing is written outside the result region)."""
     img = acc.load(step["image"])
+    mem, base = dev.tb.mem, acc.buffer.physical_address
+    mem.regions = {k: (base + lo, base + lo + n) for k, (lo, n) in img.regions.items() if k != "results"}
+    lo, n = img.regions["results"]
+    mem.results = (base + lo, base + lo + n)
+    mem.reset_counts()
+    mem.counting = True
     lines = []
     c, runs = run_set(acc, img, load_inputs(step["inputs"]), step["timeout_s"], say=lines.append)
-    return {"lines": lines, "bad": c.bad, "compared": c.compared, "runs": [run_json(r) for r in runs]}
+    mem.counting = False
+    return {"lines": lines, "bad": c.bad, "compared": c.compared, "runs": [run_json(r) for r in runs],
+            "reads": dict(mem.reads), "writes_outside": mem.writes_outside}
 
 
 def step_error(acc, dev, step) -> dict:

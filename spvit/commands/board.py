@@ -14,10 +14,9 @@ from driver.inputs import INPUTS_FORMAT, write_inputs
 from driver.run import add_arguments, run_command
 from golden.hw import load_hw
 from quant.package import load_package
-from rtl_gen.board.files import BOARD_FORMAT, board_files, board_manifest
+from rtl_gen.board.files import write_board
 from rtl_gen.board.zynqmp import PART, board, hp_port
-from rtl_gen.tools.verilog import to_verilog
-from rtl_gen.top import Accelerator, module_name
+from rtl_gen.top import module_name
 
 from ..cli_types import SEED_MAX, float_in, int_in, path
 from .rtl import HW_HELP
@@ -41,26 +40,14 @@ def _reuse_verilog(rtl: Path, board) -> str:
     return verilog.read_text()
 
 
-def write_board(hw, out, *, part: str, clock_mhz: float | None = None, force: bool = False, rtl=None,
-                inputs=()) -> tuple[dict, float]:
-    """Write the board directory; (its manifest, seconds taken)."""
-    b = board(hw, part, clock_mhz)
-    t0 = time.perf_counter()
-    with output_dir(out, BOARD_FORMAT, "a board directory (spvit board)", force=force, inputs=inputs) as tmp:
-        verilog = _reuse_verilog(Path(rtl), b) if rtl else to_verilog(Accelerator(b.hw), module_name(b.hw))
-        files = board_files(b, verilog)
-        for name, text in files.items():
-            (tmp / name).write_text(text)
-        man = board_manifest(b, files)
-        (tmp / "manifest.json").write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
-    return man, time.perf_counter() - t0
-
-
 def cmd_board(args) -> int:
-    hw = load_hw(args.hw)
+    b = board(load_hw(args.hw), args.part, args.clock_mhz)
+    hw = b.hw
     inputs = [i for i in (args.hw, args.rtl) if i and Path(i).exists()]
-    man, seconds = write_board(hw, Path(args.out), part=args.part, clock_mhz=args.clock_mhz, force=args.force,
-                               rtl=args.rtl, inputs=inputs)
+    t0 = time.perf_counter()
+    core = _reuse_verilog(Path(args.rtl), b) if args.rtl else None
+    man = write_board(b, Path(args.out), core=core, force=args.force, inputs=inputs)
+    seconds = time.perf_counter() - t0
     ports = ", ".join(f"m_axi{p} -> {hp_port(p)['pin']}" for p in range(hw.axi_ports))
     print(f"wrote {args.out}: {man['top']}.v around {man['core']}.v ({hw.mac_rows}x{hw.mac_cols} MACs; {ports}; "
           f"s_axil at {man['csr_base']:#x} via M_AXI_HPM0_FPD; pl_clk0 {man['clock_mhz']:g} MHz) on {man['part']}, "

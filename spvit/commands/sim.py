@@ -19,6 +19,8 @@ from golden.config import load_config
 from golden.hw import HW_PRESETS, load_hw
 from quant import DEMO_CHECKPOINT
 from quant.package import compile_package
+from rtl_gen.board.files import write_board
+from rtl_gen.board.zynqmp import board
 
 from ..cli_types import SEED_MAX, float_in, int_in, path
 from .quant import cmd_compare, cmd_quantize
@@ -146,7 +148,7 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     shown = str(DEMO_CHECKPOINT.relative_to(ROOT)) if Path.cwd() == ROOT else str(DEMO_CHECKPOINT)
     pkg, img_dir = out / "mini_digits.pkg", out / "mini_digits.img"
-    files = ["mini_digits.pkg", "compare.json", "compare.png", "mini_digits.img"]
+    files = ["mini_digits.pkg", "compare.json", "compare.png", "mini_digits.img", "board"]
     with output_dir(out, DEMO_KIND, "a demo output directory (spvit demo)", force=args.force,
                     inputs=[DEMO_CHECKPOINT]) as tmp:
         names = {"shown": {str(tmp): str(out)}}
@@ -167,6 +169,8 @@ def cmd_demo(args) -> int:
               f"model, about 2 min)", flush=True)
         x, source = input_images(argparse.Namespace(data="digits:test", seed=0), q, args.images)
         rc = run_and_compare(img, x, q.cfg.name, source, "verilator", 0.1, 0, False)
+        print(f"$ spvit board --hw mini --out {out / 'board'}   (Vivado project, IP, driver for a ZCU102)", flush=True)
+        write_board(board(img.hw), tmp / "board")
         (tmp / "manifest.json").write_text(json.dumps({"format": DEMO_KIND, "files": files}, indent=1) + "\n")
     from rtl_gen.tools.cycles import program_cycles, trace
     p = program_cycles(img, trace(img, x[0]))

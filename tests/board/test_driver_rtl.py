@@ -26,7 +26,7 @@ from sim.board import run_board_bench
 from spvit.cli import main
 
 HW = HW_PRESETS["mini"]
-IMAGES = 3
+IMAGES = 2
 BAD_DESC = 5                 # the descriptor whose opcode is corrupted
 TIMEOUT_S = 20e-6            # far shorter than an image (~1.5 ms at the bench's 100 MHz clock)
 
@@ -64,7 +64,7 @@ def bench(demo_package, mini_board, tmp_path_factory):
         {"kind": "error", "image": str(work / "bad_header.img"), "inputs": inputs, "timeout_s": 1.0},
         {"kind": "timeout", "image": str(work / "img"), "inputs": inputs, "timeout_s": TIMEOUT_S, "wait_s": 1.0},
         {"kind": "c", "socket": str(work / "c0.sock"),
-         "command": [str(exe), str(work / "img" / "image.bin"), f"{inputs}/input_001.bin", str(work / "out.bin"), "1000"]},
+         "command": [str(exe), str(work / "img" / "image.bin"), f"{inputs}/input_000.bin", str(work / "out.bin"), "1000"]},
         {"kind": "c", "socket": str(work / "c1.sock"),
          "command": [str(exe), str(work / "bad_opcode.img" / "image.bin"), f"{inputs}/input_000.bin",
                      str(work / "bad.bin"), "1000"]},
@@ -105,10 +105,17 @@ def test_driver_runs_the_demo_digits_bit_exact(bench, measured):
     assert c.compared > 0 and step["bad"] == 0 and step["compared"] == c.compared
     assert step["lines"][-1].startswith(f"result: BIT-EXACT: 0 of {c.compared:,} elements differ")
     assert all(r["cycles"] > 10_000 for r in step["runs"])
+    hdr = isa.decode_header(img.data[:isa.HEADER_BYTES])
+    c = Comparison()
+    c.add("bytes read (header, program, stream)", [step["reads"][k] for k in ("header", "program", "stream")],
+          [IMAGES * n for n in (isa.HEADER_BYTES, hdr["n_desc"] * isa.DESC_BYTES, hdr["stream_len"])])
+    c.add("bytes written outside the result region", [step["writes_outside"]], [0])
+    check(c, "DDR accesses of the driver's runs")
     measured("board driver on the mini RTL (Verilator, pauses 0.1 on every AXI channel), as `python -m driver` "
              "prints it:\n    " + "\n    ".join(step["lines"]))
-    measured(f"driver vs golden QModel on the RTL: BIT-EXACT, {c.compared} elements (logits, kept, KEPT registers, "
-             f"masks) over {IMAGES} digits; cycles {[r['cycles'] for r in step['runs']]}")
+    measured(f"driver vs golden QModel on the RTL: BIT-EXACT, {step['compared']} elements (logits, kept, KEPT "
+             f"registers, masks) over {IMAGES} digits; header, program and stream read once per run, nothing written "
+             f"outside the result region; cycles {[r['cycles'] for r in step['runs']]}")
 
 
 def interpreted_error(img: Image, x) -> isa.ProgramError:
@@ -142,13 +149,13 @@ def test_timeout_does_not_hang_and_the_run_can_be_waited_out(bench):
 
 
 def test_c_example_on_the_rtl(bench):
-    """driver.c (the simulation-socket build of the same file as the UIO build) runs image 1 and
+    """driver.c (the simulation-socket build of the same file as the UIO build) runs image 0 and
     writes the result region; decoded, it equals the golden model. The corrupted program ends with
     exit status 3 and the golden message."""
     q, img, x, bad, steps, work = bench
     ok, fail = steps[4], steps[5]
     assert ok["rc"] == 0, ok["output"]
-    logits, kept, masks = expected_results(q, x[1:2])
+    logits, kept, masks = expected_results(q, x[:1])
     line = ok["output"].strip().splitlines()[-1]
     assert line.startswith("done: ") and line.endswith("KEPT " + " ".join(
         str(v) for v in [*kept[0], *[0] * (HW.stages_max - len(kept[0]))])), line
