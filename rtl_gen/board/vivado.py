@@ -62,7 +62,7 @@ def _head(board: Board, what: str, settings: list[tuple[str, str]]) -> str:
 
 def _common(board: Board) -> list[tuple[str, str]]:
     lite = next(i for i in interfaces(board) if i.kind == "axi" and i.param("PROTOCOL") == "AXI4LITE")
-    return [("part", tcl_word(board.part)), ("top", wrapper_name(board)), ("cell", CELL), ("sources", tcl_list(sources(board))),
+    return [("part", tcl_word(board.part)), ("top", tcl_word(wrapper_name(board))), ("cell", CELL), ("sources", tcl_list(sources(board))),
             ("csr", lite.name), ("vivado_versions", tcl_word(VIVADO_VERSIONS))]
 
 

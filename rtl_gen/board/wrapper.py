@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.hdl import Shape
+from amaranth.lib.wiring import In
 
 from ..top import Accelerator, module_name
 from .zynqmp import HP_ADDR_BITS, Board
@@ -67,7 +68,7 @@ def core_ports(board: Board) -> dict:
     top._MustUse__used = True         # only its signature is read here (no "unused elaboratable" warning)
     for path, member in top.signature.members.flatten():
         if member.is_port:
-            out["__".join(map(str, path))] = ("input" if member.flow.name == "In" else "output",
+            out["__".join(map(str, path))] = ("input" if member.flow == In else "output",
                                              Shape.cast(member.shape).width)
     return out
 
