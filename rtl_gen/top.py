@@ -52,6 +52,11 @@ FABRIC = {
 }
 
 
+def module_name(hw: HardwareConfig) -> str:
+    """The Verilog module name of the top for `hw` (spvit generate, the benches, the board wrapper)."""
+    return f"spvit_accel_{hw.name}".replace("-", "_")
+
+
 def components(hw: HardwareConfig) -> dict:
     """Every unit of the top: name -> factory (the top instantiates exactly these; the
     synthesis report synthesises them one by one)."""

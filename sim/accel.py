@@ -14,9 +14,10 @@ import numpy as np
 
 from base import settings
 from golden import isa
+from golden.compare import Comparison
 from golden.interp import Machine, read_results
 from rtl_gen.host.regmap import regmap
-from rtl_gen.top import Accelerator
+from rtl_gen.top import Accelerator, module_name
 
 from .runner import run_bench
 
@@ -48,7 +49,7 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
     simulation. `pokes`: per run, (offset, bytes) written over the image first (error tests);
     `poison`: per run, (lo, hi) offset ranges whose accesses the DDR model answers with SLVERR."""
     hw = img.hw
-    name = f"spvit_accel_{hw.name}".replace("-", "_")
+    name = module_name(hw)
     work = settings.BUILD.resolve() / "sim" / "images"
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"{img.manifest['sha256'][:16]}.bin"
@@ -83,25 +84,6 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
                             r["cycles"], r["kept"], results, r["reads"], r["writes_outside"], r["wall_s"],
                             r.get("ops", [])))
     return out
-
-
-@dataclass
-class Comparison:
-    compared: int = 0
-    bad: int = 0
-    first: list = field(default_factory=list)
-
-    def add(self, what, got, want):
-        got, want = np.asarray(got, dtype=np.int64), np.asarray(want, dtype=np.int64)
-        if got.shape != want.shape:
-            self.bad += max(got.size, want.size)
-            self.first.append((what, f"shape {got.shape} vs {want.shape}"))
-            return
-        self.compared += want.size
-        diff = np.argwhere(got != want)
-        self.bad += len(diff)
-        for ix in diff[:max(0, 8 - len(self.first))]:
-            self.first.append((what, tuple(int(v) for v in ix), int(got[tuple(ix)]), int(want[tuple(ix)])))
 
 
 def expected(img, x, pokes=()):

@@ -23,7 +23,7 @@ from base.errors import ConfigError, Terminated, UsageError
 from golden.arith import set_engine
 
 # modules that add subcommands, in the order they appear in --help
-COMMAND_MODULES = ("model", "quant", "rtl", "sim", "cluster")
+COMMAND_MODULES = ("model", "quant", "rtl", "sim", "board", "cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,18 +14,20 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("base", "golden", "quant", "rtl_gen", "sim", "spvit")
+PACKAGES = ("base", "golden", "quant", "rtl_gen", "driver", "sim", "spvit")
 # what each package may import from the project (itself included)
 ALLOWED = {
     "base": {"base"},
     "golden": {"golden", "base"},
     "quant": {"quant", "golden", "base"},
     "rtl_gen": {"rtl_gen", "golden", "base"},
-    "sim": {"sim", "rtl_gen", "quant", "golden", "base"},
+    "driver": {"driver", "golden", "base"},          # the host driver: runs on a board without torch or Amaranth
+    "sim": {"sim", "rtl_gen", "driver", "quant", "golden", "base"},
     "spvit": set(PACKAGES),
 }
 # third-party packages that may be imported inside a function: optional extras, or heavy to load
-HEAVY = {"torch", "matplotlib", "ray", "onnx", "onnxruntime", "sklearn", "PIL", "tqdm", "safetensors", "scipy"}
+HEAVY = {"torch", "matplotlib", "ray", "onnx", "onnxruntime", "sklearn", "PIL", "tqdm", "safetensors", "scipy",
+         "pynq"}
 
 
 def _module(path: Path) -> str:

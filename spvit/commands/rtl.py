@@ -11,7 +11,7 @@ from base.outputs import output_dir
 from golden.hw import HW_PRESETS, HardwareConfig, load_hw
 from rtl_gen.host.regmap import c_header, markdown, regmap_json
 from rtl_gen.tools import verilog
-from rtl_gen.top import Accelerator
+from rtl_gen.top import Accelerator, module_name
 
 from ..cli_types import path
 
@@ -21,7 +21,7 @@ HW_HELP = f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [har
 # ---------------------------------------------------------------- generate
 def generate(hw: HardwareConfig, out: Path, force: bool = False, inputs=()) -> dict:
     """Verilog of the top, the register map (JSON, C header, Markdown) and a manifest."""
-    top = f"spvit_accel_{hw.name}".replace("-", "_")
+    top = module_name(hw)
     t0 = time.perf_counter()
     with output_dir(out, "spvit-rtl", "an RTL directory", force=force, inputs=inputs) as tmp:
         text = verilog.to_verilog(Accelerator(hw), top)

@@ -19,6 +19,8 @@ from golden.config import load_config
 from golden.hw import HW_PRESETS, load_hw
 from quant import DEMO_CHECKPOINT
 from quant.package import compile_package
+from rtl_gen.board.files import write_board
+from rtl_gen.board.zynqmp import board
 from rtl_gen.tools.cycles import program_cycles, trace
 from sim import accel
 from sim.report import print_report
@@ -59,7 +61,7 @@ def keep_fractions(text: str) -> tuple[float, ...]:
 
 
 # ---------------------------------------------------------------- run
-def _images(args, q, n: int):
+def input_images(args, q, n: int):
     """n int16 images in the model's input format: from --data, or the digits test split for
     1-channel 32x32 models, else smooth random images (seeded)."""
     from quant.calibrate import quantize_images
@@ -76,18 +78,24 @@ def _images(args, q, n: int):
     return quantize_images(x, q), data.name
 
 
+def image_of_package(image: str, package: str) -> Image:
+    """The image directory `image`, which must have been compiled from `package`."""
+    img = Image.load(image)
+    blob = Path(package) / "weights.bin"
+    if img.manifest.get("source", {}).get("package_sha256") != hashlib.sha256(blob.read_bytes()).hexdigest():
+        raise UsageError(f"image {image!r} was not compiled from package {package!r}; compile it "
+                         f"again (spvit compile --package {package} --out {image} --force)")
+    return img
+
+
 def cmd_run(args) -> int:
     if not args.package:
         raise UsageError("--package is required (the quantised package; with --image, the package the image was "
                          "compiled from, for the input format and data)")
     q, img = compile_package(args.package, args.hw, args.checkpoints)
     if args.image:
-        img = Image.load(args.image)
-        blob = Path(args.package) / "weights.bin"
-        if img.manifest.get("source", {}).get("package_sha256") != hashlib.sha256(blob.read_bytes()).hexdigest():
-            raise UsageError(f"image {args.image!r} was not compiled from package {args.package!r}; compile it "
-                             f"again (spvit compile --package {args.package} --out {args.image} --force)")
-    x, source = _images(args, q, args.images)
+        img = image_of_package(args.image, args.package)
+    x, source = input_images(args, q, args.images)
     return run_and_compare(img, x, q.cfg.name, source, args.sim, args.pause, args.seed, args.checkpoints)
 
 
@@ -140,7 +148,7 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     shown = str(DEMO_CHECKPOINT.relative_to(ROOT)) if Path.cwd() == ROOT else str(DEMO_CHECKPOINT)
     pkg, img_dir = out / "mini_digits.pkg", out / "mini_digits.img"
-    files = ["mini_digits.pkg", "compare.json", "compare.png", "mini_digits.img"]
+    files = ["mini_digits.pkg", "compare.json", "compare.png", "mini_digits.img", "board"]
     with output_dir(out, DEMO_KIND, "a demo output directory (spvit demo)", force=args.force,
                     inputs=[DEMO_CHECKPOINT]) as tmp:
         names = {"shown": {str(tmp): str(out)}}
@@ -160,8 +168,10 @@ def cmd_demo(args) -> int:
         print(f"wrote {img_dir}: {img.manifest['descriptors']} descriptors, {img.stream_len:,} stream bytes")
         print(f"$ spvit run --package {pkg} --hw mini --images {args.images}   (Verilator; the first run builds the "
               f"model, about 2 min)", flush=True)
-        x, source = _images(argparse.Namespace(data="digits:test", seed=0), q, args.images)
+        x, source = input_images(argparse.Namespace(data="digits:test", seed=0), q, args.images)
         rc = run_and_compare(img, x, q.cfg.name, source, "verilator", 0.1, 0, False)
+        print(f"$ spvit board --hw mini --out {out / 'board'}   (Vivado project, IP, driver for a ZCU102)", flush=True)
+        write_board(board(img.hw), tmp / "board")
         (tmp / "manifest.json").write_text(json.dumps({"format": DEMO_KIND, "files": files}, indent=1) + "\n")
     p = program_cycles(img, trace(img, x[0]))
     hw = img.hw

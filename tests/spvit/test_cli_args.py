@@ -81,14 +81,14 @@ def test_run_seed_selects_and_does_not_size_the_data(monkeypatch):
     import golden.random_model
     import quant.calibrate
     from golden.config import PRESETS
-    from spvit.commands.sim import _images
+    from spvit.commands.sim import input_images
     calls = []
     real = golden.random_model.random_images
     monkeypatch.setattr(golden.random_model, "random_images",
                         lambda cfg, n, seed=0: calls.append((n, seed)) or real(cfg, n, seed=seed))
     monkeypatch.setattr(quant.calibrate, "quantize_images", lambda x, q: x.numpy())
     q = SimpleNamespace(cfg=PRESETS["deit-tiny"])
-    seen = [_images(argparse.Namespace(data=None, seed=s), q, 2)[0] for s in (100000, 7, 100000)]
+    seen = [input_images(argparse.Namespace(data=None, seed=s), q, 2)[0] for s in (100000, 7, 100000)]
     assert calls == [(2, 100000), (2, 7), (2, 100000)]
     assert (seen[0] == seen[2]).all() and not (seen[0] == seen[1]).all()   # the seed selects, reproducibly
 

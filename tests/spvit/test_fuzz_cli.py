@@ -3,7 +3,7 @@ random manifest edits must end in exit 0 or 2 (or reach a long job, see below), 
 traceback, never leave output behind after an error, never change an input.
 
 Long jobs are not started: calibration on more than 16 images, comparisons on more than 8,
-Verilog conversion (`generate`), RTL simulation (`run`, `demo`), the report's calibrated program
+Verilog conversion (`generate`, `board`), RTL simulation (`run`, `demo`), the report's calibrated program
 (also `sweep`'s and `regress`'s models) and synthesis, ONNX export, image generation beyond
 ~2 MB, and starting a local process pool or Ray (base/cluster.py) raise `LongJob` at their entry point
 instead, which counts as "accepted" (every check of the arguments ran before
@@ -180,8 +180,11 @@ COMMANDS = {
               "--no-progress"],
     "regress": ["--configs", "--seed", "--per-hw", "--images", "--repro", "--out", "--json", "--force", "--workers",
                 "--ray", "--retries", "--no-progress"],
+    "board": ["--hw", "--out", "--part", "--clock-mhz", "--rtl", "--force"],
+    "board-inputs": ["--package", "--image", "--images", "--data", "--seed", "--out", "--force"],
+    "board-run": ["--board", "--image", "--inputs", "--timeout", "--poll-ms", "--no-download"],
 }
-FLAGS = {"--force", "--no-progress", "--checkpoints", "--synth"}
+FLAGS = {"--force", "--no-progress", "--checkpoints", "--synth", "--no-download"}
 NUMBERS = ["-5", "-1", "0", "1", "2", "3", "5", "8", "64", "65", "100000", str(2 ** 40), "0.5", "-0.5", "1.5",
            "nan", "inf", "1e309", "abc", "", " ", "0x10", "1_000"]
 
@@ -206,6 +209,8 @@ def _values(world: Path, work: Path) -> dict:
         "--grid": [str(world / "grid.toml"), str(world / "good.toml"), str(world / "bad.toml"), *paths],
         "--repro": [str(world / "repro.toml"), str(world / "good.toml"), str(world / "bin.toml"), *paths],
         "--ray": ["127.0.0.1:9", "nonsense", "ray://127.0.0.1:10001", "auto", "--no-progress"],
+        "--part": ["xczu9eg-ffvb1156-2-e", "xczu7ev-ffvc1156-2-e", "xc7z020clg400-1", "xczu9eg {x}", ""],
+        "--rtl": paths, "--board": paths, "--inputs": paths,
     }
 
 
