@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, build, config_dict, model_from_dict
+from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, config_dict, model_from_dict
 from base.errors import ConfigError
 from golden.compiler import compile_model
 from golden.hw import load_hw
@@ -367,13 +367,6 @@ def _smoke_test(q: QModel) -> None:
     logits, kept = q(img, threads=1)
     if logits.shape != (2, c.num_classes):
         raise ValueError(f"the head gives {logits.shape[-1]} logits, the config {c.num_classes} classes")
-
-
-def fixed_point_config(m: dict) -> FixedPointConfig:
-    try:
-        return build(FixedPointConfig, m["fixed_point"], "fixed_point")
-    except (ConfigError, KeyError, TypeError) as e:
-        raise PackageError(f"the fixed-point config in the package manifest is invalid ({e}); {REFRESH}") from None
 
 
 # ---------------------------------------------------------------- package -> DDR image (spvit compile)

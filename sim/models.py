@@ -15,25 +15,3 @@ def calibrated(preset="mini", seed: int = 0, n_img: int = 8):
     imgs = random_images(cfg, n_img, seed)
     return calibrate(random_model(cfg, seed, imgs), imgs), imgs
 
-
-def block_input(q, imgs, i: int, img: int = 0):
-    """int16 tokens [N, C] entering block i for image `img` (golden forward, no selector)."""
-    from golden.arith import quantize
-    x = q.embed(quantize(imgs[img:img + 1].numpy(), q.img_frac))
-    for j in range(i):
-        x = q.blocks[j](x)
-    return x[0]
-
-
-def selector_input(q, imgs, block: int, img: int = 0):
-    """(int16 tokens [N, C] entering the selector before block `block`, earlier package tokens
-    n_pkg) for image `img`: the golden forward with the earlier selectors applied."""
-    from golden.arith import quantize
-    from golden.tokens import Group, Record
-    sch = q.cfg.scheme
-    g = Group.start(q.embed(quantize(imgs[img:img + 1].numpy(), q.img_frac)))
-    rec = Record(1, q.cfg)
-    for j in range(block):
-        g = sch.q_before(q, j, g, rec)[0]
-        g = sch.q_block(q, j, q.blocks[j], g, rec)
-    return g.x[0], sum(1 for b in q.selectors if b < block)
