@@ -18,17 +18,13 @@ HW_HELP = f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [har
 # ---------------------------------------------------------------- generate
 def generate(hw: HardwareConfig, out: Path, force: bool = False, inputs=()) -> dict:
     """Verilog of the top, the register map (JSON, C header, Markdown) and a manifest."""
-    from rtl_gen.host.regmap import c_header, markdown, regmap_json
+    from rtl_gen.host.regmap import write_regmap
     from rtl_gen.top import Accelerator
-    from rtl_gen.tools.verilog import to_verilog
+    from rtl_gen.tools.verilog import write_verilog
     top = f"spvit_accel_{hw.name}".replace("-", "_")
     t0 = time.perf_counter()
     with output_dir(out, "spvit-rtl", "an RTL directory", force=force, inputs=inputs) as tmp:
-        text = to_verilog(Accelerator(hw), top)
-        files = {f"{top}.v": text, "spvit_regs.json": regmap_json(hw), "spvit_regs.h": c_header(hw),
-                 "spvit_regs.md": markdown(hw)}
-        for name, t in files.items():
-            (tmp / name).write_text(t)
+        files = [write_verilog(Accelerator(hw), top, tmp).name] + [p.name for p in write_regmap(hw, tmp)]
         manifest = {
             "format": "spvit-rtl", "generator": "spvit-accel", "top": top, "hardware": hw.as_dict(),
             "hw_ident": hw.ident(), "files": sorted(files), "clock": "clk (rising edge)",
