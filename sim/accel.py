@@ -16,6 +16,7 @@ from golden import isa
 from golden.interp import Machine, read_results
 from base import settings
 
+from .check import Comparison
 from .runner import run_bench
 
 BASE = 0x40000               # a non-zero program base: every address is relative to it
@@ -85,25 +86,6 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
     return out
 
 
-@dataclass
-class Comparison:
-    compared: int = 0
-    bad: int = 0
-    first: list = field(default_factory=list)
-
-    def add(self, what, got, want):
-        got, want = np.asarray(got, dtype=np.int64), np.asarray(want, dtype=np.int64)
-        if got.shape != want.shape:
-            self.bad += max(got.size, want.size)
-            self.first.append((what, f"shape {got.shape} vs {want.shape}"))
-            return
-        self.compared += want.size
-        diff = np.argwhere(got != want)
-        self.bad += len(diff)
-        for ix in diff[:max(0, 8 - len(self.first))]:
-            self.first.append((what, tuple(int(v) for v in ix), int(got[tuple(ix)]), int(want[tuple(ix)])))
-
-
 def expected(img, x, pokes=()):
     """The interpreter's results and error (None) for one input (with `pokes` applied)."""
     ddr = img.with_input(x)
@@ -125,8 +107,7 @@ def compare_runs(img, inputs, runs, pokes=None) -> Comparison:
     for k, (x, r) in enumerate(zip(inputs, runs)):
         want, err = expected(img, x, pokes[k] if pokes else ())
         if r.hung:
-            c.bad += 1
-            c.first.append((f"image {k}", "hung (no interrupt before the timeout)"))
+            c.fail(f"image {k}", "hung (no interrupt before the timeout)")
             continue
         if err is not None or r.error != "OK":
             got_e = (r.error, r.error_index)
