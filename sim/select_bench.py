@@ -251,7 +251,7 @@ class StoreBench(wiring.Component):
         wiring.connect(m, st.mask, ss.mask)
         wiring.connect(m, wiring.flipped(self.o_st), ss.o)
         m.d.comb += [ss.kept.eq(st.info.kept), ss.ns.eq(st.info.ns), st.set_info.ns.eq(c.ns),
-                     st.set_info.kept.eq(c.kept), st.kw.tile.eq(c.tile), st.kw.data.eq(c.keep)]
+                     st.set_info.kept.eq(c.kept), st.write_keep.tile.eq(c.tile), st.write_keep.data.eq(c.keep)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i_cmd.ready.eq(1)
@@ -260,7 +260,7 @@ class StoreBench(wiring.Component):
                         m.d.comb += st.set.eq(1)
                         m.next = "GO"
                     with m.Else():
-                        m.d.comb += st.kw.en.eq(-1)
+                        m.d.comb += st.write_keep.en.eq(-1)
             with m.State("GO"):
                 m.d.comb += ss.start.eq(1)
                 m.next = "RUN"
