@@ -4,8 +4,8 @@ tests/sim/test_dma.py through sim.runner.run_cocotb, never by hand).
 Every AXI port gets an AxiRam model (port 0 read + write, ports 1.. read only) over ONE shared
 memory (`FaultMemory`: a bytearray that answers accesses overlapping "poisoned" ranges with an
 exception, which AxiRam reports as SLVERR on R or B). Every AXI channel pauses at random;
-o_stream/o_fetch get random back-pressure and i_wdata random gaps (all sim/pauses.py). The testbench
-only records what happened; tests/sim/test_dma.py compares it with golden.
+o_stream/o_fetch get random back-pressure and i_wdata random gaps (all sim/pauses.py). The
+testbench only records what happened; tests/sim/test_dma.py compares it with golden.
 
 Spec (JSON, SPVIT_TB_VECTORS):
   {"ports": P, "bits": W, "mem_size": bytes (a power of two; addresses wrap modulo it),

@@ -1,9 +1,10 @@
 """Generic cocotb testbench for stream components (run by sim.runner, never by hand).
 
 `StreamTB` drives every input stream from a vector file, takes every output stream with random
-valid/ready stalls (each port its own pause process, sim/pauses.py), counts clock cycles, and writes what it saw to a result file. Payloads are the
-flat integers of the Verilog ports (sim.payload packs and unpacks them); the golden model and
-the exact comparison live on the pytest side (sim.runner.run_stream, sim.check.assert_exact).
+valid/ready stalls (each port its own pause process, sim/pauses.py), counts clock cycles, and
+writes what it saw to a result file. Payloads are the flat integers of the Verilog ports
+(sim.payload packs and unpacks them); the golden model and the exact comparison live on the
+pytest side (sim.runner.run_stream, sim.check.assert_exact).
 
 Vector file (JSON, path in SPVIT_TB_VECTORS):
   {"inputs": {"i_x": [raw, ...]}, "outputs": {"o_y": count}, "static": {"n": 5},

@@ -138,7 +138,8 @@ class Drain(wiring.Component):
         key = info.key0 + col
         mm, score = info.kind == KIND_MM, info.kind == KIND_SCORE
         m.d.comb += [
-            ctx.dest.eq(Mux(mm, cfg.mm_dest, Mux(score, DEST_SM, DEST_TOK))), ctx.buf.eq(Mux(mm, cfg.mm_buf, cfg.o_buf)),
+            ctx.dest.eq(Mux(mm, cfg.mm_dest, Mux(score, DEST_SM, DEST_TOK))),
+            ctx.buf.eq(Mux(mm, cfg.mm_buf, cfg.o_buf)),
             ctx.tile.eq(info.tile), ctx.ch.eq(info.ch0 + col),
             ctx.ok.eq(Mux(score, key < cfg.n, col < info.cols)), ctx.last.eq(key == cfg.n - 1),
             ctx.bias.eq(Mux(mm, bias, 0)),
