@@ -146,8 +146,8 @@ class Scorer(wiring.Component):
 
     def _score_lanes(self, m, lane):
         """The lane datapath, one lane a cycle: stage 0 d = z0 - z1 into the PWL, 1 w d, 4 w d_sig(d)
-        (PWL latency 3) and the lane's sums read, 5 the sums written back; a record with the
-        last head. `in_stage[k]` says which lane (token, head) is in stage k. Returns busy."""
+        (PWL latency 3); the lane's sums are read in stage 3 and written back in 4, the record of
+        the last head leaves in 5. `in_stage[k]`: the lane (tile, head) in stage k. Returns busy."""
         hw, R = self.hw, self.hw.mac_rows
         m.submodules.pwl = pwl = PwlEval(hw, 17)
         wiring.connect(m, wiring.flipped(self.table), pwl.table)
