@@ -28,7 +28,7 @@ def run_set(acc: Accelerator, img: Image, inputs: InputSet, timeout_s: float = D
         raise UsageError("the input set was made for another image (its image sha256 differs); make it for this image "
                          "with spvit board-inputs --image IMAGE_DIR")
     mhz = float(acc.regs.hardware["clock_mhz"])
-    c, runs = Comparison(), []
+    c, runs = Comparison(got_name="accelerator", want_name="golden model"), []
     for k, x in enumerate(inputs.images):
         r = acc.run(x, timeout_s)
         runs.append(r)
@@ -43,7 +43,7 @@ def run_set(acc: Accelerator, img: Image, inputs: InputSet, timeout_s: float = D
     say(f"result: {'BIT-EXACT' if c.bad == 0 else 'MISMATCH'}: {c.bad} of {c.compared:,} elements differ (logits, "
         f"kept counts, KEPT registers, keep masks) against the golden model")
     for f in c.first:
-        say("  " + " ".join(map(str, f)))
+        say("  " + f)
     return c, runs
 
 

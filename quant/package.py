@@ -23,7 +23,7 @@ from base import __version__ as TOOL_VERSION
 from base.errors import ConfigError, UsageError
 from base.outputs import output_dir
 from golden.compiler import compile_model
-from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, build, config_dict, model_from_dict
+from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, config_dict, model_from_dict
 from golden.hw import load_hw
 from golden.kernels import PWL, PWL_FUNCS, make_pwl
 from golden.layers import QAttention, QBlock, QLayerNorm, QLinear, QMlp
@@ -367,13 +367,6 @@ def _smoke_test(q: QModel) -> None:
     logits, kept = q(img, threads=1)
     if logits.shape != (2, c.num_classes):
         raise ValueError(f"the head gives {logits.shape[-1]} logits, the config {c.num_classes} classes")
-
-
-def fixed_point_config(m: dict) -> FixedPointConfig:
-    try:
-        return build(FixedPointConfig, m["fixed_point"], "fixed_point")
-    except (ConfigError, KeyError, TypeError) as e:
-        raise PackageError(f"the fixed-point config in the package manifest is invalid ({e}); {REFRESH}") from None
 
 
 # ---------------------------------------------------------------- package -> DDR image (spvit compile)

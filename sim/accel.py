@@ -107,8 +107,7 @@ def compare_runs(img, inputs, runs, pokes=None) -> Comparison:
     for k, (x, r) in enumerate(zip(inputs, runs)):
         want, err = expected(img, x, pokes[k] if pokes else ())
         if r.hung:
-            c.bad += 1
-            c.first.append((f"image {k}", "hung (no interrupt before the timeout)"))
+            c.fail(f"image {k}", "hung (no interrupt before the timeout)")
             continue
         if err is not None or r.error != "OK":
             got_e = (r.error, r.error_index)

@@ -241,7 +241,7 @@ def run_case(case: Case) -> CaseResult:
         runs = accel.run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, tag=f"rg{case.index}_s{case.seed}",
                          timeout=hang_timeout(img, xs))
         c = accel.compare_runs(img, xs, runs)
-        r.compared, r.bad, r.first = c.compared, c.bad, [str(f) for f in c.first]
+        r.compared, r.bad, r.first = c.compared, c.bad, list(c.first)
         r.cycles = [int(x.cycles) for x in runs]
     except Exception as e:                # noqa: BLE001 - recorded, written out as a repro
         r.error = f"{type(e).__name__}: {e}".strip()[:2000]

@@ -17,6 +17,7 @@ golden.interp.Machine operations by ==.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Module, Signal, signed
@@ -34,7 +35,8 @@ from rtl_gen.selector.gmean import GMean
 from rtl_gen.selector.package import Package
 from rtl_gen.primitives.ram import Ram
 from rtl_gen.selector.state import M_BITS, SelState, m_read, mask_read
-from rtl_gen.selector.store import SelStore, beat_layout, beats
+from rtl_gen.selector.store import SelStore, beat_layout
+from rtl_gen.selector.store import beats as store_beats
 
 WRITE, READ, TABLE, OP, READ_M, STORE = range(6)
 UNITS = ("GMEAN", "DECIDE", "PACKAGE", "COMPACT")
@@ -65,106 +67,127 @@ class SelectBench(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, R = self.hw, self.hw.mac_rows
+        hw = self.hw
         m.submodules.bufs = bufs = Buffers(hw)
-        m.submodules.gmean = gm = GMean(hw)
-        m.submodules.decide = dc = Decide(hw, self.recips, self.cap_bits)
-        m.submodules.package = pk = Package(hw, self.pk_lanes)
-        m.submodules.compact = cp = Compact(hw)
-        m.submodules.store = ss = SelStore(hw)
-        m.submodules.table = tab = Ram(59, hw.pwl_max, is_signed=False)
-        units = (gm, dc, pk, cp)
-
-        cmd = self.i_cmd.payload
-        desc, rows = Signal(isa.DESC_BITS), Signal(range(hw.n_max + 1))
-        active = Signal(len(UNITS))                       # one-hot: the running unit
-        storing = Signal()
-        own_r = ports.tok_read(hw).create(path=("own_r",))
-        own_w = ports.tok_write(hw).create(path=("own_w",))
-        own_mask = mask_read(hw).create(path=("own_mask",))
-        own_m = m_read(hw).create(path=("own_m",))
-        for u in units:
-            m.d.comb += [u.desc.eq(desc), u.rows.eq(rows)]
-        route(m, bufs.ra, [(active[i], u.rd) for i, u in enumerate(units)] + [(1, own_r)], ports.tok_read(hw))
-        route(m, bufs.w, [(active[0], gm.wr), (active[3], cp.wr), (1, own_w)], ports.tok_write(hw))
-        route(m, dc.mask, [(active[2], pk.mask), (active[3], cp.mask), (storing, ss.mask), (1, own_mask)], mask_read(hw))
-        route(m, dc.m, [(active[2], pk.mr), (1, own_m)], m_read(hw))
-        wiring.connect(m, cp.pkg, pk.pkg)
-        tr = dc.table
-        m.d.comb += [tab.raddr.eq(tr.addr), tab.ren.eq(tr.en), tr.data.base.eq(tab.rdata[:32]),
-                     tr.data.slope.eq(tab.rdata[32:59]), dc.consume.eq(cp.done),
-                     ss.kept.eq(dc.info.kept), ss.ns.eq(dc.info.ns)]
-        wiring.connect(m, wiring.flipped(self.o_st), ss.o)
-
-        ev = self.o_ev.payload
-        done = Signal()
-        m.d.comb += done.eq(sum(u.done for u in units) != 0)
-        with m.If(dc.kept_stb):
-            m.d.sync += [ev.kept_stb.eq(1), ev.kept.eq(dc.kept), ev.stage.eq(dc.stage)]
-        with m.If(cp.n_stb):
-            m.d.sync += [ev.n_stb.eq(1), ev.n_out.eq(cp.n_out)]
-        tok = Signal.like(cmd.token)
+        m.submodules.gmean = gmean = GMean(hw)
+        m.submodules.decide = decide = Decide(hw, self.recips, self.cap_bits)
+        m.submodules.package = package = Package(hw, self.pk_lanes)
+        m.submodules.compact = compact = Compact(hw)
+        m.submodules.store = store = SelStore(hw)
+        m.submodules.table = table = Ram(59, hw.pwl_max, is_signed=False)
+        units = (gmean, decide, package, compact)
+        run = SimpleNamespace(desc=Signal(isa.DESC_BITS, name="desc"), rows=Signal(range(hw.n_max + 1), name="rows"),
+                              active=Signal(len(UNITS), name="active"),      # one-hot: the running unit
+                              storing=Signal(name="storing"))
+        host = SimpleNamespace(rd=ports.tok_read(hw).create(path=("host_rd",)),
+                               wr=ports.tok_write(hw).create(path=("host_wr",)),
+                               mask=mask_read(hw).create(path=("host_mask",)),
+                               m=m_read(hw).create(path=("host_m",)),
+                               token=Signal(range(hw.tiles * hw.mac_rows), name="m_token"))   # READ_M's token
+        self._connect_units(m, bufs, units, store, table, run, host)
+        ev = self._events(m, decide, compact)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i_cmd.ready.eq(1)
                 with m.If(self.i_cmd.valid):
-                    with m.Switch(cmd.kind):
-                        with m.Case(WRITE):
-                            m.d.comb += [own_w.buf.eq(cmd.buf), own_w.tile.eq(cmd.tile), own_w.ch.eq(cmd.ch),
-                                         own_w.data.eq(cmd.data), own_w.en.eq(-1)]
-                        with m.Case(READ):
-                            m.d.comb += [own_r.buf.eq(cmd.buf), own_r.tile.eq(cmd.tile), own_r.ch.eq(cmd.ch),
-                                         own_r.en.eq(1)]
-                            m.next = "RD"
-                        with m.Case(TABLE):
-                            m.d.comb += [tab.waddr.eq(cmd.addr), tab.wdata.eq(cmd.base.as_unsigned()
-                                         | (cmd.slope.as_unsigned() << 32)), tab.wen.eq(1)]
-                        with m.Case(READ_M):
-                            m.d.comb += [own_m.token.eq(cmd.token), own_m.en.eq(1),
-                                         own_mask.tile.eq(cmd.token >> (R.bit_length() - 1)), own_mask.en.eq(1)]
-                            m.d.sync += tok.eq(cmd.token)
-                            m.next = "RM"
-                        with m.Case(OP):
-                            m.d.sync += [desc.eq(cmd.desc), rows.eq(cmd.rows), ev.cycles.eq(0), ev.kept_stb.eq(0),
-                                         ev.n_stb.eq(0), ev.op.eq(cmd.desc[:5])]
-                            for i, name in enumerate(UNITS):
-                                with m.If(cmd.desc[:5] == isa.OPS[name].code):
-                                    m.d.sync += active.eq(1 << i)
-                            m.next = "GO"
-                        with m.Case(STORE):
-                            m.d.sync += storing.eq(1)
-                            m.next = "ST_GO"
-            with m.State("RD"):
-                m.d.comb += [self.o_rd.valid.eq(1), self.o_rd.payload.eq(bufs.ra.data)]
-                with m.If(self.o_rd.ready):
-                    m.next = "IDLE"
-            with m.State("RM"):
-                lane = tok[:R.bit_length() - 1] if R > 1 else 0
-                m.d.comb += [self.o_m.valid.eq(1), self.o_m.payload.m.eq(dc.m.m),
-                             self.o_m.payload.keep.eq(dc.mask.keep.bit_select(lane, 1))]
-                with m.If(self.o_m.ready):
-                    m.next = "IDLE"
-            with m.State("GO"):
-                for i, u in enumerate(units):
-                    m.d.comb += u.start.eq(active[i])
-                m.next = "RUN"
-            with m.State("RUN"):
-                m.d.sync += ev.cycles.eq(ev.cycles + 1)
-                with m.If(done):
-                    m.d.sync += active.eq(0)
-                    m.next = "EV"
-            with m.State("EV"):
-                m.d.comb += self.o_ev.valid.eq(1)
-                with m.If(self.o_ev.ready):
-                    m.next = "IDLE"
-            with m.State("ST_GO"):
-                m.d.comb += ss.start.eq(1)
-                m.next = "ST"
-            with m.State("ST"):
-                with m.If(ss.done):
-                    m.d.sync += storing.eq(0)
-                    m.next = "IDLE"
+                    self._take_command(m, table, run, host, ev)
+            self._answer_states(m, bufs, units, store, run, host, ev)
         return m
+
+    def _connect_units(self, m, bufs, units, store, table, run, host):
+        """Every unit sees the command's desc and rows; the fabric's ports and the selection
+        state's read ports go to the running unit (or the store), else to the host side."""
+        hw = self.hw
+        gmean, decide, package, compact = units
+        active = run.active
+        for u in units:
+            m.d.comb += [u.desc.eq(run.desc), u.rows.eq(run.rows)]
+        route(m, bufs.ra, [(active[i], u.rd) for i, u in enumerate(units)] + [(1, host.rd)], ports.tok_read(hw))
+        route(m, bufs.w, [(active[0], gmean.wr), (active[3], compact.wr), (1, host.wr)], ports.tok_write(hw))
+        route(m, decide.mask, [(active[2], package.mask), (active[3], compact.mask), (run.storing, store.mask),
+                               (1, host.mask)], mask_read(hw))
+        route(m, decide.m, [(active[2], package.mr), (1, host.m)], m_read(hw))
+        wiring.connect(m, compact.pkg, package.pkg)
+        tr = decide.table
+        m.d.comb += [table.raddr.eq(tr.addr), table.ren.eq(tr.en), tr.data.base.eq(table.rdata[:32]),
+                     tr.data.slope.eq(table.rdata[32:59]), decide.consume.eq(compact.done),
+                     store.kept.eq(decide.info.kept), store.ns.eq(decide.info.ns)]
+        wiring.connect(m, wiring.flipped(self.o_st), store.o)
+
+    def _events(self, m, decide, compact):
+        """The event of an operation: DECIDE's kept / stage and COMPACT's N' when they strobe."""
+        ev = self.o_ev.payload
+        with m.If(decide.kept_stb):
+            m.d.sync += [ev.kept_stb.eq(1), ev.kept.eq(decide.kept), ev.stage.eq(decide.stage)]
+        with m.If(compact.n_stb):
+            m.d.sync += [ev.n_stb.eq(1), ev.n_out.eq(compact.n_out)]
+        return ev
+
+    def _take_command(self, m, table, run, host, ev):
+        """IDLE with a command: WRITE and TABLE complete at once; the others go to their state."""
+        cmd = self.i_cmd.payload
+        with m.Switch(cmd.kind):
+            with m.Case(WRITE):
+                m.d.comb += [host.wr.buf.eq(cmd.buf), host.wr.tile.eq(cmd.tile), host.wr.ch.eq(cmd.ch),
+                             host.wr.data.eq(cmd.data), host.wr.en.eq(-1)]
+            with m.Case(READ):
+                m.d.comb += [host.rd.buf.eq(cmd.buf), host.rd.tile.eq(cmd.tile), host.rd.ch.eq(cmd.ch),
+                             host.rd.en.eq(1)]
+                m.next = "RD"
+            with m.Case(TABLE):
+                m.d.comb += [table.waddr.eq(cmd.addr), table.wdata.eq(cmd.base.as_unsigned()
+                             | (cmd.slope.as_unsigned() << 32)), table.wen.eq(1)]
+            with m.Case(READ_M):
+                m.d.comb += [host.m.token.eq(cmd.token), host.m.en.eq(1),
+                             host.mask.tile.eq(cmd.token >> ports.lane_bits(self.hw.mac_rows)), host.mask.en.eq(1)]
+                m.d.sync += host.token.eq(cmd.token)
+                m.next = "RM"
+            with m.Case(OP):
+                m.d.sync += [run.desc.eq(cmd.desc), run.rows.eq(cmd.rows), ev.cycles.eq(0), ev.kept_stb.eq(0),
+                             ev.n_stb.eq(0), ev.op.eq(cmd.desc[:5])]
+                for i, name in enumerate(UNITS):
+                    with m.If(cmd.desc[:5] == isa.OPS[name].code):
+                        m.d.sync += run.active.eq(1 << i)
+                m.next = "GO"
+            with m.Case(STORE):
+                m.d.sync += run.storing.eq(1)
+                m.next = "ST_GO"
+
+    def _answer_states(self, m, bufs, units, store, run, host, ev):
+        """RD / RM answer a read; GO, RUN, EV run an operation and report its event; ST_GO, ST
+        a STORE of the selection (beats on o_st)."""
+        R = self.hw.mac_rows
+        decide = units[1]
+        with m.State("RD"):
+            m.d.comb += [self.o_rd.valid.eq(1), self.o_rd.payload.eq(bufs.ra.data)]
+            with m.If(self.o_rd.ready):
+                m.next = "IDLE"
+        with m.State("RM"):
+            lane = host.token[:ports.lane_bits(R)] if R > 1 else 0
+            m.d.comb += [self.o_m.valid.eq(1), self.o_m.payload.m.eq(decide.m.m),
+                         self.o_m.payload.keep.eq(decide.mask.keep.bit_select(lane, 1))]
+            with m.If(self.o_m.ready):
+                m.next = "IDLE"
+        with m.State("GO"):
+            for i, u in enumerate(units):
+                m.d.comb += u.start.eq(run.active[i])
+            m.next = "RUN"
+        with m.State("RUN"):
+            m.d.sync += ev.cycles.eq(ev.cycles + 1)
+            with m.If(sum(u.done for u in units) != 0):
+                m.d.sync += run.active.eq(0)
+                m.next = "EV"
+        with m.State("EV"):
+            m.d.comb += self.o_ev.valid.eq(1)
+            with m.If(self.o_ev.ready):
+                m.next = "IDLE"
+        with m.State("ST_GO"):
+            m.d.comb += store.start.eq(1)
+            m.next = "ST"
+        with m.State("ST"):
+            with m.If(store.done):
+                m.d.sync += run.storing.eq(0)
+                m.next = "IDLE"
 
 
 # ------------------------------------------------------------------ host side
@@ -214,7 +237,7 @@ class Session:
 
     def store(self):
         self._cmd(STORE)
-        self.n_st += beats(self.hw)
+        self.n_st += store_beats(self.hw)
 
     def counts(self) -> dict:
         return {"o_rd": self.n_rd, "o_ev": self.n_ev, "o_m": self.n_m, "o_st": self.n_st}
@@ -243,26 +266,27 @@ class StoreBench(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.st = st = SelState(self.hw)
-        m.submodules.ss = ss = SelStore(self.hw)
+        m.submodules.state = state = SelState(self.hw)
+        m.submodules.store = store = SelStore(self.hw)
         c = self.i_cmd.payload
-        wiring.connect(m, st.mask, ss.mask)
-        wiring.connect(m, wiring.flipped(self.o_st), ss.o)
-        m.d.comb += [ss.kept.eq(st.info.kept), ss.ns.eq(st.info.ns), st.set_info.ns.eq(c.ns),
-                     st.set_info.kept.eq(c.kept), st.kw.tile.eq(c.tile), st.kw.data.eq(c.keep)]
+        wiring.connect(m, state.mask, store.mask)
+        wiring.connect(m, wiring.flipped(self.o_st), store.o)
+        m.d.comb += [store.kept.eq(state.info.kept), store.ns.eq(state.info.ns), state.set_info.ns.eq(c.ns),
+                     state.set_info.kept.eq(c.kept), state.write_keep.tile.eq(c.tile),
+                     state.write_keep.data.eq(c.keep)]
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i_cmd.ready.eq(1)
                 with m.If(self.i_cmd.valid):
                     with m.If(c.store):
-                        m.d.comb += st.set.eq(1)
+                        m.d.comb += state.set.eq(1)
                         m.next = "GO"
                     with m.Else():
-                        m.d.comb += st.kw.en.eq(-1)
+                        m.d.comb += state.write_keep.en.eq(-1)
             with m.State("GO"):
-                m.d.comb += ss.start.eq(1)
+                m.d.comb += store.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                with m.If(ss.done):
+                with m.If(store.done):
                     m.next = "IDLE"
         return m

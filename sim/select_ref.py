@@ -17,7 +17,7 @@ from golden.interp import Machine
 from rtl_gen.selector.store import beats
 from rtl_gen.tools import cycles as cycle_model
 
-from .check import mismatches
+from .check import Comparison
 from .runner import run_stream
 from .select_bench import SelectBench, Session, region, store_bytes
 
@@ -130,9 +130,9 @@ class SelectRun:
                 w = np.frombuffer(want, dtype=np.uint8)
                 if got[-1]["last"] != 1 or any(b["last"] for b in got[:-1]):
                     bad.append(f"{label}: last flags {[b['last'] for b in got]}")
-            nbad, first = mismatches(g, w)
-            if nbad:
-                bad.append(f"{label}: {nbad} of {np.asarray(w).size} differ; first (index, RTL, golden): {first[:5]}")
+            c = Comparison()
+            if c.add(label, g, w):
+                bad.append(f"{label}: {c.summary()}")
         if res.consumed.get("i_cmd") != len(self.s.cmds):
             bad.append(f"consumed {res.consumed} of {len(self.s.cmds)} commands")
         if any(res.extra.values()):

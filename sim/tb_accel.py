@@ -1,7 +1,7 @@
 """cocotb testbench of the whole accelerator (rtl_gen/top.py), run by sim.accel.run_accel.
 
 DDR is cocotbext-axi's AxiRam (port 0 read + write, the other ports read only) over one shared
-memory holding the compiled image at `base`; every AXI channel gets a random pause generator.
+memory holding the compiled image at `base`; every AXI channel pauses at random (sim/pauses.py).
 The host is an AxiLiteMaster: for each run it writes the run's input bytes into memory, programs
 PROG_BASE and IRQ_ENABLE, writes START, waits for the interrupt (with a cycle timeout, so a hang
 fails the test instead of blocking it), reads the status registers and the result region, and
@@ -29,6 +29,7 @@ from cocotb.triggers import ClockCycles, Edge, First, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
+from sim.pauses import axi_channels, pause_channels
 from sim.tb_io import tb_results, tb_spec
 
 PERIOD_NS = 10
@@ -75,29 +76,6 @@ class CountingMemory(bytearray):
         super().__setitem__(key, value)
 
 
-async def _pauses(ch, rng: random.Random, p: float):
-    """The channel pauses in a cycle with probability p, independently: the same process as a
-    per-cycle pause generator, drawn as alternating geometric run lengths so that the channel's
-    coroutine wakes once per run instead of every cycle."""
-    def run(q):                              # cycles until an event of probability q per cycle
-        n = 1
-        while rng.random() >= q:
-            n += 1
-        return n
-    paused = rng.random() < p
-    while True:
-        ch.pause = paused
-        await Timer(PERIOD_NS * run(1 - p if paused else p), unit="ns")
-        paused = not paused
-
-
-def _set_pauses(obj, rng, p):
-    for name in ("aw_channel", "w_channel", "b_channel", "ar_channel", "r_channel"):
-        c = getattr(obj, name, None)
-        if c is not None and p > 0:
-            cocotb.start_soon(_pauses(c, random.Random(rng.random()), p))
-
-
 class AccelTB:
     def __init__(self, dut, spec: dict):
         self.dut, self.spec = dut, spec
@@ -116,12 +94,10 @@ class AccelTB:
         self.rams += [AxiRamRead(AxiReadBus.from_prefix(dut, f"m_axi{i}", bus_separator="__"), dut.clk, dut.rst,
                                  mem=self.mem) for i in range(1, ports)]
         for r in self.rams:
-            for part in (r, getattr(r, "read_if", None), getattr(r, "write_if", None)):
-                if part is not None:
-                    _set_pauses(part, self.rng, p)
+            pause_channels(axi_channels(r, getattr(r, "read_if", None), getattr(r, "write_if", None)), self.rng, p,
+                           PERIOD_NS)
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-        _set_pauses(self.host.write_if, self.rng, p)
-        _set_pauses(self.host.read_if, self.rng, p)
+        pause_channels(axi_channels(self.host.write_if, self.host.read_if), self.rng, p, PERIOD_NS)
         self.regs = spec["regs"]
 
     async def reset(self):

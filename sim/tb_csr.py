@@ -1,5 +1,5 @@
 """cocotb bench of rtl_gen.host.csr.Csr (run by tests/sim/test_csr.py through sim.runner.run_bench,
-never by hand). cocotbext-axi's AxiLiteMaster is the host, with random pause patterns on all
+never by hand). cocotbext-axi's AxiLiteMaster is the host, with random pauses (sim/pauses.py) on all
 five AXI channels and random gaps between transactions; `Core` plays the run controller
 (busy, finish, error code/index, live counters) from per-run plans the tests queue.
 
@@ -23,8 +23,10 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiResp
 from golden import isa
 from golden.hw import HardwareConfig
 from rtl_gen.host.regmap import ERROR_INDEX_HEADER, ID_MAGIC, REGMAP_VERSION, regmap
+from sim.pauses import axi_channels, pause_channels
 from sim.tb_io import tb_results, tb_spec
 
+PERIOD_NS = 10
 RESULTS: dict = {}
 CONFIG_ATTRS = ("mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_ports", "axi_bits", "stages_max",
                 "desc_max", "pwl_max")
@@ -33,11 +35,6 @@ CONFIG_ATTRS = ("mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_por
 def _int(handle) -> int:
     v = handle.value
     return int(v) if v.is_resolvable else 0
-
-
-def _pauses(rng: random.Random, p: float):
-    while True:
-        yield rng.random() < p
 
 
 class Core:
@@ -97,14 +94,12 @@ class CsrTB:
 
     async def reset(self):
         d = self.dut
-        cocotb.start_soon(Clock(d.clk, 10, unit="ns").start())
+        cocotb.start_soon(Clock(d.clk, PERIOD_NS, unit="ns").start())
         for name in ("busy", "finish", "error_code", "error_index", "desc_index", "tokens", "kept"):
             getattr(d, f"core__{name}").value = 0
         d.rst.value = 1
         self.axi = AxiLiteMaster(AxiLiteBus.from_prefix(d, "s_axil", bus_separator="__"), d.clk, d.rst)
-        for ch in (self.axi.write_if.aw_channel, self.axi.write_if.w_channel, self.axi.write_if.b_channel,
-                   self.axi.read_if.ar_channel, self.axi.read_if.r_channel):
-            ch.set_pause_generator(_pauses(random.Random(self.rng.random()), self.pause))
+        pause_channels(axi_channels(self.axi.write_if, self.axi.read_if), self.rng, self.pause, PERIOD_NS)
         await ClockCycles(d.clk, 3)
         d.rst.value = 0
         cocotb.start_soon(self.monitor())

@@ -3,9 +3,9 @@ tests/sim/test_dma.py through sim.runner.run_cocotb, never by hand).
 
 Every AXI port gets an AxiRam model (port 0 read + write, ports 1.. read only) over ONE shared
 memory (`FaultMemory`: a bytearray that answers accesses overlapping "poisoned" ranges with an
-exception, which AxiRam reports as SLVERR on R or B). Every AXI channel gets a random pause
-generator; o_stream/o_fetch get random back-pressure and i_wdata random gaps. The testbench
-only records what happened; tests/sim/test_dma.py compares it with golden.
+exception, which AxiRam reports as SLVERR on R or B). Every AXI channel pauses at random;
+o_stream/o_fetch get random back-pressure and i_wdata random gaps (all sim/pauses.py). The
+testbench only records what happened; tests/sim/test_dma.py compares it with golden.
 
 Spec (JSON, SPVIT_TB_VECTORS):
   {"ports": P, "bits": W, "mem_size": bytes (a power of two; addresses wrap modulo it),
@@ -33,6 +33,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
+from sim.pauses import axi_channels, child, pause_channels, pause_cycles
 from sim.tb_io import tb_results, tb_spec
 
 PERIOD_NS = 10
@@ -60,11 +61,6 @@ class FaultMemory(bytearray):
         super().__setitem__(key, value)
 
 
-def _pauses(rng: random.Random, p: float):
-    while True:
-        yield rng.random() < p
-
-
 class DmaTB:
     def __init__(self, dut, spec: dict):
         self.dut, self.spec = dut, spec
@@ -80,13 +76,7 @@ class DmaTB:
             AxiRamRead(AxiReadBus.from_prefix(dut, f"m_axi{p}", bus_separator="__"), dut.clk, dut.rst, mem=self.mem)
             for p in range(1, self.P)]
         self.write = ram0.write_if
-        self.set_pauses(spec.get("pause", 0.0))
-
-    def set_pauses(self, p: float) -> None:
-        chans = [c for r in self.reads for c in (r.ar_channel, r.r_channel)]
-        chans += [self.write.aw_channel, self.write.w_channel, self.write.b_channel]
-        for c in chans:
-            c.set_pause_generator(_pauses(random.Random(self.rng.random()), p) if p else None)
+        pause_channels(axi_channels(*self.reads, self.write), self.rng, spec.get("pause", 0.0), PERIOD_NS)
 
     async def reset(self):
         d = self.dut
@@ -150,7 +140,9 @@ class Job:
     def __init__(self, tb: DmaTB, job: dict):
         self.tb, self.job, self.d = tb, job, tb.dut
         self.rd, self.wr = job.get("read"), job.get("write")
-        self.rng = tb.rng
+        # o_stream / o_fetch not ready (stall) and i_wdata not valid (gap): the bench's pause process
+        self.stalls = pause_cycles(child(tb.rng), self.rd.get("stall", 0.0)) if self.rd else None
+        self.gaps = pause_cycles(child(tb.rng), self.wr.get("gap", 0.0)) if self.wr else None
         self.wbeats = []
         if self.wr:
             raw, b = bytes.fromhex(self.wr["data"]), tb.W // 8
@@ -167,8 +159,7 @@ class Job:
             d.rd_cmd__valid.value = int(not self.rd_taken)
             if not self.rd_taken:
                 d.rd_cmd__payload.value = r["addr"] | r["length"] << 64 | int(r["fetch"]) << 96
-            stall = r.get("stall", 0.0) if not self.ended else 0.0
-            rdy = int(self.rng.random() >= stall and cyc >= r.get("hold", 0))
+            rdy = int((self.ended or not next(self.stalls)) and cyc >= r.get("hold", 0))
             d.o_stream__ready.value = rdy
             d.o_fetch__ready.value = rdy
             d.status__rd_abort.value = int(not self.aborted and 0 <= r.get("abort_after", -1) <= len(self.rec["out"])
@@ -178,7 +169,7 @@ class Job:
             if not self.wr_taken:
                 d.wr_cmd__payload.value = w["addr"] | w["length"] << 64
             i = self.rec["w_sent"]
-            go = i < len(self.wbeats) and self.rng.random() >= w.get("gap", 0.0)
+            go = i < len(self.wbeats) and not next(self.gaps)
             d.i_wdata__valid.value = int(go)
             if go:
                 d.i_wdata__payload.value = self.wbeats[i]

@@ -1,9 +1,10 @@
 """Generic cocotb testbench for stream components (run by sim.runner, never by hand).
 
 `StreamTB` drives every input stream from a vector file, takes every output stream with random
-valid/ready stalls, counts clock cycles, and writes what it saw to a result file. Payloads are the
-flat integers of the Verilog ports (sim.payload packs and unpacks them); the golden model and
-the exact comparison live on the pytest side (sim.runner.run_stream, sim.check.assert_exact).
+valid/ready stalls (each port its own pause process, sim/pauses.py), counts clock cycles, and
+writes what it saw to a result file. Payloads are the flat integers of the Verilog ports
+(sim.payload packs and unpacks them); the golden model and the exact comparison live on the
+pytest side (sim.runner.run_stream, golden.compare.assert_exact).
 
 Vector file (JSON, path in SPVIT_TB_VECTORS):
   {"inputs": {"i_x": [raw, ...]}, "outputs": {"o_y": count}, "static": {"n": 5},
@@ -20,6 +21,7 @@ import time
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from sim.pauses import child, pause_cycles
 from sim.tb_io import tb_results, tb_spec
 
 
@@ -27,12 +29,14 @@ class StreamTB:
     def __init__(self, dut, spec: dict):
         self.dut = dut
         self.spec = spec
-        self.rng = random.Random(spec.get("seed", 0))
-        self.stall = float(spec.get("stall", 0.0))
-        self.port_stall = {k: float(v) for k, v in spec.get("port_stall", {}).items()}   # per-port override
+        rng = random.Random(spec.get("seed", 0))
+        stall = float(spec.get("stall", 0.0))
+        port_stall = {k: float(v) for k, v in spec.get("port_stall", {}).items()}   # per-port override
         self.ins = {k: list(v) for k, v in spec["inputs"].items()}
         self.pos = {k: 0 for k in self.ins}
         self.want = dict(spec["outputs"])
+        # each port stalls (input: valid low, output: ready low) by its own pause process
+        self.stalls = {k: pause_cycles(child(rng), port_stall.get(k, stall)) for k in [*self.ins, *self.want]}
         self.got = {k: [] for k in self.want}
         self.port = lambda name, member: getattr(dut, f"{name}__{member}")
 
@@ -62,12 +66,12 @@ class StreamTB:
             await FallingEdge(self.dut.clk)
             for k, vec in self.ins.items():                 # drive inputs, maybe stall
                 i = self.pos[k]
-                go = i < len(vec) and self.rng.random() >= self.port_stall.get(k, self.stall)
+                go = i < len(vec) and not next(self.stalls[k])
                 self.port(k, "valid").value = int(go)
                 if go:
                     self.port(k, "payload").value = vec[i]
             for k in self.want:
-                self.port(k, "ready").value = int(self.rng.random() >= self.port_stall.get(k, self.stall))
+                self.port(k, "ready").value = int(not next(self.stalls[k]))
             await ReadOnly()                                 # settled: these transfer at the edge
             for k in self.ins:
                 if int(self.port(k, "valid").value) and int(self.port(k, "ready").value):

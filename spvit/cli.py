@@ -61,6 +61,12 @@ def _silence_stdout() -> None:
         pass
 
 
+def _stopped() -> None:
+    """A stopped command leaves half-built designs behind: Amaranth would warn at exit about
+    every one it had not elaborated yet, after our one-line message."""
+    warnings.filterwarnings("ignore", message=r".* created but never used")
+
+
 def _fail(msg: str) -> None:
     try:
         print(f"spvit: {msg}", file=sys.stderr, flush=True)
@@ -105,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                   + "; nothing was written")
             return 2
         except KeyboardInterrupt:
+            _stopped()
             _fail("interrupted (Ctrl-C); stopped, temporary output removed")
             return 130
         except Terminated:
+            _stopped()
             _fail("terminated (SIGTERM); stopped, temporary output removed")
             return 143
 

@@ -46,92 +46,97 @@ class AttentionSeq(wiring.Component):
             m.d.comb += sm.frac.eq(d.s_frac)
         m.d.comb += [sm.i_s.valid.eq(self.i_s.valid), sm.i_s.payload.eq(self.i_s.payload),
                      self.i_s.ready.eq(sm.i_s.ready)]
-        # softmax output -> probability bank pwb; PV reads bank prb
-        pwb, prb = Signal(), Signal()
-        p_full = Signal(2)
-        pj = Signal(range(hw.n_max + 1))
-        p_set, p_clr = Signal(), Signal()
-        take_p = sm.o_p.valid & sm.o_p.ready
-        m.d.comb += [sm.o_p.ready.eq(~p_full.bit_select(pwb, 1)), pb.waddr.eq(Mux(pwb, hw.n_max, 0) + pj),
-                     pb.wdata.eq(sm.o_p.payload.p), pb.wen.eq(Mux(take_p, -1, 0)),
+        # softmax output -> probability bank write_bank; PV reads bank read_bank
+        write_bank, read_bank = Signal(), Signal()
+        bank_full = Signal(2)                  # the bank holds an item's probabilities not yet used
+        write_key = Signal(range(hw.n_max + 1))
+        bank_filled, bank_used = Signal(), Signal()
+        take = sm.o_p.valid & sm.o_p.ready
+        m.d.comb += [sm.o_p.ready.eq(~bank_full.bit_select(write_bank, 1)),
+                     pb.waddr.eq(Mux(write_bank, hw.n_max, 0) + write_key),
+                     pb.wdata.eq(sm.o_p.payload.p), pb.wen.eq(Mux(take, -1, 0)),
                      pb.raddr.eq(Mux(self.pr.bank, hw.n_max, 0) + self.pr.key), pb.ren.eq(self.pr.en),
                      self.pr.data.eq(pb.rdata)]
-        with m.If(take_p):
-            m.d.sync += pj.eq(pj + 1)
+        with m.If(take):
+            m.d.sync += write_key.eq(write_key + 1)
             with m.If(sm.o_p.payload.last):
-                m.d.comb += p_set.eq(1)
-                m.d.sync += [pj.eq(0), pwb.eq(~pwb)]
+                m.d.comb += bank_filled.eq(1)
+                m.d.sync += [write_key.eq(0), write_bank.eq(~write_bank)]
         with m.If(self.start):
-            m.d.sync += [pwb.eq(0), pj.eq(0)]
+            m.d.sync += [write_bank.eq(0), write_key.eq(0)]
         for b in range(2):
             with m.If(self.start):
-                m.d.sync += p_full[b].eq(0)
-            with m.Elif(p_set & (pwb == b)):
-                m.d.sync += p_full[b].eq(1)
-            with m.Elif(p_clr & (prb == b)):
-                m.d.sync += p_full[b].eq(0)
-        self._issue(m, d, p_full, prb, p_clr)
+                m.d.sync += bank_full[b].eq(0)
+            with m.Elif(bank_filled & (write_bank == b)):
+                m.d.sync += bank_full[b].eq(1)
+            with m.Elif(bank_used & (read_bank == b)):
+                m.d.sync += bank_full[b].eq(0)
+        self._issue(m, d, bank_full, read_bank, bank_used)
         return m
 
-    def _issue(self, m, d, p_full, prb, p_clr):
+    def _issue(self, m, d, bank_full, read_bank, bank_used):
+        """The request sequence S0 S1 PV0 S2 PV1 ...: SCORE items (query tile, head) over key
+        tiles and head channels, PV items over channel groups and keys of a filled bank."""
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
-        cb = (C - 1).bit_length()
-        N = Signal(range(hw.n_max + 1))
-        T, U = Signal(range(hw.tiles + 1)), Signal(range(hw.key_tiles + 1))
-        th, hh = Signal(range(hw.tiles)), Signal(range(32))          # query tile and head of the score
-        pth, phh = Signal(range(hw.tiles)), Signal(range(32))        # ... of the P.V
-        u, j = Signal(range(hw.key_tiles)), Signal(range(hw.d_max))
-        pc, pn = Signal(range(hw.d_max // C + 1)), Signal(range(hw.n_max))
-        s_first, s_all = Signal(), Signal()
+        col_bits = (C - 1).bit_length()
+        n_keys = Signal(range(hw.n_max + 1))
+        q_tiles, k_tiles = Signal(range(hw.tiles + 1)), Signal(range(hw.key_tiles + 1))
+        score_tile, score_head = Signal(range(hw.tiles)), Signal(range(32))      # the SCORE item
+        pv_tile, pv_head = Signal(range(hw.tiles)), Signal(range(32))            # the PV item
+        key_tile, dim = Signal(range(hw.key_tiles)), Signal(range(hw.d_max))     # SCORE: K beat dim of key tile
+        pv_group, pv_key = Signal(range(hw.d_max // C + 1)), Signal(range(hw.n_max))   # PV: beat pv_key of group
+        first_item, scores_done = Signal(), Signal()
         q = self.req.payload
         # fields ATTENTION does not use get a (harmless) live driver: a constant there would be a
         # process without inputs in the Verilog, which Icarus never runs (the bits stay X)
-        m.d.comb += [q.w_addr.eq(j), q.info.release.eq(s_first & ~s_first)]
-        hoff, phoff = Signal(range(hw.d_max + 1)), Signal(range(hw.d_max + 1))
-        m.d.comb += [hoff.eq(hh * d.head_dim), phoff.eq(phh * d.head_dim)]
+        m.d.comb += [q.w_addr.eq(dim), q.info.release.eq(first_item & ~first_item)]
+        score_ch0, pv_ch0 = Signal(range(hw.d_max + 1)), Signal(range(hw.d_max + 1))   # the heads' first channels
+        m.d.comb += [score_ch0.eq(score_head * d.head_dim), pv_ch0.eq(pv_head * d.head_dim)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [N.eq(self.rows), T.eq(tiles_of(self.rows, R)), U.eq(tiles_of(self.rows, C)),
-                                 th.eq(0), hh.eq(0), pth.eq(0), phh.eq(0), u.eq(0), j.eq(0), pc.eq(0), pn.eq(0),
-                                 s_first.eq(1), s_all.eq(0), prb.eq(0)]
+                    m.d.sync += [n_keys.eq(self.rows), q_tiles.eq(tiles_of(self.rows, R)),
+                                 k_tiles.eq(tiles_of(self.rows, C)), score_tile.eq(0), score_head.eq(0),
+                                 pv_tile.eq(0), pv_head.eq(0), key_tile.eq(0), dim.eq(0), pv_group.eq(0),
+                                 pv_key.eq(0), first_item.eq(1), scores_done.eq(0), read_bank.eq(0)]
                     m.next = "SCORE"
             with m.State("SCORE"):
-                m.d.comb += [self.req.valid.eq(1), q.a_src.eq(A_TOK), q.a_buf.eq(d.q_buf), q.a_tile.eq(th),
-                             q.a_ch.eq(hoff + j), q.b_src.eq(B_KEY), q.k_tile.eq(u), q.k_ch.eq(hoff + j),
-                             q.first.eq(j == 0), q.last.eq(j == d.head_dim - 1),
-                             q.info.kind.eq(KIND_SCORE), q.info.tile.eq(th), q.info.key0.eq(u << cb)]
+                m.d.comb += [self.req.valid.eq(1), q.a_src.eq(A_TOK), q.a_buf.eq(d.q_buf), q.a_tile.eq(score_tile),
+                             q.a_ch.eq(score_ch0 + dim), q.b_src.eq(B_KEY), q.k_tile.eq(key_tile),
+                             q.k_ch.eq(score_ch0 + dim), q.first.eq(dim == 0), q.last.eq(dim == d.head_dim - 1),
+                             q.info.kind.eq(KIND_SCORE), q.info.tile.eq(score_tile),
+                             q.info.key0.eq(key_tile << col_bits)]
                 with m.If(self.req.ready):
-                    m.d.sync += j.eq(j + 1)
-                    with m.If(j == d.head_dim - 1):
-                        m.d.sync += [j.eq(0), u.eq(u + 1)]
-                        with m.If(u == U - 1):
-                            last_item = (hh == d.heads - 1) & (th == T - 1)
-                            m.d.sync += [u.eq(0), hh.eq(hh + 1), s_first.eq(0)]
-                            with m.If(hh == d.heads - 1):
-                                m.d.sync += [hh.eq(0), th.eq(th + 1)]
+                    m.d.sync += dim.eq(dim + 1)
+                    with m.If(dim == d.head_dim - 1):
+                        m.d.sync += [dim.eq(0), key_tile.eq(key_tile + 1)]
+                        with m.If(key_tile == k_tiles - 1):
+                            last_item = (score_head == d.heads - 1) & (score_tile == q_tiles - 1)
+                            m.d.sync += [key_tile.eq(0), score_head.eq(score_head + 1), first_item.eq(0)]
+                            with m.If(score_head == d.heads - 1):
+                                m.d.sync += [score_head.eq(0), score_tile.eq(score_tile + 1)]
                             with m.If(last_item):
-                                m.d.sync += s_all.eq(1)
-                            with m.If(~s_first | last_item):
+                                m.d.sync += scores_done.eq(1)
+                            with m.If(~first_item | last_item):
                                 m.next = "PV"
             with m.State("PV"):
-                m.d.comb += [self.req.valid.eq(p_full.bit_select(prb, 1)), q.a_src.eq(A_PROB), q.p_bank.eq(prb),
-                             q.p_key.eq(pn), q.b_src.eq(B_VALUE), q.v_token.eq(pn), q.v_grp.eq((phoff >> cb) + pc),
-                             q.first.eq(pn == 0), q.last.eq(pn == N - 1),
-                             q.info.kind.eq(KIND_PV), q.info.tile.eq(pth), q.info.ch0.eq(phoff + (pc << cb)),
-                             q.info.cols.eq(C)]
+                m.d.comb += [self.req.valid.eq(bank_full.bit_select(read_bank, 1)), q.a_src.eq(A_PROB),
+                             q.p_bank.eq(read_bank), q.p_key.eq(pv_key), q.b_src.eq(B_VALUE), q.v_token.eq(pv_key),
+                             q.v_grp.eq((pv_ch0 >> col_bits) + pv_group), q.first.eq(pv_key == 0),
+                             q.last.eq(pv_key == n_keys - 1), q.info.kind.eq(KIND_PV), q.info.tile.eq(pv_tile),
+                             q.info.ch0.eq(pv_ch0 + (pv_group << col_bits)), q.info.cols.eq(C)]
                 with m.If(self.req.valid & self.req.ready):
-                    m.d.sync += pn.eq(pn + 1)
-                    with m.If(pn == N - 1):
-                        m.d.sync += [pn.eq(0), pc.eq(pc + 1)]
-                        with m.If(pc == (d.head_dim >> cb) - 1):
-                            pv_last = (phh == d.heads - 1) & (pth == T - 1)
-                            m.d.comb += p_clr.eq(1)
-                            m.d.sync += [pc.eq(0), prb.eq(~prb), phh.eq(phh + 1)]
-                            with m.If(phh == d.heads - 1):
-                                m.d.sync += [phh.eq(0), pth.eq(pth + 1)]
+                    m.d.sync += pv_key.eq(pv_key + 1)
+                    with m.If(pv_key == n_keys - 1):
+                        m.d.sync += [pv_key.eq(0), pv_group.eq(pv_group + 1)]
+                        with m.If(pv_group == (d.head_dim >> col_bits) - 1):
+                            pv_last = (pv_head == d.heads - 1) & (pv_tile == q_tiles - 1)
+                            m.d.comb += bank_used.eq(1)
+                            m.d.sync += [pv_group.eq(0), read_bank.eq(~read_bank), pv_head.eq(pv_head + 1)]
+                            with m.If(pv_head == d.heads - 1):
+                                m.d.sync += [pv_head.eq(0), pv_tile.eq(pv_tile + 1)]
                             with m.If(pv_last):
                                 m.next = "IDLE"
-                            with m.Elif(~s_all):
+                            with m.Elif(~scores_done):
                                 m.next = "SCORE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))

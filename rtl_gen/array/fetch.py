@@ -65,12 +65,12 @@ class Fetch(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         q = self.req.payload
-        v1 = self.o_ab.valid
-        asrc, bsrc, first, last = Signal(), Signal(2), Signal(), Signal()
+        data_valid = self.o_ab.valid           # the reads issued last cycle: their data is there
+        a_src, b_src, first, last = Signal(), Signal(2), Signal(), Signal()
         info = Signal(info_layout(self.hw))
-        en = Signal()
-        m.d.comb += [en.eq(~v1 | self.o_ab.ready), self.req.ready.eq(en), self.idle.eq(~v1)]
-        go = en & self.req.valid
+        advance = Signal()
+        m.d.comb += [advance.eq(~data_valid | self.o_ab.ready), self.req.ready.eq(advance), self.idle.eq(~data_valid)]
+        go = advance & self.req.valid
         m.d.comb += [
             self.ra.buf.eq(q.a_buf), self.ra.tile.eq(q.a_tile), self.ra.ch.eq(q.a_ch),
             self.ra.en.eq(go & (q.a_src == A_TOK)),
@@ -79,16 +79,16 @@ class Fetch(wiring.Component):
             self.kr.ktile.eq(q.k_tile), self.kr.ch.eq(q.k_ch), self.kr.en.eq(go & (q.b_src == B_KEY)),
             self.vr.token.eq(q.v_token), self.vr.grp.eq(q.v_grp), self.vr.en.eq(go & (q.b_src == B_VALUE)),
         ]
-        with m.If(en):
-            m.d.sync += [v1.eq(self.req.valid), asrc.eq(q.a_src), bsrc.eq(q.b_src), first.eq(q.first),
+        with m.If(advance):
+            m.d.sync += [data_valid.eq(self.req.valid), a_src.eq(q.a_src), b_src.eq(q.b_src), first.eq(q.first),
                          last.eq(q.last), info.eq(q.info)]
         ab = self.o_ab.payload
-        m.d.comb += [ab.a.eq(Mux(asrc == A_PROB, self.pr.data, self.ra.data)),
-                     ab.b.eq(Mux(bsrc == B_KEY, self.kr.data, Mux(bsrc == B_VALUE, self.vr.data, self.wr.data))),
+        m.d.comb += [ab.a.eq(Mux(a_src == A_PROB, self.pr.data, self.ra.data)),
+                     ab.b.eq(Mux(b_src == B_KEY, self.kr.data, Mux(b_src == B_VALUE, self.vr.data, self.wr.data))),
                      ab.first.eq(first), ab.last.eq(last)]
         # tile info leaves with the tile's last beat (the FIFO behind always has room: it is as
         # deep as the tiles the array can hold)
-        m.d.comb += [self.o_info.payload.eq(info), self.o_info.valid.eq(v1 & last & self.o_ab.ready)]
+        m.d.comb += [self.o_info.payload.eq(info), self.o_info.valid.eq(data_valid & last & self.o_ab.ready)]
         return m
 
 
@@ -119,31 +119,32 @@ class Drain(wiring.Component):
         m.submodules.infos = infos = fifo.SyncFIFOBuffered(width=info_layout(hw).size, depth=4)
         m.d.comb += [infos.w_data.eq(self.i_info.payload), infos.w_en.eq(self.i_info.valid),
                      self.i_info.ready.eq(infos.w_rdy)]
-        inf = data.View(info_layout(hw), infos.r_data)
+        info = data.View(info_layout(hw), infos.r_data)          # the tile at the head of the FIFO
         col = Signal(range(C))
-        cfg, o = self.cfg, self.o.payload.ctx
+        cfg, ctx = self.cfg, self.o.payload.ctx
         take = self.i_acc.valid & infos.r_rdy & self.o.ready
         m.d.comb += [self.o.valid.eq(self.i_acc.valid & infos.r_rdy), self.i_acc.ready.eq(self.o.ready & infos.r_rdy),
                      self.o.payload.acc.eq(self.i_acc.payload.acc),
                      infos.r_en.eq(take & (col == C - 1)), self.idle.eq(~infos.r_rdy & ~self.i_acc.valid)]
         with m.If(take):
             m.d.sync += col.eq(Mux(col == C - 1, 0, col + 1))
-        bias = Signal.like(o.bias)
+        bias = Signal.like(ctx.bias)
         slot = self.ring.slot
         with m.Switch(Mux(slot, C, 0) + col):
             for s in range(2):
                 for c in range(C):
                     with m.Case(s * C + c):
                         m.d.comb += bias.eq(self.ring.bias[s][c])
-        key = inf.key0 + col
-        mm, sc = inf.kind == KIND_MM, inf.kind == KIND_SCORE
+        key = info.key0 + col
+        mm, score = info.kind == KIND_MM, info.kind == KIND_SCORE
         m.d.comb += [
-            o.dest.eq(Mux(mm, cfg.mm_dest, Mux(sc, DEST_SM, DEST_TOK))), o.buf.eq(Mux(mm, cfg.mm_buf, cfg.o_buf)),
-            o.tile.eq(inf.tile), o.ch.eq(inf.ch0 + col),
-            o.ok.eq(Mux(sc, key < cfg.n, col < inf.cols)), o.last.eq(key == cfg.n - 1),
-            o.bias.eq(Mux(mm, bias, 0)),
-            o.mult.eq(Mux(mm, cfg.mm_mult, Mux(sc, cfg.scale, 1))),
-            o.shift.eq(Mux(mm, cfg.mm_shift, Mux(sc, cfg.s_shift, cfg.o_shift))),
-            self.ring.release.eq(take & (col == C - 1) & mm & inf.release),
+            ctx.dest.eq(Mux(mm, cfg.mm_dest, Mux(score, DEST_SM, DEST_TOK))),
+            ctx.buf.eq(Mux(mm, cfg.mm_buf, cfg.o_buf)),
+            ctx.tile.eq(info.tile), ctx.ch.eq(info.ch0 + col),
+            ctx.ok.eq(Mux(score, key < cfg.n, col < info.cols)), ctx.last.eq(key == cfg.n - 1),
+            ctx.bias.eq(Mux(mm, bias, 0)),
+            ctx.mult.eq(Mux(mm, cfg.mm_mult, Mux(score, cfg.scale, 1))),
+            ctx.shift.eq(Mux(mm, cfg.mm_shift, Mux(score, cfg.s_shift, cfg.o_shift))),
+            self.ring.release.eq(take & (col == C - 1) & mm & info.release),
         ]
         return m

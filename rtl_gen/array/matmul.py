@@ -34,22 +34,22 @@ class MatmulSeq(wiring.Component):
         m = Module()
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
         d = desc_view("MATMUL", self.desc)
-        T = Signal(range(hw.tiles + 1))
-        MT = Signal(range(hw.k_max // C + 2))
-        mt, t, kk = Signal.like(MT), Signal(range(hw.tiles)), Signal(range(hw.k_max))
-        ch0 = Signal(range(hw.k_max + C))
+        tiles = Signal(range(hw.tiles + 1))            # token tiles (T)
+        m_tiles = Signal(range(hw.k_max // C + 2))     # m-tiles of C outputs
+        m_tile, tile, k = Signal.like(m_tiles), Signal(range(hw.tiles)), Signal(range(hw.k_max))
+        ch0 = Signal(range(hw.k_max + C))              # first output channel of the m-tile
         left = Signal(range(hw.k_max + C))             # outputs of this and later m-tiles
         q = self.req.payload
         m.d.comb += q.eq(0)                     # fields MATMUL does not use (then overridden)
-        m.d.comb += [q.a_src.eq(A_TOK), q.a_buf.eq(d.a_buf), q.a_tile.eq(t), q.a_ch.eq(d.a_c0 + kk),
-                     q.b_src.eq(B_WEIGHT), q.w_addr.eq(kk), q.first.eq(kk == 0), q.last.eq(kk == d.k - 1),
-                     q.info.kind.eq(KIND_MM), q.info.tile.eq(t), q.info.ch0.eq(ch0),
-                     q.info.cols.eq(Mux(left > C, C, left)), q.info.release.eq(t == T - 1)]
+        m.d.comb += [q.a_src.eq(A_TOK), q.a_buf.eq(d.a_buf), q.a_tile.eq(tile), q.a_ch.eq(d.a_c0 + k),
+                     q.b_src.eq(B_WEIGHT), q.w_addr.eq(k), q.first.eq(k == 0), q.last.eq(k == d.k - 1),
+                     q.info.kind.eq(KIND_MM), q.info.tile.eq(tile), q.info.ch0.eq(ch0),
+                     q.info.cols.eq(Mux(left > C, C, left)), q.info.release.eq(tile == tiles - 1)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [T.eq(tiles_of(self.rows, R)), MT.eq(tiles_of(d.m, C)), mt.eq(0), t.eq(0),
-                                 kk.eq(0), ch0.eq(d.o_c0), left.eq(d.m)]
+                    m.d.sync += [tiles.eq(tiles_of(self.rows, R)), m_tiles.eq(tiles_of(d.m, C)), m_tile.eq(0),
+                                 tile.eq(0), k.eq(0), ch0.eq(d.o_c0), left.eq(d.m)]
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(self.avail):
@@ -57,15 +57,15 @@ class MatmulSeq(wiring.Component):
             with m.State("ISSUE"):
                 m.d.comb += self.req.valid.eq(1)
                 with m.If(self.req.ready):
-                    m.d.sync += kk.eq(kk + 1)
-                    with m.If(kk == d.k - 1):
-                        m.d.sync += [kk.eq(0), t.eq(t + 1)]
-                        with m.If(t == T - 1):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == d.k - 1):
+                        m.d.sync += [k.eq(0), tile.eq(tile + 1)]
+                        with m.If(tile == tiles - 1):
                             m.d.comb += self.slot_done.eq(1)
-                            m.d.sync += [t.eq(0), mt.eq(mt + 1), ch0.eq(ch0 + C), left.eq(left - C)]
+                            m.d.sync += [tile.eq(0), m_tile.eq(m_tile + 1), ch0.eq(ch0 + C), left.eq(left - C)]
                             m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(mt == MT):
+                with m.If(m_tile == m_tiles):
                     m.next = "IDLE"
                 with m.Else():
                     m.next = "WAIT"

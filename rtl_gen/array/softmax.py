@@ -117,30 +117,30 @@ class SoftmaxUnit(wiring.Component):
         busy = Signal()
         n = Signal(range(hw.n_max + 1))
         j = Signal(range(hw.n_max + 1))              # reads issued
-        jw = Signal(range(hw.n_max))                 # E written
+        written = Signal(range(hw.n_max))            # E written
         slot = Signal()
         frac = Signal(signed(FRAC_BITS))
         mx = Signal(ports.lanes(R))
         acc = [Signal(unsigned(self.sum_bits), name=f"sum{l}") for l in range(R)]
         take = ~busy & ab.full & ~bc.full & ~e_busy.bit_select(ab.slot, 1)
         with m.If(take):
-            m.d.sync += [busy.eq(1), ab.full.eq(0), n.eq(ab.n), j.eq(0), jw.eq(0), slot.eq(ab.slot), frac.eq(ab.frac),
-                         mx.eq(ab.mx), e_busy.bit_select(ab.slot, 1).eq(1)] + [a.eq(0) for a in acc]
+            m.d.sync += [busy.eq(1), ab.full.eq(0), n.eq(ab.n), j.eq(0), written.eq(0), slot.eq(ab.slot),
+                         frac.eq(ab.frac), mx.eq(ab.mx), e_busy.bit_select(ab.slot, 1).eq(1)] + [a.eq(0) for a in acc]
         go = busy & (j < n)
-        v1 = Signal()
-        m.d.sync += v1.eq(go)
+        read_valid = Signal()                        # the read issued last cycle: its score is there
+        m.d.sync += read_valid.eq(go)
         m.d.comb += [sring.raddr.eq(Mux(slot, hw.n_max, 0) + j), sring.ren.eq(go),
-                     exp.i_x.valid.eq(v1), exp.i_x.payload.frac.eq(frac), exp.o_e.ready.eq(1)]
+                     exp.i_x.valid.eq(read_valid), exp.i_x.payload.frac.eq(frac), exp.o_e.ready.eq(1)]
         with m.If(go):
             m.d.sync += j.eq(j + 1)
         for l in range(R):
             m.d.comb += exp.i_x.payload.x[l].eq(sring.rdata[l] - mx[l])
         e = exp.o_e.payload
-        m.d.comb += [ering.waddr.eq(Mux(slot, hw.n_max, 0) + jw), ering.wdata.eq(e),
+        m.d.comb += [ering.waddr.eq(Mux(slot, hw.n_max, 0) + written), ering.wdata.eq(e),
                      ering.wen.eq(exp.o_e.valid.replicate(R))]
         with m.If(exp.o_e.valid):
-            m.d.sync += [jw.eq(jw + 1)] + [a.eq(a + e[l]) for l, a in enumerate(acc)]
-            with m.If(jw == n - 1):
+            m.d.sync += [written.eq(written + 1)] + [a.eq(a + e[l]) for l, a in enumerate(acc)]
+            with m.If(written == n - 1):
                 m.d.sync += [busy.eq(0), bc.full.eq(1), bc.n.eq(n), bc.slot.eq(slot)]
                 m.d.sync += [bc.sum[l].eq(a + e[l]) for l, a in enumerate(acc)]
 
@@ -151,9 +151,11 @@ class SoftmaxUnit(wiring.Component):
         n = Signal(range(hw.n_max + 1))
         j = Signal(range(hw.n_max + 1))
         slot = Signal()
-        rr = [Signal(unsigned(SOFTMAX_RECIP_BITS - SUM_MIN_BITS + 1), name=f"rr{l}") for l in range(R)]
+        q_bits = SOFTMAX_RECIP_BITS - SUM_MIN_BITS + 1
+        recip_sum = [Signal(unsigned(q_bits), name=f"recip_sum{l}") for l in range(R)]
         busy, issuing, en, go = Signal(), Signal(), Signal(), Signal()
-        v1, l1, v2, l2 = Signal(), Signal(), Signal(), Signal()
+        # pipeline stages 1 (E read) and 2 (product): valid, and the item's last key
+        read_valid, read_last, prod_valid, prod_last = Signal(), Signal(), Signal(), Signal()
         for l, rc in enumerate(recips):
             m.d.comb += rc.i_d.payload.eq(bc.sum[l])
         with m.If(~busy & bc.full):                  # take the mailbox straight into the dividers
@@ -161,23 +163,23 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += [busy.eq(1), bc.full.eq(0), n.eq(bc.n), slot.eq(bc.slot), j.eq(0)]
         # the quotients are taken once the previous item has left the pipeline; keys issue from then
         start = Signal()
-        m.d.comb += [start.eq(busy & ~issuing & recips[0].o_q.valid & ~v1 & ~v2 & ~self.o_p.valid),
+        m.d.comb += [start.eq(busy & ~issuing & recips[0].o_q.valid & ~read_valid & ~prod_valid & ~self.o_p.valid),
                      en.eq(~self.o_p.valid | self.o_p.ready), go.eq((issuing | start) & en & (j < n))]
         with m.If(start):
             m.d.comb += [rc.o_q.ready.eq(1) for rc in recips]
-            m.d.sync += [issuing.eq(1)] + [r.eq(rc.o_q.payload) for r, rc in zip(rr, recips)]
+            m.d.sync += [issuing.eq(1)] + [r.eq(rc.o_q.payload) for r, rc in zip(recip_sum, recips)]
         with m.If(go & (j == n - 1)):
             m.d.sync += [issuing.eq(0), busy.eq(0), e_busy.bit_select(slot, 1).eq(0)]
         m.d.comb += [ering.raddr.eq(Mux(slot, hw.n_max, 0) + j), ering.ren.eq(go)]
         with m.If(go):
             m.d.sync += j.eq(j + 1)
         with m.If(en):
-            m.d.sync += [v1.eq(go), l1.eq(go & (j == n - 1)), v2.eq(v1), l2.eq(l1),
-                         self.o_p.valid.eq(v2), self.o_p.payload.last.eq(l2)]
+            m.d.sync += [read_valid.eq(go), read_last.eq(go & (j == n - 1)), prod_valid.eq(read_valid),
+                         prod_last.eq(read_last), self.o_p.valid.eq(prod_valid), self.o_p.payload.last.eq(prod_last)]
         for l in range(R):
-            prod = Signal(unsigned(WORD + len(rr[l])), name=f"prod{l}")
+            prod = Signal(unsigned(WORD + len(recip_sum[l])), name=f"prod{l}")
             p = (prod + (1 << (P_SHIFT - 1))) >> P_SHIFT
             with m.If(en):
-                m.d.sync += [prod.eq(ering.rdata[l] * rr[l]),
+                m.d.sync += [prod.eq(ering.rdata[l] * recip_sum[l]),
                              self.o_p.payload.p[l].eq(Mux(p > (1 << PROB_FRAC) - 1, (1 << PROB_FRAC) - 1, p))]
         return m

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from base.outputs import output_dir
 
-from ..host.regmap import c_header, markdown, regmap, regmap_json
+from ..host.regmap import regmap, regmap_files
 from ..tools import verilog
 from ..top import Accelerator, module_name
 from .readme import readme
@@ -34,9 +34,7 @@ def board_files(board: Board, core: str) -> dict[str, str]:
         "build.tcl": build_tcl(board),
         "package_ip.tcl": package_ip_tcl(board),
         "constraints.xdc": constraints_xdc(board),
-        "spvit_regs.json": regmap_json(hw),
-        "spvit_regs.h": c_header(hw),
-        "spvit_regs.md": markdown(hw),
+        **regmap_files(hw),
         "driver.c": DRIVER_C.read_text(),
         "README.md": readme(board),
     }

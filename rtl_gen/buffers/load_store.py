@@ -2,6 +2,8 @@
 through the DMA writer on port 0), golden/interp.py op_load / op_store."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -33,20 +35,20 @@ class LoadUnit(wiring.Component):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
         d = desc_view("LOAD", self.desc)
-        rb = (R - 1).bit_length()
-        t, t1, c = Signal(range(hw.tiles)), Signal(range(hw.tiles)), Signal(range(hw.k_max))
+        bits = ports.lane_bits(R)
+        tile, last_tile, ch = Signal(range(hw.tiles)), Signal(range(hw.tiles)), Signal(range(hw.k_max))
         busy = Signal()
-        last = (t == t1) & (c == d.w - 1)
-        m.d.comb += [self.i.ready.eq(busy), self.w.buf.eq(d.buf[:2]), self.w.tile.eq(t), self.w.ch.eq(d.c0 + c),
+        last = (tile == last_tile) & (ch == d.w - 1)
+        m.d.comb += [self.i.ready.eq(busy), self.w.buf.eq(d.buf[:2]), self.w.tile.eq(tile), self.w.ch.eq(d.c0 + ch),
                      self.w.data.eq(self.i.payload)]
-        mask = _tile_mask(m, t, d.r0, self.rows, hw, "load_mask")
+        mask = _tile_mask(m, tile, d.r0, self.rows, hw, "load_mask")
         m.d.comb += self.w.en.eq(Mux(busy & self.i.valid, mask, 0))
         with m.If(self.start):
-            m.d.sync += [busy.eq(1), t.eq(d.r0 >> rb), t1.eq((d.r0 + self.rows - 1) >> rb), c.eq(0)]
+            m.d.sync += [busy.eq(1), tile.eq(d.r0 >> bits), last_tile.eq((d.r0 + self.rows - 1) >> bits), ch.eq(0)]
         with m.If(busy & self.i.valid):
-            m.d.sync += c.eq(c + 1)
-            with m.If(c == d.w - 1):
-                m.d.sync += [c.eq(0), t.eq(t + 1)]
+            m.d.sync += ch.eq(ch + 1)
+            with m.If(ch == d.w - 1):
+                m.d.sync += [ch.eq(0), tile.eq(tile + 1)]
             with m.If(last):
                 m.d.comb += self.done.eq(1)
                 m.d.sync += busy.eq(0)
@@ -76,72 +78,99 @@ class StoreUnit(wiring.Component):
         m = Module()
         hw, R, W = self.hw, self.hw.mac_rows, self.hw.axi_bits
         d = desc_view("STORE", self.desc)
-        rb = (R - 1).bit_length()
-        m.submodules.g16 = g16 = Gearbox(16, W)
-        m.submodules.gt = gt = Gearbox(16 * R, W)
-        m.submodules.q = q = fifo.SyncFIFOBuffered(width=16 * R + rb, depth=4)
-        mode = Signal(2)
-        items, n_items, pad = Signal(32), Signal(32), Signal(32)
-        r, c, t = Signal(range(hw.n_max + 1)), Signal(range(hw.k_max)), Signal(range(hw.tiles + 1))
-        inflight = Signal(2)
-        reading, busy, sent_cmd = Signal(), Signal(), Signal()
+        m.submodules.row_gearbox = row_gearbox = Gearbox(16, W)            # ROWS: int16 items
+        m.submodules.tile_gearbox = tile_gearbox = Gearbox(16 * R, W)      # TILES: token-tile words
+        m.submodules.read_fifo = read_fifo = fifo.SyncFIFOBuffered(width=16 * R + ports.lane_bits(R), depth=4)
+        job = SimpleNamespace(
+            mode=Signal(2, name="mode"), busy=Signal(name="busy"), sent_cmd=Signal(name="sent_cmd"),
+            reading=Signal(name="reading"),
+            items=Signal(32, name="items"),              # items of the job (int16 values or tile words)
+            items_out=Signal(32, name="items_out"),      # taken from the read FIFO so far
+            pad=Signal(32, name="pad"),                  # zero items still to add to the last beat
+            row=Signal(range(hw.n_max + 1), name="row"), ch=Signal(range(hw.k_max), name="ch"),
+            tile=Signal(range(hw.tiles + 1), name="tile"))
+        job_items = self._command(m, d, job)
+        words_read = self._read_words(m, d, job, read_fifo)
+        self._pack_beats(m, job, read_fifo, words_read, row_gearbox, tile_gearbox)
+        with m.If(self.start):
+            m.d.sync += [job.busy.eq(1), job.sent_cmd.eq(0), job.mode.eq(d.mode), job.row.eq(d.r0), job.tile.eq(0),
+                         job.ch.eq(0), job.items_out.eq(0), job.reading.eq(d.mode != isa.STORE_SELECT),
+                         job.items.eq(job_items), job.pad.eq(_pad_items(job_items, d.mode, R, W))]
+        with m.If(job.busy & self.wr_done):
+            m.d.comb += self.done.eq(1)
+            m.d.sync += job.busy.eq(0)
+        return m
+
+    def _command(self, m, d, job):
+        """The writer's command: the job's bytes at base + addr (ROWS: rows x w int16, TILES:
+        tiles x w words, SELECT: sel_bytes), once per job. Returns the job's item count."""
+        R = self.hw.mac_rows
         tiles = ports.tiles_of(self.rows, R)
-        # ---------------------------------------------- job length (bytes, padded to W/8)
-        vals = Signal(32)
-        m.d.comb += vals.eq(Mux(d.mode == isa.STORE_ROWS, self.rows * d.w, tiles * d.w))
+        job_items = Signal(32, name="job_items")
+        m.d.comb += job_items.eq(Mux(d.mode == isa.STORE_ROWS, self.rows * d.w, tiles * d.w))
         item_bits = Mux(d.mode == isa.STORE_ROWS, 16, 16 * R)
         raw_bytes = Signal(32)
-        m.d.comb += raw_bytes.eq(Mux(d.mode == isa.STORE_SELECT, self.sel_bytes, (vals * item_bits) >> 3))
+        m.d.comb += raw_bytes.eq(Mux(d.mode == isa.STORE_SELECT, self.sel_bytes, (job_items * item_bits) >> 3))
         m.d.comb += [self.wr_cmd.payload.addr.eq(self.base + d.addr), self.wr_cmd.payload.length.eq(raw_bytes),
-                     self.wr_cmd.valid.eq(busy & ~sent_cmd)]
+                     self.wr_cmd.valid.eq(job.busy & ~job.sent_cmd)]
         with m.If(self.wr_cmd.valid & self.wr_cmd.ready):
-            m.d.sync += sent_cmd.eq(1)
-        # ---------------------------------------------- reads (ROWS: row r channel c; TILES: tile t channel c)
-        room = q.level + inflight < 3
-        go = reading & room
-        m.d.comb += [self.ra.buf.eq(d.buf[:2]), self.ra.tile.eq(Mux(mode == isa.STORE_ROWS, r >> rb, t)),
-                     self.ra.ch.eq(d.c0 + c), self.ra.en.eq(go)]
+            m.d.sync += job.sent_cmd.eq(1)
+        return job_items
+
+    def _read_words(self, m, d, job, read_fifo):
+        """ROWS: row `row` channel `ch` (the row's lane kept beside the word); TILES: tile `tile`
+        channel `ch`; one read a cycle while the FIFO has room for it. Returns the read's
+        one-cycle-later valid (its word goes into the FIFO then)."""
+        R = self.hw.mac_rows
+        bits = ports.lane_bits(R)
+        tiles = ports.tiles_of(self.rows, R)
+        inflight = Signal(2)
+        room = read_fifo.level + inflight < 3
+        go = job.reading & room
+        rows_mode = job.mode == isa.STORE_ROWS
+        m.d.comb += [self.ra.buf.eq(d.buf[:2]), self.ra.tile.eq(Mux(rows_mode, job.row >> bits, job.tile)),
+                     self.ra.ch.eq(d.c0 + job.ch), self.ra.en.eq(go)]
         lane = Signal(range(R), name="lane")
-        lane_q = Signal(range(R))
-        m.d.comb += lane.eq(r[:rb] if rb else 0)
+        lane_read = Signal(range(R))
+        m.d.comb += lane.eq(job.row[:bits] if bits else 0)
         m.d.sync += [inflight.eq(inflight + go - (inflight != 0))]      # one read in flight per cycle
         with m.If(go):
-            m.d.sync += lane_q.eq(lane)
-            m.d.sync += c.eq(c + 1)
-            with m.If(c == d.w - 1):
-                m.d.sync += [c.eq(0), r.eq(r + 1), t.eq(t + 1)]
-                with m.If(Mux(mode == isa.STORE_ROWS, r == d.r0 + self.rows - 1, t == tiles - 1)):
-                    m.d.sync += reading.eq(0)
-        valid_rd = Signal()
-        m.d.sync += valid_rd.eq(go)
-        m.d.comb += [q.w_en.eq(valid_rd), q.w_data.eq(Cat(self.ra.data.as_value(), lane_q))]
-        qd = data.View(data.StructLayout({"word": 16 * R, "lane": max(rb, 1)}), q.r_data)
-        # ---------------------------------------------- packing to W-bit beats (+ zero padding)
-        padding = (pad != 0) & ~reading & (q.level == 0) & ~valid_rd & (n_items == items)
-        rows_mode, tiles_mode = mode == isa.STORE_ROWS, mode == isa.STORE_TILES
-        m.d.comb += [g16.i.payload.eq(Mux(padding, 0, qd.word.word_select(qd.lane, 16))),
-                     g16.i.valid.eq(rows_mode & (q.r_rdy | padding)),
-                     gt.i.payload.eq(Mux(padding, 0, qd.word)), gt.i.valid.eq(tiles_mode & (q.r_rdy | padding)),
-                     q.r_en.eq(Mux(rows_mode, g16.i.ready, gt.i.ready) & ~padding & (rows_mode | tiles_mode))]
-        with m.If(padding & Mux(rows_mode, g16.i.ready, gt.i.ready)):
-            m.d.sync += pad.eq(pad - 1)
-        with m.If(q.r_en & q.r_rdy):
-            m.d.sync += n_items.eq(n_items + 1)
-        src = Mux(rows_mode, g16.o.payload, Mux(tiles_mode, gt.o.payload, self.i_sel.payload))
-        ok = Mux(rows_mode, g16.o.valid, Mux(tiles_mode, gt.o.valid, self.i_sel.valid))
-        m.d.comb += [self.o_data.payload.eq(src), self.o_data.valid.eq(busy & sent_cmd & ok),
-                     g16.o.ready.eq(rows_mode & sent_cmd & self.o_data.ready),
-                     gt.o.ready.eq(tiles_mode & sent_cmd & self.o_data.ready),
-                     self.i_sel.ready.eq(busy & sent_cmd & (mode == isa.STORE_SELECT) & self.o_data.ready)]
-        # ---------------------------------------------- start / done
-        with m.If(self.start):
-            m.d.sync += [busy.eq(1), sent_cmd.eq(0), mode.eq(d.mode), r.eq(d.r0), t.eq(0), c.eq(0), n_items.eq(0),
-                         reading.eq(d.mode != isa.STORE_SELECT), items.eq(vals),
-                         pad.eq(_pad_items(vals, d.mode, R, W))]
-        with m.If(busy & self.wr_done):
-            m.d.comb += self.done.eq(1)
-            m.d.sync += busy.eq(0)
-        return m
+            m.d.sync += lane_read.eq(lane)
+            m.d.sync += job.ch.eq(job.ch + 1)
+            with m.If(job.ch == d.w - 1):
+                m.d.sync += [job.ch.eq(0), job.row.eq(job.row + 1), job.tile.eq(job.tile + 1)]
+                with m.If(Mux(rows_mode, job.row == d.r0 + self.rows - 1, job.tile == tiles - 1)):
+                    m.d.sync += job.reading.eq(0)
+        word_arrives = Signal()
+        m.d.sync += word_arrives.eq(go)
+        m.d.comb += [read_fifo.w_en.eq(word_arrives), read_fifo.w_data.eq(Cat(self.ra.data.as_value(), lane_read))]
+        return word_arrives
+
+    def _pack_beats(self, m, job, read_fifo, words_read, row_gearbox, tile_gearbox):
+        """FIFO words to W-bit beats: ROWS through the int16 gearbox (the row's lane of each
+        word), TILES through the tile-word gearbox, then zero items up to a whole beat; SELECT
+        passes i_sel through. Beats leave once the command has been sent."""
+        R = self.hw.mac_rows
+        word = data.View(data.StructLayout({"word": 16 * R, "lane": max(ports.lane_bits(R), 1)}), read_fifo.r_data)
+        padding = (job.pad != 0) & ~job.reading & (read_fifo.level == 0) & ~words_read & (job.items_out == job.items)
+        rows_mode, tiles_mode = job.mode == isa.STORE_ROWS, job.mode == isa.STORE_TILES
+        m.d.comb += [row_gearbox.i.payload.eq(Mux(padding, 0, word.word.word_select(word.lane, 16))),
+                     row_gearbox.i.valid.eq(rows_mode & (read_fifo.r_rdy | padding)),
+                     tile_gearbox.i.payload.eq(Mux(padding, 0, word.word)),
+                     tile_gearbox.i.valid.eq(tiles_mode & (read_fifo.r_rdy | padding)),
+                     read_fifo.r_en.eq(Mux(rows_mode, row_gearbox.i.ready, tile_gearbox.i.ready) & ~padding
+                                       & (rows_mode | tiles_mode))]
+        with m.If(padding & Mux(rows_mode, row_gearbox.i.ready, tile_gearbox.i.ready)):
+            m.d.sync += job.pad.eq(job.pad - 1)
+        with m.If(read_fifo.r_en & read_fifo.r_rdy):
+            m.d.sync += job.items_out.eq(job.items_out + 1)
+        beat = Mux(rows_mode, row_gearbox.o.payload, Mux(tiles_mode, tile_gearbox.o.payload, self.i_sel.payload))
+        ready = Mux(rows_mode, row_gearbox.o.valid, Mux(tiles_mode, tile_gearbox.o.valid, self.i_sel.valid))
+        sending = job.busy & job.sent_cmd
+        m.d.comb += [self.o_data.payload.eq(beat), self.o_data.valid.eq(sending & ready),
+                     row_gearbox.o.ready.eq(rows_mode & job.sent_cmd & self.o_data.ready),
+                     tile_gearbox.o.ready.eq(tiles_mode & job.sent_cmd & self.o_data.ready),
+                     self.i_sel.ready.eq(sending & (job.mode == isa.STORE_SELECT) & self.o_data.ready)]
 
 
 def _pad_items(vals, mode, R: int, W: int):

@@ -76,6 +76,12 @@ def tiles_of(n, size: int):
     return (n + size - 1) >> (size.bit_length() - 1)
 
 
+def lane_bits(R: int) -> int:
+    """Bits of a lane index in a token tile of R (a power of two) tokens: token = tile R + lane."""
+    assert R & (R - 1) == 0, f"tile size must be a power of two ({R})"
+    return R.bit_length() - 1
+
+
 def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
     """Lane-enable mask of the tokens of `tile` that lie below `rows` (a comb Signal)."""
     mask = Signal(hw.mac_rows, name=name)

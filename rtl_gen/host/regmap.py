@@ -263,13 +263,18 @@ def markdown(hw: HardwareConfig) -> str:
     return "\n".join(out) + "\n"
 
 
+def regmap_files(hw: HardwareConfig, stem: str = "spvit_regs") -> dict[str, str]:
+    """The register map's files: <stem>.json, <stem>.h and <stem>.md -> their text."""
+    return {f"{stem}.json": regmap_json(hw), f"{stem}.h": c_header(hw), f"{stem}.md": markdown(hw)}
+
+
 def write_regmap(hw: HardwareConfig, out_dir: Path, stem: str = "spvit_regs") -> list[Path]:
-    """<stem>.json, <stem>.h and <stem>.md in out_dir (each written to a temp file, then renamed)."""
+    """regmap_files in out_dir (each written to a temp file, then renamed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for ext, text in (("json", regmap_json(hw)), ("h", c_header(hw)), ("md", markdown(hw))):
-        path = out_dir / f"{stem}.{ext}"
+    for name, text in regmap_files(hw, stem).items():
+        path = out_dir / name
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)

@@ -121,24 +121,25 @@ class LnStats(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         w = self.wd
-        v1, f1, l1 = Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(self.valid), f1.eq(self.first), l1.eq(self.last)]
+        # x and x^2 are registered: the channel in the sums is the one that came last cycle
+        x_valid, x_first, x_last = Signal(), Signal(), Signal()
+        m.d.sync += [x_valid.eq(self.valid), x_first.eq(self.first), x_last.eq(self.last)]
         with m.If(self.o_s.ready):
             m.d.sync += self.o_s.valid.eq(0)
         for l in range(self.hw.mac_rows):
-            xr = Signal(signed(WORD), name=f"x{l}")
+            x = Signal(signed(WORD), name=f"x{l}")
             sq = Signal(unsigned(2 * WORD - 1), name=f"sq{l}")     # x^2 <= 2^30
             s1 = Signal(signed(w.sb + 1), name=f"s1_{l}")
             s2 = Signal(unsigned(w.s2), name=f"s2_{l}")
-            n1 = Signal(signed(w.sb + 1), name=f"n1_{l}")
-            n2 = Signal(unsigned(w.s2), name=f"n2_{l}")
-            m.d.sync += [xr.eq(self.x[l]), sq.eq(self.x[l] * self.x[l])]
-            m.d.comb += [n1.eq(Mux(f1, 0, s1) + xr), n2.eq(Mux(f1, 0, s2) + sq)]
-            with m.If(v1):
-                m.d.sync += [s1.eq(n1), s2.eq(n2)]
-                with m.If(l1):
-                    m.d.sync += [self.o_s.payload.s1[l].eq(n1), self.o_s.payload.s2[l].eq(n2)]
-        with m.If(v1 & l1):
+            s1_next = Signal(signed(w.sb + 1), name=f"s1_next{l}")
+            s2_next = Signal(unsigned(w.s2), name=f"s2_next{l}")
+            m.d.sync += [x.eq(self.x[l]), sq.eq(self.x[l] * self.x[l])]
+            m.d.comb += [s1_next.eq(Mux(x_first, 0, s1) + x), s2_next.eq(Mux(x_first, 0, s2) + sq)]
+            with m.If(x_valid):
+                m.d.sync += [s1.eq(s1_next), s2.eq(s2_next)]
+                with m.If(x_last):
+                    m.d.sync += [self.o_s.payload.s1[l].eq(s1_next), self.o_s.payload.s2[l].eq(s2_next)]
+        with m.If(x_valid & x_last):
             m.d.sync += self.o_s.valid.eq(1)
         return m
 
@@ -317,14 +318,16 @@ class LayerNormUnit(wiring.Component):
 
         tn = range(hw.tiles + 1)
         busy = Signal()
-        n_t = Signal(tn)                                       # tiles of this operation
-        st, ot, wt, taken = (Signal(tn, name=n) for n in ("st", "ot", "wt", "taken"))
-        sc, oc, wc = (Signal(range(hw.d_max), name=n) for n in ("sc", "oc", "wc"))
+        tiles = Signal(tn)                                     # tiles of this operation
+        # the three passes: (tile, channel) of the stats read, the output read and the write
+        stats_tile, out_tile, write_tile = (Signal(tn, name=n) for n in ("stats_tile", "out_tile", "write_tile"))
+        stats_ch, out_ch, write_ch = (Signal(range(hw.d_max), name=n) for n in ("stats_ch", "out_ch", "write_ch"))
+        sums_taken = Signal(tn)                                # tiles whose sums post has taken
         n_par = Signal(range(hw.d_max + 1))                    # parameters received
-        m.d.comb += n_t.eq(ports.tiles_of(self.rows, R))
+        m.d.comb += tiles.eq(ports.tiles_of(self.rows, R))
         with m.If(self.start):
-            m.d.sync += [busy.eq(1), st.eq(0), ot.eq(0), wt.eq(0), taken.eq(0), sc.eq(0), oc.eq(0), wc.eq(0),
-                         n_par.eq(0)]
+            m.d.sync += [busy.eq(1), stats_tile.eq(0), out_tile.eq(0), write_tile.eq(0), sums_taken.eq(0),
+                         stats_ch.eq(0), out_ch.eq(0), write_ch.eq(0), n_par.eq(0)]
 
         # parameters: into the parameter RAM in arrival order
         m.d.comb += [self.i_param.ready.eq(busy & (n_par < v.d)), par.waddr.eq(n_par),
@@ -333,62 +336,68 @@ class LayerNormUnit(wiring.Component):
         with m.If(par.wen):
             m.d.sync += n_par.eq(n_par + 1)
 
-        self._stats_pass(m, v, busy, n_t, st, sc, ot, oc, taken, stats, bank)
-
-        self._out_pass(m, v, busy, n_t, ot, oc, n_par, post, out, bank, par)
-        self._write(m, v, busy, n_t, wt, wc, out)
+        self._stats_pass(m, v, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank)
+        self._out_pass(m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par)
+        self._write(m, v, busy, tiles, write_tile, write_ch, out)
         return m
 
-    def _stats_pass(self, m, v, busy, n_t, st, sc, ot, oc, taken, stats, bank):
-        """Read channel sc of tile st when bank st % 2 no longer holds it for out(st - 2) and,
-        for the tile's last channel, once post has taken the previous tile's sums."""
+    def _stats_pass(self, m, v, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank):
+        """Read channel stats_ch of tile stats_tile when bank stats_tile % 2 no longer holds it
+        for out(stats_tile - 2) and, for the tile's last channel, once post has taken the
+        previous tile's sums."""
         hw = self.hw
-        war = (st < 2) | (ot + 2 > st) | ((ot + 2 == st) & (oc > sc))
-        pin = (sc != v.d - 1) | (taken >= st)
+        bank_free = ((stats_tile < 2) | (out_tile + 2 > stats_tile)
+                     | ((out_tile + 2 == stats_tile) & (out_ch > stats_ch)))
+        post_free = (stats_ch != v.d - 1) | (sums_taken >= stats_tile)
         go = Signal()
-        m.d.comb += go.eq(busy & (st < n_t) & war & pin)
+        m.d.comb += go.eq(busy & (stats_tile < tiles) & bank_free & post_free)
         with m.If(stats.o_s.valid & stats.o_s.ready):
-            m.d.sync += taken.eq(taken + 1)
-        m.d.comb += [self.ra.buf.eq(v.i_buf[:2]), self.ra.tile.eq(st), self.ra.ch.eq(v.i_c0 + sc), self.ra.en.eq(go)]
-        v1, c1, p1, f1, l1 = Signal(), Signal(range(hw.d_max)), Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(go), c1.eq(sc), p1.eq(st[0]), f1.eq(sc == 0), l1.eq(sc == v.d - 1)]
+            m.d.sync += sums_taken.eq(sums_taken + 1)
+        m.d.comb += [self.ra.buf.eq(v.i_buf[:2]), self.ra.tile.eq(stats_tile), self.ra.ch.eq(v.i_c0 + stats_ch),
+                     self.ra.en.eq(go)]
+        # the read issued last cycle: its data is there now
+        read_valid, read_ch, read_bank = Signal(), Signal(range(hw.d_max)), Signal()
+        read_first, read_last = Signal(), Signal()
+        m.d.sync += [read_valid.eq(go), read_ch.eq(stats_ch), read_bank.eq(stats_tile[0]),
+                     read_first.eq(stats_ch == 0), read_last.eq(stats_ch == v.d - 1)]
         with m.If(go):
-            m.d.sync += sc.eq(sc + 1)
-            with m.If(sc == v.d - 1):
-                m.d.sync += [sc.eq(0), st.eq(st + 1)]
-        m.d.comb += [bank.waddr.eq(Mux(p1, hw.d_max, 0) + c1), bank.wdata.eq(self.ra.data),
-                     bank.wen.eq(v1.replicate(hw.mac_rows)),
-                     stats.valid.eq(v1), stats.first.eq(f1), stats.last.eq(l1), stats.x.eq(self.ra.data)]
+            m.d.sync += stats_ch.eq(stats_ch + 1)
+            with m.If(stats_ch == v.d - 1):
+                m.d.sync += [stats_ch.eq(0), stats_tile.eq(stats_tile + 1)]
+        m.d.comb += [bank.waddr.eq(Mux(read_bank, hw.d_max, 0) + read_ch), bank.wdata.eq(self.ra.data),
+                     bank.wen.eq(read_valid.replicate(hw.mac_rows)),
+                     stats.valid.eq(read_valid), stats.first.eq(read_first), stats.last.eq(read_last),
+                     stats.x.eq(self.ra.data)]
 
-    def _out_pass(self, m, v, busy, n_t, ot, oc, n_par, post, out, bank, par):
-        """Read channel oc of tile ot from its bank once the channel's parameter has arrived
-        and, for the first channel, once post offers the tile's constants (taken then)."""
+    def _out_pass(self, m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par):
+        """Read channel out_ch of tile out_tile from its bank once the channel's parameter has
+        arrived and, for the first channel, once post offers the tile's constants (taken then)."""
         hw = self.hw
         go = Signal()
-        m.d.comb += go.eq(busy & (ot < n_t) & ((oc != 0) | post.o_k.valid) & (oc < n_par))
-        m.d.comb += [bank.raddr.eq(Mux(ot[0], hw.d_max, 0) + oc), bank.ren.eq(go), par.raddr.eq(oc), par.ren.eq(go),
-                     post.o_k.ready.eq(go & (oc == 0)), out.take.eq(go & (oc == 0))]
-        v1, f1, l1 = Signal(), Signal(), Signal()
-        m.d.sync += [v1.eq(go), f1.eq(oc == 0), l1.eq(oc == v.d - 1)]
+        m.d.comb += go.eq(busy & (out_tile < tiles) & ((out_ch != 0) | post.o_k.valid) & (out_ch < n_par))
+        m.d.comb += [bank.raddr.eq(Mux(out_tile[0], hw.d_max, 0) + out_ch), bank.ren.eq(go), par.raddr.eq(out_ch),
+                     par.ren.eq(go), post.o_k.ready.eq(go & (out_ch == 0)), out.take.eq(go & (out_ch == 0))]
+        read_valid, read_first, read_last = Signal(), Signal(), Signal()
+        m.d.sync += [read_valid.eq(go), read_first.eq(out_ch == 0), read_last.eq(out_ch == v.d - 1)]
         with m.If(go):
-            m.d.sync += oc.eq(oc + 1)
-            with m.If(oc == v.d - 1):
-                m.d.sync += [oc.eq(0), ot.eq(ot + 1)]
-        m.d.comb += [out.valid.eq(v1), out.first.eq(f1), out.last.eq(l1), out.x.eq(bank.rdata),
+            m.d.sync += out_ch.eq(out_ch + 1)
+            with m.If(out_ch == v.d - 1):
+                m.d.sync += [out_ch.eq(0), out_tile.eq(out_tile + 1)]
+        m.d.comb += [out.valid.eq(read_valid), out.first.eq(read_first), out.last.eq(read_last), out.x.eq(bank.rdata),
                      out.gamma.eq(par.rdata[:WORD].as_signed()), out.beta.eq(par.rdata[WORD:].as_signed())]
 
-    def _write(self, m, v, busy, n_t, wt, wc, out):
+    def _write(self, m, v, busy, tiles, write_tile, write_ch, out):
         """Results to the output buffer in order; the last write of the last tile ends the op."""
         hw = self.hw
-        mask = ports.rows_mask(m, self.rows, wt, hw)
-        m.d.comb += [self.w.buf.eq(v.o_buf[:2]), self.w.tile.eq(wt), self.w.ch.eq(v.o_c0 + wc),
+        mask = ports.rows_mask(m, self.rows, write_tile, hw)
+        m.d.comb += [self.w.buf.eq(v.o_buf[:2]), self.w.tile.eq(write_tile), self.w.ch.eq(v.o_c0 + write_ch),
                      self.w.data.eq(out.y), self.w.en.eq(Mux(out.y_valid, mask, 0))]
         done = Signal()
         m.d.sync += done.eq(0)
         m.d.comb += self.done.eq(done)
         with m.If(out.y_valid):
-            m.d.sync += wc.eq(wc + 1)
+            m.d.sync += write_ch.eq(write_ch + 1)
             with m.If(out.y_last):
-                m.d.sync += [wc.eq(0), wt.eq(wt + 1)]
-                with m.If(wt == n_t - 1):
+                m.d.sync += [write_ch.eq(0), write_tile.eq(write_tile + 1)]
+                with m.If(write_tile == tiles - 1):
                     m.d.sync += [done.eq(1), busy.eq(0)]

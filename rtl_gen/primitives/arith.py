@@ -1,10 +1,9 @@
 """Rounding and saturation, mirrored once from golden/arith.py. Every rtl_gen component builds
-its requantisation from these functions (tests/sim/test_requant.py and test_arith_var.py check
+its requantisation from these functions (tests/sim/test_arith_var.py and test_requant.py check
 them exhaustively over int16 against golden).
 
     sat(v, bits)            clamp a signed value to `bits` bits           = golden.arith.sat
     rshift_round(v, s)      (v + 2^(s-1)) >> s, s <= 0 shifts left        = golden.arith.rshift_round
-    rshift_round_var(v, s)  the same with a runtime unsigned shift s >= 0
     requant_uvar(m, v, s, bits) sat(rshift_round(v, s), bits), runtime unsigned s >= 0 (pruned shifter)
     requant_var(m, v, s)    requant with a runtime signed shift (s < 0 shifts left)
     requant_sv(m, v, s, bits) requant_var on one pruned right shifter (a fifth of its LUTs)
@@ -17,6 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.isa import ALIGN_MAX
+from .pipe import stall_pipeline
 
 WORD = 16
 ACC_BITS = 48
@@ -40,14 +40,6 @@ def rshift_round(v, s: int) -> Value:
     if s <= 0:
         return v << -s
     return (v + (1 << (s - 1))) >> s
-
-
-def rshift_round_var(v, s) -> Value:
-    """Round-half-up shift right by a runtime unsigned shift s (s = 0 leaves v unchanged)."""
-    v = Value.cast(v)
-    s = Value.cast(s).as_unsigned()       # callers guarantee s >= 0
-    half = Mux(s == 0, 0, (Const(1, 1) << s) >> 1)
-    return (v + half) >> s
 
 
 def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru") -> Value:
@@ -103,28 +95,38 @@ def requant(v, s: int, bits: int = WORD) -> Value:
     return sat(rshift_round(v, s), bits)
 
 
-class Requantiser(wiring.Component):
-    """`lanes` accumulators in, `lanes` int16 out: requant(acc, shift), one register stage.
+class _LaneMap(wiring.Component):
+    """`lanes` inputs in, `lanes` int results out: `self.lane(x)` on every lane, one register
+    stage (primitives/pipe.stall_pipeline). Subclasses name the input stream (`i_name`) and
+    define `lane`."""
 
-    i_acc: stream of ArrayLayout(signed(in_bits), lanes); o_y: ArrayLayout(signed(16), lanes)."""
-
-    def __init__(self, in_bits: int, shift: int, lanes: int = 1, out_bits: int = WORD):
-        self.in_bits, self.shift, self.lanes, self.out_bits = in_bits, shift, lanes, out_bits
+    def __init__(self, i_name: str, in_shape, lanes: int, out_bits: int):
+        self.i_name, self.lanes = i_name, lanes
         super().__init__({
-            "i_acc": In(stream.Signature(data.ArrayLayout(signed(in_bits), lanes))),
+            i_name: In(stream.Signature(data.ArrayLayout(in_shape, lanes))),
             "o_y": Out(stream.Signature(data.ArrayLayout(signed(out_bits), lanes))),
         })
 
     def elaborate(self, platform):
         m = Module()
-        i_valid, i_ready = self.i_acc.valid, self.i_acc.ready
-        o_valid, o_ready = self.o_y.valid, self.o_y.ready
-        m.d.comb += i_ready.eq(o_ready | ~o_valid)
-        with m.If(i_ready):
-            m.d.sync += o_valid.eq(i_valid)
-            for j in range(self.lanes):
-                m.d.sync += self.o_y.payload[j].eq(requant(self.i_acc.payload[j], self.shift, self.out_bits))
+        i = getattr(self, self.i_name)
+        en, _ = stall_pipeline(m, i, self.o_y, 1)
+        with m.If(en):
+            m.d.sync += [self.o_y.payload[j].eq(self.lane(i.payload[j])) for j in range(self.lanes)]
         return m
+
+
+class Requantiser(_LaneMap):
+    """`lanes` accumulators in, `lanes` int16 out: requant(acc, shift), one register stage.
+
+    i_acc: stream of ArrayLayout(signed(in_bits), lanes); o_y: ArrayLayout(signed(16), lanes)."""
+
+    def __init__(self, in_bits: int, shift: int, lanes: int = 1, out_bits: int = WORD):
+        self.in_bits, self.shift, self.out_bits = in_bits, shift, out_bits
+        super().__init__("i_acc", signed(in_bits), lanes, out_bits)
+
+    def lane(self, acc) -> Value:
+        return requant(acc, self.shift, self.out_bits)
 
 
 def add_sat(a, fa: int, b, fb: int, fo: int, bits: int = WORD) -> Value:
@@ -134,28 +136,15 @@ def add_sat(a, fa: int, b, fb: int, fo: int, bits: int = WORD) -> Value:
     return requant((Value.cast(a) << (f - fa)) + (Value.cast(b) << (f - fb)), f - fo, bits)
 
 
-class AddSat(wiring.Component):
+class AddSat(_LaneMap):
     """`lanes` pairs in ({a, b} int16 each), add_sat(a, fa, b, fb, fo) out; one register stage."""
 
     def __init__(self, fa: int, fb: int, fo: int, lanes: int = 1):
-        self.fa, self.fb, self.fo, self.lanes = fa, fb, fo, lanes
-        pair = data.StructLayout({"a": signed(WORD), "b": signed(WORD)})
-        super().__init__({
-            "i_ab": In(stream.Signature(data.ArrayLayout(pair, lanes))),
-            "o_y": Out(stream.Signature(data.ArrayLayout(signed(WORD), lanes))),
-        })
+        self.fa, self.fb, self.fo = fa, fb, fo
+        super().__init__("i_ab", data.StructLayout({"a": signed(WORD), "b": signed(WORD)}), lanes, WORD)
 
-    def elaborate(self, platform):
-        m = Module()
-        i_valid, i_ready = self.i_ab.valid, self.i_ab.ready
-        o_valid, o_ready = self.o_y.valid, self.o_y.ready
-        m.d.comb += i_ready.eq(o_ready | ~o_valid)
-        with m.If(i_ready):
-            m.d.sync += o_valid.eq(i_valid)
-            for j in range(self.lanes):
-                p = self.i_ab.payload[j]
-                m.d.sync += self.o_y.payload[j].eq(add_sat(p.a, self.fa, p.b, self.fb, self.fo))
-        return m
+    def lane(self, pair) -> Value:
+        return add_sat(pair.a, self.fa, pair.b, self.fb, self.fo)
 
 
 def requant_var(m, v, s, bits: int = WORD, name: str = "rq") -> Value:

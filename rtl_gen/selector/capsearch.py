@@ -50,42 +50,42 @@ class CapSearch(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        b, nc = self.bits, (1 << self.bits) - 1
-        vb = self.score_bits + b + 1                  # candidates < 2^(ceil(top / b) b)
+        b, n_cand = self.bits, (1 << self.bits) - 1
+        value_bits = self.score_bits + b + 1          # candidates < 2^(ceil(top / b) b)
         hw = self.hw
-        pos = Signal(range(vb + 1))
-        prefix = Signal(vb)
-        upper = Signal(range(hw.n_max + 1))
-        cnt = [Signal(range(hw.n_max + 1), name=f"cnt{j}") for j in range(1, nc + 1)]
-        j = Signal(range(hw.tiles * hw.mac_rows + 1))
-        v1 = Signal()                                 # a score arrives this cycle
-        tok1 = Signal.like(j)
-        data = self.rd.data
-        final = Signal()
-        eq_seen = Signal(range(hw.n_max + 1))
-        need = Signal(range(1 << 13))
+        n = range(hw.n_max + 1)
+        pos = Signal(range(value_bits + 1))           # the bit position this pass decides
+        prefix = Signal(value_bits)                   # the threshold's bits above pos
+        above = Signal(n)                             # gt: scores above the threshold
+        counts = [Signal(n, name=f"count{j}") for j in range(1, n_cand + 1)]
+        token = Signal(range(hw.tiles * hw.mac_rows + 1))
+        score_arrives, score_token = Signal(), Signal.like(token)   # the score read last cycle
+        score = self.rd.data
+        final = Signal()                              # the final pass writes the keep bits
+        ties_seen = Signal(n)                         # tokens scoring exactly the threshold so far
+        ties_kept = Signal(range(1 << 13))            # cap - gt of them are kept
 
         # counting (passes) or deciding (final pass) on the score read in the previous cycle
-        m.d.comb += [self.wr.token.eq(tok1), self.rd.token.eq(j)]
-        with m.If(v1 & ~final):
-            for jj, c in enumerate(cnt, 1):
-                with m.If(data >= (prefix | (Const(jj, b) << pos))):
+        m.d.comb += [self.wr.token.eq(score_token), self.rd.token.eq(token)]
+        with m.If(score_arrives & ~final):
+            for j, c in enumerate(counts, 1):
+                with m.If(score >= (prefix | (Const(j, b) << pos))):
                     m.d.sync += c.eq(c + 1)
-        with m.If(v1 & final):
-            tie = data == prefix
-            m.d.comb += [self.wr.en.eq(1), self.wr.data.eq((data > prefix) | (tie & (eq_seen < need)))]
+        with m.If(score_arrives & final):
+            tie = score == prefix
+            m.d.comb += [self.wr.en.eq(1), self.wr.data.eq((score > prefix) | (tie & (ties_seen < ties_kept)))]
             with m.If(tie):
-                m.d.sync += eq_seen.eq(eq_seen + 1)
+                m.d.sync += ties_seen.eq(ties_seen + 1)
 
         read = Signal()
         m.d.comb += [self.rd.en.eq(read)]
-        m.d.sync += [v1.eq(read), tok1.eq(j)]
-        pick = Signal(range(nc + 1))
-        m.d.comb += pick.eq(sum((c >= self.cap) for c in cnt))
+        m.d.sync += [score_arrives.eq(read), score_token.eq(token)]
+        chosen = Signal(range(n_cand + 1))            # candidates whose count still reaches cap
+        m.d.comb += chosen.eq(sum((c >= self.cap) for c in counts))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [prefix.eq(0), upper.eq(0), j.eq(1), eq_seen.eq(0)] + [c.eq(0) for c in cnt]
+                    m.d.sync += [prefix.eq(0), above.eq(0), token.eq(1), ties_seen.eq(0)] + [c.eq(0) for c in counts]
                     with m.Switch(self.top):                # first position: (ceil(top / b) - 1) b
                         for t in range(1, self.score_bits + 1):
                             with m.Case(t):
@@ -94,8 +94,8 @@ class CapSearch(wiring.Component):
                     m.next = "PASS"
             with m.State("PASS"):
                 m.d.comb += read.eq(1)
-                m.d.sync += j.eq(j + 1)
-                with m.If(j == self.ns):
+                m.d.sync += token.eq(token + 1)
+                with m.If(token == self.ns):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(final):
@@ -104,14 +104,14 @@ class CapSearch(wiring.Component):
                 with m.Else():
                     m.next = "PICK"
             with m.State("PICK"):
-                m.d.sync += [prefix.eq(prefix | (pick << pos)), j.eq(1)] + [c.eq(0) for c in cnt]
-                for jj in range(nc):
-                    with m.If(pick == jj):
-                        m.d.sync += upper.eq(cnt[jj])
+                m.d.sync += [prefix.eq(prefix | (chosen << pos)), token.eq(1)] + [c.eq(0) for c in counts]
+                for j in range(n_cand):
+                    with m.If(chosen == j):
+                        m.d.sync += above.eq(counts[j])
                 with m.If(pos == 0):
                     m.d.sync += final.eq(1)
                 with m.Else():
                     m.d.sync += pos.eq(pos - b)
                 m.next = "PASS"
-        m.d.comb += need.eq(self.cap - upper)
+        m.d.comb += ties_kept.eq(self.cap - above)
         return m

@@ -20,6 +20,8 @@ selection read it through `mask` and `m`; `info` has valid / ns / kept; `kept_st
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -37,7 +39,7 @@ from ..primitives.ram import Ram
 from .state import SelState, info_layout, m_read, mask_read
 
 SCORE_BITS = 38          # |sum_h w_h d_h| < 31 x 2^15 x 2^16 < 2^36
-DSUM_BITS = 21           # sum_h w_h
+W_SUM_BITS = 21          # sum_h w_h
 
 
 def record_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -60,97 +62,16 @@ class Scorer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, R = self.hw, self.hw.mac_rows
-        lanes = ports.lanes(R)
-        running = Signal()
-        # ---- reader: three words per group into the `next` set
-        rt, rh = Signal(range(hw.tiles + 1)), Signal(5)
-        rq, ract = Signal(2), Signal()
-        lat = Signal(2)
-        lat_v = Signal()
-        nz0, nz1, nw = Signal(lanes), Signal(lanes), Signal(lanes)
-        nfull, ntile, nhead = Signal(), Signal(range(hw.tiles)), Signal(5)
-        # ---- lanes
-        cz0, cz1, cw = Signal(lanes), Signal(lanes), Signal(lanes)
-        lbusy, lane, ctile, chead = Signal(), Signal(range(R)), Signal(range(hw.tiles)), Signal(5)
-        xfer = Signal()
-        m.d.comb += xfer.eq(nfull & (~lbusy | (lane == R - 1)))
-        more = rt < self.tiles
-        can_start = Signal()
-        m.d.comb += can_start.eq(running & ~ract & ~lat_v & more & (~nfull | xfer))
-        issue = can_start | ract
-        q = Mux(ract, rq, 0)
-        m.d.comb += [self.rd.en.eq(issue), self.rd.tile.eq(rt),
-                     self.rd.buf.eq(Mux(q == 2, self.w_buf, self.z_buf)),
-                     self.rd.ch.eq(Mux(q == 2, self.w_c0 + rh, self.z_c0 + (rh << 1) + q))]
-        m.d.sync += [lat_v.eq(issue), lat.eq(q)]
-        with m.If(can_start):
-            m.d.sync += [ract.eq(1), rq.eq(1), ntile.eq(rt), nhead.eq(rh)]
-        with m.If(ract):
-            m.d.sync += rq.eq(rq + 1)
-            with m.If(rq == 2):
-                m.d.sync += [ract.eq(0), rh.eq(rh + 1)]
-                with m.If(rh == self.heads - 1):
-                    m.d.sync += [rh.eq(0), rt.eq(rt + 1)]
-        with m.If(lat_v):
-            with m.Switch(lat):
-                with m.Case(0):
-                    m.d.sync += nz0.eq(self.rd.data)
-                with m.Case(1):
-                    m.d.sync += nz1.eq(self.rd.data)
-                with m.Case(2):
-                    m.d.sync += [nw.eq(self.rd.data), nfull.eq(1)]
-        with m.If(xfer):
-            m.d.sync += [cz0.eq(nz0), cz1.eq(nz1), cw.eq(nw), lbusy.eq(1), lane.eq(0), ctile.eq(ntile),
-                         chead.eq(nhead), nfull.eq(0)]
-        with m.Elif(lbusy):
-            m.d.sync += [x.eq(x.as_value() >> 16) for x in (cz0, cz1, cw)]
-            m.d.sync += lane.eq(lane + 1)
-            with m.If(lane == R - 1):
-                m.d.sync += lbusy.eq(0)
-
-        # ---- lane datapath: L0 (lane cycle) .. L4 (accumulate), record at L5
-        m.submodules.pwl = pwl = PwlEval(hw, 17)
-        wiring.connect(m, wiring.flipped(self.table), pwl.table)
-        m.d.comb += pwl.geo.eq(self.geo)
-        d0 = Signal(signed(17))
-        m.d.comb += [d0.eq(cz0[0] - cz1[0]), pwl.x.eq(d0)]
-        tag = data.StructLayout({"v": 1, "r": range(R), "t": range(hw.tiles), "h": 5})
-        tags = [Signal(tag, name=f"tag{k}") for k in range(5)]
-        m.d.comb += [tags[0].v.eq(lbusy), tags[0].r.eq(lane), tags[0].t.eq(ctile), tags[0].h.eq(chead)]
-        for k in range(1, 5):
-            m.d.sync += tags[k].eq(tags[k - 1])
-        ws = [Signal(signed(16), name=f"w{k}") for k in range(5)]
-        p1 = [Signal(signed(33), name=f"p1_{k}") for k in range(5)]
-        m.d.comb += ws[0].eq(cw[0])
-        m.d.sync += [ws[1].eq(ws[0]), p1[1].eq(ws[0] * d0)]
-        for k in range(2, 5):
-            m.d.sync += [ws[k].eq(ws[k - 1]), p1[k].eq(p1[k - 1])]
-        assert PWL_LATENCY == 3
-        p2 = Signal(signed(32))
-        m.d.sync += p2.eq(ws[3] * pwl.y)
-
-        acc_l = data.StructLayout({"score": signed(SCORE_BITS), "num": signed(NUM_BITS), "dsum": signed(DSUM_BITS)})
-        m.submodules.acc = acc = Ram(acc_l.size, R, is_signed=False)
-        old = data.View(acc_l, acc.rdata)
-        t4 = tags[4]
-        first = t4.h == 0
-        new = Signal(acc_l)
-        m.d.comb += [acc.raddr.eq(tags[3].r), acc.ren.eq(tags[3].v),
-                     new.score.eq(Mux(first, 0, old.score) + p1[4]), new.num.eq(Mux(first, 0, old.num) + p2),
-                     new.dsum.eq(Mux(first, 0, old.dsum) + ws[4]),
-                     acc.waddr.eq(t4.r), acc.wdata.eq(new), acc.wen.eq(t4.v)]
-        rec = self.rec
-        m.d.sync += [rec.valid.eq(t4.v & (t4.h == self.heads - 1)), rec.token.eq(t4.t * R + t4.r),
-                     rec.score.eq(new.score), rec.num.eq(new.num),
-                     rec.den.eq(Mux(new.dsum < 1, 1, new.dsum))]
-
+        running = Signal()                     # from start until the last record has left
+        reader, group = self._read_groups(m, running)
+        lane = self._shift_lanes(m, group)
+        datapath_busy = self._score_lanes(m, lane)
         busy = Signal()
-        m.d.comb += busy.eq(more | ract | lat_v | nfull | lbusy | Cat(t.v for t in tags[1:]).any() | rec.valid)
+        m.d.comb += busy.eq(reader.busy | lane.busy | datapath_busy)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [running.eq(1), rt.eq(0), rh.eq(0)]
+                    m.d.sync += [running.eq(1), reader.tile.eq(0), reader.head.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~busy):
@@ -158,6 +79,117 @@ class Scorer(wiring.Component):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         return m
+
+    def _read_groups(self, m, running):
+        """The reader: the three words z0, z1, w of each (tile, head) group through the token
+        read port (one read a cycle, data the cycle after) into the `next` register set, which
+        holds them until the lanes take them (`take`). Returns (reader: tile, head and busy;
+        the next set); the caller starts the reader at (tile 0, head 0)."""
+        hw = self.hw
+        lanes = ports.lanes(hw.mac_rows)
+        read_tile, read_head = Signal(range(hw.tiles + 1)), Signal(5)
+        reading = Signal()                     # words 1 and 2 of the group still to read
+        read_word = Signal(2)                  # 0: z0, 1: z1, 2: w
+        word_arrives, arriving_word = Signal(), Signal(2)
+        group = SimpleNamespace(
+            z0=Signal(lanes, name="next_z0"), z1=Signal(lanes, name="next_z1"), w=Signal(lanes, name="next_w"),
+            tile=Signal(range(hw.tiles), name="next_tile"), head=Signal(5, name="next_head"),
+            full=Signal(name="next_full"), take=Signal(name="next_take"))
+        tiles_left = read_tile < self.tiles
+        begin_group = Signal()
+        m.d.comb += begin_group.eq(running & ~reading & ~word_arrives & tiles_left & (~group.full | group.take))
+        issue = begin_group | reading
+        word = Mux(reading, read_word, 0)
+        m.d.comb += [self.rd.en.eq(issue), self.rd.tile.eq(read_tile),
+                     self.rd.buf.eq(Mux(word == 2, self.w_buf, self.z_buf)),
+                     self.rd.ch.eq(Mux(word == 2, self.w_c0 + read_head, self.z_c0 + (read_head << 1) + word))]
+        m.d.sync += [word_arrives.eq(issue), arriving_word.eq(word)]
+        with m.If(begin_group):
+            m.d.sync += [reading.eq(1), read_word.eq(1), group.tile.eq(read_tile), group.head.eq(read_head)]
+        with m.If(reading):
+            m.d.sync += read_word.eq(read_word + 1)
+            with m.If(read_word == 2):
+                m.d.sync += [reading.eq(0), read_head.eq(read_head + 1)]
+                with m.If(read_head == self.heads - 1):
+                    m.d.sync += [read_head.eq(0), read_tile.eq(read_tile + 1)]
+        with m.If(word_arrives):
+            with m.Switch(arriving_word):
+                with m.Case(0):
+                    m.d.sync += group.z0.eq(self.rd.data)
+                with m.Case(1):
+                    m.d.sync += group.z1.eq(self.rd.data)
+                with m.Case(2):
+                    m.d.sync += [group.w.eq(self.rd.data), group.full.eq(1)]
+        reader = SimpleNamespace(tile=read_tile, head=read_head, busy=tiles_left | reading | word_arrives | group.full)
+        return reader, group
+
+    def _shift_lanes(self, m, group):
+        """The group in the datapath: its words in lane registers that shift down one lane per
+        cycle, so lane 0 holds the z0, z1, w of the current token (`index`); the next group is
+        taken in the cycle of the last lane."""
+        hw, R = self.hw, self.hw.mac_rows
+        lanes = ports.lanes(R)
+        lane = SimpleNamespace(
+            z0=Signal(lanes, name="lane_z0"), z1=Signal(lanes, name="lane_z1"), w=Signal(lanes, name="lane_w"),
+            busy=Signal(name="lanes_busy"), index=Signal(range(R), name="lane"),
+            tile=Signal(range(hw.tiles), name="lane_tile"), head=Signal(5, name="lane_head"))
+        m.d.comb += group.take.eq(group.full & (~lane.busy | (lane.index == R - 1)))
+        with m.If(group.take):
+            m.d.sync += [lane.z0.eq(group.z0), lane.z1.eq(group.z1), lane.w.eq(group.w), lane.busy.eq(1),
+                         lane.index.eq(0), lane.tile.eq(group.tile), lane.head.eq(group.head), group.full.eq(0)]
+        with m.Elif(lane.busy):
+            m.d.sync += [x.eq(x.as_value() >> 16) for x in (lane.z0, lane.z1, lane.w)]
+            m.d.sync += lane.index.eq(lane.index + 1)
+            with m.If(lane.index == R - 1):
+                m.d.sync += lane.busy.eq(0)
+        return lane
+
+    def _score_lanes(self, m, lane):
+        """The lane datapath, one lane a cycle: stage 0 d = z0 - z1 into the PWL, 1 w d, 4 w d_sig(d)
+        (PWL latency 3); the lane's sums are read in stage 3 and written back in 4, the record of
+        the last head leaves in 5. `in_stage[k]`: the lane (tile, head) in stage k. Returns busy."""
+        hw, R = self.hw, self.hw.mac_rows
+        m.submodules.pwl = pwl = PwlEval(hw, 17)
+        wiring.connect(m, wiring.flipped(self.table), pwl.table)
+        m.d.comb += pwl.geo.eq(self.geo)
+        d = Signal(signed(17))
+        m.d.comb += [d.eq(lane.z0[0] - lane.z1[0]), pwl.x.eq(d)]
+        stage = data.StructLayout({"valid": 1, "lane": range(R), "tile": range(hw.tiles), "head": 5})
+        in_stage = [Signal(stage, name=f"in_stage{k}") for k in range(5)]
+        m.d.comb += [in_stage[0].valid.eq(lane.busy), in_stage[0].lane.eq(lane.index),
+                     in_stage[0].tile.eq(lane.tile), in_stage[0].head.eq(lane.head)]
+        for k in range(1, 5):
+            m.d.sync += in_stage[k].eq(in_stage[k - 1])
+        w = [Signal(signed(16), name=f"w_stage{k}") for k in range(5)]
+        wd = [Signal(signed(33), name=f"wd_stage{k}") for k in range(5)]
+        m.d.comb += w[0].eq(lane.w[0])
+        m.d.sync += [w[1].eq(w[0]), wd[1].eq(w[0] * d)]
+        for k in range(2, 5):
+            m.d.sync += [w[k].eq(w[k - 1]), wd[k].eq(wd[k - 1])]
+        assert PWL_LATENCY == 3
+        w_dsig = Signal(signed(32))
+        m.d.sync += w_dsig.eq(w[3] * pwl.y)
+        self._accumulate(m, in_stage[3], in_stage[4], wd[4], w_dsig, w[4])
+        return Cat(s.valid for s in in_stage[1:]).any() | self.rec.valid
+
+    def _accumulate(self, m, reading, writing, wd, w_dsig, w):
+        """Per lane the sums over heads (score += w d, num += w d_sig(d), w_sum += w) in a RAM of
+        R entries: read with the lane in stage 3 (`reading`), written back in stage 4
+        (`writing`; head 0 starts from 0); with the last head the record leaves."""
+        R = self.hw.mac_rows
+        sums = data.StructLayout({"score": signed(SCORE_BITS), "num": signed(NUM_BITS), "w_sum": signed(W_SUM_BITS)})
+        m.submodules.sums = ram = Ram(sums.size, R, is_signed=False)
+        old = data.View(sums, ram.rdata)
+        first = writing.head == 0
+        new = Signal(sums)
+        m.d.comb += [ram.raddr.eq(reading.lane), ram.ren.eq(reading.valid),
+                     new.score.eq(Mux(first, 0, old.score) + wd), new.num.eq(Mux(first, 0, old.num) + w_dsig),
+                     new.w_sum.eq(Mux(first, 0, old.w_sum) + w),
+                     ram.waddr.eq(writing.lane), ram.wdata.eq(new), ram.wen.eq(writing.valid)]
+        rec = self.rec
+        m.d.sync += [rec.valid.eq(writing.valid & (writing.head == self.heads - 1)),
+                     rec.token.eq(writing.tile * R + writing.lane), rec.score.eq(new.score), rec.num.eq(new.num),
+                     rec.den.eq(Mux(new.w_sum < 1, 1, new.w_sum))]
 
 
 class Decide(wiring.Component):
@@ -173,93 +205,110 @@ class Decide(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        lr = R.bit_length() - 1
-        v = desc_view("DECIDE", self.desc)
+        desc = desc_view("DECIDE", self.desc)
         ns = Signal(range(hw.n_max + 1))
-        m.d.comb += ns.eq(self.rows - 1 - v.n_pkg)
+        m.d.comb += ns.eq(self.rows - 1 - desc.n_pkg)
 
-        m.submodules.state = st = SelState(hw)
+        m.submodules.state = state = SelState(hw)
         for name in ("mask", "m"):
-            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(st, name))
-        m.d.comb += [self.info.eq(st.info), st.consume.eq(self.consume)]
+            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(state, name))
+        m.d.comb += [self.info.eq(state.info), state.consume.eq(self.consume)]
 
-        m.submodules.scorer = sc = Scorer(hw)
-        wiring.connect(m, wiring.flipped(self.rd), sc.rd)
-        wiring.connect(m, wiring.flipped(self.table), sc.table)
-        m.d.comb += [sc.tiles.eq((ns >> lr) + 1), sc.heads.eq(v.heads), sc.z_buf.eq(v.z_buf), sc.z_c0.eq(v.z_c0),
-                     sc.w_buf.eq(v.w_buf), sc.w_c0.eq(v.w_c0)]
-        m.d.comb += [getattr(sc.geo, k).eq(f) for k, f in geometry_of(v).items()]
+        m.submodules.scorer = scorer = Scorer(hw)
+        wiring.connect(m, wiring.flipped(self.rd), scorer.rd)
+        wiring.connect(m, wiring.flipped(self.table), scorer.table)
+        m.d.comb += [scorer.tiles.eq((ns >> ports.lane_bits(R)) + 1), scorer.heads.eq(desc.heads),
+                     scorer.z_buf.eq(desc.z_buf), scorer.z_c0.eq(desc.z_c0),
+                     scorer.w_buf.eq(desc.w_buf), scorer.w_c0.eq(desc.w_c0)]
+        m.d.comb += [getattr(scorer.geo, k).eq(f) for k, f in geometry_of(desc).items()]
 
-        m.submodules.score = smem = Ram(SCORE_BITS, hw.tiles * R)
-        m.submodules.nd = ndmem = Ram(NUM_BITS + DEN_BITS, hw.tiles * R, is_signed=False)
-        m.submodules.kp = kp = KeepProb(self.recips)
-        m.submodules.cap = cs = CapSearch(hw, SCORE_BITS, self.cap_bits)
+        m.submodules.score_ram = score_ram = Ram(SCORE_BITS, hw.tiles * R)
+        m.submodules.num_den_ram = num_den_ram = Ram(NUM_BITS + DEN_BITS, hw.tiles * R, is_signed=False)
+        m.submodules.keep_prob = keep_prob = KeepProb(self.recips)
+        m.submodules.cap_search = cap_search = CapSearch(hw, SCORE_BITS, self.cap_bits)
 
-        # ---- records of the SCORE phase: score, (num, den), first keep bit
-        rec = sc.rec
-        scored = (rec.token >= 1) & (rec.token <= ns)
-        keep0 = scored & (rec.score >= 0)
-        kept0 = Signal(range(hw.n_max + 1))
-        maxs = Signal(signed(SCORE_BITS))
-        m.d.comb += [smem.waddr.eq(rec.token), smem.wdata.eq(rec.score), smem.wen.eq(rec.valid),
-                     ndmem.waddr.eq(rec.token), ndmem.wdata.eq(Cat(rec.num, rec.den)), ndmem.wen.eq(rec.valid)]
-        with m.If(rec.valid & scored):
-            m.d.sync += kept0.eq(kept0 + keep0)
-            with m.If(rec.score > maxs):
-                m.d.sync += maxs.eq(rec.score)
-        kw = st.kw
-        with m.If(rec.valid):
-            m.d.comb += [kw.tile.eq(rec.token >> lr), kw.data.eq(Mux(keep0, -1, 0)),
-                         kw.en.eq(Const(1, R) << rec.token[:lr] if lr else 1)]
-        with m.Elif(cs.wr.en):
-            m.d.comb += [kw.tile.eq(cs.wr.token >> lr), kw.data.eq(Mux(cs.wr.data, -1, 0)),
-                         kw.en.eq(Const(1, R) << cs.wr.token[:lr] if lr else 1)]
-
-        # ---- M phase: (num, den) of tokens 1..ns -> KeepProb -> m (nothing when ns = 0: a stage
-        # after one that kept no token has no candidates)
-        jd, jc = Signal(range(hw.tiles * R + 1)), Signal(range(hw.tiles * R + 1))
-        pend, feeding = Signal(), Signal()
-        take = kp.i.valid & kp.i.ready
-        nd = ndmem.rdata
-        m.d.comb += [kp.i.valid.eq(pend), kp.i.payload.num.eq(nd[:NUM_BITS]),
-                     kp.i.payload.den.eq(nd[NUM_BITS:]), ndmem.raddr.eq(jd)]
-        with m.If(feeding & (~pend | take)):
-            m.d.comb += ndmem.ren.eq(jd <= ns)
-            m.d.sync += pend.eq(jd <= ns)
-            with m.If(jd <= ns):
-                m.d.sync += jd.eq(jd + 1)
-        m.d.comb += [kp.o.ready.eq(1), st.mw.token.eq(jc), st.mw.data.eq(kp.o.payload), st.mw.en.eq(kp.o.valid)]
-        with m.If(kp.o.valid):
-            m.d.sync += jc.eq(jc + 1)
-
-        # ---- CAP phase
-        bind = Signal()
-        m.d.comb += [cs.ns.eq(ns), cs.cap.eq(v.cap), cs.top.eq(bit_length(m, Mux(maxs < 0, 0, maxs)[:SCORE_BITS - 1])),
-                     smem.raddr.eq(cs.rd.token), smem.ren.eq(cs.rd.en), cs.rd.data.eq(smem.rdata)]
-        m_done, c_done = Signal(), Signal()
+        kept_by_sign, max_score = self._take_records(m, scorer.rec, ns, state.write_keep, score_ram, num_den_ram,
+                                                     cap_search)
+        feed = self._keep_probabilities(m, ns, num_den_ram, keep_prob, state.write_m)
+        cap_binds = Signal()                   # more than cap tokens kept: the cap search decides
+        m.d.comb += [cap_search.ns.eq(ns), cap_search.cap.eq(desc.cap),
+                     cap_search.top.eq(bit_length(m, Mux(max_score < 0, 0, max_score)[:SCORE_BITS - 1])),
+                     score_ram.raddr.eq(cap_search.rd.token), score_ram.ren.eq(cap_search.rd.en),
+                     cap_search.rd.data.eq(score_ram.rdata)]
+        m_done, cap_done = Signal(), Signal()
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += sc.start.eq(1)
-                    m.d.sync += [kept0.eq(0), maxs.eq(-1 << (SCORE_BITS - 1)), self.stage.eq(v.stage)]
+                    m.d.comb += scorer.start.eq(1)
+                    m.d.sync += [kept_by_sign.eq(0), max_score.eq(-1 << (SCORE_BITS - 1)),
+                                 self.stage.eq(desc.stage)]
                     m.next = "SCORE"
             with m.State("SCORE"):
-                with m.If(sc.done):
-                    m.d.sync += [feeding.eq(ns != 0), jd.eq(1), jc.eq(1), pend.eq(0), m_done.eq(ns == 0),
-                                 bind.eq(v.cap_en & (kept0 > v.cap))]
-                    m.d.sync += c_done.eq(~(v.cap_en & (kept0 > v.cap)))
-                    m.d.comb += cs.start.eq(v.cap_en & (kept0 > v.cap))
+                with m.If(scorer.done):
+                    m.d.sync += [feed.active.eq(ns != 0), feed.read_token.eq(1), feed.m_token.eq(1),
+                                 feed.pending.eq(0), m_done.eq(ns == 0),
+                                 cap_binds.eq(desc.cap_en & (kept_by_sign > desc.cap))]
+                    m.d.sync += cap_done.eq(~(desc.cap_en & (kept_by_sign > desc.cap)))
+                    m.d.comb += cap_search.start.eq(desc.cap_en & (kept_by_sign > desc.cap))
                     m.next = "FINISH"
             with m.State("FINISH"):
-                with m.If(kp.o.valid & (jc == ns)):
-                    m.d.sync += [m_done.eq(1), feeding.eq(0)]
-                with m.If(cs.done):
-                    m.d.sync += c_done.eq(1)
-                with m.If(m_done & c_done):
-                    m.d.comb += [st.set.eq(1), self.kept_stb.eq(1), self.done.eq(1)]
+                with m.If(keep_prob.o.valid & (feed.m_token == ns)):
+                    m.d.sync += [m_done.eq(1), feed.active.eq(0)]
+                with m.If(cap_search.done):
+                    m.d.sync += cap_done.eq(1)
+                with m.If(m_done & cap_done):
+                    m.d.comb += [state.set.eq(1), self.kept_stb.eq(1), self.done.eq(1)]
                     m.next = "IDLE"
-        si = st.set_info
-        m.d.comb += [si.rows.eq(self.rows), si.n_pkg.eq(v.n_pkg), si.ns.eq(ns), si.kept.eq(Mux(bind, v.cap, kept0)),
-                     self.kept.eq(si.kept)]
+        info = state.set_info
+        m.d.comb += [info.rows.eq(self.rows), info.n_pkg.eq(desc.n_pkg), info.ns.eq(ns),
+                     info.kept.eq(Mux(cap_binds, desc.cap, kept_by_sign)), self.kept.eq(info.kept)]
         return m
+
+    def _take_records(self, m, rec, ns, write_keep, score_ram, num_den_ram, cap_search):
+        """The SCORE phase's records: score and (num, den) into their RAMs, the first keep bit
+        (score >= 0) of every scored token into the selection state (later overwritten by the
+        cap search's), the count of those kept and the largest score. Returns (kept, max score)."""
+        hw, R = self.hw, self.hw.mac_rows
+        bits = ports.lane_bits(R)
+        scored = (rec.token >= 1) & (rec.token <= ns)
+        keep = scored & (rec.score >= 0)
+        kept_by_sign = Signal(range(hw.n_max + 1))
+        max_score = Signal(signed(SCORE_BITS))
+        m.d.comb += [score_ram.waddr.eq(rec.token), score_ram.wdata.eq(rec.score), score_ram.wen.eq(rec.valid),
+                     num_den_ram.waddr.eq(rec.token), num_den_ram.wdata.eq(Cat(rec.num, rec.den)),
+                     num_den_ram.wen.eq(rec.valid)]
+        with m.If(rec.valid & scored):
+            m.d.sync += kept_by_sign.eq(kept_by_sign + keep)
+            with m.If(rec.score > max_score):
+                m.d.sync += max_score.eq(rec.score)
+        with m.If(rec.valid):
+            m.d.comb += [write_keep.tile.eq(rec.token >> bits), write_keep.data.eq(Mux(keep, -1, 0)),
+                         write_keep.en.eq(Const(1, R) << rec.token[:bits] if bits else 1)]
+        with m.Elif(cap_search.wr.en):
+            cap = cap_search.wr
+            m.d.comb += [write_keep.tile.eq(cap.token >> bits), write_keep.data.eq(Mux(cap.data, -1, 0)),
+                         write_keep.en.eq(Const(1, R) << cap.token[:bits] if bits else 1)]
+        return kept_by_sign, max_score
+
+    def _keep_probabilities(self, m, ns, num_den_ram, keep_prob, write_m):
+        """The M phase: (num, den) of tokens 1..ns from their RAM through KeepProb into m of the
+        selection state (nothing when ns = 0: a stage after one that kept no token has no
+        candidates). Returns the feeder's registers (the FSM starts and stops it)."""
+        n = range(self.hw.tiles * self.hw.mac_rows + 1)
+        feed = SimpleNamespace(active=Signal(name="feeding"), read_token=Signal(n, name="feed_token"),
+                               pending=Signal(name="feed_pending"), m_token=Signal(n, name="m_token"))
+        take = keep_prob.i.valid & keep_prob.i.ready
+        num_den = num_den_ram.rdata
+        m.d.comb += [keep_prob.i.valid.eq(feed.pending), keep_prob.i.payload.num.eq(num_den[:NUM_BITS]),
+                     keep_prob.i.payload.den.eq(num_den[NUM_BITS:]), num_den_ram.raddr.eq(feed.read_token)]
+        with m.If(feed.active & (~feed.pending | take)):
+            m.d.comb += num_den_ram.ren.eq(feed.read_token <= ns)
+            m.d.sync += feed.pending.eq(feed.read_token <= ns)
+            with m.If(feed.read_token <= ns):
+                m.d.sync += feed.read_token.eq(feed.read_token + 1)
+        m.d.comb += [keep_prob.o.ready.eq(1), write_m.token.eq(feed.m_token), write_m.data.eq(keep_prob.o.payload),
+                     write_m.en.eq(keep_prob.o.valid)]
+        with m.If(keep_prob.o.valid):
+            m.d.sync += feed.m_token.eq(feed.m_token + 1)
+        return feed

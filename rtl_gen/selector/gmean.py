@@ -32,68 +32,69 @@ class GMean(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        v = desc_view("GMEAN", self.desc)
+        desc = desc_view("GMEAN", self.desc)
         rows = self.rows
-        nt = Signal(range(hw.tiles + 1))
-        m.d.comb += nt.eq(ports.tiles_of(rows, R))
+        tiles = Signal(range(hw.tiles + 1))
+        m.d.comb += tiles.eq(ports.tiles_of(rows, R))
         sum_bits = 16 + hw.n_max.bit_length()
-        m.submodules.rcp = rcp = Reciprocal(hw.n_max.bit_length(), MEAN_RECIP_BITS)
-        q = Signal(MEAN_RECIP_BITS + 1)
+        m.submodules.recip = recip = Reciprocal(hw.n_max.bit_length(), MEAN_RECIP_BITS)
+        recip_rows = Signal(MEAN_RECIP_BITS + 1)               # recip(rows - 1, 30)
 
-        # ---- reads: channel rc, tile rt, one word per cycle
-        rc, rt = Signal(13), Signal(range(hw.tiles))
+        # ---- reads: channel read_ch, tile read_tile, one word per cycle
+        read_ch, read_tile = Signal(13), Signal(range(hw.tiles))
         reading = Signal()
-        tag = data.StructLayout({"v": 1, "t": range(hw.tiles), "c": 13, "first": 1, "last": 1})
-        t1, t2, t3 = Signal(tag), Signal(tag), Signal(tag)
-        m.d.comb += [self.rd.en.eq(reading), self.rd.buf.eq(v.buf), self.rd.tile.eq(rt), self.rd.ch.eq(v.c0 + rc)]
-        m.d.sync += [t1.v.eq(reading), t1.t.eq(rt), t1.c.eq(rc), t1.first.eq(rt == 0), t1.last.eq(rt == nt - 1),
-                     t2.eq(t1), t3.eq(t2)]
+        tag = data.StructLayout({"valid": 1, "tile": range(hw.tiles), "ch": 13, "first": 1, "last": 1})
+        sum_stage, acc_stage, mean_stage = Signal(tag), Signal(tag), Signal(tag)
+        m.d.comb += [self.rd.en.eq(reading), self.rd.buf.eq(desc.buf), self.rd.tile.eq(read_tile),
+                     self.rd.ch.eq(desc.c0 + read_ch)]
+        m.d.sync += [sum_stage.valid.eq(reading), sum_stage.tile.eq(read_tile), sum_stage.ch.eq(read_ch),
+                     sum_stage.first.eq(read_tile == 0), sum_stage.last.eq(read_tile == tiles - 1),
+                     acc_stage.eq(sum_stage), mean_stage.eq(acc_stage)]
         with m.If(reading):
-            m.d.sync += rt.eq(rt + 1)
-            with m.If(rt == nt - 1):
-                m.d.sync += [rt.eq(0), rc.eq(rc + 1)]
-                with m.If(rc == v.w - 1):
+            m.d.sync += read_tile.eq(read_tile + 1)
+            with m.If(read_tile == tiles - 1):
+                m.d.sync += [read_tile.eq(0), read_ch.eq(read_ch + 1)]
+                with m.If(read_ch == desc.w - 1):
                     m.d.sync += reading.eq(0)
 
         # ---- masked lane sum (tokens 1..rows-1), accumulate, mean
-        base = t1.t * R
-        part = Signal(signed(sum_bits))
-        acc = Signal(signed(sum_bits))
-        m.d.sync += part.eq(sum(Mux((base + r >= 1) & (base + r < rows), self.rd.data[r], 0) for r in range(R)))
-        with m.If(t2.v):
-            m.d.sync += acc.eq(Mux(t2.first, 0, acc) + part)
+        base = sum_stage.tile * R
+        lane_sum = Signal(signed(sum_bits))
+        ch_sum = Signal(signed(sum_bits))
+        m.d.sync += lane_sum.eq(sum(Mux((base + r >= 1) & (base + r < rows), self.rd.data[r], 0) for r in range(R)))
+        with m.If(acc_stage.valid):
+            m.d.sync += ch_sum.eq(Mux(acc_stage.first, 0, ch_sum) + lane_sum)
         mean = Signal(signed(16))
-        with m.If(t3.v & t3.last):
-            m.d.sync += mean.eq(rshift_round(acc * q, MEAN_RECIP_BITS)[:16])
+        with m.If(mean_stage.valid & mean_stage.last):
+            m.d.sync += mean.eq(rshift_round(ch_sum * recip_rows, MEAN_RECIP_BITS)[:16])
 
-        # ---- writes of the mean of channel wc to its nt tiles
-        wact, wt, wc = Signal(), Signal(range(hw.tiles)), Signal(13)
-        mask = ports.rows_mask(m, rows, wt, hw)
-        m.d.comb += [self.wr.buf.eq(v.buf), self.wr.tile.eq(wt), self.wr.ch.eq(v.c0 + wc),
-                     self.wr.en.eq(Mux(wact, mask, 0))]
+        # ---- writes of the mean of channel write_ch to its tiles
+        writing, write_tile, write_ch = Signal(), Signal(range(hw.tiles)), Signal(13)
+        mask = ports.rows_mask(m, rows, write_tile, hw)
+        m.d.comb += [self.wr.buf.eq(desc.buf), self.wr.tile.eq(write_tile), self.wr.ch.eq(desc.c0 + write_ch),
+                     self.wr.en.eq(Mux(writing, mask, 0))]
         m.d.comb += [self.wr.data[r].eq(mean) for r in range(R)]
-        with m.If(wact):
-            m.d.sync += wt.eq(wt + 1)
-            with m.If(wt == nt - 1):
-                m.d.sync += wact.eq(0)
-        with m.If(t3.v & t3.last):
-            m.d.sync += [wact.eq(1), wt.eq(0), wc.eq(t3.c)]
+        with m.If(writing):
+            m.d.sync += write_tile.eq(write_tile + 1)
+            with m.If(write_tile == tiles - 1):
+                m.d.sync += writing.eq(0)
+        with m.If(mean_stage.valid & mean_stage.last):
+            m.d.sync += [writing.eq(1), write_tile.eq(0), write_ch.eq(mean_stage.ch)]
 
         busy = Signal()
-        m.d.comb += busy.eq(reading | t1.v | t2.v | t3.v | wact)
+        m.d.comb += busy.eq(reading | sum_stage.valid | acc_stage.valid | mean_stage.valid | writing)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [rcp.i_d.valid.eq(self.start), rcp.i_d.payload.eq(rows - 1)]
+                m.d.comb += [recip.i_d.valid.eq(self.start), recip.i_d.payload.eq(rows - 1)]
                 with m.If(self.start):
                     m.next = "RECIP"
             with m.State("RECIP"):
-                m.d.comb += rcp.o_q.ready.eq(1)
-                with m.If(rcp.o_q.valid):
-                    m.d.sync += [q.eq(rcp.o_q.payload), reading.eq(1), rc.eq(0), rt.eq(0)]
+                m.d.comb += recip.o_q.ready.eq(1)
+                with m.If(recip.o_q.valid):
+                    m.d.sync += [recip_rows.eq(recip.o_q.payload), reading.eq(1), read_ch.eq(0), read_tile.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~busy):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         return m
-

@@ -41,39 +41,39 @@ class KeepProb(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         U, k = self.units, WEIGHT_RECIP_BITS
-        rcp = [Reciprocal(DEN_BITS, k) for _ in range(U)]
-        for u, r in enumerate(rcp):
-            m.submodules[f"rcp{u}"] = r
-        nums = [Signal(signed(NUM_BITS), name=f"num{u}") for u in range(U)]
-        ii = Signal(range(U))
-        oi = Signal(range(U))
+        recips = [Reciprocal(DEN_BITS, k) for _ in range(U)]
+        for u, r in enumerate(recips):
+            m.submodules[f"recip{u}"] = r
+        nums = [Signal(signed(NUM_BITS), name=f"num{u}") for u in range(U)]   # num beside each unit's den
+        next_in = Signal(range(U))             # the unit that takes the next input
+        next_out = Signal(range(U))            # the unit whose result leaves next
 
         # dispatch round robin
-        rdy = Signal()
-        for u, r in enumerate(rcp):
-            m.d.comb += [r.i_d.payload.eq(self.i.payload.den), r.i_d.valid.eq(self.i.valid & (ii == u))]
-            with m.If(ii == u):
-                m.d.comb += rdy.eq(r.i_d.ready)
-        m.d.comb += self.i.ready.eq(rdy)
-        with m.If(self.i.valid & rdy):
+        in_ready = Signal()
+        for u, r in enumerate(recips):
+            m.d.comb += [r.i_d.payload.eq(self.i.payload.den), r.i_d.valid.eq(self.i.valid & (next_in == u))]
+            with m.If(next_in == u):
+                m.d.comb += in_ready.eq(r.i_d.ready)
+        m.d.comb += self.i.ready.eq(in_ready)
+        with m.If(self.i.valid & in_ready):
             for u in range(U):
-                with m.If(ii == u):
+                with m.If(next_in == u):
                     m.d.sync += nums[u].eq(self.i.payload.num)
-            m.d.sync += ii.eq(Mux(ii == U - 1, 0, ii + 1))
+            m.d.sync += next_in.eq(Mux(next_in == U - 1, 0, next_in + 1))
 
-        # collect in order: select (num, q) of unit oi, register, multiply and round
-        v_sel, n_sel, q_sel = Signal(), Signal(signed(NUM_BITS)), Signal(k + 1)
-        for u, r in enumerate(rcp):
-            with m.If(oi == u):
-                m.d.comb += [v_sel.eq(r.o_q.valid), n_sel.eq(nums[u]), q_sel.eq(r.o_q.payload)]
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
-        v1, n1, q1 = Signal(), Signal(signed(NUM_BITS)), Signal(k + 1)
-        for u, r in enumerate(rcp):
-            m.d.comb += r.o_q.ready.eq(en & (oi == u))
-        with m.If(en):
-            m.d.sync += [v1.eq(v_sel), n1.eq(n_sel), q1.eq(q_sel), self.o.valid.eq(v1),
-                         self.o.payload.eq(rshift_round(n1 * q1, k)[:M_BITS])]
-            with m.If(v_sel):
-                m.d.sync += oi.eq(Mux(oi == U - 1, 0, oi + 1))
+        # collect in order: select (num, q) of unit next_out, register, multiply and round
+        out_valid, out_num, out_q = Signal(), Signal(signed(NUM_BITS)), Signal(k + 1)
+        for u, r in enumerate(recips):
+            with m.If(next_out == u):
+                m.d.comb += [out_valid.eq(r.o_q.valid), out_num.eq(nums[u]), out_q.eq(r.o_q.payload)]
+        advance = Signal()
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        prod_valid, prod_num, prod_q = Signal(), Signal(signed(NUM_BITS)), Signal(k + 1)
+        for u, r in enumerate(recips):
+            m.d.comb += r.o_q.ready.eq(advance & (next_out == u))
+        with m.If(advance):
+            m.d.sync += [prod_valid.eq(out_valid), prod_num.eq(out_num), prod_q.eq(out_q), self.o.valid.eq(prod_valid),
+                         self.o.payload.eq(rshift_round(prod_num * prod_q, k)[:M_BITS])]
+            with m.If(out_valid):
+                m.d.sync += next_out.eq(Mux(next_out == U - 1, 0, next_out + 1))
         return m

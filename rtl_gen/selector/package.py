@@ -15,6 +15,8 @@ result to the package RAM that COMPACT reads (`pkg`, a synchronous read port).
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -44,6 +46,8 @@ def default_lanes(hw: HardwareConfig) -> int:
 
 
 class Package(wiring.Component):
+    """`lanes` multipliers (default mac_rows / 4) weigh the lanes of a channel word."""
+
     def __init__(self, hw: HardwareConfig, lanes: int | None = None):
         L = lanes or default_lanes(hw)
         if hw.mac_rows % L:
@@ -54,135 +58,165 @@ class Package(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        hw, R, L = self.hw, self.hw.mac_rows, self.lanes
-        G = R // L
-        lr = R.bit_length() - 1
-        v = desc_view("PACKAGE", self.desc)
+        hw, R = self.hw, self.hw.mac_rows
+        desc = desc_view("PACKAGE", self.desc)
         ns = Signal(range(hw.n_max + 1))
-        m.d.comb += ns.eq(self.rows - 1 - v.n_pkg)
-        m.submodules.accm = accm = Ram(ACC_BITS, hw.d_max)
-        m.submodules.pkgm = pkgm = Ram(16, hw.d_max)
-        m.submodules.rcp = rcp = Reciprocal(TOTAL_BITS, PACK_RECIP_BITS)
-        m.d.comb += [pkgm.raddr.eq(self.pkg.ch), pkgm.ren.eq(self.pkg.en), self.pkg.data.eq(pkgm.rdata)]
-
-        t = Signal(range(hw.tiles + 1))
-        total = Signal(TOTAL_BITS)
-        started = Signal()                      # some tile has been accumulated (acc RAM defined)
-        rq = Signal(PACK_RECIP_BITS + 1)
-
-        # ---- weights of the tile's lanes: a ring of R values, pushed at the top
-        wm = Signal(data.ArrayLayout(signed(M_BITS), R))
-        drop = Signal(R)
-        lv = Signal()                           # an m read returns this cycle
-        r = Signal(range(R + 1))
-        m.d.comb += [self.mr.token.eq(t * R + r), self.mask.tile.eq(t)]
-        val = Signal(signed(M_BITS))
-        m.d.comb += val.eq(Mux(drop[0], Mux(v.mode == MEAN, 1, self.mr.m), 0))
-        with m.If(lv):
-            m.d.sync += [wm.eq((wm.as_value() >> M_BITS) | (val.as_unsigned() << (M_BITS * (R - 1)))),
-                         drop.eq(drop >> 1), total.eq(total + val)]
-
-        # ---- channel pipeline: s0 issue (c, g), s1 word, s2 products, s3 tree, s4 accumulate
-        tag = data.StructLayout({"v": 1, "c": range(hw.d_max), "g": range(max(G, 2))})
-        tg = [Signal(tag, name=f"tg{k}") for k in range(5)]
-        for k in range(1, 5):
-            m.d.sync += tg[k].eq(tg[k - 1])
-        word = Signal(ports.lanes(R))
-        m.d.comb += [self.rd.buf.eq(v.x_buf), self.rd.tile.eq(t), self.rd.ch.eq(tg[0].c),
-                     self.rd.en.eq(tg[0].v & (tg[0].g == 0))]
-        with m.If(tg[2].v):
-            m.d.sync += [word.eq(word.as_value() >> (16 * L)),
-                         wm.eq(wm.as_value().rotate_right(M_BITS * L))]
-        with m.If(tg[1].v & (tg[1].g == 0)):
-            m.d.sync += word.eq(self.rd.data)
-        prod = [Signal(signed(M_BITS + 16), name=f"prod{l}") for l in range(L)]
-        m.d.sync += [p.eq(wm[l] * word[l]) for l, p in enumerate(prod)]
-        tree = Signal(signed(M_BITS + 16 + L.bit_length()))
-        m.d.sync += tree.eq(sum(prod))
-        csum = Signal(signed(M_BITS + 16 + R.bit_length()))
-        cnew = Signal.like(csum)
-        m.d.comb += [cnew.eq(Mux(tg[4].g == 0, 0, csum) + tree),
-                     accm.raddr.eq(tg[3].c), accm.ren.eq(tg[3].v & (tg[3].g == G - 1)),
-                     accm.waddr.eq(tg[4].c), accm.wdata.eq(Mux(started, accm.rdata, 0) + cnew),
-                     accm.wen.eq(tg[4].v & (tg[4].g == G - 1))]
-        with m.If(tg[4].v):
-            m.d.sync += csum.eq(cnew)
-
-        # ---- output pass: o0 read acc[c], o1 product, o2 write pkg[c]
-        otag = data.StructLayout({"v": 1, "c": range(hw.d_max)})
-        og = [Signal(otag, name=f"og{k}") for k in range(3)]
-        for k in range(1, 3):
-            m.d.sync += og[k].eq(og[k - 1])
-        acc1 = Signal(signed(ACC_USED))
-        prod1 = Signal(signed(ACC_USED + PACK_RECIP_BITS + 1))
-        m.d.sync += [acc1.eq(accm.rdata), prod1.eq(accm.rdata[:ACC_USED].as_signed() * rq)]
-        y = Mux(~started | ((v.mode != SUM) & (total == 0)), 0,
-                Mux(v.mode == SUM, requant(acc1, 15), requant(prod1, PACK_RECIP_BITS)))
-        m.d.comb += [pkgm.waddr.eq(og[2].c), pkgm.wdata.eq(y), pkgm.wen.eq(og[2].v)]
-
-        dropped = Signal(R)
-        m.d.comb += dropped.eq(scored_lanes(m, t, ns, hw, "pk_scored") & ~self.mask.keep)
-        c = Signal(range(hw.d_max + 1))
-        g = Signal(range(max(G, 2)))
+        m.d.comb += ns.eq(self.rows - 1 - desc.n_pkg)
+        m.submodules.acc_ram = acc_ram = Ram(ACC_BITS, hw.d_max)         # per-channel sums
+        m.submodules.pkg_ram = pkg_ram = Ram(16, hw.d_max)               # the package token, for COMPACT
+        m.submodules.recip = recip = Reciprocal(TOTAL_BITS, PACK_RECIP_BITS)
+        m.d.comb += [pkg_ram.raddr.eq(self.pkg.ch), pkg_ram.ren.eq(self.pkg.en), self.pkg.data.eq(pkg_ram.rdata)]
+        # the registers the sequence steps through
+        reg = SimpleNamespace(
+            tile=Signal(range(hw.tiles + 1), name="tile"),
+            ch=Signal(range(hw.d_max + 1), name="ch"),
+            step=Signal(range(max(R // self.lanes, 2)), name="step"),          # lanes of a word done: step L
+            total=Signal(TOTAL_BITS, name="total"),                          # sum of the dropped tokens' weights
+            acc_valid=Signal(name="acc_valid"),                              # a tile accumulated: acc_ram holds sums
+            recip_total=Signal(PACK_RECIP_BITS + 1, name="recip_total"))     # recip(total, 46)
+        ring = self._weight_ring(m, desc, ns, reg)
+        ch_stage = self._channel_pipeline(m, desc, reg, ring.weights, acc_ram)
+        out_stage = self._output_pass(m, desc, reg, acc_ram, pkg_ram)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [t.eq(0), total.eq(0), started.eq(0)]
-                    m.next = "MASK"
-            with m.State("MASK"):
-                m.d.comb += self.mask.en.eq(1)
-                m.next = "MASK2"
-            with m.State("MASK2"):
-                m.d.sync += [drop.eq(dropped), r.eq(0)]
-                with m.If(dropped == 0):
-                    m.next = "NEXT"
-                with m.Else():
-                    m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.comb += self.mr.en.eq(1)
-                m.d.sync += [lv.eq(1), r.eq(r + 1)]
-                with m.If(r == R - 1):
-                    m.d.sync += [c.eq(0), g.eq(0)]
-                    m.next = "CH"
-            with m.State("CH"):
-                m.d.sync += lv.eq(0)
-                m.d.comb += [tg[0].v.eq(1), tg[0].c.eq(c), tg[0].g.eq(g)]
-                m.d.sync += g.eq(g + 1)
-                with m.If(g == G - 1):
-                    m.d.sync += [g.eq(0), c.eq(c + 1)]
-                    with m.If(c == v.d - 1):
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                with m.If(~(tg[1].v | tg[2].v | tg[3].v | tg[4].v)):
-                    m.d.sync += started.eq(1)
-                    m.next = "NEXT"
-            with m.State("NEXT"):
-                m.d.sync += t.eq(t + 1)
-                with m.If(t == ns >> lr):
-                    m.next = "FIN"
-                with m.Else():
-                    m.next = "MASK"
-            with m.State("FIN"):
-                m.d.comb += [rcp.i_d.valid.eq(1), rcp.i_d.payload.eq(total)]
-                with m.If((v.mode == SUM) | (total == 0)):
-                    m.d.comb += rcp.i_d.valid.eq(0)
-                    m.d.sync += c.eq(0)
-                    m.next = "OUT"
-                with m.Elif(rcp.i_d.ready):
-                    m.next = "RWAIT"
-            with m.State("RWAIT"):
-                m.d.comb += rcp.o_q.ready.eq(1)
-                with m.If(rcp.o_q.valid):
-                    m.d.sync += [rq.eq(rcp.o_q.payload), c.eq(0)]
-                    m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [og[0].v.eq(1), og[0].c.eq(c), accm.raddr.eq(c), accm.ren.eq(1)]
-                m.d.sync += c.eq(c + 1)
-                with m.If(c == v.d - 1):
-                    m.next = "OUT_DRAIN"
-            with m.State("OUT_DRAIN"):
-                with m.If(~(og[1].v | og[2].v)):
-                    m.d.comb += self.done.eq(1)
-                    m.d.sync += self.pkg_d.eq(v.d)
-                    m.next = "IDLE"
+                    m.d.sync += [reg.tile.eq(0), reg.total.eq(0), reg.acc_valid.eq(0)]
+                    m.next = "READ_MASK"
+            self._tile_states(m, desc, ns, reg, ring, ch_stage)
+            self._result_states(m, desc, reg, recip, acc_ram, out_stage)
         return m
+
+    def _weight_ring(self, m, desc, ns, reg):
+        """The weights of the tile's lanes (m of a dropped scored token, 1 in mode mean; 0 for
+        every other lane): one m read per lane (LOAD), each result pushed in at the top of a
+        ring of R values and added to `total`. `dropped`: the tile's dropped scored lanes."""
+        hw, R = self.hw, self.hw.mac_rows
+        ring = SimpleNamespace(
+            weights=Signal(data.ArrayLayout(signed(M_BITS), R), name="weights"),
+            dropped=Signal(R, name="dropped"),
+            drop=Signal(R, name="drop"),                # lane 0: is the lane whose m arrives dropped
+            m_arrives=Signal(name="m_arrives"),         # an m read returns this cycle
+            lane=Signal(range(R + 1), name="load_lane"))
+        m.d.comb += [self.mr.token.eq(reg.tile * R + ring.lane), self.mask.tile.eq(reg.tile)]
+        weight = Signal(signed(M_BITS))
+        m.d.comb += weight.eq(Mux(ring.drop[0], Mux(desc.mode == MEAN, 1, self.mr.m), 0))
+        with m.If(ring.m_arrives):
+            pushed = (ring.weights.as_value() >> M_BITS) | (weight.as_unsigned() << (M_BITS * (R - 1)))
+            m.d.sync += [ring.weights.eq(pushed), ring.drop.eq(ring.drop >> 1), reg.total.eq(reg.total + weight)]
+        m.d.comb += ring.dropped.eq(scored_lanes(m, reg.tile, ns, hw, "pk_scored") & ~self.mask.keep)
+        return ring
+
+    def _channel_pipeline(self, m, desc, reg, weights, acc_ram):
+        """Every channel word of the tile, R / lanes steps a word: stage 0 issues (ch, step), 1
+        reads the word, 2 multiplies `lanes` lanes by their weights (word and ring then rotate by
+        `lanes` lanes), 3 sums the products, 4 adds them to the channel's sum and, at the last
+        step, that sum to acc_ram[ch] (read in stage 3). Returns the stage tags."""
+        hw, R, L = self.hw, self.hw.mac_rows, self.lanes
+        last = R // L - 1
+        tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "step": range(max(R // L, 2))})
+        stage = [Signal(tag, name=f"ch_stage{k}") for k in range(5)]
+        for k in range(1, 5):
+            m.d.sync += stage[k].eq(stage[k - 1])
+        word = Signal(ports.lanes(R))
+        m.d.comb += [self.rd.buf.eq(desc.x_buf), self.rd.tile.eq(reg.tile), self.rd.ch.eq(stage[0].ch),
+                     self.rd.en.eq(stage[0].valid & (stage[0].step == 0))]
+        with m.If(stage[2].valid):
+            m.d.sync += [word.eq(word.as_value() >> (16 * L)),
+                         weights.eq(weights.as_value().rotate_right(M_BITS * L))]
+        with m.If(stage[1].valid & (stage[1].step == 0)):
+            m.d.sync += word.eq(self.rd.data)
+        prod = [Signal(signed(M_BITS + 16), name=f"prod{l}") for l in range(L)]
+        m.d.sync += [p.eq(weights[l] * word[l]) for l, p in enumerate(prod)]
+        prod_sum = Signal(signed(M_BITS + 16 + L.bit_length()))
+        m.d.sync += prod_sum.eq(sum(prod))
+        ch_sum = Signal(signed(M_BITS + 16 + R.bit_length()))
+        ch_sum_next = Signal.like(ch_sum)
+        m.d.comb += [ch_sum_next.eq(Mux(stage[4].step == 0, 0, ch_sum) + prod_sum),
+                     acc_ram.raddr.eq(stage[3].ch), acc_ram.ren.eq(stage[3].valid & (stage[3].step == last)),
+                     acc_ram.waddr.eq(stage[4].ch), acc_ram.wen.eq(stage[4].valid & (stage[4].step == last)),
+                     acc_ram.wdata.eq(Mux(reg.acc_valid, acc_ram.rdata, 0) + ch_sum_next)]
+        with m.If(stage[4].valid):
+            m.d.sync += ch_sum.eq(ch_sum_next)
+        return stage
+
+    def _output_pass(self, m, desc, reg, acc_ram, pkg_ram):
+        """One pass over the channels: stage 0 reads acc_ram[ch], 1 scales the sum by
+        recip_total, 2 writes the requantised result to pkg_ram[ch]. Returns the stage tags."""
+        tag = data.StructLayout({"valid": 1, "ch": range(self.hw.d_max)})
+        stage = [Signal(tag, name=f"out_stage{k}") for k in range(3)]
+        for k in range(1, 3):
+            m.d.sync += stage[k].eq(stage[k - 1])
+        acc = Signal(signed(ACC_USED))
+        scaled = Signal(signed(ACC_USED + PACK_RECIP_BITS + 1))
+        m.d.sync += [acc.eq(acc_ram.rdata), scaled.eq(acc_ram.rdata[:ACC_USED].as_signed() * reg.recip_total)]
+        y = Mux(~reg.acc_valid | ((desc.mode != SUM) & (reg.total == 0)), 0,
+                Mux(desc.mode == SUM, requant(acc, 15), requant(scaled, PACK_RECIP_BITS)))
+        m.d.comb += [pkg_ram.waddr.eq(stage[2].ch), pkg_ram.wdata.eq(y), pkg_ram.wen.eq(stage[2].valid)]
+        return stage
+
+    def _tile_states(self, m, desc, ns, reg, ring, ch_stage):
+        """Per token tile holding scored tokens: its keep mask (READ_MASK, TAKE_MASK); a tile
+        without dropped tokens is skipped, else its weights are loaded (LOAD), every channel
+        word passes the pipeline (CH) until it is empty (DRAIN); NEXT: the next tile or RECIP."""
+        R, steps = self.hw.mac_rows, self.hw.mac_rows // self.lanes
+        with m.State("READ_MASK"):
+            m.d.comb += self.mask.en.eq(1)
+            m.next = "TAKE_MASK"
+        with m.State("TAKE_MASK"):
+            m.d.sync += [ring.drop.eq(ring.dropped), ring.lane.eq(0)]
+            with m.If(ring.dropped == 0):
+                m.next = "NEXT"
+            with m.Else():
+                m.next = "LOAD"
+        with m.State("LOAD"):
+            m.d.comb += self.mr.en.eq(1)
+            m.d.sync += [ring.m_arrives.eq(1), ring.lane.eq(ring.lane + 1)]
+            with m.If(ring.lane == R - 1):
+                m.d.sync += [reg.ch.eq(0), reg.step.eq(0)]
+                m.next = "CH"
+        with m.State("CH"):
+            m.d.sync += ring.m_arrives.eq(0)
+            m.d.comb += [ch_stage[0].valid.eq(1), ch_stage[0].ch.eq(reg.ch), ch_stage[0].step.eq(reg.step)]
+            m.d.sync += reg.step.eq(reg.step + 1)
+            with m.If(reg.step == steps - 1):
+                m.d.sync += [reg.step.eq(0), reg.ch.eq(reg.ch + 1)]
+                with m.If(reg.ch == desc.d - 1):
+                    m.next = "DRAIN"
+        with m.State("DRAIN"):
+            with m.If(~(ch_stage[1].valid | ch_stage[2].valid | ch_stage[3].valid | ch_stage[4].valid)):
+                m.d.sync += reg.acc_valid.eq(1)
+                m.next = "NEXT"
+        with m.State("NEXT"):
+            m.d.sync += reg.tile.eq(reg.tile + 1)
+            with m.If(reg.tile == ns >> ports.lane_bits(R)):
+                m.next = "RECIP"
+            with m.Else():
+                m.next = "READ_MASK"
+
+    def _result_states(self, m, desc, reg, recip, acc_ram, out_stage):
+        """After the tiles: recip(total, 46) unless mode sum or nothing dropped (RECIP,
+        RECIP_WAIT), then the output pass (OUT, OUT_DRAIN) and done."""
+        with m.State("RECIP"):
+            m.d.comb += [recip.i_d.valid.eq(1), recip.i_d.payload.eq(reg.total)]
+            with m.If((desc.mode == SUM) | (reg.total == 0)):
+                m.d.comb += recip.i_d.valid.eq(0)
+                m.d.sync += reg.ch.eq(0)
+                m.next = "OUT"
+            with m.Elif(recip.i_d.ready):
+                m.next = "RECIP_WAIT"
+        with m.State("RECIP_WAIT"):
+            m.d.comb += recip.o_q.ready.eq(1)
+            with m.If(recip.o_q.valid):
+                m.d.sync += [reg.recip_total.eq(recip.o_q.payload), reg.ch.eq(0)]
+                m.next = "OUT"
+        with m.State("OUT"):
+            m.d.comb += [out_stage[0].valid.eq(1), out_stage[0].ch.eq(reg.ch), acc_ram.raddr.eq(reg.ch),
+                         acc_ram.ren.eq(1)]
+            m.d.sync += reg.ch.eq(reg.ch + 1)
+            with m.If(reg.ch == desc.d - 1):
+                m.next = "OUT_DRAIN"
+        with m.State("OUT_DRAIN"):
+            with m.If(~(out_stage[1].valid | out_stage[2].valid)):
+                m.d.comb += self.done.eq(1)
+                m.d.sync += self.pkg_d.eq(desc.d)
+                m.next = "IDLE"

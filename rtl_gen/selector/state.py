@@ -58,14 +58,14 @@ def scored_lanes(m, tile, ns, hw: HardwareConfig, name: str = "scored"):
 
 
 class SelState(wiring.Component):
-    """Memories and status of the latest decision. Writer side (DECIDE): `kw`, `mw`, and a
-    one-cycle `set` with `set_info` (rows, n_pkg, ns, kept) when the decision is complete.
+    """Memories and status of the latest decision. Writer side (DECIDE): `write_keep`, `write_m`,
+    and a one-cycle `set` with `set_info` (rows, n_pkg, ns, kept) when the decision is complete.
     `consume`: pulse when COMPACT finishes (clears info.valid, keeps info.last)."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
         super().__init__({
-            "kw": In(keep_write(hw)), "mw": In(m_write(hw)),
+            "write_keep": In(keep_write(hw)), "write_m": In(m_write(hw)),
             "set": In(1), "set_info": In(info_layout(hw)), "consume": In(1),
             "mask": In(mask_read(hw)), "m": In(m_read(hw)),
             "info": Out(info_layout(hw)),
@@ -74,17 +74,18 @@ class SelState(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw = self.hw
-        m.submodules.keep = kr = Ram(1, hw.tiles, hw.mac_rows, is_signed=False)
-        m.submodules.mval = mr = Ram(M_BITS, hw.tiles * hw.mac_rows)
-        m.d.comb += [kr.waddr.eq(self.kw.tile), kr.wdata.eq(self.kw.data), kr.wen.eq(self.kw.en),
-                     kr.raddr.eq(self.mask.tile), kr.ren.eq(self.mask.en),
-                     mr.waddr.eq(self.mw.token), mr.wdata.eq(self.mw.data), mr.wen.eq(self.mw.en),
-                     mr.raddr.eq(self.m.token), mr.ren.eq(self.m.en), self.m.m.eq(mr.rdata)]
+        m.submodules.keep = keep = Ram(1, hw.tiles, hw.mac_rows, is_signed=False)
+        m.submodules.mval = mval = Ram(M_BITS, hw.tiles * hw.mac_rows)
+        wk, wm = self.write_keep, self.write_m
+        m.d.comb += [keep.waddr.eq(wk.tile), keep.wdata.eq(wk.data), keep.wen.eq(wk.en),
+                     keep.raddr.eq(self.mask.tile), keep.ren.eq(self.mask.en),
+                     mval.waddr.eq(wm.token), mval.wdata.eq(wm.data), mval.wen.eq(wm.en),
+                     mval.raddr.eq(self.m.token), mval.ren.eq(self.m.en), self.m.m.eq(mval.rdata)]
         tile = Signal.like(self.mask.tile)
         with m.If(self.mask.en):
             m.d.sync += tile.eq(self.mask.tile)
         scored = scored_lanes(m, tile, self.info.ns, hw)
-        m.d.comb += self.mask.keep.eq(Value.cast(kr.rdata) & scored)
+        m.d.comb += self.mask.keep.eq(Value.cast(keep.rdata) & scored)
         info = self.info
         with m.If(self.set):
             m.d.sync += [info.rows.eq(self.set_info.rows), info.n_pkg.eq(self.set_info.n_pkg),

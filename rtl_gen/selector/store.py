@@ -46,42 +46,43 @@ class SelStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R, W = self.hw, self.hw.mac_rows, self.hw.axi_bits
-        nb = beats(hw)
+        n_beats = beats(hw)
         chunks = (select_bytes(hw) * 8 - 128) // R
-        ww = max(W, 128) + R
-        win = Signal(ww)
-        fill = Signal(range(ww + 1))
-        j = Signal(range(chunks + 1))              # chunks pushed
-        beat = Signal(range(nb + 1))
-        prev = Signal(R)
-        have = Signal(R)
-        m.d.comb += have.eq(Mux(j + 1 < hw.tiles, self.mask.keep, 0))
-        m.d.comb += [self.o.payload.data.eq(win[:W]), self.o.payload.last.eq(beat == nb - 1)]
+        window_bits = max(W, 128) + R
+        window = Signal(window_bits)              # bits not yet sent, from bit 0
+        filled = Signal(range(window_bits + 1))
+        pushed = Signal(range(chunks + 1))        # chunks in the window so far
+        beat = Signal(range(n_beats + 1))
+        keep = Signal(R)                          # keep bits of tile `pushed`
+        next_keep = Signal(R)                     # keep bits of tile `pushed` + 1 (0 past the last)
+        m.d.comb += next_keep.eq(Mux(pushed + 1 < hw.tiles, self.mask.keep, 0))
+        m.d.comb += [self.o.payload.data.eq(window[:W]), self.o.payload.last.eq(beat == n_beats - 1)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += [self.mask.en.eq(1), self.mask.tile.eq(0)]
-                    m.d.sync += [win.eq(self.kept | (self.ns << 32)), fill.eq(128),
-                                 j.eq(0), beat.eq(0)]
+                    m.d.sync += [window.eq(self.kept | (self.ns << 32)), filled.eq(128),
+                                 pushed.eq(0), beat.eq(0)]
                     m.next = "FIRST"
             with m.State("FIRST"):
-                m.d.sync += prev.eq(self.mask.keep)
+                m.d.sync += keep.eq(self.mask.keep)
                 m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If((fill >= W) | (j == chunks)):
+                with m.If((filled >= W) | (pushed == chunks)):
                     m.next = "EMIT"
                 with m.Else():
-                    m.d.comb += [self.mask.en.eq(j + 1 < hw.tiles), self.mask.tile.eq(j + 1)]
+                    m.d.comb += [self.mask.en.eq(pushed + 1 < hw.tiles), self.mask.tile.eq(pushed + 1)]
                     m.next = "PUSH"
             with m.State("PUSH"):
-                chunk = Cat(prev[1:], have[0])
-                m.d.sync += [win.eq(win | (chunk << fill)), fill.eq(fill + R), prev.eq(have), j.eq(j + 1)]
+                chunk = Cat(keep[1:], next_keep[0])      # tokens pushed R + 1 .. pushed R + R
+                m.d.sync += [window.eq(window | (chunk << filled)), filled.eq(filled + R), keep.eq(next_keep),
+                             pushed.eq(pushed + 1)]
                 m.next = "NEXT"
             with m.State("EMIT"):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
-                    m.d.sync += [win.eq(win >> W), fill.eq(Mux(fill > W, fill - W, 0)), beat.eq(beat + 1)]
-                    with m.If(beat == nb - 1):
+                    m.d.sync += [window.eq(window >> W), filled.eq(Mux(filled > W, filled - W, 0)), beat.eq(beat + 1)]
+                    with m.If(beat == n_beats - 1):
                         m.d.comb += self.done.eq(1)
                         m.next = "IDLE"
                     with m.Else():

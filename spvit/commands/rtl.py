@@ -9,7 +9,7 @@ from pathlib import Path
 
 from base.outputs import output_dir
 from golden.hw import HW_PRESETS, HardwareConfig, load_hw
-from rtl_gen.host.regmap import c_header, markdown, regmap_json
+from rtl_gen.host.regmap import write_regmap
 from rtl_gen.tools import verilog
 from rtl_gen.top import Accelerator, module_name
 
@@ -24,11 +24,7 @@ def generate(hw: HardwareConfig, out: Path, force: bool = False, inputs=()) -> d
     top = module_name(hw)
     t0 = time.perf_counter()
     with output_dir(out, "spvit-rtl", "an RTL directory", force=force, inputs=inputs) as tmp:
-        text = verilog.to_verilog(Accelerator(hw), top)
-        files = {f"{top}.v": text, "spvit_regs.json": regmap_json(hw), "spvit_regs.h": c_header(hw),
-                 "spvit_regs.md": markdown(hw)}
-        for name, t in files.items():
-            (tmp / name).write_text(t)
+        files = [verilog.write_verilog(Accelerator(hw), top, tmp).name] + [p.name for p in write_regmap(hw, tmp)]
         manifest = {
             "format": "spvit-rtl", "generator": "spvit-accel", "top": top, "hardware": hw.as_dict(),
             "hw_ident": hw.ident(), "files": sorted(files), "clock": "clk (rising edge)",

@@ -109,7 +109,7 @@ def run_and_compare(img, x, name: str, source: str, sim: str, pause: float, seed
     print(f"result: {'BIT-EXACT' if c.bad == 0 else 'MISMATCH'}: {c.bad} of {c.compared:,} elements differ "
           f"(logits, kept counts, keep masks{', every block' if checkpoints else ''}; DDR reads and writes)")
     for f in c.first:
-        print("  ", *f)
+        print("  ", f)
     for k, r in enumerate(runs):
         if r.error != "OK" or r.hung:
             print(f"  image {k}: {'hung' if r.hung else f'error {r.error} at descriptor {r.error_index}'}")

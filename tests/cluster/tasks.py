@@ -60,6 +60,7 @@ def failing_group(cases):
     for c in cases:
         r = CaseResult(c.index, c.hw.name, c.describe(), compared=100, cycles=[1234])
         if c.index == 1:
-            r.bad, r.first = 2, ["('image 0 logits', (3,), 5, 7)", "('image 0 logits', (4,), 1, 0)"]
+            r.bad, r.first = 2, ["image 0 logits at (3,): RTL 5 != golden 7",
+                                 "image 0 logits at (4,): RTL 1 != golden 0"]
         out.append(r)
     return out

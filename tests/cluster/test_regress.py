@@ -62,7 +62,7 @@ def test_failing_configuration_is_written_out(tmp_path, capsys):
     f = tmp_path / "regress-fail-1.toml"
     assert f.is_file() and load_repro(f) == cases[1]
     assert "# result: 2 of 100 elements differ" in f.read_text() and "image 0 logits" in f.read_text()
-    assert "FAIL" in out and "first mismatch: ('image 0 logits', (3,), 5, 7)" in out
+    assert "FAIL" in out and "first mismatch: image 0 logits at (3,): RTL 5 != golden 7" in out
     assert not (tmp_path / "regress-fail-0.toml").exists()
 
 

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from golden.arith import (ENGINES, INT16_MAX, INT16_MIN, MAX_K, PackedWeight, add_sat, bit_length, isqrt,
                           isqrt_bitwise, matmul, recip, requant, rshift_round, sat)
+from golden.compare import assert_exact
 
+SIDES = ("golden", "reference")          # golden.compare.assert_exact's report names
 i16 = st.integers(INT16_MIN, INT16_MAX)
 i48 = st.integers(-(1 << 47), (1 << 47) - 1)
 
@@ -20,12 +22,6 @@ def ref_shift(x: int, s: int) -> int:
 
 def ref_requant(x: int, s: int) -> int:
     return min(max(ref_shift(x, s), INT16_MIN), INT16_MAX)
-
-
-def mismatches(got, want):
-    got, want = np.asarray(got), np.asarray(want)
-    bad = np.flatnonzero(got.ravel() != want.ravel())
-    return len(bad), [(int(i), int(got.ravel()[i]), int(want.ravel()[i])) for i in bad[:5]]
 
 
 def test_rounding_ties_go_up():
@@ -53,8 +49,7 @@ def test_requant_exhaustive_int16_and_wide(shift):
     for scale in (1, 1 << 16, -(1 << 20) + 3):
         v = x * scale
         want = [ref_requant(int(a), shift) for a in v]
-        n, first = mismatches(requant(v, shift), want)
-        assert n == 0, f"{n} mismatches, first {first}"
+        assert_exact(requant(v, shift), want, f"requant(x * {scale}, {shift})", names=SIDES)
 
 
 def test_saturation_both_ends_and_most_negative():
@@ -169,8 +164,7 @@ def test_qlinear_fused_path_equals_requant_of_exact_product(seed, shift, stacked
     want = np.vectorize(lambda v: ref_requant(int(v), shift), otypes=[object])(exact)
     with use_engine(engine):
         got = layer(x)
-    n, first = mismatches(got, want.astype(np.int64))
-    assert n == 0, f"{n} mismatches, first {first}"
+    assert_exact(got, want.astype(np.int64), f"QLinear on {engine}", names=SIDES)
 
 
 # every matmul of a DeiT-S block and of the model: (rows, depth, columns)
@@ -193,13 +187,11 @@ def test_matmul_exact_for_every_deit_s_shape(m, k, n):
     x[0] = INT16_MIN
     w[:, 0] = INT16_MIN
     want = x @ w                                   # int64 dtype: exact integer arithmetic
-    n1, f1 = mismatches(matmul(x, w), want)
-    assert n1 == 0, f"float64 (activations): {n1} mismatches {f1}"
+    assert_exact(matmul(x, w), want, "float64 (activations)", names=SIDES)
     bias = rng.integers(-(1 << 46) + 1, 1 << 46, n)
     for e in ENGINES:                              # with and without the bias folded in
-        n2, f2 = mismatches(_packed(w, x, e), want)
-        n3, f3 = mismatches(_packed(w, x, e, bias), want + bias)
-        assert n2 == 0 and n3 == 0, f"{e}: {n2} mismatches {f2}; with bias {n3} mismatches {f3}"
+        assert_exact(_packed(w, x, e), want, e, names=SIDES)
+        assert_exact(_packed(w, x, e, bias), want + bias, f"{e} with bias", names=SIDES)
     assert want[0, 0] == k * (1 << 30)
 
 

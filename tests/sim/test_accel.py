@@ -21,10 +21,6 @@ from sim.accel import compare_runs, run_accel
 HW = HW_PRESETS["mini"]
 
 
-def check(c, what):
-    assert c.bad == 0, f"{what}: {c.bad} of {c.compared} elements differ; first: {c.first}"
-
-
 @pytest.fixture(scope="module")
 def demo():
     """The committed demo model quantised as `make demo` does, and 8 held-out digits."""
@@ -45,7 +41,7 @@ def test_demo_model_bit_exact(demo, measured):
     img = compile_model(q, HW, checkpoints=True)
     runs = run_accel(img, list(x), pause=0.2, seed=1)
     c = compare_runs(img, list(x), runs)
-    check(c, "demo model")
+    c.check("demo model")
     cyc = [r.cycles for r in runs]
     measured(f"accelerator (mini hardware) runs the demo model on 8 held-out digits: BIT-EXACT, {c.compared:,} "
              f"elements compared (logits, kept counts, masks, every block); cycles per image {min(cyc):,}..{max(cyc):,} "
@@ -68,7 +64,7 @@ def test_one_design_runs_other_packages(measured):
         x = list(quantize(imgs.numpy(), q.img_frac)[:2])
         runs = run_accel(img, x, pause=0.1, seed=2)
         c = compare_runs(img, x, runs)
-        check(c, q.cfg.name)
+        c.check(q.cfg.name)
         total += c.compared
     measured(f"the same mini design runs capped models (selectors before blocks 1, 3; caps 4, 0 and 0, 2: a stage "
              f"with no candidate) and a model without selectors: BIT-EXACT, {total:,} elements")
@@ -131,14 +127,13 @@ def test_bad_programs_stop_with_an_error_code(measured):
     got = {n: (r.error, r.error_index) for n, r in zip(names, runs)}
     wrong = {n: (got[n], want) for n, (_, want) in cases.items() if got[n] != want}
     assert not wrong, f"{len(wrong)} of {len(cases)} corruptions report another error (got, meant): {wrong}"
-    c = compare_runs(img, [x] * len(names), runs, pokes=pokes)
-    check(c, "error paths (RTL vs interpreter)")
+    compare_runs(img, [x] * len(names), runs, pokes=pokes).check("error paths (RTL vs interpreter)")
     # an AXI read error (SLVERR on the stream) is reported, not hung on
     s0 = img.regions["stream"][0]
     runs = run_accel(img, [x, x], poison=[[(s0 + 4096, s0 + 4112)], []], pause=0.0, seed=5, timeout=2_000_000)
     assert runs[0].error == "AXI_READ" and not runs[0].hung, (runs[0].error, runs[0].hung)
     c = compare_runs(img, [x], runs[1:])
-    check(c, "run after an AXI error")
+    c.check("run after an AXI error")
     measured("bad programs stop with the interpreter's error code and index, then the next run is bit-exact: "
              + ", ".join(f"{n} -> {e}@{i}" for n, (e, i) in got.items()) + "; SLVERR on the stream -> AXI_READ")
 
@@ -150,7 +145,7 @@ def test_cycle_model_matches_rtl(demo, measured):
     q, x = demo
     img = compile_model(q, HW)
     runs = run_accel(img, list(x[:3]), pause=0.0, seed=0, ops=True)
-    check(compare_runs(img, list(x[:3]), runs), "demo model without pauses")
+    compare_runs(img, list(x[:3]), runs).check("demo model without pauses")
     worst = 0.0
     for k, r in enumerate(runs):
         p = program_cycles(img, trace(img, x[k]))
@@ -185,7 +180,7 @@ def test_deit_tiny_image_on_zcu102(measured):
     x = quantize(imgs.numpy(), q.img_frac)[:1]
     runs = run_accel(img, list(x), pause=0.0, seed=0, timeout=40_000_000)
     c = compare_runs(img, list(x), runs)
-    check(c, "DeiT-T on zcu102")
+    c.check("DeiT-T on zcu102")
     model = program_cycles(img, trace(img, x[0])).total
     err = model / runs[0].cycles - 1
     assert abs(err) < 0.03, (model, runs[0].cycles)

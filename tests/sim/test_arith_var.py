@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.arith import requant, rshift_round
 from rtl_gen.primitives.arith import requant_sv, requant_uvar, requant_var
-from sim.check import assert_exact
+from golden.compare import assert_exact
 from sim.runner import run_stream
 from base import settings
 

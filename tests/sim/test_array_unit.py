@@ -14,7 +14,7 @@ from golden.hw import HardwareConfig
 from quant.calibrate import calibrated_random
 from sim.array_bench import ArrayDut, table_beats, weight_beats
 from sim.bench import UnitBench, parse_reads, read_commands, start_command, state_commands
-from sim.check import mismatches
+from golden.compare import assert_exact
 from sim.runner import run_stream
 from sim.snapshots import capture
 from base import settings
@@ -96,8 +96,7 @@ CASES = ["patch embedding + position", "block 0 k", "block 0 v", "block 0 fc1 + 
 def test_matmul_bit_exact(vectors, label, measured):
     v = pick(vectors, label)
     got, want, res = run_op(v, stall=0.2, seed=v.index)
-    bad, first = mismatches(got, want)
-    assert bad == 0, f"{label}: {bad} of {want.size} elements differ; first: {first}"
+    assert_exact(got, want, label)
     measured(f"array unit MATMUL '{label}' (rows {v.rows}, k {v.desc['k']}, m {v.desc['m']}): bit-exact, "
              f"{res.cycles} cycles with 20% stalls")
 
@@ -107,6 +106,5 @@ def test_matmul_bit_exact(vectors, label, measured):
 def test_attention_bit_exact(vectors, label, measured):
     v = pick(vectors, label)
     got, want, res = run_op(v, stall=0.2, seed=v.index)
-    bad, first = mismatches(got, want)
-    assert bad == 0, f"{label}: {bad} of {want.size} elements differ; first: {first}"
+    assert_exact(got, want, label)
     measured(f"array unit ATTENTION '{label}' (N {v.rows}): bit-exact, {res.cycles} cycles with 20% stalls")

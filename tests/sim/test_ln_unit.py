@@ -15,7 +15,7 @@ from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, layernorm, ln_eps_const
 from rtl_gen.norm.isqrt_norm import NormIsqrt
 from rtl_gen.norm.layernorm import Widths, ln_cycles, post_cycles
 from rtl_gen.primitives.recip import Reciprocal
-from sim.check import assert_exact
+from golden.compare import assert_exact
 from sim.ln_bench import LnOp, run_ln
 from sim.runner import run_stream
 from base import settings

@@ -4,7 +4,7 @@ import pytest
 
 from golden.arith import matmul
 from rtl_gen.array.mac import MacArray
-from sim.check import assert_exact
+from golden.compare import assert_exact
 from sim.runner import run_stream
 
 

@@ -6,7 +6,7 @@ import pytest
 from golden.arith import isqrt, isqrt_bitwise, recip
 from rtl_gen.primitives.isqrt import Isqrt
 from rtl_gen.primitives.recip import Reciprocal
-from sim.check import assert_exact
+from golden.compare import assert_exact
 from sim.runner import run_stream
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from golden.hw import HardwareConfig
 from golden.kernels import make_pwl
-from sim.check import assert_exact
+from golden.compare import assert_exact
 from sim.pwl_bench import PwlBench
 from sim.runner import run_stream
 from base import settings

@@ -4,7 +4,7 @@ import pytest
 
 from golden.arith import requant
 from rtl_gen.primitives.arith import Requantiser
-from sim.check import assert_exact
+from golden.compare import assert_exact
 from sim.runner import run_stream
 
 LANES = 32

@@ -236,7 +236,7 @@ def test_store_layouts(R, W, n_max):
     for i, w in enumerate(want):
         got = res.outputs["o_st"][i * nb:(i + 1) * nb]
         assert [b["last"] for b in got] == [0] * (nb - 1) + [1]
-        from sim.check import assert_exact
+        from golden.compare import assert_exact
         assert_exact(np.frombuffer(store_bytes(got, hw, len(w)), dtype=np.uint8), np.frombuffer(w, dtype=np.uint8),
                      f"STORE bytes, case {i}")
     assert res.consumed["i_cmd"] == len(cmds) and res.extra == {"o_st": 0}

@@ -11,7 +11,7 @@ from golden.kernels import SOFTMAX_RECIP_BITS, exp_neg
 from rtl_gen.primitives.exp import ExpNegVar
 from rtl_gen.primitives.recip import Reciprocal
 from rtl_gen.array.softmax import SUM_MIN_BITS, softmax_cycles
-from sim.check import assert_exact
+from golden.compare import assert_exact
 from sim.runner import run_stream
 from sim.softmax_bench import run_softmax
 from base import settings
