@@ -128,9 +128,6 @@ def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int =
     vec.write_text(json.dumps(spec))
     out.unlink(missing_ok=True)
     _venv_tools_on_path()
-    runner = get_runner(sim)
-    if sim == "verilator":
-        _public_ports_only(runner)
     args = VERILATOR_WAIVERS + (RANDOM_INIT_BUILD if random_init else []) if sim == "verilator" else []
     log = io.StringIO()
     env_make = os.environ.get("MAKEFLAGS")
@@ -138,6 +135,9 @@ def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int =
         os.environ["MAKEFLAGS"] = f"OPT_FAST={settings.VERILATOR_OPT} " + (env_make or "")
     step, step_log = "build", root / "build.log"
     try:
+        runner = get_runner(sim)                # (checks that the simulator is on PATH)
+        if sim == "verilator":
+            _public_ports_only(runner)
         with redirect_stdout(log):
             runner.build(sources=sources, hdl_toplevel=name, build_dir=root / "build", build_args=args,
                          timescale=("1ns", "1ps"), waves=settings.WAVES, always=sim == "icarus",
