@@ -148,14 +148,14 @@ def streams(fragment: Fragment, root: str = ""):
             yield f"{path}.{name}" if path else name, port, path == root and flow == wiring.In
 
 
-def stream_rules(m, fragment: Fragment, root: str = "dut", excused=None, check: bool = True) -> None:
+def stream_rules(m, fragment: Fragment, root: str = "dut", excused=None, checked=lambda path: True) -> None:
     """Rule 2 on every stream in `fragment` (added to the harness module `m`, in which
-    `fragment` is the submodule `root`): assumed of the root's input streams, asserted of all
-    others. `excused` {path prefix: signal}: the streams under the prefix may withdraw a beat
-    while the signal is high (a documented flush); `check=False` adds only the assumptions."""
+    `fragment` is the submodule `root`): assumed of the root's input streams, asserted of the
+    others for which `checked(path)`. `excused` {path prefix: signal}: the streams under the
+    prefix may withdraw a beat while the signal is high (a documented flush)."""
     for what, port, outside in streams(fragment, root):
         unless = next((sig for prefix, sig in (excused or {}).items() if what.startswith(prefix)), None)
-        if outside or check:
+        if outside or checked(what):
             hold_until_ready(m, port.valid, port.ready, [port.payload], what, Assume if outside else Assert, unless)
 
 
@@ -258,10 +258,10 @@ def comb_paths(top, pairs, workdir: Path) -> list:
         outs = [b for p, bits in cell["connections"].items() if dirs[p] == "output" for b in bits if isinstance(b, int)]
         for b in ins:
             fanout.setdefault(b, []).extend(outs)
-    found = []
+    found, pairs = [], [(src, dst) for src, dst in pairs if src in nets and dst in nets]   # absent: unused, no path
+    if not pairs:
+        raise KeyError("none of the nets to check is in the flattened netlist")
     for src, dst in pairs:
-        if src not in nets or dst not in nets:
-            raise KeyError(f"no net {src if src not in nets else dst} in the flattened netlist")
         seen, todo = set(nets[src]), list(nets[src])
         while todo:
             for b in fanout.get(todo.pop(), ()):
