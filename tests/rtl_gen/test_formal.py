@@ -76,12 +76,21 @@ def test_no_valid_follows_ready(tmp_path):
 # ------------------------------------------------------------------------- broken variants
 # Each subclass re-drives one signal after the unit's own logic (the last assignment wins).
 
-class WithdrawnAr(ReadEngine):
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        with m.If(self.axi.arvalid & ~self.axi.arready):
-            m.d.sync += self.axi.arvalid.eq(0)
-        return m
+def withdrawing(unit, handshake):
+    """`unit` with a valid that drops while its ready is low: handshake(self) -> (valid, ready)."""
+    class Withdrawing(unit):
+        def elaborate(self, platform):
+            m = super().elaborate(platform)
+            valid, ready = handshake(self)
+            with m.If(valid & ~ready):
+                m.d.sync += valid.eq(0)
+            return m
+    return Withdrawing
+
+
+WithdrawnAr = withdrawing(ReadEngine, lambda e: (e.axi.arvalid, e.axi.arready))
+LeakyFifo = withdrawing(RamFifo, lambda f: (f.o.valid, f.o.ready))
+DroppingMac = withdrawing(MacArray, lambda a: (a.o_acc.valid, a.o_acc.ready))
 
 
 class MovingAw(DmaWriter):
@@ -123,14 +132,6 @@ class EarlyReadIdle(DmaReader):
         return m
 
 
-class LeakyFifo(RamFifo):
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        with m.If(self.o.valid & ~self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        return m
-
-
 def no_page_limit(m, addr, left, bits, burst_max, name):
     n = Signal(range(axi.burst_cap(bits, burst_max) + 1), name=name)
     m.d.comb += n.eq(Mux(left < burst_max, left, burst_max))
@@ -141,14 +142,6 @@ def one_too_long(m, addr, left, bits, burst_max, name):
     n = Signal(range(burst_max + 2), name=name)
     m.d.comb += n.eq(Mux(left < burst_max + 1, left, burst_max + 1))
     return n
-
-
-class DroppingMac(MacArray):
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        with m.If(self.o_acc.valid & ~self.o_acc.ready):
-            m.d.sync += self.o_acc.valid.eq(0)
-        return m
 
 
 class RereadingFetch(Fetch):
