@@ -53,7 +53,8 @@ class DmaFormal(wiring.Component):
         m.submodules.dut = formal.Prebuilt(tree)
         for name in INPUT_STREAMS:
             m.d.comb += formal.free(getattr(dma, name).valid, getattr(dma, name).payload)
-        m.d.comb += formal.free(dma.o_stream.ready, dma.o_fetch.ready, dma.rd_abort, dma.clear)
+        status = getattr(dma, "status", dma)    # main groups abort, clear, idle in a `status` port
+        m.d.comb += formal.free(dma.o_stream.ready, dma.o_fetch.ready, status.rd_abort, status.clear)
         everything = self.scope == "all"
         for p in range(self.hw.axi_ports):
             m.submodules[f"slave{p}"] = slave = FormalSlave(W, dma.burst_max, p == 0, outstanding=self.outstanding,
@@ -61,11 +62,11 @@ class DmaFormal(wiring.Component):
             wiring.connect(m, getattr(dma, f"m_axi{p}"), slave.axi)
             if not everything:
                 continue
-            with m.If(dma.rd_idle):
+            with m.If(status.rd_idle):
                 m.d.comb += Assert(slave.ar_beats == slave.r_beats, f"m_axi{p}: read side idle with R beats owed")
             if p == 0:
-                with m.If(dma.wr_idle):
+                with m.If(status.wr_idle):
                     m.d.comb += Assert(slave.aw_beats == slave.w_beats, "m_axi0: write side idle with W beats owed")
-        abort = {prefix: dma.rd_abort for prefix in ("dut.reader", "dut.o_stream", "dut.o_fetch")}
+        abort = {prefix: status.rd_abort for prefix in ("dut.reader", "dut.o_stream", "dut.o_fetch")}
         formal.stream_rules(m, tree, "dut", excused=abort, checked=lambda path: everything)
         return m
