@@ -53,7 +53,7 @@ class DmaFormal(wiring.Component):
         m.submodules.dut = formal.Prebuilt(tree)
         for name in INPUT_STREAMS:
             m.d.comb += formal.free(getattr(dma, name).valid, getattr(dma, name).payload)
-        status = getattr(dma, "status", dma)    # main groups abort, clear, idle in a `status` port
+        status = dma.status
         m.d.comb += formal.free(dma.o_stream.ready, dma.o_fetch.ready, status.rd_abort, status.clear)
         everything = self.scope == "all"
         for p in range(self.hw.axi_ports):
