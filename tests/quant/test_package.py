@@ -113,11 +113,20 @@ def test_truncated_blob_and_bad_manifest(tmp_path, package, cfg):
 def test_package_from_another_config(tmp_path, package, cfg, ckpt, capsys):
     toml = tmp_path / "wide.toml"
     toml.write_text('preset = "mini"\n[model]\nembed_dim = 128\nnum_heads = 4\n')
-    with pytest.raises(PackageError, match="was made for config 'mini'.*embed_dim: package 64 vs config 128"):
+    with pytest.raises(PackageError, match="was made for a model that differs from config 'wide' in embed_dim: "
+                                           "package 64 vs config 128"):
         load_package(package, load_config(toml).model)
     rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(package), "--data", "digits",
                "--config", str(toml), "--limit", "2"])
-    assert rc == 2 and "was made for config" in capsys.readouterr().err
+    assert rc == 2 and "was made for a model that differs from config 'wide'" in capsys.readouterr().err
+    # same name, other preprocessing: the message names the differing field, not 'mini' twice
+    same = tmp_path / "mini.toml"
+    same.write_text('preset = "mini"\n[preprocess]\nmean = [0.1307]\nstd = [0.3081]\n')
+    with pytest.raises(PackageError) as e:
+        load_package(package, load_config(same).model)
+    assert str(e.value).startswith(f"package {str(package)!r} was made for a model that differs from config 'mini' "
+                                   f"in preprocess.mean: package () vs config (0.1307,); preprocess.std: package () "
+                                   f"vs config (0.3081,). Quantise"), str(e.value)
 
 
 def test_write_is_atomic_and_refuses_overwrite(tmp_path, qmodel, cfg):

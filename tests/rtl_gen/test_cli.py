@@ -55,7 +55,9 @@ def test_compile_and_refuse_oversized(tmp_path, demo_package, capsys):
     capsys.readouterr()
     assert main(["compile", "--package", str(big), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
     err = capsys.readouterr().err
-    assert "does not fit hardware mini: embed_dim 192 > d_max 64" in err and "--hw zcu102" in err
+    assert "hardware mini cannot run spvit-deit-tiny: embed_dim 192 > d_max 64" in err
+    assert ('to run it, use the hardware preset small or zcu102, or set n_max = 200, d_max = 192, hidden_max = 1008 '
+            'in a hardware TOML on top of [hardware] preset = "mini"') in err
     assert not (tmp_path / "no").exists()
 
 

@@ -134,8 +134,12 @@ def test_export_onnx_never_destroys_the_checkpoint(tmp_path, ckpt, capsys):
     before = ck.read_bytes()
     for extra in ([], ["--force"]):
         rc = main(["export-onnx", "--checkpoint", str(ck), "--config", "mini", "--out", str(ck), *extra])
-        assert rc == 2 and "is the input" in capsys.readouterr().err
+        assert rc == 2 and f"argument --out: must name a .onnx file (got '{ck}')" in capsys.readouterr().err
     assert ck.read_bytes() == before
+    onnx_in = tmp_path / "m.onnx"                    # an ONNX checkpoint is an input like any other
+    onnx_in.write_bytes(before)
+    rc = main(["export-onnx", "--checkpoint", str(onnx_in), "--config", "mini", "--out", str(onnx_in), "--force"])
+    assert rc == 2 and "is the input" in capsys.readouterr().err and onnx_in.read_bytes() == before
     other = tmp_path / "old.onnx"
     other.write_bytes(b"previous export")
     rc = main(["export-onnx", "--checkpoint", str(ck), "--config", "mini", "--out", str(other)])
