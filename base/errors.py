@@ -20,26 +20,27 @@ class Terminated(BaseException):
     KeyboardInterrupt, so that `except Exception` does not swallow it."""
 
 
-# Control characters (C0, DEL, C1), Unicode line and paragraph separators and the bidirectional
-# overrides: printed raw they move the cursor, recolour the terminal (ANSI escapes), start a new
-# line that reads like `spvit: error: ...`, or reorder what the reader sees.
-_UNSAFE = [*range(0x20), 0x7f, *range(0x80, 0xa0), 0x2028, 0x2029, *range(0x202a, 0x202f), *range(0x2066, 0x206a)]
-_ESCAPES = {c: {0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t"}.get(c, f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
-            for c in _UNSAFE}
-_ESCAPES_KEEP_LINES = {c: e for c, e in _ESCAPES.items() if c != 0x0a}
+def _escape(c: str) -> str:
+    o = ord(c)
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c)
+    return named or (f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
 
 
 def shown(text) -> str:
-    """User-controlled text as it is printed: every unsafe character (above) escaped as Python
-    writes it (`\\n`, `\\x1b`), so that a checkpoint key or a file name shows as one inert piece."""
-    return str(text).translate(_ESCAPES)
+    """User-controlled text (a checkpoint key, a file name, a manifest string) as it is printed:
+    every character that is not printable escaped as Python writes it (`\\n`, `\\x1b`, `\\u202e`).
+    Printed raw, control characters move the cursor or recolour the terminal (ANSI escapes), a
+    line break starts a line that reads like `spvit: error: ...`, bidirectional overrides reorder
+    what the reader sees."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
 def printable(msg: str) -> str:
-    """A message of several lines with unsafe characters other than the line breaks escaped (the
-    last line of defence of `notice` and `spvit: error:`; the text interpolated into a message
-    goes through `shown`, which escapes its line breaks too)."""
-    return str(msg).translate(_ESCAPES_KEEP_LINES)
+    """A message of several lines with everything but its line breaks escaped as by `shown`:
+    the last line of defence of `notice`, `warning` and `spvit: error:` (text interpolated
+    into a message goes through `shown`, which escapes its line breaks too)."""
+    return "\n".join(map(shown, str(msg).split("\n")))
 
 
 def notice(msg: str) -> None:

@@ -12,7 +12,8 @@ hour of calibration):
 - an existing non-empty target is refused without --force;
 - a directory is only ever replaced by output of the same kind: its `manifest.json` names the
   kind (`"format"`). A directory of another kind, a file where a directory goes or a directory
-  where a file goes is refused even with --force;
+  where a file goes is refused even with --force; so is a file target that is not a regular
+  file (a device such as /dev/null, a FIFO: replacing it would break the system);
 - the temporary path is created in the target's directory up front: that proves the location is
   writable, and the final rename stays on one file system (atomic);
 - a target inside an spvit output directory (a weight package, an RTL or image directory, a
@@ -29,8 +30,8 @@ of replacing its output. The kernel releases the lock when its process dies, eve
 Temporary paths carry the owner's pid (`.NAME.spvit-tmp-PID-XXXXXXXX`, `.NAME.spvit-old-PID-...`
 while a directory is being replaced). One left behind by a process that no longer runs (killed
 by SIGKILL, a power cut) is removed the next time an output is written to that folder, once
-its target's lock proves nobody is writing it; a replaced directory whose new version never
-arrived is put back.
+its target's lock proves nobody is writing it (so are lock files nobody holds); a replaced
+directory whose new version never arrived is put back.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UsageError, notice, shown
+from .inputs import path_kind
 
 MANIFEST = "manifest.json"
 TMP_TAG = ".spvit-tmp-"
@@ -175,21 +177,28 @@ def _holder(fd: int) -> str:
 
 def clean_stale(folder: Path, own: Path | None = None) -> None:
     """Remove the temporary paths in `folder` left by spvit processes that no longer run (pid in
-    the name gone, and the target's lock free: no other host is writing it either); put back a
-    directory whose replacement never arrived. `own`: a target whose lock the caller holds."""
+    the name gone, and the target's lock free: no other host is writing it either) and their
+    lock files; put back a directory whose replacement never arrived. `own`: a target whose
+    lock the caller holds."""
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(".") and (TMP_TAG in n or OLD_TAG in n)]
+        names = [n for n in os.listdir(folder) if n.startswith(".") and (TMP_TAG in n or OLD_TAG in n
+                                                                        or n.endswith(LOCK_TAG))]
     except OSError:
         return
     for name in names:
-        tag = TMP_TAG if TMP_TAG in name else OLD_TAG
-        target, _, rest = name[1:].rpartition(tag)
-        pid = rest.partition("-")[0]
-        if not target or not pid.isdigit() or _alive(int(pid)):
-            continue
+        if name.endswith(LOCK_TAG):
+            tag, target, pid = LOCK_TAG, name[1:-len(LOCK_TAG)], ""
+        else:
+            tag = TMP_TAG if TMP_TAG in name else OLD_TAG
+            target, _, rest = name[1:].rpartition(tag)
+            pid = rest.partition("-")[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
         target_path = folder / target
+        if not target or target_path == own and tag == LOCK_TAG:
+            continue
         lock = None
-        if own is None or target_path != own:
+        if target_path != own:
             lock = TargetLock(target_path)
             try:
                 if lock.acquire() is not None:
@@ -201,13 +210,13 @@ def clean_stale(folder: Path, own: Path | None = None) -> None:
             if tag == OLD_TAG and not (target_path.exists() or target_path.is_symlink()):
                 os.rename(stale, target_path)
                 notice(f"put back {shown(target_path)}: an spvit command (pid {pid}) was killed while replacing it")
-            else:
+            elif tag != LOCK_TAG:
                 _remove(stale)
         except OSError:
             pass
         finally:
             if lock is not None:
-                lock.release()
+                lock.release()                    # removes a stale lock file too
 
 
 # ------------------------------------------------------------------ outputs
@@ -248,7 +257,7 @@ class Output:
             return
         if self.directory:
             if not t.is_dir():
-                raise UsageError(f"{label} exists and is a file, but {self.what} is a directory; "
+                raise UsageError(f"{label} exists and is {path_kind(t) or 'a file'}, but {self.what} is a directory; "
                                  f"refusing to replace the file even with --force: choose another path")
             if not any(t.iterdir()):
                 return
@@ -264,6 +273,10 @@ class Output:
             if t.is_dir():
                 raise UsageError(f"{label} is a directory, but {self.what} is a file; refusing to replace "
                                  f"a directory even with --force: choose a file path")
+            kind = path_kind(t)
+            if kind not in (None, "missing"):            # /dev/null, a FIFO: never replaced by a file
+                raise UsageError(f"{label} is {kind}; refusing to replace it with {self.what} even with --force: "
+                                 f"choose a file path")
             if t.stat().st_size > 0 and not self.force:
                 raise UsageError(f"{label} already exists; pass --force to replace it or choose another path")
 

@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from base.errors import ConfigError, notice
+from base.errors import ConfigError, notice, shown
 from base.inputs import regular_file
 
 from .selectors import SCHEMES
@@ -125,6 +125,8 @@ class ModelConfig:
     preprocess: Preprocess = Preprocess()   # image files -> input (TOML [preprocess])
 
     def __post_init__(self):
+        _check(isinstance(self.name, str) and self.name.isprintable() and self.name.strip() != "",
+               f"name must be one line of printable characters (got {self.name!r}): it appears in every message")
         object.__setattr__(self, "selector_blocks", tuple(int(b) for b in self.selector_blocks))
         cap = self.keep_cap if isinstance(self.keep_cap, (tuple, list)) else (self.keep_cap,)
         object.__setattr__(self, "keep_cap", tuple(int(c) for c in cap))
@@ -411,7 +413,7 @@ def load_config(spec: str | Path) -> Config:
     base = PRESETS.get(preset)
     if base is None:
         raise ConfigError(f"unknown preset {preset!r} in {spec!r}; valid: {', '.join(PRESETS)}")
-    model = build(ModelConfig, data.get("model", {}), "model", replace(base, name=path.stem))
+    model = build(ModelConfig, data.get("model", {}), "model", replace(base, name=shown(path.stem) or "custom"))
     if "preprocess" in data:
         model = replace(model, preprocess=build(Preprocess, data["preprocess"], "preprocess", model.preprocess))
     fp = build(FixedPointConfig, data.get("fixed_point", {}), "fixed_point")

@@ -206,8 +206,8 @@ class Verdict:
 
     @property
     def first(self) -> list:
-        return [("golden model",) + f for f in self.golden.first[:4]] + \
-               [("interpreter",) + f for f in self.program.first[:8 - min(4, len(self.golden.first))]]
+        return [("RTL vs golden model:",) + f for f in self.golden.first[:4]] + \
+               [("RTL vs interpreter:",) + f for f in self.program.first[:8 - min(4, len(self.golden.first))]]
 
     def locate(self) -> str:
         """Where a mismatch comes from ('' when bit-exact)."""

@@ -151,8 +151,8 @@ def test_cli_quantize_roundtrip(tmp_path, ckpt, model, capsys):
                "--method", "percentile", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     q, man = load_package(out, model.cfg)
-    assert man["calibration"] == {"method": "percentile", "data": "digits:train (8 of 1197, evenly spaced)",
-                                  "images": 8, "percentile": 99.99}
+    assert man["calibration"] == {"method": "percentile", "images": 8, "percentile": 99.99,
+                                  "data": "digits:train (8 of 1197, evenly spaced: 0, 171, 342, 513, 683, 854, 1025, 1196)"}
     assert man["source"]["checkpoint_sha256"]
     rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out)])
     assert rc == 2 and "already exists" in capsys.readouterr().err
