@@ -17,7 +17,7 @@ hour of calibration):
 - the temporary path is created in the target's directory up front: that proves the location is
   writable, and the final rename stays on one file system (atomic);
 - a target inside an spvit output directory (a weight package, an RTL or image directory, a
-  demo or sweep output: any directory whose manifest.json names a `format`) is refused: writing
+  demo or sweep output: a directory whose manifest.json has a `format` "spvit-...") is refused: writing
   there would change that output (`compare --json PKG/manifest.json`, `export-onnx --out
   IMG/x.onnx`);
 - directories created for the target are removed again if the command fails.
@@ -55,6 +55,7 @@ MANIFEST = "manifest.json"
 TMP_TAG = ".spvit-tmp-"
 OLD_TAG = ".spvit-old-"
 LOCK_TAG = ".spvit-lock"
+KIND_PREFIX = "spvit-"          # every kind of spvit output directory (package, RTL, image, demo, sweep)
 
 
 def dir_kind(path) -> str | None:
@@ -67,11 +68,11 @@ def dir_kind(path) -> str | None:
 
 
 def enclosing_output(path) -> tuple[Path, str] | None:
-    """(directory, kind) of the nearest spvit output directory that holds `path` (not `path`
-    itself), else None."""
+    """(directory, kind) of the nearest spvit output directory (its manifest's format is
+    `spvit-...`) that holds `path` (not `path` itself), else None."""
     for d in Path(path).resolve().parents:
         kind = dir_kind(d)
-        if kind:
+        if kind and kind.startswith(KIND_PREFIX):
             return d, kind
     return None
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from base import __version__ as TOOL_VERSION
 from base.errors import ConfigError, UsageError
+from base.inputs import path_kind
 from base.outputs import output_dir
 from golden.compiler import compile_model
 from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, build, config_dict, model_from_dict
@@ -244,7 +245,9 @@ def read_manifest(path) -> dict:
     """The manifest of a package directory, its structure checked (not yet the blob)."""
     path = Path(path)
     if not path.is_dir() or not (path / MANIFEST).is_file():
-        raise PackageError(f"package {str(path)!r} not found (a directory with {MANIFEST} and {BLOB}, "
+        kind = path_kind(path)
+        found = "not found" if kind in ("missing", "a directory") else f"is {kind or 'a file'}, not a package"
+        raise PackageError(f"package {str(path)!r} {found} (a directory with {MANIFEST} and {BLOB}, "
                            f"written by `spvit quantize`)")
     try:
         m = json.loads((path / MANIFEST).read_text())

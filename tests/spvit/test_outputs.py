@@ -237,6 +237,20 @@ def test_compare_outputs_need_force(tmp_path, ckpt, package, capsys):
 
 
 # ------------------------------------------------------------------ signals, pipes
+def _wait_until(ready, p) -> None:
+    t0 = time.time()
+    while not ready():
+        assert p.poll() is None and time.time() - t0 < 120, p.communicate()
+        time.sleep(0.05)
+
+
+def _generating(folder: Path):
+    """`spvit generate --hw mini --out folder/rtl` in a process, once its temporary output exists."""
+    p = _spvit(["generate", "--hw", "mini", "--out", str(folder / "rtl")])
+    _wait_until(lambda: any(TMP_TAG in q.name for q in folder.iterdir()), p)
+    return p
+
+
 def _spvit(args, cwd=ROOT, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT), SPVIT_THREADS="2")
     return subprocess.Popen([sys.executable, "-m", "spvit.cli", *args], cwd=cwd, env=env,
@@ -246,12 +260,7 @@ def _spvit(args, cwd=ROOT, **kw):
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
                                            (signal.SIGINT, 130, "interrupted (Ctrl-C)")])
 def test_signal_during_generate_cleans_up(tmp_path, sig, code, word):
-    out = tmp_path / "rtl"
-    p = _spvit(["generate", "--hw", "mini", "--out", str(out)])
-    t0 = time.time()
-    while not any(TMP_TAG in q.name for q in tmp_path.iterdir()):
-        assert p.poll() is None and time.time() - t0 < 120, p.communicate()
-        time.sleep(0.05)
+    p = _generating(tmp_path)
     time.sleep(1.5)                                     # into the work (Verilog conversion, ~15 s)
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
@@ -302,10 +311,7 @@ def test_two_quantize_processes_at_once(tmp_path, ckpt):
     args = ["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out)]
     first = _spvit(args + ["--calib-limit", "64"], cwd=tmp_path)
     lock = tmp_path / ".x.pkg.spvit-lock"
-    t0 = time.time()
-    while not (lock.exists() and lock.read_text()):
-        assert first.poll() is None and time.time() - t0 < 120, first.communicate()
-        time.sleep(0.05)
+    _wait_until(lambda: lock.exists() and lock.read_text(), first)
     second = _spvit(args + ["--calib-limit", "2"], cwd=tmp_path)
     _, err2 = second.communicate(timeout=120)
     out1, err1 = first.communicate(timeout=300)
@@ -321,12 +327,7 @@ def test_sigkill_leftovers_are_cleaned(tmp_path):
     """SIGKILL leaves the temporary directory and the lock file; the next output written to that
     folder removes them (their process is gone and nobody holds the lock), and a directory
     whose replacement never arrived is put back."""
-    out = tmp_path / "rtl"
-    p = _spvit(["generate", "--hw", "mini", "--out", str(out)])
-    t0 = time.time()
-    while not any(TMP_TAG in q.name for q in tmp_path.iterdir()):
-        assert p.poll() is None and time.time() - t0 < 120, p.communicate()
-        time.sleep(0.05)
+    p = _generating(tmp_path)
     p.kill()
     p.wait()
     left = sorted(q.name for q in tmp_path.iterdir())
