@@ -276,35 +276,32 @@ def test_wrong_engine_is_replaced_never_trusted(fresh_engines, monkeypatch, caps
 def test_golden_model_under_onednn_avx2_is_exact(measured):
     """ONEDNN_MAX_CPU_ISA=AVX2 (read by oneDNN when torch loads: a new process) makes torch's
     int8 GEMM saturate as on a machine without VNNI; the golden model notices, says so once and
-    stays exact (equal to float64 BLAS, exact by proof, and to numpy's int64 product), with the
-    engine chosen ("auto") and forced (SPVIT_MATMUL=int8), and `spvit check` runs through."""
+    stays exact (equal to numpy's int64 product, and to float64 BLAS, exact by proof), with the
+    engine chosen ("auto") and then forced (SPVIT_MATMUL=int8), and `spvit check` runs through."""
     script = textwrap.dedent("""
         import numpy as np
         from golden.arith import PackedWeight, set_engine, use_engine
         from quant.calibrate import calibrated_random, quantize_images
-        import sys
-        set_engine(sys.argv[1])
+        from spvit.cli import main
         rng = np.random.default_rng(0)
         w = rng.integers(-2 ** 15, 2 ** 15, (192, 64))
         x = rng.integers(-2 ** 15, 2 ** 15, (100, 192))
-        assert (PackedWeight(w).matmul(x) == x @ w).all()
         q, imgs = calibrated_random("mini", 0, 3)
         xq = quantize_images(imgs, q)
-        got = q(xq)[0]
         with use_engine("float64"):
             want = q(xq)[0]
-        assert (got == want).all()
-        print("exact")
+        for engine in ("auto", "int8"):
+            set_engine(engine)
+            assert (PackedWeight(w).matmul(x) == x @ w).all(), engine
+            assert (q(xq)[0] == want).all(), engine
+            print("exact", engine)
+        assert main(["check", "--images", "2", "--calib", "2"]) == 0
     """)
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "PYTHONPATH": str(ROOT)}
-    for engine in ("auto", "int8"):
-        r = subprocess.run([sys.executable, "-c", script, engine], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)
-        assert r.returncode == 0 and r.stdout.strip() == "exact" and "Traceback" not in r.stderr, (engine, r.stderr)
-        notes = r.stderr.count("matmul engine int8 gives wrong products")
-        assert notes <= 1, r.stderr
-        measured(f"ONEDNN_MAX_CPU_ISA=AVX2, SPVIT_MATMUL={engine}: golden model exact; torch._int_mm "
-                 f"{'wrong, replaced' if notes else 'exact'} on this machine")
-    r = subprocess.run([sys.executable, "-m", "spvit.cli", "check", "--images", "2", "--calib", "2"], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "top-1 agreement" in r.stdout and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout.startswith("exact auto\nexact int8\n") and "top-1 agreement" in r.stdout, r.stdout
+    notes = r.stderr.count("matmul engine int8 gives wrong products")
+    assert notes <= 1, r.stderr
+    measured(f"ONEDNN_MAX_CPU_ISA=AVX2: golden model exact (auto, SPVIT_MATMUL=int8, spvit check); torch._int_mm "
+             f"{'wrong on this machine, reported once and replaced' if notes else 'exact on this machine'}")

@@ -61,6 +61,9 @@ CASES = [
     (["compile", "--package", "{pkg}", "--hw", "{d}/cols32.toml", "--out", "{w}/i.img"],
      "hardware cols32 cannot run mini: head_dim 16 is not a multiple of mac_cols 32; to run it, use the hardware "
      "preset mini, or set mac_rows = 16, mac_cols = 16 in the [hardware] table of hardware cols32"),
+    (["run", "--package", "{pkg}", "--hw", "{d}/cols32.toml"],               # refused before any simulation
+     "hardware cols32 cannot run mini: head_dim 16 is not a multiple of mac_cols 32; to run it, use the hardware "
+     "preset mini, or set mac_rows = 16, mac_cols = 16 in the [hardware] table of hardware cols32"),
     (["report", "--config", "{d}/base768.toml,zcu102"],
      'hardware zcu102 cannot run base768: embed_dim 768 > d_max 384; MLP hidden width 3072 > hidden_max 1536; to run '
      'it, set d_max = 768, hidden_max = 3072 in a hardware TOML on top of [hardware] preset = "zcu102"'),

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -305,22 +306,46 @@ def test_concurrent_writer_is_refused_naming_the_first(tmp_path, ckpt, capsys):
 
 
 def test_two_quantize_processes_at_once(tmp_path, ckpt):
-    """The issue's race: two `spvit quantize --out X` started together. The second exits 2 naming
-    the first; the first's package is the one left, complete."""
-    out = tmp_path / "x.pkg"
-    args = ["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out)]
-    first = _spvit(args + ["--calib-limit", "64"], cwd=tmp_path)
+    """The issue's race: two `spvit quantize --out X` at the same time. The first is held in its
+    calibration until the second has finished (no timing luck involved); the second exits 2
+    naming the first; the first's package is the one left, complete."""
+    out, go = tmp_path / "x.pkg", tmp_path / "go"
+    args = ["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out),
+            "--calib-limit"]
+    held = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        import quant.calibrate
+        real = quant.calibrate.calibrate
+        def calibrate(*a, **k):
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.05)
+            return real(*a, **k)
+        quant.calibrate.calibrate = calibrate
+        from spvit.cli import main
+        sys.argv = ["spvit", *sys.argv[1:]]
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SPVIT_THREADS="2")
+    first = subprocess.Popen([sys.executable, "-c", held, *args, "8"], cwd=tmp_path, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lock = tmp_path / ".x.pkg.spvit-lock"
     _wait_until(lambda: lock.exists() and lock.read_text(), first)
-    second = _spvit(args + ["--calib-limit", "2"], cwd=tmp_path)
+    second = _spvit(args + ["2"], cwd=tmp_path)
     _, err2 = second.communicate(timeout=120)
+    go.touch()
     out1, err1 = first.communicate(timeout=300)
     assert second.returncode == 2, err2
-    assert f"is being written by another spvit command (pid {first.pid}, started " in err2
-    assert "--calib-limit 64" in err2                     # the first one's command line
-    assert first.returncode == 0 and "calibrated on 64 images" in out1, err1
-    assert json.loads((out / "manifest.json").read_text())["calibration"]["images"] == 64
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pkg"]
+    assert err2 == (f"spvit: error: --out '{out}' is being written by another spvit command (pid {first.pid}, started "
+                    f"{lock_started(err2)}: spvit {' '.join(args)} 8); wait for it to finish or choose another "
+                    f"path\n"), err2
+    assert first.returncode == 0 and "calibrated on 8 images" in out1, err1
+    assert json.loads((out / "manifest.json").read_text())["calibration"]["images"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "x.pkg"]
+
+
+def lock_started(err: str) -> str:
+    return err.split(", started ", 1)[1][:8]
 
 
 def test_sigkill_leftovers_are_cleaned(tmp_path):
