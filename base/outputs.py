@@ -196,7 +196,7 @@ def clean_stale(folder: Path, own: Path | None = None) -> None:
             if not pid.isdigit() or _alive(int(pid)):
                 continue
         target_path = folder / target
-        if not target or target_path == own and tag == LOCK_TAG:
+        if not target or (target_path == own and tag == LOCK_TAG):
             continue
         lock = None
         if target_path != own:

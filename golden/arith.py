@@ -263,9 +263,11 @@ class PackedWeight:
     def _fallback(self, x2, rows, ref, skip: str) -> str:
         """An engine exact on this shape class other than `skip`; in the last resort int64."""
         for e in ENGINES:
-            if e != skip and _exact.get((e, *self._key(x2)), None) is None:
+            if e == skip or e in _warned:
+                continue
+            if (e, *self._key(x2)) not in _exact:
                 self._verify(e, x2, _ENGINE_FNS[e](self, x2, None), rows, ref)
-            if e != skip and _exact.get((e, *self._key(x2))):
+            if _exact[(e, *self._key(x2))]:
                 return e
         return "int64"
 
@@ -290,7 +292,8 @@ class PackedWeight:
         with _lock:
             if key not in _choice:
                 rows, ref = self._reference(x2)
-                good = [e for e in ENGINES if self._verify(e, x2, _ENGINE_FNS[e](self, x2, None), rows, ref)]
+                good = [e for e in ENGINES if e not in _warned
+                        and self._verify(e, x2, _ENGINE_FNS[e](self, x2, None), rows, ref)]
                 times = dict.fromkeys(good, float("inf"))
                 for _ in range(3 if len(good) > 1 else 0):          # interleaved: load changes hit all
                     for e in good:

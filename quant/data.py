@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,10 @@ DIGITS_HELD_OUT = 600
 DIGITS_SEED = 0
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # Listing an image folder is bounded (a mistyped path such as / or /proc/self must not walk the
-# whole file system): folders below a class folder are entered only this deep, symbolic links
-# to folders below a class folder are not followed, at most this many entries are listed (ImageNet's
-# training set has 1.28 M) and for at most this long; folders on system file systems are refused.
+# whole file system): folders on system file systems are refused, symbolic links to folders
+# below a class folder are not followed, and a folder deeper than WALK_DEPTH below a class
+# folder, more than WALK_ENTRIES entries (ImageNet's training set has 1.28 M) or more than
+# WALK_SECONDS of listing end in an error.
 WALK_DEPTH = 8
 WALK_ENTRIES = 4_000_000
 WALK_SECONDS = 120
@@ -192,7 +194,7 @@ def _mount_type(path: Path) -> str:
         fields = left.split()
         if len(fields) < 5 or not right:
             continue
-        mount = fields[4].replace("\\040", " ")
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])      # \040: a space
         if (p == mount or p.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
             best, kind = mount, right.split()[0]
     return kind
@@ -230,8 +232,11 @@ class _Walk:
         for e in entries:
             try:
                 if e.is_dir(follow_symlinks=False):
-                    if depth < WALK_DEPTH:
-                        out += self.images(Path(e.path), depth + 1)
+                    if depth == WALK_DEPTH:
+                        raise UsageError(f"data folder {str(self.root)!r} has folders more than {WALK_DEPTH} levels "
+                                         f"below a class folder ({shown(e.path)!r}): is it the right folder? Give a "
+                                         f"folder with one subfolder of images per class")
+                    out += self.images(Path(e.path), depth + 1)
                 elif e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
                     out.append(Path(e.path))
             except OSError:                 # vanished or unreadable while listed
