@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+try:
+    import tomllib  # novermin (Python 3.11)
+except ModuleNotFoundError:      # Python 3.10 (PYNQ 3.x board images): the host driver reads no TOML
+    tomllib = None
 
 from base.errors import ConfigError, notice, shown
 from base.inputs import regular_file
@@ -380,6 +385,9 @@ def read_toml(path: Path, spec: str, what: str = "config file", fix: str = "give
         raise ConfigError(f"{what} {spec!r} is not UTF-8 text (a binary file?); {fix}") from None
     except OSError as e:
         raise ConfigError(f"cannot read {what} {spec!r}: {e.strerror or e}; check its permissions") from None
+    if tomllib is None:
+        raise ConfigError(f"reading {what} {spec!r} needs Python 3.11 or later (tomllib); this is Python "
+                          f"{sys.version.split()[0]}")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
