@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from base.errors import notice
+
 WORD = 16
 INT16_MIN = -(1 << 15)
 INT16_MAX = (1 << 15) - 1
@@ -119,14 +121,25 @@ def _split8(v: np.ndarray):
 # (torch._int_mm) are fast only with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, ARM
 # i8mm); without them they run ~20x slower than float BLAS, and float64 BLAS wins. By default
 # ("auto") the first product of each shape class (rows rounded to a power of two, K, N) times
-# every engine on its real operands, checks that they agree, and keeps the fastest for the rest
-# of the process. `set_engine` (the CLI passes SPVIT_MATMUL, base/settings.py) or `use_engine`
-# forces one; the golden model itself reads no environment.
+# every engine on its real operands and keeps the fastest for the rest of the process.
+# `set_engine` (the CLI passes SPVIT_MATMUL, base/settings.py) or `use_engine` forces one; the
+# golden model itself reads no environment.
+#
+# No engine is trusted unchecked: the first product of each shape class on an engine is compared
+# with the exact integer product (numpy int64, on up to CHECK_ROWS rows). An engine that differs
+# (oneDNN's int8 kernel without VNNI saturates its int16 intermediates: ONEDNN_MAX_CPU_ISA=AVX2
+# reproduces it; whether it saturates depends on the operands) is reported once and from then on
+# replaced by an engine that is exact, in the last resort the int64 reference itself ("int64":
+# exact, slow).
 ENGINES = ("int8", "float64")
+CHECK_ROWS = 64
 _default = ["auto"]                # the engine set_engine chose (one-element list: set in place)
 _forced: list = []                 # stack of engines forced by use_engine (innermost last)
 _choice: dict = {}                 # (rows bucket, K, N) -> engine, in "auto" mode
 _timings: dict = {}                # (rows bucket, K, N) -> {engine: seconds} of the choice
+_exact: dict = {}                  # (engine, rows bucket, K, N) -> equal to the integer product there
+_warned: set = set()               # engines reported as wrong
+_instead: dict = {}                # (forced engine, rows bucket, K, N) -> the engine used: it, or an exact one
 _lock = threading.Lock()
 
 
@@ -163,10 +176,13 @@ def forced_engine() -> str | None:
 
 
 def engine_report() -> str:
-    """Which engine ran: the forced one, or the choices made so far in "auto" mode."""
+    """Which engine ran: the forced one, or the choices made so far in "auto" mode; and where
+    an engine was replaced because it was wrong."""
     f = forced_engine()
+    wrong = sorted({e for (e, *_), ok in _exact.items() if not ok})
+    note = f"; wrong on this machine, replaced where checked: {', '.join(wrong)}" if wrong else ""
     if f:
-        return f"{f} (forced{' by set_engine, SPVIT_MATMUL in the CLI' if not _forced else ''})"
+        return f"{f} (forced{' by set_engine, SPVIT_MATMUL in the CLI' if not _forced else ''}{note})"
     if not _choice:
         return "auto (no constant-weight product yet)"
     used = {}
@@ -175,7 +191,7 @@ def engine_report() -> str:
     return "auto: " + ", ".join(f"{e} on {len(k)} shape(s)" for e, k in sorted(used.items())) + \
         " (first-use timing; " + "; ".join(f"K={k} N={n} rows<{1 << r}: " + " ".join(
             f"{e} {t * 1e3:.2f} ms" for e, t in _timings[(r, k, n)].items()) for r, k, n in sorted(_choice)[:3]) + \
-        (" ..." if len(_choice) > 3 else "") + ")"
+        (" ..." if len(_choice) > 3 else "") + note + ")"
 
 
 class PackedWeight:
@@ -218,30 +234,74 @@ class PackedWeight:
         x2 = x.reshape(-1, self.k)
         if x2.shape[0] == 0:
             return np.zeros((*lead, self.n), dtype=np.int64)
-        engine = forced_engine() or self._choose(x2)
+        forced = forced_engine()
+        engine = self._checked(forced, x2) if forced else self._choose(x2)
         return _ENGINE_FNS[engine](self, x2, add).reshape(*lead, self.n)
 
+    def _key(self, x2) -> tuple:
+        return x2.shape[0].bit_length(), self.k, self.n
+
+    def _reference(self, x2):
+        """(rows, their exact integer product): up to CHECK_ROWS evenly spaced rows of x2 (rows
+        of a product are independent, so these outputs are checked whole)."""
+        rows = np.unique(np.linspace(0, len(x2) - 1, min(len(x2), CHECK_ROWS)).round().astype(np.int64))
+        return rows, x2[rows] @ self.w16.astype(np.int64)      # |sum| < 2^42: exact in int64
+
+    def _verify(self, engine: str, x2, out, rows, ref) -> bool:
+        """Is `out` (engine's product on x2) exact on the checked rows? Report a wrong engine once."""
+        wrong = int(np.count_nonzero(out[rows] != ref))
+        ok = wrong == 0 and engine not in _warned           # wrong once: never trusted again
+        _exact[(engine, *self._key(x2))] = ok
+        if not ok and engine not in _warned:
+            _warned.add(engine)
+            why = "; oneDNN's int8 kernel without VNNI instructions saturates" if engine == "int8" else ""
+            notice(f"the golden model's matmul engine {engine} gives wrong products on this machine ({wrong} of "
+                   f"{ref.size} checked elements of a {x2.shape[0]}x{self.k}x{self.n} product differ from the exact "
+                   f"integer product{why}); using an exact engine instead")
+        return ok
+
+    def _fallback(self, x2, rows, ref, skip: str) -> str:
+        """An engine exact on this shape class other than `skip`; in the last resort int64."""
+        for e in ENGINES:
+            if e == skip or e in _warned:
+                continue
+            if (e, *self._key(x2)) not in _exact:
+                self._verify(e, x2, _ENGINE_FNS[e](self, x2, None), rows, ref)
+            if _exact[(e, *self._key(x2))]:
+                return e
+        return "int64"
+
+    def _checked(self, engine: str, x2) -> str:
+        """`engine` (forced) if it is exact on x2's shape class, else an engine that is."""
+        key = (engine, *self._key(x2))
+        use = _instead.get(key)
+        if use is None:
+            with _lock:
+                if key not in _instead:
+                    rows, ref = self._reference(x2)
+                    ok = self._verify(engine, x2, _ENGINE_FNS[engine](self, x2, None), rows, ref)
+                    _instead[key] = engine if ok else self._fallback(x2, rows, ref, engine)
+                use = _instead[key]
+        return use
+
     def _choose(self, x2) -> str:
-        key = (x2.shape[0].bit_length(), self.k, self.n)
+        key = self._key(x2)
         engine = _choice.get(key)
         if engine is not None:
             return engine
         with _lock:
             if key not in _choice:
-                outs = {e: _ENGINE_FNS[e](self, x2, None) for e in ENGINES}   # operands, warm caches
-                times = dict.fromkeys(ENGINES, float("inf"))
-                for _ in range(3):                                 # interleaved: load changes hit all
-                    for e in ENGINES:
+                rows, ref = self._reference(x2)
+                good = [e for e in ENGINES if e not in _warned
+                        and self._verify(e, x2, _ENGINE_FNS[e](self, x2, None), rows, ref)]
+                times = dict.fromkeys(good, float("inf"))
+                for _ in range(3 if len(good) > 1 else 0):          # interleaved: load changes hit all
+                    for e in good:
                         t = time.perf_counter()
                         _ENGINE_FNS[e](self, x2, None)
                         times[e] = min(times[e], time.perf_counter() - t)
-                ref = outs[ENGINES[0]]
-                bad = [e for e in ENGINES if not np.array_equal(outs[e], ref)]
-                if bad:
-                    raise AssertionError(f"matmul engines {bad} disagree with {ENGINES[0]} on a "
-                                         f"{x2.shape[0]}x{self.k}x{self.n} product: a bug")
                 _timings[key] = times
-                _choice[key] = min(times, key=times.get)
+                _choice[key] = min(times, key=times.get) if good else "int64"
             return _choice[key]
 
 
@@ -271,7 +331,13 @@ def _mm_float64(pw: PackedWeight, x2, add):
     return out.numpy().astype(np.int64)
 
 
-_ENGINE_FNS = {"int8": _mm_int8, "float64": _mm_float64}
+def _mm_int64(pw: PackedWeight, x2, add):
+    """The exact reference (numpy's integer GEMM, no BLAS): the engine of last resort."""
+    out = x2 @ pw.w16.astype(np.int64)
+    return out if add is None else out + np.asarray(add, dtype=np.int64)
+
+
+_ENGINE_FNS = {"int8": _mm_int8, "float64": _mm_float64, "int64": _mm_int64}
 
 
 def linear(x, w_t, b, shift: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from base.outputs import output_dir
 
 from . import isa, stream
 from .config import config_dict, model_from_dict
-from .hw import HardwareConfig
+from .hw import DoesNotFit, HardwareConfig
 from .isa import ACT_KEEP, ACT_LOAD, ACT_NONE, B0, B1, B2, B3, KB, VB
 from .kernels import PROB_FRAC
 
@@ -63,7 +63,7 @@ def _rows(n: int | None) -> dict:
 
 def _pwl_fields(p, act: int) -> dict:
     if p.n_seg << p.seg_shift > 1 << isa.PWL_SPAN_BITS:
-        raise ValueError(f"{p.name} table (in_frac {p.in_frac}, out_frac {p.out_frac}) spans "
+        raise DoesNotFit(f"{p.name} table (in_frac {p.in_frac}, out_frac {p.out_frac}) spans "
                          f"{p.n_seg << p.seg_shift} input LSBs, more than the hardware's 2^{isa.PWL_SPAN_BITS}")
     return {"act": act, "pwl_lo": p.lo, "pwl_shift": p.seg_shift, "pwl_nseg": p.n_seg, "pwl_ext": int(p.extend),
             "pwl_frac": p.in_frac, "pwl_17": int(p.in_bits == 17)}
@@ -96,7 +96,7 @@ def _add_sat_fields(fa: int, fb: int, fo: int) -> dict:
 class Lowering:
     def __init__(self, q, hw: HardwareConfig, checkpoints: bool):
         if not q.cfg.scheme.hardware:
-            raise ValueError(f"the accelerator runs unpruned and SPViT models; token selection {q.cfg.selector!r} "
+            raise DoesNotFit(f"the accelerator runs unpruned and SPViT models; token selection {q.cfg.selector!r} "
                              f"(model {q.cfg.name}) has no hardware yet: quantise an SPViT or unpruned model")
         hw.check(q.cfg)
         self.q, self.hw, self.b = q, hw, Builder(hw)
@@ -315,8 +315,8 @@ def compile_model(q, hw: HardwareConfig, checkpoints: bool = False, source: dict
     low = Lowering(q, hw, checkpoints)
     b = low.lower()
     if len(b.descs) > hw.desc_max:
-        raise ValueError(f"the program has {len(b.descs)} descriptors, more than desc_max {hw.desc_max} of hardware "
-                         f"{hw.name}; use a hardware configuration with a larger desc_max")
+        raise DoesNotFit(f"the program of {q.cfg.name} has {len(b.descs)} descriptors, more than desc_max "
+                         f"{hw.desc_max} of hardware {hw.name}; {hw.advice(q.cfg, len(b.descs))}")
     desc_off = isa.HEADER_BYTES
     stream_off = _align(desc_off + len(b.descs) * isa.DESC_BYTES)
     logical = b"".join(b.items)

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from base.errors import ConfigError, notice
+try:
+    import tomllib  # novermin (Python 3.11)
+except ModuleNotFoundError:      # Python 3.10 (PYNQ 3.x board images): the host driver reads no TOML
+    tomllib = None
+
+from base.errors import ConfigError, notice, shown
+from base.inputs import regular_file
 
 from .selectors import SCHEMES
 
@@ -78,6 +84,23 @@ class Preprocess:
         _check(isinstance(self.pad, int) and 0 <= self.pad <= 1024, f"preprocess pad must lie in 0..1024 pixels (got {self.pad!r})")
         _check(isinstance(self.fill, int) and 0 <= self.fill <= 255, f"preprocess fill must lie in 0..255 (got {self.fill!r})")
 
+    def describe(self, in_chans: int, img_size: int) -> str:
+        """The steps above in words, for a model of `in_chans` channels and `img_size` pixels."""
+        mean, std = self.stats(in_chans)
+        n = 1 if len(set(mean)) == len(set(std)) == 1 else in_chans
+        steps = [f"convert to {'RGB' if in_chans == 3 else 'grey'}"]
+        if self.pad:
+            steps.append(f"pad {self.pad} pixels of {self.fill}")
+        scale = math.floor(img_size / self.crop_pct)
+        if self.crop_mode == "center":
+            steps.append(f"resize the shorter side to {scale} ({self.interpolation})")
+        elif self.crop_mode == "squash":
+            steps.append(f"resize to {scale}x{scale} ({self.interpolation})")
+        steps.append(f"crop the centre {img_size}x{img_size}")
+        steps.append(f"scale to [0, 1], subtract mean {', '.join(f'{v:g}' for v in mean[:n])}, divide by std "
+                     f"{', '.join(f'{v:g}' for v in std[:n])}")
+        return ", ".join(steps)
+
     def stats(self, in_chans: int) -> tuple[tuple, tuple]:
         """(mean, std) per channel."""
         if not self.mean:
@@ -107,6 +130,8 @@ class ModelConfig:
     preprocess: Preprocess = Preprocess()   # image files -> input (TOML [preprocess])
 
     def __post_init__(self):
+        _check(isinstance(self.name, str) and self.name.isprintable() and self.name.strip() != "",
+               f"name must be one line of printable characters (got {self.name!r}): it appears in every message")
         object.__setattr__(self, "selector_blocks", tuple(int(b) for b in self.selector_blocks))
         cap = self.keep_cap if isinstance(self.keep_cap, (tuple, list)) else (self.keep_cap,)
         object.__setattr__(self, "keep_cap", tuple(int(c) for c in cap))
@@ -347,19 +372,22 @@ def model_from_dict(d, where: str = "model") -> ModelConfig:
 SECTIONS = ("preset", "model", "preprocess", "fixed_point", "hardware")
 
 
-def read_toml(path: Path, spec: str, what: str = "config file") -> dict:
-    """A TOML file's tables; a directory, binary / non-UTF-8 text, an unreadable file or invalid
-    TOML are ConfigErrors naming `what` and `spec`."""
-    if path.is_dir():
-        if what == "config file":
-            raise ConfigError(f"config {spec!r} is a directory; give a preset ({', '.join(PRESETS)}) or a .toml file")
-        raise ConfigError(f"{what} {spec!r} is a directory; give a .toml file")
+def read_toml(path: Path, spec: str, what: str = "config file", fix: str = "give a .toml file") -> dict:
+    """A TOML file's tables; a path that is no regular file (base.inputs), binary / non-UTF-8
+    text, an unreadable file or invalid TOML are ConfigErrors naming `what` and `spec`, then
+    `fix`."""
+    if what == "config file":
+        fix = f"give a preset ({', '.join(PRESETS)}) or a .toml file"
+    regular_file(spec, what, fix, error=ConfigError)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"{what} {spec!r} is not UTF-8 text (a binary file?); give a TOML file") from None
+        raise ConfigError(f"{what} {spec!r} is not UTF-8 text (a binary file?); {fix}") from None
     except OSError as e:
         raise ConfigError(f"cannot read {what} {spec!r}: {e.strerror or e}; check its permissions") from None
+    if tomllib is None:
+        raise ConfigError(f"reading {what} {spec!r} needs Python 3.11 or later (tomllib); this is Python "
+                          f"{sys.version.split()[0]}")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -372,10 +400,8 @@ def load_config(spec: str | Path) -> Config:
     if spec in PRESETS:
         return Config(PRESETS[spec], preset=spec)
     path = Path(spec)
-    if not path.exists():
-        if path.suffix != ".toml":
-            raise ConfigError(f"unknown config {spec!r}: give a preset ({', '.join(PRESETS)}) or a .toml file")
-        raise ConfigError(f"config file {spec!r} does not exist")
+    if not path.exists() and path.suffix != ".toml":
+        raise ConfigError(f"unknown config {spec!r}: give a preset ({', '.join(PRESETS)}) or a .toml file")
     data = read_toml(path, spec)
     unknown = set(data) - set(SECTIONS)
     if unknown:
@@ -395,7 +421,7 @@ def load_config(spec: str | Path) -> Config:
     base = PRESETS.get(preset)
     if base is None:
         raise ConfigError(f"unknown preset {preset!r} in {spec!r}; valid: {', '.join(PRESETS)}")
-    model = build(ModelConfig, data.get("model", {}), "model", replace(base, name=path.stem))
+    model = build(ModelConfig, data.get("model", {}), "model", replace(base, name=shown(path.stem) or "custom"))
     if "preprocess" in data:
         model = replace(model, preprocess=build(Preprocess, data["preprocess"], "preprocess", model.preprocess))
     fp = build(FixedPointConfig, data.get("fixed_point", {}), "fixed_point")

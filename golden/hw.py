@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from base.errors import ConfigError
@@ -25,8 +26,29 @@ ZCU102_FF = 548_160
 ZCU102_DDR_GBPS = 15.4
 
 
+# A hardware name becomes the Verilog module spvit_accel_NAME ('-' as '_'), the file NAME.v and
+# the names of simulator build folders: letters, digits, '_' and '-', not starting with '-'.
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+NAME_RULE = "letters, digits, '_' and '-' (at most 64, not starting with '-')"
+
+
+class DoesNotFit(ConfigError):
+    """A model, or its program, cannot run on a hardware configuration; the message names why
+    and what would fit (`HardwareConfig.advice`)."""
+
+
+def name_from(stem: str) -> str:
+    """A valid hardware name made from a file name (other characters become '_')."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:64]
+    return "_" + name[1:] if name.startswith("-") else name or "custom"
+
+
 def _pow2(v: int) -> bool:
     return v > 0 and v & (v - 1) == 0
+
+
+def _round_up(v: int, step: int) -> int:
+    return -(-v // step) * step
 
 
 @dataclass(frozen=True)
@@ -52,6 +74,9 @@ class HardwareConfig:
     dsp_budget: int = ZCU102_DSP
 
     def __post_init__(self):
+        _check(isinstance(self.name, str) and NAME.fullmatch(self.name) is not None,
+               f"name must be {NAME_RULE}: it names the Verilog module spvit_accel_NAME and its file "
+               f"(got {self.name!r})")
         for f in ("mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_ports", "axi_bits", "desc_max",
                   "pwl_max", "stages_max", "dsp_budget"):
             v = getattr(self, f)
@@ -150,9 +175,52 @@ class HardwareConfig:
 
     def check(self, model: ModelConfig) -> "HardwareConfig":
         bad = self.misfits(model)
-        _check(not bad, f"hardware {self.name} cannot run {model.name}: " + "; ".join(bad)
-               + "; use a larger hardware configuration (d_max, hidden_max, n_max, ...) or a smaller model")
+        if bad:
+            raise DoesNotFit(f"hardware {self.name} cannot run {model.name}: " + "; ".join(bad) + "; "
+                             + self.advice(model))
         return self
+
+    def fitting(self, model: ModelConfig, descriptors: int = 0) -> "HardwareConfig | None":
+        """This configuration with the fewest fields changed so that `model` (a program of
+        `descriptors` descriptors) runs on it; None if no configuration can run it."""
+        m = model
+        cols = self.mac_cols
+        while cols > 8 and m.head_dim % cols:          # a head is whole mac_cols-wide tiles
+            cols //= 2
+        hidden = max(self.hidden_max, m.mlp_hidden, m.patch_dim, m.num_classes, 3 * m.num_heads if m.stages else 0)
+        try:
+            hw = replace(self, mac_cols=cols, mac_rows=min(self.mac_rows, cols),
+                         d_max=_round_up(max(self.d_max, m.embed_dim), cols),
+                         hidden_max=_round_up(max(hidden, self.d_max, m.embed_dim), cols),
+                         n_max=max(self.n_max, m.num_tokens + m.stages), stages_max=max(self.stages_max, m.stages),
+                         desc_max=max(self.desc_max, descriptors))
+        except ConfigError:                               # beyond a limit (4096 tokens or channels, 8 stages)
+            return None
+        return None if hw.misfits(m) else hw
+
+    def advice(self, model: ModelConfig, descriptors: int = 0) -> str:
+        """What would run `model` (a program of `descriptors` descriptors): the hardware presets
+        that do, and the fields of this configuration to change, computed from the model."""
+        presets = [n for n, h in HW_PRESETS.items() if n != self.name and not h.misfits(model)
+                   and h.desc_max >= descriptors]
+        fit = self.fitting(model, descriptors)
+        if fit is None:
+            m = model
+            why = [w for bad, w in ((m.head_dim % 8, f"head_dim {m.head_dim} is not a multiple of 8, the narrowest "
+                                                    "MAC array"),
+                                    (m.num_tokens + m.stages > 4096, "more than 4096 tokens"),
+                                    (m.stages > 8, "more than 8 selector stages")) if bad]
+            return (f"no hardware configuration can run {m.name}: {'; '.join(why) or 'wider than 4096 channels'}; "
+                    f"change the model")
+        changed = ", ".join(f"{f.name} = {getattr(fit, f.name)}" for f in fields(self)
+                            if getattr(fit, f.name) != getattr(self, f.name))
+        where = (f'in a hardware TOML on top of [hardware] preset = "{self.name}"' if self.name in HW_PRESETS
+                 else f"in the [hardware] table of hardware {self.name}")
+        use = f"use the hardware preset {' or '.join(presets)}" if presets else ""
+        if not changed:
+            return f"to run it, {use}"
+        return f"to run it, {use + ', or ' if use else ''}set {changed} {where} (spvit report shows the resources " \
+               f"it needs)"
 
 
 # mini: the demo model and the fast tests; small: DeiT-T/S shapes in simulation in reasonable
@@ -191,8 +259,6 @@ def _hw_spec(spec: str) -> HardwareConfig:
     if path.suffix != ".toml":
         raise ConfigError(f"unknown hardware {spec!r}: give a preset ({', '.join(HW_PRESETS)}) or a .toml file "
                           f"with a [hardware] table")
-    if not path.exists():
-        raise ConfigError(f"hardware file {spec!r} does not exist")
     table = read_toml(path, spec, "hardware file").get("hardware")
     if not isinstance(table, dict):
         raise ConfigError(f"hardware file {spec!r} has no [hardware] table; add one with fields of HardwareConfig "
@@ -202,6 +268,6 @@ def _hw_spec(spec: str) -> HardwareConfig:
     if not isinstance(base, str) or base not in HW_PRESETS:
         raise ConfigError(f"unknown hardware preset {base!r} in {spec!r}; use one of {', '.join(HW_PRESETS)}")
     try:
-        return build(HardwareConfig, {"name": path.stem, **table}, "hardware", HW_PRESETS[base])
+        return build(HardwareConfig, {"name": name_from(path.stem), **table}, "hardware", HW_PRESETS[base])
     except ConfigError as e:
         raise ConfigError(f"hardware file {spec!r}: {e}") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .hw import HardwareConfig
+from .hw import DoesNotFit, HardwareConfig
 
 BIAS_WORDS = 3            # a 48-bit bias as three 16-bit words per lane (bits 0-15, 16-31, 32-47)
 ENTRY_BYTES = 8           # PWL table entry (base, slope: int32 each) and LayerNorm parameter (int64)
@@ -74,7 +74,7 @@ TABLE_SLOPE_BITS = 27     # |slope| < 2^26: slope x d is one 27 x 18 DSP48E2 pro
 def pack_table(pwl, hw: HardwareConfig) -> bytes:
     base, slope = np.asarray(pwl.base, dtype=np.int64), np.asarray(pwl.slope, dtype=np.int64)
     if np.abs(base).max() >= 1 << (TABLE_BASE_BITS - 1) or np.abs(slope).max() >= 1 << (TABLE_SLOPE_BITS - 1):
-        raise ValueError(f"{pwl.name} table (in_frac {pwl.in_frac}, out_frac {pwl.out_frac}) has entries wider than "
+        raise DoesNotFit(f"{pwl.name} table (in_frac {pwl.in_frac}, out_frac {pwl.out_frac}) has entries wider than "
                          f"the hardware table (base {TABLE_BASE_BITS}, slope {TABLE_SLOPE_BITS} bits)")
     return pad(np.stack([base, slope], 1).astype("<i4").tobytes(), hw)
 

@@ -15,19 +15,34 @@ preprocessing (above).
 from __future__ import annotations
 
 import math
+import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from base.errors import UsageError, notice, shown, warning
 from golden.config import ModelConfig, Preprocess
-from base.errors import UsageError, notice
 
 DIGITS_HELD_OUT = 600
 DIGITS_SEED = 0
 DIGITS_MEAN, DIGITS_STD = 0.5, 0.5     # digits' fixed normalisation (whatever the config's [preprocess])
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# Listing an image folder is bounded (a mistyped path such as / or /proc/self must not walk the
+# whole file system): folders on system file systems are refused, symbolic links to folders
+# below a class folder are not followed, and a folder deeper than WALK_DEPTH below a class
+# folder, more than WALK_ENTRIES entries (ImageNet's training set has 1.28 M) or more than
+# WALK_SECONDS of listing end in an error.
+WALK_DEPTH = 8
+WALK_ENTRIES = 4_000_000
+WALK_SECONDS = 120
+SYSTEM_FS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs",
+             "configfs", "pstore", "bpf", "fusectl", "mqueue", "hugetlbfs", "binfmt_misc", "efivarfs", "nsfs",
+             "rpc_pipefs", "autofs"}
+SHOWN_ITEMS = 8          # `take` names at most this many of the images it took
 
 
 @dataclass(frozen=True)
@@ -67,8 +82,12 @@ class Dataset:
         if n is None or n >= len(self):
             return self
         idx = np.linspace(0, len(self) - 1, n).round().astype(int)
-        return Dataset(f"{self.name} ({n} of {len(self)}, evenly spaced)", self.classes, self.labels[idx],
-                       tuple(self.items[i] for i in idx), self.cfg, self.array)
+        names = [str(self.items[i]) if self.array is not None else shown(os.path.relpath(self.items[i], self.name))
+                 for i in idx]
+        if len(names) > SHOWN_ITEMS:
+            names = names[:SHOWN_ITEMS - 2] + ["...", names[-1]]
+        return Dataset(f"{self.name} ({n} of {len(self)}, evenly spaced: {', '.join(names)})", self.classes,
+                       self.labels[idx], tuple(self.items[i] for i in idx), self.cfg, self.array)
 
     def batches(self, batch: int, limit: int | None = None):
         """Yields (images [b, C, S, S] float32, labels [b] int64)."""
@@ -87,6 +106,8 @@ class Dataset:
 def load_data(spec: str, cfg: ModelConfig, default_split: str = "test") -> Dataset:
     """`digits`, `digits:train`, `digits:test`, `digits:all`, or an image-folder path."""
     spec = str(spec)
+    if not spec.strip():
+        raise UsageError("data is an empty string; give an image folder or digits[:train|:test|:all]")
     if spec == "digits" or spec.startswith("digits:"):
         split = spec.partition(":")[2]
         if spec.endswith(":") and not split:
@@ -141,23 +162,126 @@ def image_folder(path: str | Path, cfg: ModelConfig) -> Dataset:
     if not root.is_dir():
         raise UsageError(f"data {str(root)!r} is not a folder: give an image folder with one subfolder "
                          f"per class, or `digits`")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    _not_system(root, root)
+    try:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:
+        raise UsageError(f"cannot list data folder {str(root)!r}: {e.strerror or e}") from None
     if not classes:
         raise UsageError(f"data folder {str(root)!r} has no class subfolders: put the images of each "
                          f"class in their own subfolder (root/<class>/<image>.jpg)")
     items, labels = [], []
+    walk = _Walk(root)
     for k, c in enumerate(classes):
-        for f in sorted((root / c).rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                items.append(f)
-                labels.append(k)
+        _not_system(root / c, root)
+        for f in sorted(walk.images(root / c)):
+            items.append(f)
+            labels.append(k)
     if not items:
         raise UsageError(f"data folder {str(root)!r} has {len(classes)} class subfolder(s) but no images "
                          f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     if len(classes) > cfg.num_classes:
         raise UsageError(f"data folder {str(root)!r} has {len(classes)} classes but the config "
                          f"{cfg.name!r} has num_classes={cfg.num_classes}")
-    return Dataset(str(root), tuple(classes), np.array(labels, dtype=np.int64), tuple(items), cfg)
+    data = Dataset(str(root), tuple(classes), np.array(labels, dtype=np.int64), tuple(items), cfg)
+    _announce_preprocessing(data)
+    return data
+
+
+def _mount_type(path: Path) -> str:
+    """The file system type of the mount holding `path` (/proc/self/mountinfo; '' if unknown)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    best, kind = "", ""
+    p = str(path)
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])      # \040: a space
+        if (p == mount or p.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+            best, kind = mount, right.split()[0]
+    return kind
+
+
+def _not_system(folder: Path, root: Path) -> None:
+    kind = _mount_type(folder.resolve())
+    if kind in SYSTEM_FS:
+        where = "" if folder == root else f" (its class folder {shown(folder.name)!r} leads to {str(folder.resolve())!r})"
+        raise UsageError(f"data folder {str(root)!r}{where} is on a {kind} file system, which holds system "
+                         f"information, not images: give an image folder with one subfolder per class, or `digits`")
+
+
+class _Walk:
+    """Image files below class folders, listed within the bounds above (WALK_*)."""
+
+    def __init__(self, root: Path):
+        self.root, self.entries, self.t0 = root, 0, time.monotonic()
+
+    def images(self, folder: Path, depth: int = 0) -> list:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise UsageError(f"cannot list {str(folder)!r} in data folder {str(self.root)!r}: {e.strerror or e}; "
+                             f"fix its permissions or remove it") from None
+        self.entries += len(entries)
+        if self.entries > WALK_ENTRIES or time.monotonic() - self.t0 > WALK_SECONDS:
+            raise UsageError(f"data folder {str(self.root)!r} holds more than {min(self.entries, WALK_ENTRIES):,} "
+                             f"entries (listed for {time.monotonic() - self.t0:.0f} s, limits {WALK_ENTRIES:,} entries "
+                             f"and {WALK_SECONDS} s): is it the right folder? Give a folder with one subfolder of "
+                             f"images per class")
+        out = []
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    if depth == WALK_DEPTH:
+                        raise UsageError(f"data folder {str(self.root)!r} has folders more than {WALK_DEPTH} levels "
+                                         f"below a class folder ({shown(e.path)!r}): is it the right folder? Give a "
+                                         f"folder with one subfolder of images per class")
+                    out += self.images(Path(e.path), depth + 1)
+                elif e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
+                    out.append(Path(e.path))
+            except OSError:                 # vanished or unreadable while listed
+                continue
+        return out
+
+
+def _announce_preprocessing(data: Dataset) -> None:
+    """Say how the folder's images become inputs when the model config sets no [preprocess]
+    (the default is DeiT's transform), and warn when the images do not look like the model's
+    input: other channels or another size than img_size (judged on a few evenly spaced files)."""
+    cfg = data.cfg
+    if cfg.preprocess != Preprocess():
+        return
+    from PIL import Image
+    notice(f"images of {data.name} become inputs by the default preprocessing (no [preprocess] in config "
+           f"{cfg.name!r}): {cfg.preprocess.describe(cfg.in_chans, cfg.img_size)}")
+    sizes, modes = set(), set()
+    for i in np.linspace(0, len(data) - 1, min(len(data), 8)).round().astype(int):
+        try:
+            with Image.open(data.items[i]) as im:          # reads the header only
+                sizes.add(im.size)
+                modes.add(im.mode)
+        except Exception:                                  # noqa: BLE001 - reported when the image is loaded
+            continue
+    grey = {"1", "L", "I", "I;16", "F", "LA"}
+    chans = {1 if m in grey else 3 for m in modes}
+    odd = []
+    if chans and chans != {cfg.in_chans}:
+        odd.append(f"they have {' or '.join(map(str, sorted(chans)))} channel(s) ({', '.join(sorted(modes))}), the "
+                   f"model takes {cfg.in_chans}")
+    if sizes and sizes != {(cfg.img_size, cfg.img_size)}:
+        shown_sizes = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4]) + (", ..." if len(sizes) > 4 else "")
+        odd.append(f"they are {shown_sizes} pixels, the model takes {cfg.img_size}x{cfg.img_size}")
+    if odd:
+        warning(f"the images of {data.name} do not look like the input of {cfg.name}: {'; '.join(odd)}. If the model "
+                f"was trained on them with another transform (e.g. the whole image resized: crop_pct = 1.0), give it "
+                f"in a [preprocess] table of the model TOML (golden.config.Preprocess)")
 
 
 def load_image(path: Path, cfg: ModelConfig) -> torch.Tensor:

@@ -9,20 +9,28 @@ like another scheme's; `load_float_model` returns the float twin.
     ck = read_checkpoint("deit_tiny.pth")     # picks the handler by suffix
     model = load_float_model("deit_tiny.pth", load_config("deit-tiny").model)
 
-Never unpickles code: torch files are read with `torch.load(weights_only=True)`.
+Never unpickles code: torch files are read with `torch.load(weights_only=True)`, after their
+zip archive's CRC-32 checksums were verified (a damaged file is refused, never quantised with
+whatever bytes it holds; the legacy format without checksums is refused with the one-line
+conversion). Tensors must be dense, unquantised and hold data: sparse (a sparse tensor whose
+indices lie outside its shape would be densified out of bounds), quantised and meta tensors
+are refused with the conversion. Checkpoint keys appear in messages through base.errors.shown
+(a key holding a newline or an ANSI escape cannot forge a line).
 """
 from __future__ import annotations
 
 import hashlib
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from base.errors import UsageError, notice
+from base.errors import UsageError, notice, shown
+from base.inputs import regular_file
 from golden.config import PRESETS, ModelConfig
 from golden.float_model import DeiT
 
@@ -63,6 +71,12 @@ def _normalise(tensors: dict, path: str, meta: dict | None = None) -> dict:
         if not isinstance(v, torch.Tensor):
             raise CheckpointError(f"checkpoint {path!r}: entry {k!r} is a {type(v).__name__}, not a tensor; "
                                   f"save the model's state_dict (name -> tensor)")
+        why = ("is a sparse tensor: save it dense (v.to_dense())" if v.layout != torch.strided else
+               "is an already quantised tensor: give the float checkpoint" if v.is_quantized else
+               "is a meta tensor, which holds no values: save the trained model's state_dict" if v.is_meta else None)
+        if why:
+            raise CheckpointError(f"checkpoint {path!r}: entry {k!r} ({str(v.layout).replace('torch.', '')}, "
+                                  f"{str(v.dtype).replace('torch.', '')}) {why}; spvit reads dense float tensors")
         out[k] = v
     stripped = []
     for _ in range(len(STRIP_PREFIXES)):          # nested prefixes, e.g. module._orig_mod.
@@ -108,6 +122,7 @@ class TorchHandler:
     suffixes: tuple = (".pth", ".pt", ".bin", ".ckpt")
 
     def load(self, path: str) -> Checkpoint:
+        _verify_archive(path)
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
@@ -129,6 +144,30 @@ class TorchHandler:
             raise CheckpointError(f"checkpoint {path!r} holds a {type(obj).__name__}, not a state_dict; "
                                   f"save model.state_dict() instead")
         return Checkpoint(path, self.name, _normalise(obj, path, meta), meta)
+
+
+def _verify_archive(path: str) -> None:
+    """A torch file's zip archive with every member's CRC-32 checked; the legacy format (torch
+    < 1.6: a bare pickle stream, no checksums) is refused with the conversion."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            legacy = f.read(2) == b"\x80\x02"           # pickle protocol 2: torch.save before 1.6
+        if legacy:
+            raise CheckpointError(
+                f"checkpoint {path!r} is in torch's legacy format (saved by torch < 1.6 or with "
+                f"_use_new_zipfile_serialization=False), which has no checksums, so a damaged file would be "
+                f"quantised unnoticed; convert it once and pass the converted file:\n"
+                f"  python -c \"import torch; torch.save(torch.load('{path}', weights_only=True), 'converted.pth')\"")
+        raise CheckpointError(f"cannot read checkpoint {path!r} as a torch file: it is neither a zip archive "
+                              f"(torch.save) nor a legacy torch pickle; corrupt, truncated or not a checkpoint")
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path!r} is a damaged zip archive ({e}); copy or download it again") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path!r} is corrupt: its member {shown(bad)!r} fails its CRC-32 check "
+                              f"(damaged on disk or in transfer); copy or download it again")
 
 
 @dataclass(frozen=True)
@@ -211,10 +250,17 @@ def handler_for(path: str):
     raise CheckpointError(f"unknown checkpoint type {suf or '(no suffix)'!r} for {path!r}; supported: {known}")
 
 
-def read_checkpoint(path) -> Checkpoint:
+def checked_path(path) -> str:
+    """`path` if it names a regular file of a known checkpoint type (cheap: `spvit quantize`
+    checks it before claiming its output); else a CheckpointError naming what it is."""
     path = str(path)
-    if not Path(path).is_file():
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    regular_file(path, "checkpoint", error=CheckpointError)
+    handler_for(path)
+    return path
+
+
+def read_checkpoint(path) -> Checkpoint:
+    path = checked_path(path)
     return handler_for(path).load(path)
 
 
@@ -295,7 +341,7 @@ def suggest_config(inferred: dict) -> str:
 
 
 def _names(names, n=LIST_MAX) -> str:
-    names = sorted(names)
+    names = sorted(map(shown, names))
     more = f", ... ({len(names) - n} more)" if len(names) > n else ""
     return ", ".join(names[:n]) + more
 
@@ -308,7 +354,7 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
     got, _ = schemes.of(cfg).from_checkpoint(ck.tensors)
     missing = set(expected) - set(got)
     unexpected = set(got) - set(expected)
-    shapes = [f"{k}: checkpoint {list(got[k].shape)} vs model {list(expected[k])}"
+    shapes = [f"{shown(k)}: checkpoint {list(got[k].shape)} vs model {list(expected[k])}"
               for k in sorted(set(expected) & set(got)) if tuple(got[k].shape) != expected[k]]
     problems = []
     if missing or unexpected or shapes:
@@ -316,7 +362,7 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
         if other and other[0] != cfg.selector:
             sch, evidence = schemes.SCHEMES[other[0]].golden, other[1]
             fits = [n for n, p in PRESETS.items() if p.selector == other[0]]
-            problems.append(f"the checkpoint looks like one made for {sch.title} ({evidence}), but config {cfg.name!r} "
+            problems.append(f"the checkpoint looks like one made for {sch.title} ({shown(evidence)}), but config {cfg.name!r} "
                             f"has selector {cfg.selector!r}: use a {other[0]} config"
                             + (f" (presets: {', '.join(fits)})" if fits else ""))
         elif other is None and cfg.scheme.selector_params(cfg) and missing:
@@ -339,7 +385,7 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
             if {"dist_token", "head_dist.weight"} & unexpected:
                 hint = " (a distilled DeiT: its dist_token / head_dist are not supported; use the non-distilled release)"
             problems.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}{hint}")
-    ints = sorted(f"{k} ({str(got[k].dtype).replace('torch.', '')})" for k in set(expected) & set(got)
+    ints = sorted(f"{shown(k)} ({str(got[k].dtype).replace('torch.', '')})" for k in set(expected) & set(got)
                   if not got[k].is_floating_point())
     if ints:
         problems.append(f"{len(ints)} tensor(s) are not floating point: {', '.join(ints[:LIST_MAX])}"
@@ -350,7 +396,7 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
     for k in sorted(set(expected) & set(got)):
         t = got[k]
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad.append(f"{k} ({int(torch.isnan(t).sum())} NaN, {int(torch.isinf(t).sum())} Inf)")
+            bad.append(f"{shown(k)} ({int(torch.isnan(t).sum())} NaN, {int(torch.isinf(t).sum())} Inf)")
     if bad:
         problems.append(f"non-finite weights in {len(bad)} tensor(s): {', '.join(bad[:LIST_MAX])}; "
                         f"the checkpoint is broken (diverged training or a bad conversion)")
@@ -389,11 +435,11 @@ def load_float_model(path, cfg: ModelConfig) -> DeiT:
         if ck.meta.get("wrapper"):
             other = ck.meta.get("other_keys", [])
             parts.append(f"using the state_dict under {ck.meta['wrapper']!r}"
-                         + (f" (not used: {', '.join(other[:LIST_MAX])})" if other else ""))
+                         + (f" (not used: {_names(other)})" if other else ""))
         if ck.meta.get("stripped_prefix"):
             parts.append(f"key prefix {ck.meta['stripped_prefix']!r} stripped")
-        notice(f"checkpoint {path}: " + "; ".join(parts))
+        notice(f"checkpoint {shown(path)}: " + "; ".join(parts))
     if "num_heads" in infer_config(ck.tensors)["_guessed"]:       # only SPViT's predictors store it
-        notice(f"checkpoint {path} does not store the head count; using num_heads = {cfg.num_heads} (head_dim "
+        notice(f"checkpoint {shown(path)} does not store the head count; using num_heads = {cfg.num_heads} (head_dim "
                f"{cfg.head_dim}) from config {cfg.name!r}: set num_heads if the model was trained with another")
     return model.eval()

@@ -21,10 +21,11 @@ import numpy as np
 
 from base import __version__ as TOOL_VERSION
 from base.errors import ConfigError, UsageError
+from base.inputs import path_kind
 from base.outputs import output_dir
 from golden.compiler import compile_model
 from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, config_dict, model_from_dict
-from golden.hw import load_hw
+from golden.hw import DoesNotFit, load_hw
 from golden.kernels import PWL, PWL_FUNCS, make_pwl
 from golden.layers import QAttention, QBlock, QLayerNorm, QLinear, QMlp
 from golden.network import QModel
@@ -225,16 +226,28 @@ def package_config(m: dict, path) -> ModelConfig:
         raise _bad(path, f"the model config in its {MANIFEST} is invalid ({e})") from None
 
 
-def config_differences(a: ModelConfig, b: ModelConfig) -> list:
-    return [f"{f.name}: package {getattr(a, f.name)!r} vs config {getattr(b, f.name)!r}"
-            for f in dataclasses.fields(a) if f.name != "name" and getattr(a, f.name) != getattr(b, f.name)]
+def config_differences(a, b, prefix: str = "") -> list:
+    """'field: package A vs config B' for every field (nested ones as preprocess.mean) in which
+    the package's config `a` and the given config `b` differ; the names do not count."""
+    out = []
+    for f in dataclasses.fields(a):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "name" or va == vb:
+            continue
+        if dataclasses.is_dataclass(va) and type(va) is type(vb):
+            out += config_differences(va, vb, f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}: package {va!r} vs config {vb!r}")
+    return out
 
 
 def read_manifest(path) -> dict:
     """The manifest of a package directory, its structure checked (not yet the blob)."""
     path = Path(path)
     if not path.is_dir() or not (path / MANIFEST).is_file():
-        raise PackageError(f"package {str(path)!r} not found (a directory with {MANIFEST} and {BLOB}, "
+        kind = path_kind(path)
+        found = "not found" if kind in ("missing", "a directory") else f"is {kind or 'a file'}, not a package"
+        raise PackageError(f"package {str(path)!r} {found} (a directory with {MANIFEST} and {BLOB}, "
                            f"written by `spvit quantize`)")
     try:
         m = json.loads((path / MANIFEST).read_text())
@@ -296,9 +309,10 @@ def load_package(path, cfg: ModelConfig | None = None) -> tuple[QModel, dict]:
     if cfg is not None:
         diff = config_differences(pcfg, cfg)
         if diff:
-            raise PackageError(f"package {str(path)!r} was made for config {pcfg.name!r}, which differs from "
-                               f"{cfg.name!r}: " + "; ".join(diff) + ". Quantise the checkpoint with the "
-                               "matching config (spvit quantize --config ...)")
+            raise PackageError(f"package {str(path)!r} was made for a model that differs from config "
+                               f"{cfg.name!r} in " + "; ".join(diff) + ". Quantise the checkpoint with the "
+                               "matching config (spvit quantize --config ...), or leave --config out to use the "
+                               "package's own")
     blob_path = path / m["blob"]["file"]
     if not blob_path.is_file():
         raise PackageError(f"package {str(path)!r}: blob {m['blob']['file']!r} is missing; re-run spvit quantize")
@@ -374,13 +388,9 @@ def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False
     """(QModel, golden.compiler.Image) of a package for a hardware configuration."""
     q, man = load_package(package)
     hw = load_hw(hw_spec, q.cfg)
-    bad = hw.misfits(q.cfg)
-    if bad:
-        raise UsageError(f"package {package!r} ({q.cfg.name}) does not fit hardware {hw.name}: " + "; ".join(bad)
-                         + "; compile for a larger hardware configuration (--hw zcu102 or a TOML with larger limits)")
     try:
         img = compile_model(q, hw, checkpoints=checkpoints,
                             source={"package": str(package), "package_sha256": man["blob"]["sha256"]})
-    except ValueError as e:
-        raise UsageError(f"cannot compile {package!r} for {hw.name}: {e}") from None
+    except DoesNotFit as e:
+        raise UsageError(f"package {package!r}: {e}") from None
     return q, img

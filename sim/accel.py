@@ -1,8 +1,16 @@
 """Whole-accelerator runs: a compiled image (golden.compiler.Image) on the generated top
-(rtl_gen/top.py) in cocotb (sim/tb_accel.py), compared with the interpreter by ==.
+(rtl_gen/top.py) in cocotb (sim/tb_accel.py), compared by == with the package's golden model
+and with the interpreter of the image.
 
     runs = run_accel(img, [x0, x1], pause=0.1)      # one simulation, several images
-    report = compare_runs(img, [x0, x1], runs)      # mismatches in logits, kept counts, masks, checkpoints
+    report = compare_runs(img, [x0, x1], runs)      # vs the interpreter: logits, kept counts, masks, checkpoints
+    v = verify(q, img, [x0, x1], runs)              # vs the golden model too; v.exact, v.locate()
+
+Bit-exact means equal to the golden model (golden.network.QModel) of the package the image was
+compiled from: an image whose bytes were edited (and its hash recomputed) runs "correctly" on
+the RTL, equal to its own interpreter, and is still wrong. The interpreter stays as the locator:
+RTL != interpreter is a hardware bug; RTL == interpreter != golden model is a compiler bug or an
+image that does not match its package.
 
 Unwritten storage must not reach a result: on Icarus (4-state) the bench stops at the first
 output that is X or Z where it counts (`watched_outputs`), and the run reports it as
@@ -22,7 +30,7 @@ from amaranth.lib import wiring
 from base import settings
 from golden import isa
 from golden.compare import Comparison
-from golden.interp import Machine, read_results
+from golden.interp import Machine, Results, read_results
 from rtl_gen.host.regmap import regmap
 from rtl_gen.host.axi import CHANNELS
 from rtl_gen.top import Accelerator, module_name
@@ -138,14 +146,15 @@ def expected(img, x, pokes=()):
     return read_results(img.manifest, m.ddr), None, m.ddr
 
 
-def compare_runs(img, inputs, runs, pokes=None) -> Comparison:
+def compare_runs(img, inputs, runs, pokes=None, wants=None) -> Comparison:
     """RTL vs interpreter by == on every logit, kept count, mask bit and checkpoint element, and
     on every byte of the result region (padding of partial tiles and beats included); also the
     access accounting: header, program and stream read exactly once, nothing written outside
-    the result region. An image without a run (the simulation stopped before it) fails."""
-    c = Comparison()
+    the result region. An image without a run (the simulation stopped before it) fails.
+    `wants`: the interpreter's `expected` per input, if known."""
+    c = Comparison(want_name="interpreter")
     for k, (x, r) in enumerate(zip(inputs, runs)):
-        want, err, want_ddr = expected(img, x, pokes[k] if pokes else ())
+        want, err, want_ddr = wants[k] if wants else expected(img, x, pokes[k] if pokes else ())
         if r.undefined:
             c.fail(f"image {k}", f"undefined value (X) on an output: {r.undefined}")
             continue
@@ -159,11 +168,8 @@ def compare_runs(img, inputs, runs, pokes=None) -> Comparison:
                   [isa.ERROR_CODES[want_e[0]], want_e[1]])
             continue
         g = r.results
-        c.add(f"image {k} logits", g.logits, want.logits)
-        c.add(f"image {k} kept", g.kept, want.kept)
+        _compare_outputs(c, f"image {k}", g, want)
         c.add(f"image {k} KEPT registers", r.kept_regs, want.kept)
-        for s, (a, b) in enumerate(zip(g.masks, want.masks)):
-            c.add(f"image {k} mask {s}", a, b)
         for b_ix in want.checkpoints:
             c.add(f"image {k} block {b_ix}", g.checkpoints.get(b_ix, np.zeros((0,))), want.checkpoints[b_ix])
         hdr = isa.decode_header(img.data[:isa.HEADER_BYTES])
@@ -177,3 +183,89 @@ def compare_runs(img, inputs, runs, pokes=None) -> Comparison:
     for k in range(len(runs), len(inputs)):
         c.fail(f"image {k}", f"not run: the simulation stopped at image {len(runs) - 1}")
     return c
+
+
+def _compare_outputs(c: Comparison, what: str, got: Results, want: Results) -> None:
+    """What a run delivers: logits, kept count per stage, keep mask per stage (bit per candidate)."""
+    c.add(f"{what} logits", got.logits, want.logits)
+    c.add(f"{what} kept", got.kept, want.kept)
+    if len(got.masks) != len(want.masks):
+        c.fail(f"{what} masks", f"{len(got.masks)} stages vs {len(want.masks)}")
+    for s, (a, b) in enumerate(zip(got.masks, want.masks)):
+        c.add(f"{what} mask {s}", a, b)
+
+
+def golden_results(q, inputs) -> list[Results]:
+    """The golden model's outputs for each input image (int16 [in_chans, H, W]), in the form the
+    hardware stores them (keep masks as one bit per candidate of the stage)."""
+    logits, kept, rec, masks = q(np.stack([np.asarray(x) for x in inputs]), threads=settings.THREADS,
+                                 return_record=True, return_masks=True)
+    out = []
+    for i in range(len(inputs)):
+        bits = []
+        for s in range(q.cfg.stages):
+            m = np.zeros(len(rec.cand_ids[i][s]), dtype=bool)
+            m[masks[i][s]] = True
+            bits.append(m)
+        out.append(Results(logits[i], kept[i], bits, {}))
+    return out
+
+
+@dataclass
+class Verdict:
+    """A run checked three ways (module docstring): `golden` RTL vs the golden model (what
+    bit-exact means: logits, kept counts, keep masks), `program` RTL vs the interpreter (also
+    every block with --checkpoints, the KEPT registers, error codes and the DDR accounting),
+    `compiled` the interpreter vs the golden model (which of the two a mismatch comes from)."""
+    golden: Comparison
+    program: Comparison
+    compiled: Comparison
+
+    @property
+    def exact(self) -> bool:
+        return self.golden.bad == 0 and self.program.bad == 0
+
+    @property
+    def compared(self) -> int:
+        return self.golden.compared + self.program.compared
+
+    @property
+    def bad(self) -> int:
+        return self.golden.bad + self.program.bad
+
+    @property
+    def first(self) -> list:
+        return self.golden.first[:4] + self.program.first[:8 - min(4, len(self.golden.first))]
+
+    def locate(self) -> str:
+        """Where a mismatch comes from ('' when bit-exact)."""
+        if self.exact:
+            return ""
+        if self.program.bad and not self.compiled.bad:
+            return ("the RTL differs from the program it ran, which computes the golden model: a hardware (RTL) "
+                    "bug; rerun with --checkpoints to see the first block that differs")
+        if not self.program.bad:
+            return ("the RTL ran the image's program faithfully (RTL == interpreter), but that program does not "
+                    "compute the package's golden model (interpreter != golden): the image does not match the "
+                    "package (edited, or compiled by another version: compile it again) or the compiler has a bug")
+        return ("the RTL differs from the program it ran, and the program from the golden model: compile the image "
+                "again from the package; if the RTL still differs, it is a hardware (RTL) bug")
+
+
+def verify(q, img, inputs, runs) -> Verdict:
+    """Check RTL runs of `img` (compiled from the package whose golden model is `q`) on the
+    input images: see Verdict."""
+    interpreted = [expected(img, x) for x in inputs]
+    golden = Comparison(want_name="golden model")
+    program = compare_runs(img, inputs, runs, wants=interpreted)
+    compiled = Comparison(got_name="interpreter", want_name="golden model")
+    for k, (want, (interp, err, _), r) in enumerate(zip(golden_results(q, inputs), interpreted, runs)):
+        if r.results is None:
+            golden.fail(f"image {k}", "no results: " + ("hung" if r.hung else f"error {r.error}"))
+        else:
+            _compare_outputs(golden, f"image {k}", r.results, want)
+        if interp is None:
+            compiled.fail(f"image {k}", f"the interpreter stops with error {err.name}")
+        else:
+            _compare_outputs(compiled, f"image {k}", interp, want)
+    return Verdict(golden, program, compiled)

@@ -1,4 +1,4 @@
-"""`spvit regress`: randomised regression of the whole accelerator against the interpreter.
+"""`spvit regress`: randomised regression of the whole accelerator against the golden model.
 
 `--configs N --seed S` draws N (model, hardware) configurations: hardware first (small MAC
 arrays, buffers, AXI ports and widths, selector stages), then `--per-hw` models that fit each
@@ -9,8 +9,8 @@ of a user's model through `spvit run`: written as a weight package (quant.packag
 package for a hardware TOML with every block's output stored (quant.package.compile_package,
 --checkpoints), and runs `--images` images on the generated top (sim.accel.run_accel: the
 Accelerator of rtl_gen/top.py under sim/tb_accel.py on Verilator, random pauses on every AXI
-channel) compared with the interpreter by == (sim.accel.compare_runs: logits, kept counts and
-KEPT registers, keep masks, every block's tokens, bytes read and written). One task per
+channel) compared by == with the golden model (logits, kept counts, keep masks) and with the
+interpreter (also KEPT registers, every block's tokens, bytes read and written): sim.accel.verify. One task per
 hardware configuration, so each hardware is built once; tasks run through base.cluster
 (local pool or Ray).
 
@@ -32,7 +32,6 @@ import math
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,10 +39,11 @@ import numpy as np
 
 from base import settings
 from base.errors import ConfigError, UsageError
+from base.outputs import output_file
 from golden.arith import quantize
 from golden.compare import FIRST, Comparison
 from golden.compiler import compile_model
-from golden.config import PACKAGE_MODES, ModelConfig, build, config_dict, model_from_dict
+from golden.config import PACKAGE_MODES, ModelConfig, build, config_dict, model_from_dict, read_toml
 from golden.hw import HardwareConfig
 from quant.package import compile_package, write_package_files
 from rtl_gen.tools import cycles as cycle_model
@@ -257,7 +257,7 @@ def run_case(case: Case) -> CaseResult:
         for x_seed in case.x_seeds or (None,):        # None: zero initial values
             runs = accel.run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, x_seed=x_seed,
                                    tag=f"rg{case.index}_s{case.seed}", timeout=hang_timeout(img, xs))
-            one = accel.compare_runs(img, xs, runs)
+            one = accel.verify(q, img, xs, runs)
             c.compared += one.compared
             c.bad += one.bad
             c.first += [f"{f} (x seed {x_seed})" if x_seed else f for f in one.first][:FIRST - len(c.first)]
@@ -316,12 +316,7 @@ def repro_text(case: Case, result: CaseResult | None = None, origin: str = "") -
 
 def load_repro(path: str | Path) -> Case:
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--repro {str(p)!r} does not exist; give a TOML written by spvit regress")
-    try:
-        data = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"--repro {str(p)!r} is not valid TOML ({e}); give a file written by spvit regress") from None
+    data = read_toml(p, str(path), "--repro file", "give a TOML written by spvit regress")
     missing = {"regress", "model", "hardware"} - set(data)
     if missing:
         raise UsageError(f"--repro {str(p)!r} lacks section(s) {sorted(missing)}; give a file written by spvit regress")
@@ -377,18 +372,12 @@ def run_regression(cases: list[Case], ex, out_dir: Path, origin: str, runner=Non
         print("\n".join(format_result(r, by_index[r.index])))
     failed = [r for r in results if not r.ok]
     if failed:
-        out_dir.mkdir(parents=True, exist_ok=True)
         for r in failed:
             p = out_dir / f"regress-fail-{r.index}.toml"
-            _write_atomic(p, repro_text(by_index[r.index], r, origin))
+            with output_file(p, "a repro TOML", force=True) as tmp:     # replaces an earlier run's
+                tmp.write_text(repro_text(by_index[r.index], r, origin))
             print(f"wrote {p} (rerun alone: spvit regress --repro {p})")
     return results, wall
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def summary(results: list[CaseResult], cases: list[Case], wall: float, ex) -> dict:

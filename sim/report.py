@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from base.errors import UsageError
 from golden import isa
 from golden.compiler import compile_model
-from golden.hw import ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
+from golden.hw import ZCU102_BRAM36, ZCU102_DSP, DoesNotFit, HardwareConfig
 from golden.interp import Selection
 from rtl_gen.tools import synthesis
 from rtl_gen.tools.cycles import ProgramPerf, Step, program_cycles
@@ -120,9 +121,14 @@ def estimate(cfg, hw: HardwareConfig, keep=None, ddr: bool = True) -> PerfEstima
     if bram > ZCU102_BRAM36:
         why.append(f"estimated BRAM36 {bram:g} > {ZCU102_BRAM36} of the XCZU9EG")
     keep = tuple(keep or (0.7,) * max(cfg.stages, 1))
-    if hw.misfits(cfg):
+    img = None
+    if not hw.misfits(cfg):
+        try:
+            img = _program(cfg, hw)
+        except DoesNotFit as e:                 # the program, not the shapes, is too large (desc_max)
+            why.append(str(e))
+    if img is None:
         return PerfEstimate(cfg.name, hw, keep, ProgramPerf(hw, [], 0, 0, 0), dsp, bram, why)
-    img = _program(cfg, hw)
     bpc = hw.ddr_gbps * 1e9 / (hw.clock_mhz * 1e6) if ddr else None
     perf = program_cycles(img, synthetic_steps(img, keep), bpc)
     return PerfEstimate(cfg.name, hw, keep, perf, dsp, bram, why)
@@ -131,14 +137,13 @@ def estimate(cfg, hw: HardwareConfig, keep=None, ddr: bool = True) -> PerfEstima
 def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> None:
     e = estimate(cfg, hw, keep)
     p = e.perf
+    if not p.ops:
+        raise UsageError(f"{cfg.name} does not run on hardware {hw.name}: " + "; ".join(e.why))
     bpc = min(hw.stream_bytes, hw.ddr_gbps * 1e9 / (hw.clock_mhz * 1e6))
     print(f"hardware {hw.name}: {hw.mac_rows}x{hw.mac_cols} MAC array ({hw.macs} DSP48E2), {hw.axi_ports} AXI ports "
           f"x {hw.axi_bits} bits, {hw.clock_mhz:g} MHz; DDR assumed {hw.ddr_gbps:g} GB/s = {bpc:.1f} B/cycle "
           f"(ZCU102 PS DDR4-2400 x64: 19.2 GB/s peak, 80% sustained)")
     print(f"model {cfg.name}: keep {','.join(f'{k:g}' for k in e.keep)} per selector stage")
-    if not p.ops:
-        print("does not fit: " + "; ".join(e.why))
-        return
     agg: dict = {}
     for o in p.ops:
         a = agg.setdefault(o.op, [0, 0, 0, {}])

@@ -33,12 +33,11 @@ import itertools
 import json
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from base.errors import ConfigError, UsageError
-from golden.config import ModelConfig
+from golden.config import ModelConfig, read_toml
 from golden.hw import HW_PRESETS, ZCU102_BRAM36, ZCU102_DSP, HardwareConfig
 from rtl_gen.tools import synthesis
 
@@ -79,13 +78,8 @@ def _field_value(name: str, v, where: str):
 
 def load_grid(path: str | Path) -> Grid:
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"grid file {str(p)!r} does not exist; give a TOML file with a [grid] table "
-                         f"(configs/sweep-zcu102.toml is an example)")
-    try:
-        data = tomllib.loads(p.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"grid file {str(p)!r} is not valid TOML ({e}); fix its syntax") from None
+    data = read_toml(p, str(path), "grid file", "give a TOML file with a [grid] table (configs/sweep-zcu102.toml "
+                     "is an example)")
     unknown = set(data) - {"base", "grid", "sweep"}
     if unknown:
         raise UsageError(f"grid file {str(p)!r}: unknown section(s) {sorted(unknown)}; valid: base, grid, sweep")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -19,15 +20,30 @@ from contextlib import contextmanager
 from amaranth.hdl import UnusedElaboratable
 
 from base import settings
-from base.errors import ConfigError, SimulationError, Terminated, UsageError
+from base.errors import ConfigError, SimulationError, Terminated, UsageError, printable, shown
 from golden.arith import set_engine
 
 # modules that add subcommands, in the order they appear in --help
 COMMAND_MODULES = ("model", "quant", "rtl", "sim", "board", "cluster")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, except that a value that starts like a negative number is a value,
+    not an option: `--keep -0.1,0.5` reaches --keep's range check (argparse alone takes only
+    plain numbers such as -1 or -.5 for values and reports "expected one argument"). No option
+    of spvit starts with a digit, so nothing is lost. Subcommand parsers are of this class too.
+    Its usage errors show what the user typed through base.errors.shown."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
+    def error(self, message: str):
+        super().error(shown(message))            # it quotes what the user typed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spvit", description="SPViT accelerator generator: golden model, "
+    p = Parser(prog="spvit", description="SPViT accelerator generator: golden model, "
                                 "quantiser, RTL generation and simulation.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -69,7 +85,7 @@ def _stopped() -> None:
 
 def _fail(msg: str) -> None:
     try:
-        print(f"spvit: {msg}", file=sys.stderr, flush=True)
+        print(f"spvit: {printable(msg)}", file=sys.stderr, flush=True)
     except (OSError, ValueError):
         pass
 

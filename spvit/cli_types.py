@@ -80,11 +80,19 @@ def suffix(ext: str):
     return parse
 
 
-def path(text: str) -> str:
-    """A non-empty path."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must be a path (got an empty string)")
-    return text
+def not_empty(kind: str):
+    """A non-empty value (an empty path would be the current folder), e.g. kind "a path"."""
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"must be {kind} (got an empty string)")
+        return text
+    parse.__name__ = kind
+    return parse
+
+
+path = not_empty("a path")
+spec = not_empty("a preset name or a .toml file")
+data_source = not_empty("an image folder or digits[:split]")
 
 
 def executor_arguments(p, default_workers: str = "the CPU count") -> None:

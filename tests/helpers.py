@@ -9,3 +9,9 @@ def block_input(q, x, block: int):
     for i in range(block):
         x = q.blocks[i](x)
     return x
+
+
+# inputs of issue 15 (tests/spvit/conftest.py `bad_inputs`): a hardware name that is no Verilog
+# identifier nor a file name, and a checkpoint key that would forge an error line if printed raw
+BAD_HW_NAME = "../../etc/x y \u00fc"
+FORGED_KEY = "evil\n\x1b[31mspvit: error: forged"

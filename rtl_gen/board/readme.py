@@ -71,9 +71,9 @@ spvit board-inputs --package PKG --image model.img --images 8 --out inputs  # qu
 ## 3a. Run on a ZCU102 with a PYNQ image
 
 Copy this directory (with `spvit.bit`, `spvit.hwh`, `address_map.json`), `model.img/`, `inputs/` and the
-spvit sources to the board. The driver needs Python 3.11 or later and numpy, not torch:
-`pip install --no-deps <spvit sources>` (or put the sources on PYTHONPATH). Then, as root (PYNQ
-programs the FPGA and maps physical memory):
+spvit sources' `base/`, `golden/` and `driver/` folders to the board. The driver needs Python 3.10 or
+later (PYNQ 3.x images ship 3.10) and numpy, not torch: put the folder that holds them on PYTHONPATH.
+Then, as root (PYNQ programs the FPGA and maps physical memory):
 
 ```sh
 python3 -m driver --board <this directory> --image model.img --inputs inputs

@@ -9,7 +9,7 @@ divider. o_q is valid k - b + 2 cycles after the i_d transfer.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Assert, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -55,4 +55,6 @@ class Reciprocal(wiring.Component):
             m.d.sync += step.eq(step - 1)
             with m.If(step == 0):
                 m.d.sync += [busy.eq(0), o_valid.eq(1)]
+        if platform == "formal":    # invariant for k-induction (rtl_gen/tools/formal.py): q holds while offered
+            m.d.comb += Assert(~(busy & o_valid), "recip: dividing while the quotient is offered")
         return m

@@ -18,7 +18,7 @@ from rtl_gen.board.files import write_board
 from rtl_gen.board.zynqmp import PART, board, hp_port
 from rtl_gen.top import module_name
 
-from ..cli_types import SEED_MAX, float_in, int_in, path
+from ..cli_types import SEED_MAX, data_source, float_in, int_in, path, spec
 from .rtl import HW_HELP
 from .sim import image_of_package, input_images
 
@@ -72,7 +72,7 @@ def cmd_board_inputs(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("board", help="a ZCU102 board directory: Verilog, wrapper, Vivado build and IP scripts, "
                        "constraints, register map, C example, README")
-    p.add_argument("--hw", default="zcu102", help=HW_HELP + " (default zcu102)")
+    p.add_argument("--hw", default="zcu102", type=spec, help=HW_HELP + " (default zcu102)")
     p.add_argument("--out", required=True, type=path, help="output directory")
     p.add_argument("--part", default=PART, help=f"Zynq UltraScale+ part (default {PART}, the ZCU102's; the ZCU102 "
                    f"board preset applies only to it)")
@@ -85,10 +85,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("board-inputs", help="an input set for the board: quantised images and the golden model's "
                        "results (run it with spvit board-run / python -m driver)")
-    p.add_argument("--package", required=True, help="the package the image was compiled from")
-    p.add_argument("--image", required=True, help="image directory (spvit compile) for the board's hardware")
+    p.add_argument("--package", required=True, type=path, help="the package the image was compiled from")
+    p.add_argument("--image", required=True, type=path, help="image directory (spvit compile) for the board's hardware")
     p.add_argument("--images", type=int_in(1, 4096), default=8, help="images (default 8)")
-    p.add_argument("--data", help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
+    p.add_argument("--data", type=data_source, help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
                    "models, else random images")
     p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of random images")
     p.add_argument("--out", required=True, type=path, help="output directory")

@@ -18,7 +18,7 @@ from golden.config import load_config
 from sim.regress import draw, groups, load_repro, run_regression, summary
 from sim.sweep import SWEEP_KIND, estimate, load_grid, run_sweep, table, write_outputs
 
-from ..cli_types import executor_arguments, int_in, path, positive_int, seed, suffix
+from ..cli_types import executor_arguments, int_in, path, positive_int, seed, spec, suffix
 from .sim import keep_fractions
 
 
@@ -67,8 +67,8 @@ def cmd_sweep(args, estimator=None) -> int:
 def register_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="evaluate a grid of hardware configurations (cycle model, resources, "
                        "Pareto plot)")
-    p.add_argument("--config", required=True, help="model preset or TOML file")
-    p.add_argument("--grid", required=True, help="TOML grid of HardwareConfig fields (configs/sweep-zcu102.toml)")
+    p.add_argument("--config", required=True, type=spec, help="model preset or TOML file")
+    p.add_argument("--grid", required=True, type=path, help="TOML grid of HardwareConfig fields (configs/sweep-zcu102.toml)")
     p.add_argument("--keep", type=keep_fractions, help="share of its scored tokens each selector stage keeps, in "
                    "[0, 1], as in spvit report, e.g. 0.7,0.7,0.7 (overrides [sweep] keep; default 0.7 each)")
     p.add_argument("--synth", action="store_true", help="also synthesise every fitting configuration with Yosys, unit "
@@ -130,7 +130,7 @@ def register_regress(sub) -> None:
     p.add_argument("--x-seeds", type=int_in(0, 64), default=0, help="run every configuration's images once per seed "
                    "of random initial values of every register and memory (Verilator --x-initial unique; default 0: "
                    "they start at zero): a result that depends on storage nothing wrote then differs")
-    p.add_argument("--repro", help="rerun one configuration from a TOML written by a failing regression")
+    p.add_argument("--repro", type=path, help="rerun one configuration from a TOML written by a failing regression")
     p.add_argument("--out", type=path, help="directory for the TOMLs of failing configurations "
                    "(default SPVIT_BUILD/regress)")
     p.add_argument("--json", type=suffix(".json"), help="write per-configuration results and the totals as JSON")

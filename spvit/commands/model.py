@@ -7,7 +7,7 @@ from base.errors import UsageError
 from golden.config import load_config
 from golden.macs import block_params, count, embed_macs, head_macs, selector_params, total_macs, total_params
 
-from ..cli_types import keep_rates
+from ..cli_types import keep_rates, spec
 
 
 def cmd_info(args) -> int:
@@ -49,7 +49,7 @@ def cmd_info(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="model configuration, parameters and MACs per block")
-    p.add_argument("--config", default="deit-small", help="preset name or TOML file (default deit-small)")
+    p.add_argument("--config", default="deit-small", type=spec, help="preset name or TOML file (default deit-small)")
     p.add_argument("--keep", type=keep_rates, help="cumulative keep rates per selector stage, e.g. 0.7,0.5,0.3 "
                    "(adaptive selectors: spvit; the others keep the counts their config sets)")
     p.set_defaults(func=cmd_info)

@@ -17,7 +17,7 @@ from quant import CALIBRATION_METHODS, single_thread
 from quant.package import FORMAT, compile_package, write_package_files
 from quant.show import KIND as SHOW_KIND, write_pictures
 
-from ..cli_types import executor_arguments, int_in, nonneg_int, path, positive_int, seed, suffix
+from ..cli_types import data_source, executor_arguments, int_in, nonneg_int, path, positive_int, seed, spec, suffix
 
 CHECK_MAX = 512        # spvit check makes its images in memory
 CALIB_MAX = 2048       # calibration images are held in memory (DeiT: 0.6 MB each)
@@ -58,9 +58,10 @@ def _shown(args, path) -> str:
 def cmd_quantize(args) -> int:
     from quant.calibrate import PERCENTILE, calibrate
     from quant.data import load_data
-    from quant.loaders import file_sha256, load_float_model
+    from quant.loaders import checked_path, file_sha256, load_float_model
     single_thread()
     cfg = load_config(args.config)
+    checked_path(args.checkpoint)                 # a wrong checkpoint path is named before the output
     t0 = time.time()
     with output_dir(args.out, FORMAT, "a weight package", force=args.force,
                     inputs=_inputs(args, "checkpoint", "calib", "config")) as tmp:
@@ -83,9 +84,10 @@ def cmd_quantize(args) -> int:
 
 def cmd_compare(args) -> int:
     from quant.compare import compare_dataset, format_table, write_json, write_plot
-    from quant.loaders import file_sha256
+    from quant.loaders import checked_path, file_sha256
     from quant.shard import Sources, compare_sharded, load
     single_thread()
+    checked_path(args.checkpoint)
     if args.show_images is not None and not args.show:
         raise UsageError("--show-images sets how many pictures --show draws: add --show DIR (a directory for the "
                          "PNGs) or drop --show-images")
@@ -143,9 +145,10 @@ def _show_count(args, compared: int, name: str) -> int:
 
 
 def cmd_export_onnx(args) -> int:
-    from quant.loaders import load_float_model
+    from quant.loaders import checked_path, load_float_model
     from quant.onnx_export import export_onnx
     cfg = load_config(args.config).model
+    checked_path(args.checkpoint)
     with output_file(args.out, "an ONNX file", force=args.force, inputs=_inputs(args, "checkpoint", "config")) as tmp:
         model = load_float_model(args.checkpoint, cfg)
         export_onnx(model, tmp)
@@ -165,16 +168,16 @@ def cmd_compile(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("check", help="golden integer model vs float twin on random weights")
-    p.add_argument("--config", default="mini", help="preset name or TOML file (default mini)")
+    p.add_argument("--config", default="mini", type=spec, help="preset name or TOML file (default mini)")
     p.add_argument("--images", type=int_in(1, CHECK_MAX), default=8, help=f"images to compare on (1..{CHECK_MAX})")
     p.add_argument("--calib", type=int_in(1, CHECK_MAX), default=8, help=f"calibration images (1..{CHECK_MAX})")
     p.add_argument("--seed", type=seed, default=0)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("quantize", help="quantise a checkpoint into a weight package (manifest + blob)")
-    p.add_argument("--checkpoint", required=True, help=".pth/.pt (state_dict or {'model': ...}), .safetensors or .onnx")
-    p.add_argument("--config", required=True, help="preset name or TOML file ([fixed_point] frac_overrides pins formats)")
-    p.add_argument("--calib", required=True, help="calibration data: an image folder (one subfolder per class) "
+    p.add_argument("--checkpoint", required=True, type=path, help=".pth/.pt (state_dict or {'model': ...}), .safetensors or .onnx")
+    p.add_argument("--config", required=True, type=spec, help="preset name or TOML file ([fixed_point] frac_overrides pins formats)")
+    p.add_argument("--calib", required=True, type=data_source, help="calibration data: an image folder (one subfolder per class) "
                    "or digits[:train|:test|:all] (default split train)")
     p.add_argument("--calib-limit", type=int_in(1, CALIB_MAX), default=256,
                    help=f"calibration images, spread evenly over the data (default 256, at most {CALIB_MAX}: "
@@ -185,10 +188,10 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("compare", help="accuracy of the int16 golden model vs the float model on labelled data")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--package", required=True, help="package directory from spvit quantize")
-    p.add_argument("--data", required=True, help="image folder or digits[:test|:train|:all] (default split test)")
-    p.add_argument("--config", help="model config (default: the package's; must match it)")
+    p.add_argument("--checkpoint", required=True, type=path)
+    p.add_argument("--package", required=True, type=path, help="package directory from spvit quantize")
+    p.add_argument("--data", required=True, type=data_source, help="image folder or digits[:test|:train|:all] (default split test)")
+    p.add_argument("--config", type=spec, help="model config (default: the package's; must match it)")
     p.add_argument("--limit", type=positive_int, help="compare on N images spread evenly over the data")
     p.add_argument("--json", type=suffix(".json"), help="write the full results as JSON")
     p.add_argument("--plot", type=suffix(".png"), help="write a PNG of per-layer SQNR and kept tokens per stage")
@@ -205,15 +208,15 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export-onnx", help="export the float twin (selector decisions in the graph) to ONNX")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--config", required=True)
-    p.add_argument("--out", required=True, type=path, help="ONNX file to write")
+    p.add_argument("--checkpoint", required=True, type=path)
+    p.add_argument("--config", required=True, type=spec)
+    p.add_argument("--out", required=True, type=suffix(".onnx"), help="ONNX file to write (.onnx)")
     p.add_argument("--force", action="store_true", help="replace an existing file (never the checkpoint)")
     p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("compile", help="compile a quantised package into a DDR image for the accelerator")
-    p.add_argument("--package", required=True, help="package directory from spvit quantize")
-    p.add_argument("--hw", help=f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table "
+    p.add_argument("--package", required=True, type=path, help="package directory from spvit quantize")
+    p.add_argument("--hw", type=spec, help=f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table "
                    "(default: zcu102, or mini for the mini model)")
     p.add_argument("--out", required=True, type=path,
                    help="image directory to write (image.bin, manifest.json, program.txt)")

@@ -13,7 +13,7 @@ from rtl_gen.host.regmap import write_regmap
 from rtl_gen.tools import verilog
 from rtl_gen.top import Accelerator, module_name
 
-from ..cli_types import path
+from ..cli_types import path, spec
 
 HW_HELP = f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table"
 
@@ -51,7 +51,7 @@ def cmd_generate(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="Verilog of the accelerator for one hardware configuration, register map")
-    p.add_argument("--hw", default="zcu102", help=HW_HELP + " (default zcu102)")
+    p.add_argument("--hw", default="zcu102", type=spec, help=HW_HELP + " (default zcu102)")
     p.add_argument("--out", required=True, type=path, help="output directory")
     p.add_argument("--force", action="store_true", help="replace an earlier `spvit generate` output")
     p.set_defaults(func=cmd_generate)

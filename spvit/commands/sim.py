@@ -1,5 +1,5 @@
 """Subcommands that simulate or model the accelerator: `spvit run` (images on the RTL, bit-exact
-against the interpreter), `spvit report` (cycles, latency, DSP efficiency, resources) and
+against the package's golden model, sim.accel.verify), `spvit report` (cycles, latency, DSP efficiency, resources) and
 `spvit demo` (the whole flow on the committed digits model). `spvit sweep` and `spvit regress`
 are in commands/cluster.py."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rtl_gen.tools.cycles import program_cycles, trace
 from sim import accel
 from sim.report import print_report
 
-from ..cli_types import SEED_MAX, float_in, int_in, path
+from ..cli_types import SEED_MAX, data_source, float_in, int_in, path, spec
 from .quant import cmd_compare, cmd_quantize
 
 HW_HELP = f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table"
@@ -96,29 +96,35 @@ def cmd_run(args) -> int:
     if args.image:
         img = image_of_package(args.image, args.package)
     x, source = input_images(args, q, args.images)
-    return run_and_compare(img, x, q.cfg.name, source, args.sim, args.pause, args.seed, args.checkpoints)
+    return run_and_compare(q, img, x, source, args.sim, args.pause, args.seed, args.checkpoints)
 
 
-def run_and_compare(img, x, name: str, source: str, sim: str, pause: float, seed: int, checkpoints: bool) -> int:
-    """Run the images on the RTL, compare with the interpreter, print the result; 0 if bit-exact."""
+def run_and_compare(q, img, x, source: str, sim: str, pause: float, seed: int, checkpoints: bool) -> int:
+    """Run the images on the RTL, compare with the package's golden model `q` (and, to locate a
+    mismatch, with the interpreter of the image: sim.accel.verify); print the result; 0 if
+    bit-exact."""
     hw = img.hw
-    print(f"{name} on hardware {hw.name} ({hw.mac_rows}x{hw.mac_cols} MACs, {hw.axi_ports} x {hw.axi_bits}-bit "
+    print(f"{q.cfg.name} on hardware {hw.name} ({hw.mac_rows}x{hw.mac_cols} MACs, {hw.axi_ports} x {hw.axi_bits}-bit "
           f"AXI), {len(x)} image(s) of {source}, {sim}, pauses {pause:g} on every AXI channel", flush=True)
     runs = accel.run_accel(img, list(x), pause=pause, seed=seed, sim=sim)
-    c = accel.compare_runs(img, list(x), runs)
-    print(f"result: {'BIT-EXACT' if c.bad == 0 else 'MISMATCH'}: {c.bad} of {c.compared:,} elements differ "
-          f"(logits, kept counts, keep masks{', every block' if checkpoints else ''}; DDR reads and writes)")
-    for f in c.first:
+    v = accel.verify(q, img, list(x), runs)
+    g, p = v.golden, v.program
+    print(f"result: {'BIT-EXACT' if v.exact else 'MISMATCH'}: {g.bad} of {g.compared:,} elements differ from the "
+          f"package's golden model (logits, kept counts, keep masks), {p.bad} of {p.compared:,} from the image's "
+          f"program (the same, KEPT registers{', every block' if checkpoints else ''}; DDR reads and writes)")
+    if not v.exact:
+        print(f"  {v.locate()}")
+    for f in v.first:
         print("  ", f)
     for k, r in enumerate(runs):
         if r.error != "OK" or r.hung:
             print(f"  image {k}: {'hung' if r.hung else f'error {r.error} at descriptor {r.error_index}'}")
             continue
         model = program_cycles(img, trace(img, x[k])).total
-        print(f"  image {k}: {r.cycles:,} cycles (cycle model {model:,}, {100 * (model / r.cycles - 1):+.1f}% with "
-              f"pauses {pause:g}; {r.cycles / (hw.clock_mhz * 1e3):.3f} ms at {hw.clock_mhz:g} MHz), kept "
-              f"{r.kept_regs}, simulated in {r.wall_s:.0f} s")
-    return 1 if c.bad else 0
+        print(f"  image {k}: {r.cycles:,} cycles with pauses {pause:g} ({r.cycles / (hw.clock_mhz * 1e3):.3f} ms at "
+              f"{hw.clock_mhz:g} MHz; the cycle model, which assumes no pauses, gives {model:,}, "
+              f"{100 * (model / r.cycles - 1):+.1f}%), kept {r.kept_regs}, simulated in {r.wall_s:.0f} s")
+    return 0 if v.exact else 1
 
 
 # ---------------------------------------------------------------- report
@@ -138,7 +144,7 @@ def cmd_report(args) -> int:
 def cmd_demo(args) -> int:
     """The whole flow on the committed digits model: quantise, compare int16 with float on the
     held-out split, compile for the mini hardware, run held-out digits on the generated RTL
-    bit-exact against the interpreter, print the modeled latency. Everything is written into a
+    bit-exact against the golden model, print the modeled latency. Everything is written into a
     temporary directory next to --out (a directory of kind spvit-demo, base/outputs.py) and
     renamed at the end: an interrupted demo leaves nothing, and --force replaces only an earlier
     demo output."""
@@ -169,7 +175,7 @@ def cmd_demo(args) -> int:
         print(f"$ spvit run --package {pkg} --hw mini --images {args.images}   (Verilator; the first run builds the "
               f"model, about 2 min)", flush=True)
         x, source = input_images(argparse.Namespace(data="digits:test", seed=0), q, args.images)
-        rc = run_and_compare(img, x, q.cfg.name, source, "verilator", 0.1, 0, False)
+        rc = run_and_compare(q, img, x, source, "verilator", 0.1, 0, False)
         print(f"$ spvit board --hw mini --out {out / 'board'}   (Vivado project, IP, driver for a ZCU102)", flush=True)
         write_board(board(img.hw), tmp / "board")
         (tmp / "manifest.json").write_text(json.dumps({"format": DEMO_KIND, "files": files}, indent=1) + "\n")
@@ -192,11 +198,11 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run images on the accelerator's RTL (cocotb), bit-exact against golden")
-    p.add_argument("--package", help="package directory (compiled on the way)")
-    p.add_argument("--image", help="an image directory from spvit compile (with --package for the data)")
-    p.add_argument("--hw", help=HW_HELP)
+    p.add_argument("--package", type=path, help="package directory (compiled on the way)")
+    p.add_argument("--image", type=path, help="an image directory from spvit compile (with --package for the data)")
+    p.add_argument("--hw", type=spec, help=HW_HELP)
     p.add_argument("--images", type=int_in(1, 4096), default=2, help="images to run (default 2)")
-    p.add_argument("--data", help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
+    p.add_argument("--data", type=data_source, help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
                    "models, else random images")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
     p.add_argument("--pause", type=float_in(0, 1, hi_open=True), default=0.1,
@@ -206,7 +212,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="cycles per operation and block, latency, DSP efficiency; --synth resources")
-    p.add_argument("--config", required=True, help=f"MODEL[,HW]: model preset or TOML, optional {HW_HELP}")
+    p.add_argument("--config", required=True, type=spec, help=f"MODEL[,HW]: model preset or TOML, optional {HW_HELP}")
     p.add_argument("--keep", type=keep_fractions, help="keep rate of each selector stage (fractions of the tokens "
                    "a stage scores, in [0, 1]; one value for every stage or one per stage; default 0.7 each)")
     p.add_argument("--synth", action="store_true", help="synthesise the accelerator with Yosys (slow for zcu102)")

@@ -113,11 +113,20 @@ def test_truncated_blob_and_bad_manifest(tmp_path, package, cfg):
 def test_package_from_another_config(tmp_path, package, cfg, ckpt, capsys):
     toml = tmp_path / "wide.toml"
     toml.write_text('preset = "mini"\n[model]\nembed_dim = 128\nnum_heads = 4\n')
-    with pytest.raises(PackageError, match="was made for config 'mini'.*embed_dim: package 64 vs config 128"):
+    with pytest.raises(PackageError, match="was made for a model that differs from config 'wide' in embed_dim: "
+                                           "package 64 vs config 128"):
         load_package(package, load_config(toml).model)
     rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(package), "--data", "digits",
                "--config", str(toml), "--limit", "2"])
-    assert rc == 2 and "was made for config" in capsys.readouterr().err
+    assert rc == 2 and "was made for a model that differs from config 'wide'" in capsys.readouterr().err
+    # same name, other preprocessing: the message names the differing field, not 'mini' twice
+    same = tmp_path / "mini.toml"
+    same.write_text('preset = "mini"\n[preprocess]\nmean = [0.1307]\nstd = [0.3081]\n')
+    with pytest.raises(PackageError) as e:
+        load_package(package, load_config(same).model)
+    assert str(e.value).startswith(f"package {str(package)!r} was made for a model that differs from config 'mini' "
+                                   f"in preprocess.mean: package () vs config (0.1307,); preprocess.std: package () "
+                                   f"vs config (0.3081,). Quantise"), str(e.value)
 
 
 def test_write_is_atomic_and_refuses_overwrite(tmp_path, qmodel, cfg):
@@ -142,8 +151,8 @@ def test_cli_quantize_roundtrip(tmp_path, ckpt, model, capsys):
                "--method", "percentile", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     q, man = load_package(out, model.cfg)
-    assert man["calibration"] == {"method": "percentile", "data": "digits:train (8 of 1197, evenly spaced)",
-                                  "images": 8, "percentile": 99.99}
+    assert man["calibration"] == {"method": "percentile", "images": 8, "percentile": 99.99,
+                                  "data": "digits:train (8 of 1197, evenly spaced: 0, 171, 342, 513, 683, 854, 1025, 1196)"}
     assert man["source"]["checkpoint_sha256"]
     rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out)])
     assert rc == 2 and "already exists" in capsys.readouterr().err

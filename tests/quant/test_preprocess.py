@@ -82,7 +82,10 @@ def test_mnist_preprocessing_through_the_cli(tmp_path, capsys):
     assert r["agreement"] >= 8 / 9 and r["logits_sqnr"] > 30
     # a config with other preprocessing does not match the package
     rc = main(["compare", "--checkpoint", str(ck), "--package", str(pkg), "--data", str(data), "--config", "mini"])
-    assert rc == 2 and "preprocess: package Preprocess(mean=(0.1307,)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and ("was made for a model that differs from config 'mini' in preprocess.mean: package (0.1307,) "
+                        "vs config (); preprocess.std: package (0.3081,) vs config (); preprocess.crop_mode: package "
+                        "'none' vs config 'center'; preprocess.pad: package 2 vs config 0. Quantise") in err, err
 
 
 def test_resize_and_crop_follow_torchvision(tmp_path):

@@ -55,7 +55,9 @@ def test_compile_and_refuse_oversized(tmp_path, demo_package, capsys):
     capsys.readouterr()
     assert main(["compile", "--package", str(big), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
     err = capsys.readouterr().err
-    assert "does not fit hardware mini: embed_dim 192 > d_max 64" in err and "--hw zcu102" in err
+    assert "hardware mini cannot run spvit-deit-tiny: embed_dim 192 > d_max 64" in err
+    assert ('to run it, use the hardware preset small or zcu102, or set n_max = 200, d_max = 192, hidden_max = 1008 '
+            'in a hardware TOML on top of [hardware] preset = "mini"') in err
     assert not (tmp_path / "no").exists()
 
 
@@ -71,7 +73,36 @@ def test_run_bit_exact(demo_package, capsys):
     """Two held-out digits through the generated mini top (the build is shared with tests/sim)."""
     assert main(["run", "--package", str(demo_package), "--hw", "mini", "--images", "2", "--pause", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert "result: BIT-EXACT: 0 of" in out and "image 1:" in out and "cycle model" in out
+    assert "result: BIT-EXACT: 0 of" in out and "elements differ from the package's golden model" in out
+    assert "image 1:" in out and "the cycle model, which assumes no pauses, gives" in out
+
+
+def test_run_edited_image_is_a_mismatch(tmp_path, demo_package, capsys):
+    """An image whose stream bytes were edited and whose manifest hash was recomputed runs on the
+    RTL exactly as its interpreter says, but not as the package's golden model: MISMATCH (exit
+    1), located as an image that does not match its package (not a hardware bug)."""
+    import hashlib
+    img = tmp_path / "i.img"
+    assert main(["compile", "--package", str(demo_package), "--hw", "mini", "--out", str(img)]) == 0
+    man = json.loads((img / "manifest.json").read_text())
+    data = bytearray((img / "image.bin").read_bytes())
+    s0, n = man["regions"]["stream"]["offset"], man["regions"]["stream"]["bytes"]
+    off = s0 + n - 64                                  # the head's weights, far from the input
+    assert off - s0 >= man["input"]["stream_offset"] + man["input"]["bytes"]
+    data[off] ^= 0x55
+    data[off + 1] ^= 0x55
+    (img / "image.bin").write_bytes(bytes(data))
+    man["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    (img / "manifest.json").write_text(json.dumps(man))
+    capsys.readouterr()
+    rc = main(["run", "--image", str(img), "--package", str(demo_package), "--images", "1", "--pause", "0.1"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert "result: MISMATCH: 1 of " in out and "elements differ from the package's golden model" in out
+    assert "0 of " in out.split("golden model", 1)[1].split("from the image's program")[0], out      # RTL == program
+    assert ("the RTL ran the image's program faithfully (RTL == interpreter), but that program does not compute "
+            "the package's golden model") in out
+    assert "image 0 logits at (0,): RTL " in out and " != golden model " in out, out
 
 
 def test_compile_refuses_schemes_without_hardware(tmp_path, capsys):

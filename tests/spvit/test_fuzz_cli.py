@@ -17,13 +17,14 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import string
 import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spvit.cli import main
@@ -38,13 +39,24 @@ class LongJob(BaseException):
     """Raised instead of starting a long job (not an Exception: nothing may swallow it)."""
 
 
+BAD_FILES = ("sparse.pth", "crc.pth", "legacy.pth", "forged-key.pth", "good.pth", "hw_desc.toml", "hw_name.toml",
+             "cols32.toml", "hd32.toml", "base768.toml", "mnist.toml")
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, ckpt, package):
-    """Inputs the commands may read: a checkpoint, a package, an image folder, TOML files."""
+def world(tmp_path_factory, ckpt, package, bad_inputs):
+    """Inputs the commands may read: a checkpoint, a package, an image folder, TOML files, and
+    the bad inputs of issue 15 (tests/spvit/conftest.py: damaged and unusual checkpoints, a FIFO,
+    a directory named like a checkpoint, hardware that does not fit, a 28x28 image folder)."""
     from PIL import Image
     root = tmp_path_factory.mktemp("fuzz-inputs")
     shutil.copy(ckpt, root / "m.safetensors")
     shutil.copytree(package, root / "m.pkg")
+    for f in BAD_FILES:
+        shutil.copy(bad_inputs / f, root / f)
+    shutil.copytree(bad_inputs / "mnist", root / "mnist")
+    os.mkfifo(root / "fifo.pth")                          # never opened: reading it would block
+    (root / "dir.pth").mkdir()
     for c in ("a", "b"):
         (root / "imgs" / c).mkdir(parents=True)
         for i in range(2):
@@ -152,6 +164,8 @@ def run(argv: list, world: Path, work: Path) -> str:
             f.write(json.dumps([argv, outcome, line if isinstance(line, str) else line[0]]) + "\n")
     assert outcome in (0, 2, "long job"), (argv, outcome, text)
     assert "Traceback" not in text and "Exception ignored" not in text, (argv, text)
+    assert "\x1b" not in text, (argv, "a terminal escape reached the user", text)
+    assert sum(re.match(r"spvit( [\w-]+)?: error:", line) is not None for line in text.splitlines()) <= 1, (argv, text)
     if outcome == 2:
         assert text.strip(), (argv, "exit 2 without a message")
     left = [p for p in work.rglob("*") if TMP_TAG in p.name or OLD_TAG in p.name]
@@ -193,18 +207,28 @@ def _values(world: Path, work: Path) -> dict:
     paths = [str(world / "m.safetensors"), str(world / "m.pkg"), str(world / "imgs"), str(world / "good.toml"),
              str(world / "nope.pth"), str(world / "m.pkg" / "manifest.json"), str(world), "/", "/sys/x",
              str(work / "out"), str(work / "sub" / "deeper" / "out.pkg"), str(work / "full"), str(work / "r.json"),
-             str(work / "full" / "keep.txt"), str(work / "r.png"), ""]
+             str(work / "full" / "keep.txt"), str(work / "r.png"), "",
+             # issue 15
+             *(str(world / f) for f in ("sparse.pth", "crc.pth", "legacy.pth", "forged-key.pth", "good.pth",
+                                       "fifo.pth", "dir.pth", "mnist")),
+             "/dev/zero", "/dev/null", "/proc/self", str(world / "m.pkg" / "x.onnx"), str(world / "m.img" / "x.json"),
+             str(work / "notes.md"), str(work / "o.onnx")]
     configs = ["mini", "mini,mini", "mini,small", "mini,zcu", "deit-tiny", "deit-small,zcu102", "spvit-deit-tiny",
                "nope", "", str(world / "good.toml"), str(world / "bad.toml"), str(world / "bin.toml"), str(world),
-               str(world / "good.toml") + ",mini", str(world / "missing.toml")]
+               str(world / "good.toml") + ",mini", str(world / "missing.toml"),
+               # issue 15
+               "mini," + str(world / "hw_desc.toml"), "mini," + str(world / "hw_name.toml"),
+               "mini," + str(world / "cols32.toml"), str(world / "hd32.toml") + ",zcu102",
+               str(world / "base768.toml") + ",zcu102", str(world / "mnist.toml"), str(world / "fifo.pth"), "/dev/zero"]
     hws = ["mini", "small", "zcu102", "zcu", "", str(world / "hw.toml"), str(world / "good.toml"),
-           str(world / "bad.toml"), str(world / "bin.toml"), str(world / "missing.toml"), str(world)]
+           str(world / "bad.toml"), str(world / "bin.toml"), str(world / "missing.toml"), str(world),
+           *(str(world / f) for f in ("hw_desc.toml", "hw_name.toml", "cols32.toml"))]
     return {
         "--config": configs, "--hw": hws, "--image": [str(world / "m.img"), *paths],
         "--checkpoint": paths, "--package": paths, "--out": paths, "--json": paths, "--show": paths,
         "--plot": paths, "--calib": ["digits", "digits:train", "digits:", "digits:val", *paths],
         "--data": ["digits", "digits:test", "digits:all", "digits:", *paths],
-        "--keep": ["0.7,0.5", "0.7,0.5,0.3", "0.5", "a,b", "0.3,0.6", "1,0", "nan", "", "-0.5,0.2"],
+        "--keep": ["0.7,0.5", "0.7,0.5,0.3", "0.5", "a,b", "0.3,0.6", "1,0", "nan", "", "-0.5,0.2", "-0.1,0.5", "-1"],
         "--method": ["maxabs", "percentile", "mse", "kl"], "--sim": ["icarus", "verilator", "ghdl"],
         "--grid": [str(world / "grid.toml"), str(world / "good.toml"), str(world / "bad.toml"), *paths],
         "--repro": [str(world / "repro.toml"), str(world / "good.toml"), str(world / "bin.toml"), *paths],
@@ -241,18 +265,40 @@ def _work() -> Path:
     return work
 
 
+def issue_15(world: Path) -> list:
+    """The command lines of issue 15 (a traceback, a silently wrong result or lost data before),
+    run as examples of every fuzz run on top of the random ones."""
+    w, q = str(world), ["quantize", "--config", "mini", "--calib", "digits", "--calib-limit", "2", "--out", "/WORK/o",
+                        "--checkpoint"]
+    onnx = ["export-onnx", "--checkpoint", f"{w}/good.pth", "--config", "mini", "--force", "--out"]
+    return [["report", "--config", f"mini,{w}/hw_desc.toml"], ["generate", "--hw", f"{w}/hw_name.toml", "--out", "/WORK/r"],
+            ["compile", "--package", f"{w}/m.pkg", "--hw", f"{w}/hw_desc.toml", "--out", "/WORK/i"],
+            q + [f"{w}/sparse.pth"], q + [f"{w}/crc.pth"], q + [f"{w}/legacy.pth"], q + [f"{w}/forged-key.pth"],
+            q + [f"{w}/fifo.pth"], q + [f"{w}/dir.pth"], q + ["/dev/zero"], onnx + [f"{w}/m.pkg/manifest.json"],
+            onnx + ["/WORK/notes.md"], onnx + [f"{w}/m.pkg/x.onnx"], ["info", "--config", ""],
+            ["quantize", "--checkpoint", f"{w}/good.pth", "--config", "mini", "--calib", "", "--out", "/WORK/o"],
+            ["quantize", "--checkpoint", f"{w}/good.pth", "--config", "mini", "--calib", "/proc/self", "--out", "/WORK/o"],
+            ["report", "--config", "mini", "--keep", "-0.1,0.5"], ["report", "--config", f"{w}/hd32.toml,zcu102"],
+            ["compile", "--package", f"{w}/m.pkg", "--hw", f"{w}/cols32.toml", "--out", "/WORK/i"],
+            ["quantize", "--checkpoint", f"{w}/good.pth", "--config", f"{w}/mnist.toml", "--calib", f"{w}/mnist",
+             "--calib-limit", "3", "--out", "/WORK/o"],
+            ["compare", "--checkpoint", f"{w}/good.pth", "--package", f"{w}/m.pkg", "--data", "digits", "--limit", "2",
+             "--json", "/dev/null", "--force"]]
+
+
 def test_random_argv(world):
     values = _values(world, Path("/WORK"))
 
-    @FUZZ
-    @given(argv_strategy(values))
     def check(argv):
         work = _work()
         try:
             run([a.replace("/WORK", str(work)) for a in argv], world, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    check()
+    check = given(argv_strategy(values))(check)
+    for argv in issue_15(world):
+        check = example(argv)(check)
+    FUZZ(check)()
 
 
 # ------------------------------------------------------------------ random TOML configs

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -134,8 +135,12 @@ def test_export_onnx_never_destroys_the_checkpoint(tmp_path, ckpt, capsys):
     before = ck.read_bytes()
     for extra in ([], ["--force"]):
         rc = main(["export-onnx", "--checkpoint", str(ck), "--config", "mini", "--out", str(ck), *extra])
-        assert rc == 2 and "is the input" in capsys.readouterr().err
+        assert rc == 2 and f"argument --out: must name a .onnx file (got '{ck}')" in capsys.readouterr().err
     assert ck.read_bytes() == before
+    onnx_in = tmp_path / "m.onnx"                    # an ONNX checkpoint is an input like any other
+    onnx_in.write_bytes(before)
+    rc = main(["export-onnx", "--checkpoint", str(onnx_in), "--config", "mini", "--out", str(onnx_in), "--force"])
+    assert rc == 2 and "is the input" in capsys.readouterr().err and onnx_in.read_bytes() == before
     other = tmp_path / "old.onnx"
     other.write_bytes(b"previous export")
     rc = main(["export-onnx", "--checkpoint", str(ck), "--config", "mini", "--out", str(other)])
@@ -233,21 +238,30 @@ def test_compare_outputs_need_force(tmp_path, ckpt, package, capsys):
 
 
 # ------------------------------------------------------------------ signals, pipes
-def _spvit(args, **kw):
+def _wait_until(ready, p) -> None:
+    t0 = time.time()
+    while not ready():
+        assert p.poll() is None and time.time() - t0 < 120, p.communicate()
+        time.sleep(0.05)
+
+
+def _generating(folder: Path):
+    """`spvit generate --hw mini --out folder/rtl` in a process, once its temporary output exists."""
+    p = _spvit(["generate", "--hw", "mini", "--out", str(folder / "rtl")])
+    _wait_until(lambda: any(TMP_TAG in q.name for q in folder.iterdir()), p)
+    return p
+
+
+def _spvit(args, cwd=ROOT, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT), SPVIT_THREADS="2")
-    return subprocess.Popen([sys.executable, "-m", "spvit.cli", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "spvit.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
                                            (signal.SIGINT, 130, "interrupted (Ctrl-C)")])
 def test_signal_during_generate_cleans_up(tmp_path, sig, code, word):
-    out = tmp_path / "rtl"
-    p = _spvit(["generate", "--hw", "mini", "--out", str(out)])
-    t0 = time.time()
-    while not any(TMP_TAG in q.name for q in tmp_path.iterdir()):
-        assert p.poll() is None and time.time() - t0 < 120, p.communicate()
-        time.sleep(0.05)
+    p = _generating(tmp_path)
     time.sleep(1.5)                                     # into the work (Verilog conversion, ~15 s)
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
@@ -262,3 +276,123 @@ def test_closed_stdout_is_not_a_traceback():
     err = p.stderr.read()
     p.wait(timeout=60)
     assert p.returncode == 141 and err == "", err
+
+
+# ------------------------------------------------------------------ concurrency, stale temporaries
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_concurrent_writer_is_refused_naming_the_first(tmp_path, ckpt, capsys):
+    """While one command holds the target (here: this process, inside output_dir), a second
+    `spvit quantize --out` of the same target exits 2 naming the first, before any work, and
+    leaves the first one's output alone; once the first is done, the target is free again."""
+    out = tmp_path / "p.pkg"
+    with output_dir(out, "spvit-weight-package", "a weight package") as tmp:
+        (tmp / "manifest.json").write_text(json.dumps({"format": "spvit-weight-package"}))
+        rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--calib-limit",
+                   "2", "--out", str(out), "--force"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"--out '{out}' is being written by another spvit command (pid {os.getpid()}, started " in err
+        assert "wait for it to finish or choose another path" in err, err
+        assert tmp.is_dir()
+    assert json.loads((out / "manifest.json").read_text()) == {"format": "spvit-weight-package"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.pkg"]          # lock file gone
+    assert main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--calib-limit",
+                 "2", "--out", str(out), "--force"]) == 0
+
+
+def test_two_quantize_processes_at_once(tmp_path, ckpt):
+    """The issue's race: two `spvit quantize --out X` at the same time. The first is held in its
+    calibration until the second has finished (no timing luck involved); the second exits 2
+    naming the first; the first's package is the one left, complete."""
+    out, go = tmp_path / "x.pkg", tmp_path / "go"
+    args = ["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out),
+            "--calib-limit"]
+    held = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        import quant.calibrate
+        real = quant.calibrate.calibrate
+        def calibrate(*a, **k):
+            while not Path({str(go)!r}).exists():
+                time.sleep(0.05)
+            return real(*a, **k)
+        quant.calibrate.calibrate = calibrate
+        from spvit.cli import main
+        sys.argv = ["spvit", *sys.argv[1:]]
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SPVIT_THREADS="2")
+    first = subprocess.Popen([sys.executable, "-c", held, *args, "8"], cwd=tmp_path, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lock = tmp_path / ".x.pkg.spvit-lock"
+    _wait_until(lambda: lock.exists() and lock.read_text(), first)
+    second = _spvit(args + ["2"], cwd=tmp_path)
+    _, err2 = second.communicate(timeout=120)
+    go.touch()
+    out1, err1 = first.communicate(timeout=300)
+    assert second.returncode == 2, err2
+    assert err2 == (f"spvit: error: --out '{out}' is being written by another spvit command (pid {first.pid}, started "
+                    f"{lock_started(err2)}: spvit {' '.join(args)} 8); wait for it to finish or choose another "
+                    f"path\n"), err2
+    assert first.returncode == 0 and "calibrated on 8 images" in out1, err1
+    assert json.loads((out / "manifest.json").read_text())["calibration"]["images"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "x.pkg"]
+
+
+def lock_started(err: str) -> str:
+    return err.split(", started ", 1)[1][:8]
+
+
+def test_sigkill_leftovers_are_cleaned(tmp_path):
+    """SIGKILL leaves the temporary directory and the lock file; the next output written to that
+    folder removes them (their process is gone and nobody holds the lock), and a directory
+    whose replacement never arrived is put back."""
+    p = _generating(tmp_path)
+    p.kill()
+    p.wait()
+    left = sorted(q.name for q in tmp_path.iterdir())
+    assert len(left) == 2 and left[0] == ".rtl.spvit-lock" and left[1].startswith(f".rtl{TMP_TAG}{p.pid}-"), left
+    dead = _dead_pid()
+    old = tmp_path / f".pkg.spvit-old-{dead}-0123abcd"         # killed between the two renames
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"format": "spvit-weight-package"}))
+    mine = tmp_path / f".notes.txt{TMP_TAG}{os.getpid()}-0123abcd.txt"     # a live process's: kept
+    mine.write_text("in progress")
+    with output_file(tmp_path / "other.json", "a JSON report") as tmp:
+        tmp.write_text("{}")
+    names = sorted(q.name for q in tmp_path.iterdir())
+    assert names == [mine.name, "other.json", "pkg"], names
+    assert json.loads((tmp_path / "pkg" / "manifest.json").read_text())["format"] == "spvit-weight-package"
+
+
+def test_no_output_inside_an_spvit_directory(tmp_path, package, capsys):
+    """A package, image or RTL directory is never written into, whether or not it is an input of
+    the command (`compare --json` of another package, `export-onnx --out IMG/x.onnx`), and a file
+    target that is a device or a FIFO is never replaced."""
+    import shutil
+    pkg = tmp_path / "p.pkg"
+    shutil.copytree(package, pkg)
+    img = tmp_path / "i.img"
+    img.mkdir()
+    (img / "manifest.json").write_text(json.dumps({"format": "spvit-ddr-image"}))
+    before = _tree(tmp_path)
+    for target, kind in ((pkg / "notes" / "r.json", "spvit-weight-package"), (img / "x.onnx", "spvit-ddr-image")):
+        with pytest.raises(UsageError, match=f"lies inside '{target.parent if kind == 'spvit-ddr-image' else pkg}', "
+                                             f"a '{kind}' directory written by spvit; writing there would change it"):
+            with output_file(target, "a file", force=True):
+                pass
+    with pytest.raises(UsageError, match="is a character device; refusing to replace it with a JSON report even"):
+        with output_file("/dev/null", "a JSON report", force=True):
+            pass
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match=r"is a named pipe \(FIFO\); refusing to replace it"):
+        with output_file(fifo, "a JSON report", force=True):
+            pass
+    fifo.unlink()
+    assert _tree(tmp_path) == before
