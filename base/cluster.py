@@ -261,14 +261,17 @@ def _reachable(address: str) -> None:
 
 
 def connect_ray(ex: Executor):
-    """The ray module, initialised: reuses a running session (tests share one), joins
-    ex.address or RAY_ADDRESS, or starts a local Ray (no dashboard) with ex.workers CPUs."""
+    """The ray module, initialised: reuses a running session (tests share one) unless it is
+    with another cluster than the address asked for, joins ex.address or RAY_ADDRESS, or
+    starts a local Ray (no dashboard) with ex.workers CPUs."""
     ray = _ray_module()
     address = ex.address or settings.RAY_ADDRESS
     if address:
         _reachable(address)
     if ray.is_initialized():
-        return ray
+        if not address or address == "auto" or address == ray.get_runtime_context().gcs_address:
+            return ray
+        ray.shutdown()                    # a session with another cluster: join the one asked for
     path = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     if address:
         # the cluster's Python environment must have the dependencies (docs/cluster.md); our

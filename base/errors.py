@@ -14,6 +14,11 @@ class ConfigError(ValueError):
     the configuration dataclasses raise it from their constructors)."""
 
 
+class SimulationError(RuntimeError):
+    """A simulator or its bench failed (no build, a crash, an exception in the bench): the message
+    says what happened and names the log to read. `spvit` exits 2 with it, no traceback."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (raised by the handler `spvit.cli.main` installs, so that every `finally`
     and context manager runs: temporary outputs are removed). A BaseException like

@@ -11,6 +11,12 @@ compiled from: an image whose bytes were edited (and its hash recomputed) runs "
 the RTL, equal to its own interpreter, and is still wrong. The interpreter stays as the locator:
 RTL != interpreter is a hardware bug; RTL == interpreter != golden model is a compiler bug or an
 image that does not match its package.
+
+Unwritten storage must not reach a result: on Icarus (4-state) the bench stops at the first
+output that is X or Z where it counts (`watched_outputs`), and the run reports it as
+`undefined`; on Verilator `x_seed` starts every register and memory without an initial value
+random instead of zero. Either way the whole result region is compared byte for byte with the
+interpreter's, padding included.
 """
 from __future__ import annotations
 
@@ -19,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from amaranth.lib import wiring
 
 from base import settings
 from golden import isa
 from golden.compare import Comparison
 from golden.interp import Machine, Results, read_results
 from rtl_gen.host.regmap import regmap
+from rtl_gen.host.axi import CHANNELS
 from rtl_gen.top import Accelerator, module_name
 
 from .runner import run_bench
@@ -44,6 +52,23 @@ class AccelRun:
     writes_outside: int
     wall_s: float
     ops: list = field(default_factory=list)     # [descriptor index, start cycle, end cycle] (ops=True)
+    result_bytes: bytes = b""                   # the whole result region as the RTL left it
+    undefined: str = ""                         # the undefined output that stopped the simulation
+
+
+def watched_outputs(top) -> list[list]:
+    """[output port, the VALID that qualifies it or None] for every output of `top`: an AXI
+    payload counts while its channel's VALID is high; VALID, READY and other outputs always."""
+    out = []
+    for path, member in top.signature.members.flatten():
+        if not member.is_port or member.flow != wiring.Out:
+            continue
+        *bus, name = [str(p) for p in path]
+        channel = next((c for c in CHANNELS if name.startswith(c)), None) if bus else None
+        qualified = channel is not None and name not in (f"{channel}valid", f"{channel}ready")
+        port = "__".join([*bus, name])
+        out.append([port, "__".join([*bus, f"{channel}valid"]) if qualified else None])
+    return out
 
 
 def _mem_size(n: int) -> int:
@@ -52,10 +77,12 @@ def _mem_size(n: int) -> int:
 
 def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None = None, pokes=None,
               poison=None, timeout: int = 20_000_000, tag: str | None = None, top=None,
-              ops: bool = False) -> list[AccelRun]:
+              ops: bool = False, x_seed: int | None = None) -> list[AccelRun]:
     """Run every input image (int16 [in_chans, H, W]) on the RTL, one after the other in one
     simulation. `pokes`: per run, (offset, bytes) written over the image first (error tests);
-    `poison`: per run, (lo, hi) offset ranges whose accesses the DDR model answers with SLVERR."""
+    `poison`: per run, (lo, hi) offset ranges whose accesses the DDR model answers with SLVERR;
+    `x_seed`: Verilator starts registers and memories random (sim.runner.run_bench). Runs after
+    one that hung or met an undefined output are missing from the list."""
     hw = img.hw
     name = module_name(hw)
     work = settings.BUILD.resolve() / "sim" / "images"
@@ -79,23 +106,35 @@ def run_accel(img, inputs, *, pause: float = 0.1, seed: int = 0, sim: str | None
             "regions": {"header": [0, isa.HEADER_BYTES], "program": [reg["program"][0], sum(reg["program"])],
                         "stream": [reg["stream"][0], sum(reg["stream"])]},
             "results": [reg["results"][0], sum(reg["results"])], "runs": runs}
-    res = run_bench(top or Accelerator(hw), name, "sim.tb_accel", spec, seed=seed, sim=sim or settings.SIM_ENGINE,
-                    tag=tag or f"img{img.manifest['sha256'][:8]}_n{len(inputs)}_p{int(pause * 100)}_s{seed}")
-    out = []
-    lo = reg["results"][0]
-    for r in res["runs"]:
-        ddr = bytearray(len(img.data))
-        ddr[lo:lo + len(bytes.fromhex(r["results"]))] = bytes.fromhex(r["results"])
-        results = read_results(img.manifest, ddr) if r["error_code"] == 0 and not r["hung"] else None
-        out.append(AccelRun(r["hung"], isa.ERRORS.get(r["error_code"], ("?",))[0],
-                            r["error_index"] - (1 << 32) if r["error_index"] >> 31 else r["error_index"],
-                            r["cycles"], r["kept"], results, r["reads"], r["writes_outside"], r["wall_s"],
-                            r.get("ops", [])))
-    return out
+    top = top or Accelerator(hw)
+    sim = sim or settings.SIM_ENGINE
+    if sim == "icarus":
+        spec["watch"] = watched_outputs(top)
+    res = run_bench(top, name, "sim.tb_accel", spec, seed=seed, sim=sim, x_seed=x_seed,
+                    tag=tag or f"img{img.manifest['sha256'][:8]}_n{len(inputs)}_p{int(pause * 100)}_s{seed}"
+                    + (f"_x{x_seed}" if x_seed is not None else ""))
+    return [_run_of(img, r) for r in res["runs"]]
+
+
+def _run_of(img, r: dict) -> AccelRun:
+    if "undefined" in r:
+        u = r["undefined"]
+        where = f" (descriptor {u['descriptor']})" if u["descriptor"] is not None else ""
+        return AccelRun(False, "", 0, 0, [], None, {}, 0, 0.0,
+                        undefined=f"{u['output']} = {u['value']} at cycle {u['cycle']:,}{where}")
+    lo = img.regions["results"][0]
+    raw = bytes.fromhex(r["results"])
+    ddr = bytearray(len(img.data))
+    ddr[lo:lo + len(raw)] = raw
+    results = read_results(img.manifest, ddr) if r["error_code"] == 0 and not r["hung"] else None
+    return AccelRun(r["hung"], isa.ERRORS.get(r["error_code"], ("?",))[0],
+                    r["error_index"] - (1 << 32) if r["error_index"] >> 31 else r["error_index"],
+                    r["cycles"], r["kept"], results, r["reads"], r["writes_outside"], r["wall_s"],
+                    r.get("ops", []), raw)
 
 
 def expected(img, x, pokes=()):
-    """The interpreter's results and error (None) for one input (with `pokes` applied)."""
+    """The interpreter's results, error (None) and DDR for one input (with `pokes` applied)."""
     ddr = img.with_input(x)
     for off, b in pokes:
         ddr[off:off + len(b)] = b
@@ -103,17 +142,22 @@ def expected(img, x, pokes=()):
     try:
         m.run()
     except isa.ProgramError as e:
-        return None, e
-    return read_results(img.manifest, m.ddr), None
+        return None, e, m.ddr
+    return read_results(img.manifest, m.ddr), None, m.ddr
 
 
 def compare_runs(img, inputs, runs, pokes=None, wants=None) -> Comparison:
-    """RTL vs interpreter by == on every logit, kept count, mask bit and checkpoint element;
-    also the access accounting: header, program and stream read exactly once, nothing written
-    outside the result region. `wants`: the interpreter's `expected` per input, if known."""
+    """RTL vs interpreter by == on every logit, kept count, mask bit and checkpoint element, and
+    on every byte of the result region (padding of partial tiles and beats included); also the
+    access accounting: header, program and stream read exactly once, nothing written outside
+    the result region. An image without a run (the simulation stopped before it) fails.
+    `wants`: the interpreter's `expected` per input, if known."""
     c = Comparison(want_name="interpreter")
     for k, (x, r) in enumerate(zip(inputs, runs)):
-        want, err = wants[k] if wants else expected(img, x, pokes[k] if pokes else ())
+        want, err, want_ddr = wants[k] if wants else expected(img, x, pokes[k] if pokes else ())
+        if r.undefined:
+            c.fail(f"image {k}", f"undefined value (X) on an output: {r.undefined}")
+            continue
         if r.hung:
             c.fail(f"image {k}", "hung (no interrupt before the timeout)")
             continue
@@ -133,6 +177,11 @@ def compare_runs(img, inputs, runs, pokes=None, wants=None) -> Comparison:
               [r.reads["header"], r.reads["program"], r.reads["stream"]],
               [isa.HEADER_BYTES, hdr["n_desc"] * isa.DESC_BYTES, hdr["stream_len"]])
         c.add(f"image {k} bytes written outside the result region", [r.writes_outside], [0])
+        lo, n = img.regions["results"]
+        c.add(f"image {k} result region bytes", np.frombuffer(r.result_bytes, np.uint8),
+              np.frombuffer(bytes(want_ddr[lo:lo + n]), np.uint8))
+    for k in range(len(runs), len(inputs)):
+        c.fail(f"image {k}", f"not run: the simulation stopped at image {len(runs) - 1}")
     return c
 
 
@@ -210,7 +259,7 @@ def verify(q, img, inputs, runs) -> Verdict:
     golden = Comparison(want_name="golden model")
     program = compare_runs(img, inputs, runs, wants=interpreted)
     compiled = Comparison(got_name="interpreter", want_name="golden model")
-    for k, (want, (interp, err), r) in enumerate(zip(golden_results(q, inputs), interpreted, runs)):
+    for k, (want, (interp, err, _), r) in enumerate(zip(golden_results(q, inputs), interpreted, runs)):
         if r.results is None:
             golden.fail(f"image {k}", "no results: " + ("hung" if r.hung else f"error {r.error}"))
         else:

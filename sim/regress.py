@@ -14,6 +14,12 @@ interpreter (also KEPT registers, every block's tokens, bytes read and written):
 hardware configuration, so each hardware is built once; tasks run through base.cluster
 (local pool or Ray).
 
+`--x-seeds K` builds Verilator with random initial values (sim.runner.RANDOM_INIT_BUILD) and
+runs each configuration's images once per seed (K seeds drawn from the case's seed): every
+register and memory without an initial value starts random, so a result that depends on
+storage nothing wrote differs from the interpreter (the whole result region is compared byte
+for byte) or between seeds.
+
 A configuration that mismatches, errs or hangs is written to `--out` as a TOML that reproduces
 it alone: `spvit regress --repro FILE`. The draw depends only on (S, N, per-hw): the same
 arguments give the same configurations, weights, images and pauses.
@@ -35,6 +41,7 @@ from base import settings
 from base.errors import ConfigError, UsageError
 from base.outputs import output_file
 from golden.arith import quantize
+from golden.compare import FIRST, Comparison
 from golden.compiler import compile_model
 from golden.config import PACKAGE_MODES, ModelConfig, build, config_dict, model_from_dict, read_toml
 from golden.hw import HardwareConfig
@@ -57,6 +64,7 @@ class Case:
     hw: HardwareConfig
     images: int
     pause: float
+    x_seeds: tuple = ()      # Verilator seeds of random initial values: the images run once per seed
 
     def describe(self) -> str:
         m = self.model
@@ -85,13 +93,15 @@ class CaseResult:
 
 # ------------------------------------------------------------------ the draw
 def draw_hw(rng: np.random.Generator, g: int) -> HardwareConfig:
-    """Small hardware that keeps one Verilator build at a few minutes."""
-    R = int(rng.choice([4, 8]))
+    """Small hardware that keeps one Verilator build at a few minutes; one in five arrays has 16
+    rows, and the AXI side ranges over 1, 2 or 4 ports of 64, 128 or 256 bits."""
+    R = int(rng.choice([4, 8, 16], p=[0.4, 0.4, 0.2]))
     C = int(rng.choice([c for c in (8, 16) if c % R == 0]))
     d_max = int(rng.choice([d for d in (32, 48, 64) if d % C == 0]))
     hidden_max = int(rng.choice([2, 3, 4])) * d_max
     return HardwareConfig(name=f"rg{g}", mac_rows=R, mac_cols=C, n_max=int(rng.choice([40, 56, 72, 100])), d_max=d_max,
-                          hidden_max=hidden_max, axi_ports=int(rng.choice([1, 2])), axi_bits=int(rng.choice([64, 128])),
+                          hidden_max=hidden_max, axi_ports=int(rng.choice([1, 2, 4], p=[0.4, 0.4, 0.2])),
+                          axi_bits=int(rng.choice([64, 128, 256], p=[0.4, 0.4, 0.2])),
                           desc_max=512, pwl_max=2048, stages_max=int(rng.choice([2, 3])))
 
 
@@ -138,10 +148,11 @@ def compile_refusal(case: "Case") -> str:
 
 
 def draw(n: int, seed: int, per_hw: int = 3, images: int = 6, refused: list | None = None,
-         check: bool = True) -> list["Case"]:
+         check: bool = True, x_seeds: int = 0) -> list["Case"]:
     """n cases; case i runs on hardware i // per_hw. Deterministic in (n, seed, per_hw). Models
     the compiler refuses are drawn again and listed in `refused` as (index, model, reason)
-    (check=False skips that calibration and compilation: shapes only)."""
+    (check=False skips that calibration and compilation: shapes only). `x_seeds`: each case
+    gets that many seeds of random initial values (x_seeds_of)."""
     cases = []
     for g in range(-(-n // per_hw)):
         hw = draw_hw(np.random.default_rng([seed, 0, g]), g)
@@ -153,6 +164,7 @@ def draw(n: int, seed: int, per_hw: int = 3, images: int = 6, refused: list | No
                 except (ValueError, ConfigError):
                     continue
                 case = Case(i, int(rng.integers(2 ** 31)), m, hw, images, float(rng.choice([0.0, 0.1, 0.3])))
+                case = dataclasses.replace(case, x_seeds=x_seeds_of(case.seed, x_seeds))
                 why = compile_refusal(case) if check else ""
                 if not why:
                     break
@@ -162,6 +174,11 @@ def draw(n: int, seed: int, per_hw: int = 3, images: int = 6, refused: list | No
                 raise RuntimeError(f"no model fits hardware {hw}")
             cases.append(case)
     return cases
+
+
+def x_seeds_of(seed: int, n: int) -> tuple:
+    """n positive seeds of random initial values for a case with `seed` (Verilator: 0 = pick one)."""
+    return tuple(1 + int(v) for v in np.random.default_rng([seed, 2]).integers(2 ** 31 - 2, size=n))
 
 
 def groups(cases: list[Case]) -> list[list[Case]]:
@@ -238,11 +255,16 @@ def run_case(case: Case) -> CaseResult:
         with tempfile.TemporaryDirectory(dir=tmp_root) as d:
             q, img = package_and_compile(qmodel(case), case.hw, Path(d))
         xs = images_for(case, q)
-        runs = accel.run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, tag=f"rg{case.index}_s{case.seed}",
-                         timeout=hang_timeout(img, xs))
-        c = accel.verify(q, img, xs, runs)
+        c = Comparison()
+        for x_seed in case.x_seeds or (None,):        # None: zero initial values
+            runs = accel.run_accel(img, xs, pause=case.pause, seed=case.seed % 1000, x_seed=x_seed,
+                                   tag=f"rg{case.index}_s{case.seed}", timeout=hang_timeout(img, xs))
+            one = accel.verify(q, img, xs, runs)
+            c.compared += one.compared
+            c.bad += one.bad
+            c.first += [f"{f} (x seed {x_seed})" if x_seed else f for f in one.first][:FIRST - len(c.first)]
+            r.cycles += [int(x.cycles) for x in runs]
         r.compared, r.bad, r.first = c.compared, c.bad, list(c.first)
-        r.cycles = [int(x.cycles) for x in runs]
     except Exception as e:                # noqa: BLE001 - recorded, written out as a repro
         r.error = f"{type(e).__name__}: {e}".strip()[:2000]
     r.wall_s = time.time() - t0
@@ -289,6 +311,7 @@ def repro_text(case: Case, result: CaseResult | None = None, origin: str = "") -
         status = result.error or f"{result.bad} of {result.compared} elements differ"
         lines += [f"# result: {status}"] + [f"#   {f}" for f in result.first[:8]]
     reg = {k: getattr(case, k) for k in ("index", "seed", "images", "pause")}
+    reg["x_seeds"] = list(case.x_seeds)
     return "\n".join(lines) + "\n" + toml_text({"regress": reg, "model": config_dict(case.model),
                                                 "hardware": case.hw.as_dict()})
 
@@ -303,7 +326,10 @@ def load_repro(path: str | Path) -> Case:
         model = model_from_dict(data["model"])
         hw = build(HardwareConfig, data["hardware"], "hardware")
         reg = data["regress"]
-        case = Case(int(reg["index"]), int(reg["seed"]), model, hw, int(reg["images"]), float(reg["pause"]))
+        case = Case(int(reg["index"]), int(reg["seed"]), model, hw, int(reg["images"]), float(reg["pause"]),
+                    tuple(int(v) for v in reg.get("x_seeds", [])))
+        if any(v < 1 for v in case.x_seeds):
+            raise ValueError(f"x_seeds must be positive (got {list(case.x_seeds)})")
     except (TypeError, KeyError, ValueError) as e:            # ConfigError is a ValueError
         raise UsageError(f"--repro {str(p)!r}: {e}; give a file written by spvit regress") from None
     bad = hw.misfits(model)
@@ -358,7 +384,8 @@ def run_regression(cases: list[Case], ex, out_dir: Path, origin: str, runner=Non
 
 def summary(results: list[CaseResult], cases: list[Case], wall: float, ex) -> dict:
     return {"configurations": len(results), "hardware_builds": len({c.hw for c in cases}),
-            "images": sum(c.images for c in cases), "elements_compared": sum(r.compared for r in results),
+            "images": sum(c.images for c in cases), "x_seeds": max((len(c.x_seeds) for c in cases), default=0),
+            "elements_compared": sum(r.compared for r in results),
             "mismatches": sum(r.bad for r in results), "errors": sum(1 for r in results if r.error),
             "failed": [r.index for r in results if not r.ok], "cycles": sum(sum(r.cycles) for r in results),
             "wall_s": round(wall, 1), "executor": ex.describe}

@@ -24,6 +24,7 @@ from cocotb_tools.runner import get_results, get_runner
 from rtl_gen.tools.verilog import to_verilog, write_text, write_verilog  # noqa: F401 (re-exported)
 
 from base import settings
+from base.errors import SimulationError
 
 from .payload import pack, unpack
 
@@ -36,6 +37,10 @@ SIMULATORS = ("icarus", "verilator")
 LINT_WAIVERS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL", "-Wno-CASEINCOMPLETE",
                 "-Wno-UNOPTFLAT", "-Wno-PROCASSINIT", "-Wno-DECLFILENAME"]
 VERILATOR_WAIVERS = ["-Wno-fatal"] + LINT_WAIVERS
+# Verilator normally starts every register and memory without an initial value at zero; these
+# make them random (seeded at run time, random_init_plusargs), where Icarus would show X: a
+# result that changes with the seed depends on storage nothing wrote.
+RANDOM_INIT_BUILD = ["--x-initial", "unique", "--x-assign", "unique"]
 
 
 _write_text = write_text
@@ -95,19 +100,23 @@ def run_stream(component, name: str, inputs: dict, outputs: dict, *, static: dic
 
 
 def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int = 0, sim: str | None = None,
-              tag: str = "run", deps: dict | None = None) -> dict:
+              tag: str = "run", deps: dict | None = None, x_seed: int | None = None) -> dict:
     """Build `component` (top module `name`) and run the cocotb tests of `test_module` on it.
 
     `spec` reaches the bench as a JSON file (path in SPVIT_TB_VECTORS); the bench writes its
-    results as JSON to SPVIT_TB_RESULTS, returned here with "sim" added. A failed cocotb test or
-    a missing result file raises RuntimeError with the tail of the simulation log."""
+    results as JSON to SPVIT_TB_RESULTS, returned here with "sim" added. `x_seed` (Verilator, a
+    positive seed): every register and memory without an initial value starts random instead
+    of zero (RANDOM_INIT_BUILD and random_init_plusargs); Icarus tracks such values as X
+    instead. A build that fails, a simulator that crashes, a failed cocotb test or a missing
+    result file raise SimulationError naming the log."""
     sim = sim or settings.SIM
     if sim not in SIMULATORS:
         raise ValueError(f"unknown simulator {sim!r}; use one of {SIMULATORS}")
+    random_init = x_seed is not None and sim == "verilator"
     texts = {name: to_verilog(component, name)}
     texts.update({k: to_verilog(c, k) for k, c in (deps or {}).items()})
     # one build directory per design text, so that designs sharing a name keep their builds
-    opt = settings.VERILATOR_OPT + " public-depth-1" if sim == "verilator" else ""
+    opt = settings.VERILATOR_OPT + " public-depth-1" + (" x-unique" if random_init else "") if sim == "verilator" else ""
     h = hashlib.sha256((opt + "".join(texts[k] for k in sorted(texts))).encode()).hexdigest()[:10]
     root = settings.BUILD.resolve() / "sim" / sim / f"{name}-{h}"
     if sim == "icarus":
@@ -119,35 +128,62 @@ def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int =
     vec.write_text(json.dumps(spec))
     out.unlink(missing_ok=True)
     _venv_tools_on_path()
-    runner = get_runner(sim)
-    if sim == "verilator":
-        _public_ports_only(runner)
-    args = VERILATOR_WAIVERS if sim == "verilator" else []
+    args = VERILATOR_WAIVERS + (RANDOM_INIT_BUILD if random_init else []) if sim == "verilator" else []
     log = io.StringIO()
     env_make = os.environ.get("MAKEFLAGS")
     if sim == "verilator":      # a command-line style override of verilated.mk's OPT_FAST (-Os)
         os.environ["MAKEFLAGS"] = f"OPT_FAST={settings.VERILATOR_OPT} " + (env_make or "")
+    step, step_log = "build", root / "build.log"
     try:
+        runner = get_runner(sim)                # (checks that the simulator is on PATH)
+        if sim == "verilator":
+            _public_ports_only(runner)
         with redirect_stdout(log):
             runner.build(sources=sources, hdl_toplevel=name, build_dir=root / "build", build_args=args,
                          timescale=("1ns", "1ps"), waves=settings.WAVES, always=sim == "icarus",
-                         log_file=root / "build.log")
+                         log_file=step_log)
+            step, step_log = "simulation", run_dir / "sim.log"
             xml = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=root / "build",
                               test_dir=run_dir, waves=settings.WAVES, seed=seed,
+                              plusargs=random_init_plusargs(x_seed) if random_init else [],
                               extra_env={"SPVIT_TB_VECTORS": str(vec), "SPVIT_TB_RESULTS": str(out)},
-                              log_file=run_dir / "sim.log")
-    except SystemExit as e:
-        raise RuntimeError(f"{sim} run of {name} failed (exit {e.code}); log: {run_dir / 'sim.log'}\n"
-                           + _tail(run_dir / "sim.log")) from None
+                              log_file=step_log)
+    except (SystemExit, RuntimeError) as e:     # a missing tool; a command that failed or crashed
+        raise SimulationError(f"{sim} {step} of {name} failed ({e}{_reason(step_log)}); log: {step_log}") from None
     finally:
         if env_make is None:
             os.environ.pop("MAKEFLAGS", None)
         else:
             os.environ["MAKEFLAGS"] = env_make
-    n, failed = get_results(xml)
+    try:
+        n, failed = get_results(xml)
+    except RuntimeError as e:                   # the simulator ended without its results file
+        raise SimulationError(f"{sim} simulation of {name} failed ({e}{_reason(step_log)}); log: {step_log}") from None
     if failed or not out.exists():
-        raise RuntimeError(f"cocotb test of {name} failed; log: {run_dir / 'sim.log'}\n" + _tail(run_dir / "sim.log"))
+        why = "its cocotb test failed" if failed else "the bench wrote no results"
+        raise SimulationError(f"{sim} simulation of {name} failed ({why}{_reason(step_log)}); log: {step_log}")
     return {**json.loads(out.read_text()), "sim": sim}
+
+
+def random_init_plusargs(x_seed: int) -> list[str]:
+    """Run-time arguments of a RANDOM_INIT_BUILD model: random initial values from `x_seed`
+    (Verilator takes seed 0 as "pick one", so seeds start at 1)."""
+    if not isinstance(x_seed, int) or x_seed < 1:
+        raise ValueError(f"x_seed must be a positive integer (got {x_seed!r})")
+    return ["+verilator+rand+reset+2", f"+verilator+seed+{x_seed}"]
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*[A-Za-z_][\w.]*(Error|Exception)\b.*$")
+
+
+def _reason(log: Path) -> str:
+    """'; <the last exception line of the log>' (the bench's or the simulator's), or ''."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [ln.strip() for ln in lines if _EXCEPTION_LINE.match(ln)]
+    return f": {found[-1][:300]}" if found else ""
 
 
 run_cocotb = run_bench          # the name the DMA benches use
@@ -178,13 +214,6 @@ def _public_ports_only(runner) -> None:
                 c[i:i + 1] = ["--public-depth", "1"]
         return cmds
     runner._build_command = build_command
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text().splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 def digest(*parts) -> str:

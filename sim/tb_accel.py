@@ -13,10 +13,17 @@ Spec (JSON, SPVIT_TB_VECTORS): {"image": path of the image bytes, "base": addres
 "regs": {name: offset}, "stages": S, "regions": {name: [lo, hi)}, "results": [lo, hi),
 "runs": [{"writes": [[offset, hex], ...], "timeout": cycles, "pokes": [[offset, hex], ...],
 "poison": [[lo, hi], ...] (offsets from base: accesses answer SLVERR)}],
-"pause": p, "seed": s}
+"pause": p, "seed": s, "watch": [[output, its channel's VALID or null], ...] (4-state simulators)}
 Result (SPVIT_TB_RESULTS): {"runs": [{"status", "error_code", "error_index", "cycles", "kept",
 "results" (hex of the result region), "reads": {region: bytes}, "writes_outside": n,
-"irq_cycle", "wall_s"}]}
+"irq_cycle", "wall_s"}]}; a run stopped by an undefined output is {"undefined": {"output",
+"value", "cycle", "descriptor"}} and the last entry.
+
+Undefined outputs (Icarus): from reset on, every output in "watch" is checked at each falling
+clock edge, half a cycle before the DDR model or the host would sample it: a VALID, READY,
+irq or dbg_op always, a payload while its channel's VALID is high. The first X or Z ends the
+simulation there, with the results so far (cocotbext-axi would otherwise stop it with "Can't
+convert LogicArray to int" and no hint of where the value came from).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, Edge, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, Edge, FallingEdge, First, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
@@ -99,6 +106,29 @@ class AccelTB:
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
         pause_channels(axi_channels(self.host.write_if, self.host.read_if), self.rng, p, PERIOD_NS)
         self.regs = spec["regs"]
+        self.runs: list = []                    # finished runs (the results written at the end)
+        self.started = 0.0                      # sim time (ns) of the current run's START
+
+    async def watch_undefined(self, watch: list) -> None:
+        """Stop the simulation at the first undefined output (module docstring)."""
+        dut = self.dut
+        ports = [(name, getattr(dut, name), getattr(dut, valid) if valid else None) for name, valid in watch]
+        while True:
+            await FallingEdge(dut.clk)
+            for name, handle, valid in ports:
+                if valid is not None:
+                    v = valid.value
+                    if not v.is_resolvable or not int(v):       # an undefined VALID is reported itself
+                        continue
+                value = handle.value
+                if not value.is_resolvable:
+                    op = dut.dbg_op.value
+                    self.runs.append({"undefined": {
+                        "output": name, "value": str(value),
+                        "cycle": int((get_sim_time("ns") - self.started) // PERIOD_NS),
+                        "descriptor": int(op) - 1 if op.is_resolvable and int(op) else None}})
+                    tb_results({"runs": self.runs})
+                    cocotb.end_test(f"undefined value on output {name}")
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -144,6 +174,7 @@ class AccelTB:
         await self.wr("PROG_BASE_HI", base >> 32)
         await self.wr("IRQ_ENABLE", 1)
         t0 = time.perf_counter()
+        self.started = get_sim_time("ns")
         await self.wr("CTRL", 1)
         timeout = int(run.get("timeout", 5_000_000))
         self.ops = []
@@ -173,10 +204,11 @@ async def accel_test(dut):
     spec = tb_spec()
     tb = AccelTB(dut, spec)
     await tb.reset()
-    runs = []
+    if spec.get("watch"):
+        cocotb.start_soon(tb.watch_undefined(spec["watch"]))
     for run in spec["runs"]:
-        runs.append(await tb.run_one(run))
-        if runs[-1]["hung"]:
+        tb.runs.append(await tb.run_one(run))
+        if tb.runs[-1]["hung"]:
             break
         await Timer(5 * PERIOD_NS, unit="ns")
-    tb_results({"runs": runs})
+    tb_results({"runs": tb.runs})

@@ -3,7 +3,7 @@ layer they drive, each with a `register(sub)`; the registry below); errors in us
 and a message that names the problem and the fix.
 
 Exit status: 0 success, 1 a simulation mismatch, 2 bad input (`spvit: error: ...`, argparse
-usage errors), 130 Ctrl-C, 143 SIGTERM (one line each; temporary outputs are removed, see
+usage errors) or a failed simulator (`spvit: error: ...` naming its log), 130 Ctrl-C, 143 SIGTERM (one line each; temporary outputs are removed, see
 base/outputs.py), 141 stdout closed early (`spvit info | head -1`)."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from amaranth.hdl import UnusedElaboratable
 
 from base import settings
-from base.errors import ConfigError, Terminated, UsageError, printable, shown
+from base.errors import ConfigError, SimulationError, Terminated, UsageError, printable, shown
 from golden.arith import set_engine
 
 # modules that add subcommands, in the order they appear in --help
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             sys.stdout.flush()
             return rc
-        except (UsageError, ConfigError) as e:
+        except (UsageError, ConfigError, SimulationError) as e:
             _fail(f"error: {e}")
             return 2
         except FileNotFoundError as e:

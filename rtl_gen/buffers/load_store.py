@@ -121,7 +121,7 @@ class StoreUnit(wiring.Component):
         """ROWS: row `row` channel `ch` (the row's lane kept beside the word); TILES: tile `tile`
         channel `ch`; one read a cycle while the FIFO has room for it. Returns the read's
         one-cycle-later valid (its word goes into the FIFO then)."""
-        R = self.hw.mac_rows
+        hw, R = self.hw, self.hw.mac_rows
         bits = ports.lane_bits(R)
         tiles = ports.tiles_of(self.rows, R)
         inflight = Signal(2)
@@ -131,11 +131,11 @@ class StoreUnit(wiring.Component):
         m.d.comb += [self.ra.buf.eq(d.buf[:2]), self.ra.tile.eq(Mux(rows_mode, job.row >> bits, job.tile)),
                      self.ra.ch.eq(d.c0 + job.ch), self.ra.en.eq(go)]
         lane = Signal(range(R), name="lane")
-        lane_read = Signal(range(R))
+        lane_read, tile_read = Signal(range(R)), Signal(range(hw.tiles))
         m.d.comb += lane.eq(job.row[:bits] if bits else 0)
         m.d.sync += [inflight.eq(inflight + go - (inflight != 0))]      # one read in flight per cycle
         with m.If(go):
-            m.d.sync += lane_read.eq(lane)
+            m.d.sync += [lane_read.eq(lane), tile_read.eq(self.ra.tile)]
             m.d.sync += job.ch.eq(job.ch + 1)
             with m.If(job.ch == d.w - 1):
                 m.d.sync += [job.ch.eq(0), job.row.eq(job.row + 1), job.tile.eq(job.tile + 1)]
@@ -143,7 +143,11 @@ class StoreUnit(wiring.Component):
                     m.d.sync += job.reading.eq(0)
         word_arrives = Signal()
         m.d.sync += word_arrives.eq(go)
-        m.d.comb += [read_fifo.w_en.eq(word_arrives), read_fifo.w_data.eq(Cat(self.ra.data.as_value(), lane_read))]
+        # lanes past the last row (a TILES job's last tile) were never written: zeros leave, as
+        # the interpreter writes, never the block RAM's undefined contents
+        mask = _tile_mask(m, tile_read, d.r0, self.rows, hw, "store_mask")
+        word = Cat(Mux(mask[r], self.ra.data[r], 0) for r in range(R))
+        m.d.comb += [read_fifo.w_en.eq(word_arrives), read_fifo.w_data.eq(Cat(word, lane_read))]
         return word_arrives
 
     def _pack_beats(self, m, job, read_fifo, words_read, row_gearbox, tile_gearbox):

@@ -19,6 +19,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 ADDR_BITS = 64
+CHANNELS = ("aw", "ar", "w", "r", "b")   # member name prefixes (two-letter ones first): the
+                                        # members of channel c are named c..., its handshake cvalid, cready
 PAGE = 4096                 # an INCR burst never crosses a 4 KB boundary
 BURST_MAX = 256             # AXI4 INCR: at most 256 beats
 INCR = 0b01

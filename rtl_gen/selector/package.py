@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -123,8 +123,11 @@ class Package(wiring.Component):
         with m.If(stage[2].valid):
             m.d.sync += [word.eq(word.as_value() >> (16 * L)),
                          weights.eq(weights.as_value().rotate_right(M_BITS * L))]
+        # lanes past the token count hold whatever the buffer held (never written: X); their
+        # weight is 0, but the sums must not depend on them even through a product with 0
+        rows = ports.rows_mask(m, self.rows, reg.tile, hw, "pk_rows")
         with m.If(stage[1].valid & (stage[1].step == 0)):
-            m.d.sync += word.eq(self.rd.data)
+            m.d.sync += word.eq(Cat(Mux(rows[r], self.rd.data[r], 0) for r in range(R)))
         prod = [Signal(signed(M_BITS + 16), name=f"prod{l}") for l in range(L)]
         m.d.sync += [p.eq(weights[l] * word[l]) for l, p in enumerate(prod)]
         prod_sum = Signal(signed(M_BITS + 16 + L.bit_length()))

@@ -91,12 +91,12 @@ def cmd_regress(args) -> int:
             origin = f"--repro {args.repro}"
         else:
             refused: list = []
-            cases = draw(args.configs, args.seed, args.per_hw, args.images, refused)
+            cases = draw(args.configs, args.seed, args.per_hw, args.images, refused, x_seeds=args.x_seeds)
             for i, m, why in refused:
                 print(f"note: configuration {i}: the compiler refused a drawn model ({why}); drawn again",
                       file=sys.stderr)
             origin = (f"spvit regress --configs {args.configs} --seed {args.seed} --per-hw {args.per_hw} "
-                      f"--images {args.images}")
+                      f"--images {args.images}" + (f" --x-seeds {args.x_seeds}" if args.x_seeds else ""))
         rc = _regress(cases, ex, out_dir, origin, js)
     if args.json:
         print(f"wrote {args.json}")
@@ -108,7 +108,8 @@ def _regress(cases, ex, out_dir: Path, origin: str, js: Path | None) -> int:
           f"{sum(c.images for c in cases)} images, run on {ex.describe}", flush=True)
     results, wall = run_regression(cases, ex, out_dir, origin)
     s = summary(results, cases, wall, ex)
-    print(f"total: {s['configurations']} configurations ({s['hardware_builds']} hardware builds), {s['images']} images, "
+    seeds = f" x {s['x_seeds']} seeds of random initial values" if s["x_seeds"] else ""
+    print(f"total: {s['configurations']} configurations ({s['hardware_builds']} hardware builds), {s['images']} images{seeds}, "
           f"{s['elements_compared']:,} elements compared, {s['mismatches']} mismatches, {s['errors']} errors, "
           f"{s['cycles']:,} cycles simulated; wall {wall:.0f} s on {ex.describe}")
     print("result: " + ("BIT-EXACT" if not s["failed"] else f"FAILED configurations {s['failed']}"))
@@ -126,6 +127,9 @@ def register_regress(sub) -> None:
                    help="models per hardware configuration, i.e. per Verilator build (default 3)")
     p.add_argument("--images", type=int_in(1, 1000), default=6, help="images per configuration (default 6; every second "
                    "one a corner image of int16 extremes)")
+    p.add_argument("--x-seeds", type=int_in(0, 64), default=0, help="run every configuration's images once per seed "
+                   "of random initial values of every register and memory (Verilator --x-initial unique; default 0: "
+                   "they start at zero): a result that depends on storage nothing wrote then differs")
     p.add_argument("--repro", type=path, help="rerun one configuration from a TOML written by a failing regression")
     p.add_argument("--out", type=path, help="directory for the TOMLs of failing configurations "
                    "(default SPVIT_BUILD/regress)")

@@ -47,7 +47,8 @@ def test_images_include_int16_corners():
 
 
 def test_repro_round_trip(tmp_path):
-    c = draw(4, 2)[3]
+    c = draw(4, 2, x_seeds=2)[3]
+    assert len(c.x_seeds) == 2 and min(c.x_seeds) >= 1
     p = tmp_path / "c.toml"
     p.write_text(repro_text(c, origin="test"))
     assert load_repro(p) == c
@@ -87,20 +88,24 @@ def test_repro_that_does_not_fit(tmp_path, capsys):
     assert "does not fit the hardware" in capsys.readouterr().err
 
 
-SMALL = ["--configs", "2", "--per-hw", "2", "--images", "2", "--seed", "3", "--workers", "1", "--no-progress"]
+SMALL = ["--configs", "2", "--per-hw", "2", "--images", "2", "--seed", "3", "--workers", "1", "--no-progress",
+         "--x-seeds", "2"]
 
 
 def test_two_configurations_on_the_rtl(tmp_path, capsys, measured):
-    """One small hardware (one Verilator build), two models, two images each (one a corner
-    image), bit-exact; then the first again from its TOML, on the cached build."""
-    cases = draw(2, 3, per_hw=2, images=2)
+    """One small hardware (one Verilator build with random initial values), two models, two
+    images each (one a corner image) under two seeds of random initial values, bit-exact; then
+    the first again from its TOML (seeds included), on the cached build."""
+    cases = draw(2, 3, per_hw=2, images=2, x_seeds=2)
     assert len(groups(cases)) == 1
     assert main(["regress", *SMALL, "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
-    assert "result: BIT-EXACT" in out and " 0 mismatches, 0 errors" in out
+    assert "result: BIT-EXACT" in out and " 0 mismatches, 0 errors" in out and "x 2 seeds of random initial" in out
     import json
-    s = json.loads((tmp_path / "r.json").read_text())["summary"]
-    assert s["configurations"] == 2 and s["mismatches"] == 0 and s["elements_compared"] > 1000
+    js = json.loads((tmp_path / "r.json").read_text())
+    s = js["summary"]
+    assert s["configurations"] == 2 and s["mismatches"] == 0 and s["elements_compared"] > 1000 and s["x_seeds"] == 2
+    assert [len(r["cycles"]) for r in js["results"]] == [4, 4]          # 2 images x 2 seeds
     p = tmp_path / "c0.toml"
     p.write_text(repro_text(cases[0]))
     assert main(["regress", "--repro", str(p), "--workers", "1", "--no-progress"]) == 0
