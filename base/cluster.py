@@ -283,7 +283,8 @@ def connect_ray(ex: Executor):
             raise UsageError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0]}; check that its "
                              f"Ray and Python versions match this one ({ray.__version__}, {sys.version.split()[0]}) "
                              f"and, with Ray's token authentication, that this machine has the cluster's token "
-                             f"(~/.ray/auth_token or RAY_AUTH_TOKEN) and RAY_AUTH_MODE=token (docs/cluster.md)") from None
+                             f"(~/.ray/auth_token or RAY_AUTH_TOKEN) and RAY_AUTH_MODE=token "
+                             f"(docs/cluster.md)") from None
     else:
         ray.init(address="local", num_cpus=ex.workers or None, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {**_forwarded_env(local=True), "PYTHONPATH": path}})

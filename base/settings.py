@@ -26,7 +26,6 @@ from pathlib import Path
 
 from .errors import UsageError
 
-
 PROBLEMS: list[str] = []         # one message per bad value, for check()
 
 

@@ -38,11 +38,16 @@ def cycles(hw) -> list[str]:
     scores = rng.integers(-(1 << 30), 1 << 30, ns)
     keep = scores >= 0
     m = rng.integers(0, 32768, ns)
-    out = [f"GMEAN   (N {n}, w {dh // 2}) x {heads} heads: {heads * cycle_model.gmean_cycles(n, dh // 2, hw):7,d} cycles",
-           f"DECIDE  (N {n}, {heads} heads):              {cycle_model.decide_cycles(n, heads, 0, hw, scores):7,d} cycles",
-           f"DECIDE  with a cap of 60 (binds):         {cycle_model.decide_cycles(n, heads, 0, hw, scores, True, 60):7,d} cycles",
-           f"PACKAGE (norm, d {d}):                    {cycle_model.package_cycles(n, 0, d, 0, keep, m, hw):7,d} cycles",
-           f"COMPACT (d {d}):                          {cycle_model.compact_cycles(n, 0, d, keep, hw):7,d} cycles"]
+    gmean = heads * cycle_model.gmean_cycles(n, dh // 2, hw)
+    decide = cycle_model.decide_cycles(n, heads, 0, hw, scores)
+    decide_capped = cycle_model.decide_cycles(n, heads, 0, hw, scores, True, 60)
+    package = cycle_model.package_cycles(n, 0, d, 0, keep, m, hw)
+    compact = cycle_model.compact_cycles(n, 0, d, keep, hw)
+    out = [f"GMEAN   (N {n}, w {dh // 2}) x {heads} heads: {gmean:7,d} cycles",
+           f"DECIDE  (N {n}, {heads} heads):              {decide:7,d} cycles",
+           f"DECIDE  with a cap of 60 (binds):         {decide_capped:7,d} cycles",
+           f"PACKAGE (norm, d {d}):                    {package:7,d} cycles",
+           f"COMPACT (d {d}):                          {compact:7,d} cycles"]
     return out
 
 

@@ -82,7 +82,8 @@ class Accelerator:
         """Copy a compiled image (an Image or the directory `spvit compile` wrote) into device memory."""
         img = image if isinstance(image, Image) else Image.load(Path(image))
         if img.manifest["hw_ident"] != self.regs.hw_ident:
-            raise UsageError(f"the image was compiled for hardware {img.hw.name} (ident {img.manifest['hw_ident']:#010x}), "
+            raise UsageError(f"the image was compiled for hardware {img.hw.name} "
+                             f"(ident {img.manifest['hw_ident']:#010x}), "
                              f"the accelerator is {self.regs.hardware['name']} (ident {self.regs.hw_ident:#010x}); "
                              f"compile it with --hw for this accelerator")
         if self.buffer is not None:
@@ -131,8 +132,8 @@ class Accelerator:
                 cycles = self.read("CYCLES_LO") | self.read("CYCLES_HI") << 32
                 raise AcceleratorTimeout(
                     f"no end of the run after {timeout_s:g} s: the accelerator is at descriptor "
-                    f"{self.read('DESC_INDEX')} with {self.read('TOKENS')} tokens after {cycles:,} cycles; wait() again "
-                    f"for it, or reload the bitstream to reset it")
+                    f"{self.read('DESC_INDEX')} with {self.read('TOKENS')} tokens after {cycles:,} cycles; "
+                    f"wait() again for it, or reload the bitstream to reset it")
             dev.wait_interrupt(min(left, self.poll_s))
         seconds = dev.now() - self._t0
         self.write("IRQ_STATUS", self.regs.field("IRQ_STATUS", "DONE").word(1))

@@ -36,7 +36,8 @@ class BoardDir:
         try:
             self.manifest = json.loads((self.path / "manifest.json").read_text())
         except (OSError, ValueError) as e:
-            raise UsageError(f"{str(path)!r} is not a board directory ({e}); write one with spvit board --out DIR") from None
+            raise UsageError(f"{str(path)!r} is not a board directory ({e}); "
+                             f"write one with spvit board --out DIR") from None
         if self.manifest.get("format") != BOARD_FORMAT:
             raise UsageError(f"{str(path)!r} is not a board directory (its manifest format is "
                              f"{self.manifest.get('format')!r}); write one with spvit board --out DIR")
@@ -65,6 +66,6 @@ class BoardDir:
     def open_pynq(self, *, download: bool = True, poll_s: float | None = None) -> Accelerator:
         """The accelerator on this ZCU102 (PYNQ): programs the bitstream unless download=False."""
         am = self.address_map or {}
-        device = PynqDevice(self.bitstream, self.manifest["cell"], am.get("csr_base"), am.get("csr_range"), download=download,
-                            address_bits=self.address_bits)
+        device = PynqDevice(self.bitstream, self.manifest["cell"], am.get("csr_base"), am.get("csr_range"),
+                            download=download, address_bits=self.address_bits)
         return Accelerator(device, self.regs, **({} if poll_s is None else {"poll_s": poll_s}))

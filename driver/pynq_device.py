@@ -67,7 +67,8 @@ class PynqDevice(Device):
         if csr_base is None:
             ip = self.overlay.ip_dict.get(cell)
             if ip is None:
-                raise UsageError(f"the overlay has no cell {cell!r} (cells: {', '.join(sorted(self.overlay.ip_dict))}); "
+                cells = ", ".join(sorted(self.overlay.ip_dict))
+                raise UsageError(f"the overlay has no cell {cell!r} (cells: {cells}); "
                                  f"use the bitstream build.tcl wrote")
             csr_base, csr_range = int(ip["phys_addr"]), int(ip["addr_range"])
         self.mmio = pynq.MMIO(csr_base, csr_range)

@@ -100,7 +100,8 @@ def train_backbone(model, backbone, args, train, test, gen, t_start):
     for p in teacher.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
-        logits = torch.cat([masked_forward(teacher, test[0][i:i + 200], "none")[0] for i in range(0, len(test[0]), 200)])
+        logits = torch.cat([masked_forward(teacher, test[0][i:i + 200], "none")[0]
+                            for i in range(0, len(test[0]), 200)])
     acc_unpruned = float((logits.argmax(1) == test[1]).float().mean())
     print(f"unpruned backbone: held-out top-1 {100 * acc_unpruned:.2f}% ({t1 - t_start:.0f} s)", flush=True)
     return teacher, acc_unpruned, t1

@@ -36,12 +36,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from train_tiny import evaluate, run_epochs, train_backbone  # noqa: E402
+
 from golden.config import load_config  # noqa: E402
 from golden.float_model import DeiT  # noqa: E402
 from quant import schemes  # noqa: E402
 from quant.data import digits  # noqa: E402
 from quant.train import dynamicvit_loss, masked_forward  # noqa: E402
-from train_tiny import evaluate, run_epochs, train_backbone  # noqa: E402
 
 PHASE2 = {"dynamicvit": 12, "evit": 10, "evovit": 10}
 

@@ -31,8 +31,8 @@ from base import settings
 from golden import isa
 from golden.compare import Comparison
 from golden.interp import Machine, Results, read_results
-from rtl_gen.host.regmap import regmap
 from rtl_gen.host.axi import CHANNELS
+from rtl_gen.host.regmap import regmap
 from rtl_gen.top import Accelerator, module_name
 
 from .runner import run_bench

@@ -9,10 +9,10 @@ from amaranth.lib.wiring import In, Out, connect
 
 from golden import stream as gstream
 from golden.hw import HardwareConfig
-from rtl_gen.buffers import ports
 from rtl_gen.array.unit import ArrayUnit
-from rtl_gen.buffers.ports import lanes
+from rtl_gen.buffers import ports
 from rtl_gen.buffers.act_table import ENTRY, PwlTable
+from rtl_gen.buffers.ports import lanes
 from rtl_gen.buffers.weight_ring import WeightRing
 
 

@@ -193,7 +193,7 @@ def groups(cases: list[Case]) -> list[list[Case]]:
 def images_for(case: Case, q) -> list:
     """int16 images: random smooth images (the model's input format) and, every CORNER_EVERY-th,
     a corner image of int16 extremes (-32768, 32767, 0, -1) that saturates the embedding."""
-    from golden.random_model import random_images          # loads torch: only when needed
+    from golden.random_model import random_images  # loads torch: only when needed
     rnd = quantize(random_images(case.model, case.images, case.seed + 1).numpy(), q.img_frac)
     rng = np.random.default_rng(case.seed)
     out = []
@@ -209,7 +209,7 @@ def qmodel(case: Case):
     """The case's calibrated integer model. Calibration runs without caps (a cap of 0 would
     leave the later selectors without calibration data); the caps are then set on the integer
     selectors, as a user's package with caps gets them."""
-    from quant.calibrate import calibrated_random          # loads torch: only when needed
+    from quant.calibrate import calibrated_random  # loads torch: only when needed
     m = case.model
     q, _ = calibrated_random(dataclasses.replace(m, keep_cap=()), case.seed, 4)
     if not m.keep_cap:

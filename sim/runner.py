@@ -21,10 +21,9 @@ from pathlib import Path
 
 from cocotb_tools.runner import get_results, get_runner
 
-from rtl_gen.tools.verilog import to_verilog, write_text, write_verilog  # noqa: F401 (re-exported)
-
 from base import settings
 from base.errors import SimulationError
+from rtl_gen.tools.verilog import to_verilog, write_text, write_verilog  # noqa: F401 (re-exported)
 
 from .payload import pack, unpack
 
@@ -116,7 +115,9 @@ def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int =
     texts = {name: to_verilog(component, name)}
     texts.update({k: to_verilog(c, k) for k, c in (deps or {}).items()})
     # one build directory per design text, so that designs sharing a name keep their builds
-    opt = settings.VERILATOR_OPT + " public-depth-1" + (" x-unique" if random_init else "") if sim == "verilator" else ""
+    opt = ""
+    if sim == "verilator":
+        opt = settings.VERILATOR_OPT + " public-depth-1" + (" x-unique" if random_init else "")
     h = hashlib.sha256((opt + "".join(texts[k] for k in sorted(texts))).encode()).hexdigest()[:10]
     root = settings.BUILD.resolve() / "sim" / sim / f"{name}-{h}"
     if sim == "icarus":

@@ -27,16 +27,15 @@ from amaranth.lib.wiring import In, Out
 from golden import isa
 from golden.hw import HardwareConfig
 from rtl_gen.buffers import ports
-from rtl_gen.buffers.ports import route
 from rtl_gen.buffers.fabric import Buffers
+from rtl_gen.buffers.ports import route
+from rtl_gen.primitives.ram import Ram
 from rtl_gen.selector.compact import Compact
 from rtl_gen.selector.decide import Decide
 from rtl_gen.selector.gmean import GMean
 from rtl_gen.selector.package import Package
-from rtl_gen.primitives.ram import Ram
 from rtl_gen.selector.state import M_BITS, SelState, m_read, mask_read
-from rtl_gen.selector.store import SelStore, beat_layout
-from rtl_gen.selector.store import beats as store_beats
+from rtl_gen.selector.store import SelStore, beat_layout, beats as store_beats
 
 WRITE, READ, TABLE, OP, READ_M, STORE = range(6)
 UNITS = ("GMEAN", "DECIDE", "PACKAGE", "COMPACT")

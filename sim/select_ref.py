@@ -11,13 +11,13 @@ import numpy as np
 from base import settings
 from golden import isa
 from golden.arith import quantize
+from golden.compare import Comparison
 from golden.compiler import compile_model, select_bytes
 from golden.hw import HardwareConfig
 from golden.interp import Machine
 from rtl_gen.selector.store import beats
 from rtl_gen.tools import cycles as cycle_model
 
-from golden.compare import Comparison
 from .runner import run_stream
 from .select_bench import SelectBench, Session, region, store_bytes
 

@@ -110,8 +110,8 @@ def load_grid(path: str | Path) -> Grid:
     if keep is not None:
         if not isinstance(keep, list) or not keep or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in keep):
-            raise UsageError(f"grid file {str(p)!r}: [sweep] keep must be a list of fractions in [0, 1] (got {keep!r}); "
-                             f"e.g. keep = [0.7, 0.7, 0.7]")
+            raise UsageError(f"grid file {str(p)!r}: [sweep] keep must be a list of fractions in [0, 1] "
+                             f"(got {keep!r}); e.g. keep = [0.7, 0.7, 0.7]")
         keep = tuple(float(v) for v in keep)
     g = Grid(base, axes, keep)
     if g.size > MAX_POINTS:
@@ -277,12 +277,12 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     have = [r for r in rows if r.latency_ms is not None]
+    groups = (([r for r in have if not r.fits], dict(marker="x", color="0.6", ls=""), "does not fit"),
+              ([r for r in have if r.fits and not r.pareto], dict(marker="o", color="tab:blue", ls="", ms=4), "fits"),
+              ([r for r in have if r.pareto], dict(marker="*", color="tab:red", ls="", ms=11),
+               "Pareto (latency, DSP, BRAM)"))
     for ax, k, cap, label in ((axes[0], 0, ZCU102_DSP, "DSP48E2"), (axes[1], 1, ZCU102_BRAM36, "BRAM36")):
-        for group, style, lab in (([r for r in have if not r.fits], dict(marker="x", color="0.6", ls=""), "does not fit"),
-                                  ([r for r in have if r.fits and not r.pareto], dict(marker="o", color="tab:blue", ls="",
-                                                                                      ms=4), "fits"),
-                                  ([r for r in have if r.pareto], dict(marker="*", color="tab:red", ls="", ms=11),
-                                   "Pareto (latency, DSP, BRAM)")):
+        for group, style, lab in groups:
             if group:
                 ax.plot([r.resources()[k] for r in group], [r.latency_ms for r in group], label=lab, **style)
         for x, y, text in _labels([(r.resources()[k], r.latency_ms, r.index) for r in have if r.pareto], cap):
@@ -318,7 +318,8 @@ def _fmt(v, spec):
 
 def table(rows: list[Row], axes: list[str], only=None) -> str:
     rows = [r for r in rows if only is None or only(r)]
-    head = f"{'#':>5s} " + "".join(f"{a:>11s}" for a in axes) + f" {'latency ms':>10s} {'cycles':>12s} {'DSP48E2':>8s} {'BRAM36':>8s}"
+    head = (f"{'#':>5s} " + "".join(f"{a:>11s}" for a in axes)
+            + f" {'latency ms':>10s} {'cycles':>12s} {'DSP48E2':>8s} {'BRAM36':>8s}")
     lines = [head]
     for r in rows:
         dsp, bram = r.resources()

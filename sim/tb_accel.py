@@ -36,6 +36,7 @@ from cocotb.triggers import ClockCycles, Edge, FallingEdge, First, RisingEdge, T
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
+
 from sim.pauses import axi_channels, pause_channels
 from sim.tb_io import tb_results, tb_spec
 

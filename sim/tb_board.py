@@ -24,6 +24,7 @@ import subprocess
 import cocotb
 import numpy as np
 from cocotb.task import bridge
+
 from driver.accelerator import Accelerator, AcceleratorBusy, AcceleratorTimeout
 from driver.inputs import load_inputs
 from driver.regs import RegisterMap

@@ -33,6 +33,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiRam, AxiReadBus
 from cocotbext.axi.axi_ram import AxiRamRead
+
 from sim.pauses import axi_channels, child, pause_channels, pause_cycles
 from sim.tb_io import tb_results, tb_spec
 
@@ -176,7 +177,10 @@ class Job:
 
     def sample(self) -> None:
         d, rec, P = self.d, self.rec, self.tb.P
-        fire = lambda name: int(self.tb.port(name, "valid").value) and int(self.tb.port(name, "ready").value)
+
+        def fire(name):
+            return int(self.tb.port(name, "valid").value) and int(self.tb.port(name, "ready").value)
+
         if self.rd:
             if not self.rd_taken and fire("rd_cmd"):
                 self.rd_taken = True

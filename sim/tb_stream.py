@@ -21,6 +21,7 @@ import time
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+
 from sim.pauses import child, pause_cycles
 from sim.tb_io import tb_results, tb_spec
 

@@ -3,8 +3,9 @@ layer they drive, each with a `register(sub)`; the registry below); errors in us
 and a message that names the problem and the fix.
 
 Exit status: 0 success, 1 a simulation mismatch, 2 bad input (`spvit: error: ...`, argparse
-usage errors) or a failed simulator (`spvit: error: ...` naming its log), 130 Ctrl-C, 143 SIGTERM (one line each; temporary outputs are removed, see
-base/outputs.py), 141 stdout closed early (`spvit info | head -1`)."""
+usage errors) or a failed simulator (`spvit: error: ...` naming its log), 130 Ctrl-C, 143 SIGTERM
+(one line each; temporary outputs are removed, see base/outputs.py), 141 stdout closed early
+(`spvit info | head -1`)."""
 from __future__ import annotations
 
 import argparse

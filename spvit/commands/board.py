@@ -27,16 +27,18 @@ def _reuse_verilog(rtl: Path, board) -> str:
     """The core's Verilog from an earlier `spvit generate` or `spvit board` output of the same hardware."""
     kind = dir_kind(rtl)
     if kind not in ("spvit-rtl", "spvit-board"):
-        raise UsageError(f"--rtl {str(rtl)!r} is not an output of spvit generate or spvit board; drop --rtl or give one")
+        raise UsageError(f"--rtl {str(rtl)!r} is not an output of spvit generate or spvit board; "
+                         f"drop --rtl or give one")
     man = json.loads((rtl / "manifest.json").read_text())
     hw = board.hw
     same = {k: v for k, v in man.get("hardware", {}).items() if k != "clock_mhz"} == \
         {k: v for k, v in hw.as_dict().items() if k != "clock_mhz"}
     verilog = rtl / f"{module_name(hw)}.v"
     if not same or not verilog.is_file():
-        raise UsageError(f"--rtl {str(rtl)!r} holds the Verilog of other hardware ({man.get('hardware', {}).get('name')!r}, "
-                         f"ident {man.get('hw_ident', 0):#010x}), not of {hw.name} (ident {hw.ident():#010x}); drop --rtl "
-                         f"or regenerate it with spvit generate --hw {hw.name}")
+        other = man.get("hardware", {}).get("name")
+        raise UsageError(f"--rtl {str(rtl)!r} holds the Verilog of other hardware ({other!r}, "
+                         f"ident {man.get('hw_ident', 0):#010x}), not of {hw.name} (ident {hw.ident():#010x}); "
+                         f"drop --rtl or regenerate it with spvit generate --hw {hw.name}")
     return verilog.read_text()
 
 
@@ -88,8 +90,9 @@ def register(sub) -> None:
     p.add_argument("--package", required=True, type=path, help="the package the image was compiled from")
     p.add_argument("--image", required=True, type=path, help="image directory (spvit compile) for the board's hardware")
     p.add_argument("--images", type=int_in(1, 4096), default=8, help="images (default 8)")
-    p.add_argument("--data", type=data_source, help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
-                   "models, else random images")
+    p.add_argument("--data", type=data_source,
+                   help="image folder or digits[:test]; default digits:test for 32x32 one-channel models, "
+                        "else random images")
     p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="seed of random images")
     p.add_argument("--out", required=True, type=path, help="output directory")
     p.add_argument("--force", action="store_true", help="replace an earlier input set (never another kind)")

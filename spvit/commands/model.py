@@ -35,7 +35,8 @@ def cmd_info(args) -> int:
         print(f"  {f.name:16s} {getattr(cfg.fixed_point, f.name)}")
     print(f"parameters: {total_params(m):,} ({total_params(m) / 1e6:.2f} M); per block {block_params(m):,}"
           + (f"; per selector {selector_params(m):,}" if m.stages and selector_params(m) else ""))
-    print(f"MACs (spvit.txt Table 1 per block): patch embed {embed_macs(m) / 1e6:.2f} M, head {head_macs(m) / 1e6:.3f} M")
+    print(f"MACs (spvit.txt Table 1 per block): patch embed {embed_macs(m) / 1e6:.2f} M, "
+          f"head {head_macs(m) / 1e6:.3f} M")
     for label, rows, tot in rows_by_run:
         print(f"{label}:")
         print(f"  {'block':>5s} {'tokens':>6s} {'block MMAC':>11s} {'selector MMAC':>14s}")

@@ -27,7 +27,6 @@ SHOW_DEFAULT = 8       # spvit compare --show: pictures of the first 8 compared 
 def cmd_check(args) -> int:
     """Golden integer model vs float twin on a random (timm-initialised, selector-balanced) model."""
     from golden.random_model import random_images, random_model
-
     from quant.calibrate import calibrate
     from quant.selfcheck import compare, print_report
     single_thread()
@@ -175,10 +174,13 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("quantize", help="quantise a checkpoint into a weight package (manifest + blob)")
-    p.add_argument("--checkpoint", required=True, type=path, help=".pth/.pt (state_dict or {'model': ...}), .safetensors or .onnx")
-    p.add_argument("--config", required=True, type=spec, help="preset name or TOML file ([fixed_point] frac_overrides pins formats)")
-    p.add_argument("--calib", required=True, type=data_source, help="calibration data: an image folder (one subfolder per class) "
-                   "or digits[:train|:test|:all] (default split train)")
+    p.add_argument("--checkpoint", required=True, type=path,
+                   help=".pth/.pt (state_dict or {'model': ...}), .safetensors or .onnx")
+    p.add_argument("--config", required=True, type=spec,
+                   help="preset name or TOML file ([fixed_point] frac_overrides pins formats)")
+    p.add_argument("--calib", required=True, type=data_source,
+                   help="calibration data: an image folder (one subfolder per class) "
+                        "or digits[:train|:test|:all] (default split train)")
     p.add_argument("--calib-limit", type=int_in(1, CALIB_MAX), default=256,
                    help=f"calibration images, spread evenly over the data (default 256, at most {CALIB_MAX}: "
                         f"they are held in memory)")
@@ -190,7 +192,8 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="accuracy of the int16 golden model vs the float model on labelled data")
     p.add_argument("--checkpoint", required=True, type=path)
     p.add_argument("--package", required=True, type=path, help="package directory from spvit quantize")
-    p.add_argument("--data", required=True, type=data_source, help="image folder or digits[:test|:train|:all] (default split test)")
+    p.add_argument("--data", required=True, type=data_source,
+                   help="image folder or digits[:test|:train|:all] (default split test)")
     p.add_argument("--config", type=spec, help="model config (default: the package's; must match it)")
     p.add_argument("--limit", type=positive_int, help="compare on N images spread evenly over the data")
     p.add_argument("--json", type=suffix(".json"), help="write the full results as JSON")
@@ -216,8 +219,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("compile", help="compile a quantised package into a DDR image for the accelerator")
     p.add_argument("--package", required=True, type=path, help="package directory from spvit quantize")
-    p.add_argument("--hw", type=spec, help=f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table "
-                   "(default: zcu102, or mini for the mini model)")
+    p.add_argument("--hw", type=spec,
+                   help=f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [hardware] table "
+                        "(default: zcu102, or mini for the mini model)")
     p.add_argument("--out", required=True, type=path,
                    help="image directory to write (image.bin, manifest.json, program.txt)")
     p.add_argument("--checkpoints", action="store_true", help="also store every block's tokens (for `spvit run`)")

@@ -19,7 +19,6 @@ from rtl_gen.board.zynqmp import CSR_BASE, HP_ADDR_BITS, PART
 from rtl_gen.host.regmap import ADDR_BITS, regmap
 from sim.runner import LINT_WAIVERS
 from spvit.cli import main
-
 from tests.board.stubs import run_stub, wrapper_attributes
 
 IOPLL_MHZ = 1499.985      # the stub's PS PLL (vivado_stub.tcl), as the ZCU102's IOPLL
@@ -113,7 +112,8 @@ def test_build_tcl_block_design(request, tmp_path, name, measured):
     assert rm.size == man["csr_range"] == 4096 and amap["pl_clk0_hz"] == pl_hz
     assert sorted(amap["masters"]) == masters
     for p, m in enumerate(masters):
-        assert [s["segment"] for s in amap["masters"][m]] == [f"SEG_zynq_ps_HP{p}_DDR_LOW", f"SEG_zynq_ps_HP{p}_DDR_HIGH"]
+        segments = [s["segment"] for s in amap["masters"][m]]
+        assert segments == [f"SEG_zynq_ps_HP{p}_DDR_LOW", f"SEG_zynq_ps_HP{p}_DDR_HIGH"]
     # validate, synthesis, implementation, reports, outputs (in this order)
     flow = ["validate_bd_design", "generate_target", "launch_runs", "launch_runs", "open_run", "report_timing_summary",
             "report_utilization", "report_utilization", "report_design_analysis", "write_hw_platform"]
@@ -128,8 +128,9 @@ def test_build_tcl_block_design(request, tmp_path, name, measured):
     for f in ("spvit.bit", "spvit.hwh", "spvit.xsa"):
         assert (work / f).is_file(), f
     assert f"CSR base 0x{CSR_BASE:08X}, range 4K" in out and "timing met" in out
+    hp_ports = ", ".join(f"{m} -> S_AXI_HP{p}_FPD" for p, m in enumerate(masters))
     measured(f"build.tcl ({name}) in tclsh with stub Vivado: {len(calls)} calls; block design zynq_ps + spvit_0 "
-             f"(module {man['top']}) + csr_interconnect + pl_reset; {', '.join(f'{m} -> S_AXI_HP{p}_FPD' for p, m in enumerate(masters))} "
+             f"(module {man['top']}) + csr_interconnect + pl_reset; {hp_ports} "
              f"({hw.axi_bits} bits), M_AXI_HPM0_FPD -> csr_interconnect -> s_axil at 0x{CSR_BASE:08X} (4K), "
              f"pl_clk0 {hw.clock_mhz:g} MHz (stub PS: {pl_hz} Hz), irq -> pl_ps_irq0")
 
@@ -191,7 +192,8 @@ def test_package_ip_register_map(request, tmp_path, name):
         assert _props(calls, obj) == {"address_offset": f"0x{r.offset:03X}", "size": "32", "description": r.doc}
         assert [c[1] for c in calls if c[0] == "ipx::add_field" and c[2] == obj] == [f.name for f in r.fields]
         for f in r.fields:
-            want = {"bit_offset": str(f.lsb), "bit_width": str(f.bits), "access": access[r.access], "description": f.doc}
+            want = {"bit_offset": str(f.lsb), "bit_width": str(f.bits), "access": access[r.access],
+                    "description": f.doc}
             if r.access == "W1C":
                 want["modified_write_value"] = "oneToClear"
             assert _props(calls, f"{obj}/{f.name}") == want, f"{r.name}.{f.name}"
@@ -258,8 +260,8 @@ def test_wrapper_lints_against_the_core(request, tmp_path, name):
 def test_xdc_clock_is_the_configured_clock(request, name):
     board, hw = _board(request, name)
     xdc = (board / "constraints.xdc").read_text()
-    clocks = re.findall(r"^create_clock -name (\S+) -period ([\d.]+) \[get_pins -hierarchical \{\*PS8_i/PLCLK\[0\]\}\]$",
-                        xdc, re.M)
+    clocks = re.findall(r"^create_clock -name (\S+) -period ([\d.]+) "
+                        r"\[get_pins -hierarchical \{\*PS8_i/PLCLK\[0\]\}\]$", xdc, re.M)
     assert len(clocks) == 1 and clocks[0][0] == "clk_pl_0"
     assert abs(1000 / float(clocks[0][1]) - hw.clock_mhz) < 1e-3 * hw.clock_mhz
     assert [line for line in xdc.splitlines() if line and not line.startswith("#")] == [xdc.splitlines()[-1]]

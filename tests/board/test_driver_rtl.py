@@ -55,8 +55,8 @@ def bench(demo_package, mini_board, tmp_path_factory):
     bad = {"opcode": corrupted(img, work / "img", work / "bad_opcode.img", desc, (img.data[desc] & ~31) | 31),
            "header": corrupted(img, work / "img", work / "bad_header.img", 0, img.data[0] ^ 0xFF)}
     exe = work / "driver-sim"
-    subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-DSPVIT_SIM_SOCKET", "-I", str(mini_board),
-                    str(mini_board / "driver.c"), "-o", str(exe)], check=True)
+    subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-DSPVIT_SIM_SOCKET",
+                    "-I", str(mini_board), str(mini_board / "driver.c"), "-o", str(exe)], check=True)
     inputs = str(work / "inputs")
     steps = [
         {"kind": "set", "image": str(work / "img"), "inputs": inputs, "timeout_s": 1.0},
@@ -64,7 +64,8 @@ def bench(demo_package, mini_board, tmp_path_factory):
         {"kind": "error", "image": str(work / "bad_header.img"), "inputs": inputs, "timeout_s": 1.0},
         {"kind": "timeout", "image": str(work / "img"), "inputs": inputs, "timeout_s": TIMEOUT_S, "wait_s": 1.0},
         {"kind": "c", "socket": str(work / "c0.sock"),
-         "command": [str(exe), str(work / "img" / "image.bin"), f"{inputs}/input_000.bin", str(work / "out.bin"), "1000"]},
+         "command": [str(exe), str(work / "img" / "image.bin"), f"{inputs}/input_000.bin", str(work / "out.bin"),
+                     "1000"]},
         {"kind": "c", "socket": str(work / "c1.sock"),
          "command": [str(exe), str(work / "bad_opcode.img" / "image.bin"), f"{inputs}/input_000.bin",
                      str(work / "bad.bin"), "1000"]},

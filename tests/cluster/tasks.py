@@ -40,7 +40,8 @@ class FakeEstimate:
     """The attributes of sim.report.PerfEstimate, from a formula the tests can check."""
 
     def __init__(self, cycles, latency_ms, dsp, bram36, fits, why):
-        self.cycles, self.latency_ms, self.dsp, self.bram36, self.fits, self.why = cycles, latency_ms, dsp, bram36, fits, why
+        self.cycles, self.latency_ms, self.dsp, self.bram36 = cycles, latency_ms, dsp, bram36
+        self.fits, self.why = fits, why
 
 
 def fake_estimate(model, hw, keep=None):

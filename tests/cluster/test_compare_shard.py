@@ -3,7 +3,6 @@ number for number (JSON byte for byte, printed table line for line): the demo mo
 dozen held-out digits, in batches that do not divide the image count."""
 from __future__ import annotations
 
-
 from quant import DEMO_CHECKPOINT
 from quant.shard import shards
 from spvit.cli import main

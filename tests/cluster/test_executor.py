@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from spvit.cli import main
 from base.cluster import Executor, TaskFailed
 from base.errors import UsageError
+from spvit.cli import main
 from tests.cluster import tasks
 
 MODES = ["inline", "local", "ray"]
@@ -64,6 +64,7 @@ def test_local_pool_survives_a_lost_worker_beside_others(tmp_path):
 
 def test_from_args():
     import argparse
+
     from spvit.cli_types import executor_arguments as add_arguments
     p = argparse.ArgumentParser()
     add_arguments(p)

@@ -8,10 +8,10 @@ import dataclasses
 
 import pytest
 
+from base.cluster import Executor
 from sim import regress
 from sim.regress import Case, draw, groups, load_repro, repro_text
 from spvit.cli import main
-from base.cluster import Executor
 from tests.cluster import tasks
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from golden.config import PRESETS
 from sim.sweep import load_grid
-from spvit.commands.cluster import cmd_sweep
 from spvit.cli import main
+from spvit.commands.cluster import cmd_sweep
 from tests.cluster import tasks
 
 GRID = """
@@ -69,7 +69,8 @@ def test_sweep_with_a_stand_in_model(tmp_path, capsys):
             assert f"DSP48E2 {est.dsp} > 2520 of the XCZU9EG" in why
         assert (r["fits"] == "1") == (C != 128 and est.dsp <= 2520)
     # Pareto: fitting points no other fitting point matches or beats in all of latency, DSP, BRAM
-    fit = [(int(r["index"]), float(r["latency_ms"]), int(r["dsp48e2"]), float(r["bram36"])) for r in rows if r["fits"] == "1"]
+    fit = [(int(r["index"]), float(r["latency_ms"]), int(r["dsp48e2"]), float(r["bram36"]))
+           for r in rows if r["fits"] == "1"]
     front = sorted(i for i, *a in fit if not any(all(x <= y for x, y in zip(b, a)) and (b != a or j < i)
                                                   for j, *b in fit if j != i))
     assert doc["pareto"] == front and front
@@ -114,7 +115,8 @@ def test_missing_grid_file_and_bad_keep(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     grid = tmp_path / "g.toml"
     grid.write_text("[grid]\nmac_rows = [8]")
-    assert main(["sweep", "--config", "mini", "--grid", str(grid), "--keep", "0.7,x", "--out", str(tmp_path / "o")]) == 2
+    args = ["sweep", "--config", "mini", "--grid", str(grid), "--keep", "0.7,x", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
     assert "argument --keep: takes comma-separated fractions" in capsys.readouterr().err
     assert main(["sweep", "--config", "mini", "--grid", str(grid), "--keep", "0.7,0.7,0.7", "--out",
                  str(tmp_path / "o")]) == 2

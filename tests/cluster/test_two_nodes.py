@@ -19,7 +19,7 @@ import pytest
 
 from base import ROOT, settings
 from quant import DEMO_CHECKPOINT
-from tests.cluster.two_nodes import TwoNodes, descendants, _name
+from tests.cluster.two_nodes import TwoNodes, _name, descendants
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[cluster]'")
 
@@ -71,7 +71,8 @@ def test_sharded_compare_on_two_nodes(cluster, demo_package, tmp_path, measured)
     assert json.loads(local[0])["images"] == 64
     assert cluster.nodes_alive() == 2 and _job_code_on_worker_node(cluster), "no shard ran on the second node"
     measured(f"spvit compare --ray on a two-node Ray cluster (head + one node, 1 CPU each): JSON byte-identical to "
-             f"--workers 1 (64 digits in shards of whole batches); cluster up {cluster.up_s:.0f} s, compare local {t1 - t0:.0f} s, "
+             f"--workers 1 (64 digits in shards of whole batches); cluster up {cluster.up_s:.0f} s, "
+             f"compare local {t1 - t0:.0f} s, "
              f"on the cluster {t2 - t1:.0f} s (driver start, code shipped to both nodes)")
 
 

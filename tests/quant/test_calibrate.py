@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from golden.config import FixedPointConfig
 from base.errors import ConfigError
+from golden.config import FixedPointConfig
 from quant import CALIBRATION_METHODS
 from quant.calibrate import Ranges, calibrate, choose_formats, collect_ranges, frac_for
 

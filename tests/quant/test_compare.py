@@ -93,8 +93,8 @@ def test_cli_compare_json_other_schemes(tmp_path, scheme):
     """Per-image records and keep masks for the fixed-count schemes (committed digits models)."""
     import numpy as np
 
-    from quant.calibrate import quantize_images
     from quant import DEMO_CHECKPOINT
+    from quant.calibrate import quantize_images
     from quant.loaders import load_float_model
     from quant.package import load_package
     from spvit.cli import main

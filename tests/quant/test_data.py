@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from base.errors import UsageError
 from quant.data import DIGITS_HELD_OUT, digits, digits_arrays, load_data
 from spvit.cli import main
-from base.errors import UsageError
 
 
 def test_digits_split_fixed_and_disjoint(cfg):

@@ -185,7 +185,8 @@ def scheme_states():
 
 def test_dynamicvit_keys_are_the_authors(scheme_states):
     sp = sorted(k for k in scheme_states["mini-dynamicvit"] if k.startswith("score_predictor"))
-    want = sorted(f"score_predictor.{s}.{m}.{j}.{w}" for s in (0, 1) for m, js in (("in_conv", (0, 1)), ("out_conv", (0, 2, 4)))
+    convs = (("in_conv", (0, 1)), ("out_conv", (0, 2, 4)))
+    want = sorted(f"score_predictor.{s}.{m}.{j}.{w}" for s in (0, 1) for m, js in convs
                   for j in js for w in ("weight", "bias"))
     assert sp == want
 
@@ -210,11 +211,12 @@ def test_evovit_authors_layout_loads_through_the_key_map(tmp_path, scheme_states
 
 
 @pytest.mark.parametrize("ckpt_of,config,msg", [
-    ("mini-dynamicvit", "mini", "looks like one made for DynamicViT (score_predictor.0.in_conv.0.bias), but config 'mini' "
-                                "has selector 'spvit': use a dynamicvit config (presets: dynamicvit-deit-tiny"),
+    ("mini-dynamicvit", "mini", "looks like one made for DynamicViT (score_predictor.0.in_conv.0.bias), "
+                                "but config 'mini' has selector 'spvit': use a dynamicvit config "
+                                "(presets: dynamicvit-deit-tiny"),
     ("mini", "mini-dynamicvit", "looks like one made for SPViT (score_predictor.0.in_conv.0.0.bias)"),
-    ("mini-evovit", "mini-evit", "looks like one made for Evo-ViT (qks.0.qk.weight), but config 'mini-evit' has selector "
-                                 "'evit'"),
+    ("mini-evovit", "mini-evit", "looks like one made for Evo-ViT (qks.0.qk.weight), "
+                                 "but config 'mini-evit' has selector 'evit'"),
     ("mini-evit", "mini-dynamicvit", "has no DynamicViT selector weights (a plain DeiT or EViT checkpoint?)"),
 ])
 def test_other_schemes_checkpoint_is_named(tmp_path, scheme_states, state, ckpt_of, config, msg):
@@ -254,7 +256,8 @@ def test_integer_checkpoints_are_refused(tmp_path, state, dtype, capsys):
 
 @pytest.mark.parametrize("wrap,said", [
     (lambda sd: {"state_dict_ema": sd, "epoch": 3}, "using the state_dict under 'state_dict_ema' (not used: epoch)"),
-    (lambda sd: {"model_ema": {"module." + k: v for k, v in sd.items()}}, "under 'model_ema'; key prefix 'module.' stripped"),
+    (lambda sd: {"model_ema": {"module." + k: v for k, v in sd.items()}},
+     "under 'model_ema'; key prefix 'module.' stripped"),
     (lambda sd: {"module._orig_mod." + k: v for k, v in sd.items()}, "key prefix 'module._orig_mod.' stripped"),
     (lambda sd: {"state_dict": {"model": sd}, "optimizer": {}}, "under 'state_dict.model' (not used: optimizer)"),
     (lambda sd: {"model": sd, "model_ema": sd}, "under 'model' (not used: model_ema)"),

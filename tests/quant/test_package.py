@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from base.errors import UsageError
 from golden.config import load_config
 from quant.calibrate import quantize_images
 from quant.package import ALIGN, PackageError, hardware_order, load_package, write_package
 from spvit.cli import main
-from base.errors import UsageError
 
 
 def _arrays(obj, prefix=""):
@@ -63,7 +63,7 @@ def test_blob_layout_is_hardware_order(package, qmodel):
     assert names[:6] == ["patch.w", "patch.b", "cls_row", "pos", "blocks.0.norm1.gamma", "blocks.0.norm1.beta"]
     blk0 = [n for n in names if n.startswith("blocks.0.")]
     assert blk0 == ["blocks.0.norm1.gamma", "blocks.0.norm1.beta"] + \
-        [f"blocks.0.attn.{l}.{p}" for l in "qkv" for p in "wb"] + \
+        [f"blocks.0.attn.{qkv}.{p}" for qkv in "qkv" for p in "wb"] + \
         ["blocks.0.attn.proj.w", "blocks.0.attn.proj.b", "blocks.0.norm2.gamma", "blocks.0.norm2.beta",
          "blocks.0.mlp.fc1.w", "blocks.0.mlp.fc1.b", "blocks.0.mlp.fc2.w", "blocks.0.mlp.fc2.b"]
     # selector j comes right before the block it runs in front of
@@ -151,8 +151,9 @@ def test_cli_quantize_roundtrip(tmp_path, ckpt, model, capsys):
                "--method", "percentile", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     q, man = load_package(out, model.cfg)
-    assert man["calibration"] == {"method": "percentile", "images": 8, "percentile": 99.99,
-                                  "data": "digits:train (8 of 1197, evenly spaced: 0, 171, 342, 513, 683, 854, 1025, 1196)"}
+    assert man["calibration"] == {
+        "method": "percentile", "images": 8, "percentile": 99.99,
+        "data": "digits:train (8 of 1197, evenly spaced: 0, 171, 342, 513, 683, 854, 1025, 1196)"}
     assert man["source"]["checkpoint_sha256"]
     rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--out", str(out)])
     assert rc == 2 and "already exists" in capsys.readouterr().err
@@ -206,23 +207,31 @@ def _set(d, **kw):
     (lambda m: [1, 2, 3], "manifest.json holds a JSON list, not an object"),
     (lambda m: {k: v for k, v in m.items() if k != "tensors"}, "manifest.json lacks 'tensors'"),
     (lambda m: {k: v for k, v in m.items() if k != "layers"}, "manifest.json lacks 'layers'"),
-    (lambda m: _set(m, layers={k: v for k, v in m["layers"].items() if k != "head"}), "'layers' in manifest.json lacks 'head'"),
+    (lambda m: _set(m, layers={k: v for k, v in m["layers"].items() if k != "head"}),
+     "'layers' in manifest.json lacks 'head'"),
     (lambda m: (_set(_tensor(m, "patch.w"), shape=[16, 64]), m)[1], "its layers do not fit together"),
-    (lambda m: (_set(_tensor(m, "patch.w"), dtype="<i8"), m)[1], "tensor 'patch.w': shape [64, 16] of <i8 does not match"),
+    (lambda m: (_set(_tensor(m, "patch.w"), dtype="<i8"), m)[1],
+     "tensor 'patch.w': shape [64, 16] of <i8 does not match"),
     (lambda m: (_set(_tensor(m, "patch.w"), dtype="float32"), m)[1], "tensor record 0 in manifest.json is malformed"),
     (lambda m: (_set(_tensor(m, "patch.w"), dtype={}), m)[1], "tensor record 0 in manifest.json is malformed"),
-    (lambda m: (_set(m["layers"]["blocks"][0]["mlp"]["act"], pwl=[]), m)[1], "blocks.0.mlp.act is not a valid PWL record"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["mlp"]["act"], pwl=[]), m)[1],
+     "blocks.0.mlp.act is not a valid PWL record"),
     (lambda m: (_set(_tensor(m, "patch.w"), shape=[10 ** 9, 10 ** 9]), m)[1], "is malformed"),
     (lambda m: (_set(m["model"], embed_dim=62), m)[1],
      "the model config in its manifest.json is invalid (heads must divide embed_dim (62 % 4 != 0))"),
-    (lambda m: (_set(m["model"], depth="six"), m)[1], "the model config in its manifest.json is invalid (depth in [model] must be an integer"),
+    (lambda m: (_set(m["model"], depth="six"), m)[1],
+     "the model config in its manifest.json is invalid (depth in [model] must be an integer"),
     (lambda m: (_set(m["model"], depth=5), m)[1], "6 blocks, but the model config has depth 5"),
-    (lambda m: (_set(m["blob"], file="../../weights.bin"), m)[1], "'blob' in manifest.json must name a file in the package"),
+    (lambda m: (_set(m["blob"], file="../../weights.bin"), m)[1],
+     "'blob' in manifest.json must name a file in the package"),
     (lambda m: (_set(m["formats"], logits="x"), m)[1], "format 'logits' must be an integer number of fraction bits"),
-    (lambda m: (_set(m["layers"]["blocks"][0]["attn"], heads=10 ** 9), m)[1], "blocks.0.attn.heads must be an integer in [1, 4096]"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["attn"], heads=10 ** 9), m)[1],
+     "blocks.0.attn.heads must be an integer in [1, 4096]"),
     (lambda m: (_set(m["layers"]["blocks"][1], type="QMlp"), m)[1], "blocks.1 has layer type 'QMlp', expected QBlock"),
-    (lambda m: (_set(m["layers"]["blocks"][0]["mlp"]["act"], in_bits=40), m)[1], "blocks.0.mlp.act is not a valid PWL record"),
-    (lambda m: (m["layers"]["selectors"].pop("2"), m)[1], "selectors before blocks ['4'], but the model config has [2, 4]"),
+    (lambda m: (_set(m["layers"]["blocks"][0]["mlp"]["act"], in_bits=40), m)[1],
+     "blocks.0.mlp.act is not a valid PWL record"),
+    (lambda m: (m["layers"]["selectors"].pop("2"), m)[1],
+     "selectors before blocks ['4'], but the model config has [2, 4]"),
 ])
 def test_malformed_manifests_are_the_packages_fault(tmp_path, package, cfg, change, msg):
     bad = _edit(tmp_path, package, change)
@@ -235,7 +244,8 @@ def test_malformed_manifest_via_cli(tmp_path, package, ckpt, capsys):
     bad = _edit(tmp_path, package, lambda m: (_set(m["model"], num_heads=3), m)[1])
     rc = main(["compare", "--checkpoint", str(ckpt), "--package", str(bad), "--data", "digits", "--limit", "1"])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith(f"spvit: error: package '{bad}': the model config in its manifest.json is invalid")
+    assert rc == 2
+    assert err.startswith(f"spvit: error: package '{bad}': the model config in its manifest.json is invalid")
     assert "re-run spvit quantize" in err and "Traceback" not in err
 
 
@@ -259,7 +269,8 @@ def _sel(m, block="2"):
 
 
 @pytest.mark.parametrize("name,change,msg", [
-    ("mini", lambda m: _set(_sel(m), cap=3), "selectors.2 does not match the model config: cap 3 (the config gives None)"),
+    ("mini", lambda m: _set(_sel(m), cap=3),
+     "selectors.2 does not match the model config: cap 3 (the config gives None)"),
     ("mini", lambda m: _set(_sel(m, "4"), package_mode="sum"),
      "selectors.4 does not match the model config: package_mode 'sum' (the config gives 'norm')"),
     ("mini", lambda m: _set(_sel(m), type="QPredictor"), "selectors.2 has layer type 'QPredictor', expected QSelector"),
@@ -274,7 +285,8 @@ def _sel(m, block="2"):
     ("mini-evit", lambda m: _set(_sel(m), heads=2), "heads 2 (the config gives 4)"),
     ("mini-evovit", lambda m: _set(_sel(m), momentum=40000), "selectors.2.momentum must be an integer in [0, 32768]"),
     ("mini-evovit", lambda m: _set(_sel(m), momentum=8192), "momentum 8192 (the config gives 16384)"),
-    ("mini-evovit", lambda m: _set(m["model"], keep_rate=[0.5, 0.25]), "selectors.4 does not match the model config: keep 32 (the config gives 16)"),
+    ("mini-evovit", lambda m: _set(m["model"], keep_rate=[0.5, 0.25]),
+     "selectors.4 does not match the model config: keep 32 (the config gives 16)"),
     ("mini-evovit", lambda m: _set(m["model"], score_momentum="half"),
      "score_momentum in [model] must be a finite number (got the string 'half')"),
     ("mini-evit", lambda m: _set(m["model"], fuse_token="yes"), "fuse_token in [model] must be true or false"),

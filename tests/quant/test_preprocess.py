@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from golden.config import load_config
 from base.errors import ConfigError
+from golden.config import load_config
 from golden.random_model import random_model
 from quant.data import load_data
 from spvit.cli import main

@@ -174,9 +174,9 @@ def test_cli_show_bad_input(tmp_path, ckpt, package, capsys):
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, err
 
-    refused(["--show", str(show), "--show-images", "4"], "--show-images 4 asks for more pictures than the 3 images "
-                                                         "compared (digits:test (3 of 600, evenly spaced: 0, 300, 599)): lower it "
-                                                         "or raise --limit")
+    refused(["--show", str(show), "--show-images", "4"],
+            "--show-images 4 asks for more pictures than the 3 images compared "
+            "(digits:test (3 of 600, evenly spaced: 0, 300, 599)): lower it or raise --limit")
     refused(["--show", str(show), "--show-images", "0"], "argument --show-images: must be an integer in 1..")
     refused(["--show-images", "2"], "--show-images sets how many pictures --show draws: add --show DIR")
     refused(["--show", str(show), "--json", str(show / "r.json")], "lies inside --show")

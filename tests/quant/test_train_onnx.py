@@ -65,6 +65,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path, model, images, cfg):
 
 def test_threshold_calibration_hits_keep_targets(model, images):
     import copy
+
     from quant.train import calibrate_thresholds
     m = copy.deepcopy(model)
     deltas = calibrate_thresholds(m, images, [0.6, 0.3])
@@ -144,9 +145,9 @@ def test_dynamicvit_masked_training_path():
 
 
 def test_onnx_export_refuses_other_schemes(tmp_path):
+    from base.errors import UsageError
     from golden.config import PRESETS
     from golden.float_model import DeiT
-    from base.errors import UsageError
     with pytest.raises(UsageError, match="ONNX export supports selector 'none' and 'spvit' \\(got 'evit'\\)"):
         export_onnx(DeiT(PRESETS["mini-evit"]), tmp_path / "x.onnx")
     assert not list(tmp_path.iterdir())

@@ -7,11 +7,11 @@ from amaranth.hdl import Module, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.arith import requant, rshift_round
-from rtl_gen.primitives.arith import requant_sv, requant_uvar, requant_var
-from golden.compare import assert_exact
-from sim.runner import run_stream
 from base import settings
+from golden.arith import requant, rshift_round
+from golden.compare import assert_exact
+from rtl_gen.primitives.arith import requant_sv, requant_uvar, requant_var
+from sim.runner import run_stream
 
 LANES = 32
 SHIFTS = range(-18, 19)              # from 16 on every left shift saturates; from 17 every int16 rounds to 0
@@ -33,10 +33,10 @@ class ShiftBench(wiring.Component):
         s = self.i_v.payload.s
         su = s.as_unsigned()[:5]
         outs = []
-        for l in range(LANES):
-            v = self.i_v.payload.v[l]
-            outs += [requant_uvar(m, v, su, 16, name=f"u{l}"), requant_uvar(m, v, su, NARROW, name=f"n{l}"),
-                     requant_sv(m, v, s, 16, name=f"s{l}"), requant_var(m, v, s, 16, name=f"v{l}")]
+        for lane in range(LANES):
+            v = self.i_v.payload.v[lane]
+            outs += [requant_uvar(m, v, su, 16, name=f"u{lane}"), requant_uvar(m, v, su, NARROW, name=f"n{lane}"),
+                     requant_sv(m, v, s, 16, name=f"s{lane}"), requant_var(m, v, s, 16, name=f"v{lane}")]
         m.d.comb += self.i_v.ready.eq(self.o_y.ready | ~self.o_y.valid)
         with m.If(self.i_v.ready):
             m.d.sync += self.o_y.valid.eq(self.i_v.valid)

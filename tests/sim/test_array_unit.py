@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import pytest
 
+from base import settings
 from golden import isa, stream as gstream
 from golden.arith import quantize
+from golden.compare import assert_exact
 from golden.compiler import compile_model
 from golden.hw import HardwareConfig
 from quant.calibrate import calibrated_random
 from sim.array_bench import ArrayDut, table_beats, weight_beats
 from sim.bench import UnitBench, parse_reads, read_commands, start_command, state_commands
-from golden.compare import assert_exact
 from sim.runner import run_stream
 from sim.snapshots import capture
-from base import settings
 
 HW = HardwareConfig(name="t48", mac_rows=4, mac_cols=8, n_max=72, d_max=64, hidden_max=256, axi_ports=1,
                     desc_max=256)

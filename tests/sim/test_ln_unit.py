@@ -8,17 +8,17 @@ golden isqrt and recip."""
 import numpy as np
 import pytest
 
+from base import settings
 from golden.arith import bit_length, isqrt, recip, requant
-from golden.hw import HardwareConfig, SMALL_HW
+from golden.compare import assert_exact
+from golden.hw import SMALL_HW, HardwareConfig
 from golden.isa import B0, B1, B2, B3
 from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, layernorm, ln_eps_const
 from rtl_gen.norm.isqrt_norm import NormIsqrt
 from rtl_gen.norm.layernorm import Widths, ln_cycles, post_cycles
 from rtl_gen.primitives.recip import Reciprocal
-from golden.compare import assert_exact
 from sim.ln_bench import LnOp, run_ln
 from sim.runner import run_stream
-from base import settings
 
 # d_max = 160 lets one small build cover both regimes: d below the per-tile chain's latency
 # (post_cycles = 142: the chain paces) and above it (one tile per d cycles)

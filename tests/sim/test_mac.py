@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from golden.arith import matmul
-from rtl_gen.array.mac import MacArray
 from golden.compare import assert_exact
+from rtl_gen.array.mac import MacArray
 from sim.runner import run_stream
 
 
@@ -14,7 +14,8 @@ def _beats(x, w, rows, cols):
     for t in range(len(x)):
         k = x.shape[-1]
         for j in range(k):
-            out.append({"a": x[t, :, j].tolist(), "b": w[t, :, j].tolist(), "first": int(j == 0), "last": int(j == k - 1)})
+            out.append({"a": x[t, :, j].tolist(), "b": w[t, :, j].tolist(),
+                        "first": int(j == 0), "last": int(j == k - 1)})
     return out
 
 

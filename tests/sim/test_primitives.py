@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from golden.arith import isqrt, isqrt_bitwise, recip
+from golden.compare import assert_exact
 from rtl_gen.primitives.isqrt import Isqrt
 from rtl_gen.primitives.recip import Reciprocal
-from golden.compare import assert_exact
 from sim.runner import run_stream
 
 

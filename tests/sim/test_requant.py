@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from golden.arith import requant
-from rtl_gen.primitives.arith import Requantiser
 from golden.compare import assert_exact
+from rtl_gen.primitives.arith import Requantiser
 from sim.runner import run_stream
 
 LANES = 32
@@ -60,7 +60,8 @@ def test_add_sat(fa, fb, fo, saturates):
     rng.shuffle(b)
     a = np.concatenate([a, rng.integers(-32768, 32768, 4096)])
     b = np.concatenate([b, rng.integers(-32768, 32768, 4096)])
-    pairs = [[{"a": int(x), "b": int(y)} for x, y in zip(a[i:i + LANES], b[i:i + LANES])] for i in range(0, a.size, LANES)]
+    pairs = [[{"a": int(x), "b": int(y)} for x, y in zip(a[i:i + LANES], b[i:i + LANES])]
+             for i in range(0, a.size, LANES)]
     res = run_stream(AddSat(fa, fb, fo, LANES), f"add_sat_{fa}_{fb}_{fo}", {"i_ab": pairs}, {"o_y": len(pairs)},
                      stall=0.1, seed=fo)
     want = add_sat(a, fa, b, fb, fo)

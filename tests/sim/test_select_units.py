@@ -78,11 +78,16 @@ def test_selection_corners():
     for b in (B0, B1, B2, B3):
         r.put_junk(b)
     r.table(SIG.base, SIG.slope)
-    x = lambda rows, d=32: rng.integers(-32768, 32768, (rows, d))
+
+    def x(rows, d=32):
+        return rng.integers(-32768, 32768, (rows, d))
 
     z, w = _zw(rng, 23, 4)
     selection(r, "mixed", 23, z, w, x(23), n_pkg=1, stage=1)
-    big = lambda rows, H, s: np.tile([s * 30000, -s * 30000], (rows, H))
+
+    def big(rows, H, s):
+        return np.tile([s * 30000, -s * 30000], (rows, H))
+
     xs = x(17, 64)
     xs[2], xs[3], xs[5, ::2] = 32767, -32768, -32768                # saturated tokens
     w17 = rng.integers(0, 32768, (17, 2))
@@ -155,7 +160,8 @@ def test_bit_length():
     m = Module()
     v = Signal(38)
     n = bit_length(m, v)
-    vals = [0, 1, 2, 3, (1 << 37) - 1, 1 << 37, 1 << 36] + [int(x) for x in np.random.default_rng(1).integers(0, 1 << 37, 300)]
+    vals = [0, 1, 2, 3, (1 << 37) - 1, 1 << 37, 1 << 36]
+    vals += [int(x) for x in np.random.default_rng(1).integers(0, 1 << 37, 300)]
     got = []
 
     async def tb(ctx):
@@ -197,6 +203,7 @@ def test_lint_clean(tmp_path):
     """Verilator --lint-only -Wall is clean on the bench (Buffers + the five units) apart from
     the documented waivers."""
     import subprocess
+
     from sim.runner import LINT_WAIVERS, write_verilog
     v = write_verilog(SelectBench(SMALL, **SMALL_PARAMS), "selbench_lint", tmp_path)
     r = subprocess.run(["verilator", "--lint-only", "-Wall", *LINT_WAIVERS, str(v)], capture_output=True, text=True)
@@ -223,8 +230,8 @@ def test_store_layouts(R, W, n_max):
         full[1:1 + ns] = keep
         full[1 + ns:] = rng.integers(0, 2, len(full) - 1 - ns)         # state past ns must not show
         for t in range(hw.tiles):
-            cmds.append({"store": 0, "tile": t, "keep": int(sum(int(b) << i for i, b in enumerate(full[t * R:(t + 1) * R]))),
-                         "ns": 0, "kept": 0})
+            bits = int(sum(int(b) << i for i, b in enumerate(full[t * R:(t + 1) * R])))
+            cmds.append({"store": 0, "tile": t, "keep": bits, "ns": 0, "kept": 0})
         cmds.append({"store": 1, "tile": 0, "keep": 0, "ns": ns, "kept": int(keep.sum())})
         mach = Machine(hw, bytearray(select_bytes(hw)))
         mach.last = Selection(ns + 1, 0, keep, np.zeros(ns, dtype=np.int64))

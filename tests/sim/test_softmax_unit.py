@@ -5,16 +5,16 @@ softmax_cycles; exp with a runtime format over every 17-bit difference; the sum 
 import numpy as np
 import pytest
 
+from base import settings
 from golden.arith import recip
-from golden.hw import HardwareConfig, SMALL_HW
+from golden.compare import assert_exact
+from golden.hw import SMALL_HW, HardwareConfig
 from golden.kernels import SOFTMAX_RECIP_BITS, exp_neg
+from rtl_gen.array.softmax import SUM_MIN_BITS, softmax_cycles
 from rtl_gen.primitives.exp import ExpNegVar
 from rtl_gen.primitives.recip import Reciprocal
-from rtl_gen.array.softmax import SUM_MIN_BITS, softmax_cycles
-from golden.compare import assert_exact
 from sim.runner import run_stream
 from sim.softmax_bench import run_softmax
-from base import settings
 
 HW = HardwareConfig(name="t", mac_rows=4, mac_cols=8, n_max=40, d_max=64, hidden_max=64, axi_ports=1)
 

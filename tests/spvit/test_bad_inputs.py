@@ -8,7 +8,6 @@ import re
 import pytest
 
 from spvit.cli import main
-
 from tests.helpers import BAD_HW_NAME
 
 MINI_DESC = 124          # descriptors of the mini model's program (golden/compiler.py)

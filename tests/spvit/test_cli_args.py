@@ -53,7 +53,8 @@ def test_out_of_range_at_parse_time(argv, msg, capsys):
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["report", "--config", "deit-small", "--keep", "0.5"], "--keep given, but model deit-small has no token selectors"),
+    (["report", "--config", "deit-small", "--keep", "0.5"],
+     "--keep given, but model deit-small has no token selectors"),
     (["info", "--config", "deit-small", "--keep", "0.5"], "--keep given, but model deit-small has no token selectors"),
     (["report", "--config", "mini", "--keep", "0.5,0.5,0.5"],
      "--keep needs 1 or 2 rates, one per selector stage of mini (got 3)"),
@@ -94,7 +95,8 @@ def test_run_seed_selects_and_does_not_size_the_data(monkeypatch):
 
 
 @pytest.mark.parametrize("env,msg", [
-    ({"SPVIT_THREADS": "two"}, "SPVIT_THREADS must be a non-negative integer (0: the CPU count), got 'two'; fix or unset it"),
+    ({"SPVIT_THREADS": "two"},
+     "SPVIT_THREADS must be a non-negative integer (0: the CPU count), got 'two'; fix or unset it"),
     ({"SPVIT_MATMUL": "fp32"}, "SPVIT_MATMUL must be one of auto, int8, float64 (got 'fp32'); fix or unset it"),
 ])
 def test_bad_environment_setting_is_a_usage_error(env, msg, tmp_path):

@@ -24,11 +24,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from spvit.cli import main
 from base.outputs import OLD_TAG, TMP_TAG
+from spvit.cli import main
 
 N = int(os.environ.get("SPVIT_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=N or 40, deadline=None, derandomize=not N, database=None,
@@ -63,7 +62,8 @@ def world(tmp_path_factory, ckpt, package, bad_inputs):
             Image.new("L", (30 + 7 * i, 28), 40 * i + (c == "b") * 100).save(root / "imgs" / c / f"{i}.png")
     (root / "good.toml").write_text(GOOD_TOML)
     (root / "hw.toml").write_text('[hardware]\npreset = "mini"\nclock_mhz = 250\n')
-    (root / "grid.toml").write_text('[base]\npreset = "mini"\n[grid]\nmac_cols = [16, 32]\n[sweep]\nkeep = [0.5, 0.5]\n')
+    (root / "grid.toml").write_text('[base]\npreset = "mini"\n[grid]\nmac_cols = [16, 32]\n'
+                                    '[sweep]\nkeep = [0.5, 0.5]\n')
     from sim.regress import draw, repro_text
     (root / "repro.toml").write_text(repro_text(draw(1, 0, check=False)[0]))
     (root / "bad.toml").write_text("[model\n")
@@ -101,6 +101,7 @@ def _listing(root: Path) -> set:
 @contextlib.contextmanager
 def _guards():
     """Entry points of long jobs raise LongJob above a small size."""
+    import base.cluster
     import golden.random_model
     import quant.calibrate
     import quant.compare
@@ -109,12 +110,12 @@ def _guards():
     import rtl_gen.tools.synthesis
     import rtl_gen.tools.verilog
     import sim.accel
-    import base.cluster
     from base import settings as spvit_settings
     saved = [(golden.random_model, "random_images"), (quant.calibrate, "calibrate"),
              (quant.compare, "compare_dataset"), (quant.selfcheck, "compare"), (quant.onnx_export, "export_onnx"),
-             (rtl_gen.tools.verilog, "to_verilog"), (sim.accel, "run_accel"), (rtl_gen.tools.synthesis, "synthesize_top"),
-             (quant.calibrate, "calibrated_random"), (base.cluster, "_local_map"), (base.cluster, "connect_ray")]
+             (rtl_gen.tools.verilog, "to_verilog"), (sim.accel, "run_accel"),
+             (rtl_gen.tools.synthesis, "synthesize_top"), (quant.calibrate, "calibrated_random"),
+             (base.cluster, "_local_map"), (base.cluster, "connect_ray")]
     orig = {(m, n): getattr(m, n) for m, n in saved}
 
     def limit(mod, name, too_big):
@@ -160,7 +161,7 @@ def run(argv: list, world: Path, work: Path) -> str:
     text = err.getvalue()
     if os.environ.get("SPVIT_FUZZ_LOG"):                  # for reports: argv, outcome, first message line
         with open(os.environ["SPVIT_FUZZ_LOG"], "a") as f:
-            line = next((l for l in text.splitlines() if "error" in l), text.strip().splitlines()[-1:] or [""])
+            line = next((t for t in text.splitlines() if "error" in t), text.strip().splitlines()[-1:] or [""])
             f.write(json.dumps([argv, outcome, line if isinstance(line, str) else line[0]]) + "\n")
     assert outcome in (0, 2, "long job"), (argv, outcome, text)
     assert "Traceback" not in text and "Exception ignored" not in text, (argv, text)
@@ -271,13 +272,15 @@ def issue_15(world: Path) -> list:
     w, q = str(world), ["quantize", "--config", "mini", "--calib", "digits", "--calib-limit", "2", "--out", "/WORK/o",
                         "--checkpoint"]
     onnx = ["export-onnx", "--checkpoint", f"{w}/good.pth", "--config", "mini", "--force", "--out"]
-    return [["report", "--config", f"mini,{w}/hw_desc.toml"], ["generate", "--hw", f"{w}/hw_name.toml", "--out", "/WORK/r"],
+    return [["report", "--config", f"mini,{w}/hw_desc.toml"],
+            ["generate", "--hw", f"{w}/hw_name.toml", "--out", "/WORK/r"],
             ["compile", "--package", f"{w}/m.pkg", "--hw", f"{w}/hw_desc.toml", "--out", "/WORK/i"],
             q + [f"{w}/sparse.pth"], q + [f"{w}/crc.pth"], q + [f"{w}/legacy.pth"], q + [f"{w}/forged-key.pth"],
             q + [f"{w}/fifo.pth"], q + [f"{w}/dir.pth"], q + ["/dev/zero"], onnx + [f"{w}/m.pkg/manifest.json"],
             onnx + ["/WORK/notes.md"], onnx + [f"{w}/m.pkg/x.onnx"], ["info", "--config", ""],
             ["quantize", "--checkpoint", f"{w}/good.pth", "--config", "mini", "--calib", "", "--out", "/WORK/o"],
-            ["quantize", "--checkpoint", f"{w}/good.pth", "--config", "mini", "--calib", "/proc/self", "--out", "/WORK/o"],
+            ["quantize", "--checkpoint", f"{w}/good.pth", "--config", "mini", "--calib", "/proc/self",
+             "--out", "/WORK/o"],
             ["report", "--config", "mini", "--keep", "-0.1,0.5"], ["report", "--config", f"{w}/hd32.toml,zcu102"],
             ["compile", "--package", f"{w}/m.pkg", "--hw", f"{w}/cols32.toml", "--out", "/WORK/i"],
             ["quantize", "--checkpoint", f"{w}/good.pth", "--config", f"{w}/mnist.toml", "--calib", f"{w}/mnist",
@@ -336,9 +339,10 @@ FIELDS = {"model": ["name", "img_size", "patch_size", "in_chans", "embed_dim", "
                     "num_classes", "selector", "selector_blocks", "package_mode", "keep_cap", "keep_rate",
                     "fuse_token", "score_momentum", "heads"],
           "preprocess": ["mean", "std", "interpolation", "crop_pct", "crop_mode", "pad", "fill"],
-          "fixed_point": ["word_bits", "acc_bits", "rounding", "frac_min", "frac_max", "headroom_bits", "frac_overrides"],
-          "hardware": ["preset", "name", "mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_ports", "axi_bits",
-                       "clock_mhz", "ddr_gbps", "dsp_budget", "token_buffer"]}
+          "fixed_point": ["word_bits", "acc_bits", "rounding", "frac_min", "frac_max", "headroom_bits",
+                          "frac_overrides"],
+          "hardware": ["preset", "name", "mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_ports",
+                       "axi_bits", "clock_mhz", "ddr_gbps", "dsp_budget", "token_buffer"]}
 
 
 @st.composite
@@ -382,9 +386,9 @@ def test_random_toml(world):
 
 
 # ------------------------------------------------------------------ random manifest edits
-JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 40), st.sampled_from([0, 1, -1, 3, 16, 17, 64]),
-                        st.floats(allow_nan=False, width=32), st.text(max_size=5), st.lists(st.integers(-3, 70), max_size=3),
-                        st.just({}), st.just([]))
+JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 40),
+                        st.sampled_from([0, 1, -1, 3, 16, 17, 64]), st.floats(allow_nan=False, width=32),
+                        st.text(max_size=5), st.lists(st.integers(-3, 70), max_size=3), st.just({}), st.just([]))
 
 
 def _paths(obj, prefix=()):

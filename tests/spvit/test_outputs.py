@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from spvit.cli import main
 from base.errors import UsageError
 from base.outputs import TMP_TAG, output_dir, output_file
+from spvit.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,8 @@ def test_output_dir_commits_and_refuses(tmp_path):
     with output_dir(out, "k", "a k directory", force=True) as tmp:       # same kind: replaced
         (tmp / "manifest.json").write_text(json.dumps({"format": "k"}))
     assert not (out / "x").exists()
-    with pytest.raises(UsageError, match=r"is not a j directory \(it is a 'k' directory\); refusing to replace it even"):
+    refused = r"is not a j directory \(it is a 'k' directory\); refusing to replace it even"
+    with pytest.raises(UsageError, match=refused):
         with output_dir(out, "j", "a j directory", force=True):
             pass
     _no_temp(tmp_path)
@@ -296,7 +297,8 @@ def test_concurrent_writer_is_refused_naming_the_first(tmp_path, ckpt, capsys):
         rc = main(["quantize", "--checkpoint", str(ckpt), "--config", "mini", "--calib", "digits", "--calib-limit",
                    "2", "--out", str(out), "--force"])
         err = capsys.readouterr().err
-        assert rc == 2 and f"--out '{out}' is being written by another spvit command (pid {os.getpid()}, started " in err
+        assert rc == 2
+        assert f"--out '{out}' is being written by another spvit command (pid {os.getpid()}, started " in err
         assert "wait for it to finish or choose another path" in err, err
         assert tmp.is_dir()
     assert json.loads((out / "manifest.json").read_text()) == {"format": "spvit-weight-package"}
