@@ -29,8 +29,8 @@ def test_draw_is_deterministic_and_fits():
 def test_draw_covers_the_space():
     cases = draw(60, 0, per_hw=3, images=1, check=False)        # shapes only (no compile check)
     m = [c.model for c in cases]
-    assert {c.hw.mac_rows for c in cases} == {4, 8} and {c.hw.mac_cols for c in cases} == {8, 16}
-    assert {c.hw.axi_ports for c in cases} == {1, 2} and {c.hw.axi_bits for c in cases} == {64, 128}
+    assert {c.hw.mac_rows for c in cases} == {4, 8, 16} and {c.hw.mac_cols for c in cases} == {8, 16}
+    assert {c.hw.axi_ports for c in cases} == {1, 2, 4} and {c.hw.axi_bits for c in cases} == {64, 128, 256}
     assert any(x.stages == 0 for x in m) and any(x.stages >= 2 for x in m)
     assert {x.package_mode for x in m if x.stages} == {"norm", "sum", "mean"}
     caps = [k for x in m for k in x.keep_cap]
