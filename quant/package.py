@@ -82,7 +82,7 @@ def hardware_order(q: QModel):
     tensors: list = []
     recs = {"patch": _encode(q.patch, "patch", tensors)}
     recs["cls_row"] = {"tensor": len(tensors)}
-    tensors.append(("cls_row", q.cls_row, False, q.fmt["res.0"]))
+    tensors.append(("cls_row", q.cls_row, False, q.cls_frac))
     recs["pos"] = {"tensor": len(tensors)}
     tensors.append(("pos", q.pos, False, q.fmt["pos"]))
     blocks, sels = [], {}
@@ -154,7 +154,7 @@ def write_package_files(q: QModel, where, fp: FixedPointConfig = FixedPointConfi
 DTYPES = {"<i2": 2, "<i8": 8}
 FRAC_RANGE = (-64, 64)
 # integer fields of the layer records and their ranges (anything else is refused)
-SCALARS = {"heads": (1, 4096), "scale_mult": (1, 65535), "eps_q": (1, 1 << 62), "cap": (0, 4096),
+SCALARS = {"heads": (1, 4096), "scale_mult": (1, 65535), "eps_q": (1, 1 << 62), "cls_eps_q": (1, 1 << 62), "cap": (0, 4096),
            "keep": (0, 4096), "momentum": (0, 1 << 15)}
 REFRESH = "the package is damaged or was edited: re-run spvit quantize"
 
@@ -186,11 +186,11 @@ def _decode(rec, arrays: list, where: str, want=None):
             raise ValueError(f"{where} has layer type {rec['type']!r}, expected "
                              f"{want.__name__ if want else 'one of ' + ', '.join(LAYER_TYPES)}")
         hints = typing.get_type_hints(cls)
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in rec]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in rec and f.default is dataclasses.MISSING]
         if missing:
             raise ValueError(f"{where} ({cls.__name__}) lacks {missing}")
         return cls(**{f.name: _field(rec[f.name], arrays, f"{where}.{f.name}", f.name, hints[f.name])
-                      for f in dataclasses.fields(cls)})
+                      for f in dataclasses.fields(cls) if f.name in rec})   # absent: the field's default
     raise ValueError(f"{where} is not a layer record (got {rec!r:.80})")
 
 

@@ -40,6 +40,8 @@ class Scheme:
     where = "none"          # "before": selection before block b; "inside": in block b, after the attention
     adaptive = False        # the kept count depends on the image (SPViT) rather than the config
     hardware = True         # the accelerator (golden/compiler.py) runs it
+    cls_format = False      # the CLS token has its own formats in the residual stream (its decisions read
+                            # the CLS token's attention; golden.layers.QBlock, docs/arithmetic.md)
 
     # ---- configuration (called from ModelConfig.__post_init__)
     def check(self, cfg) -> None:
@@ -141,13 +143,14 @@ class Scheme:
     def q_block(self, q, i, blk, g: Group, rec: Record | None, force=None) -> Group:
         """`force`: the order of a mid-block selection to replay instead of deciding."""
         if self.has_mid(q.cfg, i):
-            g.x = blk(g.x, mid=lambda x1, p: self.q_mid(q, i, g, x1, p, rec, force))
+            g.x = blk(g.x, mid=lambda x1, a: self.q_mid(q, i, g, x1, a, rec, force))
         else:
             g.x = blk(g.x)
         return g
 
-    def q_mid(self, q, i, g: Group, x1, p, rec: Record | None, force=None):
-        """x1 int16 [b, n, C] at the block's mid_frac; p: the attention probabilities (Q15)."""
+    def q_mid(self, q, i, g: Group, x1, a, rec: Record | None, force=None):
+        """x1 int16 [b, n, C] at the block's mid_frac; a [b, n]: the CLS attention
+        (golden.layers.QAttention.attend: the CLS row summed over heads, 23 fraction bits)."""
         return x1
 
     def q_readout(self, q, g: Group):
@@ -155,4 +158,4 @@ class Scheme:
 
     def readout_fmt(self, cfg) -> str:
         """The traced name of the tensor the final LayerNorm reads."""
-        return f"res.{cfg.depth}"
+        return f"res.{cfg.depth}.cls" if self.cls_format else f"res.{cfg.depth}"

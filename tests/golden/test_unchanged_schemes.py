@@ -33,11 +33,25 @@ def _config(name: str):
 
 
 def _case(kind: str, name: str, arg):
-    """(QModel, int16 input images) of one recorded case."""
+    """(QModel, int16 input images) of one recorded case, on one torch thread (torch's image
+    interpolation in golden.random_model.random_images rounds differently on several)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _make_case(kind, name, arg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _make_case(kind: str, name: str, arg):
     from golden.arith import quantize
     if kind == "random":
-        from quant.calibrate import calibrated_random
-        q, imgs = calibrated_random(_config(name), 0, 8 + arg)
+        from golden.random_model import random_images, random_model
+        from quant.calibrate import calibrate
+        cfg = _config(name)
+        imgs = random_images(cfg, 8 + arg, 0)
+        q = calibrate(random_model(cfg, 0, imgs), imgs[:8])
         return q, quantize(imgs[8:].numpy(), q.img_frac)
     from quant.calibrate import calibrate
     from quant.data import load_data
