@@ -22,7 +22,7 @@ import numpy as np
 from base import __version__ as TOOL_VERSION
 from base.errors import ConfigError, UsageError
 from base.outputs import output_dir
-from golden.compiler import compile_model
+from golden.compiler import check_scheme, compile_model
 from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, build, config_dict, model_from_dict
 from golden.hw import load_hw
 from golden.kernels import PWL, PWL_FUNCS, make_pwl
@@ -381,6 +381,10 @@ def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False
     """(QModel, golden.compiler.Image) of a package for a hardware configuration."""
     q, man = load_package(package)
     hw = load_hw(hw_spec, q.cfg)
+    try:
+        check_scheme(q.cfg)                                     # the scheme before the shapes
+    except ValueError as e:
+        raise UsageError(f"cannot compile {package!r}: {e}") from None
     bad = hw.misfits(q.cfg)
     if bad:
         raise UsageError(f"package {package!r} ({q.cfg.name}) does not fit hardware {hw.name}: " + "; ".join(bad)

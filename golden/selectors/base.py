@@ -39,7 +39,8 @@ class Scheme:
     title = "DeiT"
     where = "none"          # "before": selection before block b; "inside": in block b, after the attention
     adaptive = False        # the kept count depends on the image (SPViT) rather than the config
-    hardware = True         # the accelerator (golden/compiler.py) runs it
+    hardware = True         # the generated RTL runs it (spvit run/report/regress); golden/compiler.py lowers
+                            # every scheme it lists in LOWERED, and the RTL refuses what it lacks (BAD_OPCODE)
     cls_format = False      # the CLS token has its own formats in the residual stream (its decisions read
                             # the CLS token's attention; golden.layers.QBlock, docs/arithmetic.md)
 
@@ -87,6 +88,15 @@ class Scheme:
         """keep_rate per stage (one value applies to every stage)."""
         kr = cfg.keep_rate
         return kr if len(kr) == cfg.stages else kr * cfg.stages
+
+    # ---- the accelerator (golden/hw.py, golden/compiler.py)
+    def extra_tokens(self, cfg) -> int:
+        """Tokens a forward holds beyond CLS and the patch tokens (SPViT's package tokens)."""
+        return 0
+
+    def misfits(self, cfg, hw) -> list:
+        """Reasons besides the backbone's shapes why hardware `hw` cannot run the scheme."""
+        return []
 
     # ---- counts (golden/macs.py)
     def schedule(self, cfg, keep=None) -> list:

@@ -55,7 +55,7 @@ class QEViTSelector:
 class EViT(Scheme):
     name = "evit"
     title = "EViT"
-    hardware = False
+    hardware = False          # the compiler lowers it; the RTL units it needs are not built yet
     where = "inside"
     cls_format = True
 

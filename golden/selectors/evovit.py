@@ -46,7 +46,7 @@ def blend(old, new, t_q: int):
 class EvoViT(Scheme):
     name = "evovit"
     title = "Evo-ViT"
-    hardware = False
+    hardware = False          # the compiler lowers it; the RTL units it needs are not built yet
     where = "before"
     cls_format = True
 

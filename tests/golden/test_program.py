@@ -16,33 +16,50 @@ from golden.compiler import compile_model
 from golden.config import PRESETS
 from golden.hw import HW_PRESETS, HardwareConfig
 from golden.interp import Machine, read_results, run_image
+from golden.tokens import Group, Record
 from quant.calibrate import calibrated_random
 
 MINI = HW_PRESETS["mini"]
 SMALL = HW_PRESETS["small"]
 
 
+def golden_blocks(q, x1) -> list:
+    """The tokens leaving each block for one image x1 [1, ...]: QModel.run's loop of scheme hooks."""
+    sch = q.cfg.scheme
+    rec = Record(1, q.cfg)
+    groups, out = [Group.start(q.embed(x1))], []
+    for i, blk in enumerate(q.blocks):
+        groups = [h for g in groups for h in sch.q_before(q, i, g, rec)]
+        groups = [sch.q_block(q, i, blk, g, rec) for g in groups]
+        assert len(groups) == 1
+        out.append(groups[0].x[0])
+    return out
+
+
 def check_equal(q, img, x, junk=True):
+    """The interpreter's logits, kept counts, keep masks and every block's tokens == golden's."""
     logits, kept, masks = q(x, return_masks=True)
     for i in range(len(x)):
         r = run_image(img, x[i], junk_seed=i if junk else None)
-        assert np.array_equal(r.logits, logits[i]), f"image {i}: logits differ"
+        assert np.array_equal(r.logits, logits[i]), f"image {i}: logits differ in {np.sum(r.logits != logits[i])}"
         assert np.array_equal(r.kept, kept[i]), f"image {i}: kept {r.kept} vs {kept[i]}"
-        t = q.embed(x[i:i + 1])[0]
-        stage = 0
-        for b, blk in enumerate(q.blocks):
-            if b in q.selectors:
-                t, sel = q.selectors[b](t, n_pkg=stage)
-                assert np.array_equal(r.masks[stage], sel.keep), f"image {i} stage {stage}: keep masks differ"
-                assert np.array_equal(np.flatnonzero(r.masks[stage]), masks[i][stage])   # docs/selector.md
-                stage += 1
-            t = blk(t[None])[0]
-            if b in r.checkpoints:
-                assert np.array_equal(r.checkpoints[b], t), f"image {i} block {b}: tokens differ"
+        assert len(r.masks) == q.cfg.stages
+        for stage, m in enumerate(r.masks):                                   # docs/selector.md, "Keep masks"
+            assert np.array_equal(np.flatnonzero(m), masks[i][stage]), f"image {i} stage {stage}: keep masks differ"
+        if not img.manifest["results"].get("block0"):                        # compiled without checkpoints
+            continue
+        assert sorted(r.checkpoints) == list(range(q.cfg.depth))
+        for b, t in enumerate(golden_blocks(q, x[i:i + 1])):
+            got = r.checkpoints[b]
+            assert got.shape == t.shape and np.array_equal(got, t), \
+                f"image {i} block {b}: tokens differ ({got.shape} vs {t.shape})"
 
 
 @pytest.mark.parametrize("preset,hw", [("mini", MINI), ("spvit-deit-tiny", SMALL), ("deit-tiny", SMALL),
-                                       ("spvit-deit-small", HW_PRESETS["zcu102"])])
+                                       ("spvit-deit-small", HW_PRESETS["zcu102"]),
+                                       ("mini-dynamicvit", MINI), ("mini-evit", MINI), ("mini-evovit", MINI),
+                                       ("dynamicvit-deit-tiny", SMALL), ("evit-deit-tiny", SMALL),
+                                       ("evovit-deit-tiny", SMALL)])
 def test_interpreter_equals_golden(preset, hw, measured):
     q, imgs = calibrated_random(preset, 0, 2)
     img = compile_model(q, hw, checkpoints=True)
@@ -63,17 +80,22 @@ def test_package_modes_and_caps(mode, cap):
     check_equal(q, img, quantize(imgs.numpy(), q.img_frac))
 
 
-def test_demo_model_program(tmp_path):
+@pytest.mark.parametrize("preset,weights", [("mini", None), ("mini-dynamicvit", "mini_dynamicvit.safetensors"),
+                                             ("mini-evit", "mini_evit.safetensors"),
+                                             ("mini-evovit", "mini_evovit.safetensors")])
+def test_committed_model_program(preset, weights):
+    """The demo model and the committed scheme models (examples/) on 8 held-out digits."""
     from quant.calibrate import calibrate
     from quant import DEMO_CHECKPOINT
     from quant.data import load_data
     from quant.loaders import load_float_model
-    cfg = PRESETS["mini"]
-    model = load_float_model(str(DEMO_CHECKPOINT), cfg)
+    cfg = PRESETS[preset]
+    path = DEMO_CHECKPOINT if weights is None else DEMO_CHECKPOINT.with_name(weights)
+    model = load_float_model(str(path), cfg)
     x, _ = load_data("digits:train", cfg, default_split="train").take(32).tensors()
     q = calibrate(model, x)
     test, _ = load_data("digits:test", cfg, default_split="test").take(8).tensors()
-    img = compile_model(q, MINI)
+    img = compile_model(q, MINI, checkpoints=True)
     check_equal(q, img, quantize(test.numpy(), q.img_frac))
 
 
