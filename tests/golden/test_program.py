@@ -68,6 +68,21 @@ def test_interpreter_equals_golden(preset, hw, measured):
              f"bytes; interpreter == golden forward (logits, kept counts, masks, every block) on 2 images")
 
 
+@pytest.mark.parametrize("preset,changes", [
+    ("mini-evit", {"keep_rate": (1.0,)}),                          # k = N - 1: prunes nothing, no fused token
+    ("mini-evit", {"keep_rate": (0.3, 1.0), "fuse_token": False}),
+    ("mini-evit", {"selector_blocks": (0, 1, 5), "keep_rate": (0.9,)}),   # the fused token is a candidate again
+    ("mini-evovit", {"selector_blocks": (2, 3), "score_momentum": 1.0}),  # stages back to back
+    ("mini-evovit", {"selector_blocks": (1, 5), "keep_rate": (0.9, 0.1), "score_momentum": 0.0}),
+    ("mini-dynamicvit", {"selector_blocks": (1, 2, 5), "keep_rate": (0.5, 0.2, 0.02)}),   # one token left
+])
+def test_scheme_corner_cases(preset, changes):
+    cfg = dataclasses.replace(PRESETS[preset], **changes)
+    q, imgs = calibrated_random(cfg, 1, 2)
+    img = compile_model(q, MINI, checkpoints=True)
+    check_equal(q, img, quantize(imgs.numpy(), q.img_frac))
+
+
 @pytest.mark.parametrize("mode,cap", [("sum", None), ("mean", None), ("norm", (20, 5)), ("norm", (0,)), ("sum", (0, 3))])
 def test_package_modes_and_caps(mode, cap):
     """Caps bind (cap 0: nothing kept, so the next stage scores no token at all)."""
@@ -225,6 +240,46 @@ def test_errors_descriptors(mini_image):
     ddr = img.with_input(x)
     ddr[_desc_at(img, 5)] = 31                                 # unknown opcode
     assert (_run(ddr).name, _run(ddr).index) == ("BAD_OPCODE", 5)
+
+
+def test_errors_of_the_scheme_operations(mini_image):
+    """The checks of the operations DynamicViT, EViT and Evo-ViT use, each reached at its descriptor."""
+    spvit_img, _ = mini_image
+    i_cp = _find(spvit_img, "COMPACT")[0]
+    progs = {}
+    for preset in ("mini-dynamicvit", "mini-evit"):
+        q, imgs = calibrated_random(preset, 0, 1)
+        progs[preset] = compile_model(q, MINI), quantize(imgs.numpy(), q.img_frac)[0]
+    dv, ev = progs["mini-dynamicvit"][0], progs["mini-evit"][0]
+    i_sb, _ = _find(dv, "MATMUL", lambda d: d["o_buf"] == isa.SB)
+    i_dk, _ = _find(dv, "DECIDE")
+    i_at, _ = _find(ev, "ATTENTION", lambda d: d["score"] == 1)
+    i_pk, _ = _find(ev, "PACKAGE")
+    i_cr, _ = _find(ev, "COMPACT")
+    i_gm, _ = _find(dv, "GMEAN")
+    i_res, _ = _find(ev, "MATMUL", lambda d: d["row0"] == 1)
+    cases = [
+        ("mini", i_cp, "COMPACT", {"order": isa.ORDER_RANK}, "BAD_SHAPE"),          # rank order after a threshold
+        ("mini-dynamicvit", i_sb, "MATMUL", {"shift": 3}, "BAD_SHAPE"),            # SB takes the bare accumulator
+        ("mini-dynamicvit", i_dk, "DECIDE", {"k": MINI.n_max}, "BAD_TOKENS"),      # k above the candidates
+        ("mini-dynamicvit", i_dk, "DECIDE", {"mode": 2}, "BAD_SHAPE"),
+        ("mini-dynamicvit", i_dk, "DECIDE", {"n_pkg": 1}, "BAD_SHAPE"),
+        ("mini-dynamicvit", i_gm, "GMEAN", {"shift": -31}, "BAD_SHAPE"),
+        ("mini-evit", i_at, "ATTENTION", {"momentum": isa.ONE_Q15 + 1}, "BAD_SHAPE"),
+        ("mini-evit", i_pk, "PACKAGE", {"mode": isa.PACKAGE_MODES["norm"]}, "BAD_SHAPE"),   # needs keep probabilities
+        ("mini-evit", i_cr, "COMPACT", {"rest": 1, "order": isa.ORDER_POSITION}, "BAD_SHAPE"),
+        ("mini-evit", i_res, "MATMUL", {"sa0": isa.ALIGN_MAX + 1}, "BAD_SHAPE"),
+    ]
+    for preset, i, op, change, code in cases:
+        img, x = (spvit_img, mini_image[1]) if preset == "mini" else progs[preset]
+        ddr = img.with_input(x)
+        _patch(ddr, img, i, op, **change)
+        e = _run(ddr)
+        assert (e.name, e.index) == (code, i), (preset, op, change, e)
+    ddr = dv.with_input(progs["mini-dynamicvit"][1])                 # COPY: in place only within one buffer
+    ddr[_desc_at(dv, i_gm):_desc_at(dv, i_gm) + isa.DESC_BYTES] = isa.encode(
+        "COPY", i_buf=0, i_c0=0, i_r0=1, o_buf=0, o_c0=0, o_r0=2, w=8, shift=0, rows=3)
+    assert (_run(ddr).name, _run(ddr).index) == ("BAD_SHAPE", i_gm)
 
 
 def test_errors_stream_and_end(mini_image):
