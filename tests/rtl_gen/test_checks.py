@@ -145,3 +145,20 @@ def test_rtl_header_checks_equal_interpreter(measured):
     assert seen == want_codes, f"cases reach too few codes: {seen}"
     measured(f"controller header check == interpreter on {len(cases)} headers (codes seen: "
              f"{sorted(isa.ERRORS[c][0] for c in seen)})")
+
+
+def test_cycle_model_times_only_what_the_rtl_runs():
+    """rtl_gen/tools/cycles.py refuses a program with operations or modes RTL_SUPPORT excludes
+    (a DynamicViT program) rather than timing them as zero cycles; SPViT's is timed."""
+    import pytest
+    from golden.arith import quantize
+    from rtl_gen.tools.cycles import program_cycles, trace
+    for preset in ("mini", "mini-dynamicvit"):
+        q, imgs = calibrated_random(preset, 0, 1)
+        img = compile_model(q, HW)
+        steps = trace(img, quantize(imgs.numpy(), q.img_frac)[0])
+        if preset == "mini":
+            assert program_cycles(img, steps).total > 0
+        else:
+            with pytest.raises(ValueError, match=r"descriptor \d+ \(MATMUL\) uses an operation or mode the RTL does not"):
+                program_cycles(img, steps)
