@@ -83,6 +83,16 @@ def test_scheme_corner_cases(preset, changes):
     check_equal(q, img, quantize(imgs.numpy(), q.img_frac))
 
 
+def test_evovit_write_back_converts_the_placeholders():
+    """Evo-ViT DeiT-T, seed 2: the placeholders of the last stage (format of block 8's input) are
+    put back in the last block's output format by a COPY before the pooled mean."""
+    q, imgs = calibrated_random("evovit-deit-tiny", 2, 2)
+    assert q.blocks[8].in_frac != q.blocks[-1].out_frac
+    img = compile_model(q, SMALL, checkpoints=True)
+    assert any("placeholders to the current format" in label for _, label in img.labels)
+    check_equal(q, img, quantize(imgs.numpy(), q.img_frac))
+
+
 @pytest.mark.parametrize("mode,cap", [("sum", None), ("mean", None), ("norm", (20, 5)), ("norm", (0,)), ("sum", (0, 3))])
 def test_package_modes_and_caps(mode, cap):
     """Caps bind (cap 0: nothing kept, so the next stage scores no token at all)."""
