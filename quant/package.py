@@ -377,14 +377,18 @@ def fixed_point_config(m: dict) -> FixedPointConfig:
 
 
 # ---------------------------------------------------------------- package -> DDR image (spvit compile)
-def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False):
-    """(QModel, golden.compiler.Image) of a package for a hardware configuration."""
+def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False, check_model=None):
+    """(QModel, golden.compiler.Image) of a package for a hardware configuration. The scheme is
+    checked before the shapes: the compiler's (golden.compiler.check_scheme), then the caller's
+    `check_model(cfg)` (spvit run: whether the RTL runs the scheme)."""
     q, man = load_package(package)
-    hw = load_hw(hw_spec, q.cfg)
     try:
-        check_scheme(q.cfg)                                     # the scheme before the shapes
+        check_scheme(q.cfg)
     except ValueError as e:
         raise UsageError(f"cannot compile {package!r}: {e}") from None
+    if check_model is not None:
+        check_model(q.cfg)
+    hw = load_hw(hw_spec, q.cfg)
     bad = hw.misfits(q.cfg)
     if bad:
         raise UsageError(f"package {package!r} ({q.cfg.name}) does not fit hardware {hw.name}: " + "; ".join(bad)

@@ -94,6 +94,10 @@ def test_compile_builds_every_scheme_and_checks_the_scheme_before_the_shapes(tmp
     capsys.readouterr()
     assert main(["compile", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
     assert "embed_dim 128 > d_max 64" in capsys.readouterr().err
+    # spvit run: the RTL does not run EViT yet, said before the shapes (and before any simulator build)
+    assert main(["run", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini"]) == 2
+    err = capsys.readouterr().err
+    assert "token selection 'evit' (model mini-evit) has no hardware yet" in err and "d_max" not in err, err
     monkeypatch.setattr(golden.compiler, "LOWERED", ("none", "spvit"))
     assert main(["compile", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
     err = capsys.readouterr().err
