@@ -8,7 +8,9 @@ interpreter (golden/interp.py) execute. docs/accelerator.md describes the format
 Buffer roles: the token stream X lives in B0 or B1 (a selector's COMPACT writes the next X into
 a free buffer), the other two of B0..B2 hold LayerNorm outputs, Q, attention outputs and the
 selector's per-head features; B3 holds image patches, the MLP hidden layer, the selector's
-logits z and head weights w, and the classifier logits.
+logits z and head weights w, and the classifier logits; SB holds one 48-bit score per token row
+(DynamicViT's predictor score, EViT's and Evo-ViT's CLS attention). Evo-ViT's placeholders wait
+in X's rows beyond N (1 + the slow-path tokens) while the blocks run on the first N.
 """
 from __future__ import annotations
 
