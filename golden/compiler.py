@@ -227,15 +227,10 @@ class Lowering:
         return x
 
     def score_momentum(self, i) -> int | None:
-        """t of ATTENTION's score capture in block i (None: no capture): EViT replaces the score
-        in its selection blocks; Evo-ViT blends it from block b_0 - 1 on (replaced before b_0)."""
-        cfg, sch = self.q.cfg, self.q.cfg.scheme
-        if cfg.selector == "evit":
-            return isa.ONE_Q15 if i in cfg.selector_blocks else None
-        if cfg.selector == "evovit" and sch.has_mid(cfg, i):
-            s = sch.stage_of(cfg, i)
-            return isa.ONE_Q15 if s < 0 else self.q.selectors[cfg.selector_blocks[s]].momentum
-        return None
+        """t of ATTENTION's score capture in block i (None: no capture), from the scheme's hook
+        `score_<scheme>`."""
+        hook = getattr(self, f"score_{self.q.cfg.selector}", None)
+        return None if hook is None else hook(i)
 
     # ---- SPViT: per-head scoring MLPs and head branch, DECIDE threshold, PACKAGE, COMPACT
     def before_spvit(self, block, stage, sel, x):
@@ -290,6 +285,10 @@ class Lowering:
         return y
 
     # ---- EViT: inside block i, after the attention residual (its CLS attention is in SB)
+    def score_evit(self, i) -> int | None:
+        """A selection block's CLS attention replaces the score."""
+        return isa.ONE_Q15 if i in self.q.cfg.selector_blocks else None
+
     def mid_evit(self, i, x):
         cfg = self.q.cfg
         if i not in cfg.selector_blocks:
@@ -310,6 +309,14 @@ class Lowering:
         return x
 
     # ---- Evo-ViT: re-rank at each stage start; placeholders wait behind the slow path
+    def score_evovit(self, i) -> int | None:
+        """From block b_0 - 1 on: replaced before b_0, then blended with the stage's momentum."""
+        cfg, sch = self.q.cfg, self.q.cfg.scheme
+        if not sch.has_mid(cfg, i):
+            return None
+        s = sch.stage_of(cfg, i)
+        return isa.ONE_Q15 if s < 0 else self.q.selectors[cfg.selector_blocks[s]].momentum
+
     def before_evovit(self, block, stage, sel, x):
         cfg = self.q.cfg
         P, d, p = cfg.num_patches, cfg.embed_dim, f"Evo-ViT stage {stage} (block {block})"
