@@ -93,6 +93,14 @@ def test_evovit_write_back_converts_the_placeholders():
     check_equal(q, img, quantize(imgs.numpy(), q.img_frac))
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("base.settings", fromlist=["SLOW"]).SLOW,
+                    reason="SPVIT_SLOW=1: the DeiT-S presets of DynamicViT, EViT and Evo-ViT on zcu102 (~1-2 min each)")
+@pytest.mark.parametrize("preset", ["dynamicvit-deit-small", "evit-deit-small", "evovit-deit-small"])
+def test_interpreter_equals_golden_deit_small(preset, measured):
+    test_interpreter_equals_golden(preset, HW_PRESETS["zcu102"], measured)
+
+
 @pytest.mark.parametrize("mode,cap", [("sum", None), ("mean", None), ("norm", (20, 5)), ("norm", (0,)), ("sum", (0, 3))])
 def test_package_modes_and_caps(mode, cap):
     """Caps bind (cap 0: nothing kept, so the next stage scores no token at all)."""
