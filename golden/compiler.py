@@ -8,7 +8,9 @@ interpreter (golden/interp.py) execute. docs/accelerator.md describes the format
 Buffer roles: the token stream X lives in B0 or B1 (a selector's COMPACT writes the next X into
 a free buffer), the other two of B0..B2 hold LayerNorm outputs, Q, attention outputs and the
 selector's per-head features; B3 holds image patches, the MLP hidden layer, the selector's
-logits z and head weights w, and the classifier logits.
+logits z and head weights w, and the classifier logits; SB holds one 48-bit score per token row
+(DynamicViT's predictor score, EViT's and Evo-ViT's CLS attention). Evo-ViT's placeholders wait
+in X's rows beyond N (1 + the slow-path tokens) while the blocks run on the first N.
 """
 from __future__ import annotations
 
@@ -24,9 +26,12 @@ from base.outputs import output_dir
 
 from . import isa, stream
 from .config import config_dict, model_from_dict
+from .arith import recip
 from .hw import DoesNotFit, HardwareConfig
-from .isa import ACT_KEEP, ACT_LOAD, ACT_NONE, B0, B1, B2, B3, KB, VB
-from .kernels import PROB_FRAC
+from .isa import ACT_KEEP, ACT_LOAD, ACT_NONE, B0, B1, B2, B3, KB, SB, VB
+from .kernels import CLS_ATTN_FRAC, PROB_FRAC
+from .selectors import SCHEMES
+from .selectors.evit import HEAD_RECIP_BITS
 
 IMAGE_FORMAT = "spvit-ddr-image"
 IMAGE_VERSION = 1
@@ -93,17 +98,33 @@ def _add_sat_fields(fa: int, fb: int, fo: int) -> dict:
     return {"sa": f - fa, "sb": f - fb, "so": f - fo}
 
 
+# the schemes Lowering has a program for (docs/accelerator.md, "What each scheme compiles to")
+LOWERED = ("none", "spvit", "dynamicvit", "evit", "evovit")
+
+
+def check_scheme(cfg) -> None:
+    """The first refusal of compile_model and `spvit compile`: a token-selection scheme the
+    compiler has no program for (before any shape: a user of such a scheme is told that first)."""
+    if cfg.selector not in LOWERED:
+        raise DoesNotFit(f"token selection {cfg.selector!r} (model {cfg.name}) has no accelerator program yet; the "
+                         f"compiler lowers " + ", ".join(n for n in SCHEMES if n in LOWERED) + " models")
+
+
 class Lowering:
+    """A QModel as descriptors, block by block: `lower` calls the scheme's hooks `before_<scheme>`
+    (a selection before block i), `block` (whose `mid_<scheme>` hook selects inside it) and
+    `readout_<scheme>` (what the final LayerNorm reads); each emits the operations the golden
+    scheme computes, in its order (docs/accelerator.md, "What each scheme compiles to")."""
+
     def __init__(self, q, hw: HardwareConfig, checkpoints: bool):
-        if not q.cfg.scheme.hardware:
-            raise DoesNotFit(f"the accelerator runs unpruned and SPViT models; token selection {q.cfg.selector!r} "
-                             f"(model {q.cfg.name}) has no hardware yet: quantise an SPViT or unpruned model")
+        check_scheme(q.cfg)
         hw.check(q.cfg)
         self.q, self.hw, self.b = q, hw, Builder(hw)
         self.tables = Tables(hw)
         self.checkpoints = checkpoints
         self.results: dict = {}
         self.res_off = 0                # result buffers, offsets relative to the results region
+        self.parked = None              # Evo-ViT: (slow-path tokens k, format) while placeholders wait
 
     def result(self, name: str, nbytes: int) -> int:
         off = self.res_off
@@ -111,9 +132,16 @@ class Lowering:
         self.res_off += nbytes + (-nbytes % 64)
         return off
 
+    @staticmethod
+    def others(x) -> tuple:
+        """The two of B0..B2 that do not hold the token stream x."""
+        y, z = [b for b in (B0, B1, B2) if b != x][:2]
+        return y, z
+
     # ------------------------------------------------------------ operations
-    def matmul(self, label, a, a_c0, o, o_c0, w, bias, shift, rows=None, mult=1, act=None, res=None):
-        """o[:, o_c0:+M] = epilogue(a[:, a_c0:+K] @ w.T + bias); res = (r_buf, fa, fb, fo)."""
+    def matmul(self, label, a, a_c0, o, o_c0, w, bias, shift, rows=None, mult=1, act=None, res=None, res0=None):
+        """o[:, o_c0:+M] = epilogue(a[:, a_c0:+K] @ w.T + bias); res = (r_buf, fa, fb, fo); res0 =
+        (fa0, fo0): token row 0's formats in the residual add (the CLS token's own format)."""
         w = np.asarray(w, dtype=np.int64)
         m, k = w.shape
         mode, items = self.tables.use(act)
@@ -124,13 +152,15 @@ class Lowering:
         if res is not None:
             r_buf, fa, fb, fo = res
             f.update(res=1, r_buf=r_buf, **_add_sat_fields(fa, fb, fo))
+            if res0 is not None:
+                f.update(row0=1, **{k + "0": v for k, v in _add_sat_fields(res0[0], fb, res0[1]).items()})
         return self.b.op("MATMUL", label, *items, **f)
 
-    def linear(self, label, lin, a, a_c0, o, o_c0, rows=None, act=None, res=None, head=None):
+    def linear(self, label, lin, a, a_c0, o, o_c0, rows=None, act=None, res=None, res0=None, head=None):
         w, bias = lin.w, lin.b
         if head is not None:
             w, bias = w[head], np.asarray(bias)[head]
-        return self.matmul(label, a, a_c0, o, o_c0, w, bias, lin.shift, rows, act=act, res=res)
+        return self.matmul(label, a, a_c0, o, o_c0, w, bias, lin.shift, rows, act=act, res=res, res0=res0)
 
     def layernorm(self, label, ln, i, i_c0, o, o_c0, rows=None, head=None):
         g, beta = np.asarray(ln.gamma), np.asarray(ln.beta)
@@ -138,7 +168,8 @@ class Lowering:
             g, beta = g[head], beta[head]
         g, beta = g.reshape(-1), np.broadcast_to(beta.reshape(-1), g.reshape(-1).shape)
         return self.b.op("LAYERNORM", label, stream.pack_ln(g, beta, self.hw), i_buf=i, i_c0=i_c0, d=len(g),
-                         o_buf=o, o_c0=o_c0, eps=ln.eps_q, y_shift=16 + ln.g_frac - ln.out_frac, **_rows(rows))
+                         o_buf=o, o_c0=o_c0, eps=ln.eps_q, y_shift=16 + ln.g_frac - ln.out_frac,
+                         eps0=ln.cls_eps_q or 0, **_rows(rows))
 
     def load(self, label, buf, c0, x, r0, mark=None):
         x = np.asarray(x, dtype=np.int64)
@@ -146,6 +177,14 @@ class Lowering:
         if mark:
             self.b.mark(mark, len(item))
         return self.b.op("LOAD", label, item, buf=buf, c0=c0, w=x.shape[1], r0=r0, rows=len(x))
+
+    def store_selection(self, label, stage):
+        off = self.result(f"select{stage}", select_bytes(self.hw))
+        self.b.op("STORE", f"{label} kept count and mask", mode=isa.STORE_SELECT, addr=off, rows=1)
+
+    def top_k(self, label, stage, k, rows=None):
+        """DECIDE mode top-k over the score buffer's candidate rows 1..rows-1."""
+        self.b.op("DECIDE", f"{label} top {k}", mode=isa.DECIDE_TOPK, k=k, stage=stage, **_rows(rows))
 
     # ------------------------------------------------------------ the model
     def embed(self):
@@ -159,26 +198,43 @@ class Lowering:
         return B0
 
     def block(self, i, blk, x):
-        y, z = [b for b in (B0, B1, B2) if b != x][:2]
+        y, z = self.others(x)
         a, d, p = blk.attn, self.q.cfg.embed_dim, f"block {i}"
+        cls = blk.cls_in is not None                    # the CLS token in its own formats (row 0)
         self.layernorm(f"{p} norm1", blk.norm1, x, 0, y, 0)
         self.linear(f"{p} q", a.q, y, 0, z, 0)
         self.linear(f"{p} k", a.k, y, 0, KB, 0)
         self.linear(f"{p} v", a.v, y, 0, VB, 0)
-        self.b.op("ATTENTION", f"{p} attention", q_buf=z, o_buf=y, heads=a.heads, head_dim=d // a.heads,
-                  s_shift=a.q.out_frac + a.k.out_frac + 15 - a.s_frac, scale=a.scale_mult, s_frac=a.s_frac,
-                  o_shift=PROB_FRAC + a.v.out_frac - a.o_frac, rows_n=1)
-        self.linear(f"{p} proj + residual", a.proj, y, 0, x, 0, res=(x, blk.in_frac, a.proj.out_frac, blk.mid_frac))
+        t = self.score_momentum(i)
+        self.b.op("ATTENTION", f"{p} attention" + ("" if t is None else " + CLS attention into SB"), q_buf=z,
+                  o_buf=y, heads=a.heads, head_dim=d // a.heads, s_shift=a.q.out_frac + a.k.out_frac + 15 - a.s_frac,
+                  scale=a.scale_mult, s_frac=a.s_frac, o_shift=PROB_FRAC + a.v.out_frac - a.o_frac,
+                  score=int(t is not None), momentum=t or 0, rows_n=1)
+        self.linear(f"{p} proj + residual", a.proj, y, 0, x, 0, res=(x, blk.in_frac, a.proj.out_frac, blk.mid_frac),
+                    res0=(blk.cls_in, blk.cls_mid) if cls else None)
+        mid = getattr(self, f"mid_{self.q.cfg.selector}", None)
+        if mid is not None:
+            x = mid(i, x)
+            y = self.others(x)[0]
         self.layernorm(f"{p} norm2", blk.norm2, x, 0, y, 0)
         self.linear(f"{p} fc1 + GELU", blk.mlp.fc1, y, 0, B3, 0, act=blk.mlp.act)
         self.linear(f"{p} fc2 + residual", blk.mlp.fc2, B3, 0, x, 0,
-                    res=(x, blk.mid_frac, blk.mlp.fc2.out_frac, blk.out_frac))
+                    res=(x, blk.mid_frac, blk.mlp.fc2.out_frac, blk.out_frac),
+                    res0=(blk.cls_mid, blk.cls_out) if cls else None)
         if self.checkpoints:
             off = self.result(f"block{i}", len(stream.tile_range(0, self.hw.n_max, self.hw)) * d * self.hw.mac_rows * 2)
             self.b.op("STORE", f"{p} checkpoint", mode=isa.STORE_TILES, buf=x, c0=0, w=d, r0=0, addr=off, rows_n=1)
+        return x
 
-    def selector(self, block, stage, sel, x):
-        y, z = [b for b in (B0, B1, B2) if b != x][:2]
+    def score_momentum(self, i) -> int | None:
+        """t of ATTENTION's score capture in block i (None: no capture), from the scheme's hook
+        `score_<scheme>`."""
+        hook = getattr(self, f"score_{self.q.cfg.selector}", None)
+        return None if hook is None else hook(i)
+
+    # ---- SPViT: per-head scoring MLPs and head branch, DECIDE threshold, PACKAGE, COMPACT
+    def before_spvit(self, block, stage, sel, x):
+        y, z = self.others(x)
         h_n, d = sel.heads, self.q.cfg.embed_dim
         dh = d // h_n
         p = f"selector {stage} (before block {block})"
@@ -209,27 +265,111 @@ class Lowering:
         self.b.op("PACKAGE", f"{p} package token", x_buf=x, d=d, n_pkg=stage, mode=isa.PACKAGE_MODES[sel.package_mode],
                   rows_n=1)
         self.b.op("COMPACT", f"{p} compaction", x_buf=x, o_buf=y, d=d, n_pkg=stage, rows_n=1)
-        off = self.result(f"select{stage}", select_bytes(self.hw))
-        self.b.op("STORE", f"{p} kept count and mask", mode=isa.STORE_SELECT, addr=off, rows=1)
+        self.store_selection(p, stage)
         return y
+
+    # ---- DynamicViT: the predictor MLP on the MAC array, its folded score row into SB, top-k
+    def before_dynamicvit(self, block, stage, sel, x):
+        y, z = self.others(x)
+        d, p = self.q.cfg.embed_dim, f"predictor {stage} (before block {block})"
+        self.layernorm(f"{p} LayerNorm", sel.in_ln, x, 0, y, 0)
+        self.linear(f"{p} in_fc + GELU", sel.in_fc, y, 0, z, 0, act=sel.in_act)
+        self.b.op("GMEAN", f"{p} global mean", buf=z, c0=d // 2, w=d - d // 2, rows_n=1)
+        self.linear(f"{p} out1 + GELU", sel.out1, z, 0, y, 0, act=sel.act1)
+        self.linear(f"{p} out2 + GELU", sel.out2, y, 0, z, 0, act=sel.act2)
+        self.matmul(f"{p} score (folded keep - drop row) into SB", z, 0, SB, 0, sel.score.w, sel.score.b, 0)
+        self.top_k(p, stage, sel.keep)
+        self.b.op("COMPACT", f"{p} compaction (CLS, kept by score)", x_buf=x, o_buf=y, d=d, order=isa.ORDER_RANK,
+                  no_pkg=1, rows_n=1)
+        self.store_selection(p, stage)
+        return y
+
+    # ---- EViT: inside block i, after the attention residual (its CLS attention is in SB)
+    def score_evit(self, i) -> int | None:
+        """A selection block's CLS attention replaces the score."""
+        return isa.ONE_Q15 if i in self.q.cfg.selector_blocks else None
+
+    def mid_evit(self, i, x):
+        cfg = self.q.cfg
+        if i not in cfg.selector_blocks:
+            return x
+        stage = cfg.selector_blocks.index(i)
+        entering, k, _ = cfg.scheme.counts(cfg)[stage]
+        sel, d, p = self.q.selectors[i], cfg.embed_dim, f"block {i} EViT stage {stage}"
+        self.top_k(p, stage, k)
+        if k < entering:                                # keeping all prunes nothing: the order stays
+            y = self.others(x)[0]
+            if sel.fuse:
+                self.b.op("PACKAGE", f"{p} fused token (score-weighted)", x_buf=x, d=d, mode=isa.PACKAGE_MODES["scores"],
+                          mult=recip(sel.heads, HEAD_RECIP_BITS), shift=HEAD_RECIP_BITS + CLS_ATTN_FRAC, rows_n=1)
+            self.b.op("COMPACT", f"{p} compaction (CLS, kept by score" + (", fused)" if sel.fuse else ")"), x_buf=x,
+                      o_buf=y, d=d, order=isa.ORDER_RANK, no_pkg=int(not sel.fuse), rows_n=1)
+            x = y
+        self.store_selection(p, stage)
+        return x
+
+    # ---- Evo-ViT: re-rank at each stage start; placeholders wait behind the slow path
+    def score_evovit(self, i) -> int | None:
+        """From block b_0 - 1 on: replaced before b_0, then blended with the stage's momentum."""
+        cfg, sch = self.q.cfg, self.q.cfg.scheme
+        if not sch.has_mid(cfg, i):
+            return None
+        s = sch.stage_of(cfg, i)
+        return isa.ONE_Q15 if s < 0 else self.q.selectors[cfg.selector_blocks[s]].momentum
+
+    def before_evovit(self, block, stage, sel, x):
+        cfg = self.q.cfg
+        P, d, p = cfg.num_patches, cfg.embed_dim, f"Evo-ViT stage {stage} (block {block})"
+        self.write_back(p, x, self.q.blocks[block].in_frac)
+        y = self.others(x)[0]
+        self.top_k(p, stage, sel.keep, rows=1 + P)
+        self.b.op("COMPACT", f"{p} re-rank (CLS, slow path, placeholders; scores alike)", x_buf=x, o_buf=y, d=d,
+                  order=isa.ORDER_RANK, rest=1, no_pkg=1, scores=1, rows=1 + P)
+        self.store_selection(p, stage)
+        self.parked = (sel.keep, self.q.blocks[block].in_frac)
+        return y
+
+    def write_back(self, label, x, frac):
+        """Evo-ViT: the placeholders (rows 1 + k .. P of x, at the format of their stage's start)
+        converted to the token format `frac`, behind the slow path again."""
+        if self.parked is None:
+            return
+        k, pf = self.parked
+        P = self.q.cfg.num_patches
+        if P > k and pf != frac:
+            self.b.op("COPY", f"{label} placeholders to the current format", i_buf=x, i_r0=1 + k, o_buf=x, o_r0=1 + k,
+                      w=self.q.cfg.embed_dim, shift=pf - frac, rows=P - k)
+        self.parked = None
+
+    def readout_evovit(self, x):
+        q, cfg = self.q, self.q.cfg
+        f = q.blocks[-1].out_frac
+        self.write_back("readout", x, f)
+        self.b.op("GMEAN", "mean of the patch tokens (pool)", buf=x, c0=0, w=cfg.embed_dim, shift=f - q.fmt["pool"],
+                  rows=1 + cfg.num_patches)
+        return x
 
     def head(self, x):
         q, cfg = self.q, self.q.cfg
-        y = [b for b in (B0, B1, B2) if b != x][0]
-        self.layernorm("final norm (CLS)", q.norm, x, 0, y, 0, rows=1)
+        y = self.others(x)[0]
+        self.layernorm("final norm (CLS)" if cfg.scheme.readout_fmt(cfg) != "pool" else "final norm (pool)",
+                       q.norm, x, 0, y, 0, rows=1)
         self.linear("head", q.head, y, 0, B3, 0, rows=1)
         off = self.result("logits", 2 * cfg.num_classes)
         self.b.op("STORE", "logits", mode=isa.STORE_ROWS, buf=B3, c0=0, w=cfg.num_classes, r0=0, rows=1, addr=off)
         self.b.op("END", "end")
 
     def lower(self):
+        cfg = self.q.cfg
+        before = getattr(self, f"before_{cfg.selector}", None)
+        readout = getattr(self, f"readout_{cfg.selector}", None)
         x = self.embed()
-        stage = 0
         for i, blk in enumerate(self.q.blocks):
-            if i in self.q.selectors:
-                x = self.selector(i, stage, self.q.selectors[i], x)
-                stage += 1
-            self.block(i, blk, x)
+            if before is not None and i in self.q.selectors:
+                x = before(i, cfg.selector_blocks.index(i), self.q.selectors[i], x)
+            x = self.block(i, blk, x)
+        if readout is not None:
+            x = readout(x)
         self.head(x)
         return self.b
 

@@ -82,6 +82,7 @@ class Block(nn.Module):
         self.attn = Attention(cfg.embed_dim, cfg.num_heads)
         self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.mlp = Mlp(cfg.embed_dim, cfg.mlp_hidden)
+        self.cls_format = cfg.scheme.cls_format     # trace the CLS token on its own (its format)
 
     def forward(self, x, trace=_noop, p="", mid=None):
         """`mid(x, attention probabilities) -> x`: a scheme's hook between the attention
@@ -96,6 +97,8 @@ class Block(nn.Module):
             x = x + o
             trace(p + "mid", x)
             x = mid(x, a)
+        if self.cls_format:
+            trace(p + "mid.cls", x[:, 0])
         h = self.norm2(x)
         trace(p + "ln2", h)
         return x + self.mlp(h, trace, p)
@@ -268,10 +271,10 @@ class DeiT(nn.Module):
         rec = Record(x.shape[0], self.cfg)
         groups = [Group.start(x)]
         for i, blk in enumerate(self.blocks):
-            trace(f"res.{i}", torch.cat([g.x.flatten(0, 1) for g in groups]))
+            self._trace_res(trace, i, groups)
             groups = [h for g in groups for h in sch.f_before(self, i, g, rec, trace)]
             groups = [sch.f_block(self, i, blk, g, rec, trace) for g in groups]
-        trace(f"res.{self.cfg.depth}", torch.cat([g.x.flatten(0, 1) for g in groups]))
+        self._trace_res(trace, self.cfg.depth, groups)
         outs = [sch.f_readout(self, g, trace) for g in groups]
         rows = np.concatenate([g.rows for g in groups])
         pooled = torch.cat([o[0] for o in outs])[np.argsort(rows)]
@@ -286,6 +289,13 @@ class DeiT(nn.Module):
             return logits
         toks = [t for o in outs for t in o[1]]
         return logits, self.last_kept, [toks[j] for j in np.argsort(rows)]
+
+    def _trace_res(self, trace, i: int, groups) -> None:
+        """The residual stream entering block i (`res.i`), and its CLS token on its own
+        (`res.i.cls`) for the schemes that give it a format."""
+        trace(f"res.{i}", torch.cat([g.x.flatten(0, 1) for g in groups]))
+        if self.cfg.scheme.cls_format:
+            trace(f"res.{i}.cls", torch.cat([g.x[:, 0] for g in groups]))
 
     def select(self, stage: int, x, trace=_noop):
         """One image x [N, C] through the selector of `stage` (schemes that select before a

@@ -15,7 +15,7 @@ from pathlib import Path
 from base.errors import ConfigError
 
 from .config import ModelConfig, _check, build, read_toml
-from .isa import B3, VB
+from .isa import B3, SB, VB
 
 ZCU102_DSP = 2520
 ZCU102_BRAM36 = 912
@@ -133,10 +133,11 @@ class HardwareConfig:
         return self.stream_bits // 8
 
     def buffer_width(self, buf: int) -> int:
-        """Channels of buffer `buf` (golden.isa.BUFFER_NAMES)."""
-        if not 0 <= buf <= VB:
+        """Channels of buffer `buf` (golden.isa.BUFFER_NAMES); the score buffer SB has one column
+        of 48-bit scores."""
+        if not 0 <= buf <= SB:
             raise ValueError(f"no buffer {buf}")
-        return self.hidden_max if buf == B3 else self.d_max
+        return 1 if buf == SB else self.hidden_max if buf == B3 else self.d_max
 
     def ident(self) -> int:
         """32-bit hash of the configuration fields that the program format depends on; a
@@ -151,8 +152,9 @@ class HardwareConfig:
 
     # ------------------------------------------------------------ model fit
     def misfits(self, model: ModelConfig) -> list[str]:
-        """Every reason why a program for `model` cannot run on this hardware (empty: fits)."""
-        m, out = model, []
+        """Every reason why a program for `model` cannot run on this hardware (empty: fits); the
+        token-selection scheme's own reasons first (what a user of the scheme must hear first)."""
+        m, out = model, list(model.scheme.misfits(model, self))
         d, hid, dh = m.embed_dim, m.mlp_hidden, m.head_dim
         if d > self.d_max:
             out.append(f"embed_dim {d} > d_max {self.d_max}")
@@ -164,13 +166,12 @@ class HardwareConfig:
             out.append(f"num_classes {m.num_classes} > hidden_max {self.hidden_max}")
         if dh % self.mac_cols:
             out.append(f"head_dim {dh} is not a multiple of mac_cols {self.mac_cols}")
-        need = m.num_tokens + m.stages
-        if need > self.n_max:
-            out.append(f"{m.num_tokens} tokens + {m.stages} package tokens = {need} > n_max {self.n_max}")
+        extra = m.scheme.extra_tokens(m)
+        if m.num_tokens + extra > self.n_max:
+            out.append(f"{m.num_tokens} tokens + {extra} package tokens = {m.num_tokens + extra} > n_max {self.n_max}"
+                       if extra else f"{m.num_tokens} tokens > n_max {self.n_max}")
         if m.stages > self.stages_max:
             out.append(f"{m.stages} selector stages > stages_max {self.stages_max}")
-        if m.stages and 3 * m.num_heads > self.hidden_max:
-            out.append(f"the selector needs 3 x heads = {3 * m.num_heads} channels > hidden_max {self.hidden_max}")
         return out
 
     def check(self, model: ModelConfig) -> "HardwareConfig":

@@ -21,9 +21,11 @@ import numpy as np
 
 from . import isa, stream
 from .arith import add_shifted, matmul, recip, requant, rshift_round
+from .config import model_from_dict
 from .hw import HardwareConfig
-from .isa import ACT_LOAD, ACT_NONE, KB, STORE_ROWS, STORE_SELECT, TOKEN_BUFFERS, VB, ProgramError
-from .kernels import PWL, layernorm, softmax
+from .isa import (ACT_LOAD, ACT_NONE, DECIDE_TOPK, KB, ONE_Q15, ORDER_RANK, SB, STORE_ROWS, STORE_SELECT,
+                  TOKEN_BUFFERS, VB, ProgramError)
+from .kernels import PWL, cls_attention, layernorm, softmax
 from .layers import MEAN_RECIP_BITS, WEIGHT_RECIP_BITS, package
 
 MODES = {v: k for k, v in isa.PACKAGE_MODES.items()}
@@ -33,8 +35,10 @@ MODES = {v: k for k, v in isa.PACKAGE_MODES.items()}
 class Selection:
     n: int                  # tokens entering the selector
     n_pkg: int
-    keep: np.ndarray        # bool [ns]
-    m: np.ndarray           # keep probabilities, Q15 [ns]
+    keep: np.ndarray        # bool [ns]: the decision of each candidate (rows 1..ns)
+    m: np.ndarray | None    # keep probabilities, Q15 [ns] (threshold decisions)
+    mode: int = isa.DECIDE_THRESHOLD
+    rank: np.ndarray | None = None   # top-k: the candidates by score descending, ties to the lower row
     pkg: np.ndarray | None = None
 
 
@@ -55,7 +59,7 @@ class Machine:
     def __post_init__(self):
         hw = self.hw
         rows = {b: hw.tiles * hw.mac_rows for b in TOKEN_BUFFERS}
-        rows[KB], rows[VB] = hw.key_tiles * hw.mac_cols, hw.tiles * hw.mac_rows
+        rows[KB], rows[VB], rows[SB] = hw.key_tiles * hw.mac_cols, hw.tiles * hw.mac_rows, hw.n_max
         rng = np.random.default_rng(self.junk_seed)
         self.buf = {b: (rng.integers(-32768, 32768, (r, hw.buffer_width(b))) if self.junk_seed is not None
                         else np.zeros((r, hw.buffer_width(b)), dtype=np.int64)) for b, r in rows.items()}
@@ -112,9 +116,10 @@ class Machine:
         hw, sel = self.hw, self.sel
         return SimpleNamespace(
             rows=rows, n_max=hw.n_max, pwl_max=hw.pwl_max, stages_max=hw.stages_max, d_max=hw.d_max, C=hw.mac_cols,
-            W=lambda b: hw.buffer_width(b) if 0 <= b <= VB else 0,
+            W=lambda b: hw.buffer_width(b) if 0 <= b <= SB else 0,
             table_nseg=0 if self.table is None else len(self.table[0]),
             sel=int(sel is not None), sel_n=sel.n if sel else 0, sel_npkg=sel.n_pkg if sel else 0,
+            sel_mode=sel.mode if sel else 0,
             sel_kept=int(sel.keep.sum()) if sel else 0,
             pkg=int(sel is not None and sel.pkg is not None), pkg_d=len(sel.pkg) if sel and sel.pkg is not None else 0,
             last_sel=int(self.last is not None))
@@ -159,37 +164,58 @@ class Machine:
         act = self.pwl(d, 16)
         w, b = stream.unpack_weights(self.take(-(-m // hw.mac_cols) * stream.tile_bytes(k, hw)), m, k, hw)
         x = self.buf[a][:rows, d["a_c0"]:d["a_c0"] + k]
+        if o == SB:                                 # the bare 48-bit accumulator (one column)
+            self.buf[SB][:rows, :1] = matmul(x, w.T) + b
+            return
         y = requant((matmul(x, w.T) + b) * d["mult"], d["shift"])
         if act is not None:
             y = act.evaluate(y)
         if d["res"]:
             r = self.buf[d["r_buf"]][:rows, d["o_c0"]:d["o_c0"] + m]
-            y = add_shifted(r, d["sa"], y, d["sb"], d["so"])
+            out = add_shifted(r, d["sa"], y, d["sb"], d["so"])
+            if d["row0"]:                           # token row 0 (CLS) in its own formats
+                out[0] = add_shifted(r[0], d["sa0"], y[0], d["sb0"], d["so0"])
+            y = out
         self.buf[o][:rows, d["o_c0"]:d["o_c0"] + m] = y
 
     def op_layernorm(self, d, rows):
         i, o, c = d["i_buf"], d["o_buf"], d["d"]
         g, beta = stream.unpack_ln(self.take(c * stream.ENTRY_BYTES), c)
         x = self.buf[i][:rows, d["i_c0"]:d["i_c0"] + c]
-        self.buf[o][:rows, d["o_c0"]:d["o_c0"] + c] = layernorm(x, 0, g, d["y_shift"] - 16, beta, d["eps"], 0)
+        eps = d["eps"] if d["eps0"] == 0 else np.where(np.arange(rows) == 0, d["eps0"], d["eps"])[:, None]
+        self.buf[o][:rows, d["o_c0"]:d["o_c0"] + c] = layernorm(x, 0, g, d["y_shift"] - 16, beta, eps, 0)
 
     def op_attention(self, d, rows):
         qb, ob, h_n, dh = d["q_buf"], d["o_buf"], d["heads"], d["head_dim"]
         n = rows
+        a = 0
         for h in range(h_n):
             c = slice(h * dh, (h + 1) * dh)
             acc = matmul(self.buf[qb][:n, c], self.buf[KB][:n, c].T)
             s = requant(acc * d["scale"], d["s_shift"])
             p = softmax(s, d["s_frac"])
             self.buf[ob][:n, c] = requant(matmul(p, self.buf[VB][:n, c]), d["o_shift"])
+            if d["score"]:
+                a = a + cls_attention(s[0], d["s_frac"])
+        if d["score"]:                              # the running score (EViT: t = 2^15, replaced)
+            t, old = d["momentum"], self.buf[SB][:n, 0]
+            self.buf[SB][:n, 0] = rshift_round((ONE_Q15 - t) * old + t * a, 15)
 
     def op_gmean(self, d, rows):
         b, c0, w = d["buf"], d["c0"], d["w"]
         x = self.buf[b]
         s = x[1:rows, c0:c0 + w].sum(0)
-        x[:rows, c0:c0 + w] = rshift_round(s * recip(rows - 1, MEAN_RECIP_BITS), MEAN_RECIP_BITS)
+        x[:rows, c0:c0 + w] = requant(s * recip(rows - 1, MEAN_RECIP_BITS), MEAN_RECIP_BITS + d["shift"])
 
     def op_decide(self, d, rows):
+        if d["mode"] == DECIDE_TOPK:
+            scores = self.buf[SB][1:rows, 0]
+            rank = np.argsort(-scores, kind="stable")               # score descending, ties to the lower row
+            keep = np.zeros(rows - 1, dtype=bool)
+            keep[rank[:d["k"]]] = True
+            self.sel = self.last = Selection(rows, 0, keep, None, DECIDE_TOPK, rank)
+            self.kept[d["stage"]] = d["k"]
+            return
         h_n, n_pkg = d["heads"], d["n_pkg"]
         d_sig = self.pwl(d, 17)
         ns = rows - 1 - n_pkg
@@ -212,17 +238,33 @@ class Machine:
     def op_package(self, d, rows):
         s = self.sel
         x = self.buf[d["x_buf"]][1:1 + len(s.keep), :d["d"]]
-        s.pkg = package(x[~s.keep], s.m[~s.keep], MODES[d["mode"]])
+        if MODES[d["mode"]] == "scores":           # weights: the dropped tokens' scores (EViT's fused token)
+            w = np.where(s.keep, 0, self.buf[SB][1:1 + len(s.keep), 0])
+            s.pkg = requant((w[:, None] * x).sum(0) * d["mult"], d["shift"])
+        else:
+            s.pkg = package(x[~s.keep], s.m[~s.keep], MODES[d["mode"]])
 
     def op_compact(self, d, rows):
         s = self.sel
         xb, ob, c = d["x_buf"], d["o_buf"], d["d"]
-        ns = len(s.keep)
-        order = np.concatenate([[0], 1 + np.flatnonzero(s.keep), np.arange(1 + ns, rows)]).astype(np.int64)
+        ns, kept = len(s.keep), int(s.keep.sum())
+        if d["order"] == ORDER_RANK:                # [CLS, kept by rank, (the other candidates by rank), packages]
+            cand = s.rank if d["rest"] else s.rank[:kept]
+        else:
+            cand = np.flatnonzero(s.keep)
+        order = np.concatenate([[0], 1 + cand, np.arange(1 + ns, rows)]).astype(np.int64)
         self.buf[ob][:len(order), :c] = self.buf[xb][order, :c]
-        self.buf[ob][len(order), :c] = s.pkg
-        self.n = len(order) + 1
+        if d["scores"]:
+            self.buf[SB][:len(order)] = self.buf[SB][order]
+        if not d["no_pkg"]:
+            self.buf[ob][len(order), :c] = s.pkg
+        self.n = 1 + kept + d["n_pkg"] + 1 - d["no_pkg"]
         self.sel = None
+
+    def op_copy(self, d, rows):
+        w = d["w"]
+        x = self.buf[d["i_buf"]][d["i_r0"]:d["i_r0"] + rows, d["i_c0"]:d["i_c0"] + w]
+        self.buf[d["o_buf"]][d["o_r0"]:d["o_r0"] + rows, d["o_c0"]:d["o_c0"] + w] = requant(x, d["shift"])
 
 
 # ---------------------------------------------------------------- results
@@ -250,23 +292,28 @@ def read_results(manifest: dict, ddr, base: int = 0, tokens: list | None = None)
         kept.append(int(k))
         masks.append(bits)
     ckpt = {}
-    model = manifest["model"]
-    n = model_tokens(model)
-    d = model["embed_dim"]
-    stage = 0
-    for i in range(model["depth"]):
-        if stage < len(kept) and i == model["selector_blocks"][stage]:
-            n = 2 + kept[stage] + stage
-            stage += 1
+    cfg = model_from_dict(manifest["model"])
+    for i, n in enumerate(block_tokens(cfg, kept)):
         e = r.get(f"block{i}")
         if e is not None:
             raw = bytes(ddr[base + e["offset"]:][:e["bytes"]])
-            ckpt[i] = stream.unpack_rows(raw, 0, n, d, hw)
+            ckpt[i] = stream.unpack_rows(raw, 0, n, cfg.embed_dim, hw)
     return Results(logits, np.array(kept, dtype=np.int64), masks, ckpt)
 
 
-def model_tokens(model: dict) -> int:
-    return (model["img_size"] // model["patch_size"]) ** 2 + 1
+def block_tokens(cfg, kept) -> list[int]:
+    """Tokens leaving each block (the rows of its checkpoint), given the kept counts per stage:
+    SPViT's follow from them (CLS, kept, a package token per stage so far); the other schemes
+    keep the counts their config sets (golden.selectors: schedule, the MLP's tokens)."""
+    if not cfg.scheme.adaptive:
+        return [mlp for _, mlp in cfg.scheme.schedule(cfg)]
+    n, out = cfg.num_tokens, []
+    for i in range(cfg.depth):
+        if i in cfg.selector_blocks:
+            s = cfg.selector_blocks.index(i)
+            n = 2 + kept[s] + s
+        out.append(n)
+    return out
 
 
 def run_image(img, img_q, junk_seed=None) -> Results:

@@ -16,21 +16,31 @@ DESC_BYTES = 64
 DESC_BITS = 8 * DESC_BYTES
 HEADER_BYTES = 64
 MAGIC = 0x50565053            # b"SPVP"
-VERSION = 1
+VERSION = 2                   # 2: DynamicViT, EViT, Evo-ViT (SB, top-k, COPY, the CLS token's row-0 fields)
 OP_FIELDS_AT = 32
 ALIGN_MAX = 32                # largest residual alignment shift (fractions lie in [-8, 24])
 PWL_SPAN_BITS = 17            # a table covers at most 2^17 input LSBs (n_seg << seg_shift)
 
-# token buffers (token-tile layout), the key buffer and the value banks
-B0, B1, B2, B3, KB, VB = range(6)
-BUFFER_NAMES = ("B0", "B1", "B2", "B3", "KB", "VB")
+# token buffers (token-tile layout), the key buffer, the value banks and the score buffer (one
+# 48-bit score per token row: DynamicViT's predictor scores, EViT's and Evo-ViT's CLS attention)
+B0, B1, B2, B3, KB, VB, SB = range(7)
+BUFFER_NAMES = ("B0", "B1", "B2", "B3", "KB", "VB", "SB")
 TOKEN_BUFFERS = (B0, B1, B2, B3)
+SCORE_BITS = 48
 
 # activation table use of a MATMUL / DECIDE
 ACT_NONE, ACT_LOAD, ACT_KEEP = range(3)
 # STORE modes
 STORE_ROWS, STORE_TILES, STORE_SELECT = range(3)
-PACKAGE_MODES = {"norm": 0, "sum": 1, "mean": 2}
+# PACKAGE modes: SPViT's three (weights m of a threshold decision), and SCORES: the weights are
+# the score buffer's entries (EViT's fused token), the sum scaled by mult / 2^shift
+PACKAGE_MODES = {"norm": 0, "sum": 1, "mean": 2, "scores": 3}
+# DECIDE modes: SPViT's threshold (score >= 0 from z and w columns, optional cap, keep
+# probabilities) and an exact top-k of the score buffer (score descending, ties to the lower row)
+DECIDE_THRESHOLD, DECIDE_TOPK = range(2)
+# COMPACT orders: the kept tokens in position order, or in rank order (score descending)
+ORDER_POSITION, ORDER_RANK = range(2)
+ONE_Q15 = 1 << 15             # ATTENTION's score momentum t: 2^15 replaces the score
 
 
 @dataclass(frozen=True)
@@ -71,23 +81,38 @@ OPS = {o.name: o for o in (
         ("buf", 3), ("c0", 12), ("w", 13), ("r0", 13)),
     _op("STORE", 2, "token buffer or selector result -> DDR at base + addr",
         ("mode", 2), ("buf", 3), ("c0", 12), ("w", 13), ("r0", 13), ("addr", 32)),
-    _op("MATMUL", 3, "o[:, o_c0:+m] = epilogue(a[:, a_c0:+k] @ W^T + b), W and b from the stream",
+    _op("MATMUL", 3, "o[:, o_c0:+m] = epilogue(a[:, a_c0:+k] @ W^T + b), W and b from the stream; o_buf SB: the "
+        "48-bit accumulator itself (m = 1); `row0`: token row 0's residual alignment is sa0, sb0, so0",
         ("a_buf", 3), ("a_c0", 12), ("k", 13), ("m", 13), ("o_buf", 3), ("o_c0", 12), ("shift", 8, True),
-        ("mult", 17), ("res", 1), ("r_buf", 3), ("sa", 6), ("sb", 6), ("so", 8, True), *PWL_FIELDS),
-    _op("LAYERNORM", 4, "o[:, o_c0:+d] = LayerNorm(i[:, i_c0:+d]); gamma, beta from the stream",
-        ("i_buf", 3), ("i_c0", 12), ("d", 13), ("o_buf", 3), ("o_c0", 12), ("eps", 56), ("y_shift", 8, True)),
-    _op("ATTENTION", 5, "per head: softmax(requant_mul(Q K^T)) V; K from KB, V from VB",
+        ("mult", 17), ("res", 1), ("r_buf", 3), ("sa", 6), ("sb", 6), ("so", 8, True), *PWL_FIELDS,
+        ("row0", 1), ("sa0", 6), ("sb0", 6), ("so0", 8, True)),
+    _op("LAYERNORM", 4, "o[:, o_c0:+d] = LayerNorm(i[:, i_c0:+d]); gamma, beta from the stream; eps0 (0: eps) "
+        "is token row 0's eps",
+        ("i_buf", 3), ("i_c0", 12), ("d", 13), ("o_buf", 3), ("o_c0", 12), ("eps", 56), ("y_shift", 8, True),
+        ("eps0", 56)),
+    _op("ATTENTION", 5, "per head: softmax(requant_mul(Q K^T)) V; K from KB, V from VB; `score`: also "
+        "SB[j] = rshift_round((2^15 - t) SB[j] + t A_j, 15) for rows j, A_j = sum_h of the CLS row's "
+        "probabilities with 23 fraction bits (t = `momentum`; 2^15 replaces)",
         ("q_buf", 3), ("o_buf", 3), ("heads", 5), ("head_dim", 13), ("s_shift", 8, True), ("scale", 17),
-        ("s_frac", 8, True), ("o_shift", 8, True)),
-    _op("GMEAN", 6, "channel means over tokens 1..N-1, written to every row 0..N-1",
-        ("buf", 3), ("c0", 12), ("w", 13)),
-    _op("DECIDE", 7, "SPViT decision: score, keep (optional cap), keep probability m",
+        ("s_frac", 8, True), ("o_shift", 8, True), ("score", 1), ("momentum", 16)),
+    _op("GMEAN", 6, "channel means over tokens 1..N-1, requant(sum recip(N-1, 30), 30 + shift), written to "
+        "every row 0..N-1",
+        ("buf", 3), ("c0", 12), ("w", 13), ("shift", 8, True)),
+    _op("DECIDE", 7, "mode 0: SPViT decision: score, keep (optional cap), keep probability m; mode 1: the top k "
+        "of SB rows 1..N-1 (score descending, ties to the lower row) and their rank order",
         ("z_buf", 3), ("z_c0", 12), ("w_buf", 3), ("w_c0", 12), ("heads", 5), ("n_pkg", 4), ("cap_en", 1),
-        ("cap", 13), ("stage", 3), *PWL_FIELDS),
-    _op("PACKAGE", 8, "package token of the dropped tokens (norm / sum / mean)",
-        ("x_buf", 3), ("d", 13), ("n_pkg", 4), ("mode", 2)),
-    _op("COMPACT", 9, "o = [CLS, kept, earlier packages, new package]; N := 2 + kept + n_pkg",
-        ("x_buf", 3), ("o_buf", 3), ("d", 13), ("n_pkg", 4)),
+        ("cap", 13), ("stage", 3), *PWL_FIELDS, ("mode", 2), ("k", 13)),
+    _op("PACKAGE", 8, "package token of the dropped tokens: norm / sum / mean of m-weighted tokens, or mode 3: "
+        "requant(sum SB_i x_i mult, shift)",
+        ("x_buf", 3), ("d", 13), ("n_pkg", 4), ("mode", 2), ("mult", 21), ("shift", 6)),
+    _op("COMPACT", 9, "o = [CLS, kept (position or rank order), (the other candidates in rank order), earlier "
+        "packages, (new package)]; N := 1 + kept + n_pkg (+ 1); `scores`: SB rows moved alike",
+        ("x_buf", 3), ("o_buf", 3), ("d", 13), ("n_pkg", 4), ("order", 1), ("rest", 1), ("no_pkg", 1),
+        ("scores", 1)),
+    _op("COPY", 10, "o[o_r0:+rows, o_c0:+w] = requant(i[i_r0:+rows, i_c0:+w], shift) (in place when i and o are "
+        "the same rows)",
+        ("i_buf", 3), ("i_c0", 12), ("i_r0", 13), ("o_buf", 3), ("o_c0", 12), ("o_r0", 13), ("w", 13),
+        ("shift", 8, True)),
 )}
 OP_BY_CODE = {o.code: o for o in OPS.values()}
 
@@ -205,7 +230,7 @@ ERRORS = {
     1: ("BAD_HEADER", "the program header's magic, version, stream length or offset alignment is wrong"),
     2: ("HW_MISMATCH", "the program was compiled for another hardware configuration"),
     3: ("PROGRAM_SIZE", "the descriptor count is 0 or above desc_max"),
-    4: ("BAD_OPCODE", "a descriptor has an unknown opcode"),
+    4: ("BAD_OPCODE", "a descriptor has an unknown opcode, or one the RTL does not execute yet"),
     5: ("BAD_SHAPE", "a descriptor field lies outside the hardware's limits"),
     6: ("BAD_TOKENS", "a row or token count lies outside the hardware's range"),
     7: ("NO_TABLE", "an operation reuses an activation table before any was loaded"),
@@ -235,8 +260,9 @@ class ProgramError(Exception):
 # Every check an operation must pass before it runs, in the order they apply: (error name,
 # what is wrong, predicate(f, s)). `f` gives the descriptor's fields as attributes, `s` the
 # machine (limits, the resolved row count `rows`, the buffer width function `W`, and state: the
-# loaded table's `table_nseg` (0: none), the open decision `sel`, its `sel_n`/`sel_npkg`/`sel_kept`, the
-# package `pkg` and its width `pkg_d`, `last_sel` for STOREs of a selection). Predicates use
+# loaded table's `table_nseg` (0: none), the open decision `sel`, its `sel_n`/`sel_npkg`/`sel_kept`
+# and `sel_mode` (DECIDE's mode), the package `pkg` and its width `pkg_d`, `last_sel` for STOREs of
+# a selection). Predicates use
 # only comparisons, + * << and the operators & | (never `and`/`or`/`not`), so the same text
 # evaluates on Python ints (golden/interp.py) and builds the controller's logic
 # (rtl_gen/control/checks.py): one definition of every error the hardware reports.
@@ -267,13 +293,17 @@ CHECKS = {
     ],
     "MATMUL": [
         ("BAD_SHAPE", "a_buf is not a token buffer", lambda f, s: f.a_buf <= 3),
-        ("BAD_SHAPE", "o_buf is not a token buffer other than a_buf, KB or VB",
-         lambda f, s: (f.o_buf <= VB) & (f.o_buf != f.a_buf)),
+        ("BAD_SHAPE", "o_buf is not a token buffer other than a_buf, KB, VB or SB",
+         lambda f, s: (f.o_buf <= SB) & (f.o_buf != f.a_buf)),
         ("BAD_SHAPE", "input channels outside a_buf", lambda f, s: _span(s, f.a_buf, f.a_c0, f.k)),
         ("BAD_SHAPE", "output channels outside o_buf", lambda f, s: _span(s, f.o_buf, f.o_c0, f.m)),
+        ("BAD_SHAPE", "SB takes one bare accumulator: no shift, multiplier, activation or residual",
+         lambda f, s: (f.o_buf != SB) | ((f.shift == 0) & (f.mult == 1) & (f.act == ACT_NONE) & (f.res == 0))),
         ("BAD_SHAPE", "residual: a token buffer other than a_buf into a token buffer, alignments <= 32",
          lambda f, s: (f.res == 0) | ((f.r_buf <= 3) & (f.r_buf != f.a_buf) & (f.o_buf <= 3) & (f.sa <= ALIGN_MAX)
                                       & (f.sb <= ALIGN_MAX) & (f.o_c0 + f.m <= s.W(f.r_buf)))),
+        ("BAD_SHAPE", "row 0's alignment without a residual, or above 32",
+         lambda f, s: (f.row0 == 0) | ((f.res == 1) & (f.sa0 <= ALIGN_MAX) & (f.sb0 <= ALIGN_MAX))),
         ("BAD_SHAPE", "activation table fields", lambda f, s: (f.act == ACT_NONE) | _pwl_ok(f, s, 0)),
         ("NO_TABLE", "no table loaded", lambda f, s: (f.act != ACT_KEEP) | (s.table_nseg != 0)),
         ("BAD_SHAPE", "n_seg beyond the loaded table", lambda f, s: (f.act != ACT_KEEP) | (f.pwl_nseg <= s.table_nseg)),
@@ -289,20 +319,27 @@ CHECKS = {
         ("BAD_SHAPE", "heads x head_dim (a multiple of mac_cols) <= d_max, q_buf != o_buf token buffers",
          lambda f, s: (f.q_buf <= 3) & (f.o_buf <= 3) & (f.q_buf != f.o_buf) & (f.heads >= 1) & (f.head_dim >= 1)
          & ((f.head_dim & (s.C - 1)) == 0) & (f.heads * f.head_dim <= s.d_max)),
+        ("BAD_SHAPE", "score momentum above 2^15", lambda f, s: (f.score == 0) | (f.momentum <= ONE_Q15)),
     ],
     "GMEAN": [
         ("BAD_SHAPE", "buf is not a token buffer", lambda f, s: f.buf <= 3),
         ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.buf, f.c0, f.w)),
+        ("BAD_SHAPE", "output shift 30 + shift outside 0..62", lambda f, s: (f.shift >= -30) & (f.shift <= 32)),
         ("BAD_TOKENS", "the global mean needs at least 2 tokens", lambda f, s: s.rows >= 2),
     ],
     "DECIDE": [
-        ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.z_buf <= 3) & (f.w_buf <= 3)),
+        ("BAD_SHAPE", "unknown mode", lambda f, s: f.mode <= DECIDE_TOPK),
+        ("BAD_SHAPE", "buffers are not token buffers",
+         lambda f, s: (f.mode != DECIDE_THRESHOLD) | ((f.z_buf <= 3) & (f.w_buf <= 3))),
         ("BAD_SHAPE", "z or w channels outside the buffers",
-         lambda f, s: (f.heads >= 1) & (f.z_c0 + 2 * f.heads <= s.W(f.z_buf)) & (f.w_c0 + f.heads <= s.W(f.w_buf))),
-        ("BAD_SHAPE", "stage beyond stages_max or no activation table",
-         lambda f, s: (f.stage < s.stages_max) & (f.act != ACT_NONE)),
+         lambda f, s: (f.mode != DECIDE_THRESHOLD)
+         | ((f.heads >= 1) & (f.z_c0 + 2 * f.heads <= s.W(f.z_buf)) & (f.w_c0 + f.heads <= s.W(f.w_buf)))),
+        ("BAD_SHAPE", "stage beyond stages_max, or a table missing (threshold) or given (top-k)",
+         lambda f, s: (f.stage < s.stages_max) & ((f.mode == DECIDE_THRESHOLD) == (f.act != ACT_NONE))),
         ("BAD_TOKENS", "fewer tokens than CLS and the package tokens", lambda f, s: s.rows >= f.n_pkg + 1),
-        ("BAD_SHAPE", "activation table fields", lambda f, s: _pwl_ok(f, s, 1)),
+        ("BAD_SHAPE", "top-k with package tokens", lambda f, s: (f.mode != DECIDE_TOPK) | (f.n_pkg == 0)),
+        ("BAD_TOKENS", "top-k: k above the candidates (rows - 1)", lambda f, s: (f.mode != DECIDE_TOPK) | (f.k < s.rows)),
+        ("BAD_SHAPE", "activation table fields", lambda f, s: (f.mode != DECIDE_THRESHOLD) | _pwl_ok(f, s, 1)),
         ("NO_TABLE", "no table loaded", lambda f, s: (f.act != ACT_KEEP) | (s.table_nseg != 0)),
         ("BAD_SHAPE", "n_seg beyond the loaded table", lambda f, s: (f.act != ACT_KEEP) | (f.pwl_nseg <= s.table_nseg)),
     ],
@@ -312,18 +349,31 @@ CHECKS = {
          lambda f, s: (s.sel_n == s.rows) & (s.sel_npkg == f.n_pkg)),
         ("BAD_SHAPE", "x_buf is not a token buffer", lambda f, s: f.x_buf <= 3),
         ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.x_buf, 0, f.d)),
-        ("BAD_SHAPE", "unknown package mode", lambda f, s: f.mode <= 2),
+        ("BAD_SHAPE", "modes norm, sum, mean need a threshold decision (its keep probabilities)",
+         lambda f, s: (f.mode == PACKAGE_MODES["scores"]) | (s.sel_mode == DECIDE_THRESHOLD)),
     ],
     "COMPACT": [
         ("BAD_SHAPE", "no decision", lambda f, s: s.sel != 0),
         ("BAD_TOKENS", "rows or n_pkg differ from the decision's",
          lambda f, s: (s.sel_n == s.rows) & (s.sel_npkg == f.n_pkg)),
-        ("BAD_TOKENS", "the output (CLS, kept, packages, new package) exceeds n_max",
-         lambda f, s: s.sel_kept + f.n_pkg + 2 <= s.n_max),
+        ("BAD_SHAPE", "rank order needs a top-k decision; the other candidates follow only in rank order",
+         lambda f, s: ((f.order == ORDER_POSITION) | (s.sel_mode == DECIDE_TOPK)) & ((f.rest == 0) | (f.order == ORDER_RANK))),
+        ("BAD_TOKENS", "the output (CLS, kept, the other candidates, packages, new package) exceeds n_max",
+         lambda f, s: ((f.rest == 0) & (s.sel_kept + f.n_pkg + 2 <= s.n_max + f.no_pkg))
+         | ((f.rest == 1) & (s.sel_n + 1 <= s.n_max + f.no_pkg))),
         ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.x_buf <= 3) & (f.o_buf <= 3)),
-        ("BAD_SHAPE", "needs two buffers and a package of the same width",
-         lambda f, s: (f.x_buf != f.o_buf) & (s.pkg != 0) & (s.pkg_d == f.d)),
+        ("BAD_SHAPE", "needs two buffers and (unless no_pkg) a package of the same width",
+         lambda f, s: (f.x_buf != f.o_buf) & ((f.no_pkg == 1) | ((s.pkg != 0) & (s.pkg_d == f.d)))),
         ("BAD_SHAPE", "channels outside the buffers", lambda f, s: _span(s, f.x_buf, 0, f.d) & _span(s, f.o_buf, 0, f.d)),
+    ],
+    "COPY": [
+        ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.i_buf <= 3) & (f.o_buf <= 3)),
+        ("BAD_SHAPE", "channels outside the buffers",
+         lambda f, s: _span(s, f.i_buf, f.i_c0, f.w) & _span(s, f.o_buf, f.o_c0, f.w)),
+        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: (f.i_r0 + s.rows <= s.n_max) & (f.o_r0 + s.rows <= s.n_max)),
+        ("BAD_SHAPE", "within one buffer only in place (the same rows and channels)",
+         lambda f, s: (f.i_buf != f.o_buf) | ((f.i_r0 == f.o_r0) & (f.i_c0 == f.o_c0))),
+        ("BAD_SHAPE", "shift outside -32..32", lambda f, s: (f.shift >= -ALIGN_MAX) & (f.shift <= ALIGN_MAX)),
     ],
     "END": [],
 }

@@ -23,6 +23,7 @@ _EXP_LO = np.array(EXP_LO, dtype=np.int64)
 EXP_MAX_SHIFT = 17                 # 2^q with q <= -17 gives 0 after rounding a 16-bit mantissa
 SOFTMAX_RECIP_BITS = 46            # R = floor(2^46 / S), S in [2^15, 2^27]
 PROB_FRAC = 15                     # probabilities are int16 Q15 (1.0 saturates to 32767)
+CLS_ATTN_FRAC = 23                 # the CLS row's probabilities as EViT / Evo-ViT rank by them (cls_attention)
 
 
 def exp_neg(x, frac: int) -> np.ndarray:
@@ -49,19 +50,37 @@ def exp_table(frac: int) -> np.ndarray:
     return exp_neg(-np.arange(1 << 16, dtype=np.int64), frac).astype(np.int32)
 
 
-def softmax(s, frac: int, axis: int = -1) -> np.ndarray:
-    """Row softmax of int16 scores (frac `frac`) -> int16 Q15 probabilities.
+def softmax_product(s, frac: int, axis: int = -1) -> np.ndarray:
+    """E_i * R of a row softmax of int16 scores (frac `frac`): the probabilities with 46
+    fraction bits, before any rounding (`softmax` and `cls_attention` round them).
 
     max -> E_i = exp_neg(s_i - max) (17-bit difference) -> S = sum E_i (<= 2^27 for N <= 4096)
     -> one reciprocal per row R = floor(2^46 / S) (S >= 2^15 since the max term is 1.0, so
-    R <= 2^31) -> p_i = sat16(round(E_i * R / 2^31)) (product < 2^46)."""
+    R <= 2^31) -> E_i R <= 2^46 (E_i <= S)."""
     s = as_int(s)
     e = exp_table(frac)[s.max(axis=axis, keepdims=True) - s]          # = exp_neg(s - max)
-    r = recip(e.sum(axis=axis, keepdims=True, dtype=np.int64), SOFTMAX_RECIP_BITS)
-    p = e * r                                                         # < 2^46
+    return e * recip(e.sum(axis=axis, keepdims=True, dtype=np.int64), SOFTMAX_RECIP_BITS)
+
+
+def softmax(s, frac: int, axis: int = -1) -> np.ndarray:
+    """Row softmax of int16 scores (frac `frac`) -> int16 Q15 probabilities
+    p_i = sat16(round(E_i * R / 2^31)) (`softmax_product`)."""
+    p = softmax_product(s, frac, axis)
     p += 1 << (SOFTMAX_RECIP_BITS - PROB_FRAC - 1)
     p >>= SOFTMAX_RECIP_BITS - PROB_FRAC
     return np.minimum(p, (1 << 15) - 1, out=p)                        # p >= 0: saturate above
+
+
+def cls_attention(s, frac: int) -> np.ndarray:
+    """The CLS row's probabilities as EViT and Evo-ViT rank by them: the same softmax rounded
+    to CLS_ATTN_FRAC = 23 fraction bits, p_i = round(E_i * R / 2^23) <= 2^23 (unsigned, never
+    saturates). `s`: the CLS row of int16 scores [..., N] (the softmax's row 0). Eight bits
+    finer than the Q15 probabilities of P V: at N ~ 200 tokens a Q15 CLS attention of ~160
+    LSB ties and rounds the ranking away (docs/arithmetic.md, "CLS attention scores")."""
+    p = softmax_product(s, frac)
+    p += 1 << (SOFTMAX_RECIP_BITS - CLS_ATTN_FRAC - 1)
+    p >>= SOFTMAX_RECIP_BITS - CLS_ATTN_FRAC
+    return p
 
 
 # ------------------------------------------------------------------ piecewise-linear units

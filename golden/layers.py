@@ -14,9 +14,9 @@ from functools import cached_property
 
 import numpy as np
 
-from .arith import (PackedWeight, add_sat, as_int, matmul, recip, requant, requant_mul, round_bias,
-                    rshift_round, shift_sat_)
-from .kernels import PROB_FRAC, PWL, layernorm, softmax
+from .arith import (PackedWeight, add_sat, as_int, dequantize, matmul, quantize, recip, requant, requant_mul,
+                    round_bias, rshift_round, shift_sat_)
+from .kernels import PROB_FRAC, PWL, cls_attention, layernorm, softmax
 
 
 # ------------------------------------------------------------------ layers
@@ -66,9 +66,13 @@ class QLayerNorm:
     eps_q: int          # eps in the units of C^2 var (kernels.ln_eps_const)
     in_frac: int
     out_frac: int
+    cls_eps_q: int | None = None    # eps of token row 0 when the CLS token has its own format (QBlock)
 
     def __call__(self, x) -> np.ndarray:
-        return layernorm(x, self.in_frac, self.gamma, self.g_frac, self.beta, self.eps_q, self.out_frac)
+        eps = self.eps_q
+        if self.cls_eps_q is not None:          # x [..., N, C]: row 0 is the CLS token
+            eps = np.where(np.arange(np.shape(x)[-2]) == 0, self.cls_eps_q, self.eps_q)[:, None]
+        return layernorm(x, self.in_frac, self.gamma, self.g_frac, self.beta, eps, self.out_frac)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,9 +89,10 @@ class QAttention:
     def __call__(self, x) -> np.ndarray:
         return self.attend(x)[0]
 
-    def attend(self, x) -> tuple[np.ndarray, np.ndarray]:
-        """(output, the softmax probabilities P [..., H, N, N], int16 Q15). EViT and Evo-ViT
-        read the CLS row P[..., :, 0, :] of exactly these probabilities."""
+    def attend(self, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(output, the softmax probabilities P [..., H, N, N] int16 Q15, the CLS attention
+        A [..., N]): A_j = sum_h of the CLS row of the same softmax rounded to 23 fraction bits
+        (kernels.cls_attention; < H 2^23 + 1), the score EViT and Evo-ViT rank by."""
         *lead, n, c = x.shape
         dh = c // self.heads
 
@@ -107,7 +112,24 @@ class QAttention:
         p = softmax(s, self.s_frac)
         o = requant(matmul(p, v), PROB_FRAC + self.v.out_frac - self.o_frac)
         o = np.swapaxes(o, -2, -3).reshape(*lead, n, c)
-        return self.proj(o), p
+        return self.proj(o), p, cls_attention(s[..., 0, :], self.s_frac).sum(-2)
+
+
+def quantize_tokens(x, frac: int, cls_frac: int | None = None) -> np.ndarray:
+    """Float tokens [..., N, C] -> int16 at `frac`, row 0 (the CLS token) at `cls_frac` when
+    it has its own format (QBlock): how a float block input enters the integer model."""
+    out = quantize(x, frac)
+    if cls_frac is not None:
+        out[..., 0, :] = quantize(np.asarray(x)[..., 0, :], cls_frac)
+    return out
+
+
+def dequantize_tokens(q, frac: int, cls_frac: int | None = None) -> np.ndarray:
+    """The inverse of quantize_tokens: int16 tokens [..., N, C] -> float."""
+    out = dequantize(q, frac)
+    if cls_frac is not None:
+        out[..., 0, :] = dequantize(np.asarray(q)[..., 0, :], cls_frac)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +144,11 @@ class QMlp:
 
 @dataclass(frozen=True, eq=False)
 class QBlock:
+    """x1 = x + Attn(LN1(x)), out = x1 + MLP(LN2(x1)) on the residual stream (formats in_frac,
+    mid_frac, out_frac). With `cls_in` given (schemes whose decisions read the CLS token's
+    attention: EViT, Evo-ViT) the CLS token, row 0, has its own formats cls_in, cls_mid,
+    cls_out in the residual stream: it is much smaller than the patch tokens that set the
+    stream's format (docs/arithmetic.md, "CLS token format")."""
     norm1: QLayerNorm
     attn: QAttention
     norm2: QLayerNorm
@@ -129,16 +156,30 @@ class QBlock:
     in_frac: int
     mid_frac: int
     out_frac: int
+    cls_in: int | None = None
+    cls_mid: int | None = None
+    cls_out: int | None = None
 
     def __call__(self, x, mid=None) -> np.ndarray:
-        """`mid(x1, P) -> x1`: a scheme's hook on the attention residual x1 (at mid_frac) and
-        the attention probabilities P, before the MLP (EViT selects there)."""
+        """`mid(x1, A) -> x1`: a scheme's hook on the attention residual x1 (at mid_frac) and
+        the CLS attention A [..., N] (QAttention.attend), before the MLP (EViT selects there)."""
         if mid is None:
-            x1 = add_sat(x, self.in_frac, self.attn(self.norm1(x)), self.attn.proj.out_frac, self.mid_frac)
+            x1 = self.residual(x, self.attn(self.norm1(x)), self.in_frac, self.cls_in, self.attn.proj.out_frac,
+                               self.mid_frac, self.cls_mid)
         else:
-            o, p = self.attn.attend(self.norm1(x))
-            x1 = mid(add_sat(x, self.in_frac, o, self.attn.proj.out_frac, self.mid_frac), p)
-        return add_sat(x1, self.mid_frac, self.mlp(self.norm2(x1)), self.mlp.fc2.out_frac, self.out_frac)
+            o, _, a = self.attn.attend(self.norm1(x))
+            x1 = mid(self.residual(x, o, self.in_frac, self.cls_in, self.attn.proj.out_frac, self.mid_frac,
+                                   self.cls_mid), a)
+        return self.residual(x1, self.mlp(self.norm2(x1)), self.mid_frac, self.cls_mid, self.mlp.fc2.out_frac,
+                             self.out_frac, self.cls_out)
+
+    @staticmethod
+    def residual(x, y, fx: int, cx, fy: int, fo: int, co) -> np.ndarray:
+        """add_sat(x, fx, y, fy, fo) [..., N, C]; row 0 from format cx to co when given."""
+        out = add_sat(x, fx, y, fy, fo)
+        if cx is not None:
+            out[..., :1, :] = add_sat(np.asarray(x)[..., :1, :], cx, y[..., :1, :], fy, co)
+        return out
 
 
 # ------------------------------------------------------------------ SPViT selector

@@ -26,7 +26,7 @@ class QModel:
     cfg: ModelConfig
     fmt: dict                # tensor name -> fraction bits (as chosen by calibration)
     patch: QLinear           # [C, in_chans * p * p], input = patches in channel-major order
-    cls_row: np.ndarray      # int16 [C]: cls_token + pos_embed[0] at res.0
+    cls_row: np.ndarray      # int16 [C]: cls_token + pos_embed[0] at `cls_frac`
     pos: np.ndarray          # int16 [num_patches, C] at fmt["pos"]
     blocks: tuple
     selectors: dict          # block index -> QSelector
@@ -37,8 +37,14 @@ class QModel:
     def img_frac(self) -> int:
         return self.patch.in_frac
 
+    @property
+    def cls_frac(self) -> int:
+        """The format of the CLS token entering block 0: res.0, or its own (QBlock.cls_in)."""
+        c = self.blocks[0].cls_in
+        return self.fmt["res.0"] if c is None else c
+
     def embed(self, img) -> np.ndarray:
-        """int16 image [B, in_chans, H, W] -> tokens [B, N, C] at res.0."""
+        """int16 image [B, in_chans, H, W] -> tokens [B, N, C] at res.0 (the CLS token at cls_frac)."""
         img = as_int(img)
         b, ch, hh, ww = img.shape
         p = self.cfg.patch_size

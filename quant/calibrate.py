@@ -185,13 +185,17 @@ def qlinear(w, b, in_frac: int, out_frac: int, fp: FixedPointConfig) -> QLinear:
     return QLinear(quantize(w, wf), bq, wf, in_frac, out_frac)
 
 
-def qlayernorm(gamma, beta, eps: float, in_frac: int, out_frac: int, fp: FixedPointConfig) -> QLayerNorm:
+def qlayernorm(gamma, beta, eps: float, in_frac: int, out_frac: int, fp: FixedPointConfig,
+               cls_frac: int | None = None) -> QLayerNorm:
+    """`cls_frac`: the format of token row 0 (the CLS token) when it has its own."""
     gf = _wfrac(gamma, fp)
     bq = _bias(beta, 16 + gf, gamma.shape)
     if bq.ndim > 1:
         bq = bq[..., None, :]
         gamma = gamma[..., None, :]
-    return QLayerNorm(quantize(gamma, gf), bq, gf, ln_eps_const(eps, gamma.shape[-1], in_frac), in_frac, out_frac)
+    c = gamma.shape[-1]
+    return QLayerNorm(quantize(gamma, gf), bq, gf, ln_eps_const(eps, c, in_frac), in_frac, out_frac,
+                      None if cls_frac is None else ln_eps_const(eps, c, cls_frac))
 
 
 def _lin(m: torch.nn.Linear):
@@ -220,23 +224,24 @@ def to_qmodel(model: DeiT, fmt: dict, fp: FixedPointConfig = FixedPointConfig())
     pw = sd["patch_embed.proj.weight"].reshape(c, -1)
     patch = qlinear(pw, sd["patch_embed.proj.bias"], fmt["img"], fmt["patch"], fp)
     pos = sd["pos_embed"][0]
-    res0 = fmt["res.0"]
-    cls_row = quantize(sd["cls_token"][0, 0] + pos[0], res0)
+    cls = (lambda name: fmt[name + ".cls"]) if cfg.scheme.cls_format else (lambda name: None)
+    cls_row = quantize(sd["cls_token"][0, 0] + pos[0], fmt["res.0.cls" if cfg.scheme.cls_format else "res.0"])
     blocks = []
     for i, blk in enumerate(model.blocks):
         p = f"blocks.{i}."
         fin, fmid, fout = fmt[f"res.{i}"], fmt[p + "mid"], fmt[f"res.{i + 1}"]
+        cin, cmid, cout = cls(f"res.{i}"), cls(p + "mid"), cls(f"res.{i + 1}")
         wq, bq = _lin(blk.attn.qkv)
-        ln1 = qlayernorm(_t(blk.norm1.weight), _t(blk.norm1.bias), blk.norm1.eps, fin, fmt[p + "ln1"], fp)
+        ln1 = qlayernorm(_t(blk.norm1.weight), _t(blk.norm1.bias), blk.norm1.eps, fin, fmt[p + "ln1"], fp, cin)
         q, k, v = (qlinear(wq[j * c:(j + 1) * c], bq[j * c:(j + 1) * c], fmt[p + "ln1"], fmt[p + n], fp)
                    for j, n in enumerate("qkv"))
         proj = qlinear(*_lin(blk.attn.proj), fmt[p + "o"], fmt[p + "proj"], fp)
         attn = QAttention(q, k, v, proj, cfg.num_heads, round(blk.attn.scale * (1 << 15)), fmt[p + "s"], fmt[p + "o"])
-        ln2 = qlayernorm(_t(blk.norm2.weight), _t(blk.norm2.bias), blk.norm2.eps, fmid, fmt[p + "ln2"], fp)
+        ln2 = qlayernorm(_t(blk.norm2.weight), _t(blk.norm2.bias), blk.norm2.eps, fmid, fmt[p + "ln2"], fp, cmid)
         fc1 = qlinear(*_lin(blk.mlp.fc1), fmt[p + "ln2"], fmt[p + "h"], fp)
         fc2 = qlinear(*_lin(blk.mlp.fc2), fmt[p + "g"], fmt[p + "fc2"], fp)
         mlp = QMlp(fc1, make_pwl("gelu", fmt[p + "h"], fmt[p + "g"]), fc2)
-        blocks.append(QBlock(ln1, attn, ln2, mlp, fin, fmid, fout))
+        blocks.append(QBlock(ln1, attn, ln2, mlp, fin, fmid, fout, cin, cmid, cout))
     selectors = schemes.of(cfg).quantize(model, fmt, Quantiser(fp))
     norm = qlayernorm(sd["norm.weight"], sd["norm.bias"], model.norm.eps, fmt[cfg.scheme.readout_fmt(cfg)],
                       fmt["norm"], fp)

@@ -24,8 +24,9 @@ import torch
 
 from base import settings
 from base.errors import UsageError
-from golden.arith import add_sat, dequantize, quantize
+from golden.arith import dequantize
 from golden.float_model import DeiT
+from golden.layers import dequantize_tokens, quantize_tokens
 from golden.network import QModel
 from golden.tokens import Group, Record, decision_agreement
 
@@ -167,17 +168,17 @@ def block_layers(model: DeiT, q: QModel, i: int, inp, acc: _SqnrAcc, prefix: str
                       lambda n, t: tr.__setitem__(n[len(p):], t) if n.startswith(p) else None).x
     force = rec.orders[i][-1] if rec.orders.get(i) else None
     qb = q.blocks[i]
-    x = quantize(inp.double().numpy(), qb.in_frac)
+    x = quantize_tokens(inp.double().numpy(), qb.in_frac, qb.cls_in)
     ln1 = qb.norm1(x)
     a = qb.attn
     ints = {"ln1": (ln1, qb.norm1.out_frac), "q": (a.q(ln1), a.q.out_frac), "k": (a.k(ln1), a.k.out_frac),
             "v": (a.v(ln1), a.v.out_frac)}
-    att, probs = a.attend(ln1)
+    att, _, cls_att = a.attend(ln1)
     ints["proj"] = (att, a.proj.out_frac)
-    mid = add_sat(x, qb.in_frac, att, a.proj.out_frac, qb.mid_frac)
-    ints["mid"] = (mid, qb.mid_frac)
+    mid = qb.residual(x, att, qb.in_frac, qb.cls_in, a.proj.out_frac, qb.mid_frac, qb.cls_mid)
+    ints["mid"] = (mid, qb.mid_frac, qb.cls_mid)
     if sch.has_mid(model.cfg, i):
-        mid = sch.q_mid(q, i, Group.start(mid), mid, probs, None, force)
+        mid = sch.q_mid(q, i, Group.start(mid), mid, cls_att, None, force)
     ln2 = qb.norm2(mid)
     ints["ln2"] = (ln2, qb.norm2.out_frac)
     h = qb.mlp.fc1(ln2)
@@ -186,14 +187,14 @@ def block_layers(model: DeiT, q: QModel, i: int, inp, acc: _SqnrAcc, prefix: str
     ints["g"] = (g, qb.mlp.act.out_frac)
     f2 = qb.mlp.fc2(g)
     ints["fc2"] = (f2, qb.mlp.fc2.out_frac)
-    ints["out"] = (add_sat(mid, qb.mid_frac, f2, qb.mlp.fc2.out_frac, qb.out_frac), qb.out_frac)
+    ints["out"] = (qb.residual(mid, f2, qb.mid_frac, qb.cls_mid, qb.mlp.fc2.out_frac, qb.out_frac, qb.cls_out),
+                   qb.out_frac, qb.cls_out)
     tr["out"] = out
     for name in LAYERS:
         ref = tr[name]
         if name in ("q", "k", "v"):
             ref = _heads_to_tokens(ref)
-        v, frac = ints[name]
-        acc.add(f"{prefix}{name}", ref.double().numpy(), dequantize(v, frac))
+        acc.add(f"{prefix}{name}", ref.double().numpy(), dequantize_tokens(*ints[name]))
 
 
 @dataclass

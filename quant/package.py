@@ -23,7 +23,7 @@ from base import __version__ as TOOL_VERSION
 from base.errors import ConfigError, UsageError
 from base.inputs import path_kind
 from base.outputs import output_dir
-from golden.compiler import compile_model
+from golden.compiler import check_scheme, compile_model
 from golden.config import PACKAGE_MODES, FixedPointConfig, ModelConfig, config_dict, model_from_dict
 from golden.hw import DoesNotFit, load_hw
 from golden.kernels import PWL, PWL_FUNCS, make_pwl
@@ -83,7 +83,7 @@ def hardware_order(q: QModel):
     tensors: list = []
     recs = {"patch": _encode(q.patch, "patch", tensors)}
     recs["cls_row"] = {"tensor": len(tensors)}
-    tensors.append(("cls_row", q.cls_row, False, q.fmt["res.0"]))
+    tensors.append(("cls_row", q.cls_row, False, q.cls_frac))
     recs["pos"] = {"tensor": len(tensors)}
     tensors.append(("pos", q.pos, False, q.fmt["pos"]))
     blocks, sels = [], {}
@@ -155,7 +155,7 @@ def write_package_files(q: QModel, where, fp: FixedPointConfig = FixedPointConfi
 DTYPES = {"<i2": 2, "<i8": 8}
 FRAC_RANGE = (-64, 64)
 # integer fields of the layer records and their ranges (anything else is refused)
-SCALARS = {"heads": (1, 4096), "scale_mult": (1, 65535), "eps_q": (1, 1 << 62), "cap": (0, 4096),
+SCALARS = {"heads": (1, 4096), "scale_mult": (1, 65535), "eps_q": (1, 1 << 62), "cls_eps_q": (1, 1 << 62), "cap": (0, 4096),
            "keep": (0, 4096), "momentum": (0, 1 << 15)}
 REFRESH = "the package is damaged or was edited: re-run spvit quantize"
 
@@ -187,11 +187,11 @@ def _decode(rec, arrays: list, where: str, want=None):
             raise ValueError(f"{where} has layer type {rec['type']!r}, expected "
                              f"{want.__name__ if want else 'one of ' + ', '.join(LAYER_TYPES)}")
         hints = typing.get_type_hints(cls)
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in rec]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in rec and f.default is dataclasses.MISSING]
         if missing:
             raise ValueError(f"{where} ({cls.__name__}) lacks {missing}")
         return cls(**{f.name: _field(rec[f.name], arrays, f"{where}.{f.name}", f.name, hints[f.name])
-                      for f in dataclasses.fields(cls)})
+                      for f in dataclasses.fields(cls) if f.name in rec})   # absent: the field's default
     raise ValueError(f"{where} is not a layer record (got {rec!r:.80})")
 
 
@@ -384,9 +384,17 @@ def _smoke_test(q: QModel) -> None:
 
 
 # ---------------------------------------------------------------- package -> DDR image (spvit compile)
-def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False):
-    """(QModel, golden.compiler.Image) of a package for a hardware configuration."""
+def compile_package(package: str, hw_spec: str | None, checkpoints: bool = False, check_model=None):
+    """(QModel, golden.compiler.Image) of a package for a hardware configuration. The scheme is
+    checked before the shapes: the compiler's (golden.compiler.check_scheme), then the caller's
+    `check_model(cfg)` (spvit run: whether the RTL runs the scheme)."""
     q, man = load_package(package)
+    try:
+        check_scheme(q.cfg)
+    except ValueError as e:
+        raise UsageError(f"cannot compile {package!r}: {e}") from None
+    if check_model is not None:
+        check_model(q.cfg)
     hw = load_hw(hw_spec, q.cfg)
     try:
         img = compile_model(q, hw, checkpoints=checkpoints,

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from base import settings
-from golden.arith import dequantize, quantize
+from golden.arith import dequantize
 from golden.float_model import DeiT
+from golden.layers import dequantize_tokens, quantize_tokens
 from golden.network import QModel
 from golden.tokens import Group, Record, decision_agreement
 
@@ -62,7 +63,7 @@ def compare(model: DeiT, q: QModel, images: torch.Tensor) -> Report:
         for inp, o in io[i]:
             y = replay_block(model, q, i, inp)
             ref.append(o.double().numpy().ravel())
-            out.append(dequantize(y, blk.out_frac).ravel())
+            out.append(dequantize_tokens(y, blk.out_frac, blk.cls_out).ravel())
         blocks.append(sqnr_db(np.concatenate(ref), np.concatenate(out)))
     agree, total, _ = same_input_decisions(model, q, [[inp for inp, _ in calls] for calls in io])
     lf = logits_f.numpy()
@@ -87,7 +88,7 @@ def float_block_order(model: DeiT, i: int, inp: torch.Tensor):
 def replay_block(model: DeiT, q: QModel, i: int, inp: torch.Tensor) -> np.ndarray:
     """Golden block i on the quantised float input `inp`, with the float block's selection (if any)."""
     blk = q.blocks[i]
-    g = Group.start(quantize(inp.double().numpy(), blk.in_frac))
+    g = Group.start(quantize_tokens(inp.double().numpy(), blk.in_frac, blk.cls_in))
     return q.cfg.scheme.q_block(q, i, blk, g, None, force=float_block_order(model, i, inp)).x
 
 
@@ -101,10 +102,10 @@ def same_input_decisions(model: DeiT, q: QModel, inputs) -> tuple[int, int, list
     agree = total = 0
     scores = []
     for j, b in enumerate(cfg.selector_blocks if cfg.stages else ()):
-        f = q.fmt[f"res.{b}"]
+        f, cf = q.fmt[f"res.{b}"], q.blocks[b].cls_in
         for x in sch.agreement_inputs(model, inputs, j):
-            xq = quantize(x.double().numpy(), f)
-            kf, sf = sch.f_decide(model, j, torch.from_numpy(dequantize(xq, f)).float())
+            xq = quantize_tokens(x.double().numpy(), f, cf)
+            kf, sf = sch.f_decide(model, j, torch.from_numpy(dequantize_tokens(xq, f, cf)).float())
             kq, sq = sch.q_decide(q, j, xq)
             agree += int((kf == kq).sum())
             total += kf.size

@@ -39,7 +39,10 @@ class Scheme:
     title = "DeiT"
     where = "none"          # "before": selection before block b; "inside": in block b, after the attention
     adaptive = False        # the kept count depends on the image (SPViT) rather than the config
-    hardware = True         # the accelerator (golden/compiler.py) runs it
+    hardware = True         # the generated RTL runs it (spvit run/report/regress); golden/compiler.py lowers
+                            # every scheme it lists in LOWERED, and the RTL refuses what it lacks (BAD_OPCODE)
+    cls_format = False      # the CLS token has its own formats in the residual stream (its decisions read
+                            # the CLS token's attention; golden.layers.QBlock, docs/arithmetic.md)
 
     # ---- configuration (called from ModelConfig.__post_init__)
     def check(self, cfg) -> None:
@@ -85,6 +88,15 @@ class Scheme:
         """keep_rate per stage (one value applies to every stage)."""
         kr = cfg.keep_rate
         return kr if len(kr) == cfg.stages else kr * cfg.stages
+
+    # ---- the accelerator (golden/hw.py, golden/compiler.py)
+    def extra_tokens(self, cfg) -> int:
+        """Tokens a forward holds beyond CLS and the patch tokens (SPViT's package tokens)."""
+        return 0
+
+    def misfits(self, cfg, hw) -> list:
+        """Reasons besides the backbone's shapes why hardware `hw` cannot run the scheme."""
+        return []
 
     # ---- counts (golden/macs.py)
     def schedule(self, cfg, keep=None) -> list:
@@ -141,13 +153,14 @@ class Scheme:
     def q_block(self, q, i, blk, g: Group, rec: Record | None, force=None) -> Group:
         """`force`: the order of a mid-block selection to replay instead of deciding."""
         if self.has_mid(q.cfg, i):
-            g.x = blk(g.x, mid=lambda x1, p: self.q_mid(q, i, g, x1, p, rec, force))
+            g.x = blk(g.x, mid=lambda x1, a: self.q_mid(q, i, g, x1, a, rec, force))
         else:
             g.x = blk(g.x)
         return g
 
-    def q_mid(self, q, i, g: Group, x1, p, rec: Record | None, force=None):
-        """x1 int16 [b, n, C] at the block's mid_frac; p: the attention probabilities (Q15)."""
+    def q_mid(self, q, i, g: Group, x1, a, rec: Record | None, force=None):
+        """x1 int16 [b, n, C] at the block's mid_frac; a [b, n]: the CLS attention
+        (golden.layers.QAttention.attend: the CLS row summed over heads, 23 fraction bits)."""
         return x1
 
     def q_readout(self, q, g: Group):
@@ -155,4 +168,4 @@ class Scheme:
 
     def readout_fmt(self, cfg) -> str:
         """The traced name of the tensor the final LayerNorm reads."""
-        return f"res.{cfg.depth}"
+        return f"res.{cfg.depth}.cls" if self.cls_format else f"res.{cfg.depth}"

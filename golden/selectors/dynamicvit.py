@@ -58,7 +58,7 @@ class QPredictor:
 class DynamicViT(Scheme):
     name = "dynamicvit"
     title = "DynamicViT"
-    hardware = False
+    hardware = False          # the compiler lowers it; the RTL units it needs are not built yet
     where = "before"
 
     def check(self, cfg) -> None:

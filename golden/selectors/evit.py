@@ -13,29 +13,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arith import as_int, recip, requant
-from ..kernels import PROB_FRAC
+from ..kernels import CLS_ATTN_FRAC
 from ..tokens import Group, Record, rank_desc, take_ids
 from .base import Scheme
 
-HEAD_RECIP_BITS = 30     # fused token: round(sum_i S_i x_i * floor(2^30 / H) / 2^45), S_i = sum_h P_h[0, i]
+HEAD_RECIP_BITS = 20     # fused token: round(sum_i S_i x_i * floor(2^20 / H) / 2^43), S_i the score (Q23)
 
 
 @dataclass(frozen=True, eq=False)
 class QEViTSelector:
     """The integer selection inside one block. The score of token i is S_i = sum_h P_h[0, i],
-    the CLS row of the block's own integer softmax summed over heads (H times the head average:
-    the same ranking, no division)."""
+    the CLS row of the block's own integer softmax summed over heads with 23 fraction bits
+    (QAttention.attend; H times the head average: the same ranking, no division)."""
     keep: int                # non-CLS tokens kept
     fuse: bool
     heads: int
 
-    def __call__(self, x1, p, force=None):
-        """x1 int16 [b, n, C]: the attention residual (block mid format); p int16 [b, H, n, n]
-        Q15. Returns (tokens [b, 1 + keep (+ 1 fused), C], order (input positions, -1 the fused
-        token), score S [b, n - 1] (< 2^19 for H <= 16)). `force`: an order to replay."""
-        x1, p = as_int(x1), as_int(p)
+    def __call__(self, x1, a, force=None):
+        """x1 int16 [b, n, C]: the attention residual (block mid format); a [b, n]: the CLS
+        attention (QAttention.attend, < H 2^23 + 1). Returns (tokens [b, 1 + keep (+ 1 fused), C],
+        order (input positions, -1 the fused token), score S [b, n - 1]). `force`: an order to
+        replay."""
+        x1 = as_int(x1)
         b, n, _ = x1.shape
-        s = p[:, :, 0, 1:].sum(1)
+        s = as_int(a)[:, 1:]
         if self.keep >= n - 1:                                        # nothing to prune: no fused token
             return x1, np.broadcast_to(np.arange(n), (b, n)), s
         top = rank_desc(s)[:, : self.keep] if force is None else np.asarray(force)[:, 1:1 + self.keep] - 1
@@ -45,8 +46,8 @@ class QEViTSelector:
             return out, order, s
         w = s.copy()
         np.put_along_axis(w, top, 0, 1)                               # weights of the inattentive tokens only
-        acc = np.einsum("bn,bnc->bc", w, x1[:, 1:])                   # sum S_i x_i: |acc| < H 2^31
-        fused = requant(acc * recip(self.heads, HEAD_RECIP_BITS), HEAD_RECIP_BITS + PROB_FRAC)   # < 2^61
+        acc = np.einsum("bn,bnc->bc", w, x1[:, 1:])                   # sum S_i x_i: |acc| < 2^43
+        fused = requant(acc * recip(self.heads, HEAD_RECIP_BITS), HEAD_RECIP_BITS + CLS_ATTN_FRAC)   # < 2^63
         return (np.concatenate([out, fused[:, None]], 1),
                 np.concatenate([order, np.full((b, 1), -1, dtype=np.int64)], 1), s)
 
@@ -54,8 +55,9 @@ class QEViTSelector:
 class EViT(Scheme):
     name = "evit"
     title = "EViT"
-    hardware = False
+    hardware = False          # the compiler lowers it; the RTL units it needs are not built yet
     where = "inside"
+    cls_format = True
 
     def check(self, cfg) -> None:
         self.check_blocks(cfg, 0, "the blocks that prune after their attention (before their MLP)")
@@ -134,8 +136,8 @@ class EViT(Scheme):
         sharpen_attention(model)
 
     # ---- integer model
-    def q_mid(self, q, i, g: Group, x1, p, rec: Record | None, force=None):
-        y, order, _ = q.selectors[i](x1, p, force)
+    def q_mid(self, q, i, g: Group, x1, a, rec: Record | None, force=None):
+        y, order, _ = q.selectors[i](x1, a, force)
         self._regroup(g, np.asarray(order), q.cfg.selector_blocks.index(i), q.cfg, rec, i)
         return y
 

@@ -36,7 +36,8 @@ class QEvoSelector:
 
 def blend(old, new, t_q: int):
     """Running score update, integer: round(((2^15 - t) old + t new) / 2^15), t in Q15 (0..2^15).
-    Scores are sums over heads of Q15 probabilities: < 2^19 for H <= 16; products < 2^35."""
+    Scores are CLS attentions (QAttention.attend, 23 fraction bits): <= 2^27 for H <= 16;
+    products <= 2^42."""
     if old is None or t_q == ONE_Q15:
         return as_int(new)
     return rshift_round((ONE_Q15 - t_q) * as_int(old) + t_q * as_int(new), 15)
@@ -45,8 +46,9 @@ def blend(old, new, t_q: int):
 class EvoViT(Scheme):
     name = "evovit"
     title = "Evo-ViT"
-    hardware = False
+    hardware = False          # the compiler lowers it; the RTL units it needs are not built yet
     where = "before"
+    cls_format = True
 
     def check(self, cfg) -> None:
         self.check_blocks(cfg, 1, "the blocks where a stage starts (tokens re-ranked; the top ones run the "
@@ -142,12 +144,12 @@ class EvoViT(Scheme):
         sharpen_attention(model)
 
     # ---- integer model
-    def q_mid(self, q, i, g: Group, x1, p, rec: Record | None, force=None):
+    def q_mid(self, q, i, g: Group, x1, a, rec: Record | None, force=None):
         if rec is None:                   # a replay of one block: no running score to update
             return x1
         s = self.stage_of(q.cfg, i)
         t = ONE_Q15 if s < 0 else q.selectors[q.cfg.selector_blocks[s]].momentum
-        g.state["score"] = blend(g.state.get("score"), as_int(p)[:, :, 0, 1:].sum(1), t)
+        g.state["score"] = blend(g.state.get("score"), as_int(a)[:, 1:], t)
         return x1
 
     def q_before(self, q, i, g: Group, rec: Record) -> list:

@@ -28,6 +28,15 @@ class SPViT(Scheme):
                   f"(got {list(cfg.keep_cap)}); a larger cap never binds: lower it or remove keep_cap")
         self.check_unused(cfg, keep_cap=False, package=False)
 
+    # ---- the accelerator
+    def extra_tokens(self, cfg) -> int:
+        return cfg.stages                       # one package token per stage
+
+    def misfits(self, cfg, hw) -> list:
+        if 3 * cfg.num_heads > hw.hidden_max:   # z (2 per head) and w (1 per head) in B3
+            return [f"the selector needs 3 x heads = {3 * cfg.num_heads} channels > hidden_max {hw.hidden_max}"]
+        return []
+
     # ---- counts
     def schedule(self, cfg, keep=None) -> list:
         """`keep[s]`: the fraction of the image's patch tokens still kept after stage s

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from golden.arith import add_sat, dequantize
-from golden.kernels import PROB_FRAC
+from golden.arith import dequantize
+from golden.kernels import CLS_ATTN_FRAC
 from golden.selectors.evit import QEViTSelector
 from golden.tokens import keep_mask, rank_desc
 
@@ -46,7 +46,7 @@ class EViTQuant(QuantScheme):
     def q_decide(self, q, stage: int, x):
         b = q.cfg.selector_blocks[stage]
         blk, sel = q.blocks[b], q.selectors[b]
-        o, p = blk.attn.attend(blk.norm1(x))
-        x1 = add_sat(x, blk.in_frac, o, blk.attn.proj.out_frac, blk.mid_frac)
-        _, order, s = sel(x1, p)
-        return keep_mask(np.asarray(order)[:, :1 + sel.keep], s.shape[1]), dequantize(s, PROB_FRAC) / sel.heads
+        o, _, a = blk.attn.attend(blk.norm1(x))
+        x1 = blk.residual(x, o, blk.in_frac, blk.cls_in, blk.attn.proj.out_frac, blk.mid_frac, blk.cls_mid)
+        _, order, s = sel(x1, a)
+        return keep_mask(np.asarray(order)[:, :1 + sel.keep], s.shape[1]), dequantize(s, CLS_ATTN_FRAC) / sel.heads

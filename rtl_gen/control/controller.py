@@ -93,7 +93,7 @@ class Controller(wiring.Component):
         # the check state (golden.isa CHECKS `s`); sel_kept: the latest DECIDE's kept count
         run.state = SimpleNamespace(
             rows=Signal(range(8192)), table_nseg=Signal(13), sel=Signal(), sel_n=Signal(range(8192)),
-            sel_npkg=Signal(4), pkg=Signal(), pkg_d=Signal(13), last_sel=Signal(),
+            sel_npkg=Signal(4), sel_mode=Signal(2), pkg=Signal(), pkg_d=Signal(13), last_sel=Signal(),
             sel_kept=Signal(range(hw.n_max + 1)))
         common = common_view(units.desc)
         run.op = common.op
@@ -256,6 +256,7 @@ class Controller(wiring.Component):
                s.sel.eq(Mux(is_["DECIDE"], 1, Mux(is_["COMPACT"], 0, s.sel))),
                s.sel_n.eq(Mux(is_["DECIDE"], s.rows, s.sel_n)),
                s.sel_npkg.eq(Mux(is_["DECIDE"], dc.n_pkg, s.sel_npkg)),
+               s.sel_mode.eq(Mux(is_["DECIDE"], dc.mode, s.sel_mode)),
                s.last_sel.eq(s.last_sel | is_["DECIDE"]),
                s.pkg.eq(Mux(is_["PACKAGE"], 1, Mux(is_["COMPACT"] | is_["DECIDE"], 0, s.pkg))),
                s.pkg_d.eq(Mux(is_["PACKAGE"], pk.d, s.pkg_d)),

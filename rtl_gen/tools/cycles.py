@@ -35,6 +35,7 @@ from golden.isa import PACKAGE_MODES
 from golden.layers import MEAN_RECIP_BITS, PACK_RECIP_BITS, WEIGHT_RECIP_BITS
 
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
+from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
 from ..selector.package import default_lanes
 
@@ -62,6 +63,8 @@ def trace(img, x) -> list[Step]:
     class Tracing(Machine):
         def op_decide(self, d, rows):
             super().op_decide(d, rows)
+            if d["mode"] != isa.DECIDE_THRESHOLD:       # program_cycles refuses top-k (not built yet)
+                return
             w = self.buf[d["w_buf"]][1:1 + len(self.sel.keep), d["w_c0"]:d["w_c0"] + d["heads"]]
             z = self.buf[d["z_buf"]][1:1 + len(self.sel.keep), d["z_c0"]:d["z_c0"] + 2 * d["heads"]]
             self._scores = (w * (z[:, 0::2] - z[:, 1::2])).sum(-1)
@@ -235,6 +238,9 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
     for st in steps:
         ld.t += LOADER_DESC
         d, rows, name = st.desc, st.rows, st.desc.op.name
+        if not supported(name, isa.Fields(d)):
+            raise ValueError(f"descriptor {st.index} ({name}) uses an operation or mode the RTL does not execute yet "
+                             f"(rtl_gen/control/checks.py RTL_SUPPORT): the cycle model times only what the RTL runs")
         s = t + 1                                   # CHECK: the start pulse
         macs = 0
         bound = "compute"

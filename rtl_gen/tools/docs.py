@@ -10,6 +10,7 @@ from base import ROOT
 from golden import isa
 from golden.hw import HW_PRESETS
 
+from ..control.checks import support_text
 from ..host.regmap import markdown
 
 DOC = ROOT / "docs" / "accelerator.md"
@@ -18,7 +19,7 @@ DOC = ROOT / "docs" / "accelerator.md"
 def sections() -> dict:
     errors = ["| code | name | meaning |", "|---|---|---|"] + [f"| {c} | {n} | {t} |" for c, (n, t) in isa.ERRORS.items()]
     out = {"isa": isa.markdown_tables().rstrip(), "header": isa.checks_text(isa.HEADER_CHECKS),
-           "errors": "\n".join(errors)}
+           "errors": "\n".join(errors), "rtl-support": support_text()}
     md = markdown(HW_PRESETS["zcu102"])
     out["regs"] = md[md.index("| Offset"):].rstrip()
     return out

@@ -19,14 +19,12 @@ from sim.regress import draw, groups, load_repro, run_regression, summary
 from sim.sweep import SWEEP_KIND, estimate, load_grid, run_sweep, table, write_outputs
 
 from ..cli_types import executor_arguments, int_in, path, positive_int, seed, spec, suffix
-from .sim import keep_fractions
+from .sim import check_rtl_scheme, keep_fractions
 
 
 def cmd_sweep(args, estimator=None) -> int:
     model = load_config(args.config).model
-    if not model.scheme.hardware:
-        raise UsageError(f"the accelerator runs unpruned and SPViT models; token selection {model.selector!r} "
-                         f"(model {model.name}) has no hardware yet: give an SPViT or unpruned model")
+    check_rtl_scheme(model)
     grid = load_grid(args.grid)
     keep = args.keep or grid.keep
     if keep and not model.stages:

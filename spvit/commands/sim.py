@@ -34,15 +34,21 @@ HW_HELP = f"hardware preset ({', '.join(HW_PRESETS)}) or a TOML file with a [har
 DEMO_KIND = "spvit-demo"                 # manifest "format" of a `spvit demo` output directory
 
 
+def check_rtl_scheme(model) -> None:
+    """Refuse a model whose token selection the generated RTL does not run yet (before any shape)."""
+    if not model.scheme.hardware:
+        raise UsageError(f"the accelerator runs unpruned and SPViT models; token selection {model.selector!r} "
+                         f"(model {model.name}) has no hardware yet: give an SPViT or unpruned model (`spvit compile` "
+                         f"builds its image for the golden interpreter)")
+
+
 def resolve(spec: str):
     """'MODEL[,HW]' -> (golden Config, HardwareConfig that fits the model). A model TOML's
     [hardware] table applies as written on top of HW, else of the table's `preset`, else of the
     default hardware of the model's preset (golden.hw.load_hw)."""
     model_spec, _, hw_name = spec.partition(",")
     cfg = load_config(model_spec)
-    if not cfg.model.scheme.hardware:
-        raise UsageError(f"the accelerator runs unpruned and SPViT models; token selection {cfg.model.selector!r} "
-                         f"(model {cfg.model.name}) has no hardware yet: give an SPViT or unpruned model")
+    check_rtl_scheme(cfg.model)
     hw = load_hw(hw_name or None, cfg.model, cfg.hardware, cfg.preset)
     hw.check(cfg.model)
     return cfg, hw
@@ -92,7 +98,7 @@ def cmd_run(args) -> int:
     if not args.package:
         raise UsageError("--package is required (the quantised package; with --image, the package the image was "
                          "compiled from, for the input format and data)")
-    q, img = compile_package(args.package, args.hw, args.checkpoints)
+    q, img = compile_package(args.package, args.hw, args.checkpoints, check_model=check_rtl_scheme)
     if args.image:
         img = image_of_package(args.image, args.package)
     x, source = input_images(args, q, args.images)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from golden.arith import INT16_MAX, INT16_MIN, quantize
-from golden.kernels import (PWL_FUNCS, exp_neg, exp_table, layernorm, ln_eps_const, make_pwl,
-                            softmax)
+from golden.kernels import (CLS_ATTN_FRAC, PROB_FRAC, PWL_FUNCS, SOFTMAX_RECIP_BITS, cls_attention, exp_neg,
+                            exp_table, layernorm, ln_eps_const, make_pwl, softmax)
 
 ALL16 = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64)
 
@@ -90,6 +90,31 @@ def test_softmax_bounds(frac, n, measured):
     serr = np.abs(p.sum(-1) - 1).max()
     measured(f"softmax frac {frac} n {n}: max |p - p_ref| {perr * 1024:.3f} x 2^-10, max |sum - 1| {serr * 256:.3f} x 2^-8")
     assert perr <= 2.0 ** -10 and serr <= 2.0 ** -8
+
+
+def test_cls_attention_exact_and_finer_than_q15(measured):
+    """cls_attention rounds the softmax's own E R products to 23 fraction bits (Python integers
+    as the reference, exp_neg itself for E); its error against the exact softmax is far below
+    the Q15 probabilities' at N = 197, where a Q15 CLS attention (~166 LSB) ties often."""
+    rng = np.random.default_rng(5)
+    frac = 11
+    s = np.concatenate([quantize(rng.normal(0, 2.0, (40, 197)), frac),
+                        np.full((1, 197), INT16_MIN), np.where(np.arange(197) == 3, INT16_MAX, INT16_MIN)[None]])
+    got = cls_attention(s, frac)
+    for row, out in zip(s, got):
+        e = [int(v) for v in exp_neg(row - row.max(), frac)]
+        r = (1 << SOFTMAX_RECIP_BITS) // sum(e)
+        want = [(v * r + (1 << (SOFTMAX_RECIP_BITS - CLS_ATTN_FRAC - 1))) >> (SOFTMAX_RECIP_BITS - CLS_ATTN_FRAC)
+                for v in e]
+        assert out.tolist() == want
+    assert got.max() <= 1 << CLS_ATTN_FRAC and got[-1, 3] == 1 << CLS_ATTN_FRAC     # a certain token: 1.0
+    ref = ref_softmax(s[:40], frac)
+    err23 = np.abs(got[:40] / 2.0 ** CLS_ATTN_FRAC - ref).mean()
+    err15 = np.abs(softmax(s[:40], frac) / 2.0 ** PROB_FRAC - ref).mean()
+    distinct = lambda p: np.mean([len(np.unique(r[r > 0])) / max((r > 0).sum(), 1) for r in p])
+    measured(f"CLS attention N = 197: mean |error| Q23 {err23:.2e} vs Q15 {err15:.2e}; distinct nonzero values "
+             f"{100 * distinct(got[:40]):.0f}% vs {100 * distinct(softmax(s[:40], frac)):.0f}%")
+    assert err23 < err15 / 3 and distinct(got[:40]) > distinct(softmax(s[:40], frac))
 
 
 def ref_layernorm(x, fx, gamma, beta, eps):

@@ -38,7 +38,7 @@ def test_demo_model_targets(demo, cfg):
 @pytest.mark.parametrize("scheme", ["dynamicvit", "evit", "evovit"])
 def test_scheme_models_targets(scheme, measured):
     """examples/mini_<scheme>.safetensors (examples/train_tiny_schemes.py): int16 top-1 within
-    0.3 points of float, >= 99% top-1 agreement on the 600 held-out digits."""
+    0.3 points of float, >= 99% top-1 agreement, logits SQNR >= 40 dB on the 600 held-out digits."""
     from golden.config import PRESETS
     path = CKPT.parent / f"mini_{scheme}.safetensors"
     if not path.exists():
@@ -49,9 +49,9 @@ def test_scheme_models_targets(scheme, measured):
     q = calibrate(model, x, method="maxabs")
     r = compare_dataset(model, q, load_data("digits:test", cfg), sqnr_images=0, progress=False)
     measured(f"{path.name}: float {100 * r.float_top1:.2f}%, int16 {100 * r.int_top1:.2f}%, agreement "
-             f"{100 * r.agreement:.2f}%, decisions equal {100 * r.decision_agreement:.2f}%, kept per stage "
-             + ", ".join(f"{k:.1f}" for k in r.kept_int.mean(0)))
-    assert r.images == 600 and r.float_top1 > 0.9
+             f"{100 * r.agreement:.2f}%, decisions equal {100 * r.decision_agreement:.2f}%, logits SQNR "
+             f"{r.logits_sqnr:.1f} dB, kept per stage " + ", ".join(f"{k:.1f}" for k in r.kept_int.mean(0)))
+    assert r.images == 600 and r.float_top1 > 0.9 and r.logits_sqnr >= 40.0
     assert abs(r.int_top1 - r.float_top1) <= 0.003
     assert r.agreement >= 0.99
     assert (r.kept_float == r.kept_int).all() and r.kept_int[:, -1].mean() < cfg.num_patches

@@ -1,7 +1,8 @@
 """The controller's checks (rtl_gen/control/checks.py) give the interpreter's error code for every
 descriptor and every header: descriptors of compiled programs with random fields and random
 machine state, headers with fields at and beyond the limits, evaluated in Amaranth's simulator
-and compared with golden.isa.first_failure / header_failure by ==."""
+and compared with golden.isa.first_failure / header_failure by ==. Descriptors of operations or
+modes the RTL does not execute yet (rtl_gen.control.checks.RTL_SUPPORT) must give BAD_OPCODE."""
 from __future__ import annotations
 
 import random
@@ -14,19 +15,24 @@ from golden import isa
 from golden.compiler import compile_model
 from golden.hw import HW_PRESETS
 from quant.calibrate import calibrated_random
-from rtl_gen.control.checks import check_code, header_code
+from rtl_gen.control.checks import RTL_SUPPORT, check_code, header_code, supported
 from rtl_gen.control.decode import header_layout
 
 HW = HW_PRESETS["mini"]
-STATE = {"rows": 13, "table_nseg": 13, "sel": 1, "sel_n": 13, "sel_npkg": 4, "pkg": 1, "pkg_d": 13, "last_sel": 1,
-         "sel_kept": 13}
+STATE = {"rows": 13, "table_nseg": 13, "sel": 1, "sel_n": 13, "sel_npkg": 4, "sel_mode": 2, "pkg": 1, "pkg_d": 13,
+         "last_sel": 1, "sel_kept": 13}
 
 
-def _cases(n=1500, seed=0):
-    q, _ = calibrated_random("mini", 0, 2)
-    img = compile_model(q, HW)
-    d0 = img.regions["program"][0]
-    descs = [isa.decode(img.data[d0 + i * 64:][:64]) for i in range(img.manifest["descriptors"])]
+def _cases(n=2000, seed=0):
+    """Random variations of the descriptors of programs of every scheme (the mini presets)."""
+    descs = []
+    for preset in ("mini", "mini-dynamicvit", "mini-evit", "mini-evovit"):
+        q, _ = calibrated_random(preset, 0, 2)
+        img = compile_model(q, HW)
+        d0 = img.regions["program"][0]
+        descs += [isa.decode(img.data[d0 + i * 64:][:64]) for i in range(img.manifest["descriptors"])]
+    # Evo-ViT's write-back COPY appears only where two blocks' formats differ
+    descs.append(isa.decode(isa.encode("COPY", i_buf=0, i_c0=0, i_r0=33, o_buf=0, o_c0=0, o_r0=33, w=64, shift=1, rows=32)))
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -42,6 +48,7 @@ def _cases(n=1500, seed=0):
             d[name] = v
         st = {"rows": rng.choice([1, 2, 5, 40, 72, 100]), "table_nseg": rng.choice([0, 128, 512, 2048]),
               "sel": rng.randint(0, 1), "sel_n": rng.choice([5, 40, 72]), "sel_npkg": rng.randint(0, 3),
+              "sel_mode": rng.randint(0, 1),
               "pkg": rng.randint(0, 1), "pkg_d": rng.choice([16, 64]), "last_sel": rng.randint(0, 1),
               "sel_kept": rng.choice([0, 3, 38, 70])}
         raw = isa.encode(op.name, **{k: v for k, v in d.items() if k != "op"})
@@ -49,9 +56,13 @@ def _cases(n=1500, seed=0):
             code = rng.randint(max(isa.OP_BY_CODE) + 1, 31)
             out.append((bytes([raw[0] & ~31 | code]) + raw[1:], st, isa.ERROR_CODES["BAD_OPCODE"]))
             continue
-        bad = isa.first_failure(op.name, isa.Fields(isa.decode(raw)), SimpleNamespace(
+        fields = isa.Fields(isa.decode(raw))
+        if not supported(op.name, fields):
+            out.append((raw, st, isa.ERROR_CODES["BAD_OPCODE"]))
+            continue
+        bad = isa.first_failure(op.name, fields, SimpleNamespace(
             n_max=HW.n_max, pwl_max=HW.pwl_max, stages_max=HW.stages_max, d_max=HW.d_max, C=HW.mac_cols,
-            W=lambda b: HW.buffer_width(b) if 0 <= b <= isa.VB else 0, **st))
+            W=lambda b: HW.buffer_width(b) if 0 <= b <= isa.SB else 0, **st))
         out.append((raw, st, 0 if bad is None else isa.ERROR_CODES[bad[0]]))
     return out
 
@@ -80,8 +91,13 @@ def test_rtl_checks_equal_interpreter(measured):
     sim.run()
     assert not bad, f"{len(bad)} of {len(cases)} differ; first: {bad[:3]}"
     assert {0, 4, 5, 6, 7} <= seen, f"cases reach too few codes: {seen}"
+    refused = [isa.OP_BY_CODE[r[0] & 31].name for r, _, want in cases
+               if want == isa.ERROR_CODES["BAD_OPCODE"] and r[0] & 31 in isa.OP_BY_CODE]
+    assert set(RTL_SUPPORT) <= set(isa.OPS) and "COPY" in refused and "DECIDE" in refused, \
+        "operations and modes the RTL lacks reach the controller (and get BAD_OPCODE)"
     measured(f"controller checks == interpreter checks on {len(cases)} random descriptors "
-             f"(codes seen: {sorted(isa.ERRORS[c][0] for c in seen)})")
+             f"(codes seen: {sorted(isa.ERRORS[c][0] for c in seen)}; {len(refused)} of operations or modes the RTL "
+             f"lacks: BAD_OPCODE)")
 
 
 def _headers(n=600, seed=1):
@@ -129,3 +145,20 @@ def test_rtl_header_checks_equal_interpreter(measured):
     assert seen == want_codes, f"cases reach too few codes: {seen}"
     measured(f"controller header check == interpreter on {len(cases)} headers (codes seen: "
              f"{sorted(isa.ERRORS[c][0] for c in seen)})")
+
+
+def test_cycle_model_times_only_what_the_rtl_runs():
+    """rtl_gen/tools/cycles.py refuses a program with operations or modes RTL_SUPPORT excludes
+    (a DynamicViT program) rather than timing them as zero cycles; SPViT's is timed."""
+    import pytest
+    from golden.arith import quantize
+    from rtl_gen.tools.cycles import program_cycles, trace
+    for preset in ("mini", "mini-dynamicvit"):
+        q, imgs = calibrated_random(preset, 0, 1)
+        img = compile_model(q, HW)
+        steps = trace(img, quantize(imgs.numpy(), q.img_frac)[0])
+        if preset == "mini":
+            assert program_cycles(img, steps).total > 0
+        else:
+            with pytest.raises(ValueError, match=r"descriptor \d+ \(MATMUL\) uses an operation or mode the RTL does not"):
+                program_cycles(img, steps)

@@ -105,14 +105,33 @@ def test_run_edited_image_is_a_mismatch(tmp_path, demo_package, capsys):
     assert "image 0 logits at (0,): RTL " in out and " != golden model " in out, out
 
 
-def test_compile_refuses_schemes_without_hardware(tmp_path, capsys):
+def test_compile_builds_every_scheme_and_checks_the_scheme_before_the_shapes(tmp_path, capsys, monkeypatch):
+    """`spvit compile` builds DynamicViT, EViT and Evo-ViT images (the interpreter runs them:
+    tests/golden/test_program.py); a scheme the compiler cannot lower is refused before any
+    shape, also for a model that does not fit the hardware either (issue 18, item 3)."""
+    import dataclasses
+
+    import golden.compiler
     from golden.config import PRESETS
     from quant.package import write_package
     from quant.calibrate import calibrated_random
     q, _ = calibrated_random(PRESETS["mini-dynamicvit"], 0, 2)
-    pkg = tmp_path / "dv.pkg"
-    write_package(q, pkg)
-    assert main(["compile", "--package", str(pkg), "--hw", "mini", "--out", str(tmp_path / "img")]) == 2
+    write_package(q, tmp_path / "dv.pkg")
+    assert main(["compile", "--package", str(tmp_path / "dv.pkg"), "--hw", "mini", "--out", str(tmp_path / "img")]) == 0
+    assert (tmp_path / "img" / "manifest.json").exists()
+    wide = dataclasses.replace(PRESETS["mini-evit"], embed_dim=128)        # embed_dim 128 > d_max 64 of mini
+    q, _ = calibrated_random(wide, 0, 2)
+    write_package(q, tmp_path / "wide.pkg")
+    capsys.readouterr()
+    assert main(["compile", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
+    assert "embed_dim 128 > d_max 64" in capsys.readouterr().err
+    # spvit run: the RTL does not run EViT yet, said before the shapes (and before any simulator build)
+    assert main(["run", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini"]) == 2
     err = capsys.readouterr().err
-    assert "token selection 'dynamicvit' (model mini-dynamicvit) has no hardware yet" in err and "Traceback" not in err
-    assert not (tmp_path / "img").exists()
+    assert "token selection 'evit' (model mini-evit) has no hardware yet" in err and "d_max" not in err, err
+    monkeypatch.setattr(golden.compiler, "LOWERED", ("none", "spvit"))
+    assert main(["compile", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "token selection 'evit' (model mini-evit) has no accelerator program yet" in err, err
+    assert "d_max" not in err and "Traceback" not in err
+    assert not (tmp_path / "no").exists()

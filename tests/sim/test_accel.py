@@ -134,8 +134,21 @@ def test_bad_programs_stop_with_an_error_code(measured):
     assert runs[0].error == "AXI_READ" and not runs[0].hung, (runs[0].error, runs[0].hung)
     c = compare_runs(img, [x], runs[1:])
     c.check("run after an AXI error")
+    # operations and modes the interpreter runs but this RTL lacks (rtl_gen/control/checks.py RTL_SUPPORT):
+    # BAD_OPCODE at the descriptor, never a hang or a silent wrong result
+    dk = next(i for i, _ in img.labels if desc(i).op.name == "DECIDE")
+    lacking = {"top-k DECIDE": [patched(dk, mode=isa.DECIDE_TOPK, k=3, act=isa.ACT_NONE)],
+               "COPY": [(_desc_offset(img, gm), isa.encode("COPY", i_buf=0, o_buf=1, w=16, rows=4))],
+               "GMEAN with an output shift": [patched(gm, shift=1)]}
+    runs = run_accel(img, [x] * (len(lacking) + 1), pokes=list(lacking.values()) + [[]], pause=0.1, seed=6,
+                     timeout=2_000_000)
+    at = {"top-k DECIDE": dk, "COPY": gm, "GMEAN with an output shift": gm}
+    lacked = {n: (r.error, r.error_index, r.hung) for n, r in zip(lacking, runs)}
+    assert lacked == {n: ("BAD_OPCODE", at[n], False) for n in lacking}, lacked
+    compare_runs(img, [x], runs[-1:]).check("run after the refused descriptors")
     measured("bad programs stop with the interpreter's error code and index, then the next run is bit-exact: "
-             + ", ".join(f"{n} -> {e}@{i}" for n, (e, i) in got.items()) + "; SLVERR on the stream -> AXI_READ")
+             + ", ".join(f"{n} -> {e}@{i}" for n, (e, i) in got.items()) + "; SLVERR on the stream -> AXI_READ; "
+             + ", ".join(f"{n} -> {e}@{i}" for n, (e, i, _) in lacked.items()) + " (not in this RTL yet)")
 
 
 def test_cycle_model_matches_rtl(demo, measured):
