@@ -160,9 +160,14 @@ def _part(hw: HardwareConfig, name: str, factory) -> tuple:
     text = to_verilog(factory(), top)
     prep, family = _prep(hw, name, top), FAMILY.get(name, "xcup")
     h = hashlib.sha256((family + prep + text).encode()).hexdigest()[:12]
+    return top, text, prep, family, h, work_dir(hw)
+
+
+def work_dir(hw: HardwareConfig) -> Path:
+    """The synthesis cache of one hardware configuration."""
     work = settings.BUILD.resolve() / "synth" / hw.name
     work.mkdir(parents=True, exist_ok=True)
-    return top, text, prep, family, h, work
+    return work
 
 
 def synthesize_part(hw: HardwareConfig, name: str, factory, netlist: bool = False) -> PartResult:

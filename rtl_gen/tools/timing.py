@@ -593,9 +593,32 @@ def timing_top(hw: HardwareConfig, model: DelayModel = MODEL, verbose: bool = Tr
                   f"{'ok' if delay <= budget else 'OVER':7s}  {w.start} ({w.start_kind}) -> {w.end} ({w.end_kind}); {kinds}"
                   + (f"; inside a DSP48 {t.dsp_internal:.2f} ns" if t.dsp_internal > w.delay else ""), flush=True)
     fmax = min(r["fmax_mhz"] for r in rows)
+    result = {"clock_mhz": hw.clock_mhz, "fmax_mhz": fmax, "parts": rows, "model": asdict(model)}
+    _write_summary(hw, result)
     if verbose:
         worst = min(rows, key=lambda r: r["fmax_mhz"])
         print(f"  supported clock by this model: {fmax:.0f} MHz (set by {worst['part']}); at {hw.clock_mhz:g} MHz "
               f"{sum(not r['meets'] for r in rows)} of {len(rows)} parts are over budget. An estimate from Yosys's "
               f"netlist, not Vivado: placement, routing and skew are modeled, not measured.")
-    return {"clock_mhz": hw.clock_mhz, "fmax_mhz": fmax, "parts": rows, "model": asdict(model)}
+    return result
+
+
+def summary_path(hw: HardwareConfig):
+    return synthesis.work_dir(hw) / "timing-summary.json"
+
+
+def _write_summary(hw: HardwareConfig, result: dict) -> None:
+    """The last whole-design result of `timing_top` for this hardware (read by
+    benchmarks/latency.py): the supported clock and each part's, without the path lists."""
+    brief = {"clock_mhz": result["clock_mhz"], "fmax_mhz": result["fmax_mhz"], "model": result["model"],
+             "parts": {r["part"]: r["fmax_mhz"] for r in result["parts"]}}
+    path = summary_path(hw)
+    path.with_name(path.name + ".tmp").write_text(json.dumps(brief, indent=1))
+    path.with_name(path.name + ".tmp").replace(path)
+
+
+def last_summary(hw: HardwareConfig) -> dict | None:
+    """The summary the last `spvit report --timing` of this hardware wrote, or None. It is the
+    design as it was then: rerun the report after changing the RTL."""
+    path = summary_path(hw)
+    return json.loads(path.read_text()) if path.exists() else None
