@@ -17,7 +17,7 @@ from golden.interp import Machine
 from rtl_gen.selector.store import beats
 from rtl_gen.tools import cycles as cycle_model
 
-from .check import Comparison
+from golden.compare import Comparison
 from .runner import run_stream
 from .select_bench import SelectBench, Session, region, store_bytes
 

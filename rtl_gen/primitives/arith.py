@@ -230,3 +230,14 @@ def bit_length(m, v, name: str = "bitlen") -> Value:
         with m.If(v[i]):
             m.d.comb += out.eq(i + 1)
     return out
+
+
+def tree_sum(values, name: str, m) -> Value:
+    """Sum of `values` as a balanced adder tree (log depth; Python's sum() builds a chain), as a
+    comb Signal."""
+    values = [Value.cast(v) for v in values]
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
+    out = Signal(values[0].shape(), name=name)
+    m.d.comb += out.eq(values[0])
+    return out

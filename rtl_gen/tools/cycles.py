@@ -370,8 +370,8 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
 
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
-    """Per input tile: 3 cycles without output tokens, else d words of one write (two when its
-    output tokens cross an output tile boundary) and 6 more; then the package token (d + 1)."""
+    """Per input tile: 4 cycles without output tokens, else d words of one write (two when its
+    output tokens cross an output tile boundary) and 8 more; then the package token (d + 1)."""
     R = hw.mac_rows
     keep = np.asarray(keep, dtype=bool)
     ns = rows - 1 - n_pkg
@@ -383,8 +383,8 @@ def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> i
     cyc, pos = 1, 0
     for cnt in out.reshape(t, R).sum(1):
         if cnt == 0:
-            cyc += 3
+            cyc += 4
             continue
-        cyc += d * (2 if pos % R + cnt > R else 1) + 6
+        cyc += d * (2 if pos % R + cnt > R else 1) + 8
         pos += int(cnt)
     return cyc + d
