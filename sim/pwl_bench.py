@@ -9,15 +9,15 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
-from rtl_gen.primitives.pwl import LATENCY, PwlEval
+from rtl_gen.primitives.pwl import PwlEval
 from rtl_gen.primitives.ram import Ram
 
-DEPTH = 8
+ROOM = 8                     # FIFO places beyond the results in flight
 
 
 class PwlBench(wiring.Component):
-    def __init__(self, hw: HardwareConfig, in_bits: int = 17):
-        self.hw, self.in_bits = hw, in_bits
+    def __init__(self, hw: HardwareConfig, in_bits: int = 17, deep: bool = False):
+        self.hw, self.in_bits, self.deep = hw, in_bits, deep
         cmd = data.StructLayout({"table": 1, "addr": range(hw.pwl_max), "base": signed(32), "slope": signed(27),
                                  "x": signed(in_bits)})
         super().__init__({"i_cmd": In(stream.Signature(cmd)), "o_y": Out(stream.Signature(signed(16))),
@@ -25,9 +25,11 @@ class PwlBench(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.pwl = pwl = PwlEval(self.hw, self.in_bits)
+        m.submodules.pwl = pwl = PwlEval(self.hw, self.in_bits, self.deep)
+        lat = pwl.latency
+        depth = lat + ROOM
         m.submodules.tab = tab = Ram(59, self.hw.pwl_max, is_signed=False)
-        m.submodules.out = q = fifo.SyncFIFOBuffered(width=16, depth=DEPTH)
+        m.submodules.out = q = fifo.SyncFIFOBuffered(width=16, depth=depth)
         g = pwl.geo
         m.d.comb += [g.lo.eq(self.lo), g.shift.eq(self.shift), g.n_seg.eq(self.n_seg), g.extend.eq(self.extend),
                      g.frac.eq(self.frac)]
@@ -35,8 +37,8 @@ class PwlBench(wiring.Component):
         m.d.comb += [tab.raddr.eq(t.addr), tab.ren.eq(t.en), t.data.base.eq(tab.rdata[:32]),
                      t.data.slope.eq(tab.rdata[32:59])]
         c = self.i_cmd.payload
-        v = Signal(LATENCY)
-        m.d.comb += [self.i_cmd.ready.eq(q.level + LATENCY + 1 < DEPTH), pwl.x.eq(c.x),
+        v = Signal(lat)
+        m.d.comb += [self.i_cmd.ready.eq(q.level + lat + 1 < depth), pwl.x.eq(c.x),
                      tab.waddr.eq(c.addr), tab.wdata.eq(Cat(c.base, c.slope)),
                      tab.wen.eq(self.i_cmd.valid & self.i_cmd.ready & c.table)]
         m.d.sync += v.eq(Cat(self.i_cmd.valid & self.i_cmd.ready & ~c.table, v[:-1]))

@@ -18,7 +18,7 @@ from golden import isa
 from golden.compiler import compile_model
 from golden.hw import ZCU102_BRAM36, ZCU102_DSP, DoesNotFit, HardwareConfig
 from golden.interp import Selection
-from rtl_gen.tools import synthesis
+from rtl_gen.tools import synthesis, timing as timing_report
 from rtl_gen.tools.cycles import ProgramPerf, Step, program_cycles
 
 # DSP48E2 of the units besides the MAC array, per token lane (mac_rows) and fixed, from Yosys
@@ -134,7 +134,7 @@ def estimate(cfg, hw: HardwareConfig, keep=None, ddr: bool = True) -> PerfEstima
     return PerfEstimate(cfg.name, hw, keep, perf, dsp, bram, why)
 
 
-def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> None:
+def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False, timing: bool = False) -> None:
     e = estimate(cfg, hw, keep)
     p = e.perf
     if not p.ops:
@@ -183,3 +183,6 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False) -> Non
           + ("" if e.fits else " - DOES NOT FIT: " + "; ".join(e.why)))
     if synth:
         synthesis.synthesize_top(hw, verbose=True)
+    if timing:
+        print("\ntiming (Yosys synth_xilinx per unit; rtl_gen/tools/timing.py)")
+        timing_report.timing_top(hw, verbose=True)

@@ -90,15 +90,16 @@ class AttentionSeq(wiring.Component):
         # fields ATTENTION does not use get a (harmless) live driver: a constant there would be a
         # process without inputs in the Verilog, which Icarus never runs (the bits stay X)
         m.d.comb += [q.w_addr.eq(dim), q.info.release.eq(first_item & ~first_item)]
-        score_ch0, pv_ch0 = Signal(range(hw.d_max + 1)), Signal(range(hw.d_max + 1))   # the heads' first channels
-        m.d.comb += [score_ch0.eq(score_head * d.head_dim), pv_ch0.eq(pv_head * d.head_dim)]
+        # the heads' first channels, head x head_dim kept as running sums (no multiplier)
+        score_ch0, pv_ch0 = Signal(range(hw.d_max + 1)), Signal(range(hw.d_max + 1))
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [n_keys.eq(self.rows), q_tiles.eq(tiles_of(self.rows, R)),
                                  k_tiles.eq(tiles_of(self.rows, C)), score_tile.eq(0), score_head.eq(0),
                                  pv_tile.eq(0), pv_head.eq(0), key_tile.eq(0), dim.eq(0), pv_group.eq(0),
-                                 pv_key.eq(0), first_item.eq(1), scores_done.eq(0), read_bank.eq(0)]
+                                 pv_key.eq(0), first_item.eq(1), scores_done.eq(0), read_bank.eq(0),
+                                 score_ch0.eq(0), pv_ch0.eq(0)]
                     m.next = "SCORE"
             with m.State("SCORE"):
                 m.d.comb += [self.req.valid.eq(1), q.a_src.eq(A_TOK), q.a_buf.eq(d.q_buf), q.a_tile.eq(score_tile),
@@ -112,9 +113,10 @@ class AttentionSeq(wiring.Component):
                         m.d.sync += [dim.eq(0), key_tile.eq(key_tile + 1)]
                         with m.If(key_tile == k_tiles - 1):
                             last_item = (score_head == d.heads - 1) & (score_tile == q_tiles - 1)
-                            m.d.sync += [key_tile.eq(0), score_head.eq(score_head + 1), first_item.eq(0)]
+                            m.d.sync += [key_tile.eq(0), score_head.eq(score_head + 1), first_item.eq(0),
+                                         score_ch0.eq(score_ch0 + d.head_dim)]
                             with m.If(score_head == d.heads - 1):
-                                m.d.sync += [score_head.eq(0), score_tile.eq(score_tile + 1)]
+                                m.d.sync += [score_head.eq(0), score_tile.eq(score_tile + 1), score_ch0.eq(0)]
                             with m.If(last_item):
                                 m.d.sync += scores_done.eq(1)
                             with m.If(~first_item | last_item):
@@ -132,9 +134,10 @@ class AttentionSeq(wiring.Component):
                         with m.If(pv_group == (d.head_dim >> col_bits) - 1):
                             pv_last = (pv_head == d.heads - 1) & (pv_tile == q_tiles - 1)
                             m.d.comb += bank_used.eq(1)
-                            m.d.sync += [pv_group.eq(0), read_bank.eq(~read_bank), pv_head.eq(pv_head + 1)]
+                            m.d.sync += [pv_group.eq(0), read_bank.eq(~read_bank), pv_head.eq(pv_head + 1),
+                                         pv_ch0.eq(pv_ch0 + d.head_dim)]
                             with m.If(pv_head == d.heads - 1):
-                                m.d.sync += [pv_head.eq(0), pv_tile.eq(pv_tile + 1)]
+                                m.d.sync += [pv_head.eq(0), pv_tile.eq(pv_tile + 1), pv_ch0.eq(0)]
                             with m.If(pv_last):
                                 m.next = "IDLE"
                             with m.Elif(~scores_done):

@@ -1,32 +1,46 @@
 """Epilogue of the MAC array: one drained column (mac_rows 48-bit sums of one output channel)
-per beat becomes int16 outputs, in a five-stage pipeline that advances together:
+per beat becomes int16 outputs in a fixed-latency pipeline that never stalls:
 
-    1  p = (acc + bias) * mult                         (bias and mult travel with the beat)
-    2  y = requant(p, shift)                            (runtime signed shift)
-    3-5 PWL (primitives/pwl.py PwlEval, latency 3)     (when `act`); the residual word is read
-    5  y = add_shifted(residual, sa, y, sb, so); write  (golden.arith.add_shifted)
+    s = acc + bias                                      1 stage
+    p = s x mult  (two 25 x 17 DSP products, summed)    2 stages
+    y = requant(p, shift)                               3 stages (runtime signed shift)
+    PWL (primitives/pwl.py PwlEval)                     PWL_LATENCY stages, when `act`
+    y = add_shifted(residual, sa, y, sb, so)            5 stages (the residual read before)
+    write                                               1 stage
 
 and is written to a token buffer, the key buffer, the value banks, or sent to the softmax unit
-(scores), as the beat's context says. Rows at or above `rows` are never written. The pipeline
-only stalls when the softmax unit does (ATTENTION, which has no activation, so the free-running
-PWL lanes never hold a beat that a stall could misalign); `idle` says no beat is in flight.
+(scores, through a FIFO whose places the drain reserves by credits: `sm_free`), as the beat's
+context says. Rows at or above `rows` are never written. Every stage is one register deep
+(docs/rtl.md, "Timing budget"); `bias`, `mult` and `shift` travel with the beat, the residual
+alignments and the activation geometry are the operation's (`cfg`). `idle`: no beat in flight.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
+from golden.isa import ALIGN_MAX
 
 from ..buffers import ports
-from ..primitives.arith import add_shifted, requant_sv
 from ..buffers.ports import lanes
-from ..primitives.pwl import PwlEval, geometry_layout, table_read
+from ..primitives.arith import WORD, pipe_stage, requant_sv, requant_sv_shift
+from ..primitives.fifo import RamFifo
+from ..primitives.pwl import DEEP_LATENCY as PWL_LATENCY, PwlEval, geometry_layout, table_read
 
 ACC_BITS = 48
+PRODUCT_BITS = ACC_BITS + 1 + 17            # (acc + bias) x mult
+SUM_BITS = WORD + ALIGN_MAX + 2             # (r << sa) + (y << sb)
 # where a beat goes
 DEST_TOK, DEST_KB, DEST_VB, DEST_SM = range(4)
+SPLIT = 24                                  # s = hi 2^24 + lo: lo x mult and hi x mult, one DSP each
+REQUANT_STAGES = 3                          # requant_sv with two cuts, then its result registered
+RES_STAGES = 2 + REQUANT_STAGES             # shifts, sum, requant
+Y_STAGE = 3 + REQUANT_STAGES                # the stage whose register holds the requantised y
+ACT_STAGE = Y_STAGE + PWL_LATENCY           # the activation's result
+LATENCY = ACT_STAGE + RES_STAGES + 1        # a beat in -> its write (the write ports are combinational from here)
+SM_DEPTH = 32                               # score FIFO: the drain's credit loop at one beat per cycle
 
 
 def ctx_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -44,6 +58,16 @@ def config_layout(hw: HardwareConfig) -> data.StructLayout:
                               "so": signed(8), "rows": range(hw.n_max + 1)})
 
 
+def tag_layout(hw: HardwareConfig) -> data.StructLayout:
+    """What travels beside a beat's lanes after the first stage."""
+    return data.StructLayout({"valid": 1, "dest": 2, "buf": 2, "tile": range(hw.tiles), "ch": range(hw.k_max),
+                              "ok": 1, "last": 1, "rows": hw.mac_rows})
+
+
+def sm_layout(hw: HardwareConfig) -> data.StructLayout:
+    return data.StructLayout({"s": lanes(hw.mac_rows), "last": 1})
+
+
 class Epilogue(wiring.Component):
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
@@ -56,73 +80,97 @@ class Epilogue(wiring.Component):
             "w": Out(ports.tok_write(hw)),
             "kw": Out(ports.key_write(hw)),
             "vw": Out(ports.val_write(hw)),
-            "o_s": Out(stream.Signature(data.StructLayout({"s": lanes(R), "last": 1}))),
+            "o_s": Out(stream.Signature(sm_layout(hw))),
+            "sm_free": Out(2),                  # credits back to the drain: a score FIFO place freed, a padding score dropped
             "idle": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        cfg = self.cfg
-        ctx = [Signal(ctx_layout(hw), name=f"ctx{k}") for k in range(6)]
-        v = [Signal(name=f"v{k}") for k in range(6)]
-        p1 = [Signal(signed(ACC_BITS + 18), name=f"p1_{r}") for r in range(R)]
-        y2 = [Signal(signed(16), name=f"y2_{r}") for r in range(R)]
-        y3 = [Signal(signed(16), name=f"y3_{r}") for r in range(R)]
-        y4 = [Signal(signed(16), name=f"y4_{r}") for r in range(R)]
+        cfg, beat = self.cfg, self.i.payload
+        m.d.comb += self.i.ready.eq(1)
+        # the beat's tag, one register per stage; the rows mask and the requant shift of stage 1
+        tags = [Signal(tag_layout(hw), name=f"tag{k}") for k in range(LATENCY + 1)]
+        c = beat.ctx
+        m.d.sync += [tags[1].valid.eq(self.i.valid), tags[1].dest.eq(c.dest), tags[1].buf.eq(c.buf),
+                     tags[1].tile.eq(c.tile), tags[1].ch.eq(c.ch), tags[1].ok.eq(c.ok), tags[1].last.eq(c.last)]
+        room = Signal(signed(len(cfg.rows) + 1), name="room")       # rows of this tile that exist
+        m.d.sync += room.eq(cfg.rows - (c.tile << ports.lane_bits(R)))
+        m.d.sync += [tags[2].eq(tags[1]), tags[2].rows.eq(Cat(room > r for r in range(R)))]
+        m.d.sync += [tags[k].eq(tags[k - 1]) for k in range(3, LATENCY + 1)]
+        sh = Signal(range(PRODUCT_BITS + 2 * WORD + 3), name="sh1")
+        mult = Signal(17, name="mult1")
+        m.d.sync += [sh.eq(requant_sv_shift(m, c.shift, PRODUCT_BITS, WORD, "rq_sh")), mult.eq(c.mult)]
+        sh2, sh3 = Signal.like(sh, name="sh2"), Signal.like(sh, name="sh3")
+        m.d.sync += [sh2.eq(sh), sh3.eq(sh2)]
+        so = Signal.like(sh, name="so_sh")                              # the operation's: static
+        m.d.sync += so.eq(requant_sv_shift(m, cfg.so, SUM_BITS, WORD, "so_sh_c"))
 
-        # ------------------------------------------------ handshakes (all stages advance together)
-        out_sm = ctx[5].dest == DEST_SM
-        en = Signal()
-        m.d.comb += [en.eq(~v[5] | ~out_sm | self.o_s.ready), self.i.ready.eq(en),
-                     self.idle.eq(~(v[1] | v[2] | v[3] | v[4] | v[5]))]
-        with m.If(en):
-            m.d.sync += [v[1].eq(self.i.valid), ctx[1].eq(self.i.payload.ctx)]
-            m.d.sync += [v[k].eq(v[k - 1]) for k in range(2, 6)] + [ctx[k].eq(ctx[k - 1]) for k in range(2, 6)]
-
-        # ------------------------------------------------ per lane
         res = self.rb.data
-        c4 = ctx[4]
-        m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(c4.tile), self.rb.ch.eq(c4.ch),
-                     self.rb.en.eq(en & v[4] & cfg.res)]
-        y5, scores = [], []
+        t_rb = tags[ACT_STAGE - ports.READ_LATENCY]
+        m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(t_rb.tile), self.rb.ch.eq(t_rb.ch),
+                     self.rb.en.eq(t_rb.valid & cfg.res)]
+        out = []
         for r in range(R):
-            acc = self.i.payload.acc[r]
-            yq = requant_sv(m, p1[r], ctx[1].shift, name=f"rq{r}")
-            m.submodules[f"pwl{r}"] = pwl = PwlEval(hw, 16)
-            wiring.connect(m, pwl.table, wiring.flipped(self.table[r]))
-            m.d.comb += [pwl.geo.eq(cfg.pwl), pwl.x.eq(y2[r])]
-            y5r = Signal(signed(16), name=f"y5_{r}")
-            with m.If(en):
-                m.d.sync += [p1[r].eq((acc + self.i.payload.ctx.bias) * self.i.payload.ctx.mult), y2[r].eq(yq),
-                             y3[r].eq(y2[r]), y4[r].eq(y3[r]), y5r.eq(y4[r])]
-            scores.append(y5r)
-            y = Signal(signed(16), name=f"yact_{r}")
-            m.d.comb += y.eq(Mux(cfg.act, pwl.y, y5r))
-            ys = add_shifted(m, res[r], cfg.sa, y, cfg.sb, cfg.so, name=f"res{r}")
-            y5.append(Mux(cfg.res, ys, y))
-        self._write(m, ctx[5], v[5], en, y5, scores)
+            out.append(self._lane(m, r, beat.acc[r], c.bias, mult, sh3, so, res[r]))
+        self._write(m, tags[LATENCY], out)
+        m.d.comb += self.idle.eq(~Cat(t.valid for t in tags[1:]).any() & ~self.o_s.valid & (self._sm.count == 0))
         return m
 
-    def _write(self, m, c, valid, en, y, scores):
-        """The last stage: write y (R lanes) where the context says (only rows < rows). Scores
-        (requantised, never activated or residual-added: ATTENTION sets neither) go to the
-        softmax unit, offered whether or not it is ready (stream rule 3: valid must not follow
-        ready) and held by the stalled pipeline until taken."""
+    def _lane(self, m, r: int, acc, bias, mult, sh3, so, res) -> Value:
+        """One lane's arithmetic, LATENCY register stages; returns its last register."""
+        cfg = self.cfg
+
+        def reg(value, name, shape=None):
+            x = Value.cast(value)
+            q = Signal(shape or x.shape(), name=f"{name}_{r}")
+            m.d.sync += q.eq(x)
+            return q
+
+        def delay(value, n, name):
+            for k in range(n):
+                value = reg(value, f"{name}{k}")
+            return value
+        s = reg(acc + bias, "s1", signed(ACC_BITS + 1))
+        lo = reg(s[:SPLIT] * mult, "lo2")
+        hi = reg(s[SPLIT:].as_signed() * mult, "hi2")
+        p = reg(lo + (hi << SPLIT), "p3", signed(PRODUCT_BITS))
+        y = reg(requant_sv(m, p, 0, WORD, f"rq{r}", pipe_stage(m, name=f"rq{r}_c"), shift=sh3), "y")
+        m.submodules[f"pwl{r}"] = pwl = PwlEval(self.hw, WORD, deep=True)
+        wiring.connect(m, pwl.table, wiring.flipped(self.table[r]))
+        m.d.comb += [pwl.geo.eq(cfg.pwl), pwl.x.eq(y)]
+        yact = Signal(signed(WORD), name=f"yact_{r}")
+        m.d.comb += yact.eq(Mux(cfg.act, pwl.y, delay(y, PWL_LATENCY, "yd")))
+        # residual: (r << sa) + (y << sb), requantised by so; the residual word arrives now
+        rs = reg(res.as_signed() << cfg.sa, "rs", signed(SUM_BITS))
+        ys = reg(yact << cfg.sb, "ys", signed(SUM_BITS))
+        total = reg(rs + ys, "sum", signed(SUM_BITS))
+        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", pipe_stage(m, name=f"ra{r}_c"), shift=so), "yres")
+        return reg(Mux(cfg.res, yres, delay(yact, RES_STAGES, "yn")), "yout")
+
+    def _write(self, m, t, y):
+        """The last stage: write y (R lanes) where the tag says (only rows < rows); scores into
+        the FIFO to the softmax unit."""
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
         G = C // R
-        go = valid & en
-        rows = ports.rows_mask(m, self.cfg.rows, c.tile, hw)
+        go = t.valid & t.ok
         yv = Signal(lanes(R), name="y_out")
-        m.d.comb += [yv.eq(Cat(y)), self.o_s.payload.s.eq(Cat(scores)), self.o_s.payload.last.eq(c.last),
-                     self.o_s.valid.eq(valid & c.ok & (c.dest == DEST_SM))]
+        m.d.comb += yv.eq(Cat(y))
+        m.submodules.sm = self._sm = fifo = RamFifo(sm_layout(hw).size, SM_DEPTH)
+        q = data.View(sm_layout(hw), fifo.i.payload)
+        m.d.comb += [fifo.i.valid.eq(go & (t.dest == DEST_SM)), q.s.eq(yv), q.last.eq(t.last),
+                     self.o_s.valid.eq(fifo.o.valid), self.o_s.payload.eq(fifo.o.payload),
+                     fifo.o.ready.eq(self.o_s.ready)]
+        # a score beat of a padding key (ok = 0) never enters the FIFO: its credit returns here
+        m.d.sync += self.sm_free.eq((fifo.o.valid & fifo.o.ready) + (t.valid & ~t.ok & (t.dest == DEST_SM)))
         w, kw, vw = self.w, self.kw, self.vw
-        m.d.comb += [w.buf.eq(c.buf), w.tile.eq(c.tile), w.ch.eq(c.ch), w.data.eq(yv),
-                     w.en.eq(Mux(go & c.ok & (c.dest == DEST_TOK), rows, 0)),
-                     vw.tile.eq(c.tile), vw.ch.eq(c.ch), vw.data.eq(yv),
-                     vw.en.eq(Mux(go & c.ok & (c.dest == DEST_VB), rows, 0)),
-                     kw.ch.eq(c.ch), kw.data.eq(Cat(yv for _ in range(G)))]
+        m.d.comb += [w.buf.eq(t.buf), w.tile.eq(t.tile), w.ch.eq(t.ch), w.data.eq(yv),
+                     w.en.eq(Mux(go & (t.dest == DEST_TOK), t.rows, 0)),
+                     vw.tile.eq(t.tile), vw.ch.eq(t.ch), vw.data.eq(yv),
+                     vw.en.eq(Mux(go & (t.dest == DEST_VB), t.rows, 0)),
+                     kw.ch.eq(t.ch), kw.data.eq(Cat(yv for _ in range(G)))]
         gb = (G - 1).bit_length()
-        m.d.comb += kw.ktile.eq(c.tile >> gb)
-        grp = c.tile[:gb] if gb else 0
-        m.d.comb += kw.en.eq(Mux(go & c.ok & (c.dest == DEST_KB), rows << (grp * R if gb else 0), 0))
+        m.d.comb += kw.ktile.eq(t.tile >> gb)
+        grp = t.tile[:gb] if gb else 0
+        m.d.comb += kw.en.eq(Mux(go & (t.dest == DEST_KB), t.rows << (grp * R if gb else 0), 0))

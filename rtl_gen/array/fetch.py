@@ -1,28 +1,35 @@
 """Operand fetch and drain around the MAC array (shared by MATMUL and ATTENTION).
 
 Fetch: a sequencer sends one request per MAC beat (where to read A and B for one k, first/last
-of a tile, and the tile's drain info on its last beat). Reads are issued in the cycle the request
-is taken and their data, one cycle later, goes to the MAC array; both stages advance together,
-so a stalled array holds the block-RAM outputs (no read enable while stalled).
+of a tile, and the tile's drain info on its last beat). A request is taken when a credit says
+its beat will find room in the operand FIFO; its reads are issued then (buffer-fabric ports,
+ports.READ_LATENCY cycles; the probability bank and the weight ring answer in one, so with a
+fabric latency of 2 they are issued a cycle later), so both operands arrive together
+READ_LATENCY cycles after the request and go into the FIFO. The MAC array takes beats from the FIFO; nothing waits on the array
+combinationally, so the reads never stall.
 
     A: a token buffer word (tile, channel) or a probability-bank word (bank, key)
     B: a weight row of the weight ring, a key-buffer word, or a value-bank word
 
 Drain: the array's columns leave one per beat; the info of the tile at the head of a small FIFO
-(pushed when its last beat was issued) gives every column its context for the epilogue.
+(pushed when its last beat entered the array) gives every column its context for the epilogue,
+computed into registers. A beat for the softmax unit (scores) leaves only with a credit for the
+epilogue's score FIFO (Epilogue.sm_free), so the epilogue never stalls.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
 
 from ..buffers import ports
-from .epilogue import DEST_SM, DEST_TOK, beat_layout
+from .epilogue import DEST_SM, DEST_TOK, SM_DEPTH, beat_layout
 from .mac import ab_layout, acc_layout
+from ..primitives.arith import ACC_BITS
 from ..buffers.weight_ring import drain_port, issue_port
+from ..primitives.fifo import RamFifo
 
 A_TOK, A_PROB = range(2)
 B_WEIGHT, B_KEY, B_VALUE = range(3)
@@ -50,6 +57,15 @@ def prob_read(hw: HardwareConfig) -> wiring.Signature:
                              "data": In(ports.lanes(hw.mac_rows))})
 
 
+def beat_fifo_layout(hw: HardwareConfig) -> data.StructLayout:
+    return data.StructLayout({"ab": ab_layout(hw.mac_rows, hw.mac_cols), "info": info_layout(hw)})
+
+
+FETCH_DEPTH = 8          # operand FIFO: the credit loop (request -> data -> FIFO -> MAC -> credit) at one beat per cycle
+ISSUE_LATENCY = ports.READ_LATENCY + 2   # a request taken -> its beat offered to the MAC array (reads, FIFO write, FIFO read)
+DRAIN_STAGES = 2         # a column on the MAC array's output -> its beat offered to the epilogue
+
+
 class Fetch(wiring.Component):
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
@@ -64,31 +80,50 @@ class Fetch(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        q = self.req.payload
-        data_valid = self.o_ab.valid           # the reads issued last cycle: their data is there
-        a_src, b_src, first, last = Signal(), Signal(2), Signal(), Signal()
-        info = Signal(info_layout(self.hw))
-        advance = Signal()
-        m.d.comb += [advance.eq(~data_valid | self.o_ab.ready), self.req.ready.eq(advance), self.idle.eq(~data_valid)]
-        go = advance & self.req.valid
+        hw, q = self.hw, self.req.payload
+        lat = ports.READ_LATENCY
+        m.submodules.fifo = fifo = RamFifo(beat_fifo_layout(hw).size, FETCH_DEPTH)
+        # credits: FIFO places not yet promised to a request (a freed place returns a cycle later)
+        credits = Signal(range(FETCH_DEPTH + 1), init=FETCH_DEPTH)
+        can = Signal(init=1)
+        freed = Signal()
+        go = Signal()
+        m.d.comb += [self.req.ready.eq(can), go.eq(self.req.valid & can)]
+        nxt = credits - go + freed
+        m.d.sync += [credits.eq(nxt), can.eq(nxt != 0), freed.eq(fifo.o.valid & fifo.o.ready)]
+        # reads: buffer-fabric ports now, the one-cycle memories next cycle
         m.d.comb += [
             self.ra.buf.eq(q.a_buf), self.ra.tile.eq(q.a_tile), self.ra.ch.eq(q.a_ch),
             self.ra.en.eq(go & (q.a_src == A_TOK)),
-            self.pr.bank.eq(q.p_bank), self.pr.key.eq(q.p_key), self.pr.en.eq(go & (q.a_src == A_PROB)),
-            self.wr.addr.eq(q.w_addr), self.wr.en.eq(go & (q.b_src == B_WEIGHT)),
             self.kr.ktile.eq(q.k_tile), self.kr.ch.eq(q.k_ch), self.kr.en.eq(go & (q.b_src == B_KEY)),
             self.vr.token.eq(q.v_token), self.vr.grp.eq(q.v_grp), self.vr.en.eq(go & (q.b_src == B_VALUE)),
         ]
-        with m.If(advance):
-            m.d.sync += [data_valid.eq(self.req.valid), a_src.eq(q.a_src), b_src.eq(q.b_src), first.eq(q.first),
-                         last.eq(q.last), info.eq(q.info)]
-        ab = self.o_ab.payload
-        m.d.comb += [ab.a.eq(Mux(a_src == A_PROB, self.pr.data, self.ra.data)),
-                     ab.b.eq(Mux(b_src == B_KEY, self.kr.data, Mux(b_src == B_VALUE, self.vr.data, self.wr.data))),
-                     ab.first.eq(first), ab.last.eq(last)]
-        # tile info leaves with the tile's last beat (the FIFO behind always has room: it is as
-        # deep as the tiles the array can hold)
-        m.d.comb += [self.o_info.payload.eq(info), self.o_info.valid.eq(data_valid & last & self.o_ab.ready)]
+        one_cycle = [self.pr.bank.eq(q.p_bank), self.pr.key.eq(q.p_key), self.pr.en.eq(go & (q.a_src == A_PROB)),
+                     self.wr.addr.eq(q.w_addr), self.wr.en.eq(go & (q.b_src == B_WEIGHT))]
+        assert lat in (1, 2)
+        if lat == 1:
+            m.d.comb += one_cycle
+        else:
+            m.d.sync += one_cycle
+        # the beat's tag travels beside its reads
+        tag = data.StructLayout({"valid": 1, "a_src": 1, "b_src": 2, "first": 1, "last": 1, "info": info_layout(hw)})
+        stages = [Signal(tag, name=f"tag{i}") for i in range(lat)]
+        m.d.sync += [stages[0].valid.eq(go), stages[0].a_src.eq(q.a_src), stages[0].b_src.eq(q.b_src),
+                     stages[0].first.eq(q.first), stages[0].last.eq(q.last), stages[0].info.eq(q.info)]
+        m.d.sync += [stages[i].eq(stages[i - 1]) for i in range(1, lat)]
+        t = stages[-1]
+        w = data.View(beat_fifo_layout(hw), fifo.i.payload)
+        m.d.comb += [fifo.i.valid.eq(t.valid),
+                     w.ab.a.eq(Mux(t.a_src == A_PROB, self.pr.data, self.ra.data)),
+                     w.ab.b.eq(Mux(t.b_src == B_KEY, self.kr.data, Mux(t.b_src == B_VALUE, self.vr.data, self.wr.data))),
+                     w.ab.first.eq(t.first), w.ab.last.eq(t.last), w.info.eq(t.info)]
+        # out of the FIFO into the MAC array; the tile's info leaves with its last beat (the
+        # drain's info FIFO always has room: it is as deep as the tiles the array can hold)
+        r = data.View(beat_fifo_layout(hw), fifo.o.payload)
+        m.d.comb += [self.o_ab.valid.eq(fifo.o.valid), self.o_ab.payload.eq(r.ab), fifo.o.ready.eq(self.o_ab.ready),
+                     self.o_info.payload.eq(r.info),
+                     self.o_info.valid.eq(fifo.o.valid & self.o_ab.ready & r.ab.last),
+                     self.idle.eq(~fifo.o.valid & (credits == FETCH_DEPTH) & ~Cat(s.valid for s in stages).any())]
         return m
 
 
@@ -100,7 +135,9 @@ def drain_cfg_layout(hw: HardwareConfig) -> data.StructLayout:
 
 
 class Drain(wiring.Component):
-    """MAC columns + tile info -> epilogue beats with their context."""
+    """MAC columns + tile info -> epilogue beats with their context, in two register stages
+    (the column's place in its tile; then its channel, bounds and bias). The epilogue never
+    stalls: a score beat leaves only with a credit for its FIFO (`sm_free` returns them)."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
@@ -110,6 +147,7 @@ class Drain(wiring.Component):
             "cfg": In(drain_cfg_layout(hw)),
             "ring": Out(drain_port(hw)),
             "o": Out(stream.Signature(beat_layout(hw))),
+            "sm_free": In(2),
             "idle": Out(1),
         })
 
@@ -121,30 +159,46 @@ class Drain(wiring.Component):
                      self.i_info.ready.eq(infos.w_rdy)]
         info = data.View(info_layout(hw), infos.r_data)          # the tile at the head of the FIFO
         col = Signal(range(C))
-        cfg, ctx = self.cfg, self.o.payload.ctx
-        take = self.i_acc.valid & infos.r_rdy & self.o.ready
-        m.d.comb += [self.o.valid.eq(self.i_acc.valid & infos.r_rdy), self.i_acc.ready.eq(self.o.ready & infos.r_rdy),
-                     self.o.payload.acc.eq(self.i_acc.payload.acc),
-                     infos.r_en.eq(take & (col == C - 1)), self.idle.eq(~infos.r_rdy & ~self.i_acc.valid)]
+        cfg = self.cfg
+        credits = Signal(range(SM_DEPTH + 1), init=SM_DEPTH)
+        credit = Signal(init=1)
+        score = info.kind == KIND_SCORE
+        can = infos.r_rdy & (~score | credit)
+        take = self.i_acc.valid & can
+        m.d.comb += [self.i_acc.ready.eq(can), infos.r_en.eq(take & (col == C - 1)),
+                     self.ring.release.eq(take & (col == C - 1) & (info.kind == KIND_MM) & info.release)]
         with m.If(take):
             m.d.sync += col.eq(Mux(col == C - 1, 0, col + 1))
-        bias = Signal.like(ctx.bias)
-        slot = self.ring.slot
-        with m.Switch(Mux(slot, C, 0) + col):
-            for s in range(2):
+        nxt = credits - (take & score) + self.sm_free
+        m.d.sync += [credits.eq(nxt), credit.eq(nxt != 0)]
+
+        # stage 1: the column, its tile, its place in the keys (scores: key0 + col < n)
+        s1 = Signal(data.StructLayout({"valid": 1, "acc": data.ArrayLayout(signed(ACC_BITS), hw.mac_rows),
+                                       "kind": 2, "tile": range(hw.tiles), "ch0": range(hw.k_max + C),
+                                       "cols": range(C + 1), "slot": 1, "keys": signed((hw.n_max + 1).bit_length() + 1)}),
+                    name="drain1")
+        col1 = Signal(range(C), name="drain1_col", attrs={"max_fanout": 64})
+        m.d.sync += [s1.valid.eq(take), s1.acc.eq(self.i_acc.payload.acc), s1.kind.eq(info.kind),
+                     s1.tile.eq(info.tile), s1.ch0.eq(info.ch0), s1.cols.eq(info.cols), s1.slot.eq(self.ring.slot),
+                     s1.keys.eq(cfg.n - info.key0), col1.eq(col)]
+        # stage 2: the beat
+        bias = Signal(signed(ACC_BITS))
+        with m.Switch(Cat(col1, s1.slot)):
+            for sl in range(2):
                 for c in range(C):
-                    with m.Case(s * C + c):
-                        m.d.comb += bias.eq(self.ring.bias[s][c])
-        key = info.key0 + col
-        mm, score = info.kind == KIND_MM, info.kind == KIND_SCORE
-        m.d.comb += [
-            ctx.dest.eq(Mux(mm, cfg.mm_dest, Mux(score, DEST_SM, DEST_TOK))),
+                    with m.Case(sl * C + c):
+                        m.d.comb += bias.eq(self.ring.bias[sl][c])
+        mm, sc = s1.kind == KIND_MM, s1.kind == KIND_SCORE
+        ctx = self.o.payload.ctx
+        m.d.sync += [
+            self.o.valid.eq(s1.valid), self.o.payload.acc.eq(s1.acc),
+            ctx.dest.eq(Mux(mm, cfg.mm_dest, Mux(sc, DEST_SM, DEST_TOK))),
             ctx.buf.eq(Mux(mm, cfg.mm_buf, cfg.o_buf)),
-            ctx.tile.eq(info.tile), ctx.ch.eq(info.ch0 + col),
-            ctx.ok.eq(Mux(score, key < cfg.n, col < info.cols)), ctx.last.eq(key == cfg.n - 1),
+            ctx.tile.eq(s1.tile), ctx.ch.eq(s1.ch0 + col1),
+            ctx.ok.eq(Mux(sc, col1 < s1.keys, col1 < s1.cols)), ctx.last.eq(col1 == s1.keys - 1),
             ctx.bias.eq(Mux(mm, bias, 0)),
-            ctx.mult.eq(Mux(mm, cfg.mm_mult, Mux(score, cfg.scale, 1))),
-            ctx.shift.eq(Mux(mm, cfg.mm_shift, Mux(score, cfg.s_shift, cfg.o_shift))),
-            self.ring.release.eq(take & (col == C - 1) & mm & info.release),
+            ctx.mult.eq(Mux(mm, cfg.mm_mult, Mux(sc, cfg.scale, 1))),
+            ctx.shift.eq(Mux(mm, cfg.mm_shift, Mux(sc, cfg.s_shift, cfg.o_shift))),
         ]
+        m.d.comb += self.idle.eq(~infos.r_rdy & ~self.i_acc.valid & ~s1.valid & ~self.o.valid)
         return m

@@ -7,7 +7,7 @@ item); o_p {p: R x int16 Q15 in 0..32767, last}, n beats per item.
 
 Per lane (exactly golden.kernels.softmax):
   A  mx = max s_j                                  while the item is stored     (n cycles)
-  B  E_j = exp_neg(s_j - mx, frac), S = sum E_j    rtl_gen.primitives.exp, 3 stages    (n + 5)
+  B  E_j = exp_neg(s_j - mx, frac), S = sum E_j    rtl_gen.primitives.exp, EXP_LAT stages (n + B_LAT)
   C  Rc = floor(2^46 / S)  (S >= 2^15: 32 steps, rtl_gen.primitives.recip), then
      p_j = min((E_j Rc + 2^30) >> 31, 32767)                                   (33 + n)
 The stages overlap on a ring of two row buffers per memory (block RAM, R x 16 bits, 2 n_max

@@ -57,6 +57,7 @@ class ArrayUnit(wiring.Component):
         connect(m, fetch.o_info, drain.i_info)
         connect(m, mac.o_acc, drain.i_acc)
         connect(m, drain.o, epi.i)
+        m.d.comb += drain.sm_free.eq(epi.sm_free)
         connect(m, epi.o_s, att.i_s)
         connect(m, fetch.pr, att.pr)
         with m.If(att.busy):

@@ -27,6 +27,7 @@ from golden.hw import HardwareConfig
 from golden.isa import DESC_BITS
 
 WORD = 16
+READ_LATENCY = 1        # a read's data: the cycle after its request (block RAM, synchronous read)
 
 
 def lanes(n: int, bits: int = WORD, is_signed: bool = True) -> data.ArrayLayout:

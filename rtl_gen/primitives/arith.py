@@ -42,7 +42,7 @@ def rshift_round(v, s: int) -> Value:
     return (v + (1 << (s - 1))) >> s
 
 
-def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru") -> Value:
+def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru", stage=None) -> Value:
     """sat(rshift_round(v, s), bits) for a runtime unsigned shift s (= golden requant with a
     `bits`-bit result). Computed as F = floor(2 v / 2^s), clamped to bits + 1 bits, then
     sat((F + 1) >> 1, bits): floor((floor(2 v / 2^s) + 1) / 2) = floor((v + 2^(s-1)) / 2^s) for
@@ -53,42 +53,88 @@ def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru") -> Value:
     later stage can bring into the bits + 1 output window (after the 2^j stage it keeps
     bits + 2^j bits), noting whether the dropped bits were a plain sign extension: if not, F is
     out of range and saturates. About half the LUTs of a full-width shifter and a wide compare.
-    Returns a comb Signal of signed(bits)."""
+    The rounding add saturates only at F = 2^bits - 1, so it needs no compare after the adder.
+
+    `stage`: None (all combinational) or a function that registers a list of values and returns
+    the registered copies; it is called after the upper half of the shifter and before the
+    rounding (three register stages, PIPE_REQUANT). Returns a Signal of signed(bits) (the last
+    stage's result, combinational)."""
     v = Value.cast(v)
     s = Value.cast(s).as_unsigned()
+    cut = stage or (lambda values: values)
     cur = Signal(signed(len(v) + 2), name=f"{name}_x2")
     m.d.comb += cur.eq(v << 1)                                   # 2 v
-    fits = Const(1, 1)
-    for j in reversed(range(len(s))):
+    fits = Signal(name=f"{name}_fits0")
+    m.d.comb += fits.eq(1)
+    sign = v[-1] if v.shape().signed else Const(0, 1)
+    steps = list(reversed(range(len(s))))
+    for n, j in enumerate(steps):
+        if n == (len(steps) + 1) // 2:                           # the cut in the middle of the shifter
+            cur, fits, s, sign = cut([cur, fits, s, sign])
         keep = min(len(cur), bits + (1 << j))
         nxt = Signal(signed(keep), name=f"{name}_s{j}")
         sh = Signal(signed(len(cur)), name=f"{name}_m{j}")
         m.d.comb += sh.eq(Mux(s[j], cur >> (1 << j), cur))
         if keep < len(cur):
             top = sh[keep - 1:]
-            fits = fits & (top.all() | ~top.any())
+            ok = Signal(name=f"{name}_ok{j}")
+            m.d.comb += ok.eq(fits & (top.all() | ~top.any()))
+            fits = ok
         m.d.comb += nxt.eq(sh[:keep])
         cur = nxt
-    ok = Signal(name=f"{name}_fits")
-    f = Signal(signed(bits + 1), name=f"{name}_f")
-    out = Signal(signed(bits), name=name)
     lo, hi = Const(-(1 << bits), signed(bits + 1)), Const((1 << bits) - 1, signed(bits + 1))
-    m.d.comb += [ok.eq(fits), f.eq(Mux(ok, cur, Mux(v[-1], lo, hi) if v.shape().signed else hi)),
-                 out.eq(sat((f + 1) >> 1, bits))]
+    f = Signal(signed(bits + 1), name=f"{name}_f")
+    m.d.comb += f.eq(Mux(fits, cur, Mux(sign, lo, hi)))
+    (f,) = cut([f])
+    out = Signal(signed(bits), name=name)
+    top = Const((1 << (bits - 1)) - 1, signed(bits))
+    m.d.comb += out.eq(Mux(f == hi, top, ((f + 1) >> 1)[:bits].as_signed()))
     return out
 
 
-def requant_sv(m, v, s, bits: int = WORD, name: str = "rs") -> Value:
-    """requant with a runtime *signed* shift s (s < 0 shifts left), = requant_var, on one right
-    shifter: v << bits shifted right by s + bits (clamped at 0: any left shift of `bits` or
-    more saturates every v != 0 and keeps 0)."""
-    v = Value.cast(v)
+PIPE_REQUANT = 2         # register stages `stage` inserts into requant_uvar / requant_sv
+
+
+def pipe_stage(m, en=None, name: str = "p"):
+    """A `stage` function for the pipelined primitives: registers each value (under `en` when
+    given: a stall-together pipeline) and returns the registered copies."""
+    count = [0]
+
+    def stage(values):
+        out = []
+        for x in values:
+            x = Value.cast(x)
+            r = Signal(x.shape(), name=f"{name}{count[0]}")
+            count[0] += 1
+            if en is None:
+                m.d.sync += r.eq(x)
+            else:
+                with m.If(en):
+                    m.d.sync += r.eq(x)
+            out.append(r)
+        return out
+    return stage
+
+
+def requant_sv_shift(m, s, width: int, bits: int = WORD, name: str = "rs") -> Signal:
+    """The right shift requant_sv applies to v << bits for a signed shift s and a `width`-bit v:
+    s + bits clamped to [0, width + 2 bits + 2] (a pipeline may compute it a stage early)."""
     s = Value.cast(s).as_signed()
-    lim = len(v) + 2 * bits + 2                         # beyond: every v rounds to 0
+    lim = width + 2 * bits + 2                          # beyond: every v rounds to 0
     t = Signal(signed(len(s) + 2), name=f"{name}_t")
     sh = Signal(range(lim + 1), name=f"{name}_sh")
     m.d.comb += [t.eq(s + bits), sh.eq(Mux(t < 0, 0, Mux(t > lim, lim, t)))]
-    return requant_uvar(m, v << bits, sh, bits, name)
+    return sh
+
+
+def requant_sv(m, v, s, bits: int = WORD, name: str = "rs", stage=None, shift=None) -> Value:
+    """requant with a runtime *signed* shift s (s < 0 shifts left), = requant_var, on one right
+    shifter: v << bits shifted right by s + bits (clamped at 0: any left shift of `bits` or
+    more saturates every v != 0 and keeps 0). `stage`: as requant_uvar; `shift`: the shift
+    already computed by requant_sv_shift (then s is unused)."""
+    v = Value.cast(v)
+    sh = requant_sv_shift(m, s, len(v), bits, name) if shift is None else shift
+    return requant_uvar(m, v << bits, sh, bits, name, stage)
 
 
 def requant(v, s: int, bits: int = WORD) -> Value:
@@ -183,4 +229,15 @@ def bit_length(m, v, name: str = "bitlen") -> Value:
     for i in range(len(v)):
         with m.If(v[i]):
             m.d.comb += out.eq(i + 1)
+    return out
+
+
+def tree_sum(values, name: str, m) -> Value:
+    """Sum of `values` as a balanced adder tree (log depth; Python's sum() builds a chain), as a
+    comb Signal."""
+    values = [Value.cast(v) for v in values]
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
+    out = Signal(values[0].shape(), name=name)
+    m.d.comb += out.eq(values[0])
     return out

@@ -1,5 +1,5 @@
 """exp unit with a runtime score format: E = e^x for x <= 0 as unsigned Q15 (golden.kernels.exp_neg
-with `frac` an input, not a generation parameter), `lanes` values per beat, three stages:
+with `frac` an input, not a generation parameter), `lanes` values per beat, in three steps:
 
   1. t = sat18(round(x * LOG2E_Q14 / 2^(frac + 2)))   (frac + 2 < 0 shifts left)
      q = t >> 12, r = t & 0xFFF
@@ -14,6 +14,10 @@ larger left shifts give t <= -94548 for every x <= -1 (E = 0) as s = 0 does, and
 of 32 or more round every |v| < 2^31 to 0 as s = 33 does. The constant product x * 23637 is a
 shift-add tree (seven signed power-of-two terms, no DSP); the mantissa product is one 16 x 16
 DSP per lane. Yosys, zcu102 target: about 550 LUTs per lane.
+
+Timing (docs/rtl.md, "Timing budget"): LATENCY = 11 register stages: the inputs; x log2(e) (a
+balanced shift-add tree); step 1's shifter in three (requant_uvar's cuts); the table lookups; the
+mantissa product; its rounding; step 3's shifter in three.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.kernels import EXP_FRAC, EXP_HI, EXP_LO, EXP_MAX_SHIFT, LOG2E_Q14
 
-from .arith import requant_uvar, rshift_round
+from .arith import PIPE_REQUANT, pipe_stage, requant_uvar, rshift_round, tree_sum
 from .pipe import stall_pipeline
 
 X_BITS = 17          # the softmax difference s - max
@@ -31,7 +35,7 @@ FRAC_BITS = 8        # the descriptor's s_frac field
 T_BITS = 18          # saturated base-2 exponent in Q12 (see the module docstring)
 PRE_SHIFT = 2        # left shifts beyond 2 give what 2 gives (see the module docstring)
 SHIFT_MAX = 31 + PRE_SHIFT   # |x log2(e)| < 2^31: any right shift >= 32 gives t = 0
-LATENCY = 3
+LATENCY = 5 + 2 * PIPE_REQUANT + 2
 
 
 def csd(k: int) -> list[tuple[int, int]]:
@@ -47,13 +51,11 @@ def csd(k: int) -> list[tuple[int, int]]:
     return out
 
 
-def const_mul(v, k: int) -> Value:
-    """v * k for a constant k > 0 as a sum of shifted copies of v (adders, no multiplier)."""
+def const_mul(m, v, k: int, name: str) -> Value:
+    """v * k for a constant k > 0 as a balanced tree of shifted copies of v (adders, no
+    multiplier), as a comb Signal."""
     v = Value.cast(v)
-    digits = csd(k)
-    pos = sum((v << sh for sign, sh in digits if sign > 0), Const(0, 1))
-    neg = sum((v << sh for sign, sh in digits if sign < 0), Const(0, 1))
-    return pos - neg
+    return tree_sum([(v << sh) if sign > 0 else -(v << sh) for sign, sh in csd(k)], name, m)
 
 
 def exp_shift(m: Module, frac) -> Signal:
@@ -65,13 +67,17 @@ def exp_shift(m: Module, frac) -> Signal:
     return out
 
 
-def exp_mantissa(m: Module, r, name: str) -> Value:
+def exp_mantissa(m: Module, r, name: str, stage=None) -> Value:
     """2^(r / 4096) in Q15 from the two 64-entry tables (looked up into signals first, then one
-    multiply: arithmetic on the Array lookups would be copied into every element)."""
+    multiply: arithmetic on the Array lookups would be copied into every element). `stage`
+    (arith.pipe_stage): registers after the lookups and after the product."""
+    cut = stage or (lambda values: values)
     hi = Signal(16, name=f"{name}_hi")
     lo = Signal(16, name=f"{name}_lo")
     m.d.comb += [hi.eq(Array(Const(v, 16) for v in EXP_HI)[r[6:12]]), lo.eq(Array(Const(v, 16) for v in EXP_LO)[r[0:6]])]
-    return rshift_round(hi * lo, 15)
+    hi, lo = cut([hi, lo])
+    (product,) = cut([hi * lo])
+    return rshift_round(product, 15)
 
 
 def in_layout(lanes: int) -> data.StructLayout:
@@ -92,16 +98,22 @@ class ExpNegVar(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         en, _ = stall_pipeline(m, self.i_x, self.o_e, LATENCY)
-        shift = exp_shift(m, self.i_x.payload.frac)
+        cut = pipe_stage(m, en, "exp_c")
+        xs = [self.i_x.payload.x[l] for l in range(self.lanes)]
+        *xs, shift = cut(xs + [exp_shift(m, self.i_x.payload.frac)])                    # the inputs
+        *vs, shift = cut([const_mul(m, x, LOG2E_Q14, f"xl{l}") for l, x in enumerate(xs)] + [shift])
         for l in range(self.lanes):
-            t = requant_uvar(m, const_mul(self.i_x.payload.x[l], LOG2E_Q14) << PRE_SHIFT, shift, T_BITS, name=f"t{l}")
+            t = requant_uvar(m, vs[l] << PRE_SHIFT, shift, T_BITS, name=f"t{l}", stage=cut)
             q = Signal(signed(T_BITS - EXP_FRAC), name=f"q{l}")
             r = Signal(EXP_FRAC, name=f"r{l}")
             mant = Signal(17, name=f"mant{l}")
             sh = Signal(range(EXP_MAX_SHIFT + 1), name=f"sh{l}")
-            mant_c = exp_mantissa(m, r, f"m{l}")
-            e = requant_uvar(m, mant, sh, 17, name=f"e{l}")
+            sh_c = Signal.like(sh, name=f"sh_c{l}")
+            m.d.comb += sh_c.eq(Mux(q <= -EXP_MAX_SHIFT, EXP_MAX_SHIFT, -q))
+            mant_c = exp_mantissa(m, r, f"m{l}", cut)
+            (sh_d,) = cut(cut([sh_c]))                      # alongside the lookups and the product
+            e = requant_uvar(m, mant, sh, 17, name=f"e{l}", stage=cut)
             with m.If(en):
-                m.d.sync += [q.eq(t >> EXP_FRAC), r.eq(t[:EXP_FRAC]), mant.eq(mant_c),
-                             sh.eq(Mux(q <= -EXP_MAX_SHIFT, EXP_MAX_SHIFT, -q)), self.o_e.payload[l].eq(e)]
+                m.d.sync += [q.eq(t >> EXP_FRAC), r.eq(t[:EXP_FRAC]), mant.eq(mant_c), sh.eq(sh_d),
+                             self.o_e.payload[l].eq(e)]
         return m

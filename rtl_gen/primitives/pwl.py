@@ -15,10 +15,17 @@ Arithmetic (docs/arithmetic.md, "Piecewise-linear units"), with f = in_frac:
 which equals sat(rshift_round(base 2^f + slope d, f + 6)) exactly (base 2^f is a multiple of
 2^f, so the division by 2^(f+6) splits into >> f then >> 6 without changing the floor), and
 needs no 63-bit shifted base.
+
+PwlEval is a fixed-latency pipeline: LATENCY = 3 register stages (table address from x in one
+cycle; slope d + rounding; the sum, shift and saturation), or with `deep` DEEP_LATENCY = 10, each
+stage one adder, compare or shift step, the table read or the product (docs/rtl.md, "Timing
+budget"): clamp low, clamp high, segment and remainder, table address, table data, slope d (one
+27 x 17 DSP product and a 27 x 2 fabric product), + rounding, >> f, + base, >> 6 and saturate.
+Both compute the same function; the registers of the shallow one are a subset of the deep one's.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,7 +36,9 @@ from golden.stream import TABLE_BASE_BITS, TABLE_SLOPE_BITS
 from .arith import sat
 
 OFF_BITS = 19            # x - lo for a 17-bit x and an 18-bit lo: |x - lo| < 2^18
+D_LO = 17                # slope x d = slope x d[:17] (a DSP) + slope x d[17:] (two fabric terms)
 LATENCY = 3
+DEEP_LATENCY = 10
 
 
 def entry_layout() -> data.StructLayout:
@@ -53,52 +62,61 @@ def geometry_of(view) -> dict:
 
 
 class PwlEval(wiring.Component):
-    """x (signed(in_bits), in_bits <= 17) in cycle k -> y (int16) valid in cycle k + LATENCY.
+    """x (signed(in_bits), in_bits <= 17) in cycle k -> y (int16) valid in cycle k + self.latency
+    (LATENCY, or DEEP_LATENCY with `deep`).
 
-    `geo` must be stable from one cycle before the first input until the last result (the
-    per-operation constants derived from it are registered). The table is read every cycle."""
+    `geo` must be stable from one cycle (deep: three cycles) before the first input until the last
+    result (the per-operation constants derived from it are registered). The table is read every
+    cycle."""
 
-    def __init__(self, hw: HardwareConfig, in_bits: int = 17):
+    def __init__(self, hw: HardwareConfig, in_bits: int = 17, deep: bool = False):
         assert in_bits <= 17
-        self.hw, self.in_bits = hw, in_bits
+        self.hw, self.in_bits, self.deep = hw, in_bits, deep
+        self.latency = DEEP_LATENCY if deep else LATENCY
         super().__init__({"geo": In(geometry_layout()), "x": In(signed(in_bits)), "y": Out(signed(16)),
                           "table": Out(table_read(hw))})
 
     def elaborate(self, platform):
         m = Module()
-        g, tab = self.geo, self.table
+        tab = self.table
         top = (1 << OFF_BITS) - 1
-        # per-operation constants (registered from the stable geometry)
-        span_m1 = Signal(OFF_BITS)            # min(n_seg << shift, 2^19) - 1: the right clamp
-        last_off = Signal(OFF_BITS + 1)       # (n_seg - 1) << shift, saturated at 2^19
-        mask = Signal(32)                     # 2^shift - 1
-        rnd = Signal(37)                      # 2^(frac + 5)
-        span = Signal(13 + 32)
-        lo_span = Signal(13 + 32)
-        m.d.comb += [span.eq(g.n_seg << g.shift), lo_span.eq((g.n_seg - 1) << g.shift)]
-        m.d.sync += [span_m1.eq(Mux(span > top, top, span - 1)),
-                     last_off.eq(Mux(lo_span > top, top + 1, lo_span)),
-                     mask.eq((Const(1, 33) << g.shift) - 1), rnd.eq(Const(1, 37) << (g.frac + 5))]
 
-        # stage 0: offset, segment, table read
+        def reg(value, name, always=False):
+            """A register of the deep pipeline; of the shallow one too when `always`."""
+            r = Signal(value.shape() if isinstance(value, data.View) else Value.cast(value).shape(), name=name)
+            if self.deep or always:
+                m.d.sync += r.eq(value)
+            else:
+                m.d.comb += r.eq(value)
+            return r
+        g = reg(self.geo, "geo_q")                  # the geometry, registered where it arrives
+        # per-operation constants from the stable geometry
+        span, lo_span = reg(g.n_seg << g.shift, "span"), reg((g.n_seg - 1) << g.shift, "lo_span")
+        span_m1 = reg(Mux(span > top, top, span - 1)[:OFF_BITS], "span_m1", True)     # min(n_seg << shift, 2^19) - 1
+        last_off = reg(Mux(lo_span > top, top + 1, lo_span)[:OFF_BITS + 1], "last_off", True)  # saturated at 2^19
+        nseg_m1 = reg((g.n_seg - 1)[:13], "nseg_m1", True)
+        mask = reg(((Const(1, 33) << g.shift) - 1)[:32], "mask", True)                 # 2^shift - 1
+        rnd = reg((Const(1, 37) << (g.frac + 5))[:37], "rnd", True)                    # 2^(frac + 5)
+        # 1, 2: x - lo clamped below at 0, then right (unless `extend`) at span - 1
         raw = Signal(signed(OFF_BITS + 1))
-        off = Signal(OFF_BITS)
         m.d.comb += raw.eq(self.x - g.lo)
-        clamp_lo = Mux(raw < 0, 0, raw)
-        m.d.comb += off.eq(Mux(~g.extend & (clamp_lo > span_m1), span_m1, clamp_lo))
-        seg = Signal(OFF_BITS)
-        m.d.comb += seg.eq(off >> g.shift)
-        over = seg > g.n_seg - 1
-        k = Signal(range(self.hw.pwl_max))
-        m.d.comb += [k.eq(Mux(over, g.n_seg - 1, seg)), tab.addr.eq(k), tab.en.eq(1)]
-        d1 = Signal(OFF_BITS)
-        m.d.sync += d1.eq(Mux(over, off - last_off, off & mask))
-
-        # stage 1: slope x d + rounding constant
-        v2 = Signal(signed(TABLE_SLOPE_BITS + OFF_BITS + 2))
-        base2 = Signal(signed(TABLE_BASE_BITS))
-        m.d.sync += [v2.eq(tab.data.slope * d1 + rnd), base2.eq(tab.data.base)]
-
-        # stage 2: y = sat((base + (v >> f)) >> 6)
-        m.d.sync += self.y.eq(sat((base2 + (v2 >> g.frac)) >> PWL_GUARD, 16))
+        low = reg(Mux(raw < 0, 0, raw)[:OFF_BITS], "low")
+        off = reg(Mux(~g.extend & (low > span_m1), span_m1, low), "off")
+        # 3: segment, remainder within it, remainder past the last segment's start
+        seg = reg(off >> g.shift, "seg")
+        d_in, d_past = reg(off & mask, "d_in"), reg((off - last_off)[:OFF_BITS], "d_past")
+        # 4: the table address (read in this cycle), the remainder that goes with it
+        over = seg > nseg_m1
+        m.d.comb += [tab.addr.eq(Mux(over, nseg_m1, seg)), tab.en.eq(1)]
+        d = reg(Mux(over, d_past, d_in), "d", True)
+        # 5: the table entry; 6: slope d; 7: + 2^(f+5); 8: >> f; 9: + base; 10: >> 6, saturated
+        slope, base = reg(tab.data.slope, "slope"), reg(tab.data.base, "base5")
+        d5 = reg(d, "d5")
+        p_lo = reg(slope * d5[:D_LO], "p_lo")
+        p_hi = reg(Mux(d5[D_LO], slope, 0) + Mux(d5[D_LO + 1], slope << 1, 0), "p_hi")
+        v = reg(p_lo + (p_hi << D_LO) + rnd, "v", True)
+        vs = reg(v >> g.frac, "vs")
+        base8 = reg(reg(reg(base, "base6", True), "base7"), "base8")
+        t = reg(base8 + vs, "t")
+        m.d.sync += self.y.eq(sat(t >> PWL_GUARD, 16))
         return m

@@ -12,6 +12,10 @@ of the number of dropped lanes below it, least significant bit first: conflict-f
 barrel rotator places them at the output position `out_pos` (mod R). The packed lanes span at most
 two output tiles, written with lane enables (one or two writes per channel, never a
 read-modify-write). The package token then goes to row N' - 1, one write per channel.
+
+Timing (docs/rtl.md, "Timing budget"): a tile's placement takes three steps (MASK, PLACE,
+SPAN: the lane counts as balanced trees, the dropped-lane distances as a prefix network
+into registers) and the channel pipeline cuts the packing network from the rotator.
 """
 from __future__ import annotations
 
@@ -24,25 +28,42 @@ from amaranth.lib.wiring import Out
 from golden.hw import HardwareConfig
 
 from ..buffers import ports
+from ..primitives.arith import tree_sum
 from ..control.decode import desc_view
 from .package import pkg_read
 from .state import mask_read
 
+PIPE = 3                 # channel pipeline: read, pack down, rotate; the write in stage PIPE
 
-def pack_lanes(m, word, mask, off, R: int, width: int = 16, name: str = "pk") -> Value:
+
+def lane_shifts(m, mask, R: int, name: str = "pk") -> list:
+    """Per lane i the number of dropped lanes below it (how far pack_lanes moves it down), as a
+    prefix network of log2 R adder levels (comb)."""
+    bits = ports.lane_bits(R)
+    run = [(~mask[i]).as_unsigned() for i in range(R)]            # dropped lanes in [j, i], j per level
+    d = 1
+    while d < R:
+        run = [run[i] + run[i - d] if i >= d else run[i] for i in range(R)]
+        d <<= 1
+    shifts = []
+    for i in range(R):                                             # dropped lanes strictly below i
+        s = Signal(bits + 1, name=f"{name}_below{i}")
+        m.d.comb += s.eq(run[i - 1] if i else 0)
+        shifts.append(s)
+    return shifts
+
+
+def pack_lanes(m, word, mask, off, R: int, width: int = 16, name: str = "pk", shifts=None, cut=None) -> Value:
     """Comb: the lanes of `word` (R lanes of `width` bits) selected by `mask`, packed in order
     and rotated up by `off` lanes: output lane (off + k) mod R holds the k-th selected lane
-    (other output lanes are don't-care)."""
+    (other output lanes are don't-care). `shifts`: lane_shifts of `mask` (computed here when
+    None); `cut`: registers the packed lanes before the rotation (then `off` is the offset of
+    the word in the register)."""
     bits = ports.lane_bits(R)
     word = Value.cast(word)
     vals = [word[i * width:(i + 1) * width] for i in range(R)]
     valid = [mask[i] for i in range(R)]
-    shift, below = [], Const(0, bits + 1)
-    for i in range(R):                                   # dropped lanes below lane i: its distance down
-        s = Signal(bits + 1, name=f"{name}_below{i}")
-        m.d.comb += s.eq(below)
-        shift.append(s)
-        below = below + ~mask[i]
+    shift = lane_shifts(m, mask, R, name) if shifts is None else shifts
     for k in range(bits):                                # stage k moves a lane down by 2^k if bit k says so
         dist = 1 << k
         next_vals, next_valid, next_shift = [], [], []
@@ -60,6 +81,8 @@ def pack_lanes(m, word, mask, off, R: int, width: int = 16, name: str = "pk") ->
             next_shift.append(sh)
         vals, valid, shift = next_vals, next_valid, next_shift
     out = Cat(*vals)
+    if cut is not None:
+        out = cut(out)
     for b in range(bits):                                # rotate up by off lanes
         r = Signal(R * width, name=f"{name}_rot{b}")
         m.d.comb += r.eq(Mux(off[b], out.rotate_left(width << b), out))
@@ -95,12 +118,16 @@ class Compact(wiring.Component):
                     m.next = "MASK"
             with m.State("MASK"):
                 m.d.comb += self.mask.en.eq(1)
+                m.d.sync += place.fixed.eq(place.fixed_lanes)
                 m.next = "PLACE"
             with m.State("PLACE"):
+                m.d.sync += [place.lanes.eq(place.out_mask), place.count.eq(place.out_count),
+                             place.rotate.eq(place.out_lane), place.out_tile.eq(out_pos >> ports.lane_bits(R))]
+                m.next = "SPAN"
+            with m.State("SPAN"):
                 full = Const((1 << R) - 1, R)
-                m.d.sync += [place.lanes.eq(place.out_mask), place.rotate.eq(place.out_lane),
-                             place.out_tile.eq(out_pos >> ports.lane_bits(R)), place.two.eq(place.end > R),
-                             place.first_en.eq((full << place.out_lane)[:R] & ~(full << place.end)[:R]),
+                m.d.sync += [place.two.eq(place.end > R),
+                             place.first_en.eq((full << place.rotate)[:R] & ~(full << place.end)[:R]),
                              place.second_en.eq(~(full << place.overflow)[:R]),
                              out_pos.eq(out_pos + place.count), ch.eq(0), part.eq(0)]
                 with m.If(place.count == 0):
@@ -116,7 +143,7 @@ class Compact(wiring.Component):
                     with m.If(ch == desc.d - 1):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(~(ch_stage[1].valid | ch_stage[2].valid)):
+                with m.If(~Cat(s.valid for s in ch_stage[1:]).any()):
                     m.next = "NEXT"
             with m.State("NEXT"):
                 m.d.sync += tile.eq(tile + 1)
@@ -137,48 +164,67 @@ class Compact(wiring.Component):
         return m
 
     def _placement(self, m, ns, tile, out_pos):
-        """Where the output tokens of `tile` go. Comb: out_mask (lanes of CLS, kept tokens and
-        earlier packages), count, out_lane = out_pos mod R, end = out_lane + count, overflow
-        (lanes in the second output tile). Registers (set in PLACE): lanes, rotate, out_tile,
-        two (the tile's tokens span two output tiles) and the lane enables of both writes."""
+        """Where the output tokens of `tile` go, one step per state: MASK registers `fixed` (the
+        CLS and package lanes, from the tile number alone) while the tile's mask is read; PLACE
+        registers `lanes` (its output lanes), `count`, `rotate` (out_pos mod R) and `out_tile`;
+        SPAN registers `two` (the tokens span two output tiles) and both writes' lane enables
+        from end = rotate + count and overflow (lanes in the second output tile). `shifts`
+        (pack_lanes' per-lane distances) are registered from `lanes` in SPAN."""
         R = self.hw.mac_rows
         bits = ports.lane_bits(R)
         place = SimpleNamespace(
-            out_mask=Signal(R, name="out_mask"), count=Signal(range(R + 1), name="out_count"),
+            fixed_lanes=Signal(R, name="fixed_lanes"), fixed=Signal(R, name="fixed"),
+            out_mask=Signal(R, name="out_mask"), out_count=Signal(range(R + 1), name="out_count"),
+            count=Signal(range(R + 1), name="count"),
             out_lane=out_pos[:bits] if bits else Const(0, 1),
             end=Signal(range(2 * R + 1), name="end_lane"), overflow=Signal(range(R + 1), name="overflow"),
             lanes=Signal(R, name="out_lanes"), rotate=Signal(range(R), name="rotate"),
             out_tile=Signal(range(self.hw.tiles + 1), name="out_tile"), two=Signal(name="two_tiles"),
             first_en=Signal(R, name="first_en"), second_en=Signal(R, name="second_en"))
-        base = tile * R
-        cls_or_package = [(base + r == 0) | ((base + r >= ns + 1) & (base + r < self.rows)) for r in range(R)]
-        m.d.comb += place.out_mask.eq(self.mask.keep | Cat(cls_or_package))
-        m.d.comb += [place.count.eq(sum(place.out_mask[r] for r in range(R))),
-                     place.end.eq(place.out_lane + place.count),
+        base = Signal(range(self.hw.tiles * R + 1), name="base")
+        m.d.comb += base.eq(tile * R)
+        m.d.comb += place.fixed_lanes.eq(Cat((base + r == 0) | ((base + r >= ns + 1) & (base + r < self.rows))
+                                             for r in range(R)))
+        m.d.comb += [place.out_mask.eq(self.mask.keep | place.fixed),
+                     place.out_count.eq(tree_sum([place.out_mask[r] for r in range(R)], "out_count_sum", m)),
+                     place.end.eq(place.rotate + place.count),
                      place.overflow.eq(Mux(place.end > R, place.end - R, 0))]
+        place.shifts = []
+        for i, s in enumerate(lane_shifts(m, place.lanes, R, "lane")):
+            q = Signal.like(s, name=f"shift_q{i}")
+            m.d.sync += q.eq(s)
+            place.shifts.append(q)
         return place
 
     def _channel_pipeline(self, m, desc, tile, out_pos, place):
         """Every channel word of the tile: stage 0 reads (ch, part), 1 packs the output lanes
-        into `packed`, 2 writes part 0 (first output tile) or 1 (second); the package token
-        (PKG: one word per channel from PACKAGE) goes to row N' - 1. Returns the stage tags."""
+        down, 2 rotates them into `packed`, 3 writes part 0 (first output tile) or 1 (second);
+        the package token (PKG: one word per channel from PACKAGE) goes to row N' - 1. Returns
+        the stage tags."""
         hw, R = self.hw, self.hw.mac_rows
         tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "part": 1})
-        stage = [Signal(tag, name=f"ch_stage{k}") for k in range(3)]
-        m.d.sync += [stage[1].eq(stage[0]), stage[2].eq(stage[1])]
+        stage = [Signal(tag, name=f"ch_stage{k}") for k in range(PIPE + 1)]
+        m.d.sync += [stage[k].eq(stage[k - 1]) for k in range(1, PIPE + 1)]
         m.d.comb += [self.rd.buf.eq(desc.x_buf), self.rd.tile.eq(tile), self.rd.ch.eq(stage[0].ch),
                      self.rd.en.eq(stage[0].valid & ~stage[0].part)]
         packed = Signal(R * 16)
-        lanes_packed = pack_lanes(m, self.rd.data, place.lanes, place.rotate, R)
-        with m.If(stage[1].valid & ~stage[1].part):
+
+        def cut(value):
+            q = Signal.like(value, name="packed_down")
+            with m.If(stage[1].valid & ~stage[1].part):
+                m.d.sync += q.eq(value)
+            return q
+        lanes_packed = pack_lanes(m, self.rd.data, place.lanes, place.rotate, R, shifts=place.shifts, cut=cut)
+        with m.If(stage[2].valid & ~stage[2].part):
             m.d.sync += packed.eq(lanes_packed)
         pkg_arrives, pkg_ch = Signal(), Signal(range(hw.d_max))
         m.d.sync += [pkg_arrives.eq(self.pkg.en), pkg_ch.eq(self.pkg.ch)]
         wr = self.wr
         m.d.comb += wr.buf.eq(desc.o_buf)
-        with m.If(stage[2].valid):
-            m.d.comb += [wr.tile.eq(place.out_tile + stage[2].part), wr.ch.eq(stage[2].ch), wr.data.eq(packed),
-                         wr.en.eq(Mux(stage[2].part, place.second_en, place.first_en))]
+        w = stage[PIPE]
+        with m.If(w.valid):
+            m.d.comb += [wr.tile.eq(place.out_tile + w.part), wr.ch.eq(w.ch), wr.data.eq(packed),
+                         wr.en.eq(Mux(w.part, place.second_en, place.first_en))]
         with m.Elif(pkg_arrives):
             m.d.comb += [wr.tile.eq(out_pos >> ports.lane_bits(R)), wr.ch.eq(pkg_ch),
                          wr.data.eq(Cat(self.pkg.data for _ in range(R))),

@@ -34,6 +34,9 @@ from golden.interp import Machine
 from golden.isa import PACKAGE_MODES
 from golden.layers import MEAN_RECIP_BITS, PACK_RECIP_BITS, WEIGHT_RECIP_BITS
 
+from ..array.epilogue import LATENCY as EPI_LATENCY, SM_DEPTH
+from ..array.fetch import DRAIN_STAGES, ISSUE_LATENCY
+from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
@@ -41,7 +44,9 @@ from ..selector.package import default_lanes
 
 
 GAP = 2              # READ, LATCH of the next descriptor
-EPI = 6              # MAC drain of a column -> its write (epilogue stages and the done check)
+EPI = DRAIN_STAGES + EPI_LATENCY + 1     # the last column on the MAC array's output -> done (drain, epilogue, done check)
+ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
+SCORE = DRAIN_STAGES + EPI_LATENCY + 2   # a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
 LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
 ITEM = 2             # stream loader: start and end of an item
 
@@ -153,14 +158,24 @@ class Loader:
         return self.item(gstream.tile_bytes(k, self.hw), 0, free)
 
 
-def _tile(start, k, cap, drain_end, C):
-    """One tile on the MAC array (rtl_gen/array/mac.py): its first beat goes in at `start` (not before
-    the shadow bank took the previous tile, `cap`), k beats; the shadow bank takes it once it has
-    drained the previous one (drain_end), then drains C columns. Returns (last beat, capture,
-    drain end)."""
-    last = max(start, cap) + k - 1
-    cap = max(last + 1, drain_end)
-    return last, cap, cap + C
+class MacTimeline:
+    """Tiles on the MAC array (rtl_gen/array/mac.py), in the cycles it takes beats: a tile's first
+    beat waits until the shadow bank has drained the tile before the previous one (`gate`); the
+    shadow bank captures a tile CAPTURE_DELAY after its last beat, not before it has drained the
+    previous tile, then drains C columns from DRAIN_DELAY later (`drain_end`: the last column on
+    the array's output)."""
+
+    def __init__(self, C: int):
+        self.C = C
+        self.cap = self.drain_end = self.gate = -1
+
+    def tile(self, start: int, k: int) -> int:
+        """A tile of k beats offered from `start`; its last beat's cycle."""
+        last = max(start, self.gate) + k - 1
+        self.gate = self.drain_end
+        self.cap = max(last + CAPTURE_DELAY, self.drain_end)
+        self.drain_end = self.cap + DRAIN_DELAY + self.C - 1
+        return last
 
 
 def _matmul(hw, rows, k, m, t0, ld: Loader):
@@ -170,18 +185,17 @@ def _matmul(hw, rows, k, m, t0, ld: Loader):
     R, C = hw.mac_rows, hw.mac_cols
     T = -(-rows // R)
     t = t0 + 1
-    drain_end = cap = -1
+    mac = MacTimeline(C)
     waited = 0
     for _ in range(-(-m // C)):
         a = ld.weight_tile(k)
         waited += max(0, a + 2 - (t + 1))
         t = max(t + 1, a + 2)                   # WAIT: the slot is full (then ISSUE)
         for _ in range(T):
-            last, cap, drain_end = _tile(t + 1, k, cap, drain_end, C)
-            t = last
-        ld.released.append(drain_end)
+            t = mac.tile(t + 1 + ISSUE, k) - ISSUE
+        ld.released.append(mac.drain_end)
         t += 1                                  # NEXT
-    return drain_end + EPI, waited
+    return mac.drain_end + EPI, waited
 
 
 def _attention(hw, n, heads, dh, t0):
@@ -195,33 +209,35 @@ def _attention(hw, n, heads, dh, t0):
             order += [("P", i), ("S", i + 2)]
         else:
             order.append(("P", i))
-    mac = t0 + 2                 # the array takes beats from here
-    drain_end = cap = -1
+    at = t0 + 2 + ISSUE          # the array takes beats from here
+    mac = MacTimeline(C)
+    key_end = -1                 # the softmax took the last score key so far
     waits = 0                    # cycles the array waited for probabilities (softmax-bound)
     a_last, b_take, b_free, c_take, c_last, p_ready = {}, {}, {}, {}, {}, {}
     for kind, i in order:
         if kind == "S":
             for u in range(U):
-                last, cap, drain_end = _tile(mac, dh, cap, drain_end, C)
+                last = mac.tile(at, dh)
                 keys = min(C, n - u * C)
-                first_key = cap + 1
+                first_key = max(mac.cap + DRAIN_DELAY + SCORE, key_end + 1)
                 if u == 0 and i > 0:
                     first_key = max(first_key, b_take[i - 1] + 1)      # A holds item i-1 until B takes it
-                drain_end = max(drain_end, first_key + keys - 1)
-                mac = last + 1
-            a_last[i] = drain_end
+                key_end = first_key + keys - 1
+                # the drain runs at most SM_DEPTH score beats ahead of the softmax (credits)
+                mac.drain_end = max(mac.drain_end, key_end - SM_DEPTH + 2)
+                at = last + 1
+            a_last[i] = key_end
             b_take[i] = max(a_last[i] + 1, b_free.get(i - 1, 0), c_take.get(i - 1, -1) + 1, c_last.get(i - 2, -1) + 1)
             b_free[i] = b_take[i] + n + B_LAT
             c_take[i] = max(b_free[i], c_last.get(i - 1, -1) + 1)
             c_last[i] = c_take[i] + RECIP_CYCLES + n - 1
             p_ready[i] = c_last[i] + C_LAT + 1
         else:
-            waits += max(0, p_ready[i] + 1 - mac)
-            mac = max(mac, p_ready[i] + 1)
+            waits += max(0, p_ready[i] + 1 + ISSUE - at)
+            at = max(at, p_ready[i] + 1 + ISSUE)
             for _ in range(dh // C):
-                last, cap, drain_end = _tile(mac, n, cap, drain_end, C)
-                mac = last + 1
-    return drain_end + EPI, waits
+                at = mac.tile(at, n) + 1
+    return mac.drain_end + EPI, waits
 
 
 def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = None) -> ProgramPerf:
@@ -360,8 +376,8 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
 
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
-    """Per input tile: 3 cycles without output tokens, else d words of one write (two when its
-    output tokens cross an output tile boundary) and 6 more; then the package token (d + 1)."""
+    """Per input tile: 4 cycles without output tokens, else d words of one write (two when its
+    output tokens cross an output tile boundary) and 8 more; then the package token (d + 1)."""
     R = hw.mac_rows
     keep = np.asarray(keep, dtype=bool)
     ns = rows - 1 - n_pkg
@@ -373,8 +389,8 @@ def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> i
     cyc, pos = 1, 0
     for cnt in out.reshape(t, R).sum(1):
         if cnt == 0:
-            cyc += 3
+            cyc += 4
             continue
-        cyc += d * (2 if pos % R + cnt > R else 1) + 6
+        cyc += d * (2 if pos % R + cnt > R else 1) + 8
         pos += int(cnt)
     return cyc + d

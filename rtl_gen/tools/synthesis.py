@@ -30,6 +30,7 @@ Either way DSP48E2 and block RAM counts are meaningful; FF counts are overstated
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -83,17 +84,24 @@ def yosys_tool() -> tuple[str, list[str]]:
     return "yowasp", [exe]
 
 
-def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: str = "xcup") -> Resources:
+def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: str = "xcup",
+               netlist: Path | None = None) -> Resources:
     """`prep`: Yosys commands run after reading the Verilog (e.g. `blackbox` of submodules);
-    `family` "xc7" maps to DSP48E1 (counted as DSP48E2: one per 16x16 multiplier either way)."""
+    `family` "xc7" maps to DSP48E1 (counted as DSP48E2: one per 16x16 multiplier either way);
+    `netlist`: also write the mapped netlist there (Yosys JSON, in `workdir`; rtl_gen/tools/timing.py)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tool, cmd = yosys_tool()
+    if netlist is not None and tool != "native":
+        raise UsageError("the timing report needs the LUT-mapped netlist, which only Debian's yosys with yosys-abc "
+                         "gives: apt-get install -y yosys (or run tools/install.sh)")
     stat = workdir / f"{top}.stat.json"
     src = os.path.relpath(verilog.resolve(), workdir.resolve())      # the Wasm sandbox sees cwd
     # Debian's Yosys 0.23 writes a non-JSON hierarchy section into `stat -json` of a hierarchical
     # design, so the native flow flattens (which also lets it optimise across engine units)
     stop = " -flatten" if tool == "native" else " -run begin:map_luts"
     script = f"read_verilog {src}; {prep + '; ' if prep else ''}synth_xilinx -family {family} -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
+    if netlist is not None:
+        script += f"; write_json {os.path.relpath(netlist.resolve(), workdir.resolve())}"
     stat.unlink(missing_ok=True)
     log = workdir / f"{top}.yosys.log"
     with open(log, "w") as f:
@@ -146,24 +154,50 @@ class PartResult:
     tool: str
 
 
-def synthesize_part(hw: HardwareConfig, name: str, factory) -> PartResult:
-    """One unit as its own top, or (name GLUE) the whole top with every unit a black box: the
-    logic of the top itself (port routing, interrupt, reset wiring)."""
+def _part(hw: HardwareConfig, name: str, factory) -> tuple:
+    """(top module name, Verilog text, Yosys prep, family, cache key, work directory) of a part."""
     top = f"{name}_{hw.name}".replace("-", "_")
     text = to_verilog(factory(), top)
     prep, family = _prep(hw, name, top), FAMILY.get(name, "xcup")
     h = hashlib.sha256((family + prep + text).encode()).hexdigest()[:12]
+    return top, text, prep, family, h, work_dir(hw)
+
+
+def work_dir(hw: HardwareConfig) -> Path:
+    """The synthesis cache of one hardware configuration."""
     work = settings.BUILD.resolve() / "synth" / hw.name
     work.mkdir(parents=True, exist_ok=True)
-    cache = work / f"{top}-{h}.json"
-    if cache.exists():
+    return work
+
+
+def synthesize_part(hw: HardwareConfig, name: str, factory, netlist: bool = False) -> PartResult:
+    """One unit as its own top, or (name GLUE) the whole top with every unit a black box: the
+    logic of the top itself (port routing, interrupt, reset wiring). `netlist`: keep the mapped
+    netlist too (`part_netlist`); a cached result without one is synthesised again."""
+    top, text, prep, family, h, work = _part(hw, name, factory)
+    cache, net = work / f"{top}-{h}.json", work / f"{top}-{h}.netlist.json.gz"
+    if cache.exists() and (net.exists() or not netlist):
         return PartResult(**json.loads(cache.read_text()))
     v = work / f"{top}.v"
     v.write_text(text)
-    r = synthesize(v, top, work, prep, family)
+    raw = work / f"{top}.netlist.json" if netlist else None
+    r = synthesize(v, top, work, prep, family, raw)
+    if raw is not None:
+        with open(raw, "rb") as src, gzip.open(net.with_name(net.name + ".tmp"), "wb", compresslevel=3) as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(net.with_name(net.name + ".tmp"), net)
+        raw.unlink()
     res = PartResult(name, r.dsp, r.bram36, r.lut, r.ff, r.latches, r.tool)
     cache.write_text(json.dumps(res.__dict__))
     return res
+
+
+def part_netlist(hw: HardwareConfig, name: str, factory) -> tuple:
+    """(top module name, the mapped netlist's path, its cache key), synthesising the part if
+    needed (the same run and cache as `synthesize_part`)."""
+    synthesize_part(hw, name, factory, netlist=True)
+    top, _, _, _, h, work = _part(hw, name, factory)
+    return top, work / f"{top}-{h}.netlist.json.gz", h
 
 
 def synthesize_top(hw: HardwareConfig, verbose: bool = True) -> dict:

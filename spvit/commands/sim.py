@@ -143,7 +143,7 @@ def cmd_report(args) -> int:
                          f"drop --keep or use a model with selectors")
     if keep and len(keep) not in (1, m.stages):
         raise UsageError(f"--keep needs 1 or {m.stages} rates, one per selector stage of {m.name} (got {len(keep)})")
-    print_report(m, hw, keep, synth=args.synth)
+    print_report(m, hw, keep, synth=args.synth, timing=args.timing)
     return 0
 
 
@@ -217,10 +217,14 @@ def register(sub) -> None:
     p.add_argument("--checkpoints", action="store_true", help="dump and compare every block's tokens")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("report", help="cycles per operation and block, latency, DSP efficiency; --synth resources")
+    p = sub.add_parser("report", help="cycles per operation and block, latency, DSP efficiency; --synth resources, "
+                       "--timing logic depth and clock")
     p.add_argument("--config", required=True, type=spec, help=f"MODEL[,HW]: model preset or TOML, optional {HW_HELP}")
     p.add_argument("--keep", type=keep_fractions, help="keep rate of each selector stage (fractions of the tokens "
                    "a stage scores, in [0, 1]; one value for every stage or one per stage; default 0.7 each)")
     p.add_argument("--synth", action="store_true", help="synthesise the accelerator with Yosys (slow for zcu102)")
+    p.add_argument("--timing", action="store_true", help="the deepest register-to-register path of every unit after "
+                   "Yosys synthesis, its delay by the UltraScale+ -2 model of docs/rtl.md and the clock it supports "
+                   "(the same Yosys runs and cache as --synth)")
     p.set_defaults(func=cmd_report)
 

@@ -1,7 +1,8 @@
 """Runtime-table PWL (rtl_gen/primitives/pwl.py) against golden.kernels.PWL.evaluate by ==: every
 17-bit input of the selector's d sigmoid, and segment edges, clamps and random inputs of other
 geometries (few segments, a GELU that extends its last segment, 16-bit inputs); the table
-comes through a RAM the bench loads; random stalls."""
+comes through a RAM the bench loads; random stalls; the shallow (3-stage) and the deep (10-stage)
+pipeline."""
 import numpy as np
 import pytest
 
@@ -27,7 +28,8 @@ def _inputs(p, bits, rng, n):
 @pytest.mark.parametrize("name,f_in,f_out,bits,exhaustive", [
     ("sigmoid", 15, 15, 17, True), ("sigmoid", 14, 15, 17, False), ("sigmoid", 6, 15, 17, False),
     ("gelu", 9, 12, 17, False), ("gelu", 11, 10, 16, False)])
-def test_pwl_runtime_table(name, f_in, f_out, bits, exhaustive):
+@pytest.mark.parametrize("deep", [False, True])
+def test_pwl_runtime_table(name, f_in, f_out, bits, exhaustive, deep):
     p = make_pwl(name, f_in, f_out, bits)
     rng = np.random.default_rng(f_in * 13 + bits)
     xs = list(range(-(1 << (bits - 1)), 1 << (bits - 1))) if exhaustive else _inputs(p, bits, rng, 3000)
@@ -35,7 +37,7 @@ def test_pwl_runtime_table(name, f_in, f_out, bits, exhaustive):
     cmds += [{"table": 0, "addr": 0, "base": 0, "slope": 0, "x": int(x)} for x in xs]
     static = {"lo": p.lo & ((1 << 18) - 1), "shift": p.seg_shift, "n_seg": p.n_seg, "extend": int(p.extend),
               "frac": p.in_frac}
-    res = run_stream(PwlBench(HW, bits), f"pwl_rt_{bits}", {"i_cmd": cmds}, {"o_y": len(xs)}, static=static,
+    res = run_stream(PwlBench(HW, bits, deep), f"pwl_rt_{bits}{'_deep' if deep else ''}", {"i_cmd": cmds}, {"o_y": len(xs)}, static=static,
                      stall=0.1 if exhaustive else 0.3, seed=f_in, sim=settings.SIM_ENGINE, tag=f"{name}{f_in}",
                      drain=20)
     want = p.evaluate(np.array(xs))
