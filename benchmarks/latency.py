@@ -36,7 +36,8 @@ def main() -> int:
     ap.add_argument("--hw", default="zcu102")
     ap.add_argument("--keep", type=float, default=0.7, help="keep rate of every selector stage (default 0.7)")
     ap.add_argument("--ddr-gbps", type=float, help="DDR bandwidth (default: the hardware config's, 15.4 GB/s)")
-    ap.add_argument("--clock-mhz", type=float, help="report at this clock (default: the one the timing report supports)")
+    ap.add_argument("--clock-mhz", type=float,
+                    help="report at this clock (default: the one the timing report supports)")
     args = ap.parse_args()
     hw = load_hw(args.hw)
     if args.ddr_gbps:

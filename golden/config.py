@@ -77,12 +77,15 @@ class Preprocess:
                f"preprocess std must be positive numbers (got {list(self.std)})")
         _check(self.interpolation in INTERPOLATIONS,
                f"preprocess interpolation must be one of {INTERPOLATIONS} (got {self.interpolation!r})")
-        _check(self.crop_mode in CROP_MODES, f"preprocess crop_mode must be one of {CROP_MODES} (got {self.crop_mode!r}; "
-                                             f"timm's 'border' is not supported)")
+        _check(self.crop_mode in CROP_MODES,
+               f"preprocess crop_mode must be one of {CROP_MODES} (got {self.crop_mode!r}; "
+               f"timm's 'border' is not supported)")
         _check(isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1,
                f"preprocess crop_pct must lie in (0, 1] (got {self.crop_pct!r})")
-        _check(isinstance(self.pad, int) and 0 <= self.pad <= 1024, f"preprocess pad must lie in 0..1024 pixels (got {self.pad!r})")
-        _check(isinstance(self.fill, int) and 0 <= self.fill <= 255, f"preprocess fill must lie in 0..255 (got {self.fill!r})")
+        _check(isinstance(self.pad, int) and 0 <= self.pad <= 1024,
+               f"preprocess pad must lie in 0..1024 pixels (got {self.pad!r})")
+        _check(isinstance(self.fill, int) and 0 <= self.fill <= 255,
+               f"preprocess fill must lie in 0..255 (got {self.fill!r})")
 
     def describe(self, in_chans: int, img_size: int) -> str:
         """The steps above in words, for a model of `in_chans` channels and `img_size` pixels."""
@@ -141,7 +144,8 @@ class ModelConfig:
         object.__setattr__(self, "keep_rate", tuple(float(r) for r in rate))
         for f in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "num_classes"):
             v = getattr(self, f)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{f} must be a positive integer (got {v!r})")
+            _check(isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                   f"{f} must be a positive integer (got {v!r})")
         _check(self.depth <= MAX_DEPTH, f"depth must be at most {MAX_DEPTH} blocks (got {self.depth})")
         _check(self.num_classes <= MAX_CLASSES, f"num_classes must be at most {MAX_CLASSES:,} (got {self.num_classes})")
         _check(isinstance(self.mlp_ratio, (int, float)) and math.isfinite(self.mlp_ratio),
@@ -220,13 +224,16 @@ class FixedPointConfig:
     frac_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        _check(self.word_bits == 16, f"word_bits must be 16: the golden model and RTL are 16-bit (got {self.word_bits})")
+        _check(self.word_bits == 16,
+               f"word_bits must be 16: the golden model and RTL are 16-bit (got {self.word_bits})")
         _check(self.acc_bits == 48,
-               f"acc_bits must be 48 (the DSP48E2 accumulator; the overflow proof in docs/arithmetic.md assumes it), got {self.acc_bits}")
+               f"acc_bits must be 48 (the DSP48E2 accumulator; the overflow proof in docs/arithmetic.md assumes it), "
+               f"got {self.acc_bits}")
         _check(self.rounding in ROUNDINGS, f"rounding must be one of {ROUNDINGS} (got {self.rounding!r})")
         _check(0 <= self.headroom_bits <= 8, f"headroom_bits must lie in 0..8 (got {self.headroom_bits})")
         _check(-32 <= self.frac_min <= self.frac_max <= 32,
-               f"frac_min and frac_max must satisfy -32 <= frac_min <= frac_max <= 32 (got {self.frac_min}, {self.frac_max})")
+               f"frac_min and frac_max must satisfy -32 <= frac_min <= frac_max <= 32 "
+               f"(got {self.frac_min}, {self.frac_max})")
         for k, v in self.frac_overrides.items():
             _check(isinstance(v, int) and not isinstance(v, bool) and self.frac_min <= v <= self.frac_max,
                    f"frac_overrides[{k!r}] must be an integer in [{self.frac_min}, {self.frac_max}] (got {v!r})")
@@ -249,7 +256,8 @@ DYNAMICVIT_DEIT_SMALL = replace(DYNAMICVIT_DEIT_TINY, name="dynamicvit-deit-smal
 EVIT_DEIT_TINY = replace(DEIT_TINY, name="evit-deit-tiny", selector="evit", selector_blocks=(3, 6, 9), keep_rate=(0.7,))
 EVIT_DEIT_SMALL = replace(EVIT_DEIT_TINY, name="evit-deit-small", embed_dim=384, num_heads=6)
 # Evo-ViT (DeiT release): from blocks 4 and 8 the top 98 of 196 patch tokens run the blocks
-EVOVIT_DEIT_TINY = replace(DEIT_TINY, name="evovit-deit-tiny", selector="evovit", selector_blocks=(4, 8), keep_rate=(0.5,))
+EVOVIT_DEIT_TINY = replace(DEIT_TINY, name="evovit-deit-tiny", selector="evovit", selector_blocks=(4, 8),
+                           keep_rate=(0.5,))
 EVOVIT_DEIT_SMALL = replace(EVOVIT_DEIT_TINY, name="evovit-deit-small", embed_dim=384, num_heads=6)
 # The small model of the demo and the fast tests: 8x8 digits upsampled to 32x32, one channel.
 MINI = ModelConfig(name="mini", img_size=32, patch_size=4, in_chans=1, embed_dim=64, depth=6,

@@ -15,7 +15,7 @@ from pathlib import Path
 from base.errors import ConfigError
 
 from .config import ModelConfig, _check, build, read_toml
-from .isa import B3, SB, VB
+from .isa import B3, SB
 
 ZCU102_DSP = 2520
 ZCU102_BRAM36 = 912
@@ -89,8 +89,10 @@ class HardwareConfig:
         _check(_pow2(self.mac_rows) and _pow2(self.mac_cols),
                f"mac_rows and mac_cols must be powers of two (got {self.mac_rows} x {self.mac_cols})")
         _check(self.mac_cols % self.mac_rows == 0,
-               f"mac_rows must divide mac_cols ({self.mac_cols} % {self.mac_rows} != 0): a key tile holds whole token tiles")
-        _check(self.mac_cols >= 8, f"mac_cols must be at least 8 (got {self.mac_cols}): a weight word is at least 128 bits")
+               f"mac_rows must divide mac_cols ({self.mac_cols} % {self.mac_rows} != 0): "
+               f"a key tile holds whole token tiles")
+        _check(self.mac_cols >= 8,
+               f"mac_cols must be at least 8 (got {self.mac_cols}): a weight word is at least 128 bits")
         _check(self.axi_bits in (64, 128, 256), f"axi_bits must be 64, 128 or 256 (got {self.axi_bits})")
         _check(_pow2(self.axi_ports) and self.axi_ports <= 8, f"axi_ports must be 1, 2, 4 or 8 (got {self.axi_ports})")
         _check(self.n_max <= 4096, f"n_max must be at most 4096 tokens (got {self.n_max})")
@@ -244,7 +246,8 @@ def load_hw(spec: str | None, model: ModelConfig | None = None, table: dict | No
     table = dict(table or {})
     base = table.pop("preset", None)
     if base is not None and not isinstance(base, str):
-        raise ConfigError(f"preset in [hardware] must be a hardware preset name ({', '.join(HW_PRESETS)}), got {base!r}")
+        raise ConfigError(f"preset in [hardware] must be a hardware preset name ({', '.join(HW_PRESETS)}), "
+                          f"got {base!r}")
     if spec is None:
         spec = base or DEFAULT_HW.get(preset or getattr(model, "name", ""), "zcu102")
         if spec not in HW_PRESETS:

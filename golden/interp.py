@@ -23,8 +23,20 @@ from . import isa, stream
 from .arith import add_shifted, matmul, recip, requant, rshift_round
 from .config import model_from_dict
 from .hw import HardwareConfig
-from .isa import (ACT_LOAD, ACT_NONE, DECIDE_TOPK, KB, ONE_Q15, ORDER_RANK, SB, STORE_ROWS, STORE_SELECT,
-                  TOKEN_BUFFERS, VB, ProgramError)
+from .isa import (
+    ACT_LOAD,
+    ACT_NONE,
+    DECIDE_TOPK,
+    KB,
+    ONE_Q15,
+    ORDER_RANK,
+    SB,
+    STORE_ROWS,
+    STORE_SELECT,
+    TOKEN_BUFFERS,
+    VB,
+    ProgramError,
+)
 from .kernels import PWL, cls_attention, layernorm, softmax
 from .layers import MEAN_RECIP_BITS, WEIGHT_RECIP_BITS, package
 

@@ -14,8 +14,20 @@ from functools import cached_property
 
 import numpy as np
 
-from .arith import (PackedWeight, add_sat, as_int, dequantize, matmul, quantize, recip, requant, requant_mul,
-                    round_bias, rshift_round, shift_sat_)
+from .arith import (
+    PackedWeight,
+    add_sat,
+    as_int,
+    dequantize,
+    matmul,
+    quantize,
+    recip,
+    requant,
+    requant_mul,
+    round_bias,
+    rshift_round,
+    shift_sat_,
+)
 from .kernels import PROB_FRAC, PWL, cls_attention, layernorm, softmax
 
 

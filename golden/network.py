@@ -63,7 +63,8 @@ class QModel:
         (last): per image, per stage, the sorted indices of the kept tokens among that stage's
         candidates in their order at the decision (docs/selector.md, "Keep masks"). Images are
         independent, so the batch may be split over `threads` workers (the callers pass
-        base.settings.THREADS, SPVIT_THREADS); numpy releases the GIL in its kernels. The result does not depend on the split."""
+        base.settings.THREADS, SPVIT_THREADS); numpy releases the GIL in its kernels. The result
+        does not depend on the split."""
         threads = min(threads, len(img))
         if threads > 1:
             parts = np.array_split(np.arange(len(img)), threads)

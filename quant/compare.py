@@ -99,8 +99,8 @@ class CompareResult:
         d["kept_float"] = self.kept_float.tolist()
         d["kept_int"] = self.kept_int.tolist()
         d["per_image_format"] = (f"int_logits are the golden model's int16 logits: value = int_logits / "
-                                 f"2^{self.logits_frac}; keep_float / keep_int list, per selector stage, the indices of "
-                                 f"the kept tokens among that stage's candidates in their order there, "
+                                 f"2^{self.logits_frac}; keep_float / keep_int list, per selector stage, "
+                                 f"the indices of the kept tokens among that stage's candidates in their order there, "
                                  f"keep_*_ids the same tokens' ids (0 CLS, 1..{self.num_patches} patch position "
                                  f"+ 1, {self.num_patches + 1} + s the token made at stage s) (docs/selector.md, "
                                  f"Keep masks)")
@@ -286,8 +286,9 @@ def finish(parts: list, cfg) -> CompareResult:
     """The report of consecutive parts (merged in data order, whatever order they come in)."""
     parts = sorted(parts, key=lambda p: p.start)
     n = sum(p.stop - p.start for p in parts)
-    cat = lambda name: [a for p in parts for a in getattr(p, name)]
-    lf, lq, y = np.concatenate(cat("logits_float")), np.concatenate(cat("logits_int")), np.concatenate(cat("labels"))
+    def cat(name):
+        return [a for p in parts for a in getattr(p, name)]
+    lf, lq, y = (np.concatenate(cat(name)) for name in ("logits_float", "logits_int", "labels"))
     pf, pq = lf.argmax(1), lq.argmax(1)
     kf = np.concatenate(cat("kept_float")) if n else np.zeros((n, 0))
     kq = np.concatenate(cat("kept_int")) if n else np.zeros((n, 0))
@@ -295,8 +296,10 @@ def finish(parts: list, cfg) -> CompareResult:
     for p in parts:
         acc.merge(p.acc)
     res = acc.result()
-    total = lambda name: sum(getattr(p, name) for p in parts)
-    sel_agree, sel_total, dec_agree, dec_total = total("sel_agree"), total("sel_total"), total("dec_agree"), total("dec_total")
+    def total(name):
+        return sum(getattr(p, name) for p in parts)
+    sel_agree, sel_total = total("sel_agree"), total("sel_total")
+    dec_agree, dec_total = total("dec_agree"), total("dec_total")
     return CompareResult(
         images=n, num_patches=cfg.num_patches, selector_blocks=list(cfg.selector_blocks),
         float_top1=float((pf == y).mean()), int_top1=float((pq == y).mean()), agreement=float((pf == pq).mean()),
@@ -370,7 +373,8 @@ def write_plot(r: CompareResult, path, title: str = "") -> None:
         ax1.plot(idx, [vals[t] for t in idx], "o-", ms=3, color=colors[i], label=f"block {i}")
     for k, v in r.selector_sqnr.items():     # each selector sits between blocks b-1 and b
         j = int(k.split(".")[1])
-        x = names.index(f"blocks.{r.selector_blocks[j]}.ln1") - 0.5 if f"blocks.{r.selector_blocks[j]}.ln1" in names else None
+        ln1 = f"blocks.{r.selector_blocks[j]}.ln1"
+        x = names.index(ln1) - 0.5 if ln1 in names else None
         if x is not None:
             ax1.plot([x], [min(v, 120.0)], "k*", ms=10, label="selector score" if j == 0 else None)
             vals.append(min(v, 120.0))

@@ -114,7 +114,8 @@ def load_data(spec: str, cfg: ModelConfig, default_split: str = "test") -> Datas
             raise UsageError(f"{spec!r} names no split: use digits:train, digits:test or digits:all "
                              f"(plain `digits` means digits:{default_split} here)")
         if cfg.preprocess != Preprocess():
-            notice(f"{spec} has its own fixed preprocessing (8x8 digits upsampled, mean {DIGITS_MEAN:g}, std {DIGITS_STD:g}); "
+            notice(f"{spec} has its own fixed preprocessing "
+                   f"(8x8 digits upsampled, mean {DIGITS_MEAN:g}, std {DIGITS_STD:g}); "
                    f"the config's [preprocess] applies to image folders")
         return digits(cfg, split or default_split)
     return image_folder(spec, cfg)
@@ -210,7 +211,8 @@ def _mount_type(path: Path) -> str:
 def _not_system(folder: Path, root: Path) -> None:
     kind = _mount_type(folder.resolve())
     if kind in SYSTEM_FS:
-        where = "" if folder == root else f" (its class folder {shown(folder.name)!r} leads to {str(folder.resolve())!r})"
+        where = ("" if folder == root
+                 else f" (its class folder {shown(folder.name)!r} leads to {str(folder.resolve())!r})")
         raise UsageError(f"data folder {str(root)!r}{where} is on a {kind} file system, which holds system "
                          f"information, not images: give an image folder with one subfolder per class, or `digits`")
 

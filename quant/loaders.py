@@ -110,8 +110,9 @@ def _unwrap(obj, path: str, meta: dict):
 
 
 def _reason(e) -> str:
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    return next((l for l in lines if "GLOBAL" in l or "Unsupported" in l), lines[0] if lines else repr(e))
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                lines[0] if lines else repr(e))
 
 
 # ------------------------------------------------------------------ handlers
@@ -164,7 +165,8 @@ def _verify_archive(path: str) -> None:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path!r} is a damaged zip archive ({e}); copy or download it again") from None
+        raise CheckpointError(f"checkpoint {path!r} is a damaged zip archive ({e}); "
+                              f"copy or download it again") from None
     if bad is not None:
         raise CheckpointError(f"checkpoint {path!r} is corrupt: its member {shown(bad)!r} fails its CRC-32 check "
                               f"(damaged on disk or in transfer); copy or download it again")
@@ -362,8 +364,8 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
         if other and other[0] != cfg.selector:
             sch, evidence = schemes.SCHEMES[other[0]].golden, other[1]
             fits = [n for n, p in PRESETS.items() if p.selector == other[0]]
-            problems.append(f"the checkpoint looks like one made for {sch.title} ({shown(evidence)}), but config {cfg.name!r} "
-                            f"has selector {cfg.selector!r}: use a {other[0]} config"
+            problems.append(f"the checkpoint looks like one made for {sch.title} ({shown(evidence)}), "
+                            f"but config {cfg.name!r} has selector {cfg.selector!r}: use a {other[0]} config"
                             + (f" (presets: {', '.join(fits)})" if fits else ""))
         elif other is None and cfg.scheme.selector_params(cfg) and missing:
             problems.append(f"the checkpoint has no {cfg.scheme.title} selector weights (a plain DeiT or EViT "
@@ -383,7 +385,8 @@ def fit(ck: Checkpoint, cfg: ModelConfig, model: DeiT | None = None) -> dict:
         if unexpected:
             hint = ""
             if {"dist_token", "head_dist.weight"} & unexpected:
-                hint = " (a distilled DeiT: its dist_token / head_dist are not supported; use the non-distilled release)"
+                hint = (" (a distilled DeiT: its dist_token / head_dist are not supported; "
+                        "use the non-distilled release)")
             problems.append(f"unexpected keys ({len(unexpected)}): {_names(unexpected)}{hint}")
     ints = sorted(f"{shown(k)} ({str(got[k].dtype).replace('torch.', '')})" for k in set(expected) & set(got)
                   if not got[k].is_floating_point())

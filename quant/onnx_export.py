@@ -14,8 +14,8 @@ import warnings
 import torch
 from torch import nn
 
-from golden.float_model import DeiT
 from base.errors import UsageError
+from golden.float_model import DeiT
 
 
 def _block(blk, x):

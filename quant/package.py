@@ -155,8 +155,8 @@ def write_package_files(q: QModel, where, fp: FixedPointConfig = FixedPointConfi
 DTYPES = {"<i2": 2, "<i8": 8}
 FRAC_RANGE = (-64, 64)
 # integer fields of the layer records and their ranges (anything else is refused)
-SCALARS = {"heads": (1, 4096), "scale_mult": (1, 65535), "eps_q": (1, 1 << 62), "cls_eps_q": (1, 1 << 62), "cap": (0, 4096),
-           "keep": (0, 4096), "momentum": (0, 1 << 15)}
+SCALARS = {"heads": (1, 4096), "scale_mult": (1, 65535), "eps_q": (1, 1 << 62), "cls_eps_q": (1, 1 << 62),
+           "cap": (0, 4096), "keep": (0, 4096), "momentum": (0, 1 << 15)}
 REFRESH = "the package is damaged or was edited: re-run spvit quantize"
 
 
@@ -197,7 +197,7 @@ def _decode(rec, arrays: list, where: str, want=None):
 
 def _field(v, arrays, where: str, name: str, tp):
     if tp is int or tp == (int | None):
-        if v is None and tp != int:
+        if v is None and tp is not int:
             return None
         lo, hi = SCALARS.get(name, FRAC_RANGE)
         if not _is_int(v, lo, hi):
@@ -252,7 +252,8 @@ def read_manifest(path) -> dict:
     try:
         m = json.loads((path / MANIFEST).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PackageError(f"package {str(path)!r}: {MANIFEST} is not valid JSON ({e}); re-run spvit quantize") from None
+        raise PackageError(f"package {str(path)!r}: {MANIFEST} is not valid JSON ({e}); "
+                           f"re-run spvit quantize") from None
     except OSError as e:
         raise PackageError(f"package {str(path)!r}: cannot read {MANIFEST} ({e.strerror})") from None
     if not isinstance(m, dict):
@@ -351,8 +352,11 @@ def _rebuild(cfg: ModelConfig, m: dict, arrays: list) -> QModel:
                          f"{sorted(want)}")
     blocks = tuple(_decode(r, arrays, f"blocks.{i}", QBlock) for i, r in enumerate(L["blocks"]))
     sels = {int(k): _selector(cfg, fmt, int(k), r, arrays) for k, r in L["selectors"].items()}
-    return QModel(cfg, fmt, _decode(L["patch"], arrays, "patch", QLinear), _decode(L["cls_row"], arrays, "cls_row", np.ndarray),
-                  _decode(L["pos"], arrays, "pos", np.ndarray), blocks, sels, _decode(L["norm"], arrays, "norm", QLayerNorm),
+    return QModel(cfg, fmt,
+                  _decode(L["patch"], arrays, "patch", QLinear),
+                  _decode(L["cls_row"], arrays, "cls_row", np.ndarray),
+                  _decode(L["pos"], arrays, "pos", np.ndarray), blocks, sels,
+                  _decode(L["norm"], arrays, "norm", QLayerNorm),
                   _decode(L["head"], arrays, "head", QLinear))
 
 

@@ -7,8 +7,9 @@ Training keeps every token and masks instead of removing (as the official code d
 token still sees itself, so no row is empty), the selector's global feature averages alive
 tokens only, and each stage appends its package token (always alive, zero when nothing was
 dropped, as in inference). Decisions are Gumbel-softmax samples with straight-through
-gradients during training (with an annealed temperature, see `masked_forward`) and the deterministic rule of `golden.float_model.decide` otherwise
-(`mode="det"`), which gives the float twin's logits (tested).
+gradients during training (with an annealed temperature, see `masked_forward`) and the
+deterministic rule of `golden.float_model.decide` otherwise (`mode="det"`), which gives the
+float twin's logits (tested).
 """
 from __future__ import annotations
 

@@ -87,9 +87,9 @@ class UnitBench(wiring.Component):
         with m.If(rd):
             m.d.sync += [pending.eq(1), pend_buf.eq(c.buf)]
         with m.If(pending):
-            m.d.sync += [pending.eq(0), self.o_rd.valid.eq(1),
-                         self.o_rd.payload.data.eq(Mux(pend_buf == KB, buf.kr.data.as_value(),
-                                                       Mux(pend_buf == VB, buf.vr.data.as_value(), buf.ra.data.as_value())))]
+            read_data = Mux(pend_buf == KB, buf.kr.data.as_value(),
+                            Mux(pend_buf == VB, buf.vr.data.as_value(), buf.ra.data.as_value()))
+            m.d.sync += [pending.eq(0), self.o_rd.valid.eq(1), self.o_rd.payload.data.eq(read_data)]
         with m.Elif(self.o_rd.ready):
             m.d.sync += self.o_rd.valid.eq(0)
         return m

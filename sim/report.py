@@ -106,7 +106,7 @@ def synthetic_steps(img, keep) -> list[Step]:
 @functools.lru_cache(maxsize=16)
 def _program(cfg, hw: HardwareConfig):
     """A program for the model's shapes (random weights, calibrated: realistic table sizes)."""
-    from quant.calibrate import calibrated_random          # loads torch: only when needed
+    from quant.calibrate import calibrated_random  # loads torch: only when needed
     q, _ = calibrated_random(cfg, 0, 2)
     return compile_model(q, hw)
 
@@ -173,11 +173,12 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False, timing
     bound = {}
     for o in p.ops:
         bound[o.bound] = bound.get(o.bound, 0) + o.cycles
-    print("\nbound by: " + ", ".join(f"{k} {100 * v / p.total:.0f}%" for k, v in sorted(bound.items(), key=lambda kv: -kv[1])))
+    by_cycles = sorted(bound.items(), key=lambda kv: -kv[1])
+    print("\nbound by: " + ", ".join(f"{k} {100 * v / p.total:.0f}%" for k, v in by_cycles))
     print(f"DDR: {p.stream_bytes / 1e6:.2f} MB read per image ({p.stream_bytes / p.total:.1f} B/cycle on average); "
           f"MATMULs waited {p.weight_wait:,} cycles ({100 * p.weight_wait / p.total:.1f}%) for weights")
-    print(f"total: {p.total:,} cycles = {p.latency_ms:.3f} ms at {hw.clock_mhz:g} MHz; {p.macs / 1e9:.3f} GMAC; MAC-array "
-          f"utilisation {p.mac_utilisation:.3f}; board DSP efficiency (useful MACs / (2,520 x cycles)) "
+    print(f"total: {p.total:,} cycles = {p.latency_ms:.3f} ms at {hw.clock_mhz:g} MHz; {p.macs / 1e9:.3f} GMAC; "
+          f"MAC-array utilisation {p.mac_utilisation:.3f}; board DSP efficiency (useful MACs / (2,520 x cycles)) "
           f"{p.board_efficiency():.3f}")
     print(f"\nresources (estimate): DSP48E2 {e.dsp} of {ZCU102_DSP}, BRAM36 {e.bram36:g} of {ZCU102_BRAM36}"
           + ("" if e.fits else " - DOES NOT FIT: " + "; ".join(e.why)))

@@ -32,14 +32,18 @@ class DynamicViTQuant(QuantScheme):
             score = qz.linear((w[0] - w[1])[None], (bias[0] - bias[1])[None], fmt[p + "o2g"], 0)
             out[b] = QPredictor(
                 qz.layernorm(t(ln.weight), t(ln.bias), ln.eps, res, fmt[p + "ln"]),
-                qz.linear(t(fc.weight), t(fc.bias), fmt[p + "ln"], fmt[p + "f"]), make_pwl("gelu", fmt[p + "f"], fmt[p + "fg"]),
-                qz.linear(t(o1.weight), t(o1.bias), fmt[p + "fg"], fmt[p + "o1"]), make_pwl("gelu", fmt[p + "o1"], fmt[p + "o1g"]),
-                qz.linear(t(o2.weight), t(o2.bias), fmt[p + "o1g"], fmt[p + "o2"]), make_pwl("gelu", fmt[p + "o2"], fmt[p + "o2g"]),
+                qz.linear(t(fc.weight), t(fc.bias), fmt[p + "ln"], fmt[p + "f"]),
+                make_pwl("gelu", fmt[p + "f"], fmt[p + "fg"]),
+                qz.linear(t(o1.weight), t(o1.bias), fmt[p + "fg"], fmt[p + "o1"]),
+                make_pwl("gelu", fmt[p + "o1"], fmt[p + "o1g"]),
+                qz.linear(t(o2.weight), t(o2.bias), fmt[p + "o1g"], fmt[p + "o2"]),
+                make_pwl("gelu", fmt[p + "o2"], fmt[p + "o2g"]),
                 replace(score, out_frac=score.in_frac + score.w_frac), counts[j], res)
         return out
 
     def q_settings(self, cfg, fmt: dict) -> dict:
-        return {b: dict(keep=k, res_frac=fmt.get(f"res.{b}")) for b, k in zip(cfg.selector_blocks, cfg.scheme.counts(cfg))}
+        return {b: dict(keep=k, res_frac=fmt.get(f"res.{b}"))
+                for b, k in zip(cfg.selector_blocks, cfg.scheme.counts(cfg))}
 
     # ---- same-input decisions
     def agreement_inputs(self, model, io, stage: int) -> list:
@@ -58,7 +62,8 @@ class DynamicViTQuant(QuantScheme):
     # ---- checkpoints
     def detect(self, keys: set) -> str | None:
         """One predictor per stage on the full embedding: score_predictor.<stage>.in_conv.<layer>.*"""
-        return next((k for k in sorted(keys) if re.match(r"score_predictor\.\d+\.in_conv\.\d\.(weight|bias)$", k)), None)
+        layer = re.compile(r"score_predictor\.\d+\.in_conv\.\d\.(weight|bias)$")
+        return next((k for k in sorted(keys) if layer.match(k)), None)
 
     def infer(self, shapes: dict, depth: int, tensors: dict | None = None) -> dict | None:
         if not self.detect(set(shapes)):

@@ -66,12 +66,13 @@ def register_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="evaluate a grid of hardware configurations (cycle model, resources, "
                        "Pareto plot)")
     p.add_argument("--config", required=True, type=spec, help="model preset or TOML file")
-    p.add_argument("--grid", required=True, type=path, help="TOML grid of HardwareConfig fields (configs/sweep-zcu102.toml)")
+    p.add_argument("--grid", required=True, type=path,
+                   help="TOML grid of HardwareConfig fields (configs/sweep-zcu102.toml)")
     p.add_argument("--keep", type=keep_fractions, help="share of its scored tokens each selector stage keeps, in "
                    "[0, 1], as in spvit report, e.g. 0.7,0.7,0.7 (overrides [sweep] keep; default 0.7 each)")
     p.add_argument("--synth", action="store_true", help="also synthesise every fitting configuration with Yosys, unit "
-                   "by unit (rtl_gen/tools/synthesis.py, cached in SPVIT_BUILD/synth/); slow: over an hour per zcu102-sized "
-                   "configuration on 2 cores, so for small grids or a Ray cluster")
+                   "by unit (rtl_gen/tools/synthesis.py, cached in SPVIT_BUILD/synth/); slow: over an hour per "
+                   "zcu102-sized configuration on 2 cores, so for small grids or a Ray cluster")
     p.add_argument("--out", required=True, type=path, help="output directory for sweep.csv, sweep.json, pareto.png")
     p.add_argument("--force", action="store_true", help="replace an earlier sweep directory (never anything else)")
     executor_arguments(p)
@@ -107,9 +108,10 @@ def _regress(cases, ex, out_dir: Path, origin: str, js: Path | None) -> int:
     results, wall = run_regression(cases, ex, out_dir, origin)
     s = summary(results, cases, wall, ex)
     seeds = f" x {s['x_seeds']} seeds of random initial values" if s["x_seeds"] else ""
-    print(f"total: {s['configurations']} configurations ({s['hardware_builds']} hardware builds), {s['images']} images{seeds}, "
-          f"{s['elements_compared']:,} elements compared, {s['mismatches']} mismatches, {s['errors']} errors, "
-          f"{s['cycles']:,} cycles simulated; wall {wall:.0f} s on {ex.describe}")
+    print(f"total: {s['configurations']} configurations ({s['hardware_builds']} hardware builds), "
+          f"{s['images']} images{seeds}, {s['elements_compared']:,} elements compared, "
+          f"{s['mismatches']} mismatches, {s['errors']} errors, {s['cycles']:,} cycles simulated; "
+          f"wall {wall:.0f} s on {ex.describe}")
     print("result: " + ("BIT-EXACT" if not s["failed"] else f"FAILED configurations {s['failed']}"))
     if js is not None:
         js.write_text(json.dumps({"summary": s, "origin": origin, "results": [dataclasses.asdict(r) for r in results]},
@@ -118,13 +120,14 @@ def _regress(cases, ex, out_dir: Path, origin: str, js: Path | None) -> int:
 
 
 def register_regress(sub) -> None:
-    p = sub.add_parser("regress", help="randomised regression: random models and hardware on the RTL vs the interpreter")
+    p = sub.add_parser("regress",
+                       help="randomised regression: random models and hardware on the RTL vs the interpreter")
     p.add_argument("--configs", type=int_in(1, 100_000), default=4, help="configurations to draw (default 4)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the draw (default 0)")
     p.add_argument("--per-hw", type=positive_int, default=3,
                    help="models per hardware configuration, i.e. per Verilator build (default 3)")
-    p.add_argument("--images", type=int_in(1, 1000), default=6, help="images per configuration (default 6; every second "
-                   "one a corner image of int16 extremes)")
+    p.add_argument("--images", type=int_in(1, 1000), default=6,
+                   help="images per configuration (default 6; every second one a corner image of int16 extremes)")
     p.add_argument("--x-seeds", type=int_in(0, 64), default=0, help="run every configuration's images once per seed "
                    "of random initial values of every register and memory (Verilator --x-initial unique; default 0: "
                    "they start at zero): a result that depends on storage nothing wrote then differs")

@@ -9,11 +9,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from golden.arith import (ENGINES, INT16_MAX, INT16_MIN, MAX_K, PackedWeight, add_sat, bit_length, isqrt,
-                          isqrt_bitwise, matmul, recip, requant, rshift_round, sat)
+from golden.arith import (
+    ENGINES,
+    INT16_MAX,
+    INT16_MIN,
+    MAX_K,
+    PackedWeight,
+    add_sat,
+    bit_length,
+    isqrt,
+    isqrt_bitwise,
+    matmul,
+    recip,
+    requant,
+    rshift_round,
+    sat,
+)
 from golden.compare import assert_exact
 
 SIDES = ("golden", "reference")          # golden.compare.assert_exact's report names
@@ -85,7 +98,8 @@ def py_matmul(x, w):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 70), st.integers(1, 6), st.integers(0, 2**31), st.sampled_from(["rand", "min", "max", "mixed"]))
+@given(st.integers(1, 6), st.integers(1, 70), st.integers(1, 6), st.integers(0, 2**31),
+       st.sampled_from(["rand", "min", "max", "mixed"]))
 def test_matmul_engines_equal_python_ints(m, k, n, seed, kind):
     rng = np.random.default_rng(seed)
     if kind == "rand":
@@ -163,7 +177,10 @@ def test_qlinear_fused_path_equals_requant_of_exact_product(seed, shift, stacked
     from golden.layers import QLinear
     rng = np.random.default_rng(seed)
     lead = (3,) if stacked else ()
-    w = rng.choice([INT16_MIN, INT16_MAX, 0, -1], (*lead, 5, 7)) if seed % 3 == 0 else rng.integers(INT16_MIN, INT16_MAX + 1, (*lead, 5, 7))
+    if seed % 3 == 0:
+        w = rng.choice([INT16_MIN, INT16_MAX, 0, -1], (*lead, 5, 7))
+    else:
+        w = rng.integers(INT16_MIN, INT16_MAX + 1, (*lead, 5, 7))
     b = rng.integers(-(1 << 45), 1 << 45, (*lead, 1, 5) if stacked else (5,))
     x = rng.integers(INT16_MIN, INT16_MAX + 1, (*lead, 4, 7))
     layer = QLinear(w, b, w_frac=shift, in_frac=0, out_frac=0)

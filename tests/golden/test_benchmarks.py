@@ -8,10 +8,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_golden_speed_prints_the_engine():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "golden_speed.py"), "--config", "mini", "--batch", "2",
-                        "--repeats", "1"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "golden_speed.py"),
+                        "--config", "mini", "--batch", "2", "--repeats", "1"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    engines = [l for l in lines if l.strip().startswith("matmul engine: auto: ")]
+    engines = [line for line in lines if line.strip().startswith("matmul engine: auto: ")]
     assert len(engines) == 2 and "shape(s)" in engines[0] and "ms" in engines[0], r.stdout
     assert lines[-1].startswith("golden/float32 speed ratio: ")

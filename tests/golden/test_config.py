@@ -2,8 +2,8 @@ import dataclasses
 
 import pytest
 
-from golden.config import DEIT_TINY, MINI, PRESETS, FixedPointConfig, ModelConfig, load_config
 from base.errors import ConfigError
+from golden.config import DEIT_TINY, MINI, PRESETS, FixedPointConfig, ModelConfig, load_config
 
 
 @pytest.mark.parametrize("change,msg", [
@@ -36,21 +36,27 @@ DV = dict(selector="dynamicvit", selector_blocks=(3, 6, 9))
     (dict(DV, keep_rate=(0.7, 0.5)), "keep_rate needs 1 or 3 entries, one per stage (got 2)"),
     (dict(DV, keep_rate=(1.5,)), "keep_rate entries must lie in (0, 1] (got [1.5])"),
     (dict(DV, keep_rate=(0.5, 0.6, 0.4)), "keep_rate per stage (fractions of all patch tokens) must not increase"),
-    (dict(DV, keep_rate=(0.01,)), "keep_rate [0.01] keeps int(196 * 0.0001) = 0 patch tokens at stage 1; raise keep_rate"),
-    (dict(DV, keep_rate=(0.7,), keep_cap=(50,)), "keep_cap applies to selector 'spvit' only (got selector 'dynamicvit')"),
+    (dict(DV, keep_rate=(0.01,)),
+     "keep_rate [0.01] keeps int(196 * 0.0001) = 0 patch tokens at stage 1; raise keep_rate"),
+    (dict(DV, keep_rate=(0.7,), keep_cap=(50,)),
+     "keep_cap applies to selector 'spvit' only (got selector 'dynamicvit')"),
     (dict(DV, keep_rate=(0.7,), package_mode="sum"), "package_mode applies to selector 'spvit' only"),
     (dict(DV, keep_rate=(0.7,), embed_dim=6, num_heads=1), "the DynamicViT predictor needs embed_dim divisible by 4"),
     (dict(DV, keep_rate="abc"), "keep_rate must be a number or a list of numbers (got 'abc')"),
     (dict(selector="spvit", selector_blocks=(3,), keep_rate=(0.7,)), "keep_rate is not used by selector 'spvit'"),
     (dict(selector="spvit", selector_blocks=(3,), fuse_token=False), "fuse_token applies to selector 'evit' only"),
-    (dict(selector="evit", selector_blocks=(3,), keep_rate=(0.7,), fuse_token="yes"), "fuse_token must be true or false"),
+    (dict(selector="evit", selector_blocks=(3,), keep_rate=(0.7,), fuse_token="yes"),
+     "fuse_token must be true or false"),
     (dict(selector="evit", selector_blocks=(3,), keep_rate=(0.7,), score_momentum=0.5),
      "score_momentum applies to selector 'evovit' only"),
-    (dict(selector="evit", selector_blocks=(3, 12), keep_rate=(0.7,)), "selector_blocks must lie in 0..depth-1 = 0..11"),
-    (dict(selector="evovit", selector_blocks=(0, 4), keep_rate=(0.5,)), "selector_blocks must lie in 1..depth-1 = 1..11"),
+    (dict(selector="evit", selector_blocks=(3, 12), keep_rate=(0.7,)),
+     "selector_blocks must lie in 0..depth-1 = 0..11"),
+    (dict(selector="evovit", selector_blocks=(0, 4), keep_rate=(0.5,)),
+     "selector_blocks must lie in 1..depth-1 = 1..11"),
     (dict(selector="evovit", selector_blocks=(4, 8), keep_rate=(0.5,), score_momentum=1.5),
      "score_momentum must lie in [0, 1] (got 1.5)"),
-    (dict(selector="evovit", selector_blocks=(4, 8), keep_rate=(0.004,)), "keeps int(196 * rate) = 0 tokens at stage 0"),
+    (dict(selector="evovit", selector_blocks=(4, 8), keep_rate=(0.004,)),
+     "keeps int(196 * rate) = 0 tokens at stage 0"),
     (dict(selector="none", keep_rate=(0.7,)), "keep_rate is not used by selector 'none'"),
 ])
 def test_scheme_config_errors(change, msg):
@@ -73,7 +79,8 @@ def test_fixed_point_errors(change, msg):
 
 
 def test_scheme_presets_and_toml(tmp_path):
-    assert PRESETS["dynamicvit-deit-small"].keep_rate == (0.7,) and PRESETS["evovit-deit-tiny"].selector_blocks == (4, 8)
+    assert PRESETS["dynamicvit-deit-small"].keep_rate == (0.7,)
+    assert PRESETS["evovit-deit-tiny"].selector_blocks == (4, 8)
     assert PRESETS["evit-deit-tiny"].scheme.name == "evit" and PRESETS["mini-evovit"].stages == 2
     ok = dataclasses.replace(DEIT_TINY, selector="evit", selector_blocks=(0, 5), keep_rate=0.5)
     assert ok.keep_rate == (0.5,)                      # a scalar is one rate for every stage
@@ -152,22 +159,27 @@ def test_model_config_is_frozen():
     ("model = 5\n", "[model] in"),
     ("hardware = 3\n", "[hardware] in"),
     ('preset = "mini"\n[fixed_point]\nfrac_overrides = 5\n', "frac_overrides in [fixed_point] must be a table"),
-    ('preset = "mini"\n[fixed_point]\nfrac_overrides = { "blocks.0.q" = true }\n', "frac_overrides['blocks.0.q'] must be an integer"),
+    ('preset = "mini"\n[fixed_point]\nfrac_overrides = { "blocks.0.q" = true }\n',
+     "frac_overrides['blocks.0.q'] must be an integer"),
     ("preset = 5\n", "must be a string such as \"deit-tiny\" (got 5)"),
     ("", "is empty; name the model it starts from, e.g. preset = \"deit-tiny\""),
     ("# only a comment\n", "is empty"),
-    ('preset = "mini"\n[model]\nkeep_cap = 100\n', "keep_cap entries must be at most the 64 patch tokens a stage can score"),
+    ('preset = "mini"\n[model]\nkeep_cap = 100\n',
+     "keep_cap entries must be at most the 64 patch tokens a stage can score"),
     # the fields of the other schemes (issue 9) are type-checked the same way
-    ('preset = "mini-evit"\n[model]\nfuse_token = "yes"\n', "fuse_token in [model] must be true or false (got the string 'yes')"),
+    ('preset = "mini-evit"\n[model]\nfuse_token = "yes"\n',
+     "fuse_token in [model] must be true or false (got the string 'yes')"),
     ('preset = "mini-evit"\n[model]\nfuse_token = 1\n', "fuse_token in [model] must be true or false (got 1)"),
     ('preset = "mini-evovit"\n[model]\nscore_momentum = true\n',
      "score_momentum in [model] must be a finite number (got the boolean true)"),
     ('preset = "mini-dynamicvit"\n[model]\nkeep_rate = "0.7"\n',
      "keep_rate in [model] must be a list of numbers, e.g. [0.7] (got the string '0.7')"),
-    ('preset = "mini-dynamicvit"\n[model]\nkeep_rate = [0.7, nan]\n', "each entry of keep_rate in [model] must be a finite number"),
+    ('preset = "mini-dynamicvit"\n[model]\nkeep_rate = [0.7, nan]\n',
+     "each entry of keep_rate in [model] must be a finite number"),
     ('preset = "mini-dynamicvit"\n[model]\nkeep_cap = 100\n', "keep_cap applies to selector 'spvit' only"),
     ('preset = "mini"\n[preprocess]\npad = "2"\n', "pad in [preprocess] must be an integer (got the string '2')"),
-    ('preset = "mini"\n[model]\npreprocess = { pad = 1.5 }\n', "pad in [model.preprocess] must be an integer (got 1.5)"),
+    ('preset = "mini"\n[model]\npreprocess = { pad = 1.5 }\n',
+     "pad in [model.preprocess] must be an integer (got 1.5)"),
     ('preset = "mini"\n[model]\npreprocess = 3\n', "[model.preprocess] must be a table of fields (got 3)"),
 ])
 def test_toml_value_errors(tmp_path, text, msg, capsys):

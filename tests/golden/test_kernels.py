@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 
 from golden.arith import INT16_MAX, INT16_MIN, quantize
-from golden.kernels import (CLS_ATTN_FRAC, PROB_FRAC, PWL_FUNCS, SOFTMAX_RECIP_BITS, cls_attention, exp_neg,
-                            exp_table, layernorm, ln_eps_const, make_pwl, softmax)
+from golden.kernels import (
+    CLS_ATTN_FRAC,
+    PROB_FRAC,
+    PWL_FUNCS,
+    SOFTMAX_RECIP_BITS,
+    cls_attention,
+    exp_neg,
+    exp_table,
+    layernorm,
+    ln_eps_const,
+    make_pwl,
+    softmax,
+)
 
 ALL16 = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64)
 
@@ -88,7 +99,8 @@ def test_softmax_bounds(frac, n, measured):
     ref = ref_softmax(s, frac)
     perr = np.abs(p - ref).max()
     serr = np.abs(p.sum(-1) - 1).max()
-    measured(f"softmax frac {frac} n {n}: max |p - p_ref| {perr * 1024:.3f} x 2^-10, max |sum - 1| {serr * 256:.3f} x 2^-8")
+    measured(f"softmax frac {frac} n {n}: max |p - p_ref| {perr * 1024:.3f} x 2^-10, "
+             f"max |sum - 1| {serr * 256:.3f} x 2^-8")
     assert perr <= 2.0 ** -10 and serr <= 2.0 ** -8
 
 
@@ -111,7 +123,8 @@ def test_cls_attention_exact_and_finer_than_q15(measured):
     ref = ref_softmax(s[:40], frac)
     err23 = np.abs(got[:40] / 2.0 ** CLS_ATTN_FRAC - ref).mean()
     err15 = np.abs(softmax(s[:40], frac) / 2.0 ** PROB_FRAC - ref).mean()
-    distinct = lambda p: np.mean([len(np.unique(r[r > 0])) / max((r > 0).sum(), 1) for r in p])
+    def distinct(p):
+        return np.mean([len(np.unique(r[r > 0])) / max((r > 0).sum(), 1) for r in p])
     measured(f"CLS attention N = 197: mean |error| Q23 {err23:.2e} vs Q15 {err15:.2e}; distinct nonzero values "
              f"{100 * distinct(got[:40]):.0f}% vs {100 * distinct(softmax(s[:40], frac)):.0f}%")
     assert err23 < err15 / 3 and distinct(got[:40]) > distinct(softmax(s[:40], frac))

@@ -204,8 +204,8 @@ def test_attention_score_scaling_equals_requant_mul(mult):
     x[0, 0] = INT16_MIN
     q = np.swapaxes(x.reshape(2, n, h, c // h), 1, 2)
     want_s = requant_mul(np.einsum("bhnd,bhmd->bhnm", q, q), mult, 10 + 10 + 15 - 9)
-    from golden.kernels import softmax
     from golden.arith import requant
+    from golden.kernels import softmax
     p = softmax(want_s, 9)
     o = requant(np.einsum("bhnm,bhmd->bhnd", p, q), 15 + 10 - 10)
     want = np.swapaxes(o, 1, 2).reshape(2, n, c)

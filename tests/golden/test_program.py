@@ -101,7 +101,8 @@ def test_interpreter_equals_golden_deit_small(preset, measured):
     test_interpreter_equals_golden(preset, HW_PRESETS["zcu102"], measured)
 
 
-@pytest.mark.parametrize("mode,cap", [("sum", None), ("mean", None), ("norm", (20, 5)), ("norm", (0,)), ("sum", (0, 3))])
+@pytest.mark.parametrize("mode,cap", [("sum", None), ("mean", None), ("norm", (20, 5)), ("norm", (0,)),
+                                      ("sum", (0, 3))])
 def test_package_modes_and_caps(mode, cap):
     """Caps bind (cap 0: nothing kept, so the next stage scores no token at all)."""
     cfg = dataclasses.replace(PRESETS["mini"], package_mode=mode)
@@ -118,8 +119,8 @@ def test_package_modes_and_caps(mode, cap):
                                              ("mini-evovit", "mini_evovit.safetensors")])
 def test_committed_model_program(preset, weights):
     """The demo model and the committed scheme models (examples/) on 8 held-out digits."""
-    from quant.calibrate import calibrate
     from quant import DEMO_CHECKPOINT
+    from quant.calibrate import calibrate
     from quant.data import load_data
     from quant.loaders import load_float_model
     cfg = PRESETS[preset]
@@ -141,9 +142,9 @@ def test_same_inputs_same_bytes():
 def test_image_save_load_keeps_the_model_config(tmp_path):
     """The image manifest records the model as packages do (golden.config.config_dict) and
     Image.load reads it back with the same type-checked conversion, [preprocess] included."""
+    from base.errors import UsageError
     from golden.compiler import Image
     from golden.config import Preprocess
-    from base.errors import UsageError
     cfg = dataclasses.replace(PRESETS["mini"], name="mnist-like", preprocess=Preprocess(
         mean=(0.1307,), std=(0.3081,), crop_mode="none", pad=2))
     q, _ = calibrated_random(cfg, 0, 2)

@@ -13,10 +13,10 @@ from golden.arith import INT16_MAX, INT16_MIN, add_sat, requant
 from golden.config import PRESETS
 from golden.kernels import CLS_ATTN_FRAC, PROB_FRAC
 from golden.random_model import random_images, random_model
-from golden.tokens import Group, Record, rank_desc
 from golden.selectors import SCHEMES
 from golden.selectors.evit import HEAD_RECIP_BITS, QEViTSelector
 from golden.selectors.evovit import blend
+from golden.tokens import Group, Record, rank_desc
 from quant import schemes
 from quant.calibrate import calibrate, quantize_images
 from quant.selfcheck import compare, format_report
@@ -64,8 +64,8 @@ def functional_dynamicvit(sd, cfg, img):
         if i in cfg.selector_blocks:
             s = cfg.selector_blocks.index(i)
             p = f"score_predictor.{s}."
-            t = F.gelu(F.linear(F.layer_norm(x[:, 1:], (c,), sd[p + "in_conv.0.weight"], sd[p + "in_conv.0.bias"], 1e-5),
-                                sd[p + "in_conv.1.weight"], sd[p + "in_conv.1.bias"]))
+            t = F.layer_norm(x[:, 1:], (c,), sd[p + "in_conv.0.weight"], sd[p + "in_conv.0.bias"], 1e-5)
+            t = F.gelu(F.linear(t, sd[p + "in_conv.1.weight"], sd[p + "in_conv.1.bias"]))
             t = torch.cat([t[..., : c // 2], t[..., c // 2:].mean(1, keepdim=True).expand(-1, t.shape[1], -1)], -1)
             for j in (0, 2):
                 t = F.gelu(F.linear(t, sd[p + f"out_conv.{j}.weight"], sd[p + f"out_conv.{j}.bias"]))
@@ -92,7 +92,8 @@ def functional_evit(sd, cfg, img):
     kept = []
     for i in range(cfg.depth):
         p = f"blocks.{i}."
-        o, a = _attention(F.layer_norm(x, (c,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], 1e-6), sd, p, cfg.num_heads)
+        y = F.layer_norm(x, (c,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], 1e-6)
+        o, a = _attention(y, sd, p, cfg.num_heads)
         x = x + o
         if i in cfg.selector_blocks:
             s = cfg.selector_blocks.index(i)
@@ -138,7 +139,8 @@ def functional_evovit(sd, cfg, img):
         t = 1.0 if i < starts[0] else 0.5
         y = F.layer_norm(x, (c,), sd[f"norms.{i}.weight"], sd[f"norms.{i}.bias"], 1e-6)
         b, n, _ = y.shape
-        qk = F.linear(y, sd[f"qks.{i}.qk.weight"], sd[f"qks.{i}.qk.bias"]).reshape(b, n, 2, h, -1).permute(2, 0, 3, 1, 4)
+        qk = F.linear(y, sd[f"qks.{i}.qk.weight"], sd[f"qks.{i}.qk.bias"])
+        qk = qk.reshape(b, n, 2, h, -1).permute(2, 0, 3, 1, 4)
         v = F.linear(y, sd[f"vs.{i}.v.weight"], sd[f"vs.{i}.v.bias"]).reshape(b, n, h, -1).transpose(1, 2)
         a = ((qk[0] @ qk[1].transpose(-2, -1)) * (c // h) ** -0.5).softmax(-1)
         new = a[:, :, 0, 1:].sum(1)
@@ -395,7 +397,6 @@ def test_cls_token_format(mini_q):
     adds from cls_in to cls_mid to cls_out, also where it saturates. DeiT, SPViT and DynamicViT
     have none (their results: tests/golden/test_unchanged_schemes.py)."""
     from golden.kernels import layernorm
-    from golden.layers import QBlock
     q, x = mini_q["evovit"]
     assert q.cfg.scheme.cls_format and all(b.cls_in is not None for b in q.blocks)
     assert q.cls_frac == q.blocks[0].cls_in == q.fmt["res.0.cls"] and q.fmt["res.0.cls"] > q.fmt["res.0"]

@@ -82,8 +82,9 @@ def test_mse_at_least_as_good_as_maxabs_on_the_demo_model(demo, measured):
     same = _same_decisions(r["maxabs"]) & _same_decisions(r["mse"])
     s = {m: _logits_sqnr(v, same) for m, v in r.items()}
     lay = {m: float(np.mean(list(v.layer_sqnr.values()))) for m, v in r.items()}
-    measured(f"demo model, logits SQNR on the {same.sum()} of 600 images with float decisions: maxabs {s['maxabs']:.1f} "
-             f"dB, mse {s['mse']:.1f} dB (all images: {r['maxabs'].logits_sqnr:.1f} / {r['mse'].logits_sqnr:.1f}); "
+    measured(f"demo model, logits SQNR on the {same.sum()} of 600 images with float decisions: "
+             f"maxabs {s['maxabs']:.1f} dB, mse {s['mse']:.1f} dB "
+             f"(all images: {r['maxabs'].logits_sqnr:.1f} / {r['mse'].logits_sqnr:.1f}); "
              f"mean per-layer SQNR maxabs {lay['maxabs']:.1f}, mse {lay['mse']:.1f} dB")
     assert same.sum() > 550
     assert s["mse"] >= s["maxabs"] and lay["mse"] >= lay["maxabs"]

@@ -32,7 +32,8 @@ def _cases(n=2000, seed=0):
         d0 = img.regions["program"][0]
         descs += [isa.decode(img.data[d0 + i * 64:][:64]) for i in range(img.manifest["descriptors"])]
     # Evo-ViT's write-back COPY appears only where two blocks' formats differ
-    descs.append(isa.decode(isa.encode("COPY", i_buf=0, i_c0=0, i_r0=33, o_buf=0, o_c0=0, o_r0=33, w=64, shift=1, rows=32)))
+    copy = isa.encode("COPY", i_buf=0, i_c0=0, i_r0=33, o_buf=0, o_c0=0, o_r0=33, w=64, shift=1, rows=32)
+    descs.append(isa.decode(copy))
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -151,6 +152,7 @@ def test_cycle_model_times_only_what_the_rtl_runs():
     """rtl_gen/tools/cycles.py refuses a program with operations or modes RTL_SUPPORT excludes
     (a DynamicViT program) rather than timing them as zero cycles; SPViT's is timed."""
     import pytest
+
     from golden.arith import quantize
     from rtl_gen.tools.cycles import program_cycles, trace
     for preset in ("mini", "mini-dynamicvit"):
@@ -160,5 +162,6 @@ def test_cycle_model_times_only_what_the_rtl_runs():
         if preset == "mini":
             assert program_cycles(img, steps).total > 0
         else:
-            with pytest.raises(ValueError, match=r"descriptor \d+ \(MATMUL\) uses an operation or mode the RTL does not"):
+            unsupported = r"descriptor \d+ \(MATMUL\) uses an operation or mode the RTL does not"
+            with pytest.raises(ValueError, match=unsupported):
                 program_cycles(img, steps)

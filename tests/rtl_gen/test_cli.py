@@ -47,8 +47,8 @@ def test_compile_and_refuse_oversized(tmp_path, demo_package, capsys):
     assert (out / "image.bin").read_bytes() == (out2 / "image.bin").read_bytes()
     # a DeiT-T package does not fit the mini hardware: refused with the reasons, nothing written
     from golden.config import PRESETS
-    from quant.package import write_package
     from quant.calibrate import calibrated_random
+    from quant.package import write_package
     q, _ = calibrated_random(PRESETS["spvit-deit-tiny"], 0, 2)
     big = tmp_path / "deit_t.pkg"
     write_package(q, big)
@@ -113,8 +113,8 @@ def test_compile_builds_every_scheme_and_checks_the_scheme_before_the_shapes(tmp
 
     import golden.compiler
     from golden.config import PRESETS
-    from quant.package import write_package
     from quant.calibrate import calibrated_random
+    from quant.package import write_package
     q, _ = calibrated_random(PRESETS["mini-dynamicvit"], 0, 2)
     write_package(q, tmp_path / "dv.pkg")
     assert main(["compile", "--package", str(tmp_path / "dv.pkg"), "--hw", "mini", "--out", str(tmp_path / "img")]) == 0
@@ -122,15 +122,16 @@ def test_compile_builds_every_scheme_and_checks_the_scheme_before_the_shapes(tmp
     wide = dataclasses.replace(PRESETS["mini-evit"], embed_dim=128)        # embed_dim 128 > d_max 64 of mini
     q, _ = calibrated_random(wide, 0, 2)
     write_package(q, tmp_path / "wide.pkg")
+    compile_wide = ["compile", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini", "--out", str(tmp_path / "no")]
     capsys.readouterr()
-    assert main(["compile", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
+    assert main(compile_wide) == 2
     assert "embed_dim 128 > d_max 64" in capsys.readouterr().err
     # spvit run: the RTL does not run EViT yet, said before the shapes (and before any simulator build)
     assert main(["run", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini"]) == 2
     err = capsys.readouterr().err
     assert "token selection 'evit' (model mini-evit) has no hardware yet" in err and "d_max" not in err, err
     monkeypatch.setattr(golden.compiler, "LOWERED", ("none", "spvit"))
-    assert main(["compile", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini", "--out", str(tmp_path / "no")]) == 2
+    assert main(compile_wide) == 2
     err = capsys.readouterr().err
     assert "token selection 'evit' (model mini-evit) has no accelerator program yet" in err, err
     assert "d_max" not in err and "Traceback" not in err

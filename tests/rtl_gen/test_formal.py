@@ -40,7 +40,8 @@ def caught(result, rule: str) -> bool:
 
 
 def check(result, proof: str):
-    print(f"{proof}: {result.mode} {'passed' if result.passed else 'FAILED'} in {result.seconds:.1f} s ({result.solver})")
+    outcome = "passed" if result.passed else "FAILED"
+    print(f"{proof}: {result.mode} {outcome} in {result.seconds:.1f} s ({result.solver})")
     assert result.passed, f"{proof}: {result.failed}"
 
 

@@ -3,8 +3,8 @@ import dataclasses
 
 import pytest
 
-from golden.config import PRESETS
 from base.errors import ConfigError
+from golden.config import PRESETS
 from golden.hw import HW_PRESETS, HardwareConfig
 
 
@@ -49,7 +49,8 @@ def test_hardware_table_works_as_written(tmp_path):
     hardware (mini for the mini model), of its own `preset`, or of the ,HW given."""
     from spvit.commands.sim import resolve
     t = tmp_path / "small-mini.toml"
-    t.write_text('preset = "mini"\n[model]\ndepth = 4\nselector_blocks = [2]\n[hardware]\nclock_mhz = 250\nmac_rows = 2\n')
+    t.write_text('preset = "mini"\n[model]\ndepth = 4\nselector_blocks = [2]\n'
+                 '[hardware]\nclock_mhz = 250\nmac_rows = 2\n')
     cfg, hw = resolve(str(t))
     assert cfg.model.name == "small-mini" and (hw.mac_rows, hw.mac_cols, hw.n_max, hw.clock_mhz) == (2, 16, 72, 250)
     t.write_text('preset = "mini"\n')
@@ -77,7 +78,8 @@ def test_hardware_table_errors(tmp_path, table, msg, capsys):
 
 
 @pytest.mark.parametrize("text,msg", [
-    ("[hardware]\nmac_rows = 'eight'\n", "hardware file '{f}': mac_rows in [hardware] must be an integer (got the string 'eight')"),
+    ("[hardware]\nmac_rows = 'eight'\n",
+     "hardware file '{f}': mac_rows in [hardware] must be an integer (got the string 'eight')"),
     ("[hardware]\npreset = 'zcu'\n", "unknown hardware preset 'zcu' in '{f}'"),
     ("[hardware\n", "hardware file '{f}' is not valid TOML"),
     ("x = 1\n", "hardware file '{f}' has no [hardware] table"),

@@ -10,12 +10,22 @@ import warnings
 
 import pytest
 
-from golden import isa
 from base.errors import ConfigError
+from golden import isa
 from golden.hw import HW_PRESETS, HardwareConfig
 from rtl_gen.host.csr import Csr
-from rtl_gen.host.regmap import (ID_MAGIC, Field, Reg, RegMap, c_header, field_cell, markdown, regmap, regmap_json,
-                            write_regmap)
+from rtl_gen.host.regmap import (
+    ID_MAGIC,
+    Field,
+    Reg,
+    RegMap,
+    c_header,
+    field_cell,
+    markdown,
+    regmap,
+    regmap_json,
+    write_regmap,
+)
 from sim.runner import LINT_WAIVERS, write_verilog
 
 HWS = [*HW_PRESETS.values(), HardwareConfig(name="odd", mac_rows=4, mac_cols=8, n_max=4096, d_max=4096,
@@ -95,7 +105,7 @@ def test_c_header_compiles_and_agrees(hw, tmp_path):
 @pytest.mark.parametrize("hw", HWS, ids=IDS)
 def test_markdown_agrees(hw):
     rm = regmap(hw)
-    rows = [l.split(" | ") for l in markdown(hw).splitlines() if re.match(r"\| 0x[0-9a-f]{3} \|", l)]
+    rows = [line.split(" | ") for line in markdown(hw).splitlines() if re.match(r"\| 0x[0-9a-f]{3} \|", line)]
     assert len(rows) == len(rm)
     for row, r in zip(rows, rm):
         assert (int(row[0][2:], 16), row[1], row[2]) == (r.offset, r.name, r.access)

@@ -142,7 +142,8 @@ def test_adder_levels_and_delay(tmp_path):
     w = t.worst
     # one LUT into the chain; the 49-bit sum: thirteen CARRY4s (Yosys) = seven CARRY8s
     assert w.breakdown.get("CARRY8") == 7 and w.levels == 8, w.describe()
-    assert w.start.startswith(("ra", "rb")) and w.start_kind == "FDRE" and w.end.startswith("q") and w.end_kind == "FDRE"
+    assert w.start.startswith(("ra", "rb")) and w.start_kind == "FDRE", w.describe()
+    assert w.end.startswith("q") and w.end_kind == "FDRE", w.describe()
     m = MODEL
     lo = m.ff_co + m.lut + m.carry_in + m.carry_out + m.ff_su
     assert lo < w.delay < lo + 2 * m.net_delay(4) + 13 * (m.carry_through + m.carry_net), w.describe()
