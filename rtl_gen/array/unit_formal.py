@@ -34,8 +34,9 @@ from ..tools import formal
 
 READ_PORTS = ("ra", "rb", "kr", "vr", "wi")
 # streams whose producer does not wait for ready (the consumer always has room, an invariant
-# of the whole unit that k-induction cannot see): rule 2 holds from reset, checked by BMC
-NO_BACKPRESSURE = re.compile(r"dut\.(fetch\.o_info|drain\.i_info|att\.softmax\.recip\d+\.i_d)")
+# of the whole unit that k-induction cannot see: the drain's credits for the epilogue's score
+# FIFO and the fetch's for its operand FIFO): rule 2 holds from reset, checked by BMC
+NO_BACKPRESSURE = re.compile(r"dut\.(fetch\.o_info|drain\.i_info|att\.softmax\.recip\d+\.i_d|epi\.sm\.i|fetch\.fifo\.i)")
 
 
 class ArrayUnitFormal(wiring.Component):

@@ -146,17 +146,18 @@ def one_too_long(m, addr, left, bits, burst_max, name):
     return BURST_BEATS(m, addr, left, bits, burst_max + 1, name)       # still within the 4 KB page
 
 
-class RereadingFetch(Fetch):
+class PoppingFetch(Fetch):
     def elaborate(self, platform):
         m = super().elaborate(platform)
-        m.d.comb += self.ra.en.eq(self.req.valid)           # reads again while the array stalls
+        m.d.comb += m.submodules.fifo.o.ready.eq(1)       # pops its operand FIFO while the array stalls
         return m
 
 
 class ReadyFirstEpilogue(Epilogue):
-    def _write(self, m, c, valid, en, y, scores):
-        super()._write(m, c, valid, en, y, scores)
-        m.d.comb += self.o_s.valid.eq(valid & en & c.ok & (c.dest == DEST_SM))
+    def _write(self, m, t, y):
+        super()._write(m, t, y)
+        m.d.comb += self.o_s.valid.eq(self._sm.o.valid & self.o_s.ready)
+
 
 DMA_MUTANTS = {
     "m_axi0 AR: valid withdrawn before ready": ("rtl_gen.host.dma_read.ReadEngine", WithdrawnAr),
@@ -173,7 +174,7 @@ BURST_MUTANTS = {
 }
 ARRAY_MUTANTS = {
     "dut.mac.o_acc: valid withdrawn before ready": ("rtl_gen.array.unit.MacArray", DroppingMac),
-    "dut.fetch.o_ab: payload changed before ready": ("rtl_gen.array.unit.Fetch", RereadingFetch),
+    "dut.fetch.o_ab: payload changed before ready": ("rtl_gen.array.unit.Fetch", PoppingFetch),
 }
 
 
