@@ -7,7 +7,9 @@ per beat becomes int16 outputs, in a five-stage pipeline that advances together:
     5  y = add_shifted(residual, sa, y, sb, so); write  (golden.arith.add_shifted)
 
 and is written to a token buffer, the key buffer, the value banks, or sent to the softmax unit
-(scores), as the beat's context says. Rows at or above `rows` are never written. The pipeline
+(scores), as the beat's context says. A MATMUL into the score buffer (`cfg.to_sb`) writes the
+bare acc + bias of stage 1 to SB instead (its mult is 1: golden/isa.py CHECKS), no token word.
+Rows at or above `rows` are never written. The pipeline
 only stalls when the softmax unit does (ATTENTION, which has no activation, so the free-running
 PWL lanes never hold a beat that a stall could misalign); `idle` says no beat is in flight.
 """
@@ -22,6 +24,7 @@ from golden.hw import HardwareConfig
 from ..buffers import ports
 from ..primitives.arith import add_shifted, requant_sv
 from ..buffers.ports import lanes
+from ..buffers.scores import score_write
 from ..primitives.pwl import PwlEval, geometry_layout, table_read
 
 ACC_BITS = 48
@@ -40,7 +43,7 @@ def beat_layout(hw: HardwareConfig) -> data.StructLayout:
 
 def config_layout(hw: HardwareConfig) -> data.StructLayout:
     """Held for a whole operation."""
-    return data.StructLayout({"act": 1, "pwl": geometry_layout(), "res": 1, "r_buf": 2, "sa": 6, "sb": 6,
+    return data.StructLayout({"act": 1, "pwl": geometry_layout(), "to_sb": 1, "res": 1, "r_buf": 2, "sa": 6, "sb": 6,
                               "so": signed(8), "rows": range(hw.n_max + 1)})
 
 
@@ -56,6 +59,7 @@ class Epilogue(wiring.Component):
             "w": Out(ports.tok_write(hw)),
             "kw": Out(ports.key_write(hw)),
             "vw": Out(ports.val_write(hw)),
+            "sw": Out(score_write(hw)),
             "o_s": Out(stream.Signature(data.StructLayout({"s": lanes(R), "last": 1}))),
             "idle": Out(1),
         })
@@ -102,6 +106,10 @@ class Epilogue(wiring.Component):
             ys = add_shifted(m, res[r], cfg.sa, y, cfg.sb, cfg.so, name=f"res{r}")
             y5.append(Mux(cfg.res, ys, y))
         self._write(m, ctx[5], v[5], en, y5, scores)
+        c1 = ctx[1]
+        m.d.comb += [self.sw.tile.eq(c1.tile), self.sw.data.eq(Cat(p[:ACC_BITS] for p in p1)),
+                     self.sw.en.eq(Mux(en & v[1] & cfg.to_sb & c1.ok & (c1.dest == DEST_TOK),
+                                       ports.rows_mask(m, cfg.rows, c1.tile, hw, name="sb_rows"), 0))]
         return m
 
     def _write(self, m, c, valid, en, y, scores):
@@ -118,7 +126,7 @@ class Epilogue(wiring.Component):
                      self.o_s.valid.eq(valid & c.ok & (c.dest == DEST_SM))]
         w, kw, vw = self.w, self.kw, self.vw
         m.d.comb += [w.buf.eq(c.buf), w.tile.eq(c.tile), w.ch.eq(c.ch), w.data.eq(yv),
-                     w.en.eq(Mux(go & c.ok & (c.dest == DEST_TOK), rows, 0)),
+                     w.en.eq(Mux(go & c.ok & (c.dest == DEST_TOK) & ~self.cfg.to_sb, rows, 0)),
                      vw.tile.eq(c.tile), vw.ch.eq(c.ch), vw.data.eq(yv),
                      vw.en.eq(Mux(go & c.ok & (c.dest == DEST_VB), rows, 0)),
                      kw.ch.eq(c.ch), kw.data.eq(Cat(yv for _ in range(G)))]
