@@ -1,8 +1,10 @@
-"""Modeled latency of SPViT DeiT-S and DeiT-T on the zcu102 accelerator, side by side with the
-SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model (rtl_gen/tools/cycles.py, checked
+"""Modeled latency of SPViT and DynamicViT DeiT-S and DeiT-T on the zcu102 accelerator, next to
+the unpruned models and the SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model (rtl_gen/tools/cycles.py, checked
 against whole-model RTL runs by tests/sim/test_accel.py, test_cycle_model_matches_rtl) runs the compiled program at keep
-0.7 per selector stage (DeiT-S tokens 197/139/99/71), 300 MHz, with the patch embedding, the
-selectors, the head and the DDR traffic at the assumed bandwidth.
+0.7 per selector stage (DeiT-S tokens 197/139/99/71; DynamicViT keeps int(196 x 0.7^s) after blocks
+3, 6, 9 as its paper: tokens 197/138/97/68), 300 MHz, with the patch embedding, the selectors, the head and
+the DDR traffic at the assumed bandwidth. EViT and Evo-ViT are listed once the RTL runs them
+(golden Scheme.hardware).
 
     .venv/bin/python benchmarks/latency.py [--hw zcu102] [--keep 0.7] [--ddr-gbps 15.4]
 
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golden.config import PRESETS  # noqa: E402
 from golden.hw import load_hw  # noqa: E402
+from golden.selectors import SCHEMES  # noqa: E402
 from sim.report import PAPER_MS, estimate  # noqa: E402
 
 
@@ -37,16 +40,17 @@ def main() -> int:
     lines = []
     for name in ("deit-small", "deit-tiny"):
         rows = []
-        for variant in (name, "spvit-" + name):
+        for variant in (name, "spvit-" + name, *(f"{s}-{name}" for s in ("dynamicvit", "evit", "evovit")
+                                                  if SCHEMES[s].hardware)):
             cfg = PRESETS[variant]
             e = estimate(cfg, hw, (args.keep,) * cfg.stages if cfg.stages else None)
             p = e.perf
             tokens = sorted({o.rows for o in p.ops if o.op == "ATTENTION"}, reverse=True)
             rows.append((variant, e))
-            print(f"  {variant:18s} tokens {'/'.join(map(str, tokens)):16s} {p.total:10,d} cycles  {e.latency_ms:6.3f} ms  "
+            print(f"  {variant:22s} tokens {'/'.join(map(str, tokens)):16s} {p.total:10,d} cycles  {e.latency_ms:6.3f} ms  "
                   f"{p.macs / 1e9:5.2f} GMAC  MAC-array util {p.mac_utilisation:.3f}  board DSP efficiency "
                   f"{p.board_efficiency():.3f}  DDR {p.stream_bytes / 1e6:5.1f} MB")
-        e = rows[1][1]
+        e = dict(rows)["spvit-" + name]
         lines.append(f"{name} spvit latency: {e.latency_ms:.2f} ms (paper {PAPER_MS[name]:.2f} ms)")
     for line in lines:
         print(line)

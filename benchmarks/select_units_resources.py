@@ -19,8 +19,8 @@ from golden.hw import load_hw
 from rtl_gen.buffers.scores import ScoreBuffer
 from rtl_gen.selector.compact import Compact
 from rtl_gen.selector.compaction import Compaction
-from rtl_gen.selector.gather import Gather
 from rtl_gen.selector.decide import Decide
+from rtl_gen.selector.gather import Gather
 from rtl_gen.selector.gmean import GMean
 from rtl_gen.selector.package import Package
 from rtl_gen.selector.store import SelStore

@@ -30,8 +30,8 @@ from golden.hw import HardwareConfig
 from rtl_gen.buffers import ports
 from rtl_gen.buffers.fabric import Buffers
 from rtl_gen.buffers.ports import route
-from rtl_gen.primitives.ram import Ram
 from rtl_gen.buffers.scores import ScoreBuffer
+from rtl_gen.primitives.ram import Ram
 from rtl_gen.selector.compaction import Compaction
 from rtl_gen.selector.decide import Decide
 from rtl_gen.selector.gmean import GMean
@@ -47,7 +47,8 @@ def cmd_layout(hw: HardwareConfig) -> data.StructLayout:
     return data.StructLayout({
         "kind": 3, "buf": 2, "tile": range(hw.tiles), "ch": range(hw.k_max), "data": ports.lanes(hw.mac_rows),
         "desc": isa.DESC_BITS, "rows": range(hw.n_max + 1), "addr": range(hw.pwl_max), "base": signed(32),
-        "slope": signed(27), "token": range(hw.tiles * hw.mac_rows), "scores": ports.lanes(hw.mac_rows, isa.SCORE_BITS)})
+        "slope": signed(27), "token": range(hw.tiles * hw.mac_rows),
+        "scores": ports.lanes(hw.mac_rows, isa.SCORE_BITS)})
 
 
 def ev_layout(hw: HardwareConfig) -> data.StructLayout:

@@ -101,7 +101,8 @@ class SelectRun:
         s = self.mach.last
         self.s.read_m(range(1, 1 + len(s.keep)))
         m = None if s.m is None else s.m.copy()                # a top-k decision has no keep probabilities
-        self.expect.append(("o_m", len(s.keep), f"{label}: " + ("keep" if m is None else "m and keep"), (m, s.keep.copy())))
+        what = "keep" if m is None else "m and keep"
+        self.expect.append(("o_m", len(s.keep), f"{label}: {what}", (m, s.keep.copy())))
 
     def store(self, label: str):
         d = isa.decode(isa.encode("STORE", mode=isa.STORE_SELECT, addr=0, rows=1))

@@ -44,7 +44,8 @@ def beat_layout(hw: HardwareConfig) -> data.StructLayout:
 def config_layout(hw: HardwareConfig) -> data.StructLayout:
     """Held for a whole operation."""
     return data.StructLayout({"act": 1, "pwl": geometry_layout(), "to_sb": 1, "res": 1, "r_buf": 2, "sa": 6, "sb": 6,
-                              "so": signed(8), "rows": range(hw.n_max + 1)})
+                              "so": signed(8), "rows": range(hw.n_max + 1),
+                              "row0": 1, "sa0": 6, "sb0": 6, "so0": signed(8)})     # token row 0's own alignment
 
 
 class Epilogue(wiring.Component):
@@ -103,7 +104,12 @@ class Epilogue(wiring.Component):
             scores.append(y5r)
             y = Signal(signed(16), name=f"yact_{r}")
             m.d.comb += y.eq(Mux(cfg.act, pwl.y, y5r))
-            ys = add_shifted(m, res[r], cfg.sa, y, cfg.sb, cfg.so, name=f"res{r}")
+            if r == 0:                         # token row 0 (CLS) may add in its own formats
+                own = cfg.row0 & (ctx[5].tile == 0)
+                ys = add_shifted(m, res[r], Mux(own, cfg.sa0, cfg.sa), y, Mux(own, cfg.sb0, cfg.sb),
+                                 Mux(own, cfg.so0, cfg.so), name=f"res{r}")
+            else:
+                ys = add_shifted(m, res[r], cfg.sa, y, cfg.sb, cfg.so, name=f"res{r}")
             y5.append(Mux(cfg.res, ys, y))
         self._write(m, ctx[5], v[5], en, y5, scores)
         c1 = ctx[1]

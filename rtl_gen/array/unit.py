@@ -96,14 +96,15 @@ class ArrayUnit(wiring.Component):
             m.d.sync += [busy.eq(1), ecfg.act.eq(d.act != 0), *[getattr(ecfg.pwl, k).eq(f) for k, f in geometry_of(d).items()],
                          ecfg.res.eq(d.res), ecfg.to_sb.eq(d.o_buf == isa.SB),
                          ecfg.r_buf.eq(d.r_buf), ecfg.sa.eq(d.sa), ecfg.sb.eq(d.sb), ecfg.so.eq(d.so),
+                         ecfg.row0.eq(d.row0), ecfg.sa0.eq(d.sa0), ecfg.sb0.eq(d.sb0), ecfg.so0.eq(d.so0),
                          ecfg.rows.eq(self.rows),
                          dcfg.mm_dest.eq(dest), dcfg.mm_buf.eq(d.o_buf[:2]), dcfg.mm_mult.eq(d.mult),
                          dcfg.mm_shift.eq(d.shift), dcfg.n.eq(self.rows)]
         a = desc_view("ATTENTION", self.desc)
         with m.If(self.start & (d.op == Opcode.ATTENTION)):
             m.d.comb += att.start.eq(1)
-            m.d.sync += [busy.eq(1), ecfg.act.eq(0), ecfg.res.eq(0), ecfg.to_sb.eq(0), ecfg.rows.eq(self.rows),
-                         dcfg.o_buf.eq(a.o_buf),
+            m.d.sync += [busy.eq(1), ecfg.act.eq(0), ecfg.res.eq(0), ecfg.to_sb.eq(0), ecfg.row0.eq(0),
+                         ecfg.rows.eq(self.rows), dcfg.o_buf.eq(a.o_buf),
                          dcfg.scale.eq(a.scale), dcfg.s_shift.eq(a.s_shift), dcfg.o_shift.eq(a.o_shift),
                          dcfg.n.eq(self.rows)]
         # all issued, drained and written: the sequencers are idle and every stage is empty

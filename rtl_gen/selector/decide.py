@@ -33,13 +33,12 @@ from golden.hw import HardwareConfig
 
 from ..buffers import ports
 from ..buffers.scores import score_read
-from ..primitives.arith import bit_length
-from .capsearch import CapSearch
 from ..control.decode import desc_view
-from .keepprob import DEN_BITS, NUM_BITS, KeepProb
-from ..primitives.pwl import LATENCY as PWL_LATENCY
-from ..primitives.pwl import PwlEval, geometry_layout, geometry_of, table_read
+from ..primitives.arith import bit_length
+from ..primitives.pwl import LATENCY as PWL_LATENCY, PwlEval, geometry_layout, geometry_of, table_read
 from ..primitives.ram import Ram
+from .capsearch import CapSearch
+from .keepprob import DEN_BITS, NUM_BITS, KeepProb
 from .state import SelState, info_layout, m_read, mask_read, order_read
 from .topk import TopK
 
@@ -281,7 +280,8 @@ class Decide(wiring.Component):
                     m.next = "IDLE"
         info = state.set_info
         m.d.comb += [info.rows.eq(self.rows), info.n_pkg.eq(desc.n_pkg), info.ns.eq(ns),
-                     info.kept.eq(Mux(is_topk, desc.k, Mux(cap_binds, desc.cap, kept_by_sign))), self.kept.eq(info.kept)]
+                     info.kept.eq(Mux(is_topk, desc.k, Mux(cap_binds, desc.cap, kept_by_sign))),
+                     self.kept.eq(info.kept)]
         return m
 
     def _take_records(self, m, rec, ns, write_keep, score_ram, num_den_ram, cap_search, topk_keep):

@@ -208,23 +208,25 @@ def test_cycle_model_matches_rtl(demo, measured):
 @pytest.mark.skipif(not __import__("base.settings", fromlist=["SLOW"]).SLOW,
                     reason="SPVIT_SLOW=1: a DeiT-T image on the zcu102 design (~20-40 min: Verilog, C++ build, "
                            "0.5 M cycles)")
-def test_deit_tiny_image_on_zcu102(measured):
-    """A whole DeiT-T SPViT image on the board configuration: every block's tokens, logits, kept
-    counts and masks bit-exact; the cycle model within 3% of the RTL."""
+@pytest.mark.parametrize("scheme", ["spvit", "dynamicvit"])
+def test_deit_tiny_image_on_zcu102(scheme, measured):
+    """A whole DeiT-T image of each scheme the RTL runs on the board configuration: every block's
+    tokens, logits, kept counts and masks bit-exact; the cycle model within 3% of the RTL (one
+    Verilator build serves both)."""
     import time
 
     from rtl_gen.tools.cycles import program_cycles, trace
     t0 = time.time()
     hw = HW_PRESETS["zcu102"]
-    q, imgs = calibrated_random("spvit-deit-tiny", 0, 2)
+    q, imgs = calibrated_random(f"{scheme}-deit-tiny", 0, 2)
     img = compile_model(q, hw, checkpoints=True)
     x = quantize(imgs.numpy(), q.img_frac)[:1]
     runs = run_accel(img, list(x), pause=0.0, seed=0, timeout=40_000_000)
     c = compare_runs(img, list(x), runs)
-    c.check("DeiT-T on zcu102")
+    c.check(f"{scheme} DeiT-T on zcu102")
     model = program_cycles(img, trace(img, x[0])).total
     err = model / runs[0].cycles - 1
     assert abs(err) < 0.03, (model, runs[0].cycles)
-    measured(f"DeiT-T SPViT image on the zcu102 design: BIT-EXACT, {c.compared:,} elements (every block, logits, "
+    measured(f"DeiT-T {scheme} image on the zcu102 design: BIT-EXACT, {c.compared:,} elements (every block, logits, "
              f"kept counts, masks); {runs[0].cycles:,} cycles, cycle model {100 * err:+.2f}%; simulation "
              f"{runs[0].wall_s:.0f} s, test wall {time.time() - t0:.0f} s")
