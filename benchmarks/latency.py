@@ -1,7 +1,9 @@
-"""Modeled latency of SPViT DeiT-S and DeiT-T on the zcu102 accelerator, side by side with the
-SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model (rtl_gen/tools/cycles.py, checked
+"""Modeled latency of SPViT and DynamicViT DeiT-S and DeiT-T on the zcu102 accelerator, next to
+the unpruned models and the SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model (rtl_gen/tools/cycles.py, checked
 against whole-model RTL runs by tests/sim/test_accel.py, test_cycle_model_matches_rtl) runs the compiled program at keep
-0.7 per selector stage (DeiT-S tokens 197/139/99/71), with the patch embedding, the selectors, the
+0.7 per selector stage (DeiT-S tokens 197/139/99/71; DynamicViT keeps int(196 x 0.7^s) after blocks
+3, 6, 9 as its paper: tokens 197/138/97/68; EViT and Evo-ViT are listed once the RTL runs them,
+golden Scheme.hardware), with the patch embedding, the selectors, the
 head and the DDR traffic at the assumed bandwidth (the same GB/s at every clock: fewer bytes per
 cycle at a higher clock).
 
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from golden.config import PRESETS  # noqa: E402
 from golden.hw import load_hw  # noqa: E402
+from golden.selectors import SCHEMES  # noqa: E402
 from rtl_gen.tools.timing import last_summary  # noqa: E402
 from sim.report import PAPER_MS, estimate  # noqa: E402
 
@@ -59,12 +62,13 @@ def main() -> int:
     for name in ("deit-small", "deit-tiny"):
         for mhz in clocks:
             at = dataclasses.replace(hw, clock_mhz=mhz)
-            for variant in (name, "spvit-" + name):
+            schemes = [f"{s}-{name}" for s in ("dynamicvit", "evit", "evovit") if SCHEMES[s].hardware]
+            for variant in (name, "spvit-" + name, *schemes):
                 cfg = PRESETS[variant]
                 e = estimate(cfg, at, (args.keep,) * cfg.stages if cfg.stages else None)
                 p = e.perf
                 tokens = sorted({o.rows for o in p.ops if o.op == "ATTENTION"}, reverse=True)
-                print(f"  {variant:18s} {mhz:5.0f} MHz tokens {'/'.join(map(str, tokens)):16s} {p.total:10,d} cycles  "
+                print(f"  {variant:22s} {mhz:5.0f} MHz tokens {'/'.join(map(str, tokens)):16s} {p.total:10,d} cycles  "
                       f"{e.latency_ms:6.3f} ms  {p.macs / 1e9:5.2f} GMAC  MAC-array util {p.mac_utilisation:.3f}  "
                       f"board DSP efficiency {p.board_efficiency():.3f}  DDR {p.stream_bytes / 1e6:5.1f} MB")
                 if mhz == supported and variant.startswith("spvit-"):

@@ -16,11 +16,15 @@ import numpy as np
 
 from base import settings
 from golden.hw import load_hw
+from rtl_gen.buffers.scores import ScoreBuffer
 from rtl_gen.selector.compact import Compact
+from rtl_gen.selector.compaction import Compaction
 from rtl_gen.selector.decide import Decide
+from rtl_gen.selector.gather import Gather
 from rtl_gen.selector.gmean import GMean
 from rtl_gen.selector.package import Package
 from rtl_gen.selector.store import SelStore
+from rtl_gen.selector.topk import TopK
 from rtl_gen.tools import cycles as cycle_model
 from rtl_gen.tools.synthesis import synthesize
 from rtl_gen.tools.verilog import write_verilog
@@ -28,7 +32,8 @@ from rtl_gen.tools.verilog import write_verilog
 
 def units(hw):
     return {"gmean": lambda: GMean(hw), "decide": lambda: Decide(hw), "package": lambda: Package(hw),
-            "compact": lambda: Compact(hw), "selstore": lambda: SelStore(hw)}
+            "compact": lambda: Compact(hw), "selstore": lambda: SelStore(hw), "topk": lambda: TopK(hw),
+            "gather": lambda: Gather(hw), "compaction": lambda: Compaction(hw), "scores": lambda: ScoreBuffer(hw)}
 
 
 def cycles(hw) -> list[str]:
@@ -43,11 +48,15 @@ def cycles(hw) -> list[str]:
     decide_capped = cycle_model.decide_cycles(n, heads, 0, hw, scores, True, 60)
     package = cycle_model.package_cycles(n, 0, d, 0, keep, m, hw)
     compact = cycle_model.compact_cycles(n, 0, d, keep, hw)
+    topk = cycle_model.topk_cycles(n, hw)
+    gather = cycle_model.gather_cycles(n, {"n_pkg": 0, "rest": 0, "no_pkg": 1, "d": d}, int(0.7 * ns))
     out = [f"GMEAN   (N {n}, w {dh // 2}) x {heads} heads: {gmean:7,d} cycles",
            f"DECIDE  (N {n}, {heads} heads):              {decide:7,d} cycles",
            f"DECIDE  with a cap of 60 (binds):         {decide_capped:7,d} cycles",
            f"PACKAGE (norm, d {d}):                    {package:7,d} cycles",
-           f"COMPACT (d {d}):                          {compact:7,d} cycles"]
+           f"COMPACT (d {d}):                          {compact:7,d} cycles",
+           f"DECIDE  top-k (N {n}):                    {topk:7,d} cycles",
+           f"COMPACT rank order (keep 0.7, d {d}):     {gather:7,d} cycles"]
     return out
 
 

@@ -25,7 +25,7 @@ from .host import axi
 from .buffers.ports import route
 from .array.unit import ArrayUnit
 from .buffers.fabric import Buffers
-from .selector.compact import Compact
+from .selector.compaction import Compaction
 from .control.controller import Controller
 from .host.csr import ADDR_BITS, Csr, axi_lite
 from .selector.decide import Decide
@@ -39,6 +39,7 @@ from .buffers.act_table import PwlTable
 from .primitives.ram import Ram2
 from .selector.store import SelStore
 from .control.stream_loader import StreamLoader
+from .buffers.scores import ScoreBuffer
 from .buffers.weight_ring import WeightRing
 
 UNITS = {"array": ("MATMUL", "ATTENTION"), "ln": ("LAYERNORM",), "gmean": ("GMEAN",), "decide": ("DECIDE",),
@@ -65,8 +66,9 @@ def components(hw: HardwareConfig) -> dict:
         "prog": lambda: Ram2(isa.DESC_BITS, hw.desc_max), "loader": lambda: StreamLoader(hw),
         "buffers": lambda: Buffers(hw), "ring": lambda: WeightRing(hw), "table": lambda: PwlTable(hw, hw.mac_rows),
         "array": lambda: ArrayUnit(hw), "ln": lambda: LayerNormUnit(hw), "gmean": lambda: GMean(hw),
-        "decide": lambda: Decide(hw), "package": lambda: Package(hw), "compact": lambda: Compact(hw),
+        "decide": lambda: Decide(hw), "package": lambda: Package(hw), "compact": lambda: Compaction(hw),
         "load": lambda: LoadUnit(hw), "store": lambda: StoreUnit(hw), "selstore": lambda: SelStore(hw),
+        "scores": lambda: ScoreBuffer(hw),
     }
 
 
@@ -84,7 +86,8 @@ class Accelerator(wiring.Component):
         c = {name: make() for name, make in components(hw).items()}
         csr, dma, ctl, prog, loader = c["csr"], c["dma"], c["ctl"], c["prog"], c["loader"]
         bufs, ring, table, sst = c["buffers"], c["ring"], c["table"], c["selstore"]
-        for name in ("csr", "dma", "ctl", "prog", "loader", "buffers", "ring", "table", "selstore"):
+        self._scores = c["scores"]
+        for name in ("csr", "dma", "ctl", "prog", "loader", "buffers", "ring", "table", "selstore", "scores"):
             m.submodules[name] = c[name]
         units = {name: c[name] for name in UNITS}
         dispatch = ctl.units
@@ -141,6 +144,11 @@ class Accelerator(wiring.Component):
                            (1, sst.mask)], dc.mask.signature.flip())
         connect(m, u["package"].mr, dc.m)
         connect(m, u["compact"].pkg, u["package"].pkg)
+        connect(m, u["compact"].order, dc.order)
+        m.d.comb += u["compact"].kept.eq(dc.info.kept)
+        # the score buffer: MATMUL into SB writes it, DECIDE's top-k reads it
+        connect(m, u["array"].sw, self._scores.wr)
+        connect(m, dc.sb, self._scores.rd)
         m.d.comb += [dc.consume.eq(u["compact"].done), ctl.units.kept_count.eq(dc.kept)]
         # STORE -> DMA writer; a STORE of the selection takes its bytes from the selection store
         st = u["store"]

@@ -68,8 +68,12 @@ class Case:
 
     def describe(self) -> str:
         m = self.model
-        sel = (f"sel {m.package_mode} @{','.join(map(str, m.selector_blocks))}"
-               + (f" cap {','.join(map(str, m.keep_cap))}" if m.keep_cap else "")) if m.stages else "no sel"
+        at = ','.join(map(str, m.selector_blocks))
+        if m.selector == "dynamicvit":
+            sel = f"dynamicvit @{at} rate {','.join(f'{r:g}' for r in m.keep_rate)}"
+        else:
+            sel = (f"sel {m.package_mode} @{at}"
+                   + (f" cap {','.join(map(str, m.keep_cap))}" if m.keep_cap else "")) if m.stages else "no sel"
         return (f"d{m.embed_dim} h{m.num_heads} L{m.depth} N{m.num_tokens} c{m.in_chans} p{m.patch_size} "
                 f"r{m.mlp_ratio:g} k{m.num_classes} {sel}")
 
@@ -136,6 +140,22 @@ def draw_model(rng: np.random.Generator, hw: HardwareConfig, i: int) -> ModelCon
     return m
 
 
+def other_scheme(m: ModelConfig, hw: HardwareConfig, rng: np.random.Generator) -> ModelConfig:
+    """A third of the models with selectors become DynamicViT models (the other schemes the RTL
+    runs, golden Scheme.hardware) at the same positions, with keep rates down to a single kept
+    token and up to 1 (k = N - 1: the top-k prunes nothing but reorders); the SPViT draw is
+    unchanged otherwise (its own generator)."""
+    if not m.stages or rng.random() >= 1 / 3:
+        return m
+    rate = float(rng.choice([1.0, 0.9, 0.7, 0.5, 0.3]))
+    try:
+        d = dataclasses.replace(m, selector="dynamicvit", keep_cap=(), package_mode="norm", keep_rate=(rate,))
+        d.scheme.check(d)
+    except (ConfigError, ValueError):
+        return m
+    return m if hw.misfits(d) else d
+
+
 def compile_refusal(case: "Case") -> str:
     """Why the compiler refuses the case's calibrated model on its hardware ('' if it compiles):
     a drawn shape can pass HardwareConfig.misfits and still be refused for its calibrated
@@ -163,6 +183,7 @@ def draw(n: int, seed: int, per_hw: int = 3, images: int = 6, refused: list | No
                     m = draw_model(rng, hw, i)
                 except (ValueError, ConfigError):
                     continue
+                m = other_scheme(m, hw, np.random.default_rng([seed, 3, i]))
                 case = Case(i, int(rng.integers(2 ** 31)), m, hw, images, float(rng.choice([0.0, 0.1, 0.3])))
                 case = dataclasses.replace(case, x_seeds=x_seeds_of(case.seed, x_seeds))
                 why = compile_refusal(case) if check else ""

@@ -79,7 +79,7 @@ def bram_estimate(hw: HardwareConfig) -> float:
 
 def synthetic_steps(img, keep) -> list[Step]:
     """The steps of an image whose selector stage s keeps the fraction keep[s] of the tokens it
-    scores (spread evenly over the sequence), without running the interpreter."""
+    scores (spread evenly over the sequence; a top-k keeps its k), without running the interpreter."""
     d0 = img.regions["program"][0]
     n = isa.decode_header(img.data[:isa.HEADER_BYTES])["n_tokens"]
     steps, sel = [], None
@@ -91,15 +91,15 @@ def synthetic_steps(img, keep) -> list[Step]:
         scores = None
         if d.op.name == "DECIDE":
             ns = rows - 1 - d["n_pkg"]
-            kept = int(round(keep[min(d["stage"], len(keep) - 1)] * ns))
+            kept = d["k"] if d["mode"] == isa.DECIDE_TOPK else int(round(keep[min(d["stage"], len(keep) - 1)] * ns))
             mask = np.zeros(ns, dtype=bool)
             if kept:
                 mask[np.linspace(0, ns - 1, kept).round().astype(int)] = True
-            sel = Selection(rows, d["n_pkg"], mask, np.full(ns, 1 << 14))
+            sel = Selection(rows, d["n_pkg"], mask, np.full(ns, 1 << 14), d["mode"])
             scores = np.where(mask, 1, -1)
         steps.append(Step(i, d, rows, sel, scores))
         if d.op.name == "COMPACT":
-            n = 2 + int(sel.keep.sum()) + d["n_pkg"]
+            n = 2 + int(sel.keep.sum()) + d["n_pkg"] - d["no_pkg"]
     return steps
 
 
@@ -143,7 +143,11 @@ def print_report(cfg, hw: HardwareConfig, keep=None, synth: bool = False, timing
     print(f"hardware {hw.name}: {hw.mac_rows}x{hw.mac_cols} MAC array ({hw.macs} DSP48E2), {hw.axi_ports} AXI ports "
           f"x {hw.axi_bits} bits, {hw.clock_mhz:g} MHz; DDR assumed {hw.ddr_gbps:g} GB/s = {bpc:.1f} B/cycle "
           f"(ZCU102 PS DDR4-2400 x64: 19.2 GB/s peak, 80% sustained)")
-    print(f"model {cfg.name}: keep {','.join(f'{k:g}' for k in e.keep)} per selector stage")
+    if cfg.scheme.adaptive or not cfg.stages:
+        print(f"model {cfg.name}: keep {','.join(f'{k:g}' for k in e.keep)} per selector stage")
+    else:                                       # a fixed count per stage (keep_rate), as the program's top-k
+        print(f"model {cfg.name}: keep_rate {','.join(f'{k:g}' for k in cfg.keep_rate)} (fixed counts; --keep "
+              f"does not apply)")
     agg: dict = {}
     for o in p.ops:
         a = agg.setdefault(o.op, [0, 0, 0, {}])

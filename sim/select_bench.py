@@ -10,6 +10,7 @@ driven by ONE command stream so that every command runs in order under random st
              n_out (COMPACT's strobe)}
     READ_M  selection state of token `token` -> o_m {m, keep}
     STORE   the beats of a STORE of the selection -> o_st
+    SCORES  score buffer tile `tile` := scores (all lanes)
 
 `Session` builds command lists and parses the outputs; the tests compare them with
 golden.interp.Machine operations by ==.
@@ -29,15 +30,16 @@ from golden.hw import HardwareConfig
 from rtl_gen.buffers import ports
 from rtl_gen.buffers.fabric import Buffers
 from rtl_gen.buffers.ports import route
+from rtl_gen.buffers.scores import ScoreBuffer
 from rtl_gen.primitives.ram import Ram
-from rtl_gen.selector.compact import Compact
+from rtl_gen.selector.compaction import Compaction
 from rtl_gen.selector.decide import Decide
 from rtl_gen.selector.gmean import GMean
 from rtl_gen.selector.package import Package
 from rtl_gen.selector.state import M_BITS, SelState, m_read, mask_read
 from rtl_gen.selector.store import SelStore, beat_layout, beats as store_beats
 
-WRITE, READ, TABLE, OP, READ_M, STORE = range(6)
+WRITE, READ, TABLE, OP, READ_M, STORE, SCORES = range(7)
 UNITS = ("GMEAN", "DECIDE", "PACKAGE", "COMPACT")
 
 
@@ -45,7 +47,8 @@ def cmd_layout(hw: HardwareConfig) -> data.StructLayout:
     return data.StructLayout({
         "kind": 3, "buf": 2, "tile": range(hw.tiles), "ch": range(hw.k_max), "data": ports.lanes(hw.mac_rows),
         "desc": isa.DESC_BITS, "rows": range(hw.n_max + 1), "addr": range(hw.pwl_max), "base": signed(32),
-        "slope": signed(27), "token": range(hw.tiles * hw.mac_rows)})
+        "slope": signed(27), "token": range(hw.tiles * hw.mac_rows),
+        "scores": ports.lanes(hw.mac_rows, isa.SCORE_BITS)})
 
 
 def ev_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -71,7 +74,8 @@ class SelectBench(wiring.Component):
         m.submodules.gmean = gmean = GMean(hw)
         m.submodules.decide = decide = Decide(hw, self.recips, self.cap_bits)
         m.submodules.package = package = Package(hw, self.pk_lanes)
-        m.submodules.compact = compact = Compact(hw)
+        m.submodules.compact = compact = Compaction(hw)
+        m.submodules.scores = scores = ScoreBuffer(hw)
         m.submodules.store = store = SelStore(hw)
         m.submodules.table = table = Ram(59, hw.pwl_max, is_signed=False)
         units = (gmean, decide, package, compact)
@@ -84,6 +88,9 @@ class SelectBench(wiring.Component):
                                m=m_read(hw).create(path=("host_m",)),
                                token=Signal(range(hw.tiles * hw.mac_rows), name="m_token"))   # READ_M's token
         self._connect_units(m, bufs, units, store, table, run, host)
+        wiring.connect(m, decide.sb, scores.rd)
+        wiring.connect(m, compact.order, decide.order)
+        m.d.comb += compact.kept.eq(decide.info.kept)
         ev = self._events(m, decide, compact)
         with m.FSM():
             with m.State("IDLE"):
@@ -133,6 +140,9 @@ class SelectBench(wiring.Component):
                 m.d.comb += [host.rd.buf.eq(cmd.buf), host.rd.tile.eq(cmd.tile), host.rd.ch.eq(cmd.ch),
                              host.rd.en.eq(1)]
                 m.next = "RD"
+            with m.Case(SCORES):
+                sw = m.submodules.scores.wr
+                m.d.comb += [sw.tile.eq(cmd.tile), sw.data.eq(cmd.scores), sw.en.eq(-1)]
             with m.Case(TABLE):
                 m.d.comb += [table.waddr.eq(cmd.addr), table.wdata.eq(cmd.base.as_unsigned()
                              | (cmd.slope.as_unsigned() << 32)), table.wen.eq(1)]
@@ -203,7 +213,7 @@ class Session:
     def _cmd(self, kind, **f):
         hw = self.hw
         c = {"kind": kind, "buf": 0, "tile": 0, "ch": 0, "data": [0] * hw.mac_rows, "desc": 0, "rows": 0, "addr": 0,
-             "base": 0, "slope": 0, "token": 0}
+             "base": 0, "slope": 0, "token": 0, "scores": [0] * hw.mac_rows}
         c.update(f)
         self.cmds.append(c)
 
@@ -214,6 +224,12 @@ class Session:
         for t in range(x.shape[0] // R):
             for c in range(x.shape[1]):
                 self._cmd(WRITE, buf=buf, tile=t, ch=c0 + c, data=[int(v) for v in x[t * R:(t + 1) * R, c]])
+
+    def write_scores(self, scores):
+        """Whole tiles of the score buffer: scores [tiles R]."""
+        R = self.hw.mac_rows
+        for t in range(len(scores) // R):
+            self._cmd(SCORES, tile=t, scores=[int(v) for v in scores[t * R:(t + 1) * R]])
 
     def read_region(self, buf: int, tiles: int, c0: int, w: int):
         for t in range(tiles):

@@ -51,8 +51,17 @@ class SelectRun:
         self.mach.buf[buf][:len(x), c0:c0 + x.shape[1]] = x
         self.s.write_region(buf, self.mach.buf[buf][:self.rows_all, c0:c0 + x.shape[1]], c0)
 
+    def put_scores(self, scores):
+        """Rows 0.. of the score buffer SB (the golden one too); the other rows keep the junk."""
+        sb = self.mach.buf[isa.SB]
+        sb[:len(scores), 0] = np.asarray(scores, dtype=np.int64)
+        self.s.write_scores(sb[:self.rows_all, 0])
+
     def put_junk(self, buf: int, c0: int = 0, w: int | None = None):
         """Write the golden buffer's current contents (the junk) of channels c0.. to the RTL."""
+        if buf == isa.SB:
+            self.s.write_scores(self.mach.buf[isa.SB][:self.rows_all, 0])
+            return
         w = self.hw.buffer_width(buf) - c0 if w is None else w
         self.s.write_region(buf, self.mach.buf[buf][:self.rows_all, c0:c0 + w], c0)
 
@@ -63,7 +72,7 @@ class SelectRun:
     def op(self, label: str, name: str, rows: int, **fields):
         d = isa.decode(isa.encode(name, rows=rows, **fields))
         before = self.mach.sel
-        scores = self.scores(d, rows) if name == "DECIDE" else None
+        scores = self.scores(d, rows) if name == "DECIDE" and d["mode"] == isa.DECIDE_THRESHOLD else None
         getattr(self.mach, "op_" + name.lower())(d, rows)
         self.s.op(name, rows, **fields)
         want = {"op": isa.OPS[name].code}
@@ -91,7 +100,9 @@ class SelectRun:
     def check_selection(self, label: str):
         s = self.mach.last
         self.s.read_m(range(1, 1 + len(s.keep)))
-        self.expect.append(("o_m", len(s.keep), f"{label}: m and keep", (s.m.copy(), s.keep.copy())))
+        m = None if s.m is None else s.m.copy()                # a top-k decision has no keep probabilities
+        what = "keep" if m is None else "m and keep"
+        self.expect.append(("o_m", len(s.keep), f"{label}: {what}", (m, s.keep.copy())))
 
     def store(self, label: str):
         d = isa.decode(isa.encode("STORE", mode=isa.STORE_SELECT, addr=0, rows=1))
@@ -124,7 +135,7 @@ class SelectRun:
                 g, w = region(got, self.hw.tiles, want.shape[1], R), want
             elif stream_name == "o_m":
                 g = np.array([[b["m"], b["keep"]] for b in got], dtype=np.int64).reshape(-1, 2)
-                w = np.stack([want[0], want[1].astype(np.int64)], 1)
+                w = np.stack([g[:, 0] if want[0] is None else want[0], want[1].astype(np.int64)], 1)
             else:
                 g = np.frombuffer(store_bytes(got, self.hw, len(want)), dtype=np.uint8)
                 w = np.frombuffer(want, dtype=np.uint8)
@@ -145,6 +156,10 @@ def model_cycles(op: Op, hw: HardwareConfig, recips: int = 4, cap_bits: int = 3,
     f, rows = op.fields, op.rows
     if op.name == "GMEAN":
         return cycle_model.gmean_cycles(rows, f["w"], hw)
+    if op.name == "DECIDE" and f.get("mode") == isa.DECIDE_TOPK:
+        return cycle_model.topk_cycles(rows, hw)
+    if op.name == "COMPACT" and f.get("order") == isa.ORDER_RANK:
+        return cycle_model.gather_cycles(rows, {"n_pkg": 0, "rest": 0, "no_pkg": 0, **f}, int(op.sel.keep.sum()))
     if op.name == "DECIDE":
         return cycle_model.decide_cycles(rows, f["heads"], f.get("n_pkg", 0), hw, op.scores, bool(f.get("cap_en")),
                                      f.get("cap", 0), recips, cap_bits)

@@ -58,7 +58,7 @@ class QPredictor:
 class DynamicViT(Scheme):
     name = "dynamicvit"
     title = "DynamicViT"
-    hardware = False          # the compiler lowers it; the RTL units it needs are not built yet
+    hardware = True           # the RTL runs it (top-k DECIDE, MATMUL into SB, COMPACT in rank order)
     where = "before"
 
     def check(self, cfg) -> None:

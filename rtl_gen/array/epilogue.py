@@ -10,11 +10,16 @@ per beat becomes int16 outputs in a fixed-latency pipeline that never stalls:
 
 and is written to a token buffer, the key buffer, the value banks, or sent to the softmax unit
 (scores, through a FIFO whose places the drain reserves by credits: `sm_free`), as the beat's
-context says. Rows at or above `rows` are never written. Every stage is one register deep
+context says. A MATMUL into the score buffer (`cfg.to_sb`) writes the bare s = acc + bias of
+stage 1 to SB instead (its mult is 1: golden/isa.py CHECKS), no token word. With `cfg.row0`,
+token row 0 (lane 0 of tile 0: EViT's and Evo-ViT's CLS token) adds its residual in its own
+alignments sa0, sb0, so0. Rows at or above `rows` are never written. Every stage is one register deep
 (docs/rtl.md, "Timing budget"); `bias`, `mult` and `shift` travel with the beat, the residual
 alignments and the activation geometry are the operation's (`cfg`). `idle`: no beat in flight.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
@@ -25,6 +30,7 @@ from golden.isa import ALIGN_MAX
 
 from ..buffers import ports
 from ..buffers.ports import lanes
+from ..buffers.scores import score_write
 from ..primitives.arith import WORD, pipe_stage, requant_sv, requant_sv_shift
 from ..primitives.fifo import RamFifo
 from ..primitives.pwl import DEEP_LATENCY as PWL_LATENCY, PwlEval, geometry_layout, table_read
@@ -54,8 +60,9 @@ def beat_layout(hw: HardwareConfig) -> data.StructLayout:
 
 def config_layout(hw: HardwareConfig) -> data.StructLayout:
     """Held for a whole operation."""
-    return data.StructLayout({"act": 1, "pwl": geometry_layout(), "res": 1, "r_buf": 2, "sa": 6, "sb": 6,
-                              "so": signed(8), "rows": range(hw.n_max + 1)})
+    return data.StructLayout({"act": 1, "pwl": geometry_layout(), "to_sb": 1, "res": 1, "r_buf": 2, "sa": 6, "sb": 6,
+                              "so": signed(8), "rows": range(hw.n_max + 1),
+                              "row0": 1, "sa0": 6, "sb0": 6, "so0": signed(8)})     # token row 0's own alignment
 
 
 def tag_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -80,6 +87,7 @@ class Epilogue(wiring.Component):
             "w": Out(ports.tok_write(hw)),
             "kw": Out(ports.key_write(hw)),
             "vw": Out(ports.val_write(hw)),
+            "sw": Out(score_write(hw)),
             "o_s": Out(stream.Signature(sm_layout(hw))),
             "sm_free": Out(2),                  # credits back to the drain: a score FIFO place freed, a padding score dropped
             "idle": Out(1),
@@ -106,20 +114,33 @@ class Epilogue(wiring.Component):
         m.d.sync += [sh2.eq(sh), sh3.eq(sh2)]
         so = Signal.like(sh, name="so_sh")                              # the operation's: static
         m.d.sync += so.eq(requant_sv_shift(m, cfg.so, SUM_BITS, WORD, "so_sh_c"))
+        so0 = Signal.like(sh, name="so0_sh")
+        m.d.sync += so0.eq(requant_sv_shift(m, cfg.so0, SUM_BITS, WORD, "so0_sh_c"))
+        # row 0's alignments where its residual is added (ACT_STAGE) and requantised (two later)
+        own = [cfg.row0 & (tags[ACT_STAGE + k].tile == 0) for k in (0, 2)]
+        row0 = SimpleNamespace(sa=Mux(own[0], cfg.sa0, cfg.sa), sb=Mux(own[0], cfg.sb0, cfg.sb),
+                               so=Mux(own[1], so0, so))
 
         res = self.rb.data
         t_rb = tags[ACT_STAGE - ports.READ_LATENCY]
         m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(t_rb.tile), self.rb.ch.eq(t_rb.ch),
                      self.rb.en.eq(t_rb.valid & cfg.res)]
-        out = []
+        out, self._sums = [], []
         for r in range(R):
-            out.append(self._lane(m, r, beat.acc[r], c.bias, mult, sh3, so, res[r]))
+            align = row0 if r == 0 else SimpleNamespace(sa=cfg.sa, sb=cfg.sb, so=so)
+            out.append(self._lane(m, r, beat.acc[r], c.bias, mult, sh3, align, res[r]))
         self._write(m, tags[LATENCY], out)
+        # MATMUL into SB: s = acc + bias (stage 1) of the rows that exist
+        t1 = tags[1]
+        m.d.comb += [self.sw.tile.eq(t1.tile), self.sw.data.eq(Cat(s[:ACC_BITS] for s in self._sums)),
+                     self.sw.en.eq(Mux(t1.valid & cfg.to_sb & t1.ok & (t1.dest == DEST_TOK),
+                                       ports.rows_mask(m, cfg.rows, t1.tile, hw, name="sb_rows"), 0))]
         m.d.comb += self.idle.eq(~Cat(t.valid for t in tags[1:]).any() & ~self.o_s.valid & (self._sm.count == 0))
         return m
 
-    def _lane(self, m, r: int, acc, bias, mult, sh3, so, res) -> Value:
-        """One lane's arithmetic, LATENCY register stages; returns its last register."""
+    def _lane(self, m, r: int, acc, bias, mult, sh3, align, res) -> Value:
+        """One lane's arithmetic, LATENCY register stages; returns its last register. `align`:
+        the residual add's sa, sb and output shift so (row 0's own where it has them)."""
         cfg = self.cfg
 
         def reg(value, name, shape=None):
@@ -133,6 +154,7 @@ class Epilogue(wiring.Component):
                 value = reg(value, f"{name}{k}")
             return value
         s = reg(acc + bias, "s1", signed(ACC_BITS + 1))
+        self._sums.append(s)
         lo = reg(s[:SPLIT] * mult, "lo2")
         hi = reg(s[SPLIT:].as_signed() * mult, "hi2")
         p = reg(lo + (hi << SPLIT), "p3", signed(PRODUCT_BITS))
@@ -143,10 +165,10 @@ class Epilogue(wiring.Component):
         yact = Signal(signed(WORD), name=f"yact_{r}")
         m.d.comb += yact.eq(Mux(cfg.act, pwl.y, delay(y, PWL_LATENCY, "yd")))
         # residual: (r << sa) + (y << sb), requantised by so; the residual word arrives now
-        rs = reg(res.as_signed() << cfg.sa, "rs", signed(SUM_BITS))
-        ys = reg(yact << cfg.sb, "ys", signed(SUM_BITS))
+        rs = reg(res.as_signed() << align.sa, "rs", signed(SUM_BITS))
+        ys = reg(yact << align.sb, "ys", signed(SUM_BITS))
         total = reg(rs + ys, "sum", signed(SUM_BITS))
-        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", pipe_stage(m, name=f"ra{r}_c"), shift=so), "yres")
+        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", pipe_stage(m, name=f"ra{r}_c"), shift=align.so), "yres")
         return reg(Mux(cfg.res, yres, delay(yact, RES_STAGES, "yn")), "yout")
 
     def _write(self, m, t, y):
@@ -166,7 +188,7 @@ class Epilogue(wiring.Component):
         m.d.sync += self.sm_free.eq((fifo.o.valid & fifo.o.ready) + (t.valid & ~t.ok & (t.dest == DEST_SM)))
         w, kw, vw = self.w, self.kw, self.vw
         m.d.comb += [w.buf.eq(t.buf), w.tile.eq(t.tile), w.ch.eq(t.ch), w.data.eq(yv),
-                     w.en.eq(Mux(go & (t.dest == DEST_TOK), t.rows, 0)),
+                     w.en.eq(Mux(go & (t.dest == DEST_TOK) & ~self.cfg.to_sb, t.rows, 0)),
                      vw.tile.eq(t.tile), vw.ch.eq(t.ch), vw.data.eq(yv),
                      vw.en.eq(Mux(go & (t.dest == DEST_VB), t.rows, 0)),
                      kw.ch.eq(t.ch), kw.data.eq(Cat(yv for _ in range(G)))]

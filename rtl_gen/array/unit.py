@@ -12,9 +12,11 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out, connect
 
+from golden import isa
 from golden.hw import HardwareConfig
 
 from ..buffers import ports
+from ..buffers.scores import score_write
 from ..buffers.weight_ring import drain_port, issue_port
 from ..control.decode import Opcode, desc_view
 from ..primitives.pwl import geometry_of, table_read
@@ -39,7 +41,7 @@ class ArrayUnit(wiring.Component):
             **ports.control(hw),
             "ra": Out(ports.tok_read(hw)), "rb": Out(ports.tok_read(hw)), "w": Out(ports.tok_write(hw)),
             "kr": Out(ports.key_read(hw)), "kw": Out(ports.key_write(hw)),
-            "vr": Out(ports.val_read(hw)), "vw": Out(ports.val_write(hw)),
+            "vr": Out(ports.val_read(hw)), "vw": Out(ports.val_write(hw)), "sw": Out(score_write(hw)),
             "wi": Out(issue_port(hw)), "wd": Out(drain_port(hw)),
             "table": Out(table_read(hw)).array(hw.mac_rows),
         })
@@ -65,7 +67,7 @@ class ArrayUnit(wiring.Component):
         with m.Else():
             connect_stream(m, mm.req, fetch.req)
         for a, b in ((fetch.ra, self.ra), (fetch.kr, self.kr), (fetch.vr, self.vr), (epi.rb, self.rb),
-                     (epi.w, self.w), (epi.kw, self.kw), (epi.vw, self.vw), (drain.ring, self.wd)):
+                     (epi.w, self.w), (epi.kw, self.kw), (epi.vw, self.vw), (epi.sw, self.sw), (drain.ring, self.wd)):
             connect(m, a, wiring.flipped(b))
         for r in range(hw.mac_rows):
             connect(m, epi.table[r], wiring.flipped(self.table[r]))
@@ -93,15 +95,17 @@ class ArrayUnit(wiring.Component):
         with m.If(self.start & is_mm):
             m.d.comb += mm.start.eq(1)
             m.d.sync += [busy.eq(1), ecfg.act.eq(d.act != 0), *[getattr(ecfg.pwl, k).eq(f) for k, f in geometry_of(d).items()],
-                         ecfg.res.eq(d.res),
+                         ecfg.res.eq(d.res), ecfg.to_sb.eq(d.o_buf == isa.SB),
                          ecfg.r_buf.eq(d.r_buf), ecfg.sa.eq(d.sa), ecfg.sb.eq(d.sb), ecfg.so.eq(d.so),
+                         ecfg.row0.eq(d.row0), ecfg.sa0.eq(d.sa0), ecfg.sb0.eq(d.sb0), ecfg.so0.eq(d.so0),
                          ecfg.rows.eq(self.rows),
                          dcfg.mm_dest.eq(dest), dcfg.mm_buf.eq(d.o_buf[:2]), dcfg.mm_mult.eq(d.mult),
                          dcfg.mm_shift.eq(d.shift), dcfg.n.eq(self.rows)]
         a = desc_view("ATTENTION", self.desc)
         with m.If(self.start & (d.op == Opcode.ATTENTION)):
             m.d.comb += att.start.eq(1)
-            m.d.sync += [busy.eq(1), ecfg.act.eq(0), ecfg.res.eq(0), ecfg.rows.eq(self.rows), dcfg.o_buf.eq(a.o_buf),
+            m.d.sync += [busy.eq(1), ecfg.act.eq(0), ecfg.res.eq(0), ecfg.to_sb.eq(0), ecfg.row0.eq(0),
+                         ecfg.rows.eq(self.rows), dcfg.o_buf.eq(a.o_buf),
                          dcfg.scale.eq(a.scale), dcfg.s_shift.eq(a.s_shift), dcfg.o_shift.eq(a.o_shift),
                          dcfg.n.eq(self.rows)]
         # all issued, drained and written: the sequencers are idle and every stage is empty

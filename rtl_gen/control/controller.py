@@ -260,7 +260,7 @@ class Controller(wiring.Component):
                s.last_sel.eq(s.last_sel | is_["DECIDE"]),
                s.pkg.eq(Mux(is_["PACKAGE"], 1, Mux(is_["COMPACT"] | is_["DECIDE"], 0, s.pkg))),
                s.pkg_d.eq(Mux(is_["PACKAGE"], pk.d, s.pkg_d)),
-               run.tokens.eq(Mux(is_["COMPACT"], 2 + s.sel_kept + cp.n_pkg, run.tokens)),
+               run.tokens.eq(Mux(is_["COMPACT"], 2 + s.sel_kept + cp.n_pkg - cp.no_pkg, run.tokens)),
                s.sel_kept.eq(Mux(is_["DECIDE"], kept_count, s.sel_kept))]
         for stage, kept in enumerate(self.csr.kept):
             out.append(kept.eq(Mux(is_["DECIDE"] & (dc.stage == stage), kept_count, kept)))

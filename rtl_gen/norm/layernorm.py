@@ -151,7 +151,7 @@ class LnPost(wiring.Component):
 
     def __init__(self, hw: HardwareConfig):
         self.hw, self.wd = hw, Widths(hw)
-        super().__init__({"d": In(13), "eps": In(56),
+        super().__init__({"d": In(13), "eps": In(56), "eps0": In(56),      # eps0: lane 0's (token row 0 of tile 0)
                           "i_s": In(stream.Signature(_stats_layout(hw, self.wd))),
                           "o_k": Out(stream.Signature(_consts_layout(hw, self.wd)))})
 
@@ -231,7 +231,7 @@ class LnPost(wiring.Component):
         return {
             "recip": rc,
             "load1": [sabs.eq(absv), neg.eq(s1 < 0), ms.eq(absv), md_b.eq(absv), md_a.eq(self.i_s.payload.s2[l]),
-                      acc_a.eq(self.eps), acc_b.eq(0)],
+                      acc_a.eq(self.eps0 if l == 0 else self.eps), acc_b.eq(0)],
             "step": lambda bit: [acc_a.eq(acc_a + Mux(bit, md_a, 0)), md_a.eq(md_a << 1),
                                  acc_b.eq(acc_b + Mux(ms[0], Mux(sub, -md_b, md_b), 0)), md_b.eq(md_b << 1),
                                  ms.eq(ms >> 1)],
@@ -337,6 +337,8 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += n_par.eq(n_par + 1)
 
         self._stats_pass(m, v, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank)
+        # token row 0 (CLS) may have its own eps: lane 0 of the first tile post takes
+        m.d.comb += post.eps0.eq(Mux((v.eps0 != 0) & (sums_taken == 0), v.eps0, v.eps))
         self._out_pass(m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par)
         self._write(m, v, busy, tiles, write_tile, write_ch, out)
         return m

@@ -14,6 +14,8 @@ Schedule (decide_cycles gives the exact stall-free count):
          last head writes score, (num, den) and the first keep bit of each token.
   M      (num, den) of tokens 1..ns through KeepProb (a pool of `recips` reciprocal units);
   CAP    in parallel with M if cap_en and more than cap tokens are kept: CapSearch.
+Mode 1 (top-k, DynamicViT, EViT, Evo-ViT) ranks the score buffer's rows instead
+(rtl_gen/selector/topk.py): keep bits and the rank order, kept = k, no keep probabilities.
 The selection state (rtl_gen/selector/state.py) lives here: PACKAGE, COMPACT and a STORE of the
 selection read it through `mask` and `m`; `info` has valid / ns / kept; `kept_stb` pulses with
 `stage` when the decision is complete (the top latches KEPT[stage]).
@@ -26,17 +28,19 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden import isa
 from golden.hw import HardwareConfig
 
 from ..buffers import ports
-from ..primitives.arith import bit_length
-from .capsearch import CapSearch
+from ..buffers.scores import score_read
 from ..control.decode import desc_view
-from .keepprob import DEN_BITS, NUM_BITS, KeepProb
-from ..primitives.pwl import LATENCY as PWL_LATENCY
-from ..primitives.pwl import PwlEval, geometry_layout, geometry_of, table_read
+from ..primitives.arith import bit_length
+from ..primitives.pwl import LATENCY as PWL_LATENCY, PwlEval, geometry_layout, geometry_of, table_read
 from ..primitives.ram import Ram
-from .state import SelState, info_layout, m_read, mask_read
+from .capsearch import CapSearch
+from .keepprob import DEN_BITS, NUM_BITS, KeepProb
+from .state import SelState, info_layout, m_read, mask_read, order_read
+from .topk import TopK
 
 SCORE_BITS = 38          # |sum_h w_h d_h| < 31 x 2^15 x 2^16 < 2^36
 W_SUM_BITS = 21          # sum_h w_h
@@ -198,7 +202,8 @@ class Decide(wiring.Component):
         super().__init__({
             **ports.control(hw),
             "rd": Out(ports.tok_read(hw)), "table": Out(table_read(hw)),
-            "mask": In(mask_read(hw)), "m": In(m_read(hw)), "info": Out(info_layout(hw)), "consume": In(1),
+            "mask": In(mask_read(hw)), "m": In(m_read(hw)), "order": In(order_read(hw)), "sb": Out(score_read(hw)),
+            "info": Out(info_layout(hw)), "consume": In(1),
             "kept_stb": Out(1), "kept": Out(range(hw.n_max + 1)), "stage": Out(3),
         })
 
@@ -210,7 +215,7 @@ class Decide(wiring.Component):
         m.d.comb += ns.eq(self.rows - 1 - desc.n_pkg)
 
         m.submodules.state = state = SelState(hw)
-        for name in ("mask", "m"):
+        for name in ("mask", "m", "order"):
             wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(state, name))
         m.d.comb += [self.info.eq(state.info), state.consume.eq(self.consume)]
 
@@ -227,8 +232,13 @@ class Decide(wiring.Component):
         m.submodules.keep_prob = keep_prob = KeepProb(self.recips)
         m.submodules.cap_search = cap_search = CapSearch(hw, SCORE_BITS, self.cap_bits)
 
+        m.submodules.topk = topk = TopK(hw)
+        wiring.connect(m, wiring.flipped(self.sb), topk.sb)
+        wiring.connect(m, topk.write_order, state.write_order)
+        m.d.comb += [topk.rows.eq(self.rows), topk.k.eq(desc.k)]
+        is_topk = desc.mode == isa.DECIDE_TOPK
         kept_by_sign, max_score = self._take_records(m, scorer.rec, ns, state.write_keep, score_ram, num_den_ram,
-                                                     cap_search)
+                                                     cap_search, topk.write_keep)
         feed = self._keep_probabilities(m, ns, num_den_ram, keep_prob, state.write_m)
         cap_binds = Signal()                   # more than cap tokens kept: the cap search decides
         m.d.comb += [cap_search.ns.eq(ns), cap_search.cap.eq(desc.cap),
@@ -240,10 +250,18 @@ class Decide(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.comb += scorer.start.eq(1)
                     m.d.sync += [kept_by_sign.eq(0), max_score.eq(-1 << (SCORE_BITS - 1)),
                                  self.stage.eq(desc.stage)]
-                    m.next = "SCORE"
+                    with m.If(is_topk):
+                        m.d.comb += topk.start.eq(1)
+                        m.next = "TOPK"
+                    with m.Else():
+                        m.d.comb += scorer.start.eq(1)
+                        m.next = "SCORE"
+            with m.State("TOPK"):
+                with m.If(topk.done):
+                    m.d.comb += [state.set.eq(1), self.kept_stb.eq(1), self.done.eq(1)]
+                    m.next = "IDLE"
             with m.State("SCORE"):
                 with m.If(scorer.done):
                     m.d.sync += [feed.active.eq(ns != 0), feed.read_token.eq(1), feed.m_token.eq(1),
@@ -262,13 +280,15 @@ class Decide(wiring.Component):
                     m.next = "IDLE"
         info = state.set_info
         m.d.comb += [info.rows.eq(self.rows), info.n_pkg.eq(desc.n_pkg), info.ns.eq(ns),
-                     info.kept.eq(Mux(cap_binds, desc.cap, kept_by_sign)), self.kept.eq(info.kept)]
+                     info.kept.eq(Mux(is_topk, desc.k, Mux(cap_binds, desc.cap, kept_by_sign))),
+                     self.kept.eq(info.kept)]
         return m
 
-    def _take_records(self, m, rec, ns, write_keep, score_ram, num_den_ram, cap_search):
+    def _take_records(self, m, rec, ns, write_keep, score_ram, num_den_ram, cap_search, topk_keep):
         """The SCORE phase's records: score and (num, den) into their RAMs, the first keep bit
         (score >= 0) of every scored token into the selection state (later overwritten by the
-        cap search's), the count of those kept and the largest score. Returns (kept, max score)."""
+        cap search's; a top-k's from its ranking), the count of those kept and the largest score.
+        Returns (kept, max score)."""
         hw, R = self.hw, self.hw.mac_rows
         bits = ports.lane_bits(R)
         scored = (rec.token >= 1) & (rec.token <= ns)
@@ -289,6 +309,9 @@ class Decide(wiring.Component):
             cap = cap_search.wr
             m.d.comb += [write_keep.tile.eq(cap.token >> bits), write_keep.data.eq(Mux(cap.data, -1, 0)),
                          write_keep.en.eq(Const(1, R) << cap.token[:bits] if bits else 1)]
+        with m.Elif(topk_keep.en.any()):
+            m.d.comb += [write_keep.tile.eq(topk_keep.tile), write_keep.data.eq(topk_keep.data),
+                         write_keep.en.eq(topk_keep.en)]
         return kept_by_sign, max_score
 
     def _keep_probabilities(self, m, ns, num_den_ram, keep_prob, write_m):

@@ -9,6 +9,8 @@ and m read ports to whichever unit runs.
     mask_read(hw)  unit side: tile -> keep[R]: lane r = token t R + r is scored (1 <= t R + r <= ns)
                    and kept; every other lane reads 0
     m_read(hw)     unit side: token j -> m[j] (the keep probability of scored token j - 1, Q15)
+    order_read(hw) unit side: rank p -> the candidate row of rank p (a top-k decision: score
+                   descending, ties to the lower row; rtl_gen/selector/topk.py writes it)
     info_layout    status: valid (a decision PACKAGE / COMPACT may use; cleared by `consume`,
                    i.e. when COMPACT finishes), last (a decision exists: STORE of a selection),
                    rows, n_pkg (what the decision was made for: the controller checks them),
@@ -33,6 +35,16 @@ def mask_read(hw: HardwareConfig) -> wiring.Signature:
 
 def m_read(hw: HardwareConfig) -> wiring.Signature:
     return wiring.Signature({"token": Out(range(hw.tiles * hw.mac_rows)), "en": Out(1), "m": In(signed(M_BITS))})
+
+
+def order_read(hw: HardwareConfig) -> wiring.Signature:
+    n = range(hw.tiles * hw.mac_rows)
+    return wiring.Signature({"rank": Out(n), "en": Out(1), "token": In(n)})
+
+
+def order_write(hw: HardwareConfig) -> wiring.Signature:
+    n = range(hw.tiles * hw.mac_rows)
+    return wiring.Signature({"rank": Out(n), "token": Out(n), "en": Out(1)})
 
 
 def keep_write(hw: HardwareConfig) -> wiring.Signature:
@@ -65,9 +77,9 @@ class SelState(wiring.Component):
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
         super().__init__({
-            "write_keep": In(keep_write(hw)), "write_m": In(m_write(hw)),
+            "write_keep": In(keep_write(hw)), "write_m": In(m_write(hw)), "write_order": In(order_write(hw)),
             "set": In(1), "set_info": In(info_layout(hw)), "consume": In(1),
-            "mask": In(mask_read(hw)), "m": In(m_read(hw)),
+            "mask": In(mask_read(hw)), "m": In(m_read(hw)), "order": In(order_read(hw)),
             "info": Out(info_layout(hw)),
         })
 
@@ -76,7 +88,10 @@ class SelState(wiring.Component):
         hw = self.hw
         m.submodules.keep = keep = Ram(1, hw.tiles, hw.mac_rows, is_signed=False)
         m.submodules.mval = mval = Ram(M_BITS, hw.tiles * hw.mac_rows)
-        wk, wm = self.write_keep, self.write_m
+        m.submodules.order = order = Ram(len(self.order.token), hw.tiles * hw.mac_rows, is_signed=False)
+        wk, wm, wo = self.write_keep, self.write_m, self.write_order
+        m.d.comb += [order.waddr.eq(wo.rank), order.wdata.eq(wo.token), order.wen.eq(wo.en),
+                     order.raddr.eq(self.order.rank), order.ren.eq(self.order.en), self.order.token.eq(order.rdata)]
         m.d.comb += [keep.waddr.eq(wk.tile), keep.wdata.eq(wk.data), keep.wen.eq(wk.en),
                      keep.raddr.eq(self.mask.tile), keep.ren.eq(self.mask.en),
                      mval.waddr.eq(wm.token), mval.wdata.eq(wm.data), mval.wen.eq(wm.en),

@@ -68,7 +68,7 @@ def trace(img, x) -> list[Step]:
     class Tracing(Machine):
         def op_decide(self, d, rows):
             super().op_decide(d, rows)
-            if d["mode"] != isa.DECIDE_THRESHOLD:       # program_cycles refuses top-k (not built yet)
+            if d["mode"] != isa.DECIDE_THRESHOLD:       # a top-k's time depends on the rows only
                 return
             w = self.buf[d["w_buf"]][1:1 + len(self.sel.keep), d["w_c0"]:d["w_c0"] + d["heads"]]
             z = self.buf[d["z_buf"]][1:1 + len(self.sel.keep), d["z_c0"]:d["z_c0"] + 2 * d["heads"]]
@@ -293,13 +293,15 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             s0 = s
             if d["act"] == isa.ACT_LOAD:
                 s0 = ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2) + 2
-            end = s0 + decide_cycles(rows, d["heads"], d["n_pkg"], hw, st.scores, bool(d["cap_en"]), d["cap"])
+            end = s0 + (topk_cycles(rows, hw) if d["mode"] == isa.DECIDE_TOPK else
+                        decide_cycles(rows, d["heads"], d["n_pkg"], hw, st.scores, bool(d["cap_en"]), d["cap"]))
             bound = "selector units"
         elif name == "PACKAGE":
             end = s + package_cycles(rows, d["n_pkg"], d["d"], d["mode"], st.sel.keep, st.sel.m, hw)
             bound = "selector units"
         elif name == "COMPACT":
-            end = s + compact_cycles(rows, d["n_pkg"], d["d"], st.sel.keep, hw)
+            end = s + (gather_cycles(rows, d, int(st.sel.keep.sum())) if d["order"] == isa.ORDER_RANK else
+                       compact_cycles(rows, d["n_pkg"], d["d"], st.sel.keep, hw))
             bound = "selector units"
         else:
             end = s
@@ -394,3 +396,20 @@ def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> i
         cyc += d * (2 if pos % R + cnt > R else 1) + 8
         pos += int(cnt)
     return cyc + d
+
+
+def topk_cycles(rows: int, hw: HardwareConfig) -> int:
+    """DECIDE top-k (rtl_gen/selector/topk.py): per candidate its score, one SB tile a cycle, its
+    place; 1 more to finish."""
+    return (rows - 1) * (_tiles(rows, hw) + 4) + TOPK_START
+
+
+def gather_cycles(rows: int, d, kept: int) -> int:
+    """COMPACT in rank order (rtl_gen/selector/gather.py): per output row its source and d channel
+    words; the package token d + 1 (none with no_pkg)."""
+    ranked = rows - 1 - d["n_pkg"] if d["rest"] else kept
+    n_rows = 1 + ranked + d["n_pkg"]
+    return n_rows * (d["d"] + 2) + GATHER_START + (0 if d["no_pkg"] else d["d"])
+
+
+TOPK_START, GATHER_START = 1, 2

@@ -17,6 +17,7 @@ from base.outputs import output_dir
 from golden.compiler import Image
 from golden.config import load_config
 from golden.hw import HW_PRESETS, load_hw
+from golden.selectors import SCHEMES
 from quant import DEMO_CHECKPOINT
 from quant.package import compile_package
 from rtl_gen.board.files import write_board
@@ -37,8 +38,10 @@ DEMO_KIND = "spvit-demo"                 # manifest "format" of a `spvit demo` o
 def check_rtl_scheme(model) -> None:
     """Refuse a model whose token selection the generated RTL does not run yet (before any shape)."""
     if not model.scheme.hardware:
-        raise UsageError(f"the accelerator runs unpruned and SPViT models; token selection {model.selector!r} "
-                         f"(model {model.name}) has no hardware yet: give an SPViT or unpruned model (`spvit compile` "
+        runs = [s.title if s.name != "none" else "unpruned" for s in SCHEMES.values() if s.hardware]
+        listed = ", ".join(runs[:-1]) + " and " + runs[-1]
+        raise UsageError(f"the accelerator runs {listed} models; token selection {model.selector!r} "
+                         f"(model {model.name}) has no hardware yet: give one of those (`spvit compile` "
                          f"builds its image for the golden interpreter)")
 
 

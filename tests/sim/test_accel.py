@@ -21,19 +21,25 @@ from sim.accel import compare_runs, run_accel
 HW = HW_PRESETS["mini"]
 
 
-@pytest.fixture(scope="module")
-def demo():
-    """The committed demo model quantised as `make demo` does, and 8 held-out digits."""
+def committed(preset: str = "mini", checkpoint: str | None = None, images: int = 8):
+    """A committed model (examples/) quantised as `make demo` quantises the demo model
+    (calibrated on digits:train), and `images` held-out digits."""
     from quant.calibrate import calibrate, quantize_images
     from quant import DEMO_CHECKPOINT
     from quant.data import load_data
     from quant.loaders import load_float_model
-    cfg = PRESETS["mini"]
-    model = load_float_model(str(DEMO_CHECKPOINT), cfg)
+    cfg = PRESETS[preset]
+    model = load_float_model(str(DEMO_CHECKPOINT if checkpoint is None else DEMO_CHECKPOINT.with_name(checkpoint)), cfg)
     xc, _ = load_data("digits:train", cfg, default_split="train").take(64).tensors()
     q = calibrate(model, xc)
-    xt, labels = load_data("digits:test", cfg, default_split="test").take(8).tensors()
+    xt, labels = load_data("digits:test", cfg, default_split="test").take(images).tensors()
     return q, quantize_images(xt, q)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The committed demo model quantised as `make demo` does, and 8 held-out digits."""
+    return committed()
 
 
 def test_demo_model_bit_exact(demo, measured):
@@ -46,6 +52,28 @@ def test_demo_model_bit_exact(demo, measured):
     measured(f"accelerator (mini hardware) runs the demo model on 8 held-out digits: BIT-EXACT, {c.compared:,} "
              f"elements compared (logits, kept counts, masks, every block); cycles per image {min(cyc):,}..{max(cyc):,} "
              f"with 20% pauses on every AXI channel; sim wall {sum(r.wall_s for r in runs):.0f} s")
+
+
+@pytest.mark.parametrize("scheme", ["dynamicvit"])
+def test_scheme_model_bit_exact(scheme, measured):
+    """examples/mini_<scheme>.safetensors on the same mini design, 8 held-out digits, every block's
+    tokens, logits, kept counts and masks; the cycle model within 2% of the RTL (its pauses off)."""
+    from rtl_gen.tools.cycles import program_cycles, trace
+    q, x = committed(f"mini-{scheme}", f"mini_{scheme}.safetensors")
+    img = compile_model(q, HW, checkpoints=True)
+    runs = run_accel(img, list(x), pause=0.2, seed=3)
+    c = compare_runs(img, list(x), runs)
+    c.check(f"mini {scheme} model")
+    quiet = run_accel(img, list(x[:1]), pause=0.0, seed=0)
+    compare_runs(img, list(x[:1]), quiet).check(f"mini {scheme} model without pauses")
+    model = program_cycles(img, trace(img, x[0])).total
+    err = model / quiet[0].cycles - 1
+    assert abs(err) < 0.02, f"cycle model {model} vs RTL {quiet[0].cycles} ({100 * err:+.2f}%)"
+    cyc = [r.cycles for r in runs]
+    measured(f"accelerator (mini hardware) runs mini_{scheme} on 8 held-out digits: BIT-EXACT, {c.compared:,} elements "
+             f"(logits, kept counts, masks, every block); cycles per image {min(cyc):,}..{max(cyc):,} with 20% pauses; "
+             f"cycle model {100 * err:+.2f}% of the RTL without pauses; sim wall "
+             f"{sum(r.wall_s for r in runs + quiet):.0f} s")
 
 
 def test_one_design_runs_other_packages(measured):
@@ -136,13 +164,13 @@ def test_bad_programs_stop_with_an_error_code(measured):
     c.check("run after an AXI error")
     # operations and modes the interpreter runs but this RTL lacks (rtl_gen/control/checks.py RTL_SUPPORT):
     # BAD_OPCODE at the descriptor, never a hang or a silent wrong result
-    dk = next(i for i, _ in img.labels if desc(i).op.name == "DECIDE")
-    lacking = {"top-k DECIDE": [patched(dk, mode=isa.DECIDE_TOPK, k=3, act=isa.ACT_NONE)],
+    at_ = next(i for i, _ in img.labels if desc(i).op.name == "ATTENTION")
+    lacking = {"ATTENTION with score capture": [patched(at_, score=1, momentum=isa.ONE_Q15)],
                "COPY": [(_desc_offset(img, gm), isa.encode("COPY", i_buf=0, o_buf=1, w=16, rows=4))],
                "GMEAN with an output shift": [patched(gm, shift=1)]}
     runs = run_accel(img, [x] * (len(lacking) + 1), pokes=list(lacking.values()) + [[]], pause=0.1, seed=6,
                      timeout=2_000_000)
-    at = {"top-k DECIDE": dk, "COPY": gm, "GMEAN with an output shift": gm}
+    at = {"ATTENTION with score capture": at_, "COPY": gm, "GMEAN with an output shift": gm}
     lacked = {n: (r.error, r.error_index, r.hung) for n, r in zip(lacking, runs)}
     assert lacked == {n: ("BAD_OPCODE", at[n], False) for n in lacking}, lacked
     compare_runs(img, [x], runs[-1:]).check("run after the refused descriptors")
@@ -180,23 +208,25 @@ def test_cycle_model_matches_rtl(demo, measured):
 @pytest.mark.skipif(not __import__("base.settings", fromlist=["SLOW"]).SLOW,
                     reason="SPVIT_SLOW=1: a DeiT-T image on the zcu102 design (~20-40 min: Verilog, C++ build, "
                            "0.5 M cycles)")
-def test_deit_tiny_image_on_zcu102(measured):
-    """A whole DeiT-T SPViT image on the board configuration: every block's tokens, logits, kept
-    counts and masks bit-exact; the cycle model within 3% of the RTL."""
+@pytest.mark.parametrize("scheme", ["spvit", "dynamicvit"])
+def test_deit_tiny_image_on_zcu102(scheme, measured):
+    """A whole DeiT-T image of each scheme the RTL runs on the board configuration: every block's
+    tokens, logits, kept counts and masks bit-exact; the cycle model within 3% of the RTL (one
+    Verilator build serves both)."""
     import time
 
     from rtl_gen.tools.cycles import program_cycles, trace
     t0 = time.time()
     hw = HW_PRESETS["zcu102"]
-    q, imgs = calibrated_random("spvit-deit-tiny", 0, 2)
+    q, imgs = calibrated_random(f"{scheme}-deit-tiny", 0, 2)
     img = compile_model(q, hw, checkpoints=True)
     x = quantize(imgs.numpy(), q.img_frac)[:1]
     runs = run_accel(img, list(x), pause=0.0, seed=0, timeout=40_000_000)
     c = compare_runs(img, list(x), runs)
-    c.check("DeiT-T on zcu102")
+    c.check(f"{scheme} DeiT-T on zcu102")
     model = program_cycles(img, trace(img, x[0])).total
     err = model / runs[0].cycles - 1
     assert abs(err) < 0.03, (model, runs[0].cycles)
-    measured(f"DeiT-T SPViT image on the zcu102 design: BIT-EXACT, {c.compared:,} elements (every block, logits, "
+    measured(f"DeiT-T {scheme} image on the zcu102 design: BIT-EXACT, {c.compared:,} elements (every block, logits, "
              f"kept counts, masks); {runs[0].cycles:,} cycles, cycle model {100 * err:+.2f}%; simulation "
              f"{runs[0].wall_s:.0f} s, test wall {time.time() - t0:.0f} s")

@@ -23,22 +23,26 @@ HW = HardwareConfig(name="t48", mac_rows=4, mac_cols=8, n_max=72, d_max=64, hidd
                     desc_max=256)
 
 
-@pytest.fixture(scope="module")
-def vectors():
-    q, imgs = calibrated_random("mini", 0, 2)
+def _vectors(preset):
+    q, imgs = calibrated_random(preset, 0, 2)
     img = compile_model(q, HW)
     x = quantize(imgs.numpy(), q.img_frac)
     return {v.index: v for v in capture(img, x[0], lambda i, d: d.op.name in ("MATMUL", "ATTENTION"))}
 
 
-def _labels():
-    q, _ = calibrated_random("mini", 0, 2)
+@pytest.fixture(scope="module")
+def vectors():
+    return _vectors("mini")
+
+
+def _labels(preset="mini"):
+    q, _ = calibrated_random(preset, 0, 2)
     img = compile_model(q, HW)
     return dict(img.labels)
 
 
-def pick(vectors, text):
-    labels = _labels()
+def pick(vectors, text, preset="mini"):
+    labels = _labels(preset)
     for i, lab in labels.items():
         if lab == text:
             return vectors[i]
@@ -100,6 +104,19 @@ def test_matmul_bit_exact(vectors, label, measured):
     measured(f"array unit MATMUL '{label}' (rows {v.rows}, k {v.desc['k']}, m {v.desc['m']}): bit-exact, "
              f"{res.cycles} cycles with 20% stalls")
 
+
+
+def test_matmul_cls_row_formats(measured):
+    """EViT's residual MATMULs add token row 0 (CLS) in its own formats (`row0`: sa0, sb0, so0),
+    the other rows of tile 0 and the later tiles in the block's."""
+    vecs = _vectors("mini-evit")
+    for label in ("block 0 proj + residual", "block 3 fc2 + residual"):
+        v = pick(vecs, label, "mini-evit")
+        d = v.desc
+        assert d["row0"] == 1 and (d["sa0"], d["sb0"], d["so0"]) != (d["sa"], d["sb"], d["so"]), (label, d)
+        got, want, res = run_op(v, stall=0.2, seed=v.index)
+        assert_exact(got, want, label)
+        measured(f"array unit MATMUL '{label}' of mini-evit (row0: CLS formats): bit-exact, {res.cycles} cycles")
 
 
 @pytest.mark.parametrize("label", ["block 0 attention", "block 5 attention"])

@@ -45,11 +45,11 @@ def _params(rng, d, g_scale=32768, b_scale=1 << 40):
     return gamma, beta
 
 
-def _op(rng, d, rows, i_buf=B0, i_c0=0, o_buf=B1, o_c0=0, eps=5, y_shift=14, x=None, params=None):
+def _op(rng, d, rows, i_buf=B0, i_c0=0, o_buf=B1, o_c0=0, eps=5, y_shift=14, x=None, params=None, eps0=0):
     x = _tokens(rng, rows, d) if x is None else x
     gamma, beta = params or _params(rng, d)
-    return LnOp(dict(i_buf=i_buf, i_c0=i_c0, d=d, o_buf=o_buf, o_c0=o_c0, eps=eps, y_shift=y_shift), rows, x,
-                gamma, beta)
+    return LnOp(dict(i_buf=i_buf, i_c0=i_c0, d=d, o_buf=o_buf, o_c0=o_c0, eps=eps, y_shift=y_shift, eps0=eps0), rows,
+                x, gamma, beta)
 
 
 def _ops(rng):
@@ -67,6 +67,9 @@ def _ops(rng):
         _op(rng, 131, 22, B2, 29, B1, 3, eps=77, y_shift=13),                           # d > the chain latency
         _op(rng, 64, 3, eps=ln_eps_const(1e-6, 64, 8), y_shift=16 + 12 - 10, params=_params(rng, 64, 1 << 13, 1 << 30)),
         _op(rng, 64, 9, B1, 0, B0, 0, eps=EPS_MAX, y_shift=-3),                          # negative shift: saturates
+        # the CLS token's own eps (EViT, Evo-ViT): row 0 only, the other rows of its tile and later tiles keep eps
+        _op(rng, 40, 22, B2, 3, B1, 0, eps=3, y_shift=12, eps0=EPS_MAX),
+        _op(rng, 16, 1, B0, 0, B3, 5, eps=EPS_MAX, y_shift=14, eps0=1),
     ]
 
 

@@ -136,6 +136,62 @@ def test_selection_corners():
     assert 0 < kept["mixed"] < 21 and 0 < kept["rows n_max"] < 36 and kept["rows n_max, cap 12"] == 12
 
 
+def topk(r, label, rows, scores, x, k, *, stage=0, bufs=(B0, B1), rest=0):
+    """DECIDE top-k of `scores` (rows 0..rows-1 of SB), COMPACT in rank order without a package
+    (DynamicViT; `rest`: every candidate follows, Evo-ViT's parked rows), STORE of the selection."""
+    r.put_scores(scores)
+    r.put(bufs[0], 0, x)
+    r.op(label, "DECIDE", rows, mode=isa.DECIDE_TOPK, k=k, stage=stage)
+    r.check_selection(label)
+    r.op(label, "COMPACT", rows, x_buf=bufs[0], o_buf=bufs[1], d=x.shape[1], order=isa.ORDER_RANK, no_pkg=1, rest=rest)
+    r.check(label, bufs[1], 0, x.shape[1])
+    r.store(label)
+
+
+def test_topk_corners():
+    """DynamicViT's selection: top-k of the score buffer and the rank-order compaction against
+    the interpreter: mixed 48-bit scores (most negative and largest included), k = N - 1 (prunes
+    nothing, the order still changes), k = 0, ties everywhere (lower row first), ties across the
+    k boundary, rows = n_max, ns = 1 and 0, partial tiles, every candidate in rank order (rest),
+    stages back to back on the compacted output."""
+    hw, rng = SMALL, np.random.default_rng(17)
+    r = SelectRun(hw, junk_seed=21)
+    for b in (B0, B1, B2, B3):
+        r.put_junk(b)
+    r.put_junk(isa.SB)
+
+    def x(rows, d=24):
+        return rng.integers(-32768, 32768, (rows, d))
+
+    big = 1 << (isa.SCORE_BITS - 1)
+    s = rng.integers(-big, big, 23)
+    s[3], s[7] = -big, big - 1
+    topk(r, "mixed", 23, s, x(23), 9)
+    topk(r, "k = N - 1", 23, s, x(23), 22, stage=1, bufs=(B2, B0))
+    topk(r, "k = 0", 14, s[:14], x(14), 0)
+    topk(r, "all tied", 19, np.full(19, 12345), x(19), 6)
+    tied = rng.choice([-5, 0, 3, 3, 7], 31)
+    for k in (1, 4, 13, 30):
+        topk(r, f"ties across the boundary, k {k}", 31, tied, x(31, 16), k, stage=k % 3)
+    topk(r, "rows n_max", 40, rng.integers(-1000, 1000, 40), x(40, 64), 27, bufs=(B1, B3))
+    topk(r, "ns 1", 2, np.array([5, -3]), x(2), 1)
+    topk(r, "ns 1, k 0", 2, np.array([5, -3]), x(2), 0)
+    topk(r, "ns 0", 1, np.array([0]), x(1), 0)
+    topk(r, "rest in rank order", 29, tied[:29], x(29), 11, rest=1)
+    xs = x(26, 32)
+    topk(r, "stage 0", 26, rng.integers(-big, big, 26), xs, 17, bufs=(B0, B1))
+    s2 = rng.integers(-9, 9, 18)
+    r.put_scores(s2)
+    r.op("stage 1 on its output", "DECIDE", 18, mode=isa.DECIDE_TOPK, k=12, stage=1)
+    r.check_selection("stage 1 on its output")
+    r.op("stage 1 on its output", "COMPACT", 18, x_buf=B1, o_buf=B2, d=32, order=isa.ORDER_RANK, no_pkg=1)
+    r.check("stage 1 on its output", B2, 0, 32)
+    r.store("stage 1 on its output")
+    events = _run(r, "selbench_small", SMALL_PARAMS, seed=9)
+    kept = {op.label: int(op.sel.keep.sum()) for op, _ in events if op.name == "DECIDE"}
+    assert kept["k = N - 1"] == 22 and kept["k = 0"] == 0 and kept["all tied"] == 6 and kept["ns 0"] == 0
+
+
 def test_gmean():
     """rows = 2 and n_max, one channel to the whole buffer, saturated channels, B3 channels
     beyond d_max; several means in a row on the same buffer."""

@@ -62,7 +62,8 @@ def test_out_of_range_at_parse_time(argv, msg, capsys):
     (["report", "--config", "mini,zcu"], "unknown hardware 'zcu'"),
     (["report", "--config", "spvit-deit-tiny,mini"], "hardware mini cannot run spvit-deit-tiny"),
     (["report", "--config", "mini-evit,mini"],
-     "the accelerator runs unpruned and SPViT models; token selection 'evit' (model mini-evit) has no hardware yet"),
+     "the accelerator runs unpruned, SPViT and DynamicViT models; token selection 'evit' (model mini-evit) has no "
+     "hardware yet"),
     (["generate", "--hw", "nope.toml", "--out", "never-written"], "hardware file 'nope.toml' does not exist"),
     (["run", "--hw", "mini"], "--package is required"),
 ])

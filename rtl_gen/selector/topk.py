@@ -1,0 +1,88 @@
+"""The ranking of a top-k DECIDE (golden/interp.py Machine.op_decide, mode 1): the candidates,
+rows 1..ns of the score buffer SB (ns = rows - 1), by score descending, ties to the lower row;
+the first k are kept.
+
+Each candidate i counts the candidates ranked before it,
+
+    rank_i = #{j in 1..ns : s_j > s_i  or  (s_j = s_i and j < i)},
+
+reading SB one tile a cycle and comparing its R lanes with s_i at once (R comparators, no
+sorting network). rank_i is the candidate's place in the order: `write_order` stores
+order[rank_i] = i (COMPACT's rank order reads it), `write_keep` its keep bit rank_i < k. Ranks of
+distinct candidates differ, so the order is a permutation and exactly k are kept.
+
+Cycles from `start` to `done`: ns (T + 4) + 1 with T = tiles_of(rows, R) (rtl_gen/tools/cycles.py).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.hw import HardwareConfig
+from golden.isa import SCORE_BITS
+
+from ..buffers import ports
+from ..buffers.scores import score_read
+from .state import keep_write, order_write
+
+
+class TopK(wiring.Component):
+    def __init__(self, hw: HardwareConfig):
+        self.hw = hw
+        n = range(hw.n_max + 1)
+        super().__init__({"start": In(1), "done": Out(1), "rows": In(n), "k": In(n),
+                          "sb": Out(score_read(hw)), "write_keep": Out(keep_write(hw)),
+                          "write_order": Out(order_write(hw))})
+
+    def elaborate(self, platform):
+        m = Module()
+        hw, R = self.hw, self.hw.mac_rows
+        bits = ports.lane_bits(R)
+        ns, tiles = self.rows - 1, ports.tiles_of(self.rows, R)
+        cand = Signal(range(hw.n_max + 1))          # candidate i
+        own = Signal(signed(SCORE_BITS))            # s_i
+        tile = Signal(range(hw.tiles + 1))          # next SB tile to read
+        arriving, arriving_tile = Signal(), Signal(range(hw.tiles))
+        rank = Signal(range(hw.n_max + 1))
+        lane_of_cand = cand[:bits] if bits else Const(0, 1)
+        m.d.sync += arriving.eq(0)
+        with m.If(arriving):                        # the tile read last cycle: candidates ranked before i
+            before = []
+            for r in range(R):
+                j = arriving_tile * R + r
+                s = self.sb.data[r]
+                before.append((j >= 1) & (j <= ns) & ((s > own) | ((s == own) & (j < cand))))
+            m.d.sync += rank.eq(rank + sum(before))
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += cand.eq(1)
+                    m.next = "FETCH"
+            with m.State("FETCH"):                  # s_i
+                with m.If(cand > ns):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += [self.sb.tile.eq(cand >> bits), self.sb.en.eq(1)]
+                    m.next = "CAPTURE"
+            with m.State("CAPTURE"):
+                lane_score = Signal(signed(SCORE_BITS))
+                m.d.comb += lane_score.eq(self.sb.data[lane_of_cand])
+                m.d.sync += [own.eq(lane_score), tile.eq(0), rank.eq(0)]
+                m.next = "SCAN"
+            with m.State("SCAN"):                   # one SB tile a cycle
+                m.d.comb += [self.sb.tile.eq(tile), self.sb.en.eq(1)]
+                m.d.sync += [arriving.eq(1), arriving_tile.eq(tile), tile.eq(tile + 1)]
+                with m.If(tile == tiles - 1):
+                    m.next = "LAST"
+            with m.State("LAST"):                   # the last tile arrives
+                m.next = "PLACE"
+            with m.State("PLACE"):
+                m.d.comb += [self.write_order.rank.eq(rank), self.write_order.token.eq(cand),
+                             self.write_order.en.eq(1),
+                             self.write_keep.tile.eq(cand >> bits), self.write_keep.data.eq(Mux(rank < self.k, -1, 0)),
+                             self.write_keep.en.eq(Const(1, R) << lane_of_cand if bits else 1)]
+                m.d.sync += cand.eq(cand + 1)
+                m.next = "FETCH"
+        return m
