@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml tools/install.sh
 demo: $(STAMP)
 	$(PY) -m spvit.cli demo --force
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

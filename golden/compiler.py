@@ -25,8 +25,8 @@ from base.errors import UsageError
 from base.outputs import output_dir
 
 from . import isa, stream
-from .config import config_dict, model_from_dict
 from .arith import recip
+from .config import config_dict, model_from_dict
 from .hw import DoesNotFit, HardwareConfig
 from .isa import ACT_KEEP, ACT_LOAD, ACT_NONE, B0, B1, B2, B3, KB, SB, VB
 from .kernels import CLS_ATTN_FRAC, PROB_FRAC
@@ -145,7 +145,8 @@ class Lowering:
         w = np.asarray(w, dtype=np.int64)
         m, k = w.shape
         mode, items = self.tables.use(act)
-        items.append(stream.pack_weights(w, np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), (m,)), self.hw))
+        items.append(stream.pack_weights(w, np.broadcast_to(np.asarray(bias, dtype=np.int64).reshape(-1), (m,)),
+                                         self.hw))
         f = dict(a_buf=a, a_c0=a_c0, k=k, m=m, o_buf=o, o_c0=o_c0, shift=shift, mult=mult, **_rows(rows))
         if act is not None:
             f.update(_pwl_fields(act, mode))
@@ -300,8 +301,9 @@ class Lowering:
         if k < entering:                                # keeping all prunes nothing: the order stays
             y = self.others(x)[0]
             if sel.fuse:
-                self.b.op("PACKAGE", f"{p} fused token (score-weighted)", x_buf=x, d=d, mode=isa.PACKAGE_MODES["scores"],
-                          mult=recip(sel.heads, HEAD_RECIP_BITS), shift=HEAD_RECIP_BITS + CLS_ATTN_FRAC, rows_n=1)
+                self.b.op("PACKAGE", f"{p} fused token (score-weighted)", x_buf=x, d=d,
+                          mode=isa.PACKAGE_MODES["scores"], mult=recip(sel.heads, HEAD_RECIP_BITS),
+                          shift=HEAD_RECIP_BITS + CLS_ATTN_FRAC, rows_n=1)
             self.b.op("COMPACT", f"{p} compaction (CLS, kept by score" + (", fused)" if sel.fuse else ")"), x_buf=x,
                       o_buf=y, d=d, order=isa.ORDER_RANK, no_pkg=int(not sel.fuse), rows_n=1)
             x = y

@@ -338,7 +338,8 @@ CHECKS = {
          lambda f, s: (f.stage < s.stages_max) & ((f.mode == DECIDE_THRESHOLD) == (f.act != ACT_NONE))),
         ("BAD_TOKENS", "fewer tokens than CLS and the package tokens", lambda f, s: s.rows >= f.n_pkg + 1),
         ("BAD_SHAPE", "top-k with package tokens", lambda f, s: (f.mode != DECIDE_TOPK) | (f.n_pkg == 0)),
-        ("BAD_TOKENS", "top-k: k above the candidates (rows - 1)", lambda f, s: (f.mode != DECIDE_TOPK) | (f.k < s.rows)),
+        ("BAD_TOKENS", "top-k: k above the candidates (rows - 1)",
+         lambda f, s: (f.mode != DECIDE_TOPK) | (f.k < s.rows)),
         ("BAD_SHAPE", "activation table fields", lambda f, s: (f.mode != DECIDE_THRESHOLD) | _pwl_ok(f, s, 1)),
         ("NO_TABLE", "no table loaded", lambda f, s: (f.act != ACT_KEEP) | (s.table_nseg != 0)),
         ("BAD_SHAPE", "n_seg beyond the loaded table", lambda f, s: (f.act != ACT_KEEP) | (f.pwl_nseg <= s.table_nseg)),
@@ -357,14 +358,16 @@ CHECKS = {
         ("BAD_TOKENS", "rows or n_pkg differ from the decision's",
          lambda f, s: (s.sel_n == s.rows) & (s.sel_npkg == f.n_pkg)),
         ("BAD_SHAPE", "rank order needs a top-k decision; the other candidates follow only in rank order",
-         lambda f, s: ((f.order == ORDER_POSITION) | (s.sel_mode == DECIDE_TOPK)) & ((f.rest == 0) | (f.order == ORDER_RANK))),
+         lambda f, s: ((f.order == ORDER_POSITION) | (s.sel_mode == DECIDE_TOPK))
+         & ((f.rest == 0) | (f.order == ORDER_RANK))),
         ("BAD_TOKENS", "the output (CLS, kept, the other candidates, packages, new package) exceeds n_max",
          lambda f, s: ((f.rest == 0) & (s.sel_kept + f.n_pkg + 2 <= s.n_max + f.no_pkg))
          | ((f.rest == 1) & (s.sel_n + 1 <= s.n_max + f.no_pkg))),
         ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.x_buf <= 3) & (f.o_buf <= 3)),
         ("BAD_SHAPE", "needs two buffers and (unless no_pkg) a package of the same width",
          lambda f, s: (f.x_buf != f.o_buf) & ((f.no_pkg == 1) | ((s.pkg != 0) & (s.pkg_d == f.d)))),
-        ("BAD_SHAPE", "channels outside the buffers", lambda f, s: _span(s, f.x_buf, 0, f.d) & _span(s, f.o_buf, 0, f.d)),
+        ("BAD_SHAPE", "channels outside the buffers",
+         lambda f, s: _span(s, f.x_buf, 0, f.d) & _span(s, f.o_buf, 0, f.d)),
     ],
     "COPY": [
         ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.i_buf <= 3) & (f.o_buf <= 3)),

@@ -21,26 +21,26 @@ from golden import isa
 from golden.compiler import select_bytes
 from golden.hw import HardwareConfig
 
-from .host import axi
-from .buffers.ports import route
 from .array.unit import ArrayUnit
-from .buffers.fabric import Buffers
-from .selector.compaction import Compaction
-from .control.controller import Controller
-from .host.csr import ADDR_BITS, Csr, axi_lite
-from .selector.decide import Decide
-from .control.decode import Opcode, common_view, desc_view
-from .host.dma import Dma
-from .selector.gmean import GMean
-from .norm.layernorm import LayerNormUnit
-from .buffers.load_store import LoadUnit, StoreUnit
-from .selector.package import Package
 from .buffers.act_table import PwlTable
-from .primitives.ram import Ram2
-from .selector.store import SelStore
-from .control.stream_loader import StreamLoader
+from .buffers.fabric import Buffers
+from .buffers.load_store import LoadUnit, StoreUnit
+from .buffers.ports import route
 from .buffers.scores import ScoreBuffer
 from .buffers.weight_ring import WeightRing
+from .control.controller import Controller
+from .control.decode import Opcode, common_view, desc_view
+from .control.stream_loader import StreamLoader
+from .host import axi
+from .host.csr import ADDR_BITS, Csr, axi_lite
+from .host.dma import Dma
+from .norm.layernorm import LayerNormUnit
+from .primitives.ram import Ram2
+from .selector.compaction import Compaction
+from .selector.decide import Decide
+from .selector.gmean import GMean
+from .selector.package import Package
+from .selector.store import SelStore
 
 UNITS = {"array": ("MATMUL", "ATTENTION"), "ln": ("LAYERNORM",), "gmean": ("GMEAN",), "decide": ("DECIDE",),
          "package": ("PACKAGE",), "compact": ("COMPACT",), "load": ("LOAD",), "store": ("STORE",)}

@@ -60,7 +60,8 @@ class Scheme:
             check(not cfg.keep_cap, f"keep_cap applies to selector 'spvit' only (got selector {s!r}); remove it"
                   + ("" if s == "none" else f" ({s} keeps a fixed number of tokens set by keep_rate)"))
         if package:
-            check(cfg.package_mode == "norm", f"package_mode applies to selector 'spvit' only (got selector {s!r}); remove it")
+            check(cfg.package_mode == "norm",
+                  f"package_mode applies to selector 'spvit' only (got selector {s!r}); remove it")
         if fuse:
             check(cfg.fuse_token is None, f"fuse_token applies to selector 'evit' only (got selector {s!r}); remove it")
         if momentum:
@@ -104,8 +105,9 @@ class Scheme:
         is only for adaptive schemes."""
         if keep is not None:
             raise ValueError(f"--keep sets the keep rates of adaptive selectors (spvit); selector "
-                             f"{cfg.selector!r} keeps " + ("every token" if cfg.selector == "none" else
-                                                          "a fixed number of tokens per stage (keep_rate in the config)"))
+                             f"{cfg.selector!r} keeps "
+                             + ("every token" if cfg.selector == "none" else
+                                "a fixed number of tokens per stage (keep_rate in the config)"))
         return [(cfg.num_tokens, cfg.num_tokens)] * cfg.depth
 
     def selector_macs(self, cfg, stage: int, n_in: int, n_out: int) -> int:

@@ -63,13 +63,15 @@ class DynamicViT(Scheme):
 
     def check(self, cfg) -> None:
         self.check_blocks(cfg, 1, "the blocks a predictor runs before")
-        check(cfg.embed_dim % 4 == 0, f"the DynamicViT predictor needs embed_dim divisible by 4 (embed_dim = {cfg.embed_dim})")
+        check(cfg.embed_dim % 4 == 0,
+              f"the DynamicViT predictor needs embed_dim divisible by 4 (embed_dim = {cfg.embed_dim})")
         rates = self.check_rates(cfg)
         if len(cfg.keep_rate) > 1:
             check(list(rates) == sorted(rates, reverse=True),
                   f"keep_rate per stage (fractions of all patch tokens) must not increase (got {list(rates)})")
         for s, k in enumerate(self.counts(cfg)):
-            check(k >= 1, f"keep_rate {list(cfg.keep_rate)} keeps int({cfg.num_patches} * {self.ratio(cfg, s):.4g}) = {k} "
+            check(k >= 1, f"keep_rate {list(cfg.keep_rate)} keeps "
+                          f"int({cfg.num_patches} * {self.ratio(cfg, s):.4g}) = {k} "
                           f"patch tokens at stage {s}; raise keep_rate")
         self.check_unused(cfg, keep_rate=False)
 
@@ -106,7 +108,8 @@ class DynamicViT(Scheme):
         from torch import nn
 
         from ..float_model import DynamicViTPredictor
-        model.score_predictor = nn.ModuleList(DynamicViTPredictor(model.cfg.embed_dim) for _ in model.cfg.selector_blocks)
+        model.score_predictor = nn.ModuleList(DynamicViTPredictor(model.cfg.embed_dim)
+                                              for _ in model.cfg.selector_blocks)
 
     def f_scores(self, model, stage: int, x, trace=None):
         """Float score z0 - z1 [b, n - 1] of the patch tokens of x [b, n, C] (the ranking of

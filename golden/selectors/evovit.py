@@ -104,7 +104,8 @@ class EvoViT(Scheme):
         x, score, ids = self._merge(g, torch.cat)
         trace(f"res.{i}", x.flatten(0, 1))
         return [self._split(g, x, score, ids, rank_desc(score), self.counts(model.cfg)[s], s, rec, torch.cat,
-                            lambda t, r: torch.gather(t, 1, r if t.dim() == 2 else r[..., None].expand(-1, -1, t.shape[-1])),
+                            lambda t, r: torch.gather(t, 1, r if t.dim() == 2
+                                                      else r[..., None].expand(-1, -1, t.shape[-1])),
                             None)]
 
     def f_readout(self, model, g: Group, trace):

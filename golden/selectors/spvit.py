@@ -65,7 +65,8 @@ class SPViT(Scheme):
     def selector_params(self, cfg) -> int:
         hh, dh = cfg.num_heads, cfg.head_dim
         h2 = max(hh // 2, 1)
-        per_head = 2 * dh + (dh * dh + dh) + (dh * dh // 2 + dh // 2) + (dh // 2 * dh // 4 + dh // 4) + (dh // 4 * 2 + 2)
+        per_head = (2 * dh + (dh * dh + dh) + (dh * dh // 2 + dh // 2) + (dh // 2 * dh // 4 + dh // 4)
+                    + (dh // 4 * 2 + 2))
         return hh * per_head + (hh * h2 + h2) + (h2 * hh + hh)
 
     # ---- float twin

@@ -18,10 +18,10 @@ from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
 
-from ..control.decode import desc_view
-from .fetch import A_PROB, A_TOK, B_KEY, B_VALUE, KIND_PV, KIND_SCORE, prob_read, req_layout
 from ..buffers.ports import lanes, tiles_of
+from ..control.decode import desc_view
 from ..primitives.ram import Ram
+from .fetch import A_PROB, A_TOK, B_KEY, B_VALUE, KIND_PV, KIND_SCORE, prob_read, req_layout
 
 
 class AttentionSeq(wiring.Component):

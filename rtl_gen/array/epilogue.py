@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -89,7 +89,8 @@ class Epilogue(wiring.Component):
             "vw": Out(ports.val_write(hw)),
             "sw": Out(score_write(hw)),
             "o_s": Out(stream.Signature(sm_layout(hw))),
-            "sm_free": Out(2),                  # credits back to the drain: a score FIFO place freed, a padding score dropped
+            # credits back to the drain: a score FIFO place freed, a padding score dropped
+            "sm_free": Out(2),
             "idle": Out(1),
         })
 

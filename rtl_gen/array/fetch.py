@@ -5,8 +5,8 @@ of a tile, and the tile's drain info on its last beat). A request is taken when 
 its beat will find room in the operand FIFO; its reads are issued then (buffer-fabric ports,
 ports.READ_LATENCY cycles; the probability bank and the weight ring answer in one, so with a
 fabric latency of 2 they are issued a cycle later), so both operands arrive together
-READ_LATENCY cycles after the request and go into the FIFO. The MAC array takes beats from the FIFO; nothing waits on the array
-combinationally, so the reads never stall.
+READ_LATENCY cycles after the request and go into the FIFO. The MAC array takes beats from the
+FIFO; nothing waits on the array combinationally, so the reads never stall.
 
     A: a token buffer word (tile, channel) or a probability-bank word (bank, key)
     B: a weight row of the weight ring, a key-buffer word, or a value-bank word
@@ -25,11 +25,11 @@ from amaranth.lib.wiring import In, Out
 from golden.hw import HardwareConfig
 
 from ..buffers import ports
+from ..buffers.weight_ring import drain_port, issue_port
+from ..primitives.arith import ACC_BITS
+from ..primitives.fifo import RamFifo
 from .epilogue import DEST_SM, DEST_TOK, SM_DEPTH, beat_layout
 from .mac import ab_layout, acc_layout
-from ..primitives.arith import ACC_BITS
-from ..buffers.weight_ring import drain_port, issue_port
-from ..primitives.fifo import RamFifo
 
 A_TOK, A_PROB = range(2)
 B_WEIGHT, B_KEY, B_VALUE = range(3)
@@ -47,8 +47,8 @@ def req_layout(hw: HardwareConfig) -> data.StructLayout:
     return data.StructLayout({
         "a_src": 1, "a_buf": 2, "a_tile": range(hw.tiles), "a_ch": range(hw.k_max), "p_bank": 1,
         "p_key": range(hw.n_max), "b_src": 2, "w_addr": range(hw.k_max), "k_tile": range(hw.key_tiles),
-        "k_ch": range(hw.d_max), "v_token": range(hw.tiles * hw.mac_rows), "v_grp": range(max(hw.d_max // hw.mac_cols, 1)),
-        "first": 1, "last": 1, "info": info_layout(hw)})
+        "k_ch": range(hw.d_max), "v_token": range(hw.tiles * hw.mac_rows),
+        "v_grp": range(max(hw.d_max // hw.mac_cols, 1)), "first": 1, "last": 1, "info": info_layout(hw)})
 
 
 def prob_read(hw: HardwareConfig) -> wiring.Signature:
@@ -61,8 +61,10 @@ def beat_fifo_layout(hw: HardwareConfig) -> data.StructLayout:
     return data.StructLayout({"ab": ab_layout(hw.mac_rows, hw.mac_cols), "info": info_layout(hw)})
 
 
-FETCH_DEPTH = 8          # operand FIFO: the credit loop (request -> data -> FIFO -> MAC -> credit) at one beat per cycle
-ISSUE_LATENCY = ports.READ_LATENCY + 2   # a request taken -> its beat offered to the MAC array (reads, FIFO write, FIFO read)
+# operand FIFO: the credit loop (request -> data -> FIFO -> MAC -> credit) at one beat per cycle
+FETCH_DEPTH = 8
+# a request taken -> its beat offered to the MAC array (reads, FIFO write, FIFO read)
+ISSUE_LATENCY = ports.READ_LATENCY + 2
 DRAIN_STAGES = 2         # a column on the MAC array's output -> its beat offered to the epilogue
 
 
@@ -115,7 +117,8 @@ class Fetch(wiring.Component):
         w = data.View(beat_fifo_layout(hw), fifo.i.payload)
         m.d.comb += [fifo.i.valid.eq(t.valid),
                      w.ab.a.eq(Mux(t.a_src == A_PROB, self.pr.data, self.ra.data)),
-                     w.ab.b.eq(Mux(t.b_src == B_KEY, self.kr.data, Mux(t.b_src == B_VALUE, self.vr.data, self.wr.data))),
+                     w.ab.b.eq(Mux(t.b_src == B_KEY, self.kr.data,
+                                   Mux(t.b_src == B_VALUE, self.vr.data, self.wr.data))),
                      w.ab.first.eq(t.first), w.ab.last.eq(t.last), w.info.eq(t.info)]
         # out of the FIFO into the MAC array; the tile's info leaves with its last beat (the
         # drain's info FIFO always has room: it is as deep as the tiles the array can hold)
@@ -175,7 +178,8 @@ class Drain(wiring.Component):
         # stage 1: the column, its tile, its place in the keys (scores: key0 + col < n)
         s1 = Signal(data.StructLayout({"valid": 1, "acc": data.ArrayLayout(signed(ACC_BITS), hw.mac_rows),
                                        "kind": 2, "tile": range(hw.tiles), "ch0": range(hw.k_max + C),
-                                       "cols": range(C + 1), "slot": 1, "keys": signed((hw.n_max + 1).bit_length() + 1)}),
+                                       "cols": range(C + 1), "slot": 1,
+                                       "keys": signed((hw.n_max + 1).bit_length() + 1)}),
                     name="drain1")
         col1 = Signal(range(C), name="drain1_col", attrs={"max_fanout": 64})
         m.d.sync += [s1.valid.eq(take), s1.acc.eq(self.i_acc.payload.acc), s1.kind.eq(info.kind),

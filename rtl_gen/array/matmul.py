@@ -14,9 +14,9 @@ from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
 
+from ..buffers.ports import tiles_of
 from ..control.decode import desc_view
 from .fetch import A_TOK, B_WEIGHT, KIND_MM, req_layout
-from ..buffers.ports import tiles_of
 
 
 class MatmulSeq(wiring.Component):

@@ -94,7 +94,8 @@ class ArrayUnit(wiring.Component):
                 m.d.comb += dest.eq(DEST_TOK)
         with m.If(self.start & is_mm):
             m.d.comb += mm.start.eq(1)
-            m.d.sync += [busy.eq(1), ecfg.act.eq(d.act != 0), *[getattr(ecfg.pwl, k).eq(f) for k, f in geometry_of(d).items()],
+            m.d.sync += [busy.eq(1), ecfg.act.eq(d.act != 0),
+                         *[getattr(ecfg.pwl, k).eq(f) for k, f in geometry_of(d).items()],
                          ecfg.res.eq(d.res), ecfg.to_sb.eq(d.o_buf == isa.SB),
                          ecfg.r_buf.eq(d.r_buf), ecfg.sa.eq(d.sa), ecfg.sb.eq(d.sb), ecfg.so.eq(d.so),
                          ecfg.row0.eq(d.row0), ecfg.sa0.eq(d.sa0), ecfg.sb0.eq(d.sb0), ecfg.so0.eq(d.so0),
@@ -109,8 +110,8 @@ class ArrayUnit(wiring.Component):
                          dcfg.scale.eq(a.scale), dcfg.s_shift.eq(a.s_shift), dcfg.o_shift.eq(a.o_shift),
                          dcfg.n.eq(self.rows)]
         # all issued, drained and written: the sequencers are idle and every stage is empty
-        with m.If(busy & ~self.start & ~mm.busy & ~att.busy & m.submodules.fetch.idle & m.submodules.mac.idle & drain.idle
-                 & epi.idle):
+        with m.If(busy & ~self.start & ~mm.busy & ~att.busy & m.submodules.fetch.idle & m.submodules.mac.idle
+                  & drain.idle & epi.idle):
             m.d.comb += self.done.eq(1)
             m.d.sync += busy.eq(0)
 

@@ -29,14 +29,15 @@ from amaranth.lib import wiring
 
 from golden.hw import HardwareConfig
 
-from .unit import ArrayUnit
 from ..tools import formal
+from .unit import ArrayUnit
 
 READ_PORTS = ("ra", "rb", "kr", "vr", "wi")
 # streams whose producer does not wait for ready (the consumer always has room, an invariant
 # of the whole unit that k-induction cannot see: the drain's credits for the epilogue's score
 # FIFO and the fetch's for its operand FIFO): rule 2 holds from reset, checked by BMC
-NO_BACKPRESSURE = re.compile(r"dut\.(fetch\.o_info|drain\.i_info|att\.softmax\.recip\d+\.i_d|epi\.sm\.i|fetch\.fifo\.i)")
+NO_BACKPRESSURE = re.compile(r"dut\.(fetch\.o_info|drain\.i_info|att\.softmax\.recip\d+\.i_d|epi\.sm\.i"
+                             r"|fetch\.fifo\.i)")
 
 
 class ArrayUnitFormal(wiring.Component):
@@ -60,7 +61,8 @@ class ArrayUnitFormal(wiring.Component):
             block_ram_read(m, unit.table[r])
         m.d.comb += formal.free(unit.wi.avail)
         self._weight_ring(m, unit.wd)
-        formal.stream_rules(m, tree, "dut", checked=lambda path: self.scope == "all" or not NO_BACKPRESSURE.fullmatch(path))
+        formal.stream_rules(m, tree, "dut",
+                            checked=lambda path: self.scope == "all" or not NO_BACKPRESSURE.fullmatch(path))
         return m
 
     def _operations(self, m, unit, parts):

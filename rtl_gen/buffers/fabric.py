@@ -14,8 +14,8 @@ from amaranth.lib.wiring import In
 from golden.hw import HardwareConfig
 from golden.isa import TOKEN_BUFFERS
 
-from . import ports
 from ..primitives.ram import Ram
+from . import ports
 
 
 class Buffers(wiring.Component):

@@ -11,9 +11,9 @@ from amaranth.lib.wiring import In, Out
 from golden import isa
 from golden.hw import HardwareConfig
 
-from . import ports
 from ..control.decode import desc_view
 from ..primitives.gearbox import Gearbox
+from . import ports
 from .ports import lanes
 
 

@@ -18,8 +18,8 @@ from amaranth.lib.wiring import In, Out
 from golden.hw import HardwareConfig
 from golden.stream import BIAS_WORDS
 
-from .ports import lanes
 from ..primitives.ram import Ram
+from .ports import lanes
 
 ACC_BITS = 48
 

@@ -29,13 +29,13 @@ from amaranth.lib.wiring import In, Out
 from golden import isa
 from golden.hw import HardwareConfig
 
-from .checks import CODE_SHAPE, check_code, header_code
-from .decode import Opcode, common_view, desc_view, header_layout
-from .stream_loader import loader_port
 from ..host.csr import core_port
 from ..host.dma import dma_status
 from ..host.dma_read import read_cmd_layout
 from ..primitives.ram import rw_port
+from .checks import CODE_SHAPE, check_code, header_code
+from .decode import Opcode, common_view, desc_view, header_layout
+from .stream_loader import loader_port
 
 ERR = isa.ERROR_CODES
 HEADER_INDEX = -1                 # ERROR_INDEX of a header error (0xFFFFFFFF)

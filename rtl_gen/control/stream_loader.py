@@ -26,12 +26,12 @@ from golden import isa
 from golden.hw import HardwareConfig
 from golden.stream import BIAS_WORDS, ENTRY_BYTES
 
-from .decode import Opcode, common_view, desc_view
+from ..buffers.act_table import table_write
+from ..buffers.ports import lanes
+from ..buffers.weight_ring import fill_port
 from ..primitives.gearbox import Gearbox
 from ..primitives.ram import read_port
-from ..buffers.ports import lanes
-from ..buffers.act_table import table_write
-from ..buffers.weight_ring import fill_port
+from .decode import Opcode, common_view, desc_view
 
 
 class Target(enum.Enum, shape=2):

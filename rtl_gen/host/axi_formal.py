@@ -31,8 +31,8 @@ from amaranth.hdl import Assert, Assume, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import axi
 from ..tools.formal import hold_until_ready
+from . import axi
 
 COUNT_BITS = 16                 # transfers counted in a bounded proof (far beyond its depth)
 
@@ -43,7 +43,8 @@ class FormalSlave(wiring.Component):
         self.bits, self.burst_max, self.write, self.outstanding, self.name = bits, burst_max, write, outstanding, name
         self.bursts = bursts
         self.port = axi.master_signature(bits, write, id_bits)
-        super().__init__({"axi": In(self.port), **{k: Out(COUNT_BITS) for k in ("ar_beats", "r_beats", "aw_beats", "w_beats")}})
+        super().__init__({"axi": In(self.port),
+                          **{k: Out(COUNT_BITS) for k in ("ar_beats", "r_beats", "aw_beats", "w_beats")}})
 
     def elaborate(self, platform):
         m = Module()

@@ -27,10 +27,10 @@ from amaranth.lib import wiring
 
 from golden.hw import HardwareConfig
 
+from ..tools import formal
 from . import axi
 from .axi_formal import FormalSlave
 from .dma import Dma
-from ..tools import formal
 
 INPUT_STREAMS = ("rd_cmd", "wr_cmd", "i_wdata")
 

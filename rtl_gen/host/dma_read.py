@@ -19,8 +19,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import axi
 from ..primitives.fifo import RamFifo
+from . import axi
 
 LEN_BITS = 32                                   # job lengths in bytes
 

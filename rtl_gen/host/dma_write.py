@@ -15,9 +15,9 @@ from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..primitives.fifo import Skid
 from . import axi
 from .dma_read import LEN_BITS
-from ..primitives.fifo import Skid
 
 LENS_AHEAD = 4                  # bursts the AW side may issue before their data
 B_OWED_MAX = 63                 # bursts awaiting their B response (the AW side stalls beyond)

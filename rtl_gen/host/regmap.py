@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from golden import isa
 from base.errors import ConfigError
+from golden import isa
 from golden.hw import HardwareConfig
 
 REGMAP_VERSION = 1
@@ -233,7 +233,8 @@ _define("SPVIT_STAGES_MAX", f"{hw.stages_max}u"),
             out += [_define(f"SPVIT_{r.name}_{f.name}_SHIFT", f"{f.lsb}u"),
                     _define(f"SPVIT_{r.name}_{f.name}_MASK", f"0x{f.mask:08x}u") + f"  /* {f.span} {f.doc} */"]
     out += ["", "/* KEPTi for i < SPVIT_STAGES_MAX */",
-            _define("SPVIT_KEPT_OFFSET(i)", "(SPVIT_KEPT0_OFFSET + 4u * (unsigned)(i))"), "", "#endif /* SPVIT_REGS_H */", ""]
+            _define("SPVIT_KEPT_OFFSET(i)", "(SPVIT_KEPT0_OFFSET + 4u * (unsigned)(i))"), "",
+            "#endif /* SPVIT_REGS_H */", ""]
     return "\n".join(out)
 
 

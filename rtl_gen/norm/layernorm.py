@@ -40,11 +40,11 @@ from golden.hw import HardwareConfig
 from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, LN_Z_FRAC
 
 from ..buffers import ports
-from ..primitives.arith import ACC_BITS, WORD, requant_sv
 from ..control.decode import desc_view
-from .isqrt_norm import NormIsqrt
+from ..primitives.arith import ACC_BITS, WORD, requant_sv
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
+from .isqrt_norm import NormIsqrt
 
 Z_BITS = 24                 # |z| <= sqrt(d) 2^16 (1 + 2^-29) < 2^22 for d <= 4096
 ZSH_MIN = LN_RECIP_BITS - LN_Z_FRAC - LN_SQRT_BITS // 2 + 1     # 46 - k with k <= 30: 16

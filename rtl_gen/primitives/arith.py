@@ -16,6 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.isa import ALIGN_MAX
+
 from .pipe import stall_pipeline
 
 WORD = 16

@@ -74,7 +74,8 @@ def exp_mantissa(m: Module, r, name: str, stage=None) -> Value:
     cut = stage or (lambda values: values)
     hi = Signal(16, name=f"{name}_hi")
     lo = Signal(16, name=f"{name}_lo")
-    m.d.comb += [hi.eq(Array(Const(v, 16) for v in EXP_HI)[r[6:12]]), lo.eq(Array(Const(v, 16) for v in EXP_LO)[r[0:6]])]
+    m.d.comb += [hi.eq(Array(Const(v, 16) for v in EXP_HI)[r[6:12]]),
+                 lo.eq(Array(Const(v, 16) for v in EXP_LO)[r[0:6]])]
     hi, lo = cut([hi, lo])
     (product,) = cut([hi * lo])
     return rshift_round(product, 15)

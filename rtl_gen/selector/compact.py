@@ -28,8 +28,8 @@ from amaranth.lib.wiring import Out
 from golden.hw import HardwareConfig
 
 from ..buffers import ports
-from ..primitives.arith import tree_sum
 from ..control.decode import desc_view
+from ..primitives.arith import tree_sum
 from .package import pkg_read
 from .state import mask_read
 

@@ -19,8 +19,8 @@ from golden.hw import HardwareConfig
 from golden.layers import MEAN_RECIP_BITS
 
 from ..buffers import ports
-from ..primitives.arith import rshift_round
 from ..control.decode import desc_view
+from ..primitives.arith import rshift_round
 from ..primitives.recip import Reciprocal
 
 

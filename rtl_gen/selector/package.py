@@ -26,8 +26,8 @@ from golden.isa import PACKAGE_MODES
 from golden.layers import PACK_RECIP_BITS
 
 from ..buffers import ports
-from ..primitives.arith import ACC_BITS, requant
 from ..control.decode import desc_view
+from ..primitives.arith import ACC_BITS, requant
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
 from .state import M_BITS, m_read, mask_read, scored_lanes

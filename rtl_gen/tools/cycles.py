@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from golden import isa
-from golden import stream as gstream
+from golden import isa, stream as gstream
 from golden.hw import HardwareConfig
 from golden.interp import Machine
 from golden.isa import PACKAGE_MODES
@@ -42,11 +41,12 @@ from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
 from ..selector.package import default_lanes
 
-
 GAP = 2              # READ, LATCH of the next descriptor
-EPI = DRAIN_STAGES + EPI_LATENCY + 1     # the last column on the MAC array's output -> done (drain, epilogue, done check)
+# the last column on the MAC array's output -> done (drain, epilogue, done check)
+EPI = DRAIN_STAGES + EPI_LATENCY + 1
 ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
-SCORE = DRAIN_STAGES + EPI_LATENCY + 2   # a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
+# a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
+SCORE = DRAIN_STAGES + EPI_LATENCY + 2
 LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
 ITEM = 2             # stream loader: start and end of an item
 

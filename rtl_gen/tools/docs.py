@@ -17,7 +17,8 @@ DOC = ROOT / "docs" / "accelerator.md"
 
 
 def sections() -> dict:
-    errors = ["| code | name | meaning |", "|---|---|---|"] + [f"| {c} | {n} | {t} |" for c, (n, t) in isa.ERRORS.items()]
+    errors = (["| code | name | meaning |", "|---|---|---|"]
+              + [f"| {c} | {n} | {t} |" for c, (n, t) in isa.ERRORS.items()])
     out = {"isa": isa.markdown_tables().rstrip(), "header": isa.checks_text(isa.HEADER_CHECKS),
            "errors": "\n".join(errors), "rtl-support": support_text()}
     md = markdown(HW_PRESETS["zcu102"])
@@ -27,8 +28,8 @@ def sections() -> dict:
 
 def render(text: str, secs: dict) -> str:
     for name, body in secs.items():
-        text = re.sub(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", lambda m: m.group(1) + body + "\n" + m.group(2),
-                      text, flags=re.S)
+        text = re.sub(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)",
+                      lambda m: m.group(1) + body + "\n" + m.group(2), text, flags=re.S)
     return text
 
 

@@ -208,7 +208,8 @@ def prove(top, depth: int, workdir: Path, induction: bool = False) -> Result:
     workdir = Path(workdir)
     write_rtlil(top, workdir)
     _yosys(workdir, f"{FRONT}; async2sync; formalff -clk2ff -ff2anyinit; "
-                    "setundef -undriven -anyseq; opt -keepdc -fast; check -assert; dffunmap; write_smt2 -wires top.smt2")
+                    "setundef -undriven -anyseq; opt -keepdc -fast; check -assert; dffunmap; "
+                    "write_smt2 -wires top.smt2")
     result = _smtbmc(workdir, depth, "bmc")
     if result.passed and induction:
         step = _smtbmc(workdir, depth, "induction")
@@ -227,7 +228,8 @@ def _smtbmc(workdir: Path, depth: int, mode: str) -> Result:
     log = r.stdout + r.stderr
     (workdir / f"{mode}.log").write_text(log)
     if "Assumptions are unsatisfiable" in log:
-        raise RuntimeError(f"the harness's assumptions contradict each other (a vacuous proof); see {workdir}/{mode}.log")
+        raise RuntimeError(f"the harness's assumptions contradict each other (a vacuous proof); "
+                           f"see {workdir}/{mode}.log")
     status = re.findall(r"Status: (\w+)", log)
     if not status or status[-1] not in ("PASSED", "FAILED"):
         raise RuntimeError(f"smtbmc gave no verdict; see {workdir}/{mode}.log:\n{log[-2000:]}")

@@ -48,7 +48,6 @@ from ..array.mac import MacArray
 from ..top import Accelerator, components
 from .verilog import to_verilog
 
-
 LOGIC_CELLS = ("$_AND_", "$_OR_", "$_XOR_", "$_XNOR_", "$_MUX_", "$_NOT_", "$_NAND_", "$_NOR_", "$_ANDNOT_",
                "$_ORNOT_", "$_AOI3_", "$_OAI3_", "$_AOI4_", "$_OAI4_")
 
@@ -99,7 +98,8 @@ def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: s
     # Debian's Yosys 0.23 writes a non-JSON hierarchy section into `stat -json` of a hierarchical
     # design, so the native flow flattens (which also lets it optimise across engine units)
     stop = " -flatten" if tool == "native" else " -run begin:map_luts"
-    script = f"read_verilog {src}; {prep + '; ' if prep else ''}synth_xilinx -family {family} -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json"
+    script = (f"read_verilog {src}; {prep + '; ' if prep else ''}"
+              f"synth_xilinx -family {family} -top {top} -noiopad{stop}; tee -q -o {stat.name} stat -json")
     if netlist is not None:
         script += f"; write_json {os.path.relpath(netlist.resolve(), workdir.resolve())}"
     stat.unlink(missing_ok=True)
@@ -111,13 +111,16 @@ def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: s
     data = json.loads(stat.read_text())
     mod = data.get("design") or next(iter(data["modules"].values()))
     cells = {k: int(v) for k, v in mod.get("num_cells_by_type", {}).items()}
-    get = lambda *names: sum(cells.get(n, 0) for n in names)
+
+    def get(*names):
+        return sum(cells.get(n, 0) for n in names)
+
     ff = sum(v for k, v in cells.items() if k.startswith("FD"))
     lat = sum(v for k, v in cells.items() if k.startswith("LD") or "DLATCH" in k)
     lutram = sum(v for k, v in cells.items() if k.startswith("RAM") and not k.startswith("RAMB"))
     lut = sum(v for k, v in cells.items() if k[:3] == "LUT" and k[3:].isdigit()) if tool == "native" else None
-    return Resources(get("DSP48E2", "DSP48E1"), get("RAMB36E2", "RAMB36E1") + get("RAMB18E2", "RAMB18E1") / 2, lutram, ff, lut,
-                     get(*LOGIC_CELLS), lat, tool, cells)
+    return Resources(get("DSP48E2", "DSP48E1"), get("RAMB36E2", "RAMB36E1") + get("RAMB18E2", "RAMB18E1") / 2,
+                     lutram, ff, lut, get(*LOGIC_CELLS), lat, tool, cells)
 
 
 def parts(hw: HardwareConfig) -> dict:
@@ -218,7 +221,6 @@ def synthesize_top(hw: HardwareConfig, verbose: bool = True) -> dict:
               f"LUT {total['lut']:,d} ({100 * total['lut'] / ZCU102_LUT:.1f}%)  FF {total['ff']:,d} "
               f"({100 * total['ff'] / ZCU102_FF:.1f}%)  latches {total['latches']} - "
               f"{'fits' if fits and not total['latches'] else 'DOES NOT FIT'} the XCZU9EG")
-        print("  Yosys synth_xilinx -family xcup per unit, the MAC array -family xc7 (DSP48E2 and BRAM exact sums; LUT/FF "
-              "estimates, not Vivado; "
-              "timing not checked)")
+        print("  Yosys synth_xilinx -family xcup per unit, the MAC array -family xc7 "
+              "(DSP48E2 and BRAM exact sums; LUT/FF estimates, not Vivado; timing not checked)")
     return {"parts": [r.__dict__ for r in rows], "total": total, "fits": fits}

@@ -590,7 +590,8 @@ def timing_top(hw: HardwareConfig, model: DelayModel = MODEL, verbose: bool = Tr
             w = t.worst
             kinds = " ".join(f"{k}={v}" for k, v in sorted(w.breakdown.items()))
             print(f"  {name:9s} {w.levels:6d} {w.delay:6.2f} ns {model.fmax(delay):4.0f} MHz  "
-                  f"{'ok' if delay <= budget else 'OVER':7s}  {w.start} ({w.start_kind}) -> {w.end} ({w.end_kind}); {kinds}"
+                  f"{'ok' if delay <= budget else 'OVER':7s}  {w.start} ({w.start_kind}) -> "
+                  f"{w.end} ({w.end_kind}); {kinds}"
                   + (f"; inside a DSP48 {t.dsp_internal:.2f} ns" if t.dsp_internal > w.delay else ""), flush=True)
     fmax = min(r["fmax_mhz"] for r in rows)
     result = {"clock_mhz": hw.clock_mhz, "fmax_mhz": fmax, "parts": rows, "model": asdict(model)}

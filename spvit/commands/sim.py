@@ -63,7 +63,8 @@ def keep_fractions(text: str) -> tuple[float, ...]:
     try:
         rates = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"takes comma-separated fractions such as 0.7,0.7,0.7 (got {text!r})") from None
+        raise argparse.ArgumentTypeError(
+            f"takes comma-separated fractions such as 0.7,0.7,0.7 (got {text!r})") from None
     if not all(math.isfinite(r) and 0 <= r <= 1 for r in rates):
         raise argparse.ArgumentTypeError(f"rates must lie in [0, 1] (got {text})")
     return rates
@@ -168,14 +169,16 @@ def cmd_demo(args) -> int:
                     inputs=[DEMO_CHECKPOINT]) as tmp:
         names = {"shown": {str(tmp): str(out)}}
         print(f"$ spvit quantize --checkpoint {shown} --config mini --calib digits:train --out {pkg}", flush=True)
-        cmd_quantize(argparse.Namespace(checkpoint=str(DEMO_CHECKPOINT), config="mini", calib="digits:train", calib_limit=256,
-                         method="maxabs", out=str(tmp / pkg.name), force=False, **names))
+        cmd_quantize(argparse.Namespace(checkpoint=str(DEMO_CHECKPOINT), config="mini", calib="digits:train",
+                                        calib_limit=256, method="maxabs", out=str(tmp / pkg.name), force=False,
+                                        **names))
         print(f"$ spvit compare --checkpoint {shown} --package {pkg} --data digits:test --json {out / 'compare.json'} "
               f"--plot {out / 'compare.png'}", flush=True)
-        cmd_compare(argparse.Namespace(checkpoint=str(DEMO_CHECKPOINT), package=str(tmp / pkg.name), data="digits:test", limit=None,
-                        json=str(tmp / "compare.json"), plot=str(tmp / "compare.png"), config=None, batch=16,
-                        sqnr_images=64, no_progress=not sys.stderr.isatty(), show=None, show_images=None,
-                        force=False, **names))
+        cmd_compare(argparse.Namespace(checkpoint=str(DEMO_CHECKPOINT), package=str(tmp / pkg.name),
+                                       data="digits:test", limit=None, json=str(tmp / "compare.json"),
+                                       plot=str(tmp / "compare.png"), config=None, batch=16, sqnr_images=64,
+                                       no_progress=not sys.stderr.isatty(), show=None, show_images=None,
+                                       force=False, **names))
         print(f"$ spvit compile --package {pkg} --hw mini --out {img_dir}", flush=True)
         q, img = compile_package(str(tmp / pkg.name), "mini")
         img.manifest.setdefault("source", {})["package"] = str(pkg)      # where it will be, not the temp path
@@ -211,7 +214,8 @@ def register(sub) -> None:
     p.add_argument("--image", type=path, help="an image directory from spvit compile (with --package for the data)")
     p.add_argument("--hw", type=spec, help=HW_HELP)
     p.add_argument("--images", type=int_in(1, 4096), default=2, help="images to run (default 2)")
-    p.add_argument("--data", type=data_source, help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
+    p.add_argument("--data", type=data_source,
+                   help="image folder or digits[:test]; default digits:test for 32x32 one-channel "
                    "models, else random images")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
     p.add_argument("--pause", type=float_in(0, 1, hi_open=True), default=0.1,

@@ -10,7 +10,7 @@ import pytest
 from amaranth.hdl import Mux, Signal
 
 from golden.hw import HardwareConfig
-from rtl_gen.array.epilogue import DEST_SM, Epilogue
+from rtl_gen.array.epilogue import Epilogue
 from rtl_gen.array.fetch import Fetch
 from rtl_gen.array.mac import MacArray
 from rtl_gen.array.unit import ArrayUnit

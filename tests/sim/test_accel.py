@@ -24,8 +24,8 @@ HW = HW_PRESETS["mini"]
 def committed(preset: str = "mini", checkpoint: str | None = None, images: int = 8):
     """A committed model (examples/) quantised as `make demo` quantises the demo model
     (calibrated on digits:train), and `images` held-out digits."""
-    from quant.calibrate import calibrate, quantize_images
     from quant import DEMO_CHECKPOINT
+    from quant.calibrate import calibrate, quantize_images
     from quant.data import load_data
     from quant.loaders import load_float_model
     cfg = PRESETS[preset]
@@ -50,7 +50,8 @@ def test_demo_model_bit_exact(demo, measured):
     c.check("demo model")
     cyc = [r.cycles for r in runs]
     measured(f"accelerator (mini hardware) runs the demo model on 8 held-out digits: BIT-EXACT, {c.compared:,} "
-             f"elements compared (logits, kept counts, masks, every block); cycles per image {min(cyc):,}..{max(cyc):,} "
+             f"elements compared (logits, kept counts, masks, every block); "
+             f"cycles per image {min(cyc):,}..{max(cyc):,} "
              f"with 20% pauses on every AXI channel; sim wall {sum(r.wall_s for r in runs):.0f} s")
 
 

@@ -6,12 +6,12 @@ pipeline."""
 import numpy as np
 import pytest
 
+from base import settings
+from golden.compare import assert_exact
 from golden.hw import HardwareConfig
 from golden.kernels import make_pwl
-from golden.compare import assert_exact
 from sim.pwl_bench import PwlBench
 from sim.runner import run_stream
-from base import settings
 
 HW = HardwareConfig(name="pwl-rt", mac_rows=4, mac_cols=8, n_max=40, d_max=64, hidden_max=64)
 
@@ -33,13 +33,14 @@ def test_pwl_runtime_table(name, f_in, f_out, bits, exhaustive, deep):
     p = make_pwl(name, f_in, f_out, bits)
     rng = np.random.default_rng(f_in * 13 + bits)
     xs = list(range(-(1 << (bits - 1)), 1 << (bits - 1))) if exhaustive else _inputs(p, bits, rng, 3000)
-    cmds = [{"table": 1, "addr": a, "base": int(b), "slope": int(s), "x": 0} for a, (b, s) in enumerate(zip(p.base, p.slope))]
+    cmds = [{"table": 1, "addr": a, "base": int(b), "slope": int(s), "x": 0}
+            for a, (b, s) in enumerate(zip(p.base, p.slope))]
     cmds += [{"table": 0, "addr": 0, "base": 0, "slope": 0, "x": int(x)} for x in xs]
     static = {"lo": p.lo & ((1 << 18) - 1), "shift": p.seg_shift, "n_seg": p.n_seg, "extend": int(p.extend),
               "frac": p.in_frac}
-    res = run_stream(PwlBench(HW, bits, deep), f"pwl_rt_{bits}{'_deep' if deep else ''}", {"i_cmd": cmds}, {"o_y": len(xs)}, static=static,
-                     stall=0.1 if exhaustive else 0.3, seed=f_in, sim=settings.SIM_ENGINE, tag=f"{name}{f_in}",
-                     drain=20)
+    res = run_stream(PwlBench(HW, bits, deep), f"pwl_rt_{bits}{'_deep' if deep else ''}", {"i_cmd": cmds},
+                     {"o_y": len(xs)}, static=static, stall=0.1 if exhaustive else 0.3, seed=f_in,
+                     sim=settings.SIM_ENGINE, tag=f"{name}{f_in}", drain=20)
     want = p.evaluate(np.array(xs))
     assert_exact(np.array(res.outputs["o_y"]), want, f"{name} in_frac {f_in}")
     assert res.consumed["i_cmd"] == len(cmds) and res.extra == {"o_y": 0}
