@@ -6,6 +6,9 @@ STAMP   := $(VENV)/.installed
 export AMARANTH_USE_YOSYS := builtin
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
+# test processes (pytest-xdist): one per core; builds shared between them are locked (sim/runner.py)
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
+PYTEST  := $(PY) -m pytest -n $(JOBS) --dist loadgroup
 
 .PHONY: demo test test-fast lint bench install clean
 
@@ -19,10 +22,10 @@ demo: $(STAMP)
 	$(PY) -m spvit.cli demo --force
 
 test: lint
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # ruff's rules and line length: [tool.ruff] in pyproject.toml
 lint: $(STAMP)

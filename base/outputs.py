@@ -369,3 +369,48 @@ def output_dir(target, kind: str, what: str, *, force: bool = False, inputs=(), 
 
 def output_file(target, what: str, *, force: bool = False, inputs=(), option: str = "--out") -> Output:
     return Output(target, directory=False, kind=None, what=what, force=force, inputs=inputs, option=option)
+
+
+# ------------------------------------------------------------------ caches shared by processes
+class CacheLock:
+    """An exclusive lock on one entry of a cache folder that concurrent processes share
+    (Verilator builds, Yosys results): a second process waits in `acquire`, then finds the first
+    one's result instead of building into the same files. Blocking, unlike TargetLock; the lock
+    file stays (removing it would race with a waiter). A context manager; `release` may come
+    early."""
+
+    def __init__(self, folder: Path, name: str = "build"):
+        self.path = folder / f".{name}{LOCK_TAG}"
+        self.file = None
+
+    def __enter__(self) -> "CacheLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        except OSError as e:             # a file system without locks: proceed unlocked
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                self.release()
+                raise
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()            # closing drops the flock
+            self.file = None
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def replace_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file of this process: a reader sees the old
+    or the new text, never a mix, also when several processes write the same path at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

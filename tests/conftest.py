@@ -32,9 +32,15 @@ def demo_package(tmp_path_factory):
 
 
 @pytest.fixture
-def measured():
-    """Record a measured figure; all of them are printed in a 'measured' section at the end."""
-    return _MEASURED.append
+def measured(request):
+    """Record a measured figure; all of them are printed in a 'measured' section at the end. They
+    travel with the test's report, so figures of pytest-xdist workers reach that section too."""
+    return lambda line: request.node.user_properties.append(("measured", line))
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":        # the teardown report carries every figure of the test
+        _MEASURED.extend(v for k, v in report.user_properties if k == "measured")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -42,11 +42,12 @@ from pathlib import Path
 
 from base import settings
 from base.errors import UsageError
+from base.outputs import CacheLock, replace_text
 from golden.hw import ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, HardwareConfig
 
 from ..array.mac import MacArray
 from ..top import Accelerator, components
-from .verilog import to_verilog
+from .verilog import to_verilog, write_text
 
 LOGIC_CELLS = ("$_AND_", "$_OR_", "$_XOR_", "$_XNOR_", "$_MUX_", "$_NOT_", "$_NAND_", "$_NOR_", "$_ANDNOT_",
                "$_ORNOT_", "$_AOI3_", "$_OAI3_", "$_AOI4_", "$_OAI4_")
@@ -179,20 +180,24 @@ def synthesize_part(hw: HardwareConfig, name: str, factory, netlist: bool = Fals
     netlist too (`part_netlist`); a cached result without one is synthesised again."""
     top, text, prep, family, h, work = _part(hw, name, factory)
     cache, net = work / f"{top}-{h}.json", work / f"{top}-{h}.netlist.json.gz"
-    if cache.exists() and (net.exists() or not netlist):
-        return PartResult(**json.loads(cache.read_text()))
-    v = work / f"{top}.v"
-    v.write_text(text)
-    raw = work / f"{top}.netlist.json" if netlist else None
-    r = synthesize(v, top, work, prep, family, raw)
-    if raw is not None:
-        with open(raw, "rb") as src, gzip.open(net.with_name(net.name + ".tmp"), "wb", compresslevel=3) as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(net.with_name(net.name + ".tmp"), net)
-        raw.unlink()
-    res = PartResult(name, r.dsp, r.bram36, r.lut, r.ff, r.latches, r.tool)
-    cache.write_text(json.dumps(res.__dict__))
-    return res
+
+    def done():
+        return cache.exists() and (net.exists() or not netlist)
+    if not done():
+        with CacheLock(work, top):       # another process synthesising this part: wait, then reuse
+            if not done():
+                v = write_text(work / f"{top}.v", text)
+                raw = work / f"{top}.netlist.json" if netlist else None
+                r = synthesize(v, top, work, prep, family, raw)
+                if raw is not None:
+                    tmp = net.with_name(net.name + ".tmp")
+                    with open(raw, "rb") as src, gzip.open(tmp, "wb", compresslevel=3) as dst:
+                        shutil.copyfileobj(src, dst)
+                    os.replace(tmp, net)
+                    raw.unlink()
+                res = PartResult(name, r.dsp, r.bram36, r.lut, r.ff, r.latches, r.tool)
+                replace_text(cache, json.dumps(res.__dict__))
+    return PartResult(**json.loads(cache.read_text()))
 
 
 def part_netlist(hw: HardwareConfig, name: str, factory) -> tuple:

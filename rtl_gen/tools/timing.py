@@ -32,6 +32,7 @@ import math
 from collections import defaultdict, deque
 from dataclasses import asdict, dataclass, field
 
+from base.outputs import replace_text
 from golden.hw import HardwareConfig
 
 from . import synthesis
@@ -560,7 +561,7 @@ def part_timing(hw, name: str, factory, boxes: dict, model: DelayModel = MODEL) 
     with gzip.open(net) as f:
         netlist = json.load(f)
     t = analyse(netlist, top, model, {f"{top}.{unit}": pm for unit, pm in boxes.items()})
-    cache.write_text(json.dumps(t.as_dict()))
+    replace_text(cache, json.dumps(t.as_dict()))
     return t
 
 
@@ -613,9 +614,7 @@ def _write_summary(hw: HardwareConfig, result: dict) -> None:
     benchmarks/latency.py): the supported clock and each part's, without the path lists."""
     brief = {"clock_mhz": result["clock_mhz"], "fmax_mhz": result["fmax_mhz"], "model": result["model"],
              "parts": {r["part"]: r["fmax_mhz"] for r in result["parts"]}}
-    path = summary_path(hw)
-    path.with_name(path.name + ".tmp").write_text(json.dumps(brief, indent=1))
-    path.with_name(path.name + ".tmp").replace(path)
+    replace_text(summary_path(hw), json.dumps(brief, indent=1))
 
 
 def last_summary(hw: HardwareConfig) -> dict | None:

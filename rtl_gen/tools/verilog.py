@@ -2,10 +2,11 @@
 the design instantiates them (rtl_gen/primitives/ram.py)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from amaranth.back import verilog
+
+from base.outputs import replace_text
 
 from ..primitives.ram import with_ram_module
 
@@ -17,11 +18,8 @@ def to_verilog(component, name: str) -> str:
 
 def write_text(path: Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file, leaving it untouched if unchanged."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        replace_text(path, text)
     return path
 
 

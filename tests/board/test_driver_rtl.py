@@ -25,6 +25,7 @@ from quant.package import compile_package
 from sim.board import run_board_bench
 from spvit.cli import main
 
+pytestmark = pytest.mark.xdist_group("board-rtl")   # one worker runs the module: its bench is built once
 HW = HW_PRESETS["mini"]
 IMAGES = 2
 BAD_DESC = 5                 # the descriptor whose opcode is corrupted

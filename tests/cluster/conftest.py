@@ -1,6 +1,8 @@
 """One local Ray per test session (starting one costs seconds), shared by every Ray test."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -11,3 +13,13 @@ def ray_session():
     connect_ray(Executor("ray", workers=2))
     yield ray
     ray.shutdown()
+
+
+@pytest.hookimpl(tryfirst=True)        # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    """Under `pytest -n` (pytest-xdist, `--dist loadgroup` as `make test` runs it) the tests of
+    this folder share one worker: one local Ray at a time, started once."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("ray"))
