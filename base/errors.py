@@ -2,6 +2,7 @@
 user-controlled text (file names, checkpoint keys, manifest strings) is shown in them."""
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -23,6 +24,18 @@ class Terminated(BaseException):
     """SIGTERM arrived (raised by the handler `spvit.cli.main` installs, so that every `finally`
     and context manager runs: temporary outputs are removed). A BaseException like
     KeyboardInterrupt, so that `except Exception` does not swallow it."""
+
+
+# SIGINT/SIGTERM received by the handlers `spvit.cli.main` installs. Python only prints an
+# exception raised while a __del__ runs (Amaranth has such finalizers), so a Ctrl-C landing there
+# would be lost; the record is not: outputs and `main` check it before they report success.
+STOP_SIGNALS: list[int] = []
+
+
+def raise_if_stopped() -> None:
+    """Raise KeyboardInterrupt or Terminated again if a stop signal arrived and was swallowed."""
+    if STOP_SIGNALS:
+        raise KeyboardInterrupt() if STOP_SIGNALS[0] == signal.SIGINT else Terminated()
 
 
 def _escape(c: str) -> str:

@@ -48,7 +48,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UsageError, notice, shown
+from .errors import UsageError, notice, raise_if_stopped, shown
 from .inputs import path_kind
 
 MANIFEST = "manifest.json"
@@ -352,6 +352,7 @@ class Output:
         with signals_blocked():
             if et is None:
                 try:
+                    raise_if_stopped()   # a stop signal that Python swallowed: no output either
                     self._commit()
                 except BaseException:
                     self._cleanup()

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 
 from amaranth.hdl import UnusedElaboratable
 
-from base import settings
-from base.errors import ConfigError, SimulationError, Terminated, UsageError, printable, shown
+from base import errors, settings
+from base.errors import ConfigError, SimulationError, Terminated, UsageError, printable, raise_if_stopped, shown
 from golden.arith import set_engine
 
 # modules that add subcommands, in the order they appear in --help
@@ -53,20 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextmanager
-def _sigterm_raises():
-    """SIGTERM raises Terminated in the main thread, so clean-up code runs (Ctrl-C already
-    raises KeyboardInterrupt)."""
+def _stop_signals_raise():
+    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt in the main thread, so clean-up
+    code runs; each is also recorded (base.errors.STOP_SIGNALS), as an exception raised inside a
+    __del__ is swallowed by Python. An ignored SIGINT (nohup) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_term(signum, frame):
-        raise Terminated()
-    old = signal.signal(signal.SIGTERM, on_term)
+    def on_signal(signum, frame):
+        errors.STOP_SIGNALS.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+    errors.STOP_SIGNALS.clear()
+    handled = [signal.SIGTERM] + [signal.SIGINT] * (signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    old = {s: signal.signal(s, on_signal) for s in handled}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _silence_stdout() -> None:
@@ -99,7 +104,7 @@ def _stopped_command() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _sigterm_raises():
+    with _stop_signals_raise():
         try:
             settings.check()                  # a bad SPVIT_* value is a usage error too
             set_engine(settings.MATMUL)
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 return e.code if isinstance(e.code, int) else 2
             try:
                 rc = int(args.func(args) or 0)
+                raise_if_stopped()
             except BaseException:
                 _stopped_command()
                 raise

@@ -3,6 +3,7 @@ a directory of another kind or an input, checks writability before the work, and
 temporary output behind on errors, Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from base.errors import UsageError
 from base.outputs import TMP_TAG, output_dir, output_file
+from spvit import cli
 from spvit.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -268,6 +270,32 @@ def test_signal_during_generate_cleans_up(tmp_path, sig, code, word):
     _, err = p.communicate(timeout=60)
     assert p.returncode == code, err
     assert err.strip() == f"spvit: {word}; stopped, temporary output removed", err
+    assert list(tmp_path.iterdir()) == []
+
+
+class _SignalInFinalizer:
+    """Sends this process SIGINT from its __del__: the handler's KeyboardInterrupt is raised inside
+    the finalizer, where Python only prints it (as with Amaranth's finalizers during generate)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_swallowed_by_a_finalizer_still_stops(tmp_path, monkeypatch, capsys):
+    target = tmp_path / "out.json"
+
+    def command(args):
+        with output_file(target, "a test output") as tmp:
+            tmp.write_text("{}")
+            _SignalInFinalizer()                        # collected at once
+            assert True                                 # the command goes on: the exception was swallowed
+        return 0
+    parser = argparse.ArgumentParser(prog="spvit")
+    parser.set_defaults(func=command)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert main([]) == 130
+    assert capsys.readouterr().err.strip().endswith("spvit: interrupted (Ctrl-C); stopped, temporary output removed")
     assert list(tmp_path.iterdir()) == []
 
 
