@@ -39,6 +39,7 @@ from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
+from ..selector.decide import SUM_STAGE
 from ..selector.package import default_lanes
 
 GAP = 2              # READ, LATCH of the next descriptor
@@ -48,7 +49,8 @@ ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one c
 # a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
 SCORE = DRAIN_STAGES + EPI_LATENCY + 2
 LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
-ITEM = 2             # stream loader: start and end of an item
+ITEM = 4             # stream loader: start, CHECK, COMMIT and end of an item
+LOAD_WORDS = 2       # stream loader: a LOAD's words (tiles, then tiles x channels) before its CHECK
 
 
 @dataclass
@@ -278,7 +280,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             bound = "LayerNorm unit"
         elif name == "LOAD":
             words = len(gstream.tile_range(d["r0"], rows, hw)) * d["w"]
-            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, s + 2) + 3
+            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, s + 2 + LOAD_WORDS) + 3
             bound = "DDR"
         elif name == "STORE":
             n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
@@ -344,18 +346,19 @@ def cap_passes(scores, cap: int, bits: int) -> int:
 def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores, cap_en: bool = False,
                   cap: int = 0, recips: int = 4, cap_bits: int = 3) -> int:
     """SCORE: groups (tile, head) of max(R, 4) cycles after a 6-cycle start, the last lane's
-    record 5 cycles later; M: the reciprocal pool (k + 5 from the last accept to done); CAP in
-    parallel with M when it binds: passes of ns + 2 cycles and a final pass of ns."""
+    record SUM_STAGE + 1 cycles later (the lane datapath's depth); M: the reciprocal pool (k + 5 from the last accept to done); CAP in
+    parallel with M when it binds: a cycle for the first position, passes of ns + 3 cycles and a
+    final pass of ns."""
     R = hw.mac_rows
     ns = rows - 1 - n_pkg
     groups = (ns // R + 1) * heads
-    last_lane = 5 + (groups - 1) * max(R, 4) + R
+    last_lane = 5 + (groups - 1) * max(R, 4) + R + SUM_STAGE - 4
     if ns == 0:                 # no candidates (the stage before kept none): SCORE only
         return last_lane + 7
     m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5
     scores = np.asarray(scores)
     if cap_en and int((scores >= 0).sum()) > cap:
-        return max(m_done, last_lane + 8 + cap_passes(scores, cap, cap_bits) * (ns + 2) + ns)
+        return max(m_done, last_lane + 9 + cap_passes(scores, cap, cap_bits) * (ns + 3) + ns)
     return m_done
 
 
