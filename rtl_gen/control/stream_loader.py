@@ -173,16 +173,20 @@ class StreamLoader(wiring.Component):
         with m.State("ERROR"):
             m.d.sync += ctl.error.eq(1)
 
-    def _claim(self, m, item, state, target, then, also=(), words=None):
-        """The states after `state` has put an item's word count into `item.claim_words`: CHECK
-        whether the stream still holds its beats (or stop with ERROR), COMMIT it to `target` and
-        feed it in the state `then`. Two cycles so that neither the word count's arithmetic nor the
-        compare's fanout shares a cycle with the FSM (docs/rtl.md, Timing budget; the cycle
-        model's ITEM counts them)."""
-        ctl, words = self.ctl, item.claim_words if words is None else words
+    def _size(self, item, target, words) -> list:
+        """The next item's size (`words` of `target`) into the claim registers."""
         beats = _beats(words, word_bits(self.hw)[KIND_OF[target]], self.hw.stream_bits)
+        return [item.claim_words.eq(words), item.claim_beats.eq(beats)]
+
+    def _claim(self, m, item, state, target, then, also=()):
+        """The states after `state` has put an item's size into the claim registers (`_size`):
+        CHECK whether the stream still holds its beats (or stop with ERROR), COMMIT it to
+        `target` and feed it in the state `then`. Two cycles so that neither the size's
+        arithmetic nor the compare's fanout shares a cycle with the FSM (docs/rtl.md, Timing
+        budget; the cycle model's ITEM counts them)."""
+        ctl, words = self.ctl, item.claim_words
         with m.State(state + "_CHECK"):
-            m.d.sync += [item.fits.eq(beats <= item.room), item.claim_beats.eq(beats)]
+            m.d.sync += item.fits.eq(item.claim_beats <= item.room)
             m.next = state + "_COMMIT"
         with m.State(state + "_COMMIT"):
             with m.If(~item.fits):
@@ -198,7 +202,9 @@ class StreamLoader(wiring.Component):
         """Items with one copy (tables, LayerNorm parameters, LOAD data): wait until compute runs
         this descriptor, then claim and feed them."""
         mm, ln, dc, ld = (desc_view(n, item.desc) for n in ("MATMUL", "LAYERNORM", "DECIDE", "LOAD"))
-        compute_here = (self.ctl.desc_index == self.ctl.stream_index) & self.ctl.running
+        # registered: the controller's running comes from its FSM; the item waits a cycle more
+        compute_here = Signal()
+        m.d.sync += compute_here.eq((self.ctl.desc_index == self.ctl.stream_index) & self.ctl.running)
         for state, target, needed, words, then in (
                 ("MM_TABLE", Target.TABLE, mm.act == isa.ACT_LOAD, mm.pwl_nseg, "MM_W"),
                 ("DC_TABLE", Target.TABLE, dc.act == isa.ACT_LOAD, dc.pwl_nseg, "NEXT"),
@@ -207,7 +213,7 @@ class StreamLoader(wiring.Component):
                 with m.If(~needed):
                     m.next = then
                 with m.Elif(compute_here):
-                    m.d.sync += item.claim_words.eq(words)
+                    m.d.sync += self._size(item, target, words)
                     m.next = state + "_CHECK"
             self._claim(m, item, state, target, state + "_FEED")
             with m.State(state + "_FEED"):
@@ -229,8 +235,11 @@ class StreamLoader(wiring.Component):
         words = Signal(32)
         m.d.sync += words.eq(tiles * ld.w)           # a DSP48 with its output register
         with m.State("LD_WORDS"):
+            m.next = "LD_BEATS"
+        with m.State("LD_BEATS"):
+            m.d.sync += self._size(item, Target.LOAD_DATA, words)
             m.next = "LD_CHECK"
-        self._claim(m, item, "LD", Target.LOAD_DATA, "LD_FEED", words=words)
+        self._claim(m, item, "LD", Target.LOAD_DATA, "LD_FEED")
         with m.State("LD_FEED"):
             with m.If(~feeding):
                 m.next = "NEXT"
@@ -242,7 +251,7 @@ class StreamLoader(wiring.Component):
             with m.If(item.m_tile == item.m_tiles):
                 m.next = "NEXT"
             with m.Elif(self.fill.free):
-                m.d.sync += item.claim_words.eq(k + BIAS_WORDS)
+                m.d.sync += self._size(item, Target.WEIGHTS, k + BIAS_WORDS)
                 m.next = "MM_W_CHECK"
         self._claim(m, item, "MM_W", Target.WEIGHTS, "MM_W_FEED", [item.m_tile.eq(item.m_tile + 1)])
         with m.State("MM_W_FEED"):
