@@ -102,6 +102,10 @@ class Controller(wiring.Component):
         # the checks of the latched descriptor: rules registered, then their code (LATCH, RULES, CODE)
         run.check = Signal(CODE_SHAPE)
         m.d.sync += run.check.eq(check_code(m, hw, units.desc, run.state, registered=True))
+        # the units' done, registered: it selects every state update (`_after`); the kept count
+        # it comes with holds until the next DECIDE starts
+        run.done = Signal()
+        m.d.sync += run.done.eq(units.done)
         run.bad_rows = Signal()
         m.d.sync += run.bad_rows.eq((run.state.rows == 0) | (run.state.rows > hw.n_max))
         run.header_check = Signal(CODE_SHAPE)         # HDR_RULES, HDR_CODE as for descriptors
@@ -247,7 +251,7 @@ class Controller(wiring.Component):
     def _wait(self, m, run):
         ld, i = self.loader, run.index
         m.d.comb += ld.running.eq(1)
-        with m.If(self.units.done):
+        with m.If(run.done):
             m.d.sync += [i.eq(i + 1), run.is_store.eq(0)] + self._after(run)
             m.next = "READ"
         with m.Elif(ld.error & (ld.stream_index == i)):
@@ -289,7 +293,7 @@ class Controller(wiring.Component):
                          self.units.reset.eq(~run.is_store)]
             with m.If(self.dma.rd_idle & self.dma.wr_idle & ~run.is_store):
                 m.next = "FINISH"
-            with m.If(run.is_store & self.units.done):
+            with m.If(run.is_store & run.done):
                 m.d.sync += run.is_store.eq(0)
         with m.State("FINISH"):
             m.d.comb += [self.csr.finish.eq(1), self.loader.stop.eq(1)]

@@ -8,7 +8,8 @@ beats, never across a 4 KB boundary). Credits: an AR is issued only when the FIF
 the whole burst (depth - words in the FIFO's RAM - beats requested and not yet written), so
 RREADY is always 1 and several bursts are in flight. The next burst's length is computed from
 registers a cycle ahead, and whether it fits the FIFO a cycle after that (at most one AR every
-third cycle; a burst is never shorter than one beat, and in steady state 4 KB long). R inputs are registered before the FIFO.
+third cycle; a burst is never shorter than one beat, and in steady state 4 KB long). R inputs
+are registered before the FIFO.
 `abort` (a pulse while active): no new AR, the FIFO is flushed and held empty, every
 outstanding R beat is still accepted and dropped, and `active` falls when none is left.
 `rerr` pulses for every R beat whose RRESP is not OKAY (the beat is delivered as usual).

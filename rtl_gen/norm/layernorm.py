@@ -259,10 +259,10 @@ class LnPost(wiring.Component):
 
 
 class LnOut(wiring.Component):
-    """Output pipeline, OUT_LAT - 1 stages (the first registers the inputs): element (x lanes, gamma, beta, `first` / `last`
-    channel of its tile) -> y lanes. A tile's constants are taken from `k` with `take` (the
-    cycle before its first element arrives) and follow that element down the pipeline in
-    registers with clock enables, so consecutive tiles stream back to back."""
+    """Output pipeline, OUT_LAT - 1 stages (the first registers the inputs): element (x lanes,
+    gamma, beta, `first` / `last` channel of its tile) -> y lanes. A tile's constants are taken
+    from `k` with `take` (the cycle before its first element arrives) and follow that element
+    down the pipeline in registers with clock enables, so consecutive tiles stream back to back."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw, self.wd = hw, Widths(hw)

@@ -5,7 +5,7 @@ them (tests/sim/test_accel.py test_cycle_model_matches_rtl compares it with whol
     p = program_cycles(img, tr)            # per operation: start, end, cycles, MACs, bound
     p.total, p.latency_ms, p.board_efficiency
 
-The controller runs one operation at a time (4 cycles between operations). The stream loader
+The controller runs one operation at a time (5 cycles between operations). The stream loader
 walks ahead: weights go into the two-slot ring as soon as a slot is empty; tables, LayerNorm
 parameters and LOAD data wait until their operation runs. The DDR delivers one merged stream beat
 (axi_ports x axi_bits) per cycle, or `ddr_bytes_per_cycle` when that is lower (the board:
@@ -42,7 +42,7 @@ from ..norm.layernorm import ln_cycles
 from ..selector.decide import SUM_STAGE
 from ..selector.package import default_lanes
 
-GAP = 4              # READ, LATCH, RULES, CODE of the next descriptor (rtl_gen/control/controller.py)
+GAP = 5              # done registered; READ, LATCH, RULES, CODE of the next descriptor (rtl_gen/control/controller.py)
 # the last column on the MAC array's output -> done (drain, epilogue, done check)
 EPI = DRAIN_STAGES + EPI_LATENCY + 1
 ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
@@ -347,9 +347,9 @@ def cap_passes(scores, cap: int, bits: int) -> int:
 def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores, cap_en: bool = False,
                   cap: int = 0, recips: int = 4, cap_bits: int = 3) -> int:
     """SCORE: groups (tile, head) of max(R, 4) cycles after a 6-cycle start, the last lane's
-    record SUM_STAGE + 1 cycles later (the lane datapath's depth); M: the reciprocal pool (k + 5 from the last accept to done); CAP in
-    parallel with M when it binds: a cycle for the first position, passes of ns + 3 cycles and a
-    final pass of ns."""
+    record SUM_STAGE + 1 cycles later (the lane datapath's depth); M: the reciprocal pool (k + 5
+    from the last accept to done); CAP in parallel with M when it binds: a cycle for the first
+    position, passes of ns + 3 cycles and a final pass of ns."""
     R = hw.mac_rows
     ns = rows - 1 - n_pkg
     groups = (ns // R + 1) * heads
