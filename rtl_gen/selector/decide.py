@@ -215,8 +215,10 @@ class Decide(wiring.Component):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
         desc = desc_view("DECIDE", self.desc)
+        # registered (rows and desc are stable from before start; ns is first used the cycle
+        # after): no path from the controller's rows through the reader into the buffers
         ns = Signal(range(hw.n_max + 1))
-        m.d.comb += ns.eq(self.rows - 1 - desc.n_pkg)
+        m.d.sync += ns.eq(self.rows - 1 - desc.n_pkg)
 
         m.submodules.state = state = SelState(hw)
         for name in ("mask", "m", "order"):
