@@ -55,20 +55,34 @@ def width_of(hw: HardwareConfig):
                                                                    Mux(b <= isa.VB, hw.d_max, 0)))
 
 
-def first_failing(checks, fields, state):
-    """A Value: the error code of the first of `checks` whose predicate fails, else 0."""
+def first_failing(checks, fields, state, rule=lambda p: p):
+    """A Value: the error code of the first of `checks` whose predicate fails, else 0. `rule`
+    wraps each predicate (`check_code`'s registers)."""
     expr = 0
     for err, _, pred in reversed(checks):
-        expr = Mux(pred(fields, state), expr, isa.ERROR_CODES[err])
+        expr = Mux(rule(pred(fields, state)), expr, isa.ERROR_CODES[err])
     return expr
 
 
-def check_code(m: Module, hw: HardwareConfig, raw, state: SimpleNamespace, name: str = "check") -> Signal:
+def _registered(m: Module):
+    """A `first_failing` rule wrapper: the predicate into a register."""
+    def rule(pred):
+        bit = Signal()
+        m.d.sync += bit.eq(pred)
+        return bit
+    return rule
+
+
+def check_code(m: Module, hw: HardwareConfig, raw, state: SimpleNamespace, name: str = "check",
+               registered: bool = False) -> Signal:
     """Comb Signal: golden.isa ERROR_CODES of the first failing check of `raw`'s operation
     (BAD_OPCODE for what RTL_SUPPORT excludes). `state`: rows, table_nseg, sel, sel_n, sel_npkg,
-    sel_mode, sel_kept, pkg, pkg_d, last_sel (Values)."""
+    sel_mode, sel_kept, pkg, pkg_d, last_sel (Values). `registered`: every rule's predicate is a
+    register, so the code answers for `raw` and `state` as they were a cycle before (the rules'
+    arithmetic and the choice of the first failing one in separate cycles)."""
     s = SimpleNamespace(n_max=hw.n_max, pwl_max=hw.pwl_max, stages_max=hw.stages_max, d_max=hw.d_max,
                         C=hw.mac_cols, W=width_of(hw), **vars(state))
+    rule = _registered(m) if registered else (lambda p: p)
     code = Signal(CODE_SHAPE, name=name)
     with m.Switch(common_view(raw).op):
         for op, checks in isa.CHECKS.items():
@@ -76,15 +90,17 @@ def check_code(m: Module, hw: HardwareConfig, raw, state: SimpleNamespace, name:
                 continue
             with m.Case(Opcode[op]):
                 v = desc_view(op, raw)
-                m.d.comb += code.eq(Mux(supported(op, v), first_failing(checks, v, s), isa.ERROR_CODES["BAD_OPCODE"]))
+                m.d.comb += code.eq(Mux(rule(supported(op, v)), first_failing(checks, v, s, rule),
+                                        isa.ERROR_CODES["BAD_OPCODE"]))
         with m.Default():
             m.d.comb += code.eq(isa.ERROR_CODES["BAD_OPCODE"])
     return code
 
 
-def header_code(m: Module, hw: HardwareConfig, header, name: str = "header_check") -> Signal:
+def header_code(m: Module, hw: HardwareConfig, header, name: str = "header_check", registered: bool = False) -> Signal:
     """Comb Signal: the error code of the first golden.isa HEADER_CHECKS rule `header` (a view of
-    rtl_gen.control.decode.header_layout) breaks, 0 if none."""
+    rtl_gen.control.decode.header_layout) breaks, 0 if none; `registered` as in `check_code`."""
     code = Signal(CODE_SHAPE, name=name)
-    m.d.comb += code.eq(first_failing(isa.HEADER_CHECKS, header, SimpleNamespace(**isa.header_limits(hw))))
+    m.d.comb += code.eq(first_failing(isa.HEADER_CHECKS, header, SimpleNamespace(**isa.header_limits(hw)),
+                                      _registered(m) if registered else (lambda p: p)))
     return code

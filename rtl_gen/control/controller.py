@@ -74,6 +74,7 @@ class Controller(wiring.Component):
             self._fetch_program(m, run)
             self._execute(m, run)
             self._stop(m, run)
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the enables of every register
         m.d.comb += self.csr.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
@@ -98,8 +99,17 @@ class Controller(wiring.Component):
         common = common_view(units.desc)
         run.op = common.op
         m.d.comb += run.state.rows.eq(Mux(common.rows_n, run.tokens, common.rows))
-        run.check = check_code(m, hw, units.desc, run.state)
-        run.header_check = header_code(m, hw, run.header)
+        # the checks of the latched descriptor: rules registered, then their code (LATCH, RULES, CODE)
+        run.check = Signal(CODE_SHAPE)
+        m.d.sync += run.check.eq(check_code(m, hw, units.desc, run.state, registered=True))
+        # the units' done, registered: it selects every state update (`_after`); the kept count
+        # it comes with holds until the next DECIDE starts
+        run.done = Signal()
+        m.d.sync += run.done.eq(units.done)
+        run.bad_rows = Signal()
+        m.d.sync += run.bad_rows.eq((run.state.rows == 0) | (run.state.rows > hw.n_max))
+        run.header_check = Signal(CODE_SHAPE)         # HDR_RULES, HDR_CODE as for descriptors
+        m.d.sync += run.header_check.eq(header_code(m, hw, run.header, registered=True))
         m.d.comb += [units.rows.eq(run.state.rows),
                      self.csr.error_code.eq(run.error), self.csr.error_index.eq(run.error_at),
                      self.csr.desc_index.eq(run.index), self.csr.tokens.eq(run.tokens),
@@ -133,7 +143,7 @@ class Controller(wiring.Component):
         return [cmd.addr.eq(self.csr.prog_base + addr), cmd.length.eq(length), cmd.fetch.eq(fetch)]
 
     def _fetch_header(self, m, run):
-        """HDR_CMD, HDR: fetch the 64-byte header; HDR_CHECK: golden.isa.HEADER_CHECKS."""
+        """HDR_CMD, HDR: fetch the 64-byte header; HDR_RULES, HDR_CODE, HDR_CHECK: golden.isa.HEADER_CHECKS."""
         with m.State("HDR_CMD"):
             m.d.sync += self.dma.clear.eq(0)
             m.d.comb += [self.rd_cmd.valid.eq(1), *self._read_cmd(0, isa.HEADER_BYTES, 1)]
@@ -143,10 +153,14 @@ class Controller(wiring.Component):
             m.d.comb += self.i_fetch.ready.eq(~run.record_done)
             with m.If(run.record_done & self.dma.rd_idle):
                 m.d.sync += [run.header.eq(run.record[:len(run.header.as_value())]), run.beats.eq(0)]
-                m.next = "HDR_CHECK"
+                m.next = "HDR_RULES"
             with m.Elif(self.dma.rd_error):
                 m.d.sync += self._fail(run, "AXI_READ", HEADER_INDEX)
                 m.next = "ABORT"
+        with m.State("HDR_RULES"):
+            m.next = "HDR_CODE"
+        with m.State("HDR_CODE"):
+            m.next = "HDR_CHECK"
         with m.State("HDR_CHECK"):
             with m.If(run.header_check != 0):
                 m.d.sync += self._fail(run, run.header_check, HEADER_INDEX)
@@ -181,7 +195,8 @@ class Controller(wiring.Component):
                 m.next = "READ"
 
     def _execute(self, m, run):
-        """READ, LATCH: the next descriptor from the program memory; CHECK, WAIT: run it."""
+        """READ, LATCH: the next descriptor from the program memory; RULES, CODE: its checks
+        (registered twice); CHECK, WAIT: run it."""
         with m.State("READ"):
             with m.If(run.index == run.header.n_desc):
                 m.d.sync += self._fail(run, "NO_END", run.index)
@@ -191,6 +206,10 @@ class Controller(wiring.Component):
                 m.next = "LATCH"
         with m.State("LATCH"):
             m.d.sync += self.units.desc.eq(self.prog.rdata)
+            m.next = "RULES"
+        with m.State("RULES"):
+            m.next = "CODE"
+        with m.State("CODE"):
             m.next = "CHECK"
         with m.State("CHECK"):
             self._check_and_start(m, run)
@@ -200,7 +219,7 @@ class Controller(wiring.Component):
     def _check_and_start(self, m, run):
         """END: finish once the loader has consumed the stream exactly; any other descriptor: its
         checks in the interpreter's order, then start its unit."""
-        ld, rows, i = self.loader, run.state.rows, run.index
+        ld, i = self.loader, run.index
         loader_here = ld.stream_index == i
         needs_table = (run.op == Opcode.DECIDE) & (desc_view("DECIDE", self.units.desc).act == isa.ACT_LOAD)
         with m.If(run.op == Opcode.END):
@@ -213,7 +232,7 @@ class Controller(wiring.Component):
         with m.Elif(run.check == ERR["BAD_OPCODE"]):
             m.d.sync += self._fail(run, "BAD_OPCODE", i)
             m.next = "ABORT"
-        with m.Elif((rows == 0) | (rows > self.hw.n_max)):
+        with m.Elif(run.bad_rows):
             m.d.sync += self._fail(run, "BAD_TOKENS", i)
             m.next = "ABORT"
         with m.Elif(run.check != 0):
@@ -232,7 +251,7 @@ class Controller(wiring.Component):
     def _wait(self, m, run):
         ld, i = self.loader, run.index
         m.d.comb += ld.running.eq(1)
-        with m.If(self.units.done):
+        with m.If(run.done):
             m.d.sync += [i.eq(i + 1), run.is_store.eq(0)] + self._after(run)
             m.next = "READ"
         with m.Elif(ld.error & (ld.stream_index == i)):
@@ -274,7 +293,7 @@ class Controller(wiring.Component):
                          self.units.reset.eq(~run.is_store)]
             with m.If(self.dma.rd_idle & self.dma.wr_idle & ~run.is_store):
                 m.next = "FINISH"
-            with m.If(run.is_store & self.units.done):
+            with m.If(run.is_store & run.done):
                 m.d.sync += run.is_store.eq(0)
         with m.State("FINISH"):
             m.d.comb += [self.csr.finish.eq(1), self.loader.stop.eq(1)]

@@ -111,19 +111,26 @@ class StreamLoader(wiring.Component):
             desc=Signal(isa.DESC_BITS),                  # the descriptor the loader is at
             target=Signal(Target), kind=Signal(WordKind),
             beats_left=Signal(32), words_left=Signal(32),  # beats to feed, words to deliver
+            # beats_left != 0, words_left != 0, words_left == 1 as registers (no compare in the cycle)
+            beats_live=Signal(), words_live=Signal(), last_word=Signal(),
             word_index=Signal(range(max(hw.k_max + BIAS_WORDS, hw.pwl_max) + 1)),
-            m_tile=Signal(range(hw.k_max + 2)), m_tiles=Signal(range(hw.k_max + 2)))
+            m_tile=Signal(range(hw.k_max + 2)), m_tiles=Signal(range(hw.k_max + 2)),
+            claim_words=Signal(32), claim_beats=Signal(32),  # the next item's size, before its COMMIT
+            fits=Signal(), room=Signal(32))                  # CHECK's verdict; beats the stream has left
+        # one cycle behind `consumed`: the earliest CHECK comes two cycles after the COMMIT before
+        m.d.sync += item.room.eq(self.ctl.total - self.ctl.consumed)
         with m.Switch(item.target):
             for target, kind in KIND_OF.items():
                 with m.Case(target):
                     m.d.comb += item.kind.eq(kind)
         self._route(m, gearboxes, item)
-        feeding = (item.beats_left != 0) | (item.words_left != 0) | ~gearboxes[WordKind.ENTRY].empty \
+        feeding = item.beats_live | item.words_live | ~gearboxes[WordKind.ENTRY].empty \
             | ~gearboxes[WordKind.WEIGHT].empty | ~gearboxes[WordKind.TILE].empty
-        with m.FSM():
+        with m.FSM() as fsm:
             self._walk(m, item)
             self._compute_items(m, item, feeding)
             self._weights(m, item, feeding)
+        fsm.state.attrs["max_fanout"] = 16           # decoded by every register's enable
         return ResetInserter(self.ctl.stop)(m)
 
     def _walk(self, m, item):
@@ -166,23 +173,38 @@ class StreamLoader(wiring.Component):
         with m.State("ERROR"):
             m.d.sync += ctl.error.eq(1)
 
-    def _claim(self, m, item, target, words, then, also=()):
-        """Take the next stream item (`words` words for `target`), or stop with ERROR if the stream
-        is shorter than that; feed it in the state `then`."""
-        ctl = self.ctl
+    def _size(self, item, target, words) -> list:
+        """The next item's size (`words` of `target`) into the claim registers."""
         beats = _beats(words, word_bits(self.hw)[KIND_OF[target]], self.hw.stream_bits)
-        with m.If(ctl.consumed + beats > ctl.total):
-            m.next = "ERROR"
-        with m.Else():
-            m.d.sync += [item.target.eq(target), item.words_left.eq(words), item.word_index.eq(0),
-                         item.beats_left.eq(beats), ctl.consumed.eq(ctl.consumed + beats), *also]
-            m.next = then
+        return [item.claim_words.eq(words), item.claim_beats.eq(beats)]
+
+    def _claim(self, m, item, state, target, then, also=()):
+        """The states after `state` has put an item's size into the claim registers (`_size`):
+        CHECK whether the stream still holds its beats (or stop with ERROR), COMMIT it to
+        `target` and feed it in the state `then`. Two cycles so that neither the size's
+        arithmetic nor the compare's fanout shares a cycle with the FSM (docs/rtl.md, Timing
+        budget; the cycle model's ITEM counts them)."""
+        ctl, words = self.ctl, item.claim_words
+        with m.State(state + "_CHECK"):
+            m.d.sync += item.fits.eq(item.claim_beats <= item.room)
+            m.next = state + "_COMMIT"
+        with m.State(state + "_COMMIT"):
+            with m.If(~item.fits):
+                m.next = "ERROR"
+            with m.Else():
+                m.d.sync += [item.target.eq(target), item.words_left.eq(words), item.word_index.eq(0),
+                             item.beats_left.eq(item.claim_beats), ctl.consumed.eq(ctl.consumed + item.claim_beats),
+                             item.beats_live.eq(item.claim_beats != 0), item.words_live.eq(words != 0),
+                             item.last_word.eq(words == 1), *also]
+                m.next = then
 
     def _compute_items(self, m, item, feeding):
         """Items with one copy (tables, LayerNorm parameters, LOAD data): wait until compute runs
         this descriptor, then claim and feed them."""
         mm, ln, dc, ld = (desc_view(n, item.desc) for n in ("MATMUL", "LAYERNORM", "DECIDE", "LOAD"))
-        compute_here = (self.ctl.desc_index == self.ctl.stream_index) & self.ctl.running
+        # registered: the controller's running comes from its FSM; the item waits a cycle more
+        compute_here = Signal()
+        m.d.sync += compute_here.eq((self.ctl.desc_index == self.ctl.stream_index) & self.ctl.running)
         for state, target, needed, words, then in (
                 ("MM_TABLE", Target.TABLE, mm.act == isa.ACT_LOAD, mm.pwl_nseg, "MM_W"),
                 ("DC_TABLE", Target.TABLE, dc.act == isa.ACT_LOAD, dc.pwl_nseg, "NEXT"),
@@ -191,18 +213,33 @@ class StreamLoader(wiring.Component):
                 with m.If(~needed):
                     m.next = then
                 with m.Elif(compute_here):
-                    self._claim(m, item, target, words, state + "_FEED")
+                    m.d.sync += self._size(item, target, words)
+                    m.next = state + "_CHECK"
+            self._claim(m, item, state, target, state + "_FEED")
             with m.State(state + "_FEED"):
                 with m.If(~feeding):
                     m.d.sync += self.ctl.table_ok.eq(target == Target.TABLE)
                     m.next = then
+        # LOAD: tiles x channels words, one adder or the product per cycle
+        rb = (self.hw.mac_rows - 1).bit_length()
+        last = ld.r0 + Mux(ld.rows_n, self.ctl.tokens, ld.rows) - 1
+        last_row = Signal(last.shape())
+        tiles = Signal(((last_row >> rb) - (ld.r0 >> rb) + 1).shape())
         with m.State("LD"):
             with m.If(compute_here):
-                rb = (self.hw.mac_rows - 1).bit_length()
-                rows = Mux(ld.rows_n, self.ctl.tokens, ld.rows)
-                words = Signal(32)
-                m.d.comb += words.eq((((ld.r0 + rows - 1) >> rb) - (ld.r0 >> rb) + 1) * ld.w)    # tiles x channels
-                self._claim(m, item, Target.LOAD_DATA, words, "LD_FEED")
+                m.d.sync += last_row.eq(last)
+                m.next = "LD_TILES"
+        with m.State("LD_TILES"):
+            m.d.sync += tiles.eq((last_row >> rb) - (ld.r0 >> rb) + 1)
+            m.next = "LD_WORDS"
+        words = Signal(32)
+        m.d.sync += words.eq(tiles * ld.w)           # a DSP48 with its output register
+        with m.State("LD_WORDS"):
+            m.next = "LD_BEATS"
+        with m.State("LD_BEATS"):
+            m.d.sync += self._size(item, Target.LOAD_DATA, words)
+            m.next = "LD_CHECK"
+        self._claim(m, item, "LD", Target.LOAD_DATA, "LD_FEED")
         with m.State("LD_FEED"):
             with m.If(~feeding):
                 m.next = "NEXT"
@@ -214,7 +251,9 @@ class StreamLoader(wiring.Component):
             with m.If(item.m_tile == item.m_tiles):
                 m.next = "NEXT"
             with m.Elif(self.fill.free):
-                self._claim(m, item, Target.WEIGHTS, k + BIAS_WORDS, "MM_W_FEED", [item.m_tile.eq(item.m_tile + 1)])
+                m.d.sync += self._size(item, Target.WEIGHTS, k + BIAS_WORDS)
+                m.next = "MM_W_CHECK"
+        self._claim(m, item, "MM_W", Target.WEIGHTS, "MM_W_FEED", [item.m_tile.eq(item.m_tile + 1)])
         with m.State("MM_W_FEED"):
             with m.If(~feeding):
                 m.next = "MM_W"
@@ -226,16 +265,16 @@ class StreamLoader(wiring.Component):
         beats_left, words_left = item.beats_left, item.words_left
         for k, g in gearboxes.items():
             sel = item.kind == k
-            m.d.comb += [g.i.valid.eq(i.valid & sel & (beats_left != 0)), g.i.payload.eq(i.payload),
-                         g.flush.eq(sel & (beats_left == 0) & (words_left == 0))]
+            m.d.comb += [g.i.valid.eq(i.valid & sel & item.beats_live), g.i.payload.eq(i.payload),
+                         g.flush.eq(sel & ~item.beats_live & ~item.words_live)]
         entry, weight, tile = (gearboxes[k] for k in (WordKind.ENTRY, WordKind.WEIGHT, WordKind.TILE))
         gearbox_ready = Mux(item.kind == WordKind.ENTRY, entry.i.ready,
                             Mux(item.kind == WordKind.WEIGHT, weight.i.ready, tile.i.ready))
-        m.d.comb += i.ready.eq((beats_left != 0) & gearbox_ready)
+        m.d.comb += i.ready.eq(item.beats_live & gearbox_ready)
         with m.If(i.valid & i.ready):
-            m.d.sync += beats_left.eq(beats_left - 1)
+            m.d.sync += [beats_left.eq(beats_left - 1), item.beats_live.eq(beats_left != 1)]
         e, w, t = entry.o, weight.o, tile.o
-        live = words_left != 0
+        live = item.words_live
         # entries: table or LayerNorm parameters
         ent = data.View(data.StructLayout({"base": signed(32), "slope": signed(32)}), e.payload)
         m.d.comb += [self.table.addr.eq(item.word_index), self.table.data.base.eq(ent.base),
@@ -244,10 +283,11 @@ class StreamLoader(wiring.Component):
                      self.o_ln.valid.eq(e.valid & live & (item.target == Target.LN_PARAMS)),
                      e.ready.eq(~live | (item.target == Target.TABLE) | self.o_ln.ready)]
         m.d.comb += [self.fill.addr.eq(item.word_index), self.fill.data.eq(w.payload),
-                     self.fill.en.eq(w.valid & live), self.fill.commit.eq(w.valid & (words_left == 1)), w.ready.eq(1)]
+                     self.fill.en.eq(w.valid & live), self.fill.commit.eq(w.valid & item.last_word), w.ready.eq(1)]
         m.d.comb += [self.o_load.payload.eq(t.payload), self.o_load.valid.eq(t.valid & live),
                      t.ready.eq(~live | self.o_load.ready)]
         took = Mux(item.kind == WordKind.ENTRY, e.valid & e.ready,
                    Mux(item.kind == WordKind.WEIGHT, w.valid & w.ready, t.valid & t.ready))
         with m.If(took & live):
-            m.d.sync += [words_left.eq(words_left - 1), item.word_index.eq(item.word_index + 1)]
+            m.d.sync += [words_left.eq(words_left - 1), item.word_index.eq(item.word_index + 1),
+                         item.words_live.eq(words_left != 1), item.last_word.eq(words_left == 2)]

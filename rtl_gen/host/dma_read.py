@@ -7,8 +7,9 @@ beat-aligned `addr` sequentially in INCR bursts (rtl_gen.host.axi.burst_beats: a
 beats, never across a 4 KB boundary). Credits: an AR is issued only when the FIFO has room for
 the whole burst (depth - words in the FIFO's RAM - beats requested and not yet written), so
 RREADY is always 1 and several bursts are in flight. The next burst's length is computed from
-registers a cycle ahead (at most one AR every other cycle; a burst is never shorter than one
-beat, and in steady state 4 KB long). R inputs are registered before the FIFO.
+registers a cycle ahead, and whether it fits the FIFO a cycle after that (at most one AR every
+third cycle; a burst is never shorter than one beat, and in steady state 4 KB long). R inputs
+are registered before the FIFO.
 `abort` (a pulse while active): no new AR, the FIFO is flushed and held empty, every
 outstanding R beat is still accepted and dropped, and `active` falls when none is left.
 `rerr` pulses for every R beat whose RRESP is not OKAY (the beat is delivered as usual).
@@ -50,10 +51,12 @@ class ReadEngine(wiring.Component):
         drain, stale = Signal(), Signal()
         n = Signal(range(axi.burst_cap(self.bits, self.burst_max) + 1))
         m.d.sync += n.eq(axi.burst_beats(m, addr, left, self.bits, self.burst_max, "next_len"))
-        room = Signal(range(self.depth + 1))
-        m.d.comb += room.eq(self.depth - fifo.count - owed)
+        # whether burst n fits the FIFO's room, a register: valid from the second cycle after
+        # an AR or a start (n, owed settle in the first), so `stale` covers two cycles
+        fits, stale2 = Signal(), Signal()
+        m.d.sync += [fits.eq((n != 0) & (n <= self.depth - fifo.count - owed)), stale2.eq(stale)]
         issue = Signal()
-        m.d.comb += issue.eq(self.active & ~drain & ~stale & (n != 0) & (n <= room) & (~ax.arvalid | ax.arready))
+        m.d.comb += issue.eq(self.active & ~drain & ~stale & ~stale2 & fits & (~ax.arvalid | ax.arready))
 
         m.d.comb += [ax.arid.eq(0), ax.arsize.eq(sh), ax.arburst.eq(axi.INCR), ax.arcache.eq(axi.CACHE),
                      ax.arprot.eq(0), ax.rready.eq(1)]

@@ -23,11 +23,11 @@ root skips V's leading zero pairs itself) and a pruned output shifter (arith.req
 
 Schedule: tiles t = 0 .. T - 1 (T = ceil(rows / R)) pass through three stages that overlap:
   stats(t)  reads the token buffer (d cycles), copies the tile into bank t % 2 of a block RAM
-  post(t)   the per-tile chain above, P = post_cycles(hw) = 2 SB + NP + 67 cycles, one tile at a
-            time (NP = 29 pairs of V for d_max <= 4096: P = 144 for d_max = 384)
-  out(t)    reads bank t % 2 and the parameter RAM, 6-stage pipeline, writes (d cycles)
+  post(t)   the per-tile chain above, P = post_cycles(hw) = 2 SB + NP + 69 cycles, one tile at a
+            time (NP = 29 pairs of V for d_max <= 4096: P = 146 for d_max = 384)
+  out(t)    reads bank t % 2 and the parameter RAM, OUT_LAT-stage pipeline, writes (d cycles)
 stats(t) may overwrite channel c of a bank once out(t - 2) has read it, so for P < d the unit
-streams one tile per d cycles: cycles = T d + d + P + 9. `ln_cycles` is the exact stall-free
+streams one tile per d cycles: cycles = T d + d + P + OUT_LAT + 3. `ln_cycles` is the exact stall-free
 schedule (tests/sim/test_ln_unit.py checks it against the RTL).
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, LN_Z_FRAC
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import ACC_BITS, WORD, requant_sv
+from ..primitives.arith import ACC_BITS, PIPE_REQUANT, WORD, pipe_stage, requant_sv
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
 from .isqrt_norm import NormIsqrt
@@ -49,7 +49,7 @@ from .isqrt_norm import NormIsqrt
 Z_BITS = 24                 # |z| <= sqrt(d) 2^16 (1 + 2^-29) < 2^22 for d <= 4096
 ZSH_MIN = LN_RECIP_BITS - LN_Z_FRAC - LN_SQRT_BITS // 2 + 1     # 46 - k with k <= 30: 16
 R_BITS = LN_RECIP_BITS - LN_SQRT_BITS // 2 + 2                   # R in (2^31, 2^32]: 33 bits
-OUT_LAT = 6                 # out issue -> write
+OUT_LAT = 7 + PIPE_REQUANT  # out issue -> write (registered inputs, the output requant in three stages)
 STATS_LAT = 3               # stats issue of a tile's last channel -> its sums offered to post
 
 
@@ -70,10 +70,11 @@ class Widths:
 
 
 def post_cycles(hw: HardwareConfig) -> int:
-    """post(t): its sums taken -> its constants offered to the output stage (taken by the out
-    pass's first read of the tile, in the same cycle at the earliest)."""
+    """post(t): its sums offered (post idle) -> its constants offered to the output stage (taken
+    by the out pass's first read of the tile, in the same cycle at the earliest). Post takes the
+    sums the cycle after it sees them (LOAD1)."""
     w = Widths(hw)
-    return 2 * w.sb + w.np + 67
+    return 2 * w.sb + w.np + 69
 
 
 def ln_cycles(d: int, rows: int, hw: HardwareConfig) -> int:
@@ -86,7 +87,7 @@ def ln_cycles(d: int, rows: int, hw: HardwareConfig) -> int:
         i0 = 1 if t == 0 else i_last[t - 1] + 1
         if t >= 2:
             i0 = max(i0, o0[t - 2] + 1)                 # bank reuse: out(t - 2) read channel c first
-        i_last[t] = max(i0 + d - 1, take[t - 1] + 1) if t else i0 + d - 1     # its sums need the pin free
+        i_last[t] = max(i0 + d - 1, take[t - 1] + 2) if t else i0 + d - 1     # its sums need the pin free
         take[t] = max(i_last[t] + STATS_LAT, o0[t - 1] + 1 if t else 0)      # post free once out took t - 1
         o0[t] = max(take[t] + P, o_last[t - 1] + 1 if t else 2)
         o_last[t] = o0[t] + d - 1
@@ -160,18 +161,33 @@ class LnPost(wiring.Component):
         w, R = self.wd, self.hw.mac_rows
         m.submodules.sqrt = sq = NormIsqrt(w.v, R)
         step = Signal(range(w.sb))
-        mc = Signal(w.db)                      # the shared multiplier d, one bit per step
+        mc = Signal(w.db, attrs={"max_fanout": 16})   # the shared multiplier d, one bit per step
         neg_mode = Signal()                    # MUL2: subtract |S1| R for negative S1
         lanes = [self._lane(m, l, sq, neg_mode) for l in range(R)]
         rc0 = lanes[0]["recip"]
+        # the lanes' phases from registers (replicated by Vivado), not from the FSM's decode:
+        # every lane register hangs on them
+        fanout = {"max_fanout": 16}
+        load1, load2, stepping = (Signal(name=n, attrs=fanout) for n in ("load1", "load2", "stepping"))
+        m.d.sync += [load1.eq(0), load2.eq(0)]
+        with m.If(load1):
+            m.d.sync += [a for ln in lanes for a in ln["load1"]]
+        with m.Elif(load2):
+            m.d.sync += [a for ln in lanes for a in ln["load2"]]
+        with m.Elif(stepping):
+            for ln in lanes:
+                m.d.sync += ln["step"](mc[0])
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.i_s.ready.eq(1)
                 with m.If(self.i_s.valid):
-                    m.d.sync += self._mul_load(lanes, mc, step, neg_mode, 0, "load1")
-                    m.next = "MUL1"
+                    m.d.sync += load1.eq(1)
+                    m.next = "LOAD1"
+            with m.State("LOAD1"):                 # the lanes take the sums (still offered)
+                m.d.comb += self.i_s.ready.eq(1)
+                m.d.sync += [*self._mul_load(mc, step, neg_mode, 0), stepping.eq(1)]
+                m.next = "MUL1"
             with m.State("MUL1"):
-                self._mul_step(m, lanes, mc, step, "SQRT")
+                self._mul_step(m, mc, step, stepping, "SQRT")
             with m.State("SQRT"):                  # V = acc_a - acc_b goes straight in
                 m.d.comb += sq.i_v.valid.eq(1)
                 m.next = "SQRT_WAIT"
@@ -183,27 +199,29 @@ class LnPost(wiring.Component):
                         m.d.sync += ln["zsh"]
                     m.next = "RECIP_WAIT"
             with m.State("RECIP_WAIT"):
-                m.d.comb += [ln["recip"].o_q.ready.eq(1) for ln in lanes]
                 with m.If(rc0.o_q.valid):
-                    m.d.sync += self._mul_load(lanes, mc, step, neg_mode, 1, "load2")
-                    m.next = "MUL2"
+                    m.d.sync += load2.eq(1)
+                    m.next = "LOAD2"
+            with m.State("LOAD2"):                 # the lanes take the reciprocals (still offered)
+                m.d.comb += [ln["recip"].o_q.ready.eq(1) for ln in lanes]
+                m.d.sync += [*self._mul_load(mc, step, neg_mode, 1), stepping.eq(1)]
+                m.next = "MUL2"
             with m.State("MUL2"):
-                self._mul_step(m, lanes, mc, step, "OFFER")
+                self._mul_step(m, mc, step, stepping, "OFFER")
             with m.State("OFFER"):
                 m.d.comb += self.o_k.valid.eq(1)
                 with m.If(self.o_k.ready):
                     m.next = "IDLE"
         return m
 
-    def _mul_load(self, lanes, mc, step, neg_mode, neg, load) -> list:
-        """Start a multiplication pass: its operands into every lane."""
-        return [mc.eq(self.d), step.eq(0), neg_mode.eq(neg)] + [a for ln in lanes for a in ln[load]]
+    def _mul_load(self, mc, step, neg_mode, neg) -> list:
+        """Start a multiplication pass (the lanes take their operands from `load1` / `load2`)."""
+        return [mc.eq(self.d), step.eq(0), neg_mode.eq(neg)]
 
-    def _mul_step(self, m, lanes, mc, step, nxt):
+    def _mul_step(self, m, mc, step, stepping, nxt):
         m.d.sync += [mc.eq(mc >> 1), step.eq(step + 1)]
-        for ln in lanes:
-            m.d.sync += ln["step"](mc[0])
         with m.If(step == self.wd.sb - 1):
+            m.d.sync += stepping.eq(0)
             m.next = nxt
 
     def _lane(self, m, l: int, sq, neg_mode) -> dict:
@@ -241,10 +259,10 @@ class LnPost(wiring.Component):
 
 
 class LnOut(wiring.Component):
-    """Output pipeline, OUT_LAT - 1 stages: element (x lanes, gamma, beta, `first` / `last`
-    channel of its tile) -> y lanes. A tile's constants are taken from `k` with `take` (the
-    cycle before its first element arrives) and follow that element down the pipeline in
-    registers with clock enables, so consecutive tiles stream back to back."""
+    """Output pipeline, OUT_LAT - 1 stages (the first registers the inputs): element (x lanes,
+    gamma, beta, `first` / `last` channel of its tile) -> y lanes. A tile's constants are taken
+    from `k` with `take` (the cycle before its first element arrives) and follow that element
+    down the pipeline in registers with clock enables, so consecutive tiles stream back to back."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw, self.wd = hw, Widths(hw)
@@ -258,28 +276,37 @@ class LnOut(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        depth = OUT_LAT - 1
+        depth = OUT_LAT - 2
+        # every input registered first (the block RAMs' data, and `take`, which enables every
+        # lane's constants, from a register); the constants are read a cycle after the take
+        # (post holds them two cycles longer)
+        take = Signal(name="take_q", attrs={"max_fanout": 16})
+        valid, first, last = Signal(name="v0"), Signal(name="f0"), Signal(name="l0")
+        x, gamma, beta = Signal.like(self.x, name="x0"), Signal.like(self.gamma, name="g0"), \
+            Signal.like(self.beta, name="b0")
+        m.d.sync += [take.eq(self.take), valid.eq(self.valid), first.eq(self.first), last.eq(self.last),
+                     x.eq(self.x), gamma.eq(self.gamma), beta.eq(self.beta)]
         # valid, first, last travel beside the data; gamma, beta to stage 4
-        ctl = [(self.valid, self.first, self.last)] + [(Signal(name=f"v{i}"), Signal(name=f"f{i}"),
-                                                        Signal(name=f"l{i}")) for i in range(1, depth + 1)]
+        ctl = [(valid, first, last)] + [(Signal(name=f"v{i}"), Signal(name=f"f{i}"),
+                                         Signal(name=f"l{i}")) for i in range(1, depth + 1)]
         for i in range(1, depth + 1):
             m.d.sync += [a.eq(b) for a, b in zip(ctl[i], ctl[i - 1])]
-        g, b = [self.gamma], [self.beta]
+        g, b = [gamma], [beta]
         for i in range(1, 4):
             g.append(Signal(signed(WORD), name=f"g{i}"))
             b.append(Signal(signed(ACC_BITS), name=f"b{i}"))
             m.d.sync += [g[i].eq(g[i - 1]), b[i].eq(b[i - 1])]
         for l in range(self.hw.mac_rows):
-            m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[3]))
+            m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[3], take, x))
         m.d.comb += [self.y_valid.eq(ctl[depth][0]), self.y_last.eq(ctl[depth][2])]
         return m
 
-    def _lane(self, m, l, ctl, g3, b3):
+    def _lane(self, m, l, ctl, g3, b3, take, x):
         w = self.wd
         cr1 = Signal(unsigned(w.cr), name=f"cr1_{l}")
         s1r1, s1r2 = (Signal(signed(w.s1r), name=f"s1r{i}_{l}") for i in (1, 2))
         zsh1, zsh2, zsh3 = (Signal(6, name=f"zsh{i}_{l}") for i in (1, 2, 3))
-        with m.If(self.take):                               # constants of the next tile
+        with m.If(take):                                    # constants of the next tile
             m.d.sync += [cr1.eq(self.k.cr[l]), s1r1.eq(self.k.s1r[l]), zsh1.eq(self.k.zsh[l])]
         with m.If(ctl[0][0] & ctl[0][1]):                   # its first element enters stage 1
             m.d.sync += [s1r2.eq(s1r1), zsh2.eq(zsh1)]
@@ -292,8 +319,8 @@ class LnOut(wiring.Component):
         z3 = Signal(signed(Z_BITS), name=f"z3_{l}")
         a4 = Signal(signed(ACC_BITS + 1), name=f"a4_{l}")
         y5 = Signal(signed(WORD), name=f"y5_{l}")
-        y = requant_sv(m, a4, self.y_shift, WORD, name=f"y{l}")
-        m.d.sync += [p1.eq(self.x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
+        y = requant_sv(m, a4, self.y_shift, WORD, name=f"y{l}", stage=pipe_stage(m, name=f"yp{l}_"))
+        m.d.sync += [p1.eq(x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
                      a4.eq(g3 * z3 + b3), y5.eq(y)]
         return y5
 

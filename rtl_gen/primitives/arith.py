@@ -223,13 +223,23 @@ def add_shifted(m, a, sa, b, sb, so, bits: int = WORD, name: str = "as") -> Valu
 
 
 def bit_length(m, v, name: str = "bitlen") -> Value:
-    """Bit length of an unsigned value (0 for 0; golden.arith.bit_length): a priority encoder,
-    returned as a comb Signal."""
+    """Bit length of an unsigned value (0 for 0; golden.arith.bit_length), returned as a comb
+    Signal: the index of the highest set bit as a balanced tree of halves (log depth; a priority
+    chain of If would be len(v) muxes deep), plus one."""
     v = Value.cast(v)
+
+    def highest(bits):
+        """(any bit set, index of the highest set bit) of `bits`."""
+        if len(bits) == 1:
+            return bits[0], Const(0, 1)
+        half = 1 << (len(bits) - 1).bit_length() - 1          # the low part: a power of two
+        lo_any, lo_at = highest(bits[:half])
+        hi_any, hi_at = highest(bits[half:])
+        return lo_any | hi_any, Mux(hi_any, half | hi_at, lo_at)
+
     out = Signal(range(len(v) + 1), name=name)
-    for i in range(len(v)):
-        with m.If(v[i]):
-            m.d.comb += out.eq(i + 1)
+    found, at = highest(v)
+    m.d.comb += out.eq(Mux(found, at + 1, 0))
     return out
 
 

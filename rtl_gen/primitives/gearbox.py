@@ -23,7 +23,7 @@ class Gearbox(wiring.Component):
             m.d.comb += [o.valid.eq(i.valid), o.payload.eq(i.payload), i.ready.eq(o.ready), self.empty.eq(1)]
         elif self.out_bits < self.in_bits:
             k = self.in_bits // self.out_bits
-            held, j = Signal(), Signal(range(k))
+            held, j = Signal(), Signal(range(k), attrs={"max_fanout": 16})     # selects every output bit
             beat = Signal(self.in_bits)
             last = j == k - 1
             take_o = o.valid & o.ready

@@ -37,8 +37,8 @@ def passes(top: int, bits: int) -> int:
 
 
 class CapSearch(wiring.Component):
-    """start (pulse) with ns, cap, top (bit length of the largest score, < 2^top) stable until
-    done; reads scores of tokens 1..ns, writes the final keep bit of each."""
+    """start (pulse) with ns, cap stable until done, top (bit length of the largest score, < 2^top)
+    from the cycle after start; reads scores of tokens 1..ns, writes the final keep bit of each."""
 
     def __init__(self, hw: HardwareConfig, score_bits: int, bits: int = 3):
         if not 1 <= bits <= 6:
@@ -67,9 +67,16 @@ class CapSearch(wiring.Component):
 
         # counting (passes) or deciding (final pass) on the score read in the previous cycle
         m.d.comb += [self.wr.token.eq(score_token), self.rd.token.eq(token)]
+        # registered one cycle behind prefix / pos / above / counts, which a pass does not change
+        # (the first score of a pass arrives two cycles after PICK; TALLY waits for `reaches`)
+        candidates = [Signal(value_bits, name=f"candidate{j}") for j in range(1, n_cand + 1)]
+        reaches = [Signal(name=f"reaches{j}") for j in range(1, n_cand + 1)]
+        m.d.sync += [x.eq(prefix | (Const(j, b) << pos)) for j, x in enumerate(candidates, 1)]
+        m.d.sync += [r.eq(c >= self.cap) for r, c in zip(reaches, counts)]
+        m.d.sync += ties_kept.eq(self.cap - above)
         with m.If(score_arrives & ~final):
-            for j, c in enumerate(counts, 1):
-                with m.If(score >= (prefix | (Const(j, b) << pos))):
+            for c, candidate in zip(counts, candidates):
+                with m.If(score >= candidate):
                     m.d.sync += c.eq(c + 1)
         with m.If(score_arrives & final):
             tie = score == prefix
@@ -81,17 +88,19 @@ class CapSearch(wiring.Component):
         m.d.comb += [self.rd.en.eq(read)]
         m.d.sync += [score_arrives.eq(read), score_token.eq(token)]
         chosen = Signal(range(n_cand + 1))            # candidates whose count still reaches cap
-        m.d.comb += chosen.eq(sum((c >= self.cap) for c in counts))
+        m.d.comb += chosen.eq(sum(reaches))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [prefix.eq(0), above.eq(0), token.eq(1), ties_seen.eq(0)] + [c.eq(0) for c in counts]
-                    with m.Switch(self.top):                # first position: (ceil(top / b) - 1) b
-                        for t in range(1, self.score_bits + 1):
-                            with m.Case(t):
-                                m.d.sync += pos.eq((passes(t, b) - 1) * b)
-                    m.d.sync += final.eq(self.top == 0)
-                    m.next = "PASS"
+                    m.next = "FIRST"
+            with m.State("FIRST"):                          # `top` may come from a register
+                with m.Switch(self.top):                    # first position: (ceil(top / b) - 1) b
+                    for t in range(1, self.score_bits + 1):
+                        with m.Case(t):
+                            m.d.sync += pos.eq((passes(t, b) - 1) * b)
+                m.d.sync += final.eq(self.top == 0)
+                m.next = "PASS"
             with m.State("PASS"):
                 m.d.comb += read.eq(1)
                 m.d.sync += token.eq(token + 1)
@@ -102,7 +111,9 @@ class CapSearch(wiring.Component):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    m.next = "PICK"
+                    m.next = "TALLY"
+            with m.State("TALLY"):                      # the last count lands, then `reaches`
+                m.next = "PICK"
             with m.State("PICK"):
                 m.d.sync += [prefix.eq(prefix | (chosen << pos)), token.eq(1)] + [c.eq(0) for c in counts]
                 for j in range(n_cand):
@@ -113,5 +124,4 @@ class CapSearch(wiring.Component):
                 with m.Else():
                     m.d.sync += pos.eq(pos - b)
                 m.next = "PASS"
-        m.d.comb += ties_kept.eq(self.cap - above)
         return m

@@ -35,7 +35,7 @@ from ..buffers import ports
 from ..buffers.scores import score_read
 from ..control.decode import desc_view
 from ..primitives.arith import bit_length
-from ..primitives.pwl import LATENCY as PWL_LATENCY, PwlEval, geometry_layout, geometry_of, table_read
+from ..primitives.pwl import DEEP_LATENCY as PWL_LATENCY, PwlEval, geometry_layout, geometry_of, table_read
 from ..primitives.ram import Ram
 from .capsearch import CapSearch
 from .keepprob import DEN_BITS, NUM_BITS, KeepProb
@@ -44,6 +44,7 @@ from .topk import TopK
 
 SCORE_BITS = 38          # |sum_h w_h d_h| < 31 x 2^15 x 2^16 < 2^36
 W_SUM_BITS = 21          # sum_h w_h
+SUM_STAGE = 2 + PWL_LATENCY   # the lane datapath's stage that adds into the per-lane sums
 
 
 def record_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -141,39 +142,42 @@ class Scorer(wiring.Component):
         with m.If(group.take):
             m.d.sync += [lane.z0.eq(group.z0), lane.z1.eq(group.z1), lane.w.eq(group.w), lane.busy.eq(1),
                          lane.index.eq(0), lane.tile.eq(group.tile), lane.head.eq(group.head), group.full.eq(0)]
-        with m.Elif(lane.busy):
+        with m.Else():      # the words shift also when idle (nothing reads them): one select per bit
             m.d.sync += [x.eq(x.as_value() >> 16) for x in (lane.z0, lane.z1, lane.w)]
+        with m.If(~group.take & lane.busy):
             m.d.sync += lane.index.eq(lane.index + 1)
             with m.If(lane.index == R - 1):
                 m.d.sync += lane.busy.eq(0)
         return lane
 
     def _score_lanes(self, m, lane):
-        """The lane datapath, one lane a cycle: stage 0 d = z0 - z1 into the PWL, 1 w d, 4 w d_sig(d)
-        (PWL latency 3); the lane's sums are read in stage 3 and written back in 4, the record of
-        the last head leaves in 5. `in_stage[k]`: the lane (tile, head) in stage k. Returns busy."""
+        """The lane datapath, one lane a cycle: stage 1 d = z0 - z1, into the (deep) PWL; 2 w d;
+        SUM = 2 + PWL latency: w d_sig(d); the lane's sums are read in stage SUM - 1 and written
+        back in SUM, the record of the last head leaves in SUM + 1. One adder, compare or
+        product per stage (docs/rtl.md, Timing budget). `in_stage[k]`: the lane (tile, head) in
+        stage k. Returns busy."""
         hw, R = self.hw, self.hw.mac_rows
-        m.submodules.pwl = pwl = PwlEval(hw, 17)
+        m.submodules.pwl = pwl = PwlEval(hw, 17, deep=True)
         wiring.connect(m, wiring.flipped(self.table), pwl.table)
         m.d.comb += pwl.geo.eq(self.geo)
         d = Signal(signed(17))
-        m.d.comb += [d.eq(lane.z0[0] - lane.z1[0]), pwl.x.eq(d)]
+        m.d.sync += d.eq(lane.z0[0] - lane.z1[0])
+        m.d.comb += pwl.x.eq(d)
         stage = data.StructLayout({"valid": 1, "lane": range(R), "tile": range(hw.tiles), "head": 5})
-        in_stage = [Signal(stage, name=f"in_stage{k}") for k in range(5)]
+        in_stage = [Signal(stage, name=f"in_stage{k}") for k in range(SUM_STAGE + 1)]
         m.d.comb += [in_stage[0].valid.eq(lane.busy), in_stage[0].lane.eq(lane.index),
                      in_stage[0].tile.eq(lane.tile), in_stage[0].head.eq(lane.head)]
-        for k in range(1, 5):
+        for k in range(1, SUM_STAGE + 1):
             m.d.sync += in_stage[k].eq(in_stage[k - 1])
-        w = [Signal(signed(16), name=f"w_stage{k}") for k in range(5)]
-        wd = [Signal(signed(33), name=f"wd_stage{k}") for k in range(5)]
+        w = [Signal(signed(16), name=f"w_stage{k}") for k in range(SUM_STAGE + 1)]
+        wd = [Signal(signed(33), name=f"wd_stage{k}") for k in range(SUM_STAGE + 1)]
         m.d.comb += w[0].eq(lane.w[0])
-        m.d.sync += [w[1].eq(w[0]), wd[1].eq(w[0] * d)]
-        for k in range(2, 5):
+        m.d.sync += [w[1].eq(w[0]), w[2].eq(w[1]), wd[2].eq(w[1] * d)]
+        for k in range(3, SUM_STAGE + 1):
             m.d.sync += [w[k].eq(w[k - 1]), wd[k].eq(wd[k - 1])]
-        assert PWL_LATENCY == 3
         w_dsig = Signal(signed(32))
-        m.d.sync += w_dsig.eq(w[3] * pwl.y)
-        self._accumulate(m, in_stage[3], in_stage[4], wd[4], w_dsig, w[4])
+        m.d.sync += w_dsig.eq(w[SUM_STAGE - 1] * pwl.y)
+        self._accumulate(m, in_stage[SUM_STAGE - 1], in_stage[SUM_STAGE], wd[SUM_STAGE], w_dsig, w[SUM_STAGE])
         return Cat(s.valid for s in in_stage[1:]).any() | self.rec.valid
 
     def _accumulate(self, m, reading, writing, wd, w_dsig, w):
@@ -211,8 +215,10 @@ class Decide(wiring.Component):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
         desc = desc_view("DECIDE", self.desc)
+        # registered (rows and desc are stable from before start; ns is first used the cycle
+        # after): no path from the controller's rows through the reader into the buffers
         ns = Signal(range(hw.n_max + 1))
-        m.d.comb += ns.eq(self.rows - 1 - desc.n_pkg)
+        m.d.sync += ns.eq(self.rows - 1 - desc.n_pkg)
 
         m.submodules.state = state = SelState(hw)
         for name in ("mask", "m", "order"):
@@ -241,8 +247,9 @@ class Decide(wiring.Component):
                                                      cap_search, topk.write_keep)
         feed = self._keep_probabilities(m, ns, num_den_ram, keep_prob, state.write_m)
         cap_binds = Signal()                   # more than cap tokens kept: the cap search decides
-        m.d.comb += [cap_search.ns.eq(ns), cap_search.cap.eq(desc.cap),
-                     cap_search.top.eq(bit_length(m, Mux(max_score < 0, 0, max_score)[:SCORE_BITS - 1])),
+        top = Signal.like(cap_search.top)      # registered: final from the cycle after the last record
+        m.d.sync += top.eq(bit_length(m, max_score[:SCORE_BITS - 1]))      # max_score >= 0: it starts at 0
+        m.d.comb += [cap_search.ns.eq(ns), cap_search.cap.eq(desc.cap), cap_search.top.eq(top),
                      score_ram.raddr.eq(cap_search.rd.token), score_ram.ren.eq(cap_search.rd.en),
                      cap_search.rd.data.eq(score_ram.rdata)]
         m_done, cap_done = Signal(), Signal()
@@ -250,7 +257,7 @@ class Decide(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [kept_by_sign.eq(0), max_score.eq(-1 << (SCORE_BITS - 1)),
+                    m.d.sync += [kept_by_sign.eq(0), max_score.eq(0),
                                  self.stage.eq(desc.stage)]
                     with m.If(is_topk):
                         m.d.comb += topk.start.eq(1)

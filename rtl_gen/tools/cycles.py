@@ -5,7 +5,7 @@ them (tests/sim/test_accel.py test_cycle_model_matches_rtl compares it with whol
     p = program_cycles(img, tr)            # per operation: start, end, cycles, MACs, bound
     p.total, p.latency_ms, p.board_efficiency
 
-The controller runs one operation at a time (2 cycles between operations). The stream loader
+The controller runs one operation at a time (5 cycles between operations). The stream loader
 walks ahead: weights go into the two-slot ring as soon as a slot is empty; tables, LayerNorm
 parameters and LOAD data wait until their operation runs. The DDR delivers one merged stream beat
 (axi_ports x axi_bits) per cycle, or `ddr_bytes_per_cycle` when that is lower (the board:
@@ -39,16 +39,19 @@ from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
+from ..selector.decide import SUM_STAGE
 from ..selector.package import default_lanes
 
-GAP = 2              # READ, LATCH of the next descriptor
+GAP = 5              # done registered; READ, LATCH, RULES, CODE of the next descriptor (rtl_gen/control/controller.py)
 # the last column on the MAC array's output -> done (drain, epilogue, done check)
 EPI = DRAIN_STAGES + EPI_LATENCY + 1
 ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
 # a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
 SCORE = DRAIN_STAGES + EPI_LATENCY + 2
 LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
-ITEM = 2             # stream loader: start and end of an item
+ITEM = 4             # stream loader: start, CHECK, COMMIT and end of an item
+SEEN = 3             # stream loader: compute's start pulse -> the loader takes an item that waited for it
+LOAD_WORDS = 3       # stream loader: a LOAD's size (last row, tiles, tiles x channels) before its CHECK
 
 
 @dataclass
@@ -245,7 +248,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
     R, W = hw.mac_rows, hw.axi_bits
     n_desc = img.manifest["descriptors"]
     beat = W // 8
-    fetch = 24 + (isa.HEADER_BYTES // beat) + n_desc * (isa.DESC_BYTES // beat) + 90
+    fetch = 26 + (isa.HEADER_BYTES // beat) + n_desc * (isa.DESC_BYTES // beat) + 90
     ld = Loader(hw, ddr_bytes_per_cycle)
     ld.t = fetch
     t = fetch
@@ -263,7 +266,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
         if name == "MATMUL":
             k, m = d["k"], d["m"]
             if d["act"] == isa.ACT_LOAD:
-                ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2)
+                ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + SEEN)
             end, waited = _matmul(hw, rows, k, m, s, ld)
             bound = "DDR (weights)" if waited > (end - s) / 2 else "compute"
             wait_weights += waited
@@ -273,12 +276,12 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             macs = 2 * rows * rows * d["heads"] * d["head_dim"]
             bound = "softmax" if waits > (end - s) / 4 else "compute"
         elif name == "LAYERNORM":
-            ld.item(gstream.ln_bytes(d["d"], hw), d["d"], s + 2)
+            ld.item(gstream.ln_bytes(d["d"], hw), d["d"], s + SEEN)
             end = s + ln_cycles(d["d"], rows, hw)
             bound = "LayerNorm unit"
         elif name == "LOAD":
             words = len(gstream.tile_range(d["r0"], rows, hw)) * d["w"]
-            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, s + 2) + 3
+            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, s + SEEN + LOAD_WORDS) + 3
             bound = "DDR"
         elif name == "STORE":
             n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
@@ -292,7 +295,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
         elif name == "DECIDE":
             s0 = s
             if d["act"] == isa.ACT_LOAD:
-                s0 = ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + 2) + 2
+                s0 = ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + SEEN) + 2
             end = s0 + (topk_cycles(rows, hw) if d["mode"] == isa.DECIDE_TOPK else
                         decide_cycles(rows, d["heads"], d["n_pkg"], hw, st.scores, bool(d["cap_en"]), d["cap"]))
             bound = "selector units"
@@ -344,18 +347,19 @@ def cap_passes(scores, cap: int, bits: int) -> int:
 def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores, cap_en: bool = False,
                   cap: int = 0, recips: int = 4, cap_bits: int = 3) -> int:
     """SCORE: groups (tile, head) of max(R, 4) cycles after a 6-cycle start, the last lane's
-    record 5 cycles later; M: the reciprocal pool (k + 5 from the last accept to done); CAP in
-    parallel with M when it binds: passes of ns + 2 cycles and a final pass of ns."""
+    record SUM_STAGE + 1 cycles later (the lane datapath's depth); M: the reciprocal pool (k + 5
+    from the last accept to done); CAP in parallel with M when it binds: a cycle for the first
+    position, passes of ns + 3 cycles and a final pass of ns."""
     R = hw.mac_rows
     ns = rows - 1 - n_pkg
     groups = (ns // R + 1) * heads
-    last_lane = 5 + (groups - 1) * max(R, 4) + R
+    last_lane = 5 + (groups - 1) * max(R, 4) + R + SUM_STAGE - 4
     if ns == 0:                 # no candidates (the stage before kept none): SCORE only
         return last_lane + 7
     m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5
     scores = np.asarray(scores)
     if cap_en and int((scores >= 0).sum()) > cap:
-        return max(m_done, last_lane + 8 + cap_passes(scores, cap, cap_bits) * (ns + 2) + ns)
+        return max(m_done, last_lane + 9 + cap_passes(scores, cap, cap_bits) * (ns + 3) + ns)
     return m_done
 
 

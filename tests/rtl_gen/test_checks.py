@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
+import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
@@ -68,11 +69,13 @@ def _cases(n=2000, seed=0):
     return out
 
 
-def test_rtl_checks_equal_interpreter(measured):
+@pytest.mark.parametrize("registered", [False, True])
+def test_rtl_checks_equal_interpreter(registered, measured):
+    """Comb, and with every rule registered (the controller's: the code a cycle later)."""
     m = Module()
     raw = Signal(isa.DESC_BITS)
     st = SimpleNamespace(**{k: Signal(range(8192), name=k) for k in STATE})
-    code = check_code(m, HW, raw, st)
+    code = check_code(m, HW, raw, st, registered=registered)
     cases = _cases()
     seen = set()
     bad = []
@@ -82,12 +85,16 @@ def test_rtl_checks_equal_interpreter(measured):
             ctx.set(raw, int.from_bytes(r, "little"))
             for k, v in s.items():
                 ctx.set(getattr(st, k), v)
+            if registered:
+                await ctx.tick()
             got = ctx.get(code)
             seen.add(want)
             if got != want:
                 bad.append((isa.decode(r), s, got, want))
 
     sim = Simulator(m)
+    if registered:
+        sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     assert not bad, f"{len(bad)} of {len(cases)} differ; first: {bad[:3]}"
@@ -96,7 +103,8 @@ def test_rtl_checks_equal_interpreter(measured):
                if want == isa.ERROR_CODES["BAD_OPCODE"] and r[0] & 31 in isa.OP_BY_CODE]
     assert set(RTL_SUPPORT) <= set(isa.OPS) and "COPY" in refused and "ATTENTION" in refused, \
         "operations and modes the RTL lacks reach the controller (and get BAD_OPCODE)"
-    measured(f"controller checks == interpreter checks on {len(cases)} random descriptors "
+    measured(f"controller checks{' (registered rules)' if registered else ''} == interpreter checks on "
+             f"{len(cases)} random descriptors "
              f"(codes seen: {sorted(isa.ERRORS[c][0] for c in seen)}; {len(refused)} of operations or modes the RTL "
              f"lacks: BAD_OPCODE)")
 
@@ -120,12 +128,14 @@ def _headers(n=600, seed=1):
     return out
 
 
-def test_rtl_header_checks_equal_interpreter(measured):
+@pytest.mark.parametrize("registered", [False, True])
+def test_rtl_header_checks_equal_interpreter(registered, measured):
     """The controller's header check (golden.isa.HEADER_CHECKS built into logic) gives the
-    interpreter's code on headers breaking 0..3 rules at once, so the order of rules matters."""
+    interpreter's code on headers breaking 0..3 rules at once, so the order of rules matters;
+    comb and with the rules registered."""
     m = Module()
     header = Signal(header_layout())
-    code = header_code(m, HW, header)
+    code = header_code(m, HW, header, registered=registered)
     cases = [(h, isa.header_failure(h, HW)) for h in _headers()]
     cases = [(h, 0 if bad is None else isa.ERROR_CODES[bad[0]]) for h, bad in cases]
     seen, bad = set(), []
@@ -133,12 +143,16 @@ def test_rtl_header_checks_equal_interpreter(measured):
     async def bench(ctx):
         for h, want in cases:
             ctx.set(header.as_value(), int.from_bytes(isa.encode_header(**h)[:32], "little"))
+            if registered:
+                await ctx.tick()
             got = ctx.get(code)
             seen.add(want)
             if got != want:
                 bad.append((h, got, want))
 
     sim = Simulator(m)
+    if registered:
+        sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     assert not bad, f"{len(bad)} of {len(cases)} differ; first: {bad[:3]}"

@@ -15,13 +15,13 @@ from golden.hw import SMALL_HW, HardwareConfig
 from golden.isa import B0, B1, B2, B3
 from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, layernorm, ln_eps_const
 from rtl_gen.norm.isqrt_norm import NormIsqrt
-from rtl_gen.norm.layernorm import Widths, ln_cycles, post_cycles
+from rtl_gen.norm.layernorm import OUT_LAT, Widths, ln_cycles, post_cycles
 from rtl_gen.primitives.recip import Reciprocal
 from sim.ln_bench import LnOp, run_ln
 from sim.runner import run_stream
 
 # d_max = 160 lets one small build cover both regimes: d below the per-tile chain's latency
-# (post_cycles = 142: the chain paces) and above it (one tile per d cycles)
+# (post_cycles = 144: the chain paces) and above it (one tile per d cycles)
 HW = HardwareConfig(name="t", mac_rows=4, mac_cols=8, n_max=40, d_max=160, hidden_max=160, axi_ports=1)
 EPS_MAX = (1 << 56) - 1
 BETA_MAX = (1 << 47) - 1
@@ -111,8 +111,8 @@ def test_ln_cycles_model():
     for (d, rows), c, mdl in zip(shapes, cycles, model):
         assert abs(c - mdl) <= 0.01 * c, f"d={d} rows={rows}: RTL {c} cycles, ln_cycles {mdl}"
     assert 64 < post_cycles(HW) < 160
-    # d > post_cycles: tiles follow each other every d cycles, T d + d + post_cycles + 9 in all
-    assert cycles[6] == 10 * 160 + 160 + post_cycles(HW) + 9
+    # d > post_cycles: tiles follow each other every d cycles, T d + d + post_cycles + OUT_LAT + 3 in all
+    assert cycles[6] == 10 * 160 + 160 + post_cycles(HW) + OUT_LAT + 3
 
 
 @pytest.mark.skipif(not settings.SLOW, reason="SPVIT_SLOW=1: the small preset (R = 16, d_max = 384)")
