@@ -124,8 +124,8 @@ def test_missing_grid_file_and_bad_keep(tmp_path, capsys):
     assert main(["sweep", "--config", "deit-tiny", "--grid", str(grid), "--keep", "0.7", "--out",
                  str(tmp_path / "o")]) == 2
     assert "has no token selectors" in capsys.readouterr().err
-    assert main(["sweep", "--config", "evit-deit-small", "--grid", str(grid), "--out", str(tmp_path / "o")]) == 2
-    assert "token selection 'evit' (model evit-deit-small) has no hardware yet" in capsys.readouterr().err
+    assert main(["sweep", "--config", "evovit-deit-small", "--grid", str(grid), "--out", str(tmp_path / "o")]) == 2
+    assert "token selection 'evovit' (model evovit-deit-small) has no hardware yet" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -94,7 +94,7 @@ def test_rtl_checks_equal_interpreter(measured):
     assert {0, 4, 5, 6, 7} <= seen, f"cases reach too few codes: {seen}"
     refused = [isa.OP_BY_CODE[r[0] & 31].name for r, _, want in cases
                if want == isa.ERROR_CODES["BAD_OPCODE"] and r[0] & 31 in isa.OP_BY_CODE]
-    assert set(RTL_SUPPORT) <= set(isa.OPS) and "COPY" in refused and "ATTENTION" in refused, \
+    assert set(RTL_SUPPORT) <= set(isa.OPS) and "COPY" in refused and "GMEAN" in refused, \
         "operations and modes the RTL lacks reach the controller (and get BAD_OPCODE)"
     measured(f"controller checks == interpreter checks on {len(cases)} random descriptors "
              f"(codes seen: {sorted(isa.ERRORS[c][0] for c in seen)}; {len(refused)} of operations or modes the RTL "
@@ -150,16 +150,17 @@ def test_rtl_header_checks_equal_interpreter(measured):
 
 def test_cycle_model_times_only_what_the_rtl_runs():
     """rtl_gen/tools/cycles.py refuses a program with operations or modes RTL_SUPPORT excludes
-    (an EViT program) rather than timing them as zero cycles; SPViT's and DynamicViT's are timed."""
+    (an Evo-ViT program) rather than timing them as zero cycles; SPViT's, DynamicViT's and EViT's
+    are timed."""
     import pytest
 
     from golden.arith import quantize
     from rtl_gen.tools.cycles import program_cycles, trace
-    for preset in ("mini", "mini-dynamicvit", "mini-evit"):
+    for preset in ("mini", "mini-dynamicvit", "mini-evit", "mini-evovit"):
         q, imgs = calibrated_random(preset, 0, 1)
         img = compile_model(q, HW)
         steps = trace(img, quantize(imgs.numpy(), q.img_frac)[0])
-        if preset != "mini-evit":
+        if preset != "mini-evovit":
             assert program_cycles(img, steps).total > 0
         else:
             unsupported = r"descriptor \d+ \(\w+\) uses an operation or mode the RTL does not"

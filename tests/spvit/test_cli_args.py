@@ -61,9 +61,9 @@ def test_out_of_range_at_parse_time(argv, msg, capsys):
     (["info", "--config", "mini", "--keep", "0.5"], "--keep needs 2 rates, one per selector stage (got 1)"),
     (["report", "--config", "mini,zcu"], "unknown hardware 'zcu'"),
     (["report", "--config", "spvit-deit-tiny,mini"], "hardware mini cannot run spvit-deit-tiny"),
-    (["report", "--config", "mini-evit,mini"],
-     "the accelerator runs unpruned, SPViT and DynamicViT models; token selection 'evit' (model mini-evit) has no "
-     "hardware yet"),
+    (["report", "--config", "mini-evovit,mini"],
+     "the accelerator runs unpruned, SPViT, DynamicViT and EViT models; token selection 'evovit' (model mini-evovit) "
+     "has no hardware yet"),
     (["generate", "--hw", "nope.toml", "--out", "never-written"], "hardware file 'nope.toml' does not exist"),
     (["run", "--hw", "mini"], "--package is required"),
 ])
