@@ -17,8 +17,8 @@ CODE_SHAPE = range(max(isa.ERRORS) + 1)
 
 # What this RTL executes of golden.isa.OPS: per operation, None (all of it) or (what it lacks,
 # predicate on the fields that holds when the descriptor avoids it). An operation missing here, or
-# a descriptor the predicate refuses, gets BAD_OPCODE before any other check: the units Evo-ViT
-# needs (issue 18) are not built yet. docs/accelerator.md lists this table.
+# a descriptor the predicate refuses, gets BAD_OPCODE before any other check (no scheme's compiler
+# emits what is left). docs/accelerator.md lists this table.
 RTL_SUPPORT = {
     "LOAD": None, "STORE": None, "END": None,
     "MATMUL": None, "LAYERNORM": None,
@@ -26,8 +26,8 @@ RTL_SUPPORT = {
     "GMEAN": None,
     "DECIDE": None,
     "PACKAGE": None,
-    "COMPACT": ("scores (SB rows moved with the tokens); no_pkg in position order",
-                lambda f: (f.scores == 0) & ((f.order == isa.ORDER_RANK) | (f.no_pkg == 0))),
+    "COMPACT": ("no_pkg in position order", lambda f: (f.order == isa.ORDER_RANK) | (f.no_pkg == 0)),
+    "COPY": None,
 }
 
 
