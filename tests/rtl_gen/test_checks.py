@@ -6,7 +6,6 @@ modes the RTL does not execute yet (rtl_gen.control.checks.RTL_SUPPORT) must giv
 from __future__ import annotations
 
 import dataclasses
-
 import random
 from types import SimpleNamespace
 
