@@ -1,9 +1,12 @@
-"""Modeled latency of SPViT and DynamicViT DeiT-S and DeiT-T on the zcu102 accelerator, next to
+"""Modeled latency of SPViT, DynamicViT, EViT and Evo-ViT DeiT-S and DeiT-T on the zcu102 accelerator, next to
 the unpruned models and the SPViT paper's ZCU102 accelerator (spvit.txt Table 4). The cycle model
 (rtl_gen/tools/cycles.py, checked against whole-model RTL runs by tests/sim/test_accel.py,
 test_cycle_model_matches_rtl) runs the compiled program at keep 0.7 per selector stage (DeiT-S
 tokens 197/139/99/71; DynamicViT keeps int(196 x 0.7^s) after blocks 3, 6, 9 as its paper: tokens
-197/138/97/68; EViT and Evo-ViT are listed once the RTL runs them, golden Scheme.hardware), with
+197/138/97/68; EViT keeps ceil(0.7 x) inside blocks 3, 6, 9 plus its fused token: 197/140/100/72;
+Evo-ViT's slow path is int(196 x 0.5) = 98 tokens from blocks 4 and 8, its paper's setting; the
+top-k schemes keep their presets' counts, --keep sets SPViT's; a scheme is listed when the RTL
+runs it, golden Scheme.hardware), with
 the patch embedding, the selectors, the head and the DDR traffic at the assumed bandwidth (the
 same GB/s at every clock: fewer bytes per cycle at a higher clock).
 

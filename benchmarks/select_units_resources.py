@@ -49,7 +49,7 @@ def cycles(hw) -> list[str]:
     package = cycle_model.package_cycles(n, 0, d, 0, keep, m, hw)
     compact = cycle_model.compact_cycles(n, 0, d, keep, hw)
     topk = cycle_model.topk_cycles(n, hw)
-    gather = cycle_model.gather_cycles(n, {"n_pkg": 0, "rest": 0, "no_pkg": 1, "d": d}, int(0.7 * ns))
+    gather = cycle_model.gather_cycles(n, {"n_pkg": 0, "rest": 0, "no_pkg": 1, "d": d}, int(0.7 * ns), hw)
     out = [f"GMEAN   (N {n}, w {dh // 2}) x {heads} heads: {gmean:7,d} cycles",
            f"DECIDE  (N {n}, {heads} heads):              {decide:7,d} cycles",
            f"DECIDE  with a cap of 60 (binds):         {decide_capped:7,d} cycles",

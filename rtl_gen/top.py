@@ -43,7 +43,7 @@ from .selector.package import Package
 from .selector.store import SelStore
 
 UNITS = {"array": ("MATMUL", "ATTENTION"), "ln": ("LAYERNORM",), "gmean": ("GMEAN",), "decide": ("DECIDE",),
-         "package": ("PACKAGE",), "compact": ("COMPACT",), "load": ("LOAD",), "store": ("STORE",)}
+         "package": ("PACKAGE",), "compact": ("COMPACT", "COPY"), "load": ("LOAD",), "store": ("STORE",)}
 # which unit port drives each buffer-fabric port, per unit (unit name -> its port's name)
 FABRIC = {
     "ra": {"array": "ra", "ln": "ra", "gmean": "rd", "decide": "rd", "package": "rd", "compact": "rd", "store": "ra"},
@@ -146,10 +146,14 @@ class Accelerator(wiring.Component):
         connect(m, u["compact"].pkg, u["package"].pkg)
         connect(m, u["compact"].order, dc.order)
         m.d.comb += u["compact"].kept.eq(dc.info.kept)
-        # the score buffer: MATMUL into SB writes it, DECIDE's top-k reads it
-        connect(m, u["array"].sw, self._scores.wr)
-        connect(m, dc.sb, self._scores.rd)
-        m.d.comb += [dc.consume.eq(u["compact"].done), ctl.units.kept_count.eq(dc.kept)]
+        # the score buffer: MATMUL into SB and ATTENTION's score capture write it, COMPACT permutes
+        # it (`scores`); the capture (read-modify-write), DECIDE's top-k and PACKAGE's score weights read it
+        sb = self._scores
+        route(m, sb.wr, [(active["compact"], u["compact"].sw), (1, u["array"].sw)], sb.wr.signature.flip())
+        route(m, sb.rd, [(active["array"], u["array"].sr), (active["package"], u["package"].sb),
+                         (active["compact"], u["compact"].sr), (1, dc.sb)], sb.rd.signature.flip())
+        compacting = common_view(ctl.units.desc).op == Opcode.COMPACT          # COPY keeps the decision
+        m.d.comb += [dc.consume.eq(u["compact"].done & compacting), ctl.units.kept_count.eq(dc.kept)]
         # STORE -> DMA writer; a STORE of the selection takes its bytes from the selection store
         st = u["store"]
         connect(m, st.wr_cmd, dma.wr_cmd)

@@ -13,6 +13,7 @@ from rtl_gen.array.unit import ArrayUnit
 from rtl_gen.buffers import ports
 from rtl_gen.buffers.act_table import ENTRY, PwlTable
 from rtl_gen.buffers.ports import lanes
+from rtl_gen.buffers.scores import score_read, score_write
 from rtl_gen.buffers.weight_ring import WeightRing
 
 
@@ -32,6 +33,7 @@ class ArrayDut(wiring.Component):
             "ra": Out(ports.tok_read(hw)), "rb": Out(ports.tok_read(hw)), "w": Out(ports.tok_write(hw)),
             "kr": Out(ports.key_read(hw)), "kw": Out(ports.key_write(hw)),
             "vr": Out(ports.val_read(hw)), "vw": Out(ports.val_write(hw)),
+            "sr": Out(score_read(hw)), "sw": Out(score_write(hw)),
             "i_w": In(stream.Signature(wfill_layout(hw))), "i_t": In(stream.Signature(tfill_layout(hw))),
         })
 
@@ -44,7 +46,7 @@ class ArrayDut(wiring.Component):
         for p in ("start", "desc", "rows"):
             m.d.comb += getattr(au, p).eq(getattr(self, p))
         m.d.comb += self.done.eq(au.done)
-        for p in ("ra", "rb", "w", "kr", "kw", "vr", "vw"):
+        for p in ("ra", "rb", "w", "kr", "kw", "vr", "vw", "sr", "sw"):
             connect(m, getattr(au, p), wiring.flipped(getattr(self, p)))
         connect(m, au.wi, ring.issue)
         connect(m, au.wd, ring.drain)

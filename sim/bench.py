@@ -2,10 +2,13 @@
 command stream that writes and reads buffer words and starts the operation, so that
 sim.runner.run_stream can drive everything with random stalls.
 
-    i_cmd  {kind: 0 write | 1 read | 2 start, buf (0-3 token buffers, 4 KB, 5 VB), tile, ch,
+    i_cmd  {kind: 0 write | 1 read | 2 start, buf (0-3 token buffers, 4 KB, 5 VB, 6 SB), tile, ch,
             token, grp, data (mac_cols lanes), en (lanes)}; start uses the static `desc`/`rows`
             inputs and blocks later commands until the unit's `done`
     o_rd   one beat per read command: {data: mac_cols lanes} (token words in lanes 0..R-1)
+
+The score buffer SB (a unit with `sr` / `sw` ports) is reached in 16-bit slices: channel k of an
+SB tile is bits 16 k .. 16 k + 15 of each lane's score; a write of the last slice writes the lanes.
 
 `state_commands` / `read_commands` turn the interpreter's logical buffers into commands and
 `parse_reads` turns read beats back into arrays, so a test can load the exact state the
@@ -14,16 +17,18 @@ interpreter had before an operation and compare every word afterwards.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
-from golden.isa import DESC_BITS, KB, TOKEN_BUFFERS, VB
+from golden.isa import DESC_BITS, KB, SB, SCORE_BITS, TOKEN_BUFFERS, VB
 from rtl_gen.buffers.fabric import Buffers
 from rtl_gen.buffers.ports import lanes
+from rtl_gen.buffers.scores import ScoreBuffer
 
 WRITE, READ, START = range(3)
+SB_SLICES = SCORE_BITS // 16
 
 
 def cmd_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -86,13 +91,34 @@ class UnitBench(wiring.Component):
                          buf.vr.token.eq(c.token), buf.vr.grp.eq(c.grp), buf.vr.en.eq(rd & (c.buf == VB))]
         with m.If(rd):
             m.d.sync += [pending.eq(1), pend_buf.eq(c.buf)]
+        read_sb = self._scores(m, running, host, wr, rd) if hasattr(u, "sr") else 0
         with m.If(pending):
-            read_data = Mux(pend_buf == KB, buf.kr.data.as_value(),
-                            Mux(pend_buf == VB, buf.vr.data.as_value(), buf.ra.data.as_value()))
+            read_data = Mux(pend_buf == SB, read_sb, Mux(pend_buf == KB, buf.kr.data.as_value(),
+                            Mux(pend_buf == VB, buf.vr.data.as_value(), buf.ra.data.as_value())))
             m.d.sync += [pending.eq(0), self.o_rd.valid.eq(1), self.o_rd.payload.data.eq(read_data)]
         with m.Elif(self.o_rd.ready):
             m.d.sync += self.o_rd.valid.eq(0)
         return m
+
+    def _scores(self, m, running, host, wr, rd):
+        """The score buffer behind the unit's sr / sw ports; host access in 16-bit slices.
+        Returns the read beat's data (the read slice of each lane)."""
+        u, R, c = self.unit, self.hw.mac_rows, self.i_cmd.payload
+        m.submodules.scores = sb = ScoreBuffer(self.hw)
+        with m.If(running):
+            connect_lite(m, u.sr, sb.rd)
+            connect_lite(m, u.sw, sb.wr)
+        held = [Signal(16 * (SB_SLICES - 1), name=f"sb_held{r}") for r in range(R)]   # lower slices of a write
+        pend_ch = Signal(range(SB_SLICES))
+        with m.If(host):
+            m.d.comb += [sb.rd.tile.eq(c.tile), sb.rd.en.eq(rd & (c.buf == SB)), sb.wr.tile.eq(c.tile),
+                         sb.wr.data.eq(Cat(Cat(h, c.data[r]) for r, h in enumerate(held))),
+                         sb.wr.en.eq(Mux(wr & (c.buf == SB) & (c.ch == SB_SLICES - 1), c.en[:R], 0))]
+            with m.If(wr & (c.buf == SB) & (c.ch < SB_SLICES - 1)):
+                m.d.sync += [h.word_select(c.ch[:2], 16).eq(c.data[r]) for r, h in enumerate(held)]
+            with m.If(rd):
+                m.d.sync += pend_ch.eq(c.ch)
+        return Cat(Value.cast(sb.rd.data[r]).word_select(pend_ch, 16) for r in range(R))
 
 
 def _pass(m, top, port):
@@ -140,6 +166,11 @@ def state_commands(hw: HardwareConfig, bufs: dict, which=(0, 1, 2, 3, KB, VB), r
             for u in range(-(-tiles * R // C) if rows is not None else hw.key_tiles):
                 for c in range(x.shape[1]):
                     out.append(_cmd(hw, WRITE, b, u, c, data=x[u * C:(u + 1) * C, c], en=(1 << C) - 1))
+        elif b == SB:
+            for t in range(tiles):
+                for k in range(SB_SLICES):
+                    words = (x[t * R:(t + 1) * R, 0] >> (16 * k)) & 0xFFFF
+                    out.append(_cmd(hw, WRITE, b, t, k, data=(words ^ 0x8000) - 0x8000, en=(1 << R) - 1))
     return out
 
 
@@ -151,6 +182,8 @@ def read_commands(hw: HardwareConfig, b: int, rows: int, c0: int, w: int) -> lis
         return [_cmd(hw, READ, b, t, c) for t in range(-(-rows // R)) for c in range(c0, c0 + w)]
     if b == KB:
         return [_cmd(hw, READ, b, u, c) for u in range(-(-rows // C)) for c in range(c0, c0 + w)]
+    if b == SB:
+        return [_cmd(hw, READ, b, t, k) for t in range(-(-rows // R)) for k in range(SB_SLICES)]
     return [_cmd(hw, READ, b, token=n, grp=g) for n in range(rows) for g in range(c0 // C, -(-(c0 + w) // C))]
 
 
@@ -170,6 +203,12 @@ def parse_reads(hw: HardwareConfig, beats: list, b: int, rows: int, c0: int, w: 
                 v = next(it)["data"]
                 n = min(C, rows - u * C)
                 out[u * C:u * C + n, c] = v[:n]
+    elif b == SB:                                   # one 48-bit score per row, in 16-bit slices
+        for t in range(-(-rows // R)):
+            n = min(R, rows - t * R)
+            score = sum((np.array(next(it)["data"][:n], dtype=np.int64) & 0xFFFF) << (16 * k)
+                        for k in range(SB_SLICES))
+            out[t * R:t * R + n, 0] = (score ^ (1 << (SCORE_BITS - 1))) - (1 << (SCORE_BITS - 1))
     else:
         g0 = c0 // C
         for n in range(rows):

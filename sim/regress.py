@@ -69,8 +69,12 @@ class Case:
     def describe(self) -> str:
         m = self.model
         at = ','.join(map(str, m.selector_blocks))
-        if m.selector == "dynamicvit":
-            sel = f"dynamicvit @{at} rate {','.join(f'{r:g}' for r in m.keep_rate)}"
+        if m.selector in OTHER_SCHEMES:
+            sel = f"{m.selector} @{at} rate {','.join(f'{r:g}' for r in m.keep_rate)}"
+            if m.selector == "evit":
+                sel += f" fuse {int(m.scheme.fuse(m))}"
+            elif m.selector == "evovit":
+                sel += f" momentum {m.scheme.momentum(m):g}"
         else:
             sel = (f"sel {m.package_mode} @{at}"
                    + (f" cap {','.join(map(str, m.keep_cap))}" if m.keep_cap else "")) if m.stages else "no sel"
@@ -140,16 +144,30 @@ def draw_model(rng: np.random.Generator, hw: HardwareConfig, i: int) -> ModelCon
     return m
 
 
+OTHER_SCHEMES = ("dynamicvit", "evit", "evovit")
+
+
 def other_scheme(m: ModelConfig, hw: HardwareConfig, rng: np.random.Generator) -> ModelConfig:
-    """A third of the models with selectors become DynamicViT models (the other schemes the RTL
-    runs, golden Scheme.hardware) at the same positions, with keep rates down to a single kept
-    token and up to 1 (k = N - 1: the top-k prunes nothing but reorders); the SPViT draw is
-    unchanged otherwise (its own generator)."""
+    """A third of the models with selectors become DynamicViT, EViT or Evo-ViT models (the other
+    schemes the RTL runs, golden Scheme.hardware) at the same positions, with keep rates down to
+    a single kept token and up to 1 (k = N - 1: the top-k prunes nothing but reorders; EViT adds
+    no fused token); EViT with or without its fused token (with two stages a fused token is a
+    candidate of the next); Evo-ViT with momentum 0, 0.5 or 1 and half the time its stages back to
+    back. The SPViT draw is unchanged otherwise (its own generator)."""
     if not m.stages or rng.random() >= 1 / 3:
         return m
     rate = float(rng.choice([1.0, 0.9, 0.7, 0.5, 0.3]))
+    scheme = str(rng.choice(OTHER_SCHEMES))
+    extra, blocks = {}, m.selector_blocks
+    if scheme == "evit":
+        extra = {"fuse_token": bool(rng.random() < 0.8)}
+    elif scheme == "evovit":
+        extra = {"score_momentum": float(rng.choice([0.0, 0.5, 1.0]))}
+        b0 = max(blocks[0], 1)
+        blocks = (b0, b0 + 1) if rng.random() < 0.5 else tuple(sorted({max(b, 1) for b in blocks}))
     try:
-        d = dataclasses.replace(m, selector="dynamicvit", keep_cap=(), package_mode="norm", keep_rate=(rate,))
+        d = dataclasses.replace(m, selector=scheme, keep_cap=(), package_mode="norm", keep_rate=(rate,),
+                                selector_blocks=blocks, **extra)
         d.scheme.check(d)
     except (ConfigError, ValueError):
         return m

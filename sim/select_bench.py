@@ -11,6 +11,7 @@ driven by ONE command stream so that every command runs in order under random st
     READ_M  selection state of token `token` -> o_m {m, keep}
     STORE   the beats of a STORE of the selection -> o_st
     SCORES  score buffer tile `tile` := scores (all lanes)
+    READ_SB score buffer tile `tile`, bits 16 ch .. 16 ch + 15 of each lane -> o_rd
 
 `Session` builds command lists and parses the outputs; the tests compare them with
 golden.interp.Machine operations by ==.
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,7 +31,7 @@ from golden.hw import HardwareConfig
 from rtl_gen.buffers import ports
 from rtl_gen.buffers.fabric import Buffers
 from rtl_gen.buffers.ports import route
-from rtl_gen.buffers.scores import ScoreBuffer
+from rtl_gen.buffers.scores import ScoreBuffer, score_read, score_write
 from rtl_gen.primitives.ram import Ram
 from rtl_gen.selector.compaction import Compaction
 from rtl_gen.selector.decide import Decide
@@ -39,8 +40,10 @@ from rtl_gen.selector.package import Package
 from rtl_gen.selector.state import M_BITS, SelState, m_read, mask_read
 from rtl_gen.selector.store import SelStore, beat_layout, beats as store_beats
 
-WRITE, READ, TABLE, OP, READ_M, STORE, SCORES = range(7)
+WRITE, READ, TABLE, OP, READ_M, STORE, SCORES, READ_SB = range(8)
 UNITS = ("GMEAN", "DECIDE", "PACKAGE", "COMPACT")
+UNIT_OF = {"GMEAN": 0, "DECIDE": 1, "PACKAGE": 2, "COMPACT": 3, "COPY": 3}    # opcode -> the unit that runs it
+SB_SLICES = isa.SCORE_BITS // 16
 
 
 def cmd_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -86,9 +89,14 @@ class SelectBench(wiring.Component):
                                wr=ports.tok_write(hw).create(path=("host_wr",)),
                                mask=mask_read(hw).create(path=("host_mask",)),
                                m=m_read(hw).create(path=("host_m",)),
-                               token=Signal(range(hw.tiles * hw.mac_rows), name="m_token"))   # READ_M's token
+                               token=Signal(range(hw.tiles * hw.mac_rows), name="m_token"),   # READ_M's token
+                               sw=score_write(hw).create(path=("host_sw",)),
+                               sr=score_read(hw).create(path=("host_sr",)),
+                               sb_slice=Signal(range(SB_SLICES), name="sb_slice"))               # READ_SB's slice
         self._connect_units(m, bufs, units, store, table, run, host)
-        wiring.connect(m, decide.sb, scores.rd)
+        route(m, scores.rd, [(run.active[2], package.sb), (run.active[3], compact.sr), (run.active[1], decide.sb),
+                             (1, host.sr)], score_read(hw))
+        route(m, scores.wr, [(run.active[3], compact.sw), (1, host.sw)], score_write(hw))
         wiring.connect(m, compact.order, decide.order)
         m.d.comb += compact.kept.eq(decide.info.kept)
         ev = self._events(m, decide, compact)
@@ -141,8 +149,11 @@ class SelectBench(wiring.Component):
                              host.rd.en.eq(1)]
                 m.next = "RD"
             with m.Case(SCORES):
-                sw = m.submodules.scores.wr
-                m.d.comb += [sw.tile.eq(cmd.tile), sw.data.eq(cmd.scores), sw.en.eq(-1)]
+                m.d.comb += [host.sw.tile.eq(cmd.tile), host.sw.data.eq(cmd.scores), host.sw.en.eq(-1)]
+            with m.Case(READ_SB):
+                m.d.comb += [host.sr.tile.eq(cmd.tile), host.sr.en.eq(1)]
+                m.d.sync += host.sb_slice.eq(cmd.ch)
+                m.next = "RS"
             with m.Case(TABLE):
                 m.d.comb += [table.waddr.eq(cmd.addr), table.wdata.eq(cmd.base.as_unsigned()
                              | (cmd.slope.as_unsigned() << 32)), table.wen.eq(1)]
@@ -154,7 +165,7 @@ class SelectBench(wiring.Component):
             with m.Case(OP):
                 m.d.sync += [run.desc.eq(cmd.desc), run.rows.eq(cmd.rows), ev.cycles.eq(0), ev.kept_stb.eq(0),
                              ev.n_stb.eq(0), ev.op.eq(cmd.desc[:5])]
-                for i, name in enumerate(UNITS):
+                for name, i in UNIT_OF.items():
                     with m.If(cmd.desc[:5] == isa.OPS[name].code):
                         m.d.sync += run.active.eq(1 << i)
                 m.next = "GO"
@@ -169,6 +180,11 @@ class SelectBench(wiring.Component):
         decide = units[1]
         with m.State("RD"):
             m.d.comb += [self.o_rd.valid.eq(1), self.o_rd.payload.eq(bufs.ra.data)]
+            with m.If(self.o_rd.ready):
+                m.next = "IDLE"
+        with m.State("RS"):
+            m.d.comb += [self.o_rd.valid.eq(1), self.o_rd.payload.eq(
+                Cat(Value.cast(host.sr.data[r]).word_select(host.sb_slice, 16) for r in range(R)))]
             with m.If(self.o_rd.ready):
                 m.next = "IDLE"
         with m.State("RM"):
@@ -231,6 +247,13 @@ class Session:
         for t in range(len(scores) // R):
             self._cmd(SCORES, tile=t, scores=[int(v) for v in scores[t * R:(t + 1) * R]])
 
+    def read_scores(self, tiles: int):
+        """Score buffer tiles 0..tiles-1, in 16-bit slices (scores_of parses them)."""
+        for t in range(tiles):
+            for k in range(SB_SLICES):
+                self._cmd(READ_SB, tile=t, ch=k)
+        self.n_rd += tiles * SB_SLICES
+
     def read_region(self, buf: int, tiles: int, c0: int, w: int):
         for t in range(tiles):
             for c in range(w):
@@ -262,6 +285,14 @@ def region(words, tiles: int, w: int, R: int) -> np.ndarray:
     """READ outputs of read_region -> [tiles R, w]."""
     a = np.asarray(words, dtype=np.int64).reshape(tiles, w, R)
     return a.transpose(0, 2, 1).reshape(tiles * R, w)
+
+
+def scores_of(words, tiles: int, R: int) -> np.ndarray:
+    """READ_SB outputs of read_scores -> the scores [tiles R] (signed 48-bit)."""
+    a = np.asarray(words, dtype=np.int64).reshape(tiles, SB_SLICES, R) & 0xFFFF
+    v = sum(a[:, k] << (16 * k) for k in range(SB_SLICES)).reshape(-1)
+    top = 1 << (isa.SCORE_BITS - 1)
+    return (v ^ top) - top
 
 
 def store_bytes(beats, hw: HardwareConfig, nbytes: int) -> bytes:

@@ -19,7 +19,7 @@ from rtl_gen.selector.store import beats
 from rtl_gen.tools import cycles as cycle_model
 
 from .runner import run_stream
-from .select_bench import SelectBench, Session, region, store_bytes
+from .select_bench import SB_SLICES, SelectBench, Session, region, scores_of, store_bytes
 
 
 @dataclass
@@ -97,6 +97,12 @@ class SelectRun:
         self.expect.append(("o_rd", self.hw.tiles * w, f"{label}: {isa.BUFFER_NAMES[buf]} channels {c0}..{c0 + w - 1}",
                             self.mach.buf[buf][:self.rows_all, c0:c0 + w].copy()))
 
+    def check_scores(self, label: str):
+        """Read back every tile of the score buffer SB."""
+        self.s.read_scores(self.hw.tiles)
+        self.expect.append(("o_rd", self.hw.tiles * SB_SLICES, f"{label}: SB", self.mach.buf[isa.SB][:self.rows_all, 0]
+                            .copy()))
+
     def check_selection(self, label: str):
         s = self.mach.last
         self.s.read_m(range(1, 1 + len(s.keep)))
@@ -131,7 +137,9 @@ class SelectRun:
                 if diff:
                     bad.append(f"{label}: RTL != golden {diff}")
                 continue
-            if stream_name == "o_rd":
+            if stream_name == "o_rd" and want.ndim == 1:
+                g, w = scores_of(got, self.hw.tiles, R), want
+            elif stream_name == "o_rd":
                 g, w = region(got, self.hw.tiles, want.shape[1], R), want
             elif stream_name == "o_m":
                 g = np.array([[b["m"], b["keep"]] for b in got], dtype=np.int64).reshape(-1, 2)
@@ -159,7 +167,9 @@ def model_cycles(op: Op, hw: HardwareConfig, recips: int = 4, cap_bits: int = 3,
     if op.name == "DECIDE" and f.get("mode") == isa.DECIDE_TOPK:
         return cycle_model.topk_cycles(rows, hw)
     if op.name == "COMPACT" and f.get("order") == isa.ORDER_RANK:
-        return cycle_model.gather_cycles(rows, {"n_pkg": 0, "rest": 0, "no_pkg": 0, **f}, int(op.sel.keep.sum()))
+        return cycle_model.gather_cycles(rows, {"n_pkg": 0, "rest": 0, "no_pkg": 0, **f}, int(op.sel.keep.sum()), hw)
+    if op.name == "COPY":
+        return cycle_model.gather_cycles(rows, {"i_c0": 0, "o_c0": 0, "shift": 0, **f}, 0, hw)
     if op.name == "DECIDE":
         return cycle_model.decide_cycles(rows, f["heads"], f.get("n_pkg", 0), hw, op.scores, bool(f.get("cap_en")),
                                      f.get("cap", 0), recips, cap_bits)

@@ -1,6 +1,7 @@
 """Softmax unit bench: `SoftmaxBench` carries the unit's `frac` input beside each score beat (the
 unit samples it with an item's first beat), so one run covers items of several formats;
-`run_softmax` runs items (R x n score arrays) through it and golden.kernels.softmax."""
+`run_softmax` runs items (R x n score arrays) through it and golden.kernels.softmax (and lane 0's
+23-bit `cls` output through golden.kernels.cls_attention)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from base import settings
+from golden.compare import assert_exact
 from golden.hw import HardwareConfig
-from golden.kernels import softmax
+from golden.kernels import cls_attention, softmax
 from rtl_gen.array.softmax import SoftmaxUnit, item_layout
 from rtl_gen.buffers import ports
 from rtl_gen.primitives.exp import FRAC_BITS
@@ -36,16 +38,19 @@ class SoftmaxBench(wiring.Component):
 
 def run_softmax(hw: HardwareConfig, items, name: str, stall: float = 0.25, seed: int = 0, sim=None):
     """items: [(scores int [R, n], frac)] -> (RTL probabilities [beats, R], golden [beats, R],
-    RTL last flags, input last flags, SimResult)."""
-    beats, want = [], []
+    RTL last flags, input last flags, SimResult). The `cls` output is checked here, by ==."""
+    beats, want, want_cls = [], [], []
     for s, frac in items:
         n = s.shape[1]
         beats += [{"s": [int(v) for v in s[:, j]], "last": int(j == n - 1), "frac": frac} for j in range(n)]
         want.append(softmax(s, frac).T)
+        want_cls.append(cls_attention(s[0], frac))
     want = np.concatenate(want)
     res = run_stream(SoftmaxBench(hw), name, {"i_s": beats}, {"o_p": len(want)}, stall=stall, seed=seed,
                      sim=sim or settings.SIM_ENGINE, timeout=100 * len(beats) + 10_000)
     if res.consumed is not None:
         assert res.consumed == {"i_s": len(beats)}, f"score beats left: {res.consumed}"
     got = np.array([b["p"] for b in res.outputs["o_p"]])
+    assert_exact(np.array([b["cls"] for b in res.outputs["o_p"]]), np.concatenate(want_cls),
+                 "softmax unit: lane 0's 23-bit CLS probability")
     return got, want, [b["last"] for b in res.outputs["o_p"]], [b["last"] for b in beats], res

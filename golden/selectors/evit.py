@@ -55,7 +55,7 @@ class QEViTSelector:
 class EViT(Scheme):
     name = "evit"
     title = "EViT"
-    hardware = False          # the compiler lowers it; the RTL units it needs are not built yet
+    hardware = True           # the RTL runs it (ATTENTION's score capture, top-k, PACKAGE scores, rank order)
     where = "inside"
     cls_format = True
 

@@ -46,7 +46,7 @@ def blend(old, new, t_q: int):
 class EvoViT(Scheme):
     name = "evovit"
     title = "Evo-ViT"
-    hardware = False          # the compiler lowers it; the RTL units it needs are not built yet
+    hardware = True           # the RTL runs it (momentum capture, COMPACT scores and rest, COPY, GMEAN shift)
     where = "before"
     cls_format = True
 

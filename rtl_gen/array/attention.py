@@ -9,6 +9,8 @@ Items i = (query tile t, head h), t outer, L = T H items.
               the drained columns (requant by o_shift) are written to O[t, h dh + pc C + c]
 Issued as S0 S1 PV0 S2 PV1 ... S(L-1) PV(L-2) PV(L-1): the softmax of item i works while the
 array runs PV(i-1) and S(i+1). PV(i) waits until bank i % 2 holds item i's probabilities.
+With `score`, the softmax's first H items (query tile 0, heads 0..H-1) also go out on `cap`, lane
+0's 23-bit CLS probability per key, to the score capture (rtl_gen/array/score_capture.py).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from ..buffers.ports import lanes, tiles_of
 from ..control.decode import desc_view
 from ..primitives.ram import Ram
 from .fetch import A_PROB, A_TOK, B_KEY, B_VALUE, KIND_PV, KIND_SCORE, prob_read, req_layout
+from .score_capture import capture_layout
 
 
 class AttentionSeq(wiring.Component):
@@ -33,6 +36,7 @@ class AttentionSeq(wiring.Component):
             "req": Out(stream.Signature(req_layout(hw))),
             "i_s": In(stream.Signature(data.StructLayout({"s": lanes(R), "last": 1}))),
             "pr": In(prob_read(hw)),
+            "cap": Out(capture_layout(hw)),
             "busy": Out(1),
         })
 
@@ -57,13 +61,18 @@ class AttentionSeq(wiring.Component):
                      pb.wdata.eq(sm.o_p.payload.p), pb.wen.eq(Mux(take, -1, 0)),
                      pb.raddr.eq(Mux(self.pr.bank, hw.n_max, 0) + self.pr.key), pb.ren.eq(self.pr.en),
                      self.pr.data.eq(pb.rdata)]
+        out_head = Signal(range(33))              # items of query tile 0 out so far (the head of the next)
+        m.d.comb += [self.cap.valid.eq(take & d.score & (out_head < d.heads)), self.cap.key.eq(write_key),
+                     self.cap.head.eq(out_head), self.cap.p.eq(sm.o_p.payload.cls)]
         with m.If(take):
             m.d.sync += write_key.eq(write_key + 1)
             with m.If(sm.o_p.payload.last):
                 m.d.comb += bank_filled.eq(1)
                 m.d.sync += [write_key.eq(0), write_bank.eq(~write_bank)]
+                with m.If(out_head < d.heads):
+                    m.d.sync += out_head.eq(out_head + 1)
         with m.If(self.start):
-            m.d.sync += [write_bank.eq(0), write_key.eq(0)]
+            m.d.sync += [write_bank.eq(0), write_key.eq(0), out_head.eq(0)]
         for b in range(2):
             with m.If(self.start):
                 m.d.sync += bank_full[b].eq(0)

@@ -3,7 +3,9 @@
 
 Ports: i_s {s: R x int16, last} (n beats per item, `last` on the row's final key, 1 <= n <=
 n_max); `frac` (signed, the score format; sampled with an item's first beat and kept with the
-item); o_p {p: R x int16 Q15 in 0..32767, last}, n beats per item.
+item); o_p {p: R x int16 Q15 in 0..32767, last, cls}, n beats per item; `cls`: lane 0's probability
+with 23 fraction bits, golden.kernels.cls_attention (EViT's and Evo-ViT's score, lane 0 of query
+tile 0 being the CLS row: rtl_gen/array/score_capture.py).
 
 Per lane (exactly golden.kernels.softmax):
   A  mx = max s_j                                  while the item is stored     (n cycles)
@@ -25,7 +27,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
-from golden.kernels import PROB_FRAC, SOFTMAX_RECIP_BITS
+from golden.kernels import CLS_ATTN_FRAC, PROB_FRAC, SOFTMAX_RECIP_BITS
 
 from ..buffers import ports
 from ..primitives.arith import WORD
@@ -57,7 +59,9 @@ def softmax_cycles(n, items: int, hw: HardwareConfig) -> int:
 
 
 def item_layout(hw: HardwareConfig, name: str) -> data.StructLayout:
-    return data.StructLayout({name: ports.lanes(hw.mac_rows), "last": 1})
+    """A score beat (name "s") or a probability beat ("p", with lane 0's 23-bit `cls`)."""
+    cls = {"cls": unsigned(CLS_ATTN_FRAC + 1)} if name == "p" else {}
+    return data.StructLayout({name: ports.lanes(hw.mac_rows), "last": 1, **cls})
 
 
 class SoftmaxUnit(wiring.Component):
@@ -182,4 +186,7 @@ class SoftmaxUnit(wiring.Component):
             with m.If(en):
                 m.d.sync += [prod.eq(ering.rdata[l] * recip_sum[l]),
                              self.o_p.payload.p[l].eq(Mux(p > (1 << PROB_FRAC) - 1, (1 << PROB_FRAC) - 1, p))]
+                if l == 0:                           # the CLS row's probability, 23 fraction bits, unsaturated
+                    cls_shift = SOFTMAX_RECIP_BITS - CLS_ATTN_FRAC
+                    m.d.sync += self.o_p.payload.cls.eq((prod + (1 << (cls_shift - 1))) >> cls_shift)
         return m

@@ -8,7 +8,7 @@ the operations that use the array (MATMUL; ATTENTION in rtl_gen/array/attention.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out, connect
 
@@ -16,7 +16,7 @@ from golden import isa
 from golden.hw import HardwareConfig
 
 from ..buffers import ports
-from ..buffers.scores import score_write
+from ..buffers.scores import score_read, score_write
 from ..buffers.weight_ring import drain_port, issue_port
 from ..control.decode import Opcode, desc_view
 from ..primitives.pwl import geometry_of, table_read
@@ -25,6 +25,7 @@ from .epilogue import DEST_KB, DEST_TOK, DEST_VB, Epilogue
 from .fetch import Drain, Fetch
 from .mac import MacArray
 from .matmul import MatmulSeq
+from .score_capture import ScoreCapture
 from .softmax import SoftmaxUnit
 
 
@@ -41,7 +42,8 @@ class ArrayUnit(wiring.Component):
             **ports.control(hw),
             "ra": Out(ports.tok_read(hw)), "rb": Out(ports.tok_read(hw)), "w": Out(ports.tok_write(hw)),
             "kr": Out(ports.key_read(hw)), "kw": Out(ports.key_write(hw)),
-            "vr": Out(ports.val_read(hw)), "vw": Out(ports.val_write(hw)), "sw": Out(score_write(hw)),
+            "vr": Out(ports.val_read(hw)), "vw": Out(ports.val_write(hw)),
+            "sw": Out(score_write(hw)), "sr": Out(score_read(hw)),
             "wi": Out(issue_port(hw)), "wd": Out(drain_port(hw)),
             "table": Out(table_read(hw)).array(hw.mac_rows),
         })
@@ -55,6 +57,7 @@ class ArrayUnit(wiring.Component):
         m.submodules.epi = epi = Epilogue(hw)
         m.submodules.mm = mm = MatmulSeq(hw)
         m.submodules.att = att = AttentionSeq(hw, self.softmax(hw))
+        m.submodules.capture = cap = ScoreCapture(hw)
         connect(m, fetch.o_ab, mac.i_ab)
         connect(m, fetch.o_info, drain.i_info)
         connect(m, mac.o_acc, drain.i_acc)
@@ -67,10 +70,16 @@ class ArrayUnit(wiring.Component):
         with m.Else():
             connect_stream(m, mm.req, fetch.req)
         for a, b in ((fetch.ra, self.ra), (fetch.kr, self.kr), (fetch.vr, self.vr), (epi.rb, self.rb),
-                     (epi.w, self.w), (epi.kw, self.kw), (epi.vw, self.vw), (epi.sw, self.sw), (drain.ring, self.wd)):
+                     (epi.w, self.w), (epi.kw, self.kw), (epi.vw, self.vw), (drain.ring, self.wd), (cap.sr, self.sr)):
             connect(m, a, wiring.flipped(b))
         for r in range(hw.mac_rows):
             connect(m, epi.table[r], wiring.flipped(self.table[r]))
+        # SB writes: the epilogue's (MATMUL into SB) or the score capture's (ATTENTION `score`)
+        a = desc_view("ATTENTION", self.desc)
+        m.d.comb += [cap.i.eq(att.cap), cap.heads.eq(a.heads), cap.momentum.eq(a.momentum)]
+        capturing = cap.sw.en.any()
+        m.d.comb += [self.sw.tile.eq(Mux(capturing, cap.sw.tile, epi.sw.tile)),
+                     self.sw.data.eq(Mux(capturing, cap.sw.data, epi.sw.data)), self.sw.en.eq(cap.sw.en | epi.sw.en)]
         wi = self.wi
         m.d.comb += [wi.addr.eq(fetch.wr.addr), wi.en.eq(fetch.wr.en), fetch.wr.data.eq(wi.data),
                      mm.avail.eq(wi.avail), wi.done.eq(mm.slot_done),
@@ -111,7 +120,7 @@ class ArrayUnit(wiring.Component):
                          dcfg.n.eq(self.rows)]
         # all issued, drained and written: the sequencers are idle and every stage is empty
         with m.If(busy & ~self.start & ~mm.busy & ~att.busy & m.submodules.fetch.idle & m.submodules.mac.idle
-                  & drain.idle & epi.idle):
+                  & drain.idle & epi.idle & m.submodules.capture.idle):
             m.d.comb += self.done.eq(1)
             m.d.sync += busy.eq(0)
 

@@ -17,17 +17,17 @@ CODE_SHAPE = range(max(isa.ERRORS) + 1)
 
 # What this RTL executes of golden.isa.OPS: per operation, None (all of it) or (what it lacks,
 # predicate on the fields that holds when the descriptor avoids it). An operation missing here, or
-# a descriptor the predicate refuses, gets BAD_OPCODE before any other check: the units DynamicViT,
-# EViT and Evo-ViT need (issue 18) are not built yet. docs/accelerator.md lists this table.
+# a descriptor the predicate refuses, gets BAD_OPCODE before any other check (no scheme's compiler
+# emits what is left). docs/accelerator.md lists this table.
 RTL_SUPPORT = {
     "LOAD": None, "STORE": None, "END": None,
     "MATMUL": None, "LAYERNORM": None,
-    "ATTENTION": ("score (the CLS attention into SB)", lambda f: f.score == 0),
-    "GMEAN": ("a nonzero output shift", lambda f: f.shift == 0),
+    "ATTENTION": None,
+    "GMEAN": None,
     "DECIDE": None,
-    "PACKAGE": ("mode 3 (scores)", lambda f: f.mode != isa.PACKAGE_MODES["scores"]),
-    "COMPACT": ("scores (SB rows moved with the tokens); no_pkg in position order",
-                lambda f: (f.scores == 0) & ((f.order == isa.ORDER_RANK) | (f.no_pkg == 0))),
+    "PACKAGE": None,
+    "COMPACT": ("no_pkg in position order", lambda f: (f.order == isa.ORDER_RANK) | (f.no_pkg == 0)),
+    "COPY": None,
 }
 
 

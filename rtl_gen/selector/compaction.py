@@ -1,7 +1,7 @@
-"""COMPACT, both orders: the position order streams tiles through the lane packer
-(rtl_gen/selector/compact.py), the rank order of a top-k decision gathers row by row
-(rtl_gen/selector/gather.py). The descriptor's `order` picks the unit; the other stays idle and
-its ports are not routed."""
+"""COMPACT, both orders, and COPY: the position order streams tiles through the lane packer
+(rtl_gen/selector/compact.py), the rank order of a top-k decision and COPY gather row by row
+(rtl_gen/selector/gather.py). The opcode and COMPACT's `order` pick the unit; the other stays
+idle and its ports are not routed."""
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux
@@ -13,7 +13,8 @@ from golden.hw import HardwareConfig
 
 from ..buffers import ports
 from ..buffers.ports import route
-from ..control.decode import desc_view
+from ..buffers.scores import score_read, score_write
+from ..control.decode import Opcode, desc_view
 from .compact import Compact
 from .gather import Gather
 from .package import pkg_read
@@ -26,6 +27,7 @@ class Compaction(wiring.Component):
         super().__init__({**ports.control(hw), "kept": In(range(hw.n_max + 1)),
                           "rd": Out(ports.tok_read(hw)), "wr": Out(ports.tok_write(hw)),
                           "mask": Out(mask_read(hw)), "order": Out(order_read(hw)), "pkg": Out(pkg_read(hw)),
+                          "sr": Out(score_read(hw)), "sw": Out(score_write(hw)),
                           "n_out": Out(range(hw.n_max + 2)), "n_stb": Out(1)})
 
     def elaborate(self, platform):
@@ -33,16 +35,21 @@ class Compaction(wiring.Component):
         hw = self.hw
         m.submodules.position = position = Compact(hw)
         m.submodules.rank = rank = Gather(hw)
-        by_rank = desc_view("COMPACT", self.desc).order == isa.ORDER_RANK
+        d = desc_view("COMPACT", self.desc)
+        copy = d.op == Opcode.COPY
+        by_rank = copy | (d.order == isa.ORDER_RANK)
         for u in (position, rank):
             m.d.comb += [u.desc.eq(self.desc), u.rows.eq(self.rows)]
         m.d.comb += [position.start.eq(self.start & ~by_rank), rank.start.eq(self.start & by_rank),
                      rank.kept.eq(self.kept), self.done.eq(position.done | rank.done),
-                     self.n_stb.eq(position.n_stb | rank.done), self.n_out.eq(Mux(by_rank, rank.n_out, position.n_out))]
+                     self.n_stb.eq(position.n_stb | (rank.done & ~copy)),
+                     self.n_out.eq(Mux(by_rank, rank.n_out, position.n_out))]
         for name in ("rd", "wr", "pkg"):
             port = getattr(self, name)
             route(m, port, [(by_rank, getattr(rank, name)), (1, getattr(position, name))],
                   port.signature)
         wiring.connect(m, position.mask, wiring.flipped(self.mask))
         wiring.connect(m, rank.order, wiring.flipped(self.order))
+        wiring.connect(m, rank.sr, wiring.flipped(self.sr))
+        wiring.connect(m, rank.sw, wiring.flipped(self.sw))
         return m

@@ -1,18 +1,23 @@
-"""COMPACT in rank order (golden/interp.py Machine.op_compact, order 1, after a top-k DECIDE):
-o_buf rows
+"""Row gathering: COMPACT in rank order and COPY (golden/interp.py Machine.op_compact, order 1,
+after a top-k DECIDE; Machine.op_copy). COMPACT writes o_buf rows
 
     [CLS, the kept candidates by rank (with `rest`: every candidate by rank), earlier packages
      (rows 1 + ns .. rows - 1), the new package (unless no_pkg)]
 
-for channels 0..d-1. The rank order is a permutation, not a filter, so the position-order unit's
-lane packing (rtl_gen/selector/compact.py) does not apply: each output row is gathered from its
-source row, one channel word a cycle (read the source tile, write its lane into the output
-tile's lane). Per output row: the source (the order RAM of rtl_gen/selector/state.py for ranked
-rows), then d channel words, pipelined into the next row. The package token follows as in the
-position order.
+for channels 0..d-1; with `scores` the score buffer's rows 0..n_rows-1 are permuted alike
+(Evo-ViT's re-rank keeps each token's running score with it). COPY writes rows o_r0 + r,
+channels o_c0.. of o_buf with requant(row i_r0 + r, channels i_c0.. of i_buf, shift) (Evo-ViT's
+placeholders converted to the current format, in place). The rank order is a permutation, not a
+filter, so the position-order unit's lane packing (rtl_gen/selector/compact.py) does not apply:
+each output row is gathered from its source row, one channel word a cycle (read the source
+tile, write its lane into the output tile's lane). Per output row: the source (the order RAM of
+rtl_gen/selector/state.py for ranked rows), then the channel words, pipelined into the next
+row. The package token follows as in the position order. SB is permuted through a staging RAM
+(each output row's score is read with its first word, SB itself written tile by tile at the
+end: a row's source may lie below it).
 
-Cycles from `start` to `done`: n_rows (d + 2) + 2, plus d + 1 for a package
-(rtl_gen/tools/cycles.py).
+Cycles from `start` to `done`: n_rows (d + 2) + 2, plus d for a package and T (the tiles of
+n_rows) for the scores (rtl_gen/tools/cycles.py gather_cycles).
 """
 from __future__ import annotations
 
@@ -21,9 +26,13 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
+from golden.isa import SCORE_BITS
 
 from ..buffers import ports
-from ..control.decode import desc_view
+from ..buffers.scores import score_read, score_write
+from ..control.decode import Opcode, desc_view
+from ..primitives.arith import requant_sv
+from ..primitives.ram import Ram
 from .package import pkg_read
 from .state import order_read
 
@@ -34,24 +43,31 @@ class Gather(wiring.Component):
         n = range(hw.n_max + 2)
         super().__init__({**ports.control(hw), "kept": In(range(hw.n_max + 1)),
                           "rd": Out(ports.tok_read(hw)), "wr": Out(ports.tok_write(hw)),
-                          "order": Out(order_read(hw)), "pkg": Out(pkg_read(hw)), "n_out": Out(n)})
+                          "order": Out(order_read(hw)), "pkg": Out(pkg_read(hw)), "n_out": Out(n),
+                          "sr": Out(score_read(hw)), "sw": Out(score_write(hw))})
 
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
         bits = ports.lane_bits(R)
-        desc = desc_view("COMPACT", self.desc)
+        desc, cp = desc_view("COMPACT", self.desc), desc_view("COPY", self.desc)
+        copy = desc.op == Opcode.COPY
+        scores = ~copy & desc.scores
         ns = self.rows - 1 - desc.n_pkg
         ranked = Mux(desc.rest, ns, self.kept)                     # candidates in the output
-        n_rows = 1 + ranked + desc.n_pkg                            # rows before the new package
+        n_rows = Mux(copy, self.rows, 1 + ranked + desc.n_pkg)     # rows before the new package
+        width = Mux(copy, cp.w, desc.d)
         m.d.comb += self.n_out.eq(2 + self.kept + desc.n_pkg - desc.no_pkg)
         row = Signal(range(hw.n_max + 2))
-        src = Signal(range(hw.tiles * R))
+        src, dst = Signal(range(hw.tiles * R)), Signal(range(hw.n_max + 2))
         ch = Signal(range(hw.d_max + 1))
         tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "src_lane": range(R), "row": range(hw.n_max + 2),
-                                 "pkg": 1})
+                                 "pkg": 1, "score": 1})
         issued, arriving = Signal(tag), Signal(tag)
         m.d.sync += arriving.eq(issued)
+        m.submodules.staged = staged = Ram(SCORE_BITS, hw.tiles, R)     # the permuted scores
+        copy_tile, copy_valid = Signal(range(hw.tiles + 1)), Signal()
+        m.d.sync += copy_valid.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -60,22 +76,27 @@ class Gather(wiring.Component):
             with m.State("ROW"):                                    # the source of output row `row`
                 m.d.comb += [self.order.rank.eq(row - 1), self.order.en.eq(1)]
                 with m.If(row == n_rows):
-                    m.d.sync += ch.eq(0)
+                    m.d.sync += [ch.eq(0), copy_tile.eq(0)]
                     m.next = "DRAIN"
-                    with m.If(~desc.no_pkg):
+                    with m.If(~copy & ~desc.no_pkg):
                         m.next = "PKG"
+                    with m.Elif(scores):
+                        m.next = "SCORES"
                 with m.Else():
                     m.next = "SOURCE"
             with m.State("SOURCE"):
                 source = Mux(row == 0, 0, Mux(row <= ranked, self.order.token, ns + row - ranked))
-                m.d.sync += [src.eq(source), ch.eq(0)]
+                m.d.sync += [src.eq(Mux(copy, cp.i_r0 + row, source)), dst.eq(Mux(copy, cp.o_r0 + row, row)),
+                             ch.eq(0)]
                 m.next = "CH"
             with m.State("CH"):                                     # one channel word a cycle
-                m.d.comb += [self.rd.buf.eq(desc.x_buf), self.rd.tile.eq(src >> bits), self.rd.ch.eq(ch),
-                             self.rd.en.eq(1), issued.valid.eq(1), issued.ch.eq(ch), issued.row.eq(row),
-                             issued.src_lane.eq(src[:bits] if bits else 0)]
+                m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
+                             self.rd.ch.eq(Mux(copy, cp.i_c0, 0) + ch), self.rd.en.eq(1),
+                             self.sr.tile.eq(src >> bits), self.sr.en.eq(ch == 0),
+                             issued.valid.eq(1), issued.ch.eq(ch), issued.row.eq(dst),
+                             issued.src_lane.eq(src[:bits] if bits else 0), issued.score.eq(scores & (ch == 0))]
                 m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == desc.d - 1):
+                with m.If(ch == width - 1):
                     m.d.sync += row.eq(row + 1)
                     m.next = "ROW"
             with m.State("PKG"):                                    # the new package token, row n_rows
@@ -84,13 +105,35 @@ class Gather(wiring.Component):
                 m.d.sync += ch.eq(ch + 1)
                 with m.If(ch == desc.d - 1):
                     m.next = "DRAIN"
+                    with m.If(scores):
+                        m.next = "SCORES"
+            with m.State("SCORES"):                                 # staged scores -> SB, a tile a cycle
+                m.d.comb += [staged.raddr.eq(copy_tile), staged.ren.eq(1)]
+                m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1)]
+                with m.If(copy_tile == ports.tiles_of(n_rows, R) - 1):
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
+        self._write(m, desc, cp, copy, arriving, bits)
+        # scores: the source row's, staged at the output row; then SB tile by tile (rows < n_rows)
+        score = self.sr.data.as_value().word_select(arriving.src_lane, SCORE_BITS) if bits else self.sr.data.as_value()
+        lane_of_row = Const(1, R) << arriving.row[:bits] if bits else 1
+        m.d.comb += [staged.waddr.eq(arriving.row >> bits), staged.wdata.eq(score.replicate(R)),
+                     staged.wen.eq(Mux(arriving.valid & arriving.score, lane_of_row, 0))]
+        written = Signal(range(hw.tiles))
+        m.d.sync += written.eq(copy_tile)
+        m.d.comb += [self.sw.tile.eq(written), self.sw.data.eq(staged.rdata),
+                     self.sw.en.eq(Mux(copy_valid, ports.rows_mask(m, n_rows, written, hw, "scores_rows"), 0))]
+        return m
+
+    def _write(self, m, desc, cp, copy, arriving, bits):
+        """The arriving word's lane into its output row (COPY: requantised by `shift`)."""
+        R = self.hw.mac_rows
         word = Signal(16)
         lane = self.rd.data.as_value().word_select(arriving.src_lane, 16)
-        m.d.comb += word.eq(Mux(arriving.pkg, self.pkg.data, lane))
-        m.d.comb += [self.wr.buf.eq(desc.o_buf), self.wr.tile.eq(arriving.row >> bits), self.wr.ch.eq(arriving.ch),
-                     self.wr.data.eq(word.replicate(R)),
+        m.d.comb += word.eq(Mux(arriving.pkg, self.pkg.data,
+                                Mux(copy, requant_sv(m, lane.as_signed(), cp.shift, name="copy_rq"), lane)))
+        m.d.comb += [self.wr.buf.eq(Mux(copy, cp.o_buf, desc.o_buf)), self.wr.tile.eq(arriving.row >> bits),
+                     self.wr.ch.eq(Mux(copy, cp.o_c0, 0) + arriving.ch), self.wr.data.eq(word.replicate(R)),
                      self.wr.en.eq(Mux(arriving.valid, Const(1, R) << arriving.row[:bits] if bits else 1, 0))]
-        return m

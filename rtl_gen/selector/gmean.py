@@ -1,9 +1,10 @@
 """GMEAN: the selector's global feature (golden/interp.py Machine.op_gmean). For each channel
 c of buf channels c0 .. c0 + w - 1:
 
-    mean[c] = rshift_round(sum_{tokens 1..rows-1} x[c] * recip(rows - 1, 30), 30)
+    mean[c] = requant(sum_{tokens 1..rows-1} x[c] * recip(rows - 1, 30), 30 + shift)
 
-written to every row 0..rows-1 of channel c (lane enables). One reciprocal per operation,
+written to every row 0..rows-1 of channel c (lane enables); `shift` != 0: the mean in another
+format, saturated (Evo-ViT's pooled readout). One reciprocal per operation,
 taken before the channel loop. The channel loop is a pipeline: the token tiles of channel c are
 read (one word per cycle, masked lane sum, accumulate) while the mean of channel c - 1 is
 written to its tiles (one word per cycle through the write port), so w channels of T tiles take
@@ -20,7 +21,7 @@ from golden.layers import MEAN_RECIP_BITS
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import rshift_round
+from ..primitives.arith import requant_uvar
 from ..primitives.recip import Reciprocal
 
 
@@ -65,8 +66,10 @@ class GMean(wiring.Component):
         with m.If(acc_stage.valid):
             m.d.sync += ch_sum.eq(Mux(acc_stage.first, 0, ch_sum) + lane_sum)
         mean = Signal(signed(16))
+        out_shift = Signal(range(2 * MEAN_RECIP_BITS + 3))                # 30 + shift in 0..62 (golden/isa.py CHECKS)
+        m.d.comb += out_shift.eq(MEAN_RECIP_BITS + desc.shift)
         with m.If(mean_stage.valid & mean_stage.last):
-            m.d.sync += mean.eq(rshift_round(ch_sum * recip_rows, MEAN_RECIP_BITS)[:16])
+            m.d.sync += mean.eq(requant_uvar(m, ch_sum * recip_rows, out_shift, name="mean_rq"))
 
         # ---- writes of the mean of channel write_ch to its tiles
         writing, write_tile, write_ch = Signal(), Signal(range(hw.tiles)), Signal(13)

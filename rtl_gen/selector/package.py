@@ -1,17 +1,24 @@
 """PACKAGE: the package token of the tokens the latest decision dropped (golden/interp.py
 Machine.op_package = golden.layers.package), channels 0..d-1:
 
-    acc[c] = sum over dropped scored tokens i of m_i x_i[c]      (mode mean: m_i = 1)
+    acc[c] = sum over dropped scored tokens i of m_i x_i[c]      (mode mean: m_i = 1; scores: SB[i])
     total  = sum of those m_i                                    (mean: their count)
     sum:        requant(acc, 15)
     norm, mean: 0 if total == 0 else requant(acc recip(total, 46), 46)    (0 if nothing dropped)
+    scores:     requant(acc mult, shift)                         (EViT's fused token)
+
+Mode scores weighs by the score buffer (a top-k decision's candidates: EViT's CLS attention
+summed over heads, below 31 x 2^23 < 2^28: SCORE_WEIGHT_BITS). The sums are exact while the
+dropped tokens' weights add up to less than 2^32 (|acc| < 2^47; EViT's add up to at most
+H (2^23 + N / 2): CLS probabilities of each head sum to about 1).
 
 Schedule (package_cycles is exact): per token tile t holding scored tokens, the keep mask is
 read; a tile without dropped tokens is skipped. Otherwise the R weights (m or 1 of dropped
 lanes, 0 elsewhere) are read into a ring register (R cycles), then each channel word of the
 tile passes `lanes` multipliers, R / lanes cycles per word, into per-channel 48-bit sums in a
 RAM. After the tiles: one reciprocal (norm / mean), then one pass over the channels writes the
-result to the package RAM that COMPACT reads (`pkg`, a synchronous read port).
+result to the package RAM that COMPACT reads (`pkg`, a synchronous read port): one requantiser
+with a runtime shift for every mode (15, 46 or the descriptor's), PIPE_REQUANT stages.
 """
 from __future__ import annotations
 
@@ -22,18 +29,21 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
-from golden.isa import PACKAGE_MODES
+from golden.isa import PACKAGE_MODES, SCORE_BITS
 from golden.layers import PACK_RECIP_BITS
 
 from ..buffers import ports
+from ..buffers.scores import score_read
 from ..control.decode import desc_view
-from ..primitives.arith import ACC_BITS, requant
+from ..primitives.arith import ACC_BITS, PIPE_REQUANT, pipe_stage, requant_uvar
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
 from .state import M_BITS, m_read, mask_read, scored_lanes
 
-SUM, MEAN = PACKAGE_MODES["sum"], PACKAGE_MODES["mean"]
-ACC_USED = 44            # |acc| < 2^15 x 2^15 x 4096 = 2^42
+SUM, MEAN, SCORES = PACKAGE_MODES["sum"], PACKAGE_MODES["mean"], PACKAGE_MODES["scores"]
+ACC_USED = ACC_BITS      # |acc| < 2^15 x 2^15 x 4096 = 2^42; scores: < 2^47 while the weights sum below 2^32
+SCORE_WEIGHT_BITS = 29   # a captured score: sum of <= 31 heads' 23-bit CLS probabilities, < 2^28
+WEIGHT_BITS = max(M_BITS, SCORE_WEIGHT_BITS)
 TOTAL_BITS = 28          # total < 2^15 x 4096
 
 
@@ -54,7 +64,8 @@ class Package(wiring.Component):
             raise ValueError(f"package lanes must divide mac_rows ({hw.mac_rows} % {L} != 0)")
         self.hw, self.lanes = hw, L
         super().__init__({**ports.control(hw), "rd": Out(ports.tok_read(hw)), "mask": Out(mask_read(hw)),
-                          "mr": Out(m_read(hw)), "pkg": In(pkg_read(hw)), "pkg_d": Out(13)})
+                          "mr": Out(m_read(hw)), "sb": Out(score_read(hw)), "pkg": In(pkg_read(hw)),
+                          "pkg_d": Out(13)})
 
     def elaborate(self, platform):
         m = Module()
@@ -74,6 +85,7 @@ class Package(wiring.Component):
             total=Signal(TOTAL_BITS, name="total"),                          # sum of the dropped tokens' weights
             acc_valid=Signal(name="acc_valid"),                              # a tile accumulated: acc_ram holds sums
             recip_total=Signal(PACK_RECIP_BITS + 1, name="recip_total"))     # recip(total, 46)
+        m.d.comb += [self.sb.tile.eq(reg.tile)]
         ring = self._weight_ring(m, desc, ns, reg)
         ch_stage = self._channel_pipeline(m, desc, reg, ring.weights, acc_ram)
         out_stage = self._output_pass(m, desc, reg, acc_ram, pkg_ram)
@@ -87,21 +99,27 @@ class Package(wiring.Component):
         return m
 
     def _weight_ring(self, m, desc, ns, reg):
-        """The weights of the tile's lanes (m of a dropped scored token, 1 in mode mean; 0 for
-        every other lane): one m read per lane (LOAD), each result pushed in at the top of a
-        ring of R values and added to `total`. `dropped`: the tile's dropped scored lanes."""
+        """The weights of the tile's lanes (m of a dropped scored token, 1 in mode mean, its SB
+        score in mode scores; 0 for every other lane): one m (or SB) read per lane (LOAD), each
+        result pushed in at the top of a ring of R values and added to `total`. `dropped`: the
+        tile's dropped scored lanes."""
         hw, R = self.hw, self.hw.mac_rows
         ring = SimpleNamespace(
-            weights=Signal(data.ArrayLayout(signed(M_BITS), R), name="weights"),
+            weights=Signal(data.ArrayLayout(signed(WEIGHT_BITS), R), name="weights"),
             dropped=Signal(R, name="dropped"),
             drop=Signal(R, name="drop"),                # lane 0: is the lane whose m arrives dropped
             m_arrives=Signal(name="m_arrives"),         # an m read returns this cycle
-            lane=Signal(range(R + 1), name="load_lane"))
+            lane=Signal(range(R + 1), name="load_lane"),
+            sb_lane=Signal(range(R), name="sb_lane"))   # the lane whose SB read arrives
         m.d.comb += [self.mr.token.eq(reg.tile * R + ring.lane), self.mask.tile.eq(reg.tile)]
-        weight = Signal(signed(M_BITS))
-        m.d.comb += weight.eq(Mux(ring.drop[0], Mux(desc.mode == MEAN, 1, self.mr.m), 0))
+        score = Signal(signed(WEIGHT_BITS))
+        lane_score = self.sb.data.as_value().word_select(ring.sb_lane, SCORE_BITS) if R > 1 else self.sb.data.as_value()
+        m.d.comb += score.eq(lane_score[:WEIGHT_BITS].as_signed())
+        weight = Signal(signed(WEIGHT_BITS))
+        m.d.comb += weight.eq(Mux(ring.drop[0], Mux(desc.mode == MEAN, 1, Mux(desc.mode == SCORES, score, self.mr.m)),
+                                  0))
         with m.If(ring.m_arrives):
-            pushed = (ring.weights.as_value() >> M_BITS) | (weight.as_unsigned() << (M_BITS * (R - 1)))
+            pushed = (ring.weights.as_value() >> WEIGHT_BITS) | (weight.as_unsigned() << (WEIGHT_BITS * (R - 1)))
             m.d.sync += [ring.weights.eq(pushed), ring.drop.eq(ring.drop >> 1), reg.total.eq(reg.total + weight)]
         m.d.comb += ring.dropped.eq(scored_lanes(m, reg.tile, ns, hw, "pk_scored") & ~self.mask.keep)
         return ring
@@ -122,17 +140,17 @@ class Package(wiring.Component):
                      self.rd.en.eq(stage[0].valid & (stage[0].step == 0))]
         with m.If(stage[2].valid):
             m.d.sync += [word.eq(word.as_value() >> (16 * L)),
-                         weights.eq(weights.as_value().rotate_right(M_BITS * L))]
+                         weights.eq(weights.as_value().rotate_right(WEIGHT_BITS * L))]
         # lanes past the token count hold whatever the buffer held (never written: X); their
         # weight is 0, but the sums must not depend on them even through a product with 0
         rows = ports.rows_mask(m, self.rows, reg.tile, hw, "pk_rows")
         with m.If(stage[1].valid & (stage[1].step == 0)):
             m.d.sync += word.eq(Cat(Mux(rows[r], self.rd.data[r], 0) for r in range(R)))
-        prod = [Signal(signed(M_BITS + 16), name=f"prod{l}") for l in range(L)]
+        prod = [Signal(signed(WEIGHT_BITS + 16), name=f"prod{l}") for l in range(L)]
         m.d.sync += [p.eq(weights[l] * word[l]) for l, p in enumerate(prod)]
-        prod_sum = Signal(signed(M_BITS + 16 + L.bit_length()))
+        prod_sum = Signal(signed(WEIGHT_BITS + 16 + L.bit_length()))
         m.d.sync += prod_sum.eq(sum(prod))
-        ch_sum = Signal(signed(M_BITS + 16 + R.bit_length()))
+        ch_sum = Signal(signed(WEIGHT_BITS + 16 + R.bit_length()))
         ch_sum_next = Signal.like(ch_sum)
         m.d.comb += [ch_sum_next.eq(Mux(stage[4].step == 0, 0, ch_sum) + prod_sum),
                      acc_ram.raddr.eq(stage[3].ch), acc_ram.ren.eq(stage[3].valid & (stage[3].step == last)),
@@ -143,18 +161,22 @@ class Package(wiring.Component):
         return stage
 
     def _output_pass(self, m, desc, reg, acc_ram, pkg_ram):
-        """One pass over the channels: stage 0 reads acc_ram[ch], 1 scales the sum by
-        recip_total, 2 writes the requantised result to pkg_ram[ch]. Returns the stage tags."""
+        """One pass over the channels: stage 0 reads acc_ram[ch], 1 scales the sum (by 1,
+        recip_total or mult), then the requantiser (PIPE_REQUANT stages) and the write of the
+        result to pkg_ram[ch]. Returns the stage tags."""
+        last = 2 + PIPE_REQUANT
         tag = data.StructLayout({"valid": 1, "ch": range(self.hw.d_max)})
-        stage = [Signal(tag, name=f"out_stage{k}") for k in range(3)]
-        for k in range(1, 3):
+        stage = [Signal(tag, name=f"out_stage{k}") for k in range(last + 1)]
+        for k in range(1, last + 1):
             m.d.sync += stage[k].eq(stage[k - 1])
-        acc = Signal(signed(ACC_USED))
+        factor = Mux(desc.mode == SUM, 1, Mux(desc.mode == SCORES, desc.mult, reg.recip_total))
+        shift = Mux(desc.mode == SUM, 15, Mux(desc.mode == SCORES, desc.shift, PACK_RECIP_BITS))
         scaled = Signal(signed(ACC_USED + PACK_RECIP_BITS + 1))
-        m.d.sync += [acc.eq(acc_ram.rdata), scaled.eq(acc_ram.rdata[:ACC_USED].as_signed() * reg.recip_total)]
-        y = Mux(~reg.acc_valid | ((desc.mode != SUM) & (reg.total == 0)), 0,
-                Mux(desc.mode == SUM, requant(acc, 15), requant(scaled, PACK_RECIP_BITS)))
-        m.d.comb += [pkg_ram.waddr.eq(stage[2].ch), pkg_ram.wdata.eq(y), pkg_ram.wen.eq(stage[2].valid)]
+        m.d.sync += scaled.eq(acc_ram.rdata[:ACC_USED].as_signed() * factor)
+        zero = ~reg.acc_valid | ((desc.mode != SUM) & (desc.mode != SCORES) & (reg.total == 0))
+        y = requant_uvar(m, scaled, shift, name="pkg_rq", stage=pipe_stage(m, name="pkg_rq_p"))
+        m.d.comb += [pkg_ram.waddr.eq(stage[last].ch), pkg_ram.wdata.eq(Mux(zero, 0, y)),
+                     pkg_ram.wen.eq(stage[last].valid)]
         return stage
 
     def _tile_states(self, m, desc, ns, reg, ring, ch_stage):
@@ -172,8 +194,8 @@ class Package(wiring.Component):
             with m.Else():
                 m.next = "LOAD"
         with m.State("LOAD"):
-            m.d.comb += self.mr.en.eq(1)
-            m.d.sync += [ring.m_arrives.eq(1), ring.lane.eq(ring.lane + 1)]
+            m.d.comb += [self.mr.en.eq(1), self.sb.en.eq(1)]
+            m.d.sync += [ring.m_arrives.eq(1), ring.lane.eq(ring.lane + 1), ring.sb_lane.eq(ring.lane)]
             with m.If(ring.lane == R - 1):
                 m.d.sync += [reg.ch.eq(0), reg.step.eq(0)]
                 m.next = "CH"
@@ -201,7 +223,7 @@ class Package(wiring.Component):
         RECIP_WAIT), then the output pass (OUT, OUT_DRAIN) and done."""
         with m.State("RECIP"):
             m.d.comb += [recip.i_d.valid.eq(1), recip.i_d.payload.eq(reg.total)]
-            with m.If((desc.mode == SUM) | (reg.total == 0)):
+            with m.If((desc.mode == SUM) | (desc.mode == SCORES) | (reg.total == 0)):
                 m.d.comb += recip.i_d.valid.eq(0)
                 m.d.sync += reg.ch.eq(0)
                 m.next = "OUT"
@@ -219,7 +241,7 @@ class Package(wiring.Component):
             with m.If(reg.ch == desc.d - 1):
                 m.next = "OUT_DRAIN"
         with m.State("OUT_DRAIN"):
-            with m.If(~(out_stage[1].valid | out_stage[2].valid)):
+            with m.If(~Cat(s.valid for s in out_stage[1:]).any()):
                 m.d.comb += self.done.eq(1)
                 m.d.sync += self.pkg_d.eq(desc.d)
                 m.next = "IDLE"

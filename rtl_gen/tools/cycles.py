@@ -39,6 +39,7 @@ from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
+from ..primitives.arith import PIPE_REQUANT
 from ..selector.decide import SUM_STAGE
 from ..selector.package import default_lanes
 
@@ -303,8 +304,11 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             end = s + package_cycles(rows, d["n_pkg"], d["d"], d["mode"], st.sel.keep, st.sel.m, hw)
             bound = "selector units"
         elif name == "COMPACT":
-            end = s + (gather_cycles(rows, d, int(st.sel.keep.sum())) if d["order"] == isa.ORDER_RANK else
+            end = s + (gather_cycles(rows, d, int(st.sel.keep.sum()), hw) if d["order"] == isa.ORDER_RANK else
                        compact_cycles(rows, d["n_pkg"], d["d"], st.sel.keep, hw))
+            bound = "selector units"
+        elif name == "COPY":
+            end = s + gather_cycles(rows, d, 0, hw)
             bound = "selector units"
         else:
             end = s
@@ -367,7 +371,7 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
                    lanes: int | None = None) -> int:
     """Per tile with scored tokens: 3 cycles, or (dropped tokens in it) the R weights, d words
     of R / lanes cycles and 8 more; then the reciprocal (k + 2, norm / mean with a non-zero
-    total) and the output pass (d + 4)."""
+    total) and the output pass (d + 4 + PIPE_REQUANT)."""
     R = hw.mac_rows
     L = lanes or default_lanes(hw)
     keep = np.asarray(keep, dtype=bool)
@@ -376,9 +380,12 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
     dropped[1:1 + ns] = ~keep
     per_tile = dropped.reshape(-1, R).any(1)
     tiles = int(np.sum(np.where(per_tile, R + d * (R // L) + 8, 3)))
-    total = int((~keep).sum()) if mode == PACKAGE_MODES["mean"] else int(np.asarray(m)[~keep].sum())
-    recip = PACK_RECIP_BITS + 2 if mode != PACKAGE_MODES["sum"] and total != 0 else 0
-    return tiles + recip + d + 4
+    if mode in (PACKAGE_MODES["sum"], PACKAGE_MODES["scores"]):
+        recip = 0
+    else:
+        total = int((~keep).sum()) if mode == PACKAGE_MODES["mean"] else int(np.asarray(m)[~keep].sum())
+        recip = PACK_RECIP_BITS + 2 if total != 0 else 0
+    return tiles + recip + d + 4 + PIPE_REQUANT
 
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
@@ -408,12 +415,16 @@ def topk_cycles(rows: int, hw: HardwareConfig) -> int:
     return (rows - 1) * (_tiles(rows, hw) + 4) + TOPK_START
 
 
-def gather_cycles(rows: int, d, kept: int) -> int:
-    """COMPACT in rank order (rtl_gen/selector/gather.py): per output row its source and d channel
-    words; the package token d + 1 (none with no_pkg)."""
+def gather_cycles(rows: int, d, kept: int, hw: HardwareConfig) -> int:
+    """COMPACT in rank order and COPY (rtl_gen/selector/gather.py): per output row its source and
+    d (COPY: w) channel words; the package token d (none with no_pkg); with `scores`, SB written
+    back a tile a cycle."""
+    if "i_r0" in d:                                            # COPY: rows in order
+        return rows * (d["w"] + 2) + GATHER_START
     ranked = rows - 1 - d["n_pkg"] if d["rest"] else kept
     n_rows = 1 + ranked + d["n_pkg"]
-    return n_rows * (d["d"] + 2) + GATHER_START + (0 if d["no_pkg"] else d["d"])
+    return (n_rows * (d["d"] + 2) + GATHER_START + (0 if d["no_pkg"] else d["d"])
+            + (_tiles(n_rows, hw) if d.get("scores") else 0))
 
 
 TOPK_START, GATHER_START = 1, 2

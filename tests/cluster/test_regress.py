@@ -32,7 +32,8 @@ def test_draw_covers_the_space():
     assert {c.hw.mac_rows for c in cases} == {4, 8, 16} and {c.hw.mac_cols for c in cases} == {8, 16}
     assert {c.hw.axi_ports for c in cases} == {1, 2, 4} and {c.hw.axi_bits for c in cases} == {64, 128, 256}
     assert any(x.stages == 0 for x in m) and any(x.stages >= 2 for x in m)
-    assert {x.package_mode for x in m if x.stages} == {"norm", "sum", "mean"}
+    assert {x.package_mode for x in m if x.stages and x.selector == "spvit"} == {"norm", "sum", "mean"}
+    assert {x.selector for x in m} == {"none", "spvit", "dynamicvit", "evit", "evovit"}
     caps = [k for x in m for k in x.keep_cap]
     assert 0 in caps and any(k >= x.num_patches for x in m for k in x.keep_cap)
     assert len({x.num_heads for x in m}) >= 3 and len({x.depth for x in m}) >= 4

@@ -5,6 +5,7 @@ and compared with golden.isa.first_failure / header_failure by ==. Descriptors o
 modes the RTL does not execute yet (rtl_gen.control.checks.RTL_SUPPORT) must give BAD_OPCODE."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from types import SimpleNamespace
 
@@ -101,7 +102,7 @@ def test_rtl_checks_equal_interpreter(registered, measured):
     assert {0, 4, 5, 6, 7} <= seen, f"cases reach too few codes: {seen}"
     refused = [isa.OP_BY_CODE[r[0] & 31].name for r, _, want in cases
                if want == isa.ERROR_CODES["BAD_OPCODE"] and r[0] & 31 in isa.OP_BY_CODE]
-    assert set(RTL_SUPPORT) <= set(isa.OPS) and "COPY" in refused and "ATTENTION" in refused, \
+    assert set(RTL_SUPPORT) <= set(isa.OPS) and "COMPACT" in refused, \
         "operations and modes the RTL lacks reach the controller (and get BAD_OPCODE)"
     measured(f"controller checks{' (registered rules)' if registered else ''} == interpreter checks on "
              f"{len(cases)} random descriptors "
@@ -163,19 +164,27 @@ def test_rtl_header_checks_equal_interpreter(registered, measured):
 
 
 def test_cycle_model_times_only_what_the_rtl_runs():
-    """rtl_gen/tools/cycles.py refuses a program with operations or modes RTL_SUPPORT excludes
-    (an EViT program) rather than timing them as zero cycles; SPViT's and DynamicViT's are timed."""
+    """rtl_gen/tools/cycles.py times the programs of every scheme, and refuses a program with a
+    mode RTL_SUPPORT excludes (DynamicViT's COMPACT turned into position order without a
+    package) rather than timing it as zero cycles."""
     import pytest
 
     from golden.arith import quantize
     from rtl_gen.tools.cycles import program_cycles, trace
-    for preset in ("mini", "mini-dynamicvit", "mini-evit"):
+    for preset in ("mini", "mini-dynamicvit", "mini-evit", "mini-evovit"):
         q, imgs = calibrated_random(preset, 0, 1)
         img = compile_model(q, HW)
-        steps = trace(img, quantize(imgs.numpy(), q.img_frac)[0])
-        if preset != "mini-evit":
-            assert program_cycles(img, steps).total > 0
-        else:
-            unsupported = r"descriptor \d+ \(\w+\) uses an operation or mode the RTL does not"
-            with pytest.raises(ValueError, match=unsupported):
-                program_cycles(img, steps)
+        x = quantize(imgs.numpy(), q.img_frac)[0]
+        assert program_cycles(img, trace(img, x)).total > 0
+    d0, data = img.regions["program"][0], bytearray(img.data)
+    for i, _ in img.labels:
+        d = isa.decode(data[d0 + i * 64:][:64])
+        if d.op.name == "COMPACT":
+            f = {k: v for k, v in d.items() if k != "op"}
+            data[d0 + i * 64:d0 + (i + 1) * 64] = isa.encode("COMPACT", **{**f, "order": isa.ORDER_POSITION, "rest": 0,
+                                                                          "scores": 0, "no_pkg": 1})
+            break
+    img = dataclasses.replace(img, data=bytes(data))
+    unsupported = r"descriptor \d+ \(COMPACT\) uses an operation or mode the RTL does not"
+    with pytest.raises(ValueError, match=unsupported):
+        program_cycles(img, trace(img, x))

@@ -126,7 +126,10 @@ def test_compile_builds_every_scheme_and_checks_the_scheme_before_the_shapes(tmp
     capsys.readouterr()
     assert main(compile_wide) == 2
     assert "embed_dim 128 > d_max 64" in capsys.readouterr().err
-    # spvit run: the RTL does not run EViT yet, said before the shapes (and before any simulator build)
+    # spvit run: a scheme the RTL would not run (every one runs now: EViT's flag turned off here)
+    # is refused before the shapes (and before any simulator build)
+    from golden.selectors.evit import EViT
+    monkeypatch.setattr(EViT, "hardware", False)
     assert main(["run", "--package", str(tmp_path / "wide.pkg"), "--hw", "mini"]) == 2
     err = capsys.readouterr().err
     assert "token selection 'evit' (model mini-evit) has no hardware yet" in err and "d_max" not in err, err

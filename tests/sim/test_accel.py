@@ -55,7 +55,7 @@ def test_demo_model_bit_exact(demo, measured):
              f"with 20% pauses on every AXI channel; sim wall {sum(r.wall_s for r in runs):.0f} s")
 
 
-@pytest.mark.parametrize("scheme", ["dynamicvit"])
+@pytest.mark.parametrize("scheme", ["dynamicvit", "evit", "evovit"])
 def test_scheme_model_bit_exact(scheme, measured):
     """examples/mini_<scheme>.safetensors on the same mini design, 8 held-out digits, every block's
     tokens, logits, kept counts and masks; the cycle model within 2% of the RTL (its pauses off)."""
@@ -166,12 +166,11 @@ def test_bad_programs_stop_with_an_error_code(measured):
     # operations and modes the interpreter runs but this RTL lacks (rtl_gen/control/checks.py RTL_SUPPORT):
     # BAD_OPCODE at the descriptor, never a hang or a silent wrong result
     at_ = next(i for i, _ in img.labels if desc(i).op.name == "ATTENTION")
-    lacking = {"ATTENTION with score capture": [patched(at_, score=1, momentum=isa.ONE_Q15)],
-               "COPY": [(_desc_offset(img, gm), isa.encode("COPY", i_buf=0, o_buf=1, w=16, rows=4))],
-               "GMEAN with an output shift": [patched(gm, shift=1)]}
+    lacking = {"COMPACT without a package in position order": [(_desc_offset(img, at_), isa.encode(
+                   "COMPACT", x_buf=0, o_buf=1, d=16, order=isa.ORDER_POSITION, no_pkg=1, rows=4))]}
     runs = run_accel(img, [x] * (len(lacking) + 1), pokes=list(lacking.values()) + [[]], pause=0.1, seed=6,
                      timeout=2_000_000)
-    at = {"ATTENTION with score capture": at_, "COPY": gm, "GMEAN with an output shift": gm}
+    at = {"COMPACT without a package in position order": at_}
     lacked = {n: (r.error, r.error_index, r.hung) for n, r in zip(lacking, runs)}
     assert lacked == {n: ("BAD_OPCODE", at[n], False) for n in lacking}, lacked
     compare_runs(img, [x], runs[-1:]).check("run after the refused descriptors")

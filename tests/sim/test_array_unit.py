@@ -5,6 +5,9 @@ the touched tiles with the interpreter's state after it (rows beyond the token c
 channels beyond the output width must keep their old values)."""
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 
 from base import settings
@@ -55,7 +58,9 @@ def bench(softmax=None):
                                      "i_t": (dut.signature.members["i_t"], dut.i_t)})
 
 
-def run_op(v, stall=0.2, seed=0, softmax=None, name="array_unit_t48"):
+def run_op(v, stall=0.2, seed=0, softmax=None, name="array_unit_t48", scores=False):
+    """The output buffer's touched words (RTL, interpreter) and the SimResult; with `scores`
+    also SB's rows (RTL, interpreter) after an ATTENTION that captures the CLS attention."""
     d = v.desc
     out_buf, c0, width = (d["o_buf"], d["o_c0"], d["m"]) if d.op.name == "MATMUL" else (d["o_buf"], 0,
                                                                                          d["heads"] * d["head_dim"])
@@ -65,9 +70,12 @@ def run_op(v, stall=0.2, seed=0, softmax=None, name="array_unit_t48"):
     if d.op.name == "MATMUL" and d["res"]:
         loads.append(d["r_buf"])
     loads.append(out_buf)
+    if scores:
+        loads.append(isa.SB)
     cmds = state_commands(HW, v.before, which=tuple(dict.fromkeys(loads)), rows=v.rows) + [start_command(HW)]
     reads = read_commands(HW, out_buf, v.rows, c0, w_out)
-    cmds += reads
+    sb_reads = read_commands(HW, isa.SB, v.rows, 0, 1) if scores else []
+    cmds += reads + sb_reads
     items = v.items
     tbeats, wbeats = [], []
     if d.op.name == "MATMUL":
@@ -80,11 +88,15 @@ def run_op(v, stall=0.2, seed=0, softmax=None, name="array_unit_t48"):
         wbeats = weight_beats(items, d["m"], d["k"], HW)
     # the table goes in before the operation starts (the loader's order)
     res = run_stream(bench(softmax), name, {"i_cmd": cmds, "i_w": wbeats, "i_t": tbeats},
-                     {"o_rd": len(reads)}, static={"desc": int.from_bytes(v.raw, "little"), "rows": v.rows},
+                     {"o_rd": len(reads) + len(sb_reads)},
+                     static={"desc": int.from_bytes(v.raw, "little"), "rows": v.rows},
                      stall=stall, seed=seed, sim=settings.SIM_ENGINE, tag=f"op{v.index}_s{seed}", timeout=400_000)
-    got = parse_reads(HW, res.outputs["o_rd"], out_buf, v.rows, c0, w_out)
+    got = parse_reads(HW, res.outputs["o_rd"][:len(reads)], out_buf, v.rows, c0, w_out)
     want = v.before[out_buf][:v.rows, c0:c0 + w_out].copy()
     want[:, :width] = v.after[out_buf][:v.rows, c0:c0 + width]
+    if scores:
+        got_sb = parse_reads(HW, res.outputs["o_rd"][len(reads):], isa.SB, v.rows, 0, 1)
+        return got, want, res, (got_sb, v.after[isa.SB][:v.rows, :1])
     return got, want, res
 
 
@@ -125,3 +137,46 @@ def test_attention_bit_exact(vectors, label, measured):
     got, want, res = run_op(v, stall=0.2, seed=v.index)
     assert_exact(got, want, label)
     measured(f"array unit ATTENTION '{label}' (N {v.rows}): bit-exact, {res.cycles} cycles with 20% stalls")
+
+
+def _with_fields(v, sb=None, **fields):
+    """An OpVector of the same descriptor with other field values (and SB's rows `sb`), its
+    `after` from the interpreter's operation on that `before` state."""
+    from golden.interp import Machine
+    d = isa.decode(v.raw)
+    f = {k: val for k, val in d.items() if k != "op"}
+    f.update(fields)
+    raw = isa.encode(d.op.name, **f)
+    mach = Machine(HW, bytearray())
+    before = {b: x.copy() for b, x in v.before.items()}
+    if sb is not None:
+        before[isa.SB][:len(sb), 0] = sb
+    mach.buf = {b: x.copy() for b, x in before.items()}
+    mach.op_attention(isa.decode(raw), v.rows)
+    return dataclasses.replace(v, desc=isa.decode(raw), raw=raw, before=before, after=mach.buf)
+
+
+def test_attention_score_capture(measured):
+    """ATTENTION with `score`: the CLS row of the block's own softmax, summed over heads, into SB
+    (rows 0..N-1) by read-modify-write from the softmax's output, besides the attention output:
+    EViT's replace (t = 2^15), Evo-ViT's momentum blend (the old SB: the previous block's
+    capture; then old scores of both signs up to 2^31), t = 0 (SB keeps its old scores) and a
+    single head (the first head is also the last: blend and rounding on one write); 20% stalls."""
+    evit, evovit = _vectors("mini-evit"), _vectors("mini-evovit")
+    replace = pick(evit, "block 2 attention + CLS attention into SB", "mini-evit")
+    blend = pick(evovit, "block 3 attention + CLS attention into SB", "mini-evovit")
+    assert replace.desc["momentum"] == isa.ONE_Q15 and 0 < blend.desc["momentum"] < isa.ONE_Q15
+    rng = np.random.default_rng(7)
+    signed_old = rng.integers(-(1 << 31), 1 << 31, blend.rows)
+    cases = {"EViT replace (t = 2^15)": replace, "Evo-ViT momentum": blend,
+             "old scores of both signs": _with_fields(blend, sb=signed_old, momentum=20000),
+             "t = 0 (old scores kept)": _with_fields(blend, momentum=0),
+             "one head, t = 12345": _with_fields(replace, heads=1, head_dim=replace.desc["heads"]
+                                                 * replace.desc["head_dim"], momentum=12345)}
+    for k, (label, v) in enumerate(cases.items()):
+        got, want, res, (got_sb, want_sb) = run_op(v, stall=0.2, seed=v.index + k, scores=True)
+        assert_exact(got, want, f"{label}: attention output")
+        assert_exact(got_sb, want_sb, f"{label}: SB (CLS attention)")
+        assert len(np.unique(want_sb)) > v.rows // 2, label           # the keys' scores differ: a real test
+        measured(f"array unit ATTENTION with score capture, {label} (N {v.rows}, t {v.desc['momentum']}): output "
+                 f"and SB bit-exact, {res.cycles} cycles with 20% stalls")

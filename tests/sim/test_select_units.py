@@ -6,7 +6,8 @@ sides start with), N', the stored selection bytes; and each operation's cycles a
 rtl_gen.tools.cycles. One command stream per run with random stalls (sim/select_bench.py).
 
 Small config (R = 4, n_max = 40) with non-default unit parameters (3 reciprocal units, 2 cap
-bits per pass, package lanes = R): corner cases. Mini preset with the defaults: the
+bits per pass, package lanes = R): corner cases (SPViT's threshold decisions, DynamicViT's top-k,
+EViT's fused token). Mini preset with the defaults: the
 interpreter's buffers right before GMEAN and DECIDE of the calibrated mini model."""
 import numpy as np
 import pytest
@@ -14,11 +15,13 @@ from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from golden import isa
+from golden.arith import recip
 from golden.compiler import select_bytes
 from golden.hw import MINI_HW, HardwareConfig
 from golden.interp import Machine
 from golden.isa import B0, B1, B2, B3
-from golden.kernels import make_pwl
+from golden.kernels import CLS_ATTN_FRAC, make_pwl
+from golden.selectors.evit import HEAD_RECIP_BITS
 from rtl_gen.primitives.arith import bit_length
 from sim.select_bench import SelectBench
 from sim.select_ref import SelectRun, cycle_mismatches
@@ -192,19 +195,145 @@ def test_topk_corners():
     assert kept["k = N - 1"] == 22 and kept["k = 0"] == 0 and kept["all tied"] == 6 and kept["ns 0"] == 0
 
 
+def fused(r, label, rows, scores, x, k, *, stage=0, bufs=(B0, B1), heads=4):
+    """EViT's selection: DECIDE top-k of `scores` (SB rows 0..rows-1), PACKAGE mode scores (the
+    fused token: the dropped candidates weighed by their SB scores, requant(sum S_i x_i
+    recip(H, 20), 43)), COMPACT in rank order with the fused token appended last."""
+    r.put_scores(scores)
+    r.put(bufs[0], 0, x)
+    d = x.shape[1]
+    r.op(label, "DECIDE", rows, mode=isa.DECIDE_TOPK, k=k, stage=stage)
+    r.check_selection(label)
+    r.op(label, "PACKAGE", rows, x_buf=bufs[0], d=d, mode=isa.PACKAGE_MODES["scores"],
+         mult=recip(heads, HEAD_RECIP_BITS), shift=HEAD_RECIP_BITS + CLS_ATTN_FRAC)
+    r.op(label, "COMPACT", rows, x_buf=bufs[0], o_buf=bufs[1], d=d, order=isa.ORDER_RANK)
+    r.check(label, bufs[1], 0, d)
+    r.store(label)
+
+
+def test_fused_token_corners():
+    """EViT's fused token (PACKAGE mode scores after a top-k DECIDE) and the rank-order
+    compaction with it appended, against the interpreter: CLS attention sums of 4 and 31 heads
+    (the largest score 31 x 2^23), int16 extremes in the tokens, weights summing to 2^31.6, far
+    beyond EViT's (H 2^23; the package saturates, rtl_gen/selector/package.py), k = N - 1
+    (one candidate fused), k = N - 2, k = 0 (every candidate fused), ties across the k boundary,
+    all scores 0 (the fused token is 0), rows = n_max, a fused token that survives the next stage
+    as an ordinary candidate (stages back to back on the compacted output, its score the
+    largest), the cycle model exact."""
+    hw, rng = SMALL, np.random.default_rng(23)
+    r = SelectRun(hw, junk_seed=5)
+    for b in (B0, B1, B2, B3):
+        r.put_junk(b)
+    r.put_junk(isa.SB)
+
+    def x(rows, d=24, lo=-32768):
+        return rng.integers(lo, 32768, (rows, d))
+
+    def cls(rows, heads):                                   # sum over heads of 23-bit probabilities
+        p = rng.dirichlet(np.full(rows, 0.3), heads)
+        return np.round(p * (1 << CLS_ATTN_FRAC)).astype(np.int64).sum(0)
+
+    fused(r, "4 heads", 23, cls(23, 4), x(23), 9)
+    big = np.full(17, 31 << CLS_ATTN_FRAC)                 # 31 heads, all on these tokens
+    fused(r, "31 heads, largest scores, extreme tokens", 17, big, np.where(x(17) > 0, 32767, -32768), 5, heads=31,
+          bufs=(B2, B0))
+    fused(r, "one positive side saturates", 17, big, np.full((17, 24), 32767), 3, heads=31)
+    s = cls(21, 4)
+    fused(r, "k = N - 1 (nothing fused)", 21, s, x(21), 20, stage=1)
+    fused(r, "k = N - 2 (one fused)", 21, s, x(21), 19, stage=2)
+    fused(r, "k = 0 (every candidate fused)", 21, s, x(21), 0)
+    tied = rng.choice([0, 1 << 20, 1 << 20, 3 << 21], 31)
+    fused(r, "ties across the boundary", 31, tied, x(31, 16), 11)
+    fused(r, "all scores 0", 13, np.zeros(13, dtype=np.int64), x(13), 4)
+    fused(r, "rows n_max", 40, cls(40, 4), x(40, 64), 27, bufs=(B1, B3))
+    # stage 0 then stage 1 on its output: the fused token (row 1 + k) is a candidate with the top score
+    fused(r, "stage 0", 26, cls(26, 4), x(26, 32), 17, bufs=(B0, B1))
+    s1 = cls(19, 4)
+    s1[18] = s1.max() + 1
+    r.put_scores(s1)
+    r.op("stage 1 (the fused token a candidate)", "DECIDE", 19, mode=isa.DECIDE_TOPK, k=12, stage=1)
+    r.check_selection("stage 1 (the fused token a candidate)")
+    r.op("stage 1 (the fused token a candidate)", "PACKAGE", 19, x_buf=B1, d=32, mode=isa.PACKAGE_MODES["scores"],
+         mult=recip(4, HEAD_RECIP_BITS), shift=HEAD_RECIP_BITS + CLS_ATTN_FRAC)
+    r.op("stage 1 (the fused token a candidate)", "COMPACT", 19, x_buf=B1, o_buf=B2, d=32, order=isa.ORDER_RANK)
+    r.check("stage 1 (the fused token a candidate)", B2, 0, 32)
+    r.store("stage 1 (the fused token a candidate)")
+    events = _run(r, "selbench_small", SMALL_PARAMS, seed=11)
+    kept = {op.label: op.sel for op, _ in events if op.name == "DECIDE"}
+    assert kept["stage 1 (the fused token a candidate)"].rank[0] == 17      # the fused token ranks first
+    assert r.mach.n == 1 + 12 + 1
+
+
+def test_evovit_rerank_and_copy():
+    """Evo-ViT's selection units against the interpreter: the re-rank (top-k, then COMPACT in rank
+    order with every candidate following and the score buffer permuted alike: `scores`), on the
+    whole buffer (rows = n_max) and partial tiles, k = N - 1, k = 0, ties, stages back to back
+    (the permuted SB ranked again); COPY of rows in place with output shifts (-32: every nonzero
+    value saturates; 32: all round to 0 or -1 / 0; 1, -2, 0), between buffers at other row and
+    channel offsets (lanes move between tiles), one row, rows up to n_max; every SB tile and
+    every lane of the written channels compared (the rows COPY must not write keep the junk)."""
+    hw, rng = SMALL, np.random.default_rng(29)
+    r = SelectRun(hw, junk_seed=6)
+    for b in (B0, B1, B2, B3):
+        r.put_junk(b)
+    r.put_junk(isa.SB)
+
+    def x(rows, d=24):
+        return rng.integers(-32768, 32768, (rows, d))
+
+    def rerank(label, rows, scores, k, bufs=(B0, B1), d=24, stage=0):
+        if scores is not None:
+            r.put_scores(scores)
+            r.put(bufs[0], 0, x(rows, d))
+        r.op(label, "DECIDE", rows, mode=isa.DECIDE_TOPK, k=k, stage=stage)
+        r.check_selection(label)
+        r.op(label, "COMPACT", rows, x_buf=bufs[0], o_buf=bufs[1], d=d, order=isa.ORDER_RANK, rest=1, no_pkg=1,
+             scores=1)
+        r.check(label, bufs[1], 0, d)
+        r.check_scores(label)
+        r.store(label)
+
+    cls = rng.integers(0, 31 << 23, 40)
+    rerank("rows n_max", 40, cls, 27, d=64)
+    rerank("again on its output (the permuted scores)", 40, None, 13, bufs=(B1, B2), d=64, stage=1)
+    rerank("partial tiles", 23, rng.integers(0, 1 << 28, 23), 9)
+    rerank("k = N - 1", 23, rng.integers(0, 1 << 28, 23), 22, bufs=(B2, B0))
+    rerank("k = 0", 17, rng.integers(0, 1 << 28, 17), 0)
+    rerank("ties", 31, rng.choice([0, 5, 5, 1 << 27], 31), 11, bufs=(B1, B3))
+    big = np.full((40, 64), 32767)
+    big[::2] = -32768
+    r.put(B0, 0, np.where(rng.random((40, 64)) < 0.5, big, x(40, 64)))
+    copies = [("in place, shift 1", dict(i_buf=B0, i_c0=0, i_r0=7, o_buf=B0, o_c0=0, o_r0=7, w=64, shift=1), 30),
+              ("in place, shift -2 (saturates)", dict(i_buf=B0, i_c0=3, i_r0=0, o_buf=B0, o_c0=3, o_r0=0, w=20,
+                                                      shift=-2), 40),
+              ("in place, shift -32", dict(i_buf=B0, i_c0=10, i_r0=13, o_buf=B0, o_c0=10, o_r0=13, w=5, shift=-32), 9),
+              ("in place, shift 32", dict(i_buf=B0, i_c0=40, i_r0=2, o_buf=B0, o_c0=40, o_r0=2, w=8, shift=32), 21),
+              ("to B2 at other rows and channels", dict(i_buf=B0, i_c0=5, i_r0=3, o_buf=B2, o_c0=17, o_r0=10, w=30,
+                                                        shift=0), 29),
+              ("one row, shift 3", dict(i_buf=B0, i_c0=0, i_r0=39, o_buf=B3, o_c0=60, o_r0=0, w=4, shift=3), 1)]
+    for label, f, rows in copies:
+        r.op(label, "COPY", rows, **f)
+        r.check(label, f["o_buf"], 0, hw.buffer_width(f["o_buf"]))
+    _run(r, "selbench_small", SMALL_PARAMS, seed=13)
+
+
 def test_gmean():
     """rows = 2 and n_max, one channel to the whole buffer, saturated channels, B3 channels
-    beyond d_max; several means in a row on the same buffer."""
+    beyond d_max; several means in a row on the same buffer; output shifts (Evo-ViT's pooled
+    readout in another format): -30 (the mean scaled by 2^30, saturated), -3, 1, 5, 32 (every
+    mean rounds to 0 or -0)."""
     hw, rng = SMALL, np.random.default_rng(8)
     r = SelectRun(hw, junk_seed=12)
     for b in (B0, B2, B3):
         r.put_junk(b)
-    cases = [(2, B0, 10, 3), (40, B3, 40, 16), (23, B0, 0, 1), (9, B2, 0, 64), (31, B0, 7, 20), (3, B3, 63, 1)]
-    for i, (rows, buf, c0, w) in enumerate(cases):
-        x = rng.integers(-32768, 32768, (rows, w))
+    cases = [(2, B0, 10, 3, 0), (40, B3, 40, 16, 0), (23, B0, 0, 1, 0), (9, B2, 0, 64, 0), (31, B0, 7, 20, 0),
+             (3, B3, 63, 1, 0), (17, B0, 0, 24, -3), (40, B2, 0, 64, 1), (6, B3, 5, 30, 5), (12, B0, 3, 9, -30),
+             (25, B2, 8, 12, 32), (33, B0, 0, 64, -1)]
+    for i, (rows, buf, c0, w, shift) in enumerate(cases):
+        x = rng.integers(-32768, 32768, (rows, w)) >> (3 if shift < 0 else 0)
         x[:, :: 3] = 32767 if i % 2 else -32768
         r.put(buf, c0, x)
-        r.op(f"gmean {i}", "GMEAN", rows, buf=buf, c0=c0, w=w)
+        r.op(f"gmean {i} shift {shift}", "GMEAN", rows, buf=buf, c0=c0, w=w, shift=shift)
         if i == 4:
             r.op(f"gmean {i} again", "GMEAN", rows - 5, buf=buf, c0=c0 + 2, w=w - 4)
         r.check(f"gmean {i}", buf, 0, hw.buffer_width(buf))

@@ -61,9 +61,6 @@ def test_out_of_range_at_parse_time(argv, msg, capsys):
     (["info", "--config", "mini", "--keep", "0.5"], "--keep needs 2 rates, one per selector stage (got 1)"),
     (["report", "--config", "mini,zcu"], "unknown hardware 'zcu'"),
     (["report", "--config", "spvit-deit-tiny,mini"], "hardware mini cannot run spvit-deit-tiny"),
-    (["report", "--config", "mini-evit,mini"],
-     "the accelerator runs unpruned, SPViT and DynamicViT models; token selection 'evit' (model mini-evit) has no "
-     "hardware yet"),
     (["generate", "--hw", "nope.toml", "--out", "never-written"], "hardware file 'nope.toml' does not exist"),
     (["run", "--hw", "mini"], "--package is required"),
 ])
@@ -71,6 +68,18 @@ def test_ranges_that_need_the_config(argv, msg, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert f"spvit: error: {msg}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scheme_without_hardware_is_refused_first(capsys, tmp_path, monkeypatch):
+    """A scheme the RTL would not run (every scheme runs now: Evo-ViT's flag turned off here) is
+    refused by `spvit report` before any shape, naming the schemes that run."""
+    from golden.selectors.evovit import EvoViT
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(EvoViT, "hardware", False)
+    assert main(["report", "--config", "mini-evovit,mini"]) == 2
+    assert ("spvit: error: the accelerator runs unpruned, SPViT, DynamicViT and EViT models; token selection "
+            "'evovit' (model mini-evovit) has no hardware yet") in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
