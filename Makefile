@@ -8,7 +8,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 # test processes (pytest-xdist): one per core; builds shared between them are locked (sim/runner.py)
 JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
-PYTEST  := $(PY) -m pytest -n $(JOBS) --dist loadgroup
+PYTEST  := $(PY) -m pytest -n $(JOBS) --dist loadgroup --durations=20
 
 .PHONY: demo test test-fast lint bench install clean
 

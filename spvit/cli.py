@@ -65,7 +65,7 @@ def _stop_signals_raise():
         errors.STOP_SIGNALS.append(signum)
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
     errors.STOP_SIGNALS.clear()
-    handled = [signal.SIGTERM] + [signal.SIGINT] * (signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    handled = [signal.SIGTERM] + [signal.SIGINT] * (signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
     old = {s: signal.signal(s, on_signal) for s in handled}
     try:
         yield

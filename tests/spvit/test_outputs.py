@@ -255,9 +255,15 @@ def _generating(folder: Path):
     return p
 
 
+def _sigint_default():
+    """A test process may run with SIGINT ignored (a pytest-xdist worker after Ray), which a child
+    inherits; a user's shell gives spvit the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spvit(args, cwd=ROOT, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT), SPVIT_THREADS="2")
-    return subprocess.Popen([sys.executable, "-m", "spvit.cli", *args], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "spvit.cli", *args], cwd=cwd, env=env, preexec_fn=_sigint_default,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -294,7 +300,11 @@ def test_ctrl_c_swallowed_by_a_finalizer_still_stops(tmp_path, monkeypatch, caps
     parser = argparse.ArgumentParser(prog="spvit")
     parser.set_defaults(func=command)
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    assert main([]) == 130
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)     # as in a user's shell
+    try:
+        assert main([]) == 130
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert capsys.readouterr().err.strip().endswith("spvit: interrupted (Ctrl-C); stopped, temporary output removed")
     assert list(tmp_path.iterdir()) == []
 
