@@ -60,6 +60,15 @@ def _report(bad, what):
     assert not bad, f"{what}: {len(bad)} mismatching items\n" + "\n".join(bad[:12])
 
 
+def _junk_run(hw, junk_seed: int, scores: bool = False) -> SelectRun:
+    """A run whose token buffers (and with `scores` the score buffer) start full of junk, so a
+    unit that reads or writes a row it should not shows up in the compare."""
+    r = SelectRun(hw, junk_seed=junk_seed)
+    for b in (B0, B1, B2, B3) + ((isa.SB,) if scores else ()):
+        r.put_junk(b)
+    return r
+
+
 def _run(r, name, params, seed, stall=0.25):
     bad, events, res = r.run(name, stall=stall, seed=seed, bench=SelectBench(r.hw, **params))
     _report(bad, name)
@@ -77,9 +86,7 @@ def test_selection_corners():
     packages, each package mode, partial tiles, z and w in other buffers / offsets, 16 heads, a
     table that extends its last segment (signed outputs, sum mode)."""
     hw, rng = SMALL, np.random.default_rng(7)
-    r = SelectRun(hw, junk_seed=11)
-    for b in (B0, B1, B2, B3):
-        r.put_junk(b)
+    r = _junk_run(hw, 11)
     r.table(SIG.base, SIG.slope)
 
     def x(rows, d=32):
@@ -158,10 +165,7 @@ def test_topk_corners():
     k boundary, rows = n_max, ns = 1 and 0, partial tiles, every candidate in rank order (rest),
     stages back to back on the compacted output."""
     hw, rng = SMALL, np.random.default_rng(17)
-    r = SelectRun(hw, junk_seed=21)
-    for b in (B0, B1, B2, B3):
-        r.put_junk(b)
-    r.put_junk(isa.SB)
+    r = _junk_run(hw, 21, scores=True)
 
     def x(rows, d=24):
         return rng.integers(-32768, 32768, (rows, d))
@@ -221,10 +225,7 @@ def test_fused_token_corners():
     as an ordinary candidate (stages back to back on the compacted output, its score the
     largest), the cycle model exact."""
     hw, rng = SMALL, np.random.default_rng(23)
-    r = SelectRun(hw, junk_seed=5)
-    for b in (B0, B1, B2, B3):
-        r.put_junk(b)
-    r.put_junk(isa.SB)
+    r = _junk_run(hw, 5, scores=True)
 
     def x(rows, d=24, lo=-32768):
         return rng.integers(lo, 32768, (rows, d))
@@ -273,10 +274,7 @@ def test_evovit_rerank_and_copy():
     channel offsets (lanes move between tiles), one row, rows up to n_max; every SB tile and
     every lane of the written channels compared (the rows COPY must not write keep the junk)."""
     hw, rng = SMALL, np.random.default_rng(29)
-    r = SelectRun(hw, junk_seed=6)
-    for b in (B0, B1, B2, B3):
-        r.put_junk(b)
-    r.put_junk(isa.SB)
+    r = _junk_run(hw, 6, scores=True)
 
     def x(rows, d=24):
         return rng.integers(-32768, 32768, (rows, d))
@@ -370,9 +368,7 @@ def test_mini_real(mini_snapshots, measured):
     """The calibrated mini model (R = 8, default unit parameters) on two images: both stages'
     GMEANs, DECIDE, PACKAGE, COMPACT and STORE from the interpreter's buffers right before them,
     then the same decisions with sum / mean packages and a cap that binds."""
-    r = SelectRun(MINI_HW, junk_seed=5)
-    for b in (B0, B1, B2, B3):
-        r.put_junk(b)
+    r = _junk_run(MINI_HW, 5)
     for i, snaps in enumerate(mini_snapshots):
         for s in snaps:
             s.replay(r, f"image {i} stage {s.stage}")
