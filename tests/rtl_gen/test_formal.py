@@ -10,9 +10,12 @@ import pytest
 from amaranth.hdl import Mux, Signal
 
 from golden.hw import HardwareConfig
+from golden.isa import ONE_Q15
+from rtl_gen.array import score_capture
 from rtl_gen.array.epilogue import Epilogue
 from rtl_gen.array.fetch import Fetch
 from rtl_gen.array.mac import MacArray
+from rtl_gen.array.score_capture_formal import ScoreCaptureFormal
 from rtl_gen.array.unit import ArrayUnit
 from rtl_gen.array.unit_formal import ArrayUnitFormal
 from rtl_gen.host import axi
@@ -28,6 +31,7 @@ ARRAY_HW = HardwareConfig(mac_rows=2, mac_cols=8, n_max=8, d_max=8, hidden_max=8
 INDUCTION_K = 3             # k of the k-induction proofs
 DMA_DEPTH = 10              # BMC cycles from reset: a short read job and a short write job complete
 ARRAY_DEPTH = 6             # BMC cycles from reset: requests, MAC beats, tile info, a drained column
+CAPTURE_DEPTH = 2 * (score_capture.LATENCY + 1)   # a key's two heads, LATENCY + 1 apart, and its last write
 
 
 def small_dma(**kw) -> Dma:
@@ -66,6 +70,14 @@ def test_array_streams_for_all_time(tmp_path):
 def test_array_streams_from_reset(tmp_path):
     """Includes the streams without back-pressure (tile info, divisors), from reset."""
     check(formal.prove(ArrayUnitFormal(ARRAY_HW), ARRAY_DEPTH, tmp_path), "array unit all streams")
+
+
+@pytest.mark.parametrize("momentum", [0, 1 << 14, ONE_Q15])
+def test_score_capture_leaves_golden_score(tmp_path, momentum):
+    """EViT (t = 2^15), Evo-ViT (t = 2^14) and a score kept as it is (t = 0): one or two heads
+    through the block RAM's read-modify-write."""
+    check(formal.prove(ScoreCaptureFormal(ARRAY_HW, momentum), CAPTURE_DEPTH, tmp_path),
+          f"score capture, t = {momentum}")
 
 
 def test_no_valid_follows_ready(tmp_path):
@@ -200,6 +212,16 @@ def test_array_mutant_caught(tmp_path, fails):
     with mock.patch(target, mutant):            # the array unit makes its parts when elaborated
         r = formal.prove(ArrayUnitFormal(ARRAY_HW, scope="inductive"), INDUCTION_K, tmp_path, induction=True)
     assert caught(r, fails), r.failed
+
+
+def test_score_capture_mutants_caught(tmp_path):
+    """The old score weighed by 2^15 - t - 1, and a key sent again LATENCY cycles after its last
+    probability (its read meets its own pending write)."""
+    final = "score capture: final score differs from golden's formula"
+    with mock.patch.object(score_capture, "ONE_Q15", ONE_Q15 - 1):
+        assert caught(formal.prove(ScoreCaptureFormal(ARRAY_HW, 1 << 14), CAPTURE_DEPTH, tmp_path / "weight"), final)
+    too_soon = ScoreCaptureFormal(ARRAY_HW, 1 << 14, gap=score_capture.LATENCY)
+    assert caught(formal.prove(too_soon, CAPTURE_DEPTH, tmp_path / "gap"), final)
 
 
 def test_valid_follows_ready_caught(tmp_path):

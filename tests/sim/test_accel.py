@@ -208,7 +208,7 @@ def test_cycle_model_matches_rtl(demo, measured):
 @pytest.mark.skipif(not __import__("base.settings", fromlist=["SLOW"]).SLOW,
                     reason="SPVIT_SLOW=1: a DeiT-T image on the zcu102 design (~20-40 min: Verilog, C++ build, "
                            "0.5 M cycles)")
-@pytest.mark.parametrize("scheme", ["spvit", "dynamicvit"])
+@pytest.mark.parametrize("scheme", ["spvit", "dynamicvit", "evit", "evovit"])
 def test_deit_tiny_image_on_zcu102(scheme, measured):
     """A whole DeiT-T image of each scheme the RTL runs on the board configuration: every block's
     tokens, logits, kept counts and masks bit-exact; the cycle model within 3% of the RTL (one
