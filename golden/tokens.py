@@ -55,13 +55,19 @@ def take_ids(ids: np.ndarray, order: np.ndarray, new_id: int) -> np.ndarray:
     return np.where(order >= 0, np.take_along_axis(ids, np.maximum(order, 0), -1), new_id)
 
 
+def _numpy(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+
 class Record:
     """What the selection stages decided, per image: tokens kept per stage, and by token id the
     candidates of each stage and the ones that went on through the full blocks; the keep masks
     (per image and stage: the sorted indices of the kept tokens among the stage's candidates in
     their order at the decision, docs/selector.md "Keep masks") with the candidates' token ids in
     that order; plus the order of every mid-block selection per block call (to replay the float
-    twin's choice in the golden model when comparing one block at a time)."""
+    twin's choice in the golden model when comparing one block at a time); and, where a scheme
+    ranks by a score, the candidates' scores in that order (`scores`: integer in the golden
+    model, `Scheme.score_unit` converts) to see how near a tie a decision was."""
 
     def __init__(self, images: int, cfg):
         s, width = cfg.stages, cfg.num_patches + 1 + cfg.stages
@@ -71,11 +77,12 @@ class Record:
         none = np.zeros(0, dtype=np.int64)
         self.masks = [[none] * s for _ in range(images)]       # [image][stage] int64 indices, sorted
         self.cand_ids = [[none] * s for _ in range(images)]    # [image][stage] candidates' token ids, in order
+        self.scores = [[None] * s for _ in range(images)]      # [image][stage] candidates' scores, in order
         self.orders: dict = {}
 
-    def mark(self, stage: int, rows, cand_ids, keep) -> None:
+    def mark(self, stage: int, rows, cand_ids, keep, scores=None) -> None:
         """Stage `stage` saw tokens `cand_ids` [b, m] (in their sequence order) of images `rows`
-        and kept `keep` [b, m]."""
+        and kept `keep` [b, m], ranked by `scores` [b, m] when given."""
         cand_ids, keep = np.asarray(cand_ids), np.asarray(keep, dtype=bool)
         rows = np.asarray(rows)
         r = np.broadcast_to(rows[:, None], cand_ids.shape)
@@ -85,6 +92,8 @@ class Record:
         for j, row in enumerate(rows):
             self.masks[row][stage] = np.flatnonzero(keep[j]).astype(np.int64)
             self.cand_ids[row][stage] = cand_ids[j].astype(np.int64)
+            if scores is not None:
+                self.scores[row][stage] = _numpy(scores[j])
 
     def kept_ids(self, image: int, stage: int) -> np.ndarray:
         """Token ids (module docstring) of the tokens image `image` kept at stage `stage`, in
@@ -102,6 +111,7 @@ class Record:
         out.alive = np.concatenate([r.alive for r in recs])
         out.masks = [m for r in recs for m in r.masks]
         out.cand_ids = [c for r in recs for c in r.cand_ids]
+        out.scores = [c for r in recs for c in r.scores]
         out.orders = {}
         for r in recs:
             for b, v in r.orders.items():

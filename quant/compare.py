@@ -31,7 +31,7 @@ from golden.network import QModel
 from golden.tokens import Group, Record, decision_agreement
 
 from .calibrate import quantize_images
-from .selfcheck import same_input_decisions, sqnr_db
+from .selfcheck import first_flip, flip_line, same_input_decisions, sqnr_db
 
 LAYERS = ("ln1", "q", "k", "v", "proj", "mid", "ln2", "h", "g", "fc2", "out")
 
@@ -75,6 +75,14 @@ class CompareResult:
             f, q = self.kept_float[:, s], self.kept_int[:, s]
             out.append((float(f.mean()), int(f.min()), int(f.max()), float(q.mean()), int(q.min()), int(q.max())))
         return out
+
+    def flips(self) -> tuple[list, float]:
+        """(per image whose kept tokens differ between the models: the first such stage; the
+        logits SQNR of the other images)."""
+        first = [first_flip(f, q) for f, q in zip(self.kept_ids_float, self.kept_ids_int)]
+        same = [i for i, s in enumerate(first) if s is None]
+        lq = dequantize(self.logits_int[same], self.logits_frac)
+        return [s for s in first if s is not None], sqnr_db(self.logits_float[same], lq) if same else float("nan")
 
     def per_image(self) -> list:
         """One record per image: name, label, both models' logits, predictions and keep masks."""
@@ -341,6 +349,8 @@ def format_table(r: CompareResult) -> str:
         lines.append(f"selector decisions equal on the same input tokens: {100 * r.selector_agreement:.2f}% "
                      f"of {r.selector_tokens}; decision-score SQNR " +
                      ", ".join(f"stage {k.split('.')[1]} {v:.1f} dB" for k, v in r.selector_sqnr.items()))
+    if r.kept_float.shape[1]:
+        lines.append(flip_line(r.images, *r.flips()))
     if r.decision_tokens:
         lines.append(f"decisions equal, each model on its own forward: {100 * r.decision_agreement:.2f}% "
                      f"of {r.decision_tokens} candidate tokens (per stage, by token identity)")

@@ -168,6 +168,11 @@ class Scheme:
     def q_readout(self, q, g: Group):
         return g.x[:, 0], g.x
 
+    def score_unit(self, q, stage: int) -> float | None:
+        """One integer score (golden.tokens.Record.scores) of stage `stage` in the float twin's
+        score units; None if the scheme records no scores. For reports, never the integer path."""
+        return None
+
     def readout_fmt(self, cfg) -> str:
         """The traced name of the tensor the final LayerNorm reads."""
         return f"res.{cfg.depth}.cls" if self.cls_format else f"res.{cfg.depth}"

@@ -130,18 +130,22 @@ class DynamicViT(Scheme):
         if i not in model.cfg.selector_blocks:
             return [g]
         s = model.cfg.selector_blocks.index(i)
-        order, _ = self.f_top(model, s, g.x, trace)
+        order, d = self.f_top(model, s, g.x, trace)
         y = torch.gather(g.x, 1, order[..., None].expand(-1, -1, g.x.shape[-1]))
-        return [self._regroup(g, order.numpy(), y, s, rec)]
+        return [self._regroup(g, order.numpy(), y, s, rec, d)]
 
     @staticmethod
-    def _regroup(g: Group, order, y, s: int, rec: Record) -> Group:
-        rec.mark(s, g.rows, g.ids[:, 1:], keep_mask(order, g.x.shape[1] - 1))
+    def _regroup(g: Group, order, y, s: int, rec: Record, score) -> Group:
+        rec.mark(s, g.rows, g.ids[:, 1:], keep_mask(order, g.x.shape[1] - 1), score)
         return Group(y, g.rows, take_ids(g.ids, order, -1))
 
     # ---- integer model
+    def score_unit(self, q, stage: int) -> float:
+        sel = q.selectors[q.cfg.selector_blocks[stage]].score    # the folded row's accumulator
+        return 2.0 ** -(sel.in_frac + sel.w_frac)
+
     def q_before(self, q, i, g: Group, rec: Record) -> list:
         if i not in q.selectors:
             return [g]
-        y, order, _ = q.selectors[i](g.x)
-        return [self._regroup(g, order, y, q.cfg.selector_blocks.index(i), rec)]
+        y, order, score = q.selectors[i](g.x)
+        return [self._regroup(g, order, y, q.cfg.selector_blocks.index(i), rec, score)]

@@ -109,7 +109,7 @@ class EViT(Scheme):
         k = self.counts(model.cfg)[s][1]
         b, n, c = x1.shape
         if k >= n - 1:                                                # nothing to prune: no fused token
-            self._regroup(g, np.broadcast_to(np.arange(n), (b, n)), s, model.cfg, rec, i)
+            self._regroup(g, np.broadcast_to(np.arange(n), (b, n)), s, model.cfg, rec, i, cls)
             return x1
         top = rank_desc(cls)[:, :k]
         order = torch.cat([torch.zeros(b, 1, dtype=torch.long), 1 + top], 1)
@@ -118,17 +118,17 @@ class EViT(Scheme):
             w = cls.scatter(1, top, 0.0)
             out = torch.cat([out, (x1[:, 1:] * w[..., None]).sum(1, keepdim=True)], 1)
             order = torch.cat([order, torch.full((b, 1), -1, dtype=torch.long)], 1)
-        self._regroup(g, order.numpy(), s, model.cfg, rec, i)
+        self._regroup(g, order.numpy(), s, model.cfg, rec, i, cls)
         return out
 
     @staticmethod
-    def _regroup(g: Group, order, s: int, cfg, rec: Record | None, i: int) -> None:
+    def _regroup(g: Group, order, s: int, cfg, rec: Record | None, i: int, score) -> None:
         if rec is None:
             return
         keep = np.zeros(g.ids[:, 1:].shape, dtype=bool)
         kk = order[:, 1:]
         np.put_along_axis(keep, kk[:, kk[0] >= 0] - 1, True, 1)       # -1 marks the fused token (last column)
-        rec.mark(s, g.rows, g.ids[:, 1:], keep)
+        rec.mark(s, g.rows, g.ids[:, 1:], keep, score)
         rec.add_order(i, order)
         g.ids = take_ids(g.ids, order, cfg.num_patches + 1 + s)
 
@@ -136,9 +136,12 @@ class EViT(Scheme):
         sharpen_attention(model)
 
     # ---- integer model
+    def score_unit(self, q, stage: int) -> float:
+        return 2.0 ** -CLS_ATTN_FRAC / q.cfg.num_heads        # S = H 2^23 times the float head mean
+
     def q_mid(self, q, i, g: Group, x1, a, rec: Record | None, force=None):
-        y, order, _ = q.selectors[i](x1, a, force)
-        self._regroup(g, np.asarray(order), q.cfg.selector_blocks.index(i), q.cfg, rec, i)
+        y, order, score = q.selectors[i](x1, a, force)
+        self._regroup(g, np.asarray(order), q.cfg.selector_blocks.index(i), q.cfg, rec, i, score)
         return y
 
 def sharpen_attention(model, factor: float = 4.0) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arith import as_int, recip, requant, rshift_round
+from ..kernels import CLS_ATTN_FRAC
 from ..layers import MEAN_RECIP_BITS
 from ..tokens import Group, Record, rank_desc
 from .base import Scheme, check
@@ -136,7 +137,7 @@ class EvoViT(Scheme):
         pid = np.take_along_axis(ids[:, 1:], r, 1)
         keep = np.zeros(r.shape, dtype=bool)
         np.put_along_axis(keep, r[:, :k], True, 1)
-        rec.mark(s, g.rows, ids[:, 1:], keep)
+        rec.mark(s, g.rows, ids[:, 1:], keep, score)
         state = {"score": sc[:, :k], "parked": pat[:, k:], "park_score": sc[:, k:], "park_ids": pid[:, k:],
                  "park_frac": x_frac}
         return Group(cat([x[:, :1], pat[:, :k]], 1), g.rows, np.concatenate([ids[:, :1], pid[:, :k]], 1), state)
@@ -145,6 +146,9 @@ class EvoViT(Scheme):
         sharpen_attention(model)
 
     # ---- integer model
+    def score_unit(self, q, stage: int) -> float:
+        return 2.0 ** -CLS_ATTN_FRAC                           # the head sum with 23 fraction bits
+
     def q_mid(self, q, i, g: Group, x1, a, rec: Record | None, force=None):
         if rec is None:                   # a replay of one block: no running score to update
             return x1

@@ -19,7 +19,7 @@ from golden.selectors.evovit import blend
 from golden.tokens import Group, Record, rank_desc
 from quant import schemes
 from quant.calibrate import calibrate, quantize_images
-from quant.selfcheck import compare, format_report
+from quant.selfcheck import compare, format_report, logits_and_flips, pooled_sqnr
 from tests.helpers import block_input
 
 SCHEME_NAMES = ("dynamicvit", "evit", "evovit")
@@ -191,12 +191,69 @@ def test_deit_tiny_golden_against_float(name, measured):
     r = compare(model, calibrate(model, imgs[:8]), imgs[8:])
     measured(format_report(r, f"{cfg.name}, random weights, 8 calibration and 6 test images"))
     assert min(r.block_sqnr) >= 40.0, r.block_sqnr
-    assert r.logits_sqnr >= 40.0                       # EViT, Evo-ViT: the CLS token format, CLS attention Q23
+    assert r.logits_sqnr >= 40.0                       # one seed; over five: test_deit_tiny_fidelity_over_seeds
     assert r.decision_agreement >= 0.99 and r.decision_tokens > 1000
     if name != "evovit":                                # Evo-ViT's decision reads the running score
         assert r.selector_agreement >= 0.99 and r.selector_tokens > 1000
     assert (r.kept_golden == r.kept_float).all()
     assert list(r.kept_golden[0]) == {"dynamicvit": [137, 96, 67], "evit": [138, 98, 70], "evovit": [98, 98]}[name]
+
+
+FIDELITY_SEEDS = (0, 1, 2, 3, 4)      # spvit check's models, 16 test images each (80 per scheme)
+FIDELITY_IMAGES = 16
+
+
+@pytest.fixture(scope="module")
+def fidelity():
+    """Per scheme (EViT, Evo-ViT) and seed: quant.selfcheck.Fidelity of `spvit check --config
+    <scheme>-deit-tiny --seed s --images 16` (both forwards only; ~3 s per seed)."""
+    runs = {}
+
+    def get(name):
+        if name not in runs:
+            cfg = PRESETS[f"{name}-deit-tiny"]
+            runs[name] = []
+            for seed in FIDELITY_SEEDS:
+                imgs = random_images(cfg, 8 + FIDELITY_IMAGES, seed=seed)
+                model = random_model(cfg, seed=seed, balance_with=imgs[:8])
+                runs[name].append(logits_and_flips(model, calibrate(model, imgs[:8]), imgs[8:]))
+        return runs[name]
+    return get
+
+
+FIDELITY = pytest.mark.xdist_group("deit-tiny-fidelity")   # one worker: the runs are computed once
+
+
+@FIDELITY
+@pytest.mark.parametrize("name", ["evit", "evovit"])
+def test_deit_tiny_fidelity_over_seeds(name, fidelity, measured):
+    """The int16 error on DeiT-T shapes over five seeds: images that decide as the float model
+    are far above 40 dB at every seed; an image that keeps another token does so only at a near
+    tie (the pair's float scores closer than a few rms errors of the integer scores, never equal
+    integer scores ranked by position); such flips are rare; pooled over the 80 images the logits
+    SQNR is >= 40 dB (docs/arithmetic.md, "EViT and Evo-ViT: decision flips")."""
+    runs = fidelity(name)
+    flips = [f for r in runs for f in r.flips]
+    measured(f"{name}-deit-tiny, seeds {FIDELITY_SEEDS}, {FIDELITY_IMAGES} images each: logits SQNR " +
+             ", ".join(f"{r.logits_sqnr:.1f}" for r in runs) + f" dB, pooled {pooled_sqnr(runs):.1f} dB; "
+             f"images with a flip {len(flips)} of {len(runs) * FIDELITY_IMAGES}; without a flip " +
+             ", ".join(f"{r.flip_free_sqnr:.1f}" for r in runs) + " dB")
+    assert all(r.flip_free_sqnr >= 55.0 for r in runs), [r.flip_free_sqnr for r in runs]
+    for f in flips:
+        assert f.pairs and not f.integer_tie, f.describe()
+        assert all(gap < 5 * f.score_error for _, _, gap, _ in f.pairs), f.describe()
+    assert len(flips) <= 0.15 * len(runs) * FIDELITY_IMAGES        # measured 6 (EViT), 5 (Evo-ViT) of 80
+    assert pooled_sqnr(runs) >= 40.0
+
+
+@FIDELITY
+@pytest.mark.parametrize("name", ["evit", pytest.param("evovit", marks=pytest.mark.xfail(
+    strict=True, reason="one or two near-tie flips in 16 images cost Evo-ViT 28-33 dB each: seed 0 gives 38.6 dB "
+                        "(docs/arithmetic.md, 'EViT and Evo-ViT: decision flips')"))])
+def test_deit_tiny_logits_40db_every_seed(name, fidelity):
+    """Issue 18's target, >= 40 dB at every seed (16 images each). Evo-ViT misses it: a strict
+    xfail, so that meeting it fails here until the mark is removed."""
+    assert min(r.logits_sqnr for r in fidelity(name)) >= 40.0, [round(r.logits_sqnr, 1) for r in fidelity(name)]
 
 
 @pytest.mark.parametrize("name", SCHEME_NAMES)
@@ -220,7 +277,7 @@ def test_keep_masks_every_scheme(preset):
     among the stage's candidates in their order there (stage 0: the patch tokens in raster
     order), the candidates of a later stage as the table there says, the same masks from
     QModel.forward(return_masks), the record and any thread split; the float twin's
-    DeiT.last_masks have the same form."""
+    DeiT.last_masks have the same form. The top-k schemes record the scores they ranked."""
     cfg = PRESETS[preset]
     imgs = random_images(cfg, 12, seed=3)
     model = random_model(cfg, seed=3, balance_with=imgs[:8])
@@ -259,6 +316,15 @@ def test_keep_masks_every_scheme(preset):
     model(imgs[8:])
     assert [[len(mm) for mm in im] for im in model.last_masks] == model.last_kept.tolist()
     assert model.last_masks is model.last_record.masks
+    for r in (rec, model.last_record):         # the recorded scores are the ones the top-k ranked
+        for i in range(len(x)):
+            for s in range(cfg.stages):
+                score = r.scores[i][s]
+                if preset == "mini":               # SPViT decides by thresholds: no scores recorded
+                    assert score is None
+                    continue
+                assert len(score) == len(r.cand_ids[i][s])
+                assert sorted(rank_desc(score)[:len(r.masks[i][s])].tolist()) == r.masks[i][s].tolist()
 
 
 def test_extreme_inputs(measured):
