@@ -126,22 +126,22 @@ class Epilogue(wiring.Component):
         t_rb = tags[ACT_STAGE - ports.READ_LATENCY]
         m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(t_rb.tile), self.rb.ch.eq(t_rb.ch),
                      self.rb.en.eq(t_rb.valid & cfg.res)]
-        out, self._sums = [], []
-        for r in range(R):
-            align = row0 if r == 0 else SimpleNamespace(sa=cfg.sa, sb=cfg.sb, so=so)
-            out.append(self._lane(m, r, beat.acc[r], c.bias, mult, sh3, align, res[r]))
+        sums, out = zip(*(self._lane(m, r, beat.acc[r], c.bias, mult, sh3,
+                                     row0 if r == 0 else SimpleNamespace(sa=cfg.sa, sb=cfg.sb, so=so), res[r])
+                          for r in range(R)))
         self._write(m, tags[LATENCY], out)
         # MATMUL into SB: s = acc + bias (stage 1) of the rows that exist
         t1 = tags[1]
-        m.d.comb += [self.sw.tile.eq(t1.tile), self.sw.data.eq(Cat(s[:ACC_BITS] for s in self._sums)),
+        m.d.comb += [self.sw.tile.eq(t1.tile), self.sw.data.eq(Cat(s[:ACC_BITS] for s in sums)),
                      self.sw.en.eq(Mux(t1.valid & cfg.to_sb & t1.ok & (t1.dest == DEST_TOK),
                                        ports.rows_mask(m, cfg.rows, t1.tile, hw, name="sb_rows"), 0))]
         m.d.comb += self.idle.eq(~Cat(t.valid for t in tags[1:]).any() & ~self.o_s.valid & (self._sm.count == 0))
         return m
 
-    def _lane(self, m, r: int, acc, bias, mult, sh3, align, res) -> Value:
-        """One lane's arithmetic, LATENCY register stages; returns its last register. `align`:
-        the residual add's sa, sb and output shift so (row 0's own where it has them)."""
+    def _lane(self, m, r: int, acc, bias, mult, sh3, align, res) -> tuple[Value, Value]:
+        """One lane's arithmetic, LATENCY register stages; returns its stage-1 sum acc + bias (a
+        MATMUL into SB stores it) and its last register. `align`: the residual add's sa, sb and
+        output shift so (row 0's own where it has them)."""
         cfg = self.cfg
 
         def reg(value, name, shape=None):
@@ -155,7 +155,6 @@ class Epilogue(wiring.Component):
                 value = reg(value, f"{name}{k}")
             return value
         s = reg(acc + bias, "s1", signed(ACC_BITS + 1))
-        self._sums.append(s)
         lo = reg(s[:SPLIT] * mult, "lo2")
         hi = reg(s[SPLIT:].as_signed() * mult, "hi2")
         p = reg(lo + (hi << SPLIT), "p3", signed(PRODUCT_BITS))
@@ -170,7 +169,7 @@ class Epilogue(wiring.Component):
         ys = reg(yact << align.sb, "ys", signed(SUM_BITS))
         total = reg(rs + ys, "sum", signed(SUM_BITS))
         yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", pipe_stage(m, name=f"ra{r}_c"), shift=align.so), "yres")
-        return reg(Mux(cfg.res, yres, delay(yact, RES_STAGES, "yn")), "yout")
+        return s, reg(Mux(cfg.res, yres, delay(yact, RES_STAGES, "yn")), "yout")
 
     def _write(self, m, t, y):
         """The last stage: write y (R lanes) where the tag says (only rows < rows); scores into
