@@ -137,10 +137,11 @@ def tree_latency(n: int) -> int:
     return (n - 1).bit_length()
 
 
-def pipe_sum(m, values, name: str = "ps") -> Value:
+def pipe_sum(m, values, name: str = "ps", en=None) -> Value:
     """Sum of `values` by registered pairwise adders, one adder a stage: the sum of the values of
-    cycle t is the value returned at t + tree_latency(len(values))."""
-    return _registered_tree(m, [(Value.cast(v), 0) for v in values], name)[0]
+    cycle t is the value returned at t + tree_latency(len(values)) (`en`: registers move only
+    while it is high, a stall-together pipeline)."""
+    return _registered_tree(m, [(Value.cast(v), 0) for v in values], name, en)[0]
 
 
 def split_product(m, a, b, name: str = "sp", en=None) -> Value:

@@ -77,6 +77,9 @@ class Gather(wiring.Component):
         m.submodules.staged = staged = Ram(SCORE_BITS, hw.tiles, R)     # the permuted scores
         copy_tile, copy_valid = Signal(range(hw.tiles + 1)), Signal()
         m.d.sync += copy_valid.eq(0)
+        # the read address from registers in every state (only the enables follow the state)
+        m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
+                     self.rd.ch.eq(rd_ch), self.sr.tile.eq(src >> bits)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -102,9 +105,7 @@ class Gather(wiring.Component):
                              ch.eq(0), rd_ch.eq(Mux(copy, cp.i_c0, 0)), wr_ch.eq(Mux(copy, cp.o_c0, 0))]
                 m.next = "CH"
             with m.State("CH"):                                     # one channel word a cycle
-                m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
-                             self.rd.ch.eq(rd_ch), self.rd.en.eq(1),
-                             self.sr.tile.eq(src >> bits), self.sr.en.eq(ch == 0),
+                m.d.comb += [self.rd.en.eq(1), self.sr.en.eq(ch == 0),
                              issued.valid.eq(1), issued.ch.eq(wr_ch), issued.row.eq(dst),
                              issued.src_lane.eq(src[:bits] if bits else 0), issued.score.eq(scores & (ch == 0))]
                 m.d.sync += [ch.eq(ch + 1), rd_ch.eq(rd_ch + 1), wr_ch.eq(wr_ch + 1)]
