@@ -22,7 +22,7 @@ row counts are registered one adder at a time after start.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -76,6 +76,7 @@ class Gather(wiring.Component):
         m.d.sync += arriving.eq(issued)
         m.submodules.staged = staged = Ram(SCORE_BITS, hw.tiles, R)     # the permuted scores
         copy_tile, copy_valid = Signal(range(hw.tiles + 1)), Signal()
+        staging = Signal(R, name="staging")                        # a staged score's lane write this cycle
         m.d.sync += copy_valid.eq(0)
         # the read address from registers in every state (only the enables follow the state)
         m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
@@ -121,19 +122,24 @@ class Gather(wiring.Component):
                     with m.If(scores):
                         m.next = "SCORES"
             with m.State("SCORES"):                                 # staged scores -> SB, a tile a cycle
-                m.d.comb += [staged.raddr.eq(copy_tile), staged.ren.eq(1)]
-                m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1)]
-                with m.If(copy_tile == last_tile):
-                    m.next = "DRAIN"
+                with m.If(~staging.any()):                          # (the last staged write is in: d >= 2)
+                    m.d.comb += [staged.raddr.eq(copy_tile), staged.ren.eq(1)]
+                    m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1)]
+                    with m.If(copy_tile == last_tile):
+                        m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
         self._write(m, desc, cp, copy, arriving, bits)
         # scores: the source row's, staged at the output row; then SB tile by tile (rows < n_rows)
+        # (the lane select of SB's word registered before the staging write: a 48-bit R:1 mux)
         score = self.sr.data.as_value().word_select(arriving.src_lane, SCORE_BITS) if bits else self.sr.data.as_value()
         lane_of_row = Const(1, R) << arriving.row[:bits] if bits else 1
-        m.d.comb += [staged.waddr.eq(arriving.row >> bits), staged.wdata.eq(score.replicate(R)),
-                     staged.wen.eq(Mux(arriving.valid & arriving.score, lane_of_row, 0))]
+        staged_score = Signal(signed(SCORE_BITS), name="staged_score", attrs={"max_fanout": 64})
+        staged_tile = Signal(range(hw.tiles), name="staged_tile")
+        m.d.sync += [staged_score.eq(score), staged_tile.eq(arriving.row >> bits),
+                     staging.eq(Mux(arriving.valid & arriving.score, lane_of_row, 0))]
+        m.d.comb += [staged.waddr.eq(staged_tile), staged.wdata.eq(staged_score.replicate(R)), staged.wen.eq(staging)]
         written = Signal(range(hw.tiles))
         m.d.sync += written.eq(copy_tile)
         m.d.comb += [self.sw.tile.eq(written), self.sw.data.eq(staged.rdata),
