@@ -13,7 +13,7 @@ buffer ports (selected by the opcode of the running descriptor).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, ResetInserter
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -95,8 +95,14 @@ class Accelerator(wiring.Component):
         for name, u in units.items():
             m.submodules[name] = ResetInserter(reset)(u)
         self._host(m, csr, dma, ctl, prog, loader)
+        # which unit the descriptor is for, registered: the descriptor is latched three cycles
+        # before start (controller LATCH, RULES, CODE), so the start and the port routes select
+        # from registers rather than through a decode of the controller's register
         op = common_view(dispatch.desc).op
-        active = {name: _any(op, ops) for name, ops in UNITS.items()}
+        active = {}
+        for name, ops in UNITS.items():
+            active[name] = Signal(name=f"active_{name}", attrs={"max_fanout": 16})
+            m.d.sync += active[name].eq(_any(op, ops))
         done = 0
         for name, u in units.items():
             m.d.comb += [u.desc.eq(dispatch.desc), u.rows.eq(dispatch.rows),

@@ -56,6 +56,9 @@ class ArrayUnit(wiring.Component):
         m.submodules.drain = drain = Drain(hw)
         m.submodules.epi = epi = Epilogue(hw)
         m.submodules.mm = mm = MatmulSeq(hw)
+        # registered desc and rows: the sequencers latch them at start, so they must hold from the
+        # cycle before (the controller sets them three cycles before start, the unit bench once)
+        self._desc, self._rows = ports.held(m, self.desc, "desc"), ports.held(m, self.rows, "rows")
         m.submodules.att = att = AttentionSeq(hw, self.softmax(hw))
         m.submodules.capture = cap = ScoreCapture(hw)
         connect(m, fetch.o_ab, mac.i_ab)
@@ -75,7 +78,7 @@ class ArrayUnit(wiring.Component):
         for r in range(hw.mac_rows):
             connect(m, epi.table[r], wiring.flipped(self.table[r]))
         # SB writes: the epilogue's (MATMUL into SB) or the score capture's (ATTENTION `score`)
-        a = desc_view("ATTENTION", self.desc)
+        a = desc_view("ATTENTION", self._desc)
         m.d.comb += [cap.i.eq(att.cap), cap.heads.eq(a.heads), cap.momentum.eq(a.momentum)]
         capturing = cap.sw.en.any()
         m.d.comb += [self.sw.tile.eq(Mux(capturing, cap.sw.tile, epi.sw.tile)),
@@ -83,13 +86,13 @@ class ArrayUnit(wiring.Component):
         wi = self.wi
         m.d.comb += [wi.addr.eq(fetch.wr.addr), wi.en.eq(fetch.wr.en), fetch.wr.data.eq(wi.data),
                      mm.avail.eq(wi.avail), wi.done.eq(mm.slot_done),
-                     mm.desc.eq(self.desc), mm.rows.eq(self.rows), att.desc.eq(self.desc), att.rows.eq(self.rows)]
+                     mm.desc.eq(self._desc), mm.rows.eq(self._rows), att.desc.eq(self._desc), att.rows.eq(self._rows)]
         self._configure(m, epi, drain, mm, att)
         return m
 
     def _configure(self, m, epi, drain, mm, att):
         """Latch the epilogue and drain settings at start; `done` once all is written."""
-        d = desc_view("MATMUL", self.desc)
+        d = desc_view("MATMUL", self._desc)
         is_mm = d.op == Opcode.MATMUL
         busy = Signal()
         ecfg, dcfg = epi.cfg, drain.cfg
@@ -108,16 +111,16 @@ class ArrayUnit(wiring.Component):
                          ecfg.res.eq(d.res), ecfg.to_sb.eq(d.o_buf == isa.SB),
                          ecfg.r_buf.eq(d.r_buf), ecfg.sa.eq(d.sa), ecfg.sb.eq(d.sb), ecfg.so.eq(d.so),
                          ecfg.row0.eq(d.row0), ecfg.sa0.eq(d.sa0), ecfg.sb0.eq(d.sb0), ecfg.so0.eq(d.so0),
-                         ecfg.rows.eq(self.rows),
+                         ecfg.rows.eq(self._rows),
                          dcfg.mm_dest.eq(dest), dcfg.mm_buf.eq(d.o_buf[:2]), dcfg.mm_mult.eq(d.mult),
-                         dcfg.mm_shift.eq(d.shift), dcfg.n.eq(self.rows)]
-        a = desc_view("ATTENTION", self.desc)
+                         dcfg.mm_shift.eq(d.shift), dcfg.n.eq(self._rows)]
+        a = desc_view("ATTENTION", self._desc)
         with m.If(self.start & (d.op == Opcode.ATTENTION)):
             m.d.comb += att.start.eq(1)
             m.d.sync += [busy.eq(1), ecfg.act.eq(0), ecfg.res.eq(0), ecfg.to_sb.eq(0), ecfg.row0.eq(0),
-                         ecfg.rows.eq(self.rows), dcfg.o_buf.eq(a.o_buf),
+                         ecfg.rows.eq(self._rows), dcfg.o_buf.eq(a.o_buf),
                          dcfg.scale.eq(a.scale), dcfg.s_shift.eq(a.s_shift), dcfg.o_shift.eq(a.o_shift),
-                         dcfg.n.eq(self.rows)]
+                         dcfg.n.eq(self._rows)]
         # all issued, drained and written: the sequencers are idle and every stage is empty
         with m.If(busy & ~self.start & ~mm.busy & ~att.busy & m.submodules.fetch.idle & m.submodules.mac.idle
                   & drain.idle & epi.idle & m.submodules.capture.idle):

@@ -12,6 +12,7 @@ from golden import isa
 from golden.hw import HardwareConfig
 
 from ..control.decode import desc_view
+from ..primitives.fifo import Skid
 from ..primitives.gearbox import Gearbox
 from . import ports
 from .ports import lanes
@@ -81,6 +82,11 @@ class StoreUnit(wiring.Component):
         m.submodules.row_gearbox = row_gearbox = Gearbox(16, W)            # ROWS: int16 items
         m.submodules.tile_gearbox = tile_gearbox = Gearbox(16 * R, W)      # TILES: token-tile words
         m.submodules.read_fifo = read_fifo = fifo.SyncFIFOBuffered(width=16 * R + ports.lane_bits(R), depth=4)
+        # the selection's beats through a register slice (no valid / ready path from the selection
+        # store through this unit into the DMA writer)
+        m.submodules.sel_skid = sel_skid = Skid(W)
+        wiring.connect(m, wiring.flipped(self.i_sel), sel_skid.i)
+        self._sel = sel_skid.o
         job = SimpleNamespace(
             mode=Signal(2, name="mode"), busy=Signal(name="busy"), sent_cmd=Signal(name="sent_cmd"),
             reading=Signal(name="reading"),
@@ -168,13 +174,13 @@ class StoreUnit(wiring.Component):
             m.d.sync += job.pad.eq(job.pad - 1)
         with m.If(read_fifo.r_en & read_fifo.r_rdy):
             m.d.sync += job.items_out.eq(job.items_out + 1)
-        beat = Mux(rows_mode, row_gearbox.o.payload, Mux(tiles_mode, tile_gearbox.o.payload, self.i_sel.payload))
-        ready = Mux(rows_mode, row_gearbox.o.valid, Mux(tiles_mode, tile_gearbox.o.valid, self.i_sel.valid))
+        beat = Mux(rows_mode, row_gearbox.o.payload, Mux(tiles_mode, tile_gearbox.o.payload, self._sel.payload))
+        ready = Mux(rows_mode, row_gearbox.o.valid, Mux(tiles_mode, tile_gearbox.o.valid, self._sel.valid))
         sending = job.busy & job.sent_cmd
         m.d.comb += [self.o_data.payload.eq(beat), self.o_data.valid.eq(sending & ready),
                      row_gearbox.o.ready.eq(rows_mode & job.sent_cmd & self.o_data.ready),
                      tile_gearbox.o.ready.eq(tiles_mode & job.sent_cmd & self.o_data.ready),
-                     self.i_sel.ready.eq(sending & (job.mode == isa.STORE_SELECT) & self.o_data.ready)]
+                     self._sel.ready.eq(sending & (job.mode == isa.STORE_SELECT) & self.o_data.ready)]
 
 
 def _pad_items(vals, mode, R: int, W: int):

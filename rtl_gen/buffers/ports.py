@@ -71,6 +71,16 @@ def control(hw: HardwareConfig) -> dict:
     return {"start": In(1), "desc": In(DESC_BITS), "rows": In(range(hw.n_max + 1)), "done": Out(1)}
 
 
+def held(m, value, name: str) -> Signal:
+    """A registered copy of a control input (desc, rows): they hold from start until done (the
+    controller sets them three cycles before start, the unit benches with start), so the copy is
+    right from the cycle after start and the decode behind it starts at a register, not at the
+    controller's register fanned out to every unit."""
+    r = Signal.like(value, name=name)
+    m.d.sync += r.eq(value)
+    return r
+
+
 def tiles_of(n, size: int):
     """ceil(n / size) for a power-of-two `size` (an expression on the value or signal n)."""
     assert size & (size - 1) == 0, f"tile size must be a power of two ({size})"

@@ -29,6 +29,7 @@ from golden.stream import BIAS_WORDS, ENTRY_BYTES
 from ..buffers.act_table import table_write
 from ..buffers.ports import lanes
 from ..buffers.weight_ring import fill_port
+from ..primitives.fifo import Skid
 from ..primitives.gearbox import Gearbox
 from ..primitives.ram import read_port
 from .decode import Opcode, common_view, desc_view
@@ -107,6 +108,11 @@ class StreamLoader(wiring.Component):
         gearboxes = {k: Gearbox(hw.stream_bits, bits) for k, bits in word_bits(hw).items()}
         for k, g in gearboxes.items():
             m.submodules[f"gearbox_{k.name.lower()}"] = g
+        # the DMA's beats through a register slice: its ready is a register, which cuts the ready
+        # chain target (LayerNorm unit, LOAD) -> gearbox -> the DMA's FIFO
+        m.submodules.in_skid = in_skid = Skid(hw.stream_bits)
+        wiring.connect(m, wiring.flipped(self.i_stream), in_skid.i)
+        in_skid.o.valid.attrs["max_fanout"] = 16      # the gearboxes' word index and every beat's take
         item = SimpleNamespace(
             desc=Signal(isa.DESC_BITS),                  # the descriptor the loader is at
             target=Signal(Target), kind=Signal(WordKind),
@@ -123,7 +129,7 @@ class StreamLoader(wiring.Component):
             for target, kind in KIND_OF.items():
                 with m.Case(target):
                     m.d.comb += item.kind.eq(kind)
-        self._route(m, gearboxes, item)
+        self._route(m, gearboxes, item, in_skid.o)
         feeding = item.beats_live | item.words_live | ~gearboxes[WordKind.ENTRY].empty \
             | ~gearboxes[WordKind.WEIGHT].empty | ~gearboxes[WordKind.TILE].empty
         with m.FSM() as fsm:
@@ -258,10 +264,9 @@ class StreamLoader(wiring.Component):
             with m.If(~feeding):
                 m.next = "MM_W"
 
-    def _route(self, m, gearboxes, item):
+    def _route(self, m, gearboxes, item, i):
         """Beats -> the kind's gearbox while `beats_left` > 0; words -> the target while
         `words_left` > 0, then drop (the item's padding)."""
-        i = self.i_stream
         beats_left, words_left = item.beats_left, item.words_left
         for k, g in gearboxes.items():
             sel = item.kind == k

@@ -41,7 +41,7 @@ from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, LN_Z_FRAC
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import ACC_BITS, PIPE_REQUANT, WORD, pipe_stage, requant_sv
+from ..primitives.arith import ACC_BITS, PIPE_REQUANT, WORD, pipe_stage, requant_sv, requant_sv_shift
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
 from .isqrt_norm import NormIsqrt
@@ -49,6 +49,7 @@ from .isqrt_norm import NormIsqrt
 Z_BITS = 24                 # |z| <= sqrt(d) 2^16 (1 + 2^-29) < 2^22 for d <= 4096
 ZSH_MIN = LN_RECIP_BITS - LN_Z_FRAC - LN_SQRT_BITS // 2 + 1     # 46 - k with k <= 30: 16
 R_BITS = LN_RECIP_BITS - LN_SQRT_BITS // 2 + 2                   # R in (2^31, 2^32]: 33 bits
+A4_BITS = ACC_BITS + 1     # gamma z + beta
 OUT_LAT = 7 + PIPE_REQUANT  # out issue -> write (registered inputs, the output requant in three stages)
 STATS_LAT = 3               # stats issue of a tile's last channel -> its sums offered to post
 
@@ -296,12 +297,16 @@ class LnOut(wiring.Component):
             g.append(Signal(signed(WORD), name=f"g{i}"))
             b.append(Signal(signed(ACC_BITS), name=f"b{i}"))
             m.d.sync += [g[i].eq(g[i - 1]), b[i].eq(b[i - 1])]
+        # requant_sv's right shift for y_shift, registered once for every lane (it holds through
+        # the operation)
+        y_sh = Signal(range(A4_BITS + 2 * WORD + 3), name="y_sh")
+        m.d.sync += y_sh.eq(requant_sv_shift(m, self.y_shift, A4_BITS, WORD, "y_sh"))
         for l in range(self.hw.mac_rows):
-            m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[3], take, x))
+            m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[3], take, x, y_sh))
         m.d.comb += [self.y_valid.eq(ctl[depth][0]), self.y_last.eq(ctl[depth][2])]
         return m
 
-    def _lane(self, m, l, ctl, g3, b3, take, x):
+    def _lane(self, m, l, ctl, g3, b3, take, x, y_sh):
         w = self.wd
         cr1 = Signal(unsigned(w.cr), name=f"cr1_{l}")
         s1r1, s1r2 = (Signal(signed(w.s1r), name=f"s1r{i}_{l}") for i in (1, 2))
@@ -317,9 +322,9 @@ class LnOut(wiring.Component):
         p1 = Signal(signed(WORD + w.cr + 1), name=f"p1_{l}")
         d2 = Signal(signed(max(WORD + w.cr + 1, w.s1r) + 1), name=f"d2_{l}")
         z3 = Signal(signed(Z_BITS), name=f"z3_{l}")
-        a4 = Signal(signed(ACC_BITS + 1), name=f"a4_{l}")
+        a4 = Signal(signed(A4_BITS), name=f"a4_{l}")
         y5 = Signal(signed(WORD), name=f"y5_{l}")
-        y = requant_sv(m, a4, self.y_shift, WORD, name=f"y{l}", stage=pipe_stage(m, name=f"yp{l}_"))
+        y = requant_sv(m, a4, 0, WORD, name=f"y{l}", stage=pipe_stage(m, name=f"yp{l}_"), shift=y_sh)
         m.d.sync += [p1.eq(x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
                      a4.eq(g3 * z3 + b3), y5.eq(y)]
         return y5
@@ -334,7 +339,8 @@ class LayerNormUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        v = desc_view("LAYERNORM", self.desc)
+        v = desc_view("LAYERNORM", ports.held(m, self.desc, "desc"))   # read from the cycle after start
+        rows = ports.held(m, self.rows, "rows")
         m.submodules.stats = stats = LnStats(hw)
         m.submodules.post = post = LnPost(hw)
         m.submodules.out = out = LnOut(hw)
@@ -351,7 +357,7 @@ class LayerNormUnit(wiring.Component):
         stats_ch, out_ch, write_ch = (Signal(range(hw.d_max), name=n) for n in ("stats_ch", "out_ch", "write_ch"))
         sums_taken = Signal(tn)                                # tiles whose sums post has taken
         n_par = Signal(range(hw.d_max + 1))                    # parameters received
-        m.d.comb += tiles.eq(ports.tiles_of(self.rows, R))
+        m.d.comb += tiles.eq(ports.tiles_of(rows, R))
         with m.If(self.start):
             m.d.sync += [busy.eq(1), stats_tile.eq(0), out_tile.eq(0), write_tile.eq(0), sums_taken.eq(0),
                          stats_ch.eq(0), out_ch.eq(0), write_ch.eq(0), n_par.eq(0)]
@@ -367,7 +373,7 @@ class LayerNormUnit(wiring.Component):
         # token row 0 (CLS) may have its own eps: lane 0 of the first tile post takes
         m.d.comb += post.eps0.eq(Mux((v.eps0 != 0) & (sums_taken == 0), v.eps0, v.eps))
         self._out_pass(m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par)
-        self._write(m, v, busy, tiles, write_tile, write_ch, out)
+        self._write(m, v, rows, busy, tiles, write_tile, write_ch, out)
         return m
 
     def _stats_pass(self, m, v, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank):
@@ -415,10 +421,10 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += [out.valid.eq(read_valid), out.first.eq(read_first), out.last.eq(read_last), out.x.eq(bank.rdata),
                      out.gamma.eq(par.rdata[:WORD].as_signed()), out.beta.eq(par.rdata[WORD:].as_signed())]
 
-    def _write(self, m, v, busy, tiles, write_tile, write_ch, out):
+    def _write(self, m, v, rows, busy, tiles, write_tile, write_ch, out):
         """Results to the output buffer in order; the last write of the last tile ends the op."""
         hw = self.hw
-        mask = ports.rows_mask(m, self.rows, write_tile, hw)
+        mask = ports.rows_mask(m, rows, write_tile, hw)
         m.d.comb += [self.w.buf.eq(v.o_buf[:2]), self.w.tile.eq(write_tile), self.w.ch.eq(v.o_c0 + write_ch),
                      self.w.data.eq(out.y), self.w.en.eq(Mux(out.y_valid, mask, 0))]
         done = Signal()

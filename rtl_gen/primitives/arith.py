@@ -8,6 +8,7 @@ them exhaustively over int16 against golden).
     requant_var(m, v, s)    requant with a runtime signed shift (s < 0 shifts left)
     requant_sv(m, v, s, bits) requant_var on one pruned right shifter (a fifth of its LUTs)
     requant(v, s, bits)     sat(rshift_round(v, s))                       = golden.arith.requant
+    split_product(m, a, b)  a x b pipelined: one DSP48E2 per partial product, one adder a stage
 """
 from __future__ import annotations
 
@@ -94,6 +95,71 @@ def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru", stage=None) -> Val
 
 
 PIPE_REQUANT = 2         # register stages `stage` inserts into requant_uvar / requant_sv
+DSP_A, DSP_B = 24, 17    # operand chunks of one DSP48E2 product (27 x 18 two's complement)
+
+
+def _chunks(bits: int, size: int) -> list:
+    return list(range(0, bits, size))
+
+
+def product_latency(a_bits: int, b_bits: int) -> int:
+    """Cycles from split_product's operands to its product."""
+    return 1 + tree_latency(len(_chunks(a_bits, DSP_A)) * len(_chunks(b_bits, DSP_B)))
+
+
+def _register(m, value, name: str, en=None) -> Signal:
+    r = Signal(Value.cast(value).shape(), name=name)
+    if en is None:
+        m.d.sync += r.eq(value)
+    else:
+        with m.If(en):
+            m.d.sync += r.eq(value)
+    return r
+
+
+def _registered_tree(m, terms: list, name: str, en=None) -> tuple:
+    """Sum of (value, weight 2^shift) terms by registered pairwise adders, one adder a stage
+    (ceil(log2(len(terms))) stages; registers under `en` when given); the sum as (value, shift)."""
+    level = 0
+    while len(terms) > 1:
+        nxt = []
+        for k in range(0, len(terms), 2):
+            pair = sorted(terms[k:k + 2], key=lambda t: t[1])
+            low = pair[0][1]
+            total = sum(v << (sh - low) for v, sh in pair)
+            nxt.append((_register(m, total, f"{name}_s{level}_{k // 2}", en), low))
+        terms, level = nxt, level + 1
+    return terms[0]
+
+
+def tree_latency(n: int) -> int:
+    """Cycles of pipe_sum over n values."""
+    return (n - 1).bit_length()
+
+
+def pipe_sum(m, values, name: str = "ps", en=None) -> Value:
+    """Sum of `values` by registered pairwise adders, one adder a stage: the sum of the values of
+    cycle t is the value returned at t + tree_latency(len(values)) (`en`: registers move only
+    while it is high, a stall-together pipeline)."""
+    return _registered_tree(m, [(Value.cast(v), 0) for v in values], name, en)[0]
+
+
+def split_product(m, a, b, name: str = "sp", en=None) -> Value:
+    """a x b (b unsigned, a either) as a pipeline: the partial products of DSP_A x DSP_B-bit
+    chunks (one DSP48E2 each) registered, then summed pairwise by registered adders, one adder a
+    stage. The product of the operands of cycle t is the value returned at t +
+    product_latency(len(a), len(b)); the pipeline takes new operands every cycle (`en`: every
+    cycle it is high, a stall-together pipeline)."""
+    a, b = Value.cast(a), Value.cast(b)
+    assert not b.shape().signed, "split_product: b must be unsigned"
+    terms = []                                        # (registered value, its weight 2^shift)
+    for i in _chunks(len(a), DSP_A):
+        ai = a[i:i + DSP_A]
+        ai = ai.as_signed() if a.shape().signed and i + DSP_A >= len(a) else ai
+        for j in _chunks(len(b), DSP_B):
+            terms.append((_register(m, ai * b[j:j + DSP_B], f"{name}_p{len(terms)}", en), i + j))
+    value, shift = _registered_tree(m, terms, name, en)
+    return value << shift
 
 
 def pipe_stage(m, en=None, name: str = "p"):

@@ -15,8 +15,8 @@ of 32 or more round every |v| < 2^31 to 0 as s = 33 does. The constant product x
 shift-add tree (seven signed power-of-two terms, no DSP); the mantissa product is one 16 x 16
 DSP per lane. Yosys, zcu102 target: about 550 LUTs per lane.
 
-Timing (docs/rtl.md, "Timing budget"): LATENCY = 11 register stages: the inputs; x log2(e) (a
-balanced shift-add tree); step 1's shifter in three (requant_uvar's cuts); the table lookups; the
+Timing (docs/rtl.md, "Timing budget"): LATENCY = 13 register stages: the inputs; x log2(e) (a
+balanced shift-add tree, one adder a stage: 3); step 1's shifter in three (requant_uvar's cuts); the table lookups; the
 mantissa product; its rounding; step 3's shifter in three.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.kernels import EXP_FRAC, EXP_HI, EXP_LO, EXP_MAX_SHIFT, LOG2E_Q14
 
-from .arith import PIPE_REQUANT, pipe_stage, requant_uvar, rshift_round, tree_sum
+from .arith import PIPE_REQUANT, pipe_stage, pipe_sum, requant_uvar, rshift_round, tree_latency
 from .pipe import stall_pipeline
 
 X_BITS = 17          # the softmax difference s - max
@@ -35,7 +35,6 @@ FRAC_BITS = 8        # the descriptor's s_frac field
 T_BITS = 18          # saturated base-2 exponent in Q12 (see the module docstring)
 PRE_SHIFT = 2        # left shifts beyond 2 give what 2 gives (see the module docstring)
 SHIFT_MAX = 31 + PRE_SHIFT   # |x log2(e)| < 2^31: any right shift >= 32 gives t = 0
-LATENCY = 5 + 2 * PIPE_REQUANT + 2
 
 
 def csd(k: int) -> list[tuple[int, int]]:
@@ -51,11 +50,18 @@ def csd(k: int) -> list[tuple[int, int]]:
     return out
 
 
-def const_mul(m, v, k: int, name: str) -> Value:
+def const_mul(m, v, k: int, name: str, en=None) -> Value:
     """v * k for a constant k > 0 as a balanced tree of shifted copies of v (adders, no
-    multiplier), as a comb Signal."""
+    multiplier): registered, one adder a stage (const_mul_latency(k) stages, under `en`)."""
     v = Value.cast(v)
-    return tree_sum([(v << sh) if sign > 0 else -(v << sh) for sign, sh in csd(k)], name, m)
+    return pipe_sum(m, [(v << sh) if sign > 0 else -(v << sh) for sign, sh in csd(k)], name, en)
+
+
+def const_mul_latency(k: int) -> int:
+    return tree_latency(len(csd(k)))
+
+
+LATENCY = 4 + const_mul_latency(LOG2E_Q14) + 2 * PIPE_REQUANT + 2
 
 
 def exp_shift(m: Module, frac) -> Signal:
@@ -102,7 +108,9 @@ class ExpNegVar(wiring.Component):
         cut = pipe_stage(m, en, "exp_c")
         xs = [self.i_x.payload.x[l] for l in range(self.lanes)]
         *xs, shift = cut(xs + [exp_shift(m, self.i_x.payload.frac)])                    # the inputs
-        *vs, shift = cut([const_mul(m, x, LOG2E_Q14, f"xl{l}") for l, x in enumerate(xs)] + [shift])
+        vs = [const_mul(m, x, LOG2E_Q14, f"xl{l}", en) for l, x in enumerate(xs)]
+        for _ in range(const_mul_latency(LOG2E_Q14)):                                  # beside the tree
+            (shift,) = cut([shift])
         for l in range(self.lanes):
             t = requant_uvar(m, vs[l] << PRE_SHIFT, shift, T_BITS, name=f"t{l}", stage=cut)
             q = Signal(signed(T_BITS - EXP_FRAC), name=f"q{l}")

@@ -4,7 +4,7 @@
 idle and its ports are not routed."""
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,12 +35,17 @@ class Compaction(wiring.Component):
         hw = self.hw
         m.submodules.position = position = Compact(hw)
         m.submodules.rank = rank = Gather(hw)
-        d = desc_view("COMPACT", self.desc)
-        copy = d.op == Opcode.COPY
-        by_rank = copy | (d.order == isa.ORDER_RANK)
+        # the units read registered copies of desc and rows (from the cycle after start)
+        desc, rows = ports.held(m, self.desc, "desc"), ports.held(m, self.rows, "rows")
         for u in (position, rank):
-            m.d.comb += [u.desc.eq(self.desc), u.rows.eq(self.rows)]
-        m.d.comb += [position.start.eq(self.start & ~by_rank), rank.start.eq(self.start & by_rank),
+            m.d.comb += [u.desc.eq(desc), u.rows.eq(rows)]
+
+        d = desc_view("COMPACT", self.desc)
+        start_rank = (d.op == Opcode.COPY) | (d.order == isa.ORDER_RANK)
+        # which unit runs, registered for the port routes and outputs (used from the cycle after start)
+        copy, by_rank = Signal(name="copy"), Signal(name="by_rank")
+        m.d.sync += [copy.eq(d.op == Opcode.COPY), by_rank.eq(start_rank)]
+        m.d.comb += [position.start.eq(self.start & ~start_rank), rank.start.eq(self.start & start_rank),
                      rank.kept.eq(self.kept), self.done.eq(position.done | rank.done),
                      self.n_stb.eq(position.n_stb | (rank.done & ~copy)),
                      self.n_out.eq(Mux(by_rank, rank.n_out, position.n_out))]

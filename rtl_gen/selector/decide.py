@@ -105,18 +105,29 @@ class Scorer(wiring.Component):
         m.d.comb += begin_group.eq(running & ~reading & ~word_arrives & tiles_left & (~group.full | group.take))
         issue = begin_group | reading
         word = Mux(reading, read_word, 0)
+        # the three words' channels of head read_head in registers, computed with the head
+        # (the address is a select, not an adder into the read port)
+        head_next = Signal(5)
+        z0_ch, z1_ch, w_ch = (Signal(12, name=n) for n in ("z0_ch", "z1_ch", "w_ch"))
+        m.d.sync += [read_head.eq(head_next), z0_ch.eq(self.z_c0 + (head_next << 1)),
+                     z1_ch.eq(self.z_c0 + (head_next << 1) + 1), w_ch.eq(self.w_c0 + head_next)]
         m.d.comb += [self.rd.en.eq(issue), self.rd.tile.eq(read_tile),
                      self.rd.buf.eq(Mux(word == 2, self.w_buf, self.z_buf)),
-                     self.rd.ch.eq(Mux(word == 2, self.w_c0 + read_head, self.z_c0 + (read_head << 1) + word))]
+                     self.rd.ch.eq(Mux(word == 2, w_ch, Mux(word == 1, z1_ch, z0_ch)))]
         m.d.sync += [word_arrives.eq(issue), arriving_word.eq(word)]
+        m.d.comb += head_next.eq(read_head)
         with m.If(begin_group):
             m.d.sync += [reading.eq(1), read_word.eq(1), group.tile.eq(read_tile), group.head.eq(read_head)]
         with m.If(reading):
             m.d.sync += read_word.eq(read_word + 1)
             with m.If(read_word == 2):
-                m.d.sync += [reading.eq(0), read_head.eq(read_head + 1)]
+                m.d.sync += reading.eq(0)
+                m.d.comb += head_next.eq(read_head + 1)
                 with m.If(read_head == self.heads - 1):
-                    m.d.sync += [read_head.eq(0), read_tile.eq(read_tile + 1)]
+                    m.d.comb += head_next.eq(0)
+                    m.d.sync += read_tile.eq(read_tile + 1)
+        with m.If(~running):                   # head 0 (and its channels) before the start
+            m.d.comb += head_next.eq(0)
         with m.If(word_arrives):
             with m.Switch(arriving_word):
                 with m.Case(0):

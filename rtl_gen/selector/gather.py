@@ -16,12 +16,13 @@ row. The package token follows as in the position order. SB is permuted through 
 (each output row's score is read with its first word, SB itself written tile by tile at the
 end: a row's source may lie below it).
 
-Cycles from `start` to `done`: n_rows (d + 2) + 2, plus d for a package and T (the tiles of
-n_rows) for the scores (rtl_gen/tools/cycles.py gather_cycles).
+Cycles from `start` to `done`: n_rows (d + 2) + 2 + SIZE_CYCLES, plus d for a package and T
+(the tiles of n_rows) for the scores (rtl_gen/tools/cycles.py gather_cycles); SIZE_CYCLES: the
+row counts are registered one adder at a time after start.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,6 +36,8 @@ from ..primitives.arith import requant_sv
 from ..primitives.ram import Ram
 from .package import pkg_read
 from .state import order_read
+
+SIZE_CYCLES = 3          # start -> ROW: desc and rows held, then ns, ranked, n_rows registered in turn
 
 
 class Gather(wiring.Component):
@@ -53,11 +56,17 @@ class Gather(wiring.Component):
         desc, cp = desc_view("COMPACT", self.desc), desc_view("COPY", self.desc)
         copy = desc.op == Opcode.COPY
         scores = ~copy & desc.scores
-        ns = self.rows - 1 - desc.n_pkg
-        ranked = Mux(desc.rest, ns, self.kept)                     # candidates in the output
-        n_rows = Mux(copy, self.rows, 1 + ranked + desc.n_pkg)     # rows before the new package
-        width = Mux(copy, cp.w, desc.d)
-        m.d.comb += self.n_out.eq(2 + self.kept + desc.n_pkg - desc.no_pkg)
+        # the sizes, registered one step at a time from desc and rows (SIZE waits for them)
+        n = range(hw.n_max + 2)
+        ns, ranked, n_rows, past = (Signal(n, name=k) for k in ("ns", "ranked", "n_rows", "past_ranked"))
+        last_ch, last_tile = Signal(range(hw.d_max + 1)), Signal(range(hw.tiles + 1))
+        m.d.sync += [ns.eq(self.rows - 1 - desc.n_pkg), ranked.eq(Mux(desc.rest, ns, self.kept)),
+                     n_rows.eq(Mux(copy, self.rows, ranked + desc.n_pkg + 1)),   # rows before the new package
+                     past.eq(ns - ranked), last_ch.eq(Mux(copy, cp.w, desc.d) - 1),
+                     last_tile.eq((n_rows - 1) >> bits),
+                     self.n_out.eq(2 + self.kept + desc.n_pkg - desc.no_pkg)]
+        # the channels read and written (COPY: from i_c0, to o_c0), counted in registers
+        rd_ch, wr_ch = Signal(range(hw.d_max), name="rd_ch"), Signal(range(hw.d_max), name="wr_ch")
         row = Signal(range(hw.n_max + 2))
         src, dst = Signal(range(hw.tiles * R)), Signal(range(hw.n_max + 2))
         ch = Signal(range(hw.d_max + 1))
@@ -67,12 +76,19 @@ class Gather(wiring.Component):
         m.d.sync += arriving.eq(issued)
         m.submodules.staged = staged = Ram(SCORE_BITS, hw.tiles, R)     # the permuted scores
         copy_tile, copy_valid = Signal(range(hw.tiles + 1)), Signal()
+        staging = Signal(R, name="staging")                        # a staged score's lane write this cycle
         m.d.sync += copy_valid.eq(0)
+        # the read address from registers in every state (only the enables follow the state)
+        m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
+                     self.rd.ch.eq(rd_ch), self.sr.tile.eq(src >> bits)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += row.eq(0)
-                    m.next = "ROW"
+                    m.next = "SIZE0"
+            for k in range(SIZE_CYCLES):                            # ns, ranked, n_rows in turn
+                with m.State(f"SIZE{k}"):
+                    m.next = f"SIZE{k + 1}" if k + 1 < SIZE_CYCLES else "ROW"
             with m.State("ROW"):                                    # the source of output row `row`
                 m.d.comb += [self.order.rank.eq(row - 1), self.order.en.eq(1)]
                 with m.If(row == n_rows):
@@ -85,18 +101,16 @@ class Gather(wiring.Component):
                 with m.Else():
                     m.next = "SOURCE"
             with m.State("SOURCE"):
-                source = Mux(row == 0, 0, Mux(row <= ranked, self.order.token, ns + row - ranked))
+                source = Mux(row == 0, 0, Mux(row <= ranked, self.order.token, past + row))
                 m.d.sync += [src.eq(Mux(copy, cp.i_r0 + row, source)), dst.eq(Mux(copy, cp.o_r0 + row, row)),
-                             ch.eq(0)]
+                             ch.eq(0), rd_ch.eq(Mux(copy, cp.i_c0, 0)), wr_ch.eq(Mux(copy, cp.o_c0, 0))]
                 m.next = "CH"
             with m.State("CH"):                                     # one channel word a cycle
-                m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
-                             self.rd.ch.eq(Mux(copy, cp.i_c0, 0) + ch), self.rd.en.eq(1),
-                             self.sr.tile.eq(src >> bits), self.sr.en.eq(ch == 0),
-                             issued.valid.eq(1), issued.ch.eq(ch), issued.row.eq(dst),
+                m.d.comb += [self.rd.en.eq(1), self.sr.en.eq(ch == 0),
+                             issued.valid.eq(1), issued.ch.eq(wr_ch), issued.row.eq(dst),
                              issued.src_lane.eq(src[:bits] if bits else 0), issued.score.eq(scores & (ch == 0))]
-                m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == width - 1):
+                m.d.sync += [ch.eq(ch + 1), rd_ch.eq(rd_ch + 1), wr_ch.eq(wr_ch + 1)]
+                with m.If(ch == last_ch):
                     m.d.sync += row.eq(row + 1)
                     m.next = "ROW"
             with m.State("PKG"):                                    # the new package token, row n_rows
@@ -108,19 +122,24 @@ class Gather(wiring.Component):
                     with m.If(scores):
                         m.next = "SCORES"
             with m.State("SCORES"):                                 # staged scores -> SB, a tile a cycle
-                m.d.comb += [staged.raddr.eq(copy_tile), staged.ren.eq(1)]
-                m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1)]
-                with m.If(copy_tile == ports.tiles_of(n_rows, R) - 1):
-                    m.next = "DRAIN"
+                with m.If(~staging.any()):                          # (the last staged write is in: d >= 2)
+                    m.d.comb += [staged.raddr.eq(copy_tile), staged.ren.eq(1)]
+                    m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1)]
+                    with m.If(copy_tile == last_tile):
+                        m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.done.eq(1)
                 m.next = "IDLE"
         self._write(m, desc, cp, copy, arriving, bits)
         # scores: the source row's, staged at the output row; then SB tile by tile (rows < n_rows)
+        # (the lane select of SB's word registered before the staging write: a 48-bit R:1 mux)
         score = self.sr.data.as_value().word_select(arriving.src_lane, SCORE_BITS) if bits else self.sr.data.as_value()
         lane_of_row = Const(1, R) << arriving.row[:bits] if bits else 1
-        m.d.comb += [staged.waddr.eq(arriving.row >> bits), staged.wdata.eq(score.replicate(R)),
-                     staged.wen.eq(Mux(arriving.valid & arriving.score, lane_of_row, 0))]
+        staged_score = Signal(signed(SCORE_BITS), name="staged_score", attrs={"max_fanout": 64})
+        staged_tile = Signal(range(hw.tiles), name="staged_tile")
+        m.d.sync += [staged_score.eq(score), staged_tile.eq(arriving.row >> bits),
+                     staging.eq(Mux(arriving.valid & arriving.score, lane_of_row, 0))]
+        m.d.comb += [staged.waddr.eq(staged_tile), staged.wdata.eq(staged_score.replicate(R)), staged.wen.eq(staging)]
         written = Signal(range(hw.tiles))
         m.d.sync += written.eq(copy_tile)
         m.d.comb += [self.sw.tile.eq(written), self.sw.data.eq(staged.rdata),
@@ -135,5 +154,5 @@ class Gather(wiring.Component):
         m.d.comb += word.eq(Mux(arriving.pkg, self.pkg.data,
                                 Mux(copy, requant_sv(m, lane.as_signed(), cp.shift, name="copy_rq"), lane)))
         m.d.comb += [self.wr.buf.eq(Mux(copy, cp.o_buf, desc.o_buf)), self.wr.tile.eq(arriving.row >> bits),
-                     self.wr.ch.eq(Mux(copy, cp.o_c0, 0) + arriving.ch), self.wr.data.eq(word.replicate(R)),
+                     self.wr.ch.eq(arriving.ch), self.wr.data.eq(word.replicate(R)),
                      self.wr.en.eq(Mux(arriving.valid, Const(1, R) << arriving.row[:bits] if bits else 1, 0))]

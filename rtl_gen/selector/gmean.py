@@ -8,11 +8,13 @@ format, saturated (Evo-ViT's pooled readout). One reciprocal per operation,
 taken before the channel loop. The channel loop is a pipeline: the token tiles of channel c are
 read (one word per cycle, masked lane sum, accumulate) while the mean of channel c - 1 is
 written to its tiles (one word per cycle through the write port), so w channels of T tiles take
-about w T cycles (gmean_cycles is exact).
+about w T cycles (gmean_cycles is exact). Each stage one adder, product or half a shifter: the
+lane sum is an adder tree, the product by the reciprocal split into DSP48-sized partial products
+(pipeline_latency stages from a tile's word to its channel's mean).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import Out
 
@@ -21,8 +23,28 @@ from golden.layers import MEAN_RECIP_BITS
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import requant_uvar
+from ..primitives.arith import (
+    PIPE_REQUANT,
+    pipe_stage,
+    pipe_sum,
+    product_latency,
+    requant_uvar,
+    split_product,
+    tree_latency,
+)
 from ..primitives.recip import Reciprocal
+
+
+def lane_latency(hw: HardwareConfig) -> int:
+    """Cycles of the masked lane sum (an adder tree over mac_rows lanes), at least one."""
+    return tree_latency(max(hw.mac_rows, 2))
+
+
+def pipeline_latency(hw: HardwareConfig) -> int:
+    """A tile's word read -> its channel's mean registered (the last tile's): lane sum,
+    accumulate, product, requantiser."""
+    sum_bits = 16 + hw.n_max.bit_length()
+    return lane_latency(hw) + 1 + product_latency(sum_bits, MEAN_RECIP_BITS + 1) + PIPE_REQUANT
 
 
 class GMean(wiring.Component):
@@ -33,68 +55,79 @@ class GMean(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        desc = desc_view("GMEAN", self.desc)
-        rows = self.rows
-        tiles = Signal(range(hw.tiles + 1))
-        m.d.comb += tiles.eq(ports.tiles_of(rows, R))
+        LANE_LATENCY, PIPE = lane_latency(hw), pipeline_latency(hw)
+        desc = desc_view("GMEAN", ports.held(m, self.desc, "desc"))
+        rows = ports.held(m, self.rows, "rows_held")      # the start cycle's rows go to the reciprocal
+        # T - 1 and w - 1, registered (reads start after RECIP)
+        last_tile, last_ch = Signal(range(hw.tiles + 1)), Signal(13)
+        m.d.sync += [last_tile.eq(ports.tiles_of(rows, R) - 1), last_ch.eq(desc.w - 1)]
         sum_bits = 16 + hw.n_max.bit_length()
         m.submodules.recip = recip = Reciprocal(hw.n_max.bit_length(), MEAN_RECIP_BITS)
         recip_rows = Signal(MEAN_RECIP_BITS + 1)               # recip(rows - 1, 30)
 
-        # ---- reads: channel read_ch, tile read_tile, one word per cycle
+        # ---- reads: channel read_ch, tile read_tile, one word per cycle; the tile's lanes of
+        # tokens 1..rows-1 taken with the read
         read_ch, read_tile = Signal(13), Signal(range(hw.tiles))
+        read_addr = Signal(13)                            # c0 + read_ch, counted beside it
         reading = Signal()
-        tag = data.StructLayout({"valid": 1, "tile": range(hw.tiles), "ch": 13, "first": 1, "last": 1})
-        sum_stage, acc_stage, mean_stage = Signal(tag), Signal(tag), Signal(tag)
+        tag = data.StructLayout({"valid": 1, "tile": range(hw.tiles), "ch": 13, "first": 1, "last": 1, "lanes": R})
+        stages = [Signal(tag, name=f"gm_stage{k}") for k in range(PIPE + 1)]
+        sum_stage, acc_stage = stages[0], stages[LANE_LATENCY]
         m.d.comb += [self.rd.en.eq(reading), self.rd.buf.eq(desc.buf), self.rd.tile.eq(read_tile),
-                     self.rd.ch.eq(desc.c0 + read_ch)]
-        m.d.sync += [sum_stage.valid.eq(reading), sum_stage.tile.eq(read_tile), sum_stage.ch.eq(read_ch),
-                     sum_stage.first.eq(read_tile == 0), sum_stage.last.eq(read_tile == tiles - 1),
-                     acc_stage.eq(sum_stage), mean_stage.eq(acc_stage)]
+                     self.rd.ch.eq(read_addr)]
+        base = read_tile * R
+        m.d.sync += [sum_stage.valid.eq(reading), sum_stage.tile.eq(read_tile), sum_stage.ch.eq(read_addr),
+                     sum_stage.first.eq(read_tile == 0), sum_stage.last.eq(read_tile == last_tile),
+                     sum_stage.lanes.eq(Cat((base + r >= 1) & (base + r < rows) for r in range(R)))]
+        m.d.sync += [stages[k].eq(stages[k - 1]) for k in range(1, PIPE + 1)]
         with m.If(reading):
             m.d.sync += read_tile.eq(read_tile + 1)
-            with m.If(read_tile == tiles - 1):
-                m.d.sync += [read_tile.eq(0), read_ch.eq(read_ch + 1)]
-                with m.If(read_ch == desc.w - 1):
+            with m.If(read_tile == last_tile):
+                m.d.sync += [read_tile.eq(0), read_ch.eq(read_ch + 1), read_addr.eq(read_addr + 1)]
+                with m.If(read_ch == last_ch):
                     m.d.sync += reading.eq(0)
 
-        # ---- masked lane sum (tokens 1..rows-1), accumulate, mean
-        base = sum_stage.tile * R
-        lane_sum = Signal(signed(sum_bits))
+        # ---- masked lane sum (an adder tree, LANE_LATENCY stages), accumulate, mean (the
+        # product by the reciprocal, then the requantiser: the mean registered at stages[PIPE])
+        lanes = [Mux(sum_stage.lanes[r], self.rd.data[r], 0) for r in range(R)]
+        lane_sum = pipe_sum(m, lanes + [0] * (R < 2), "lane_sum")
         ch_sum = Signal(signed(sum_bits))
-        m.d.sync += lane_sum.eq(sum(Mux((base + r >= 1) & (base + r < rows), self.rd.data[r], 0) for r in range(R)))
         with m.If(acc_stage.valid):
             m.d.sync += ch_sum.eq(Mux(acc_stage.first, 0, ch_sum) + lane_sum)
-        mean = Signal(signed(16))
         out_shift = Signal(range(2 * MEAN_RECIP_BITS + 3))                # 30 + shift in 0..62 (golden/isa.py CHECKS)
-        m.d.comb += out_shift.eq(MEAN_RECIP_BITS + desc.shift)
-        with m.If(mean_stage.valid & mean_stage.last):
-            m.d.sync += mean.eq(requant_uvar(m, ch_sum * recip_rows, out_shift, name="mean_rq"))
+        m.d.sync += out_shift.eq(MEAN_RECIP_BITS + desc.shift)
+        scaled = split_product(m, ch_sum, recip_rows, name="mean_x")
+        mean = Signal(signed(16), attrs={"max_fanout": 64})               # R lanes of the write
+        mean_rq = requant_uvar(m, scaled, out_shift, name="mean_rq", stage=pipe_stage(m, name="mean_rq_p"))
+        done_stage = stages[PIPE]
+        with m.If(done_stage.valid & done_stage.last):
+            m.d.sync += mean.eq(mean_rq)
 
-        # ---- writes of the mean of channel write_ch to its tiles
+        # ---- writes of the mean of channel write_ch (c0 + its index) to its tiles
         writing, write_tile, write_ch = Signal(), Signal(range(hw.tiles)), Signal(13)
         mask = ports.rows_mask(m, rows, write_tile, hw)
-        m.d.comb += [self.wr.buf.eq(desc.buf), self.wr.tile.eq(write_tile), self.wr.ch.eq(desc.c0 + write_ch),
+        m.d.comb += [self.wr.buf.eq(desc.buf), self.wr.tile.eq(write_tile), self.wr.ch.eq(write_ch),
                      self.wr.en.eq(Mux(writing, mask, 0))]
         m.d.comb += [self.wr.data[r].eq(mean) for r in range(R)]
         with m.If(writing):
             m.d.sync += write_tile.eq(write_tile + 1)
-            with m.If(write_tile == tiles - 1):
+            with m.If(write_tile == last_tile):
                 m.d.sync += writing.eq(0)
-        with m.If(mean_stage.valid & mean_stage.last):
-            m.d.sync += [writing.eq(1), write_tile.eq(0), write_ch.eq(mean_stage.ch)]
+        with m.If(done_stage.valid & done_stage.last):
+            m.d.sync += [writing.eq(1), write_tile.eq(0), write_ch.eq(done_stage.ch)]
 
         busy = Signal()
-        m.d.comb += busy.eq(reading | sum_stage.valid | acc_stage.valid | mean_stage.valid | writing)
+        m.d.comb += busy.eq(reading | Cat(x.valid for x in stages).any() | writing)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [recip.i_d.valid.eq(self.start), recip.i_d.payload.eq(rows - 1)]
+                m.d.comb += [recip.i_d.valid.eq(self.start), recip.i_d.payload.eq(self.rows - 1)]
                 with m.If(self.start):
                     m.next = "RECIP"
             with m.State("RECIP"):
                 m.d.comb += recip.o_q.ready.eq(1)
                 with m.If(recip.o_q.valid):
-                    m.d.sync += [recip_rows.eq(recip.o_q.payload), reading.eq(1), read_ch.eq(0), read_tile.eq(0)]
+                    m.d.sync += [recip_rows.eq(recip.o_q.payload), reading.eq(1), read_ch.eq(0), read_addr.eq(desc.c0),
+                                 read_tile.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(~busy):

@@ -16,12 +16,13 @@ from amaranth.lib.wiring import In, Out
 
 from golden.layers import WEIGHT_RECIP_BITS
 
-from ..primitives.arith import rshift_round
+from ..primitives.arith import product_latency, rshift_round, split_product
 from ..primitives.recip import Reciprocal
 from .state import M_BITS
 
 NUM_BITS = 36
 DEN_BITS = 20
+PRODUCT_LATENCY = product_latency(NUM_BITS, WEIGHT_RECIP_BITS + 1)   # num x recip (split_product)
 
 
 def nd_layout() -> data.StructLayout:
@@ -30,7 +31,7 @@ def nd_layout() -> data.StructLayout:
 
 class KeepProb(wiring.Component):
     """i: {num, den >= 1}; o: m (signed(M_BITS)). Per unit one reciprocal in flight; the final
-    product and rounding take two register stages."""
+    product and rounding take 2 + PRODUCT_LATENCY register stages."""
 
     def __init__(self, units: int = 4):
         if units < 1:
@@ -71,9 +72,14 @@ class KeepProb(wiring.Component):
         prod_valid, prod_num, prod_q = Signal(), Signal(signed(NUM_BITS)), Signal(k + 1)
         for u, r in enumerate(recips):
             m.d.comb += r.o_q.ready.eq(advance & (next_out == u))
+        # the product through split_product (PRODUCT_LATENCY stages), then the rounding: a stall-
+        # together pipeline moving when the output is free or taken
+        prod = split_product(m, prod_num, prod_q, name="keep_x", en=advance)
+        valid = [prod_valid] + [Signal(name=f"prod_valid{s}") for s in range(PRODUCT_LATENCY)]
         with m.If(advance):
-            m.d.sync += [prod_valid.eq(out_valid), prod_num.eq(out_num), prod_q.eq(out_q), self.o.valid.eq(prod_valid),
-                         self.o.payload.eq(rshift_round(prod_num * prod_q, k)[:M_BITS])]
+            m.d.sync += [prod_valid.eq(out_valid), prod_num.eq(out_num), prod_q.eq(out_q), self.o.valid.eq(valid[-1]),
+                         self.o.payload.eq(rshift_round(prod, k)[:M_BITS])]
+            m.d.sync += [valid[s + 1].eq(valid[s]) for s in range(PRODUCT_LATENCY)]
             with m.If(out_valid):
                 m.d.sync += next_out.eq(Mux(next_out == U - 1, 0, next_out + 1))
         return m

@@ -35,7 +35,7 @@ from golden.layers import PACK_RECIP_BITS
 from ..buffers import ports
 from ..buffers.scores import score_read
 from ..control.decode import desc_view
-from ..primitives.arith import ACC_BITS, PIPE_REQUANT, pipe_stage, requant_uvar
+from ..primitives.arith import ACC_BITS, PIPE_REQUANT, pipe_stage, product_latency, requant_uvar, split_product
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
 from .state import M_BITS, m_read, mask_read, scored_lanes
@@ -45,6 +45,8 @@ ACC_USED = ACC_BITS      # |acc| < 2^15 x 2^15 x 4096 = 2^42; scores: < 2^47 whi
 SCORE_WEIGHT_BITS = 29   # a captured score: sum of <= 31 heads' 23-bit CLS probabilities, < 2^28
 WEIGHT_BITS = max(M_BITS, SCORE_WEIGHT_BITS)
 TOTAL_BITS = 28          # total < 2^15 x 4096
+FACTOR_BITS = PACK_RECIP_BITS + 1                       # recip(total, 46) < 2^47; mult: 21 bits
+SCALE_LATENCY = product_latency(ACC_USED, FACTOR_BITS)  # the sum x factor (split_product)
 
 
 def pkg_read(hw: HardwareConfig) -> wiring.Signature:
@@ -70,9 +72,9 @@ class Package(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        desc = desc_view("PACKAGE", self.desc)
+        desc = desc_view("PACKAGE", ports.held(m, self.desc, "desc"))
         ns = Signal(range(hw.n_max + 1))
-        m.d.comb += ns.eq(self.rows - 1 - desc.n_pkg)
+        m.d.sync += ns.eq(self.rows - 1 - desc.n_pkg)                   # first used two cycles after start
         m.submodules.acc_ram = acc_ram = Ram(ACC_BITS, hw.d_max)         # per-channel sums
         m.submodules.pkg_ram = pkg_ram = Ram(16, hw.d_max)               # the package token, for COMPACT
         m.submodules.recip = recip = Reciprocal(TOTAL_BITS, PACK_RECIP_BITS)
@@ -115,12 +117,17 @@ class Package(wiring.Component):
         score = Signal(signed(WEIGHT_BITS))
         lane_score = self.sb.data.as_value().word_select(ring.sb_lane, SCORE_BITS) if R > 1 else self.sb.data.as_value()
         m.d.comb += score.eq(lane_score[:WEIGHT_BITS].as_signed())
-        weight = Signal(signed(WEIGHT_BITS))
-        m.d.comb += weight.eq(Mux(ring.drop[0], Mux(desc.mode == MEAN, 1, Mux(desc.mode == SCORES, score, self.mr.m)),
-                                  0))
+        # the weight registered, then pushed and added to `total` a cycle later (the last one
+        # still before the first channel word's product)
+        weight, weight_valid = Signal(signed(WEIGHT_BITS)), Signal()
+        m.d.sync += weight_valid.eq(ring.m_arrives)
         with m.If(ring.m_arrives):
+            m.d.sync += [weight.eq(Mux(ring.drop[0], Mux(desc.mode == MEAN, 1,
+                                                         Mux(desc.mode == SCORES, score, self.mr.m)), 0)),
+                         ring.drop.eq(ring.drop >> 1)]
+        with m.If(weight_valid):
             pushed = (ring.weights.as_value() >> WEIGHT_BITS) | (weight.as_unsigned() << (WEIGHT_BITS * (R - 1)))
-            m.d.sync += [ring.weights.eq(pushed), ring.drop.eq(ring.drop >> 1), reg.total.eq(reg.total + weight)]
+            m.d.sync += [ring.weights.eq(pushed), reg.total.eq(reg.total + weight)]
         m.d.comb += ring.dropped.eq(scored_lanes(m, reg.tile, ns, hw, "pk_scored") & ~self.mask.keep)
         return ring
 
@@ -162,18 +169,19 @@ class Package(wiring.Component):
 
     def _output_pass(self, m, desc, reg, acc_ram, pkg_ram):
         """One pass over the channels: stage 0 reads acc_ram[ch], 1 scales the sum (by 1,
-        recip_total or mult), then the requantiser (PIPE_REQUANT stages) and the write of the
-        result to pkg_ram[ch]. Returns the stage tags."""
-        last = 2 + PIPE_REQUANT
+        recip_total or mult: split_product, SCALE_LATENCY stages), then the requantiser
+        (PIPE_REQUANT stages) and the write of the result to pkg_ram[ch]. Returns the stage tags."""
+        last = 1 + SCALE_LATENCY + PIPE_REQUANT
         tag = data.StructLayout({"valid": 1, "ch": range(self.hw.d_max)})
         stage = [Signal(tag, name=f"out_stage{k}") for k in range(last + 1)]
         for k in range(1, last + 1):
             m.d.sync += stage[k].eq(stage[k - 1])
-        factor = Mux(desc.mode == SUM, 1, Mux(desc.mode == SCORES, desc.mult, reg.recip_total))
-        shift = Mux(desc.mode == SUM, 15, Mux(desc.mode == SCORES, desc.shift, PACK_RECIP_BITS))
-        scaled = Signal(signed(ACC_USED + PACK_RECIP_BITS + 1))
-        m.d.sync += scaled.eq(acc_ram.rdata[:ACC_USED].as_signed() * factor)
-        zero = ~reg.acc_valid | ((desc.mode != SUM) & (desc.mode != SCORES) & (reg.total == 0))
+        # the factor, shift and zero, registered (recip_total is ready a cycle before the pass)
+        factor, shift, zero = Signal(FACTOR_BITS), Signal(range(64)), Signal()
+        m.d.sync += [factor.eq(Mux(desc.mode == SUM, 1, Mux(desc.mode == SCORES, desc.mult, reg.recip_total))),
+                     shift.eq(Mux(desc.mode == SUM, 15, Mux(desc.mode == SCORES, desc.shift, PACK_RECIP_BITS))),
+                     zero.eq(~reg.acc_valid | ((desc.mode != SUM) & (desc.mode != SCORES) & (reg.total == 0)))]
+        scaled = split_product(m, acc_ram.rdata[:ACC_USED].as_signed(), factor, name="scaled")
         y = requant_uvar(m, scaled, shift, name="pkg_rq", stage=pipe_stage(m, name="pkg_rq_p"))
         m.d.comb += [pkg_ram.waddr.eq(stage[last].ch), pkg_ram.wdata.eq(Mux(zero, 0, y)),
                      pkg_ram.wen.eq(stage[last].valid)]

@@ -11,11 +11,11 @@ sorting network). rank_i is the candidate's place in the order: `write_order` st
 order[rank_i] = i (COMPACT's rank order reads it), `write_keep` its keep bit rank_i < k. Ranks of
 distinct candidates differ, so the order is a permutation and exactly k are kept.
 
-Cycles from `start` to `done`: ns (T + 4) + 1 with T = tiles_of(rows, R) (rtl_gen/tools/cycles.py).
+Cycles from `start` to `done`: ns (T + 5) + 1 with T = tiles_of(rows, R) (rtl_gen/tools/cycles.py).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,6 +24,7 @@ from golden.isa import SCORE_BITS
 
 from ..buffers import ports
 from ..buffers.scores import score_read
+from ..primitives.arith import tree_sum
 from .state import keep_write, order_write
 
 
@@ -46,14 +47,19 @@ class TopK(wiring.Component):
         arriving, arriving_tile = Signal(), Signal(range(hw.tiles))
         rank = Signal(range(hw.n_max + 1))
         lane_of_cand = cand[:bits] if bits else Const(0, 1)
-        m.d.sync += arriving.eq(0)
-        with m.If(arriving):                        # the tile read last cycle: candidates ranked before i
+        # the tile read last cycle: which of its lanes rank before i (registered, `hits`), then
+        # their count added to the rank (one compare stage, one count-and-add stage)
+        hits, counting = Signal(R), Signal()
+        m.d.sync += [arriving.eq(0), counting.eq(arriving)]
+        with m.If(arriving):
             before = []
             for r in range(R):
                 j = arriving_tile * R + r
                 s = self.sb.data[r]
                 before.append((j >= 1) & (j <= ns) & ((s > own) | ((s == own) & (j < cand))))
-            m.d.sync += rank.eq(rank + sum(before))
+            m.d.sync += hits.eq(Cat(before))
+        with m.If(counting):
+            m.d.sync += rank.eq(rank + tree_sum(list(hits), "hit_count", m))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -77,6 +83,8 @@ class TopK(wiring.Component):
                 with m.If(tile == tiles - 1):
                     m.next = "LAST"
             with m.State("LAST"):                   # the last tile arrives
+                m.next = "COUNT"
+            with m.State("COUNT"):                  # its hits are counted
                 m.next = "PLACE"
             with m.State("PLACE"):
                 m.d.comb += [self.write_order.rank.eq(rank), self.write_order.token.eq(cand),

@@ -41,7 +41,10 @@ from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
 from ..primitives.arith import PIPE_REQUANT
 from ..selector.decide import SUM_STAGE
-from ..selector.package import default_lanes
+from ..selector.gather import SIZE_CYCLES as GATHER_SIZE
+from ..selector.gmean import pipeline_latency as gmean_pipeline
+from ..selector.keepprob import PRODUCT_LATENCY as KEEP_PRODUCT
+from ..selector.package import SCALE_LATENCY, default_lanes
 
 GAP = 5              # done registered; READ, LATCH, RULES, CODE of the next descriptor (rtl_gen/control/controller.py)
 # the last column on the MAC array's output -> done (drain, epilogue, done check)
@@ -324,9 +327,9 @@ def _tiles(n: int, hw: HardwareConfig) -> int:
 
 def gmean_cycles(rows: int, w: int, hw: HardwareConfig) -> int:
     """Reciprocal (k + 2), then w channels of T tiles read back to back; the last channel's T
-    writes and the pipeline (4) follow."""
+    writes and the pipeline (2 + gmean.pipeline_latency) follow."""
     t = _tiles(rows, hw)
-    return MEAN_RECIP_BITS + 2 + w * t + t + 4
+    return MEAN_RECIP_BITS + 2 + w * t + t + 2 + gmean_pipeline(hw)
 
 
 def recip_pool_accepts(n: int, units: int, k: int = WEIGHT_RECIP_BITS) -> list[int]:
@@ -352,15 +355,16 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
                   cap: int = 0, recips: int = 4, cap_bits: int = 3) -> int:
     """SCORE: groups (tile, head) of max(R, 4) cycles after a 6-cycle start, the last lane's
     record SUM_STAGE + 1 cycles later (the lane datapath's depth); M: the reciprocal pool (k + 5
-    from the last accept to done); CAP in parallel with M when it binds: a cycle for the first
-    position, passes of ns + 3 cycles and a final pass of ns."""
+    + the keep probability's product, KEEP_PRODUCT, from the last accept to done); CAP in
+    parallel with M when it binds: a cycle for the first position, passes of ns + 3 cycles and
+    a final pass of ns."""
     R = hw.mac_rows
     ns = rows - 1 - n_pkg
     groups = (ns // R + 1) * heads
     last_lane = 5 + (groups - 1) * max(R, 4) + R + SUM_STAGE - 4
     if ns == 0:                 # no candidates (the stage before kept none): SCORE only
         return last_lane + 7
-    m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5
+    m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5 + KEEP_PRODUCT
     scores = np.asarray(scores)
     if cap_en and int((scores >= 0).sum()) > cap:
         return max(m_done, last_lane + 9 + cap_passes(scores, cap, cap_bits) * (ns + 3) + ns)
@@ -371,7 +375,7 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
                    lanes: int | None = None) -> int:
     """Per tile with scored tokens: 3 cycles, or (dropped tokens in it) the R weights, d words
     of R / lanes cycles and 8 more; then the reciprocal (k + 2, norm / mean with a non-zero
-    total) and the output pass (d + 4 + PIPE_REQUANT)."""
+    total) and the output pass (d + 3 + SCALE_LATENCY + PIPE_REQUANT)."""
     R = hw.mac_rows
     L = lanes or default_lanes(hw)
     keep = np.asarray(keep, dtype=bool)
@@ -385,7 +389,7 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
     else:
         total = int((~keep).sum()) if mode == PACKAGE_MODES["mean"] else int(np.asarray(m)[~keep].sum())
         recip = PACK_RECIP_BITS + 2 if total != 0 else 0
-    return tiles + recip + d + 4 + PIPE_REQUANT
+    return tiles + recip + d + 3 + SCALE_LATENCY + PIPE_REQUANT
 
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
@@ -411,8 +415,8 @@ def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> i
 
 def topk_cycles(rows: int, hw: HardwareConfig) -> int:
     """DECIDE top-k (rtl_gen/selector/topk.py): per candidate its score, one SB tile a cycle, its
-    place; 1 more to finish."""
-    return (rows - 1) * (_tiles(rows, hw) + 4) + TOPK_START
+    hits counted, its place; 1 more to finish."""
+    return (rows - 1) * (_tiles(rows, hw) + 5) + TOPK_START
 
 
 def gather_cycles(rows: int, d, kept: int, hw: HardwareConfig) -> int:
@@ -427,4 +431,4 @@ def gather_cycles(rows: int, d, kept: int, hw: HardwareConfig) -> int:
             + (_tiles(n_rows, hw) if d.get("scores") else 0))
 
 
-TOPK_START, GATHER_START = 1, 2
+TOPK_START, GATHER_START = 1, 2 + GATHER_SIZE
