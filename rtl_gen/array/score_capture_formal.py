@@ -16,11 +16,11 @@ read-modify-write of the block RAM (the partial sums stored between heads and re
             (docs/arithmetic.md: a compiled program stays inside); other keys arrive freely
             (their writes share j's tile)
 
-    formal.prove(ScoreCaptureFormal(hw, momentum=2**14), depth=8, workdir=path)  # bounded, from reset
+    formal.prove(ScoreCaptureFormal(hw, momentum=2**14), depth=2 * (LATENCY + 1), workdir=path)  # bounded
 
 The momentum t is a constant of the harness: with t = 0, 2^14 or 2^15 both products are shifts
 and the proof takes seconds; for other t the solver would have to show two 48 x 16 constant
-products through different multiplexers equal, which it does not finish in 10 minutes. The
+products through different multiplexers equal, which it did not finish in 5-10 minutes. The
 products themselves are covered by the unit tests with arbitrary momenta
 (tests/sim/test_array_unit.py); this harness is about the order of operations, the rounding and
 the read-modify-write. `gap` = LATENCY is one cycle too soon (the key's read meets its own
