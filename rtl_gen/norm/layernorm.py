@@ -23,8 +23,9 @@ root skips V's leading zero pairs itself) and a pruned output shifter (arith.req
 
 Schedule: tiles t = 0 .. T - 1 (T = ceil(rows / R)) pass through three stages that overlap:
   stats(t)  reads the token buffer (d cycles), copies the tile into bank t % 2 of a block RAM
-  post(t)   the per-tile chain above, P = post_cycles(hw) = 2 SB + NP + 69 cycles, one tile at a
-            time (NP = 29 pairs of V for d_max <= 4096: P = 146 for d_max = 384)
+  post(t)   the per-tile chain above, P = post_cycles(hw) = 1 + S (2 SB + NP + 69) cycles, one
+            tile at a time, S = ln_post_share passes of R / S lanes (NP = 29 pairs of V for
+            d_max <= 4096: P = 147 for d_max = 384 and S = 1, 293 for S = 2 as on zcu102)
   out(t)    reads bank t % 2 and the parameter RAM, OUT_LAT-stage pipeline, writes (d cycles)
 stats(t) may overwrite channel c of a bank once out(t - 2) has read it, so for P < d the unit
 streams one tile per d cycles: cycles = T d + d + P + OUT_LAT + 3. `ln_cycles` is the exact stall-free
