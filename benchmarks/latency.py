@@ -10,6 +10,9 @@ runs it, golden Scheme.hardware), with
 the patch embedding, the selectors, the head and the DDR traffic at the assumed bandwidth (the
 same GB/s at every clock: fewer bytes per cycle at a higher clock).
 
+Each line also gives the *tile floor*: the time of the MAC array's padded tiles alone (a partial
+token tile costs a whole one), which bounds what any schedule on this array shape can reach.
+
 Clocks: the one the last `spvit report --config ...,HW --timing` of this hardware supports by the
 delay model of docs/rtl.md ("Timing budget"; rtl_gen/tools/timing.py last_summary), and the
 configured clock (300 MHz for zcu102) when different. Without a timing report of the hardware
@@ -72,10 +75,14 @@ def main() -> int:
                 p = e.perf
                 tokens = sorted({o.rows for o in p.ops if o.op == "ATTENTION"}, reverse=True)
                 print(f"  {variant:22s} {mhz:5.0f} MHz tokens {'/'.join(map(str, tokens)):16s} {p.total:10,d} cycles  "
-                      f"{e.latency_ms:6.3f} ms  {p.macs / 1e9:5.2f} GMAC  MAC-array util {p.mac_utilisation:.3f}  "
+                      f"{e.latency_ms:6.3f} ms  tile floor {p.tile_floor / (mhz * 1e3):6.3f} ms  "
+                      f"{p.macs / 1e9:5.2f} GMAC  MAC-array util {p.mac_utilisation:.3f}  "
                       f"board DSP efficiency {p.board_efficiency():.3f}  DDR {p.stream_bytes / 1e6:5.1f} MB")
                 if mhz == supported and variant.startswith("spvit-"):
                     lines.append(f"{name} spvit latency: {e.latency_ms:.2f} ms (paper {PAPER_MS[name]:.2f} ms)")
+    print(f"tile floor: the cycles of the padded MAC-array tiles alone ({hw.mac_rows}-token x {hw.mac_cols}-channel "
+          f"tiles, k beats each), nothing else; no schedule on this array shape is faster (rtl_gen/tools/cycles.py "
+          f"ProgramPerf.tile_floor)")
     for line in lines:
         print(line)
     return 0

@@ -106,6 +106,7 @@ class OpTime:
     end: int
     macs: int = 0
     bound: str = ""
+    beats: int = 0            # MAC-array beats of the operation's tiles, padding included (tile_beats)
 
     @property
     def cycles(self) -> int:
@@ -133,6 +134,13 @@ class ProgramPerf:
     @property
     def mac_utilisation(self) -> float:
         return self.macs / (self.hw.macs * self.total)
+
+    @property
+    def tile_floor(self) -> int:
+        """Cycles if the MAC array only ran the padded tiles of MATMUL and ATTENTION back to back:
+        no epilogue, drain, LayerNorm, selector, DDR or control time. No schedule of this array
+        shape beats it; only fewer padded rows (tile shape) or a higher clock do."""
+        return sum(o.beats for o in self.ops)
 
     def board_efficiency(self, dsp: int = 2520) -> float:
         """Useful MACs / (DSP48E2 of the board x cycles)."""
@@ -265,7 +273,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             raise ValueError(f"descriptor {st.index} ({name}) uses an operation or mode the RTL does not execute yet "
                              f"(rtl_gen/control/checks.py RTL_SUPPORT): the cycle model times only what the RTL runs")
         s = t + 1                                   # CHECK: the start pulse
-        macs = 0
+        macs = beats = 0
         bound = "compute"
         if name == "MATMUL":
             k, m = d["k"], d["m"]
@@ -275,9 +283,12 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             bound = "DDR (weights)" if waited > (end - s) / 2 else "compute"
             wait_weights += waited
             macs = rows * k * m
+            beats = tile_beats(hw, rows, k, m)
         elif name == "ATTENTION":
             end, waits = _attention(hw, rows, d["heads"], d["head_dim"], s)
             macs = 2 * rows * rows * d["heads"] * d["head_dim"]
+            dh = d["head_dim"]
+            beats = d["heads"] * (tile_beats(hw, rows, dh, rows) + tile_beats(hw, rows, rows, dh))   # S = Q K^T, P V
             bound = "softmax" if waits > (end - s) / 4 else "compute"
         elif name == "LAYERNORM":
             ld.item(gstream.ln_bytes(d["d"], hw), d["d"], s + SEEN)
@@ -315,10 +326,16 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             bound = "selector units"
         else:
             end = s
-        ops.append(OpTime(st.index, name, rows, s, end, macs, bound))
+        ops.append(OpTime(st.index, name, rows, s, end, macs, bound, beats))
         t = end + GAP - 1
     total = t + 4
     return ProgramPerf(hw, ops, total, fetch, ld.bytes, dict(img.labels), wait_weights)
+
+
+def tile_beats(hw: HardwareConfig, rows: int, k: int, m: int) -> int:
+    """Beats of a rows x k by k x m product on the array: ceil(rows / mac_rows) token tiles times
+    ceil(m / mac_cols) column tiles, k beats each (a partial tile costs a whole one)."""
+    return -(-rows // hw.mac_rows) * -(-m // hw.mac_cols) * k
 
 
 def _tiles(n: int, hw: HardwareConfig) -> int:

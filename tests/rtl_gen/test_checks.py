@@ -188,3 +188,21 @@ def test_cycle_model_times_only_what_the_rtl_runs():
     unsupported = r"descriptor \d+ \(COMPACT\) uses an operation or mode the RTL does not"
     with pytest.raises(ValueError, match=unsupported):
         program_cycles(img, trace(img, x))
+
+
+def test_tile_floor_counts_padded_tiles():
+    """ProgramPerf.tile_floor (benchmarks/latency.py's floor) is the padded tiles' beats: a partial
+    token tile costs a whole one, so it lies between the MACs / array size and every operation's
+    modeled cycles."""
+    from golden.arith import quantize
+    from golden.hw import HW_PRESETS
+    from rtl_gen.tools.cycles import program_cycles, tile_beats, trace
+    zcu = HW_PRESETS["zcu102"]
+    assert tile_beats(zcu, 71, 384, 1536) == 3 * 24 * 384 and tile_beats(zcu, 64, 384, 1536) == 2 * 24 * 384
+    q, imgs = calibrated_random("mini", 0, 1)
+    img = compile_model(q, HW)
+    perf = program_cycles(img, trace(img, quantize(imgs.numpy(), q.img_frac)[0]))
+    arrays = [o for o in perf.ops if o.op in ("MATMUL", "ATTENTION")]
+    assert arrays and all(o.macs <= o.beats * HW.macs and o.beats <= o.cycles for o in arrays)
+    assert any(o.macs < o.beats * HW.macs for o in arrays)            # the demo model pads some tile
+    assert perf.macs / HW.macs <= perf.tile_floor < perf.total
