@@ -72,13 +72,14 @@ class HardwareConfig:
     clock_mhz: float = 300.0
     ddr_gbps: float = ZCU102_DDR_GBPS
     dsp_budget: int = ZCU102_DSP
+    ln_post_share: int = 1      # token rows per LayerNorm post lane (square root, reciprocal): 1, 2, 4 ...
 
     def __post_init__(self):
         _check(isinstance(self.name, str) and NAME.fullmatch(self.name) is not None,
                f"name must be {NAME_RULE}: it names the Verilog module spvit_accel_NAME and its file "
                f"(got {self.name!r})")
         for f in ("mac_rows", "mac_cols", "n_max", "d_max", "hidden_max", "axi_ports", "axi_bits", "desc_max",
-                  "pwl_max", "stages_max", "dsp_budget"):
+                  "pwl_max", "stages_max", "dsp_budget", "ln_post_share"):
             v = getattr(self, f)
             _check(isinstance(v, int) and not isinstance(v, bool) and v > 0,
                    f"{f} must be a positive integer (got {v!r})")
@@ -105,6 +106,9 @@ class HardwareConfig:
         _check(self.hidden_max >= self.d_max, f"hidden_max must be at least d_max ({self.hidden_max} < {self.d_max})")
         _check(self.pwl_max <= 4096, f"pwl_max must be at most 4096 table segments (got {self.pwl_max})")
         _check(1 <= self.stages_max <= 8, f"stages_max must lie in 1..8 (got {self.stages_max})")
+        _check(_pow2(self.ln_post_share) and self.ln_post_share <= self.mac_rows,
+               f"ln_post_share must be a power of two up to mac_rows {self.mac_rows} (got {self.ln_post_share}): "
+               f"the LayerNorm unit's per-tile chain serves that many token rows per lane, one after another")
 
     # ------------------------------------------------------------ derived sizes
     @property
@@ -231,7 +235,8 @@ class HardwareConfig:
 MINI_HW = HardwareConfig(name="mini", mac_rows=8, mac_cols=16, n_max=72, d_max=64, hidden_max=256, axi_ports=1,
                          desc_max=256)
 SMALL_HW = HardwareConfig(name="small", mac_rows=16, mac_cols=32, n_max=200, d_max=384, hidden_max=1536, axi_ports=2)
-ZCU102_HW = HardwareConfig(name="zcu102")
+# zcu102 shares each LayerNorm post lane between two token rows: about 14k LUTs fewer (docs/rtl.md)
+ZCU102_HW = HardwareConfig(name="zcu102", ln_post_share=2)
 HW_PRESETS: dict[str, HardwareConfig] = {h.name: h for h in (MINI_HW, SMALL_HW, ZCU102_HW)}
 DEFAULT_HW = {"mini": "mini"}           # model preset -> hardware preset when none is given
 

@@ -23,8 +23,9 @@ root skips V's leading zero pairs itself) and a pruned output shifter (arith.req
 
 Schedule: tiles t = 0 .. T - 1 (T = ceil(rows / R)) pass through three stages that overlap:
   stats(t)  reads the token buffer (d cycles), copies the tile into bank t % 2 of a block RAM
-  post(t)   the per-tile chain above, P = post_cycles(hw) = 2 SB + NP + 69 cycles, one tile at a
-            time (NP = 29 pairs of V for d_max <= 4096: P = 146 for d_max = 384)
+  post(t)   the per-tile chain above, P = post_cycles(hw) = 1 + S (2 SB + NP + 69) cycles, one
+            tile at a time, S = ln_post_share passes of R / S lanes (NP = 29 pairs of V for
+            d_max <= 4096: P = 147 for d_max = 384 and S = 1, 293 for S = 2 as on zcu102)
   out(t)    reads bank t % 2 and the parameter RAM, OUT_LAT-stage pipeline, writes (d cycles)
 stats(t) may overwrite channel c of a bank once out(t - 2) has read it, so for P < d the unit
 streams one tile per d cycles: cycles = T d + d + P + OUT_LAT + 3. `ln_cycles` is the exact stall-free
@@ -32,7 +33,7 @@ schedule (tests/sim/test_ln_unit.py checks it against the RTL).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -73,9 +74,9 @@ class Widths:
 def post_cycles(hw: HardwareConfig) -> int:
     """post(t): its sums offered (post idle) -> its constants offered to the output stage (taken
     by the out pass's first read of the tile, in the same cycle at the earliest). Post takes the
-    sums the cycle after it sees them (LOAD1)."""
+    sums the cycle after it sees them (LOAD1), then runs ln_post_share passes of LOAD1 .. STORE."""
     w = Widths(hw)
-    return 2 * w.sb + w.np + 69
+    return 1 + hw.ln_post_share * (2 * w.sb + w.np + 69)
 
 
 def ln_cycles(d: int, rows: int, hw: HardwareConfig) -> int:
@@ -147,30 +148,37 @@ class LnStats(wiring.Component):
 
 
 class LnPost(wiring.Component):
-    """Per tile and lane: V, the normalised square root, the reciprocal and the output
+    """Per tile and token row: V, the normalised square root, the reciprocal and the output
     constants CR = d R, S1R = S1 R - 2^(45 - k), zsh = 46 - k. Takes i_s, offers o_k
-    post_cycles(hw) cycles later; all lanes in lock step."""
+    post_cycles(hw) cycles later. L = mac_rows / ln_post_share lanes in lock step serve the rows
+    in ln_post_share passes (rows p L .. p L + L - 1 in pass p): the chain is serial bit-steps,
+    idle most of a tile at d > post_cycles, so a shared lane costs cycles only at small d. The
+    sums of the later passes are kept (`later_s1`, `later_s2`) so i_s is free at once."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw, self.wd = hw, Widths(hw)
-        super().__init__({"d": In(13), "eps": In(56), "eps0": In(56),      # eps0: lane 0's (token row 0 of tile 0)
+        super().__init__({"d": In(13), "eps": In(56), "eps0": In(56),      # eps0: token row 0 of tile 0
                           "i_s": In(stream.Signature(_stats_layout(hw, self.wd))),
                           "o_k": Out(stream.Signature(_consts_layout(hw, self.wd)))})
 
     def elaborate(self, platform):
         m = Module()
-        w, R = self.wd, self.hw.mac_rows
-        m.submodules.sqrt = sq = NormIsqrt(w.v, R)
+        w, R, S = self.wd, self.hw.mac_rows, self.hw.ln_post_share
+        L = R // S
+        m.submodules.sqrt = sq = NormIsqrt(w.v, L)
         step = Signal(range(w.sb))
+        passno = Signal(range(S), name="pass_no")
         mc = Signal(w.db, attrs={"max_fanout": 16})   # the shared multiplier d, one bit per step
         neg_mode = Signal()                    # MUL2: subtract |S1| R for negative S1
-        lanes = [self._lane(m, l, sq, neg_mode) for l in range(R)]
+        later_s1 = [Signal(signed(w.sb + 1), name=f"later_s1_{r}") for r in range(L, R)]
+        later_s2 = [Signal(unsigned(w.s2), name=f"later_s2_{r}") for r in range(L, R)]
+        lanes = [self._lane(m, l, sq, neg_mode, passno, later_s1, later_s2) for l in range(L)]
         rc0 = lanes[0]["recip"]
         # the lanes' phases from registers (replicated by Vivado), not from the FSM's decode:
         # every lane register hangs on them
         fanout = {"max_fanout": 16}
-        load1, load2, stepping = (Signal(name=n, attrs=fanout) for n in ("load1", "load2", "stepping"))
-        m.d.sync += [load1.eq(0), load2.eq(0)]
+        load1, load2, stepping, store = (Signal(name=n, attrs=fanout) for n in ("load1", "load2", "stepping", "store"))
+        m.d.sync += [load1.eq(0), load2.eq(0), store.eq(0)]
         with m.If(load1):
             m.d.sync += [a for ln in lanes for a in ln["load1"]]
         with m.Elif(load2):
@@ -178,13 +186,20 @@ class LnPost(wiring.Component):
         with m.Elif(stepping):
             for ln in lanes:
                 m.d.sync += ln["step"](mc[0])
+        with m.If(store):                      # the pass's constants into its rows of o_k
+            for p in range(S):
+                with m.If(passno == p):
+                    m.d.sync += [a for ln in lanes for a in ln["store"](p * L)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.i_s.valid):
                     m.d.sync += load1.eq(1)
                     m.next = "LOAD1"
-            with m.State("LOAD1"):                 # the lanes take the sums (still offered)
-                m.d.comb += self.i_s.ready.eq(1)
+            with m.State("LOAD1"):                 # the lanes take the sums (pass 0: still offered)
+                m.d.comb += self.i_s.ready.eq(passno == 0)
+                with m.If(passno == 0):
+                    m.d.sync += [r.eq(self.i_s.payload.s1[L + i]) for i, r in enumerate(later_s1)]
+                    m.d.sync += [r.eq(self.i_s.payload.s2[L + i]) for i, r in enumerate(later_s2)]
                 m.d.sync += [*self._mul_load(mc, step, neg_mode, 0), stepping.eq(1)]
                 m.next = "MUL1"
             with m.State("MUL1"):
@@ -208,7 +223,16 @@ class LnPost(wiring.Component):
                 m.d.sync += [*self._mul_load(mc, step, neg_mode, 1), stepping.eq(1)]
                 m.next = "MUL2"
             with m.State("MUL2"):
-                self._mul_step(m, mc, step, stepping, "OFFER")
+                self._mul_step(m, mc, step, stepping, "STORE")
+                with m.If(step == w.sb - 1):
+                    m.d.sync += store.eq(1)
+            with m.State("STORE"):                 # `store` writes this pass's rows
+                with m.If(passno == S - 1):
+                    m.d.sync += passno.eq(0)
+                    m.next = "OFFER"
+                with m.Else():
+                    m.d.sync += [passno.eq(passno + 1), load1.eq(1)]
+                    m.next = "LOAD1"
             with m.State("OFFER"):
                 m.d.comb += self.o_k.valid.eq(1)
                 with m.If(self.o_k.ready):
@@ -225,13 +249,19 @@ class LnPost(wiring.Component):
             m.d.sync += stepping.eq(0)
             m.next = nxt
 
-    def _lane(self, m, l: int, sq, neg_mode) -> dict:
-        """One lane's registers and the statements of each phase. acc_a starts at eps (MUL1:
-        d S2 + eps; MUL2: d R); acc_b at 0 (MUL1: S1^2) or -2^(zsh - 1) (MUL2: adds or subtracts
-        |S1| R by the sign of S1), so V = acc_a - acc_b and S1R = acc_b need no further adder."""
-        w = self.wd
+    def _lane(self, m, l: int, sq, neg_mode, passno, later_s1, later_s2) -> dict:
+        """Lane l's registers and the statements of each phase (it serves rows l, L + l, ...).
+        acc_a starts at eps (MUL1: d S2 + eps; MUL2: d R); acc_b at 0 (MUL1: S1^2) or
+        -2^(zsh - 1) (MUL2: adds or subtracts |S1| R by the sign of S1), so V = acc_a - acc_b and
+        S1R = acc_b need no further adder."""
+        w, S = self.wd, self.hw.ln_post_share
+        L = self.hw.mac_rows // S
         m.submodules[f"recip{l}"] = rc = Reciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
-        s1 = self.i_s.payload.s1[l]
+        # pass 0: row l's sums, still offered; pass p > 0: the kept sums of row p L + l
+        s1_in = Signal(signed(w.sb + 1), name=f"s1_in{l}")
+        s2_in = Signal(unsigned(w.s2), name=f"s2_in{l}")
+        m.d.comb += [s1_in.eq(Array([self.i_s.payload.s1[l]] + [later_s1[p * L + l - L] for p in range(1, S)])[passno]),
+                     s2_in.eq(Array([self.i_s.payload.s2[l]] + [later_s2[p * L + l - L] for p in range(1, S)])[passno])]
         sabs = Signal(w.sb, name=f"sabs{l}")
         neg = Signal(name=f"neg{l}")
         ms = Signal(w.sb, name=f"ms{l}")                      # |S1|, one bit per step
@@ -243,19 +273,20 @@ class LnPost(wiring.Component):
         half = Signal(signed(w.acc_b), name=f"half{l}")
         m.d.comb += [sq.i_v.payload[l].eq(acc_a - acc_b), rc.i_d.payload.eq(sq.o_r.payload.r[l]),
                      half.eq((Const(1, 64) << zsh) >> 1)]
-        absv = Mux(s1 < 0, -s1, s1)
+        absv = Mux(s1_in < 0, -s1_in, s1_in)
         sub = neg_mode & neg
         o = self.o_k.payload
-        m.d.comb += [o.cr[l].eq(acc_a), o.s1r[l].eq(acc_b), o.zsh[l].eq(zsh)]
+        eps = Mux(passno == 0, self.eps0, self.eps) if l == 0 else self.eps
         return {
             "recip": rc,
-            "load1": [sabs.eq(absv), neg.eq(s1 < 0), ms.eq(absv), md_b.eq(absv), md_a.eq(self.i_s.payload.s2[l]),
-                      acc_a.eq(self.eps0 if l == 0 else self.eps), acc_b.eq(0)],
+            "load1": [sabs.eq(absv), neg.eq(s1_in < 0), ms.eq(absv), md_b.eq(absv), md_a.eq(s2_in),
+                      acc_a.eq(eps), acc_b.eq(0)],
             "step": lambda bit: [acc_a.eq(acc_a + Mux(bit, md_a, 0)), md_a.eq(md_a << 1),
                                  acc_b.eq(acc_b + Mux(ms[0], Mux(sub, -md_b, md_b), 0)), md_b.eq(md_b << 1),
                                  ms.eq(ms >> 1)],
             "zsh": [zsh.eq(sq.o_r.payload.zsh[l])],
             "load2": [ms.eq(sabs), md_a.eq(rc.o_q.payload), md_b.eq(rc.o_q.payload), acc_a.eq(0), acc_b.eq(-half)],
+            "store": lambda row0: [o.cr[row0 + l].eq(acc_a), o.s1r[row0 + l].eq(acc_b), o.zsh[row0 + l].eq(zsh)],
         }
 
 

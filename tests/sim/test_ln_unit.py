@@ -5,6 +5,8 @@ Random tokens and corner cases, channel offsets, partial tiles, d = 1 .. d_max, 
 extremes, random stalls on every stream, parameters arriving late; the stall-free cycle count
 against ln_cycles; the normalising square root and the normalised-divisor reciprocal against
 golden isqrt and recip."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,8 @@ from sim.runner import run_stream
 # d_max = 160 lets one small build cover both regimes: d below the per-tile chain's latency
 # (post_cycles = 144: the chain paces) and above it (one tile per d cycles)
 HW = HardwareConfig(name="t", mac_rows=4, mac_cols=8, n_max=40, d_max=160, hidden_max=160, axi_ports=1)
+# the post lanes shared by 2 and by all 4 token rows of a tile (zcu102 shares by 2)
+SHARED = {s: dataclasses.replace(HW, name=f"t{s}", ln_post_share=s) for s in (2, 4)}
 EPS_MAX = (1 << 56) - 1
 BETA_MAX = (1 << 47) - 1
 
@@ -78,6 +82,30 @@ def test_ln_unit_exact():
     ops = _ops(rng)
     got, want, _, _ = run_ln(HW, ops, "ln_unit_t", stall=0.25, seed=3)
     assert_exact(got, want, "LayerNorm unit vs interpreter (all buffer words)")
+    _check_reach(ops, want)
+
+
+@pytest.mark.parametrize("share", sorted(SHARED))
+def test_ln_unit_shared_post_exact(share):
+    """Post lanes shared between token rows (ln_post_share): the same words, with stalls, and the
+    stall-free count against ln_cycles (the chain now paces at d = 160 too)."""
+    hw = SHARED[share]
+    rng = np.random.default_rng(8)
+    ops = _ops(rng)
+    got, want, _, _ = run_ln(hw, ops, f"ln_unit_t{share}", stall=0.25, seed=3 + share)
+    assert_exact(got, want, f"LayerNorm unit, post shared by {share} rows, vs interpreter (all buffer words)")
+    _check_reach(ops, want)
+    shapes = [(24, 13), (1, 1), (64, 1), (33, 17), (160, 40), (130, 21)]
+    ops = [_op(rng, d, rows) for d, rows in shapes]
+    got, want, cycles, _ = run_ln(hw, ops, f"ln_unit_t{share}", stall=0.0, seed=5, all_buffers=False, tag="free")
+    assert_exact(got, want, f"LayerNorm unit, post shared by {share} rows (stall-free)")
+    for (d, rows), c in zip(shapes, cycles):
+        mdl = ln_cycles(d, rows, hw)
+        assert abs(c - mdl) <= 0.01 * c, f"d={d} rows={rows}: RTL {c} cycles, ln_cycles {mdl}"
+    assert post_cycles(hw) == 1 + share * (post_cycles(HW) - 1)
+
+
+def _check_reach(ops, want):
     # the vectors reach what they are meant to: constant tokens (rows 0-3 of the corner op) give
     # round(beta), which is not trivially 0; saturation at both ends; many distinct values
     c = ops[1]
