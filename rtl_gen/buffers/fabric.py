@@ -79,7 +79,7 @@ class Buffers(wiring.Component):
         with m.If(vr.en):
             m.d.sync += rot.eq(vr.token[:cb] if cb else 0)
         raddr = Signal(range(hw.tiles * R * G), name="vb_raddr")
-        m.d.comb += raddr.eq(vr.token * G + vr.grp)
+        m.d.comb += raddr.eq(_times(vr.token, G) + vr.grp)
         # the write: the R lanes placed at banks s .. s + R - 1 (mod C), s = (c + tile R) % C
         skew = Signal(range(C), name="vb_skew")
         m.d.comb += skew.eq((vw.ch + vw.tile * R)[:cb] if cb else 0)
@@ -90,13 +90,19 @@ class Buffers(wiring.Component):
         m.d.comb += [bank_data.eq((Cat(lane_data, lane_data) << (skew * 16))[16 * C:]),
                      bank_en.eq((Cat(lane_en, lane_en) << skew)[C:])]
         base = Signal(range(hw.tiles * R * G), name="vb_wbase")
-        m.d.comb += base.eq(vw.tile * (R * G) + (vw.ch >> cb))
+        m.d.comb += base.eq(_times(vw.tile, R * G) + (vw.ch >> cb))
         words = []
         for j in range(C):
             m.submodules[f"vb{j}"] = mem = Ram(16, hw.tiles * R * G)
             r = Signal(range(C), name=f"vb_row{j}")     # the token (lane) this bank takes
             m.d.comb += [r.eq((j - skew)[:cb] if cb else 0),
-                         mem.waddr.eq(base + r * G), mem.wdata.eq(bank_data[16 * j:16 * (j + 1)]),
+                         mem.waddr.eq(base + _times(r, G)), mem.wdata.eq(bank_data[16 * j:16 * (j + 1)]),
                          mem.wen.eq(bank_en[j]), mem.raddr.eq(raddr), mem.ren.eq(vr.en)]
             words.append(mem.rdata)
         m.d.comb += vr.data.eq((Cat(*words, *words) >> (rot * 16))[:16 * C])
+
+
+def _times(value, k: int):
+    """value x the constant k as shifted adds (Yosys would put a constant product in a DSP48)."""
+    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
+    return sum(terms[1:], terms[0])
