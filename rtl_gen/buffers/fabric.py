@@ -69,8 +69,9 @@ class Buffers(wiring.Component):
         """VB: V[token t, channel ch] in C one-lane block RAMs, skewed: lane c = ch % C of token t
         lives in bank (c + t) % C at address t G + ch // C. A read (one token, C channels) takes
         one word from every bank at one address and rotates the words back by t % C; a write (one
-        channel of R tokens) lands in R different banks, each at its token's address. Banks by
-        token (R memories C lanes wide, 42 deep on zcu102) only map to distributed RAM: 49k LUTs."""
+        channel of R tokens) lands in R different banks, each at its token's address. (Banks by
+        token, R memories C lanes wide and 42 deep on zcu102, map only to distributed RAM: 49k
+        LUTs; these are 64 BRAM36.)"""
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
         G = hw.d_max // C
         cb = (C - 1).bit_length()                       # R and C are powers of two
@@ -80,14 +81,16 @@ class Buffers(wiring.Component):
             m.d.sync += rot.eq(vr.token[:cb] if cb else 0)
         raddr = Signal(range(hw.tiles * R * G), name="vb_raddr")
         m.d.comb += raddr.eq(_times(vr.token, G) + vr.grp)
-        # the write: the R lanes placed at banks s .. s + R - 1 (mod C), s = (c + tile R) % C
+        # the write: the R lanes placed at banks s .. s + R - 1 (mod C), s = (c + tile R) % C, each
+        # with its token's address; registered before the banks (a write lands a cycle later:
+        # nothing reads VB in the cycle after the operation that writes it)
         skew = Signal(range(C), name="vb_skew")
         m.d.comb += skew.eq((vw.ch + vw.tile * R)[:cb] if cb else 0)
         lane_data = Cat(vw.data.as_value(), Const(0, 16 * (C - R)))
         lane_en = Cat(vw.en, Const(0, C - R))
         bank_data = Signal(16 * C, name="vb_wdata")
         bank_en = Signal(C, name="vb_wen")
-        m.d.comb += [bank_data.eq((Cat(lane_data, lane_data) << (skew * 16))[16 * C:]),
+        m.d.sync += [bank_data.eq((Cat(lane_data, lane_data) << (skew * 16))[16 * C:]),
                      bank_en.eq((Cat(lane_en, lane_en) << skew)[C:])]
         base = Signal(range(hw.tiles * R * G), name="vb_wbase")
         m.d.comb += base.eq(_times(vw.tile, R * G) + (vw.ch >> cb))
@@ -95,8 +98,10 @@ class Buffers(wiring.Component):
         for j in range(C):
             m.submodules[f"vb{j}"] = mem = Ram(16, hw.tiles * R * G)
             r = Signal(range(C), name=f"vb_row{j}")     # the token (lane) this bank takes
-            m.d.comb += [r.eq((j - skew)[:cb] if cb else 0),
-                         mem.waddr.eq(base + _times(r, G)), mem.wdata.eq(bank_data[16 * j:16 * (j + 1)]),
+            waddr = Signal.like(mem.waddr, name=f"vb_waddr{j}")
+            m.d.comb += r.eq((j - skew)[:cb] if cb else 0)
+            m.d.sync += waddr.eq(base + _times(r, G))
+            m.d.comb += [mem.waddr.eq(waddr), mem.wdata.eq(bank_data[16 * j:16 * (j + 1)]),
                          mem.wen.eq(bank_en[j]), mem.raddr.eq(raddr), mem.ren.eq(vr.en)]
             words.append(mem.rdata)
         m.d.comb += vr.data.eq((Cat(*words, *words) >> (rot * 16))[:16 * C])
