@@ -201,8 +201,8 @@ def synthesize_hw(hw: HardwareConfig) -> dict:
     except RuntimeError as e:
         return {"error": str(e)}
     tot = r["total"]
-    return {"dsp48e2": tot["dsp"], "bram36": tot["bram36"], "lut": tot["lut"], "ff": tot["ff"],
-            "latches": tot["latches"], "tool": "yosys synth_xilinx -family xcup, per unit",
+    return {"dsp48e2": tot["dsp"], "bram36": tot["bram36"], "lut": tot["lut"], "lut_mem": tot["lut_mem"],
+            "ff": tot["ff"], "latches": tot["latches"], "tool": "yosys synth_xilinx -family xcup, per unit",
             "seconds": round(time.time() - t, 1)}
 
 
@@ -246,7 +246,7 @@ def run_sweep(model: ModelConfig, grid: Grid, ex, estimator=estimate, synth: boo
 
 # ------------------------------------------------------------------ outputs
 CSV_FIELDS = ("index", "fits", "pareto", "cycles", "latency_ms", "dsp48e2", "bram36")
-SYNTH_FIELDS = ("dsp48e2", "bram36", "lut", "ff", "latches", "tool", "seconds", "error")
+SYNTH_FIELDS = ("dsp48e2", "bram36", "lut", "lut_mem", "ff", "latches", "tool", "seconds", "error")
 
 
 def csv_text(rows: list[Row], axes: list[str]) -> str:

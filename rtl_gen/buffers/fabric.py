@@ -66,25 +66,48 @@ class Buffers(wiring.Component):
                      mem.raddr.eq(kr.ktile * hw.d_max + kr.ch), mem.ren.eq(kr.en), kr.data.eq(mem.rdata)]
 
     def _values(self, m):
+        """VB: V[token t, channel ch] in C one-lane block RAMs, skewed: lane c = ch % C of token t
+        lives in bank (c + t) % C at address t G + ch // C. A read (one token, C channels) takes
+        one word from every bank at one address and rotates the words back by t % C; a write (one
+        channel of R tokens) lands in R different banks, each at its token's address. (Banks by
+        token, R memories C lanes wide and 42 deep on zcu102, map only to distributed RAM: 49k
+        LUTs; these are 64 BRAM36.)"""
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
         G = hw.d_max // C
+        cb = (C - 1).bit_length()                       # R and C are powers of two
         vw, vr = self.vw, self.vr
-        lane = vw.ch[:(C - 1).bit_length()] if C > 1 else Const(0)
-        onehot = Signal(C, name="vb_lane")
-        m.d.comb += onehot.eq(Const(1, C) << lane)
-        rb = (R - 1).bit_length()                       # R and C are powers of two
-        sel = Signal(range(R), name="vb_sel")
+        rot = Signal(range(C), name="vb_rot")           # the read token's skew: steers its data
         with m.If(vr.en):
-            m.d.sync += sel.eq(vr.token[:rb] if rb else 0)
-        datas = []
-        for r in range(R):
-            m.submodules[f"vb{r}"] = mem = Ram(16, hw.tiles * G, C)
-            m.d.comb += [mem.waddr.eq(vw.tile * G + (vw.ch >> (C.bit_length() - 1))),
-                         mem.wdata.eq(Cat(vw.data[r] for _ in range(C))),
-                         mem.wen.eq(Mux(vw.en[r], onehot, 0)),
-                         mem.raddr.eq((vr.token >> rb) * G + vr.grp), mem.ren.eq(vr.en)]
-            datas.append(mem.rdata)
-        with m.Switch(sel):
-            for r in range(R):
-                with m.Case(r):
-                    m.d.comb += vr.data.eq(datas[r])
+            m.d.sync += rot.eq(vr.token[:cb] if cb else 0)
+        raddr = Signal(range(hw.tiles * R * G), name="vb_raddr")
+        m.d.comb += raddr.eq(_times(vr.token, G) + vr.grp)
+        # the write: the R lanes placed at banks s .. s + R - 1 (mod C), s = (c + tile R) % C, each
+        # with its token's address; registered before the banks (a write lands a cycle later:
+        # nothing reads VB in the cycle after the operation that writes it)
+        skew = Signal(range(C), name="vb_skew")
+        m.d.comb += skew.eq((vw.ch + vw.tile * R)[:cb] if cb else 0)
+        lane_data = Cat(vw.data.as_value(), Const(0, 16 * (C - R)))
+        lane_en = Cat(vw.en, Const(0, C - R))
+        bank_data = Signal(16 * C, name="vb_wdata")
+        bank_en = Signal(C, name="vb_wen")
+        m.d.sync += [bank_data.eq((Cat(lane_data, lane_data) << (skew * 16))[16 * C:]),
+                     bank_en.eq((Cat(lane_en, lane_en) << skew)[C:])]
+        base = Signal(range(hw.tiles * R * G), name="vb_wbase")
+        m.d.comb += base.eq(_times(vw.tile, R * G) + (vw.ch >> cb))
+        words = []
+        for j in range(C):
+            m.submodules[f"vb{j}"] = mem = Ram(16, hw.tiles * R * G)
+            r = Signal(range(C), name=f"vb_row{j}")     # the token (lane) this bank takes
+            waddr = Signal.like(mem.waddr, name=f"vb_waddr{j}")
+            m.d.comb += r.eq((j - skew)[:cb] if cb else 0)
+            m.d.sync += waddr.eq(base + _times(r, G))
+            m.d.comb += [mem.waddr.eq(waddr), mem.wdata.eq(bank_data[16 * j:16 * (j + 1)]),
+                         mem.wen.eq(bank_en[j]), mem.raddr.eq(raddr), mem.ren.eq(vr.en)]
+            words.append(mem.rdata)
+        m.d.comb += vr.data.eq((Cat(*words, *words) >> (rot * 16))[:16 * C])
+
+
+def _times(value, k: int):
+    """value x the constant k as shifted adds (Yosys would put a constant product in a DSP48)."""
+    terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
+    return sum(terms[1:], terms[0])

@@ -9,7 +9,9 @@ Token buffers B0..B3 (token-tile layout): word (tile t, channel c) holds the mac
 t R .. t R + R - 1 of channel c, one int16 lane each; writes have one enable per lane.
 KB (key tiles): word (key tile u, channel c) holds the mac_cols tokens u C .. u C + C - 1.
 VB (value banks): written one channel of R tokens per beat (as the MAC array drains), read as
-the mac_cols channels g C .. g C + C - 1 of one token.
+the mac_cols channels g C .. g C + C - 1 of one token; mac_cols one-lane block RAMs skewed by
+token (fabric.py), and a write lands one cycle after its beat (the fabric registers it: no unit
+reads VB within a cycle of the operation that writes it).
 
 Operation control (every unit started by the controller):
     start  In   one-cycle pulse; `desc` and `rows` are valid from then until `done`

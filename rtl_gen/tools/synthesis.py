@@ -49,6 +49,24 @@ from ..array.mac import MacArray
 from ..top import Accelerator, components
 from .verilog import to_verilog, write_text
 
+# LUTs of a SLICEM that one distributed-RAM or shift-register cell occupies (UltraScale+ CLB,
+# UG574: a RAM64M8 or RAM32M16 is all eight LUTs of a SLICEM). Vivado counts them in "CLB LUTs"
+# (as "LUT as Memory", at most 144,000 on the XCZU9EG) beside the LUTs as logic.
+LUT_SITES = {"RAM32M16": 8, "RAM64M8": 8, "RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4,
+             "RAM256X1D": 8, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8,
+             "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
+ZCU102_LUT_MEM = 144_000     # XCZU9EG LUTs usable as memory (SLICEMs)
+
+
+def lut_sites(cells: dict) -> int:
+    """LUTs used as memory by the distributed-RAM and shift-register cells of a cell count."""
+    unknown = {k for k in cells if (k.startswith("RAM") and not k.startswith("RAMB") or k.startswith("SRL"))
+               and k not in LUT_SITES}
+    if unknown:
+        raise RuntimeError(f"no LUT count for the memory cells {sorted(unknown)}: add them to LUT_SITES")
+    return sum(LUT_SITES[k] * v for k, v in cells.items() if k in LUT_SITES)
+
+
 LOGIC_CELLS = ("$_AND_", "$_OR_", "$_XOR_", "$_XNOR_", "$_MUX_", "$_NOT_", "$_NAND_", "$_NOR_", "$_ANDNOT_",
                "$_ORNOT_", "$_AOI3_", "$_OAI3_", "$_AOI4_", "$_OAI4_")
 
@@ -57,20 +75,27 @@ LOGIC_CELLS = ("$_AND_", "$_OR_", "$_XOR_", "$_XNOR_", "$_MUX_", "$_NOT_", "$_NA
 class Resources:
     dsp: int
     bram36: float
-    lutram: int
+    lutram: int                 # distributed-RAM and shift-register cells
     ff: int
-    lut: int | None             # None when the tool could not map LUTs (yowasp)
+    lut: int | None             # LUTs as logic; None when the tool could not map LUTs (yowasp)
     logic_cells: int            # pre-mapping logic cells (yowasp) or 0
     latches: int
     tool: str
     cells: dict
 
     def as_dict(self) -> dict:
-        return {"dsp48e2": self.dsp, "bram36": self.bram36, "lutram_cells": self.lutram, "ff": self.ff,
-                "lut": self.lut, "logic_cells_pre_lut": self.logic_cells, "latches": self.latches, "tool": self.tool}
+        return {"dsp48e2": self.dsp, "bram36": self.bram36, "lutram_cells": self.lutram, "lut_mem": self.lut_mem,
+                "ff": self.ff, "lut": self.lut, "logic_cells_pre_lut": self.logic_cells, "latches": self.latches,
+                "tool": self.tool}
+
+    @property
+    def lut_mem(self) -> int:
+        """LUTs used as memory (distributed RAM, shift registers)."""
+        return lut_sites(self.cells)
 
     def lut_text(self) -> str:
-        return f"LUT {self.lut:8,d}" if self.lut is not None else f"logic cells {self.logic_cells:8,d} (pre-LUT)"
+        return f"LUT {self.lut:8,d} + {self.lut_mem:,d} as memory" if self.lut is not None else \
+            f"logic cells {self.logic_cells:8,d} (pre-LUT)"
 
 
 def yosys_tool() -> tuple[str, list[str]]:
@@ -118,7 +143,7 @@ def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: s
 
     ff = sum(v for k, v in cells.items() if k.startswith("FD"))
     lat = sum(v for k, v in cells.items() if k.startswith("LD") or "DLATCH" in k)
-    lutram = sum(v for k, v in cells.items() if k.startswith("RAM") and not k.startswith("RAMB"))
+    lutram = sum(v for k, v in cells.items() if k.startswith("RAM") and not k.startswith("RAMB") or k.startswith("SRL"))
     lut = sum(v for k, v in cells.items() if k[:3] == "LUT" and k[3:].isdigit()) if tool == "native" else None
     return Resources(get("DSP48E2", "DSP48E1"), get("RAMB36E2", "RAMB36E1") + get("RAMB18E2", "RAMB18E1") / 2,
                      lutram, ff, lut, get(*LOGIC_CELLS), lat, tool, cells)
@@ -152,10 +177,11 @@ class PartResult:
     name: str
     dsp: int
     bram36: float
-    lut: int | None
+    lut: int | None             # LUTs as logic
     ff: int
     latches: int
     tool: str
+    lut_mem: int | None = None  # LUTs as memory (None: a cache entry from before they were counted)
 
 
 def _part(hw: HardwareConfig, name: str, factory) -> tuple:
@@ -195,9 +221,27 @@ def synthesize_part(hw: HardwareConfig, name: str, factory, netlist: bool = Fals
                         shutil.copyfileobj(src, dst)
                     os.replace(tmp, net)
                     raw.unlink()
-                res = PartResult(name, r.dsp, r.bram36, r.lut, r.ff, r.latches, r.tool)
+                res = PartResult(name, r.dsp, r.bram36, r.lut, r.ff, r.latches, r.tool, r.lut_mem)
                 replace_text(cache, json.dumps(res.__dict__))
-    return PartResult(**json.loads(cache.read_text()))
+    res = PartResult(**json.loads(cache.read_text()))
+    if res.lut_mem is None:         # an older cache entry: count the memory LUTs in its netlist, or run again
+        if net.exists():
+            res.lut_mem = lut_sites(_netlist_cells(net, top))
+            replace_text(cache, json.dumps(res.__dict__))
+        else:
+            cache.unlink()
+            return synthesize_part(hw, name, factory, netlist)
+    return res
+
+
+def _netlist_cells(net: Path, top: str) -> dict:
+    """Cell count by type of the top module of a mapped netlist (Yosys JSON, gzip)."""
+    with gzip.open(net, "rt") as f:
+        mods = json.load(f)["modules"]
+    cells: dict = {}
+    for c in mods[top]["cells"].values():
+        cells[c["type"]] = cells.get(c["type"], 0) + 1
+    return cells
 
 
 def part_netlist(hw: HardwareConfig, name: str, factory) -> tuple:
@@ -209,22 +253,27 @@ def part_netlist(hw: HardwareConfig, name: str, factory) -> tuple:
 
 
 def synthesize_top(hw: HardwareConfig, verbose: bool = True) -> dict:
-    total = dict(dsp=0, bram36=0.0, lut=0, ff=0, latches=0)
+    """Every part synthesised (cached) and summed. `lut` is all LUTs, as logic and as memory (what
+    Vivado counts as CLB LUTs against the device's 274,080), `lut_mem` the part as memory."""
+    total = dict(dsp=0, bram36=0.0, lut=0, lut_mem=0, ff=0, latches=0)
     rows = []
     for name, factory in all_parts(hw).items():
         r = synthesize_part(hw, name, factory)
         rows.append(r)
         for k in total:
             total[k] += getattr(r, k) or 0
+        total["lut"] += r.lut_mem or 0
         if verbose:
-            print(f"  {name:10s} DSP48E2 {r.dsp:5d}  BRAM36 {r.bram36:6.1f}  LUT {r.lut or 0:8,d}  FF {r.ff:8,d}  "
-                  f"latches {r.latches}", flush=True)
-    fits = total["dsp"] <= ZCU102_DSP and total["bram36"] <= ZCU102_BRAM36 and total["lut"] <= ZCU102_LUT
+            print(f"  {name:10s} DSP48E2 {r.dsp:5d}  BRAM36 {r.bram36:6.1f}  LUT {r.lut or 0:8,d} "
+                  f"+ {r.lut_mem or 0:6,d} as memory  FF {r.ff:8,d}  latches {r.latches}", flush=True)
+    fits = total["dsp"] <= ZCU102_DSP and total["bram36"] <= ZCU102_BRAM36 and total["lut"] <= ZCU102_LUT and \
+        total["lut_mem"] <= ZCU102_LUT_MEM
     if verbose:
         print(f"  {'total':10s} DSP48E2 {total['dsp']:5d} ({100 * total['dsp'] / ZCU102_DSP:.1f}% of {ZCU102_DSP})  "
               f"BRAM36 {total['bram36']:6.1f} ({100 * total['bram36'] / ZCU102_BRAM36:.1f}% of {ZCU102_BRAM36})  "
-              f"LUT {total['lut']:,d} ({100 * total['lut'] / ZCU102_LUT:.1f}%)  FF {total['ff']:,d} "
-              f"({100 * total['ff'] / ZCU102_FF:.1f}%)  latches {total['latches']} - "
+              f"LUT {total['lut']:,d} ({100 * total['lut'] / ZCU102_LUT:.1f}% of {ZCU102_LUT:,d}; as memory "
+              f"{total['lut_mem']:,d}, {100 * total['lut_mem'] / ZCU102_LUT_MEM:.1f}% of {ZCU102_LUT_MEM:,d})  "
+              f"FF {total['ff']:,d} ({100 * total['ff'] / ZCU102_FF:.1f}%)  latches {total['latches']} - "
               f"{'fits' if fits and not total['latches'] else 'DOES NOT FIT'} the XCZU9EG")
         print("  Yosys synth_xilinx -family xcup per unit, the MAC array -family xc7 "
               "(DSP48E2 and BRAM exact sums; LUT/FF estimates, not Vivado; timing not checked)")

@@ -179,7 +179,8 @@ def test_synth_uses_the_per_unit_synthesis(tmp_path, capsys, monkeypatch):
     def fake_top(hw, verbose=True):
         calls.append(hw.name)
         dsp = 3000 if hw.mac_rows == 32 else hw.macs + 7
-        return {"parts": [], "total": dict(dsp=dsp, bram36=11.5, lut=1000, ff=2000, latches=0), "fits": dsp <= 2520}
+        return {"parts": [], "total": dict(dsp=dsp, bram36=11.5, lut=1000, lut_mem=64, ff=2000, latches=0),
+                "fits": dsp <= 2520}
     monkeypatch.setattr(rtl_gen.tools.synthesis, "synthesize_top", fake_top)
     grid = "[base]\npreset = \"zcu102\"\n[grid]\nmac_rows = [16, 32]\nclock_mhz = [250.0, 300.0]\n"
     assert cmd_sweep(_args(tmp_path, grid, synth=True), estimator=tasks.fake_estimate) == 0

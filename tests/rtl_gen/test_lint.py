@@ -31,3 +31,18 @@ def test_mac_array_maps_to_dsp48e2(tmp_path):
         packed = synthesize(v, "mac_2x3", tmp_path / "xc7", family="xc7")
         assert packed.dsp == 6 and packed.ff <= 6 * 48 + 2 * 48 + 1 + 16, packed.cells
         assert not any(k.startswith("CARRY") for k in packed.cells), packed.cells
+
+
+def test_distributed_ram_counts_its_luts(tmp_path):
+    """A shallow, wide memory maps to distributed RAM; its LUTs count toward the LUT total (Vivado's
+    CLB LUTs: logic + memory), a RAM64M8 as the eight LUTs of its SLICEM."""
+    import pytest
+
+    from rtl_gen.primitives.ram import Ram
+    from rtl_gen.tools.synthesis import lut_sites
+    assert lut_sites({"RAM64M8": 3, "RAM32M16": 1, "SRLC32E": 2, "LUT6": 10, "RAMB36E2": 4}) == 34
+    with pytest.raises(RuntimeError, match="RAM999X1Q"):
+        lut_sites({"RAM999X1Q": 1})
+    v = write_verilog(Ram(16, 42, 8), "vb_like", tmp_path)           # the value banks' shape, 8 lanes
+    res = synthesize(v, "vb_like", tmp_path)
+    assert res.bram36 == 0 and res.lutram > 0 and res.lut_mem >= 8 * res.cells.get("RAM64M8", 0) > 0, res.cells
