@@ -45,7 +45,7 @@ from ..selector.decide import SUM_STAGE
 from ..selector.gather import SIZE_CYCLES as GATHER_SIZE, WRITE_LAT as GATHER_WRITE
 from ..selector.gmean import pipeline_latency as gmean_pipeline
 from ..selector.keepprob import PRODUCT_LATENCY as KEEP_PRODUCT
-from ..selector.package import SCALE_LATENCY, default_lanes
+from ..selector.package import SCALE_LATENCY, START as PACKAGE_START, default_lanes
 
 GAP = 5              # done registered; READ, LATCH, RULES, CODE of the next descriptor (rtl_gen/control/controller.py)
 # the last column on the MAC array's output -> done (drain, epilogue, done check)
@@ -374,9 +374,9 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
 
 def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: HardwareConfig,
                    lanes: int | None = None) -> int:
-    """Per tile with scored tokens: 3 cycles, or (dropped tokens in it) the R weights, d words
-    of R / lanes cycles and 8 more; then the reciprocal (k + 2, norm / mean with a non-zero
-    total) and the output pass (d + 3 + SCALE_LATENCY + PIPE_REQUANT)."""
+    """PACKAGE_START cycles of sizes; per tile with scored tokens: 3 cycles, or (dropped tokens in
+    it) the R weights, d words of R / lanes cycles and 8 more; then the reciprocal (k + 2, norm /
+    mean with a non-zero total) and the output pass (d + 3 + SCALE_LATENCY + PIPE_REQUANT)."""
     R = hw.mac_rows
     L = lanes or default_lanes(hw)
     keep = np.asarray(keep, dtype=bool)
@@ -390,7 +390,7 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
     else:
         total = int((~keep).sum()) if mode == PACKAGE_MODES["mean"] else int(np.asarray(m)[~keep].sum())
         recip = PACK_RECIP_BITS + 2 if total != 0 else 0
-    return tiles + recip + d + 3 + SCALE_LATENCY + PIPE_REQUANT
+    return PACKAGE_START + tiles + recip + d + 3 + SCALE_LATENCY + PIPE_REQUANT
 
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
