@@ -11,7 +11,9 @@ sorting network). rank_i is the candidate's place in the order: `write_order` st
 order[rank_i] = i (COMPACT's rank order reads it), `write_keep` its keep bit rank_i < k. Ranks of
 distinct candidates differ, so the order is a permutation and exactly k are kept.
 
-Cycles from `start` to `done`: ns (T + 5) + 1 with T = tiles_of(rows, R) (rtl_gen/tools/cycles.py).
+Per candidate: CAPTURE s_i, SCAN T tiles, then the last tile's compares, count and add (LAST,
+COUNT, ADD), PLACE (which also reads s_(i+1)). Cycles from `start` to `done`: ns (T + 5) + 1
+with T = tiles_of(rows, R) (rtl_gen/tools/cycles.py).
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ class TopK(wiring.Component):
         m.d.sync += [candidate.eq(Cat((tile * R + r >= 1) & (tile * R + r < rows) for r in range(R))),
                      below.eq(Cat(tile * R + r < cand for r in range(R)))]
         # the tile read last cycle: which of its lanes rank before i (registered, `hits`: the
-        # score compares and the registered row bits), then their count added to the rank
+        # score compares and the registered row bits), then their count, then the add to the rank
         hits, counting = Signal(R), Signal()
         m.d.sync += [arriving.eq(0), counting.eq(arriving)]
         with m.If(arriving):
@@ -64,8 +66,15 @@ class TopK(wiring.Component):
                 s = self.sb.data[r]
                 before.append(candidate[r] & ((s > own) | ((s == own) & below[r])))
             m.d.sync += hits.eq(Cat(before))
+        count, adding = Signal(range(R + 1), name="hit_count_q"), Signal()       # then counted, then added
+        m.d.sync += adding.eq(counting)
         with m.If(counting):
-            m.d.sync += rank.eq(rank + tree_sum(list(hits), "hit_count", m))
+            m.d.sync += count.eq(tree_sum(list(hits), "hit_count", m))
+        with m.If(adding):
+            m.d.sync += rank.eq(rank + count)
+        # i + 1 and whether i is the last candidate, registered (used in PLACE, T + 5 cycles on)
+        next_cand, final = Signal.like(cand, name="next_cand"), Signal(name="final_cand")
+        m.d.sync += [next_cand.eq(cand + 1), final.eq(cand + 1 >= rows)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -91,12 +100,19 @@ class TopK(wiring.Component):
             with m.State("LAST"):                   # the last tile arrives
                 m.next = "COUNT"
             with m.State("COUNT"):                  # its hits are counted
+                m.next = "ADD"
+            with m.State("ADD"):                    # and added to the rank
                 m.next = "PLACE"
-            with m.State("PLACE"):
+            with m.State("PLACE"):                  # i placed; s_(i+1) read (FETCH of the next candidate)
                 m.d.comb += [self.write_order.rank.eq(rank), self.write_order.token.eq(cand),
                              self.write_order.en.eq(1),
                              self.write_keep.tile.eq(cand >> bits), self.write_keep.data.eq(Mux(rank < self.k, -1, 0)),
                              self.write_keep.en.eq(Const(1, R) << lane_of_cand if bits else 1)]
-                m.d.sync += cand.eq(cand + 1)
-                m.next = "FETCH"
+                m.d.sync += cand.eq(next_cand)
+                with m.If(final):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += [self.sb.tile.eq(next_cand >> bits), self.sb.en.eq(1)]
+                    m.next = "CAPTURE"
         return m
