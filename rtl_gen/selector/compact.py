@@ -135,7 +135,8 @@ class Compact(wiring.Component):
                 m.next = "SPAN"
             with m.State("SPAN"):                                   # lane r: compares of r with rotate, end
                 m.d.sync += [place.two.eq(place.end > R),
-                             place.first_en.eq(Cat((r >= place.rotate) & (r < place.end) for r in range(R))),
+                             place.first_en.eq(Cat(((r >= place.rotate) if r < R - 1 else 1) & (r < place.end)
+                                                   for r in range(R))),
                              place.second_en.eq(Cat(R + r < place.end for r in range(R))),
                              out_pos.eq(out_pos + place.count), ch.eq(0), part.eq(0)]
                 with m.If(place.count == 0):
