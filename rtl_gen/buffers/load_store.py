@@ -88,12 +88,13 @@ class StoreUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i_sel), sel_skid.i)
         self._sel = sel_skid.o
         job = SimpleNamespace(
-            mode=Signal(2, name="mode"), rows_mode=Signal(name="rows_mode"), busy=Signal(name="busy"),
+            mode=Signal(2, name="mode"), rows_mode=Signal(name="rows_mode"), tiles_mode=Signal(name="tiles_mode"),
+            busy=Signal(name="busy"),
             sent_cmd=Signal(name="sent_cmd"),
             reading=Signal(name="reading"),
-            items=Signal(32, name="items"),              # items of the job (int16 values or tile words)
-            items_out=Signal(32, name="items_out"),      # taken from the read FIFO so far
-            pad=Signal(32, name="pad"),                  # zero items still to add to the last beat
+            items_left=Signal(32, name="items_left"),    # not yet taken from the read FIFO
+            taken_all=Signal(name="taken_all"),          # every item read has been taken
+            pad=Signal(range(max(2, self.hw.axi_bits // 16)), name="pad"),   # zero items still to add to the last beat
             row=Signal(range(hw.n_max + 1), name="row"), ch=Signal(range(hw.k_max), name="ch"),
             tile=Signal(range(hw.tiles + 1), name="tile"))
         job_items = self._command(m, d, job)
@@ -101,9 +102,10 @@ class StoreUnit(wiring.Component):
         self._pack_beats(m, job, read_fifo, row_gearbox, tile_gearbox)
         with m.If(self.start):
             m.d.sync += [job.busy.eq(1), job.sent_cmd.eq(0), job.mode.eq(d.mode),
-                         job.rows_mode.eq(d.mode == isa.STORE_ROWS), job.row.eq(d.r0), job.tile.eq(0),
-                         job.ch.eq(0), job.items_out.eq(0), job.reading.eq(d.mode != isa.STORE_SELECT),
-                         job.items.eq(job_items), job.pad.eq(_pad_items(job_items, d.mode, R, W))]
+                         job.rows_mode.eq(d.mode == isa.STORE_ROWS), job.tiles_mode.eq(d.mode == isa.STORE_TILES),
+                         job.row.eq(d.r0), job.tile.eq(0),
+                         job.ch.eq(0), job.items_left.eq(job_items), job.taken_all.eq(0),
+                         job.reading.eq(d.mode != isa.STORE_SELECT), job.pad.eq(_pad_items(job_items, d.mode, R, W))]
         with m.If(job.busy & self.wr_done):
             m.d.comb += self.done.eq(1)
             m.d.sync += job.busy.eq(0)
@@ -165,9 +167,10 @@ class StoreUnit(wiring.Component):
         R = self.hw.mac_rows
         word = data.View(data.StructLayout({"word": 16 * R, "lane": max(ports.lane_bits(R), 1)}), read_fifo.r_data)
         # every item read has been taken (so none is in the FIFO or on its way): the zero items
-        # follow (not from the FIFO's level: its r_rdy -> level -> r_en path reached its r_data)
-        padding = (job.pad != 0) & (job.items_out == job.items)
-        rows_mode, tiles_mode = job.mode == isa.STORE_ROWS, job.mode == isa.STORE_TILES
+        # follow (a register, not the FIFO's level: its r_rdy -> level -> r_en path reached its
+        # r_data; with no items there is no padding either)
+        padding = (job.pad != 0) & job.taken_all
+        rows_mode, tiles_mode = job.rows_mode, job.tiles_mode
         m.d.comb += [row_gearbox.i.payload.eq(Mux(padding, 0, word.word.word_select(word.lane, 16))),
                      row_gearbox.i.valid.eq(rows_mode & (read_fifo.r_rdy | padding)),
                      tile_gearbox.i.payload.eq(Mux(padding, 0, word.word)),
@@ -177,7 +180,7 @@ class StoreUnit(wiring.Component):
         with m.If(padding & Mux(rows_mode, row_gearbox.i.ready, tile_gearbox.i.ready)):
             m.d.sync += job.pad.eq(job.pad - 1)
         with m.If(read_fifo.r_en & read_fifo.r_rdy):
-            m.d.sync += job.items_out.eq(job.items_out + 1)
+            m.d.sync += [job.items_left.eq(job.items_left - 1), job.taken_all.eq(job.items_left == 1)]
         beat = Mux(rows_mode, row_gearbox.o.payload, Mux(tiles_mode, tile_gearbox.o.payload, self._sel.payload))
         ready = Mux(rows_mode, row_gearbox.o.valid, Mux(tiles_mode, tile_gearbox.o.valid, self._sel.valid))
         sending = job.busy & job.sent_cmd
