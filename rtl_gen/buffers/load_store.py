@@ -18,11 +18,11 @@ from . import ports
 from .ports import lanes
 
 
-def _tile_mask(m, t, r0, rows, hw, name):
-    """Lanes of tile t whose rows lie in [r0, r0 + rows)."""
+def _tile_mask(m, t, r0, end, hw, name):
+    """Lanes of tile t whose rows lie in [r0, end)."""
     mask = Signal(hw.mac_rows, name=name)
     base = t * hw.mac_rows
-    m.d.comb += mask.eq(Cat((base + r >= r0) & (base + r < r0 + rows) for r in range(hw.mac_rows)))
+    m.d.comb += mask.eq(Cat((base + r >= r0) & (base + r < end) for r in range(hw.mac_rows)))
     return mask
 
 
@@ -42,7 +42,7 @@ class LoadUnit(wiring.Component):
         last = (tile == last_tile) & (ch == d.w - 1)
         m.d.comb += [self.i.ready.eq(busy), self.w.buf.eq(d.buf[:2]), self.w.tile.eq(tile), self.w.ch.eq(d.c0 + ch),
                      self.w.data.eq(self.i.payload)]
-        mask = _tile_mask(m, tile, d.r0, self.rows, hw, "load_mask")
+        mask = _tile_mask(m, tile, d.r0, d.r0 + self.rows, hw, "load_mask")
         m.d.comb += self.w.en.eq(Mux(busy & self.i.valid, mask, 0))
         with m.If(self.start):
             m.d.sync += [busy.eq(1), tile.eq(d.r0 >> bits), last_tile.eq((d.r0 + self.rows - 1) >> bits), ch.eq(0)]
@@ -88,20 +88,24 @@ class StoreUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i_sel), sel_skid.i)
         self._sel = sel_skid.o
         job = SimpleNamespace(
-            mode=Signal(2, name="mode"), busy=Signal(name="busy"), sent_cmd=Signal(name="sent_cmd"),
+            mode=Signal(2, name="mode"), rows_mode=Signal(name="rows_mode"), tiles_mode=Signal(name="tiles_mode"),
+            busy=Signal(name="busy"),
+            sent_cmd=Signal(name="sent_cmd"),
             reading=Signal(name="reading"),
-            items=Signal(32, name="items"),              # items of the job (int16 values or tile words)
-            items_out=Signal(32, name="items_out"),      # taken from the read FIFO so far
-            pad=Signal(32, name="pad"),                  # zero items still to add to the last beat
+            items_left=Signal(32, name="items_left"),    # not yet taken from the read FIFO
+            taken_all=Signal(name="taken_all"),          # every item read has been taken
+            pad=Signal(range(max(2, self.hw.axi_bits // 16)), name="pad"),   # zero items still to add to the last beat
             row=Signal(range(hw.n_max + 1), name="row"), ch=Signal(range(hw.k_max), name="ch"),
             tile=Signal(range(hw.tiles + 1), name="tile"))
         job_items = self._command(m, d, job)
-        words_read = self._read_words(m, d, job, read_fifo)
-        self._pack_beats(m, job, read_fifo, words_read, row_gearbox, tile_gearbox)
+        self._read_words(m, d, job, read_fifo)
+        self._pack_beats(m, job, read_fifo, row_gearbox, tile_gearbox)
         with m.If(self.start):
-            m.d.sync += [job.busy.eq(1), job.sent_cmd.eq(0), job.mode.eq(d.mode), job.row.eq(d.r0), job.tile.eq(0),
-                         job.ch.eq(0), job.items_out.eq(0), job.reading.eq(d.mode != isa.STORE_SELECT),
-                         job.items.eq(job_items), job.pad.eq(_pad_items(job_items, d.mode, R, W))]
+            m.d.sync += [job.busy.eq(1), job.sent_cmd.eq(0), job.mode.eq(d.mode),
+                         job.rows_mode.eq(d.mode == isa.STORE_ROWS), job.tiles_mode.eq(d.mode == isa.STORE_TILES),
+                         job.row.eq(d.r0), job.tile.eq(0),
+                         job.ch.eq(0), job.items_left.eq(job_items), job.taken_all.eq(0),
+                         job.reading.eq(d.mode != isa.STORE_SELECT), job.pad.eq(_pad_items(job_items, d.mode, R, W))]
         with m.If(job.busy & self.wr_done):
             m.d.comb += self.done.eq(1)
             m.d.sync += job.busy.eq(0)
@@ -125,23 +129,27 @@ class StoreUnit(wiring.Component):
 
     def _read_words(self, m, d, job, read_fifo):
         """ROWS: row `row` channel `ch` (the row's lane kept beside the word); TILES: tile `tile`
-        channel `ch`; one read a cycle while the FIFO has room for it. Returns the read's
-        one-cycle-later valid (its word goes into the FIFO then)."""
+        channel `ch`; one read a cycle while the FIFO has room for it."""
         hw, R = self.hw, self.hw.mac_rows
         bits = ports.lane_bits(R)
         tiles = ports.tiles_of(self.rows, R)
         inflight = Signal(2)
         room = read_fifo.level + inflight < 3
         go = job.reading & room
-        rows_mode = job.mode == isa.STORE_ROWS
+        rows_mode = job.rows_mode
         m.d.comb += [self.ra.buf.eq(d.buf[:2]), self.ra.tile.eq(Mux(rows_mode, job.row >> bits, job.tile)),
                      self.ra.ch.eq(d.c0 + job.ch), self.ra.en.eq(go)]
         lane = Signal(range(R), name="lane")
-        lane_read, tile_read = Signal(range(R)), Signal(range(hw.tiles))
+        lane_read, mask = Signal(range(R)), Signal(R, name="store_mask")
+        # lanes past the last row (a TILES job's last tile) were never written: zeros leave, as
+        # the interpreter writes, never the block RAM's undefined contents (the lanes' mask is
+        # registered with the read; the rows' end a register: desc and rows hold from start)
+        row_end = Signal((d.r0 + self.rows).shape(), name="row_end")
+        m.d.sync += row_end.eq(d.r0 + self.rows)
         m.d.comb += lane.eq(job.row[:bits] if bits else 0)
         m.d.sync += [inflight.eq(inflight + go - (inflight != 0))]      # one read in flight per cycle
         with m.If(go):
-            m.d.sync += [lane_read.eq(lane), tile_read.eq(self.ra.tile)]
+            m.d.sync += [lane_read.eq(lane), mask.eq(_tile_mask(m, self.ra.tile, d.r0, row_end, hw, "store_mask_next"))]
             m.d.sync += job.ch.eq(job.ch + 1)
             with m.If(job.ch == d.w - 1):
                 m.d.sync += [job.ch.eq(0), job.row.eq(job.row + 1), job.tile.eq(job.tile + 1)]
@@ -149,21 +157,20 @@ class StoreUnit(wiring.Component):
                     m.d.sync += job.reading.eq(0)
         word_arrives = Signal()
         m.d.sync += word_arrives.eq(go)
-        # lanes past the last row (a TILES job's last tile) were never written: zeros leave, as
-        # the interpreter writes, never the block RAM's undefined contents
-        mask = _tile_mask(m, tile_read, d.r0, self.rows, hw, "store_mask")
         word = Cat(Mux(mask[r], self.ra.data[r], 0) for r in range(R))
         m.d.comb += [read_fifo.w_en.eq(word_arrives), read_fifo.w_data.eq(Cat(word, lane_read))]
-        return word_arrives
 
-    def _pack_beats(self, m, job, read_fifo, words_read, row_gearbox, tile_gearbox):
+    def _pack_beats(self, m, job, read_fifo, row_gearbox, tile_gearbox):
         """FIFO words to W-bit beats: ROWS through the int16 gearbox (the row's lane of each
         word), TILES through the tile-word gearbox, then zero items up to a whole beat; SELECT
         passes i_sel through. Beats leave once the command has been sent."""
         R = self.hw.mac_rows
         word = data.View(data.StructLayout({"word": 16 * R, "lane": max(ports.lane_bits(R), 1)}), read_fifo.r_data)
-        padding = (job.pad != 0) & ~job.reading & (read_fifo.level == 0) & ~words_read & (job.items_out == job.items)
-        rows_mode, tiles_mode = job.mode == isa.STORE_ROWS, job.mode == isa.STORE_TILES
+        # every item read has been taken (so none is in the FIFO or on its way): the zero items
+        # follow (a register, not the FIFO's level: its r_rdy -> level -> r_en path reached its
+        # r_data; with no items there is no padding either)
+        padding = (job.pad != 0) & job.taken_all
+        rows_mode, tiles_mode = job.rows_mode, job.tiles_mode
         m.d.comb += [row_gearbox.i.payload.eq(Mux(padding, 0, word.word.word_select(word.lane, 16))),
                      row_gearbox.i.valid.eq(rows_mode & (read_fifo.r_rdy | padding)),
                      tile_gearbox.i.payload.eq(Mux(padding, 0, word.word)),
@@ -173,7 +180,7 @@ class StoreUnit(wiring.Component):
         with m.If(padding & Mux(rows_mode, row_gearbox.i.ready, tile_gearbox.i.ready)):
             m.d.sync += job.pad.eq(job.pad - 1)
         with m.If(read_fifo.r_en & read_fifo.r_rdy):
-            m.d.sync += job.items_out.eq(job.items_out + 1)
+            m.d.sync += [job.items_left.eq(job.items_left - 1), job.taken_all.eq(job.items_left == 1)]
         beat = Mux(rows_mode, row_gearbox.o.payload, Mux(tiles_mode, tile_gearbox.o.payload, self._sel.payload))
         ready = Mux(rows_mode, row_gearbox.o.valid, Mux(tiles_mode, tile_gearbox.o.valid, self._sel.valid))
         sending = job.busy & job.sent_cmd

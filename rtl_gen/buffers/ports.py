@@ -95,6 +95,18 @@ def lane_bits(R: int) -> int:
     return R.bit_length() - 1
 
 
+def lane_select(word, lane, width: int, lanes: int) -> Value:
+    """Lane `lane` of `word` (`lanes` values of `width` bits) as a balanced tree of 2:1 muxes, one
+    level per bit of `lane` (LUT6s and MUXF7/8 after mapping). `word_select` with a runtime
+    offset becomes a shifter by lane x width, which for a width that is not a power of two
+    (SB's 48-bit scores) is a multiplier in front of a wide barrel shifter."""
+    word = Value.cast(word)
+    vals = [word[i * width:(i + 1) * width] for i in range(lanes)]
+    for b in range(lane_bits(lanes)):
+        vals = [Mux(lane[b], vals[i + 1], vals[i]) for i in range(0, len(vals), 2)]
+    return vals[0]
+
+
 def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
     """Lane-enable mask of the tokens of `tile` that lie below `rows` (a comb Signal)."""
     mask = Signal(hw.mac_rows, name=name)

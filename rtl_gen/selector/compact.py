@@ -13,9 +13,11 @@ barrel rotator places them at the output position `out_pos` (mod R). The packed 
 two output tiles, written with lane enables (one or two writes per channel, never a
 read-modify-write). The package token then goes to row N' - 1, one write per channel.
 
-Timing (docs/rtl.md, "Timing budget"): a tile's placement takes three steps (MASK, PLACE,
-SPAN: the lane counts as balanced trees, the dropped-lane distances as a prefix network
-into registers) and the channel pipeline cuts the packing network from the rotator.
+Timing (docs/rtl.md, "Timing budget"): the package row (1 + ns) and the last tile are registered
+after start (SIZE, one cycle); a tile's placement takes three steps (MASK, PLACE, SPAN: the
+lane counts as balanced trees, the dropped-lane distances as a prefix network registered twice,
+in SPAN and the first channel read) and the channel pipeline cuts the packing network from the
+rotator.
 """
 from __future__ import annotations
 
@@ -29,22 +31,26 @@ from golden.hw import HardwareConfig
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import tree_sum
+from ..primitives.arith import pipe_stage, tree_sum
 from .package import pkg_read
 from .state import mask_read
 
 PIPE = 3                 # channel pipeline: read, pack down, rotate; the write in stage PIPE
+START = 1                # start -> the first MASK: the package row and last tile registered (SIZE)
 
 
-def lane_shifts(m, mask, R: int, name: str = "pk") -> list:
+def lane_shifts(m, mask, R: int, name: str = "pk", stage=None) -> list:
     """Per lane i the number of dropped lanes below it (how far pack_lanes moves it down), as a
-    prefix network of log2 R adder levels (comb)."""
+    prefix network of log2 R adder levels (comb; `stage`, a function registering a list of
+    values as primitives/arith.pipe_stage, cuts it after half of the levels)."""
     bits = ports.lane_bits(R)
     run = [(~mask[i]).as_unsigned() for i in range(R)]            # dropped lanes in [j, i], j per level
-    d = 1
+    d, level = 1, 0
     while d < R:
+        if stage is not None and level == (bits + 1) // 2:
+            run = stage(run)
         run = [run[i] + run[i - d] if i >= d else run[i] for i in range(R)]
-        d <<= 1
+        d, level = d << 1, level + 1
     shifts = []
     for i in range(R):                                             # dropped lanes strictly below i
         s = Signal(bits + 1, name=f"{name}_below{i}")
@@ -101,21 +107,24 @@ class Compact(wiring.Component):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
         desc = desc_view("COMPACT", self.desc)
-        ns = Signal(range(hw.n_max + 1))
-        tiles = Signal(range(hw.tiles + 1))
-        m.d.comb += [ns.eq(self.rows - 1 - desc.n_pkg), tiles.eq(ports.tiles_of(self.rows, R))]
+        # registered from desc and rows (held from the cycle after start; SIZE waits for them)
+        pkg_row = Signal(range(hw.n_max + 2), name="pkg_row")        # the first earlier package: 1 + ns
+        last_tile = Signal(range(hw.tiles + 1), name="last_tile")
+        m.d.sync += [pkg_row.eq(self.rows - desc.n_pkg), last_tile.eq(ports.tiles_of(self.rows, R) - 1)]
         tile = Signal(range(hw.tiles + 1))
         out_pos = Signal(range(hw.tiles * R + 2))             # output tokens so far
         ch = Signal(range(hw.d_max + 1))
         part = Signal()                                        # 1: the write to the second output tile
         m.d.comb += self.mask.tile.eq(tile)
-        place = self._placement(m, ns, tile, out_pos)
+        place = self._placement(m, pkg_row, tile, out_pos)
         ch_stage = self._channel_pipeline(m, desc, tile, out_pos, place)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [tile.eq(0), out_pos.eq(0)]
-                    m.next = "MASK"
+                    m.next = "SIZE"
+            with m.State("SIZE"):
+                m.next = "MASK"
             with m.State("MASK"):
                 m.d.comb += self.mask.en.eq(1)
                 m.d.sync += place.fixed.eq(place.fixed_lanes)
@@ -124,11 +133,11 @@ class Compact(wiring.Component):
                 m.d.sync += [place.lanes.eq(place.out_mask), place.count.eq(place.out_count),
                              place.rotate.eq(place.out_lane), place.out_tile.eq(out_pos >> ports.lane_bits(R))]
                 m.next = "SPAN"
-            with m.State("SPAN"):
-                full = Const((1 << R) - 1, R)
+            with m.State("SPAN"):                                   # lane r: compares of r with rotate, end
                 m.d.sync += [place.two.eq(place.end > R),
-                             place.first_en.eq((full << place.rotate)[:R] & ~(full << place.end)[:R]),
-                             place.second_en.eq(~(full << place.overflow)[:R]),
+                             place.first_en.eq(Cat(((r >= place.rotate) if r < R - 1 else 1) & (r < place.end)
+                                                   for r in range(R))),
+                             place.second_en.eq(Cat(R + r < place.end for r in range(R))),
                              out_pos.eq(out_pos + place.count), ch.eq(0), part.eq(0)]
                 with m.If(place.count == 0):
                     m.next = "NEXT"
@@ -147,7 +156,7 @@ class Compact(wiring.Component):
                     m.next = "NEXT"
             with m.State("NEXT"):
                 m.d.sync += tile.eq(tile + 1)
-                with m.If(tile == tiles - 1):
+                with m.If(tile == last_tile):
                     m.d.sync += ch.eq(0)
                     m.next = "PKG"
                 with m.Else():
@@ -163,13 +172,14 @@ class Compact(wiring.Component):
         m.d.comb += self.n_out.eq(out_pos + 1)
         return m
 
-    def _placement(self, m, ns, tile, out_pos):
+    def _placement(self, m, pkg_row, tile, out_pos):
         """Where the output tokens of `tile` go, one step per state: MASK registers `fixed` (the
         CLS and package lanes, from the tile number alone) while the tile's mask is read; PLACE
         registers `lanes` (its output lanes), `count`, `rotate` (out_pos mod R) and `out_tile`;
         SPAN registers `two` (the tokens span two output tiles) and both writes' lane enables
-        from end = rotate + count and overflow (lanes in the second output tile). `shifts`
-        (pack_lanes' per-lane distances) are registered from `lanes` in SPAN."""
+        from end = rotate + count (the second tile's lanes: r + R < end). `shifts`
+        (pack_lanes' per-lane distances) are registered from `lanes` in two steps, in SPAN and
+        in the first channel read (the first pack is a cycle later)."""
         R = self.hw.mac_rows
         bits = ports.lane_bits(R)
         place = SimpleNamespace(
@@ -177,20 +187,19 @@ class Compact(wiring.Component):
             out_mask=Signal(R, name="out_mask"), out_count=Signal(range(R + 1), name="out_count"),
             count=Signal(range(R + 1), name="count"),
             out_lane=out_pos[:bits] if bits else Const(0, 1),
-            end=Signal(range(2 * R + 1), name="end_lane"), overflow=Signal(range(R + 1), name="overflow"),
-            lanes=Signal(R, name="out_lanes"), rotate=Signal(range(R), name="rotate"),
+            end=Signal(range(2 * R + 1), name="end_lane"), lanes=Signal(R, name="out_lanes"),
+            rotate=Signal(range(R), name="rotate", attrs={"max_fanout": 64}),          # drives the rotator
             out_tile=Signal(range(self.hw.tiles + 1), name="out_tile"), two=Signal(name="two_tiles"),
             first_en=Signal(R, name="first_en"), second_en=Signal(R, name="second_en"))
         base = Signal(range(self.hw.tiles * R + 1), name="base")
         m.d.comb += base.eq(tile * R)
-        m.d.comb += place.fixed_lanes.eq(Cat((base + r == 0) | ((base + r >= ns + 1) & (base + r < self.rows))
+        m.d.comb += place.fixed_lanes.eq(Cat((base + r == 0) | ((base + r >= pkg_row) & (base + r < self.rows))
                                              for r in range(R)))
         m.d.comb += [place.out_mask.eq(self.mask.keep | place.fixed),
                      place.out_count.eq(tree_sum([place.out_mask[r] for r in range(R)], "out_count_sum", m)),
-                     place.end.eq(place.rotate + place.count),
-                     place.overflow.eq(Mux(place.end > R, place.end - R, 0))]
+                     place.end.eq(place.rotate + place.count)]
         place.shifts = []
-        for i, s in enumerate(lane_shifts(m, place.lanes, R, "lane")):
+        for i, s in enumerate(lane_shifts(m, place.lanes, R, "lane", stage=pipe_stage(m, name="lane_run"))):
             q = Signal.like(s, name=f"shift_q{i}")
             m.d.sync += q.eq(s)
             place.shifts.append(q)

@@ -49,12 +49,12 @@ SUM_STAGE = 2 + PWL_LATENCY   # the lane datapath's stage that adds into the per
 
 def record_layout(hw: HardwareConfig) -> data.StructLayout:
     return data.StructLayout({"valid": 1, "token": range(hw.tiles * hw.mac_rows), "score": signed(SCORE_BITS),
-                              "num": signed(NUM_BITS), "den": DEN_BITS})
+                              "num": signed(NUM_BITS), "w_sum": signed(W_SUM_BITS)})
 
 
 class Scorer(wiring.Component):
     """The SCORE phase: reads z0, z1, w words per (tile, head), runs the lanes serially, and
-    emits one record (token, score, num, den) per lane of the last head (no back-pressure)."""
+    emits one record (token, score, num, w_sum) per lane of the last head (no back-pressure)."""
 
     def __init__(self, hw: HardwareConfig):
         self.hw = hw
@@ -208,7 +208,7 @@ class Scorer(wiring.Component):
         rec = self.rec
         m.d.sync += [rec.valid.eq(writing.valid & (writing.head == self.heads - 1)),
                      rec.token.eq(writing.tile * R + writing.lane), rec.score.eq(new.score), rec.num.eq(new.num),
-                     rec.den.eq(Mux(new.w_sum < 1, 1, new.w_sum))]
+                     rec.w_sum.eq(new.w_sum)]                     # (clamped to den >= 1 when taken)
 
 
 class Decide(wiring.Component):
@@ -313,8 +313,10 @@ class Decide(wiring.Component):
         keep = scored & (rec.score >= 0)
         kept_by_sign = Signal(range(hw.n_max + 1))
         max_score = Signal(signed(SCORE_BITS))
-        m.d.comb += [score_ram.waddr.eq(rec.token), score_ram.wdata.eq(rec.score), score_ram.wen.eq(rec.valid),
-                     num_den_ram.waddr.eq(rec.token), num_den_ram.wdata.eq(Cat(rec.num, rec.den)),
+        den = Signal(DEN_BITS, name="rec_den")
+        m.d.comb += [den.eq(Mux(rec.w_sum < 1, 1, rec.w_sum)),
+                     score_ram.waddr.eq(rec.token), score_ram.wdata.eq(rec.score), score_ram.wen.eq(rec.valid),
+                     num_den_ram.waddr.eq(rec.token), num_den_ram.wdata.eq(Cat(rec.num, den)),
                      num_den_ram.wen.eq(rec.valid)]
         with m.If(rec.valid & scored):
             m.d.sync += kept_by_sign.eq(kept_by_sign + keep)

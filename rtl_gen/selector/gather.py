@@ -16,13 +16,19 @@ row. The package token follows as in the position order. SB is permuted through 
 (each output row's score is read with its first word, SB itself written tile by tile at the
 end: a row's source may lie below it).
 
+A word's way into its write, one step a stage (WRITE_LAT stages after the read returns): the
+lane select (a balanced mux tree from a replicated register) into a register, the requantiser
+in PIPE_REQUANT + 1 stages (COMPACT's words pass it with shift 0, which is exact), the write
+from registers. done waits for the last write.
+
 Cycles from `start` to `done`: n_rows (d + 2) + 2 + SIZE_CYCLES, plus d for a package and T
-(the tiles of n_rows) for the scores (rtl_gen/tools/cycles.py gather_cycles); SIZE_CYCLES: the
-row counts are registered one adder at a time after start.
+(the tiles of n_rows) for the scores, at least WRITE_LAT + 1 after the last word is issued
+(rtl_gen/tools/cycles.py gather_cycles); SIZE_CYCLES: the row counts are registered one adder
+at a time after start.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,12 +38,13 @@ from golden.isa import SCORE_BITS
 from ..buffers import ports
 from ..buffers.scores import score_read, score_write
 from ..control.decode import Opcode, desc_view
-from ..primitives.arith import requant_sv
+from ..primitives.arith import PIPE_REQUANT, WORD, pipe_stage, requant_sv, requant_sv_shift
 from ..primitives.ram import Ram
 from .package import pkg_read
 from .state import order_read
 
 SIZE_CYCLES = 3          # start -> ROW: desc and rows held, then ns, ranked, n_rows registered in turn
+WRITE_LAT = 2 + PIPE_REQUANT   # read data -> write: lane select, requantiser stages, write registers
 
 
 class Gather(wiring.Component):
@@ -72,7 +79,8 @@ class Gather(wiring.Component):
         ch = Signal(range(hw.d_max + 1))
         tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "src_lane": range(R), "row": range(hw.n_max + 2),
                                  "pkg": 1, "score": 1})
-        issued, arriving = Signal(tag), Signal(tag)
+        issued = Signal(tag)
+        arriving = Signal(tag, name="arriving", attrs={"max_fanout": 64})   # selects R lanes of two words
         m.d.sync += arriving.eq(issued)
         m.submodules.staged = staged = Ram(SCORE_BITS, hw.tiles, R)     # the permuted scores
         copy_tile, copy_valid = Signal(range(hw.tiles + 1)), Signal()
@@ -81,6 +89,7 @@ class Gather(wiring.Component):
         # the read address from registers in every state (only the enables follow the state)
         m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
                      self.rd.ch.eq(rd_ch), self.sr.tile.eq(src >> bits)]
+        writing = Signal(name="writing")                          # a word is on its way to its write
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -123,36 +132,58 @@ class Gather(wiring.Component):
                         m.next = "SCORES"
             with m.State("SCORES"):                                 # staged scores -> SB, a tile a cycle
                 with m.If(~staging.any()):                          # (the last staged write is in: d >= 2)
-                    m.d.comb += [staged.raddr.eq(copy_tile), staged.ren.eq(1)]
+                    m.d.comb += staged.ren.eq(1)
                     m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1)]
                     with m.If(copy_tile == last_tile):
                         m.next = "DRAIN"
-            with m.State("DRAIN"):
-                m.d.comb += self.done.eq(1)
-                m.next = "IDLE"
-        self._write(m, desc, cp, copy, arriving, bits)
+            with m.State("DRAIN"):                                  # until the last word is written
+                with m.If(~writing):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        m.d.comb += writing.eq(self._write(m, copy, cp, desc, arriving, bits))
         # scores: the source row's, staged at the output row; then SB tile by tile (rows < n_rows)
         # (the lane select of SB's word registered before the staging write: a 48-bit R:1 mux)
-        score = self.sr.data.as_value().word_select(arriving.src_lane, SCORE_BITS) if bits else self.sr.data.as_value()
+        score = ports.lane_select(self.sr.data, arriving.src_lane, SCORE_BITS, R)
         lane_of_row = Const(1, R) << arriving.row[:bits] if bits else 1
         staged_score = Signal(signed(SCORE_BITS), name="staged_score", attrs={"max_fanout": 64})
         staged_tile = Signal(range(hw.tiles), name="staged_tile")
         m.d.sync += [staged_score.eq(score), staged_tile.eq(arriving.row >> bits),
                      staging.eq(Mux(arriving.valid & arriving.score, lane_of_row, 0))]
-        m.d.comb += [staged.waddr.eq(staged_tile), staged.wdata.eq(staged_score.replicate(R)), staged.wen.eq(staging)]
+        m.d.comb += [staged.waddr.eq(staged_tile), staged.wdata.eq(staged_score.replicate(R)), staged.wen.eq(staging),
+                     staged.raddr.eq(copy_tile)]                   # (only the enable follows the state)
         written = Signal(range(hw.tiles))
         m.d.sync += written.eq(copy_tile)
         m.d.comb += [self.sw.tile.eq(written), self.sw.data.eq(staged.rdata),
                      self.sw.en.eq(Mux(copy_valid, ports.rows_mask(m, n_rows, written, hw, "scores_rows"), 0))]
         return m
 
-    def _write(self, m, desc, cp, copy, arriving, bits):
-        """The arriving word's lane into its output row (COPY: requantised by `shift`)."""
+    def _write(self, m, copy, cp, desc, arriving, bits):
+        """The arriving word's lane (or the package word) into its output row, WRITE_LAT stages:
+        the selected word registered, requant(word, shift) with COPY's shift (0 for COMPACT:
+        exact) in PIPE_REQUANT + 1 stages, the write from registers. Returns whether a word is on
+        its way (the stages before the write hold one)."""
         R = self.hw.mac_rows
-        word = Signal(16)
-        lane = self.rd.data.as_value().word_select(arriving.src_lane, 16)
-        m.d.comb += word.eq(Mux(arriving.pkg, self.pkg.data,
-                                Mux(copy, requant_sv(m, lane.as_signed(), cp.shift, name="copy_rq"), lane)))
-        m.d.comb += [self.wr.buf.eq(Mux(copy, cp.o_buf, desc.o_buf)), self.wr.tile.eq(arriving.row >> bits),
-                     self.wr.ch.eq(arriving.ch), self.wr.data.eq(word.replicate(R)),
-                     self.wr.en.eq(Mux(arriving.valid, Const(1, R) << arriving.row[:bits] if bits else 1, 0))]
+        clamped = requant_sv_shift(m, cp.shift, WORD, name="copy_rq")        # then COMPACT's 0 picked
+        rq_shift, shift = Signal.like(clamped, name="rq_shift"), Signal.like(clamped, name="copy_shift")
+        m.d.sync += [rq_shift.eq(clamped), shift.eq(Mux(copy, rq_shift, WORD))]   # shift 0: exact
+        layout = arriving.shape()
+        picked, word = Signal(layout, name="picked"), Signal(WORD, name="picked_word")
+        m.d.sync += [picked.eq(arriving), word.eq(Mux(arriving.pkg, self.pkg.data,
+                                                       ports.lane_select(self.rd.data, arriving.src_lane, WORD, R)))]
+        tags = [picked]
+        cut = pipe_stage(m, name="copy_rq_p")
+
+        def stage(values):                                   # the tag moves with the requantiser's values
+            tag = Signal(layout, name=f"copy_rq_tag{len(tags)}")
+            m.d.sync += tag.eq(tags[-1])
+            tags.append(tag)
+            return cut(values)
+        result = requant_sv(m, word.as_signed(), None, name="copy_rq", stage=stage, shift=shift)
+        w_tag, w_word = Signal(layout, name="write_tag"), Signal(WORD, name="write_word")
+        w_en = Signal(R, name="write_en")
+        m.d.sync += [w_tag.eq(tags[-1]), w_word.eq(result),
+                     w_en.eq(Mux(tags[-1].valid, Const(1, R) << tags[-1].row[:bits] if bits else 1, 0))]
+        assert len(tags) == WRITE_LAT - 1
+        m.d.comb += [self.wr.buf.eq(Mux(copy, cp.o_buf, desc.o_buf)), self.wr.tile.eq(w_tag.row >> bits),
+                     self.wr.ch.eq(w_tag.ch), self.wr.data.eq(w_word.replicate(R)), self.wr.en.eq(w_en)]
+        return arriving.valid | Cat(t.valid for t in tags).any()

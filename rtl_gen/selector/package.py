@@ -12,13 +12,14 @@ summed over heads, below 31 x 2^23 < 2^28: SCORE_WEIGHT_BITS). The sums are exac
 dropped tokens' weights add up to less than 2^32 (|acc| < 2^47; EViT's add up to at most
 H (2^23 + N / 2): CLS probabilities of each head sum to about 1).
 
-Schedule (package_cycles is exact): per token tile t holding scored tokens, the keep mask is
-read; a tile without dropped tokens is skipped. Otherwise the R weights (m or 1 of dropped
-lanes, 0 elsewhere) are read into a ring register (R cycles), then each channel word of the
-tile passes `lanes` multipliers, R / lanes cycles per word, into per-channel 48-bit sums in a
-RAM. After the tiles: one reciprocal (norm / mean), then one pass over the channels writes the
-result to the package RAM that COMPACT reads (`pkg`, a synchronous read port): one requantiser
-with a runtime shift for every mode (15, 46 or the descriptor's), PIPE_REQUANT stages.
+Schedule (package_cycles is exact): after START cycles (ns and the last tile registered), per
+token tile t holding scored tokens, the keep mask is read; a tile without dropped tokens is
+skipped. Otherwise the R weights (m or 1 of dropped lanes, 0 elsewhere) are read into a ring
+register (R cycles), then each channel word of the tile passes `lanes` multipliers, R / lanes
+cycles per word, into per-channel 48-bit sums in a RAM. After the tiles: one reciprocal (norm /
+mean), then one pass over the channels writes the result to the package RAM that COMPACT reads
+(`pkg`, a synchronous read port): one requantiser with a runtime shift for every mode (15, 46 or
+the descriptor's), PIPE_REQUANT stages.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ WEIGHT_BITS = max(M_BITS, SCORE_WEIGHT_BITS)
 TOTAL_BITS = 28          # total < 2^15 x 4096
 FACTOR_BITS = PACK_RECIP_BITS + 1                       # recip(total, 46) < 2^47; mult: 21 bits
 SCALE_LATENCY = product_latency(ACC_USED, FACTOR_BITS)  # the sum x factor (split_product)
+START = 1                # start -> the first READ_MASK (SIZE: ns registered)
 
 
 def pkg_read(hw: HardwareConfig) -> wiring.Signature:
@@ -73,8 +75,9 @@ class Package(wiring.Component):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
         desc = desc_view("PACKAGE", ports.held(m, self.desc, "desc"))
-        ns = Signal(range(hw.n_max + 1))
-        m.d.sync += ns.eq(self.rows - 1 - desc.n_pkg)                   # first used two cycles after start
+        # ns, then the last tile and a tile's scored lanes, registered (SIZE waits for them)
+        ns, last_tile = Signal(range(hw.n_max + 1), name="ns"), Signal(range(hw.tiles), name="last_tile")
+        m.d.sync += [ns.eq(self.rows - 1 - desc.n_pkg), last_tile.eq(ns >> ports.lane_bits(R))]
         m.submodules.acc_ram = acc_ram = Ram(ACC_BITS, hw.d_max)         # per-channel sums
         m.submodules.pkg_ram = pkg_ram = Ram(16, hw.d_max)               # the package token, for COMPACT
         m.submodules.recip = recip = Reciprocal(TOTAL_BITS, PACK_RECIP_BITS)
@@ -95,8 +98,10 @@ class Package(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [reg.tile.eq(0), reg.total.eq(0), reg.acc_valid.eq(0)]
-                    m.next = "READ_MASK"
-            self._tile_states(m, desc, ns, reg, ring, ch_stage)
+                    m.next = "SIZE"
+            with m.State("SIZE"):
+                m.next = "READ_MASK"
+            self._tile_states(m, desc, last_tile, reg, ring, ch_stage)
             self._result_states(m, desc, reg, recip, acc_ram, out_stage)
         return m
 
@@ -115,7 +120,7 @@ class Package(wiring.Component):
             sb_lane=Signal(range(R), name="sb_lane"))   # the lane whose SB read arrives
         m.d.comb += [self.mr.token.eq(reg.tile * R + ring.lane), self.mask.tile.eq(reg.tile)]
         score = Signal(signed(WEIGHT_BITS))
-        lane_score = self.sb.data.as_value().word_select(ring.sb_lane, SCORE_BITS) if R > 1 else self.sb.data.as_value()
+        lane_score = ports.lane_select(self.sb.data, ring.sb_lane, SCORE_BITS, R)
         m.d.comb += score.eq(lane_score[:WEIGHT_BITS].as_signed())
         # the weight registered, then pushed and added to `total` a cycle later (the last one
         # still before the first channel word's product)
@@ -128,7 +133,9 @@ class Package(wiring.Component):
         with m.If(weight_valid):
             pushed = (ring.weights.as_value() >> WEIGHT_BITS) | (weight.as_unsigned() << (WEIGHT_BITS * (R - 1)))
             m.d.sync += [ring.weights.eq(pushed), reg.total.eq(reg.total + weight)]
-        m.d.comb += ring.dropped.eq(scored_lanes(m, reg.tile, ns, hw, "pk_scored") & ~self.mask.keep)
+        scored = Signal(R, name="scored")              # the tile's scored lanes (from READ_MASK on)
+        m.d.sync += scored.eq(scored_lanes(m, reg.tile, ns, hw, "pk_scored"))
+        m.d.comb += ring.dropped.eq(scored & ~self.mask.keep)
         return ring
 
     def _channel_pipeline(self, m, desc, reg, weights, acc_ram):
@@ -150,7 +157,8 @@ class Package(wiring.Component):
                          weights.eq(weights.as_value().rotate_right(WEIGHT_BITS * L))]
         # lanes past the token count hold whatever the buffer held (never written: X); their
         # weight is 0, but the sums must not depend on them even through a product with 0
-        rows = ports.rows_mask(m, self.rows, reg.tile, hw, "pk_rows")
+        rows = Signal(R, name="pk_rows")                 # registered: the tile holds while its words pass
+        m.d.sync += rows.eq(ports.rows_mask(m, self.rows, reg.tile, hw, "pk_rows_next"))
         with m.If(stage[1].valid & (stage[1].step == 0)):
             m.d.sync += word.eq(Cat(Mux(rows[r], self.rd.data[r], 0) for r in range(R)))
         prod = [Signal(signed(WEIGHT_BITS + 16), name=f"prod{l}") for l in range(L)]
@@ -187,7 +195,7 @@ class Package(wiring.Component):
                      pkg_ram.wen.eq(stage[last].valid)]
         return stage
 
-    def _tile_states(self, m, desc, ns, reg, ring, ch_stage):
+    def _tile_states(self, m, desc, last_tile, reg, ring, ch_stage):
         """Per token tile holding scored tokens: its keep mask (READ_MASK, TAKE_MASK); a tile
         without dropped tokens is skipped, else its weights are loaded (LOAD), every channel
         word passes the pipeline (CH) until it is empty (DRAIN); NEXT: the next tile or RECIP."""
@@ -221,7 +229,7 @@ class Package(wiring.Component):
                 m.next = "NEXT"
         with m.State("NEXT"):
             m.d.sync += reg.tile.eq(reg.tile + 1)
-            with m.If(reg.tile == ns >> ports.lane_bits(R)):
+            with m.If(reg.tile == last_tile):
                 m.next = "RECIP"
             with m.Else():
                 m.next = "READ_MASK"

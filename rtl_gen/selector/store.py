@@ -55,14 +55,16 @@ class SelStore(wiring.Component):
         beat = Signal(range(n_beats + 1))
         keep = Signal(R)                          # keep bits of tile `pushed`
         next_keep = Signal(R)                     # keep bits of tile `pushed` + 1 (0 past the last)
-        m.d.comb += next_keep.eq(Mux(pushed + 1 < hw.tiles, self.mask.keep, 0))
+        upcoming = Signal(range(chunks + 2), name="upcoming")   # pushed + 1, and whether it is a tile:
+        more = Signal(name="more_tiles")                        # registered with `pushed`
+        m.d.comb += next_keep.eq(Mux(more, self.mask.keep, 0))
         m.d.comb += [self.o.payload.data.eq(window[:W]), self.o.payload.last.eq(beat == n_beats - 1)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += [self.mask.en.eq(1), self.mask.tile.eq(0)]
                     m.d.sync += [window.eq(self.kept | (self.ns << 32)), filled.eq(128),
-                                 pushed.eq(0), beat.eq(0)]
+                                 pushed.eq(0), upcoming.eq(1), more.eq(1 < hw.tiles), beat.eq(0)]
                     m.next = "FIRST"
             with m.State("FIRST"):
                 m.d.sync += keep.eq(self.mask.keep)
@@ -71,12 +73,12 @@ class SelStore(wiring.Component):
                 with m.If((filled >= W) | (pushed == chunks)):
                     m.next = "EMIT"
                 with m.Else():
-                    m.d.comb += [self.mask.en.eq(pushed + 1 < hw.tiles), self.mask.tile.eq(pushed + 1)]
+                    m.d.comb += [self.mask.en.eq(more), self.mask.tile.eq(upcoming)]
                     m.next = "PUSH"
             with m.State("PUSH"):
                 chunk = Cat(keep[1:], next_keep[0])      # tokens pushed R + 1 .. pushed R + R
                 m.d.sync += [window.eq(window | (chunk << filled)), filled.eq(filled + R), keep.eq(next_keep),
-                             pushed.eq(pushed + 1)]
+                             pushed.eq(upcoming), upcoming.eq(upcoming + 1), more.eq(upcoming + 1 < hw.tiles)]
                 m.next = "NEXT"
             with m.State("EMIT"):
                 m.d.comb += self.o.valid.eq(1)

@@ -40,11 +40,12 @@ from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
 from ..primitives.arith import PIPE_REQUANT
+from ..selector.compact import START as COMPACT_START
 from ..selector.decide import SUM_STAGE
-from ..selector.gather import SIZE_CYCLES as GATHER_SIZE
+from ..selector.gather import SIZE_CYCLES as GATHER_SIZE, WRITE_LAT as GATHER_WRITE
 from ..selector.gmean import pipeline_latency as gmean_pipeline
 from ..selector.keepprob import PRODUCT_LATENCY as KEEP_PRODUCT
-from ..selector.package import SCALE_LATENCY, default_lanes
+from ..selector.package import SCALE_LATENCY, START as PACKAGE_START, default_lanes
 
 GAP = 5              # done registered; READ, LATCH, RULES, CODE of the next descriptor (rtl_gen/control/controller.py)
 # the last column on the MAC array's output -> done (drain, epilogue, done check)
@@ -390,9 +391,9 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
 
 def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: HardwareConfig,
                    lanes: int | None = None) -> int:
-    """Per tile with scored tokens: 3 cycles, or (dropped tokens in it) the R weights, d words
-    of R / lanes cycles and 8 more; then the reciprocal (k + 2, norm / mean with a non-zero
-    total) and the output pass (d + 3 + SCALE_LATENCY + PIPE_REQUANT)."""
+    """PACKAGE_START cycles of sizes; per tile with scored tokens: 3 cycles, or (dropped tokens in
+    it) the R weights, d words of R / lanes cycles and 8 more; then the reciprocal (k + 2, norm /
+    mean with a non-zero total) and the output pass (d + 3 + SCALE_LATENCY + PIPE_REQUANT)."""
     R = hw.mac_rows
     L = lanes or default_lanes(hw)
     keep = np.asarray(keep, dtype=bool)
@@ -406,12 +407,13 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
     else:
         total = int((~keep).sum()) if mode == PACKAGE_MODES["mean"] else int(np.asarray(m)[~keep].sum())
         recip = PACK_RECIP_BITS + 2 if total != 0 else 0
-    return tiles + recip + d + 3 + SCALE_LATENCY + PIPE_REQUANT
+    return PACKAGE_START + tiles + recip + d + 3 + SCALE_LATENCY + PIPE_REQUANT
 
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
-    """Per input tile: 4 cycles without output tokens, else d words of one write (two when its
-    output tokens cross an output tile boundary) and 8 more; then the package token (d + 1)."""
+    """COMPACT_START cycles of sizes; per input tile: 4 cycles without output tokens, else d words
+    of one write (two when its output tokens cross an output tile boundary) and 8 more; then the
+    package token (d + 1)."""
     R = hw.mac_rows
     keep = np.asarray(keep, dtype=bool)
     ns = rows - 1 - n_pkg
@@ -420,7 +422,7 @@ def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> i
     out[0] = True
     out[1:1 + ns] = keep
     out[1 + ns:rows] = True
-    cyc, pos = 1, 0
+    cyc, pos = 1 + COMPACT_START, 0
     for cnt in out.reshape(t, R).sum(1):
         if cnt == 0:
             cyc += 4
@@ -439,13 +441,15 @@ def topk_cycles(rows: int, hw: HardwareConfig) -> int:
 def gather_cycles(rows: int, d, kept: int, hw: HardwareConfig) -> int:
     """COMPACT in rank order and COPY (rtl_gen/selector/gather.py): per output row its source and
     d (COPY: w) channel words; the package token d (none with no_pkg); with `scores`, SB written
-    back a tile a cycle."""
+    back a tile a cycle; done at least GATHER_WRITE + 1 cycles after the last word is issued
+    (`tail`: the cycles from it to the end state)."""
     if "i_r0" in d:                                            # COPY: rows in order
-        return rows * (d["w"] + 2) + GATHER_START
+        return rows * (d["w"] + 2) + GATHER_START + max(0, GATHER_WRITE + 1 - 2)
     ranked = rows - 1 - d["n_pkg"] if d["rest"] else kept
     n_rows = 1 + ranked + d["n_pkg"]
+    tail = (2 if d["no_pkg"] else 1) + (_tiles(n_rows, hw) if d.get("scores") else 0)
     return (n_rows * (d["d"] + 2) + GATHER_START + (0 if d["no_pkg"] else d["d"])
-            + (_tiles(n_rows, hw) if d.get("scores") else 0))
+            + (_tiles(n_rows, hw) if d.get("scores") else 0) + max(0, GATHER_WRITE + 1 - tail))
 
 
 TOPK_START, GATHER_START = 1, 2 + GATHER_SIZE
