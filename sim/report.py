@@ -58,17 +58,20 @@ def dsp_estimate(hw: HardwareConfig) -> int:
 
 
 def bram_estimate(hw: HardwareConfig) -> float:
-    """BRAM36 of the memories (rtl_gen/primitives/ram.py instances), by capacity and width: each RAM takes
-    ceil(width / 72) x ceil(depth / 512) BRAM36 in 512 x 72 mode, or LUT RAM when shallow."""
+    """BRAM36 of the memories (rtl_gen/primitives/ram.py instances), by capacity and width: each RAM
+    takes the fewest block RAMs of one aspect ratio (RAMB36 32K x 1 .. 512 x 72, RAMB18 half of
+    one at 16K x 1 .. 512 x 36), or LUT RAM when shallow."""
     R, C, T = hw.mac_rows, hw.mac_cols, hw.tiles
 
     def ram(width, depth):
         if depth <= 64:
             return 0.0                     # LUT RAM
-        per_col = -(-depth // 512)
-        return -(-width // 72) * per_col if depth > 512 else -(-width // 72) * 0.5
+        modes = [(36, 32768, 1), (36, 16384, 2), (36, 8192, 4), (36, 4096, 9), (36, 2048, 18), (36, 1024, 36),
+                 (36, 512, 72), (18, 16384, 1), (18, 8192, 2), (18, 4096, 4), (18, 2048, 9), (18, 1024, 18),
+                 (18, 512, 36)]
+        return min((kbits / 36) * -(-width // w) * -(-depth // d) for kbits, d, w in modes)
     b = sum(ram(16 * R, T * hw.buffer_width(bf)) for bf in isa.TOKEN_BUFFERS)
-    b += ram(16 * C, hw.key_tiles * hw.d_max) + R * ram(16 * C, T * hw.d_max // C)
+    b += ram(16 * C, hw.key_tiles * hw.d_max) + C * ram(16, T * R * hw.d_max // C)     # KB, VB
     b += ram(16 * C, 2 * hw.k_max)                                  # weight ring
     b += -(-R // 2) * ram(59, hw.pwl_max)                           # activation table copies
     b += ram(512, hw.desc_max) + ram(16 * R, 2 * hw.n_max)         # program, probability banks
