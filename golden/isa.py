@@ -268,7 +268,7 @@ class ProgramError(Exception):
 # (rtl_gen/control/checks.py): one definition of every error the hardware reports.
 def _pwl_ok(f, s, in17: int):
     return ((f.act <= 2) & (f.pwl_nseg >= 1) & (f.pwl_nseg <= s.pwl_max) & (f.pwl_17 == in17)
-            & ((f.pwl_nseg << f.pwl_shift) <= (1 << PWL_SPAN_BITS)))
+            & (f.pwl_span <= (1 << PWL_SPAN_BITS)))
 
 
 def _span(s, b, c0, w):
@@ -318,7 +318,7 @@ CHECKS = {
     "ATTENTION": [
         ("BAD_SHAPE", "heads x head_dim (a multiple of mac_cols) <= d_max, q_buf != o_buf token buffers",
          lambda f, s: (f.q_buf <= 3) & (f.o_buf <= 3) & (f.q_buf != f.o_buf) & (f.heads >= 1) & (f.head_dim >= 1)
-         & ((f.head_dim & (s.C - 1)) == 0) & (f.heads * f.head_dim <= s.d_max)),
+         & ((f.head_dim & (s.C - 1)) == 0) & (f.width <= s.d_max)),
         ("BAD_SHAPE", "score momentum above 2^15", lambda f, s: (f.score == 0) | (f.momentum <= ONE_Q15)),
     ],
     "GMEAN": [
@@ -382,6 +382,18 @@ CHECKS = {
 }
 
 
+# Values some CHECKS compare that take a step of their own before the checks: per operation,
+# name -> value(f, s), read by the predicates as the field `f.<name>`. The controller registers
+# each (rtl_gen/control/checks.py: a DSP48 product or a barrel shift, then the compare a cycle
+# later); the interpreter computes them the same way. Same rules as CHECKS' predicates.
+_PWL_SPAN = {"pwl_span": lambda f, s: f.pwl_nseg << f.pwl_shift}       # the table's input span
+STEPS = {
+    "ATTENTION": {"width": lambda f, s: f.heads * f.head_dim},
+    "MATMUL": _PWL_SPAN,
+    "DECIDE": _PWL_SPAN,
+}
+
+
 class Fields:
     """Attribute access to a decoded descriptor (for CHECKS on Python ints)."""
 
@@ -389,9 +401,21 @@ class Fields:
         self.__dict__.update(d)
 
 
+class Stepped:
+    """`fields` (a Fields or an RTL view) with the values of STEPS[op] as further attributes;
+    `step` wraps each value (the controller's register)."""
+
+    def __init__(self, op: str, fields, state, step=lambda v: v):
+        self._fields = fields
+        self.__dict__.update({name: step(value(fields, state)) for name, value in STEPS.get(op, {}).items()})
+
+    def __getattr__(self, name):
+        return getattr(self._fields, name)
+
+
 def first_failure(op: str, fields, state):
     """(error name, text) of the first check of `op` that fails, or None."""
-    return _first(CHECKS[op], fields, state)
+    return _first(CHECKS[op], Stepped(op, fields, state), state)
 
 
 def _first(checks, fields, state):

@@ -95,9 +95,9 @@ class Accelerator(wiring.Component):
         for name, u in units.items():
             m.submodules[name] = ResetInserter(reset)(u)
         self._host(m, csr, dma, ctl, prog, loader)
-        # which unit the descriptor is for, registered: the descriptor is latched three cycles
-        # before start (controller LATCH, RULES, CODE), so the start and the port routes select
-        # from registers rather than through a decode of the controller's register
+        # which unit the descriptor is for, registered: the descriptor is latched four cycles
+        # before start (controller LATCH, STEP, RULES, CODE), so the start and the port routes
+        # select from registers rather than through a decode of the controller's register
         op = common_view(dispatch.desc).op
         active = {}
         for name, ops in UNITS.items():
@@ -105,8 +105,12 @@ class Accelerator(wiring.Component):
             m.d.sync += active[name].eq(_any(op, ops))
         done = 0
         for name, u in units.items():
-            m.d.comb += [u.desc.eq(dispatch.desc), u.rows.eq(dispatch.rows),
-                         u.start.eq(dispatch.start & active[name])]
+            # the start a cycle after the controller decides it (CHECK waits for the loader's
+            # position): each unit's start is a register, so its fanout into the unit's latches
+            # starts at a flip-flop (one cycle per operation: cycles.START)
+            start = Signal(name=f"start_{name}", attrs={"max_fanout": 16})
+            m.d.sync += start.eq(dispatch.start & active[name])
+            m.d.comb += [u.desc.eq(dispatch.desc), u.rows.eq(dispatch.rows), u.start.eq(start)]
             done = done | u.done
         m.d.comb += [dispatch.done.eq(done), self.dbg_op.eq(Mux(ctl.loader.running, ctl.csr.desc_index + 1, 0))]
         for port, users in FABRIC.items():

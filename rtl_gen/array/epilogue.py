@@ -122,8 +122,12 @@ class Epilogue(wiring.Component):
         row0 = SimpleNamespace(sa=Mux(own[0], cfg.sa0, cfg.sa), sb=Mux(own[0], cfg.sb0, cfg.sb),
                                so=Mux(own[1], so0, so))
 
-        res = self.rb.data
-        t_rb = tags[ACT_STAGE - ports.READ_LATENCY]
+        # the residual word is read a cycle early and registered before its alignment shift (the
+        # buffers' read select and the shift in separate cycles; no cycle more: the beat's tag
+        # carries its address)
+        res = Signal(ports.lanes(R), name="res_q")
+        m.d.sync += res.eq(self.rb.data)
+        t_rb = tags[ACT_STAGE - ports.READ_LATENCY - 1]
         m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(t_rb.tile), self.rb.ch.eq(t_rb.ch),
                      self.rb.en.eq(t_rb.valid & cfg.res)]
         sums, out = zip(*(self._lane(m, r, beat.acc[r], c.bias, mult, sh3,

@@ -91,8 +91,12 @@ class Fetch(wiring.Component):
         freed = Signal()
         go = Signal()
         m.d.comb += [self.req.ready.eq(can), go.eq(self.req.valid & can)]
-        nxt = credits - go + freed
-        m.d.sync += [credits.eq(nxt), can.eq(nxt != 0), freed.eq(fifo.o.valid & fifo.o.ready)]
+        # the next credits for both outcomes of a request, from registers: the request (the
+        # sequencer's FSM) only selects
+        back = Signal.like(credits)
+        m.d.comb += back.eq(credits + freed)
+        m.d.sync += [credits.eq(Mux(go, back - 1, back)), can.eq(Mux(go, back != 1, back != 0)),
+                     freed.eq(fifo.o.valid & fifo.o.ready)]
         # reads: buffer-fabric ports now, the one-cycle memories next cycle
         m.d.comb += [
             self.ra.buf.eq(q.a_buf), self.ra.tile.eq(q.a_tile), self.ra.ch.eq(q.a_ch),
@@ -172,8 +176,12 @@ class Drain(wiring.Component):
                      self.ring.release.eq(take & (col == C - 1) & (info.kind == KIND_MM) & info.release)]
         with m.If(take):
             m.d.sync += col.eq(Mux(col == C - 1, 0, col + 1))
-        nxt = credits - (take & score) + self.sm_free
-        m.d.sync += [credits.eq(nxt), credit.eq(nxt != 0)]
+        # the next credits for both outcomes of a take, from registers; the take (late: the tile
+        # info's kind and the MAC array's valid) only selects
+        returned = Signal.like(credits)
+        m.d.comb += returned.eq(credits + self.sm_free)
+        took = take & score
+        m.d.sync += [credits.eq(Mux(took, returned - 1, returned)), credit.eq(Mux(took, returned != 1, returned != 0))]
 
         # stage 1: the column, its tile, its place in the keys (scores: key0 + col < n)
         s1 = Signal(data.StructLayout({"valid": 1, "acc": data.ArrayLayout(signed(ACC_BITS), hw.mac_rows),

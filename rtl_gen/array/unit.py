@@ -57,7 +57,7 @@ class ArrayUnit(wiring.Component):
         m.submodules.epi = epi = Epilogue(hw)
         m.submodules.mm = mm = MatmulSeq(hw)
         # registered desc and rows: the sequencers latch them at start, so they must hold from the
-        # cycle before (the controller sets them three cycles before start, the unit bench once)
+        # cycle before (the controller sets them at least three cycles before start, the unit bench once)
         self._desc, self._rows = ports.held(m, self.desc, "desc"), ports.held(m, self.rows, "rows")
         m.submodules.att = att = AttentionSeq(hw, self.softmax(hw))
         m.submodules.capture = cap = ScoreCapture(hw)

@@ -35,17 +35,19 @@ class LoadUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        d = desc_view("LOAD", self.desc)
+        d0 = desc_view("LOAD", self.desc)                  # at start
+        # the writes (from the cycle after start) decode registered copies
+        d, rows = desc_view("LOAD", ports.held(m, self.desc, "desc")), ports.held(m, self.rows, "rows")
         bits = ports.lane_bits(R)
         tile, last_tile, ch = Signal(range(hw.tiles)), Signal(range(hw.tiles)), Signal(range(hw.k_max))
         busy = Signal()
         last = (tile == last_tile) & (ch == d.w - 1)
         m.d.comb += [self.i.ready.eq(busy), self.w.buf.eq(d.buf[:2]), self.w.tile.eq(tile), self.w.ch.eq(d.c0 + ch),
                      self.w.data.eq(self.i.payload)]
-        mask = _tile_mask(m, tile, d.r0, d.r0 + self.rows, hw, "load_mask")
+        mask = _tile_mask(m, tile, d.r0, d.r0 + rows, hw, "load_mask")
         m.d.comb += self.w.en.eq(Mux(busy & self.i.valid, mask, 0))
         with m.If(self.start):
-            m.d.sync += [busy.eq(1), tile.eq(d.r0 >> bits), last_tile.eq((d.r0 + self.rows - 1) >> bits), ch.eq(0)]
+            m.d.sync += [busy.eq(1), tile.eq(d0.r0 >> bits), last_tile.eq((d0.r0 + self.rows - 1) >> bits), ch.eq(0)]
         with m.If(busy & self.i.valid):
             m.d.sync += ch.eq(ch + 1)
             with m.If(ch == d.w - 1):

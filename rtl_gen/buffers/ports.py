@@ -21,7 +21,7 @@ Operation control (every unit started by the controller):
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -75,7 +75,7 @@ def control(hw: HardwareConfig) -> dict:
 
 def held(m, value, name: str) -> Signal:
     """A registered copy of a control input (desc, rows): they hold from start until done (the
-    controller sets them three cycles before start, the unit benches with start), so the copy is
+    controller sets them at least three cycles before start, the unit benches with start), so the copy is
     right from the cycle after start and the decode behind it starts at a register, not at the
     controller's register fanned out to every unit."""
     r = Signal.like(value, name=name)
@@ -116,13 +116,18 @@ def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
 
 
 def route(m, target, sources: list, sig: wiring.Signature):
-    """Drive the memory-side port `target` from the unit-side port of the first true condition
-    in `sources` [(cond, port)] (the last one when none is true); read data goes to all."""
+    """Drive the memory-side port `target` from the unit-side port of the true condition in
+    `sources` [(cond, port)], the last one when none is true; read data goes to all. The
+    conditions are exclusive (one unit runs at a time), so every bit is an OR of ANDs (two LUT
+    levels for up to seven sources), not a chain of selects."""
+    conds = [Value.cast(cond) for cond, _ in sources[:-1]]
+    picks = conds + [~Cat(*conds).any() if conds else Const(1)]
     for name, mem in sig.members.items():
         if mem.flow == Out:                       # unit -> memory side
-            val = Value.cast(getattr(sources[-1][1], name))
-            for cond, src in reversed(sources[:-1]):
-                val = Mux(cond, Value.cast(getattr(src, name)), val)
+            val = 0
+            for pick, (_, src) in zip(picks, sources):
+                v = Value.cast(getattr(src, name)).as_unsigned()
+                val = val | (v & pick.replicate(len(v)))
             m.d.comb += getattr(target, name).eq(val)
         else:
             for _, src in sources:

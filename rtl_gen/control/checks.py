@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, Value
 
 from golden import isa
 from golden.hw import HardwareConfig
@@ -64,12 +64,18 @@ def first_failing(checks, fields, state, rule=lambda p: p):
     return expr
 
 
+# cycles from `raw` and `state` to the code of `check_code(..., registered=True)`: golden.isa.STEPS'
+# values, then the rules, each into registers
+REGISTERED_LATENCY = 2
+
+
 def _registered(m: Module):
-    """A `first_failing` rule wrapper: the predicate into a register."""
-    def rule(pred):
-        bit = Signal()
-        m.d.sync += bit.eq(pred)
-        return bit
+    """A `first_failing` rule (or golden.isa STEPS value) wrapper: the value into a register."""
+    def rule(value):
+        value = Value.cast(value)
+        reg = Signal(value.shape())
+        m.d.sync += reg.eq(value)
+        return reg
     return rule
 
 
@@ -78,8 +84,9 @@ def check_code(m: Module, hw: HardwareConfig, raw, state: SimpleNamespace, name:
     """Comb Signal: golden.isa ERROR_CODES of the first failing check of `raw`'s operation
     (BAD_OPCODE for what RTL_SUPPORT excludes). `state`: rows, table_nseg, sel, sel_n, sel_npkg,
     sel_mode, sel_kept, pkg, pkg_d, last_sel (Values). `registered`: every rule's predicate is a
-    register, so the code answers for `raw` and `state` as they were a cycle before (the rules'
-    arithmetic and the choice of the first failing one in separate cycles)."""
+    register, and every golden.isa STEPS value a register before them, so the code answers for
+    `raw` and `state` held for REGISTERED_LATENCY cycles (a step's product, the rules' arithmetic and
+    the choice of the first failing one in separate cycles)."""
     s = SimpleNamespace(n_max=hw.n_max, pwl_max=hw.pwl_max, stages_max=hw.stages_max, d_max=hw.d_max,
                         C=hw.mac_cols, W=width_of(hw), **vars(state))
     rule = _registered(m) if registered else (lambda p: p)
@@ -89,7 +96,7 @@ def check_code(m: Module, hw: HardwareConfig, raw, state: SimpleNamespace, name:
             if op not in RTL_SUPPORT:
                 continue
             with m.Case(Opcode[op]):
-                v = desc_view(op, raw)
+                v = isa.Stepped(op, desc_view(op, raw), s, rule)
                 m.d.comb += code.eq(Mux(rule(supported(op, v)), first_failing(checks, v, s, rule),
                                         isa.ERROR_CODES["BAD_OPCODE"]))
         with m.Default():

@@ -46,7 +46,8 @@ def dispatch_port(hw: HardwareConfig) -> wiring.Signature:
     count = range(hw.n_max + 1)
     return wiring.Signature({
         "desc": Out(isa.DESC_BITS), "rows": Out(count),   # the running descriptor, its resolved row count
-        "start": Out(1), "reset": Out(1),                 # start the descriptor's unit; reset every unit
+        "start": Out(1), "reset": Out(1),                 # start the descriptor's unit (top.py registers it
+                                                           # per unit: the unit starts a cycle later); reset every unit
         "done": In(1),                                     # the unit finished
         "kept_count": In(count),                           # DECIDE's kept count (valid at its done)
     })
@@ -75,6 +76,10 @@ class Controller(wiring.Component):
             self._execute(m, run)
             self._stop(m, run)
         fsm.state.attrs["max_fanout"] = 16           # decoded by the enables of every register
+        # the loader's stop (its reset) from a register: a cycle after ABORT or FINISH begins
+        stop = Signal(attrs={"max_fanout": 16})
+        m.d.sync += stop.eq(fsm.ongoing("ABORT") | fsm.ongoing("FINISH"))
+        m.d.comb += self.loader.stop.eq(stop)
         m.d.comb += self.csr.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
@@ -88,9 +93,11 @@ class Controller(wiring.Component):
             index=Signal(range(hw.desc_max + 1)),            # the descriptor being fetched or executed
             tokens=Signal(range(hw.n_max + 1)),              # the token-count register N
             error=Signal(CODE_SHAPE), error_at=Signal(32),
+            fetching=Signal(),                               # in HDR or PROG: fetched beats are taken
             is_store=Signal(),                               # the running unit is STORE (finishes on abort)
             abort_sent=Signal())                             # the DMA's abort is a pulse
         run.record_done = run.beats == isa.DESC_BITS // hw.axi_bits
+        m.d.comb += self.i_fetch.ready.eq(run.fetching & ~run.record_done)   # from registers, not the FSM
         # the check state (golden.isa CHECKS `s`); sel_kept: the latest DECIDE's kept count
         run.state = SimpleNamespace(
             rows=Signal(range(8192)), table_nseg=Signal(13), sel=Signal(), sel_n=Signal(range(8192)),
@@ -99,7 +106,7 @@ class Controller(wiring.Component):
         common = common_view(units.desc)
         run.op = common.op
         m.d.comb += run.state.rows.eq(Mux(common.rows_n, run.tokens, common.rows))
-        # the checks of the latched descriptor: rules registered, then their code (LATCH, RULES, CODE)
+        # the checks of the latched descriptor: steps, rules and their code registered (STEP, RULES, CODE)
         run.check = Signal(CODE_SHAPE)
         m.d.sync += run.check.eq(check_code(m, hw, units.desc, run.state, registered=True))
         # the units' done, registered: it selects every state update (`_after`); the kept count
@@ -110,8 +117,10 @@ class Controller(wiring.Component):
         m.d.sync += run.bad_rows.eq((run.state.rows == 0) | (run.state.rows > hw.n_max))
         run.header_check = Signal(CODE_SHAPE)         # HDR_RULES, HDR_CODE as for descriptors
         m.d.sync += run.header_check.eq(header_code(m, hw, run.header, registered=True))
-        m.d.comb += [units.rows.eq(run.state.rows),
-                     self.csr.error_code.eq(run.error), self.csr.error_index.eq(run.error_at),
+        # the units' row count from a register (they read it from start, four cycles after LATCH)
+        m.d.sync += units.rows.eq(run.state.rows)
+        units.rows.attrs["max_fanout"] = 16
+        m.d.comb += [self.csr.error_code.eq(run.error), self.csr.error_index.eq(run.error_at),
                      self.csr.desc_index.eq(run.index), self.csr.tokens.eq(run.tokens),
                      self.loader.desc_index.eq(run.index), self.loader.tokens.eq(run.tokens),
                      self.loader.total.eq(run.header.stream_len >> (hw.stream_bytes.bit_length() - 1))]
@@ -123,10 +132,15 @@ class Controller(wiring.Component):
         return [run.error.eq(ERR[what] if isinstance(what, str) else what), run.error_at.eq(at)]
 
     def _collect_records(self, m, run):
-        """Fetched beats -> 512-bit records (first beat in the low bits)."""
+        """Fetched beats -> 512-bit records (first beat in the low bits). A beat goes into its word
+        while it is offered (it holds there until taken, and `beats` moves only then; once the
+        record is complete the word index is past its end), so the record's enables do not wait
+        for the FSM's ready."""
         W = self.hw.axi_bits
+        with m.If(self.i_fetch.valid):
+            m.d.sync += run.record.word_select(run.beats, W).eq(self.i_fetch.payload)
         with m.If(self.i_fetch.valid & self.i_fetch.ready):
-            m.d.sync += [run.record.word_select(run.beats, W).eq(self.i_fetch.payload), run.beats.eq(run.beats + 1)]
+            m.d.sync += run.beats.eq(run.beats + 1)
 
     def _start(self, m, run):
         with m.State("IDLE"):
@@ -148,14 +162,15 @@ class Controller(wiring.Component):
             m.d.sync += self.dma.clear.eq(0)
             m.d.comb += [self.rd_cmd.valid.eq(1), *self._read_cmd(0, isa.HEADER_BYTES, 1)]
             with m.If(self.rd_cmd.ready):
+                m.d.sync += run.fetching.eq(1)
                 m.next = "HDR"
         with m.State("HDR"):
-            m.d.comb += self.i_fetch.ready.eq(~run.record_done)
             with m.If(run.record_done & self.dma.rd_idle):
-                m.d.sync += [run.header.eq(run.record[:len(run.header.as_value())]), run.beats.eq(0)]
+                m.d.sync += [run.header.eq(run.record[:len(run.header.as_value())]), run.beats.eq(0),
+                             run.fetching.eq(0)]
                 m.next = "HDR_RULES"
             with m.Elif(self.dma.rd_error):
-                m.d.sync += self._fail(run, "AXI_READ", HEADER_INDEX)
+                m.d.sync += [*self._fail(run, "AXI_READ", HEADER_INDEX), run.fetching.eq(0)]
                 m.next = "ABORT"
         with m.State("HDR_RULES"):
             m.next = "HDR_CODE"
@@ -175,16 +190,18 @@ class Controller(wiring.Component):
         with m.State("PROG_CMD"):
             m.d.comb += [self.rd_cmd.valid.eq(1), *self._read_cmd(hdr.desc_off, hdr.n_desc * isa.DESC_BYTES, 1)]
             with m.If(self.rd_cmd.ready):
+                m.d.sync += run.fetching.eq(1)
                 m.next = "PROG"
         with m.State("PROG"):
-            m.d.comb += [self.i_fetch.ready.eq(~run.record_done), self.prog.addr.eq(run.index),
-                         self.prog.wdata.eq(run.record), self.prog.wen.eq(run.record_done)]
+            m.d.comb += [self.prog.addr.eq(run.index), self.prog.wdata.eq(run.record),
+                         self.prog.wen.eq(run.record_done)]
             with m.If(run.record_done):
                 m.d.sync += [run.beats.eq(0), run.index.eq(run.index + 1)]
                 with m.If(run.index == hdr.n_desc - 1):
+                    m.d.sync += run.fetching.eq(0)
                     m.next = "STREAM_CMD"
             with m.If(self.dma.rd_error):
-                m.d.sync += self._fail(run, "AXI_READ", HEADER_INDEX)
+                m.d.sync += [*self._fail(run, "AXI_READ", HEADER_INDEX), run.fetching.eq(0)]
                 m.next = "ABORT"
         with m.State("STREAM_CMD"):
             empty = hdr.stream_len == 0
@@ -195,8 +212,8 @@ class Controller(wiring.Component):
                 m.next = "READ"
 
     def _execute(self, m, run):
-        """READ, LATCH: the next descriptor from the program memory; RULES, CODE: its checks
-        (registered twice); CHECK, WAIT: run it."""
+        """READ, LATCH: the next descriptor from the program memory; STEP, RULES, CODE: its checks
+        (check_code's REGISTERED_LATENCY, then the code registered); CHECK, WAIT: run it."""
         with m.State("READ"):
             with m.If(run.index == run.header.n_desc):
                 m.d.sync += self._fail(run, "NO_END", run.index)
@@ -206,6 +223,8 @@ class Controller(wiring.Component):
                 m.next = "LATCH"
         with m.State("LATCH"):
             m.d.sync += self.units.desc.eq(self.prog.rdata)
+            m.next = "STEP"
+        with m.State("STEP"):                      # golden.isa STEPS (ATTENTION's heads x head_dim)
             m.next = "RULES"
         with m.State("RULES"):
             m.next = "CODE"
@@ -289,13 +308,12 @@ class Controller(wiring.Component):
         """ABORT: let a STORE finish its write, reset the rest, wait for the DMA; FINISH."""
         with m.State("ABORT"):
             m.d.sync += run.abort_sent.eq(1)
-            m.d.comb += [self.dma.rd_abort.eq(~run.abort_sent), self.loader.stop.eq(1),
-                         self.units.reset.eq(~run.is_store)]
+            m.d.comb += [self.dma.rd_abort.eq(~run.abort_sent), self.units.reset.eq(~run.is_store)]
             with m.If(self.dma.rd_idle & self.dma.wr_idle & ~run.is_store):
                 m.next = "FINISH"
             with m.If(run.is_store & run.done):
                 m.d.sync += run.is_store.eq(0)
         with m.State("FINISH"):
-            m.d.comb += [self.csr.finish.eq(1), self.loader.stop.eq(1)]
+            m.d.comb += self.csr.finish.eq(1)
             m.d.sync += run.abort_sent.eq(0)
             m.next = "IDLE"

@@ -8,19 +8,19 @@ beats, never across a 4 KB boundary). Credits: an AR is issued only when the FIF
 the whole burst (depth - words in the FIFO's RAM - beats requested and not yet written), so
 RREADY is always 1 and several bursts are in flight. The next burst's length is computed from
 registers a cycle ahead, and whether it fits the FIFO a cycle after that (at most one AR every
-third cycle; a burst is never shorter than one beat, and in steady state 4 KB long). R inputs
-are registered before the FIFO.
+third cycle; a burst is never shorter than one beat, and in steady state 4 KB long); an AR's
+beats are counted as owed a cycle after it. R inputs are registered before the FIFO.
 `abort` (a pulse while active): no new AR, the FIFO is flushed and held empty, every
 outstanding R beat is still accepted and dropped, and `active` falls when none is left.
 `rerr` pulses for every R beat whose RRESP is not OKAY (the beat is delivered as usual).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..primitives.fifo import RamFifo
+from ..primitives.fifo import RamFifo, Skid
 from . import axi
 
 LEN_BITS = 32                                   # job lengths in bytes
@@ -69,7 +69,10 @@ class ReadEngine(wiring.Component):
 
         rv, rd, rresp = Signal(), Signal(self.bits), Signal(2)          # registered R beat
         m.d.sync += [rv.eq(ax.rvalid), rd.eq(ax.rdata), rresp.eq(ax.rresp)]
-        m.d.sync += owed.eq(owed + Mux(issue, n, 0) - rv)
+        # an AR's beats join `owed` a cycle after it (issue waits on ARREADY; the add starts at
+        # registers): `fits` still sees them, since it waits two cycles after an AR (stale, stale2)
+        issued, issued_n = Signal(), Signal.like(n)
+        m.d.sync += [issued.eq(issue), issued_n.eq(n), owed.eq(owed + Mux(issued, issued_n, 0) - rv)]
         m.d.comb += [fifo.i.valid.eq(rv & ~drain), fifo.i.payload.eq(rd),
                      fifo.flush.eq(drain | (self.abort & self.active)), self.rerr.eq(rv & (rresp != axi.OKAY))]
 
@@ -78,7 +81,7 @@ class ReadEngine(wiring.Component):
             m.d.sync += [self.active.eq(1), addr.eq(self.addr), left.eq(self.beats)]
         with m.Elif(self.active & self.abort):
             m.d.sync += drain.eq(1)
-        with m.Elif(drain & (owed == 0)):
+        with m.Elif(drain & (owed == 0) & ~issued):
             m.d.sync += [drain.eq(0), self.active.eq(0), left.eq(0)]
         with m.Elif(self.active & ~drain & finished):
             m.d.sync += self.active.eq(0)
@@ -147,16 +150,21 @@ class DmaReader(wiring.Component):
         job (one beat from every port per transfer, port 0 in the low bits)."""
         e0 = self.engines[0]
         all_valid = Cat(e.o.valid for e in self.engines).all()
+        # the fetch output through a register slice: the controller's ready (its FSM) ends at the
+        # slice, not at port 0's FIFO count; an abort empties it
+        fetch_slice = Skid(self.bits)
+        m.submodules.fetch_slice = ResetInserter(self.abort)(fetch_slice)
+        wiring.connect(m, fetch_slice.o, wiring.flipped(self.o_fetch))
         m.d.comb += [
-            self.o_fetch.valid.eq(job & fetch & e0.o.valid), self.o_fetch.payload.eq(e0.o.payload),
+            fetch_slice.i.valid.eq(job & fetch & e0.o.valid), fetch_slice.i.payload.eq(e0.o.payload),
             self.o_stream.valid.eq(job & ~fetch & all_valid),
             self.o_stream.payload.eq(Cat(e.o.payload for e in self.engines)),
         ]
         take_stream = self.o_stream.ready & self.o_stream.valid
-        take_fetch = self.o_fetch.ready & self.o_fetch.valid
+        take_fetch = fetch_slice.i.ready & fetch_slice.i.valid
         for p, e in enumerate(self.engines):
             m.d.comb += e.o.ready.eq(take_stream | take_fetch if p == 0 else take_stream)
-        fire = take_stream | take_fetch
+        fire = take_stream | (self.o_fetch.valid & self.o_fetch.ready)      # a beat delivered
         with m.If(self.abort):                                          # abort wins over a last beat
             m.d.sync += job.eq(0)
         with m.Elif(fire):

@@ -51,7 +51,7 @@ Z_BITS = 24                 # |z| <= sqrt(d) 2^16 (1 + 2^-29) < 2^22 for d <= 40
 ZSH_MIN = LN_RECIP_BITS - LN_Z_FRAC - LN_SQRT_BITS // 2 + 1     # 46 - k with k <= 30: 16
 R_BITS = LN_RECIP_BITS - LN_SQRT_BITS // 2 + 2                   # R in (2^31, 2^32]: 33 bits
 A4_BITS = ACC_BITS + 1     # gamma z + beta
-OUT_LAT = 7 + PIPE_REQUANT  # out issue -> write (registered inputs, the output requant in three stages)
+OUT_LAT = 8 + PIPE_REQUANT  # out issue -> write (registered inputs, gamma z and + beta in two, the requant in three)
 STATS_LAT = 3               # stats issue of a tile's last channel -> its sums offered to post
 
 
@@ -177,15 +177,20 @@ class LnPost(wiring.Component):
         # the lanes' phases from registers (replicated by Vivado), not from the FSM's decode:
         # every lane register hangs on them
         fanout = {"max_fanout": 16}
-        load1, load2, stepping, store = (Signal(name=n, attrs=fanout) for n in ("load1", "load2", "stepping", "store"))
+        load1, load2, store = (Signal(name=n, attrs=fanout) for n in ("load1", "load2", "store"))
+        # the lane registers' enable, one register (set with load1 and load2, cleared after the
+        # last multiplication step), so no gate sits between it and every lane; stepping is
+        # `phase` without load1 and load2
+        phase = Signal(name="phase", attrs=fanout)
         m.d.sync += [load1.eq(0), load2.eq(0), store.eq(0)]
-        with m.If(load1):
-            m.d.sync += [a for ln in lanes for a in ln["load1"]]
-        with m.Elif(load2):
-            m.d.sync += [a for ln in lanes for a in ln["load2"]]
-        with m.Elif(stepping):
-            for ln in lanes:
-                m.d.sync += ln["step"](mc[0])
+        with m.If(phase):
+            with m.If(load1):
+                m.d.sync += [a for ln in lanes for a in ln["load1"]]
+            with m.Elif(load2):
+                m.d.sync += [a for ln in lanes for a in ln["load2"]]
+            with m.Else():
+                for ln in lanes:
+                    m.d.sync += ln["step"](mc[0])
         with m.If(store):                      # the pass's constants into its rows of o_k
             for p in range(S):
                 with m.If(passno == p):
@@ -193,17 +198,17 @@ class LnPost(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.i_s.valid):
-                    m.d.sync += load1.eq(1)
+                    m.d.sync += [load1.eq(1), phase.eq(1)]
                     m.next = "LOAD1"
             with m.State("LOAD1"):                 # the lanes take the sums (pass 0: still offered)
                 m.d.comb += self.i_s.ready.eq(passno == 0)
                 with m.If(passno == 0):
                     m.d.sync += [r.eq(self.i_s.payload.s1[L + i]) for i, r in enumerate(later_s1)]
                     m.d.sync += [r.eq(self.i_s.payload.s2[L + i]) for i, r in enumerate(later_s2)]
-                m.d.sync += [*self._mul_load(mc, step, neg_mode, 0), stepping.eq(1)]
+                m.d.sync += self._mul_load(mc, step, neg_mode, 0)
                 m.next = "MUL1"
             with m.State("MUL1"):
-                self._mul_step(m, mc, step, stepping, "SQRT")
+                self._mul_step(m, mc, step, phase, "SQRT")
             with m.State("SQRT"):                  # V = acc_a - acc_b goes straight in
                 m.d.comb += sq.i_v.valid.eq(1)
                 m.next = "SQRT_WAIT"
@@ -216,14 +221,14 @@ class LnPost(wiring.Component):
                     m.next = "RECIP_WAIT"
             with m.State("RECIP_WAIT"):
                 with m.If(rc0.o_q.valid):
-                    m.d.sync += load2.eq(1)
+                    m.d.sync += [load2.eq(1), phase.eq(1)]
                     m.next = "LOAD2"
             with m.State("LOAD2"):                 # the lanes take the reciprocals (still offered)
                 m.d.comb += [ln["recip"].o_q.ready.eq(1) for ln in lanes]
-                m.d.sync += [*self._mul_load(mc, step, neg_mode, 1), stepping.eq(1)]
+                m.d.sync += self._mul_load(mc, step, neg_mode, 1)
                 m.next = "MUL2"
             with m.State("MUL2"):
-                self._mul_step(m, mc, step, stepping, "STORE")
+                self._mul_step(m, mc, step, phase, "STORE")
                 with m.If(step == w.sb - 1):
                     m.d.sync += store.eq(1)
             with m.State("STORE"):                 # `store` writes this pass's rows
@@ -231,7 +236,7 @@ class LnPost(wiring.Component):
                     m.d.sync += passno.eq(0)
                     m.next = "OFFER"
                 with m.Else():
-                    m.d.sync += [passno.eq(passno + 1), load1.eq(1)]
+                    m.d.sync += [passno.eq(passno + 1), load1.eq(1), phase.eq(1)]
                     m.next = "LOAD1"
             with m.State("OFFER"):
                 m.d.comb += self.o_k.valid.eq(1)
@@ -243,10 +248,10 @@ class LnPost(wiring.Component):
         """Start a multiplication pass (the lanes take their operands from `load1` / `load2`)."""
         return [mc.eq(self.d), step.eq(0), neg_mode.eq(neg)]
 
-    def _mul_step(self, m, mc, step, stepping, nxt):
+    def _mul_step(self, m, mc, step, phase, nxt):
         m.d.sync += [mc.eq(mc >> 1), step.eq(step + 1)]
         with m.If(step == self.wd.sb - 1):
-            m.d.sync += stepping.eq(0)
+            m.d.sync += phase.eq(0)
             m.next = nxt
 
     def _lane(self, m, l: int, sq, neg_mode, passno, later_s1, later_s2) -> dict:
@@ -318,26 +323,28 @@ class LnOut(wiring.Component):
             Signal.like(self.beta, name="b0")
         m.d.sync += [take.eq(self.take), valid.eq(self.valid), first.eq(self.first), last.eq(self.last),
                      x.eq(self.x), gamma.eq(self.gamma), beta.eq(self.beta)]
-        # valid, first, last travel beside the data; gamma, beta to stage 4
+        # valid, first, last travel beside the data; gamma to stage 4, beta to stage 5
         ctl = [(valid, first, last)] + [(Signal(name=f"v{i}"), Signal(name=f"f{i}"),
                                          Signal(name=f"l{i}")) for i in range(1, depth + 1)]
         for i in range(1, depth + 1):
             m.d.sync += [a.eq(b) for a, b in zip(ctl[i], ctl[i - 1])]
         g, b = [gamma], [beta]
-        for i in range(1, 4):
-            g.append(Signal(signed(WORD), name=f"g{i}"))
+        for i in range(1, 5):
+            if i < 4:
+                g.append(Signal(signed(WORD), name=f"g{i}"))
+                m.d.sync += g[i].eq(g[i - 1])
             b.append(Signal(signed(ACC_BITS), name=f"b{i}"))
-            m.d.sync += [g[i].eq(g[i - 1]), b[i].eq(b[i - 1])]
+            m.d.sync += b[i].eq(b[i - 1])
         # requant_sv's right shift for y_shift, registered once for every lane (it holds through
         # the operation)
         y_sh = Signal(range(A4_BITS + 2 * WORD + 3), name="y_sh")
         m.d.sync += y_sh.eq(requant_sv_shift(m, self.y_shift, A4_BITS, WORD, "y_sh"))
         for l in range(self.hw.mac_rows):
-            m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[3], take, x, y_sh))
+            m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[4], take, x, y_sh))
         m.d.comb += [self.y_valid.eq(ctl[depth][0]), self.y_last.eq(ctl[depth][2])]
         return m
 
-    def _lane(self, m, l, ctl, g3, b3, take, x, y_sh):
+    def _lane(self, m, l, ctl, g3, b4, take, x, y_sh):
         w = self.wd
         cr1 = Signal(unsigned(w.cr), name=f"cr1_{l}")
         s1r1, s1r2 = (Signal(signed(w.s1r), name=f"s1r{i}_{l}") for i in (1, 2))
@@ -353,12 +360,13 @@ class LnOut(wiring.Component):
         p1 = Signal(signed(WORD + w.cr + 1), name=f"p1_{l}")
         d2 = Signal(signed(max(WORD + w.cr + 1, w.s1r) + 1), name=f"d2_{l}")
         z3 = Signal(signed(Z_BITS), name=f"z3_{l}")
-        a4 = Signal(signed(A4_BITS), name=f"a4_{l}")
-        y5 = Signal(signed(WORD), name=f"y5_{l}")
-        y = requant_sv(m, a4, 0, WORD, name=f"y{l}", stage=pipe_stage(m, name=f"yp{l}_"), shift=y_sh)
+        p4 = Signal(signed(WORD + Z_BITS), name=f"p4_{l}")
+        a5 = Signal(signed(A4_BITS), name=f"a5_{l}")
+        y6 = Signal(signed(WORD), name=f"y6_{l}")
+        y = requant_sv(m, a5, 0, WORD, name=f"y{l}", stage=pipe_stage(m, name=f"yp{l}_"), shift=y_sh)
         m.d.sync += [p1.eq(x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
-                     a4.eq(g3 * z3 + b3), y5.eq(y)]
-        return y5
+                     p4.eq(g3 * z3), a5.eq(p4 + b4), y6.eq(y)]       # the product, then + beta
+        return y6
 
 
 class LayerNormUnit(wiring.Component):
@@ -388,7 +396,7 @@ class LayerNormUnit(wiring.Component):
         stats_ch, out_ch, write_ch = (Signal(range(hw.d_max), name=n) for n in ("stats_ch", "out_ch", "write_ch"))
         sums_taken = Signal(tn)                                # tiles whose sums post has taken
         n_par = Signal(range(hw.d_max + 1))                    # parameters received
-        m.d.comb += tiles.eq(ports.tiles_of(rows, R))
+        m.d.sync += tiles.eq(ports.tiles_of(self.rows, R))     # rows holds from start: right from start + 1
         with m.If(self.start):
             m.d.sync += [busy.eq(1), stats_tile.eq(0), out_tile.eq(0), write_tile.eq(0), sums_taken.eq(0),
                          stats_ch.eq(0), out_ch.eq(0), write_ch.eq(0), n_par.eq(0)]
@@ -437,17 +445,32 @@ class LayerNormUnit(wiring.Component):
 
     def _out_pass(self, m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par):
         """Read channel out_ch of tile out_tile from its bank once the channel's parameter has
-        arrived and, for the first channel, once post offers the tile's constants (taken then)."""
+        arrived and, for the first channel, once post offers the tile's constants (taken then).
+        Whether a tile is left, the channel is 0 and its parameter has arrived are registers, kept
+        with the counters (each next value computed for every case from registers, then selected):
+        `go` and `take` are one gate of registers."""
         hw = self.hw
+        more, first, par_ok = Signal(), Signal(), Signal()
+        last = out_ch == v.d - 1
         go = Signal()
-        m.d.comb += go.eq(busy & (out_tile < tiles) & ((out_ch != 0) | post.o_k.valid) & (out_ch < n_par))
+        m.d.comb += go.eq(busy & more & (~first | post.o_k.valid) & par_ok)
+        with m.If(self.start):
+            m.d.sync += [more.eq(1), first.eq(1), par_ok.eq(0)]          # rows >= 1; no parameter yet
+        with m.Else():
+            wen = self.i_param.valid & self.i_param.ready
+            with m.If(go & last):
+                m.d.sync += [more.eq(out_tile + 1 < tiles), first.eq(1), par_ok.eq(1)]   # go: n_par >= 1
+            with m.Elif(go):
+                m.d.sync += [first.eq(0), par_ok.eq(Mux(wen, out_ch < n_par, out_ch + 1 < n_par))]
+            with m.Else():
+                m.d.sync += par_ok.eq(Mux(wen, out_ch <= n_par, out_ch < n_par))
         m.d.comb += [bank.raddr.eq(Mux(out_tile[0], hw.d_max, 0) + out_ch), bank.ren.eq(go), par.raddr.eq(out_ch),
-                     par.ren.eq(go), post.o_k.ready.eq(go & (out_ch == 0)), out.take.eq(go & (out_ch == 0))]
+                     par.ren.eq(go), post.o_k.ready.eq(go & first), out.take.eq(go & first)]
         read_valid, read_first, read_last = Signal(), Signal(), Signal()
-        m.d.sync += [read_valid.eq(go), read_first.eq(out_ch == 0), read_last.eq(out_ch == v.d - 1)]
+        m.d.sync += [read_valid.eq(go), read_first.eq(first), read_last.eq(last)]
         with m.If(go):
             m.d.sync += out_ch.eq(out_ch + 1)
-            with m.If(out_ch == v.d - 1):
+            with m.If(last):
                 m.d.sync += [out_ch.eq(0), out_tile.eq(out_tile + 1)]
         m.d.comb += [out.valid.eq(read_valid), out.first.eq(read_first), out.last.eq(read_last), out.x.eq(bank.rdata),
                      out.gamma.eq(par.rdata[:WORD].as_signed()), out.beta.eq(par.rdata[WORD:].as_signed())]

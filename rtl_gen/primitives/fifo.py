@@ -14,7 +14,7 @@ output word): a producer that reserves room by credits frees a credit per RAM re
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,10 +43,14 @@ class RamFifo(wiring.Component):
             ram.raddr.eq(rptr), ram.ren.eq(pop),
             self.o.payload.eq(ram.rdata),
         ]
+        # o.ready arrives late (the consumer's take): the pointers and the count are computed from
+        # registers for every outcome, and push and pop only select between them
+        count = self.count
         with m.If(self.flush):
-            m.d.sync += [wptr.eq(0), rptr.eq(0), self.count.eq(0), self.o.valid.eq(0)]
+            m.d.sync += [wptr.eq(0), rptr.eq(0), count.eq(0), self.o.valid.eq(0)]
         with m.Else():
-            m.d.sync += [wptr.eq(wptr + push), rptr.eq(rptr + pop), self.count.eq(self.count + push - pop),
+            m.d.sync += [wptr.eq(Mux(push, wptr + 1, wptr)), rptr.eq(Mux(pop, rptr + 1, rptr)),
+                         count.eq(Mux(pop, Mux(push, count, count - 1), Mux(push, count + 1, count))),
                          self.o.valid.eq(pop | (self.o.valid & ~self.o.ready))]
         return m
 
@@ -65,11 +69,13 @@ class Skid(wiring.Component):
         spare_valid = Signal()
         m.d.comb += self.i.ready.eq(~spare_valid)
         take = self.i.valid & self.i.ready
+        with m.If(~spare_valid):                             # the spare follows the input while free:
+            m.d.sync += spare.eq(self.i.payload)             # its enable is a register, not o.ready
         with m.If(~self.o.valid | self.o.ready):            # output register free next cycle
             with m.If(spare_valid):
                 m.d.sync += [self.o.payload.eq(spare), self.o.valid.eq(1), spare_valid.eq(0)]
             with m.Else():
                 m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
-        with m.Elif(take):                                   # output stalled: park the word
-            m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+        with m.Elif(take):                                   # output stalled: keep the parked word
+            m.d.sync += spare_valid.eq(1)
         return m

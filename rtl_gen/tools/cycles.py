@@ -47,7 +47,9 @@ from ..selector.gmean import pipeline_latency as gmean_pipeline
 from ..selector.keepprob import PRODUCT_LATENCY as KEEP_PRODUCT
 from ..selector.package import SCALE_LATENCY, START as PACKAGE_START, default_lanes
 
-GAP = 5              # done registered; READ, LATCH, RULES, CODE of the next descriptor (rtl_gen/control/controller.py)
+GAP = 6              # done registered; READ, LATCH, STEP, RULES, CODE of the next descriptor (control/controller.py)
+START = 1            # CHECK decides the start; the top registers it per unit (rtl_gen/top.py)
+FETCH_SLICE = 2      # the DMA's fetch output slice: a cycle on the header's and on the program's fetch
 # the last column on the MAC array's output -> done (drain, epilogue, done check)
 EPI = DRAIN_STAGES + EPI_LATENCY + 1
 ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
@@ -55,7 +57,7 @@ ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one c
 SCORE = DRAIN_STAGES + EPI_LATENCY + 2
 LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
 ITEM = 4             # stream loader: start, CHECK, COMMIT and end of an item
-SEEN = 3             # stream loader: compute's start pulse -> the loader takes an item that waited for it
+SEEN = 3             # stream loader: compute running (CHECK) -> the loader takes an item that waited for it
 LOAD_WORDS = 3       # stream loader: a LOAD's size (last row, tiles, tiles x channels) before its CHECK
 
 
@@ -261,7 +263,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
     R, W = hw.mac_rows, hw.axi_bits
     n_desc = img.manifest["descriptors"]
     beat = W // 8
-    fetch = 26 + (isa.HEADER_BYTES // beat) + n_desc * (isa.DESC_BYTES // beat) + 90
+    fetch = 26 + FETCH_SLICE + (isa.HEADER_BYTES // beat) + n_desc * (isa.DESC_BYTES // beat) + 90
     ld = Loader(hw, ddr_bytes_per_cycle)
     ld.t = fetch
     t = fetch
@@ -273,13 +275,14 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
         if not supported(name, isa.Fields(d)):
             raise ValueError(f"descriptor {st.index} ({name}) uses an operation or mode the RTL does not execute yet "
                              f"(rtl_gen/control/checks.py RTL_SUPPORT): the cycle model times only what the RTL runs")
-        s = t + 1                                   # CHECK: the start pulse
+        c = t + 1                                   # CHECK: the controller decides the start
+        s = c + START                               # the unit's start pulse
         macs = beats = 0
         bound = "compute"
         if name == "MATMUL":
             k, m = d["k"], d["m"]
             if d["act"] == isa.ACT_LOAD:
-                ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + SEEN)
+                ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], c + SEEN)
             end, waited = _matmul(hw, rows, k, m, s, ld)
             bound = "DDR (weights)" if waited > (end - s) / 2 else "compute"
             wait_weights += waited
@@ -292,12 +295,12 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             beats = d["heads"] * (tile_beats(hw, rows, dh, rows) + tile_beats(hw, rows, rows, dh))   # S = Q K^T, P V
             bound = "softmax" if waits > (end - s) / 4 else "compute"
         elif name == "LAYERNORM":
-            ld.item(gstream.ln_bytes(d["d"], hw), d["d"], s + SEEN)
+            ld.item(gstream.ln_bytes(d["d"], hw), d["d"], c + SEEN)
             end = s + ln_cycles(d["d"], rows, hw)
             bound = "LayerNorm unit"
         elif name == "LOAD":
             words = len(gstream.tile_range(d["r0"], rows, hw)) * d["w"]
-            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, s + SEEN + LOAD_WORDS) + 3
+            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, c + SEEN + LOAD_WORDS) + 3
             bound = "DDR"
         elif name == "STORE":
             n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
@@ -311,7 +314,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
         elif name == "DECIDE":
             s0 = s
             if d["act"] == isa.ACT_LOAD:
-                s0 = ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], s + SEEN) + 2
+                s0 = ld.item(gstream.table_bytes(d["pwl_nseg"], hw), d["pwl_nseg"], c + SEEN) + 2 + START
             end = s0 + (topk_cycles(rows, hw) if d["mode"] == isa.DECIDE_TOPK else
                         decide_cycles(rows, d["heads"], d["n_pkg"], hw, st.scores, bool(d["cap_en"]), d["cap"]))
             bound = "selector units"
@@ -326,7 +329,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             end = s + gather_cycles(rows, d, 0, hw)
             bound = "selector units"
         else:
-            end = s
+            end = c                                 # END: no unit starts
         ops.append(OpTime(st.index, name, rows, s, end, macs, bound, beats))
         t = end + GAP - 1
     total = t + 4

@@ -17,7 +17,7 @@ from golden import isa
 from golden.compiler import compile_model
 from golden.hw import HW_PRESETS
 from quant.calibrate import calibrated_random
-from rtl_gen.control.checks import RTL_SUPPORT, check_code, header_code, supported
+from rtl_gen.control.checks import REGISTERED_LATENCY, RTL_SUPPORT, check_code, header_code, supported
 from rtl_gen.control.decode import header_layout
 
 HW = HW_PRESETS["mini"]
@@ -72,7 +72,8 @@ def _cases(n=2000, seed=0):
 
 @pytest.mark.parametrize("registered", [False, True])
 def test_rtl_checks_equal_interpreter(registered, measured):
-    """Comb, and with every rule registered (the controller's: the code a cycle later)."""
+    """Comb, and with every rule and step registered (the controller's: the code REGISTERED_LATENCY
+    cycles later)."""
     m = Module()
     raw = Signal(isa.DESC_BITS)
     st = SimpleNamespace(**{k: Signal(range(8192), name=k) for k in STATE})
@@ -87,7 +88,7 @@ def test_rtl_checks_equal_interpreter(registered, measured):
             for k, v in s.items():
                 ctx.set(getattr(st, k), v)
             if registered:
-                await ctx.tick()
+                await ctx.tick().repeat(REGISTERED_LATENCY)
             got = ctx.get(code)
             seen.add(want)
             if got != want:
@@ -100,6 +101,9 @@ def test_rtl_checks_equal_interpreter(registered, measured):
     sim.run()
     assert not bad, f"{len(bad)} of {len(cases)} differ; first: {bad[:3]}"
     assert {0, 4, 5, 6, 7} <= seen, f"cases reach too few codes: {seen}"
+    wide = [d for d in map(isa.decode, (r for r, _, _ in cases)) if d["op"] == isa.OPS["ATTENTION"].code
+            and d["heads"] >= 1 and d["head_dim"] % HW.mac_cols == 0 and d["heads"] * d["head_dim"] > HW.d_max]
+    assert wide, "no case reaches ATTENTION's heads x head_dim step (golden.isa.STEPS)"
     refused = [isa.OP_BY_CODE[r[0] & 31].name for r, _, want in cases
                if want == isa.ERROR_CODES["BAD_OPCODE"] and r[0] & 31 in isa.OP_BY_CODE]
     assert set(RTL_SUPPORT) <= set(isa.OPS) and "COMPACT" in refused, \
@@ -145,7 +149,7 @@ def test_rtl_header_checks_equal_interpreter(registered, measured):
         for h, want in cases:
             ctx.set(header.as_value(), int.from_bytes(isa.encode_header(**h)[:32], "little"))
             if registered:
-                await ctx.tick()
+                await ctx.tick().repeat(REGISTERED_LATENCY)
             got = ctx.get(code)
             seen.add(want)
             if got != want:
