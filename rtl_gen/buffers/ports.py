@@ -21,7 +21,7 @@ Operation control (every unit started by the controller):
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
