@@ -167,7 +167,7 @@ class LnPost(wiring.Component):
         L = R // S
         m.submodules.sqrt = sq = NormIsqrt(w.v, L)
         step = Signal(range(w.sb))
-        passno = Signal(range(S), name="pass_no")
+        passno = Signal(max(1, (S - 1).bit_length()), name="pass_no")     # 1 bit when S = 1: no empty vector
         mc = Signal(w.db, attrs={"max_fanout": 16})   # the shared multiplier d, one bit per step
         neg_mode = Signal()                    # MUL2: subtract |S1| R for negative S1
         later_s1 = [Signal(signed(w.sb + 1), name=f"later_s1_{r}") for r in range(L, R)]
