@@ -20,6 +20,7 @@ from .isa import B3, SB
 ZCU102_DSP = 2520
 ZCU102_BRAM36 = 912
 ZCU102_LUT = 274_080
+ZCU102_LUT_MEM = 144_000      # of them usable as memory (SLICEM LUTs)
 ZCU102_FF = 548_160
 # ZCU102 PS DDR4: 64-bit at 2400 MT/s = 19.2 GB/s peak; 80% sustained for long sequential
 # bursts from several HP ports is the figure the cycle model assumes by default.

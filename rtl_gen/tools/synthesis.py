@@ -43,7 +43,7 @@ from pathlib import Path
 from base import settings
 from base.errors import UsageError
 from base.outputs import CacheLock, replace_text
-from golden.hw import ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, HardwareConfig
+from golden.hw import ZCU102_BRAM36, ZCU102_DSP, ZCU102_FF, ZCU102_LUT, ZCU102_LUT_MEM, HardwareConfig
 
 from ..array.mac import MacArray
 from ..top import Accelerator, components
@@ -55,13 +55,16 @@ from .verilog import to_verilog, write_text
 LUT_SITES = {"RAM32M16": 8, "RAM64M8": 8, "RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4,
              "RAM256X1D": 8, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8,
              "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
-ZCU102_LUT_MEM = 144_000     # XCZU9EG LUTs usable as memory (SLICEMs)
+
+
+def _lut_memory(cell_type: str) -> bool:
+    """A distributed-RAM or shift-register cell (block RAM is RAMB*)."""
+    return cell_type.startswith("RAM") and not cell_type.startswith("RAMB") or cell_type.startswith("SRL")
 
 
 def lut_sites(cells: dict) -> int:
     """LUTs used as memory by the distributed-RAM and shift-register cells of a cell count."""
-    unknown = {k for k in cells if (k.startswith("RAM") and not k.startswith("RAMB") or k.startswith("SRL"))
-               and k not in LUT_SITES}
+    unknown = {k for k in cells if _lut_memory(k) and k not in LUT_SITES}
     if unknown:
         raise RuntimeError(f"no LUT count for the memory cells {sorted(unknown)}: add them to LUT_SITES")
     return sum(LUT_SITES[k] * v for k, v in cells.items() if k in LUT_SITES)
@@ -143,7 +146,7 @@ def synthesize(verilog: Path, top: str, workdir: Path, prep: str = "", family: s
 
     ff = sum(v for k, v in cells.items() if k.startswith("FD"))
     lat = sum(v for k, v in cells.items() if k.startswith("LD") or "DLATCH" in k)
-    lutram = sum(v for k, v in cells.items() if k.startswith("RAM") and not k.startswith("RAMB") or k.startswith("SRL"))
+    lutram = sum(v for k, v in cells.items() if _lut_memory(k))
     lut = sum(v for k, v in cells.items() if k[:3] == "LUT" and k[3:].isdigit()) if tool == "native" else None
     return Resources(get("DSP48E2", "DSP48E1"), get("RAMB36E2", "RAMB36E1") + get("RAMB18E2", "RAMB18E1") / 2,
                      lutram, ff, lut, get(*LOGIC_CELLS), lat, tool, cells)
