@@ -21,13 +21,14 @@ from golden.interp import Selection
 from rtl_gen.tools import synthesis, timing as timing_report
 from rtl_gen.tools.cycles import ProgramPerf, Step, program_cycles
 
-# DSP48E2 of the units besides the MAC array, per token lane (mac_rows) and fixed, from Yosys
-# synth_xilinx of the zcu102 design (`spvit report --synth`: array unit 2,306 = 2,048 MACs +
-# epilogue 5 and softmax 3 per lane + 2; LayerNorm 128; GMEAN 4, DECIDE 10, PACKAGE 17; STORE 4,
-# controller 1, loader 1). The report prints these sums as estimates; `--synth` measures.
 PAPER_MS = {"deit-tiny": 5.60, "deit-small": 13.23}       # SPViT paper, 16-bit ZCU102 accelerator (spvit.txt Table 4)
-DSP_PER_LANE = {"epilogue": 5, "layernorm": 4, "softmax": 3}
-DSP_FIXED = {"selector units": 31, "controller, loader, STORE, array control": 8}
+# DSP48E2 of the units besides the MAC array, per token lane (mac_rows) and fixed, from Yosys
+# synth_xilinx (`spvit report --synth`; zcu102 and mini agree: 2,409 = 2,048 + 32 x 10.5 + 25 and
+# 237 = 128 + 8 x 10.5 + 25). Array unit: epilogue and softmax 6 per lane + 3; LayerNorm 4 per
+# lane; PACKAGE one two-DSP weight product per 4 lanes + 6, GMEAN 2, DECIDE 8; STORE 4,
+# controller 1, loader 1. The report prints these sums as estimates; `--synth` measures.
+DSP_PER_LANE = {"array unit": 6, "layernorm": 4, "package": 0.5}
+DSP_FIXED = {"array unit": 3, "selector units": 16, "controller, loader, STORE": 6}
 
 
 @dataclass
@@ -54,7 +55,7 @@ class PerfEstimate:
 
 
 def dsp_estimate(hw: HardwareConfig) -> int:
-    return hw.macs + hw.mac_rows * sum(DSP_PER_LANE.values()) + sum(DSP_FIXED.values())
+    return hw.macs + int(hw.mac_rows * sum(DSP_PER_LANE.values())) + sum(DSP_FIXED.values())
 
 
 def bram_estimate(hw: HardwareConfig) -> float:
