@@ -91,10 +91,11 @@ class MacArray(wiring.Component):
         pending = Signal(range(3))
         capture = wide("capture")
         col = wide("drain_col", range(C))
+        col_last = Signal(init=C == 1)     # col == C - 1, kept beside col: no compare behind its fanout
         o_valid = self.o_acc.valid
         drain = Signal()
         m.d.comb += drain.eq(full & (~o_valid | self.o_acc.ready))
-        drained = drain & (col == C - 1)
+        drained = drain & col_last
         held_next = (held & ~capture) | last
         full_next = (full & ~drained) | capture
         pending_next = Signal(range(3))
@@ -109,7 +110,8 @@ class MacArray(wiring.Component):
         with m.If(o_valid & self.o_acc.ready):
             m.d.sync += o_valid.eq(0)
         with m.If(drain):
-            m.d.sync += [o_valid.eq(1), col.eq(Mux(col == C - 1, 0, col + 1)), self.o_acc.payload.last.eq(col == C - 1)]
+            m.d.sync += [o_valid.eq(1), col.eq(Mux(col_last, 0, col + 1)), self.o_acc.payload.last.eq(col_last),
+                         col_last.eq(Mux(col_last, C == 1, col == C - 2))]
             with m.Switch(col):
                 for c in range(C):
                     with m.Case(c):
