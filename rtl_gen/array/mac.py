@@ -12,8 +12,8 @@ Pipeline, every stage registered (docs/rtl.md, "Timing budget"):
          -> shadow bank (capture) -> column register (o_acc)
 
 The operand registers broadcast a[r] to the cols DSPs of row r and b[c] to the rows DSPs of
-column c; their enables, `first` (the DSP's Z multiplexer) and the shadow bank's capture are
-registers marked max_fanout, which Vivado replicates. Nothing downstream reaches back into the
+column c and load every cycle; the accumulators' enable, `first` (the DSP's Z multiplexer) and
+the shadow bank's capture are registers marked max_fanout, which Vivado replicates. Nothing downstream reaches back into the
 array combinationally: i_ab is ready unless it offers a tile's first beat while the previous
 tile could not yet move to the shadow bank (`tile_ok`, a register: at most one finished tile
 waits in the accumulators, and it moves once the shadow bank has drained), so tiles of depth
@@ -76,8 +76,9 @@ class MacArray(wiring.Component):
         ab = self.i_ab.payload
         m.d.comb += [self.i_ab.ready.eq(~ab.first | tile_ok), take.eq(self.i_ab.valid & self.i_ab.ready)]
         m.d.sync += [valid.eq(take), first.eq(ab.first), last.eq(take & ab.last)]
-        with m.If(take):
-            m.d.sync += [a[r].eq(ab.a[r]) for r in range(R)] + [b[c].eq(ab.b[c]) for c in range(C)]
+        # loaded every cycle (no enable: `take` would fan out to rows x cols x 16 operand bits);
+        # the accumulators use them only in the cycle after a take
+        m.d.sync += [a[r].eq(ab.a[r]) for r in range(R)] + [b[c].eq(ab.b[c]) for c in range(C)]
 
         # the accumulators (DSP P registers)
         with m.If(valid):
