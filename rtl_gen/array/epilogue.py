@@ -111,11 +111,13 @@ class Epilogue(wiring.Component):
         sh = Signal(range(PRODUCT_BITS + 2 * WORD + 3), name="sh1")
         mult = Signal(17, name="mult1")
         m.d.sync += [sh.eq(requant_sv_shift(m, c.shift, PRODUCT_BITS, WORD, "rq_sh")), mult.eq(c.mult)]
-        sh2, sh3 = Signal.like(sh, name="sh2"), Signal.like(sh, name="sh3")
+        # the shifts drive the first shifter stage of every lane: replicated registers
+        fanout = {"max_fanout": 16}
+        sh2, sh3 = Signal.like(sh, name="sh2"), Signal.like(sh, name="sh3", attrs=fanout)
         m.d.sync += [sh2.eq(sh), sh3.eq(sh2)]
-        so = Signal.like(sh, name="so_sh")                              # the operation's: static
+        so = Signal.like(sh, name="so_sh", attrs=fanout)                # the operation's: static
         m.d.sync += so.eq(requant_sv_shift(m, cfg.so, SUM_BITS, WORD, "so_sh_c"))
-        so0 = Signal.like(sh, name="so0_sh")
+        so0 = Signal.like(sh, name="so0_sh", attrs=fanout)
         m.d.sync += so0.eq(requant_sv_shift(m, cfg.so0, SUM_BITS, WORD, "so0_sh_c"))
         # row 0's alignments where its residual is added (ACT_STAGE) and requantised (two later)
         own = [cfg.row0 & (tags[ACT_STAGE + k].tile == 0) for k in (0, 2)]
