@@ -46,6 +46,7 @@ RES_STAGES = 2 + REQUANT_STAGES             # shifts, sum, requant
 Y_STAGE = 3 + REQUANT_STAGES                # the stage whose register holds the requantised y
 ACT_STAGE = Y_STAGE + PWL_LATENCY           # the activation's result
 LATENCY = ACT_STAGE + RES_STAGES + 1        # a beat in -> its write (the write ports are combinational from here)
+REPLICATED = {"max_fanout": 16}            # a register every lane reads (the shifts, their copies at the cut)
 SM_DEPTH = 32                               # score FIFO: the drain's credit loop at one beat per cycle
 
 
@@ -112,12 +113,11 @@ class Epilogue(wiring.Component):
         mult = Signal(17, name="mult1")
         m.d.sync += [sh.eq(requant_sv_shift(m, c.shift, PRODUCT_BITS, WORD, "rq_sh")), mult.eq(c.mult)]
         # the shifts drive the first shifter stage of every lane: replicated registers
-        fanout = {"max_fanout": 16}
-        sh2, sh3 = Signal.like(sh, name="sh2"), Signal.like(sh, name="sh3", attrs=fanout)
+        sh2, sh3 = Signal.like(sh, name="sh2"), Signal.like(sh, name="sh3", attrs=REPLICATED)
         m.d.sync += [sh2.eq(sh), sh3.eq(sh2)]
-        so = Signal.like(sh, name="so_sh", attrs=fanout)                # the operation's: static
+        so = Signal.like(sh, name="so_sh", attrs=REPLICATED)                # the operation's: static
         m.d.sync += so.eq(requant_sv_shift(m, cfg.so, SUM_BITS, WORD, "so_sh_c"))
-        so0 = Signal.like(sh, name="so0_sh", attrs=fanout)
+        so0 = Signal.like(sh, name="so0_sh", attrs=REPLICATED)
         m.d.sync += so0.eq(requant_sv_shift(m, cfg.so0, SUM_BITS, WORD, "so0_sh_c"))
         # row 0's alignments where its residual is added (ACT_STAGE) and requantised (two later)
         own = [cfg.row0 & (tags[ACT_STAGE + k].tile == 0) for k in (0, 2)]
@@ -164,7 +164,8 @@ class Epilogue(wiring.Component):
         lo = reg(s[:SPLIT] * mult, "lo2")
         hi = reg(s[SPLIT:].as_signed() * mult, "hi2")
         p = reg(lo + (hi << SPLIT), "p3", signed(PRODUCT_BITS))
-        y = reg(requant_sv(m, p, 0, WORD, f"rq{r}", pipe_stage(m, name=f"rq{r}_c"), shift=sh3), "y")
+        cut = pipe_stage(m, name=f"rq{r}_c", attrs=REPLICATED)
+        y = reg(requant_sv(m, p, 0, WORD, f"rq{r}", cut, shift=sh3), "y")
         m.submodules[f"pwl{r}"] = pwl = PwlEval(self.hw, WORD, deep=True)
         wiring.connect(m, pwl.table, wiring.flipped(self.table[r]))
         m.d.comb += [pwl.geo.eq(cfg.pwl), pwl.x.eq(y)]
@@ -174,7 +175,8 @@ class Epilogue(wiring.Component):
         rs = reg(res.as_signed() << align.sa, "rs", signed(SUM_BITS))
         ys = reg(yact << align.sb, "ys", signed(SUM_BITS))
         total = reg(rs + ys, "sum", signed(SUM_BITS))
-        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", pipe_stage(m, name=f"ra{r}_c"), shift=align.so), "yres")
+        cut = pipe_stage(m, name=f"ra{r}_c", attrs=REPLICATED)
+        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", cut, shift=align.so), "yres")
         return s, reg(Mux(cfg.res, yres, delay(yact, RES_STAGES, "yn")), "yout")
 
     def _write(self, m, t, y):

@@ -367,7 +367,8 @@ class LnOut(wiring.Component):
         p4 = Signal(signed(WORD + Z_BITS), name=f"p4_{l}")
         a5 = Signal(signed(A4_BITS), name=f"a5_{l}")
         y6 = Signal(signed(WORD), name=f"y6_{l}")
-        y = requant_sv(m, a5, 0, WORD, name=f"y{l}", stage=pipe_stage(m, name=f"yp{l}_"), shift=y_sh)
+        cut = pipe_stage(m, name=f"yp{l}_", attrs={"max_fanout": 16})       # its shift bits: one register for all lanes
+        y = requant_sv(m, a5, 0, WORD, name=f"y{l}", stage=cut, shift=y_sh)
         m.d.sync += [p1.eq(x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
                      p4.eq(g3 * z3), a5.eq(p4 + b4), y6.eq(y)]       # the product, then + beta
         return y6
