@@ -121,7 +121,12 @@ class Epilogue(wiring.Component):
         m.d.sync += so0.eq(requant_sv_shift(m, cfg.so0, SUM_BITS, WORD, "so0_sh_c"))
         # row 0's alignments where its residual is added (ACT_STAGE) and requantised (two later)
         own = [cfg.row0 & (tags[ACT_STAGE + k].tile == 0) for k in (0, 2)]
-        row0 = SimpleNamespace(sa=Mux(own[0], cfg.sa0, cfg.sa), sb=Mux(own[0], cfg.sb0, cfg.sb),
+        # the residual's alignments, the operation's (static from start, long before a beat
+        # reaches them): replicated registers, as the shifts above
+        sa, sb, sa0, sb0 = (Signal.like(getattr(cfg, n), name=f"{n}_q", attrs=REPLICATED)
+                            for n in ("sa", "sb", "sa0", "sb0"))
+        m.d.sync += [sa.eq(cfg.sa), sb.eq(cfg.sb), sa0.eq(cfg.sa0), sb0.eq(cfg.sb0)]
+        row0 = SimpleNamespace(sa=Mux(own[0], sa0, sa), sb=Mux(own[0], sb0, sb),
                                so=Mux(own[1], so0, so))
 
         # the residual word is read a cycle early and registered before its alignment shift (the
@@ -133,7 +138,7 @@ class Epilogue(wiring.Component):
         m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(t_rb.tile), self.rb.ch.eq(t_rb.ch),
                      self.rb.en.eq(t_rb.valid & cfg.res)]
         sums, out = zip(*(self._lane(m, r, beat.acc[r], c.bias, mult, sh3,
-                                     row0 if r == 0 else SimpleNamespace(sa=cfg.sa, sb=cfg.sb, so=so), res[r])
+                                     row0 if r == 0 else SimpleNamespace(sa=sa, sb=sb, so=so), res[r])
                           for r in range(R)))
         self._write(m, tags[LATENCY], out)
         # MATMUL into SB: s = acc + bias (stage 1) of the rows that exist
