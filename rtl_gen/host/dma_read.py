@@ -52,13 +52,11 @@ class ReadEngine(wiring.Component):
         n = Signal(range(axi.burst_cap(self.bits, self.burst_max) + 1))
         m.d.sync += n.eq(axi.burst_beats(m, addr, left, self.bits, self.burst_max, "next_len"))
         # whether burst n fits the FIFO's room, a register: valid from the second cycle after
-        # an AR or a start (n, owed settle in the first); `quiet`: neither of those two cycles
-        # (no stale nor its copy a cycle later), a register so `issue` is one LUT of registers
-        fits, quiet = Signal(), Signal(init=1)
-        m.d.sync += fits.eq((n != 0) & (n <= self.depth - fifo.count - owed))
+        # an AR or a start (n, owed settle in the first), so `stale` covers two cycles
+        fits, stale2 = Signal(), Signal()
+        m.d.sync += [fits.eq((n != 0) & (n <= self.depth - fifo.count - owed)), stale2.eq(stale)]
         issue = Signal()
-        m.d.comb += issue.eq(self.active & ~drain & quiet & fits & (~ax.arvalid | ax.arready))
-        m.d.sync += quiet.eq(~issue & ~self.start & ~stale)
+        m.d.comb += issue.eq(self.active & ~drain & ~stale & ~stale2 & fits & (~ax.arvalid | ax.arready))
 
         m.d.comb += [ax.arid.eq(0), ax.arsize.eq(sh), ax.arburst.eq(axi.INCR), ax.arcache.eq(axi.CACHE),
                      ax.arprot.eq(0), ax.rready.eq(1)]
@@ -72,7 +70,7 @@ class ReadEngine(wiring.Component):
         rv, rd, rresp = Signal(), Signal(self.bits), Signal(2)          # registered R beat
         m.d.sync += [rv.eq(ax.rvalid), rd.eq(ax.rdata), rresp.eq(ax.rresp)]
         # an AR's beats join `owed` a cycle after it (issue waits on ARREADY; the add starts at
-        # registers): `fits` still sees them, since it waits two cycles after an AR (quiet)
+        # registers): `fits` still sees them, since it waits two cycles after an AR (stale, stale2)
         issued, issued_n = Signal(), Signal.like(n)
         m.d.sync += [issued.eq(issue), issued_n.eq(n), owed.eq(owed + Mux(issued, issued_n, 0) - rv)]
         m.d.comb += [fifo.i.valid.eq(rv & ~drain), fifo.i.payload.eq(rd),
