@@ -271,15 +271,16 @@ def _pwl_ok(f, s, in17: int):
             & (f.pwl_span <= (1 << PWL_SPAN_BITS)))
 
 
-def _span(s, b, c0, w):
-    return (w >= 1) & (c0 + w <= s.W(b))
+def _span(s, b, end, w):
+    """Channels c0 .. end - 1 (end = c0 + w, a STEPS value) lie in buffer b."""
+    return (w >= 1) & (end <= s.W(b))
 
 
 CHECKS = {
     "LOAD": [
         ("BAD_SHAPE", "buf is not a token buffer", lambda f, s: f.buf <= 3),
-        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.buf, f.c0, f.w)),
-        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: f.r0 + s.rows <= s.n_max),
+        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.buf, f.c_end, f.w)),
+        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: f.r_end <= s.n_max),
     ],
     "STORE": [
         ("BAD_SHAPE", "address not 16-byte aligned", lambda f, s: (f.addr & 15) == 0),
@@ -287,21 +288,21 @@ CHECKS = {
         ("BAD_SHAPE", "a selection before any decision", lambda f, s: (f.mode != STORE_SELECT) | (s.last_sel != 0)),
         ("BAD_SHAPE", "buf is not a token buffer", lambda f, s: (f.mode == STORE_SELECT) | (f.buf <= 3)),
         ("BAD_SHAPE", "channels outside the buffer",
-         lambda f, s: (f.mode == STORE_SELECT) | _span(s, f.buf, f.c0, f.w)),
-        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: (f.mode != STORE_ROWS) | (f.r0 + s.rows <= s.n_max)),
+         lambda f, s: (f.mode == STORE_SELECT) | _span(s, f.buf, f.c_end, f.w)),
+        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: (f.mode != STORE_ROWS) | (f.r_end <= s.n_max)),
         ("BAD_SHAPE", "tiles start at row 0", lambda f, s: (f.mode != STORE_TILES) | (f.r0 == 0)),
     ],
     "MATMUL": [
         ("BAD_SHAPE", "a_buf is not a token buffer", lambda f, s: f.a_buf <= 3),
         ("BAD_SHAPE", "o_buf is not a token buffer other than a_buf, KB, VB or SB",
          lambda f, s: (f.o_buf <= SB) & (f.o_buf != f.a_buf)),
-        ("BAD_SHAPE", "input channels outside a_buf", lambda f, s: _span(s, f.a_buf, f.a_c0, f.k)),
-        ("BAD_SHAPE", "output channels outside o_buf", lambda f, s: _span(s, f.o_buf, f.o_c0, f.m)),
+        ("BAD_SHAPE", "input channels outside a_buf", lambda f, s: _span(s, f.a_buf, f.a_end, f.k)),
+        ("BAD_SHAPE", "output channels outside o_buf", lambda f, s: _span(s, f.o_buf, f.o_end, f.m)),
         ("BAD_SHAPE", "SB takes one bare accumulator: no shift, multiplier, activation or residual",
          lambda f, s: (f.o_buf != SB) | ((f.shift == 0) & (f.mult == 1) & (f.act == ACT_NONE) & (f.res == 0))),
         ("BAD_SHAPE", "residual: a token buffer other than a_buf into a token buffer, alignments <= 32",
          lambda f, s: (f.res == 0) | ((f.r_buf <= 3) & (f.r_buf != f.a_buf) & (f.o_buf <= 3) & (f.sa <= ALIGN_MAX)
-                                      & (f.sb <= ALIGN_MAX) & (f.o_c0 + f.m <= s.W(f.r_buf)))),
+                                      & (f.sb <= ALIGN_MAX) & (f.o_end <= s.W(f.r_buf)))),
         ("BAD_SHAPE", "row 0's alignment without a residual, or above 32",
          lambda f, s: (f.row0 == 0) | ((f.res == 1) & (f.sa0 <= ALIGN_MAX) & (f.sb0 <= ALIGN_MAX))),
         ("BAD_SHAPE", "activation table fields", lambda f, s: (f.act == ACT_NONE) | _pwl_ok(f, s, 0)),
@@ -313,7 +314,7 @@ CHECKS = {
         ("BAD_SHAPE", "needs two buffers, eps >= 1, at most d_max channels",
          lambda f, s: (f.i_buf != f.o_buf) & (f.eps >= 1) & (f.d <= s.d_max)),
         ("BAD_SHAPE", "channels outside the buffers",
-         lambda f, s: _span(s, f.i_buf, f.i_c0, f.d) & _span(s, f.o_buf, f.o_c0, f.d)),
+         lambda f, s: _span(s, f.i_buf, f.i_end, f.d) & _span(s, f.o_buf, f.o_end, f.d)),
     ],
     "ATTENTION": [
         ("BAD_SHAPE", "heads x head_dim (a multiple of mac_cols) <= d_max, q_buf != o_buf token buffers",
@@ -323,7 +324,7 @@ CHECKS = {
     ],
     "GMEAN": [
         ("BAD_SHAPE", "buf is not a token buffer", lambda f, s: f.buf <= 3),
-        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.buf, f.c0, f.w)),
+        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.buf, f.c_end, f.w)),
         ("BAD_SHAPE", "output shift 30 + shift outside 0..62", lambda f, s: (f.shift >= -30) & (f.shift <= 32)),
         ("BAD_TOKENS", "the global mean needs at least 2 tokens", lambda f, s: s.rows >= 2),
     ],
@@ -333,7 +334,7 @@ CHECKS = {
          lambda f, s: (f.mode != DECIDE_THRESHOLD) | ((f.z_buf <= 3) & (f.w_buf <= 3))),
         ("BAD_SHAPE", "z or w channels outside the buffers",
          lambda f, s: (f.mode != DECIDE_THRESHOLD)
-         | ((f.heads >= 1) & (f.z_c0 + 2 * f.heads <= s.W(f.z_buf)) & (f.w_c0 + f.heads <= s.W(f.w_buf)))),
+         | ((f.heads >= 1) & (f.z_end <= s.W(f.z_buf)) & (f.w_end <= s.W(f.w_buf)))),
         ("BAD_SHAPE", "stage beyond stages_max, or a table missing (threshold) or given (top-k)",
          lambda f, s: (f.stage < s.stages_max) & ((f.mode == DECIDE_THRESHOLD) == (f.act != ACT_NONE))),
         ("BAD_TOKENS", "fewer tokens than CLS and the package tokens", lambda f, s: s.rows >= f.n_pkg + 1),
@@ -349,7 +350,7 @@ CHECKS = {
         ("BAD_TOKENS", "rows or n_pkg differ from the decision's",
          lambda f, s: (s.sel_n == s.rows) & (s.sel_npkg == f.n_pkg)),
         ("BAD_SHAPE", "x_buf is not a token buffer", lambda f, s: f.x_buf <= 3),
-        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.x_buf, 0, f.d)),
+        ("BAD_SHAPE", "channels outside the buffer", lambda f, s: _span(s, f.x_buf, f.d, f.d)),
         ("BAD_SHAPE", "modes norm, sum, mean need a threshold decision (its keep probabilities)",
          lambda f, s: (f.mode == PACKAGE_MODES["scores"]) | (s.sel_mode == DECIDE_THRESHOLD)),
     ],
@@ -361,19 +362,19 @@ CHECKS = {
          lambda f, s: ((f.order == ORDER_POSITION) | (s.sel_mode == DECIDE_TOPK))
          & ((f.rest == 0) | (f.order == ORDER_RANK))),
         ("BAD_TOKENS", "the output (CLS, kept, the other candidates, packages, new package) exceeds n_max",
-         lambda f, s: ((f.rest == 0) & (s.sel_kept + f.n_pkg + 2 <= s.n_max + f.no_pkg))
-         | ((f.rest == 1) & (s.sel_n + 1 <= s.n_max + f.no_pkg))),
+         lambda f, s: ((f.rest == 0) & (f.out_kept <= s.n_max + f.no_pkg))
+         | ((f.rest == 1) & (f.out_all <= s.n_max + f.no_pkg))),
         ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.x_buf <= 3) & (f.o_buf <= 3)),
         ("BAD_SHAPE", "needs two buffers and (unless no_pkg) a package of the same width",
          lambda f, s: (f.x_buf != f.o_buf) & ((f.no_pkg == 1) | ((s.pkg != 0) & (s.pkg_d == f.d)))),
         ("BAD_SHAPE", "channels outside the buffers",
-         lambda f, s: _span(s, f.x_buf, 0, f.d) & _span(s, f.o_buf, 0, f.d)),
+         lambda f, s: _span(s, f.x_buf, f.d, f.d) & _span(s, f.o_buf, f.d, f.d)),
     ],
     "COPY": [
         ("BAD_SHAPE", "buffers are not token buffers", lambda f, s: (f.i_buf <= 3) & (f.o_buf <= 3)),
         ("BAD_SHAPE", "channels outside the buffers",
-         lambda f, s: _span(s, f.i_buf, f.i_c0, f.w) & _span(s, f.o_buf, f.o_c0, f.w)),
-        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: (f.i_r0 + s.rows <= s.n_max) & (f.o_r0 + s.rows <= s.n_max)),
+         lambda f, s: _span(s, f.i_buf, f.i_end, f.w) & _span(s, f.o_buf, f.o_end, f.w)),
+        ("BAD_TOKENS", "rows beyond n_max", lambda f, s: (f.i_r_end <= s.n_max) & (f.o_r_end <= s.n_max)),
         ("BAD_SHAPE", "within one buffer only in place (the same rows and channels)",
          lambda f, s: (f.i_buf != f.o_buf) | ((f.i_r0 == f.o_r0) & (f.i_c0 == f.o_c0))),
         ("BAD_SHAPE", "shift outside -32..32", lambda f, s: (f.shift >= -ALIGN_MAX) & (f.shift <= ALIGN_MAX)),
@@ -384,13 +385,30 @@ CHECKS = {
 
 # Values some CHECKS compare that take a step of their own before the checks: per operation,
 # name -> value(f, s), read by the predicates as the field `f.<name>`. The controller registers
-# each (rtl_gen/control/checks.py: a DSP48 product or a barrel shift, then the compare a cycle
-# later); the interpreter computes them the same way. Same rules as CHECKS' predicates.
+# each (rtl_gen/control/checks.py: a DSP48 product, a barrel shift or an adder, then the compare
+# a cycle later); the interpreter computes them the same way. Same rules as CHECKS' predicates.
+def _sum(*terms):
+    """A step: the sum of descriptor fields (names) and constants, e.g. a channel span's end."""
+    return lambda f, s: sum(getattr(f, t) if isinstance(t, str) else t for t in terms)
+
+
+def _rows_end(r0: str):
+    return lambda f, s: getattr(f, r0) + s.rows          # the row past the last one touched
+
+
 _PWL_SPAN = {"pwl_span": lambda f, s: f.pwl_nseg << f.pwl_shift}       # the table's input span
+_CHANNELS = {"c_end": _sum("c0", "w"), "r_end": _rows_end("r0")}
 STEPS = {
+    "LOAD": _CHANNELS,
+    "STORE": _CHANNELS,
+    "MATMUL": {**_PWL_SPAN, "a_end": _sum("a_c0", "k"), "o_end": _sum("o_c0", "m")},
+    "LAYERNORM": {"i_end": _sum("i_c0", "d"), "o_end": _sum("o_c0", "d")},
     "ATTENTION": {"width": lambda f, s: f.heads * f.head_dim},
-    "MATMUL": _PWL_SPAN,
-    "DECIDE": _PWL_SPAN,
+    "GMEAN": {"c_end": _sum("c0", "w")},
+    "DECIDE": {**_PWL_SPAN, "z_end": lambda f, s: f.z_c0 + 2 * f.heads, "w_end": _sum("w_c0", "heads")},
+    "COMPACT": {"out_kept": lambda f, s: s.sel_kept + f.n_pkg + 2, "out_all": lambda f, s: s.sel_n + 1},
+    "COPY": {"i_end": _sum("i_c0", "w"), "o_end": _sum("o_c0", "w"), "i_r_end": _rows_end("i_r0"),
+             "o_r_end": _rows_end("o_r0")},
 }
 
 

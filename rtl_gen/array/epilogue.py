@@ -46,6 +46,7 @@ RES_STAGES = 2 + REQUANT_STAGES             # shifts, sum, requant
 Y_STAGE = 3 + REQUANT_STAGES                # the stage whose register holds the requantised y
 ACT_STAGE = Y_STAGE + PWL_LATENCY           # the activation's result
 LATENCY = ACT_STAGE + RES_STAGES + 1        # a beat in -> its write (the write ports are combinational from here)
+REPLICATED = {"max_fanout": 16}            # a register every lane reads (the shifts, their copies at the cut)
 SM_DEPTH = 32                               # score FIFO: the drain's credit loop at one beat per cycle
 
 
@@ -111,15 +112,21 @@ class Epilogue(wiring.Component):
         sh = Signal(range(PRODUCT_BITS + 2 * WORD + 3), name="sh1")
         mult = Signal(17, name="mult1")
         m.d.sync += [sh.eq(requant_sv_shift(m, c.shift, PRODUCT_BITS, WORD, "rq_sh")), mult.eq(c.mult)]
-        sh2, sh3 = Signal.like(sh, name="sh2"), Signal.like(sh, name="sh3")
+        # the shifts drive the first shifter stage of every lane: replicated registers
+        sh2, sh3 = Signal.like(sh, name="sh2"), Signal.like(sh, name="sh3", attrs=REPLICATED)
         m.d.sync += [sh2.eq(sh), sh3.eq(sh2)]
-        so = Signal.like(sh, name="so_sh")                              # the operation's: static
+        so = Signal.like(sh, name="so_sh", attrs=REPLICATED)                # the operation's: static
         m.d.sync += so.eq(requant_sv_shift(m, cfg.so, SUM_BITS, WORD, "so_sh_c"))
-        so0 = Signal.like(sh, name="so0_sh")
+        so0 = Signal.like(sh, name="so0_sh", attrs=REPLICATED)
         m.d.sync += so0.eq(requant_sv_shift(m, cfg.so0, SUM_BITS, WORD, "so0_sh_c"))
         # row 0's alignments where its residual is added (ACT_STAGE) and requantised (two later)
         own = [cfg.row0 & (tags[ACT_STAGE + k].tile == 0) for k in (0, 2)]
-        row0 = SimpleNamespace(sa=Mux(own[0], cfg.sa0, cfg.sa), sb=Mux(own[0], cfg.sb0, cfg.sb),
+        # the residual's alignments, the operation's (static from start, long before a beat
+        # reaches them): replicated registers, as the shifts above
+        sa, sb, sa0, sb0 = (Signal.like(getattr(cfg, n), name=f"{n}_q", attrs=REPLICATED)
+                            for n in ("sa", "sb", "sa0", "sb0"))
+        m.d.sync += [sa.eq(cfg.sa), sb.eq(cfg.sb), sa0.eq(cfg.sa0), sb0.eq(cfg.sb0)]
+        row0 = SimpleNamespace(sa=Mux(own[0], sa0, sa), sb=Mux(own[0], sb0, sb),
                                so=Mux(own[1], so0, so))
 
         # the residual word is read a cycle early and registered before its alignment shift (the
@@ -131,7 +138,7 @@ class Epilogue(wiring.Component):
         m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(t_rb.tile), self.rb.ch.eq(t_rb.ch),
                      self.rb.en.eq(t_rb.valid & cfg.res)]
         sums, out = zip(*(self._lane(m, r, beat.acc[r], c.bias, mult, sh3,
-                                     row0 if r == 0 else SimpleNamespace(sa=cfg.sa, sb=cfg.sb, so=so), res[r])
+                                     row0 if r == 0 else SimpleNamespace(sa=sa, sb=sb, so=so), res[r])
                           for r in range(R)))
         self._write(m, tags[LATENCY], out)
         # MATMUL into SB: s = acc + bias (stage 1) of the rows that exist
@@ -162,7 +169,8 @@ class Epilogue(wiring.Component):
         lo = reg(s[:SPLIT] * mult, "lo2")
         hi = reg(s[SPLIT:].as_signed() * mult, "hi2")
         p = reg(lo + (hi << SPLIT), "p3", signed(PRODUCT_BITS))
-        y = reg(requant_sv(m, p, 0, WORD, f"rq{r}", pipe_stage(m, name=f"rq{r}_c"), shift=sh3), "y")
+        cut = pipe_stage(m, name=f"rq{r}_c", attrs=REPLICATED)
+        y = reg(requant_sv(m, p, 0, WORD, f"rq{r}", cut, shift=sh3), "y")
         m.submodules[f"pwl{r}"] = pwl = PwlEval(self.hw, WORD, deep=True)
         wiring.connect(m, pwl.table, wiring.flipped(self.table[r]))
         m.d.comb += [pwl.geo.eq(cfg.pwl), pwl.x.eq(y)]
@@ -172,7 +180,8 @@ class Epilogue(wiring.Component):
         rs = reg(res.as_signed() << align.sa, "rs", signed(SUM_BITS))
         ys = reg(yact << align.sb, "ys", signed(SUM_BITS))
         total = reg(rs + ys, "sum", signed(SUM_BITS))
-        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", pipe_stage(m, name=f"ra{r}_c"), shift=align.so), "yres")
+        cut = pipe_stage(m, name=f"ra{r}_c", attrs=REPLICATED)
+        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", cut, shift=align.so), "yres")
         return s, reg(Mux(cfg.res, yres, delay(yact, RES_STAGES, "yn")), "yout")
 
     def _write(self, m, t, y):

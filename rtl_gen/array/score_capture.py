@@ -30,7 +30,7 @@ from golden.hw import HardwareConfig
 from golden.isa import ONE_Q15, SCORE_BITS
 from golden.kernels import CLS_ATTN_FRAC
 
-from ..buffers.ports import lane_bits
+from ..buffers.ports import lane_bits, lane_select
 from ..buffers.scores import score_read, score_write
 from ..primitives.arith import product_latency, split_product
 
@@ -64,9 +64,15 @@ class ScoreCapture(wiring.Component):
         # and arithmetic off the path from the controller)
         t_r, old_weight, last_head = Signal(MOMENTUM_BITS), Signal(MOMENTUM_BITS + 1), Signal(range(32))
         m.d.sync += [t_r.eq(t), old_weight.eq(ONE_Q15 - t), last_head.eq(self.heads - 1)]
-        # stage 1: the key's old score (its lane of the tile read) and its weight
+        # stage 1: the key's old score (its lane of the tile read, a mux tree from a replicated
+        # copy of the key's lane bits) and its weight
         old, weight = Signal(signed(SCORE_BITS)), Signal(MOMENTUM_BITS + 1)
-        lane = self.sr.data.as_value().word_select(tag[0].key[:bits], SCORE_BITS) if bits else self.sr.data.as_value()
+        if bits:
+            key_lane = Signal(bits, name="key_lane", attrs={"max_fanout": 64})    # selects 48 R bits
+            m.d.sync += key_lane.eq(self.i.key[:bits])
+            lane = lane_select(self.sr.data, key_lane, SCORE_BITS, R)
+        else:
+            lane = self.sr.data.as_value()
         m.d.sync += [old.eq(lane), weight.eq(Mux(tag[0].head == 0, old_weight, 1))]
         # stages 2, 3: the products (split_product: the old score in two halves, then their sum)
         kept = split_product(m, old, weight, name="kept")

@@ -5,6 +5,8 @@ The AW side splits a job into INCR bursts (rtl_gen.host.axi.burst_beats: at most
 never across a 4 KB boundary), computing each length a cycle ahead, and queues the lengths
 (at most LENS_AHEAD bursts) for the W side, which marks WLAST from them. W goes out through a
 register slice (rtl_gen.primitives.fifo.Skid), so every AXI output is a register; BREADY is always 1.
+The data beats enter through a register slice too (IN_SLICE cycles): the producer's valid (STORE's
+read pipeline, across the top) ends at a register, not at the burst counters.
 AW may run ahead of W by up to LENS_AHEAD bursts; W may also run ahead of AW (AXI allows either).
 A job completes (done pulse) when every burst has been issued, every data beat accepted and
 every B response received. Only one job runs at a time (cmd.ready = idle).
@@ -20,6 +22,7 @@ from . import axi
 from .dma_read import LEN_BITS
 
 LENS_AHEAD = 4                  # bursts the AW side may issue before their data
+IN_SLICE = 1                    # cycles a data beat spends in the input register slice
 B_OWED_MAX = 63                 # bursts awaiting their B response (the AW side stalls beyond)
 
 
@@ -49,10 +52,10 @@ class DmaWriter(wiring.Component):
         tail = Signal(self.bits // 8)                   # WSTRB of the job's last beat
         b_owed = Signal(range(B_OWED_MAX + 1))
         m.d.comb += [self.idle.eq(~active), self.cmd.ready.eq(~active)]
-        go, bad = self._accept(m, active, stale, aw_addr, aw_left, w_left, tail)
+        go, bad, beats = self._accept(m, active, stale, aw_addr, aw_left, w_left, tail)
         issue = self._aw(m, active, stale, aw_addr, aw_left, lens, b_owed)
         m.d.sync += stale.eq(go | issue)            # aw_addr/aw_left changed: the next length is a cycle late
-        self._w(m, lens, w_left, tail)
+        self._w(m, lens, w_left, tail, go, beats)
         bv, berr = self._b(m)
         m.d.sync += b_owed.eq(b_owed + issue - bv)
         finish = active & ~stale & (aw_left == 0) & ~self.axi.awvalid & (w_left == 0) & (b_owed == 0)
@@ -80,7 +83,7 @@ class DmaWriter(wiring.Component):
         with m.If(go):
             m.d.sync += [active.eq(1), aw_addr.eq(c.addr), aw_left.eq(beats), w_left.eq(beats),
                          tail.eq(Mux(rem == 0, (1 << (self.bits // 8)) - 1, (Const(1, self.bits // 8 + 1) << rem) - 1))]
-        return go, bad
+        return go, bad, beats
 
     def _aw(self, m, active, stale, aw_addr, aw_left, lens, b_owed):
         ax, sh = self.axi, axi.log2(self.bits // 8)
@@ -99,16 +102,28 @@ class DmaWriter(wiring.Component):
             m.d.sync += ax.awvalid.eq(0)
         return issue
 
-    def _w(self, m, lens, w_left, tail):
-        """Data beats through a register slice; WLAST from the queued burst lengths."""
+    def _w(self, m, lens, w_left, tail, go, beats):
+        """Data beats through the input slice (it takes the job's beats, no more: `in_open` and
+        `in_last` are registers kept with its count) and the W slice; WLAST from the queued
+        burst lengths."""
         ax = self.axi
+        m.submodules.in_slice = ins = Skid(self.bits)
+        in_left = Signal(LEN_BITS, name="in_left")
+        in_open, in_last = Signal(name="in_open"), Signal(name="in_last")     # in_left != 0, == 1
+        m.d.comb += [ins.i.valid.eq(self.i_wdata.valid & in_open), ins.i.payload.eq(self.i_wdata.payload),
+                     self.i_wdata.ready.eq(ins.i.ready & in_open)]
+        with m.If(go):
+            m.d.sync += [in_left.eq(beats), in_open.eq(1), in_last.eq(beats == 1)]
+        with m.Elif(self.i_wdata.valid & self.i_wdata.ready):
+            m.d.sync += [in_left.eq(in_left - 1), in_open.eq(~in_last), in_last.eq(in_left == 2)]
+        beat = ins.o
         m.submodules.w_slice = sk = Skid(w_layout(self.bits))
         wb = Signal(lens.w_data.shape(), name="w_burst_left")
-        fire = self.i_wdata.valid & self.i_wdata.ready
+        fire = beat.valid & beat.ready
         m.d.comb += [
-            self.i_wdata.ready.eq(sk.i.ready & (wb != 0)),
-            sk.i.valid.eq(self.i_wdata.valid & (wb != 0)),
-            sk.i.payload.data.eq(self.i_wdata.payload),
+            beat.ready.eq(sk.i.ready & (wb != 0)),
+            sk.i.valid.eq(beat.valid & (wb != 0)),
+            sk.i.payload.data.eq(beat.payload),
             sk.i.payload.strb.eq(Mux(w_left == 1, tail, (1 << (self.bits // 8)) - 1)),
             sk.i.payload.last.eq(wb == 1),
             lens.r_en.eq(((wb == 0) | (fire & (wb == 1))) & lens.r_rdy),

@@ -124,9 +124,12 @@ class LnStats(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         w = self.wd
-        # x and x^2 are registered: the channel in the sums is the one that came last cycle
-        x_valid, x_first, x_last = Signal(), Signal(), Signal()
-        m.d.sync += [x_valid.eq(self.valid), x_first.eq(self.first), x_last.eq(self.last)]
+        # x and x^2 are registered: the channel in the sums is the one that came last cycle;
+        # its valid, first and tile end (valid and last) enable or clear every lane's sums:
+        # replicated registers, no gate between them and the lanes
+        fanout = {"max_fanout": 16}
+        x_valid, x_first, x_end = (Signal(name=n, attrs=fanout) for n in ("x_valid", "x_first", "x_end"))
+        m.d.sync += [x_valid.eq(self.valid), x_first.eq(self.first), x_end.eq(self.valid & self.last)]
         with m.If(self.o_s.ready):
             m.d.sync += self.o_s.valid.eq(0)
         for l in range(self.hw.mac_rows):
@@ -140,9 +143,9 @@ class LnStats(wiring.Component):
             m.d.comb += [s1_next.eq(Mux(x_first, 0, s1) + x), s2_next.eq(Mux(x_first, 0, s2) + sq)]
             with m.If(x_valid):
                 m.d.sync += [s1.eq(s1_next), s2.eq(s2_next)]
-                with m.If(x_last):
-                    m.d.sync += [self.o_s.payload.s1[l].eq(s1_next), self.o_s.payload.s2[l].eq(s2_next)]
-        with m.If(x_valid & x_last):
+            with m.If(x_end):
+                m.d.sync += [self.o_s.payload.s1[l].eq(s1_next), self.o_s.payload.s2[l].eq(s2_next)]
+        with m.If(x_end):
             m.d.sync += self.o_s.valid.eq(1)
         return m
 
@@ -167,7 +170,8 @@ class LnPost(wiring.Component):
         L = R // S
         m.submodules.sqrt = sq = NormIsqrt(w.v, L)
         step = Signal(range(w.sb))
-        passno = Signal(max(1, (S - 1).bit_length()), name="pass_no")     # 1 bit when S = 1: no empty vector
+        # 1 bit when S = 1 (no empty vector); selects every lane's sums: replicated
+        passno = Signal(max(1, (S - 1).bit_length()), name="pass_no", attrs={"max_fanout": 16})
         mc = Signal(w.db, attrs={"max_fanout": 16})   # the shared multiplier d, one bit per step
         neg_mode = Signal()                    # MUL2: subtract |S1| R for negative S1
         later_s1 = [Signal(signed(w.sb + 1), name=f"later_s1_{r}") for r in range(L, R)]
@@ -191,6 +195,9 @@ class LnPost(wiring.Component):
             with m.Else():
                 for ln in lanes:
                     m.d.sync += ln["step"](mc[0])
+        with m.If(load1 & (passno == 0)):      # LOAD1 of pass 0 (from registers, not the FSM's decode)
+            m.d.sync += [r.eq(self.i_s.payload.s1[L + i]) for i, r in enumerate(later_s1)]
+            m.d.sync += [r.eq(self.i_s.payload.s2[L + i]) for i, r in enumerate(later_s2)]
         with m.If(store):                      # the pass's constants into its rows of o_k
             for p in range(S):
                 with m.If(passno == p):
@@ -202,9 +209,6 @@ class LnPost(wiring.Component):
                     m.next = "LOAD1"
             with m.State("LOAD1"):                 # the lanes take the sums (pass 0: still offered)
                 m.d.comb += self.i_s.ready.eq(passno == 0)
-                with m.If(passno == 0):
-                    m.d.sync += [r.eq(self.i_s.payload.s1[L + i]) for i, r in enumerate(later_s1)]
-                    m.d.sync += [r.eq(self.i_s.payload.s2[L + i]) for i, r in enumerate(later_s2)]
                 m.d.sync += self._mul_load(mc, step, neg_mode, 0)
                 m.next = "MUL1"
             with m.State("MUL1"):
@@ -337,7 +341,7 @@ class LnOut(wiring.Component):
             m.d.sync += b[i].eq(b[i - 1])
         # requant_sv's right shift for y_shift, registered once for every lane (it holds through
         # the operation)
-        y_sh = Signal(range(A4_BITS + 2 * WORD + 3), name="y_sh")
+        y_sh = Signal(range(A4_BITS + 2 * WORD + 3), name="y_sh", attrs={"max_fanout": 16})  # every lane's shifter
         m.d.sync += y_sh.eq(requant_sv_shift(m, self.y_shift, A4_BITS, WORD, "y_sh"))
         for l in range(self.hw.mac_rows):
             m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[4], take, x, y_sh))
@@ -363,7 +367,8 @@ class LnOut(wiring.Component):
         p4 = Signal(signed(WORD + Z_BITS), name=f"p4_{l}")
         a5 = Signal(signed(A4_BITS), name=f"a5_{l}")
         y6 = Signal(signed(WORD), name=f"y6_{l}")
-        y = requant_sv(m, a5, 0, WORD, name=f"y{l}", stage=pipe_stage(m, name=f"yp{l}_"), shift=y_sh)
+        cut = pipe_stage(m, name=f"yp{l}_", attrs={"max_fanout": 16})       # its shift bits: one register for all lanes
+        y = requant_sv(m, a5, 0, WORD, name=f"y{l}", stage=cut, shift=y_sh)
         m.d.sync += [p1.eq(x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
                      p4.eq(g3 * z3), a5.eq(p4 + b4), y6.eq(y)]       # the product, then + beta
         return y6

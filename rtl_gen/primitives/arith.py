@@ -162,16 +162,18 @@ def split_product(m, a, b, name: str = "sp", en=None) -> Value:
     return value << shift
 
 
-def pipe_stage(m, en=None, name: str = "p"):
+def pipe_stage(m, en=None, name: str = "p", attrs=None):
     """A `stage` function for the pipelined primitives: registers each value (under `en` when
-    given: a stall-together pipeline) and returns the registered copies."""
+    given: a stall-together pipeline) and returns the registered copies. `attrs`: of every
+    register (`{"max_fanout": N}` where lanes share a value: Yosys merges their equal registers
+    into one that drives every lane)."""
     count = [0]
 
     def stage(values):
         out = []
         for x in values:
             x = Value.cast(x)
-            r = Signal(x.shape(), name=f"{name}{count[0]}")
+            r = Signal(x.shape(), name=f"{name}{count[0]}", attrs=attrs or {})
             count[0] += 1
             if en is None:
                 m.d.sync += r.eq(x)

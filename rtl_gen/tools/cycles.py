@@ -38,6 +38,7 @@ from ..array.fetch import DRAIN_STAGES, ISSUE_LATENCY
 from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..control.checks import supported
+from ..host.dma_write import IN_SLICE as DMA_WRITE_SLICE
 from ..norm.layernorm import ln_cycles
 from ..primitives.arith import PIPE_REQUANT
 from ..selector.compact import START as COMPACT_START
@@ -306,7 +307,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
             nbytes = {isa.STORE_ROWS: 2 * n, isa.STORE_TILES: 2 * R * n}.get(d["mode"], 0) or \
                 (16 + -(-hw.n_max // 128) * 16)
-            end = s + n + nbytes // beat + 20
+            end = s + n + nbytes // beat + 20 + DMA_WRITE_SLICE
             bound = "DDR"
         elif name == "GMEAN":
             end = s + gmean_cycles(rows, d["w"], hw)
