@@ -12,7 +12,7 @@ them exhaustively over int16 against golden).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -318,3 +318,11 @@ def tree_sum(values, name: str, m) -> Value:
     out = Signal(values[0].shape(), name=name)
     m.d.comb += out.eq(values[0])
     return out
+
+
+def thermometer(value, n: int, up: bool = True) -> Value:
+    """n bits, bit r = r >= value (`up`) or r <= value: a lane mask from a lane number (the
+    lanes that are always set take no compare: Verilator flags a constant comparison)."""
+    value = Value.cast(value)
+    edge = n - 1 if up else 0
+    return Cat((r >= value if up else r <= value) if r != edge else Const(1, 1) for r in range(n))

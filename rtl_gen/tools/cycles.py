@@ -40,7 +40,7 @@ from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
 from ..primitives.arith import PIPE_REQUANT
-from ..selector.compact import START as COMPACT_START
+from ..selector.compact import PIPE as COMPACT_PIPE, START as COMPACT_START
 from ..selector.decide import SUM_STAGE
 from ..selector.gather import SIZE_CYCLES as GATHER_SIZE, WRITE_LAT as GATHER_WRITE
 from ..selector.gmean import pipeline_latency as gmean_pipeline
@@ -415,8 +415,8 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
     """COMPACT_START cycles of sizes; per input tile: 4 cycles without output tokens, else d words
-    of one write (two when its output tokens cross an output tile boundary) and 8 more; then the
-    package token (d + 1)."""
+    of one write (two when its output tokens cross an output tile boundary) and COMPACT_PIPE + 5
+    more (MASK, PLACE, SPAN, the channel pipeline's drain, NEXT); then the package token (d + 1)."""
     R = hw.mac_rows
     keep = np.asarray(keep, dtype=bool)
     ns = rows - 1 - n_pkg
@@ -430,7 +430,7 @@ def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> i
         if cnt == 0:
             cyc += 4
             continue
-        cyc += d * (2 if pos % R + cnt > R else 1) + 8
+        cyc += d * (2 if pos % R + cnt > R else 1) + COMPACT_PIPE + 5
         pos += int(cnt)
     return cyc + d
 
