@@ -99,7 +99,8 @@ class Scorer(wiring.Component):
         group = SimpleNamespace(
             z0=Signal(lanes, name="next_z0"), z1=Signal(lanes, name="next_z1"), w=Signal(lanes, name="next_w"),
             tile=Signal(range(hw.tiles), name="next_tile"), head=Signal(5, name="next_head"),
-            full=Signal(name="next_full"), take=Signal(name="next_take"))
+            full=Signal(name="next_full"), take=Signal(name="next_take", attrs={"max_fanout": 16}),
+            completes=Signal(name="next_completes"))            # its last word arrives: full next cycle
         tiles_left = read_tile < self.tiles
         begin_group = Signal()
         m.d.comb += begin_group.eq(running & ~reading & ~word_arrives & tiles_left & (~group.full | group.take))
@@ -128,6 +129,7 @@ class Scorer(wiring.Component):
                     m.d.sync += read_tile.eq(read_tile + 1)
         with m.If(~running):                   # head 0 (and its channels) before the start
             m.d.comb += head_next.eq(0)
+        m.d.comb += group.completes.eq(word_arrives & (arriving_word == 2))
         with m.If(word_arrives):
             with m.Switch(arriving_word):
                 with m.Case(0):
@@ -149,7 +151,13 @@ class Scorer(wiring.Component):
             z0=Signal(lanes, name="lane_z0"), z1=Signal(lanes, name="lane_z1"), w=Signal(lanes, name="lane_w"),
             busy=Signal(name="lanes_busy"), index=Signal(range(R), name="lane"),
             tile=Signal(range(hw.tiles), name="lane_tile"), head=Signal(5, name="lane_head"))
-        m.d.comb += group.take.eq(group.full & (~lane.busy | (lane.index == R - 1)))
+        # take = full & (~busy | index == R - 1), registered from the next values of those (it
+        # selects every lane register's input: the fanout starts at a replicated register)
+        full_next = (group.full & ~group.take) | group.completes
+        busy_next = group.take | (lane.busy & (lane.index != R - 1))
+        index_next = Signal.like(lane.index, name="lane_next")
+        m.d.comb += index_next.eq(Mux(group.take, 0, Mux(lane.busy, lane.index + 1, lane.index)))
+        m.d.sync += group.take.eq(full_next & (~busy_next | (index_next == R - 1)))
         with m.If(group.take):
             m.d.sync += [lane.z0.eq(group.z0), lane.z1.eq(group.z1), lane.w.eq(group.w), lane.busy.eq(1),
                          lane.index.eq(0), lane.tile.eq(group.tile), lane.head.eq(group.head), group.full.eq(0)]
@@ -264,6 +272,9 @@ class Decide(wiring.Component):
                      score_ram.raddr.eq(cap_search.rd.token), score_ram.ren.eq(cap_search.rd.en),
                      cap_search.rd.data.eq(score_ram.rdata)]
         m_done, cap_done = Signal(), Signal()
+        cap_start = Signal(name="cap_start")   # the cap search starts a cycle after SCORE, from a register
+        m.d.sync += cap_start.eq(0)
+        m.d.comb += cap_search.start.eq(cap_start)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -286,7 +297,7 @@ class Decide(wiring.Component):
                                  feed.pending.eq(0), m_done.eq(ns == 0),
                                  cap_binds.eq(desc.cap_en & (kept_by_sign > desc.cap))]
                     m.d.sync += cap_done.eq(~(desc.cap_en & (kept_by_sign > desc.cap)))
-                    m.d.comb += cap_search.start.eq(desc.cap_en & (kept_by_sign > desc.cap))
+                    m.d.sync += cap_start.eq(desc.cap_en & (kept_by_sign > desc.cap))
                     m.next = "FINISH"
             with m.State("FINISH"):
                 with m.If(keep_prob.o.valid & (feed.m_token == ns)):

@@ -377,8 +377,9 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
     """SCORE: groups (tile, head) of max(R, 4) cycles after a 6-cycle start, the last lane's
     record SUM_STAGE + 1 cycles later (the lane datapath's depth); M: the reciprocal pool (k + 5
     + the keep probability's product, KEEP_PRODUCT, from the last accept to done); CAP in
-    parallel with M when it binds: a cycle for the first position, passes of ns + 3 cycles and
-    a final pass of ns."""
+    parallel with M when it binds: its registered start and a cycle for the first position,
+    passes of ns + 3 cycles and a final pass of ns + 1 (its keep bits are written a cycle after
+    their scores arrive)."""
     R = hw.mac_rows
     ns = rows - 1 - n_pkg
     groups = (ns // R + 1) * heads
@@ -388,7 +389,7 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
     m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5 + KEEP_PRODUCT
     scores = np.asarray(scores)
     if cap_en and int((scores >= 0).sum()) > cap:
-        return max(m_done, last_lane + 9 + cap_passes(scores, cap, cap_bits) * (ns + 3) + ns)
+        return max(m_done, last_lane + 10 + cap_passes(scores, cap, cap_bits) * (ns + 3) + ns + 1)
     return m_done
 
 
