@@ -14,11 +14,11 @@ two output tiles, written with lane enables (one or two writes per channel, neve
 read-modify-write). The package token then goes to row N' - 1, one write per channel.
 
 Timing (docs/rtl.md, "Timing budget"): the package row (1 + ns) and the last tile are registered
-after start (SIZE, one cycle); a tile's placement takes three steps (MASK, PLACE, SPAN: the
-lane counts as balanced trees, the dropped-lane distances as a prefix network registered twice,
-in SPAN and the first channel read); SPAN registers the end lane and the writes' lane enables
-follow a cycle later; the channel pipeline cuts the packing network in two halves and from the
-rotator.
+after start (SIZE, one cycle); a tile's placement takes PLACE_STEPS steps (MASK, PLACE,
+COUNT, SPAN: the lane count as a balanced tree of the registered output lanes, the dropped-lane
+distances as a prefix network registered twice, in COUNT and SPAN); SPAN registers the end
+lane and the writes' lane enables follow a cycle later; the channel pipeline cuts the packing
+network in two halves and from the rotator.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from .state import mask_read
 
 PIPE = 4                 # channel pipeline: read, pack down (two halves), rotate; the write in stage PIPE
 START = 1                # start -> the first MASK: the package row and last tile registered (SIZE)
+PLACE_STEPS = 4          # MASK, PLACE, COUNT, SPAN: a tile's placement before its first read
 
 
 def lane_shifts(m, mask, R: int, name: str = "pk", stage=None) -> list:
@@ -130,7 +131,8 @@ class Compact(wiring.Component):
         m.d.sync += [pkgs.first_tile.eq(pkg_row >> bits), pkgs.last_tile.eq(row_last >> bits),
                      pkgs.first_lanes.eq(thermometer(pkg_row[:bits], R)),
                      pkgs.last_lanes.eq(thermometer(row_last[:bits], R, up=False))]
-        last_tile = pkgs.last_tile
+        last_tile, last_ch = pkgs.last_tile, Signal(range(hw.d_max + 1), name="last_ch")
+        m.d.sync += last_ch.eq(desc.d - 1)
         tile = Signal(range(hw.tiles + 1))
         out_pos = Signal(range(hw.tiles * R + 2))             # output tokens so far
         ch = Signal(range(hw.d_max + 1))
@@ -150,8 +152,11 @@ class Compact(wiring.Component):
                 m.d.sync += place.fixed.eq(place.fixed_lanes)
                 m.next = "PLACE"
             with m.State("PLACE"):
-                m.d.sync += [place.lanes.eq(place.out_mask), place.count.eq(place.out_count),
+                m.d.sync += [place.lanes.eq(place.out_mask),
                              place.rotate.eq(place.out_lane), place.out_tile.eq(out_pos >> ports.lane_bits(R))]
+                m.next = "COUNT"
+            with m.State("COUNT"):                                  # the tile's output tokens
+                m.d.sync += place.count.eq(place.out_count)
                 m.next = "SPAN"
             with m.State("SPAN"):
                 m.d.sync += [place.two.eq(place.rotate + place.count > R), place.end.eq(place.rotate + place.count),
@@ -166,7 +171,7 @@ class Compact(wiring.Component):
                     m.d.sync += part.eq(1)
                 with m.Else():
                     m.d.sync += [part.eq(0), ch.eq(ch + 1)]
-                    with m.If(ch == desc.d - 1):
+                    with m.If(ch == last_ch):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~Cat(s.valid for s in ch_stage[1:]).any()):
@@ -181,7 +186,7 @@ class Compact(wiring.Component):
             with m.State("PKG"):
                 m.d.comb += [self.pkg.en.eq(1), self.pkg.ch.eq(ch)]
                 m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == desc.d - 1):
+                with m.If(ch == last_ch):
                     m.next = "PKG_DRAIN"
             with m.State("PKG_DRAIN"):
                 m.d.comb += [self.done.eq(1), self.n_stb.eq(1)]
@@ -192,11 +197,11 @@ class Compact(wiring.Component):
     def _placement(self, m, pkgs, tile, out_pos):
         """Where the output tokens of `tile` go, one step per state: MASK registers `fixed` (the
         CLS and package lanes, from the tile number alone) while the tile's mask is read; PLACE
-        registers `lanes` (its output lanes), `count`, `rotate` (out_pos mod R) and `out_tile`;
-        SPAN registers `two` (the tokens span two output tiles) and end = rotate + count, from
+        registers `lanes` (its output lanes), `rotate` (out_pos mod R) and `out_tile`; COUNT
+        registers `count`; SPAN registers `two` (the tokens span two output tiles) and end = rotate + count, from
         which both writes' lane enables are registered (the second tile's lanes: r + R < end).
-        `shifts` (pack_lanes' per-lane distances) are registered from `lanes` in two steps, in SPAN and
-        in the first channel read (the first pack is a cycle later)."""
+        `shifts` (pack_lanes' per-lane distances) are registered from `lanes` in two steps, in
+        COUNT and SPAN, before the first pack (two cycles after SPAN)."""
         R = self.hw.mac_rows
         bits = ports.lane_bits(R)
         place = SimpleNamespace(
@@ -204,7 +209,7 @@ class Compact(wiring.Component):
             out_mask=Signal(R, name="out_mask"), out_count=Signal(range(R + 1), name="out_count"),
             count=Signal(range(R + 1), name="count"),
             out_lane=out_pos[:bits] if bits else Const(0, 1),
-            end=Signal(range(2 * R + 1), name="end_lane"), lanes=Signal(R, name="out_lanes"),
+            end=Signal(range(2 * R + 1), name="end_lane"), lanes=Signal(R, name="out_lanes", attrs={"max_fanout": 16}),
             rotate=Signal(range(R), name="rotate", attrs={"max_fanout": 64}),          # drives the rotator
             out_tile=Signal(range(self.hw.tiles + 1), name="out_tile"), two=Signal(name="two_tiles"),
             first_en=Signal(R, name="first_en"), second_en=Signal(R, name="second_en"))
@@ -214,7 +219,7 @@ class Compact(wiring.Component):
                        Mux(tile == pkgs.last_tile, pkgs.last_lanes, every), 0)
         m.d.comb += [place.fixed_lanes.eq(packages | (tile == 0)),                  # CLS: lane 0 of tile 0
                      place.out_mask.eq(self.mask.keep | place.fixed),
-                     place.out_count.eq(tree_sum([place.out_mask[r] for r in range(R)], "out_count_sum", m))]
+                     place.out_count.eq(tree_sum([place.lanes[r] for r in range(R)], "out_count_sum", m))]
         # both writes' lane enables from registers (rotate, end: held from SPAN to the tile's last
         # write), registered every cycle: the first write is PIPE cycles after SPAN
         m.d.sync += [place.first_en.eq(Cat(((r >= place.rotate) if r < R - 1 else 1) & (r < place.end)

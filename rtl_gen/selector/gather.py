@@ -84,6 +84,9 @@ class Gather(wiring.Component):
         m.d.sync += arriving.eq(issued)
         m.submodules.staged = staged = Ram(SCORE_BITS, hw.tiles, R)     # the permuted scores
         copy_tile, copy_valid = Signal(range(hw.tiles + 1)), Signal()
+        # copy_tile == last_tile from a counter of its own (copy_tile is the staging RAM's read
+        # address, fanned out to its R x 48 bits)
+        copy_left, copy_last = Signal(range(hw.tiles + 1), name="copy_left"), Signal(name="copy_last")
         staging = Signal(R, name="staging")                        # a staged score's lane write this cycle
         staging_any = Signal(name="staging_any")                   # (and whether there is one: no R-bit OR)
         m.d.sync += copy_valid.eq(0)
@@ -102,7 +105,7 @@ class Gather(wiring.Component):
             with m.State("ROW"):                                    # the source of output row `row`
                 m.d.comb += [self.order.rank.eq(row - 1), self.order.en.eq(1)]
                 with m.If(row == n_rows):
-                    m.d.sync += [ch.eq(0), copy_tile.eq(0)]
+                    m.d.sync += [ch.eq(0), copy_tile.eq(0), copy_left.eq(last_tile), copy_last.eq(last_tile == 0)]
                     m.next = "DRAIN"
                     with m.If(~copy & ~desc.no_pkg):
                         m.next = "PKG"
@@ -127,14 +130,15 @@ class Gather(wiring.Component):
                 m.d.comb += [self.pkg.en.eq(1), self.pkg.ch.eq(ch), issued.valid.eq(1), issued.ch.eq(ch),
                              issued.row.eq(row), issued.pkg.eq(1)]
                 m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == desc.d - 1):
+                with m.If(ch == last_ch):                           # (not COPY: d - 1)
                     m.next = "DRAIN"
                     with m.If(scores):
                         m.next = "SCORES"
             with m.State("SCORES"):                                 # staged scores -> SB, a tile a cycle
                 with m.If(~staging_any):                            # (the last staged write is in: d >= 2)
-                    m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1)]
-                    with m.If(copy_tile == last_tile):
+                    m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1), copy_left.eq(copy_left - 1),
+                                 copy_last.eq(copy_left == 1)]
+                    with m.If(copy_last):
                         m.next = "DRAIN"
             with m.State("DRAIN"):                                  # until the last word is written
                 with m.If(~writing):

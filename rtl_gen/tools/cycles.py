@@ -40,7 +40,7 @@ from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..control.checks import supported
 from ..norm.layernorm import ln_cycles
 from ..primitives.arith import PIPE_REQUANT
-from ..selector.compact import PIPE as COMPACT_PIPE, START as COMPACT_START
+from ..selector.compact import PIPE as COMPACT_PIPE, PLACE_STEPS as COMPACT_PLACE, START as COMPACT_START
 from ..selector.decide import SUM_STAGE
 from ..selector.gather import SIZE_CYCLES as GATHER_SIZE, WRITE_LAT as GATHER_WRITE
 from ..selector.gmean import pipeline_latency as gmean_pipeline
@@ -416,9 +416,10 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
 
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
-    """COMPACT_START cycles of sizes; per input tile: 4 cycles without output tokens, else d words
-    of one write (two when its output tokens cross an output tile boundary) and COMPACT_PIPE + 5
-    more (MASK, PLACE, SPAN, the channel pipeline's drain, NEXT); then the package token (d + 1)."""
+    """COMPACT_START cycles of sizes; per input tile: its placement (COMPACT_PLACE cycles) and
+    NEXT without output tokens, else also d words of one write (two when its output tokens cross
+    an output tile boundary) and the channel pipeline's drain (COMPACT_PIPE + 1); then the
+    package token (d + 1)."""
     R = hw.mac_rows
     keep = np.asarray(keep, dtype=bool)
     ns = rows - 1 - n_pkg
@@ -430,9 +431,9 @@ def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> i
     cyc, pos = 1 + COMPACT_START, 0
     for cnt in out.reshape(t, R).sum(1):
         if cnt == 0:
-            cyc += 4
+            cyc += COMPACT_PLACE + 1
             continue
-        cyc += d * (2 if pos % R + cnt > R else 1) + COMPACT_PIPE + 5
+        cyc += COMPACT_PLACE + d * (2 if pos % R + cnt > R else 1) + COMPACT_PIPE + 2
         pos += int(cnt)
     return cyc + d
 
