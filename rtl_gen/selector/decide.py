@@ -100,7 +100,7 @@ class Scorer(wiring.Component):
             z0=Signal(lanes, name="next_z0"), z1=Signal(lanes, name="next_z1"), w=Signal(lanes, name="next_w"),
             tile=Signal(range(hw.tiles), name="next_tile"), head=Signal(5, name="next_head"),
             full=Signal(name="next_full"), take=Signal(name="next_take", attrs={"max_fanout": 16}),
-            completes=Signal(name="next_completes"))            # its last word arrives: full next cycle
+            completes=Signal(name="next_completes", attrs={"max_fanout": 16}))   # its last word arrives
         tiles_left = read_tile < self.tiles
         begin_group = Signal()
         m.d.comb += begin_group.eq(running & ~reading & ~word_arrives & tiles_left & (~group.full | group.take))
@@ -110,12 +110,12 @@ class Scorer(wiring.Component):
         # (the address is a select, not an adder into the read port)
         head_next = Signal(5)
         z0_ch, z1_ch, w_ch = (Signal(12, name=n) for n in ("z0_ch", "z1_ch", "w_ch"))
-        m.d.sync += [read_head.eq(head_next), z0_ch.eq(self.z_c0 + (head_next << 1)),
-                     z1_ch.eq(self.z_c0 + (head_next << 1) + 1), w_ch.eq(self.w_c0 + head_next)]
+        m.d.sync += [read_head.eq(head_next), z0_ch.eq(self.z_c0 + (head_next << 1)),    # one adder each
+                     z1_ch.eq(self.z_c0 + Cat(Const(1, 1), head_next)), w_ch.eq(self.w_c0 + head_next)]
         m.d.comb += [self.rd.en.eq(issue), self.rd.tile.eq(read_tile),
                      self.rd.buf.eq(Mux(word == 2, self.w_buf, self.z_buf)),
                      self.rd.ch.eq(Mux(word == 2, w_ch, Mux(word == 1, z1_ch, z0_ch)))]
-        m.d.sync += [word_arrives.eq(issue), arriving_word.eq(word)]
+        m.d.sync += [word_arrives.eq(issue), arriving_word.eq(word), group.completes.eq(issue & (word == 2))]
         m.d.comb += head_next.eq(read_head)
         with m.If(begin_group):
             m.d.sync += [reading.eq(1), read_word.eq(1), group.tile.eq(read_tile), group.head.eq(read_head)]
@@ -129,15 +129,14 @@ class Scorer(wiring.Component):
                     m.d.sync += read_tile.eq(read_tile + 1)
         with m.If(~running):                   # head 0 (and its channels) before the start
             m.d.comb += head_next.eq(0)
-        m.d.comb += group.completes.eq(word_arrives & (arriving_word == 2))
         with m.If(word_arrives):
             with m.Switch(arriving_word):
                 with m.Case(0):
                     m.d.sync += group.z0.eq(self.rd.data)
                 with m.Case(1):
                     m.d.sync += group.z1.eq(self.rd.data)
-                with m.Case(2):
-                    m.d.sync += [group.w.eq(self.rd.data), group.full.eq(1)]
+        with m.If(group.completes):                # (word_arrives and arriving_word 2, a register)
+            m.d.sync += [group.w.eq(self.rd.data), group.full.eq(1)]
         reader = SimpleNamespace(tile=read_tile, head=read_head, busy=tiles_left | reading | word_arrives | group.full)
         return reader, group
 

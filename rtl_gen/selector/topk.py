@@ -75,7 +75,7 @@ class TopK(wiring.Component):
         # i + 1 and whether i is the last candidate, registered (used in PLACE, T + 5 cycles on)
         next_cand, final = Signal.like(cand, name="next_cand"), Signal(name="final_cand")
         m.d.sync += [next_cand.eq(cand + 1), final.eq(cand + 1 >= rows)]
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += cand.eq(1)
@@ -115,4 +115,5 @@ class TopK(wiring.Component):
                 with m.Else():
                     m.d.comb += [self.sb.tile.eq(next_cand >> bits), self.sb.en.eq(1)]
                     m.next = "CAPTURE"
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the selection state's write address
         return m
