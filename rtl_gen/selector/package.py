@@ -97,7 +97,7 @@ class Package(wiring.Component):
         ring = self._weight_ring(m, desc, ns, reg)
         ch_stage = self._channel_pipeline(m, desc, reg, ring.weights, acc_ram)
         out_stage = self._output_pass(m, desc, reg, acc_ram, pkg_ram)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [reg.tile.eq(0), reg.total.eq(0), reg.acc_valid.eq(0)]
@@ -106,6 +106,7 @@ class Package(wiring.Component):
                 m.next = "READ_MASK"
             self._tile_states(m, desc, last_tile, reg, ring, ch_stage)
             self._result_states(m, desc, reg, recip, acc_ram, out_stage)
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the reciprocal's and the ring's enables
         return m
 
     def _weight_ring(self, m, desc, ns, reg):
@@ -151,7 +152,8 @@ class Package(wiring.Component):
         hw, R, L = self.hw, self.hw.mac_rows, self.lanes
         last = R // L - 1
         tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "step": range(max(R // L, 2))})
-        stage = [Signal(tag, name=f"ch_stage{k}") for k in range(CH_STAGES)]
+        # (stage 2's valid enables the word and weight registers' shift: replicated)
+        stage = [Signal(tag, name=f"ch_stage{k}", attrs={"max_fanout": 16}) for k in range(CH_STAGES)]
         for k in range(1, CH_STAGES):
             m.d.sync += stage[k].eq(stage[k - 1])
         word = Signal(ports.lanes(R))
@@ -164,7 +166,9 @@ class Package(wiring.Component):
         # weight is 0, but the sums must not depend on them even through a product with 0
         rows = Signal(R, name="pk_rows")                 # registered: the tile holds while its words pass
         m.d.sync += rows.eq(ports.rows_mask(m, self.rows, reg.tile, hw, "pk_rows_next"))
-        with m.If(stage[1].valid & (stage[1].step == 0)):
+        word_arrives = Signal(name="word_arrives", attrs={"max_fanout": 16})   # stage 1 at step 0: loads 16 R bits
+        m.d.sync += word_arrives.eq(stage[0].valid & (stage[0].step == 0))
+        with m.If(word_arrives):
             m.d.sync += word.eq(Cat(Mux(rows[r], self.rd.data[r], 0) for r in range(R)))
         prod = [split_product(m, word[l], weights[l], name=f"prod{l}") for l in range(L)]
         prod_sum = Signal(signed(WEIGHT_BITS + 16 + L.bit_length()))
