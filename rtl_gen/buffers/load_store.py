@@ -12,6 +12,7 @@ from golden import isa
 from golden.hw import HardwareConfig
 
 from ..control.decode import desc_view
+from ..primitives.arith import thermometer
 from ..primitives.fifo import Skid
 from ..primitives.gearbox import Gearbox
 from . import ports
@@ -82,7 +83,9 @@ class StoreUnit(wiring.Component):
         hw, R, W = self.hw, self.hw.mac_rows, self.hw.axi_bits
         d = desc_view("STORE", self.desc)
         m.submodules.row_gearbox = row_gearbox = Gearbox(16, W)            # ROWS: int16 items
-        m.submodules.tile_gearbox = tile_gearbox = Gearbox(16 * R, W)      # TILES: token-tile words
+        # TILES: token-tile words (wider than a beat: read in place from the FIFO's output
+        # register, which holds until the last beat of the word is taken)
+        m.submodules.tile_gearbox = tile_gearbox = Gearbox(16 * R, W, in_place=16 * R > W)
         m.submodules.read_fifo = read_fifo = fifo.SyncFIFOBuffered(width=16 * R + ports.lane_bits(R), depth=4)
         # the selection's beats through a register slice (no valid / ready path from the selection
         # store through this unit into the DMA writer)
@@ -90,13 +93,15 @@ class StoreUnit(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i_sel), sel_skid.i)
         self._sel = sel_skid.o
         job = SimpleNamespace(
-            mode=Signal(2, name="mode"), rows_mode=Signal(name="rows_mode"), tiles_mode=Signal(name="tiles_mode"),
+            mode=Signal(2, name="mode"),       # the modes select beats and words of 16 R bits: replicated
+            rows_mode=Signal(name="rows_mode", attrs={"max_fanout": 16}),
+            tiles_mode=Signal(name="tiles_mode", attrs={"max_fanout": 16}),
             busy=Signal(name="busy"),
             sent_cmd=Signal(name="sent_cmd"),
             reading=Signal(name="reading"),
             items_left=Signal(32, name="items_left"),    # not yet taken from the read FIFO
-            taken_all=Signal(name="taken_all"),          # every item read has been taken
             pad=Signal(range(max(2, self.hw.axi_bits // 16)), name="pad"),   # zero items still to add to the last beat
+            padding=Signal(name="padding"),              # every item read has been taken and pad != 0
             row=Signal(range(hw.n_max + 1), name="row"), ch=Signal(range(hw.k_max), name="ch"),
             tile=Signal(range(hw.tiles + 1), name="tile"))
         job_items = self._command(m, d, job)
@@ -106,7 +111,7 @@ class StoreUnit(wiring.Component):
             m.d.sync += [job.busy.eq(1), job.sent_cmd.eq(0), job.mode.eq(d.mode),
                          job.rows_mode.eq(d.mode == isa.STORE_ROWS), job.tiles_mode.eq(d.mode == isa.STORE_TILES),
                          job.row.eq(d.r0), job.tile.eq(0),
-                         job.ch.eq(0), job.items_left.eq(job_items), job.taken_all.eq(0),
+                         job.ch.eq(0), job.items_left.eq(job_items), job.padding.eq(0),
                          job.reading.eq(d.mode != isa.STORE_SELECT), job.pad.eq(_pad_items(job_items, d.mode, R, W))]
         with m.If(job.busy & self.wr_done):
             m.d.comb += self.done.eq(1)
@@ -144,14 +149,21 @@ class StoreUnit(wiring.Component):
         lane = Signal(range(R), name="lane")
         lane_read, mask = Signal(range(R)), Signal(R, name="store_mask")
         # lanes past the last row (a TILES job's last tile) were never written: zeros leave, as
-        # the interpreter writes, never the block RAM's undefined contents (the lanes' mask is
-        # registered with the read; the rows' end a register: desc and rows hold from start)
-        row_end = Signal((d.r0 + self.rows).shape(), name="row_end")
-        m.d.sync += row_end.eq(d.r0 + self.rows)
+        # the interpreter writes, never the block RAM's undefined contents. The lanes' mask is
+        # registered with the read from the first and last row's tile and lanes, registers
+        # (desc and rows hold from three cycles before start: two steps, the last row first)
+        row_last = Signal((d.r0 + self.rows).shape(), name="row_last")
+        first_tile, last_tile = (Signal(range(hw.tiles + 1), name=f"{e}_tile") for e in ("first", "last"))
+        first_lanes, last_lanes = Signal(R, name="first_lanes"), Signal(R, name="last_lanes")
+        m.d.sync += [row_last.eq(d.r0 + self.rows - 1),
+                     first_tile.eq(d.r0 >> bits), first_lanes.eq(thermometer(d.r0[:bits], R)),
+                     last_tile.eq(row_last >> bits), last_lanes.eq(thermometer(row_last[:bits], R, up=False))]
+        every, t = (1 << R) - 1, self.ra.tile
+        read_mask = Mux(t == first_tile, first_lanes, every) & Mux(t == last_tile, last_lanes, every)
         m.d.comb += lane.eq(job.row[:bits] if bits else 0)
         m.d.sync += [inflight.eq(inflight + go - (inflight != 0))]      # one read in flight per cycle
         with m.If(go):
-            m.d.sync += [lane_read.eq(lane), mask.eq(_tile_mask(m, self.ra.tile, d.r0, row_end, hw, "store_mask_next"))]
+            m.d.sync += [lane_read.eq(lane), mask.eq(read_mask)]
             m.d.sync += job.ch.eq(job.ch + 1)
             with m.If(job.ch == d.w - 1):
                 m.d.sync += [job.ch.eq(0), job.row.eq(job.row + 1), job.tile.eq(job.tile + 1)]
@@ -169,9 +181,9 @@ class StoreUnit(wiring.Component):
         R = self.hw.mac_rows
         word = data.View(data.StructLayout({"word": 16 * R, "lane": max(ports.lane_bits(R), 1)}), read_fifo.r_data)
         # every item read has been taken (so none is in the FIFO or on its way): the zero items
-        # follow (a register, not the FIFO's level: its r_rdy -> level -> r_en path reached its
+        # follow (registers, not the FIFO's level: its r_rdy -> level -> r_en path reached its
         # r_data; with no items there is no padding either)
-        padding = (job.pad != 0) & job.taken_all
+        padding = job.padding
         rows_mode, tiles_mode = job.rows_mode, job.tiles_mode
         m.d.comb += [row_gearbox.i.payload.eq(Mux(padding, 0, word.word.word_select(word.lane, 16))),
                      row_gearbox.i.valid.eq(rows_mode & (read_fifo.r_rdy | padding)),
@@ -180,9 +192,9 @@ class StoreUnit(wiring.Component):
                      read_fifo.r_en.eq(Mux(rows_mode, row_gearbox.i.ready, tile_gearbox.i.ready) & ~padding
                                        & (rows_mode | tiles_mode))]
         with m.If(padding & Mux(rows_mode, row_gearbox.i.ready, tile_gearbox.i.ready)):
-            m.d.sync += job.pad.eq(job.pad - 1)
+            m.d.sync += [job.pad.eq(job.pad - 1), job.padding.eq(job.pad != 1)]
         with m.If(read_fifo.r_en & read_fifo.r_rdy):
-            m.d.sync += [job.items_left.eq(job.items_left - 1), job.taken_all.eq(job.items_left == 1)]
+            m.d.sync += [job.items_left.eq(job.items_left - 1), job.padding.eq((job.items_left == 1) & (job.pad != 0))]
         beat = Mux(rows_mode, row_gearbox.o.payload, Mux(tiles_mode, tile_gearbox.o.payload, self._sel.payload))
         ready = Mux(rows_mode, row_gearbox.o.valid, Mux(tiles_mode, tile_gearbox.o.valid, self._sel.valid))
         sending = job.busy & job.sent_cmd

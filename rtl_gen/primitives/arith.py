@@ -12,7 +12,7 @@ them exhaustively over int16 against golden).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -145,19 +145,20 @@ def pipe_sum(m, values, name: str = "ps", en=None) -> Value:
 
 
 def split_product(m, a, b, name: str = "sp", en=None) -> Value:
-    """a x b (b unsigned, a either) as a pipeline: the partial products of DSP_A x DSP_B-bit
-    chunks (one DSP48E2 each) registered, then summed pairwise by registered adders, one adder a
-    stage. The product of the operands of cycle t is the value returned at t +
-    product_latency(len(a), len(b)); the pipeline takes new operands every cycle (`en`: every
-    cycle it is high, a stall-together pipeline)."""
+    """a x b (either signed or unsigned) as a pipeline: the partial products of DSP_A x
+    DSP_B-bit chunks (one DSP48E2 each; the top chunk of a signed operand signed) registered,
+    then summed pairwise by registered adders, one adder a stage. The product of the operands
+    of cycle t is the value returned at t + product_latency(len(a), len(b)); the pipeline takes
+    new operands every cycle (`en`: every cycle it is high, a stall-together pipeline)."""
     a, b = Value.cast(a), Value.cast(b)
-    assert not b.shape().signed, "split_product: b must be unsigned"
     terms = []                                        # (registered value, its weight 2^shift)
     for i in _chunks(len(a), DSP_A):
         ai = a[i:i + DSP_A]
         ai = ai.as_signed() if a.shape().signed and i + DSP_A >= len(a) else ai
         for j in _chunks(len(b), DSP_B):
-            terms.append((_register(m, ai * b[j:j + DSP_B], f"{name}_p{len(terms)}", en), i + j))
+            bj = b[j:j + DSP_B]
+            bj = bj.as_signed() if b.shape().signed and j + DSP_B >= len(b) else bj
+            terms.append((_register(m, ai * bj, f"{name}_p{len(terms)}", en), i + j))
     value, shift = _registered_tree(m, terms, name, en)
     return value << shift
 
@@ -320,3 +321,11 @@ def tree_sum(values, name: str, m) -> Value:
     out = Signal(values[0].shape(), name=name)
     m.d.comb += out.eq(values[0])
     return out
+
+
+def thermometer(value, n: int, up: bool = True) -> Value:
+    """n bits, bit r = r >= value (`up`) or r <= value: a lane mask from a lane number (the
+    lanes that are always set take no compare: Verilator flags a constant comparison)."""
+    value = Value.cast(value)
+    edge = n - 1 if up else 0
+    return Cat((r >= value if up else r <= value) if r != edge else Const(1, 1) for r in range(n))

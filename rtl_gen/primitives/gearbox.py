@@ -1,7 +1,10 @@
 """Width converter between streams of power-of-two widths: each wide input beat leaves as
 in / out words (low bits first), or out / in input beats make one output word (the first beat
 in the low bits). `flush` drops the rest of a held input beat (the padding at the end of a
-stream item, golden/stream.py)."""
+stream item, golden/stream.py). `in_place` (narrowing only): the input beat is not copied into a
+register but read where it is (a FIFO's memory: valid and payload hold until ready), and taken
+with its last output word, so no enable fans out to in_bits register bits (`flush` only
+restarts at the first output word: the beat stays the source's)."""
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
@@ -10,9 +13,10 @@ from amaranth.lib.wiring import In, Out
 
 
 class Gearbox(wiring.Component):
-    def __init__(self, in_bits: int, out_bits: int):
+    def __init__(self, in_bits: int, out_bits: int, in_place: bool = False):
         assert in_bits & (in_bits - 1) == 0 and out_bits & (out_bits - 1) == 0
-        self.in_bits, self.out_bits = in_bits, out_bits
+        assert not in_place or out_bits < in_bits
+        self.in_bits, self.out_bits, self.in_place = in_bits, out_bits, in_place
         super().__init__({"i": In(stream.Signature(in_bits)), "o": Out(stream.Signature(out_bits)),
                           "flush": In(1), "empty": Out(1)})
 
@@ -21,6 +25,16 @@ class Gearbox(wiring.Component):
         i, o = self.i, self.o
         if self.out_bits == self.in_bits:
             m.d.comb += [o.valid.eq(i.valid), o.payload.eq(i.payload), i.ready.eq(o.ready), self.empty.eq(1)]
+        elif self.in_place:
+            k = self.in_bits // self.out_bits
+            j = Signal(range(k), attrs={"max_fanout": 16})
+            last = j == k - 1
+            m.d.comb += [o.valid.eq(i.valid), o.payload.eq(i.payload.word_select(j, self.out_bits)),
+                         i.ready.eq(o.ready & last), self.empty.eq(j == 0)]
+            with m.If(o.valid & o.ready):
+                m.d.sync += j.eq(Mux(last, 0, j + 1))
+            with m.If(self.flush):
+                m.d.sync += j.eq(0)
         elif self.out_bits < self.in_bits:
             k = self.in_bits // self.out_bits
             held, j = Signal(), Signal(range(k), attrs={"max_fanout": 16})     # selects every output bit

@@ -16,7 +16,7 @@ cap = 0 falls out of the same rule (v above every score, nothing kept).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -65,8 +65,9 @@ class CapSearch(wiring.Component):
         ties_seen = Signal(n)                         # tokens scoring exactly the threshold so far
         ties_kept = Signal(range(1 << 13))            # cap - gt of them are kept
 
-        # counting (passes) or deciding (final pass) on the score read in the previous cycle
-        m.d.comb += [self.wr.token.eq(score_token), self.rd.token.eq(token)]
+        # counting (passes) or deciding (final pass) on the score read in the previous cycle; the
+        # keep bit is written a cycle later, from registers
+        m.d.comb += self.rd.token.eq(token)
         # registered one cycle behind prefix / pos / above / counts, which a pass does not change
         # (the first score of a pass arrives two cycles after PICK; TALLY waits for `reaches`)
         candidates = [Signal(value_bits, name=f"candidate{j}") for j in range(1, n_cand + 1)]
@@ -78,17 +79,22 @@ class CapSearch(wiring.Component):
             for c, candidate in zip(counts, candidates):
                 with m.If(score >= candidate):
                     m.d.sync += c.eq(c + 1)
+        m.d.sync += [self.wr.en.eq(score_arrives & final), self.wr.token.eq(score_token),
+                     self.wr.data.eq((score > prefix) | ((score == prefix) & (ties_seen < ties_kept)))]
         with m.If(score_arrives & final):
             tie = score == prefix
-            m.d.comb += [self.wr.en.eq(1), self.wr.data.eq((score > prefix) | (tie & (ties_seen < ties_kept)))]
             with m.If(tie):
                 m.d.sync += ties_seen.eq(ties_seen + 1)
 
         read = Signal()
         m.d.comb += [self.rd.en.eq(read)]
+        last_token = Signal(name="last_token")        # token == ns, registered with token
+        m.d.sync += last_token.eq(Mux(read, token + 1, 1) == self.ns)
         m.d.sync += [score_arrives.eq(read), score_token.eq(token)]
-        chosen = Signal(range(n_cand + 1))            # candidates whose count still reaches cap
-        m.d.comb += chosen.eq(sum(reaches))
+        # the counts fall with j, so `reaches` is a thermometer: the last candidate that reaches
+        # cap becomes the prefix, the first that does not gives gt (one-hot selects of registers)
+        last_reaching = [reaches[j] & ~reaches[j + 1] if j + 1 < n_cand else reaches[j] for j in range(n_cand)]
+        first_short = [~reaches[j] & (reaches[j - 1] if j else 1) for j in range(n_cand)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -104,20 +110,23 @@ class CapSearch(wiring.Component):
             with m.State("PASS"):
                 m.d.comb += read.eq(1)
                 m.d.sync += token.eq(token + 1)
-                with m.If(token == self.ns):
+                with m.If(last_token):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
+                m.next = "TALLY"
                 with m.If(final):
-                    m.d.comb += self.done.eq(1)
-                    m.next = "IDLE"
-                with m.Else():
-                    m.next = "TALLY"
+                    m.next = "WRITE"
+            with m.State("WRITE"):                      # the last keep bit is written
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
             with m.State("TALLY"):                      # the last count lands, then `reaches`
                 m.next = "PICK"
             with m.State("PICK"):
-                m.d.sync += [prefix.eq(prefix | (chosen << pos)), token.eq(1)] + [c.eq(0) for c in counts]
+                m.d.sync += [token.eq(1)] + [c.eq(0) for c in counts]
                 for j in range(n_cand):
-                    with m.If(chosen == j):
+                    with m.If(last_reaching[j]):
+                        m.d.sync += prefix.eq(candidates[j])
+                    with m.If(first_short[j]):
                         m.d.sync += above.eq(counts[j])
                 with m.If(pos == 0):
                     m.d.sync += final.eq(1)

@@ -14,10 +14,11 @@ two output tiles, written with lane enables (one or two writes per channel, neve
 read-modify-write). The package token then goes to row N' - 1, one write per channel.
 
 Timing (docs/rtl.md, "Timing budget"): the package row (1 + ns) and the last tile are registered
-after start (SIZE, one cycle); a tile's placement takes three steps (MASK, PLACE, SPAN: the
-lane counts as balanced trees, the dropped-lane distances as a prefix network registered twice,
-in SPAN and the first channel read) and the channel pipeline cuts the packing network from the
-rotator.
+after start (SIZE, one cycle); a tile's placement takes PLACE_STEPS steps (MASK, PLACE,
+COUNT, SPAN: the lane count as a balanced tree of the registered output lanes, the dropped-lane
+distances as a prefix network registered twice, in COUNT and SPAN); SPAN registers the end
+lane and the writes' lane enables follow a cycle later; the channel pipeline cuts the packing
+network in two halves and from the rotator.
 """
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ from golden.hw import HardwareConfig
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import pipe_stage, tree_sum
+from ..primitives.arith import pipe_stage, thermometer, tree_sum
 from .package import pkg_read
 from .state import mask_read
 
-PIPE = 3                 # channel pipeline: read, pack down, rotate; the write in stage PIPE
+PIPE = 4                 # channel pipeline: read, pack down (two halves), rotate; the write in stage PIPE
 START = 1                # start -> the first MASK: the package row and last tile registered (SIZE)
+PLACE_STEPS = 4          # MASK, PLACE, COUNT, SPAN: a tile's placement before its first read
 
 
 def lane_shifts(m, mask, R: int, name: str = "pk", stage=None) -> list:
@@ -59,18 +61,27 @@ def lane_shifts(m, mask, R: int, name: str = "pk", stage=None) -> list:
     return shifts
 
 
-def pack_lanes(m, word, mask, off, R: int, width: int = 16, name: str = "pk", shifts=None, cut=None) -> Value:
+def pack_lanes(m, word, mask, off, R: int, width: int = 16, name: str = "pk", shifts=None, cut=None,
+               split=None) -> Value:
     """Comb: the lanes of `word` (R lanes of `width` bits) selected by `mask`, packed in order
     and rotated up by `off` lanes: output lane (off + k) mod R holds the k-th selected lane
     (other output lanes are don't-care). `shifts`: lane_shifts of `mask` (computed here when
     None); `cut`: registers the packed lanes before the rotation (then `off` is the offset of
-    the word in the register)."""
+    the word in the register); `split`: (cut_data, cut_control), registers the lanes after the
+    first half of the packing stages (cut_data the word, cut_control each lane's valid bit and
+    remaining shift: they depend on the mask alone)."""
     bits = ports.lane_bits(R)
     word = Value.cast(word)
     vals = [word[i * width:(i + 1) * width] for i in range(R)]
     valid = [mask[i] for i in range(R)]
     shift = lane_shifts(m, mask, R, name) if shifts is None else shifts
     for k in range(bits):                                # stage k moves a lane down by 2^k if bit k says so
+        if split is not None and k == (bits + 1) // 2:
+            cut_data, cut_control = split
+            half = cut_data(Cat(*vals))
+            vals = [half[i * width:(i + 1) * width] for i in range(R)]
+            control = cut_control(valid + shift)
+            valid, shift = control[:R], control[R:]
         dist = 1 << k
         next_vals, next_valid, next_shift = [], [], []
         for i in range(R):
@@ -108,16 +119,27 @@ class Compact(wiring.Component):
         hw, R = self.hw, self.hw.mac_rows
         desc = desc_view("COMPACT", self.desc)
         # registered from desc and rows (held from the cycle after start; SIZE waits for them)
-        pkg_row = Signal(range(hw.n_max + 2), name="pkg_row")        # the first earlier package: 1 + ns
-        last_tile = Signal(range(hw.tiles + 1), name="last_tile")
-        m.d.sync += [pkg_row.eq(self.rows - desc.n_pkg), last_tile.eq(ports.tiles_of(self.rows, R) - 1)]
+        # the earlier packages' rows pkg_row = 1 + ns .. rows - 1 as their first and last tile and
+        # lanes there (the tile's fixed output lanes then take compares of the tile number only)
+        bits = ports.lane_bits(R)
+        pkg_row, row_last = Signal(range(hw.n_max + 2), name="pkg_row"), Signal(range(hw.n_max + 2), name="row_last")
+        m.d.comb += [pkg_row.eq(self.rows - desc.n_pkg), row_last.eq(self.rows - 1)]
+        pkgs = SimpleNamespace(first_tile=Signal(range(hw.tiles + 1), name="pkg_first_tile"),
+                               last_tile=Signal(range(hw.tiles + 1), name="last_tile"),
+                               first_lanes=Signal(R, name="pkg_first_lanes"),
+                               last_lanes=Signal(R, name="pkg_last_lanes"))
+        m.d.sync += [pkgs.first_tile.eq(pkg_row >> bits), pkgs.last_tile.eq(row_last >> bits),
+                     pkgs.first_lanes.eq(thermometer(pkg_row[:bits], R)),
+                     pkgs.last_lanes.eq(thermometer(row_last[:bits], R, up=False))]
+        last_tile, last_ch = pkgs.last_tile, Signal(range(hw.d_max + 1), name="last_ch")
+        m.d.sync += last_ch.eq(desc.d - 1)
         tile = Signal(range(hw.tiles + 1))
         out_pos = Signal(range(hw.tiles * R + 2))             # output tokens so far
         ch = Signal(range(hw.d_max + 1))
         part = Signal()                                        # 1: the write to the second output tile
         m.d.comb += self.mask.tile.eq(tile)
-        place = self._placement(m, pkg_row, tile, out_pos)
-        ch_stage = self._channel_pipeline(m, desc, tile, out_pos, place)
+        place = self._placement(m, pkgs, tile, out_pos)
+        ch_stage = self._channel_pipeline(m, desc, tile, ch, out_pos, place)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -130,14 +152,14 @@ class Compact(wiring.Component):
                 m.d.sync += place.fixed.eq(place.fixed_lanes)
                 m.next = "PLACE"
             with m.State("PLACE"):
-                m.d.sync += [place.lanes.eq(place.out_mask), place.count.eq(place.out_count),
+                m.d.sync += [place.lanes.eq(place.out_mask),
                              place.rotate.eq(place.out_lane), place.out_tile.eq(out_pos >> ports.lane_bits(R))]
+                m.next = "COUNT"
+            with m.State("COUNT"):                                  # the tile's output tokens
+                m.d.sync += place.count.eq(place.out_count)
                 m.next = "SPAN"
-            with m.State("SPAN"):                                   # lane r: compares of r with rotate, end
-                m.d.sync += [place.two.eq(place.end > R),
-                             place.first_en.eq(Cat(((r >= place.rotate) if r < R - 1 else 1) & (r < place.end)
-                                                   for r in range(R))),
-                             place.second_en.eq(Cat(R + r < place.end for r in range(R))),
+            with m.State("SPAN"):
+                m.d.sync += [place.two.eq(place.rotate + place.count > R), place.end.eq(place.rotate + place.count),
                              out_pos.eq(out_pos + place.count), ch.eq(0), part.eq(0)]
                 with m.If(place.count == 0):
                     m.next = "NEXT"
@@ -149,7 +171,7 @@ class Compact(wiring.Component):
                     m.d.sync += part.eq(1)
                 with m.Else():
                     m.d.sync += [part.eq(0), ch.eq(ch + 1)]
-                    with m.If(ch == desc.d - 1):
+                    with m.If(ch == last_ch):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(~Cat(s.valid for s in ch_stage[1:]).any()):
@@ -164,7 +186,7 @@ class Compact(wiring.Component):
             with m.State("PKG"):
                 m.d.comb += [self.pkg.en.eq(1), self.pkg.ch.eq(ch)]
                 m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == desc.d - 1):
+                with m.If(ch == last_ch):
                     m.next = "PKG_DRAIN"
             with m.State("PKG_DRAIN"):
                 m.d.comb += [self.done.eq(1), self.n_stb.eq(1)]
@@ -172,14 +194,14 @@ class Compact(wiring.Component):
         m.d.comb += self.n_out.eq(out_pos + 1)
         return m
 
-    def _placement(self, m, pkg_row, tile, out_pos):
+    def _placement(self, m, pkgs, tile, out_pos):
         """Where the output tokens of `tile` go, one step per state: MASK registers `fixed` (the
         CLS and package lanes, from the tile number alone) while the tile's mask is read; PLACE
-        registers `lanes` (its output lanes), `count`, `rotate` (out_pos mod R) and `out_tile`;
-        SPAN registers `two` (the tokens span two output tiles) and both writes' lane enables
-        from end = rotate + count (the second tile's lanes: r + R < end). `shifts`
-        (pack_lanes' per-lane distances) are registered from `lanes` in two steps, in SPAN and
-        in the first channel read (the first pack is a cycle later)."""
+        registers `lanes` (its output lanes), `rotate` (out_pos mod R) and `out_tile`; COUNT
+        registers `count`; SPAN registers `two` (the tokens span two output tiles) and end = rotate + count, from
+        which both writes' lane enables are registered (the second tile's lanes: r + R < end).
+        `shifts` (pack_lanes' per-lane distances) are registered from `lanes` in two steps, in
+        COUNT and SPAN, before the first pack (two cycles after SPAN)."""
         R = self.hw.mac_rows
         bits = ports.lane_bits(R)
         place = SimpleNamespace(
@@ -187,17 +209,22 @@ class Compact(wiring.Component):
             out_mask=Signal(R, name="out_mask"), out_count=Signal(range(R + 1), name="out_count"),
             count=Signal(range(R + 1), name="count"),
             out_lane=out_pos[:bits] if bits else Const(0, 1),
-            end=Signal(range(2 * R + 1), name="end_lane"), lanes=Signal(R, name="out_lanes"),
+            end=Signal(range(2 * R + 1), name="end_lane"), lanes=Signal(R, name="out_lanes", attrs={"max_fanout": 16}),
             rotate=Signal(range(R), name="rotate", attrs={"max_fanout": 64}),          # drives the rotator
             out_tile=Signal(range(self.hw.tiles + 1), name="out_tile"), two=Signal(name="two_tiles"),
             first_en=Signal(R, name="first_en"), second_en=Signal(R, name="second_en"))
-        base = Signal(range(self.hw.tiles * R + 1), name="base")
-        m.d.comb += base.eq(tile * R)
-        m.d.comb += place.fixed_lanes.eq(Cat((base + r == 0) | ((base + r >= pkg_row) & (base + r < self.rows))
-                                             for r in range(R)))
-        m.d.comb += [place.out_mask.eq(self.mask.keep | place.fixed),
-                     place.out_count.eq(tree_sum([place.out_mask[r] for r in range(R)], "out_count_sum", m)),
-                     place.end.eq(place.rotate + place.count)]
+        every = (1 << R) - 1
+        packages = Mux((tile >= pkgs.first_tile) & (tile <= pkgs.last_tile),
+                       Mux(tile == pkgs.first_tile, pkgs.first_lanes, every) &
+                       Mux(tile == pkgs.last_tile, pkgs.last_lanes, every), 0)
+        m.d.comb += [place.fixed_lanes.eq(packages | (tile == 0)),                  # CLS: lane 0 of tile 0
+                     place.out_mask.eq(self.mask.keep | place.fixed),
+                     place.out_count.eq(tree_sum([place.lanes[r] for r in range(R)], "out_count_sum", m))]
+        # both writes' lane enables from registers (rotate, end: held from SPAN to the tile's last
+        # write), registered every cycle: the first write is PIPE cycles after SPAN
+        m.d.sync += [place.first_en.eq(Cat(((r >= place.rotate) if r < R - 1 else 1) & (r < place.end)
+                                           for r in range(R))),
+                     place.second_en.eq(Cat(R + r < place.end for r in range(R)))]
         place.shifts = []
         for i, s in enumerate(lane_shifts(m, place.lanes, R, "lane", stage=pipe_stage(m, name="lane_run"))):
             q = Signal.like(s, name=f"shift_q{i}")
@@ -205,26 +232,34 @@ class Compact(wiring.Component):
             place.shifts.append(q)
         return place
 
-    def _channel_pipeline(self, m, desc, tile, out_pos, place):
-        """Every channel word of the tile: stage 0 reads (ch, part), 1 packs the output lanes
-        down, 2 rotates them into `packed`, 3 writes part 0 (first output tile) or 1 (second);
+    def _channel_pipeline(self, m, desc, tile, ch, out_pos, place):
+        """Every channel word of the tile: stage 0 reads (ch, part), 1 and 2 pack the output lanes
+        down (the first and second half of the stages, the second half's lane controls registered
+        from the first's: they change only with the tile), 3 rotates them into `packed`, 4 writes
+        part 0 (first output tile) or 1 (second);
         the package token (PKG: one word per channel from PACKAGE) goes to row N' - 1. Returns
         the stage tags."""
         hw, R = self.hw, self.hw.mac_rows
         tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "part": 1})
         stage = [Signal(tag, name=f"ch_stage{k}") for k in range(PIPE + 1)]
         m.d.sync += [stage[k].eq(stage[k - 1]) for k in range(1, PIPE + 1)]
-        m.d.comb += [self.rd.buf.eq(desc.x_buf), self.rd.tile.eq(tile), self.rd.ch.eq(stage[0].ch),
+        m.d.comb += [self.rd.buf.eq(desc.x_buf), self.rd.tile.eq(tile), self.rd.ch.eq(ch),     # registers
                      self.rd.en.eq(stage[0].valid & ~stage[0].part)]
         packed = Signal(R * 16)
 
-        def cut(value):
-            q = Signal.like(value, name="packed_down")
-            with m.If(stage[1].valid & ~stage[1].part):
-                m.d.sync += q.eq(value)
-            return q
-        lanes_packed = pack_lanes(m, self.rd.data, place.lanes, place.rotate, R, shifts=place.shifts, cut=cut)
-        with m.If(stage[2].valid & ~stage[2].part):
+        def cut_at(k, name):
+            def cut(value):
+                q = Signal.like(value, name=name)
+                with m.If(stage[k].valid & ~stage[k].part):
+                    m.d.sync += q.eq(value)
+                return q
+            return cut
+
+        def cut_control(values):
+            return pipe_stage(m, name="half_control")(values)
+        lanes_packed = pack_lanes(m, self.rd.data, place.lanes, place.rotate, R, shifts=place.shifts,
+                                  cut=cut_at(2, "packed_down"), split=(cut_at(1, "packed_half"), cut_control))
+        with m.If(stage[3].valid & ~stage[3].part):
             m.d.sync += packed.eq(lanes_packed)
         pkg_arrives, pkg_ch = Signal(), Signal(range(hw.d_max))
         m.d.sync += [pkg_arrives.eq(self.pkg.en), pkg_ch.eq(self.pkg.ch)]

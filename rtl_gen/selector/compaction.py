@@ -53,6 +53,14 @@ class Compaction(wiring.Component):
             port = getattr(self, name)
             route(m, port, [(by_rank, getattr(rank, name)), (1, getattr(position, name))],
                   port.signature)
+        # the token buffers' selects straight from registers (the top's route the only logic after
+        # them): they hold for the whole operation (both units read and write from the fourth
+        # cycle after start on)
+        cp, cd = desc_view("COPY", desc), desc_view("COMPACT", desc)
+        held_copy = cd.op == Opcode.COPY
+        rd_buf, wr_buf = Signal.like(self.rd.buf, name="rd_buf"), Signal.like(self.wr.buf, name="wr_buf")
+        m.d.sync += [rd_buf.eq(Mux(held_copy, cp.i_buf, cd.x_buf)), wr_buf.eq(Mux(held_copy, cp.o_buf, cd.o_buf))]
+        m.d.comb += [self.rd.buf.eq(rd_buf), self.wr.buf.eq(wr_buf)]
         wiring.connect(m, position.mask, wiring.flipped(self.mask))
         wiring.connect(m, rank.order, wiring.flipped(self.order))
         wiring.connect(m, rank.sr, wiring.flipped(self.sr))

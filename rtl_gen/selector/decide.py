@@ -99,7 +99,8 @@ class Scorer(wiring.Component):
         group = SimpleNamespace(
             z0=Signal(lanes, name="next_z0"), z1=Signal(lanes, name="next_z1"), w=Signal(lanes, name="next_w"),
             tile=Signal(range(hw.tiles), name="next_tile"), head=Signal(5, name="next_head"),
-            full=Signal(name="next_full"), take=Signal(name="next_take"))
+            full=Signal(name="next_full"), take=Signal(name="next_take", attrs={"max_fanout": 16}),
+            completes=Signal(name="next_completes", attrs={"max_fanout": 16}))   # its last word arrives
         tiles_left = read_tile < self.tiles
         begin_group = Signal()
         m.d.comb += begin_group.eq(running & ~reading & ~word_arrives & tiles_left & (~group.full | group.take))
@@ -109,12 +110,12 @@ class Scorer(wiring.Component):
         # (the address is a select, not an adder into the read port)
         head_next = Signal(5)
         z0_ch, z1_ch, w_ch = (Signal(12, name=n) for n in ("z0_ch", "z1_ch", "w_ch"))
-        m.d.sync += [read_head.eq(head_next), z0_ch.eq(self.z_c0 + (head_next << 1)),
-                     z1_ch.eq(self.z_c0 + (head_next << 1) + 1), w_ch.eq(self.w_c0 + head_next)]
+        m.d.sync += [read_head.eq(head_next), z0_ch.eq(self.z_c0 + (head_next << 1)),    # one adder each
+                     z1_ch.eq(self.z_c0 + Cat(Const(1, 1), head_next)), w_ch.eq(self.w_c0 + head_next)]
         m.d.comb += [self.rd.en.eq(issue), self.rd.tile.eq(read_tile),
                      self.rd.buf.eq(Mux(word == 2, self.w_buf, self.z_buf)),
                      self.rd.ch.eq(Mux(word == 2, w_ch, Mux(word == 1, z1_ch, z0_ch)))]
-        m.d.sync += [word_arrives.eq(issue), arriving_word.eq(word)]
+        m.d.sync += [word_arrives.eq(issue), arriving_word.eq(word), group.completes.eq(issue & (word == 2))]
         m.d.comb += head_next.eq(read_head)
         with m.If(begin_group):
             m.d.sync += [reading.eq(1), read_word.eq(1), group.tile.eq(read_tile), group.head.eq(read_head)]
@@ -134,8 +135,8 @@ class Scorer(wiring.Component):
                     m.d.sync += group.z0.eq(self.rd.data)
                 with m.Case(1):
                     m.d.sync += group.z1.eq(self.rd.data)
-                with m.Case(2):
-                    m.d.sync += [group.w.eq(self.rd.data), group.full.eq(1)]
+        with m.If(group.completes):                # (word_arrives and arriving_word 2, a register)
+            m.d.sync += [group.w.eq(self.rd.data), group.full.eq(1)]
         reader = SimpleNamespace(tile=read_tile, head=read_head, busy=tiles_left | reading | word_arrives | group.full)
         return reader, group
 
@@ -149,7 +150,13 @@ class Scorer(wiring.Component):
             z0=Signal(lanes, name="lane_z0"), z1=Signal(lanes, name="lane_z1"), w=Signal(lanes, name="lane_w"),
             busy=Signal(name="lanes_busy"), index=Signal(range(R), name="lane"),
             tile=Signal(range(hw.tiles), name="lane_tile"), head=Signal(5, name="lane_head"))
-        m.d.comb += group.take.eq(group.full & (~lane.busy | (lane.index == R - 1)))
+        # take = full & (~busy | index == R - 1), registered from the next values of those (it
+        # selects every lane register's input: the fanout starts at a replicated register)
+        full_next = (group.full & ~group.take) | group.completes
+        busy_next = group.take | (lane.busy & (lane.index != R - 1))
+        index_next = Signal.like(lane.index, name="lane_next")
+        m.d.comb += index_next.eq(Mux(group.take, 0, Mux(lane.busy, lane.index + 1, lane.index)))
+        m.d.sync += group.take.eq(full_next & (~busy_next | (index_next == R - 1)))
         with m.If(group.take):
             m.d.sync += [lane.z0.eq(group.z0), lane.z1.eq(group.z1), lane.w.eq(group.w), lane.busy.eq(1),
                          lane.index.eq(0), lane.tile.eq(group.tile), lane.head.eq(group.head), group.full.eq(0)]
@@ -264,6 +271,9 @@ class Decide(wiring.Component):
                      score_ram.raddr.eq(cap_search.rd.token), score_ram.ren.eq(cap_search.rd.en),
                      cap_search.rd.data.eq(score_ram.rdata)]
         m_done, cap_done = Signal(), Signal()
+        cap_start = Signal(name="cap_start")   # the cap search starts a cycle after SCORE, from a register
+        m.d.sync += cap_start.eq(0)
+        m.d.comb += cap_search.start.eq(cap_start)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -286,7 +296,7 @@ class Decide(wiring.Component):
                                  feed.pending.eq(0), m_done.eq(ns == 0),
                                  cap_binds.eq(desc.cap_en & (kept_by_sign > desc.cap))]
                     m.d.sync += cap_done.eq(~(desc.cap_en & (kept_by_sign > desc.cap)))
-                    m.d.comb += cap_search.start.eq(desc.cap_en & (kept_by_sign > desc.cap))
+                    m.d.sync += cap_start.eq(desc.cap_en & (kept_by_sign > desc.cap))
                     m.next = "FINISH"
             with m.State("FINISH"):
                 with m.If(keep_prob.o.valid & (feed.m_token == ns)):

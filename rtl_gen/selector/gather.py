@@ -84,13 +84,17 @@ class Gather(wiring.Component):
         m.d.sync += arriving.eq(issued)
         m.submodules.staged = staged = Ram(SCORE_BITS, hw.tiles, R)     # the permuted scores
         copy_tile, copy_valid = Signal(range(hw.tiles + 1)), Signal()
+        # copy_tile == last_tile from a counter of its own (copy_tile is the staging RAM's read
+        # address, fanned out to its R x 48 bits)
+        copy_left, copy_last = Signal(range(hw.tiles + 1), name="copy_left"), Signal(name="copy_last")
         staging = Signal(R, name="staging")                        # a staged score's lane write this cycle
+        staging_any = Signal(name="staging_any")                   # (and whether there is one: no R-bit OR)
         m.d.sync += copy_valid.eq(0)
         # the read address from registers in every state (only the enables follow the state)
         m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
                      self.rd.ch.eq(rd_ch), self.sr.tile.eq(src >> bits)]
         writing = Signal(name="writing")                          # a word is on its way to its write
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += row.eq(0)
@@ -101,7 +105,7 @@ class Gather(wiring.Component):
             with m.State("ROW"):                                    # the source of output row `row`
                 m.d.comb += [self.order.rank.eq(row - 1), self.order.en.eq(1)]
                 with m.If(row == n_rows):
-                    m.d.sync += [ch.eq(0), copy_tile.eq(0)]
+                    m.d.sync += [ch.eq(0), copy_tile.eq(0), copy_left.eq(last_tile), copy_last.eq(last_tile == 0)]
                     m.next = "DRAIN"
                     with m.If(~copy & ~desc.no_pkg):
                         m.next = "PKG"
@@ -126,20 +130,21 @@ class Gather(wiring.Component):
                 m.d.comb += [self.pkg.en.eq(1), self.pkg.ch.eq(ch), issued.valid.eq(1), issued.ch.eq(ch),
                              issued.row.eq(row), issued.pkg.eq(1)]
                 m.d.sync += ch.eq(ch + 1)
-                with m.If(ch == desc.d - 1):
+                with m.If(ch == last_ch):                           # (not COPY: d - 1)
                     m.next = "DRAIN"
                     with m.If(scores):
                         m.next = "SCORES"
             with m.State("SCORES"):                                 # staged scores -> SB, a tile a cycle
-                with m.If(~staging.any()):                          # (the last staged write is in: d >= 2)
-                    m.d.comb += staged.ren.eq(1)
-                    m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1)]
-                    with m.If(copy_tile == last_tile):
+                with m.If(~staging_any):                            # (the last staged write is in: d >= 2)
+                    m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1), copy_left.eq(copy_left - 1),
+                                 copy_last.eq(copy_left == 1)]
+                    with m.If(copy_last):
                         m.next = "DRAIN"
             with m.State("DRAIN"):                                  # until the last word is written
                 with m.If(~writing):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the enables of the counters and the read
         m.d.comb += writing.eq(self._write(m, copy, cp, desc, arriving, bits))
         # scores: the source row's, staged at the output row; then SB tile by tile (rows < n_rows)
         # (the lane select of SB's word registered before the staging write: a 48-bit R:1 mux)
@@ -148,9 +153,13 @@ class Gather(wiring.Component):
         staged_score = Signal(signed(SCORE_BITS), name="staged_score", attrs={"max_fanout": 64})
         staged_tile = Signal(range(hw.tiles), name="staged_tile")
         m.d.sync += [staged_score.eq(score), staged_tile.eq(arriving.row >> bits),
-                     staging.eq(Mux(arriving.valid & arriving.score, lane_of_row, 0))]
+                     staging.eq(Mux(arriving.valid & arriving.score, lane_of_row, 0)),
+                     staging_any.eq(arriving.valid & arriving.score)]
+        # the staged scores are read in every cycle (no enable fanning out to R x 48 bits of the read
+        # register): a write to SB takes the word read in the cycle copy_tile advanced, when no
+        # staged write was under way (read-old: the cycles with a staged write are not taken)
         m.d.comb += [staged.waddr.eq(staged_tile), staged.wdata.eq(staged_score.replicate(R)), staged.wen.eq(staging),
-                     staged.raddr.eq(copy_tile)]                   # (only the enable follows the state)
+                     staged.raddr.eq(copy_tile), staged.ren.eq(1)]
         written = Signal(range(hw.tiles))
         m.d.sync += written.eq(copy_tile)
         m.d.comb += [self.sw.tile.eq(written), self.sw.data.eq(staged.rdata),

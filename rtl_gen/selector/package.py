@@ -49,6 +49,9 @@ TOTAL_BITS = 28          # total < 2^15 x 4096
 FACTOR_BITS = PACK_RECIP_BITS + 1                       # recip(total, 46) < 2^47; mult: 21 bits
 SCALE_LATENCY = product_latency(ACC_USED, FACTOR_BITS)  # the sum x factor (split_product)
 START = 1                # start -> the first READ_MASK (SIZE: ns registered)
+PRODUCT_LATENCY = product_latency(16, WEIGHT_BITS)      # a word's lane x its weight (split_product)
+ACC = 3 + PRODUCT_LATENCY                               # the channel pipeline's stage adding to the sum
+CH_STAGES = ACC + 2                                     # then the acc_ram write
 
 
 def pkg_read(hw: HardwareConfig) -> wiring.Signature:
@@ -94,7 +97,7 @@ class Package(wiring.Component):
         ring = self._weight_ring(m, desc, ns, reg)
         ch_stage = self._channel_pipeline(m, desc, reg, ring.weights, acc_ram)
         out_stage = self._output_pass(m, desc, reg, acc_ram, pkg_ram)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [reg.tile.eq(0), reg.total.eq(0), reg.acc_valid.eq(0)]
@@ -103,6 +106,7 @@ class Package(wiring.Component):
                 m.next = "READ_MASK"
             self._tile_states(m, desc, last_tile, reg, ring, ch_stage)
             self._result_states(m, desc, reg, recip, acc_ram, out_stage)
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the reciprocal's and the ring's enables
         return m
 
     def _weight_ring(self, m, desc, ns, reg):
@@ -140,14 +144,17 @@ class Package(wiring.Component):
 
     def _channel_pipeline(self, m, desc, reg, weights, acc_ram):
         """Every channel word of the tile, R / lanes steps a word: stage 0 issues (ch, step), 1
-        reads the word, 2 multiplies `lanes` lanes by their weights (word and ring then rotate by
-        `lanes` lanes), 3 sums the products, 4 adds them to the channel's sum and, at the last
-        step, that sum to acc_ram[ch] (read in stage 3). Returns the stage tags."""
+        reads the word, 2 multiplies `lanes` lanes by their weights (split_product, PRODUCT_LATENCY
+        stages; word and ring then rotate by `lanes` lanes), SUM sums the products, ACC adds them
+        to the channel's sum and, at the last step, reads acc_ram[ch], WRITE writes that sum plus
+        the old one (one adder a stage; a channel's read and write are a cycle apart and the next
+        word's is another channel: no hazard). Returns the stage tags."""
         hw, R, L = self.hw, self.hw.mac_rows, self.lanes
         last = R // L - 1
         tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "step": range(max(R // L, 2))})
-        stage = [Signal(tag, name=f"ch_stage{k}") for k in range(5)]
-        for k in range(1, 5):
+        # (stage 2's valid enables the word and weight registers' shift: replicated)
+        stage = [Signal(tag, name=f"ch_stage{k}", attrs={"max_fanout": 16}) for k in range(CH_STAGES)]
+        for k in range(1, CH_STAGES):
             m.d.sync += stage[k].eq(stage[k - 1])
         word = Signal(ports.lanes(R))
         m.d.comb += [self.rd.buf.eq(desc.x_buf), self.rd.tile.eq(reg.tile), self.rd.ch.eq(stage[0].ch),
@@ -159,20 +166,20 @@ class Package(wiring.Component):
         # weight is 0, but the sums must not depend on them even through a product with 0
         rows = Signal(R, name="pk_rows")                 # registered: the tile holds while its words pass
         m.d.sync += rows.eq(ports.rows_mask(m, self.rows, reg.tile, hw, "pk_rows_next"))
-        with m.If(stage[1].valid & (stage[1].step == 0)):
+        word_arrives = Signal(name="word_arrives", attrs={"max_fanout": 16})   # stage 1 at step 0: loads 16 R bits
+        m.d.sync += word_arrives.eq(stage[0].valid & (stage[0].step == 0))
+        with m.If(word_arrives):
             m.d.sync += word.eq(Cat(Mux(rows[r], self.rd.data[r], 0) for r in range(R)))
-        prod = [Signal(signed(WEIGHT_BITS + 16), name=f"prod{l}") for l in range(L)]
-        m.d.sync += [p.eq(weights[l] * word[l]) for l, p in enumerate(prod)]
+        prod = [split_product(m, word[l], weights[l], name=f"prod{l}") for l in range(L)]
         prod_sum = Signal(signed(WEIGHT_BITS + 16 + L.bit_length()))
         m.d.sync += prod_sum.eq(sum(prod))
         ch_sum = Signal(signed(WEIGHT_BITS + 16 + R.bit_length()))
-        ch_sum_next = Signal.like(ch_sum)
-        m.d.comb += [ch_sum_next.eq(Mux(stage[4].step == 0, 0, ch_sum) + prod_sum),
-                     acc_ram.raddr.eq(stage[3].ch), acc_ram.ren.eq(stage[3].valid & (stage[3].step == last)),
-                     acc_ram.waddr.eq(stage[4].ch), acc_ram.wen.eq(stage[4].valid & (stage[4].step == last)),
-                     acc_ram.wdata.eq(Mux(reg.acc_valid, acc_ram.rdata, 0) + ch_sum_next)]
-        with m.If(stage[4].valid):
-            m.d.sync += ch_sum.eq(ch_sum_next)
+        acc, write = stage[ACC], stage[ACC + 1]
+        m.d.comb += [acc_ram.raddr.eq(acc.ch), acc_ram.ren.eq(acc.valid & (acc.step == last)),
+                     acc_ram.waddr.eq(write.ch), acc_ram.wen.eq(write.valid & (write.step == last)),
+                     acc_ram.wdata.eq(Mux(reg.acc_valid, acc_ram.rdata, 0) + ch_sum)]
+        with m.If(acc.valid):
+            m.d.sync += ch_sum.eq(Mux(acc.step == 0, 0, ch_sum) + prod_sum)
         return stage
 
     def _output_pass(self, m, desc, reg, acc_ram, pkg_ram):
@@ -224,7 +231,7 @@ class Package(wiring.Component):
                 with m.If(reg.ch == desc.d - 1):
                     m.next = "DRAIN"
         with m.State("DRAIN"):
-            with m.If(~(ch_stage[1].valid | ch_stage[2].valid | ch_stage[3].valid | ch_stage[4].valid)):
+            with m.If(~Cat(s.valid for s in ch_stage[1:]).any()):
                 m.d.sync += reg.acc_valid.eq(1)
                 m.next = "NEXT"
         with m.State("NEXT"):

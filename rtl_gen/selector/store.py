@@ -59,7 +59,7 @@ class SelStore(wiring.Component):
         more = Signal(name="more_tiles")                        # registered with `pushed`
         m.d.comb += next_keep.eq(Mux(more, self.mask.keep, 0))
         m.d.comb += [self.o.payload.data.eq(window[:W]), self.o.payload.last.eq(beat == n_beats - 1)]
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.comb += [self.mask.en.eq(1), self.mask.tile.eq(0)]
@@ -89,4 +89,5 @@ class SelStore(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "NEXT"
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the enables of the window's bits
         return m

@@ -75,7 +75,10 @@ class TopK(wiring.Component):
         # i + 1 and whether i is the last candidate, registered (used in PLACE, T + 5 cycles on)
         next_cand, final = Signal.like(cand, name="next_cand"), Signal(name="final_cand")
         m.d.sync += [next_cand.eq(cand + 1), final.eq(cand + 1 >= rows)]
-        with m.FSM():
+        # the order write is registered (PLACE sets it): it lands a cycle after PLACE, long before
+        # the next operation (COMPACT in rank order) reads the order
+        m.d.sync += self.write_order.en.eq(0)
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += cand.eq(1)
@@ -104,9 +107,9 @@ class TopK(wiring.Component):
             with m.State("ADD"):                    # and added to the rank
                 m.next = "PLACE"
             with m.State("PLACE"):                  # i placed; s_(i+1) read (FETCH of the next candidate)
-                m.d.comb += [self.write_order.rank.eq(rank), self.write_order.token.eq(cand),
-                             self.write_order.en.eq(1),
-                             self.write_keep.tile.eq(cand >> bits), self.write_keep.data.eq(Mux(rank < self.k, -1, 0)),
+                m.d.sync += [self.write_order.rank.eq(rank), self.write_order.token.eq(cand),
+                             self.write_order.en.eq(1)]     # registered: the order RAM's write address
+                m.d.comb += [self.write_keep.tile.eq(cand >> bits), self.write_keep.data.eq(Mux(rank < self.k, -1, 0)),
                              self.write_keep.en.eq(Const(1, R) << lane_of_cand if bits else 1)]
                 m.d.sync += cand.eq(next_cand)
                 with m.If(final):
@@ -115,4 +118,5 @@ class TopK(wiring.Component):
                 with m.Else():
                     m.d.comb += [self.sb.tile.eq(next_cand >> bits), self.sb.en.eq(1)]
                     m.next = "CAPTURE"
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the selection state's write address
         return m

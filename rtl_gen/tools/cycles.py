@@ -41,12 +41,12 @@ from ..control.checks import supported
 from ..host.dma_write import IN_SLICE as DMA_WRITE_SLICE
 from ..norm.layernorm import ln_cycles
 from ..primitives.arith import PIPE_REQUANT
-from ..selector.compact import START as COMPACT_START
+from ..selector.compact import PIPE as COMPACT_PIPE, PLACE_STEPS as COMPACT_PLACE, START as COMPACT_START
 from ..selector.decide import SUM_STAGE
 from ..selector.gather import SIZE_CYCLES as GATHER_SIZE, WRITE_LAT as GATHER_WRITE
 from ..selector.gmean import pipeline_latency as gmean_pipeline
 from ..selector.keepprob import PRODUCT_LATENCY as KEEP_PRODUCT
-from ..selector.package import SCALE_LATENCY, START as PACKAGE_START, default_lanes
+from ..selector.package import CH_STAGES as PACKAGE_CH_STAGES, SCALE_LATENCY, START as PACKAGE_START, default_lanes
 
 GAP = 6              # done registered; READ, LATCH, STEP, RULES, CODE of the next descriptor (control/controller.py)
 START = 1            # CHECK decides the start; the top registers it per unit (rtl_gen/top.py)
@@ -378,8 +378,9 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
     """SCORE: groups (tile, head) of max(R, 4) cycles after a 6-cycle start, the last lane's
     record SUM_STAGE + 1 cycles later (the lane datapath's depth); M: the reciprocal pool (k + 5
     + the keep probability's product, KEEP_PRODUCT, from the last accept to done); CAP in
-    parallel with M when it binds: a cycle for the first position, passes of ns + 3 cycles and
-    a final pass of ns."""
+    parallel with M when it binds: its registered start and a cycle for the first position,
+    passes of ns + 3 cycles and a final pass of ns + 1 (its keep bits are written a cycle after
+    their scores arrive)."""
     R = hw.mac_rows
     ns = rows - 1 - n_pkg
     groups = (ns // R + 1) * heads
@@ -389,15 +390,16 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
     m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5 + KEEP_PRODUCT
     scores = np.asarray(scores)
     if cap_en and int((scores >= 0).sum()) > cap:
-        return max(m_done, last_lane + 9 + cap_passes(scores, cap, cap_bits) * (ns + 3) + ns)
+        return max(m_done, last_lane + 10 + cap_passes(scores, cap, cap_bits) * (ns + 3) + ns + 1)
     return m_done
 
 
 def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: HardwareConfig,
                    lanes: int | None = None) -> int:
     """PACKAGE_START cycles of sizes; per tile with scored tokens: 3 cycles, or (dropped tokens in
-    it) the R weights, d words of R / lanes cycles and 8 more; then the reciprocal (k + 2, norm /
-    mean with a non-zero total) and the output pass (d + 3 + SCALE_LATENCY + PIPE_REQUANT)."""
+    it) the R weights, d words of R / lanes cycles and PACKAGE_CH_STAGES + 3 more (the masks,
+    the channel pipeline's drain, NEXT); then the reciprocal (k + 2, norm / mean with a non-zero
+    total) and the output pass (d + 3 + SCALE_LATENCY + PIPE_REQUANT)."""
     R = hw.mac_rows
     L = lanes or default_lanes(hw)
     keep = np.asarray(keep, dtype=bool)
@@ -405,7 +407,7 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
     dropped = np.zeros((ns // R + 1) * R, dtype=bool)
     dropped[1:1 + ns] = ~keep
     per_tile = dropped.reshape(-1, R).any(1)
-    tiles = int(np.sum(np.where(per_tile, R + d * (R // L) + 8, 3)))
+    tiles = int(np.sum(np.where(per_tile, R + d * (R // L) + PACKAGE_CH_STAGES + 3, 3)))
     if mode in (PACKAGE_MODES["sum"], PACKAGE_MODES["scores"]):
         recip = 0
     else:
@@ -415,8 +417,9 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
 
 
 def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> int:
-    """COMPACT_START cycles of sizes; per input tile: 4 cycles without output tokens, else d words
-    of one write (two when its output tokens cross an output tile boundary) and 8 more; then the
+    """COMPACT_START cycles of sizes; per input tile: its placement (COMPACT_PLACE cycles) and
+    NEXT without output tokens, else also d words of one write (two when its output tokens cross
+    an output tile boundary) and the channel pipeline's drain (COMPACT_PIPE + 1); then the
     package token (d + 1)."""
     R = hw.mac_rows
     keep = np.asarray(keep, dtype=bool)
@@ -429,9 +432,9 @@ def compact_cycles(rows: int, n_pkg: int, d: int, keep, hw: HardwareConfig) -> i
     cyc, pos = 1 + COMPACT_START, 0
     for cnt in out.reshape(t, R).sum(1):
         if cnt == 0:
-            cyc += 4
+            cyc += COMPACT_PLACE + 1
             continue
-        cyc += d * (2 if pos % R + cnt > R else 1) + 8
+        cyc += COMPACT_PLACE + d * (2 if pos % R + cnt > R else 1) + COMPACT_PIPE + 2
         pos += int(cnt)
     return cyc + d
 
