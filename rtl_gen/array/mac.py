@@ -13,11 +13,11 @@ Pipeline, every stage registered (docs/rtl.md, "Timing budget"):
 
 The operand registers broadcast a[r] to the cols DSPs of row r and b[c] to the rows DSPs of
 column c and load every cycle; the accumulators' enable, `first` (the DSP's Z multiplexer) and
-the shadow bank's capture are registers marked max_fanout, which Vivado replicates. Nothing downstream reaches back into the
-array combinationally: i_ab is ready unless it offers a tile's first beat while the previous
-tile could not yet move to the shadow bank (`tile_ok`, a register: at most one finished tile
-waits in the accumulators, and it moves once the shadow bank has drained), so tiles of depth
-K >= cols keep every multiplier busy.
+the shadow bank's capture are registers marked max_fanout, which Vivado replicates. Nothing
+downstream reaches back into the array combinationally: i_ab is ready unless it offers a tile's
+first beat while the previous tile could not yet move to the shadow bank (`tile_ok`, a
+register: at most one finished tile waits in the accumulators, and it moves once the shadow
+bank has drained), so tiles of depth K >= cols keep every multiplier busy.
 
 Written for DSP48 packing: acc <= a b + (first ? 0 : acc) is the multiplier, the post-adder
 with its Z mux switched by `first`, the P register (clock enable: the beat's valid). Debian's
