@@ -171,7 +171,11 @@ class SoftmaxUnit(wiring.Component):
                      en.eq(~self.o_p.valid | self.o_p.ready), go.eq((issuing | start) & en & (j < n))]
         with m.If(start):
             m.d.comb += [rc.o_q.ready.eq(1) for rc in recips]
-            m.d.sync += [issuing.eq(1)] + [r.eq(rc.o_q.payload) for r, rc in zip(recip_sum, recips)]
+            m.d.sync += issuing.eq(1)
+        # the quotients load whenever no key uses them (not issuing, no read in flight), so their
+        # enable is a gate of two registers, not `start`, which waits on the output's valid
+        with m.If(~issuing & ~read_valid):
+            m.d.sync += [r.eq(rc.o_q.payload) for r, rc in zip(recip_sum, recips)]
         with m.If(go & (j == n - 1)):
             m.d.sync += [issuing.eq(0), busy.eq(0), e_busy.bit_select(slot, 1).eq(0)]
         m.d.comb += [ering.raddr.eq(Mux(slot, hw.n_max, 0) + j), ering.ren.eq(go)]
