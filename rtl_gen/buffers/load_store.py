@@ -12,7 +12,6 @@ from golden import isa
 from golden.hw import HardwareConfig
 
 from ..control.decode import desc_view
-from ..primitives.arith import thermometer
 from ..primitives.fifo import Skid
 from ..primitives.gearbox import Gearbox
 from . import ports
@@ -153,13 +152,8 @@ class StoreUnit(wiring.Component):
         # registered with the read from the first and last row's tile and lanes, registers
         # (desc and rows hold from three cycles before start: two steps, the last row first)
         row_last = Signal((d.r0 + self.rows).shape(), name="row_last")
-        first_tile, last_tile = (Signal(range(hw.tiles + 1), name=f"{e}_tile") for e in ("first", "last"))
-        first_lanes, last_lanes = Signal(R, name="first_lanes"), Signal(R, name="last_lanes")
-        m.d.sync += [row_last.eq(d.r0 + self.rows - 1),
-                     first_tile.eq(d.r0 >> bits), first_lanes.eq(thermometer(d.r0[:bits], R)),
-                     last_tile.eq(row_last >> bits), last_lanes.eq(thermometer(row_last[:bits], R, up=False))]
-        every, t = (1 << R) - 1, self.ra.tile
-        read_mask = Mux(t == first_tile, first_lanes, every) & Mux(t == last_tile, last_lanes, every)
+        m.d.sync += row_last.eq(d.r0 + self.rows - 1)
+        read_mask = ports.span_lanes(ports.row_span(m, d.r0, row_last, hw, "rows"), self.ra.tile, R)
         m.d.comb += lane.eq(job.row[:bits] if bits else 0)
         m.d.sync += [inflight.eq(inflight + go - (inflight != 0))]      # one read in flight per cycle
         with m.If(go):

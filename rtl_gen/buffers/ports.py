@@ -21,12 +21,16 @@ Operation control (every unit started by the controller):
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
 from golden.isa import DESC_BITS
+
+from ..primitives.arith import thermometer
 
 WORD = 16
 READ_LATENCY = 1        # a read's data: the cycle after its request (block RAM, synchronous read)
@@ -113,6 +117,27 @@ def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
     base = tile * hw.mac_rows
     m.d.comb += mask.eq(Cat(base + r < rows for r in range(hw.mac_rows)))
     return mask
+
+
+def row_span(m, first, last, hw: HardwareConfig, name: str) -> SimpleNamespace:
+    """Rows first .. last as registers: their first and last tile and their lanes there, so a
+    tile's lanes in the span (`span_lanes`) take compares of the tile number only, not an
+    adder and compares per lane behind the tile's fanout. Registered a cycle after first/last."""
+    R, bits = hw.mac_rows, lane_bits(hw.mac_rows)
+    span = SimpleNamespace(first_tile=Signal(range(hw.tiles + 1), name=f"{name}_first_tile"),
+                           last_tile=Signal(range(hw.tiles + 1), name=f"{name}_last_tile"),
+                           first_lanes=Signal(R, name=f"{name}_first_lanes"),
+                           last_lanes=Signal(R, name=f"{name}_last_lanes"))
+    m.d.sync += [span.first_tile.eq(first >> bits), span.last_tile.eq(last >> bits),
+                 span.first_lanes.eq(thermometer(first[:bits], R)),
+                 span.last_lanes.eq(thermometer(last[:bits], R, up=False))]
+    return span
+
+
+def span_lanes(span: SimpleNamespace, tile, R: int) -> Value:
+    """The lanes of `tile` (between the span's first and last tile) whose rows lie in the span."""
+    every = (1 << R) - 1
+    return Mux(tile == span.first_tile, span.first_lanes, every) & Mux(tile == span.last_tile, span.last_lanes, every)
 
 
 def route(m, target, sources: list, sig: wiring.Signature):

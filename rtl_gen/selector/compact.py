@@ -32,7 +32,7 @@ from golden.hw import HardwareConfig
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import pipe_stage, thermometer, tree_sum
+from ..primitives.arith import pipe_stage, tree_sum
 from .package import pkg_read
 from .state import mask_read
 
@@ -121,16 +121,9 @@ class Compact(wiring.Component):
         # registered from desc and rows (held from the cycle after start; SIZE waits for them)
         # the earlier packages' rows pkg_row = 1 + ns .. rows - 1 as their first and last tile and
         # lanes there (the tile's fixed output lanes then take compares of the tile number only)
-        bits = ports.lane_bits(R)
         pkg_row, row_last = Signal(range(hw.n_max + 2), name="pkg_row"), Signal(range(hw.n_max + 2), name="row_last")
         m.d.comb += [pkg_row.eq(self.rows - desc.n_pkg), row_last.eq(self.rows - 1)]
-        pkgs = SimpleNamespace(first_tile=Signal(range(hw.tiles + 1), name="pkg_first_tile"),
-                               last_tile=Signal(range(hw.tiles + 1), name="last_tile"),
-                               first_lanes=Signal(R, name="pkg_first_lanes"),
-                               last_lanes=Signal(R, name="pkg_last_lanes"))
-        m.d.sync += [pkgs.first_tile.eq(pkg_row >> bits), pkgs.last_tile.eq(row_last >> bits),
-                     pkgs.first_lanes.eq(thermometer(pkg_row[:bits], R)),
-                     pkgs.last_lanes.eq(thermometer(row_last[:bits], R, up=False))]
+        pkgs = ports.row_span(m, pkg_row, row_last, hw, "pkg")
         last_tile, last_ch = pkgs.last_tile, Signal(range(hw.d_max + 1), name="last_ch")
         m.d.sync += last_ch.eq(desc.d - 1)
         tile = Signal(range(hw.tiles + 1))
@@ -213,10 +206,7 @@ class Compact(wiring.Component):
             rotate=Signal(range(R), name="rotate", attrs={"max_fanout": 64}),          # drives the rotator
             out_tile=Signal(range(self.hw.tiles + 1), name="out_tile"), two=Signal(name="two_tiles"),
             first_en=Signal(R, name="first_en"), second_en=Signal(R, name="second_en"))
-        every = (1 << R) - 1
-        packages = Mux((tile >= pkgs.first_tile) & (tile <= pkgs.last_tile),
-                       Mux(tile == pkgs.first_tile, pkgs.first_lanes, every) &
-                       Mux(tile == pkgs.last_tile, pkgs.last_lanes, every), 0)
+        packages = Mux((tile >= pkgs.first_tile) & (tile <= pkgs.last_tile), ports.span_lanes(pkgs, tile, R), 0)
         m.d.comb += [place.fixed_lanes.eq(packages | (tile == 0)),                  # CLS: lane 0 of tile 0
                      place.out_mask.eq(self.mask.keep | place.fixed),
                      place.out_count.eq(tree_sum([place.lanes[r] for r in range(R)], "out_count_sum", m))]
