@@ -84,7 +84,7 @@ class Fetch(wiring.Component):
         m = Module()
         hw, q = self.hw, self.req.payload
         lat = ports.READ_LATENCY
-        m.submodules.fifo = fifo = RamFifo(beat_fifo_layout(hw).size, FETCH_DEPTH)
+        m.submodules.fifo = fifo = RamFifo(beat_fifo_layout(hw).size, FETCH_DEPTH, spare=True)
         # credits: FIFO places not yet promised to a request (a freed place returns a cycle later)
         credits = Signal(range(FETCH_DEPTH + 1), init=FETCH_DEPTH)
         can = Signal(init=1)

@@ -32,6 +32,7 @@ from golden.kernels import CLS_ATTN_FRAC, PROB_FRAC, SOFTMAX_RECIP_BITS
 from ..buffers import ports
 from ..primitives.arith import WORD
 from ..primitives.exp import FRAC_BITS, LATENCY as EXP_LAT, ExpNegVar
+from ..primitives.fifo import Skid
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
 
@@ -122,13 +123,15 @@ class SoftmaxUnit(wiring.Component):
         n = Signal(range(hw.n_max + 1))
         j = Signal(range(hw.n_max + 1))              # reads issued
         written = Signal(range(hw.n_max))            # E written
+        written_last = Signal()                      # written == n - 1, kept beside it: no compare after the valid
         slot = Signal()
         frac = Signal(signed(FRAC_BITS))
         mx = Signal(ports.lanes(R))
         acc = [Signal(unsigned(self.sum_bits), name=f"sum{l}") for l in range(R)]
         take = ~busy & ab.full & ~bc.full & ~e_busy.bit_select(ab.slot, 1)
         with m.If(take):
-            m.d.sync += [busy.eq(1), ab.full.eq(0), n.eq(ab.n), j.eq(0), written.eq(0), slot.eq(ab.slot),
+            m.d.sync += [busy.eq(1), ab.full.eq(0), n.eq(ab.n), j.eq(0), written.eq(0), written_last.eq(ab.n == 1),
+                         slot.eq(ab.slot),
                          frac.eq(ab.frac), mx.eq(ab.mx), e_busy.bit_select(ab.slot, 1).eq(1)] + [a.eq(0) for a in acc]
         go = busy & (j < n)
         read_valid = Signal()                        # the read issued last cycle: its score is there
@@ -140,26 +143,33 @@ class SoftmaxUnit(wiring.Component):
         for l in range(R):
             m.d.comb += exp.i_x.payload.x[l].eq(sring.rdata[l] - mx[l])
         e = exp.o_e.payload
+        exp.o_e.valid.attrs["max_fanout"] = 16      # it enables every lane's sum: a replicated register
         m.d.comb += [ering.waddr.eq(Mux(slot, hw.n_max, 0) + written), ering.wdata.eq(e),
                      ering.wen.eq(exp.o_e.valid.replicate(R))]
         with m.If(exp.o_e.valid):
-            m.d.sync += [written.eq(written + 1)] + [a.eq(a + e[l]) for l, a in enumerate(acc)]
-            with m.If(written == n - 1):
+            m.d.sync += [written.eq(written + 1), written_last.eq(written == n - 2)]
+            m.d.sync += [a.eq(a + e[l]) for l, a in enumerate(acc)]
+            with m.If(written_last):
                 m.d.sync += [busy.eq(0), bc.full.eq(1), bc.n.eq(n), bc.slot.eq(slot)]
                 m.d.sync += [bc.sum[l].eq(a + e[l]) for l, a in enumerate(acc)]
 
     def _stage_c(self, m, ering, recips, bc, e_busy):
         """Reciprocal of S, then p_j = min(round(E_j Rc / 2^31), 32767) out with back-pressure
-        (a stall-together pipeline: read, product, round)."""
+        (a stall-together pipeline: read, product; the rounding into a skid register slice, whose
+        ready is a register: the consumer's ready does not fan out to every lane's product)."""
         hw, R = self.hw, self.hw.mac_rows
         n = Signal(range(hw.n_max + 1))
         j = Signal(range(hw.n_max + 1))
         slot = Signal()
         q_bits = SOFTMAX_RECIP_BITS - SUM_MIN_BITS + 1
         recip_sum = [Signal(unsigned(q_bits), name=f"recip_sum{l}") for l in range(R)]
-        busy, issuing, en, go = Signal(), Signal(), Signal(), Signal()
+        busy, issuing, go = Signal(), Signal(), Signal()
         # pipeline stages 1 (E read) and 2 (product): valid, and the item's last key
         read_valid, read_last, prod_valid, prod_last = Signal(), Signal(), Signal(), Signal()
+        m.submodules.out = out = Skid(item_layout(hw, "p"))
+        en = out.i.ready
+        wiring.connect(m, out.o, wiring.flipped(self.o_p))
+        m.d.comb += [out.i.valid.eq(prod_valid), out.i.payload.last.eq(prod_last)]
         for l, rc in enumerate(recips):
             m.d.comb += rc.i_d.payload.eq(bc.sum[l])
         with m.If(~busy & bc.full):                  # take the mailbox straight into the dividers
@@ -167,8 +177,8 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += [busy.eq(1), bc.full.eq(0), n.eq(bc.n), slot.eq(bc.slot), j.eq(0)]
         # the quotients are taken once the previous item has left the pipeline; keys issue from then
         start = Signal()
-        m.d.comb += [start.eq(busy & ~issuing & recips[0].o_q.valid & ~read_valid & ~prod_valid & ~self.o_p.valid),
-                     en.eq(~self.o_p.valid | self.o_p.ready), go.eq((issuing | start) & en & (j < n))]
+        m.d.comb += [start.eq(busy & ~issuing & recips[0].o_q.valid & ~read_valid & ~prod_valid & ~self.o_p.valid & en),
+                     go.eq((issuing | start) & en & (j < n))]
         with m.If(start):
             m.d.comb += [rc.o_q.ready.eq(1) for rc in recips]
             m.d.sync += issuing.eq(1)
@@ -183,14 +193,14 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += j.eq(j + 1)
         with m.If(en):
             m.d.sync += [read_valid.eq(go), read_last.eq(go & (j == n - 1)), prod_valid.eq(read_valid),
-                         prod_last.eq(read_last), self.o_p.valid.eq(prod_valid), self.o_p.payload.last.eq(prod_last)]
+                         prod_last.eq(read_last)]
         for l in range(R):
             prod = Signal(unsigned(WORD + len(recip_sum[l])), name=f"prod{l}")
             p = (prod + (1 << (P_SHIFT - 1))) >> P_SHIFT
             with m.If(en):
-                m.d.sync += [prod.eq(ering.rdata[l] * recip_sum[l]),
-                             self.o_p.payload.p[l].eq(Mux(p > (1 << PROB_FRAC) - 1, (1 << PROB_FRAC) - 1, p))]
-                if l == 0:                           # the CLS row's probability, 23 fraction bits, unsaturated
-                    cls_shift = SOFTMAX_RECIP_BITS - CLS_ATTN_FRAC
-                    m.d.sync += self.o_p.payload.cls.eq((prod + (1 << (cls_shift - 1))) >> cls_shift)
+                m.d.sync += prod.eq(ering.rdata[l] * recip_sum[l])
+            m.d.comb += out.i.payload.p[l].eq(Mux(p > (1 << PROB_FRAC) - 1, (1 << PROB_FRAC) - 1, p))
+            if l == 0:                               # the CLS row's probability, 23 fraction bits, unsaturated
+                cls_shift = SOFTMAX_RECIP_BITS - CLS_ATTN_FRAC
+                m.d.comb += out.i.payload.cls.eq((prod + (1 << (cls_shift - 1))) >> cls_shift)
         return m

@@ -4,8 +4,14 @@ simply routes each port to the memory it names: two token read ports (ra, rb: di
 buffers), one token write port, and a read and a write port each for KB and VB.
 
 Every memory has one synchronous read port and one write port with lane enables: block RAM.
+Every write port is registered before its memories (a write lands a cycle later; nothing reads a
+buffer in the cycle after the operation that writes it): the unit's write logic and the port
+routes end at these registers, the address adders and their fanout into the block RAMs start
+there (the zcu102 top's deepest path was COMPACT's write channel into a token buffer's address).
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -36,7 +42,7 @@ class Buffers(wiring.Component):
 
     def _token_buffers(self, m):
         hw, R = self.hw, self.hw.mac_rows
-        ra, rb, w = self.ra, self.rb, self.w
+        ra, rb, w = self.ra, self.rb, _registered(m, self.w, "tok_w")
         datas = []
         for b in TOKEN_BUFFERS:
             width = hw.buffer_width(b)
@@ -61,7 +67,7 @@ class Buffers(wiring.Component):
     def _keys(self, m):
         hw = self.hw
         m.submodules.kb = mem = Ram(16, hw.key_tiles * hw.d_max, hw.mac_cols)
-        kw, kr = self.kw, self.kr
+        kw, kr = _registered(m, self.kw, "kb_w"), self.kr
         m.d.comb += [mem.waddr.eq(kw.ktile * hw.d_max + kw.ch), mem.wdata.eq(kw.data), mem.wen.eq(kw.en),
                      mem.raddr.eq(kr.ktile * hw.d_max + kr.ch), mem.ren.eq(kr.en), kr.data.eq(mem.rdata)]
 
@@ -105,6 +111,16 @@ class Buffers(wiring.Component):
                          mem.wen.eq(bank_en[j]), mem.raddr.eq(raddr), mem.ren.eq(vr.en)]
             words.append(mem.rdata)
         m.d.comb += vr.data.eq((Cat(*words, *words) >> (rot * 16))[:16 * C])
+
+
+def _registered(m, port, name: str) -> SimpleNamespace:
+    """The members of a write port, each through a register."""
+    regs = {}
+    for member in port.signature.members:
+        value = getattr(port, member)
+        regs[member] = Signal(value.shape(), name=f"{name}_{member}")
+        m.d.sync += regs[member].eq(value)
+    return SimpleNamespace(**regs)
 
 
 def _times(value, k: int):

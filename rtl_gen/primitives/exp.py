@@ -105,7 +105,8 @@ class ExpNegVar(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         en, _ = stall_pipeline(m, self.i_x, self.o_e, LATENCY)
-        cut = pipe_stage(m, en, "exp_c")
+        # replicated registers: the runtime shift and its copies drive every lane's shifter
+        cut = pipe_stage(m, en, "exp_c", attrs={"max_fanout": 16})
         xs = [self.i_x.payload.x[l] for l in range(self.lanes)]
         *xs, shift = cut(xs + [exp_shift(m, self.i_x.payload.frac)])                    # the inputs
         vs = [const_mul(m, x, LOG2E_Q14, f"xl{l}", en) for l, x in enumerate(xs)]

@@ -11,6 +11,12 @@ RAM holds a word and the output register is empty or being taken (o.ready: a com
 path from o.ready to the RAM's read enable). `count` counts the words in the RAM only (not the
 output word): a producer that reserves room by credits frees a credit per RAM read.
 `flush` empties the FIFO in one cycle (words written in that cycle are dropped).
+
+`RamFifo(width, depth, spare=True)`: a wide FIFO whose read register is in fabric (a shallow
+one, LUT RAM) would have o.ready enable every bit of it; with `spare` a refused word moves to a
+spare register instead, so o.ready drives one flip-flop and the wide enables come from
+registers (the read: the RAM holds a word and the spare is free; the spare follows the read
+register while free). One more word of storage, the same order, never a later valid.
 """
 from __future__ import annotations
 
@@ -22,10 +28,10 @@ from .ram import Ram
 
 
 class RamFifo(wiring.Component):
-    def __init__(self, width: int, depth: int):
+    def __init__(self, width: int, depth: int, spare: bool = False):
         if depth < 2 or depth & (depth - 1):
             raise ValueError(f"RamFifo depth must be a power of two >= 2 (got {depth})")
-        self.width, self.depth = width, depth
+        self.width, self.depth, self.spare = width, depth, spare
         super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width)),
                           "count": Out(range(depth + 1)), "flush": In(1)})
 
@@ -38,21 +44,40 @@ class RamFifo(wiring.Component):
         m.d.comb += [
             self.i.ready.eq(self.count != self.depth),
             push.eq(self.i.valid & self.i.ready & ~self.flush),
-            pop.eq((self.count != 0) & (~self.o.valid | self.o.ready) & ~self.flush),
             ram.waddr.eq(wptr), ram.wdata.eq(self.i.payload), ram.wen.eq(push),
             ram.raddr.eq(rptr), ram.ren.eq(pop),
-            self.o.payload.eq(ram.rdata),
         ]
+        (self._spare_output if self.spare else self._output)(m, ram, pop)
         # o.ready arrives late (the consumer's take): the pointers and the count are computed from
         # registers for every outcome, and push and pop only select between them
         count = self.count
         with m.If(self.flush):
-            m.d.sync += [wptr.eq(0), rptr.eq(0), count.eq(0), self.o.valid.eq(0)]
+            m.d.sync += [wptr.eq(0), rptr.eq(0), count.eq(0)]
         with m.Else():
             m.d.sync += [wptr.eq(Mux(push, wptr + 1, wptr)), rptr.eq(Mux(pop, rptr + 1, rptr)),
-                         count.eq(Mux(pop, Mux(push, count, count - 1), Mux(push, count + 1, count))),
-                         self.o.valid.eq(pop | (self.o.valid & ~self.o.ready))]
+                         count.eq(Mux(pop, Mux(push, count, count - 1), Mux(push, count + 1, count)))]
         return m
+
+    def _output(self, m, ram, pop):
+        """o = the read register: a read when the RAM holds a word and o is free or being taken."""
+        m.d.comb += [pop.eq((self.count != 0) & (~self.o.valid | self.o.ready) & ~self.flush),
+                     self.o.payload.eq(ram.rdata)]
+        m.d.sync += self.o.valid.eq(~self.flush & (pop | (self.o.valid & ~self.o.ready)))
+
+    def _spare_output(self, m, ram, pop):
+        """o = the spare while it holds a refused word (the older one), else the read register."""
+        read_valid = Signal()                                    # the read register holds a word
+        spare, held = Signal(self.width, name="spare"), Signal(name="spare_held", attrs={"max_fanout": 16})
+        m.d.comb += [pop.eq((self.count != 0) & ~held & ~self.flush), self.o.valid.eq(held | read_valid),
+                     self.o.payload.eq(Mux(held, spare, ram.rdata))]
+        with m.If(~held):
+            m.d.sync += spare.eq(ram.rdata)
+        with m.If(self.flush):
+            m.d.sync += [held.eq(0), read_valid.eq(0)]
+        with m.Elif(held):
+            m.d.sync += held.eq(~self.o.ready)
+        with m.Else():
+            m.d.sync += [held.eq(read_valid & ~self.o.ready), read_valid.eq(pop)]
 
 
 class Skid(wiring.Component):
