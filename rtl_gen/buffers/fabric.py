@@ -4,10 +4,11 @@ simply routes each port to the memory it names: two token read ports (ra, rb: di
 buffers), one token write port, and a read and a write port each for KB and VB.
 
 Every memory has one synchronous read port and one write port with lane enables: block RAM.
-Every write port is registered before its memories (a write lands a cycle later; nothing reads a
-buffer in the cycle after the operation that writes it): the unit's write logic and the port
-routes end at these registers, the address adders and their fanout into the block RAMs start
-there (the zcu102 top's deepest path was COMPACT's write channel into a token buffer's address).
+Every write goes through two registers before its memories (a write lands two cycles later;
+nothing reads a buffer in the two cycles after the operation that writes it): the port, so the
+unit's write logic and the port routes end there (the zcu102 top's deepest path was COMPACT's
+write channel into a token buffer's address); then each memory's address (tile x width + ch),
+enables and data, so only the block RAMs' own decode is left before them.
 """
 from __future__ import annotations
 
@@ -51,9 +52,9 @@ class Buffers(wiring.Component):
             m.d.comb += [
                 mem.raddr.eq(Mux(a_hit, ra.tile * width + ra.ch, rb.tile * width + rb.ch)),
                 mem.ren.eq((ra.en & a_hit) | (rb.en & b_hit)),
-                mem.waddr.eq(w.tile * width + w.ch), mem.wdata.eq(w.data),
-                mem.wen.eq(Mux(w.buf == b, w.en, 0)),
             ]
+            m.d.sync += [mem.waddr.eq(w.tile * width + w.ch), mem.wdata.eq(w.data),
+                         mem.wen.eq(Mux(w.buf == b, w.en, 0))]
             datas.append(mem.rdata)
         for port, name in ((ra, "ra"), (rb, "rb")):
             sel = Signal(2, name=f"{name}_sel")          # buffer of the last read: steers its data
@@ -68,8 +69,8 @@ class Buffers(wiring.Component):
         hw = self.hw
         m.submodules.kb = mem = Ram(16, hw.key_tiles * hw.d_max, hw.mac_cols)
         kw, kr = _registered(m, self.kw, "kb_w"), self.kr
-        m.d.comb += [mem.waddr.eq(kw.ktile * hw.d_max + kw.ch), mem.wdata.eq(kw.data), mem.wen.eq(kw.en),
-                     mem.raddr.eq(kr.ktile * hw.d_max + kr.ch), mem.ren.eq(kr.en), kr.data.eq(mem.rdata)]
+        m.d.sync += [mem.waddr.eq(kw.ktile * hw.d_max + kw.ch), mem.wdata.eq(kw.data), mem.wen.eq(kw.en)]
+        m.d.comb += [mem.raddr.eq(kr.ktile * hw.d_max + kr.ch), mem.ren.eq(kr.en), kr.data.eq(mem.rdata)]
 
     def _values(self, m):
         """VB: V[token t, channel ch] in C one-lane block RAMs, skewed: lane c = ch % C of token t
