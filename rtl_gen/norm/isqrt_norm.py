@@ -44,6 +44,7 @@ class NormIsqrt(wiring.Component):
         # when `busy` rises is the one taken
         fanout = {"max_fanout": 16}
         busy, idle = Signal(attrs=fanout), Signal(init=1, attrs=fanout)
+        self.o_r.valid.attrs.update(fanout)          # (LayerNorm: every reciprocal's start)
         step = Signal(range(self.steps))
         take = self.i_v.valid & idle
         m.d.comb += self.i_v.ready.eq(idle)

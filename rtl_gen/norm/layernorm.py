@@ -343,9 +343,9 @@ class LnOut(wiring.Component):
         g, b = [gamma], [beta]
         for i in range(1, 5):
             if i < 4:
-                g.append(Signal(signed(WORD), name=f"g{i}"))
+                g.append(Signal(signed(WORD), name=f"g{i}", attrs={"max_fanout": 16}))   # every lane's DSP
                 m.d.sync += g[i].eq(g[i - 1])
-            b.append(Signal(signed(ACC_BITS), name=f"b{i}"))
+            b.append(Signal(signed(ACC_BITS), name=f"b{i}", attrs={"max_fanout": 16}))
             m.d.sync += b[i].eq(b[i - 1])
         # requant_sv's right shift for y_shift, registered once for every lane (it holds through
         # the operation, read d cycles after start at the earliest): the add and the clamp in two
@@ -488,7 +488,10 @@ class LayerNormUnit(wiring.Component):
             with m.Else():
                 m.d.sync += par_ok.eq(Mux(wen, out_ch <= n_par, out_ch < n_par))
         m.d.comb += [bank.raddr.eq(Mux(out_tile[0], hw.d_max, 0) + out_ch), bank.ren.eq(go), par.raddr.eq(out_ch),
-                     par.ren.eq(go), post.o_k.ready.eq(go & first), out.take.eq(go & first)]
+                     par.ren.eq(go), out.take.eq(go & first),
+                     # post sees ready only while it offers: the take without o_k.valid, a gate of
+                     # registers apart from `take` (which fans out to every lane's constants)
+                     post.o_k.ready.eq(busy & more & first & par_ok)]
         read_valid, read_first, read_last = Signal(), Signal(), Signal()
         m.d.sync += [read_valid.eq(go), read_first.eq(first), read_last.eq(last)]
         with m.If(go):
