@@ -374,7 +374,7 @@ class LnOut(wiring.Component):
         d2 = Signal(signed(max(WORD + w.cr + 1, w.s1r) + 1), name=f"d2_{l}")
         z3 = Signal(signed(Z_BITS), name=f"z3_{l}")
         p4 = Signal(signed(WORD + Z_BITS), name=f"p4_{l}")
-        a5 = Signal(signed(A4_BITS), name=f"a5_{l}")
+        a5 = Signal(signed(A4_BITS), name=f"a5_{l}", attrs={"max_fanout": 16})    # its sign: the shifter's every stage
         y6 = Signal(signed(WORD), name=f"y6_{l}")
         cut = pipe_stage(m, name=f"yp{l}_", attrs={"max_fanout": 16})       # its shift bits: one register for all lanes
         y = requant_sv(m, a5, 0, WORD, name=f"y{l}", stage=cut, shift=y_sh)
@@ -396,6 +396,10 @@ class LayerNormUnit(wiring.Component):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
         v = desc_view("LAYERNORM", ports.held(m, self.desc, "desc"))   # read from the cycle after start
+        # d - 1, the channel counters' end, registered beside `v` from the input (right from the
+        # cycle after start too): no subtract before the counters' compares
+        d_last = Signal(range(hw.d_max), name="d_last")
+        m.d.sync += d_last.eq(desc_view("LAYERNORM", self.desc).d - 1)
         rows = ports.held(m, self.rows, "rows")
         m.submodules.stats = stats = LnStats(hw)
         m.submodules.post = post = LnPost(hw)
@@ -430,22 +434,22 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += n_par.eq(n_par + 1)
         m.d.sync += par_room.eq(~self.start & Mux(par.wen, n_par + 1 < v.d, n_par < v.d))
 
-        self._stats_pass(m, v, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank)
+        self._stats_pass(m, v, d_last, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank)
         # token row 0 (CLS) may have its own eps: lane 0 of the first tile post takes (a register:
         # sums_taken moves at a LOAD1's end, the next LOAD1 is a post pass later)
         m.d.sync += post.eps0.eq(Mux((v.eps0 != 0) & (sums_taken == 0), v.eps0, v.eps))
-        self._out_pass(m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par)
+        self._out_pass(m, v, d_last, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par)
         self._write(m, v, rows, busy, tiles, write_tile, write_ch, out)
         return m
 
-    def _stats_pass(self, m, v, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank):
+    def _stats_pass(self, m, v, d_last, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank):
         """Read channel stats_ch of tile stats_tile when bank stats_tile % 2 no longer holds it
         for out(stats_tile - 2) and, for the tile's last channel, once post has taken the
         previous tile's sums."""
         hw = self.hw
         bank_free = ((stats_tile < 2) | (out_tile + 2 > stats_tile)
                      | ((out_tile + 2 == stats_tile) & (out_ch > stats_ch)))
-        post_free = (stats_ch != v.d - 1) | (sums_taken >= stats_tile)
+        post_free = (stats_ch != d_last) | (sums_taken >= stats_tile)
         go = Signal()
         m.d.comb += go.eq(busy & (stats_tile < tiles) & bank_free & post_free)
         with m.If(stats.o_s.valid & stats.o_s.ready):
@@ -456,17 +460,17 @@ class LayerNormUnit(wiring.Component):
         read_valid, read_ch, read_bank = Signal(), Signal(range(hw.d_max)), Signal()
         read_first, read_last = Signal(), Signal()
         m.d.sync += [read_valid.eq(go), read_ch.eq(stats_ch), read_bank.eq(stats_tile[0]),
-                     read_first.eq(stats_ch == 0), read_last.eq(stats_ch == v.d - 1)]
+                     read_first.eq(stats_ch == 0), read_last.eq(stats_ch == d_last)]
         with m.If(go):
             m.d.sync += stats_ch.eq(stats_ch + 1)
-            with m.If(stats_ch == v.d - 1):
+            with m.If(stats_ch == d_last):
                 m.d.sync += [stats_ch.eq(0), stats_tile.eq(stats_tile + 1)]
         m.d.comb += [bank.waddr.eq(Mux(read_bank, hw.d_max, 0) + read_ch), bank.wdata.eq(self.ra.data),
                      bank.wen.eq(read_valid.replicate(hw.mac_rows)),
                      stats.valid.eq(read_valid), stats.first.eq(read_first), stats.last.eq(read_last),
                      stats.x.eq(self.ra.data)]
 
-    def _out_pass(self, m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par):
+    def _out_pass(self, m, v, d_last, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par):
         """Read channel out_ch of tile out_tile from its bank once the channel's parameter has
         arrived and, for the first channel, once post offers the tile's constants (taken then).
         Whether a tile is left, the channel is 0 and its parameter has arrived are registers, kept
@@ -474,7 +478,7 @@ class LayerNormUnit(wiring.Component):
         `go` and `take` are one gate of registers."""
         hw = self.hw
         more, first, par_ok = Signal(), Signal(), Signal()
-        last = out_ch == v.d - 1
+        last = out_ch == d_last
         go = Signal()
         m.d.comb += go.eq(busy & more & (~first | post.o_k.valid) & par_ok)
         with m.If(self.start):
@@ -487,8 +491,10 @@ class LayerNormUnit(wiring.Component):
                 m.d.sync += [first.eq(0), par_ok.eq(Mux(wen, out_ch < n_par, out_ch + 1 < n_par))]
             with m.Else():
                 m.d.sync += par_ok.eq(Mux(wen, out_ch <= n_par, out_ch < n_par))
-        m.d.comb += [bank.raddr.eq(Mux(out_tile[0], hw.d_max, 0) + out_ch), bank.ren.eq(go), par.raddr.eq(out_ch),
-                     par.ren.eq(go), out.take.eq(go & first),
+        # the RAMs read every cycle (their data counts with read_valid only): `go` does not fan
+        # out to every block RAM's enable
+        m.d.comb += [bank.raddr.eq(Mux(out_tile[0], hw.d_max, 0) + out_ch), bank.ren.eq(1), par.raddr.eq(out_ch),
+                     par.ren.eq(1), out.take.eq(go & first),
                      # post sees ready only while it offers: the take without o_k.valid, a gate of
                      # registers apart from `take` (which fans out to every lane's constants)
                      post.o_k.ready.eq(busy & more & first & par_ok)]
