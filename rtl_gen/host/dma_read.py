@@ -115,7 +115,7 @@ class DmaReader(wiring.Component):
             m.submodules[f"port{p}"] = e
             wiring.connect(m, e.axi, wiring.flipped(getattr(self, f"axi{p}")))
             m.d.comb += e.abort.eq(self.abort)
-        job, fetch = Signal(), Signal()
+        job, fetch = Signal(attrs={"max_fanout": 16}), Signal()      # job: every port's start, the idle flag
         left = Signal(LEN_BITS)                  # output beats still to deliver
         m.d.comb += [self.idle.eq(~job & ~Cat(e.active for e in self.engines).any()),
                      self.cmd.ready.eq(self.idle & ~self.abort)]
