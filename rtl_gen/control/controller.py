@@ -94,9 +94,23 @@ class Controller(wiring.Component):
             tokens=Signal(range(hw.n_max + 1)),              # the token-count register N
             error=Signal(CODE_SHAPE), error_at=Signal(32),
             fetching=Signal(),                               # in HDR or PROG: fetched beats are taken
+            in_header=Signal(attrs={"max_fanout": 16}),     # in HDR: the header follows the record
             is_store=Signal(),                               # the running unit is STORE (finishes on abort)
-            abort_sent=Signal())                             # the DMA's abort is a pulse
+            abort_sent=Signal(),                             # the DMA's abort is a pulse
+            # READ's registered decision to latch: LATCH's load of all 512 descriptor bits is
+            # enabled by a replicated register, not by the FSM's decode
+            latch=Signal(attrs={"max_fanout": 16}),
+            last_desc=Signal(32))                            # the header's n_desc - 1, from a register
         run.record_done = run.beats == isa.DESC_BITS // hw.axi_bits
+        m.d.sync += [run.latch.eq(0), run.last_desc.eq(run.header.n_desc - 1)]
+        # the program memory's address and data whatever the state (PROG's wen, READ's ren gate
+        # them): no state decode in front of 512 data bits
+        m.d.comb += [self.prog.addr.eq(run.index), self.prog.wdata.eq(run.record)]
+        with m.If(run.in_header):                           # complete when HDR ends
+            m.d.sync += run.header.eq(run.record[:len(run.header.as_value())])
+        with m.If(run.latch):
+            m.d.sync += units.desc.eq(self.prog.rdata)
+        units.desc.attrs["max_fanout"] = 16                  # every check's and every unit's field
         m.d.comb += self.i_fetch.ready.eq(run.fetching & ~run.record_done)   # from registers, not the FSM
         # the check state (golden.isa CHECKS `s`); sel_kept: the latest DECIDE's kept count
         run.state = SimpleNamespace(
@@ -105,6 +119,11 @@ class Controller(wiring.Component):
             sel_kept=Signal(range(hw.n_max + 1)))
         common = common_view(units.desc)
         run.op = common.op
+        # the opcode's decodes from registers (a cycle after LATCH; read from CHECK on): every
+        # state update at the end of an operation hangs on them
+        run.is_ = {n: Signal(name=f"is_{n.lower()}", attrs={"max_fanout": 16})
+                   for n in ("MATMUL", "DECIDE", "PACKAGE", "COMPACT", "STORE", "END")}
+        m.d.sync += [v.eq(run.op == Opcode[n]) for n, v in run.is_.items()]
         m.d.comb += run.state.rows.eq(Mux(common.rows_n, run.tokens, common.rows))
         # the checks of the latched descriptor: steps, rules and their code registered (STEP, RULES, CODE)
         run.check = Signal(CODE_SHAPE)
@@ -162,15 +181,14 @@ class Controller(wiring.Component):
             m.d.sync += self.dma.clear.eq(0)
             m.d.comb += [self.rd_cmd.valid.eq(1), *self._read_cmd(0, isa.HEADER_BYTES, 1)]
             with m.If(self.rd_cmd.ready):
-                m.d.sync += run.fetching.eq(1)
+                m.d.sync += [run.fetching.eq(1), run.in_header.eq(1)]
                 m.next = "HDR"
         with m.State("HDR"):
             with m.If(run.record_done & self.dma.rd_idle):
-                m.d.sync += [run.header.eq(run.record[:len(run.header.as_value())]), run.beats.eq(0),
-                             run.fetching.eq(0)]
+                m.d.sync += [run.in_header.eq(0), run.beats.eq(0), run.fetching.eq(0)]
                 m.next = "HDR_RULES"
             with m.Elif(self.dma.rd_error):
-                m.d.sync += [*self._fail(run, "AXI_READ", HEADER_INDEX), run.fetching.eq(0)]
+                m.d.sync += [*self._fail(run, "AXI_READ", HEADER_INDEX), run.fetching.eq(0), run.in_header.eq(0)]
                 m.next = "ABORT"
         with m.State("HDR_RULES"):
             m.next = "HDR_CODE"
@@ -193,11 +211,10 @@ class Controller(wiring.Component):
                 m.d.sync += run.fetching.eq(1)
                 m.next = "PROG"
         with m.State("PROG"):
-            m.d.comb += [self.prog.addr.eq(run.index), self.prog.wdata.eq(run.record),
-                         self.prog.wen.eq(run.record_done)]
+            m.d.comb += self.prog.wen.eq(run.record_done)
             with m.If(run.record_done):
                 m.d.sync += [run.beats.eq(0), run.index.eq(run.index + 1)]
-                with m.If(run.index == hdr.n_desc - 1):
+                with m.If(run.index == run.last_desc):
                     m.d.sync += run.fetching.eq(0)
                     m.next = "STREAM_CMD"
             with m.If(self.dma.rd_error):
@@ -219,10 +236,10 @@ class Controller(wiring.Component):
                 m.d.sync += self._fail(run, "NO_END", run.index)
                 m.next = "ABORT"
             with m.Else():
-                m.d.comb += [self.prog.addr.eq(run.index), self.prog.ren.eq(1)]
+                m.d.comb += self.prog.ren.eq(1)
+                m.d.sync += run.latch.eq(1)
                 m.next = "LATCH"
-        with m.State("LATCH"):
-            m.d.sync += self.units.desc.eq(self.prog.rdata)
+        with m.State("LATCH"):                     # `latch` loads the descriptor
             m.next = "STEP"
         with m.State("STEP"):                      # golden.isa STEPS (ATTENTION's heads x head_dim)
             m.next = "RULES"
@@ -240,8 +257,8 @@ class Controller(wiring.Component):
         checks in the interpreter's order, then start its unit."""
         ld, i = self.loader, run.index
         loader_here = ld.stream_index == i
-        needs_table = (run.op == Opcode.DECIDE) & (desc_view("DECIDE", self.units.desc).act == isa.ACT_LOAD)
-        with m.If(run.op == Opcode.END):
+        needs_table = run.is_["DECIDE"] & (desc_view("DECIDE", self.units.desc).act == isa.ACT_LOAD)
+        with m.If(run.is_["END"]):
             with m.If(ld.at_end):
                 with m.If(ld.consumed != ld.total):
                     m.d.sync += self._fail(run, "STREAM_LEFTOVER", i)
@@ -264,7 +281,7 @@ class Controller(wiring.Component):
             m.d.comb += ld.running.eq(1)                 # let the loader bring the table first
         with m.Else():
             m.d.comb += [self.units.start.eq(1), ld.running.eq(1)]
-            m.d.sync += run.is_store.eq(run.op == Opcode.STORE)
+            m.d.sync += run.is_store.eq(run.is_["STORE"])
             m.next = "WAIT"
 
     def _wait(self, m, run):
@@ -285,9 +302,8 @@ class Controller(wiring.Component):
 
     def _after(self, run):
         """State updates at the end of an operation (golden/interp.py)."""
-        desc, s, op = self.units.desc, run.state, run.op
+        desc, s, is_ = self.units.desc, run.state, run.is_
         mm, dc, pk, cp = (desc_view(n, desc) for n in ("MATMUL", "DECIDE", "PACKAGE", "COMPACT"))
-        is_ = {n: op == Opcode[n] for n in ("MATMUL", "DECIDE", "PACKAGE", "COMPACT")}
         kept_count = self.units.kept_count
         out = [s.table_nseg.eq(Mux(is_["MATMUL"] & (mm.act == isa.ACT_LOAD), mm.pwl_nseg,
                                    Mux(is_["DECIDE"] & (dc.act == isa.ACT_LOAD), dc.pwl_nseg, s.table_nseg))),

@@ -52,17 +52,19 @@ class ReadEngine(wiring.Component):
         n = Signal(range(axi.burst_cap(self.bits, self.burst_max) + 1))
         m.d.sync += n.eq(axi.burst_beats(m, addr, left, self.bits, self.burst_max, "next_len"))
         # whether burst n fits the FIFO's room, a register: valid from the second cycle after
-        # an AR or a start (n, owed settle in the first), so `stale` covers two cycles
-        fits, stale2 = Signal(), Signal()
-        m.d.sync += [fits.eq((n != 0) & (n <= self.depth - fifo.count - owed)), stale2.eq(stale)]
+        # an AR or a start (n, owed settle in the first): `stale` blocks the first, and `fits`,
+        # computed while `stale`, is low in the second (issue: one gate of registers)
+        fits = Signal()
+        m.d.sync += fits.eq((n != 0) & (n <= self.depth - fifo.count - owed) & ~stale)
         issue = Signal()
-        m.d.comb += issue.eq(self.active & ~drain & ~stale & ~stale2 & fits & (~ax.arvalid | ax.arready))
+        m.d.comb += issue.eq(self.active & ~drain & ~stale & fits & (~ax.arvalid | ax.arready))
 
         m.d.comb += [ax.arid.eq(0), ax.arsize.eq(sh), ax.arburst.eq(axi.INCR), ax.arcache.eq(axi.CACHE),
                      ax.arprot.eq(0), ax.rready.eq(1)]
+        with m.If(~ax.arvalid | ax.arready):    # AR's address and length follow while none is offered
+            m.d.sync += [ax.araddr.eq(addr), ax.arlen.eq(n - 1)]
         with m.If(issue):
-            m.d.sync += [ax.araddr.eq(addr), ax.arlen.eq(n - 1), ax.arvalid.eq(1),
-                         addr.eq(addr + (n << sh)), left.eq(left - n)]
+            m.d.sync += [ax.arvalid.eq(1), addr.eq(addr + (n << sh)), left.eq(left - n)]
         with m.Elif(ax.arready):
             m.d.sync += ax.arvalid.eq(0)
         m.d.sync += stale.eq(issue | self.start)
@@ -70,15 +72,20 @@ class ReadEngine(wiring.Component):
         rv, rd, rresp = Signal(), Signal(self.bits), Signal(2)          # registered R beat
         m.d.sync += [rv.eq(ax.rvalid), rd.eq(ax.rdata), rresp.eq(ax.rresp)]
         # an AR's beats join `owed` a cycle after it (issue waits on ARREADY; the add starts at
-        # registers): `fits` still sees them, since it waits two cycles after an AR (stale, stale2)
+        # registers): `fits` still sees them, since it waits two cycles after an AR (see `fits`)
         issued, issued_n = Signal(), Signal.like(n)
         m.d.sync += [issued.eq(issue), issued_n.eq(n), owed.eq(owed + Mux(issued, issued_n, 0) - rv)]
         m.d.comb += [fifo.i.valid.eq(rv & ~drain), fifo.i.payload.eq(rd),
                      fifo.flush.eq(drain | (self.abort & self.active)), self.rerr.eq(rv & (rresp != axi.OKAY))]
 
         finished = ~stale & (left == 0) & (owed == 0) & (fifo.count == 0) & ~fifo.o.valid
+        # the job's address and length follow the inputs while idle (nothing reads them then),
+        # so `start` sets only `active`: its fanout stays small
+        self.active.attrs["max_fanout"] = 16
+        with m.If(~self.active):
+            m.d.sync += [addr.eq(self.addr), left.eq(self.beats)]
         with m.If(self.start & ~self.active):
-            m.d.sync += [self.active.eq(1), addr.eq(self.addr), left.eq(self.beats)]
+            m.d.sync += self.active.eq(1)
         with m.Elif(self.active & self.abort):
             m.d.sync += drain.eq(1)
         with m.Elif(drain & (owed == 0) & ~issued):
@@ -108,7 +115,7 @@ class DmaReader(wiring.Component):
             m.submodules[f"port{p}"] = e
             wiring.connect(m, e.axi, wiring.flipped(getattr(self, f"axi{p}")))
             m.d.comb += e.abort.eq(self.abort)
-        job, fetch = Signal(), Signal()
+        job, fetch = Signal(attrs={"max_fanout": 16}), Signal()      # job: every port's start, the idle flag
         left = Signal(LEN_BITS)                  # output beats still to deliver
         m.d.comb += [self.idle.eq(~job & ~Cat(e.active for e in self.engines).any()),
                      self.cmd.ready.eq(self.idle & ~self.abort)]
@@ -140,8 +147,10 @@ class DmaReader(wiring.Component):
             on = go if p == 0 else go & ~c.fetch
             offset = sum((slice_bytes << k for k in range(P.bit_length()) if p >> k & 1), start=0)   # no multiplier
             m.d.comb += [e.start.eq(on), e.addr.eq(c.addr + offset), e.beats.eq(beats)]
+        with m.If(~job):                        # follow the command while idle (as the engines)
+            m.d.sync += [fetch.eq(c.fetch), left.eq(beats)]
         with m.If(go):
-            m.d.sync += [job.eq(1), fetch.eq(c.fetch), left.eq(beats)]
+            m.d.sync += job.eq(1)
         m.d.sync += self.done.eq(take & ~go)                          # empty or rejected job: done at once
         return bad
 

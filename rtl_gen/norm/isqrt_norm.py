@@ -39,23 +39,28 @@ class NormIsqrt(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        busy = Signal()
+        # every lane register hangs on `busy` and on `idle` (= ready: neither busy nor offering),
+        # replicated registers; the lanes follow the input while idle, so the one they hold
+        # when `busy` rises is the one taken
+        fanout = {"max_fanout": 16}
+        busy, idle = Signal(attrs=fanout), Signal(init=1, attrs=fanout)
+        self.o_r.valid.attrs.update(fanout)          # (LayerNorm: every reciprocal's start)
         step = Signal(range(self.steps))
-        take = self.i_v.valid & self.i_v.ready
-        m.d.comb += self.i_v.ready.eq(~busy & ~self.o_r.valid)
+        take = self.i_v.valid & idle
+        m.d.comb += self.i_v.ready.eq(idle)
         with m.If(self.o_r.valid & self.o_r.ready):
-            m.d.sync += self.o_r.valid.eq(0)
+            m.d.sync += [self.o_r.valid.eq(0), idle.eq(1)]
         with m.If(take):
-            m.d.sync += [busy.eq(1), step.eq(self.steps - 1)]
+            m.d.sync += [busy.eq(1), idle.eq(0), step.eq(self.steps - 1)]
         with m.If(busy):
             m.d.sync += step.eq(step - 1)
             with m.If(step == 0):
                 m.d.sync += [busy.eq(0), self.o_r.valid.eq(1)]
         for l in range(self.lanes):
-            self._lane(m, l, take, busy)
+            self._lane(m, l, idle, busy)
         return m
 
-    def _lane(self, m, l, take, busy):
+    def _lane(self, m, l, idle, busy):
         nb = 2 * self.pairs
         n = Signal(nb, name=f"n{l}")                        # V, two bits a step from the top
         rem = Signal(ROOT_BITS + 2, name=f"rem{l}")         # rem <= 2 root
@@ -64,7 +69,7 @@ class NormIsqrt(wiring.Component):
         cur = Signal(ROOT_BITS + 4, name=f"cur{l}")
         trial = Signal(ROOT_BITS + 3, name=f"trial{l}")
         m.d.comb += [cur.eq((rem << 2) | n[nb - 2:]), trial.eq((root << 2) | 1)]
-        with m.If(take):
+        with m.If(idle):
             m.d.sync += [n.eq(self.i_v.payload[l]), rem.eq(0), root.eq(0),
                          zsh.eq((LN_RECIP_BITS - LN_Z_FRAC + self.pairs) % (1 << ZSH_BITS))]   # mod 64: ends at 46 - k
         with m.If(busy & ~root[ROOT_BITS - 1]):

@@ -42,7 +42,7 @@ from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, LN_Z_FRAC
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import ACC_BITS, PIPE_REQUANT, WORD, pipe_stage, requant_sv, requant_sv_shift
+from ..primitives.arith import ACC_BITS, PIPE_REQUANT, WORD, partial_products, pipe_stage, requant_sv, requant_sv_shift
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
 from .isqrt_norm import NormIsqrt
@@ -98,7 +98,8 @@ def ln_cycles(d: int, rows: int, hw: HardwareConfig) -> int:
 
 def _stats_layout(hw, w: Widths) -> data.StructLayout:
     R = hw.mac_rows
-    return data.StructLayout({"s1": data.ArrayLayout(signed(w.sb + 1), R), "s2": data.ArrayLayout(unsigned(w.s2), R)})
+    return data.StructLayout({"s1_abs": data.ArrayLayout(unsigned(w.sb), R), "s1_neg": data.ArrayLayout(1, R),
+                              "s2": data.ArrayLayout(unsigned(w.s2), R)})
 
 
 def _consts_layout(hw, w: Widths) -> data.StructLayout:
@@ -144,7 +145,10 @@ class LnStats(wiring.Component):
             with m.If(x_valid):
                 m.d.sync += [s1.eq(s1_next), s2.eq(s2_next)]
             with m.If(x_end):
-                m.d.sync += [self.o_s.payload.s1[l].eq(s1_next), self.o_s.payload.s2[l].eq(s2_next)]
+                # S1 as |S1| and its sign (what post takes): the absolute value here, behind the
+                # add, not behind post's pass select
+                m.d.sync += [self.o_s.payload.s1_abs[l].eq(Mux(s1_next < 0, -s1_next, s1_next)),
+                             self.o_s.payload.s1_neg[l].eq(s1_next < 0), self.o_s.payload.s2[l].eq(s2_next)]
         with m.If(x_end):
             m.d.sync += self.o_s.valid.eq(1)
         return m
@@ -173,30 +177,37 @@ class LnPost(wiring.Component):
         # 1 bit when S = 1 (no empty vector); selects every lane's sums: replicated
         passno = Signal(max(1, (S - 1).bit_length()), name="pass_no", attrs={"max_fanout": 16})
         mc = Signal(w.db, attrs={"max_fanout": 16})   # the shared multiplier d, one bit per step
-        neg_mode = Signal()                    # MUL2: subtract |S1| R for negative S1
-        later_s1 = [Signal(signed(w.sb + 1), name=f"later_s1_{r}") for r in range(L, R)]
+        neg_mode = Signal(attrs={"max_fanout": 16})   # MUL2: subtract |S1| R for negative S1 (every lane)
+        later_s1 = [(Signal(w.sb, name=f"later_s1_abs{r}"), Signal(name=f"later_s1_neg{r}")) for r in range(L, R)]
         later_s2 = [Signal(unsigned(w.s2), name=f"later_s2_{r}") for r in range(L, R)]
         lanes = [self._lane(m, l, sq, neg_mode, passno, later_s1, later_s2) for l in range(L)]
         rc0 = lanes[0]["recip"]
         # the lanes' phases from registers (replicated by Vivado), not from the FSM's decode:
-        # every lane register hangs on them
+        # every lane register hangs on them. The lanes step whenever they do not load: once a
+        # multiplication's bits are used up (mc and ms shifted to 0) a step adds 0, so the
+        # products hold without an enable
         fanout = {"max_fanout": 16}
         load1, load2, store = (Signal(name=n, attrs=fanout) for n in ("load1", "load2", "store"))
-        # the lane registers' enable, one register (set with load1 and load2, cleared after the
-        # last multiplication step), so no gate sits between it and every lane; stepping is
-        # `phase` without load1 and load2
-        phase = Signal(name="phase", attrs=fanout)
-        m.d.sync += [load1.eq(0), load2.eq(0), store.eq(0)]
-        with m.If(phase):
-            with m.If(load1):
-                m.d.sync += [a for ln in lanes for a in ln["load1"]]
-            with m.Elif(load2):
-                m.d.sync += [a for ln in lanes for a in ln["load2"]]
-            with m.Else():
-                for ln in lanes:
-                    m.d.sync += ln["step"](mc[0])
+        # = ~load1 & ~load2, its own register: no gate of the two in front of every lane
+        stepping = Signal(name="stepping", init=1, attrs=fanout)
+        sqrt_go = Signal(name="sqrt_go")       # the square root takes V (the state SQRT), a register
+        m.d.sync += [load1.eq(0), load2.eq(0), stepping.eq(1), store.eq(0), sqrt_go.eq(0)]
+        with m.If(stepping):
+            for ln in lanes:
+                m.d.sync += ln["step"](mc[0])
+        with m.Elif(load1):
+            m.d.sync += [a for ln in lanes for a in ln["load1"]]
+        with m.Else():
+            m.d.sync += [a for ln in lanes for a in ln["load2"]]
+        # the square root's result goes straight on into the reciprocals (its valid, a register,
+        # rises only in SQRT_WAIT, when the reciprocals are idle)
+        m.d.comb += [sq.o_r.ready.eq(1), sq.i_v.valid.eq(sqrt_go)]
+        m.d.comb += [ln["recip"].i_d.valid.eq(sq.o_r.valid) for ln in lanes]
+        with m.If(sq.o_r.valid):
+            m.d.sync += [a for ln in lanes for a in ln["zsh"]]
         with m.If(load1 & (passno == 0)):      # LOAD1 of pass 0 (from registers, not the FSM's decode)
-            m.d.sync += [r.eq(self.i_s.payload.s1[L + i]) for i, r in enumerate(later_s1)]
+            m.d.sync += [a for i, (r_abs, r_neg) in enumerate(later_s1)
+                         for a in (r_abs.eq(self.i_s.payload.s1_abs[L + i]), r_neg.eq(self.i_s.payload.s1_neg[L + i]))]
             m.d.sync += [r.eq(self.i_s.payload.s2[L + i]) for i, r in enumerate(later_s2)]
         with m.If(store):                      # the pass's constants into its rows of o_k
             for p in range(S):
@@ -205,46 +216,43 @@ class LnPost(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.i_s.valid):
-                    m.d.sync += [load1.eq(1), phase.eq(1)]
+                    m.d.sync += [load1.eq(1), stepping.eq(0)]
                     m.next = "LOAD1"
             with m.State("LOAD1"):                 # the lanes take the sums (pass 0: still offered)
                 m.d.comb += self.i_s.ready.eq(passno == 0)
                 m.d.sync += self._mul_load(mc, step, neg_mode, 0)
                 m.next = "MUL1"
             with m.State("MUL1"):
-                self._mul_step(m, mc, step, phase, "SQRT")
-            with m.State("SQRT"):                  # V = acc_a - acc_b goes straight in
-                m.d.comb += sq.i_v.valid.eq(1)
+                self._mul_step(m, mc, step, "SQRT")
+                with m.If(step == w.sb - 1):
+                    m.d.sync += sqrt_go.eq(1)
+            with m.State("SQRT"):                  # V = acc_a - acc_b goes straight in (sqrt_go)
                 m.next = "SQRT_WAIT"
-            with m.State("SQRT_WAIT"):
+            with m.State("SQRT_WAIT"):             # r into the reciprocals, zsh into the lanes
                 with m.If(sq.o_r.valid):
-                    m.d.comb += [ln["recip"].i_d.valid.eq(1) for ln in lanes]
-                    m.d.comb += sq.o_r.ready.eq(1)
-                    for ln in lanes:
-                        m.d.sync += ln["zsh"]
                     m.next = "RECIP_WAIT"
             with m.State("RECIP_WAIT"):
                 with m.If(rc0.o_q.valid):
-                    m.d.sync += [load2.eq(1), phase.eq(1)]
+                    m.d.sync += [load2.eq(1), stepping.eq(0)]
                     m.next = "LOAD2"
             with m.State("LOAD2"):                 # the lanes take the reciprocals (still offered)
                 m.d.comb += [ln["recip"].o_q.ready.eq(1) for ln in lanes]
                 m.d.sync += self._mul_load(mc, step, neg_mode, 1)
                 m.next = "MUL2"
             with m.State("MUL2"):
-                self._mul_step(m, mc, step, phase, "STORE")
+                self._mul_step(m, mc, step, "STORE")
                 with m.If(step == w.sb - 1):
                     m.d.sync += store.eq(1)
             with m.State("STORE"):                 # `store` writes this pass's rows
                 with m.If(passno == S - 1):
-                    m.d.sync += passno.eq(0)
+                    m.d.sync += [passno.eq(0), self.o_k.valid.eq(1)]      # a register: the out pass's go
                     m.next = "OFFER"
                 with m.Else():
-                    m.d.sync += [passno.eq(passno + 1), load1.eq(1), phase.eq(1)]
+                    m.d.sync += [passno.eq(passno + 1), load1.eq(1), stepping.eq(0)]
                     m.next = "LOAD1"
             with m.State("OFFER"):
-                m.d.comb += self.o_k.valid.eq(1)
                 with m.If(self.o_k.ready):
+                    m.d.sync += self.o_k.valid.eq(0)
                     m.next = "IDLE"
         return m
 
@@ -252,10 +260,9 @@ class LnPost(wiring.Component):
         """Start a multiplication pass (the lanes take their operands from `load1` / `load2`)."""
         return [mc.eq(self.d), step.eq(0), neg_mode.eq(neg)]
 
-    def _mul_step(self, m, mc, step, phase, nxt):
+    def _mul_step(self, m, mc, step, nxt):
         m.d.sync += [mc.eq(mc >> 1), step.eq(step + 1)]
         with m.If(step == self.wd.sb - 1):
-            m.d.sync += phase.eq(0)
             m.next = nxt
 
     def _lane(self, m, l: int, sq, neg_mode, passno, later_s1, later_s2) -> dict:
@@ -267,9 +274,11 @@ class LnPost(wiring.Component):
         L = self.hw.mac_rows // S
         m.submodules[f"recip{l}"] = rc = Reciprocal(LN_SQRT_BITS // 2, LN_RECIP_BITS, LN_SQRT_BITS // 2 - 1)
         # pass 0: row l's sums, still offered; pass p > 0: the kept sums of row p L + l
-        s1_in = Signal(signed(w.sb + 1), name=f"s1_in{l}")
+        s1_abs, s1_neg = Signal(w.sb, name=f"s1_abs_in{l}"), Signal(name=f"s1_neg_in{l}")
         s2_in = Signal(unsigned(w.s2), name=f"s2_in{l}")
-        m.d.comb += [s1_in.eq(Array([self.i_s.payload.s1[l]] + [later_s1[p * L + l - L] for p in range(1, S)])[passno]),
+        kept = [later_s1[p * L + l - L] for p in range(1, S)]
+        m.d.comb += [s1_abs.eq(Array([self.i_s.payload.s1_abs[l]] + [k[0] for k in kept])[passno]),
+                     s1_neg.eq(Array([self.i_s.payload.s1_neg[l]] + [k[1] for k in kept])[passno]),
                      s2_in.eq(Array([self.i_s.payload.s2[l]] + [later_s2[p * L + l - L] for p in range(1, S)])[passno])]
         sabs = Signal(w.sb, name=f"sabs{l}")
         neg = Signal(name=f"neg{l}")
@@ -282,13 +291,12 @@ class LnPost(wiring.Component):
         half = Signal(signed(w.acc_b), name=f"half{l}")
         m.d.comb += [sq.i_v.payload[l].eq(acc_a - acc_b), rc.i_d.payload.eq(sq.o_r.payload.r[l]),
                      half.eq((Const(1, 64) << zsh) >> 1)]
-        absv = Mux(s1_in < 0, -s1_in, s1_in)
         sub = neg_mode & neg
         o = self.o_k.payload
         eps = Mux(passno == 0, self.eps0, self.eps) if l == 0 else self.eps
         return {
             "recip": rc,
-            "load1": [sabs.eq(absv), neg.eq(s1_in < 0), ms.eq(absv), md_b.eq(absv), md_a.eq(s2_in),
+            "load1": [sabs.eq(s1_abs), neg.eq(s1_neg), ms.eq(s1_abs), md_b.eq(s1_abs), md_a.eq(s2_in),
                       acc_a.eq(eps), acc_b.eq(0)],
             "step": lambda bit: [acc_a.eq(acc_a + Mux(bit, md_a, 0)), md_a.eq(md_a << 1),
                                  acc_b.eq(acc_b + Mux(ms[0], Mux(sub, -md_b, md_b), 0)), md_b.eq(md_b << 1),
@@ -335,14 +343,16 @@ class LnOut(wiring.Component):
         g, b = [gamma], [beta]
         for i in range(1, 5):
             if i < 4:
-                g.append(Signal(signed(WORD), name=f"g{i}"))
+                g.append(Signal(signed(WORD), name=f"g{i}", attrs={"max_fanout": 16}))   # every lane's DSP
                 m.d.sync += g[i].eq(g[i - 1])
-            b.append(Signal(signed(ACC_BITS), name=f"b{i}"))
+            b.append(Signal(signed(ACC_BITS), name=f"b{i}", attrs={"max_fanout": 16}))
             m.d.sync += b[i].eq(b[i - 1])
         # requant_sv's right shift for y_shift, registered once for every lane (it holds through
-        # the operation)
+        # the operation, read d cycles after start at the earliest): the add and the clamp in two
+        # cycles
         y_sh = Signal(range(A4_BITS + 2 * WORD + 3), name="y_sh", attrs={"max_fanout": 16})  # every lane's shifter
-        m.d.sync += y_sh.eq(requant_sv_shift(m, self.y_shift, A4_BITS, WORD, "y_sh"))
+        y_t = pipe_stage(m, name="y_t", attrs={"max_fanout": 16})
+        m.d.sync += y_sh.eq(requant_sv_shift(m, self.y_shift, A4_BITS, WORD, "y_sh", stage=y_t))
         for l in range(self.hw.mac_rows):
             m.d.comb += self.y[l].eq(self._lane(m, l, ctl, g[3], b[4], take, x, y_sh))
         m.d.comb += [self.y_valid.eq(ctl[depth][0]), self.y_last.eq(ctl[depth][2])]
@@ -361,15 +371,17 @@ class LnOut(wiring.Component):
             m.d.sync += zsh3.eq(zsh2)
         zsh = Signal(range(LN_RECIP_BITS - LN_Z_FRAC - ZSH_MIN + 1), name=f"zsh{l}")
         m.d.comb += zsh.eq(zsh3 - ZSH_MIN)
-        p1 = Signal(signed(WORD + w.cr + 1), name=f"p1_{l}")
         d2 = Signal(signed(max(WORD + w.cr + 1, w.s1r) + 1), name=f"d2_{l}")
         z3 = Signal(signed(Z_BITS), name=f"z3_{l}")
         p4 = Signal(signed(WORD + Z_BITS), name=f"p4_{l}")
-        a5 = Signal(signed(A4_BITS), name=f"a5_{l}")
+        a5 = Signal(signed(A4_BITS), name=f"a5_{l}", attrs={"max_fanout": 16})    # its sign: the shifter's every stage
         y6 = Signal(signed(WORD), name=f"y6_{l}")
         cut = pipe_stage(m, name=f"yp{l}_", attrs={"max_fanout": 16})       # its shift bits: one register for all lanes
         y = requant_sv(m, a5, 0, WORD, name=f"y{l}", stage=cut, shift=y_sh)
-        m.d.sync += [p1.eq(x[l] * cr1), d2.eq(p1 - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
+        # x CR as DSP48 partial products (registered in the DSPs), added up with - S1R in the next
+        # stage: no fabric add behind a multiplier in one cycle
+        p1 = partial_products(m, cr1, x[l], name=f"p1_{l}")
+        m.d.sync += [d2.eq(sum(v << sh for v, sh in p1) - s1r2), z3.eq((d2 >> ZSH_MIN) >> zsh),
                      p4.eq(g3 * z3), a5.eq(p4 + b4), y6.eq(y)]       # the product, then + beta
         return y6
 
@@ -384,6 +396,10 @@ class LayerNormUnit(wiring.Component):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
         v = desc_view("LAYERNORM", ports.held(m, self.desc, "desc"))   # read from the cycle after start
+        # d - 1, the channel counters' end, registered beside `v` from the input (right from the
+        # cycle after start too): no subtract before the counters' compares
+        d_last = Signal(range(hw.d_max), name="d_last")
+        m.d.sync += d_last.eq(desc_view("LAYERNORM", self.desc).d - 1)
         rows = ports.held(m, self.rows, "rows")
         m.submodules.stats = stats = LnStats(hw)
         m.submodules.post = post = LnPost(hw)
@@ -398,7 +414,9 @@ class LayerNormUnit(wiring.Component):
         tiles = Signal(tn)                                     # tiles of this operation
         # the three passes: (tile, channel) of the stats read, the output read and the write
         stats_tile, out_tile, write_tile = (Signal(tn, name=n) for n in ("stats_tile", "out_tile", "write_tile"))
-        stats_ch, out_ch, write_ch = (Signal(range(hw.d_max), name=n) for n in ("stats_ch", "out_ch", "write_ch"))
+        # (the stats and out counters feed the bank's free check and the RAM addresses: replicated)
+        stats_ch, out_ch = (Signal(range(hw.d_max), name=n, attrs={"max_fanout": 16}) for n in ("stats_ch", "out_ch"))
+        write_ch = Signal(range(hw.d_max))
         sums_taken = Signal(tn)                                # tiles whose sums post has taken
         n_par = Signal(range(hw.d_max + 1))                    # parameters received
         m.d.sync += tiles.eq(ports.tiles_of(self.rows, R))     # rows holds from start: right from start + 1
@@ -406,28 +424,32 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += [busy.eq(1), stats_tile.eq(0), out_tile.eq(0), write_tile.eq(0), sums_taken.eq(0),
                          stats_ch.eq(0), out_ch.eq(0), write_ch.eq(0), n_par.eq(0)]
 
-        # parameters: into the parameter RAM in arrival order
-        m.d.comb += [self.i_param.ready.eq(busy & (n_par < v.d)), par.waddr.eq(n_par),
+        # parameters: into the parameter RAM in arrival order; whether one more fits (n_par < d)
+        # a register, from the cycle after d is read (two after start)
+        par_room = Signal()
+        m.d.comb += [self.i_param.ready.eq(busy & par_room), par.waddr.eq(n_par),
                      par.wdata.eq(Cat(self.i_param.payload.gamma, self.i_param.payload.beta)),
                      par.wen.eq(self.i_param.valid & self.i_param.ready)]
         with m.If(par.wen):
             m.d.sync += n_par.eq(n_par + 1)
+        m.d.sync += par_room.eq(~self.start & Mux(par.wen, n_par + 1 < v.d, n_par < v.d))
 
-        self._stats_pass(m, v, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank)
-        # token row 0 (CLS) may have its own eps: lane 0 of the first tile post takes
-        m.d.comb += post.eps0.eq(Mux((v.eps0 != 0) & (sums_taken == 0), v.eps0, v.eps))
-        self._out_pass(m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par)
+        self._stats_pass(m, v, d_last, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank)
+        # token row 0 (CLS) may have its own eps: lane 0 of the first tile post takes (a register:
+        # sums_taken moves at a LOAD1's end, the next LOAD1 is a post pass later)
+        m.d.sync += post.eps0.eq(Mux((v.eps0 != 0) & (sums_taken == 0), v.eps0, v.eps))
+        self._out_pass(m, v, d_last, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par)
         self._write(m, v, rows, busy, tiles, write_tile, write_ch, out)
         return m
 
-    def _stats_pass(self, m, v, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank):
+    def _stats_pass(self, m, v, d_last, busy, tiles, stats_tile, stats_ch, out_tile, out_ch, sums_taken, stats, bank):
         """Read channel stats_ch of tile stats_tile when bank stats_tile % 2 no longer holds it
         for out(stats_tile - 2) and, for the tile's last channel, once post has taken the
         previous tile's sums."""
         hw = self.hw
         bank_free = ((stats_tile < 2) | (out_tile + 2 > stats_tile)
                      | ((out_tile + 2 == stats_tile) & (out_ch > stats_ch)))
-        post_free = (stats_ch != v.d - 1) | (sums_taken >= stats_tile)
+        post_free = (stats_ch != d_last) | (sums_taken >= stats_tile)
         go = Signal()
         m.d.comb += go.eq(busy & (stats_tile < tiles) & bank_free & post_free)
         with m.If(stats.o_s.valid & stats.o_s.ready):
@@ -438,17 +460,17 @@ class LayerNormUnit(wiring.Component):
         read_valid, read_ch, read_bank = Signal(), Signal(range(hw.d_max)), Signal()
         read_first, read_last = Signal(), Signal()
         m.d.sync += [read_valid.eq(go), read_ch.eq(stats_ch), read_bank.eq(stats_tile[0]),
-                     read_first.eq(stats_ch == 0), read_last.eq(stats_ch == v.d - 1)]
+                     read_first.eq(stats_ch == 0), read_last.eq(stats_ch == d_last)]
         with m.If(go):
             m.d.sync += stats_ch.eq(stats_ch + 1)
-            with m.If(stats_ch == v.d - 1):
+            with m.If(stats_ch == d_last):
                 m.d.sync += [stats_ch.eq(0), stats_tile.eq(stats_tile + 1)]
         m.d.comb += [bank.waddr.eq(Mux(read_bank, hw.d_max, 0) + read_ch), bank.wdata.eq(self.ra.data),
                      bank.wen.eq(read_valid.replicate(hw.mac_rows)),
                      stats.valid.eq(read_valid), stats.first.eq(read_first), stats.last.eq(read_last),
                      stats.x.eq(self.ra.data)]
 
-    def _out_pass(self, m, v, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par):
+    def _out_pass(self, m, v, d_last, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par):
         """Read channel out_ch of tile out_tile from its bank once the channel's parameter has
         arrived and, for the first channel, once post offers the tile's constants (taken then).
         Whether a tile is left, the channel is 0 and its parameter has arrived are registers, kept
@@ -456,7 +478,7 @@ class LayerNormUnit(wiring.Component):
         `go` and `take` are one gate of registers."""
         hw = self.hw
         more, first, par_ok = Signal(), Signal(), Signal()
-        last = out_ch == v.d - 1
+        last = out_ch == d_last
         go = Signal()
         m.d.comb += go.eq(busy & more & (~first | post.o_k.valid) & par_ok)
         with m.If(self.start):
@@ -469,8 +491,13 @@ class LayerNormUnit(wiring.Component):
                 m.d.sync += [first.eq(0), par_ok.eq(Mux(wen, out_ch < n_par, out_ch + 1 < n_par))]
             with m.Else():
                 m.d.sync += par_ok.eq(Mux(wen, out_ch <= n_par, out_ch < n_par))
-        m.d.comb += [bank.raddr.eq(Mux(out_tile[0], hw.d_max, 0) + out_ch), bank.ren.eq(go), par.raddr.eq(out_ch),
-                     par.ren.eq(go), post.o_k.ready.eq(go & first), out.take.eq(go & first)]
+        # the RAMs read every cycle (their data counts with read_valid only): `go` does not fan
+        # out to every block RAM's enable
+        m.d.comb += [bank.raddr.eq(Mux(out_tile[0], hw.d_max, 0) + out_ch), bank.ren.eq(1), par.raddr.eq(out_ch),
+                     par.ren.eq(1), out.take.eq(go & first),
+                     # post sees ready only while it offers: the take without o_k.valid, a gate of
+                     # registers apart from `take` (which fans out to every lane's constants)
+                     post.o_k.ready.eq(busy & more & first & par_ok)]
         read_valid, read_first, read_last = Signal(), Signal(), Signal()
         m.d.sync += [read_valid.eq(go), read_first.eq(first), read_last.eq(last)]
         with m.If(go):

@@ -9,6 +9,7 @@ them exhaustively over int16 against golden).
     requant_sv(m, v, s, bits) requant_var on one pruned right shifter (a fifth of its LUTs)
     requant(v, s, bits)     sat(rshift_round(v, s))                       = golden.arith.requant
     split_product(m, a, b)  a x b pipelined: one DSP48E2 per partial product, one adder a stage
+    partial_products(m, a, b) its registered partial products (the caller adds them in its next stage)
 """
 from __future__ import annotations
 
@@ -144,14 +145,12 @@ def pipe_sum(m, values, name: str = "ps", en=None) -> Value:
     return _registered_tree(m, [(Value.cast(v), 0) for v in values], name, en)[0]
 
 
-def split_product(m, a, b, name: str = "sp", en=None) -> Value:
-    """a x b (either signed or unsigned) as a pipeline: the partial products of DSP_A x
-    DSP_B-bit chunks (one DSP48E2 each; the top chunk of a signed operand signed) registered,
-    then summed pairwise by registered adders, one adder a stage. The product of the operands
-    of cycle t is the value returned at t + product_latency(len(a), len(b)); the pipeline takes
-    new operands every cycle (`en`: every cycle it is high, a stall-together pipeline)."""
+def partial_products(m, a, b, name: str = "pp", en=None) -> list:
+    """The partial products of a x b (either signed or unsigned) by DSP_A x DSP_B-bit chunks
+    (one DSP48E2 each; the top chunk of a signed operand signed), each registered: a list of
+    (register, its weight 2^shift) whose weighted sum is a x b of the cycle before."""
     a, b = Value.cast(a), Value.cast(b)
-    terms = []                                        # (registered value, its weight 2^shift)
+    terms = []
     for i in _chunks(len(a), DSP_A):
         ai = a[i:i + DSP_A]
         ai = ai.as_signed() if a.shape().signed and i + DSP_A >= len(a) else ai
@@ -159,7 +158,15 @@ def split_product(m, a, b, name: str = "sp", en=None) -> Value:
             bj = b[j:j + DSP_B]
             bj = bj.as_signed() if b.shape().signed and j + DSP_B >= len(b) else bj
             terms.append((_register(m, ai * bj, f"{name}_p{len(terms)}", en), i + j))
-    value, shift = _registered_tree(m, terms, name, en)
+    return terms
+
+
+def split_product(m, a, b, name: str = "sp", en=None) -> Value:
+    """a x b (either signed or unsigned) as a pipeline: the partial products registered, then
+    summed pairwise by registered adders, one adder a stage. The product of the operands
+    of cycle t is the value returned at t + product_latency(len(a), len(b)); the pipeline takes
+    new operands every cycle (`en`: every cycle it is high, a stall-together pipeline)."""
+    value, shift = _registered_tree(m, partial_products(m, a, b, name, en), name, en)
     return value << shift
 
 
@@ -186,14 +193,18 @@ def pipe_stage(m, en=None, name: str = "p", attrs=None):
     return stage
 
 
-def requant_sv_shift(m, s, width: int, bits: int = WORD, name: str = "rs") -> Signal:
+def requant_sv_shift(m, s, width: int, bits: int = WORD, name: str = "rs", stage=None) -> Signal:
     """The right shift requant_sv applies to v << bits for a signed shift s and a `width`-bit v:
-    s + bits clamped to [0, width + 2 bits + 2] (a pipeline may compute it a stage early)."""
+    s + bits clamped to [0, width + 2 bits + 2] (a pipeline may compute it a stage early;
+    `stage`: a pipe_stage between the add and the clamp)."""
     s = Value.cast(s).as_signed()
     lim = width + 2 * bits + 2                          # beyond: every v rounds to 0
     t = Signal(signed(len(s) + 2), name=f"{name}_t")
     sh = Signal(range(lim + 1), name=f"{name}_sh")
-    m.d.comb += [t.eq(s + bits), sh.eq(Mux(t < 0, 0, Mux(t > lim, lim, t)))]
+    m.d.comb += t.eq(s + bits)
+    if stage is not None:
+        (t,) = stage([t])
+    m.d.comb += sh.eq(Mux(t < 0, 0, Mux(t > lim, lim, t)))
     return sh
 
 
