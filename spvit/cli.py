@@ -72,6 +72,7 @@ def _stop_signals_raise():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        errors.STOP_SIGNALS.clear()       # the record is this call's: a later call in the process starts clean
 
 
 def _silence_stdout() -> None:

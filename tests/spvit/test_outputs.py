@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from base import errors
 from base.errors import UsageError
 from base.outputs import TMP_TAG, output_dir, output_file
 from spvit import cli
@@ -307,6 +308,10 @@ def test_ctrl_c_swallowed_by_a_finalizer_still_stops(tmp_path, monkeypatch, caps
         signal.signal(signal.SIGINT, old)
     assert capsys.readouterr().err.strip().endswith("spvit: interrupted (Ctrl-C); stopped, temporary output removed")
     assert list(tmp_path.iterdir()) == []
+    assert errors.STOP_SIGNALS == []      # the record ends with the call: later outputs in this process are not stopped
+    with output_file(target, "a test output") as tmp:
+        tmp.write_text("{}")
+    assert target.read_text() == "{}"
 
 
 def test_closed_stdout_is_not_a_traceback():
