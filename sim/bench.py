@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 from golden.hw import HardwareConfig
 from golden.isa import DESC_BITS, KB, SB, SCORE_BITS, TOKEN_BUFFERS, VB
 from rtl_gen.buffers.fabric import Buffers
-from rtl_gen.buffers.ports import lanes
+from rtl_gen.buffers.ports import READ_LATENCY, lanes
 from rtl_gen.buffers.scores import ScoreBuffer
 
 WRITE, READ, START = range(3)
@@ -60,10 +60,10 @@ class UnitBench(wiring.Component):
         running = Signal()
         m.d.comb += [u.desc.eq(self.desc), u.rows.eq(self.rows)]
         c = self.i_cmd.payload
-        pending = Signal()                       # a read's data arrives next cycle
+        pending = Signal(range(READ_LATENCY + 1))   # cycles until a read's data arrives (1: this cycle)
         pend_buf = Signal(3)
         host = ~running
-        can = host & ~(self.o_rd.valid & ~self.o_rd.ready) & ~pending
+        can = host & ~(self.o_rd.valid & ~self.o_rd.ready) & (pending == 0)
         m.d.comb += self.i_cmd.ready.eq(can)
         take = self.i_cmd.valid & can
         m.d.comb += u.start.eq(take & (c.kind == START))
@@ -90,12 +90,14 @@ class UnitBench(wiring.Component):
                          buf.kr.ktile.eq(c.tile), buf.kr.ch.eq(c.ch), buf.kr.en.eq(rd & (c.buf == KB)),
                          buf.vr.token.eq(c.token), buf.vr.grp.eq(c.grp), buf.vr.en.eq(rd & (c.buf == VB))]
         with m.If(rd):
-            m.d.sync += [pending.eq(1), pend_buf.eq(c.buf)]
+            m.d.sync += [pending.eq(Mux(c.buf == SB, 1, READ_LATENCY)), pend_buf.eq(c.buf)]
+        with m.Elif(pending != 0):
+            m.d.sync += pending.eq(pending - 1)
         read_sb = self._scores(m, running, host, wr, rd) if hasattr(u, "sr") else 0
-        with m.If(pending):
+        with m.If(pending == 1):
             read_data = Mux(pend_buf == SB, read_sb, Mux(pend_buf == KB, buf.kr.data.as_value(),
                             Mux(pend_buf == VB, buf.vr.data.as_value(), buf.ra.data.as_value())))
-            m.d.sync += [pending.eq(0), self.o_rd.valid.eq(1), self.o_rd.payload.data.eq(read_data)]
+            m.d.sync += [self.o_rd.valid.eq(1), self.o_rd.payload.data.eq(read_data)]
         with m.Elif(self.o_rd.ready):
             m.d.sync += self.o_rd.valid.eq(0)
         return m

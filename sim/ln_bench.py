@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,12 +50,13 @@ class LnBench(wiring.Component):
         m.submodules.unit = unit = LayerNormUnit(hw)
         wiring.connect(m, wiring.flipped(self.i_param), unit.i_param)
         cmd = self.i_cmd.payload
-        running, rd_wait, start = Signal(), Signal(), Signal()
+        running, start = Signal(), Signal()
+        rd_wait = Signal(ports.READ_LATENCY)           # a host read on its way through the fabric
         desc = Signal(isa.DESC_BITS)
         rows = Signal(range(hw.n_max + 1))
         cyc = Signal(32)
         m.d.comb += [unit.desc.eq(desc), unit.rows.eq(rows), unit.start.eq(start),
-                     self.i_cmd.ready.eq(~running & ~start & ~rd_wait & ~self.o_rd.valid & ~self.o_done.valid)]
+                     self.i_cmd.ready.eq(~running & ~start & ~rd_wait.any() & ~self.o_rd.valid & ~self.o_done.valid)]
         take = self.i_cmd.valid & self.i_cmd.ready
         # the unit owns the read and write ports while it runs
         with m.If(running):
@@ -68,14 +69,15 @@ class LnBench(wiring.Component):
                          bufs.w.ch.eq(cmd.ch), bufs.w.data.eq(cmd.data),
                          bufs.w.en.eq(Mux(take & (cmd.op == WRITE), -1, 0))]
         m.d.comb += unit.ra.data.eq(bufs.ra.data)
-        m.d.sync += [start.eq(take & (cmd.op == RUN)), rd_wait.eq(take & (cmd.op == READ)), cyc.eq(cyc + 1)]
+        m.d.sync += [start.eq(take & (cmd.op == RUN)), rd_wait.eq(Cat(take & (cmd.op == READ), rd_wait)),
+                     cyc.eq(cyc + 1)]
         with m.If(take & (cmd.op == RUN)):
             m.d.sync += [desc.eq(cmd.desc), rows.eq(cmd.rows)]
         with m.If(start):
             m.d.sync += [running.eq(1), cyc.eq(1)]
         with m.If(self.o_rd.ready):
             m.d.sync += self.o_rd.valid.eq(0)
-        with m.If(rd_wait):
+        with m.If(rd_wait[-1]):
             m.d.sync += [self.o_rd.valid.eq(1), self.o_rd.payload.eq(bufs.ra.data)]
         with m.If(self.o_done.ready):
             m.d.sync += self.o_done.valid.eq(0)

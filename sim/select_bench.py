@@ -147,7 +147,7 @@ class SelectBench(wiring.Component):
             with m.Case(READ):
                 m.d.comb += [host.rd.buf.eq(cmd.buf), host.rd.tile.eq(cmd.tile), host.rd.ch.eq(cmd.ch),
                              host.rd.en.eq(1)]
-                m.next = "RD"
+                m.next = "RD_WAIT1" if ports.READ_LATENCY > 1 else "RD"
             with m.Case(SCORES):
                 m.d.comb += [host.sw.tile.eq(cmd.tile), host.sw.data.eq(cmd.scores), host.sw.en.eq(-1)]
             with m.Case(READ_SB):
@@ -178,6 +178,9 @@ class SelectBench(wiring.Component):
         a STORE of the selection (beats on o_st)."""
         R = self.hw.mac_rows
         decide = units[1]
+        for k in range(1, ports.READ_LATENCY):         # the fabric's read registers
+            with m.State(f"RD_WAIT{k}"):
+                m.next = f"RD_WAIT{k + 1}" if k + 1 < ports.READ_LATENCY else "RD"
         with m.State("RD"):
             m.d.comb += [self.o_rd.valid.eq(1), self.o_rd.payload.eq(bufs.ra.data)]
             with m.If(self.o_rd.ready):

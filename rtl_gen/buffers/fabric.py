@@ -4,7 +4,10 @@ simply routes each port to the memory it names: two token read ports (ra, rb: di
 buffers), one token write port, and a read and a write port each for KB and VB.
 
 Every memory has one synchronous read port and one write port with lane enables: block RAM.
-Every write goes through two registers before its memories (a write lands two cycles later;
+A read takes ports.READ_LATENCY (3) cycles, each of its ends at a register: the port (so the
+unit's address logic and the port routes end there), the block RAM, then the read data after the
+buffer select (so the RAM's clock-to-out and the select end there, before the unit's logic).
+The data holds until the next read's arrives. Every write goes through two registers before its memories (a write lands two cycles later;
 nothing reads a buffer in the two cycles after the operation that writes it): the port, so the
 unit's write logic and the port routes end there (the zcu102 top's deepest path was COMPACT's
 write channel into a token buffer's address); then each memory's address (tile x width + ch),
@@ -43,7 +46,7 @@ class Buffers(wiring.Component):
 
     def _token_buffers(self, m):
         hw, R = self.hw, self.hw.mac_rows
-        ra, rb, w = self.ra, self.rb, _registered(m, self.w, "tok_w")
+        ra, rb, w = _read_port(m, self.ra, "ra"), _read_port(m, self.rb, "rb"), _registered(m, self.w, "tok_w")
         datas = []
         for b in TOKEN_BUFFERS:
             width = hw.buffer_width(b)
@@ -57,20 +60,23 @@ class Buffers(wiring.Component):
                          mem.wen.eq(Mux(w.buf == b, w.en, 0))]
             datas.append(mem.rdata)
         for port, name in ((ra, "ra"), (rb, "rb")):
-            sel = Signal(2, name=f"{name}_sel")          # buffer of the last read: steers its data
+            sel = Signal(2, name=f"{name}_sel")          # buffer of the read in the RAM: steers its data
             with m.If(port.en):
                 m.d.sync += sel.eq(port.buf)
+            selected = Signal.like(port.data, name=f"{name}_selected")
             with m.Switch(sel):
                 for b, d in zip(TOKEN_BUFFERS, datas):
                     with m.Case(b):
-                        m.d.comb += port.data.eq(d)
+                        m.d.comb += selected.eq(d)
+            port.data_in(selected)
 
     def _keys(self, m):
         hw = self.hw
         m.submodules.kb = mem = Ram(16, hw.key_tiles * hw.d_max, hw.mac_cols)
-        kw, kr = _registered(m, self.kw, "kb_w"), self.kr
+        kw, kr = _registered(m, self.kw, "kb_w"), _read_port(m, self.kr, "kr")
         m.d.sync += [mem.waddr.eq(kw.ktile * hw.d_max + kw.ch), mem.wdata.eq(kw.data), mem.wen.eq(kw.en)]
-        m.d.comb += [mem.raddr.eq(kr.ktile * hw.d_max + kr.ch), mem.ren.eq(kr.en), kr.data.eq(mem.rdata)]
+        m.d.comb += [mem.raddr.eq(kr.ktile * hw.d_max + kr.ch), mem.ren.eq(kr.en)]
+        kr.data_in(mem.rdata)
 
     def _values(self, m):
         """VB: V[token t, channel ch] in C one-lane block RAMs, skewed: lane c = ch % C of token t
@@ -82,7 +88,7 @@ class Buffers(wiring.Component):
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
         G = hw.d_max // C
         cb = (C - 1).bit_length()                       # R and C are powers of two
-        vw, vr = self.vw, self.vr
+        vw, vr = self.vw, _read_port(m, self.vr, "vr")
         rot = Signal(range(C), name="vb_rot")           # the read token's skew: steers its data
         with m.If(vr.en):
             m.d.sync += rot.eq(vr.token[:cb] if cb else 0)
@@ -111,7 +117,7 @@ class Buffers(wiring.Component):
             m.d.comb += [mem.waddr.eq(waddr), mem.wdata.eq(bank_data[16 * j:16 * (j + 1)]),
                          mem.wen.eq(bank_en[j]), mem.raddr.eq(raddr), mem.ren.eq(vr.en)]
             words.append(mem.rdata)
-        m.d.comb += vr.data.eq((Cat(*words, *words) >> (rot * 16))[:16 * C])
+        vr.data_in((Cat(*words, *words) >> (rot * 16))[:16 * C])
 
 
 def _registered(m, port, name: str) -> SimpleNamespace:
@@ -122,6 +128,27 @@ def _registered(m, port, name: str) -> SimpleNamespace:
         regs[member] = Signal(value.shape(), name=f"{name}_{member}")
         m.d.sync += regs[member].eq(value)
     return SimpleNamespace(**regs)
+
+
+def _read_port(m, port, name: str) -> SimpleNamespace:
+    """A read port's request members through a register (the memory sees them a cycle later),
+    and `data_in(value)`: the memory's read data (a cycle after the memory's enable) into a
+    register that loads a cycle after that and holds, driving the port's data."""
+    assert ports.READ_LATENCY == 3
+    regs = {}
+    for member in (n for n in port.signature.members if n != "data"):
+        value = getattr(port, member)
+        regs[member] = Signal(value.shape(), name=f"{name}_{member}_q")
+        m.d.sync += regs[member].eq(value)
+    arrived = Signal(name=f"{name}_arrived")               # the memory's read data is this cycle's
+    m.d.sync += arrived.eq(regs["en"])
+    data_q = Signal.like(port.data, name=f"{name}_data_q")
+
+    def data_in(value):
+        with m.If(arrived):
+            m.d.sync += data_q.eq(value)
+    m.d.comb += port.data.eq(data_q)
+    return SimpleNamespace(**regs, data=data_q, data_in=data_in)
 
 
 def _times(value, k: int):

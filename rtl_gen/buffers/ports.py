@@ -2,8 +2,8 @@
 
 Every unit is a wiring.Component; its memory ports are *unit-side* signatures (requests are
 Out, read data is In) that connect to the buffer fabric (rtl_gen/buffers/fabric.py). All memories are
-block RAM with a synchronous read: `data` is valid in the cycle after the cycle in which `en`
-was high, and holds while `en` stays low.
+block RAM behind registers: `data` is valid READ_LATENCY cycles after the cycle in which `en`
+was high, and holds until the next read's data arrives.
 
 Token buffers B0..B3 (token-tile layout): word (tile t, channel c) holds the mac_rows tokens
 t R .. t R + R - 1 of channel c, one int16 lane each; writes have one enable per lane.
@@ -33,7 +33,7 @@ from golden.isa import DESC_BITS
 from ..primitives.arith import thermometer
 
 WORD = 16
-READ_LATENCY = 1        # a read's data: the cycle after its request (block RAM, synchronous read)
+READ_LATENCY = 3        # a read's data: 3 cycles after its request (port register, block RAM, data register)
 
 
 def lanes(n: int, bits: int = WORD, is_signed: bool = True) -> data.ArrayLayout:
