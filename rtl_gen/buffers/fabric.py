@@ -7,7 +7,9 @@ Every memory has one synchronous read port and one write port with lane enables:
 A read takes ports.READ_LATENCY (3) cycles, each of its ends at a register: the port (so the
 unit's address logic and the port routes end there), the block RAM, then the read data after the
 buffer select (so the RAM's clock-to-out and the select end there, before the unit's logic).
-The data holds until the next read's arrives. Every write goes through two registers before its memories (a write lands two cycles later;
+The data holds until the next read's arrives.
+
+Every write goes through two registers before its memories (a write lands two cycles later;
 nothing reads a buffer in the two cycles after the operation that writes it): the port, so the
 unit's write logic and the port routes end there (the zcu102 top's deepest path was COMPACT's
 write channel into a token buffer's address); then each memory's address (tile x width + ch),
