@@ -45,6 +45,7 @@ REQUANT_STAGES = 3                          # requant_sv with two cuts, then its
 RES_STAGES = 2 + REQUANT_STAGES             # shifts, sum, requant
 Y_STAGE = 3 + REQUANT_STAGES                # the stage whose register holds the requantised y
 ACT_STAGE = Y_STAGE + PWL_LATENCY           # the activation's result
+assert ACT_STAGE - ports.READ_LATENCY >= 1  # the residual's read: a beat's tag from stage 1
 LATENCY = ACT_STAGE + RES_STAGES + 1        # a beat in -> its write (the write ports are combinational from here)
 REPLICATED = {"max_fanout": 16}            # a register every lane reads (the shifts, their copies at the cut)
 SM_DEPTH = 32                               # score FIFO: the drain's credit loop at one beat per cycle
@@ -129,12 +130,10 @@ class Epilogue(wiring.Component):
         row0 = SimpleNamespace(sa=Mux(own[0], sa0, sa), sb=Mux(own[0], sb0, sb),
                                so=Mux(own[1], so0, so))
 
-        # the residual word is read a cycle early and registered before its alignment shift (the
-        # buffers' read select and the shift in separate cycles; no cycle more: the beat's tag
-        # carries its address)
-        res = Signal(ports.lanes(R), name="res_q")
-        m.d.sync += res.eq(self.rb.data)
-        t_rb = tags[ACT_STAGE - ports.READ_LATENCY - 1]
+        # the residual word is read so that it arrives with the beat at ACT_STAGE (the fabric
+        # registers it after its buffer select; the beat's tag carries its address)
+        res = self.rb.data
+        t_rb = tags[ACT_STAGE - ports.READ_LATENCY]
         m.d.comb += [self.rb.buf.eq(cfg.r_buf), self.rb.tile.eq(t_rb.tile), self.rb.ch.eq(t_rb.ch),
                      self.rb.en.eq(t_rb.valid & cfg.res)]
         sums, out = zip(*(self._lane(m, r, beat.acc[r], c.bias, mult, sh3,

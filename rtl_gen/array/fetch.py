@@ -3,8 +3,8 @@
 Fetch: a sequencer sends one request per MAC beat (where to read A and B for one k, first/last
 of a tile, and the tile's drain info on its last beat). A request is taken when a credit says
 its beat will find room in the operand FIFO; its reads are issued then (buffer-fabric ports,
-ports.READ_LATENCY cycles; the probability bank and the weight ring answer in one, so with a
-fabric latency of 2 they are issued a cycle later), so both operands arrive together
+ports.READ_LATENCY cycles; the probability bank and the weight ring answer in one, so their data
+passes READ_LATENCY - 1 registers), so both operands arrive together
 READ_LATENCY cycles after the request and go into the FIFO. The MAC array takes beats from the
 FIFO; nothing waits on the array combinationally, so the reads never stall.
 
@@ -97,20 +97,23 @@ class Fetch(wiring.Component):
         m.d.comb += back.eq(credits + freed)
         m.d.sync += [credits.eq(Mux(go, back - 1, back)), can.eq(Mux(go, back != 1, back != 0)),
                      freed.eq(fifo.o.valid & fifo.o.ready)]
-        # reads: buffer-fabric ports now, the one-cycle memories next cycle
+        # reads, all now: the buffer fabric's answer in lat cycles; the one-cycle memories'
+        # (probability bank, weight ring) through lat - 1 registers, so every answer comes with
+        # its tag. Not their requests later: the ring changes its issue slot, and ATTENTION frees
+        # the probability bank, when the sequencer's last request of it is taken
         m.d.comb += [
             self.ra.buf.eq(q.a_buf), self.ra.tile.eq(q.a_tile), self.ra.ch.eq(q.a_ch),
             self.ra.en.eq(go & (q.a_src == A_TOK)),
             self.kr.ktile.eq(q.k_tile), self.kr.ch.eq(q.k_ch), self.kr.en.eq(go & (q.b_src == B_KEY)),
             self.vr.token.eq(q.v_token), self.vr.grp.eq(q.v_grp), self.vr.en.eq(go & (q.b_src == B_VALUE)),
+            self.pr.bank.eq(q.p_bank), self.pr.key.eq(q.p_key), self.pr.en.eq(go & (q.a_src == A_PROB)),
+            self.wr.addr.eq(q.w_addr), self.wr.en.eq(go & (q.b_src == B_WEIGHT)),
         ]
-        one_cycle = [self.pr.bank.eq(q.p_bank), self.pr.key.eq(q.p_key), self.pr.en.eq(go & (q.a_src == A_PROB)),
-                     self.wr.addr.eq(q.w_addr), self.wr.en.eq(go & (q.b_src == B_WEIGHT))]
-        assert lat in (1, 2)
-        if lat == 1:
-            m.d.comb += one_cycle
-        else:
-            m.d.sync += one_cycle
+        prob, weight = self.pr.data, self.wr.data
+        for k in range(lat - 1):
+            prob_q, weight_q = Signal.like(prob, name=f"prob{k}"), Signal.like(weight, name=f"weight{k}")
+            m.d.sync += [prob_q.eq(prob), weight_q.eq(weight)]
+            prob, weight = prob_q, weight_q
         # the beat's tag travels beside its reads
         tag = data.StructLayout({"valid": 1, "a_src": 1, "b_src": 2, "first": 1, "last": 1, "info": info_layout(hw)})
         stages = [Signal(tag, name=f"tag{i}") for i in range(lat)]
@@ -120,9 +123,9 @@ class Fetch(wiring.Component):
         t = stages[-1]
         w = data.View(beat_fifo_layout(hw), fifo.i.payload)
         m.d.comb += [fifo.i.valid.eq(t.valid),
-                     w.ab.a.eq(Mux(t.a_src == A_PROB, self.pr.data, self.ra.data)),
+                     w.ab.a.eq(Mux(t.a_src == A_PROB, prob, self.ra.data)),
                      w.ab.b.eq(Mux(t.b_src == B_KEY, self.kr.data,
-                                   Mux(t.b_src == B_VALUE, self.vr.data, self.wr.data))),
+                                   Mux(t.b_src == B_VALUE, self.vr.data, weight))),
                      w.ab.first.eq(t.first), w.ab.last.eq(t.last), w.info.eq(t.info)]
         # out of the FIFO into the MAC array; the tile's info leaves with its last beat (the
         # drain's info FIFO always has room: it is as deep as the tiles the array can hold)

@@ -6,10 +6,11 @@ reciprocal units).
             valid and payload hold until ready (a producer that withdraws or changes a beat,
             or drops one its consumer did not take, fails it)
   assumed   what the rest of the accelerator guarantees: `start` only while no operation runs,
-            `desc` and `rows` (at most n_max) held while it does; every block-RAM read port
-            (token buffers, KB, VB, weight ring, PWL tables) keeps its data while its read
-            enable is low (rtl_gen/buffers/ports.py); the weight ring changes the draining slot
-            and its biases only after a release; everything else (descriptor fields, memory
+            `desc` and `rows` (at most n_max) held while it does; every read port changes
+            its data only a read's latency after its enable: the buffer fabric's (token buffers,
+            KB, VB) READ_LATENCY cycles (rtl_gen/buffers/ports.py), the weight ring's and the PWL
+            tables' one; the weight ring changes the draining slot and its biases only after a
+            release; everything else (descriptor fields, memory
             contents, `avail`) is free
 
     formal.prove(ArrayUnitFormal(hw, scope="inductive"), depth=3, workdir=path, induction=True)  # for all time
@@ -29,10 +30,12 @@ from amaranth.lib import wiring
 
 from golden.hw import HardwareConfig
 
+from ..buffers import ports
 from ..tools import formal
 from .unit import ArrayUnit
 
-READ_PORTS = ("ra", "rb", "kr", "vr", "wi")
+FABRIC_READS = ("ra", "rb", "kr", "vr")       # the buffer fabric's: ports.READ_LATENCY cycles
+ONE_CYCLE_READS = ("wi",)                     # the weight ring's (and the PWL tables')
 # streams whose producer does not wait for ready (the consumer always has room, an invariant
 # of the whole unit that k-induction cannot see: the drain's credits for the epilogue's score
 # FIFO and the fetch's for its operand FIFO): rule 2 holds from reset, checked by BMC
@@ -55,7 +58,9 @@ class ArrayUnitFormal(wiring.Component):
         tree = formal.elaborate(unit)
         m.submodules.dut = formal.Prebuilt(tree)
         self._operations(m, unit, dict(formal.components(tree, "dut")))
-        for name in READ_PORTS:
+        for name in FABRIC_READS:
+            block_ram_read(m, getattr(unit, name), ports.READ_LATENCY)
+        for name in ONE_CYCLE_READS:
             block_ram_read(m, getattr(unit, name))
         for r in range(self.hw.mac_rows):
             block_ram_read(m, unit.table[r])
@@ -93,8 +98,12 @@ def held(m, cond, *signals) -> None:
             m.d.comb += Assume(sig == before)
 
 
-def block_ram_read(m, port) -> None:
-    """A synchronous block-RAM read port: any data the cycle after `en`, then held."""
+def block_ram_read(m, port, latency: int = 1) -> None:
+    """A read port: any data `latency` cycles after `en`, held until the next read's arrives."""
     m.d.comb += formal.free(port.data)
-    held(m, ~port.en, port.data)
-
+    en = port.en
+    for _ in range(latency - 1):
+        en_q = Signal()
+        m.d.sync += en_q.eq(en)
+        en = en_q
+    held(m, ~en, port.data)
