@@ -28,8 +28,8 @@ Schedule: tiles t = 0 .. T - 1 (T = ceil(rows / R)) pass through three stages th
             d_max <= 4096: P = 147 for d_max = 384 and S = 1, 293 for S = 2 as on zcu102)
   out(t)    reads bank t % 2 and the parameter RAM, OUT_LAT-stage pipeline, writes (d cycles)
 stats(t) may overwrite channel c of a bank once out(t - 2) has read it, so for P < d the unit
-streams one tile per d cycles: cycles = T d + d + P + OUT_LAT + 3. `ln_cycles` is the exact stall-free
-schedule (tests/sim/test_ln_unit.py checks it against the RTL).
+streams one tile per d cycles: cycles = T d + d + P + OUT_LAT + STATS_LAT. `ln_cycles` is the exact
+stall-free schedule (tests/sim/test_ln_unit.py checks it against the RTL).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ ZSH_MIN = LN_RECIP_BITS - LN_Z_FRAC - LN_SQRT_BITS // 2 + 1     # 46 - k with k 
 R_BITS = LN_RECIP_BITS - LN_SQRT_BITS // 2 + 2                   # R in (2^31, 2^32]: 33 bits
 A4_BITS = ACC_BITS + 1     # gamma z + beta
 OUT_LAT = 8 + PIPE_REQUANT  # out issue -> write (registered inputs, gamma z and + beta in two, the requant in three)
-STATS_LAT = 3               # stats issue of a tile's last channel -> its sums offered to post
+STATS_LAT = ports.READ_LATENCY + 2  # stats issue of a tile's last channel -> its sums offered to post
 
 
 class Widths:
@@ -456,18 +456,20 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += sums_taken.eq(sums_taken + 1)
         m.d.comb += [self.ra.buf.eq(v.i_buf[:2]), self.ra.tile.eq(stats_tile), self.ra.ch.eq(v.i_c0 + stats_ch),
                      self.ra.en.eq(go)]
-        # the read issued last cycle: its data is there now
-        read_valid, read_ch, read_bank = Signal(), Signal(range(hw.d_max)), Signal()
-        read_first, read_last = Signal(), Signal()
-        m.d.sync += [read_valid.eq(go), read_ch.eq(stats_ch), read_bank.eq(stats_tile[0]),
-                     read_first.eq(stats_ch == 0), read_last.eq(stats_ch == d_last)]
+        # the read's channel travels beside it: its data is there ports.READ_LATENCY cycles later
+        tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "bank": 1, "first": 1, "last": 1})
+        reads = [Signal(tag, name=f"stats_read{k}") for k in range(ports.READ_LATENCY)]
+        m.d.sync += [reads[0].valid.eq(go), reads[0].ch.eq(stats_ch), reads[0].bank.eq(stats_tile[0]),
+                     reads[0].first.eq(stats_ch == 0), reads[0].last.eq(stats_ch == d_last)]
+        m.d.sync += [reads[k].eq(reads[k - 1]) for k in range(1, len(reads))]
+        read = reads[-1]
         with m.If(go):
             m.d.sync += stats_ch.eq(stats_ch + 1)
             with m.If(stats_ch == d_last):
                 m.d.sync += [stats_ch.eq(0), stats_tile.eq(stats_tile + 1)]
-        m.d.comb += [bank.waddr.eq(Mux(read_bank, hw.d_max, 0) + read_ch), bank.wdata.eq(self.ra.data),
-                     bank.wen.eq(read_valid.replicate(hw.mac_rows)),
-                     stats.valid.eq(read_valid), stats.first.eq(read_first), stats.last.eq(read_last),
+        m.d.comb += [bank.waddr.eq(Mux(read.bank, hw.d_max, 0) + read.ch), bank.wdata.eq(self.ra.data),
+                     bank.wen.eq(read.valid.replicate(hw.mac_rows)),
+                     stats.valid.eq(read.valid), stats.first.eq(read.first), stats.last.eq(read.last),
                      stats.x.eq(self.ra.data)]
 
     def _out_pass(self, m, v, d_last, busy, tiles, out_tile, out_ch, n_par, post, out, bank, par):
