@@ -61,8 +61,9 @@ def beat_fifo_layout(hw: HardwareConfig) -> data.StructLayout:
     return data.StructLayout({"ab": ab_layout(hw.mac_rows, hw.mac_cols), "info": info_layout(hw)})
 
 
-# operand FIFO: the credit loop (request -> data -> FIFO -> MAC -> credit) at one beat per cycle
-FETCH_DEPTH = 8
+# operand FIFO: the credit loop (request -> data -> FIFO -> MAC -> credit, READ_LATENCY + 4
+# cycles) at one beat per cycle; a power of two (RamFifo)
+FETCH_DEPTH = 1 << (ports.READ_LATENCY + 3).bit_length()
 # a request taken -> its beat offered to the MAC array (reads, FIFO write, FIFO read)
 ISSUE_LATENCY = ports.READ_LATENCY + 2
 DRAIN_STAGES = 2         # a column on the MAC array's output -> its beat offered to the epilogue
