@@ -17,6 +17,10 @@ from ..primitives.gearbox import Gearbox
 from . import ports
 from .ports import lanes
 
+# STORE's read FIFO: a read holds a place READ_LATENCY + 3 cycles (in flight, the FIFO's write,
+# its output register, taken) and one stays free, so a ROWS job reads one word per cycle
+READ_FIFO_DEPTH = ports.READ_LATENCY + 4
+
 
 def _tile_mask(m, t, r0, end, hw, name):
     """Lanes of tile t whose rows lie in [r0, end)."""
@@ -85,7 +89,8 @@ class StoreUnit(wiring.Component):
         # TILES: token-tile words (wider than a beat: read in place from the FIFO's output
         # register, which holds until the last beat of the word is taken)
         m.submodules.tile_gearbox = tile_gearbox = Gearbox(16 * R, W, in_place=16 * R > W)
-        m.submodules.read_fifo = read_fifo = fifo.SyncFIFOBuffered(width=16 * R + ports.lane_bits(R), depth=4)
+        m.submodules.read_fifo = read_fifo = fifo.SyncFIFOBuffered(width=16 * R + ports.lane_bits(R),
+                                                                  depth=READ_FIFO_DEPTH)
         # the selection's beats through a register slice (no valid / ready path from the selection
         # store through this unit into the DMA writer)
         m.submodules.sel_skid = sel_skid = Skid(W)
@@ -139,14 +144,13 @@ class StoreUnit(wiring.Component):
         hw, R = self.hw, self.hw.mac_rows
         bits = ports.lane_bits(R)
         tiles = ports.tiles_of(self.rows, R)
-        inflight = Signal(2)
-        room = read_fifo.level + inflight < 3
+        inflight = Signal(range(ports.READ_LATENCY + 1))        # reads not yet in the FIFO
+        room = read_fifo.level + inflight < READ_FIFO_DEPTH - 1
         go = job.reading & room
         rows_mode = job.rows_mode
         m.d.comb += [self.ra.buf.eq(d.buf[:2]), self.ra.tile.eq(Mux(rows_mode, job.row >> bits, job.tile)),
                      self.ra.ch.eq(d.c0 + job.ch), self.ra.en.eq(go)]
         lane = Signal(range(R), name="lane")
-        lane_read, mask = Signal(range(R)), Signal(R, name="store_mask")
         # lanes past the last row (a TILES job's last tile) were never written: zeros leave, as
         # the interpreter writes, never the block RAM's undefined contents. The lanes' mask is
         # registered with the read from the first and last row's tile and lanes, registers
@@ -155,18 +159,21 @@ class StoreUnit(wiring.Component):
         m.d.sync += row_last.eq(d.r0 + self.rows - 1)
         read_mask = ports.span_lanes(ports.row_span(m, d.r0, row_last, hw, "rows"), self.ra.tile, R)
         m.d.comb += lane.eq(job.row[:bits] if bits else 0)
-        m.d.sync += [inflight.eq(inflight + go - (inflight != 0))]      # one read in flight per cycle
+        # the read's lane and mask travel beside it: its data is there ports.READ_LATENCY cycles later
+        tag = data.StructLayout({"valid": 1, "lane": range(R), "mask": R})
+        reads = [Signal(tag, name=f"store_read{k}") for k in range(ports.READ_LATENCY)]
+        m.d.sync += [reads[0].valid.eq(go), reads[0].lane.eq(lane), reads[0].mask.eq(read_mask)]
+        m.d.sync += [reads[k].eq(reads[k - 1]) for k in range(1, len(reads))]
+        arrived = reads[-1]
+        m.d.sync += inflight.eq(inflight + go - arrived.valid)
         with m.If(go):
-            m.d.sync += [lane_read.eq(lane), mask.eq(read_mask)]
             m.d.sync += job.ch.eq(job.ch + 1)
             with m.If(job.ch == d.w - 1):
                 m.d.sync += [job.ch.eq(0), job.row.eq(job.row + 1), job.tile.eq(job.tile + 1)]
                 with m.If(Mux(rows_mode, job.row == d.r0 + self.rows - 1, job.tile == tiles - 1)):
                     m.d.sync += job.reading.eq(0)
-        word_arrives = Signal()
-        m.d.sync += word_arrives.eq(go)
-        word = Cat(Mux(mask[r], self.ra.data[r], 0) for r in range(R))
-        m.d.comb += [read_fifo.w_en.eq(word_arrives), read_fifo.w_data.eq(Cat(word, lane_read))]
+        word = Cat(Mux(arrived.mask[r], self.ra.data[r], 0) for r in range(R))
+        m.d.comb += [read_fifo.w_en.eq(arrived.valid), read_fifo.w_data.eq(Cat(word, arrived.lane))]
 
     def _pack_beats(self, m, job, read_fifo, row_gearbox, tile_gearbox):
         """FIFO words to W-bit beats: ROWS through the int16 gearbox (the row's lane of each

@@ -37,6 +37,7 @@ from ..array.epilogue import LATENCY as EPI_LATENCY, SM_DEPTH
 from ..array.fetch import DRAIN_STAGES, ISSUE_LATENCY
 from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
+from ..buffers.ports import READ_LATENCY
 from ..control.checks import supported
 from ..host.dma_write import IN_SLICE as DMA_WRITE_SLICE
 from ..norm.layernorm import ln_cycles
@@ -307,7 +308,7 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
             nbytes = {isa.STORE_ROWS: 2 * n, isa.STORE_TILES: 2 * R * n}.get(d["mode"], 0) or \
                 (16 + -(-hw.n_max // 128) * 16)
-            end = s + n + nbytes // beat + 20 + DMA_WRITE_SLICE
+            end = s + n + nbytes // beat + 19 + READ_LATENCY + DMA_WRITE_SLICE     # a read's cycles among them
             bound = "DDR"
         elif name == "GMEAN":
             end = s + gmean_cycles(rows, d["w"], hw)
