@@ -62,7 +62,7 @@ class Buffers(wiring.Component):
                          mem.wen.eq(Mux(w.buf == b, w.en, 0))]
             datas.append(mem.rdata)
         for port, name in ((ra, "ra"), (rb, "rb")):
-            sel = Signal(2, name=f"{name}_sel")          # buffer of the read in the RAM: steers its data
+            sel = Signal(2, name=f"{name}_sel", attrs={"max_fanout": 16})   # the read's buffer: steers R x 16 bits
             with m.If(port.en):
                 m.d.sync += sel.eq(port.buf)
             selected = Signal.like(port.data, name=f"{name}_selected")
@@ -142,7 +142,7 @@ def _read_port(m, port, name: str) -> SimpleNamespace:
         value = getattr(port, member)
         regs[member] = Signal(value.shape(), name=f"{name}_{member}_q")
         m.d.sync += regs[member].eq(value)
-    arrived = Signal(name=f"{name}_arrived")               # the memory's read data is this cycle's
+    arrived = Signal(name=f"{name}_arrived", attrs={"max_fanout": 16})   # the memory's data is this cycle's
     m.d.sync += arrived.eq(regs["en"])
     data_q = Signal.like(port.data, name=f"{name}_data_q")
 

@@ -87,6 +87,23 @@ def held(m, value, name: str) -> Signal:
     return r
 
 
+def delay_chain(m, value, cycles: int, name: str, attrs=None) -> list:
+    """`value` through `cycles` registers: the list of them, the last one (with `attrs`) is `value`
+    delayed by `cycles`. A unit lines up what it issued with its read data (READ_LATENCY later),
+    or delays a request to a one-cycle memory so that its data arrives with a buffer read's."""
+    chain = []
+    for k in range(cycles):
+        r = Signal.like(value, name=f"{name}{k}", attrs=attrs if k == cycles - 1 else None)
+        m.d.sync += r.eq(chain[-1] if chain else value)
+        chain.append(r)
+    return chain
+
+
+def delayed(m, value, cycles: int, name: str, attrs=None):
+    """`value` delayed by `cycles` registers (`value` itself for none)."""
+    return (delay_chain(m, value, cycles, name, attrs) or [value])[-1]
+
+
 def tiles_of(n, size: int):
     """ceil(n / size) for a power-of-two `size` (an expression on the value or signal n)."""
     assert size & (size - 1) == 0, f"tile size must be a power of two ({size})"

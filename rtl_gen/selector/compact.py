@@ -36,7 +36,8 @@ from ..primitives.arith import pipe_stage, tree_sum
 from .package import pkg_read
 from .state import mask_read
 
-PIPE = 4                 # channel pipeline: read, pack down (two halves), rotate; the write in stage PIPE
+ARRIVE = ports.READ_LATENCY   # channel pipeline: read in stage 0, its word arrives in stage ARRIVE,
+PIPE = ARRIVE + 3             # packs down (two halves), rotates; the write in stage PIPE
 START = 1                # start -> the first MASK: the package row and last tile registered (SIZE)
 PLACE_STEPS = 4          # MASK, PLACE, COUNT, SPAN: a tile's placement before its first read
 
@@ -223,10 +224,11 @@ class Compact(wiring.Component):
         return place
 
     def _channel_pipeline(self, m, desc, tile, ch, out_pos, place):
-        """Every channel word of the tile: stage 0 reads (ch, part), 1 and 2 pack the output lanes
-        down (the first and second half of the stages, the second half's lane controls registered
-        from the first's: they change only with the tile), 3 rotates them into `packed`, 4 writes
-        part 0 (first output tile) or 1 (second);
+        """Every channel word of the tile: stage 0 reads (ch, part), the word arrives in ARRIVE,
+        which and the next pack the output lanes down (the first and second half of the stages,
+        the second half's lane controls registered from the first's: they change only with the
+        tile), the one after rotates them into `packed`, PIPE writes part 0 (first output tile)
+        or 1 (second);
         the package token (PKG: one word per channel from PACKAGE) goes to row N' - 1. Returns
         the stage tags."""
         hw, R = self.hw, self.hw.mac_rows
@@ -248,8 +250,9 @@ class Compact(wiring.Component):
         def cut_control(values):
             return pipe_stage(m, name="half_control")(values)
         lanes_packed = pack_lanes(m, self.rd.data, place.lanes, place.rotate, R, shifts=place.shifts,
-                                  cut=cut_at(2, "packed_down"), split=(cut_at(1, "packed_half"), cut_control))
-        with m.If(stage[3].valid & ~stage[3].part):
+                                  cut=cut_at(ARRIVE + 1, "packed_down"),
+                                  split=(cut_at(ARRIVE, "packed_half"), cut_control))
+        with m.If(stage[ARRIVE + 2].valid & ~stage[ARRIVE + 2].part):
             m.d.sync += packed.eq(lanes_packed)
         pkg_arrives, pkg_ch = Signal(), Signal(range(hw.d_max))
         m.d.sync += [pkg_arrives.eq(self.pkg.en), pkg_ch.eq(self.pkg.ch)]

@@ -45,6 +45,7 @@ from .topk import TopK
 SCORE_BITS = 38          # |sum_h w_h d_h| < 31 x 2^15 x 2^16 < 2^36
 W_SUM_BITS = 21          # sum_h w_h
 SUM_STAGE = 2 + PWL_LATENCY   # the lane datapath's stage that adds into the per-lane sums
+GROUP_READ = 3 + ports.READ_LATENCY - 1   # a group's first read -> its last word arrives
 
 
 def record_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -87,25 +88,27 @@ class Scorer(wiring.Component):
 
     def _read_groups(self, m, running):
         """The reader: the three words z0, z1, w of each (tile, head) group through the token
-        read port (one read a cycle, data the cycle after) into the `next` register set, which
-        holds them until the lanes take them (`take`). Returns (reader: tile, head and busy;
+        read port (one read a cycle, data READ_LATENCY cycles later) into the `next` register set,
+        which holds them until the lanes take them (`take`); a group begins when the last one's
+        words have all arrived. Returns (reader: tile, head and busy;
         the next set); the caller starts the reader at (tile 0, head 0)."""
         hw = self.hw
         lanes = ports.lanes(hw.mac_rows)
         read_tile, read_head = Signal(range(hw.tiles + 1)), Signal(5)
         reading = Signal()                     # words 1 and 2 of the group still to read
         read_word = Signal(2)                  # 0: z0, 1: z1, 2: w
-        word_arrives, arriving_word = Signal(), Signal(2)
         group = SimpleNamespace(
             z0=Signal(lanes, name="next_z0"), z1=Signal(lanes, name="next_z1"), w=Signal(lanes, name="next_w"),
             tile=Signal(range(hw.tiles), name="next_tile"), head=Signal(5, name="next_head"),
-            full=Signal(name="next_full"), take=Signal(name="next_take", attrs={"max_fanout": 16}),
-            completes=Signal(name="next_completes", attrs={"max_fanout": 16}))   # its last word arrives
+            full=Signal(name="next_full"), take=Signal(name="next_take", attrs={"max_fanout": 16}))
         tiles_left = read_tile < self.tiles
         begin_group = Signal()
-        m.d.comb += begin_group.eq(running & ~reading & ~word_arrives & tiles_left & (~group.full | group.take))
         issue = begin_group | reading
         word = Mux(reading, read_word, 0)
+        in_flight = ports.delay_chain(m, Cat(issue, word), ports.READ_LATENCY, "word_in_flight")
+        word_arrives, arriving_word = in_flight[-1][0], in_flight[-1][1:]
+        words_in_flight = Cat(w[0] for w in in_flight).any()
+        m.d.comb += begin_group.eq(running & ~reading & ~words_in_flight & tiles_left & (~group.full | group.take))
         # the three words' channels of head read_head in registers, computed with the head
         # (the address is a select, not an adder into the read port)
         head_next = Signal(5)
@@ -115,7 +118,8 @@ class Scorer(wiring.Component):
         m.d.comb += [self.rd.en.eq(issue), self.rd.tile.eq(read_tile),
                      self.rd.buf.eq(Mux(word == 2, self.w_buf, self.z_buf)),
                      self.rd.ch.eq(Mux(word == 2, w_ch, Mux(word == 1, z1_ch, z0_ch)))]
-        m.d.sync += [word_arrives.eq(issue), arriving_word.eq(word), group.completes.eq(issue & (word == 2))]
+        group.completes = ports.delayed(m, issue & (word == 2), ports.READ_LATENCY, "next_completes",
+                                        attrs={"max_fanout": 16})      # its last word arrives
         m.d.comb += head_next.eq(read_head)
         with m.If(begin_group):
             m.d.sync += [reading.eq(1), read_word.eq(1), group.tile.eq(read_tile), group.head.eq(read_head)]
@@ -135,9 +139,10 @@ class Scorer(wiring.Component):
                     m.d.sync += group.z0.eq(self.rd.data)
                 with m.Case(1):
                     m.d.sync += group.z1.eq(self.rd.data)
-        with m.If(group.completes):                # (word_arrives and arriving_word 2, a register)
+        with m.If(group.completes):
             m.d.sync += [group.w.eq(self.rd.data), group.full.eq(1)]
-        reader = SimpleNamespace(tile=read_tile, head=read_head, busy=tiles_left | reading | word_arrives | group.full)
+        busy = tiles_left | reading | words_in_flight | group.full
+        reader = SimpleNamespace(tile=read_tile, head=read_head, busy=busy)
         return reader, group
 
     def _shift_lanes(self, m, group):

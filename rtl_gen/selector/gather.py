@@ -16,13 +16,15 @@ row. The package token follows as in the position order. SB is permuted through 
 (each output row's score is read with its first word, SB itself written tile by tile at the
 end: a row's source may lie below it).
 
-A word's way into its write, one step a stage (WRITE_LAT stages after the read returns): the
+A word's read returns ports.READ_LATENCY cycles after it is issued (SB's score and PACKAGE's word,
+one-cycle memories, are asked that much later less one, so all three arrive together). Its way
+into its write, one step a stage (WRITE_LAT stages after the read returns): the
 lane select (a balanced mux tree from a replicated register) into a register, the requantiser
 in PIPE_REQUANT + 1 stages (COMPACT's words pass it with shift 0, which is exact), the write
 from registers. done waits for the last write.
 
 Cycles from `start` to `done`: n_rows (d + 2) + 2 + SIZE_CYCLES, plus d for a package and T
-(the tiles of n_rows) for the scores, at least WRITE_LAT + 1 after the last word is issued
+(the tiles of n_rows) for the scores, at least DONE_AFTER_ISSUE after the last word is issued
 (rtl_gen/tools/cycles.py gather_cycles); SIZE_CYCLES: the row counts are registered one adder
 at a time after start.
 """
@@ -45,6 +47,7 @@ from .state import order_read
 
 SIZE_CYCLES = 3          # start -> ROW: desc and rows held, then ns, ranked, n_rows registered in turn
 WRITE_LAT = 2 + PIPE_REQUANT   # read data -> write: lane select, requantiser stages, write registers
+DONE_AFTER_ISSUE = ports.READ_LATENCY + WRITE_LAT   # the last word issued -> done, at the earliest
 
 
 class Gather(wiring.Component):
@@ -80,8 +83,18 @@ class Gather(wiring.Component):
         tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "src_lane": range(R), "row": range(hw.n_max + 2),
                                  "pkg": 1, "score": 1})
         issued = Signal(tag)
-        arriving = Signal(tag, name="arriving", attrs={"max_fanout": 64})   # selects R lanes of two words
-        m.d.sync += arriving.eq(issued)
+        # a word's tag travels beside its read; SB's and PACKAGE's one-cycle memories are asked
+        # `lag` cycles after the token buffer, so the three words arrive together
+        lag = ports.READ_LATENCY - 1
+        in_flight = ports.delay_chain(m, issued, ports.READ_LATENCY, "in_flight", attrs={"max_fanout": 64})
+        arriving = in_flight[-1]                                  # selects R lanes of two words
+        score_en, pkg_en = Signal(name="score_en"), Signal(name="pkg_en")
+        pkg_ch = Signal(range(hw.d_max), name="pkg_ch")
+        m.d.comb += [self.sr.en.eq(ports.delayed(m, score_en, lag, "score_en_late")),
+                     self.sr.tile.eq(ports.delayed(m, src >> bits, lag, "score_tile_late")),
+                     self.pkg.en.eq(ports.delayed(m, pkg_en, lag, "pkg_en_late")),
+                     self.pkg.ch.eq(ports.delayed(m, pkg_ch, lag, "pkg_ch_late"))]
+        scores_in_flight = Cat(t.valid & t.score for t in in_flight).any()
         m.submodules.staged = staged = Ram(SCORE_BITS, hw.tiles, R)     # the permuted scores
         copy_tile, copy_valid = Signal(range(hw.tiles + 1)), Signal()
         # copy_tile == last_tile from a counter of its own (copy_tile is the staging RAM's read
@@ -92,7 +105,7 @@ class Gather(wiring.Component):
         m.d.sync += copy_valid.eq(0)
         # the read address from registers in every state (only the enables follow the state)
         m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
-                     self.rd.ch.eq(rd_ch), self.sr.tile.eq(src >> bits)]
+                     self.rd.ch.eq(rd_ch)]
         writing = Signal(name="writing")                          # a word is on its way to its write
         with m.FSM() as fsm:
             with m.State("IDLE"):
@@ -119,7 +132,7 @@ class Gather(wiring.Component):
                              ch.eq(0), rd_ch.eq(Mux(copy, cp.i_c0, 0)), wr_ch.eq(Mux(copy, cp.o_c0, 0))]
                 m.next = "CH"
             with m.State("CH"):                                     # one channel word a cycle
-                m.d.comb += [self.rd.en.eq(1), self.sr.en.eq(ch == 0),
+                m.d.comb += [self.rd.en.eq(1), score_en.eq(ch == 0),
                              issued.valid.eq(1), issued.ch.eq(wr_ch), issued.row.eq(dst),
                              issued.src_lane.eq(src[:bits] if bits else 0), issued.score.eq(scores & (ch == 0))]
                 m.d.sync += [ch.eq(ch + 1), rd_ch.eq(rd_ch + 1), wr_ch.eq(wr_ch + 1)]
@@ -127,7 +140,7 @@ class Gather(wiring.Component):
                     m.d.sync += row.eq(row + 1)
                     m.next = "ROW"
             with m.State("PKG"):                                    # the new package token, row n_rows
-                m.d.comb += [self.pkg.en.eq(1), self.pkg.ch.eq(ch), issued.valid.eq(1), issued.ch.eq(ch),
+                m.d.comb += [pkg_en.eq(1), pkg_ch.eq(ch), issued.valid.eq(1), issued.ch.eq(ch),
                              issued.row.eq(row), issued.pkg.eq(1)]
                 m.d.sync += ch.eq(ch + 1)
                 with m.If(ch == last_ch):                           # (not COPY: d - 1)
@@ -135,7 +148,7 @@ class Gather(wiring.Component):
                     with m.If(scores):
                         m.next = "SCORES"
             with m.State("SCORES"):                                 # staged scores -> SB, a tile a cycle
-                with m.If(~staging_any):                            # (the last staged write is in: d >= 2)
+                with m.If(~staging_any & ~scores_in_flight):        # the last staged write is in
                     m.d.sync += [copy_tile.eq(copy_tile + 1), copy_valid.eq(1), copy_left.eq(copy_left - 1),
                                  copy_last.eq(copy_left == 1)]
                     with m.If(copy_last):
@@ -145,7 +158,7 @@ class Gather(wiring.Component):
                     m.d.comb += self.done.eq(1)
                     m.next = "IDLE"
         fsm.state.attrs["max_fanout"] = 16           # decoded by the enables of the counters and the read
-        m.d.comb += writing.eq(self._write(m, copy, cp, desc, arriving, bits))
+        m.d.comb += writing.eq(self._write(m, copy, cp, desc, arriving, bits) | Cat(t.valid for t in in_flight).any())
         # scores: the source row's, staged at the output row; then SB tile by tile (rows < n_rows)
         # (the lane select of SB's word registered before the staging write: a 48-bit R:1 mux)
         score = ports.lane_select(self.sr.data, arriving.src_lane, SCORE_BITS, R)

@@ -76,9 +76,12 @@ class GMean(wiring.Component):
         m.d.comb += [self.rd.en.eq(reading), self.rd.buf.eq(desc.buf), self.rd.tile.eq(read_tile),
                      self.rd.ch.eq(read_addr)]
         base = read_tile * R
-        m.d.sync += [sum_stage.valid.eq(reading), sum_stage.tile.eq(read_tile), sum_stage.ch.eq(read_addr),
-                     sum_stage.first.eq(read_tile == 0), sum_stage.last.eq(read_tile == last_tile),
-                     sum_stage.lanes.eq(Cat((base + r >= 1) & (base + r < rows) for r in range(R)))]
+        issued = Signal(tag, name="gm_issued")           # the read's tag, into sum_stage with its word
+        m.d.comb += [issued.valid.eq(reading), issued.tile.eq(read_tile), issued.ch.eq(read_addr),
+                     issued.first.eq(read_tile == 0), issued.last.eq(read_tile == last_tile),
+                     issued.lanes.eq(Cat((base + r >= 1) & (base + r < rows) for r in range(R)))]
+        in_flight = ports.delay_chain(m, issued, ports.READ_LATENCY - 1, "gm_read")
+        m.d.sync += sum_stage.eq(in_flight[-1] if in_flight else issued)
         m.d.sync += [stages[k].eq(stages[k - 1]) for k in range(1, PIPE + 1)]
         with m.If(reading):
             m.d.sync += read_tile.eq(read_tile + 1)
@@ -117,7 +120,7 @@ class GMean(wiring.Component):
             m.d.sync += [writing.eq(1), write_tile.eq(0), write_ch.eq(done_stage.ch)]
 
         busy = Signal()
-        m.d.comb += busy.eq(reading | Cat(x.valid for x in stages).any() | writing)
+        m.d.comb += busy.eq(reading | Cat(x.valid for x in in_flight + stages).any() | writing)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [recip.i_d.valid.eq(self.start), recip.i_d.payload.eq(self.rows - 1)]

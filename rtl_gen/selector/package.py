@@ -50,7 +50,8 @@ FACTOR_BITS = PACK_RECIP_BITS + 1                       # recip(total, 46) < 2^4
 SCALE_LATENCY = product_latency(ACC_USED, FACTOR_BITS)  # the sum x factor (split_product)
 START = 1                # start -> the first READ_MASK (SIZE: ns registered)
 PRODUCT_LATENCY = product_latency(16, WEIGHT_BITS)      # a word's lane x its weight (split_product)
-ACC = 3 + PRODUCT_LATENCY                               # the channel pipeline's stage adding to the sum
+ARRIVE = ports.READ_LATENCY                             # the channel pipeline's stage a word arrives in
+ACC = ARRIVE + 2 + PRODUCT_LATENCY                      # the stage adding to the sum
 CH_STAGES = ACC + 2                                     # then the acc_ram write
 
 
@@ -143,31 +144,31 @@ class Package(wiring.Component):
         return ring
 
     def _channel_pipeline(self, m, desc, reg, weights, acc_ram):
-        """Every channel word of the tile, R / lanes steps a word: stage 0 issues (ch, step), 1
-        reads the word, 2 multiplies `lanes` lanes by their weights (split_product, PRODUCT_LATENCY
-        stages; word and ring then rotate by `lanes` lanes), SUM sums the products, ACC adds them
+        """Every channel word of the tile, R / lanes steps a word: stage 0 issues (ch, step), the
+        word arrives in ARRIVE, the next multiplies `lanes` lanes by their weights (split_product,
+        PRODUCT_LATENCY stages; word and ring then rotate by `lanes` lanes), SUM sums the products, ACC adds them
         to the channel's sum and, at the last step, reads acc_ram[ch], WRITE writes that sum plus
         the old one (one adder a stage; a channel's read and write are a cycle apart and the next
         word's is another channel: no hazard). Returns the stage tags."""
         hw, R, L = self.hw, self.hw.mac_rows, self.lanes
         last = R // L - 1
         tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "step": range(max(R // L, 2))})
-        # (stage 2's valid enables the word and weight registers' shift: replicated)
+        # (stage ARRIVE + 1's valid enables the word and weight registers' shift: replicated)
         stage = [Signal(tag, name=f"ch_stage{k}", attrs={"max_fanout": 16}) for k in range(CH_STAGES)]
         for k in range(1, CH_STAGES):
             m.d.sync += stage[k].eq(stage[k - 1])
         word = Signal(ports.lanes(R))
         m.d.comb += [self.rd.buf.eq(desc.x_buf), self.rd.tile.eq(reg.tile), self.rd.ch.eq(stage[0].ch),
                      self.rd.en.eq(stage[0].valid & (stage[0].step == 0))]
-        with m.If(stage[2].valid):
+        with m.If(stage[ARRIVE + 1].valid):
             m.d.sync += [word.eq(word.as_value() >> (16 * L)),
                          weights.eq(weights.as_value().rotate_right(WEIGHT_BITS * L))]
         # lanes past the token count hold whatever the buffer held (never written: X); their
         # weight is 0, but the sums must not depend on them even through a product with 0
         rows = Signal(R, name="pk_rows")                 # registered: the tile holds while its words pass
         m.d.sync += rows.eq(ports.rows_mask(m, self.rows, reg.tile, hw, "pk_rows_next"))
-        word_arrives = Signal(name="word_arrives", attrs={"max_fanout": 16})   # stage 1 at step 0: loads 16 R bits
-        m.d.sync += word_arrives.eq(stage[0].valid & (stage[0].step == 0))
+        word_arrives = ports.delayed(m, stage[0].valid & (stage[0].step == 0), ARRIVE, "word_arrives",
+                                     attrs={"max_fanout": 16})           # stage ARRIVE at step 0: loads 16 R bits
         with m.If(word_arrives):
             m.d.sync += word.eq(Cat(Mux(rows[r], self.rd.data[r], 0) for r in range(R)))
         prod = [split_product(m, word[l], weights[l], name=f"prod{l}") for l in range(L)]

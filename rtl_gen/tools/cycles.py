@@ -43,8 +43,8 @@ from ..host.dma_write import IN_SLICE as DMA_WRITE_SLICE
 from ..norm.layernorm import ln_cycles
 from ..primitives.arith import PIPE_REQUANT
 from ..selector.compact import PIPE as COMPACT_PIPE, PLACE_STEPS as COMPACT_PLACE, START as COMPACT_START
-from ..selector.decide import SUM_STAGE
-from ..selector.gather import SIZE_CYCLES as GATHER_SIZE, WRITE_LAT as GATHER_WRITE
+from ..selector.decide import GROUP_READ, SUM_STAGE
+from ..selector.gather import DONE_AFTER_ISSUE as GATHER_DONE, SIZE_CYCLES as GATHER_SIZE
 from ..selector.gmean import pipeline_latency as gmean_pipeline
 from ..selector.keepprob import PRODUCT_LATENCY as KEEP_PRODUCT
 from ..selector.package import CH_STAGES as PACKAGE_CH_STAGES, SCALE_LATENCY, START as PACKAGE_START, default_lanes
@@ -350,9 +350,9 @@ def _tiles(n: int, hw: HardwareConfig) -> int:
 
 def gmean_cycles(rows: int, w: int, hw: HardwareConfig) -> int:
     """Reciprocal (k + 2), then w channels of T tiles read back to back; the last channel's T
-    writes and the pipeline (2 + gmean.pipeline_latency) follow."""
+    writes and the read and the pipeline (1 + READ_LATENCY + gmean.pipeline_latency) follow."""
     t = _tiles(rows, hw)
-    return MEAN_RECIP_BITS + 2 + w * t + t + 2 + gmean_pipeline(hw)
+    return MEAN_RECIP_BITS + 2 + w * t + t + 1 + READ_LATENCY + gmean_pipeline(hw)
 
 
 def recip_pool_accepts(n: int, units: int, k: int = WEIGHT_RECIP_BITS) -> list[int]:
@@ -376,7 +376,8 @@ def cap_passes(scores, cap: int, bits: int) -> int:
 
 def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores, cap_en: bool = False,
                   cap: int = 0, recips: int = 4, cap_bits: int = 3) -> int:
-    """SCORE: groups (tile, head) of max(R, 4) cycles after a 6-cycle start, the last lane's
+    """SCORE: groups (tile, head) of max(R, GROUP_READ + 1) cycles (a group's reads and their
+    data) after a start of GROUP_READ + 3 cycles, the last lane's
     record SUM_STAGE + 1 cycles later (the lane datapath's depth); M: the reciprocal pool (k + 5
     + the keep probability's product, KEEP_PRODUCT, from the last accept to done); CAP in
     parallel with M when it binds: its registered start and a cycle for the first position,
@@ -385,7 +386,7 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
     R = hw.mac_rows
     ns = rows - 1 - n_pkg
     groups = (ns // R + 1) * heads
-    last_lane = 5 + (groups - 1) * max(R, 4) + R + SUM_STAGE - 4
+    last_lane = 2 + GROUP_READ + (groups - 1) * max(R, GROUP_READ + 1) + R + SUM_STAGE - 4
     if ns == 0:                 # no candidates (the stage before kept none): SCORE only
         return last_lane + 7
     m_done = last_lane + 8 + recip_pool_accepts(ns, recips)[-1] + WEIGHT_RECIP_BITS + 5 + KEEP_PRODUCT
@@ -449,15 +450,15 @@ def topk_cycles(rows: int, hw: HardwareConfig) -> int:
 def gather_cycles(rows: int, d, kept: int, hw: HardwareConfig) -> int:
     """COMPACT in rank order and COPY (rtl_gen/selector/gather.py): per output row its source and
     d (COPY: w) channel words; the package token d (none with no_pkg); with `scores`, SB written
-    back a tile a cycle; done at least GATHER_WRITE + 1 cycles after the last word is issued
+    back a tile a cycle; done at least GATHER_DONE cycles after the last word is issued
     (`tail`: the cycles from it to the end state)."""
     if "i_r0" in d:                                            # COPY: rows in order
-        return rows * (d["w"] + 2) + GATHER_START + max(0, GATHER_WRITE + 1 - 2)
+        return rows * (d["w"] + 2) + GATHER_START + max(0, GATHER_DONE - 2)
     ranked = rows - 1 - d["n_pkg"] if d["rest"] else kept
     n_rows = 1 + ranked + d["n_pkg"]
     tail = (2 if d["no_pkg"] else 1) + (_tiles(n_rows, hw) if d.get("scores") else 0)
     return (n_rows * (d["d"] + 2) + GATHER_START + (0 if d["no_pkg"] else d["d"])
-            + (_tiles(n_rows, hw) if d.get("scores") else 0) + max(0, GATHER_WRITE + 1 - tail))
+            + (_tiles(n_rows, hw) if d.get("scores") else 0) + max(0, GATHER_DONE - tail))
 
 
 TOPK_START, GATHER_START = 1, 2 + GATHER_SIZE
