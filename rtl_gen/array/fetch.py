@@ -110,11 +110,8 @@ class Fetch(wiring.Component):
             self.pr.bank.eq(q.p_bank), self.pr.key.eq(q.p_key), self.pr.en.eq(go & (q.a_src == A_PROB)),
             self.wr.addr.eq(q.w_addr), self.wr.en.eq(go & (q.b_src == B_WEIGHT)),
         ]
-        prob, weight = self.pr.data, self.wr.data
-        for k in range(lat - 1):
-            prob_q, weight_q = Signal.like(prob, name=f"prob{k}"), Signal.like(weight, name=f"weight{k}")
-            m.d.sync += [prob_q.eq(prob), weight_q.eq(weight)]
-            prob, weight = prob_q, weight_q
+        prob = ports.delayed(m, self.pr.data, lat - 1, "prob")
+        weight = ports.delayed(m, self.wr.data, lat - 1, "weight")
         # the beat's tag travels beside its reads
         tag = data.StructLayout({"valid": 1, "a_src": 1, "b_src": 2, "first": 1, "last": 1, "info": info_layout(hw)})
         stages = [Signal(tag, name=f"tag{i}") for i in range(lat)]

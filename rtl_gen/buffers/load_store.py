@@ -160,11 +160,9 @@ class StoreUnit(wiring.Component):
         read_mask = ports.span_lanes(ports.row_span(m, d.r0, row_last, hw, "rows"), self.ra.tile, R)
         m.d.comb += lane.eq(job.row[:bits] if bits else 0)
         # the read's lane and mask travel beside it: its data is there ports.READ_LATENCY cycles later
-        tag = data.StructLayout({"valid": 1, "lane": range(R), "mask": R})
-        reads = [Signal(tag, name=f"store_read{k}") for k in range(ports.READ_LATENCY)]
-        m.d.sync += [reads[0].valid.eq(go), reads[0].lane.eq(lane), reads[0].mask.eq(read_mask)]
-        m.d.sync += [reads[k].eq(reads[k - 1]) for k in range(1, len(reads))]
-        arrived = reads[-1]
+        issued = Signal(data.StructLayout({"valid": 1, "lane": range(R), "mask": R}))
+        m.d.comb += [issued.valid.eq(go), issued.lane.eq(lane), issued.mask.eq(read_mask)]
+        arrived = ports.delayed(m, issued, ports.READ_LATENCY, "store_read")
         m.d.sync += inflight.eq(inflight + go - arrived.valid)
         with m.If(go):
             m.d.sync += job.ch.eq(job.ch + 1)

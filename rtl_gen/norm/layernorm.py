@@ -457,12 +457,10 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += [self.ra.buf.eq(v.i_buf[:2]), self.ra.tile.eq(stats_tile), self.ra.ch.eq(v.i_c0 + stats_ch),
                      self.ra.en.eq(go)]
         # the read's channel travels beside it: its data is there ports.READ_LATENCY cycles later
-        tag = data.StructLayout({"valid": 1, "ch": range(hw.d_max), "bank": 1, "first": 1, "last": 1})
-        reads = [Signal(tag, name=f"stats_read{k}") for k in range(ports.READ_LATENCY)]
-        m.d.sync += [reads[0].valid.eq(go), reads[0].ch.eq(stats_ch), reads[0].bank.eq(stats_tile[0]),
-                     reads[0].first.eq(stats_ch == 0), reads[0].last.eq(stats_ch == d_last)]
-        m.d.sync += [reads[k].eq(reads[k - 1]) for k in range(1, len(reads))]
-        read = reads[-1]
+        issued = Signal(data.StructLayout({"valid": 1, "ch": range(hw.d_max), "bank": 1, "first": 1, "last": 1}))
+        m.d.comb += [issued.valid.eq(go), issued.ch.eq(stats_ch), issued.bank.eq(stats_tile[0]),
+                     issued.first.eq(stats_ch == 0), issued.last.eq(stats_ch == d_last)]
+        read = ports.delayed(m, issued, ports.READ_LATENCY, "stats_read")
         with m.If(go):
             m.d.sync += stats_ch.eq(stats_ch + 1)
             with m.If(stats_ch == d_last):
