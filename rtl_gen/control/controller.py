@@ -258,6 +258,10 @@ class Controller(wiring.Component):
         ld, i = self.loader, run.index
         loader_here = ld.stream_index == i
         needs_table = run.is_["DECIDE"] & (desc_view("DECIDE", self.units.desc).act == isa.ACT_LOAD)
+        # the loader may bring this descriptor's items once its own checks pass, from registers
+        # only (not from the loader's index compares below: they would run into the loader's
+        # registers through this FSM); a starved loader stops the run a cycle later anyway
+        m.d.comb += ld.running.eq(~run.is_["END"] & (run.check == 0) & ~run.bad_rows)
         with m.If(run.is_["END"]):
             with m.If(ld.at_end):
                 with m.If(ld.consumed != ld.total):
@@ -278,9 +282,9 @@ class Controller(wiring.Component):
             m.d.sync += self._fail(run, "STREAM_SHORT", i)
             m.next = "ABORT"
         with m.Elif(needs_table & ~(ld.table_ok & loader_here)):
-            m.d.comb += ld.running.eq(1)                 # let the loader bring the table first
+            pass                                         # the loader brings the table first
         with m.Else():
-            m.d.comb += [self.units.start.eq(1), ld.running.eq(1)]
+            m.d.comb += self.units.start.eq(1)
             m.d.sync += run.is_store.eq(run.is_["STORE"])
             m.next = "WAIT"
 

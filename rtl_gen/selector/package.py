@@ -49,6 +49,7 @@ TOTAL_BITS = 28          # total < 2^15 x 4096
 FACTOR_BITS = PACK_RECIP_BITS + 1                       # recip(total, 46) < 2^47; mult: 21 bits
 SCALE_LATENCY = product_latency(ACC_USED, FACTOR_BITS)  # the sum x factor (split_product)
 START = 1                # start -> the first READ_MASK (SIZE: ns registered)
+MASK_STEPS = 4           # a tile's READ_MASK, TAKE_MASK, SKIP and NEXT
 PRODUCT_LATENCY = product_latency(16, WEIGHT_BITS)      # a word's lane x its weight (split_product)
 ARRIVE = ports.READ_LATENCY                             # the channel pipeline's stage a word arrives in
 ACC = ARRIVE + 2 + PRODUCT_LATENCY                      # the stage adding to the sum
@@ -205,15 +206,17 @@ class Package(wiring.Component):
 
     def _tile_states(self, m, desc, last_tile, reg, ring, ch_stage):
         """Per token tile holding scored tokens: its keep mask (READ_MASK, TAKE_MASK); a tile
-        without dropped tokens is skipped, else its weights are loaded (LOAD), every channel
+        without dropped tokens is skipped (SKIP), else its weights are loaded (LOAD), every channel
         word passes the pipeline (CH) until it is empty (DRAIN); NEXT: the next tile or RECIP."""
         R, steps = self.hw.mac_rows, self.hw.mac_rows // self.lanes
         with m.State("READ_MASK"):
             m.d.comb += self.mask.en.eq(1)
             m.next = "TAKE_MASK"
-        with m.State("TAKE_MASK"):
+        with m.State("TAKE_MASK"):                  # the mask's read data into a register first
             m.d.sync += [ring.drop.eq(ring.dropped), ring.lane.eq(0)]
-            with m.If(ring.dropped == 0):
+            m.next = "SKIP"
+        with m.State("SKIP"):
+            with m.If(ring.drop == 0):
                 m.next = "NEXT"
             with m.Else():
                 m.next = "LOAD"

@@ -9,7 +9,8 @@ select_bytes(hw) bytes in all (golden.compiler.select_bytes); the last beat is z
 W does not divide it (`beats` beats, `last` on the final one; the writer's byte strobes cover
 the rest). The mask comes from the selection state, one token tile per read: chunk j = tokens
 j R + 1 .. j R + R (lanes 1.. of tile j and lane 0 of tile j + 1) goes into a bit window behind
-the header; a beat leaves whenever W bits are there.
+the header; a beat leaves whenever W bits are there. A tile's mask is registered (TAKE) before
+it is shifted into the window (the mask's read data would otherwise run into the shifter).
 """
 from __future__ import annotations
 
@@ -54,10 +55,9 @@ class SelStore(wiring.Component):
         pushed = Signal(range(chunks + 1))        # chunks in the window so far
         beat = Signal(range(n_beats + 1))
         keep = Signal(R)                          # keep bits of tile `pushed`
-        next_keep = Signal(R)                     # keep bits of tile `pushed` + 1 (0 past the last)
+        next_keep = Signal(R)                     # keep bits of tile `pushed` + 1 (0 past the last), registered
         upcoming = Signal(range(chunks + 2), name="upcoming")   # pushed + 1, and whether it is a tile:
         more = Signal(name="more_tiles")                        # registered with `pushed`
-        m.d.comb += next_keep.eq(Mux(more, self.mask.keep, 0))
         m.d.comb += [self.o.payload.data.eq(window[:W]), self.o.payload.last.eq(beat == n_beats - 1)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
@@ -74,7 +74,10 @@ class SelStore(wiring.Component):
                     m.next = "EMIT"
                 with m.Else():
                     m.d.comb += [self.mask.en.eq(more), self.mask.tile.eq(upcoming)]
-                    m.next = "PUSH"
+                    m.next = "TAKE"
+            with m.State("TAKE"):                    # the mask into a register before the window's shifter
+                m.d.sync += next_keep.eq(Mux(more, self.mask.keep, 0))
+                m.next = "PUSH"
             with m.State("PUSH"):
                 chunk = Cat(keep[1:], next_keep[0])      # tokens pushed R + 1 .. pushed R + R
                 m.d.sync += [window.eq(window | (chunk << filled)), filled.eq(filled + R), keep.eq(next_keep),

@@ -47,7 +47,13 @@ from ..selector.decide import GROUP_READ, SUM_STAGE
 from ..selector.gather import DONE_AFTER_ISSUE as GATHER_DONE, SIZE_CYCLES as GATHER_SIZE
 from ..selector.gmean import pipeline_latency as gmean_pipeline
 from ..selector.keepprob import PRODUCT_LATENCY as KEEP_PRODUCT
-from ..selector.package import CH_STAGES as PACKAGE_CH_STAGES, SCALE_LATENCY, START as PACKAGE_START, default_lanes
+from ..selector.package import (
+    CH_STAGES as PACKAGE_CH_STAGES,
+    MASK_STEPS as PACKAGE_MASK,
+    SCALE_LATENCY,
+    START as PACKAGE_START,
+    default_lanes,
+)
 
 GAP = 6              # done registered; READ, LATCH, STEP, RULES, CODE of the next descriptor (control/controller.py)
 START = 1            # CHECK decides the start; the top registers it per unit (rtl_gen/top.py)
@@ -398,9 +404,9 @@ def decide_cycles(rows: int, heads: int, n_pkg: int, hw: HardwareConfig, scores,
 
 def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: HardwareConfig,
                    lanes: int | None = None) -> int:
-    """PACKAGE_START cycles of sizes; per tile with scored tokens: 3 cycles, or (dropped tokens in
-    it) the R weights, d words of R / lanes cycles and PACKAGE_CH_STAGES + 3 more (the masks,
-    the channel pipeline's drain, NEXT); then the reciprocal (k + 2, norm / mean with a non-zero
+    """PACKAGE_START cycles of sizes; per tile with scored tokens: PACKAGE_MASK cycles (the
+    mask, NEXT), and (dropped tokens in it) the R weights, d words of R / lanes cycles and the
+    channel pipeline's drain (PACKAGE_CH_STAGES); then the reciprocal (k + 2, norm / mean with a non-zero
     total) and the output pass (d + 3 + SCALE_LATENCY + PIPE_REQUANT)."""
     R = hw.mac_rows
     L = lanes or default_lanes(hw)
@@ -409,7 +415,7 @@ def package_cycles(rows: int, n_pkg: int, d: int, mode: int, keep, m, hw: Hardwa
     dropped = np.zeros((ns // R + 1) * R, dtype=bool)
     dropped[1:1 + ns] = ~keep
     per_tile = dropped.reshape(-1, R).any(1)
-    tiles = int(np.sum(np.where(per_tile, R + d * (R // L) + PACKAGE_CH_STAGES + 3, 3)))
+    tiles = int(np.sum(np.where(per_tile, R + d * (R // L) + PACKAGE_CH_STAGES, 0) + PACKAGE_MASK))
     if mode in (PACKAGE_MODES["sum"], PACKAGE_MODES["scores"]):
         recip = 0
     else:
