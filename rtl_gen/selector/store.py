@@ -32,6 +32,16 @@ def beats(hw: HardwareConfig) -> int:
     return -(-select_bytes(hw) * 8 // hw.axi_bits)
 
 
+def chunks(hw: HardwareConfig) -> int:
+    return (select_bytes(hw) * 8 - 128) // hw.mac_rows
+
+
+def select_cycles(hw: HardwareConfig) -> int:
+    """start -> the last beat offered, with a writer that takes every beat at once: FIRST, then
+    per chunk NEXT, TAKE, PUSH and per beat NEXT, EMIT."""
+    return 1 + 3 * chunks(hw) + 2 * beats(hw)
+
+
 class SelStore(wiring.Component):
     """start (pulse) with kept / ns stable until done (the pulse with the last beat's transfer)."""
 
@@ -48,15 +58,15 @@ class SelStore(wiring.Component):
         m = Module()
         hw, R, W = self.hw, self.hw.mac_rows, self.hw.axi_bits
         n_beats = beats(hw)
-        chunks = (select_bytes(hw) * 8 - 128) // R
+        n_chunks = chunks(hw)
         window_bits = max(W, 128) + R
         window = Signal(window_bits)              # bits not yet sent, from bit 0
         filled = Signal(range(window_bits + 1))
-        pushed = Signal(range(chunks + 1))        # chunks in the window so far
+        pushed = Signal(range(n_chunks + 1))        # chunks in the window so far
         beat = Signal(range(n_beats + 1))
         keep = Signal(R)                          # keep bits of tile `pushed`
         next_keep = Signal(R)                     # keep bits of tile `pushed` + 1 (0 past the last), registered
-        upcoming = Signal(range(chunks + 2), name="upcoming")   # pushed + 1, and whether it is a tile:
+        upcoming = Signal(range(n_chunks + 2), name="upcoming")   # pushed + 1, and whether it is a tile:
         more = Signal(name="more_tiles")                        # registered with `pushed`
         m.d.comb += [self.o.payload.data.eq(window[:W]), self.o.payload.last.eq(beat == n_beats - 1)]
         with m.FSM() as fsm:
@@ -70,7 +80,7 @@ class SelStore(wiring.Component):
                 m.d.sync += keep.eq(self.mask.keep)
                 m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If((filled >= W) | (pushed == chunks)):
+                with m.If((filled >= W) | (pushed == n_chunks)):
                     m.next = "EMIT"
                 with m.Else():
                     m.d.comb += [self.mask.en.eq(more), self.mask.tile.eq(upcoming)]

@@ -54,6 +54,7 @@ from ..selector.package import (
     START as PACKAGE_START,
     default_lanes,
 )
+from ..selector.store import select_cycles
 
 GAP = 6              # done registered; READ, LATCH, STEP, RULES, CODE of the next descriptor (control/controller.py)
 START = 1            # CHECK decides the start; the top registers it per unit (rtl_gen/top.py)
@@ -63,6 +64,7 @@ EPI = DRAIN_STAGES + EPI_LATENCY + 1
 ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
 # a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
 SCORE = DRAIN_STAGES + EPI_LATENCY + 2
+SELECT_TAIL = 10 + DMA_WRITE_SLICE   # a selection's last beat -> done (the writer's response; measured, mini)
 LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
 ITEM = 4             # stream loader: start, CHECK, COMMIT and end of an item
 SEEN = 3             # stream loader: compute running (CHECK) -> the loader takes an item that waited for it
@@ -310,11 +312,13 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             words = len(gstream.tile_range(d["r0"], rows, hw)) * d["w"]
             end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, c + SEEN + LOAD_WORDS) + 3
             bound = "DDR"
-        elif name == "STORE":
-            n = {isa.STORE_ROWS: rows * d["w"], isa.STORE_TILES: -(-rows // R) * d["w"]}.get(d["mode"], 0)
-            nbytes = {isa.STORE_ROWS: 2 * n, isa.STORE_TILES: 2 * R * n}.get(d["mode"], 0) or \
-                (16 + -(-hw.n_max // 128) * 16)
+        elif name == "STORE" and d["mode"] in (isa.STORE_ROWS, isa.STORE_TILES):
+            n = rows * d["w"] if d["mode"] == isa.STORE_ROWS else -(-rows // R) * d["w"]
+            nbytes = 2 * n if d["mode"] == isa.STORE_ROWS else 2 * R * n
             end = s + n + nbytes // beat + 19 + READ_LATENCY + DMA_WRITE_SLICE     # a read's cycles among them
+            bound = "DDR"
+        elif name == "STORE":                       # the selection: the store's beats, then the writer's
+            end = s + select_cycles(hw) + SELECT_TAIL
             bound = "DDR"
         elif name == "GMEAN":
             end = s + gmean_cycles(rows, d["w"], hw)
