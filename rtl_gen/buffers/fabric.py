@@ -90,15 +90,15 @@ class Buffers(wiring.Component):
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
         G = hw.d_max // C
         cb = (C - 1).bit_length()                       # R and C are powers of two
-        vw, vr = self.vw, _read_port(m, self.vr, "vr")
+        vw, vr = _registered(m, self.vw, "vb_w"), _read_port(m, self.vr, "vr")
         rot = Signal(range(C), name="vb_rot")           # the read token's skew: steers its data
         with m.If(vr.en):
             m.d.sync += rot.eq(vr.token[:cb] if cb else 0)
         raddr = Signal(range(hw.tiles * R * G), name="vb_raddr")
         m.d.comb += raddr.eq(_times(vr.token, G) + vr.grp)
         # the write: the R lanes placed at banks s .. s + R - 1 (mod C), s = (c + tile R) % C, each
-        # with its token's address; registered before the banks (a write lands a cycle later:
-        # nothing reads VB in the cycle after the operation that writes it)
+        # with its token's address; the port registered, then the banks' lanes and addresses (a
+        # write lands two cycles later: nothing reads VB that soon after the operation that writes it)
         skew = Signal(range(C), name="vb_skew")
         m.d.comb += skew.eq((vw.ch + vw.tile * R)[:cb] if cb else 0)
         lane_data = Cat(vw.data.as_value(), Const(0, 16 * (C - R)))

@@ -126,9 +126,11 @@ class StoreUnit(wiring.Component):
         """The writer's command: the job's bytes at base + addr (ROWS: rows x w int16, TILES:
         tiles x w words, SELECT: sel_bytes), once per job. Returns the job's item count."""
         R = self.hw.mac_rows
-        tiles = ports.tiles_of(self.rows, R)
+        # registered twice (rows, then the product): desc and rows hold from three cycles before
+        # start, and the controller's row count ran through the product into the padding
+        rows = ports.held(m, self.rows, "cmd_rows")
         job_items = Signal(32, name="job_items")
-        m.d.comb += job_items.eq(Mux(d.mode == isa.STORE_ROWS, self.rows * d.w, tiles * d.w))
+        m.d.sync += job_items.eq(Mux(d.mode == isa.STORE_ROWS, rows * d.w, ports.tiles_of(rows, R) * d.w))
         item_bits = Mux(d.mode == isa.STORE_ROWS, 16, 16 * R)
         raw_bytes = Signal(32)
         m.d.comb += raw_bytes.eq(Mux(d.mode == isa.STORE_SELECT, self.sel_bytes, (job_items * item_bits) >> 3))
