@@ -28,6 +28,8 @@ from .matmul import MatmulSeq
 from .score_capture import ScoreCapture
 from .softmax import SoftmaxUnit
 
+DONE_DELAY = 1           # the cycle after every stage is idle: done (the idle flags registered)
+
 
 def default_softmax(hw: HardwareConfig):
     return SoftmaxUnit(hw)
@@ -121,9 +123,13 @@ class ArrayUnit(wiring.Component):
                          ecfg.rows.eq(self._rows), dcfg.o_buf.eq(a.o_buf),
                          dcfg.scale.eq(a.scale), dcfg.s_shift.eq(a.s_shift), dcfg.o_shift.eq(a.o_shift),
                          dcfg.n.eq(self._rows)]
-        # all issued, drained and written: the sequencers are idle and every stage is empty
-        with m.If(busy & ~self.start & ~mm.busy & ~att.busy & m.submodules.fetch.idle & m.submodules.mac.idle
-                  & drain.idle & epi.idle & m.submodules.capture.idle):
+        # all issued, drained and written: the sequencers are idle and every stage is empty,
+        # registered (DONE_DELAY: the stages' idle flags ran through this AND into the controller);
+        # the sequencers are busy from the cycle after start, so the two cycles after it are skipped
+        quiet, started = Signal(name="quiet"), Signal(name="started")
+        m.d.sync += [quiet.eq(~mm.busy & ~att.busy & m.submodules.fetch.idle & m.submodules.mac.idle
+                              & drain.idle & epi.idle & m.submodules.capture.idle), started.eq(self.start)]
+        with m.If(busy & ~self.start & ~started & quiet):
             m.d.comb += self.done.eq(1)
             m.d.sync += busy.eq(0)
 

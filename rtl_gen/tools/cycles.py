@@ -37,6 +37,7 @@ from ..array.epilogue import LATENCY as EPI_LATENCY, SM_DEPTH
 from ..array.fetch import DRAIN_STAGES, ISSUE_LATENCY
 from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
+from ..array.unit import DONE_DELAY
 from ..buffers.ports import READ_LATENCY
 from ..control.checks import supported
 from ..host.dma_write import IN_SLICE as DMA_WRITE_SLICE
@@ -60,7 +61,7 @@ GAP = 6              # done registered; READ, LATCH, STEP, RULES, CODE of the ne
 START = 1            # CHECK decides the start; the top registers it per unit (rtl_gen/top.py)
 FETCH_SLICE = 2      # the DMA's fetch output slice: a cycle on the header's and on the program's fetch
 # the last column on the MAC array's output -> done (drain, epilogue, done check)
-EPI = DRAIN_STAGES + EPI_LATENCY + 1
+EPI = DRAIN_STAGES + EPI_LATENCY + 1 + DONE_DELAY
 ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
 # a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
 SCORE = DRAIN_STAGES + EPI_LATENCY + 2
