@@ -97,18 +97,20 @@ class Buffers(wiring.Component):
         raddr = Signal(range(hw.tiles * R * G), name="vb_raddr")
         m.d.comb += raddr.eq(_times(vr.token, G) + vr.grp)
         # the write: the R lanes placed at banks s .. s + R - 1 (mod C), s = (c + tile R) % C, each
-        # with its token's address; the port registered, then the banks' lanes and addresses (a
-        # write lands two cycles later: nothing reads VB that soon after the operation that writes it)
+        # with its token's address, one adder a stage: the port registered; the skew and the
+        # tile's base address; the banks' lanes and addresses (a write lands three cycles later:
+        # nothing reads VB that soon after the operation that writes it)
         skew = Signal(range(C), name="vb_skew")
-        m.d.comb += skew.eq((vw.ch + vw.tile * R)[:cb] if cb else 0)
-        lane_data = Cat(vw.data.as_value(), Const(0, 16 * (C - R)))
-        lane_en = Cat(vw.en, Const(0, C - R))
+        base = Signal(range(hw.tiles * R * G), name="vb_wbase")
+        data, en = Signal.like(vw.data, name="vb_wlanes"), Signal.like(vw.en, name="vb_wlanes_en")
+        m.d.sync += [skew.eq((vw.ch + vw.tile * R)[:cb] if cb else 0),
+                     base.eq(_times(vw.tile, R * G) + (vw.ch >> cb)), data.eq(vw.data), en.eq(vw.en)]
+        lane_data = Cat(data.as_value(), Const(0, 16 * (C - R)))
+        lane_en = Cat(en, Const(0, C - R))
         bank_data = Signal(16 * C, name="vb_wdata")
         bank_en = Signal(C, name="vb_wen")
         m.d.sync += [bank_data.eq((Cat(lane_data, lane_data) << (skew * 16))[16 * C:]),
                      bank_en.eq((Cat(lane_en, lane_en) << skew)[C:])]
-        base = Signal(range(hw.tiles * R * G), name="vb_wbase")
-        m.d.comb += base.eq(_times(vw.tile, R * G) + (vw.ch >> cb))
         words = []
         for j in range(C):
             m.submodules[f"vb{j}"] = mem = Ram(16, hw.tiles * R * G)

@@ -10,8 +10,8 @@ t R .. t R + R - 1 of channel c, one int16 lane each; writes have one enable per
 KB (key tiles): word (key tile u, channel c) holds the mac_cols tokens u C .. u C + C - 1.
 VB (value banks): written one channel of R tokens per beat (as the MAC array drains), read as
 the mac_cols channels g C .. g C + C - 1 of one token; mac_cols one-lane block RAMs skewed by
-token (fabric.py), and a write lands two cycles after its beat (the fabric registers it twice: no
-unit reads VB that soon after the operation that writes it).
+token (fabric.py), and a write lands three cycles after its beat (the fabric registers it three
+times: no unit reads VB that soon after the operation that writes it).
 
 Operation control (every unit started by the controller):
     start  In   one-cycle pulse; `desc` and `rows` are valid from then until `done`
