@@ -100,7 +100,7 @@ class Buffers(wiring.Component):
         # with its token's address, one adder a stage: the port registered; the skew and the
         # tile's base address; the banks' lanes and addresses (a write lands three cycles later:
         # nothing reads VB that soon after the operation that writes it)
-        skew = Signal(range(C), name="vb_skew")
+        skew = Signal(range(C), name="vb_skew", attrs={"max_fanout": 16})    # rotates 16 C + C bits
         base = Signal(range(hw.tiles * R * G), name="vb_wbase")
         data, en = Signal.like(vw.data, name="vb_wlanes"), Signal.like(vw.en, name="vb_wlanes_en")
         m.d.sync += [skew.eq((vw.ch + vw.tile * R)[:cb] if cb else 0),
