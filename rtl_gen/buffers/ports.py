@@ -1,9 +1,10 @@
 """Port signatures shared by the accelerator's units (docs/accelerator.md, "Units and ports").
 
 Every unit is a wiring.Component; its memory ports are *unit-side* signatures (requests are
-Out, read data is In) that connect to the buffer fabric (rtl_gen/buffers/fabric.py). All memories are
-block RAM behind registers: `data` is valid READ_LATENCY cycles after the cycle in which `en`
-was high, and holds until the next read's data arrives.
+Out, read data is In) that connect to the buffer fabric (rtl_gen/buffers/fabric.py). The token,
+key and value memories are block RAM behind registers: `data` is valid READ_LATENCY cycles after
+the cycle in which `en` was high, and holds until the next read's data arrives (the selector's
+and the array's own small memories answer in one cycle).
 
 Token buffers B0..B3 (token-tile layout): word (tile t, channel c) holds the mac_rows tokens
 t R .. t R + R - 1 of channel c, one int16 lane each; writes have one enable per lane.
