@@ -151,4 +151,5 @@ class AttentionSeq(wiring.Component):
                                 m.next = "IDLE"
                             with m.Elif(~scores_done):
                                 m.next = "SCORE"
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the request's valid and every field: replicated
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))

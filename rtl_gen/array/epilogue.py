@@ -116,10 +116,11 @@ class Epilogue(wiring.Component):
         # the shifts drive the first shifter stage of every lane: replicated registers
         sh2, sh3 = Signal.like(sh, name="sh2"), Signal.like(sh, name="sh3", attrs=REPLICATED)
         m.d.sync += [sh2.eq(sh), sh3.eq(sh2)]
-        so = Signal.like(sh, name="so_sh", attrs=REPLICATED)                # the operation's: static
-        m.d.sync += so.eq(requant_sv_shift(m, cfg.so, SUM_BITS, WORD, "so_sh_c"))
-        so0 = Signal.like(sh, name="so0_sh", attrs=REPLICATED)
-        m.d.sync += so0.eq(requant_sv_shift(m, cfg.so0, SUM_BITS, WORD, "so0_sh_c"))
+        # the operation's output shifts and activation switch (static from start, long before a
+        # beat reaches them): the shifts computed, then replicated registers
+        so, so0 = (ports.delayed(m, requant_sv_shift(m, v, SUM_BITS, WORD, f"{n}_c"), 2, n, attrs=REPLICATED)
+                   for v, n in ((cfg.so, "so_sh"), (cfg.so0, "so0_sh")))
+        self._act = ports.delayed(m, cfg.act, 1, "act_q", attrs=REPLICATED)
         # row 0's alignments where its residual is added (ACT_STAGE) and requantised (two later)
         own = [cfg.row0 & (tags[ACT_STAGE + k].tile == 0) for k in (0, 2)]
         # the residual's alignments, the operation's (static from start, long before a beat
@@ -174,7 +175,7 @@ class Epilogue(wiring.Component):
         wiring.connect(m, pwl.table, wiring.flipped(self.table[r]))
         m.d.comb += [pwl.geo.eq(cfg.pwl), pwl.x.eq(y)]
         yact = Signal(signed(WORD), name=f"yact_{r}")
-        m.d.comb += yact.eq(Mux(cfg.act, pwl.y, delay(y, PWL_LATENCY, "yd")))
+        m.d.comb += yact.eq(Mux(self._act, pwl.y, delay(y, PWL_LATENCY, "yd")))
         # residual: (r << sa) + (y << sb), requantised by so; the residual word arrives now
         rs = reg(res.as_signed() << align.sa, "rs", signed(SUM_BITS))
         ys = reg(yact << align.sb, "ys", signed(SUM_BITS))

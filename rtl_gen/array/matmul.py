@@ -26,7 +26,7 @@ class MatmulSeq(wiring.Component):
             "start": In(1), "desc": In(512), "rows": In(range(hw.n_max + 1)),
             "req": Out(stream.Signature(req_layout(hw))),
             "avail": In(1),            # weight ring: the next slot is full
-            "slot_done": Out(1),       # the current slot has been issued
+            "slot_done": Out(1),       # the current slot has been issued (a cycle after its last request)
             "busy": Out(1),
         })
 
@@ -45,6 +45,9 @@ class MatmulSeq(wiring.Component):
                      q.b_src.eq(B_WEIGHT), q.w_addr.eq(k), q.first.eq(k == 0), q.last.eq(k == d.k - 1),
                      q.info.kind.eq(KIND_MM), q.info.tile.eq(tile), q.info.ch0.eq(ch0),
                      q.info.cols.eq(Mux(left > C, C, left)), q.info.release.eq(tile == tiles - 1)]
+        # slot_done a cycle after the slot's last request, from a register (the descriptor's k
+        # compare ran into the weight ring's slot flags; WAIT looks at the next slot a cycle later)
+        m.d.sync += self.slot_done.eq(0)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -61,7 +64,7 @@ class MatmulSeq(wiring.Component):
                     with m.If(k == d.k - 1):
                         m.d.sync += [k.eq(0), tile.eq(tile + 1)]
                         with m.If(tile == tiles - 1):
-                            m.d.comb += self.slot_done.eq(1)
+                            m.d.sync += self.slot_done.eq(1)
                             m.d.sync += [tile.eq(0), m_tile.eq(m_tile + 1), ch0.eq(ch0 + C), left.eq(left - C)]
                             m.next = "NEXT"
             with m.State("NEXT"):
@@ -69,5 +72,6 @@ class MatmulSeq(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.next = "WAIT"
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the request's valid and fields: replicated
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

@@ -97,24 +97,25 @@ class SoftmaxUnit(wiring.Component):
         """Store the item's scores in ring slot `slot`, keep the running maximum per lane."""
         hw, R = self.hw, self.hw.mac_rows
         j = Signal(range(hw.n_max))
+        first = Signal(init=1, name="first")      # j == 0, a register: i_s.ready runs into the epilogue's FIFO
         slot = Signal()
         frac = Signal(signed(FRAC_BITS))
         mx = [Signal(signed(WORD), name=f"mx{l}") for l in range(R)]
         s = self.i_s.payload.s
         take = self.i_s.valid & self.i_s.ready
-        m.d.comb += [self.i_s.ready.eq((j != 0) | ~ab.full),
+        m.d.comb += [self.i_s.ready.eq(~first | ~ab.full),
                      sring.waddr.eq(Mux(slot, hw.n_max, 0) + j), sring.wdata.eq(s), sring.wen.eq(take.replicate(R))]
         with m.If(take):
-            m.d.sync += j.eq(j + 1)
-            with m.If(j == 0):
+            m.d.sync += [j.eq(j + 1), first.eq(0)]
+            with m.If(first):
                 m.d.sync += frac.eq(self.frac)
             for l in range(R):
                 new = Signal(signed(WORD), name=f"mxn{l}")
-                m.d.comb += new.eq(Mux((j == 0) | (s[l] > mx[l]), s[l], mx[l]))
+                m.d.comb += new.eq(Mux(first | (s[l] > mx[l]), s[l], mx[l]))
                 m.d.sync += [mx[l].eq(new), ab.mx[l].eq(new)]
             with m.If(self.i_s.payload.last | (j == hw.n_max - 1)):
-                m.d.sync += [j.eq(0), slot.eq(~slot), ab.full.eq(1), ab.n.eq(j + 1), ab.slot.eq(slot),
-                             ab.frac.eq(Mux(j == 0, self.frac, frac))]
+                m.d.sync += [j.eq(0), first.eq(1), slot.eq(~slot), ab.full.eq(1), ab.n.eq(j + 1), ab.slot.eq(slot),
+                             ab.frac.eq(Mux(first, self.frac, frac))]
 
     def _stage_b(self, m, sring, ering, exp, ab, bc, e_busy):
         """E_j = exp_neg(s_j - max) into the E ring, S = sum E_j; then the mailbox to C."""
@@ -163,7 +164,9 @@ class SoftmaxUnit(wiring.Component):
         slot = Signal()
         q_bits = SOFTMAX_RECIP_BITS - SUM_MIN_BITS + 1
         recip_sum = [Signal(unsigned(q_bits), name=f"recip_sum{l}") for l in range(R)]
-        busy, issuing, go = Signal(), Signal(), Signal()
+        busy, issuing, go = Signal(name="c_busy"), Signal(name="issuing"), Signal(name="c_go")
+        # j < n and j == n - 1 as registers beside j (no compare between the issue and its fanout)
+        more, at_last = Signal(name="c_more"), Signal(name="c_at_last")
         # pipeline stages 1 (E read) and 2 (product): valid, and the item's last key
         read_valid, read_last, prod_valid, prod_last = Signal(), Signal(), Signal(), Signal()
         m.submodules.out = out = Skid(item_layout(hw, "p"))
@@ -174,11 +177,12 @@ class SoftmaxUnit(wiring.Component):
             m.d.comb += rc.i_d.payload.eq(bc.sum[l])
         with m.If(~busy & bc.full):                  # take the mailbox straight into the dividers
             m.d.comb += [rc.i_d.valid.eq(1) for rc in recips]
-            m.d.sync += [busy.eq(1), bc.full.eq(0), n.eq(bc.n), slot.eq(bc.slot), j.eq(0)]
+            m.d.sync += [busy.eq(1), bc.full.eq(0), n.eq(bc.n), slot.eq(bc.slot), j.eq(0), more.eq(1),
+                         at_last.eq(bc.n == 1)]
         # the quotients are taken once the previous item has left the pipeline; keys issue from then
         start = Signal()
         m.d.comb += [start.eq(busy & ~issuing & recips[0].o_q.valid & ~read_valid & ~prod_valid & ~self.o_p.valid & en),
-                     go.eq((issuing | start) & en & (j < n))]
+                     go.eq((issuing | start) & en & more)]
         with m.If(start):
             m.d.comb += [rc.o_q.ready.eq(1) for rc in recips]
             m.d.sync += issuing.eq(1)
@@ -186,13 +190,13 @@ class SoftmaxUnit(wiring.Component):
         # enable is a gate of two registers, not `start`, which waits on the output's valid
         with m.If(~issuing & ~read_valid):
             m.d.sync += [r.eq(rc.o_q.payload) for r, rc in zip(recip_sum, recips)]
-        with m.If(go & (j == n - 1)):
+        with m.If(go & at_last):
             m.d.sync += [issuing.eq(0), busy.eq(0), e_busy.bit_select(slot, 1).eq(0)]
         m.d.comb += [ering.raddr.eq(Mux(slot, hw.n_max, 0) + j), ering.ren.eq(go)]
         with m.If(go):
-            m.d.sync += j.eq(j + 1)
+            m.d.sync += [j.eq(j + 1), more.eq(~at_last), at_last.eq(j + 2 == n)]
         with m.If(en):
-            m.d.sync += [read_valid.eq(go), read_last.eq(go & (j == n - 1)), prod_valid.eq(read_valid),
+            m.d.sync += [read_valid.eq(go), read_last.eq(go & at_last), prod_valid.eq(read_valid),
                          prod_last.eq(read_last)]
         for l in range(R):
             prod = Signal(unsigned(WORD + len(recip_sum[l])), name=f"prod{l}")

@@ -20,14 +20,8 @@ from .ports import lanes
 # STORE's read FIFO: a read holds a place READ_LATENCY + 3 cycles (in flight, the FIFO's write,
 # its output register, taken) and one stays free, so a ROWS job reads one word per cycle
 READ_FIFO_DEPTH = ports.READ_LATENCY + 4
-
-
-def _tile_mask(m, t, r0, end, hw, name):
-    """Lanes of tile t whose rows lie in [r0, end)."""
-    mask = Signal(hw.mac_rows, name=name)
-    base = t * hw.mac_rows
-    m.d.comb += mask.eq(Cat((base + r >= r0) & (base + r < end) for r in range(hw.mac_rows)))
-    return mask
+OUT_SLICE = 1           # cycles a beat spends in the output register slice (before the DMA writer)
+LOAD_DONE_DELAY = 1     # LOAD's done (and its writes): a register after the last word's take
 
 
 class LoadUnit(wiring.Component):
@@ -39,26 +33,41 @@ class LoadUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, R = self.hw, self.hw.mac_rows
-        d0 = desc_view("LOAD", self.desc)                  # at start
-        # the writes (from the cycle after start) decode registered copies
-        d, rows = desc_view("LOAD", ports.held(m, self.desc, "desc")), ports.held(m, self.rows, "rows")
-        bits = ports.lane_bits(R)
-        tile, last_tile, ch = Signal(range(hw.tiles)), Signal(range(hw.tiles)), Signal(range(hw.k_max))
-        busy = Signal()
-        last = (tile == last_tile) & (ch == d.w - 1)
-        m.d.comb += [self.i.ready.eq(busy), self.w.buf.eq(d.buf[:2]), self.w.tile.eq(tile), self.w.ch.eq(d.c0 + ch),
-                     self.w.data.eq(self.i.payload)]
-        mask = _tile_mask(m, tile, d.r0, d.r0 + rows, hw, "load_mask")
-        m.d.comb += self.w.en.eq(Mux(busy & self.i.valid, mask, 0))
+        every = (1 << R) - 1
+        d = desc_view("LOAD", ports.held(m, self.desc, "desc"))       # the writes decode a registered copy
+        # the rows' first and last tile and lanes, registers by start (desc and rows hold from
+        # three cycles before it): a write's lane enables are then the two end tiles' flags and
+        # lanes, one LUT, not a compare per lane after an adder (the zcu102 top's deepest path
+        # ran from the descriptor through them into the token buffers' write port)
+        row_first = desc_view("LOAD", self.desc).r0
+        row_last = Signal(range(hw.n_max + 1), name="row_last")
+        m.d.sync += row_last.eq(row_first + self.rows - 1)
+        span = ports.row_span(m, row_first, row_last, hw, "load")
+        tile, ch = Signal(range(hw.tiles + 1), name="tile"), Signal(range(hw.k_max), name="ch")
+        at_first, at_last = Signal(name="at_first"), Signal(name="at_last")
+        busy = Signal(name="busy")
+        last_ch = Signal(name="last_ch")                  # ch == w - 1, registered
+        mask = Mux(at_first, span.first_lanes, every) & Mux(at_last, span.last_lanes, every)
+        take = busy & self.i.valid
+        # the write from registers (the loader's valid fans out to every lane's enable; through
+        # the port routes it set the zcu102 top's clock): a cycle later, with the registered done
+        m.d.comb += self.i.ready.eq(busy)
+        m.d.sync += [self.w.buf.eq(d.buf[:2]), self.w.tile.eq(tile), self.w.ch.eq(d.c0 + ch),
+                     self.w.data.eq(self.i.payload), self.w.en.eq(Mux(take, mask, 0))]
         with m.If(self.start):
-            m.d.sync += [busy.eq(1), tile.eq(d0.r0 >> bits), last_tile.eq((d0.r0 + self.rows - 1) >> bits), ch.eq(0)]
-        with m.If(busy & self.i.valid):
-            m.d.sync += ch.eq(ch + 1)
-            with m.If(ch == d.w - 1):
-                m.d.sync += [ch.eq(0), tile.eq(tile + 1)]
-            with m.If(last):
-                m.d.comb += self.done.eq(1)
-                m.d.sync += busy.eq(0)
+            m.d.sync += [busy.eq(1), tile.eq(span.first_tile), ch.eq(0), at_first.eq(1),
+                         at_last.eq(span.first_tile == span.last_tile), last_ch.eq(d.w == 1)]
+        with m.If(take):
+            m.d.sync += [ch.eq(ch + 1), last_ch.eq(ch == d.w - 2)]
+            with m.If(last_ch):
+                m.d.sync += [ch.eq(0), tile.eq(tile + 1), at_first.eq(0), at_last.eq(tile + 1 == span.last_tile),
+                             last_ch.eq(d.w == 1)]
+                with m.If(at_last):
+                    m.d.sync += busy.eq(0)
+        # done with the last write, from a register (the loader's valid ran through it into the
+        # controller)
+        done = ports.delayed(m, take & last_ch & at_last, LOAD_DONE_DELAY, "load_done")
+        m.d.comb += self.done.eq(done)
         return m
 
 
@@ -96,6 +105,11 @@ class StoreUnit(wiring.Component):
         m.submodules.sel_skid = sel_skid = Skid(W)
         wiring.connect(m, wiring.flipped(self.i_sel), sel_skid.i)
         self._sel = sel_skid.o
+        # and the beats out through one (the writer's ready ran through the gearboxes into the
+        # read FIFO's pointers: the zcu102 top's deepest path after LOAD's)
+        m.submodules.out_skid = out_skid = Skid(W)
+        wiring.connect(m, out_skid.o, wiring.flipped(self.o_data))
+        self._out = out_skid.i
         job = SimpleNamespace(
             mode=Signal(2, name="mode"),       # the modes select beats and words of 16 R bits: replicated
             rows_mode=Signal(name="rows_mode", attrs={"max_fanout": 16}),
@@ -199,10 +213,11 @@ class StoreUnit(wiring.Component):
         beat = Mux(rows_mode, row_gearbox.o.payload, Mux(tiles_mode, tile_gearbox.o.payload, self._sel.payload))
         ready = Mux(rows_mode, row_gearbox.o.valid, Mux(tiles_mode, tile_gearbox.o.valid, self._sel.valid))
         sending = job.busy & job.sent_cmd
-        m.d.comb += [self.o_data.payload.eq(beat), self.o_data.valid.eq(sending & ready),
-                     row_gearbox.o.ready.eq(rows_mode & job.sent_cmd & self.o_data.ready),
-                     tile_gearbox.o.ready.eq(tiles_mode & job.sent_cmd & self.o_data.ready),
-                     self._sel.ready.eq(sending & (job.mode == isa.STORE_SELECT) & self.o_data.ready)]
+        out = self._out
+        m.d.comb += [out.payload.eq(beat), out.valid.eq(sending & ready),
+                     row_gearbox.o.ready.eq(rows_mode & job.sent_cmd & out.ready),
+                     tile_gearbox.o.ready.eq(tiles_mode & job.sent_cmd & out.ready),
+                     self._sel.ready.eq(sending & (job.mode == isa.STORE_SELECT) & out.ready)]
 
 
 def _pad_items(vals, mode, R: int, W: int):

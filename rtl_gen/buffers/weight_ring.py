@@ -11,7 +11,7 @@ EMPTY, so the loader never overwrites biases that are still draining.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -59,10 +59,16 @@ class WeightRing(wiring.Component):
                      mem.waddr.eq(Mux(wslot, K, 0) + f.addr - BIAS_WORDS), mem.wdata.eq(f.data),
                      mem.wen.eq(Mux(f.en & (f.addr >= BIAS_WORDS), -1, 0)),
                      mem.raddr.eq(Mux(islot, K, 0) + i.addr), mem.ren.eq(i.en), i.data.eq(mem.rdata)]
+        # a bias word lands a cycle after its fill, from registers (each enable loads 16 C bits:
+        # replicated); the drain reads the biases only after the slot's weights have been issued
+        bias_en = Signal(2 * BIAS_WORDS, name="bias_en", attrs={"max_fanout": 16})
+        bias_data = Signal.like(f.data, name="bias_data")
+        m.d.sync += [bias_en.eq(Cat(f.en & (wslot == s) & (f.addr == j) for s in range(2) for j in range(BIAS_WORDS))),
+                     bias_data.eq(f.data)]
         for s in range(2):
             for j in range(BIAS_WORDS):
-                with m.If(f.en & (wslot == s) & (f.addr == j)):
-                    m.d.sync += [d.bias[s][c][16 * j:16 * (j + 1)].eq(f.data[c]) for c in range(C)]
+                with m.If(bias_en[s * BIAS_WORDS + j]):
+                    m.d.sync += [d.bias[s][c][16 * j:16 * (j + 1)].eq(bias_data[c]) for c in range(C)]
         commit = Mux(f.commit, 1 << wslot, 0)
         m.d.sync += [full.eq((full | commit) & ~Mux(i.done, 1 << islot, 0)),
                      busy.eq((busy | commit) & ~Mux(d.release, 1 << rslot, 0))]

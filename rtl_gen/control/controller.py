@@ -80,7 +80,15 @@ class Controller(wiring.Component):
         stop = Signal(attrs={"max_fanout": 16})
         m.d.sync += stop.eq(fsm.ongoing("ABORT") | fsm.ongoing("FINISH"))
         m.d.comb += self.loader.stop.eq(stop)
-        m.d.comb += self.csr.busy.eq(~fsm.ongoing("IDLE"))
+        # busy from a register (the CSR block's start and counters hang off it; its own `running`
+        # covers the cycles before, and busy may outlast finish)
+        busy = Signal(name="busy")
+        m.d.sync += busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += self.csr.busy.eq(busy)
+        # the loader's start (and the units' and the ring's reset with it) a cycle after the data
+        # stream's command is taken, from a register: the DMA's ready ran through this FSM into
+        # the loader's
+        m.d.sync += self.loader.start.eq(run.stream_start)
         return m
 
     def _registers(self, m):
@@ -88,6 +96,7 @@ class Controller(wiring.Component):
         hw, units = self.hw, self.units
         run = SimpleNamespace(
             record=Signal(isa.DESC_BITS),                    # a fetched 64-byte record (header or descriptor)
+            stream_start=Signal(),                           # the data stream's command is taken
             beats=Signal(range(isa.DESC_BITS // hw.axi_bits + 1)),   # its beats so far
             header=Signal(header_layout()),
             index=Signal(range(hw.desc_max + 1)),            # the descriptor being fetched or executed
@@ -224,7 +233,7 @@ class Controller(wiring.Component):
             empty = hdr.stream_len == 0
             m.d.comb += [self.rd_cmd.valid.eq(~empty), *self._read_cmd(hdr.stream_off, hdr.stream_len, 0)]
             with m.If(self.rd_cmd.ready | empty):
-                m.d.comb += self.loader.start.eq(1)
+                m.d.comb += run.stream_start.eq(1)
                 m.d.sync += [run.index.eq(0), run.tokens.eq(hdr.n_tokens)]
                 m.next = "READ"
 

@@ -113,6 +113,11 @@ class StreamLoader(wiring.Component):
         m.submodules.in_skid = in_skid = Skid(hw.stream_bits)
         wiring.connect(m, wiring.flipped(self.i_stream), in_skid.i)
         in_skid.o.valid.attrs["max_fanout"] = 16      # the gearboxes' word index and every beat's take
+        # the LayerNorm parameters out through one: the unit's ready ran through the entry
+        # gearbox into its output register
+        m.submodules.ln_skid = self._ln = ln_skid = Skid(len(self.o_ln.payload.as_value()))
+        m.d.comb += [self.o_ln.payload.eq(ln_skid.o.payload), self.o_ln.valid.eq(ln_skid.o.valid),
+                     ln_skid.o.ready.eq(self.o_ln.ready)]
         item = SimpleNamespace(
             desc=Signal(isa.DESC_BITS),                  # the descriptor the loader is at
             target=Signal(Target), kind=Signal(WordKind),
@@ -208,9 +213,11 @@ class StreamLoader(wiring.Component):
         """Items with one copy (tables, LayerNorm parameters, LOAD data): wait until compute runs
         this descriptor, then claim and feed them."""
         mm, ln, dc, ld = (desc_view(n, item.desc) for n in ("MATMUL", "LAYERNORM", "DECIDE", "LOAD"))
-        # registered: the controller's running comes from its FSM; the item waits a cycle more
-        compute_here = Signal()
-        m.d.sync += compute_here.eq((self.ctl.desc_index == self.ctl.stream_index) & self.ctl.running)
+        # registered twice: the controller's running comes from its FSM (registered where it
+        # arrives, then with the index compare); the item waits two cycles more
+        compute_here, running = Signal(name="compute_here"), Signal(name="running_q")
+        m.d.sync += [running.eq(self.ctl.running),
+                     compute_here.eq((self.ctl.desc_index == self.ctl.stream_index) & running)]
         for state, target, needed, words, then in (
                 ("MM_TABLE", Target.TABLE, mm.act == isa.ACT_LOAD, mm.pwl_nseg, "MM_W"),
                 ("DC_TABLE", Target.TABLE, dc.act == isa.ACT_LOAD, dc.pwl_nseg, "NEXT"),
@@ -283,10 +290,10 @@ class StreamLoader(wiring.Component):
         # entries: table or LayerNorm parameters
         ent = data.View(data.StructLayout({"base": signed(32), "slope": signed(32)}), e.payload)
         m.d.comb += [self.table.addr.eq(item.word_index), self.table.data.base.eq(ent.base),
-                     self.table.data.slope.eq(ent.slope), self.o_ln.payload.eq(e.payload)]
+                     self.table.data.slope.eq(ent.slope), self._ln.i.payload.eq(e.payload)]
         m.d.comb += [self.table.en.eq(e.valid & live & (item.target == Target.TABLE)),
-                     self.o_ln.valid.eq(e.valid & live & (item.target == Target.LN_PARAMS)),
-                     e.ready.eq(~live | (item.target == Target.TABLE) | self.o_ln.ready)]
+                     self._ln.i.valid.eq(e.valid & live & (item.target == Target.LN_PARAMS)),
+                     e.ready.eq(~live | (item.target == Target.TABLE) | self._ln.i.ready)]
         m.d.comb += [self.fill.addr.eq(item.word_index), self.fill.data.eq(w.payload),
                      self.fill.en.eq(w.valid & live), self.fill.commit.eq(w.valid & item.last_word), w.ready.eq(1)]
         m.d.comb += [self.o_load.payload.eq(t.payload), self.o_load.valid.eq(t.valid & live),

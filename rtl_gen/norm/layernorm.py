@@ -42,7 +42,16 @@ from golden.kernels import LN_RECIP_BITS, LN_SQRT_BITS, LN_Z_FRAC
 
 from ..buffers import ports
 from ..control.decode import desc_view
-from ..primitives.arith import ACC_BITS, PIPE_REQUANT, WORD, partial_products, pipe_stage, requant_sv, requant_sv_shift
+from ..primitives.arith import (
+    ACC_BITS,
+    PIPE_REQUANT,
+    WORD,
+    partial_products,
+    pipe_stage,
+    requant_sv,
+    requant_sv_shift,
+    thermometer,
+)
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
 from .isqrt_norm import NormIsqrt
@@ -509,10 +518,16 @@ class LayerNormUnit(wiring.Component):
 
     def _write(self, m, v, rows, busy, tiles, write_tile, write_ch, out):
         """Results to the output buffer in order; the last write of the last tile ends the op."""
-        hw = self.hw
-        mask = ports.rows_mask(m, rows, write_tile, hw)
+        R = self.hw.mac_rows
+        # the lanes written: all but the last tile's lanes past the last row, from registers (the
+        # tile compare is made a cycle ahead), one LUT into the port routes
+        last_tile, last_lanes = Signal.like(tiles, name="last_tile"), Signal(R, name="last_lanes")
+        m.d.sync += [last_tile.eq(tiles - 1),
+                     last_lanes.eq(thermometer((rows - 1)[:ports.lane_bits(R)], R, up=False))]
+        at_last = Signal(name="write_at_last")
+        m.d.sync += at_last.eq(Mux(out.y_valid & out.y_last, write_tile + 1 == last_tile, write_tile == last_tile))
         m.d.comb += [self.w.buf.eq(v.o_buf[:2]), self.w.tile.eq(write_tile), self.w.ch.eq(v.o_c0 + write_ch),
-                     self.w.data.eq(out.y), self.w.en.eq(Mux(out.y_valid, mask, 0))]
+                     self.w.data.eq(out.y), self.w.en.eq(Mux(out.y_valid, Mux(at_last, last_lanes, (1 << R) - 1), 0))]
         done = Signal()
         m.d.sync += done.eq(0)
         m.d.comb += self.done.eq(done)
@@ -520,5 +535,5 @@ class LayerNormUnit(wiring.Component):
             m.d.sync += write_ch.eq(write_ch + 1)
             with m.If(out.y_last):
                 m.d.sync += [write_ch.eq(0), write_tile.eq(write_tile + 1)]
-                with m.If(write_tile == tiles - 1):
+                with m.If(at_last):
                     m.d.sync += [done.eq(1), busy.eq(0)]

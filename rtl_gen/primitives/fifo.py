@@ -91,7 +91,7 @@ class Skid(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         spare = Signal.like(self.i.payload, name="spare")
-        spare_valid = Signal()
+        spare_valid = Signal(attrs={"max_fanout": 16})      # the spare's enables and i.ready: replicated
         m.d.comb += self.i.ready.eq(~spare_valid)
         take = self.i.valid & self.i.ready
         with m.If(~spare_valid):                             # the spare follows the input while free:

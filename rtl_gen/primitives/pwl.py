@@ -25,7 +25,7 @@ Both compute the same function; the registers of the shallow one are a subset of
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,7 +33,7 @@ from golden.hw import HardwareConfig
 from golden.kernels import PWL_GUARD
 from golden.stream import TABLE_BASE_BITS, TABLE_SLOPE_BITS
 
-from .arith import sat
+from .arith import sat, thermometer
 
 OFF_BITS = 19            # x - lo for a 17-bit x and an 18-bit lo: |x - lo| < 2^18
 D_LO = 17                # slope x d = slope x d[:17] (a DSP) + slope x d[17:] (two fabric terms)
@@ -81,22 +81,28 @@ class PwlEval(wiring.Component):
         tab = self.table
         top = (1 << OFF_BITS) - 1
 
-        def reg(value, name, always=False):
+        def reg(value, name, always=False, attrs=None):
             """A register of the deep pipeline; of the shallow one too when `always`."""
-            r = Signal(value.shape() if isinstance(value, data.View) else Value.cast(value).shape(), name=name)
+            r = Signal(value.shape() if isinstance(value, data.View) else Value.cast(value).shape(), name=name,
+                       attrs=attrs)
             if self.deep or always:
                 m.d.sync += r.eq(value)
             else:
                 m.d.comb += r.eq(value)
             return r
-        g = reg(self.geo, "geo_q")                  # the geometry, registered where it arrives
+        # the geometry, registered where it arrives, and the constants from it: the epilogue's
+        # PWL units' copies are one register after Yosys merges them (replicated, as Vivado would)
+        fan = {"max_fanout": 16}
+        g = reg(self.geo, "geo_q", attrs=fan)
         # per-operation constants from the stable geometry
         span, lo_span = reg(g.n_seg << g.shift, "span"), reg((g.n_seg - 1) << g.shift, "lo_span")
-        span_m1 = reg(Mux(span > top, top, span - 1)[:OFF_BITS], "span_m1", True)     # min(n_seg << shift, 2^19) - 1
-        last_off = reg(Mux(lo_span > top, top + 1, lo_span)[:OFF_BITS + 1], "last_off", True)  # saturated at 2^19
-        nseg_m1 = reg((g.n_seg - 1)[:13], "nseg_m1", True)
-        mask = reg(((Const(1, 33) << g.shift) - 1)[:32], "mask", True)                 # 2^shift - 1
-        rnd = reg((Const(1, 37) << (g.frac + 5))[:37], "rnd", True)                    # 2^(frac + 5)
+        # min(n_seg << shift, 2^19) - 1; (n_seg - 1) << shift saturated at 2^19
+        span_m1 = reg(Mux(span > top, top, span - 1)[:OFF_BITS], "span_m1", True, fan)
+        last_off = reg(Mux(lo_span > top, top + 1, lo_span)[:OFF_BITS + 1], "last_off", True, fan)
+        nseg_m1 = reg((g.n_seg - 1)[:13], "nseg_m1", True, fan)
+        # 2^shift - 1 and 2^(frac + 5) as a compare and a decode per bit (not a shifter after an adder)
+        mask = reg(~thermometer(g.shift, 32), "mask", True, fan)
+        rnd = reg(Cat(Const(0, 5), *(g.frac == j for j in range(32))), "rnd", True, fan)
         # 1, 2: x - lo clamped below at 0, then right (unless `extend`) at span - 1
         raw = Signal(signed(OFF_BITS + 1))
         m.d.comb += raw.eq(self.x - g.lo)

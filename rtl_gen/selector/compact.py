@@ -254,11 +254,16 @@ class Compact(wiring.Component):
                                   split=(cut_at(ARRIVE, "packed_half"), cut_control))
         with m.If(stage[ARRIVE + 2].valid & ~stage[ARRIVE + 2].part):
             m.d.sync += packed.eq(lanes_packed)
-        pkg_arrives, pkg_ch = Signal(), Signal(range(hw.d_max))
+        # the write's selects (a channel word, its part, a package word) steer the whole port
+        # (16 R data bits, the lane enables): replicated registers, the last stage's copies
+        fan = {"max_fanout": 16}
+        pkg_arrives, pkg_ch = Signal(name="pkg_arrives", attrs=fan), Signal(range(hw.d_max))
         m.d.sync += [pkg_arrives.eq(self.pkg.en), pkg_ch.eq(self.pkg.ch)]
         wr = self.wr
         m.d.comb += wr.buf.eq(desc.o_buf)
-        w = stage[PIPE]
+        w = SimpleNamespace(valid=Signal(name="write_valid", attrs=fan), part=Signal(name="write_part", attrs=fan),
+                            ch=stage[PIPE].ch)
+        m.d.sync += [w.valid.eq(stage[PIPE - 1].valid), w.part.eq(stage[PIPE - 1].part)]
         with m.If(w.valid):
             m.d.comb += [wr.tile.eq(place.out_tile + w.part), wr.ch.eq(w.ch), wr.data.eq(packed),
                          wr.en.eq(Mux(w.part, place.second_en, place.first_en))]

@@ -30,6 +30,7 @@ from ..primitives.arith import (
     product_latency,
     requant_uvar,
     split_product,
+    thermometer,
     tree_latency,
 )
 from ..primitives.recip import Reciprocal
@@ -107,17 +108,20 @@ class GMean(wiring.Component):
             m.d.sync += mean.eq(mean_rq)
 
         # ---- writes of the mean of channel write_ch (c0 + its index) to its tiles
+        # (every lane but the last tile's lanes past the last row: registers, so the enables
+        # leave through one LUT into the port routes)
         writing, write_tile, write_ch = Signal(), Signal(range(hw.tiles)), Signal(13)
-        mask = ports.rows_mask(m, rows, write_tile, hw)
+        at_last, last_lanes = Signal(name="write_at_last"), Signal(R, name="last_lanes")
+        m.d.sync += last_lanes.eq(thermometer((rows - 1)[:ports.lane_bits(R)], R, up=False))
         m.d.comb += [self.wr.buf.eq(desc.buf), self.wr.tile.eq(write_tile), self.wr.ch.eq(write_ch),
-                     self.wr.en.eq(Mux(writing, mask, 0))]
+                     self.wr.en.eq(Mux(writing, Mux(at_last, last_lanes, (1 << R) - 1), 0))]
         m.d.comb += [self.wr.data[r].eq(mean) for r in range(R)]
         with m.If(writing):
-            m.d.sync += write_tile.eq(write_tile + 1)
-            with m.If(write_tile == last_tile):
+            m.d.sync += [write_tile.eq(write_tile + 1), at_last.eq(write_tile + 1 == last_tile)]
+            with m.If(at_last):
                 m.d.sync += writing.eq(0)
         with m.If(done_stage.valid & done_stage.last):
-            m.d.sync += [writing.eq(1), write_tile.eq(0), write_ch.eq(done_stage.ch)]
+            m.d.sync += [writing.eq(1), write_tile.eq(0), write_ch.eq(done_stage.ch), at_last.eq(last_tile == 0)]
 
         busy = Signal()
         m.d.comb += busy.eq(reading | Cat(x.valid for x in in_flight + stages).any() | writing)

@@ -18,12 +18,14 @@ and m read ports to whichever unit runs.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, Value, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
 
+from ..buffers.ports import lane_bits
+from ..primitives.arith import thermometer
 from ..primitives.ram import Ram
 
 M_BITS = 17          # m in [-2^15, 2^15] whenever every head weight w >= 0 (docs/rtl.md)
@@ -96,12 +98,22 @@ class SelState(wiring.Component):
                      keep.raddr.eq(self.mask.tile), keep.ren.eq(self.mask.en),
                      mval.waddr.eq(wm.token), mval.wdata.eq(wm.data), mval.wen.eq(wm.en),
                      mval.raddr.eq(self.m.token), mval.ren.eq(self.m.en), self.m.m.eq(mval.rdata)]
-        tile = Signal.like(self.mask.tile)
-        with m.If(self.mask.en):
-            m.d.sync += tile.eq(self.mask.tile)
-        scored = scored_lanes(m, tile, self.info.ns, hw)
-        m.d.comb += self.mask.keep.eq(Value.cast(keep.rdata) & scored)
         info = self.info
+        # the scored lanes of the tile read: ns's tile and lanes are registers (set with ns), the
+        # read's tile is compared with them as it is asked, so the keep bits (into PACKAGE,
+        # COMPACT and the selection store) leave through one LUT
+        R, every = hw.mac_rows, (1 << hw.mac_rows) - 1
+        bits = lane_bits(R)
+        last_tile, last_lanes = Signal(range(hw.tiles + 1), name="ns_tile"), Signal(R, name="ns_lanes")
+        with m.If(self.set):
+            m.d.sync += [last_tile.eq(self.set_info.ns >> bits),
+                         last_lanes.eq(thermometer(self.set_info.ns[:bits], R, up=False))]
+        at_first, at_last, past = Signal(name="at_first"), Signal(name="at_last"), Signal(name="past_ns")
+        with m.If(self.mask.en):
+            m.d.sync += [at_first.eq(self.mask.tile == 0), at_last.eq(self.mask.tile == last_tile),
+                         past.eq(self.mask.tile > last_tile)]
+        scored = Mux(past, 0, Mux(at_first, every & ~1, every) & Mux(at_last, last_lanes, every))
+        m.d.comb += self.mask.keep.eq(Value.cast(keep.rdata) & scored)
         with m.If(self.set):
             m.d.sync += [info.rows.eq(self.set_info.rows), info.n_pkg.eq(self.set_info.n_pkg),
                          info.ns.eq(self.set_info.ns), info.kept.eq(self.set_info.kept),

@@ -68,11 +68,14 @@ class SelStore(wiring.Component):
         next_keep = Signal(R)                     # keep bits of tile `pushed` + 1 (0 past the last), registered
         upcoming = Signal(range(n_chunks + 2), name="upcoming")   # pushed + 1, and whether it is a tile:
         more = Signal(name="more_tiles")                        # registered with `pushed`
-        m.d.comb += [self.o.payload.data.eq(window[:W]), self.o.payload.last.eq(beat == n_beats - 1)]
+        # the mask read's address and enable from registers and the state only (upcoming is 0 in
+        # IDLE), not from the window's fill compare
+        m.d.comb += [self.o.payload.data.eq(window[:W]), self.o.payload.last.eq(beat == n_beats - 1),
+                     self.mask.tile.eq(upcoming)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
+                m.d.comb += self.mask.en.eq(self.start)
                 with m.If(self.start):
-                    m.d.comb += [self.mask.en.eq(1), self.mask.tile.eq(0)]
                     m.d.sync += [window.eq(self.kept | (self.ns << 32)), filled.eq(128),
                                  pushed.eq(0), upcoming.eq(1), more.eq(1 < hw.tiles), beat.eq(0)]
                     m.next = "FIRST"
@@ -80,10 +83,10 @@ class SelStore(wiring.Component):
                 m.d.sync += keep.eq(self.mask.keep)
                 m.next = "NEXT"
             with m.State("NEXT"):
+                m.d.comb += self.mask.en.eq(more)      # harmless when EMIT comes first: read again after it
                 with m.If((filled >= W) | (pushed == n_chunks)):
                     m.next = "EMIT"
                 with m.Else():
-                    m.d.comb += [self.mask.en.eq(more), self.mask.tile.eq(upcoming)]
                     m.next = "TAKE"
             with m.State("TAKE"):                    # the mask into a register before the window's shifter
                 m.d.sync += next_keep.eq(Mux(more, self.mask.keep, 0))
@@ -99,6 +102,7 @@ class SelStore(wiring.Component):
                     m.d.sync += [window.eq(window >> W), filled.eq(Mux(filled > W, filled - W, 0)), beat.eq(beat + 1)]
                     with m.If(beat == n_beats - 1):
                         m.d.comb += self.done.eq(1)
+                        m.d.sync += upcoming.eq(0)
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "NEXT"

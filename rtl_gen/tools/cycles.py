@@ -38,6 +38,7 @@ from ..array.fetch import DRAIN_STAGES, ISSUE_LATENCY
 from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
 from ..array.unit import DONE_DELAY
+from ..buffers.load_store import LOAD_DONE_DELAY, OUT_SLICE as STORE_SLICE
 from ..buffers.ports import READ_LATENCY
 from ..control.checks import supported
 from ..host.dma_write import IN_SLICE as DMA_WRITE_SLICE
@@ -65,10 +66,11 @@ EPI = DRAIN_STAGES + EPI_LATENCY + 1 + DONE_DELAY
 ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
 # a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
 SCORE = DRAIN_STAGES + EPI_LATENCY + 2
-SELECT_TAIL = 10 + DMA_WRITE_SLICE   # a selection's last beat -> done (the writer's response; measured, mini)
+# a selection's last beat -> done (the slices, the writer's response; measured, mini)
+SELECT_TAIL = 10 + STORE_SLICE + DMA_WRITE_SLICE
 LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
 ITEM = 4             # stream loader: start, CHECK, COMMIT and end of an item
-SEEN = 3             # stream loader: compute running (CHECK) -> the loader takes an item that waited for it
+SEEN = 4             # stream loader: compute running (CHECK) -> the loader takes an item that waited for it
 LOAD_WORDS = 3       # stream loader: a LOAD's size (last row, tiles, tiles x channels) before its CHECK
 
 
@@ -311,12 +313,13 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
             bound = "LayerNorm unit"
         elif name == "LOAD":
             words = len(gstream.tile_range(d["r0"], rows, hw)) * d["w"]
-            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, c + SEEN + LOAD_WORDS) + 3
+            end = ld.item(gstream.rows_bytes(d["r0"], rows, d["w"], hw), words, c + SEEN + LOAD_WORDS)
+            end += 3 + LOAD_DONE_DELAY
             bound = "DDR"
         elif name == "STORE" and d["mode"] in (isa.STORE_ROWS, isa.STORE_TILES):
             n = rows * d["w"] if d["mode"] == isa.STORE_ROWS else -(-rows // R) * d["w"]
             nbytes = 2 * n if d["mode"] == isa.STORE_ROWS else 2 * R * n
-            end = s + n + nbytes // beat + 19 + READ_LATENCY + DMA_WRITE_SLICE     # a read's cycles among them
+            end = s + n + nbytes // beat + 19 + READ_LATENCY + STORE_SLICE + DMA_WRITE_SLICE   # a read's among them
             bound = "DDR"
         elif name == "STORE":                       # the selection: the store's beats, then the writer's
             end = s + select_cycles(hw) + SELECT_TAIL
