@@ -206,12 +206,18 @@ def test_burst_mutant_caught(tmp_path, fails):
     assert caught(r, fails), r.failed
 
 
+# connected ports carry the same stream and each end has the stream's assertions: the solver may
+# report a broken handshake under either name (which one depends on the netlist)
+ARRAY_CONNECTED = {"dut.fetch.o_ab": "dut.mac.i_ab"}
+
+
 @pytest.mark.parametrize("fails", list(ARRAY_MUTANTS))
 def test_array_mutant_caught(tmp_path, fails):
     target, mutant = ARRAY_MUTANTS[fails]
     with mock.patch(target, mutant):            # the array unit makes its parts when elaborated
         r = formal.prove(ArrayUnitFormal(ARRAY_HW, scope="inductive"), INDUCTION_K, tmp_path, induction=True)
-    assert caught(r, fails), r.failed
+    ends = [fails] + [fails.replace(a, b) for a, b in ARRAY_CONNECTED.items() if fails.startswith(a)]
+    assert any(caught(r, end) for end in ends), r.failed
 
 
 def test_score_capture_mutants_caught(tmp_path):
