@@ -137,18 +137,27 @@ def rows_mask(m, rows, tile, hw: HardwareConfig, name: str = "row_mask"):
     return mask
 
 
+def last_row(m, last, hw: HardwareConfig, name: str, en=1) -> SimpleNamespace:
+    """Row `last` as registers (loaded while `en`): its tile and the lanes of that tile up to it,
+    so a write's or read's lanes take a compare of the tile number, not a compare per lane."""
+    R, bits = hw.mac_rows, lane_bits(hw.mac_rows)
+    row = SimpleNamespace(tile=Signal(range(hw.tiles + 1), name=f"{name}_last_tile"),
+                          lanes=Signal(R, name=f"{name}_last_lanes"))
+    with m.If(en):
+        m.d.sync += [row.tile.eq(last >> bits), row.lanes.eq(thermometer(last[:bits], R, up=False))]
+    return row
+
+
 def row_span(m, first, last, hw: HardwareConfig, name: str) -> SimpleNamespace:
     """Rows first .. last as registers: their first and last tile and their lanes there, so a
     tile's lanes in the span (`span_lanes`) take compares of the tile number only, not an
     adder and compares per lane behind the tile's fanout. Registered a cycle after first/last."""
     R, bits = hw.mac_rows, lane_bits(hw.mac_rows)
+    end = last_row(m, last, hw, name)
     span = SimpleNamespace(first_tile=Signal(range(hw.tiles + 1), name=f"{name}_first_tile"),
-                           last_tile=Signal(range(hw.tiles + 1), name=f"{name}_last_tile"),
                            first_lanes=Signal(R, name=f"{name}_first_lanes"),
-                           last_lanes=Signal(R, name=f"{name}_last_lanes"))
-    m.d.sync += [span.first_tile.eq(first >> bits), span.last_tile.eq(last >> bits),
-                 span.first_lanes.eq(thermometer(first[:bits], R)),
-                 span.last_lanes.eq(thermometer(last[:bits], R, up=False))]
+                           last_tile=end.tile, last_lanes=end.lanes)
+    m.d.sync += [span.first_tile.eq(first >> bits), span.first_lanes.eq(thermometer(first[:bits], R))]
     return span
 
 

@@ -50,7 +50,6 @@ from ..primitives.arith import (
     pipe_stage,
     requant_sv,
     requant_sv_shift,
-    thermometer,
 )
 from ..primitives.ram import Ram
 from ..primitives.recip import Reciprocal
@@ -521,9 +520,8 @@ class LayerNormUnit(wiring.Component):
         R = self.hw.mac_rows
         # the lanes written: all but the last tile's lanes past the last row, from registers (the
         # tile compare is made a cycle ahead), one LUT into the port routes
-        last_tile, last_lanes = Signal.like(tiles, name="last_tile"), Signal(R, name="last_lanes")
-        m.d.sync += [last_tile.eq(tiles - 1),
-                     last_lanes.eq(thermometer((rows - 1)[:ports.lane_bits(R)], R, up=False))]
+        last = ports.last_row(m, rows - 1, self.hw, "write")
+        last_tile, last_lanes = last.tile, last.lanes
         at_last = Signal(name="write_at_last")
         m.d.sync += at_last.eq(Mux(out.y_valid & out.y_last, write_tile + 1 == last_tile, write_tile == last_tile))
         m.d.comb += [self.w.buf.eq(v.o_buf[:2]), self.w.tile.eq(write_tile), self.w.ch.eq(v.o_c0 + write_ch),

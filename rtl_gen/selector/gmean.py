@@ -30,7 +30,6 @@ from ..primitives.arith import (
     product_latency,
     requant_uvar,
     split_product,
-    thermometer,
     tree_latency,
 )
 from ..primitives.recip import Reciprocal
@@ -59,9 +58,10 @@ class GMean(wiring.Component):
         LANE_LATENCY, PIPE = lane_latency(hw), pipeline_latency(hw)
         desc = desc_view("GMEAN", ports.held(m, self.desc, "desc"))
         rows = ports.held(m, self.rows, "rows_held")      # the start cycle's rows go to the reciprocal
-        # T - 1 and w - 1, registered (reads start after RECIP)
-        last_tile, last_ch = Signal(range(hw.tiles + 1)), Signal(13)
-        m.d.sync += [last_tile.eq(ports.tiles_of(rows, R) - 1), last_ch.eq(desc.w - 1)]
+        # the last token's tile and lanes, and w - 1, registered (reads start after RECIP)
+        last_row, last_ch = ports.last_row(m, rows - 1, hw, "rows"), Signal(13)
+        last_tile = last_row.tile
+        m.d.sync += last_ch.eq(desc.w - 1)
         sum_bits = 16 + hw.n_max.bit_length()
         m.submodules.recip = recip = Reciprocal(hw.n_max.bit_length(), MEAN_RECIP_BITS)
         recip_rows = Signal(MEAN_RECIP_BITS + 1)               # recip(rows - 1, 30)
@@ -111,8 +111,7 @@ class GMean(wiring.Component):
         # (every lane but the last tile's lanes past the last row: registers, so the enables
         # leave through one LUT into the port routes)
         writing, write_tile, write_ch = Signal(), Signal(range(hw.tiles)), Signal(13)
-        at_last, last_lanes = Signal(name="write_at_last"), Signal(R, name="last_lanes")
-        m.d.sync += last_lanes.eq(thermometer((rows - 1)[:ports.lane_bits(R)], R, up=False))
+        at_last, last_lanes = Signal(name="write_at_last"), last_row.lanes
         m.d.comb += [self.wr.buf.eq(desc.buf), self.wr.tile.eq(write_tile), self.wr.ch.eq(write_ch),
                      self.wr.en.eq(Mux(writing, Mux(at_last, last_lanes, (1 << R) - 1), 0))]
         m.d.comb += [self.wr.data[r].eq(mean) for r in range(R)]

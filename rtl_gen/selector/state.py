@@ -24,8 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.hw import HardwareConfig
 
-from ..buffers.ports import lane_bits
-from ..primitives.arith import thermometer
+from ..buffers import ports
 from ..primitives.ram import Ram
 
 M_BITS = 17          # m in [-2^15, 2^15] whenever every head weight w >= 0 (docs/rtl.md)
@@ -102,12 +101,9 @@ class SelState(wiring.Component):
         # the scored lanes of the tile read: ns's tile and lanes are registers (set with ns), the
         # read's tile is compared with them as it is asked, so the keep bits (into PACKAGE,
         # COMPACT and the selection store) leave through one LUT
-        R, every = hw.mac_rows, (1 << hw.mac_rows) - 1
-        bits = lane_bits(R)
-        last_tile, last_lanes = Signal(range(hw.tiles + 1), name="ns_tile"), Signal(R, name="ns_lanes")
-        with m.If(self.set):
-            m.d.sync += [last_tile.eq(self.set_info.ns >> bits),
-                         last_lanes.eq(thermometer(self.set_info.ns[:bits], R, up=False))]
+        every = (1 << hw.mac_rows) - 1
+        ns = ports.last_row(m, self.set_info.ns, hw, "ns", en=self.set)
+        last_tile, last_lanes = ns.tile, ns.lanes
         at_first, at_last, past = Signal(name="at_first"), Signal(name="at_last"), Signal(name="past_ns")
         with m.If(self.mask.en):
             m.d.sync += [at_first.eq(self.mask.tile == 0), at_last.eq(self.mask.tile == last_tile),
