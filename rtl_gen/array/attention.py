@@ -101,6 +101,12 @@ class AttentionSeq(wiring.Component):
         m.d.comb += [q.w_addr.eq(dim), q.info.release.eq(first_item & ~first_item)]
         # the heads' first channels, head x head_dim kept as running sums (no multiplier)
         score_ch0, pv_ch0 = Signal(range(hw.d_max + 1)), Signal(range(hw.d_max + 1))
+        # the state's request valid and sources as registers (set with the state): the fetch's
+        # read enables are one LUT from registers, not a decode of the state behind the select
+        scoring, in_pv = Signal(name="scoring"), Signal(name="in_pv")
+        m.d.comb += [self.req.valid.eq(scoring | (in_pv & bank_full.bit_select(read_bank, 1))),
+                     q.a_src.eq(Mux(in_pv, A_PROB, A_TOK)), q.b_src.eq(Mux(in_pv, B_VALUE, B_KEY)),
+                     self.busy.eq(scoring | in_pv)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -108,11 +114,11 @@ class AttentionSeq(wiring.Component):
                                  k_tiles.eq(tiles_of(self.rows, C)), score_tile.eq(0), score_head.eq(0),
                                  pv_tile.eq(0), pv_head.eq(0), key_tile.eq(0), dim.eq(0), pv_group.eq(0),
                                  pv_key.eq(0), first_item.eq(1), scores_done.eq(0), read_bank.eq(0),
-                                 score_ch0.eq(0), pv_ch0.eq(0)]
+                                 score_ch0.eq(0), pv_ch0.eq(0), scoring.eq(1)]
                     m.next = "SCORE"
             with m.State("SCORE"):
-                m.d.comb += [self.req.valid.eq(1), q.a_src.eq(A_TOK), q.a_buf.eq(d.q_buf), q.a_tile.eq(score_tile),
-                             q.a_ch.eq(score_ch0 + dim), q.b_src.eq(B_KEY), q.k_tile.eq(key_tile),
+                m.d.comb += [q.a_buf.eq(d.q_buf), q.a_tile.eq(score_tile),
+                             q.a_ch.eq(score_ch0 + dim), q.k_tile.eq(key_tile),
                              q.k_ch.eq(score_ch0 + dim), q.first.eq(dim == 0), q.last.eq(dim == d.head_dim - 1),
                              q.info.kind.eq(KIND_SCORE), q.info.tile.eq(score_tile),
                              q.info.key0.eq(key_tile << col_bits)]
@@ -129,10 +135,10 @@ class AttentionSeq(wiring.Component):
                             with m.If(last_item):
                                 m.d.sync += scores_done.eq(1)
                             with m.If(~first_item | last_item):
+                                m.d.sync += [scoring.eq(0), in_pv.eq(1)]
                                 m.next = "PV"
             with m.State("PV"):
-                m.d.comb += [self.req.valid.eq(bank_full.bit_select(read_bank, 1)), q.a_src.eq(A_PROB),
-                             q.p_bank.eq(read_bank), q.p_key.eq(pv_key), q.b_src.eq(B_VALUE), q.v_token.eq(pv_key),
+                m.d.comb += [q.p_bank.eq(read_bank), q.p_key.eq(pv_key), q.v_token.eq(pv_key),
                              q.v_grp.eq((pv_ch0 >> col_bits) + pv_group), q.first.eq(pv_key == 0),
                              q.last.eq(pv_key == n_keys - 1), q.info.kind.eq(KIND_PV), q.info.tile.eq(pv_tile),
                              q.info.ch0.eq(pv_ch0 + (pv_group << col_bits)), q.info.cols.eq(C)]
@@ -148,8 +154,9 @@ class AttentionSeq(wiring.Component):
                             with m.If(pv_head == d.heads - 1):
                                 m.d.sync += [pv_head.eq(0), pv_tile.eq(pv_tile + 1), pv_ch0.eq(0)]
                             with m.If(pv_last):
+                                m.d.sync += in_pv.eq(0)
                                 m.next = "IDLE"
                             with m.Elif(~scores_done):
+                                m.d.sync += [in_pv.eq(0), scoring.eq(1)]
                                 m.next = "SCORE"
-        fsm.state.attrs["max_fanout"] = 16           # decoded by the request's valid and every field: replicated
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the request's fields: replicated

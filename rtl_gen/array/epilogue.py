@@ -32,7 +32,7 @@ from ..buffers import ports
 from ..buffers.ports import lanes
 from ..buffers.scores import score_write
 from ..primitives.arith import WORD, pipe_stage, requant_sv, requant_sv_shift
-from ..primitives.fifo import RamFifo
+from ..primitives.fifo import RamFifo, Skid
 from ..primitives.pwl import DEEP_LATENCY as PWL_LATENCY, PwlEval, geometry_layout, table_read
 
 ACC_BITS = 48
@@ -42,13 +42,15 @@ SUM_BITS = WORD + ALIGN_MAX + 2             # (r << sa) + (y << sb)
 DEST_TOK, DEST_KB, DEST_VB, DEST_SM = range(4)
 SPLIT = 24                                  # s = hi 2^24 + lo: lo x mult and hi x mult, one DSP each
 REQUANT_STAGES = 3                          # requant_sv with two cuts, then its result registered
-RES_STAGES = 2 + REQUANT_STAGES             # shifts, sum, requant
+RES_CUTS = 2                                # the residual's output shifter in three (its shift is wider)
+RES_STAGES = 2 + REQUANT_STAGES + RES_CUTS - 1     # shifts, sum, requant
 Y_STAGE = 3 + REQUANT_STAGES                # the stage whose register holds the requantised y
 ACT_STAGE = Y_STAGE + PWL_LATENCY           # the activation's result
 assert ACT_STAGE - ports.READ_LATENCY >= 1  # the residual's read: a beat's tag from stage 1
 LATENCY = ACT_STAGE + RES_STAGES + 1        # a beat in -> its write (the write ports are combinational from here)
 REPLICATED = {"max_fanout": 16}            # a register every lane reads (the shifts, their copies at the cut)
 SM_DEPTH = 32                               # score FIFO: the drain's credit loop at one beat per cycle
+SM_SLICE = 1                                # the score FIFO -> its register slice -> the softmax unit
 
 
 def ctx_layout(hw: HardwareConfig) -> data.StructLayout:
@@ -146,7 +148,8 @@ class Epilogue(wiring.Component):
         m.d.comb += [self.sw.tile.eq(t1.tile), self.sw.data.eq(Cat(s[:ACC_BITS] for s in sums)),
                      self.sw.en.eq(Mux(t1.valid & cfg.to_sb & t1.ok & (t1.dest == DEST_TOK),
                                        ports.rows_mask(m, cfg.rows, t1.tile, hw, name="sb_rows"), 0))]
-        m.d.comb += self.idle.eq(~Cat(t.valid for t in tags[1:]).any() & ~self.o_s.valid & (self._sm.count == 0))
+        m.d.comb += self.idle.eq(~Cat(t.valid for t in tags[1:]).any() & ~self.o_s.valid & ~self._sm.o.valid
+                              & (self._sm.count == 0))
         return m
 
     def _lane(self, m, r: int, acc, bias, mult, sh3, align, res) -> tuple[Value, Value]:
@@ -181,7 +184,7 @@ class Epilogue(wiring.Component):
         ys = reg(yact << align.sb, "ys", signed(SUM_BITS))
         total = reg(rs + ys, "sum", signed(SUM_BITS))
         cut = pipe_stage(m, name=f"ra{r}_c", attrs=REPLICATED)
-        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", cut, shift=align.so), "yres")
+        yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", cut, shift=align.so, cuts=RES_CUTS), "yres")
         return s, reg(Mux(cfg.res, yres, delay(yact, RES_STAGES, "yn")), "yout")
 
     def _write(self, m, t, y):
@@ -193,10 +196,13 @@ class Epilogue(wiring.Component):
         yv = Signal(lanes(R), name="y_out")
         m.d.comb += yv.eq(Cat(y))
         m.submodules.sm = self._sm = fifo = RamFifo(sm_layout(hw).size, SM_DEPTH)
+        # out through a register slice: the softmax's ready (its first score's) meets a register,
+        # not the FIFO's pointers and count
+        m.submodules.sm_out = out = Skid(sm_layout(hw))
         q = data.View(sm_layout(hw), fifo.i.payload)
         m.d.comb += [fifo.i.valid.eq(go & (t.dest == DEST_SM)), q.s.eq(yv), q.last.eq(t.last),
-                     self.o_s.valid.eq(fifo.o.valid), self.o_s.payload.eq(fifo.o.payload),
-                     fifo.o.ready.eq(self.o_s.ready)]
+                     out.i.valid.eq(fifo.o.valid), out.i.payload.eq(fifo.o.payload), fifo.o.ready.eq(out.i.ready)]
+        wiring.connect(m, out.o, wiring.flipped(self.o_s))
         # a score beat of a padding key (ok = 0) never enters the FIFO: its credit returns here
         m.d.sync += self.sm_free.eq((fifo.o.valid & fifo.o.ready) + (t.valid & ~t.ok & (t.dest == DEST_SM)))
         w, kw, vw = self.w, self.kw, self.vw

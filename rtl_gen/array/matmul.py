@@ -48,6 +48,10 @@ class MatmulSeq(wiring.Component):
         # slot_done a cycle after the slot's last request, from a register (the descriptor's k
         # compare ran into the weight ring's slot flags; WAIT looks at the next slot a cycle later)
         m.d.sync += self.slot_done.eq(0)
+        # the request's valid is a register (set with ISSUE): the fetch's read enables are one
+        # LUT from registers, not a decode of the state behind the sequencer select
+        issuing = Signal(name="issuing")
+        m.d.comb += self.req.valid.eq(issuing)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -56,15 +60,15 @@ class MatmulSeq(wiring.Component):
                     m.next = "WAIT"
             with m.State("WAIT"):
                 with m.If(self.avail):
+                    m.d.sync += issuing.eq(1)
                     m.next = "ISSUE"
             with m.State("ISSUE"):
-                m.d.comb += self.req.valid.eq(1)
                 with m.If(self.req.ready):
                     m.d.sync += k.eq(k + 1)
                     with m.If(k == d.k - 1):
                         m.d.sync += [k.eq(0), tile.eq(tile + 1)]
                         with m.If(tile == tiles - 1):
-                            m.d.sync += self.slot_done.eq(1)
+                            m.d.sync += [self.slot_done.eq(1), issuing.eq(0)]
                             m.d.sync += [tile.eq(0), m_tile.eq(m_tile + 1), ch0.eq(ch0 + C), left.eq(left - C)]
                             m.next = "NEXT"
             with m.State("NEXT"):

@@ -39,7 +39,7 @@ from ..primitives.recip import Reciprocal
 SUM_MIN_BITS = PROB_FRAC             # S >= 2^15: the maximum's term is exp(0) = 1.0
 P_SHIFT = SOFTMAX_RECIP_BITS - PROB_FRAC
 B_LAT = EXP_LAT + 2                  # B: issue of a key -> its E summed (read, exp, write)
-C_LAT = 3                            # C: issue of a key -> its p on o_p
+C_LAT = 4                            # C: issue of a key -> its p on o_p (read, register, product, slice)
 RECIP_CYCLES = SOFTMAX_RECIP_BITS - SUM_MIN_BITS + 2     # taken -> quotient valid (32 steps)
 
 
@@ -156,8 +156,9 @@ class SoftmaxUnit(wiring.Component):
 
     def _stage_c(self, m, ering, recips, bc, e_busy):
         """Reciprocal of S, then p_j = min(round(E_j Rc / 2^31), 32767) out with back-pressure
-        (a stall-together pipeline: read, product; the rounding into a skid register slice, whose
-        ready is a register: the consumer's ready does not fan out to every lane's product)."""
+        (a stall-together pipeline: read, its register, product; the rounding into a skid
+        register slice, whose ready is a register: the consumer's ready does not fan out to every
+        lane's product)."""
         hw, R = self.hw, self.hw.mac_rows
         n = Signal(range(hw.n_max + 1))
         j = Signal(range(hw.n_max + 1))
@@ -167,8 +168,10 @@ class SoftmaxUnit(wiring.Component):
         busy, issuing, go = Signal(name="c_busy"), Signal(name="issuing"), Signal(name="c_go")
         # j < n and j == n - 1 as registers beside j (no compare between the issue and its fanout)
         more, at_last = Signal(name="c_more"), Signal(name="c_at_last")
-        # pipeline stages 1 (E read) and 2 (product): valid, and the item's last key
+        # pipeline stages 1 (E read), 2 (E registered: the RAM's output meets no DSP directly) and
+        # 3 (product): valid, and the item's last key
         read_valid, read_last, prod_valid, prod_last = Signal(), Signal(), Signal(), Signal()
+        e_valid, e_last = Signal(name="e_valid"), Signal(name="e_last")
         m.submodules.out = out = Skid(item_layout(hw, "p"))
         en = out.i.ready
         wiring.connect(m, out.o, wiring.flipped(self.o_p))
@@ -181,14 +184,15 @@ class SoftmaxUnit(wiring.Component):
                          at_last.eq(bc.n == 1)]
         # the quotients are taken once the previous item has left the pipeline; keys issue from then
         start = Signal()
-        m.d.comb += [start.eq(busy & ~issuing & recips[0].o_q.valid & ~read_valid & ~prod_valid & ~self.o_p.valid & en),
+        m.d.comb += [start.eq(busy & ~issuing & recips[0].o_q.valid & ~read_valid & ~e_valid & ~prod_valid
+                                       & ~self.o_p.valid & en),
                      go.eq((issuing | start) & en & more)]
         with m.If(start):
             m.d.comb += [rc.o_q.ready.eq(1) for rc in recips]
             m.d.sync += issuing.eq(1)
         # the quotients load whenever no key uses them (not issuing, no read in flight), so their
-        # enable is a gate of two registers, not `start`, which waits on the output's valid
-        with m.If(~issuing & ~read_valid):
+        # enable is a gate of registers, not `start`, which waits on the output's valid
+        with m.If(~issuing & ~read_valid & ~e_valid):
             m.d.sync += [r.eq(rc.o_q.payload) for r, rc in zip(recip_sum, recips)]
         with m.If(go & at_last):
             m.d.sync += [issuing.eq(0), busy.eq(0), e_busy.bit_select(slot, 1).eq(0)]
@@ -196,13 +200,14 @@ class SoftmaxUnit(wiring.Component):
         with m.If(go):
             m.d.sync += [j.eq(j + 1), more.eq(~at_last), at_last.eq(j + 2 == n)]
         with m.If(en):
-            m.d.sync += [read_valid.eq(go), read_last.eq(go & at_last), prod_valid.eq(read_valid),
-                         prod_last.eq(read_last)]
+            m.d.sync += [read_valid.eq(go), read_last.eq(go & at_last), e_valid.eq(read_valid),
+                         e_last.eq(read_last), prod_valid.eq(e_valid), prod_last.eq(e_last)]
         for l in range(R):
             prod = Signal(unsigned(WORD + len(recip_sum[l])), name=f"prod{l}")
             p = (prod + (1 << (P_SHIFT - 1))) >> P_SHIFT
+            e_q = Signal(unsigned(WORD), name=f"e_q{l}")
             with m.If(en):
-                m.d.sync += prod.eq(ering.rdata[l] * recip_sum[l])
+                m.d.sync += [e_q.eq(ering.rdata[l]), prod.eq(e_q * recip_sum[l])]
             m.d.comb += out.i.payload.p[l].eq(Mux(p > (1 << PROB_FRAC) - 1, (1 << PROB_FRAC) - 1, p))
             if l == 0:                               # the CLS row's probability, 23 fraction bits, unsaturated
                 cls_shift = SOFTMAX_RECIP_BITS - CLS_ATTN_FRAC

@@ -45,7 +45,7 @@ def rshift_round(v, s: int) -> Value:
     return (v + (1 << (s - 1))) >> s
 
 
-def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru", stage=None) -> Value:
+def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru", stage=None, cuts: int = 1) -> Value:
     """sat(rshift_round(v, s), bits) for a runtime unsigned shift s (= golden requant with a
     `bits`-bit result). Computed as F = floor(2 v / 2^s), clamped to bits + 1 bits, then
     sat((F + 1) >> 1, bits): floor((floor(2 v / 2^s) + 1) / 2) = floor((v + 2^(s-1)) / 2^s) for
@@ -60,7 +60,8 @@ def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru", stage=None) -> Val
 
     `stage`: None (all combinational) or a function that registers a list of values and returns
     the registered copies; it is called after the upper half of the shifter and before the
-    rounding (three register stages, PIPE_REQUANT). Returns a Signal of signed(bits) (the last
+    rounding (three register stages, PIPE_REQUANT); with `cuts` > 1, at `cuts` even places in
+    the shifter (PIPE_REQUANT + cuts - 1 registers). Returns a Signal of signed(bits) (the last
     stage's result, combinational)."""
     v = Value.cast(v)
     s = Value.cast(s).as_unsigned()
@@ -71,8 +72,9 @@ def requant_uvar(m, v, s, bits: int = WORD, name: str = "ru", stage=None) -> Val
     m.d.comb += fits.eq(1)
     sign = v[-1] if v.shape().signed else Const(0, 1)
     steps = list(reversed(range(len(s))))
+    places = {(len(steps) * (i + 1) + cuts) // (cuts + 1) for i in range(cuts)}    # one: the middle
     for n, j in enumerate(steps):
-        if n == (len(steps) + 1) // 2:                           # the cut in the middle of the shifter
+        if n in places:                                          # the cuts in the shifter
             cur, fits, s, sign = cut([cur, fits, s, sign])
         keep = min(len(cur), bits + (1 << j))
         nxt = Signal(signed(keep), name=f"{name}_s{j}")
@@ -208,14 +210,14 @@ def requant_sv_shift(m, s, width: int, bits: int = WORD, name: str = "rs", stage
     return sh
 
 
-def requant_sv(m, v, s, bits: int = WORD, name: str = "rs", stage=None, shift=None) -> Value:
+def requant_sv(m, v, s, bits: int = WORD, name: str = "rs", stage=None, shift=None, cuts: int = 1) -> Value:
     """requant with a runtime *signed* shift s (s < 0 shifts left), = requant_var, on one right
     shifter: v << bits shifted right by s + bits (clamped at 0: any left shift of `bits` or
     more saturates every v != 0 and keeps 0). `stage`: as requant_uvar; `shift`: the shift
     already computed by requant_sv_shift (then s is unused)."""
     v = Value.cast(v)
     sh = requant_sv_shift(m, s, len(v), bits, name) if shift is None else shift
-    return requant_uvar(m, v << bits, sh, bits, name, stage)
+    return requant_uvar(m, v << bits, sh, bits, name, stage, cuts)
 
 
 def requant(v, s: int, bits: int = WORD) -> Value:

@@ -108,11 +108,15 @@ class PwlEval(wiring.Component):
         m.d.comb += raw.eq(self.x - g.lo)
         low = reg(Mux(raw < 0, 0, raw)[:OFF_BITS], "low")
         off = reg(Mux(~g.extend & (low > span_m1), span_m1, low), "off")
+        # past the last segment (seg > n_seg - 1), found with the clamp a stage early: without
+        # `extend`, off <= span - 1 never is; with it, off = low >= span = n_seg << shift, i.e.
+        # low > span_m1 (a checked geometry has 1 <= n_seg and span <= 2^17: golden/isa.py)
+        past = reg(g.extend & (low > span_m1), "past")
         # 3: segment, remainder within it, remainder past the last segment's start
         seg = reg(off >> g.shift, "seg")
         d_in, d_past = reg(off & mask, "d_in"), reg((off - last_off)[:OFF_BITS], "d_past")
-        # 4: the table address (read in this cycle), the remainder that goes with it
-        over = seg > nseg_m1
+        # 4: the table address (read in this cycle; a select of registers), the remainder with it
+        over = reg(past, "over")
         m.d.comb += [tab.addr.eq(Mux(over, nseg_m1, seg)), tab.en.eq(1)]
         d = reg(Mux(over, d_past, d_in), "d", True)
         # 5: the table entry; 6: slope d; 7: + 2^(f+5); 8: >> f; 9: + base; 10: >> 6, saturated

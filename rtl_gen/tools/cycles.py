@@ -33,7 +33,7 @@ from golden.interp import Machine
 from golden.isa import PACKAGE_MODES
 from golden.layers import MEAN_RECIP_BITS, PACK_RECIP_BITS, WEIGHT_RECIP_BITS
 
-from ..array.epilogue import LATENCY as EPI_LATENCY, SM_DEPTH
+from ..array.epilogue import LATENCY as EPI_LATENCY, SM_DEPTH, SM_SLICE
 from ..array.fetch import DRAIN_STAGES, ISSUE_LATENCY
 from ..array.mac import CAPTURE_DELAY, DRAIN_DELAY
 from ..array.softmax import B_LAT, C_LAT, RECIP_CYCLES
@@ -65,7 +65,7 @@ FETCH_SLICE = 2      # the DMA's fetch output slice: a cycle on the header's and
 EPI = DRAIN_STAGES + EPI_LATENCY + 1 + DONE_DELAY
 ISSUE = ISSUE_LATENCY - 1                # request -> MAC beat, beyond the one cycle the model counts
 # a score column on the MAC array's output -> the softmax takes it (drain, epilogue, score FIFO)
-SCORE = DRAIN_STAGES + EPI_LATENCY + 2
+SCORE = DRAIN_STAGES + EPI_LATENCY + 2 + SM_SLICE
 # a selection's last beat -> done (the slices, the writer's response; measured, mini)
 SELECT_TAIL = 10 + STORE_SLICE + DMA_WRITE_SLICE
 LOADER_DESC = 4      # stream loader: READ, DECODE, DISPATCH, NEXT of a descriptor
