@@ -14,7 +14,7 @@ With `score`, the softmax's first H items (query tile 0, heads 0..H-1) also go o
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Assert, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -80,10 +80,10 @@ class AttentionSeq(wiring.Component):
                 m.d.sync += bank_full[b].eq(1)
             with m.Elif(bank_used & (read_bank == b)):
                 m.d.sync += bank_full[b].eq(0)
-        self._issue(m, d, bank_full, read_bank, bank_used)
+        self._issue(m, d, bank_full, read_bank, bank_used, platform)
         return m
 
-    def _issue(self, m, d, bank_full, read_bank, bank_used):
+    def _issue(self, m, d, bank_full, read_bank, bank_used, platform):
         """The request sequence S0 S1 PV0 S2 PV1 ...: SCORE items (query tile, head) over key
         tiles and head channels, PV items over channel groups and keys of a filled bank."""
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
@@ -160,3 +160,6 @@ class AttentionSeq(wiring.Component):
                                 m.d.sync += [in_pv.eq(0), scoring.eq(1)]
                                 m.next = "SCORE"
         fsm.state.attrs["max_fanout"] = 16           # decoded by the request's fields: replicated
+        if platform == "formal":    # invariant for k-induction (rtl_gen/tools/formal.py)
+            m.d.comb += Assert((scoring == fsm.ongoing("SCORE")) & (in_pv == fsm.ongoing("PV")),
+                               "attention: scoring and in_pv are the SCORE and PV states")

@@ -8,7 +8,7 @@ the array is busy k of every k cycles when k >= mac_cols and the weights arrive 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Assert, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -76,6 +76,8 @@ class MatmulSeq(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.next = "WAIT"
-        fsm.state.attrs["max_fanout"] = 16           # decoded by the request's valid and fields: replicated
+        fsm.state.attrs["max_fanout"] = 16           # decoded by the request's fields: replicated
+        if platform == "formal":    # invariant for k-induction (rtl_gen/tools/formal.py)
+            m.d.comb += Assert(issuing == fsm.ongoing("ISSUE"), "matmul: issuing is the ISSUE state")
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

@@ -182,11 +182,12 @@ class SoftmaxUnit(wiring.Component):
             m.d.comb += [rc.i_d.valid.eq(1) for rc in recips]
             m.d.sync += [busy.eq(1), bc.full.eq(0), n.eq(bc.n), slot.eq(bc.slot), j.eq(0), more.eq(1),
                          at_last.eq(bc.n == 1)]
-        # the quotients are taken once the previous item has left the pipeline; keys issue from then
-        start = Signal()
-        m.d.comb += [start.eq(busy & ~issuing & recips[0].o_q.valid & ~read_valid & ~e_valid & ~prod_valid
-                                       & ~self.o_p.valid & en),
-                     go.eq((issuing | start) & en & more)]
+        # the quotients are taken once the previous item has left the pipeline; keys issue from then.
+        # `clear`: busy, not issuing and the pipeline empty a cycle ago, a register; it still holds
+        # unless `start` came since, which sets `issuing` (so start and go are a LUT each)
+        start, clear = Signal(), Signal(name="c_clear")
+        m.d.sync += clear.eq(busy & ~issuing & ~read_valid & ~e_valid & ~prod_valid & ~self.o_p.valid)
+        m.d.comb += [start.eq(clear & ~issuing & recips[0].o_q.valid & en), go.eq((issuing | start) & en & more)]
         with m.If(start):
             m.d.comb += [rc.o_q.ready.eq(1) for rc in recips]
             m.d.sync += issuing.eq(1)

@@ -208,7 +208,7 @@ def test_burst_mutant_caught(tmp_path, fails):
 
 # connected ports carry the same stream and each end has the stream's assertions: the solver may
 # report a broken handshake under either name (which one depends on the netlist)
-ARRAY_CONNECTED = {"dut.fetch.o_ab": "dut.mac.i_ab"}
+ARRAY_CONNECTED = {"dut.fetch.o_ab": "dut.mac.i_ab", "dut.mac.o_acc": "dut.drain.i_acc"}
 
 
 @pytest.mark.parametrize("fails", list(ARRAY_MUTANTS))
