@@ -180,11 +180,15 @@ class StoreUnit(wiring.Component):
         m.d.comb += [issued.valid.eq(go), issued.lane.eq(lane), issued.mask.eq(read_mask)]
         arrived = ports.delayed(m, issued, ports.READ_LATENCY, "store_read")
         m.d.sync += inflight.eq(inflight + go - arrived.valid)
+        # the job's last channel and tile as registers (desc and rows hold from before start): the
+        # read's end compares registers, not adders behind the descriptor
+        last_ch, last_tile = Signal.like(job.ch, name="last_ch"), Signal.like(job.tile, name="last_tile")
+        m.d.sync += [last_ch.eq(d.w - 1), last_tile.eq(tiles - 1)]
         with m.If(go):
             m.d.sync += job.ch.eq(job.ch + 1)
-            with m.If(job.ch == d.w - 1):
+            with m.If(job.ch == last_ch):
                 m.d.sync += [job.ch.eq(0), job.row.eq(job.row + 1), job.tile.eq(job.tile + 1)]
-                with m.If(Mux(rows_mode, job.row == d.r0 + self.rows - 1, job.tile == tiles - 1)):
+                with m.If(Mux(rows_mode, job.row == row_last, job.tile == last_tile)):
                     m.d.sync += job.reading.eq(0)
         word = Cat(Mux(arrived.mask[r], self.ra.data[r], 0) for r in range(R))
         m.d.comb += [read_fifo.w_en.eq(arrived.valid), read_fifo.w_data.eq(Cat(word, arrived.lane))]

@@ -39,6 +39,7 @@ from .stream_loader import loader_port
 
 ERR = isa.ERROR_CODES
 HEADER_INDEX = -1                 # ERROR_INDEX of a header error (0xFFFFFFFF)
+CMD_SLICE = 1                     # a read command is offered from registers: a cycle after its state
 
 
 def dispatch_port(hw: HardwareConfig) -> wiring.Signature:
@@ -89,6 +90,12 @@ class Controller(wiring.Component):
         # stream's command is taken, from a register: the DMA's ready ran through this FSM into
         # the loader's
         m.d.sync += self.loader.start.eq(run.stream_start)
+        # the read commands are offered from registers (CMD_SLICE): the DMA's ready clears the
+        # offer and, for the stream's, starts the loader; it does not reach the FSM
+        with m.If(self.rd_cmd.valid & self.rd_cmd.ready):
+            m.d.sync += self.rd_cmd.valid.eq(0)
+            with m.If(~self.rd_cmd.payload.fetch):
+                m.d.comb += run.stream_start.eq(1)
         return m
 
     def _registers(self, m):
@@ -180,18 +187,18 @@ class Controller(wiring.Component):
                 m.next = "HDR_CMD"
 
     def _read_cmd(self, addr, length, fetch):
-        """The read command's payload: `length` bytes at prog_base + `addr`, a fetch job or the stream."""
+        """Offer a read command (from registers, from the next cycle until the DMA takes it):
+        `length` bytes at prog_base + `addr`, a fetch job or the stream."""
         cmd = self.rd_cmd.payload
-        return [cmd.addr.eq(self.csr.prog_base + addr), cmd.length.eq(length), cmd.fetch.eq(fetch)]
+        return [self.rd_cmd.valid.eq(1), cmd.addr.eq(self.csr.prog_base + addr), cmd.length.eq(length),
+                cmd.fetch.eq(fetch)]
 
     def _fetch_header(self, m, run):
         """HDR_CMD, HDR: fetch the 64-byte header; HDR_RULES, HDR_CODE, HDR_CHECK: golden.isa.HEADER_CHECKS."""
         with m.State("HDR_CMD"):
-            m.d.sync += self.dma.clear.eq(0)
-            m.d.comb += [self.rd_cmd.valid.eq(1), *self._read_cmd(0, isa.HEADER_BYTES, 1)]
-            with m.If(self.rd_cmd.ready):
-                m.d.sync += [run.fetching.eq(1), run.in_header.eq(1)]
-                m.next = "HDR"
+            m.d.sync += [self.dma.clear.eq(0), *self._read_cmd(0, isa.HEADER_BYTES, 1),
+                         run.fetching.eq(1), run.in_header.eq(1)]
+            m.next = "HDR"
         with m.State("HDR"):
             with m.If(run.record_done & self.dma.rd_idle):
                 m.d.sync += [run.in_header.eq(0), run.beats.eq(0), run.fetching.eq(0)]
@@ -215,10 +222,8 @@ class Controller(wiring.Component):
         stream and the stream loader."""
         hdr = run.header
         with m.State("PROG_CMD"):
-            m.d.comb += [self.rd_cmd.valid.eq(1), *self._read_cmd(hdr.desc_off, hdr.n_desc * isa.DESC_BYTES, 1)]
-            with m.If(self.rd_cmd.ready):
-                m.d.sync += run.fetching.eq(1)
-                m.next = "PROG"
+            m.d.sync += [*self._read_cmd(hdr.desc_off, hdr.n_desc * isa.DESC_BYTES, 1), run.fetching.eq(1)]
+            m.next = "PROG"
         with m.State("PROG"):
             m.d.comb += self.prog.wen.eq(run.record_done)
             with m.If(run.record_done):
@@ -230,12 +235,12 @@ class Controller(wiring.Component):
                 m.d.sync += [*self._fail(run, "AXI_READ", HEADER_INDEX), run.fetching.eq(0)]
                 m.next = "ABORT"
         with m.State("STREAM_CMD"):
-            empty = hdr.stream_len == 0
-            m.d.comb += [self.rd_cmd.valid.eq(~empty), *self._read_cmd(hdr.stream_off, hdr.stream_len, 0)]
-            with m.If(self.rd_cmd.ready | empty):
+            with m.If(hdr.stream_len == 0):
                 m.d.comb += run.stream_start.eq(1)
-                m.d.sync += [run.index.eq(0), run.tokens.eq(hdr.n_tokens)]
-                m.next = "READ"
+            with m.Else():
+                m.d.sync += self._read_cmd(hdr.stream_off, hdr.stream_len, 0)
+            m.d.sync += [run.index.eq(0), run.tokens.eq(hdr.n_tokens)]
+            m.next = "READ"
 
     def _execute(self, m, run):
         """READ, LATCH: the next descriptor from the program memory; STEP, RULES, CODE: its checks
@@ -336,7 +341,7 @@ class Controller(wiring.Component):
     def _stop(self, m, run):
         """ABORT: let a STORE finish its write, reset the rest, wait for the DMA; FINISH."""
         with m.State("ABORT"):
-            m.d.sync += run.abort_sent.eq(1)
+            m.d.sync += [run.abort_sent.eq(1), self.rd_cmd.valid.eq(0)]      # a stream command not taken
             m.d.comb += [self.dma.rd_abort.eq(~run.abort_sent), self.units.reset.eq(~run.is_store)]
             with m.If(self.dma.rd_idle & self.dma.wr_idle & ~run.is_store):
                 m.next = "FINISH"

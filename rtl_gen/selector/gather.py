@@ -107,16 +107,19 @@ class Gather(wiring.Component):
         m.d.comb += [self.rd.buf.eq(Mux(copy, cp.i_buf, desc.x_buf)), self.rd.tile.eq(src >> bits),
                      self.rd.ch.eq(rd_ch)]
         writing = Signal(name="writing")                          # a word is on its way to its write
+        # the order RAM's address: row - 1, a register kept beside row (not an adder after it)
+        rank = Signal.like(self.order.rank, name="rank")
+        m.d.comb += self.order.rank.eq(rank)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += row.eq(0)
+                    m.d.sync += [row.eq(0), rank.eq(-1)]
                     m.next = "SIZE0"
             for k in range(SIZE_CYCLES):                            # ns, ranked, n_rows in turn
                 with m.State(f"SIZE{k}"):
                     m.next = f"SIZE{k + 1}" if k + 1 < SIZE_CYCLES else "ROW"
             with m.State("ROW"):                                    # the source of output row `row`
-                m.d.comb += [self.order.rank.eq(row - 1), self.order.en.eq(1)]
+                m.d.comb += self.order.en.eq(1)
                 with m.If(row == n_rows):
                     m.d.sync += [ch.eq(0), copy_tile.eq(0), copy_left.eq(last_tile), copy_last.eq(last_tile == 0)]
                     m.next = "DRAIN"
@@ -137,7 +140,7 @@ class Gather(wiring.Component):
                              issued.src_lane.eq(src[:bits] if bits else 0), issued.score.eq(scores & (ch == 0))]
                 m.d.sync += [ch.eq(ch + 1), rd_ch.eq(rd_ch + 1), wr_ch.eq(wr_ch + 1)]
                 with m.If(ch == last_ch):
-                    m.d.sync += row.eq(row + 1)
+                    m.d.sync += [row.eq(row + 1), rank.eq(row)]
                     m.next = "ROW"
             with m.State("PKG"):                                    # the new package token, row n_rows
                 m.d.comb += [pkg_en.eq(1), pkg_ch.eq(ch), issued.valid.eq(1), issued.ch.eq(ch),

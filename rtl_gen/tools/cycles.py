@@ -41,6 +41,7 @@ from ..array.unit import DONE_DELAY
 from ..buffers.load_store import LOAD_DONE_DELAY, OUT_SLICE as STORE_SLICE
 from ..buffers.ports import READ_LATENCY
 from ..control.checks import supported
+from ..control.controller import CMD_SLICE
 from ..host.dma_write import IN_SLICE as DMA_WRITE_SLICE
 from ..norm.layernorm import ln_cycles
 from ..primitives.arith import PIPE_REQUANT
@@ -276,9 +277,10 @@ def program_cycles(img, steps: list[Step], ddr_bytes_per_cycle: float | None = N
     R, W = hw.mac_rows, hw.axi_bits
     n_desc = img.manifest["descriptors"]
     beat = W // 8
-    fetch = 26 + FETCH_SLICE + (isa.HEADER_BYTES // beat) + n_desc * (isa.DESC_BYTES // beat) + 90
+    # the header's and the program's fetch, then the stream's command (each offered CMD_SLICE late)
+    fetch = 26 + FETCH_SLICE + 2 * CMD_SLICE + (isa.HEADER_BYTES // beat) + n_desc * (isa.DESC_BYTES // beat) + 90
     ld = Loader(hw, ddr_bytes_per_cycle)
-    ld.t = fetch
+    ld.t = fetch + CMD_SLICE
     t = fetch
     ops = []
     wait_weights = 0
