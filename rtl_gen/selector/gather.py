@@ -108,7 +108,7 @@ class Gather(wiring.Component):
                      self.rd.ch.eq(rd_ch)]
         writing = Signal(name="writing")                          # a word is on its way to its write
         # the order RAM's address: row - 1, a register kept beside row (not an adder after it)
-        rank = Signal.like(self.order.rank, name="rank")
+        rank = Signal.like(self.order.rank, name="order_rank")
         m.d.comb += self.order.rank.eq(rank)
         with m.FSM() as fsm:
             with m.State("IDLE"):
