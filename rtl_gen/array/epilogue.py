@@ -142,7 +142,7 @@ class Epilogue(wiring.Component):
         sums, out = zip(*(self._lane(m, r, beat.acc[r], c.bias, mult, sh3,
                                      row0 if r == 0 else SimpleNamespace(sa=sa, sb=sb, so=so), res[r])
                           for r in range(R)))
-        self._write(m, tags[LATENCY], out)
+        self._write(m, tags[LATENCY], tags[LATENCY - 1], out)
         # MATMUL into SB: s = acc + bias (stage 1) of the rows that exist
         t1 = tags[1]
         m.d.comb += [self.sw.tile.eq(t1.tile), self.sw.data.eq(Cat(s[:ACC_BITS] for s in sums)),
@@ -187,7 +187,7 @@ class Epilogue(wiring.Component):
         yres = reg(requant_sv(m, total, 0, WORD, f"ra{r}", cut, shift=align.so, cuts=RES_CUTS), "yres")
         return s, reg(Mux(cfg.res, yres, delay(yact, RES_STAGES, "yn")), "yout")
 
-    def _write(self, m, t, y):
+    def _write(self, m, t, before, y):
         """The last stage: write y (R lanes) where the tag says (only rows < rows); scores into
         the FIFO to the softmax unit."""
         hw, R, C = self.hw, self.hw.mac_rows, self.hw.mac_cols
@@ -207,11 +207,17 @@ class Epilogue(wiring.Component):
         m.d.sync += self.sm_free.eq((fifo.o.valid & fifo.o.ready) + (t.valid & ~t.ok & (t.dest == DEST_SM)))
         w, kw, vw = self.w, self.kw, self.vw
         m.d.comb += [w.buf.eq(t.buf), w.tile.eq(t.tile), w.ch.eq(t.ch), w.data.eq(yv),
-                     w.en.eq(Mux(go & (t.dest == DEST_TOK) & ~self.cfg.to_sb, t.rows, 0)),
                      vw.tile.eq(t.tile), vw.ch.eq(t.ch), vw.data.eq(yv),
-                     vw.en.eq(Mux(go & (t.dest == DEST_VB), t.rows, 0)),
                      kw.ch.eq(t.ch), kw.data.eq(Cat(yv for _ in range(G)))]
         gb = (G - 1).bit_length()
         m.d.comb += kw.ktile.eq(t.tile >> gb)
-        grp = t.tile[:gb] if gb else 0
-        m.d.comb += kw.en.eq(Mux(go & (t.dest == DEST_KB), t.rows << (grp * R if gb else 0), 0))
+        # the write enables are registers, made from the stage before (the pipeline never stalls,
+        # and to_sb holds for the operation): they reach the port routes without a LUT
+        b_go, grp = before.valid & before.ok, before.tile[:gb] if gb else 0
+        for name, port, en in (
+                ("w", w, Mux(b_go & (before.dest == DEST_TOK) & ~self.cfg.to_sb, before.rows, 0)),
+                ("vw", vw, Mux(b_go & (before.dest == DEST_VB), before.rows, 0)),
+                ("kw", kw, Mux(b_go & (before.dest == DEST_KB), before.rows << (grp * R if gb else 0), 0))):
+            en_q = Signal.like(port.en, name=f"{name}_en_q")
+            m.d.sync += en_q.eq(en)
+            m.d.comb += port.en.eq(en_q)
