@@ -162,15 +162,19 @@ class Drain(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         hw, C = self.hw, self.hw.mac_cols
-        m.submodules.infos = infos = fifo.SyncFIFOBuffered(width=info_layout(hw).size, depth=4)
-        m.d.comb += [infos.w_data.eq(self.i_info.payload), infos.w_en.eq(self.i_info.valid),
-                     self.i_info.ready.eq(infos.w_rdy)]
-        info = data.View(info_layout(hw), infos.r_data)          # the tile at the head of the FIFO
+        # the tile infos, each with its "score tile" bit decoded on the way in: the MAC array's
+        # ready (`can`, into all its capture registers) is one LUT of registers
+        head = data.StructLayout({"info": info_layout(hw), "score": 1})
+        m.submodules.infos = infos = fifo.SyncFIFOBuffered(width=head.size, depth=4)
+        m.d.comb += [infos.w_data.eq(Cat(self.i_info.payload.as_value(), self.i_info.payload.kind == KIND_SCORE)),
+                     infos.w_en.eq(self.i_info.valid), self.i_info.ready.eq(infos.w_rdy)]
+        at_head = data.View(head, infos.r_data)                   # the tile at the head of the FIFO
+        info = at_head.info
         col = Signal(range(C))
         cfg = self.cfg
         credits = Signal(range(SM_DEPTH + 1), init=SM_DEPTH)
         credit = Signal(init=1)
-        score = info.kind == KIND_SCORE
+        score = at_head.score
         can = infos.r_rdy & (~score | credit)
         take = self.i_acc.valid & can
         m.d.comb += [self.i_acc.ready.eq(can), infos.r_en.eq(take & (col == C - 1)),
