@@ -198,7 +198,7 @@ class Epilogue(wiring.Component):
         m.submodules.sm = self._sm = fifo = RamFifo(sm_layout(hw).size, SM_DEPTH)
         # out through a register slice: the softmax's ready (its first score's) meets a register,
         # not the FIFO's pointers and count
-        m.submodules.sm_out = out = Skid(sm_layout(hw))
+        m.submodules.sm_out = self._sm_out = out = Skid(sm_layout(hw))
         q = data.View(sm_layout(hw), fifo.i.payload)
         m.d.comb += [fifo.i.valid.eq(go & (t.dest == DEST_SM)), q.s.eq(yv), q.last.eq(t.last),
                      out.i.valid.eq(fifo.o.valid), out.i.payload.eq(fifo.o.payload), fifo.o.ready.eq(out.i.ready)]

@@ -166,9 +166,9 @@ class PoppingFetch(Fetch):
 
 
 class ReadyFirstEpilogue(Epilogue):
-    def _write(self, m, t, y):
-        super()._write(m, t, y)
-        m.d.comb += self.o_s.valid.eq(self._sm.o.valid & self.o_s.ready)
+    def _write(self, m, t, before, y):
+        super()._write(m, t, before, y)
+        m.d.comb += self.o_s.valid.eq(self._sm_out.o.valid & self.o_s.ready)
 
 
 DMA_MUTANTS = {
